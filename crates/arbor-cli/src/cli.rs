@@ -1,0 +1,319 @@
+//! Command-line definitions. Flags follow `ostree`'s names so its users'
+//! habits carry over (`--repo`, `-b`, `-s`, `--tree`-less positional dir...).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// arbor: image-based, transactional OS updates, compatible with OSTree.
+#[derive(Debug, Parser)]
+#[command(name = "arbor", version, about)]
+pub struct Opt {
+    /// The command.
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+/// `--repo PATH`, shared by repository commands.
+#[derive(Debug, Args, Clone)]
+pub struct RepoArg {
+    /// Path to the repository.
+    #[arg(long, value_name = "PATH")]
+    pub repo: PathBuf,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Create a repository.
+    Init(InitOpts),
+    /// Commit a directory tree or a tar stream.
+    Commit(CommitOpts),
+    /// Check out a commit into a directory.
+    Checkout(CheckoutOpts),
+    /// Show the history of a ref.
+    Log(RevOpts),
+    /// Show one commit.
+    Show(RevOpts),
+    /// List a path in a commit.
+    Ls(LsOpts),
+    /// Print a file of a commit to stdout.
+    Cat(CatOpts),
+    /// List, create or delete refs.
+    Refs(RefsOpts),
+    /// Print the checksum a revision resolves to.
+    RevParse(RevOpts),
+    /// Compare two commits.
+    Diff(DiffOpts),
+    /// Verify every object and that every commit is complete.
+    Fsck(FsckOpts),
+    /// Delete unreachable objects.
+    Prune(PruneOpts),
+    /// Run a self-contained demonstration in DIR (no root needed).
+    Quickstart(QuickstartOpts),
+}
+
+/// `init`.
+#[derive(Debug, Args)]
+pub struct InitOpts {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// archive (alias archive-z2), bare, bare-user or bare-user-only.
+    #[arg(long, default_value = "bare")]
+    pub mode: String,
+}
+
+/// `commit`.
+#[derive(Debug, Args)]
+pub struct CommitOpts {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// Branch to commit to.
+    #[arg(short = 'b', long)]
+    pub branch: Option<String>,
+    /// One-line subject.
+    #[arg(short = 's', long)]
+    pub subject: Option<String>,
+    /// Full description.
+    #[arg(long)]
+    pub body: Option<String>,
+    /// Commit time: @SECONDS or RFC 3339 (default: SOURCE_DATE_EPOCH or now).
+    #[arg(long)]
+    pub timestamp: Option<String>,
+    /// Add KEY=VALUE string metadata (repeatable, kept in order).
+    #[arg(long = "add-metadata-string", value_name = "KEY=VALUE")]
+    pub add_metadata_string: Vec<String>,
+    /// Set every file's owner uid.
+    #[arg(long)]
+    pub owner_uid: Option<u32>,
+    /// Set every file's owner gid.
+    #[arg(long)]
+    pub owner_gid: Option<u32>,
+    /// uid/gid 0, modes masked to 0755, no xattrs.
+    #[arg(long)]
+    pub canonical_permissions: bool,
+    /// Do not record the branch in ostree.ref-binding.
+    #[arg(long)]
+    pub no_bindings: bool,
+    /// Read the tree from a tar file ("-" for stdin) instead of a directory.
+    #[arg(long, value_name = "FILE", conflicts_with = "path")]
+    pub tar: Option<PathBuf>,
+    /// Don't sync data before publishing (faster, not crash safe).
+    #[arg(long)]
+    pub fsync: Option<bool>,
+    /// The directory to commit.
+    #[arg(required_unless_present = "tar")]
+    pub path: Option<PathBuf>,
+}
+
+/// `checkout`.
+#[derive(Debug, Args)]
+pub struct CheckoutOpts {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// Hardlink files from the repository (bare modes), copy otherwise.
+    #[arg(short = 'H', long)]
+    pub hardlink: bool,
+    /// Do not change ownership or set extended attributes.
+    #[arg(short = 'U', long)]
+    pub user_mode: bool,
+    /// Check out into an existing non-empty directory, replacing files.
+    #[arg(long)]
+    pub union: bool,
+    /// Only check out this path of the commit.
+    #[arg(long)]
+    pub subpath: Option<String>,
+    /// Revision to check out.
+    pub rev: String,
+    /// Destination directory.
+    pub dest: PathBuf,
+}
+
+/// Commands taking one revision.
+#[derive(Debug, Args)]
+pub struct RevOpts {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+    /// Ref or checksum, optionally with ^ suffixes.
+    pub rev: String,
+}
+
+/// `ls`.
+#[derive(Debug, Args)]
+pub struct LsOpts {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// Recurse into directories.
+    #[arg(short = 'R', long)]
+    pub recursive: bool,
+    /// Show checksums.
+    #[arg(short = 'C', long)]
+    pub checksum: bool,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+    /// Revision.
+    pub rev: String,
+    /// Paths inside the commit (default /).
+    pub paths: Vec<String>,
+}
+
+/// `cat`.
+#[derive(Debug, Args)]
+pub struct CatOpts {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// Revision.
+    pub rev: String,
+    /// File paths inside the commit.
+    #[arg(required = true)]
+    pub paths: Vec<String>,
+}
+
+/// `refs`.
+#[derive(Debug, Args)]
+pub struct RefsOpts {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// Create ref NAME pointing at REV.
+    #[arg(long, value_name = "NAME", requires = "rev")]
+    pub create: Option<String>,
+    /// Delete the given refs.
+    #[arg(long)]
+    pub delete: bool,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+    /// With --create: the target revision; with --delete: refs to delete;
+    /// otherwise: prefixes to filter the listing.
+    pub rev: Vec<String>,
+}
+
+/// `diff`.
+#[derive(Debug, Args)]
+pub struct DiffOpts {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+    /// Old revision.
+    pub from: String,
+    /// New revision.
+    pub to: String,
+}
+
+/// `fsck`.
+#[derive(Debug, Args)]
+pub struct FsckOpts {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+    /// Only print errors.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+}
+
+/// `prune`.
+#[derive(Debug, Args)]
+pub struct PruneOpts {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// Only refs keep commits alive.
+    #[arg(long)]
+    pub refs_only: bool,
+    /// Parent commits to keep behind each ref (-1 = all).
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    pub depth: i64,
+    /// Prune history older than DATE (@SECONDS, RFC 3339, YYYY-MM-DD or "N days ago").
+    #[arg(long, value_name = "DATE")]
+    pub keep_younger_than: Option<String>,
+    /// Only report what would be deleted.
+    #[arg(long)]
+    pub no_prune: bool,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `quickstart`.
+#[derive(Debug, Args)]
+pub struct QuickstartOpts {
+    /// Directory to work in (created; must be empty or absent).
+    #[arg(default_value = "arbor-quickstart")]
+    pub dir: PathBuf,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_ostree_style_flags() {
+        let o = Opt::try_parse_from([
+            "arbor",
+            "commit",
+            "--repo",
+            "r",
+            "-b",
+            "os/x",
+            "-s",
+            "subj",
+            "--timestamp=@5",
+            "--add-metadata-string",
+            "version=1",
+            "--add-metadata-string=a=b",
+            "--owner-uid=0",
+            "--canonical-permissions",
+            "tree",
+        ])
+        .unwrap();
+        let Cmd::Commit(c) = o.cmd else {
+            panic!("not commit")
+        };
+        assert_eq!(c.branch.as_deref(), Some("os/x"));
+        assert_eq!(c.add_metadata_string, vec!["version=1", "a=b"]);
+        assert_eq!(c.owner_uid, Some(0));
+        assert!(c.canonical_permissions);
+        assert_eq!(c.path, Some(PathBuf::from("tree")));
+    }
+
+    #[test]
+    fn commit_needs_a_source() {
+        assert!(Opt::try_parse_from(["arbor", "commit", "--repo", "r", "-b", "x"]).is_err());
+        assert!(Opt::try_parse_from(["arbor", "commit", "--repo=r", "--tar", "-"]).is_ok());
+        assert!(Opt::try_parse_from(["arbor", "commit", "--repo=r", "--tar", "-", "dir"]).is_err());
+    }
+
+    #[test]
+    fn checkout_and_prune_flags() {
+        let o = Opt::try_parse_from([
+            "arbor",
+            "checkout",
+            "--repo=r",
+            "-H",
+            "-U",
+            "--union",
+            "--subpath",
+            "/usr",
+            "main",
+            "d",
+        ])
+        .unwrap();
+        let Cmd::Checkout(c) = o.cmd else { panic!() };
+        assert!(c.hardlink && c.user_mode && c.union);
+        let o = Opt::try_parse_from(["arbor", "prune", "--repo=r", "--refs-only", "--depth", "0"])
+            .unwrap();
+        let Cmd::Prune(p) = o.cmd else { panic!() };
+        assert_eq!(p.depth, 0);
+        assert!(p.refs_only);
+        let o = Opt::try_parse_from(["arbor", "prune", "--repo=r", "--depth=-1"]).unwrap();
+        let Cmd::Prune(p) = o.cmd else { panic!() };
+        assert_eq!(p.depth, -1);
+    }
+}

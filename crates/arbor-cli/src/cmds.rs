@@ -1,0 +1,409 @@
+//! One function per subcommand; each parses its inputs, calls the library
+//! and renders the result. Data goes to stdout, diagnostics to stderr.
+
+use std::io::{self, BufWriter, Read, Write};
+use std::process::ExitCode;
+
+use anyhow::{anyhow, bail, Context, Result};
+use arbor_format::{Checksum, RefName, RepoMode};
+use arbor_repo::checkout::CheckoutOptions;
+use arbor_repo::commit::{CommitOptions, CommitSource};
+use arbor_repo::objects::{load_commit, load_dirmeta, load_dirtree, open_file_object};
+use arbor_repo::prune::PruneOptions;
+use arbor_repo::refs::{resolve_rev, RefSpec, RefUpdate};
+use arbor_repo::tree::{resolve_path, TreeEntry};
+use arbor_repo::Repo;
+
+use crate::cli::*;
+use crate::progress::Bar;
+use crate::render::{self, CommitJson, LsEntry};
+
+/// Runs a parsed command.
+pub fn run(opt: Opt) -> Result<ExitCode> {
+    let stdout = io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    let code = dispatch(opt, &mut out)?;
+    out.flush()?;
+    Ok(code)
+}
+
+/// Runs a parsed command, writing its output to `out`.
+pub fn dispatch(opt: Opt, out: &mut dyn Write) -> Result<ExitCode> {
+    let mut out = out;
+    let out = &mut out;
+    let code = match opt.cmd {
+        Cmd::Init(o) => init(o).map(|_| ExitCode::SUCCESS),
+        Cmd::Commit(o) => commit(o, out).map(|_| ExitCode::SUCCESS),
+        Cmd::Checkout(o) => checkout(o).map(|_| ExitCode::SUCCESS),
+        Cmd::Log(o) => log(o, out).map(|_| ExitCode::SUCCESS),
+        Cmd::Show(o) => show(o, out).map(|_| ExitCode::SUCCESS),
+        Cmd::Ls(o) => ls(o, out).map(|_| ExitCode::SUCCESS),
+        Cmd::Cat(o) => cat(o, out).map(|_| ExitCode::SUCCESS),
+        Cmd::Refs(o) => refs(o, out).map(|_| ExitCode::SUCCESS),
+        Cmd::RevParse(o) => rev_parse(o, out).map(|_| ExitCode::SUCCESS),
+        Cmd::Diff(o) => diff(o, out).map(|_| ExitCode::SUCCESS),
+        Cmd::Fsck(o) => fsck(o, out),
+        Cmd::Prune(o) => prune(o, out).map(|_| ExitCode::SUCCESS),
+        Cmd::Quickstart(o) => crate::quickstart::run(&o.dir, out).map(|_| ExitCode::SUCCESS),
+    }?;
+    Ok(code)
+}
+
+fn json_out(w: &mut impl Write, v: &impl serde::Serialize) -> Result<()> {
+    serde_json::to_writer_pretty(&mut *w, v)?;
+    writeln!(w)?;
+    Ok(())
+}
+
+fn init(o: InitOpts) -> Result<()> {
+    let mode: RepoMode = o.mode.parse().map_err(|e| anyhow!("{e}"))?;
+    Repo::init(&o.repo.repo, mode)?;
+    Ok(())
+}
+
+fn commit(o: CommitOpts, out: &mut impl Write) -> Result<()> {
+    let mut repo = Repo::open(&o.repo.repo)?;
+    if let Some(f) = o.fsync {
+        repo.set_fsync(f);
+    }
+    let mut metadata_strings = Vec::new();
+    for kv in &o.add_metadata_string {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| anyhow!("Invalid --add-metadata-string '{kv}': expected KEY=VALUE"))?;
+        if k.is_empty() {
+            bail!("Invalid --add-metadata-string '{kv}': empty key");
+        }
+        metadata_strings.push((k.to_string(), v.to_string()));
+    }
+    let opts = CommitOptions {
+        branch: o.branch.map(RefName::new).transpose()?,
+        subject: o.subject.unwrap_or_default(),
+        body: o.body.unwrap_or_default(),
+        timestamp: o
+            .timestamp
+            .as_deref()
+            .map(crate::time::parse_timestamp)
+            .transpose()?,
+        metadata_strings,
+        owner_uid: o.owner_uid,
+        owner_gid: o.owner_gid,
+        canonical_permissions: o.canonical_permissions,
+        parent: None,
+        no_bindings: o.no_bindings,
+    };
+    let bar = Bar::new();
+    let c = match (&o.tar, &o.path) {
+        (Some(t), _) if t.as_os_str() == "-" => {
+            let mut stdin = io::stdin().lock();
+            let mut r: &mut dyn Read = &mut stdin;
+            arbor_repo::commit::commit(&repo, CommitSource::Tar(&mut r), &opts, &bar)?
+        }
+        (Some(t), _) => {
+            let mut f =
+                std::fs::File::open(t).with_context(|| format!("Opening {}", t.display()))?;
+            arbor_repo::commit::commit(&repo, CommitSource::Tar(&mut f), &opts, &bar)?
+        }
+        (None, Some(p)) => arbor_repo::commit::commit(&repo, CommitSource::Dir(p), &opts, &bar)?,
+        (None, None) => bail!("Nothing to commit: give a directory or --tar"),
+    };
+    writeln!(out, "{c}")?;
+    Ok(())
+}
+
+fn checkout(o: CheckoutOpts) -> Result<()> {
+    let repo = Repo::open(&o.repo.repo)?;
+    let c = resolve_rev(&repo, &o.rev)?;
+    let opts = CheckoutOptions {
+        hardlink: o.hardlink,
+        user_mode: o.user_mode,
+        union: o.union,
+        subpath: o.subpath,
+    };
+    arbor_repo::checkout::checkout(&repo, &c, &o.dest, &opts, &Bar::new())?;
+    Ok(())
+}
+
+fn log(o: RevOpts, out: &mut impl Write) -> Result<()> {
+    let repo = Repo::open(&o.repo.repo)?;
+    let mut cur = Some(resolve_rev(&repo, &o.rev)?);
+    let mut all = Vec::new();
+    while let Some(c) = cur {
+        let commit = match load_commit(&repo, &c) {
+            Ok(cm) => cm,
+            Err(e) if arbor_repo::reachable::is_not_found(&e) && !all.is_empty() => {
+                if !o.json {
+                    writeln!(out, "<< History beyond this commit not fetched >>")?;
+                }
+                break;
+            }
+            Err(e) => return Err(e),
+        };
+        if o.json {
+            all.push(CommitJson::new(&c, &commit));
+        } else {
+            render::commit(out, &c, &commit)?;
+            all.push(CommitJson::new(&c, &commit));
+        }
+        cur = commit.parent;
+    }
+    if o.json {
+        json_out(out, &all)?;
+    }
+    Ok(())
+}
+
+fn show(o: RevOpts, out: &mut impl Write) -> Result<()> {
+    let repo = Repo::open(&o.repo.repo)?;
+    let c = resolve_rev(&repo, &o.rev)?;
+    let commit = load_commit(&repo, &c)?;
+    if o.json {
+        json_out(out, &CommitJson::new(&c, &commit))
+    } else {
+        render::commit(out, &c, &commit)?;
+        if let Some(meta) = arbor_repo::objects::load_commitmeta(&repo, &c)? {
+            for (k, v) in meta.iter() {
+                writeln!(out, "Detached metadata: {k} = {}", v.to_display())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn ls_entry(repo: &Repo, path: &str, e: &TreeEntry) -> Result<LsEntry> {
+    Ok(match e {
+        TreeEntry::Dir { tree, meta } => {
+            let m = load_dirmeta(repo, meta)?;
+            LsEntry {
+                kind: 'd',
+                mode: m.mode,
+                uid: m.uid,
+                gid: m.gid,
+                size: 0,
+                checksum: tree.to_hex(),
+                meta_checksum: Some(meta.to_hex()),
+                path: path.to_string(),
+                target: None,
+            }
+        }
+        TreeEntry::File(c) => {
+            let f = open_file_object(repo, c)?;
+            let h = f.header;
+            LsEntry {
+                kind: if h.is_symlink() { 'l' } else { '-' },
+                mode: h.mode,
+                uid: h.uid,
+                gid: h.gid,
+                size: f.size,
+                checksum: c.to_hex(),
+                meta_checksum: None,
+                target: h.is_symlink().then(|| h.symlink_target.clone()),
+                path: path.to_string(),
+            }
+        }
+    })
+}
+
+fn ls_dir(
+    repo: &Repo,
+    path: &str,
+    tree: &Checksum,
+    recursive: bool,
+    acc: &mut Vec<LsEntry>,
+) -> Result<()> {
+    let dt = load_dirtree(repo, tree)?;
+    let base = path.trim_end_matches('/');
+    for f in &dt.files {
+        acc.push(ls_entry(
+            repo,
+            &format!("{base}/{}", f.name),
+            &TreeEntry::File(f.checksum),
+        )?);
+    }
+    for d in &dt.dirs {
+        let p = format!("{base}/{}", d.name);
+        acc.push(ls_entry(
+            repo,
+            &p,
+            &TreeEntry::Dir {
+                tree: d.tree,
+                meta: d.meta,
+            },
+        )?);
+        if recursive {
+            ls_dir(repo, &p, &d.tree, true, acc)?;
+        }
+    }
+    Ok(())
+}
+
+fn ls(o: LsOpts, out: &mut impl Write) -> Result<()> {
+    let repo = Repo::open(&o.repo.repo)?;
+    let c = resolve_rev(&repo, &o.rev)?;
+    let paths = if o.paths.is_empty() {
+        vec!["/".to_string()]
+    } else {
+        o.paths
+    };
+    let mut acc = Vec::new();
+    for p in &paths {
+        let e = resolve_path(&repo, &c, p)?;
+        let shown = if p.starts_with('/') {
+            p.clone()
+        } else {
+            format!("/{p}")
+        };
+        acc.push(ls_entry(&repo, &shown, &e)?);
+        if let TreeEntry::Dir { tree, .. } = e {
+            ls_dir(&repo, &shown, &tree, o.recursive, &mut acc)?;
+        }
+    }
+    if o.json {
+        return json_out(out, &acc);
+    }
+    for e in &acc {
+        render::ls_line(out, e, o.checksum)?;
+    }
+    Ok(())
+}
+
+fn cat(o: CatOpts, out: &mut impl Write) -> Result<()> {
+    let repo = Repo::open(&o.repo.repo)?;
+    let c = resolve_rev(&repo, &o.rev)?;
+    for p in &o.paths {
+        match resolve_path(&repo, &c, p)? {
+            TreeEntry::File(f) => {
+                let mut obj = open_file_object(&repo, &f)?;
+                if obj.header.is_symlink() {
+                    bail!("{p} is a symlink to {}", obj.header.symlink_target);
+                }
+                io::copy(&mut obj.content, out)?;
+            }
+            TreeEntry::Dir { .. } => bail!("{p} is a directory"),
+        }
+    }
+    Ok(())
+}
+
+fn refs(o: RefsOpts, out: &mut impl Write) -> Result<()> {
+    let repo = Repo::open(&o.repo.repo)?;
+    if let Some(name) = &o.create {
+        let [rev] = o.rev.as_slice() else {
+            bail!("--create takes exactly one revision");
+        };
+        let target = resolve_rev(&repo, rev)?;
+        let spec = RefSpec::parse(name)?;
+        if arbor_repo::refs::read_ref(&repo, &spec)?.is_some() {
+            bail!("Ref '{spec}' already exists");
+        }
+        return arbor_repo::refs::update_refs(
+            &repo,
+            &[RefUpdate {
+                spec,
+                target: Some(target),
+            }],
+        );
+    }
+    if o.delete {
+        if o.rev.is_empty() {
+            bail!("--delete needs at least one ref");
+        }
+        let updates = o
+            .rev
+            .iter()
+            .map(|r| {
+                Ok(RefUpdate {
+                    spec: RefSpec::parse(r)?,
+                    target: None,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        return arbor_repo::refs::update_refs(&repo, &updates);
+    }
+    let all = arbor_repo::refs::list_refs(&repo)?;
+    let shown: Vec<_> = all
+        .into_iter()
+        .filter(|(n, _)| o.rev.is_empty() || o.rev.iter().any(|p| n.starts_with(p.as_str())))
+        .collect();
+    if o.json {
+        let m: serde_json::Map<String, serde_json::Value> = shown
+            .into_iter()
+            .map(|(n, c)| (n, c.to_hex().into()))
+            .collect();
+        return json_out(out, &m);
+    }
+    for (n, _) in shown {
+        writeln!(out, "{n}")?;
+    }
+    Ok(())
+}
+
+fn rev_parse(o: RevOpts, out: &mut impl Write) -> Result<()> {
+    let repo = Repo::open(&o.repo.repo)?;
+    let c = resolve_rev(&repo, &o.rev)?;
+    if o.json {
+        return json_out(
+            out,
+            &serde_json::json!({ "rev": o.rev, "checksum": c.to_hex() }),
+        );
+    }
+    writeln!(out, "{c}")?;
+    Ok(())
+}
+
+fn diff(o: DiffOpts, out: &mut impl Write) -> Result<()> {
+    let repo = Repo::open(&o.repo.repo)?;
+    let a = resolve_rev(&repo, &o.from)?;
+    let b = resolve_rev(&repo, &o.to)?;
+    let d = arbor_repo::diff::diff_commits(&repo, &a, &b)?;
+    if o.json {
+        return json_out(out, &d);
+    }
+    render::diff(out, &d)?;
+    Ok(())
+}
+
+fn fsck(o: FsckOpts, out: &mut impl Write) -> Result<ExitCode> {
+    let repo = Repo::open(&o.repo.repo)?;
+    let report = arbor_repo::fsck::fsck(&repo, &Bar::new())?;
+    if o.json {
+        json_out(out, &report)?;
+    } else if !(o.quiet && report.errors.is_empty()) {
+        render::fsck(out, &report)?;
+    }
+    Ok(if report.errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn prune(o: PruneOpts, out: &mut impl Write) -> Result<()> {
+    let repo = Repo::open(&o.repo.repo)?;
+    let keep_younger_than = o
+        .keep_younger_than
+        .as_deref()
+        .map(|d| crate::time::parse_date(d, crate::time::now()))
+        .transpose()?;
+    let opts = PruneOptions {
+        refs_only: o.refs_only,
+        depth: o.depth,
+        keep_younger_than,
+        dry_run: o.no_prune,
+    };
+    let r = arbor_repo::prune::prune(&repo, &opts)?;
+    if o.json {
+        return json_out(out, &r);
+    }
+    writeln!(out, "Total objects: {}", r.total)?;
+    if r.deleted == 0 {
+        writeln!(out, "No unreachable objects")?;
+    } else {
+        writeln!(
+            out,
+            "Deleted {} objects, {} bytes freed",
+            r.deleted, r.freed_bytes
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,48 @@
+//! arbor-cli: argument parsing, output rendering and the quickstart.
+//!
+//! - [`cli`]: the clap definitions, one options struct per subcommand.
+//! - [`cmds`]: one function per subcommand, each calling the libraries.
+//! - [`render`]: pure functions from data to text (tested on fixtures).
+//! - [`progress`]: an indicatif progress bar on a TTY, silence otherwise.
+//! - [`quickstart`]: the self-contained demo.
+//! - [`time`]: timestamp parsing and formatting.
+
+pub mod cli;
+pub mod cmds;
+pub mod progress;
+pub mod quickstart;
+pub mod render;
+pub mod time;
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Parser;
+
+/// Sets up `tracing` on stderr, filtered by `RUST_LOG`-style level
+/// (`ARBOR_LOG=debug`), warnings by default.
+pub fn init_logging() {
+    let level = match std::env::var("ARBOR_LOG").as_deref() {
+        Ok("trace") => tracing::Level::TRACE,
+        Ok("debug") => tracing::Level::DEBUG,
+        Ok("info") => tracing::Level::INFO,
+        Ok("error") => tracing::Level::ERROR,
+        _ => tracing::Level::WARN,
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .try_init();
+}
+
+/// Parses `args` (including argv\[0\]) and runs the command.
+pub fn run_from_iter<I, T>(args: I) -> Result<ExitCode>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let opt = cli::Opt::parse_from(args);
+    cmds::run(opt)
+}

@@ -1,0 +1,265 @@
+//! `arbor quickstart [DIR]`: a self-contained tour. It generates a small
+//! but realistic OS tree, commits two versions into an archive repository,
+//! and runs the everyday commands, printing each as the user would type it.
+//! Everything happens inside DIR; no root is needed.
+
+use std::fmt::Write as _;
+use std::io::Write;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+
+use crate::cli::Opt;
+
+/// Packages of the sample tree: (name, number of libraries, docs).
+const PACKAGES: &[&str] = &[
+    "coreutils",
+    "bash",
+    "systemd",
+    "openssh",
+    "util-linux",
+    "iproute2",
+    "curl",
+    "less",
+    "nano",
+    "procps",
+    "grep",
+    "sed",
+    "tar",
+    "gzip",
+    "findutils",
+    "shadow",
+    "kmod",
+    "dbus",
+    "ca-certificates",
+    "tzdata",
+];
+
+fn write_file(root: &Path, rel: &str, content: &str, mode: u32) -> Result<()> {
+    let p = root.join(rel);
+    if let Some(parent) = p.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&p, content).with_context(|| format!("Writing {}", p.display()))?;
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))?;
+    Ok(())
+}
+
+/// Generates the sample OS tree for `version` (1 or 2) in `root`.
+pub fn make_tree(root: &Path, version: u32) -> Result<usize> {
+    let mut n = 0;
+    for d in [
+        "usr/bin",
+        "usr/lib",
+        "usr/share/doc",
+        "usr/etc",
+        "var",
+        "sysroot",
+        "boot",
+    ] {
+        std::fs::create_dir_all(root.join(d))?;
+    }
+    for (i, pkg) in PACKAGES.iter().enumerate() {
+        // v2 updates every third package.
+        let rel = if version == 2 && i % 3 == 0 { 2 } else { 1 };
+        let ver = format!("{}.{}.{rel}", 1 + i % 4, i % 7);
+        let mut script = format!("#!/bin/sh\n# {pkg} {ver}\necho \"{pkg} version {ver}\"\n");
+        for k in 0..(i % 5) {
+            let _ = writeln!(script, "# option {k}");
+        }
+        write_file(root, &format!("usr/bin/{pkg}"), &script, 0o755)?;
+        n += 1;
+        for lib in 0..8 {
+            let mut body = String::new();
+            for line in 0..(40 + lib * 13 + i) {
+                let _ = writeln!(
+                    body,
+                    "{pkg} lib{lib} v{ver} symbol_{line:04} = 0x{:08x}",
+                    line * 2654435761usize % 0xffff_ffff
+                );
+            }
+            write_file(
+                root,
+                &format!("usr/lib/{pkg}/lib{pkg}-{lib}.so.{ver}"),
+                &body,
+                0o644,
+            )?;
+            n += 1;
+        }
+        for doc in ["README", "NEWS", "copyright"] {
+            write_file(
+                root,
+                &format!("usr/share/doc/{pkg}/{doc}"),
+                &format!("{pkg} {doc}\nversion {ver}\n"),
+                0o644,
+            )?;
+            n += 1;
+        }
+    }
+    let os_release = format!("NAME=\"Arbor Demo OS\"\nVERSION_ID={version}\nID=arbor-demo\n");
+    write_file(root, "usr/lib/os-release", &os_release, 0o644)?;
+    write_file(root, "usr/etc/hostname", "arbor-demo\n", 0o644)?;
+    write_file(
+        root,
+        "usr/etc/motd",
+        &format!("Welcome to Arbor Demo OS {version}\n"),
+        0o644,
+    )?;
+    write_file(
+        root,
+        "usr/etc/ssh/sshd_config",
+        "PermitRootLogin no\nPasswordAuthentication no\n",
+        0o600,
+    )?;
+    n += 4;
+    if version == 2 {
+        write_file(
+            root,
+            "usr/etc/arbor-demo/new-in-v2.conf",
+            "feature=enabled\n",
+            0o644,
+        )?;
+        n += 1;
+    } else {
+        write_file(
+            root,
+            "usr/share/doc/legacy-notes.txt",
+            "removed in v2\n",
+            0o644,
+        )?;
+        n += 1;
+    }
+    symlink("../usr/lib/os-release", root.join("usr/etc/os-release"))?;
+    for (link, target) in [("bin", "usr/bin"), ("lib", "usr/lib"), ("sbin", "usr/bin")] {
+        symlink(target, root.join(link))?;
+    }
+    symlink("sysroot/ostree", root.join("ostree"))?;
+    n += 5;
+    Ok(n)
+}
+
+/// Runs `args` as an `arbor` command, echoing it first like a shell would.
+fn step(out: &mut dyn Write, comment: &str, args: &[&str]) -> Result<()> {
+    writeln!(out, "\n# {comment}")?;
+    writeln!(out, "$ arbor {}", args.join(" "))?;
+    out.flush()?;
+    let mut argv = vec!["arbor"];
+    argv.extend_from_slice(args);
+    let opt = Opt::try_parse_from(&argv)?;
+    let code = crate::cmds::dispatch(opt, out)?;
+    if code != std::process::ExitCode::SUCCESS {
+        bail!("'arbor {}' failed", args.join(" "));
+    }
+    Ok(())
+}
+
+/// The quickstart itself.
+pub fn run(dir: &Path, out: &mut dyn Write) -> Result<()> {
+    if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
+        bail!(
+            "{} exists and is not empty; choose another DIR",
+            dir.display()
+        );
+    }
+    std::fs::create_dir_all(dir)?;
+    let d = |p: &str| dir.join(p).to_string_lossy().into_owned();
+    let (repo, v1, v2, co) = (d("repo"), d("tree-v1"), d("tree-v2"), d("checkout-v2"));
+    let n1 = make_tree(Path::new(&v1), 1)?;
+    let n2 = make_tree(Path::new(&v2), 2)?;
+    writeln!(out, "# arbor quickstart in {}", dir.display())?;
+    writeln!(out, "# Generated two versions of a sample OS tree: {v1} ({n1} entries) and {v2} ({n2} entries).")?;
+    step(
+        out,
+        "Create an archive repository (the format served over HTTP)",
+        &["init", "--repo", &repo, "--mode", "archive"],
+    )?;
+    step(
+        out,
+        "Commit version 1",
+        &[
+            "commit",
+            "--repo",
+            &repo,
+            "-b",
+            "demo/x86_64/stable",
+            "-s",
+            "Demo OS 1",
+            "--add-metadata-string",
+            "version=1",
+            &v1,
+        ],
+    )?;
+    step(
+        out,
+        "Commit version 2 on the same branch (its parent is version 1)",
+        &[
+            "commit",
+            "--repo",
+            &repo,
+            "-b",
+            "demo/x86_64/stable",
+            "-s",
+            "Demo OS 2",
+            "--add-metadata-string",
+            "version=2",
+            &v2,
+        ],
+    )?;
+    step(
+        out,
+        "The branch history",
+        &["log", "--repo", &repo, "demo/x86_64/stable"],
+    )?;
+    step(
+        out,
+        "What changed from version 1 to version 2",
+        &[
+            "diff",
+            "--repo",
+            &repo,
+            "demo/x86_64/stable^",
+            "demo/x86_64/stable",
+        ],
+    )?;
+    step(
+        out,
+        "The default configuration shipped in /usr/etc",
+        &[
+            "ls",
+            "--repo",
+            &repo,
+            "-R",
+            "demo/x86_64/stable",
+            "/usr/etc",
+        ],
+    )?;
+    step(
+        out,
+        "Read a file straight from the repository",
+        &[
+            "cat",
+            "--repo",
+            &repo,
+            "demo/x86_64/stable",
+            "/usr/lib/os-release",
+        ],
+    )?;
+    step(
+        out,
+        "Check out version 2",
+        &["checkout", "--repo", &repo, "-U", "demo/x86_64/stable", &co],
+    )?;
+    step(
+        out,
+        "Verify every object in the repository",
+        &["fsck", "--repo", &repo],
+    )?;
+    writeln!(
+        out,
+        "\n# Done. Everything is in {}; remove it when finished.",
+        dir.display()
+    )?;
+    Ok(())
+}

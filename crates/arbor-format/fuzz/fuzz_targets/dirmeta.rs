@@ -1,0 +1,12 @@
+//! Fuzz target: DirMeta::decode, then decode(encode(x)) == x.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(m) = arbor_format::DirMeta::decode(data) {
+        let enc = m.encode();
+        assert_eq!(enc, data);
+        assert_eq!(arbor_format::DirMeta::decode(&enc).unwrap(), m);
+    }
+});

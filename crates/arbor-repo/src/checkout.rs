@@ -1,0 +1,260 @@
+//! Checking out a commit into a directory.
+//!
+//! Every file is created relative to a directory descriptor that was opened
+//! with `O_NOFOLLOW`, and with `O_EXCL`, so neither a symlink in the commit
+//! nor one already present in the destination (`--union`) can redirect a
+//! write outside the destination. Names come from validated dirtrees.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::{bail, Context, Result};
+use arbor_format::{Checksum, DirMeta, FileHeader, ObjectType, RepoMode};
+use fn_error_context::context;
+use rayon::prelude::*;
+use rustix::fs::{AtFlags, Gid, Mode, OFlags, Uid};
+use rustix::io::Errno;
+
+use crate::objects::{load_dirmeta, load_dirtree, open_file_object};
+use crate::progress::Progress;
+use crate::repo::Repo;
+use crate::tree::{resolve_path, TreeEntry};
+use crate::util;
+
+/// Checkout options, following `ostree checkout`.
+#[derive(Debug, Default, Clone)]
+pub struct CheckoutOptions {
+    /// `-H`: hardlink file objects where the repository mode allows it.
+    pub hardlink: bool,
+    /// `-U`: do not change ownership or set extended attributes.
+    pub user_mode: bool,
+    /// `--union`: check out into a non-empty directory, replacing files.
+    pub union: bool,
+    /// `--subpath`: only this path of the commit.
+    pub subpath: Option<String>,
+}
+
+/// Counters of a checkout.
+#[derive(Debug, Default)]
+pub struct CheckoutStats {
+    /// Files hardlinked.
+    pub hardlinked: AtomicU64,
+    /// Files copied (or inflated).
+    pub copied: AtomicU64,
+    /// Directories created.
+    pub dirs: AtomicU64,
+}
+
+struct Ctx<'a> {
+    repo: &'a Repo,
+    opts: &'a CheckoutOptions,
+    chown: bool,
+    stats: CheckoutStats,
+    progress: &'a dyn Progress,
+}
+
+/// Checks out `commit` into `dest`, which is created if missing and must be
+/// empty unless `opts.union`.
+#[context("Checking out {commit} into {}", dest.display())]
+pub fn checkout(
+    repo: &Repo,
+    commit: &Checksum,
+    dest: &Path,
+    opts: &CheckoutOptions,
+    progress: &dyn Progress,
+) -> Result<CheckoutStats> {
+    let entry = match &opts.subpath {
+        Some(p) => resolve_path(repo, commit, p)?,
+        None => resolve_path(repo, commit, "/")?,
+    };
+    if opts.hardlink && repo.mode() == RepoMode::Archive {
+        bail!("Hardlink checkouts need a bare, bare-user or bare-user-only repository (this one is archive)");
+    }
+    let ctx = Ctx {
+        repo,
+        opts,
+        chown: !opts.user_mode && util::is_root(),
+        stats: CheckoutStats::default(),
+        progress,
+    };
+    progress.start("Checking out", 0);
+    match entry {
+        TreeEntry::Dir { tree, meta } => {
+            let created = match std::fs::create_dir(dest) {
+                Ok(()) => true,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+                Err(e) => return Err(e).context("Creating destination"),
+            };
+            let fd = rustix::fs::open(
+                dest,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?;
+            if !created && !opts.union && !util::list_dir(&fd)?.is_empty() {
+                bail!(
+                    "Destination {} exists and is not empty (use --union)",
+                    dest.display()
+                );
+            }
+            ctx.populate(&fd, &tree)?;
+            let dm = load_dirmeta(repo, &meta)?;
+            ctx.apply_dirmeta(&fd, &dm, dest)?;
+        }
+        TreeEntry::File(c) => {
+            // A single file is checked out as DEST/BASENAME, like ostree.
+            std::fs::create_dir_all(dest)?;
+            let fd = rustix::fs::open(
+                dest,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?;
+            let sub = opts.subpath.as_deref().unwrap_or_default();
+            let name = sub.rsplit('/').find(|s| !s.is_empty()).unwrap_or(sub);
+            ctx.file(&fd, name, &c)?;
+        }
+    }
+    progress.finish();
+    Ok(ctx.stats)
+}
+
+impl Ctx<'_> {
+    fn populate(&self, dir: &OwnedFd, tree: &Checksum) -> Result<()> {
+        let dt = load_dirtree(self.repo, tree)?;
+        let files = dt.files.par_iter().map(|f| {
+            self.file(dir, &f.name, &f.checksum)
+                .with_context(|| format!("Checking out {}", f.name))
+        });
+        files.collect::<Result<Vec<()>>>()?;
+        dt.dirs
+            .par_iter()
+            .map(|d| -> Result<()> {
+                match rustix::fs::mkdirat(dir, d.name.as_str(), Mode::from_raw_mode(0o700)) {
+                    Ok(()) => {}
+                    Err(Errno::EXIST) if self.opts.union => {}
+                    Err(e) => {
+                        return Err(e).with_context(|| format!("Creating directory {}", d.name))
+                    }
+                }
+                // O_NOFOLLOW: an existing symlink here is refused, not followed.
+                let sub = util::open_dir(dir, &d.name).with_context(|| {
+                    format!(
+                        "Opening directory {} (refusing to follow a symlink)",
+                        d.name
+                    )
+                })?;
+                self.stats.dirs.fetch_add(1, Ordering::Relaxed);
+                self.populate(&sub, &d.tree)
+                    .with_context(|| format!("In {}", d.name))?;
+                let dm = load_dirmeta(self.repo, &d.meta)?;
+                self.apply_dirmeta(&sub, &dm, Path::new(&d.name))
+            })
+            .collect::<Result<Vec<()>>>()?;
+        Ok(())
+    }
+
+    fn apply_dirmeta(&self, fd: &OwnedFd, dm: &DirMeta, path: &Path) -> Result<()> {
+        if self.chown {
+            rustix::fs::fchown(fd, Some(Uid::from_raw(dm.uid)), Some(Gid::from_raw(dm.gid)))?;
+            crate::xattrs::set_fd(fd, &dm.xattrs)
+                .with_context(|| format!("Setting xattrs on {}", path.display()))?;
+        }
+        rustix::fs::fchmod(fd, Mode::from_raw_mode(dm.mode & 0o7777))?;
+        Ok(())
+    }
+
+    /// Whether the stored object can be linked as-is: its on-disk inode
+    /// carries exactly the metadata the checkout must have.
+    fn can_hardlink(&self, header: &FileHeader) -> bool {
+        if !self.opts.hardlink {
+            return false;
+        }
+        match self.repo.mode() {
+            RepoMode::Archive | RepoMode::BareSplitXattrs => false,
+            RepoMode::Bare => true,
+            RepoMode::BareUserOnly => !self.chown || (header.uid == 0 && header.gid == 0),
+            RepoMode::BareUser => {
+                !header.is_symlink()
+                    && (!self.chown
+                        || (header.xattrs.is_empty()
+                            && header.mode & 0o7777 == (header.mode & 0o775) | 0o400))
+            }
+        }
+    }
+
+    fn remove_existing(&self, dir: &OwnedFd, name: &str) -> Result<()> {
+        if !self.opts.union {
+            return Ok(());
+        }
+        match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
+            Ok(()) | Err(Errno::NOENT) => Ok(()),
+            Err(Errno::ISDIR) => bail!("Cannot replace directory {name} with a file"),
+            Err(e) => Err(e).with_context(|| format!("Replacing {name}")),
+        }
+    }
+
+    fn file(&self, dir: &OwnedFd, name: &str, c: &Checksum) -> Result<()> {
+        let mut obj = open_file_object(self.repo, c)?;
+        self.remove_existing(dir, name)?;
+        if self.can_hardlink(&obj.header) {
+            let src = self.repo.object_relpath(ObjectType::File, c);
+            match rustix::fs::linkat(
+                &self.repo.objects,
+                src.as_str(),
+                dir,
+                name,
+                AtFlags::empty(),
+            ) {
+                Ok(()) => {
+                    self.stats.hardlinked.fetch_add(1, Ordering::Relaxed);
+                    self.progress.inc(1);
+                    return Ok(());
+                }
+                // Too many links or another filesystem: fall back to a copy.
+                Err(Errno::MLINK) | Err(Errno::XDEV) => {}
+                Err(e) => return Err(e).with_context(|| format!("Hardlinking {name}")),
+            }
+        }
+        let h = &obj.header;
+        let (uid, gid) = (Some(Uid::from_raw(h.uid)), Some(Gid::from_raw(h.gid)));
+        if h.is_symlink() {
+            rustix::fs::symlinkat(h.symlink_target.as_str(), dir, name)
+                .with_context(|| format!("Creating symlink {name}"))?;
+            if self.chown {
+                rustix::fs::chownat(dir, name, uid, gid, AtFlags::SYMLINK_NOFOLLOW)?;
+            }
+        } else {
+            let fd = rustix::fs::openat(
+                dir,
+                name,
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o600),
+            )
+            .with_context(|| format!("Creating {name}"))?;
+            let mut f = File::from(fd);
+            let n = std::io::copy(&mut obj.content, &mut f)
+                .with_context(|| format!("Writing {name} from object {c}"))?;
+            if n != obj.size {
+                bail!(
+                    "Object {c} has {n} bytes of content, its header says {}",
+                    obj.size
+                );
+            }
+            f.flush()?;
+            let mut mode = h.mode & 0o7777;
+            if self.chown {
+                rustix::fs::fchown(&f, uid, gid)?;
+                crate::xattrs::set_fd(&f, &h.xattrs)
+                    .with_context(|| format!("Setting xattrs on {name}"))?;
+            } else {
+                mode &= !0o6000;
+            }
+            rustix::fs::fchmod(&f, Mode::from_raw_mode(mode))?;
+        }
+        self.stats.copied.fetch_add(1, Ordering::Relaxed);
+        self.progress.inc(1);
+        Ok(())
+    }
+}

@@ -1,0 +1,24 @@
+//! On-disk layout of a repository (documentation only).
+//!
+//! ```text
+//! REPO/
+//!   config                 [core] repo_version=1, mode=archive-z2|bare|bare-user|bare-user-only
+//!   .lock                  flock: shared for writers, exclusive for prune
+//!   objects/XX/REST.EXT    loose objects; XX/REST = SHA-256 hex
+//!     .commit .dirtree .dirmeta   GVariant, identical in every mode
+//!     .commitmeta                 detached metadata a{sv}, named by the commit
+//!     .filez                      archive: BE32 len, 4 zero bytes, (tuuuusa(ayay)), raw deflate
+//!     .file                       bare: the file (owner, mode, xattrs real)
+//!                                 bare-user: the file + xattr user.ostreemeta = (uuua(ayay));
+//!                                            symlinks are regular files "target\0"
+//!                                 bare-user-only: the file/symlink, no ownership or xattrs
+//!   refs/heads/NAME        "HEX\n"
+//!   refs/remotes/R/NAME    refs pulled from remote R
+//!   refs/mirrors/C/NAME    collection refs
+//!   state/HEX.commitpartial   commit whose objects are not all present yet
+//!   tmp/staging-PID-NONCE/    a live transaction (flock'd); stale ones are removed
+//!   extensions/
+//! ```
+//!
+//! Publishing order: staged objects → `syncfs` → rename into `objects/`
+//! (commits last) → `syncfs` → atomic ref replace. See [`crate::txn`].

@@ -1,0 +1,44 @@
+//! arbor-repo: an OSTree-compatible repository on a local filesystem.
+//!
+//! A repository is a content-addressed object store plus refs, laid out
+//! exactly as libostree lays it out (see [`design`] when building docs), so
+//! that `ostree` and arbor can operate on each other's repositories.
+//!
+//! Modules:
+//! - [`config`]: the GLib key-file `config` (`[core]`, later `[remote "…"]`).
+//! - [`repo`]: opening and creating repositories ([`Repo::init`], [`Repo::open`]).
+//! - [`objects`]: reading objects in every mode ([`Repo::open_file_object`], ...).
+//! - [`txn`]: write transactions: staged objects, one sync barrier, then publish.
+//! - [`refs`]: listing, resolving and atomically updating refs.
+//! - [`commit`]: building commits from a directory or a tar stream.
+//! - [`checkout`]: materialising a commit (copy or hardlink) safely.
+//! - [`fsck`], [`prune`], [`diff`], [`tree`]: verification, garbage collection,
+//!   comparisons and path lookups.
+//! - [`failpoint`]: named crash points for fault-injection tests.
+//! - [`progress`]: the progress-reporting trait the CLI draws.
+#![deny(missing_docs)]
+
+#[cfg(doc)]
+pub mod design;
+
+pub mod checkout;
+pub mod commit;
+pub mod config;
+pub mod diff;
+pub mod error;
+pub mod failpoint;
+pub mod fsck;
+pub mod objects;
+pub mod progress;
+pub mod prune;
+pub mod reachable;
+pub mod refs;
+pub mod repo;
+pub mod tree;
+pub mod txn;
+mod util;
+mod xattrs;
+
+pub use error::RepoError;
+pub use progress::{NullProgress, Progress};
+pub use repo::Repo;

@@ -1,0 +1,218 @@
+//! Refs: `refs/heads/NAME`, `refs/remotes/REMOTE/NAME`,
+//! `refs/mirrors/COLLECTION/NAME`; each a file holding a hex checksum and
+//! `\n`. Updates are atomic (temp file, fsync, rename, fsync directory).
+
+use std::fmt;
+
+use anyhow::{bail, Context, Result};
+use arbor_format::names::validate_remote_name;
+use arbor_format::{Checksum, RefName};
+use fn_error_context::context;
+use rustix::fs::AtFlags;
+use rustix::io::Errno;
+
+use crate::error::RepoError;
+use crate::repo::Repo;
+use crate::util;
+
+/// A ref, optionally qualified by a remote: `[REMOTE:]NAME`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RefSpec {
+    /// The remote, for refs under `refs/remotes/REMOTE/`.
+    pub remote: Option<String>,
+    /// The ref name.
+    pub name: RefName,
+}
+
+impl RefSpec {
+    /// A local ref under `refs/heads/`.
+    pub fn local(name: RefName) -> RefSpec {
+        RefSpec { remote: None, name }
+    }
+
+    /// Parses `[REMOTE:]NAME`, validating both parts.
+    pub fn parse(s: &str) -> Result<RefSpec> {
+        let (remote, name) = match s.split_once(':') {
+            Some((r, n)) => {
+                validate_remote_name(r).with_context(|| format!("Invalid remote in '{s}'"))?;
+                (Some(r.to_string()), n)
+            }
+            None => (None, s),
+        };
+        let name = RefName::new(name).with_context(|| format!("Invalid ref '{s}'"))?;
+        Ok(RefSpec { remote, name })
+    }
+
+    /// Path relative to `refs/`.
+    fn relpath(&self) -> String {
+        match &self.remote {
+            Some(r) => format!("remotes/{r}/{}", self.name),
+            None => format!("heads/{}", self.name),
+        }
+    }
+}
+
+impl fmt::Display for RefSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.remote {
+            Some(r) => write!(f, "{r}:{}", self.name),
+            None => write!(f, "{}", self.name),
+        }
+    }
+}
+
+/// A requested ref change, applied at the end of a transaction.
+#[derive(Debug, Clone)]
+pub struct RefUpdate {
+    /// Which ref.
+    pub spec: RefSpec,
+    /// New target, or `None` to delete the ref.
+    pub target: Option<Checksum>,
+}
+
+fn parse_ref_contents(spec: &str, text: &str) -> Result<Checksum> {
+    Checksum::from_hex(text.trim_end())
+        .with_context(|| format!("Ref {spec} does not contain a checksum"))
+}
+
+/// Reads a ref; `None` if it does not exist.
+pub fn read_ref(repo: &Repo, spec: &RefSpec) -> Result<Option<Checksum>> {
+    let p = repo.path().join("refs").join(spec.relpath());
+    match std::fs::read_to_string(&p) {
+        Ok(t) => parse_ref_contents(&spec.to_string(), &t).map(Some),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NOTDIR.raw_os_error()) => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("Reading ref {spec}")),
+    }
+}
+
+fn walk_refs(
+    repo: &Repo,
+    base: &str,
+    prefix: &str,
+    out: &mut Vec<(String, Checksum)>,
+) -> Result<()> {
+    let Some(dir) = util::open_dir_optional(&repo.dir, base)? else {
+        return Ok(());
+    };
+    for ent in util::list_dir(&dir)? {
+        let Some(name) = util::utf8_name(&ent.name) else {
+            continue;
+        };
+        if name.starts_with('.') {
+            continue;
+        }
+        let full = if prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{prefix}/{name}")
+        };
+        let child = format!("{base}/{name}");
+        if ent.ftype == rustix::fs::FileType::Directory {
+            walk_refs(repo, &child, &full, out)?;
+        } else {
+            let text = std::fs::read_to_string(repo.path().join(&child))
+                .with_context(|| format!("Reading {child}"))?;
+            out.push((full.clone(), parse_ref_contents(&full, &text)?));
+        }
+    }
+    Ok(())
+}
+
+/// All refs as `(refspec, checksum)`, sorted: local refs as `NAME`, remote
+/// refs as `REMOTE:NAME`.
+#[context("Listing refs")]
+pub fn list_refs(repo: &Repo) -> Result<Vec<(String, Checksum)>> {
+    let mut out = Vec::new();
+    walk_refs(repo, "refs/heads", "", &mut out)?;
+    let mut remote = Vec::new();
+    walk_refs(repo, "refs/remotes", "", &mut remote)?;
+    for (path, c) in remote {
+        if let Some((r, n)) = path.split_once('/') {
+            out.push((format!("{r}:{n}"), c));
+        }
+    }
+    let mut mirrors = Vec::new();
+    walk_refs(repo, "refs/mirrors", "", &mut mirrors)?;
+    for (path, c) in mirrors {
+        if let Some((coll, n)) = path.split_once('/') {
+            out.push((format!("({coll}, {n})"), c));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Resolves a revision: a 64-hex checksum, or `[REMOTE:]REF`, each
+/// optionally followed by `^` (parent), any number of times.
+pub fn resolve_rev(repo: &Repo, rev: &str) -> Result<Checksum> {
+    let base = rev.trim_end_matches('^');
+    let parents = rev.len() - base.len();
+    let mut c = if arbor_format::checksum::is_hex_checksum(base) {
+        Checksum::from_hex(base)?
+    } else {
+        let spec = RefSpec::parse(base)?;
+        match read_ref(repo, &spec)? {
+            Some(c) => c,
+            None => {
+                // `origin/main` style lookups under refs/remotes, as ostree does.
+                let alt = match &spec.remote {
+                    None => spec.name.as_str().split_once('/').and_then(|(r, n)| {
+                        Some(RefSpec {
+                            remote: Some(r.to_string()),
+                            name: RefName::new(n).ok()?,
+                        })
+                    }),
+                    Some(_) => None,
+                };
+                match alt.map(|a| read_ref(repo, &a)).transpose()?.flatten() {
+                    Some(c) => c,
+                    None => return Err(RepoError::RefNotFound(base.to_string()).into()),
+                }
+            }
+        }
+    };
+    for _ in 0..parents {
+        let commit = crate::objects::load_commit(repo, &c)?;
+        c = match commit.parent {
+            Some(p) => p,
+            None => bail!("Commit {c} has no parent"),
+        };
+    }
+    Ok(c)
+}
+
+/// Applies one ref update atomically.
+#[context("Updating ref {}", u.spec)]
+pub fn apply_update(repo: &Repo, u: &RefUpdate) -> Result<()> {
+    let rel = u.spec.relpath();
+    let (parent, base) = rel.rsplit_once('/').expect("relpath always has a slash");
+    let parent = format!("refs/{parent}");
+    match u.target {
+        Some(c) => {
+            let dir = util::ensure_dir_path(&repo.dir, &parent, 0o775)?;
+            crate::txn::atomic_write(&dir, base, format!("{c}\n").as_bytes(), 0o644, true)
+        }
+        None => {
+            let Some(dir) = util::open_dir_optional(&repo.dir, &parent)? else {
+                return Err(RepoError::RefNotFound(u.spec.to_string()).into());
+            };
+            match rustix::fs::unlinkat(&dir, base, AtFlags::empty()) {
+                Ok(()) => Ok::<(), anyhow::Error>(()),
+                Err(Errno::NOENT) => Err(RepoError::RefNotFound(u.spec.to_string()).into()),
+                Err(e) => Err(e.into()),
+            }?;
+            rustix::fs::fsync(&dir)?;
+            Ok(())
+        }
+    }
+}
+
+/// Sets or deletes refs outside of any object transaction.
+pub fn update_refs(repo: &Repo, updates: &[RefUpdate]) -> Result<()> {
+    let _lock = repo.lock(false)?;
+    for u in updates {
+        apply_update(repo, u)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,243 @@
+//! Opening and creating repositories.
+
+use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use arbor_format::{Checksum, ObjectType, RepoMode};
+use fn_error_context::context;
+use rustix::fs::{FlockOperation, Mode, OFlags};
+use rustix::io::Errno;
+
+use crate::config::KeyFile;
+use crate::error::RepoError;
+use crate::util;
+
+/// Directories `ostree init` creates, in creation order.
+const INIT_DIRS: &[&str] = &[
+    "objects",
+    "tmp",
+    "extensions",
+    "state",
+    "refs",
+    "refs/heads",
+    "refs/mirrors",
+    "refs/remotes",
+];
+
+/// Name of the lock file ostree and arbor take `flock`s on.
+pub(crate) const LOCK_FILE: &str = ".lock";
+
+/// An open repository.
+///
+/// All file operations are relative to directory descriptors opened here,
+/// never to re-joined paths, so a repository that is renamed while open
+/// keeps working and names from objects cannot escape it.
+#[derive(Debug)]
+pub struct Repo {
+    path: PathBuf,
+    pub(crate) dir: OwnedFd,
+    pub(crate) objects: OwnedFd,
+    mode: RepoMode,
+    config: KeyFile,
+    fsync: bool,
+}
+
+/// A held `flock` on the repository lock file; released on drop.
+#[derive(Debug)]
+pub struct RepoLock {
+    _fd: OwnedFd,
+}
+
+impl Repo {
+    /// Creates a repository in `path` (created if missing; must not already
+    /// be a repository), with a `config` that ostree accepts.
+    ///
+    /// Crash safety: `config` is written last and atomically, so a crash
+    /// leaves either no repository (no `config`) or a complete one.
+    #[context("Creating repository {}", path.display())]
+    pub fn init(path: &Path, mode: RepoMode) -> Result<Repo> {
+        std::fs::create_dir_all(path)?;
+        let dir = rustix::fs::open(
+            path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        if rustix::fs::statat(&dir, "config", rustix::fs::AtFlags::empty()).is_ok() {
+            bail!("{} already contains a repository config", path.display());
+        }
+        for d in INIT_DIRS {
+            match rustix::fs::mkdirat(&dir, *d, Mode::from_raw_mode(0o775)) {
+                Ok(()) | Err(Errno::EXIST) => {}
+                Err(e) => return Err(e).with_context(|| format!("Creating {d}")),
+            }
+        }
+        let mut kf = KeyFile::default();
+        kf.set("core", "repo_version", "1");
+        kf.set("core", "mode", mode.config_name());
+        crate::txn::atomic_write(&dir, "config", kf.to_text().as_bytes(), 0o644, true)?;
+        Repo::open(path)
+    }
+
+    /// Opens an existing repository and reads its `config`.
+    #[context("Opening repository {}", path.display())]
+    pub fn open(path: &Path) -> Result<Repo> {
+        let dir = rustix::fs::open(
+            path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let objects = match util::open_dir_optional(&dir, "objects")? {
+            Some(o) => o,
+            None => return Err(RepoError::NotARepo(path.display().to_string()).into()),
+        };
+        let text = std::fs::read_to_string(path.join("config")).context("Reading config")?;
+        let config = KeyFile::parse(&text)?;
+        match config.get("core", "repo_version") {
+            Some("1") => {}
+            Some(v) => return Err(RepoError::Unsupported(format!("repo_version={v}")).into()),
+            None => return Err(RepoError::Unsupported("no core.repo_version".into()).into()),
+        }
+        if config.get_bool("core", "archive", false)? {
+            return Err(RepoError::Unsupported("legacy archive=true repository".into()).into());
+        }
+        let mode: RepoMode = config
+            .get("core", "mode")
+            .unwrap_or("bare")
+            .parse()
+            .context("Reading core.mode")?;
+        let fsync = config.get_bool("core", "fsync", true)?;
+        Ok(Repo {
+            path: path.to_path_buf(),
+            dir,
+            objects,
+            mode,
+            config,
+            fsync,
+        })
+    }
+
+    /// The path the repository was opened with.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The repository mode.
+    pub fn mode(&self) -> RepoMode {
+        self.mode
+    }
+
+    /// The parsed `config`.
+    pub fn config(&self) -> &KeyFile {
+        &self.config
+    }
+
+    /// Whether data is synced before publishing (`core.fsync`, default true).
+    pub fn fsync_enabled(&self) -> bool {
+        self.fsync
+    }
+
+    /// Disables syncing for this handle (like `ostree --fsync=false`).
+    pub fn set_fsync(&mut self, enabled: bool) {
+        self.fsync = enabled;
+    }
+
+    /// The repository root directory.
+    pub fn dir(&self) -> impl AsFd + '_ {
+        &self.dir
+    }
+
+    /// Rewrites `config` atomically.
+    #[context("Writing config")]
+    pub fn write_config(&mut self, kf: KeyFile) -> Result<()> {
+        crate::txn::atomic_write(
+            &self.dir,
+            "config",
+            kf.to_text().as_bytes(),
+            0o644,
+            self.fsync,
+        )?;
+        self.config = kf;
+        Ok(())
+    }
+
+    /// Takes the repository lock: shared for writers that only add objects,
+    /// exclusive for operations that delete (prune). Blocks until granted.
+    #[context("Locking repository")]
+    pub fn lock(&self, exclusive: bool) -> Result<RepoLock> {
+        let fd = rustix::fs::openat(
+            &self.dir,
+            LOCK_FILE,
+            OFlags::RDWR | OFlags::CREATE | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o660),
+        )?;
+        let op = if exclusive {
+            FlockOperation::LockExclusive
+        } else {
+            FlockOperation::LockShared
+        };
+        rustix::fs::flock(&fd, op)?;
+        Ok(RepoLock { _fd: fd })
+    }
+
+    /// `objects/`-relative path of an object, e.g. `ab/cdef….dirtree`.
+    pub fn object_relpath(&self, t: ObjectType, c: &Checksum) -> String {
+        c.loose_path(t, self.mode)
+    }
+
+    /// Whether an object is present.
+    pub fn has_object(&self, t: ObjectType, c: &Checksum) -> Result<bool> {
+        let p = self.object_relpath(t, c);
+        match rustix::fs::accessat(
+            &self.objects,
+            p.as_str(),
+            rustix::fs::Access::EXISTS,
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        ) {
+            Ok(()) => Ok(true),
+            Err(Errno::NOENT) => Ok(false),
+            Err(e) => Err(e).with_context(|| format!("Checking object {p}")),
+        }
+    }
+
+    /// Writes a debugging line about the repository (used by `--verbose`).
+    pub fn describe(&self, w: &mut impl Write) -> std::io::Result<()> {
+        writeln!(w, "{} ({})", self.path.display(), self.mode)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_layout_matches_ostree() {
+        let td = tempfile::tempdir().unwrap();
+        let p = td.path().join("repo");
+        let repo = Repo::init(&p, RepoMode::Archive).unwrap();
+        assert_eq!(repo.mode(), RepoMode::Archive);
+        assert_eq!(
+            std::fs::read_to_string(p.join("config")).unwrap(),
+            "[core]\nrepo_version=1\nmode=archive-z2\n"
+        );
+        for d in INIT_DIRS {
+            assert!(p.join(d).is_dir(), "{d}");
+        }
+        assert!(Repo::init(&p, RepoMode::Bare).is_err());
+    }
+
+    #[test]
+    fn open_refuses_non_repo_and_bad_version() {
+        let td = tempfile::tempdir().unwrap();
+        let e = Repo::open(td.path()).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("Not an OSTree repository"),
+            "{e:#}"
+        );
+        std::fs::create_dir(td.path().join("objects")).unwrap();
+        std::fs::write(td.path().join("config"), "[core]\nrepo_version=2\n").unwrap();
+        let e = Repo::open(td.path()).unwrap_err();
+        assert!(format!("{e:#}").contains("repo_version=2"), "{e:#}");
+    }
+}

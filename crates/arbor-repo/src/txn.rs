@@ -1,0 +1,523 @@
+//! Write transactions.
+//!
+//! Objects are written into a private staging directory
+//! `tmp/staging-PID-NONCE/` (flat, named `HEX.EXT`). [`Transaction::commit`]
+//! then follows libostree's order (`ostree_repo_commit_transaction`):
+//!
+//! 1. one `syncfs` barrier makes every staged byte durable;
+//! 2. staged objects are renamed into `objects/XX/` (commits last, so an
+//!    object reachable from a published commit is published before it);
+//! 3. a second `syncfs` makes those renames durable;
+//! 4. refs are replaced atomically (temp file, fsync, rename, fsync dir).
+//!
+//! So an object only ever appears under its final name with complete,
+//! synced content, and a ref only points at objects already durable. A crash
+//! at any instant leaves the old ref or the new one, plus at worst
+//! unreferenced objects (removed by `prune`) and a stale staging directory
+//! (removed by the next transaction).
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{BufWriter, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use anyhow::{anyhow, bail, Context, Result};
+use arbor_format::file_header::{bare_user_meta_encode, file_hasher};
+use arbor_format::{ArchiveHeader, Checksum, FileHeader, ObjectType, RepoMode};
+use cap_std_ext::cap_std;
+use cap_std_ext::dirext::CapStdExtDirExt;
+use fn_error_context::context;
+use rustix::fs::{AtFlags, FlockOperation, Mode, OFlags, Timespec, Timestamps};
+use rustix::io::Errno;
+
+use crate::failpoint;
+use crate::refs::RefUpdate;
+use crate::repo::{Repo, RepoLock};
+use crate::util;
+
+/// Prefix of staging directories under `tmp/`.
+const STAGING_PREFIX: &str = "staging-";
+/// Buffer size for streaming file contents.
+const COPY_BUF: usize = 128 * 1024;
+/// `xattr` holding file metadata in bare-user repositories.
+pub(crate) const BARE_USER_XATTR: &str = "user.ostreemeta";
+/// Default deflate level of `.filez` payloads (ostree's default).
+const DEFAULT_ZLIB_LEVEL: u32 = 6;
+
+/// Counters of a transaction.
+#[derive(Debug, Default)]
+pub struct TxnStats {
+    /// Objects newly written.
+    pub written: AtomicU64,
+    /// Objects that were already present and therefore not rewritten.
+    pub skipped: AtomicU64,
+    /// Bytes of content read from the input.
+    pub content_bytes: AtomicU64,
+}
+
+/// An open write transaction; see the module docs for the crash guarantee.
+///
+/// Dropping it without [`Transaction::commit`] discards the staged objects.
+#[derive(Debug)]
+pub struct Transaction<'r> {
+    repo: &'r Repo,
+    _lock: RepoLock,
+    staging: OwnedFd,
+    staging_name: String,
+    pending: Mutex<HashSet<(ObjectType, Checksum)>>,
+    counter: AtomicU64,
+    zlib_level: u32,
+    /// Statistics.
+    pub stats: TxnStats,
+}
+
+/// Writes `data` to `dir/name` atomically: temp file, fsync, rename, fsync
+/// of the directory (via cap-std-ext). A crash leaves the old or the new file.
+pub(crate) fn atomic_write(
+    dir: impl AsFd,
+    name: &str,
+    data: &[u8],
+    mode: u32,
+    _fsync: bool,
+) -> Result<()> {
+    let d = cap_std::fs::Dir::reopen_dir(&dir.as_fd())?;
+    use cap_std::fs::PermissionsExt;
+    d.atomic_write_with_perms(name, data, cap_std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("Writing {name}"))
+}
+
+fn zero_times() -> Timestamps {
+    Timestamps {
+        last_access: Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        },
+        last_modification: Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        },
+    }
+}
+
+/// Removes staging directories left by crashed transactions: those whose
+/// directory `flock` nobody holds.
+fn cleanup_stale_staging(tmp: &OwnedFd) -> Result<()> {
+    for ent in util::list_dir(tmp)? {
+        let Some(name) = util::utf8_name(&ent.name) else {
+            continue;
+        };
+        if !name.starts_with(STAGING_PREFIX) {
+            continue;
+        }
+        let Some(fd) = util::open_dir_optional(tmp, name)? else {
+            continue;
+        };
+        match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {
+                tracing::debug!("removing stale {name}");
+                for e in util::list_dir(&fd)? {
+                    match rustix::fs::unlinkat(&fd, e.name.as_slice(), AtFlags::empty()) {
+                        Ok(()) | Err(Errno::NOENT) => {}
+                        Err(e) => return Err(e).context("Removing stale staged object"),
+                    }
+                }
+                match rustix::fs::unlinkat(tmp, name, AtFlags::REMOVEDIR) {
+                    Ok(()) | Err(Errno::NOENT) => {}
+                    Err(e) => return Err(e).with_context(|| format!("Removing {name}")),
+                }
+            }
+            Err(Errno::WOULDBLOCK) => {}
+            Err(e) => return Err(e).with_context(|| format!("Locking {name}")),
+        }
+    }
+    Ok(())
+}
+
+impl<'r> Transaction<'r> {
+    /// Starts a transaction: takes the shared repository lock, removes stale
+    /// staging directories and creates a fresh, locked one.
+    #[context("Starting transaction")]
+    pub fn begin(repo: &'r Repo) -> Result<Transaction<'r>> {
+        if repo.mode() == RepoMode::BareSplitXattrs {
+            bail!("Writing bare-split-xattrs repositories is not supported");
+        }
+        let lock = repo.lock(false)?;
+        let tmp = util::ensure_dir_path(&repo.dir, "tmp", 0o775)?;
+        cleanup_stale_staging(&tmp)?;
+        let nonce = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let staging_name = format!(
+            "{STAGING_PREFIX}{}-{:x}",
+            rustix::process::getpid().as_raw_nonzero(),
+            nonce
+        );
+        rustix::fs::mkdirat(&tmp, staging_name.as_str(), Mode::from_raw_mode(0o775))?;
+        let staging = util::open_dir(&tmp, &staging_name)?;
+        rustix::fs::flock(&staging, FlockOperation::NonBlockingLockExclusive)?;
+        let zlib_level = match repo.config().get("archive", "zlib-level") {
+            Some(v) => v
+                .parse::<u32>()
+                .ok()
+                .filter(|l| (1..=9).contains(l))
+                .ok_or_else(|| anyhow!("Invalid archive.zlib-level '{v}'"))?,
+            None => DEFAULT_ZLIB_LEVEL,
+        };
+        Ok(Transaction {
+            repo,
+            _lock: lock,
+            staging,
+            staging_name,
+            pending: Mutex::new(HashSet::new()),
+            counter: AtomicU64::new(0),
+            zlib_level,
+            stats: TxnStats::default(),
+        })
+    }
+
+    /// The repository this transaction writes to.
+    pub fn repo(&self) -> &'r Repo {
+        self.repo
+    }
+
+    fn staged_name(t: ObjectType, c: &Checksum, mode: RepoMode) -> String {
+        format!("{}.{}", c.to_hex(), t.extension(mode))
+    }
+
+    /// Whether the object is in the repository or already staged here.
+    pub fn has_object(&self, t: ObjectType, c: &Checksum) -> Result<bool> {
+        if self.pending.lock().expect("poisoned").contains(&(t, *c)) {
+            return Ok(true);
+        }
+        self.repo.has_object(t, c)
+    }
+
+    /// Reserves `(t, c)` for writing; false if present or already reserved.
+    fn reserve(&self, t: ObjectType, c: &Checksum) -> Result<bool> {
+        if self.repo.has_object(t, c)? {
+            self.stats.skipped.fetch_add(1, Ordering::Relaxed);
+            return Ok(false);
+        }
+        let fresh = self.pending.lock().expect("poisoned").insert((t, *c));
+        if !fresh {
+            self.stats.skipped.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(fresh)
+    }
+
+    /// Stages a metadata object (dirtree, dirmeta, commit) named by the
+    /// SHA-256 of `data`, unless present. Returns its checksum.
+    pub fn write_metadata(&self, t: ObjectType, data: &[u8]) -> Result<Checksum> {
+        let c = Checksum::digest(data);
+        if self.reserve(t, &c)? {
+            self.write_staged_bytes(&Self::staged_name(t, &c, self.repo.mode()), data)
+                .with_context(|| format!("Writing {t} object {c}"))?;
+            self.stats.written.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(c)
+    }
+
+    /// Stages the detached metadata of `commit` (replacing any on publish).
+    pub fn write_commitmeta(&self, commit: &Checksum, data: &[u8]) -> Result<()> {
+        let t = ObjectType::CommitMeta;
+        self.pending.lock().expect("poisoned").insert((t, *commit));
+        let name = Self::staged_name(t, commit, self.repo.mode());
+        let _ = rustix::fs::unlinkat(&self.staging, name.as_str(), AtFlags::empty());
+        self.write_staged_bytes(&name, data)
+    }
+
+    fn write_staged_bytes(&self, name: &str, data: &[u8]) -> Result<()> {
+        let fd = rustix::fs::openat(
+            &self.staging,
+            name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o644),
+        )?;
+        let mut f = File::from(fd);
+        f.write_all(data)?;
+        Ok(())
+    }
+
+    fn tmp_name(&self) -> String {
+        format!("tmp-{}", self.counter.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Stages a file object. `content` must yield exactly `size` bytes for a
+    /// regular file (nothing is read for a symlink). If `expected` is given
+    /// and the object is already present, nothing is read at all; otherwise
+    /// the content is hashed while being written and must match `expected`.
+    /// Memory use is constant in the file size.
+    pub fn write_file(
+        &self,
+        header: &FileHeader,
+        size: u64,
+        content: &mut dyn Read,
+        expected: Option<Checksum>,
+    ) -> Result<Checksum> {
+        if let Some(c) = expected {
+            if !self.reserve(ObjectType::File, &c)? {
+                return Ok(c);
+            }
+        }
+        let tmp = self.tmp_name();
+        let res = self.write_file_tmp(&tmp, header, size, content);
+        let c = match res {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = rustix::fs::unlinkat(&self.staging, tmp.as_str(), AtFlags::empty());
+                if let Some(c) = expected {
+                    self.pending
+                        .lock()
+                        .expect("poisoned")
+                        .remove(&(ObjectType::File, c));
+                }
+                return Err(e);
+            }
+        };
+        self.stats.content_bytes.fetch_add(size, Ordering::Relaxed);
+        match expected {
+            Some(exp) if exp != c => {
+                let _ = rustix::fs::unlinkat(&self.staging, tmp.as_str(), AtFlags::empty());
+                self.pending
+                    .lock()
+                    .expect("poisoned")
+                    .remove(&(ObjectType::File, exp));
+                bail!("Content changed while being committed (expected {exp}, got {c})");
+            }
+            Some(_) => {}
+            None => {
+                if !self.reserve(ObjectType::File, &c)? {
+                    rustix::fs::unlinkat(&self.staging, tmp.as_str(), AtFlags::empty())?;
+                    return Ok(c);
+                }
+            }
+        }
+        let name = Self::staged_name(ObjectType::File, &c, self.repo.mode());
+        rustix::fs::renameat(&self.staging, tmp.as_str(), &self.staging, name.as_str())?;
+        self.stats.written.fetch_add(1, Ordering::Relaxed);
+        Ok(c)
+    }
+
+    fn create_tmp(&self, name: &str, mode: u32) -> Result<File> {
+        let fd = rustix::fs::openat(
+            &self.staging,
+            name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
+            Mode::from_raw_mode(mode),
+        )?;
+        Ok(File::from(fd))
+    }
+
+    fn staging_path(&self, name: &str) -> PathBuf {
+        self.repo
+            .path()
+            .join("tmp")
+            .join(&self.staging_name)
+            .join(name)
+    }
+
+    fn write_file_tmp(
+        &self,
+        tmp: &str,
+        header: &FileHeader,
+        size: u64,
+        content: &mut dyn Read,
+    ) -> Result<Checksum> {
+        header.validate()?;
+        let mut hasher = file_hasher(header);
+        let symlink = header.is_symlink();
+        let mode = self.repo.mode();
+        match mode {
+            RepoMode::Archive => {
+                let mut f = self.create_tmp(tmp, 0o644)?;
+                let ah = ArchiveHeader {
+                    size: if symlink { 0 } else { size },
+                    header: header.clone(),
+                };
+                f.write_all(&ah.encode_prefixed())?;
+                if !symlink {
+                    let level = flate2::Compression::new(self.zlib_level);
+                    let mut enc = flate2::write::DeflateEncoder::new(BufWriter::new(f), level);
+                    copy_hashing(content, &mut enc, &mut hasher, size)?;
+                    enc.finish()?.flush()?;
+                }
+            }
+            RepoMode::BareUser => {
+                let mut f = self.create_tmp(tmp, 0o644)?;
+                if symlink {
+                    let mut t = header.symlink_target.as_bytes().to_vec();
+                    t.push(0);
+                    f.write_all(&t)?;
+                } else {
+                    copy_hashing(content, &mut f, &mut hasher, size)?;
+                    let perms = (header.mode & 0o775) | 0o400;
+                    rustix::fs::fchmod(&f, Mode::from_raw_mode(perms))?;
+                }
+                let meta =
+                    bare_user_meta_encode(header.uid, header.gid, header.mode, &header.xattrs);
+                rustix::fs::fsetxattr(&f, BARE_USER_XATTR, &meta, rustix::fs::XattrFlags::empty())
+                    .context(
+                        "Setting user.ostreemeta (does the filesystem support user xattrs?)",
+                    )?;
+                rustix::fs::futimens(&f, &zero_times())?;
+            }
+            RepoMode::BareUserOnly => {
+                if symlink {
+                    rustix::fs::symlinkat(header.symlink_target.as_str(), &self.staging, tmp)?;
+                    rustix::fs::utimensat(
+                        &self.staging,
+                        tmp,
+                        &zero_times(),
+                        AtFlags::SYMLINK_NOFOLLOW,
+                    )?;
+                } else {
+                    if header.mode & 0o7002 != 0 {
+                        bail!(
+                            "Invalid mode {:o} for bare-user-only (setuid, setgid, sticky or world-writable)",
+                            header.mode
+                        );
+                    }
+                    let mut f = self.create_tmp(tmp, 0o600)?;
+                    copy_hashing(content, &mut f, &mut hasher, size)?;
+                    rustix::fs::fchmod(&f, Mode::from_raw_mode(header.mode & 0o7777))?;
+                    rustix::fs::futimens(&f, &zero_times())?;
+                }
+            }
+            RepoMode::Bare => {
+                if !util::is_root() {
+                    bail!("Writing to a bare repository requires root (use bare-user)");
+                }
+                let uid = Some(rustix::fs::Uid::from_raw(header.uid));
+                let gid = Some(rustix::fs::Gid::from_raw(header.gid));
+                if symlink {
+                    rustix::fs::symlinkat(header.symlink_target.as_str(), &self.staging, tmp)?;
+                    rustix::fs::chownat(&self.staging, tmp, uid, gid, AtFlags::SYMLINK_NOFOLLOW)?;
+                    crate::xattrs::set_path(&self.staging_path(tmp), &header.xattrs)?;
+                    rustix::fs::utimensat(
+                        &self.staging,
+                        tmp,
+                        &zero_times(),
+                        AtFlags::SYMLINK_NOFOLLOW,
+                    )?;
+                } else {
+                    let mut f = self.create_tmp(tmp, 0o600)?;
+                    copy_hashing(content, &mut f, &mut hasher, size)?;
+                    rustix::fs::fchown(&f, uid, gid)?;
+                    rustix::fs::fchmod(&f, Mode::from_raw_mode(header.mode & 0o7777))?;
+                    crate::xattrs::set_fd(&f, &header.xattrs)?;
+                    rustix::fs::futimens(&f, &zero_times())?;
+                }
+            }
+            RepoMode::BareSplitXattrs => bail!("bare-split-xattrs is not supported"),
+        }
+        Ok(hasher.finish())
+    }
+
+    /// Publishes the staged objects and then applies `refs`; see the module
+    /// docs for the order and the crash guarantee.
+    #[context("Committing transaction")]
+    pub fn commit(self, refs: &[RefUpdate]) -> Result<()> {
+        failpoint::hit(failpoint::TXN_OBJECTS_STAGED);
+        let fsync = self.repo.fsync_enabled();
+        if fsync {
+            rustix::fs::syncfs(&self.staging).context("Syncing staged objects")?;
+        }
+        failpoint::hit(failpoint::TXN_AFTER_SYNC);
+        let mut staged: Vec<(ObjectType, Checksum)> = self
+            .pending
+            .lock()
+            .expect("poisoned")
+            .iter()
+            .copied()
+            .collect();
+        // Commits (and their detached metadata) last: everything a commit
+        // references is in place before the commit itself appears.
+        staged.sort_by_key(|(t, c)| (matches!(t, ObjectType::Commit | ObjectType::CommitMeta), *c));
+        let mode = self.repo.mode();
+        let mut made_dirs = HashSet::new();
+        let half = staged.len() / 2;
+        for (i, (t, c)) in staged.iter().enumerate() {
+            if i == half {
+                failpoint::hit(failpoint::TXN_MID_PUBLISH);
+            }
+            let hex = c.to_hex();
+            let prefix = &hex[..2];
+            if made_dirs.insert(prefix.to_string()) {
+                match rustix::fs::mkdirat(&self.repo.objects, prefix, Mode::from_raw_mode(0o775)) {
+                    Ok(()) | Err(Errno::EXIST) => {}
+                    Err(e) => return Err(e).with_context(|| format!("Creating objects/{prefix}")),
+                }
+            }
+            let src = Self::staged_name(*t, c, mode);
+            let dst = c.loose_path(*t, mode);
+            rustix::fs::renameat(
+                &self.staging,
+                src.as_str(),
+                &self.repo.objects,
+                dst.as_str(),
+            )
+            .with_context(|| format!("Publishing {t} object {c}"))?;
+        }
+        failpoint::hit(failpoint::TXN_AFTER_PUBLISH);
+        if fsync {
+            rustix::fs::syncfs(&self.repo.objects).context("Syncing published objects")?;
+        }
+        failpoint::hit(failpoint::TXN_AFTER_OBJECTS_SYNCED);
+        for r in refs {
+            crate::refs::apply_update(self.repo, r)?;
+        }
+        failpoint::hit(failpoint::TXN_AFTER_REFS);
+        Ok(())
+    }
+}
+
+impl Drop for Transaction<'_> {
+    fn drop(&mut self) {
+        // Remove whatever is left (everything, if commit() never ran).
+        if let Ok(ents) = util::list_dir(&self.staging) {
+            for e in ents {
+                let _ = rustix::fs::unlinkat(&self.staging, e.name.as_slice(), AtFlags::empty());
+            }
+        }
+        if let Ok(tmp) = util::open_dir(&self.repo.dir, "tmp") {
+            if let Err(e) =
+                rustix::fs::unlinkat(&tmp, self.staging_name.as_str(), AtFlags::REMOVEDIR)
+            {
+                tracing::debug!("removing {}: {e}", self.staging_name);
+            }
+        }
+    }
+}
+
+/// Copies exactly `size` bytes from `r` to `w`, feeding the hasher.
+fn copy_hashing(
+    r: &mut dyn Read,
+    w: &mut dyn Write,
+    hasher: &mut arbor_format::Sha256,
+    size: u64,
+) -> Result<()> {
+    let mut buf = vec![0u8; COPY_BUF.min(size.max(1) as usize)];
+    let mut done: u64 = 0;
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.into()),
+        };
+        done += n as u64;
+        if done > size {
+            bail!("Content is larger than its declared size {size}");
+        }
+        hasher.update(&buf[..n]);
+        w.write_all(&buf[..n])?;
+    }
+    if done != size {
+        bail!("Content is {done} bytes, expected {size}");
+    }
+    Ok(())
+}

@@ -1,0 +1,97 @@
+//! Small dirfd-relative helpers over rustix.
+
+use std::ffi::CStr;
+use std::os::fd::{AsFd, OwnedFd};
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use rustix::io::Errno;
+
+/// Opens a directory relative to `dir` without following a final symlink.
+pub(crate) fn open_dir(dir: impl AsFd, name: &str) -> rustix::io::Result<OwnedFd> {
+    rustix::fs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+/// Like [`open_dir`], returning `None` when it does not exist.
+pub(crate) fn open_dir_optional(dir: impl AsFd, name: &str) -> rustix::io::Result<Option<OwnedFd>> {
+    match open_dir(dir, name) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(Errno::NOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// `mkdir -p` of a `/`-separated relative path; returns the final dir.
+pub(crate) fn ensure_dir_path(dir: impl AsFd, rel: &str, mode: u32) -> rustix::io::Result<OwnedFd> {
+    let mut cur = rustix::io::dup(dir.as_fd())?;
+    for part in rel.split('/').filter(|p| !p.is_empty()) {
+        match rustix::fs::mkdirat(&cur, part, Mode::from_raw_mode(mode)) {
+            Ok(()) | Err(Errno::EXIST) => {}
+            Err(e) => return Err(e),
+        }
+        cur = open_dir(&cur, part)?;
+    }
+    Ok(cur)
+}
+
+/// One directory entry: its name and type (from `d_type`, or `lstat`).
+#[derive(Debug)]
+pub(crate) struct Entry {
+    pub name: Vec<u8>,
+    pub ftype: FileType,
+}
+
+/// Lists a directory (without `.` and `..`), in no particular order.
+pub(crate) fn list_dir(dir: impl AsFd) -> rustix::io::Result<Vec<Entry>> {
+    let dup = rustix::fs::openat(
+        dir.as_fd(),
+        ".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut rd = rustix::fs::Dir::read_from(&dup)?;
+    let mut out = Vec::new();
+    while let Some(ent) = rd.read() {
+        let ent = ent?;
+        let name = ent.file_name().to_bytes();
+        if name == b"." || name == b".." {
+            continue;
+        }
+        let mut ftype = ent.file_type();
+        if ftype == FileType::Unknown {
+            let st = rustix::fs::statat(&dup, ent.file_name(), AtFlags::SYMLINK_NOFOLLOW)?;
+            ftype = FileType::from_raw_mode(st.st_mode);
+        }
+        out.push(Entry {
+            name: name.to_vec(),
+            ftype,
+        });
+    }
+    Ok(out)
+}
+
+/// Reads a symlink's target as bytes.
+pub(crate) fn readlink(dir: impl AsFd, name: &str) -> rustix::io::Result<Vec<u8>> {
+    let c = rustix::fs::readlinkat(dir, name, Vec::new())?;
+    Ok(c.into_bytes())
+}
+
+/// Converts a C string to UTF-8 or explains why not.
+pub(crate) fn utf8_name(name: &[u8]) -> Option<&str> {
+    std::str::from_utf8(name).ok()
+}
+
+/// Whether the calling process runs as root.
+pub(crate) fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// `CStr` of a name for error messages.
+#[allow(dead_code)]
+pub(crate) fn lossy(name: &CStr) -> String {
+    name.to_string_lossy().into_owned()
+}
