@@ -62,8 +62,8 @@ pub fn make_tree(root: &Path, version: u32) -> Result<usize> {
         std::fs::create_dir_all(root.join(d))?;
     }
     for (i, pkg) in PACKAGES.iter().enumerate() {
-        // v2 updates every third package.
-        let rel = if version == 2 && i % 3 == 0 { 2 } else { 1 };
+        // v2 updates every seventh package.
+        let rel = if version == 2 && i % 7 == 0 { 2 } else { 1 };
         let ver = format!("{}.{}.{rel}", 1 + i % 4, i % 7);
         let mut script = format!("#!/bin/sh\n# {pkg} {ver}\necho \"{pkg} version {ver}\"\n");
         for k in 0..(i % 5) {
@@ -82,21 +82,19 @@ pub fn make_tree(root: &Path, version: u32) -> Result<usize> {
             }
             write_file(
                 root,
-                &format!("usr/lib/{pkg}/lib{pkg}-{lib}.so.{ver}"),
+                &format!("usr/lib/{pkg}/lib{pkg}-{lib}.so"),
                 &body,
                 0o644,
             )?;
             n += 1;
         }
-        for doc in ["README", "NEWS", "copyright"] {
-            write_file(
-                root,
-                &format!("usr/share/doc/{pkg}/{doc}"),
-                &format!("{pkg} {doc}\nversion {ver}\n"),
-                0o644,
-            )?;
-            n += 1;
+        for doc in ["README", "copyright"] {
+            let text = format!("{pkg} {doc}\n");
+            write_file(root, &format!("usr/share/doc/{pkg}/{doc}"), &text, 0o644)?;
         }
+        let news = format!("{pkg} {ver}: bug fixes\n");
+        write_file(root, &format!("usr/share/doc/{pkg}/NEWS"), &news, 0o644)?;
+        n += 3;
     }
     let os_release = format!("NAME=\"Arbor Demo OS\"\nVERSION_ID={version}\nID=arbor-demo\n");
     write_file(root, "usr/lib/os-release", &os_release, 0o644)?;
@@ -140,17 +138,32 @@ pub fn make_tree(root: &Path, version: u32) -> Result<usize> {
     Ok(n)
 }
 
+/// Joins arguments, single-quoting those a shell would split.
+fn shell_words(args: &[&str]) -> String {
+    let quote = |a: &&str| {
+        if !a.is_empty()
+            && a.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_./=^:@".contains(&b))
+        {
+            a.to_string()
+        } else {
+            format!("'{}'", a.replace('\'', "'\\''"))
+        }
+    };
+    args.iter().map(quote).collect::<Vec<_>>().join(" ")
+}
+
 /// Runs `args` as an `arbor` command, echoing it first like a shell would.
 fn step(out: &mut dyn Write, comment: &str, args: &[&str]) -> Result<()> {
     writeln!(out, "\n# {comment}")?;
-    writeln!(out, "$ arbor {}", args.join(" "))?;
+    writeln!(out, "$ arbor {}", shell_words(args))?;
     out.flush()?;
     let mut argv = vec!["arbor"];
     argv.extend_from_slice(args);
     let opt = Opt::try_parse_from(&argv)?;
     let code = crate::cmds::dispatch(opt, out)?;
     if code != std::process::ExitCode::SUCCESS {
-        bail!("'arbor {}' failed", args.join(" "));
+        bail!("'arbor {}' failed", shell_words(args));
     }
     Ok(())
 }

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{bail, Context, Result};
-use arbor_format::{Checksum, DirMeta, FileHeader, ObjectType, RepoMode};
+use arbor_format::{Checksum, DirMeta, ObjectType, RepoMode};
 use fn_error_context::context;
 use rayon::prelude::*;
 use rustix::fs::{AtFlags, Gid, Mode, OFlags, Uid};
@@ -165,22 +165,52 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    /// Whether the stored object can be linked as-is: its on-disk inode
-    /// carries exactly the metadata the checkout must have.
-    fn can_hardlink(&self, header: &FileHeader) -> bool {
-        if !self.opts.hardlink {
-            return false;
-        }
-        match self.repo.mode() {
+    /// Links the stored object into place if its inode carries exactly the
+    /// metadata the checkout must have. Returns whether it did. Reads as
+    /// little as possible: nothing for bare and bare-user-only objects,
+    /// one xattr for bare-user.
+    fn try_hardlink(&self, dir: &OwnedFd, name: &str, c: &Checksum) -> Result<bool> {
+        let src = self.repo.object_relpath(ObjectType::File, c);
+        let ok = match self.repo.mode() {
             RepoMode::Archive | RepoMode::BareSplitXattrs => false,
-            RepoMode::Bare => true,
-            RepoMode::BareUserOnly => !self.chown || (header.uid == 0 && header.gid == 0),
+            // Ownership, mode and xattrs live on the object itself; in
+            // bare-user-only they are canonical (0:0, no xattrs).
+            RepoMode::Bare | RepoMode::BareUserOnly => true,
             RepoMode::BareUser => {
-                !header.is_symlink()
+                let path = self.repo.path().join("objects").join(&src);
+                let meta = match crate::xattrs::get_path(&path, crate::txn::BARE_USER_XATTR) {
+                    Ok(Some(m)) => m,
+                    // Missing object or metadata: the copy path reports it.
+                    Ok(None) | Err(Errno::NOENT) => return Ok(false),
+                    Err(e) => return Err(e).with_context(|| format!("Reading metadata of {c}")),
+                };
+                let (_, _, mode, xattrs) = arbor_format::file_header::bare_user_meta_decode(&meta)
+                    .map_err(|e| anyhow::anyhow!("Corrupted file object {c}: {e}"))?;
+                // Symlinks are stored as regular files: never link those.
+                mode & 0o170000 == 0o100000
                     && (!self.chown
-                        || (header.xattrs.is_empty()
-                            && header.mode & 0o7777 == (header.mode & 0o775) | 0o400))
+                        || (xattrs.is_empty() && mode & 0o7777 == (mode & 0o775) | 0o400))
             }
+        };
+        if !ok {
+            return Ok(false);
+        }
+        self.remove_existing(dir, name)?;
+        match rustix::fs::linkat(
+            &self.repo.objects,
+            src.as_str(),
+            dir,
+            name,
+            AtFlags::empty(),
+        ) {
+            Ok(()) => {
+                self.stats.hardlinked.fetch_add(1, Ordering::Relaxed);
+                self.progress.inc(1);
+                Ok(true)
+            }
+            // Too many links or another filesystem: fall back to a copy.
+            Err(Errno::MLINK) | Err(Errno::XDEV) => Ok(false),
+            Err(e) => Err(e).with_context(|| format!("Hardlinking {name}")),
         }
     }
 
@@ -196,27 +226,11 @@ impl Ctx<'_> {
     }
 
     fn file(&self, dir: &OwnedFd, name: &str, c: &Checksum) -> Result<()> {
+        if self.opts.hardlink && self.try_hardlink(dir, name, c)? {
+            return Ok(());
+        }
         let mut obj = open_file_object(self.repo, c)?;
         self.remove_existing(dir, name)?;
-        if self.can_hardlink(&obj.header) {
-            let src = self.repo.object_relpath(ObjectType::File, c);
-            match rustix::fs::linkat(
-                &self.repo.objects,
-                src.as_str(),
-                dir,
-                name,
-                AtFlags::empty(),
-            ) {
-                Ok(()) => {
-                    self.stats.hardlinked.fetch_add(1, Ordering::Relaxed);
-                    self.progress.inc(1);
-                    return Ok(());
-                }
-                // Too many links or another filesystem: fall back to a copy.
-                Err(Errno::MLINK) | Err(Errno::XDEV) => {}
-                Err(e) => return Err(e).with_context(|| format!("Hardlinking {name}")),
-            }
-        }
         let h = &obj.header;
         let (uid, gid) = (Some(Uid::from_raw(h.uid)), Some(Gid::from_raw(h.gid)));
         if h.is_symlink() {

@@ -116,3 +116,13 @@ pub(crate) fn set_path(path: &Path, xattrs: &[Xattr]) -> rustix::io::Result<()> 
     }
     Ok(())
 }
+
+/// Reads one xattr of a path (not following a final symlink), `None` when
+/// the attribute is absent.
+pub(crate) fn get_path(path: &Path, name: &str) -> rustix::io::Result<Option<Vec<u8>>> {
+    match grow_read(|b| rustix::fs::lgetxattr(path, name, &mut b[..])) {
+        Ok(v) => Ok(Some(v)),
+        Err(Errno::NODATA) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
