@@ -96,13 +96,16 @@ pub struct CommitOpts {
     #[arg(long)]
     pub no_bindings: bool,
     /// Read the tree from a tar file ("-" for stdin) instead of a directory.
-    #[arg(long, value_name = "FILE", conflicts_with = "path")]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["path", "tree"])]
     pub tar: Option<PathBuf>,
+    /// ostree's spelling of the source: `dir=PATH` or `tar=FILE`.
+    #[arg(long, value_name = "dir=PATH|tar=FILE", conflicts_with = "path")]
+    pub tree: Option<String>,
     /// Don't sync data before publishing (faster, not crash safe).
     #[arg(long)]
     pub fsync: Option<bool>,
     /// The directory to commit.
-    #[arg(required_unless_present = "tar")]
+    #[arg(required_unless_present_any = ["tar", "tree"])]
     pub path: Option<PathBuf>,
 }
 
@@ -288,6 +291,8 @@ mod tests {
         assert!(Opt::try_parse_from(["arbor", "commit", "--repo", "r", "-b", "x"]).is_err());
         assert!(Opt::try_parse_from(["arbor", "commit", "--repo=r", "--tar", "-"]).is_ok());
         assert!(Opt::try_parse_from(["arbor", "commit", "--repo=r", "--tar", "-", "dir"]).is_err());
+        assert!(Opt::try_parse_from(["arbor", "commit", "--repo=r", "--tree=dir=x"]).is_ok());
+        assert!(Opt::try_parse_from(["arbor", "commit", "--repo=r", "--tree=dir=x", "y"]).is_err());
     }
 
     #[test]

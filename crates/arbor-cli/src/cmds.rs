@@ -92,8 +92,14 @@ fn commit(o: CommitOpts, out: &mut impl Write) -> Result<()> {
         parent: None,
         no_bindings: o.no_bindings,
     };
+    let (tar, path) = match o.tree.as_deref().map(|t| t.split_once('=')) {
+        None => (o.tar, o.path),
+        Some(Some(("dir", p))) => (None, Some(p.into())),
+        Some(Some(("tar", f))) => (Some(f.into()), None),
+        Some(_) => bail!("Invalid --tree: expected dir=PATH or tar=FILE"),
+    };
     let bar = Bar::new();
-    let c = match (&o.tar, &o.path) {
+    let c = match (&tar, &path) {
         (Some(t), _) if t.as_os_str() == "-" => {
             let mut stdin = io::stdin().lock();
             let mut r: &mut dyn Read = &mut stdin;

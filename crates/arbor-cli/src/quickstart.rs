@@ -13,7 +13,7 @@ use clap::Parser;
 
 use crate::cli::Opt;
 
-/// Packages of the sample tree: (name, number of libraries, docs).
+/// Packages of the sample tree; each gets a binary, 8 libraries and docs.
 const PACKAGES: &[&str] = &[
     "coreutils",
     "bash",
@@ -35,6 +35,16 @@ const PACKAGES: &[&str] = &[
     "dbus",
     "ca-certificates",
     "tzdata",
+    "e2fsprogs",
+    "mount",
+    "login",
+    "passwd",
+    "hostname",
+    "diffutils",
+    "sudo",
+    "rsync",
+    "vim-tiny",
+    "chrony",
 ];
 
 fn write_file(root: &Path, rel: &str, content: &str, mode: u32) -> Result<()> {
