@@ -512,7 +512,8 @@ fn commit_tar(
             txn.write_file(&header, 0, &mut std::io::empty(), None)?
         } else if etype.is_hard_link() {
             let target = link.ok_or_else(|| anyhow!("Hard link '{display}' without target"))?;
-            let tcomps = tar_components(&target)?;
+            let tcomps =
+                tar_components(&target).with_context(|| format!("Hard link '{display}'"))?;
             let (tname, tparents) = tcomps
                 .split_last()
                 .ok_or_else(|| anyhow!("Hard link '{display}' has an empty target"))?;

@@ -1,5 +1,7 @@
 //! Differences between two commits' trees.
 
+use std::collections::{HashMap, HashSet};
+
 use anyhow::Result;
 use arbor_format::{Checksum, DirTree};
 use serde::Serialize;
@@ -17,17 +19,13 @@ pub struct DiffEntry {
 }
 
 /// Compares the trees of two commits; identical subtrees are skipped
-/// without being read. Output is in path order.
+/// without being read. Entries come in `ostree diff`'s traversal order.
 pub fn diff_commits(repo: &Repo, from: &Checksum, to: &Checksum) -> Result<Vec<DiffEntry>> {
     let a = load_commit(repo, from)?;
     let b = load_commit(repo, to)?;
     let mut out = Vec::new();
-    if a.root_meta != b.root_meta {
-        out.push(DiffEntry {
-            kind: 'M',
-            path: "/".into(),
-        });
-    }
+    // Like `ostree diff`, a change of the root directory's own metadata is
+    // not reported.
     diff_trees(repo, "", &a.root_tree, &b.root_tree, &mut out)?;
     Ok(out)
 }
@@ -57,6 +55,24 @@ fn all_paths(
     Ok(())
 }
 
+type Entry<'a> = (&'a str, Checksum, Option<Checksum>);
+
+/// A dirtree's entries in the order `ostree` enumerates them (files, then
+/// directories, each sorted): name, the checksum `ostree diff` compares
+/// (file object, or dirmeta for a directory), and the dirtree of a directory.
+fn entries(t: &DirTree) -> Vec<Entry<'_>> {
+    let files = t.files.iter().map(|f| (f.name.as_str(), f.checksum, None));
+    let dirs = t
+        .dirs
+        .iter()
+        .map(|d| (d.name.as_str(), d.meta, Some(d.tree)));
+    files.chain(dirs).collect()
+}
+
+/// Mirrors libostree's `diff_dirs`: the old tree's entries first (changed
+/// ones `M`, recursing into directories on both sides; missing ones `D`,
+/// without their contents), then the new tree's additions (`A`, with the
+/// contents of added directories).
 fn diff_trees(
     repo: &Repo,
     prefix: &str,
@@ -69,71 +85,37 @@ fn diff_trees(
     }
     let ta: DirTree = load_dirtree(repo, a)?;
     let tb: DirTree = load_dirtree(repo, b)?;
-    // Files: merge the two sorted lists.
-    let (mut i, mut j) = (0, 0);
-    while i < ta.files.len() || j < tb.files.len() {
-        let fa = ta.files.get(i);
-        let fb = tb.files.get(j);
-        match (fa, fb) {
-            (Some(x), Some(y)) if x.name == y.name => {
-                if x.checksum != y.checksum {
+    let (ea, eb) = (entries(&ta), entries(&tb));
+    let ia: HashSet<&str> = ea.iter().map(|e| e.0).collect();
+    let ib: HashMap<&str, &Entry<'_>> = eb.iter().map(|e| (e.0, e)).collect();
+    for (name, id, tree) in &ea {
+        let path = format!("{prefix}/{name}");
+        match ib.get(*name) {
+            None => out.push(DiffEntry { kind: 'D', path }),
+            Some((_, id_b, tree_b)) => {
+                if id != id_b {
                     out.push(DiffEntry {
                         kind: 'M',
-                        path: format!("{prefix}/{}", x.name),
+                        path: path.clone(),
                     });
                 }
-                i += 1;
-                j += 1;
-            }
-            (Some(x), Some(y)) if x.name.as_bytes() < y.name.as_bytes() => {
-                out.push(DiffEntry {
-                    kind: 'D',
-                    path: format!("{prefix}/{}", x.name),
-                });
-                i += 1;
-            }
-            (Some(x), None) => {
-                out.push(DiffEntry {
-                    kind: 'D',
-                    path: format!("{prefix}/{}", x.name),
-                });
-                i += 1;
-            }
-            (_, Some(y)) => {
-                out.push(DiffEntry {
-                    kind: 'A',
-                    path: format!("{prefix}/{}", y.name),
-                });
-                j += 1;
-            }
-            (None, None) => break,
-        }
-    }
-    for d in &ta.dirs {
-        let p = format!("{prefix}/{}", d.name);
-        match tb.dirs.iter().find(|e| e.name == d.name) {
-            Some(e) => {
-                if d.meta != e.meta {
-                    out.push(DiffEntry {
-                        kind: 'M',
-                        path: p.clone(),
-                    });
+                if let (Some(ta), Some(tb)) = (tree, tree_b) {
+                    diff_trees(repo, &path, ta, tb, out)?;
                 }
-                diff_trees(repo, &p, &d.tree, &e.tree, out)?;
             }
-            // Like `ostree diff`: a deleted directory is one entry, its
-            // contents are not listed (added directories are, recursively).
-            None => out.push(DiffEntry { kind: 'D', path: p }),
         }
     }
-    for e in &tb.dirs {
-        if !ta.dirs.iter().any(|d| d.name == e.name) {
-            let p = format!("{prefix}/{}", e.name);
-            out.push(DiffEntry {
-                kind: 'A',
-                path: p.clone(),
-            });
-            all_paths(repo, &p, &e.tree, 'A', out)?;
+    for (name, _, tree) in &eb {
+        if ia.contains(name) {
+            continue;
+        }
+        let path = format!("{prefix}/{name}");
+        out.push(DiffEntry {
+            kind: 'A',
+            path: path.clone(),
+        });
+        if let Some(t) = tree {
+            all_paths(repo, &path, t, 'A', out)?;
         }
     }
     Ok(())
