@@ -68,8 +68,8 @@ pub struct InitOpts {
 pub struct CommitOpts {
     #[command(flatten)]
     pub repo: RepoArg,
-    /// Branch to commit to.
-    #[arg(short = 'b', long)]
+    /// Branch to commit to (the last one wins, as in ostree).
+    #[arg(short = 'b', long, overrides_with = "branch")]
     pub branch: Option<String>,
     /// One-line subject.
     #[arg(short = 's', long)]

@@ -1,4 +1,9 @@
 //! Integration tests driving the built `arbor` binary, with the real
 //! `ostree` as the interoperability peer.
 
+mod cli;
+mod corruption;
+mod faults;
+mod hostile;
+mod interop;
 mod util;

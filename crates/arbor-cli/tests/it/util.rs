@@ -132,7 +132,14 @@ pub fn arbor_commit_vector(repo: &Path, dir: &Path, extra: &[&str]) -> String {
 /// `arbor commit --repo R ARGS.. DIR`; returns the checksum.
 #[track_caller]
 pub fn arbor_commit(repo: &Path, args: &[&str], dir: &Path) -> String {
-    let out = run_ok(arbor().arg("commit").arg("--repo").arg(repo).args(args).arg(dir));
+    let out = run_ok(
+        arbor()
+            .arg("commit")
+            .arg("--repo")
+            .arg(repo)
+            .args(args)
+            .arg(dir),
+    );
     out.trim().to_string()
 }
 
@@ -327,4 +334,26 @@ pub fn arbor_fsck_json(repo: &Path) -> (bool, serde_json::Value) {
         )
     });
     (out.status.success(), v)
+}
+
+/// A path as `&str` (test paths are UTF-8 temporary directories).
+pub fn s(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 path")
+}
+
+/// `arbor SUB --repo REPO ARGS..`, which must succeed; returns stdout.
+#[track_caller]
+pub fn arbor_ok(sub: &str, repo: &Path, args: &[&str]) -> String {
+    run_ok(arbor().arg(sub).arg("--repo").arg(repo).args(args))
+}
+
+/// `ostree SUB --repo=REPO ARGS..`, which must succeed; returns stdout.
+#[track_caller]
+pub fn ostree_ok(sub: &str, repo: &Path, args: &[&str]) -> String {
+    run_ok(
+        ostree()
+            .arg(sub)
+            .arg(format!("--repo={}", repo.display()))
+            .args(args),
+    )
 }
