@@ -28,11 +28,17 @@ mkdir -p "$W" && cd "$W"
 python3 -c 'import os; open("x", "w"); os.setxattr("x", "user.t", b"1")' 2>/dev/null \
   || { echo "$W lacks user xattrs (needed by bare-user repos)" >&2; exit 1; }
 RES=$W/results
-rm -rf x o r "$RES" && mkdir -p o r "$RES"
+rm -rf x o r trash "$RES" && mkdir -p o r trash "$RES"
+trap 'rm -rf "$W/trash"' EXIT
+# Before a run, the previous run's output is moved aside, not deleted: ext4 scans past
+# recently deleted inodes (ext4 recently_deleted(), 30 s window) on every allocation, which
+# after an `rm -rf` of thousands of files made either tool's next run up to 5x slower at
+# random. The trash is deleted when the script ends.
+aside() { echo "{ [ ! -e $1 ] || mv $1 trash/\$(date +%s%N); }"; }
 B=os/bench
 A="'$ARBOR'"
-oinit() { echo "rm -rf o/$1 && ostree init --repo=o/$1 --mode=$2"; }
-ainit() { echo "rm -rf r/$1 && $A init --repo r/$1 --mode $2"; }
+oinit() { echo "$(aside o/$1) && ostree init --repo=o/$1 --mode=$2"; }
+ainit() { echo "$(aside r/$1) && $A init --repo r/$1 --mode $2"; }
 
 # run TOOL OP PREPARE CMD: hyperfine timings, then PREPARE and one untimed run for the peak RSS
 run() {
@@ -49,21 +55,21 @@ pair() { run ostree "$1" "$2" "$3"; run arbor "$1" "$4" "$5"; echo "$1" >>"$RES/
 pair commit-v1-archive "$(oinit a archive)" "ostree commit --repo=o/a -b $B -s v1 --tree=dir='$C/v1'" \
   "$(ainit a archive)" "$A commit --repo r/a -b $B -s v1 '$C/v1'"
 for d in o r; do [ ! -d $d/a ] || { rm -rf $d/a1 && cp -a $d/a $d/a1; }; done
-pair commit-v2-archive "rm -rf o/a && cp -a o/a1 o/a" "ostree commit --repo=o/a -b $B -s v2 --tree=dir='$C/v2'" \
-  "rm -rf r/a && cp -a r/a1 r/a" "$A commit --repo r/a -b $B -s v2 '$C/v2'"
+pair commit-v2-archive "$(aside o/a) && cp -a o/a1 o/a" "ostree commit --repo=o/a -b $B -s v2 --tree=dir='$C/v2'" \
+  "$(aside r/a) && cp -a r/a1 r/a" "$A commit --repo r/a -b $B -s v2 '$C/v2'"
 pair commit-v1-bare-user "$(oinit bu bare-user)" "ostree commit --repo=o/bu -b $B -s v1 --tree=dir='$C/v1'" \
   "$(ainit bu bare-user)" "$A commit --repo r/bu -b $B -s v1 '$C/v1'"
-pair checkout-v1-bare-user-hardlink "rm -rf o/co" "ostree checkout --repo=o/bu -U -H $B o/co" \
-  "rm -rf r/co" "$A checkout --repo r/bu -U -H $B r/co"
+pair checkout-v1-bare-user-hardlink "$(aside o/co)" "ostree checkout --repo=o/bu -U -H $B o/co" \
+  "$(aside r/co)" "$A checkout --repo r/bu -U -H $B r/co"
 # --disable-cache: otherwise ostree fills an uncompressed-objects cache in the archive repo on
 # the first run and later runs only hardlink from it (as in the shared ostree-baseline.sh).
-pair checkout-v1-archive-copy "rm -rf o/co" "ostree checkout --repo=o/a -U --disable-cache $B^ o/co" \
-  "rm -rf r/co" "$A checkout --repo r/a -U $B^ r/co"
+pair checkout-v1-archive-copy "$(aside o/co)" "ostree checkout --repo=o/a -U --disable-cache $B^ o/co" \
+  "$(aside r/co)" "$A checkout --repo r/a -U $B^ r/co"
 rm -rf o/co r/co
 pair fsck-archive "" "ostree fsck --repo=o/a" "" "$A fsck --repo r/a"
 pair diff-v1-v2 "" "ostree diff --repo=o/a $B^ $B" "" "$A diff --repo r/a $B^ $B"
-pair prune-depth0 "rm -rf o/p && cp -a o/a o/p" "ostree prune --repo=o/p --refs-only --depth=0" \
-  "rm -rf r/p && cp -a r/a r/p" "$A prune --repo r/p --refs-only --depth 0"
+pair prune-depth0 "$(aside o/p) && cp -a o/a o/p" "ostree prune --repo=o/p --refs-only --depth=0" \
+  "$(aside r/p) && cp -a r/a r/p" "$A prune --repo r/p --refs-only --depth 0"
 
 # Same inputs, same commit? Fixed timestamp and owners, fresh archive repos.
 SAME="--timestamp=@1700000000 --owner-uid=0 --owner-gid=0 -s v1"

@@ -640,3 +640,56 @@ pub fn commit(
     txn.commit(&refs)?;
     Ok(c)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tar_paths() {
+        assert_eq!(
+            tar_components(b"./usr/bin/sh").unwrap(),
+            vec!["usr", "bin", "sh"]
+        );
+        assert_eq!(
+            tar_components(b"usr//lib/./x/").unwrap(),
+            vec!["usr", "lib", "x"]
+        );
+        assert!(tar_components(b"./").unwrap().is_empty());
+        for bad in [&b"../x"[..], b"a/../../x", b"/etc/passwd", b"..", b"a/\xff"] {
+            assert!(
+                tar_components(bad).is_err(),
+                "{:?} accepted",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let long = format!("a/{}", "x".repeat(256));
+        assert!(tar_components(long.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn canonicalisation() {
+        let c = Canon {
+            uid: None,
+            gid: None,
+            canonical: true,
+            keep_xattrs: false,
+        };
+        let x = vec![Xattr {
+            name: b"user.a".to_vec(),
+            value: b"1".to_vec(),
+        }];
+        assert_eq!(
+            c.apply(1000, 1000, 0o104775, x.clone()),
+            (0, 0, 0o100755, vec![])
+        );
+        assert_eq!(c.apply(5, 5, 0o120777, vec![]), (0, 0, 0o120777, vec![]));
+        let o = Canon {
+            uid: Some(7),
+            gid: Some(8),
+            canonical: false,
+            keep_xattrs: true,
+        };
+        assert_eq!(o.apply(1, 2, 0o104755, x.clone()), (7, 8, 0o104755, x));
+    }
+}

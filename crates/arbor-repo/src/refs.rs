@@ -182,7 +182,13 @@ pub fn resolve_rev(repo: &Repo, rev: &str) -> Result<Checksum> {
     Ok(c)
 }
 
-/// Applies one ref update atomically.
+/// Applies one ref update.
+///
+/// Crash guarantee: a set is a temp file, fsync, rename over the ref and
+/// fsync of its directory, so after a crash the ref holds the old or the
+/// new checksum, never a partial one; a delete is an unlink followed by an
+/// fsync of the directory. Callers must make the target's objects durable
+/// first (as [`crate::txn::Transaction::commit`] does).
 #[context("Updating ref {}", u.spec)]
 pub fn apply_update(repo: &Repo, u: &RefUpdate) -> Result<()> {
     let rel = u.spec.relpath();
@@ -191,7 +197,7 @@ pub fn apply_update(repo: &Repo, u: &RefUpdate) -> Result<()> {
     match u.target {
         Some(c) => {
             let dir = util::ensure_dir_path(&repo.dir, &parent, 0o775)?;
-            crate::txn::atomic_write(&dir, base, format!("{c}\n").as_bytes(), 0o644, true)
+            crate::txn::atomic_write(&dir, base, format!("{c}\n").as_bytes(), 0o644)
         }
         None => {
             let Some(dir) = util::open_dir_optional(&repo.dir, &parent)? else {
@@ -208,11 +214,103 @@ pub fn apply_update(repo: &Repo, u: &RefUpdate) -> Result<()> {
     }
 }
 
-/// Sets or deletes refs outside of any object transaction.
+/// Sets or deletes refs outside of any object transaction, under the
+/// shared repository lock; each update is atomic (see [`apply_update`]).
 pub fn update_refs(repo: &Repo, updates: &[RefUpdate]) -> Result<()> {
     let _lock = repo.lock(false)?;
     for u in updates {
         apply_update(repo, u)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arbor_format::RepoMode;
+
+    #[test]
+    fn refspec_parsing() {
+        let r = RefSpec::parse("origin:os/x86_64/stable").unwrap();
+        assert_eq!(r.remote.as_deref(), Some("origin"));
+        assert_eq!(r.name.as_str(), "os/x86_64/stable");
+        assert_eq!(r.relpath(), "remotes/origin/os/x86_64/stable");
+        assert_eq!(r.to_string(), "origin:os/x86_64/stable");
+        assert_eq!(RefSpec::parse("main").unwrap().relpath(), "heads/main");
+        for bad in [
+            "",
+            "../x",
+            "a//b",
+            "/a",
+            "a/",
+            "bad remote:x",
+            "o/r:x",
+            "a b",
+        ] {
+            assert!(RefSpec::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn set_resolve_delete() {
+        let td = tempfile::tempdir().unwrap();
+        let repo = Repo::init(&td.path().join("r"), RepoMode::Archive).unwrap();
+        let c = Checksum::digest(b"x");
+        let spec = RefSpec::parse("a/b").unwrap();
+        update_refs(
+            &repo,
+            &[RefUpdate {
+                spec: spec.clone(),
+                target: Some(c),
+            }],
+        )
+        .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(td.path().join("r/refs/heads/a/b")).unwrap(),
+            format!("{c}\n")
+        );
+        assert_eq!(read_ref(&repo, &spec).unwrap(), Some(c));
+        assert_eq!(resolve_rev(&repo, "a/b").unwrap(), c);
+        assert_eq!(resolve_rev(&repo, &c.to_hex()).unwrap(), c);
+        let remote = RefSpec::parse("origin:main").unwrap();
+        update_refs(
+            &repo,
+            &[RefUpdate {
+                spec: remote,
+                target: Some(c),
+            }],
+        )
+        .unwrap();
+        assert_eq!(resolve_rev(&repo, "origin:main").unwrap(), c);
+        assert_eq!(resolve_rev(&repo, "origin/main").unwrap(), c);
+        let listed = list_refs(&repo).unwrap();
+        assert_eq!(
+            listed,
+            vec![("a/b".to_string(), c), ("origin:main".to_string(), c)]
+        );
+        // `^` needs the commit object, which does not exist here.
+        assert!(resolve_rev(&repo, "a/b^").is_err());
+        update_refs(
+            &repo,
+            &[RefUpdate {
+                spec: spec.clone(),
+                target: None,
+            }],
+        )
+        .unwrap();
+        assert_eq!(read_ref(&repo, &spec).unwrap(), None);
+        let e = resolve_rev(&repo, "a/b").unwrap_err();
+        assert!(format!("{e:#}").contains("not found"), "{e:#}");
+        assert!(update_refs(&repo, &[RefUpdate { spec, target: None }]).is_err());
+    }
+
+    #[test]
+    fn garbage_ref_is_an_error() {
+        let td = tempfile::tempdir().unwrap();
+        let repo = Repo::init(&td.path().join("r"), RepoMode::Archive).unwrap();
+        std::fs::write(td.path().join("r/refs/heads/bad"), "not a checksum\n").unwrap();
+        let e = resolve_rev(&repo, "bad").unwrap_err();
+        assert!(format!("{e:#}").contains("bad"), "{e:#}");
+        assert!(list_refs(&repo).is_err());
+    }
 }

@@ -76,7 +76,7 @@ impl Repo {
         let mut kf = KeyFile::default();
         kf.set("core", "repo_version", "1");
         kf.set("core", "mode", mode.config_name());
-        crate::txn::atomic_write(&dir, "config", kf.to_text().as_bytes(), 0o644, true)?;
+        crate::txn::atomic_write(&dir, "config", kf.to_text().as_bytes(), 0o644)?;
         Repo::open(path)
     }
 
@@ -148,16 +148,13 @@ impl Repo {
         &self.dir
     }
 
-    /// Rewrites `config` atomically.
+    /// Rewrites `config`.
+    ///
+    /// Crash guarantee: temp file, fsync, rename, fsync of the directory:
+    /// after a crash `config` is the old or the new file.
     #[context("Writing config")]
     pub fn write_config(&mut self, kf: KeyFile) -> Result<()> {
-        crate::txn::atomic_write(
-            &self.dir,
-            "config",
-            kf.to_text().as_bytes(),
-            0o644,
-            self.fsync,
-        )?;
+        crate::txn::atomic_write(&self.dir, "config", kf.to_text().as_bytes(), 0o644)?;
         self.config = kf;
         Ok(())
     }

@@ -21,7 +21,7 @@ use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -68,6 +68,8 @@ pub struct Transaction<'r> {
     staging: OwnedFd,
     staging_name: String,
     pending: Mutex<HashSet<(ObjectType, Checksum)>>,
+    /// Which `XX/` fan-out directories exist in the staging directory.
+    staging_dirs: [AtomicBool; 256],
     counter: AtomicU64,
     zlib_level: u32,
     /// Statistics.
@@ -76,13 +78,7 @@ pub struct Transaction<'r> {
 
 /// Writes `data` to `dir/name` atomically: temp file, fsync, rename, fsync
 /// of the directory (via cap-std-ext). A crash leaves the old or the new file.
-pub(crate) fn atomic_write(
-    dir: impl AsFd,
-    name: &str,
-    data: &[u8],
-    mode: u32,
-    _fsync: bool,
-) -> Result<()> {
+pub(crate) fn atomic_write(dir: impl AsFd, name: &str, data: &[u8], mode: u32) -> Result<()> {
     let d = cap_std::fs::Dir::reopen_dir(&dir.as_fd())?;
     use cap_std::fs::PermissionsExt;
     d.atomic_write_with_perms(name, data, cap_std::fs::Permissions::from_mode(mode))
@@ -118,12 +114,7 @@ fn cleanup_stale_staging(tmp: &OwnedFd) -> Result<()> {
         match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => {
                 tracing::debug!("removing stale {name}");
-                for e in util::list_dir(&fd)? {
-                    match rustix::fs::unlinkat(&fd, e.name.as_slice(), AtFlags::empty()) {
-                        Ok(()) | Err(Errno::NOENT) => {}
-                        Err(e) => return Err(e).context("Removing stale staged object"),
-                    }
-                }
+                clear_staging(&fd).with_context(|| format!("Removing stale {name}"))?;
                 match rustix::fs::unlinkat(tmp, name, AtFlags::REMOVEDIR) {
                     Ok(()) | Err(Errno::NOENT) => {}
                     Err(e) => return Err(e).with_context(|| format!("Removing {name}")),
@@ -134,6 +125,41 @@ fn cleanup_stale_staging(tmp: &OwnedFd) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Creates and locks a fresh staging directory.
+///
+/// Between `mkdirat` and `flock` another process's
+/// [`cleanup_stale_staging`] may take the still-unlocked directory for a
+/// stale one and remove it. Once we hold the lock nobody can, so after
+/// locking we check the directory is still linked (`st_nlink > 0`) and
+/// otherwise start again under a new name.
+fn create_staging(tmp: &OwnedFd) -> Result<(OwnedFd, String)> {
+    for attempt in 0u32.. {
+        let nonce = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let name = format!(
+            "{STAGING_PREFIX}{}-{nonce:x}-{attempt}",
+            rustix::process::getpid().as_raw_nonzero(),
+        );
+        rustix::fs::mkdirat(tmp, name.as_str(), Mode::from_raw_mode(0o775))
+            .with_context(|| format!("Creating tmp/{name}"))?;
+        let fd = match util::open_dir(tmp, &name) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) if attempt < 100 => continue,
+            Err(e) => return Err(e).with_context(|| format!("Opening tmp/{name}")),
+        };
+        rustix::fs::flock(&fd, FlockOperation::LockExclusive)?;
+        if rustix::fs::fstat(&fd)?.st_nlink > 0 {
+            return Ok((fd, name));
+        }
+        if attempt >= 100 {
+            break;
+        }
+    }
+    bail!("Could not create a staging directory: removed by concurrent cleanups")
 }
 
 impl<'r> Transaction<'r> {
@@ -147,18 +173,7 @@ impl<'r> Transaction<'r> {
         let lock = repo.lock(false)?;
         let tmp = util::ensure_dir_path(&repo.dir, "tmp", 0o775)?;
         cleanup_stale_staging(&tmp)?;
-        let nonce = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        let staging_name = format!(
-            "{STAGING_PREFIX}{}-{:x}",
-            rustix::process::getpid().as_raw_nonzero(),
-            nonce
-        );
-        rustix::fs::mkdirat(&tmp, staging_name.as_str(), Mode::from_raw_mode(0o775))?;
-        let staging = util::open_dir(&tmp, &staging_name)?;
-        rustix::fs::flock(&staging, FlockOperation::NonBlockingLockExclusive)?;
+        let (staging, staging_name) = create_staging(&tmp)?;
         let zlib_level = match repo.config().get("archive", "zlib-level") {
             Some(v) => v
                 .parse::<u32>()
@@ -173,6 +188,7 @@ impl<'r> Transaction<'r> {
             staging,
             staging_name,
             pending: Mutex::new(HashSet::new()),
+            staging_dirs: std::array::from_fn(|_| AtomicBool::new(false)),
             counter: AtomicU64::new(0),
             zlib_level,
             stats: TxnStats::default(),
@@ -184,8 +200,10 @@ impl<'r> Transaction<'r> {
         self.repo
     }
 
+    /// Name of a staged object relative to the staging directory: the same
+    /// `XX/REST.EXT` as under `objects/`.
     fn staged_name(t: ObjectType, c: &Checksum, mode: RepoMode) -> String {
-        format!("{}.{}", c.to_hex(), t.extension(mode))
+        c.loose_path(t, mode)
     }
 
     /// Whether the object is in the repository or already staged here.
@@ -214,6 +232,7 @@ impl<'r> Transaction<'r> {
     pub fn write_metadata(&self, t: ObjectType, data: &[u8]) -> Result<Checksum> {
         let c = Checksum::digest(data);
         if self.reserve(t, &c)? {
+            self.ensure_staging_subdir(&c)?;
             self.write_staged_bytes(&Self::staged_name(t, &c, self.repo.mode()), data)
                 .with_context(|| format!("Writing {t} object {c}"))?;
             self.stats.written.fetch_add(1, Ordering::Relaxed);
@@ -225,6 +244,7 @@ impl<'r> Transaction<'r> {
     pub fn write_commitmeta(&self, commit: &Checksum, data: &[u8]) -> Result<()> {
         let t = ObjectType::CommitMeta;
         self.pending.lock().expect("poisoned").insert((t, *commit));
+        self.ensure_staging_subdir(commit)?;
         let name = Self::staged_name(t, commit, self.repo.mode());
         let _ = rustix::fs::unlinkat(&self.staging, name.as_str(), AtFlags::empty());
         self.write_staged_bytes(&name, data)
@@ -258,22 +278,30 @@ impl<'r> Transaction<'r> {
         content: &mut dyn Read,
         expected: Option<Checksum>,
     ) -> Result<Checksum> {
-        if let Some(c) = expected {
-            if !self.reserve(ObjectType::File, &c)? {
-                return Ok(c);
+        let t = ObjectType::File;
+        let mode = self.repo.mode();
+        // With a known checksum the object is written straight to its staged
+        // name (the reservation makes it ours alone); otherwise to a
+        // temporary name, renamed once the checksum is known.
+        let target = match expected {
+            Some(c) => {
+                if !self.reserve(t, &c)? {
+                    return Ok(c);
+                }
+                self.ensure_staging_subdir(&c)?;
+                Self::staged_name(t, &c, mode)
             }
-        }
-        let tmp = self.tmp_name();
-        let res = self.write_file_tmp(&tmp, header, size, content);
-        let c = match res {
+            None => self.tmp_name(),
+        };
+        let unreserve = |c: &Checksum| {
+            self.pending.lock().expect("poisoned").remove(&(t, *c));
+        };
+        let c = match self.write_file_tmp(&target, header, size, content) {
             Ok(c) => c,
             Err(e) => {
-                let _ = rustix::fs::unlinkat(&self.staging, tmp.as_str(), AtFlags::empty());
+                let _ = rustix::fs::unlinkat(&self.staging, target.as_str(), AtFlags::empty());
                 if let Some(c) = expected {
-                    self.pending
-                        .lock()
-                        .expect("poisoned")
-                        .remove(&(ObjectType::File, c));
+                    unreserve(&c);
                 }
                 return Err(e);
             }
@@ -281,25 +309,41 @@ impl<'r> Transaction<'r> {
         self.stats.content_bytes.fetch_add(size, Ordering::Relaxed);
         match expected {
             Some(exp) if exp != c => {
-                let _ = rustix::fs::unlinkat(&self.staging, tmp.as_str(), AtFlags::empty());
-                self.pending
-                    .lock()
-                    .expect("poisoned")
-                    .remove(&(ObjectType::File, exp));
+                let _ = rustix::fs::unlinkat(&self.staging, target.as_str(), AtFlags::empty());
+                unreserve(&exp);
                 bail!("Content changed while being committed (expected {exp}, got {c})");
             }
             Some(_) => {}
             None => {
-                if !self.reserve(ObjectType::File, &c)? {
-                    rustix::fs::unlinkat(&self.staging, tmp.as_str(), AtFlags::empty())?;
+                if !self.reserve(t, &c)? {
+                    rustix::fs::unlinkat(&self.staging, target.as_str(), AtFlags::empty())?;
                     return Ok(c);
                 }
+                self.ensure_staging_subdir(&c)?;
+                let name = Self::staged_name(t, &c, mode);
+                rustix::fs::renameat(&self.staging, target.as_str(), &self.staging, name.as_str())?;
             }
         }
-        let name = Self::staged_name(ObjectType::File, &c, self.repo.mode());
-        rustix::fs::renameat(&self.staging, tmp.as_str(), &self.staging, name.as_str())?;
         self.stats.written.fetch_add(1, Ordering::Relaxed);
         Ok(c)
+    }
+
+    /// Creates `XX/` in the staging directory once. Fanning staged objects
+    /// out like `objects/` keeps directories small and spreads the
+    /// per-directory lock that file creation and rename take, which
+    /// otherwise serialises both writer threads.
+    fn ensure_staging_subdir(&self, c: &Checksum) -> Result<()> {
+        let idx = c.as_bytes()[0] as usize;
+        if self.staging_dirs[idx].load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let prefix = &c.to_hex()[..2];
+        match rustix::fs::mkdirat(&self.staging, prefix, Mode::from_raw_mode(0o775)) {
+            Ok(()) | Err(Errno::EXIST) => {}
+            Err(e) => return Err(e).with_context(|| format!("Creating staging {prefix}/")),
+        }
+        self.staging_dirs[idx].store(true, Ordering::Release);
+        Ok(())
     }
 
     fn create_tmp(&self, name: &str, mode: u32) -> Result<File> {
@@ -417,8 +461,15 @@ impl<'r> Transaction<'r> {
         Ok(hasher.finish())
     }
 
-    /// Publishes the staged objects and then applies `refs`; see the module
-    /// docs for the order and the crash guarantee.
+    /// Publishes the staged objects and then applies `refs`.
+    ///
+    /// Crash guarantee: staged data is made durable (`syncfs`) before any
+    /// object is renamed into `objects/`, commits are renamed last, the
+    /// renames are made durable before any ref changes, and each ref is
+    /// replaced atomically. After a crash at any instant every ref names
+    /// its old or its new commit, every object under its final name is
+    /// complete, and nothing but unreferenced objects and a stale staging
+    /// directory (removed by the next transaction) can be left over.
     #[context("Committing transaction")]
     pub fn commit(self, refs: &[RefUpdate]) -> Result<()> {
         failpoint::hit(failpoint::TXN_OBJECTS_STAGED);
@@ -475,13 +526,37 @@ impl<'r> Transaction<'r> {
     }
 }
 
+/// Empties a staging directory: files at its top and in its `XX/`
+/// subdirectories, then the subdirectories.
+fn clear_staging(dir: &OwnedFd) -> rustix::io::Result<()> {
+    for e in util::list_dir(dir)? {
+        if e.ftype == rustix::fs::FileType::Directory {
+            let sub = util::open_dir(dir, &String::from_utf8_lossy(&e.name))?;
+            for f in util::list_dir(&sub)? {
+                match rustix::fs::unlinkat(&sub, f.name.as_slice(), AtFlags::empty()) {
+                    Ok(()) | Err(Errno::NOENT) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            match rustix::fs::unlinkat(dir, e.name.as_slice(), AtFlags::REMOVEDIR) {
+                Ok(()) | Err(Errno::NOENT) => {}
+                Err(e) => return Err(e),
+            }
+        } else {
+            match rustix::fs::unlinkat(dir, e.name.as_slice(), AtFlags::empty()) {
+                Ok(()) | Err(Errno::NOENT) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Drop for Transaction<'_> {
     fn drop(&mut self) {
         // Remove whatever is left (everything, if commit() never ran).
-        if let Ok(ents) = util::list_dir(&self.staging) {
-            for e in ents {
-                let _ = rustix::fs::unlinkat(&self.staging, e.name.as_slice(), AtFlags::empty());
-            }
+        if let Err(e) = clear_staging(&self.staging) {
+            tracing::debug!("clearing {}: {e}", self.staging_name);
         }
         if let Ok(tmp) = util::open_dir(&self.repo.dir, "tmp") {
             if let Err(e) =
