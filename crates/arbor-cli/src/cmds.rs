@@ -283,7 +283,17 @@ fn cat(o: CatOpts, out: &mut impl Write) -> Result<()> {
                 if obj.header.is_symlink() {
                     bail!("{p} is a symlink to {}", obj.header.symlink_target);
                 }
-                io::copy(&mut obj.content, out)?;
+                // Bounded: a hostile object cannot inflate past its size.
+                let n = io::copy(
+                    &mut (&mut obj.content).take(obj.size.saturating_add(1)),
+                    out,
+                )?;
+                if n != obj.size {
+                    bail!(
+                        "Corrupted file object {f}: content does not match its declared {} bytes",
+                        obj.size
+                    );
+                }
             }
             TreeEntry::Dir { .. } => bail!("{p} is a directory"),
         }
@@ -302,12 +312,10 @@ fn refs(o: RefsOpts, out: &mut impl Write) -> Result<()> {
         if arbor_repo::refs::read_ref(&repo, &spec)?.is_some() {
             bail!("Ref '{spec}' already exists");
         }
+        // `expecting(None)`: fails if another process created it meanwhile.
         return arbor_repo::refs::update_refs(
             &repo,
-            &[RefUpdate {
-                spec,
-                target: Some(target),
-            }],
+            &[RefUpdate::set(spec, target).expecting(None)],
         );
     }
     if o.delete {
@@ -317,12 +325,7 @@ fn refs(o: RefsOpts, out: &mut impl Write) -> Result<()> {
         let updates = o
             .rev
             .iter()
-            .map(|r| {
-                Ok(RefUpdate {
-                    spec: RefSpec::parse(r)?,
-                    target: None,
-                })
-            })
+            .map(|r| Ok(RefUpdate::delete(RefSpec::parse(r)?)))
             .collect::<Result<Vec<_>>>()?;
         return arbor_repo::refs::update_refs(&repo, &updates);
     }

@@ -186,6 +186,9 @@ pub fn run(dir: &Path, out: &mut dyn Write) -> Result<()> {
             dir.display()
         );
     }
+    if dir.to_str().is_none() {
+        bail!("{} is not valid UTF-8; choose another DIR", dir.display());
+    }
     std::fs::create_dir_all(dir)?;
     let d = |p: &str| dir.join(p).to_string_lossy().into_owned();
     let (repo, v1, v2, co) = (d("repo"), d("tree-v1"), d("tree-v2"), d("checkout-v2"));

@@ -6,7 +6,7 @@
 //! write outside the destination. Names come from validated dirtrees.
 
 use std::fs::File;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,7 +18,7 @@ use rayon::prelude::*;
 use rustix::fs::{AtFlags, Gid, Mode, OFlags, Uid};
 use rustix::io::Errno;
 
-use crate::objects::{load_dirmeta, load_dirtree, open_file_object};
+use crate::objects::{load_dirmeta, load_dirtree, open_file_object, FileObject};
 use crate::progress::Progress;
 use crate::repo::Repo;
 use crate::tree::{resolve_path, TreeEntry};
@@ -166,16 +166,20 @@ impl Ctx<'_> {
     }
 
     /// Links the stored object into place if its inode carries exactly the
-    /// metadata the checkout must have. Returns whether it did. Reads as
-    /// little as possible: nothing for bare and bare-user-only objects,
-    /// one xattr for bare-user.
+    /// metadata the checkout must have, with ostree's rules: objects of the
+    /// "user" modes (bare-user, bare-user-only) are owned by whoever wrote
+    /// them, so they are linked only in user mode (`-U`); bare objects carry
+    /// real ownership and setuid bits, so they are linked only when not in
+    /// user mode. Otherwise the file is copied. Returns whether it linked.
+    /// Reads nothing for bare and bare-user-only, one xattr for bare-user.
     fn try_hardlink(&self, dir: &OwnedFd, name: &str, c: &Checksum) -> Result<bool> {
         let src = self.repo.object_relpath(ObjectType::File, c);
+        let user = self.opts.user_mode;
         let ok = match self.repo.mode() {
             RepoMode::Archive | RepoMode::BareSplitXattrs => false,
-            // Ownership, mode and xattrs live on the object itself; in
-            // bare-user-only they are canonical (0:0, no xattrs).
-            RepoMode::Bare | RepoMode::BareUserOnly => true,
+            RepoMode::Bare => !user,
+            RepoMode::BareUserOnly => user,
+            RepoMode::BareUser if !user => false,
             RepoMode::BareUser => {
                 let path = self.repo.path().join("objects").join(&src);
                 let meta = match crate::xattrs::get_path(&path, crate::txn::BARE_USER_XATTR) {
@@ -184,12 +188,10 @@ impl Ctx<'_> {
                     Ok(None) | Err(Errno::NOENT) => return Ok(false),
                     Err(e) => return Err(e).with_context(|| format!("Reading metadata of {c}")),
                 };
-                let (_, _, mode, xattrs) = arbor_format::file_header::bare_user_meta_decode(&meta)
+                let (_, _, mode, _) = arbor_format::file_header::bare_user_meta_decode(&meta)
                     .map_err(|e| anyhow::anyhow!("Corrupted file object {c}: {e}"))?;
                 // Symlinks are stored as regular files: never link those.
                 mode & 0o170000 == 0o100000
-                    && (!self.chown
-                        || (xattrs.is_empty() && mode & 0o7777 == (mode & 0o775) | 0o400))
             }
         };
         if !ok {
@@ -212,6 +214,39 @@ impl Ctx<'_> {
             Err(Errno::MLINK) | Err(Errno::XDEV) => Ok(false),
             Err(e) => Err(e).with_context(|| format!("Hardlinking {name}")),
         }
+    }
+
+    /// Writes a file object's content and metadata into a new file. The
+    /// content is read through `take(size + 1)`, so a hostile archive object
+    /// that inflates beyond its declared size is cut off, not written out.
+    fn fill(&self, mut f: File, obj: &mut FileObject, c: &Checksum, name: &str) -> Result<()> {
+        let h = &obj.header;
+        let mut limited = (&mut obj.content).take(obj.size.saturating_add(1));
+        let n = std::io::copy(&mut limited, &mut f)
+            .with_context(|| format!("Writing {name} from object {c}"))?;
+        if n != obj.size {
+            bail!(
+                "Corrupted file object {c}: content {} its declared {} bytes",
+                if n > obj.size {
+                    "exceeds"
+                } else {
+                    "is shorter than"
+                },
+                obj.size
+            );
+        }
+        f.flush()?;
+        let mut mode = h.mode & 0o7777;
+        if self.chown {
+            let (uid, gid) = (Some(Uid::from_raw(h.uid)), Some(Gid::from_raw(h.gid)));
+            rustix::fs::fchown(&f, uid, gid)?;
+            crate::xattrs::set_fd(&f, &h.xattrs)
+                .with_context(|| format!("Setting xattrs on {name}"))?;
+        } else {
+            mode &= !0o6000;
+        }
+        rustix::fs::fchmod(&f, Mode::from_raw_mode(mode))?;
+        Ok(())
     }
 
     fn remove_existing(&self, dir: &OwnedFd, name: &str) -> Result<()> {
@@ -247,25 +282,12 @@ impl Ctx<'_> {
                 Mode::from_raw_mode(0o600),
             )
             .with_context(|| format!("Creating {name}"))?;
-            let mut f = File::from(fd);
-            let n = std::io::copy(&mut obj.content, &mut f)
-                .with_context(|| format!("Writing {name} from object {c}"))?;
-            if n != obj.size {
-                bail!(
-                    "Object {c} has {n} bytes of content, its header says {}",
-                    obj.size
-                );
+            let f = File::from(fd);
+            if let Err(e) = self.fill(f, &mut obj, c, name) {
+                // Never leave a partial file behind.
+                let _ = rustix::fs::unlinkat(dir, name, AtFlags::empty());
+                return Err(e);
             }
-            f.flush()?;
-            let mut mode = h.mode & 0o7777;
-            if self.chown {
-                rustix::fs::fchown(&f, uid, gid)?;
-                crate::xattrs::set_fd(&f, &h.xattrs)
-                    .with_context(|| format!("Setting xattrs on {name}"))?;
-            } else {
-                mode &= !0o6000;
-            }
-            rustix::fs::fchmod(&f, Mode::from_raw_mode(mode))?;
         }
         self.stats.copied.fetch_add(1, Ordering::Relaxed);
         self.progress.inc(1);

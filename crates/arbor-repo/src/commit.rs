@@ -109,6 +109,14 @@ impl Canon {
         xattrs: Vec<Xattr>,
     ) -> (u32, u32, u32, Vec<Xattr>) {
         let (mut uid, mut gid, mut mode, mut xattrs) = (uid, gid, mode, xattrs);
+        // As ostree: owner overrides first, then canonicalisation, so a
+        // bare-user-only commit is always 0:0 whatever --owner-uid says.
+        if let Some(u) = self.uid {
+            uid = u;
+        }
+        if let Some(g) = self.gid {
+            gid = g;
+        }
         if self.canonical {
             uid = 0;
             gid = 0;
@@ -116,12 +124,6 @@ impl Canon {
             if mode & S_IFMT != 0o120000 {
                 mode &= S_IFMT | 0o755;
             }
-        }
-        if let Some(u) = self.uid {
-            uid = u;
-        }
-        if let Some(g) = self.gid {
-            gid = g;
         }
         (uid, gid, mode, xattrs)
     }
@@ -441,10 +443,12 @@ fn commit_tar(
         let comps = tar_components(&raw_path)?;
         let h = entry.header();
         let etype = h.entry_type();
-        let uid = h.uid()? as u32;
-        let gid = h.gid()? as u32;
-        let perm = h.mode()? & 0o7777;
         let display = String::from_utf8_lossy(&raw_path).into_owned();
+        let uid = u32::try_from(h.uid()?)
+            .map_err(|_| anyhow!("Tar member '{display}': uid out of range"))?;
+        let gid = u32::try_from(h.gid()?)
+            .map_err(|_| anyhow!("Tar member '{display}': gid out of range"))?;
+        let perm = h.mode()? & 0o7777;
         let link = entry.link_name_bytes().map(|l| l.into_owned());
         let xattrs = if canon.keep_xattrs {
             tar_xattrs(&mut entry)?
@@ -587,6 +591,11 @@ pub fn commit(
         Some(t) => t,
         None => now_or_env()?,
     };
+    if opts.canonical_permissions
+        && (opts.owner_uid.unwrap_or(0) != 0 || opts.owner_gid.unwrap_or(0) != 0)
+    {
+        bail!("Cannot specify both --canonical-permissions and a non-zero --owner-uid/--owner-gid");
+    }
     let canon = Canon::new(repo, opts);
     let txn = Transaction::begin(repo)?;
     progress.start("Committing", 0);
@@ -630,11 +639,17 @@ pub fn commit(
         root_meta,
     };
     let c = txn.write_metadata(ObjectType::Commit, &commit.encode())?;
+    // The branch must still be where we read the parent from; a commit
+    // that raced us to it is never silently overwritten.
     let refs: Vec<RefUpdate> = branch
         .into_iter()
-        .map(|spec| RefUpdate {
-            spec,
-            target: Some(c),
+        .map(|spec| {
+            let u = RefUpdate::set(spec, c);
+            if opts.parent.is_none() {
+                u.expecting(parent)
+            } else {
+                u
+            }
         })
         .collect();
     txn.commit(&refs)?;

@@ -3,7 +3,8 @@
 //! ```text
 //! REPO/
 //!   config                 [core] repo_version=1, mode=archive-z2|bare|bare-user|bare-user-only
-//!   .lock                  flock: shared for writers, exclusive for prune
+//!   .lock                  POSIX record lock (conflicts with ostree's OFD lock):
+//!                          shared for writers, exclusive for prune
 //!   objects/XX/REST.EXT    loose objects; XX/REST = SHA-256 hex
 //!     .commit .dirtree .dirmeta   GVariant, identical in every mode
 //!     .commitmeta                 detached metadata a{sv}, named by the commit
@@ -16,7 +17,8 @@
 //!   refs/remotes/R/NAME    refs pulled from remote R
 //!   refs/mirrors/C/NAME    collection refs
 //!   state/HEX.commitpartial   commit whose objects are not all present yet
-//!   tmp/staging-PID-NONCE/    a live transaction (flock'd); stale ones are removed
+//!   tmp/arbor-staging-PID-NONCE-N/  an arbor transaction (flock'd dir, XX/ fan-out);
+//!                          stale ones are removed; ostree's tmp/staging-* are left alone
 //!   extensions/
 //! ```
 //!

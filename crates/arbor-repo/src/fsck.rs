@@ -45,6 +45,10 @@ pub fn list_objects(
     let mut out = Vec::new();
     for ent in util::list_dir(&repo.objects).context("Listing objects/")? {
         let Some(prefix) = util::utf8_name(&ent.name) else {
+            errors.push(FsckError {
+                object: format!("objects/{}", String::from_utf8_lossy(&ent.name)),
+                message: "unexpected entry in objects/".into(),
+            });
             continue;
         };
         if prefix.len() != 2 || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -206,13 +210,22 @@ pub fn fsck(repo: &Repo, progress: &dyn Progress) -> Result<FsckReport> {
         commits: commits.len() as u64,
         ..Default::default()
     };
-    for (name, c) in crate::refs::list_refs(repo)? {
-        if !present.contains(&(ObjectType::Commit, c)) {
-            errors.push(FsckError {
-                object: format!("ref {name}"),
-                message: format!("points to missing commit {c}"),
-            });
+    match crate::refs::list_refs(repo) {
+        Ok(refs) => {
+            for (name, c) in refs {
+                if !present.contains(&(ObjectType::Commit, c)) {
+                    errors.push(FsckError {
+                        object: format!("ref {name}"),
+                        message: format!("points to missing commit {c}"),
+                    });
+                }
+            }
         }
+        // An unreadable or garbage ref is a finding, not a reason to stop.
+        Err(e) => errors.push(FsckError {
+            object: "refs".into(),
+            message: format!("{e:#}"),
+        }),
     }
     let mut walk = Walk {
         present: &present,
@@ -222,8 +235,7 @@ pub fn fsck(repo: &Repo, progress: &dyn Progress) -> Result<FsckReport> {
     };
     commits.sort_by_key(|(c, _)| *c);
     for (c, cm) in &commits {
-        let partial = format!("state/{c}.commitpartial");
-        if repo.path().join(&partial).exists() {
+        if repo.is_partial(c)? {
             report.partial_commits += 1;
             continue;
         }

@@ -78,8 +78,9 @@ fn keep_history(
 
 /// Deletes unreachable objects under the exclusive repository lock.
 ///
-/// Crash guarantee: commit objects are deleted before the trees and files
-/// below them, so a crash leaves no commit with missing objects, only
+/// Crash guarantee: commit objects are deleted first and that is made
+/// durable (`syncfs`) before the trees and files below them are deleted,
+/// so a crash or power loss leaves no commit with missing objects, only
 /// unreachable leftovers that the next prune removes.
 #[context("Pruning {}", repo.path().display())]
 pub fn prune(repo: &Repo, opts: &PruneOptions) -> Result<PruneReport> {
@@ -97,8 +98,7 @@ pub fn prune(repo: &Repo, opts: &PruneOptions) -> Result<PruneReport> {
         if *t != ObjectType::Commit {
             continue;
         }
-        let partial = repo.path().join(format!("state/{c}.commitpartial"));
-        if partial.exists() {
+        if repo.is_partial(c)? {
             // Being pulled: keep the commit and whatever of it is present.
             keep.insert((ObjectType::Commit, *c));
             keep.insert((ObjectType::CommitMeta, *c));
@@ -119,11 +119,23 @@ pub fn prune(repo: &Repo, opts: &PruneOptions) -> Result<PruneReport> {
         total: objects.len() as u64,
         ..Default::default()
     };
-    for (t, c) in &doomed {
+    let n_commits = doomed
+        .iter()
+        .filter(|(t, _)| *t == ObjectType::Commit)
+        .count();
+    for (i, (t, c)) in doomed.iter().enumerate() {
+        if i == n_commits && n_commits > 0 && !opts.dry_run && repo.fsync_enabled() {
+            // Barrier: the commits' removal is durable before anything they
+            // reference goes, so power loss never leaves a commit whose
+            // trees are gone.
+            rustix::fs::syncfs(&repo.objects)?;
+        }
         let p = repo.object_relpath(*t, c);
-        let size = rustix::fs::statat(&repo.objects, p.as_str(), AtFlags::SYMLINK_NOFOLLOW)
-            .map(|s| s.st_size as u64)
-            .unwrap_or(0);
+        let size = match rustix::fs::statat(&repo.objects, p.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => st.st_size as u64,
+            Err(Errno::NOENT) => continue,
+            Err(e) => return Err(e).with_context(|| format!("Inspecting objects/{p}")),
+        };
         if !opts.dry_run {
             match rustix::fs::unlinkat(&repo.objects, p.as_str(), AtFlags::empty()) {
                 Ok(()) | Err(Errno::NOENT) => {}

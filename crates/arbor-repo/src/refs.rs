@@ -68,6 +68,112 @@ pub struct RefUpdate {
     pub spec: RefSpec,
     /// New target, or `None` to delete the ref.
     pub target: Option<Checksum>,
+    /// If set, the update only happens if the ref still has this value
+    /// (`Some(None)`: the ref must not exist); otherwise it fails. This is
+    /// how a commit refuses to overwrite a branch another commit moved.
+    pub expected_old: Option<Option<Checksum>>,
+}
+
+impl RefUpdate {
+    /// Points `spec` at `target`.
+    pub fn set(spec: RefSpec, target: Checksum) -> RefUpdate {
+        RefUpdate {
+            spec,
+            target: Some(target),
+            expected_old: None,
+        }
+    }
+
+    /// Deletes `spec`.
+    pub fn delete(spec: RefSpec) -> RefUpdate {
+        RefUpdate {
+            spec,
+            target: None,
+            expected_old: None,
+        }
+    }
+
+    /// Only apply if the ref currently has the value `old`.
+    pub fn expecting(mut self, old: Option<Checksum>) -> RefUpdate {
+        self.expected_old = Some(old);
+        self
+    }
+}
+
+/// Name, under `tmp/`, of the file whose `flock` serialises ref updates
+/// among arbor processes, so compare-and-set of refs is atomic.
+const REFS_LOCK: &str = "arbor-refs.lock";
+
+/// Holds the ref-update lock while alive.
+#[derive(Debug)]
+pub(crate) struct RefsLock {
+    _fd: std::os::fd::OwnedFd,
+}
+
+/// Takes the exclusive ref-update lock.
+pub(crate) fn lock_refs(repo: &Repo) -> Result<RefsLock> {
+    let tmp = util::ensure_dir_path(&repo.dir, "tmp", 0o775)?;
+    let fd = rustix::fs::openat(
+        &tmp,
+        REFS_LOCK,
+        rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CREATE | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::from_raw_mode(0o660),
+    )
+    .context("Opening the refs lock")?;
+    rustix::fs::flock(&fd, rustix::fs::FlockOperation::LockExclusive).context("Locking refs")?;
+    Ok(RefsLock { _fd: fd })
+}
+
+/// Applies updates under the ref-update lock, checking every
+/// `expected_old` first: either all expectations hold and the updates are
+/// applied in order, or nothing is changed.
+pub(crate) fn apply_updates(repo: &Repo, updates: &[RefUpdate]) -> Result<()> {
+    if updates.is_empty() {
+        return Ok(());
+    }
+    let _lock = lock_refs(repo)?;
+    for u in updates {
+        if let Some(old) = u.expected_old {
+            let cur = read_ref(repo, &u.spec)?;
+            if cur != old {
+                let show = |c: Option<Checksum>| c.map_or("nothing".to_string(), |c| c.to_hex());
+                bail!(
+                    "Ref {} was changed concurrently (now {}, expected {}); not updating it",
+                    u.spec,
+                    show(cur),
+                    show(old)
+                );
+            }
+        }
+    }
+    for u in updates {
+        apply_update(repo, u)?;
+    }
+    Ok(())
+}
+
+/// Largest ref file we read: a checksum and a newline, with room for
+/// trailing whitespace. A longer file is not a ref.
+const MAX_REF_SIZE: u64 = 256;
+
+/// Reads a ref file (following alias symlinks, as ostree does) without
+/// blocking on a FIFO or reading an unbounded file.
+fn read_small(p: &std::path::Path) -> std::io::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(p)?;
+    if !f.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut s = String::new();
+    f.take(MAX_REF_SIZE + 1).read_to_string(&mut s)?;
+    if s.len() as u64 > MAX_REF_SIZE {
+        return Err(std::io::Error::other("too large to be a ref"));
+    }
+    Ok(s)
 }
 
 fn parse_ref_contents(spec: &str, text: &str) -> Result<Checksum> {
@@ -78,7 +184,7 @@ fn parse_ref_contents(spec: &str, text: &str) -> Result<Checksum> {
 /// Reads a ref; `None` if it does not exist.
 pub fn read_ref(repo: &Repo, spec: &RefSpec) -> Result<Option<Checksum>> {
     let p = repo.path().join("refs").join(spec.relpath());
-    match std::fs::read_to_string(&p) {
+    match read_small(&p) {
         Ok(t) => parse_ref_contents(&spec.to_string(), &t).map(Some),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NOTDIR.raw_os_error()) => Ok(None),
@@ -111,7 +217,7 @@ fn walk_refs(
         if ent.ftype == rustix::fs::FileType::Directory {
             walk_refs(repo, &child, &full, out)?;
         } else {
-            let text = std::fs::read_to_string(repo.path().join(&child))
+            let text = read_small(&repo.path().join(&child))
                 .with_context(|| format!("Reading {child}"))?;
             out.push((full.clone(), parse_ref_contents(&full, &text)?));
         }
@@ -196,7 +302,7 @@ pub fn apply_update(repo: &Repo, u: &RefUpdate) -> Result<()> {
     let parent = format!("refs/{parent}");
     match u.target {
         Some(c) => {
-            let dir = util::ensure_dir_path(&repo.dir, &parent, 0o775)?;
+            let dir = util::ensure_dir_path_durable(&repo.dir, &parent, 0o775)?;
             crate::txn::atomic_write(&dir, base, format!("{c}\n").as_bytes(), 0o644)
         }
         None => {
@@ -218,10 +324,7 @@ pub fn apply_update(repo: &Repo, u: &RefUpdate) -> Result<()> {
 /// shared repository lock; each update is atomic (see [`apply_update`]).
 pub fn update_refs(repo: &Repo, updates: &[RefUpdate]) -> Result<()> {
     let _lock = repo.lock(false)?;
-    for u in updates {
-        apply_update(repo, u)?;
-    }
-    Ok(())
+    apply_updates(repo, updates)
 }
 
 #[cfg(test)]
@@ -257,14 +360,7 @@ mod tests {
         let repo = Repo::init(&td.path().join("r"), RepoMode::Archive).unwrap();
         let c = Checksum::digest(b"x");
         let spec = RefSpec::parse("a/b").unwrap();
-        update_refs(
-            &repo,
-            &[RefUpdate {
-                spec: spec.clone(),
-                target: Some(c),
-            }],
-        )
-        .unwrap();
+        update_refs(&repo, &[RefUpdate::set(spec.clone(), c)]).unwrap();
         assert_eq!(
             std::fs::read_to_string(td.path().join("r/refs/heads/a/b")).unwrap(),
             format!("{c}\n")
@@ -273,14 +369,7 @@ mod tests {
         assert_eq!(resolve_rev(&repo, "a/b").unwrap(), c);
         assert_eq!(resolve_rev(&repo, &c.to_hex()).unwrap(), c);
         let remote = RefSpec::parse("origin:main").unwrap();
-        update_refs(
-            &repo,
-            &[RefUpdate {
-                spec: remote,
-                target: Some(c),
-            }],
-        )
-        .unwrap();
+        update_refs(&repo, &[RefUpdate::set(remote, c)]).unwrap();
         assert_eq!(resolve_rev(&repo, "origin:main").unwrap(), c);
         assert_eq!(resolve_rev(&repo, "origin/main").unwrap(), c);
         let listed = list_refs(&repo).unwrap();
@@ -290,18 +379,11 @@ mod tests {
         );
         // `^` needs the commit object, which does not exist here.
         assert!(resolve_rev(&repo, "a/b^").is_err());
-        update_refs(
-            &repo,
-            &[RefUpdate {
-                spec: spec.clone(),
-                target: None,
-            }],
-        )
-        .unwrap();
+        update_refs(&repo, &[RefUpdate::delete(spec.clone())]).unwrap();
         assert_eq!(read_ref(&repo, &spec).unwrap(), None);
         let e = resolve_rev(&repo, "a/b").unwrap_err();
         assert!(format!("{e:#}").contains("not found"), "{e:#}");
-        assert!(update_refs(&repo, &[RefUpdate { spec, target: None }]).is_err());
+        assert!(update_refs(&repo, &[RefUpdate::delete(spec)]).is_err());
     }
 
     #[test]

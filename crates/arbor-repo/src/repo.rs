@@ -26,7 +26,7 @@ const INIT_DIRS: &[&str] = &[
     "refs/remotes",
 ];
 
-/// Name of the lock file ostree and arbor take `flock`s on.
+/// Name of the lock file ostree and arbor take record locks on.
 pub(crate) const LOCK_FILE: &str = ".lock";
 
 /// An open repository.
@@ -44,7 +44,7 @@ pub struct Repo {
     fsync: bool,
 }
 
-/// A held `flock` on the repository lock file; released on drop.
+/// A held record lock on the repository lock file; released on drop.
 #[derive(Debug)]
 pub struct RepoLock {
     _fd: OwnedFd,
@@ -107,6 +107,12 @@ impl Repo {
             .unwrap_or("bare")
             .parse()
             .context("Reading core.mode")?;
+        if mode == RepoMode::BareSplitXattrs {
+            return Err(RepoError::Unsupported(
+                "mode bare-split-xattrs (experimental in ostree)".into(),
+            )
+            .into());
+        }
         let fsync = config.get_bool("core", "fsync", true)?;
         Ok(Repo {
             path: path.to_path_buf(),
@@ -174,7 +180,12 @@ impl Repo {
         } else {
             FlockOperation::LockShared
         };
-        rustix::fs::flock(&fd, op)?;
+        // A POSIX record lock, not flock(): ostree locks `.lock` with OFD
+        // record locks, which conflict with POSIX record locks but not with
+        // flock(), so only this excludes a concurrent `ostree prune`.
+        // POSIX locks belong to the process and drop when any descriptor
+        // of the file closes; `.lock` is only ever opened here.
+        rustix::fs::fcntl_lock(&fd, op)?;
         Ok(RepoLock { _fd: fd })
     }
 
@@ -195,6 +206,22 @@ impl Repo {
             Ok(()) => Ok(true),
             Err(Errno::NOENT) => Ok(false),
             Err(e) => Err(e).with_context(|| format!("Checking object {p}")),
+        }
+    }
+
+    /// Whether `state/COMMIT.commitpartial` marks the commit as incomplete
+    /// (being pulled): its objects may legitimately be missing.
+    pub fn is_partial(&self, commit: &Checksum) -> Result<bool> {
+        let p = format!("state/{commit}.commitpartial");
+        match rustix::fs::accessat(
+            &self.dir,
+            p.as_str(),
+            rustix::fs::Access::EXISTS,
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        ) {
+            Ok(()) => Ok(true),
+            Err(Errno::NOENT) => Ok(false),
+            Err(e) => Err(e).with_context(|| format!("Checking {p}")),
         }
     }
 

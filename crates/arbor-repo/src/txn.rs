@@ -1,7 +1,8 @@
 //! Write transactions.
 //!
 //! Objects are written into a private staging directory
-//! `tmp/staging-PID-NONCE/` (flat, named `HEX.EXT`). [`Transaction::commit`]
+//! `tmp/arbor-staging-PID-NONCE-N/` (fanned out as `XX/REST.EXT`, like
+//! `objects/`). [`Transaction::commit`]
 //! then follows libostree's order (`ostree_repo_commit_transaction`):
 //!
 //! 1. one `syncfs` barrier makes every staged byte durable;
@@ -30,7 +31,7 @@ use arbor_format::{ArchiveHeader, Checksum, FileHeader, ObjectType, RepoMode};
 use cap_std_ext::cap_std;
 use cap_std_ext::dirext::CapStdExtDirExt;
 use fn_error_context::context;
-use rustix::fs::{AtFlags, FlockOperation, Mode, OFlags, Timespec, Timestamps};
+use rustix::fs::{AtFlags, FlockOperation, Mode, OFlags, RenameFlags, Timespec, Timestamps};
 use rustix::io::Errno;
 
 use crate::failpoint;
@@ -38,8 +39,10 @@ use crate::refs::RefUpdate;
 use crate::repo::{Repo, RepoLock};
 use crate::util;
 
-/// Prefix of staging directories under `tmp/`.
-const STAGING_PREFIX: &str = "staging-";
+/// Prefix of arbor's staging directories under `tmp/`. Deliberately not
+/// ostree's `staging-`: ostree guards its staging directories with a
+/// sibling `NAME-lock` file, and arbor must never touch those.
+pub const STAGING_PREFIX: &str = "arbor-staging-";
 /// Buffer size for streaming file contents.
 const COPY_BUF: usize = 128 * 1024;
 /// `xattr` holding file metadata in bare-user repositories.
@@ -105,7 +108,7 @@ fn cleanup_stale_staging(tmp: &OwnedFd) -> Result<()> {
         let Some(name) = util::utf8_name(&ent.name) else {
             continue;
         };
-        if !name.starts_with(STAGING_PREFIX) {
+        if !name.starts_with(STAGING_PREFIX) || ent.ftype != rustix::fs::FileType::Directory {
             continue;
         }
         let Some(fd) = util::open_dir_optional(tmp, name)? else {
@@ -246,7 +249,10 @@ impl<'r> Transaction<'r> {
         self.pending.lock().expect("poisoned").insert((t, *commit));
         self.ensure_staging_subdir(commit)?;
         let name = Self::staged_name(t, commit, self.repo.mode());
-        let _ = rustix::fs::unlinkat(&self.staging, name.as_str(), AtFlags::empty());
+        match rustix::fs::unlinkat(&self.staging, name.as_str(), AtFlags::empty()) {
+            Ok(()) | Err(Errno::NOENT) => {}
+            Err(e) => return Err(e).with_context(|| format!("Replacing staged {name}")),
+        }
         self.write_staged_bytes(&name, data)
     }
 
@@ -505,22 +511,34 @@ impl<'r> Transaction<'r> {
             }
             let src = Self::staged_name(*t, c, mode);
             let dst = c.loose_path(*t, mode);
-            rustix::fs::renameat(
+            // NOREPLACE: an object already present (maybe hardlinked into a
+            // checkout) keeps its inode; ours is identical and dropped.
+            // Detached metadata is the exception: it is replaced.
+            let flags = if *t == ObjectType::CommitMeta {
+                RenameFlags::empty()
+            } else {
+                RenameFlags::NOREPLACE
+            };
+            match rustix::fs::renameat_with(
                 &self.staging,
                 src.as_str(),
                 &self.repo.objects,
                 dst.as_str(),
-            )
-            .with_context(|| format!("Publishing {t} object {c}"))?;
+                flags,
+            ) {
+                Ok(()) => {}
+                Err(Errno::EXIST) => {
+                    rustix::fs::unlinkat(&self.staging, src.as_str(), AtFlags::empty())?;
+                }
+                Err(e) => return Err(e).with_context(|| format!("Publishing {t} object {c}")),
+            }
         }
         failpoint::hit(failpoint::TXN_AFTER_PUBLISH);
         if fsync {
             rustix::fs::syncfs(&self.repo.objects).context("Syncing published objects")?;
         }
         failpoint::hit(failpoint::TXN_AFTER_OBJECTS_SYNCED);
-        for r in refs {
-            crate::refs::apply_update(self.repo, r)?;
-        }
+        crate::refs::apply_updates(self.repo, refs)?;
         failpoint::hit(failpoint::TXN_AFTER_REFS);
         Ok(())
     }

@@ -38,6 +38,26 @@ pub(crate) fn ensure_dir_path(dir: impl AsFd, rel: &str, mode: u32) -> rustix::i
     Ok(cur)
 }
 
+/// Like [`ensure_dir_path`], but every directory it creates is made
+/// durable (its parent is fsynced), so a file later published inside it
+/// survives power loss.
+pub(crate) fn ensure_dir_path_durable(
+    dir: impl AsFd,
+    rel: &str,
+    mode: u32,
+) -> rustix::io::Result<OwnedFd> {
+    let mut cur = rustix::io::dup(dir.as_fd())?;
+    for part in rel.split('/').filter(|p| !p.is_empty()) {
+        match rustix::fs::mkdirat(&cur, part, Mode::from_raw_mode(mode)) {
+            Ok(()) => rustix::fs::fsync(&cur)?,
+            Err(Errno::EXIST) => {}
+            Err(e) => return Err(e),
+        }
+        cur = open_dir(&cur, part)?;
+    }
+    Ok(cur)
+}
+
 /// One directory entry: its name and type (from `d_type`, or `lstat`).
 #[derive(Debug)]
 pub(crate) struct Entry {

@@ -12,8 +12,8 @@ use serde_json::{json, Value};
 use tempfile::TempDir;
 
 use crate::util::{
-    arbor, assert_same_tree, dir_names, make_vector_tree, ostree, require_ostree, run_fail, run_ok,
-    s,
+    arbor, assert_same_tree, dir_names, is_root, make_vector_tree, ostree, require_ostree,
+    run_fail, run_ok, s,
 };
 
 const BR: &str = "os/main";
@@ -410,7 +410,7 @@ fn commit_of_missing_directory_names_it() {
 fn checkout_hardlinks_from_bare_user_only() {
     let f = fixture("bare-user-only");
     let dest = f.dir.join("co");
-    f.repo.ok("checkout", &["-H", BR, s(&dest)]);
+    f.repo.ok("checkout", &["-H", "-U", BR, s(&dest)]);
     assert_same_tree(&f.v2, &dest, false); // bare-user-only keeps no xattrs
     let obj = f
         .repo
@@ -419,6 +419,46 @@ fn checkout_hardlinks_from_bare_user_only() {
     let co = fs::metadata(dest.join("README.txt")).unwrap();
     assert!(co.nlink() > 1, "not hardlinked: nlink {}", co.nlink());
     assert_eq!(co.ino(), obj.ino());
+    if is_root() {
+        // As ostree: objects of a "user" mode are owned by whoever wrote
+        // them, so a non-user-mode checkout copies instead of linking.
+        let dest = f.dir.join("co-root");
+        f.repo.ok("checkout", &["-H", BR, s(&dest)]);
+        assert_same_tree(&f.v2, &dest, false);
+        let co = fs::metadata(dest.join("README.txt")).unwrap();
+        assert_eq!(
+            co.nlink(),
+            1,
+            "root-mode checkout hardlinked a user-mode object"
+        );
+    }
+}
+
+/// A bare-user object of a file owned by 1000:1000 is owned by root on
+/// disk; a root checkout must give the file its recorded owner, so it must
+/// copy, not link (the bug: a hardlink came out 0:0).
+#[test]
+fn checkout_hardlink_keeps_recorded_owner_in_bare_user() {
+    if !is_root() {
+        eprintln!("not root: ownership cannot be checked");
+        return;
+    }
+    let td = TempDir::new().unwrap();
+    let tree = td.path().join("tree");
+    fs::create_dir(&tree).unwrap();
+    fs::write(tree.join("f"), "owned\n").unwrap();
+    let repo = Repo::init(td.path().join("r"), "bare-user");
+    repo.ok(
+        "commit",
+        &["-b", BR, "--owner-uid=1000", "--owner-gid=1000", s(&tree)],
+    );
+    let dest = td.path().join("co");
+    repo.ok("checkout", &["-H", BR, s(&dest)]);
+    let m = fs::metadata(dest.join("f")).unwrap();
+    assert_eq!((m.uid(), m.gid(), m.nlink()), (1000, 1000, 1));
+    let dest = td.path().join("co-user");
+    repo.ok("checkout", &["-H", "-U", BR, s(&dest)]);
+    assert!(fs::metadata(dest.join("f")).unwrap().nlink() > 1);
 }
 
 #[test]

@@ -54,7 +54,7 @@ fn staging_dirs(repo: &Path) -> Vec<String> {
         return Vec::new();
     };
     rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("staging-"))
+        .filter(|n| n.starts_with(arbor_repo::txn::STAGING_PREFIX))
         .collect()
 }
 
