@@ -12,7 +12,7 @@ use std::fs::File;
 use std::io::{Read, Seek};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{anyhow, bail, Context, Result};
 use arbor_format::file_header::file_hasher;
@@ -132,12 +132,16 @@ impl Canon {
 /// Result of writing one directory: its dirtree and dirmeta checksums.
 type TreePair = (Checksum, Checksum);
 
+/// The checksum of a multiply-linked input inode, filled by whichever of
+/// its names is committed first.
+type HardlinkSlot = Arc<Mutex<Option<Checksum>>>;
+
 struct DirWalker<'t, 'r> {
     txn: &'t Transaction<'r>,
     canon: Canon,
     progress: &'t dyn Progress,
-    /// (dev, ino) → checksum for files with several links in the input.
-    hardlinks: Mutex<HashMap<(u64, u64), Checksum>>,
+    /// (dev, ino) → checksum slot for files with several links in the input.
+    hardlinks: Mutex<HashMap<(u64, u64), HardlinkSlot>>,
 }
 
 impl DirWalker<'_, '_> {
@@ -244,12 +248,34 @@ impl DirWalker<'_, '_> {
             Mode::empty(),
         )?;
         let st = rustix::fs::fstat(&fd)?;
-        let key = (st.st_dev, st.st_ino);
-        if st.st_nlink > 1 {
-            if let Some(c) = self.hardlinks.lock().expect("poisoned").get(&key) {
-                return Ok(*c);
-            }
+        if st.st_nlink <= 1 {
+            return self.regular(fd, &st);
         }
+        // Several names for one inode: the first to get here hashes (and
+        // writes) it while holding the inode's slot; the others wait, then
+        // reuse the checksum without reading the file again.
+        let slot = self
+            .hardlinks
+            .lock()
+            .expect("poisoned")
+            .entry((st.st_dev, st.st_ino))
+            .or_default()
+            .clone();
+        let mut done = slot.lock().expect("poisoned");
+        if let Some(c) = *done {
+            tracing::debug!(
+                "{}: hardlink of a file already committed, reusing {c}",
+                path.join(name).display()
+            );
+            return Ok(c);
+        }
+        let c = self.regular(fd, &st)?;
+        *done = Some(c);
+        Ok(c)
+    }
+
+    /// Hashes a regular file and writes its object unless present.
+    fn regular(&self, fd: OwnedFd, st: &rustix::fs::Stat) -> Result<Checksum> {
         let xattrs = if self.canon.keep_xattrs {
             crate::xattrs::read_fd(&fd)?
         } else {
@@ -265,7 +291,7 @@ impl DirWalker<'_, '_> {
         };
         let size = st.st_size as u64;
         let mut f = File::from(fd);
-        let c = if size <= SMALL_FILE {
+        if size <= SMALL_FILE {
             let mut data = Vec::with_capacity(size as usize);
             f.read_to_end(&mut data)?;
             if data.len() as u64 != size {
@@ -275,21 +301,17 @@ impl DirWalker<'_, '_> {
             h.update(&data);
             let c = h.finish();
             self.txn
-                .write_file(&header, size, &mut data.as_slice(), Some(c))?
+                .write_file(&header, size, &mut data.as_slice(), Some(c))
         } else {
             let c = hash_stream(&header, &mut f)?;
             if self.txn.has_object(ObjectType::File, &c)? {
                 self.txn
-                    .write_file(&header, size, &mut std::io::empty(), Some(c))?
+                    .write_file(&header, size, &mut std::io::empty(), Some(c))
             } else {
                 f.rewind()?;
-                self.txn.write_file(&header, size, &mut f, Some(c))?
+                self.txn.write_file(&header, size, &mut f, Some(c))
             }
-        };
-        if st.st_nlink > 1 {
-            self.hardlinks.lock().expect("poisoned").insert(key, c);
         }
-        Ok(c)
     }
 }
 

@@ -387,6 +387,50 @@ mod tests {
     }
 
     #[test]
+    fn compare_and_set_refuses_a_moved_ref() {
+        let td = tempfile::tempdir().unwrap();
+        let repo = Repo::init(&td.path().join("r"), RepoMode::Archive).unwrap();
+        let (a, b, c) = (
+            Checksum::digest(b"a"),
+            Checksum::digest(b"b"),
+            Checksum::digest(b"c"),
+        );
+        let main = RefSpec::parse("main").unwrap();
+        let other = RefSpec::parse("other").unwrap();
+        update_refs(&repo, &[RefUpdate::set(main.clone(), a).expecting(None)]).unwrap();
+        // Someone else moved main to b after we read a.
+        update_refs(&repo, &[RefUpdate::set(main.clone(), b)]).unwrap();
+        let e = update_refs(
+            &repo,
+            &[
+                RefUpdate::set(other.clone(), c),
+                RefUpdate::set(main.clone(), c).expecting(Some(a)),
+            ],
+        )
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("changed concurrently"), "{e:#}");
+        // All or nothing: neither ref changed.
+        assert_eq!(read_ref(&repo, &main).unwrap(), Some(b));
+        assert_eq!(read_ref(&repo, &other).unwrap(), None);
+        // Creating requires absence.
+        assert!(update_refs(&repo, &[RefUpdate::set(main.clone(), c).expecting(None)]).is_err());
+        update_refs(&repo, &[RefUpdate::set(main.clone(), c).expecting(Some(b))]).unwrap();
+        assert_eq!(read_ref(&repo, &main).unwrap(), Some(c));
+    }
+
+    #[test]
+    fn refs_are_read_bounded() {
+        let td = tempfile::tempdir().unwrap();
+        let repo = Repo::init(&td.path().join("r"), RepoMode::Archive).unwrap();
+        std::fs::write(td.path().join("r/refs/heads/big"), "0".repeat(1 << 20)).unwrap();
+        let e = resolve_rev(&repo, "big").unwrap_err();
+        assert!(format!("{e:#}").contains("too large"), "{e:#}");
+        std::os::unix::fs::symlink("/dev/zero", td.path().join("r/refs/heads/zero")).unwrap();
+        let e = resolve_rev(&repo, "zero").unwrap_err();
+        assert!(format!("{e:#}").contains("not a regular file"), "{e:#}");
+    }
+
+    #[test]
     fn garbage_ref_is_an_error() {
         let td = tempfile::tempdir().unwrap();
         let repo = Repo::init(&td.path().join("r"), RepoMode::Archive).unwrap();

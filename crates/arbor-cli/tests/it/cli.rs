@@ -333,13 +333,22 @@ fn commit_hardlinked_inputs_share_one_object() {
     write(&tree.join("other"), "other content\n");
     fs::create_dir(tree.join("sub")).unwrap();
     fs::hard_link(tree.join("a"), tree.join("sub/b")).unwrap();
+    fs::hard_link(tree.join("a"), tree.join("sub/c")).unwrap();
     let repo = Repo::init(td.path().join("r"), "archive");
-    repo.commit(BR, 1, &tree, &[]);
+    // The inode is read once: the other two names reuse its checksum
+    // (content addressing alone would give one object too, so count reads).
+    let mut cmd = repo.cmd("commit", &["-b", BR, "--timestamp=@1", s(&tree)]);
+    let out = cmd.env("ARBOR_LOG", "debug").output().unwrap();
+    assert!(out.status.success());
+    let log = String::from_utf8_lossy(&out.stderr);
+    let reused = log.matches("hardlink of a file already committed").count();
+    assert_eq!(reused, 2, "expected 2 reuses:\n{log}");
     let (a, b) = (repo.checksum_of(BR, "/a"), repo.checksum_of(BR, "/sub/b"));
     assert_eq!(a, b);
     assert_ne!(a, repo.checksum_of(BR, "/other"));
     let text = repo.ok("ls", &["-R", "-C", BR]);
     assert!(text.contains(&format!(" {a} /a\n")) && text.contains(&format!(" {a} /sub/b\n")));
+    assert_eq!(a, repo.checksum_of(BR, "/sub/c"));
     assert_eq!(count_ext(&repo.objects(), ".filez"), 2);
 }
 

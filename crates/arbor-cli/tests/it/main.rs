@@ -3,7 +3,9 @@
 
 mod cli;
 mod corruption;
+mod durability;
 mod faults;
 mod hostile;
 mod interop;
 mod util;
+mod vectors;
