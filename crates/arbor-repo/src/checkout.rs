@@ -181,7 +181,7 @@ impl Ctx<'_> {
             RepoMode::BareUserOnly => user,
             RepoMode::BareUser if !user => false,
             RepoMode::BareUser => {
-                let path = self.repo.path().join("objects").join(&src);
+                let path = util::fd_path(&self.repo.objects, &src);
                 let meta = match crate::xattrs::get_path(&path, crate::txn::BARE_USER_XATTR) {
                     Ok(Some(m)) => m,
                     // Missing object or metadata: the copy path reports it.

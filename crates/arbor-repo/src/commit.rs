@@ -7,7 +7,7 @@
 //! once into memory; large ones are streamed twice, so memory does not grow
 //! with file size.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Seek};
 use std::os::fd::OwnedFd;
@@ -35,8 +35,8 @@ use crate::util;
 /// Files up to this size are read into memory once; larger ones streamed.
 const SMALL_FILE: u64 = 256 * 1024;
 const S_IFMT: u32 = 0o170000;
-const S_IFREG: u32 = 0o100000;
-const S_IFDIR: u32 = 0o040000;
+pub(crate) const S_IFREG: u32 = 0o100000;
+pub(crate) const S_IFDIR: u32 = 0o040000;
 
 /// What to commit.
 pub enum CommitSource<'a> {
@@ -82,12 +82,12 @@ pub struct CommitOptions {
 
 /// How input metadata is transformed before hashing.
 #[derive(Debug, Clone, Copy)]
-struct Canon {
-    uid: Option<u32>,
-    gid: Option<u32>,
+pub(crate) struct Canon {
+    pub(crate) uid: Option<u32>,
+    pub(crate) gid: Option<u32>,
     /// uid=gid=0, perms masked to 0755, xattrs dropped.
-    canonical: bool,
-    keep_xattrs: bool,
+    pub(crate) canonical: bool,
+    pub(crate) keep_xattrs: bool,
 }
 
 impl Canon {
@@ -101,7 +101,7 @@ impl Canon {
         }
     }
 
-    fn apply(
+    pub(crate) fn apply(
         &self,
         uid: u32,
         gid: u32,
@@ -130,7 +130,7 @@ impl Canon {
 }
 
 /// Result of writing one directory: its dirtree and dirmeta checksums.
-type TreePair = (Checksum, Checksum);
+pub(crate) type TreePair = (Checksum, Checksum);
 
 /// The checksum of a multiply-linked input inode, filled by whichever of
 /// its names is committed first.
@@ -226,7 +226,7 @@ impl DirWalker<'_, '_> {
             let target =
                 String::from_utf8(target).map_err(|_| anyhow!("Symlink target is not UTF-8"))?;
             let xattrs = if self.canon.keep_xattrs {
-                crate::xattrs::read_path(&path.join(name))?
+                crate::xattrs::read_path(&util::fd_path(dir, name))?
             } else {
                 Vec::new()
             };
@@ -339,243 +339,14 @@ fn type_name(t: FileType) -> &'static str {
 }
 
 /// Writes a dirtree (entries sorted by the encoder) and its dirmeta.
-fn write_tree(txn: &Transaction<'_>, tree: &DirTree, meta: &DirMeta) -> Result<TreePair> {
+pub(crate) fn write_tree(
+    txn: &Transaction<'_>,
+    tree: &DirTree,
+    meta: &DirMeta,
+) -> Result<TreePair> {
     let t = txn.write_metadata(ObjectType::DirTree, &tree.encode())?;
     let m = txn.write_metadata(ObjectType::DirMeta, &meta.encode())?;
     Ok((t, m))
-}
-
-/// An in-memory tree, used for tar input where entries arrive in any order.
-#[derive(Debug)]
-struct MTree {
-    meta: DirMeta,
-    files: BTreeMap<String, Checksum>,
-    dirs: BTreeMap<String, MTree>,
-}
-
-impl MTree {
-    fn new(meta: DirMeta) -> MTree {
-        MTree {
-            meta,
-            files: BTreeMap::new(),
-            dirs: BTreeMap::new(),
-        }
-    }
-
-    fn write(&self, txn: &Transaction<'_>) -> Result<TreePair> {
-        let mut tree = DirTree::default();
-        for (name, c) in &self.files {
-            tree.files.push(DirTreeFile {
-                name: name.clone(),
-                checksum: *c,
-            });
-        }
-        for (name, sub) in &self.dirs {
-            let (t, m) = sub.write(txn)?;
-            tree.dirs.push(DirTreeDir {
-                name: name.clone(),
-                tree: t,
-                meta: m,
-            });
-        }
-        write_tree(txn, &tree, &self.meta)
-    }
-}
-
-/// Splits a tar member path into validated components. `./` prefixes and
-/// empty or `.` components are dropped; `..` and absolute paths are refused.
-fn tar_components(raw: &[u8]) -> Result<Vec<String>> {
-    let s = std::str::from_utf8(raw).map_err(|_| {
-        anyhow!(
-            "Tar member name {:?} is not UTF-8",
-            String::from_utf8_lossy(raw)
-        )
-    })?;
-    if s.starts_with('/') {
-        bail!("Tar member '{s}' has an absolute path");
-    }
-    let mut out = Vec::new();
-    for part in s.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => bail!("Tar member '{s}' contains '..'"),
-            p => {
-                validate_filename(p).with_context(|| format!("Tar member '{s}'"))?;
-                out.push(p.to_string());
-            }
-        }
-    }
-    Ok(out)
-}
-
-fn default_dirmeta(canon: &Canon) -> DirMeta {
-    let (uid, gid, mode, xattrs) = canon.apply(0, 0, S_IFDIR | 0o755, Vec::new());
-    DirMeta {
-        uid,
-        gid,
-        mode,
-        xattrs,
-    }
-}
-
-fn mtree_dir<'a>(root: &'a mut MTree, comps: &[String], canon: &Canon) -> Result<&'a mut MTree> {
-    let mut cur = root;
-    for c in comps {
-        if cur.files.contains_key(c) {
-            bail!("'{c}' is both a file and a directory in the tar stream");
-        }
-        cur = cur
-            .dirs
-            .entry(c.clone())
-            .or_insert_with(|| MTree::new(default_dirmeta(canon)));
-    }
-    Ok(cur)
-}
-
-fn tar_xattrs(entry: &mut tar::Entry<'_, &mut dyn Read>) -> Result<Vec<Xattr>> {
-    let mut out = Vec::new();
-    if let Some(exts) = entry.pax_extensions()? {
-        for ext in exts {
-            let ext = ext?;
-            if let Some(name) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.") {
-                if !ext.value_bytes().is_empty() {
-                    out.push(Xattr {
-                        name: name.to_vec(),
-                        value: ext.value_bytes().to_vec(),
-                    });
-                }
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-fn commit_tar(
-    txn: &Transaction<'_>,
-    input: &mut dyn Read,
-    canon: &Canon,
-    progress: &dyn Progress,
-) -> Result<TreePair> {
-    let mut archive = tar::Archive::new(input);
-    let mut root = MTree::new(default_dirmeta(canon));
-    for entry in archive.entries().context("Reading tar stream")? {
-        let mut entry = entry.context("Reading tar member")?;
-        let raw_path = entry.path_bytes().into_owned();
-        let comps = tar_components(&raw_path)?;
-        let h = entry.header();
-        let etype = h.entry_type();
-        let display = String::from_utf8_lossy(&raw_path).into_owned();
-        let uid = u32::try_from(h.uid()?)
-            .map_err(|_| anyhow!("Tar member '{display}': uid out of range"))?;
-        let gid = u32::try_from(h.gid()?)
-            .map_err(|_| anyhow!("Tar member '{display}': gid out of range"))?;
-        let perm = h.mode()? & 0o7777;
-        let link = entry.link_name_bytes().map(|l| l.into_owned());
-        let xattrs = if canon.keep_xattrs {
-            tar_xattrs(&mut entry)?
-        } else {
-            Vec::new()
-        };
-        let Some((name, parents)) = comps.split_last() else {
-            if etype.is_dir() {
-                let (u, g, m, x) = canon.apply(uid, gid, S_IFDIR | perm, xattrs);
-                root.meta = DirMeta {
-                    uid: u,
-                    gid: g,
-                    mode: m,
-                    xattrs: x,
-                };
-                continue;
-            }
-            bail!("Tar member '{display}' has an empty path");
-        };
-        let parent = mtree_dir(&mut root, parents, canon)?;
-        if etype.is_dir() {
-            if parent.files.contains_key(name) {
-                bail!("Tar member '{display}': a file of that name exists");
-            }
-            let (u, g, m, x) = canon.apply(uid, gid, S_IFDIR | perm, xattrs);
-            let d = parent
-                .dirs
-                .entry(name.clone())
-                .or_insert_with(|| MTree::new(default_dirmeta(canon)));
-            d.meta = DirMeta {
-                uid: u,
-                gid: g,
-                mode: m,
-                xattrs: x,
-            };
-            continue;
-        }
-        if parent.dirs.contains_key(name) {
-            bail!("Tar member '{display}': a directory of that name exists");
-        }
-        let c = if etype.is_file() || etype == tar::EntryType::Continuous {
-            let size = entry.size();
-            let (u, g, m, x) = canon.apply(uid, gid, S_IFREG | perm, xattrs);
-            let header = FileHeader {
-                uid: u,
-                gid: g,
-                mode: m,
-                symlink_target: String::new(),
-                xattrs: x,
-            };
-            txn.write_file(&header, size, &mut entry, None)
-                .with_context(|| format!("Committing tar member '{display}'"))?
-        } else if etype.is_symlink() {
-            let target = link.ok_or_else(|| anyhow!("Symlink '{display}' without target"))?;
-            let target = String::from_utf8(target)
-                .map_err(|_| anyhow!("Symlink target of '{display}' is not UTF-8"))?;
-            let (u, g, m, x) = canon.apply(uid, gid, 0o120777, xattrs);
-            let header = FileHeader {
-                uid: u,
-                gid: g,
-                mode: m,
-                symlink_target: target,
-                xattrs: x,
-            };
-            txn.write_file(&header, 0, &mut std::io::empty(), None)?
-        } else if etype.is_hard_link() {
-            let target = link.ok_or_else(|| anyhow!("Hard link '{display}' without target"))?;
-            let tcomps =
-                tar_components(&target).with_context(|| format!("Hard link '{display}'"))?;
-            let (tname, tparents) = tcomps
-                .split_last()
-                .ok_or_else(|| anyhow!("Hard link '{display}' has an empty target"))?;
-            let tdir = mtree_dir(&mut root, tparents, canon)?;
-            let c = *tdir.files.get(tname).ok_or_else(|| {
-                anyhow!(
-                    "Hard link '{display}' points to '{}', not seen before",
-                    String::from_utf8_lossy(&target)
-                )
-            })?;
-            let parent = mtree_dir(&mut root, parents, canon)?;
-            parent.files.insert(name.clone(), c);
-            progress.inc(1);
-            continue;
-        } else if matches!(
-            etype,
-            tar::EntryType::XGlobalHeader
-                | tar::EntryType::XHeader
-                | tar::EntryType::GNULongName
-                | tar::EntryType::GNULongLink
-        ) {
-            continue;
-        } else {
-            let kind = match etype {
-                tar::EntryType::Char => "character device",
-                tar::EntryType::Block => "block device",
-                tar::EntryType::Fifo => "fifo",
-                _ => "unsupported entry",
-            };
-            bail!("Unsupported file type {kind} at {display}: only regular files, symlinks and directories can be committed");
-        };
-        let parent = mtree_dir(&mut root, parents, canon)?;
-        parent.files.insert(name.clone(), c);
-        progress.inc(1);
-    }
-    root.write(txn)
 }
 
 fn now_or_env() -> Result<u64> {
@@ -637,7 +408,7 @@ pub fn commit(
             };
             walker.dir(&fd, &PathBuf::from(path))?
         }
-        CommitSource::Tar(r) => commit_tar(&txn, r, &canon, progress)?,
+        CommitSource::Tar(r) => crate::tar_import::commit_tar(&txn, r, &canon, progress)?,
     };
     progress.finish();
     let mut metadata = Metadata::new();
@@ -681,28 +452,6 @@ pub fn commit(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tar_paths() {
-        assert_eq!(
-            tar_components(b"./usr/bin/sh").unwrap(),
-            vec!["usr", "bin", "sh"]
-        );
-        assert_eq!(
-            tar_components(b"usr//lib/./x/").unwrap(),
-            vec!["usr", "lib", "x"]
-        );
-        assert!(tar_components(b"./").unwrap().is_empty());
-        for bad in [&b"../x"[..], b"a/../../x", b"/etc/passwd", b"..", b"a/\xff"] {
-            assert!(
-                tar_components(bad).is_err(),
-                "{:?} accepted",
-                String::from_utf8_lossy(bad)
-            );
-        }
-        let long = format!("a/{}", "x".repeat(256));
-        assert!(tar_components(long.as_bytes()).is_err());
-    }
 
     #[test]
     fn canonicalisation() {

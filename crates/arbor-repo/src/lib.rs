@@ -34,6 +34,7 @@ pub mod prune;
 pub mod reachable;
 pub mod refs;
 pub mod repo;
+mod tar_import;
 pub mod tree;
 pub mod txn;
 mod util;

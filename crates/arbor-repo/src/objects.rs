@@ -237,7 +237,7 @@ pub fn open_file_object(repo: &Repo, c: &Checksum) -> Result<FileObject> {
                 let target = String::from_utf8(target)
                     .map_err(|_| corrupt(t, c, "symlink target is not UTF-8"))?;
                 let xattrs = if bare {
-                    crate::xattrs::read_path(&repo.path().join("objects").join(&p))?
+                    crate::xattrs::read_path(&util::fd_path(&repo.objects, &p))?
                 } else {
                     Vec::new()
                 };

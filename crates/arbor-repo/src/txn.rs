@@ -21,7 +21,6 @@ use std::collections::HashSet;
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -362,14 +361,6 @@ impl<'r> Transaction<'r> {
         Ok(File::from(fd))
     }
 
-    fn staging_path(&self, name: &str) -> PathBuf {
-        self.repo
-            .path()
-            .join("tmp")
-            .join(&self.staging_name)
-            .join(name)
-    }
-
     fn write_file_tmp(
         &self,
         tmp: &str,
@@ -446,7 +437,7 @@ impl<'r> Transaction<'r> {
                 if symlink {
                     rustix::fs::symlinkat(header.symlink_target.as_str(), &self.staging, tmp)?;
                     rustix::fs::chownat(&self.staging, tmp, uid, gid, AtFlags::SYMLINK_NOFOLLOW)?;
-                    crate::xattrs::set_path(&self.staging_path(tmp), &header.xattrs)?;
+                    crate::xattrs::set_path(&util::fd_path(&self.staging, tmp), &header.xattrs)?;
                     rustix::fs::utimensat(
                         &self.staging,
                         tmp,

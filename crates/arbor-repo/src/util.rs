@@ -1,6 +1,5 @@
 //! Small dirfd-relative helpers over rustix.
 
-use std::ffi::CStr;
 use std::os::fd::{AsFd, OwnedFd};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
@@ -110,8 +109,12 @@ pub(crate) fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
 
-/// `CStr` of a name for error messages.
-#[allow(dead_code)]
-pub(crate) fn lossy(name: &CStr) -> String {
-    name.to_string_lossy().into_owned()
+/// A path naming `name` inside the directory `dir` through
+/// `/proc/self/fd`, for the few calls that only exist path-based (`l*xattr`).
+/// Only the final component is looked up by name, relative to the open
+/// directory, as with the `*at` calls (ostree's `glnx_lgetxattrat` does the
+/// same), so no intermediate symlink or rename can redirect it.
+pub(crate) fn fd_path(dir: impl AsFd, name: &str) -> std::path::PathBuf {
+    use std::os::fd::AsRawFd;
+    std::path::PathBuf::from(format!("/proc/self/fd/{}/{name}", dir.as_fd().as_raw_fd()))
 }

@@ -1,0 +1,346 @@
+//! Building a tree from a tar stream: entries arrive in any order, so the
+//! tree is assembled in memory ([`MTree`], names and checksums only) while
+//! file contents stream straight into the object store.
+//!
+//! Member paths are validated before use: `./` prefixes and empty or `.`
+//! components are dropped, `..` and absolute paths refused, and every name
+//! must be a valid OSTree file name. Device nodes and FIFOs are refused.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+
+use anyhow::{anyhow, bail, Context, Result};
+use arbor_format::names::validate_filename;
+use arbor_format::{Checksum, DirMeta, DirTree, DirTreeDir, DirTreeFile, FileHeader, Xattr};
+
+use crate::commit::{write_tree, Canon, TreePair, S_IFDIR, S_IFREG};
+use crate::progress::Progress;
+use crate::txn::Transaction;
+
+/// An in-memory tree, used for tar input where entries arrive in any order.
+#[derive(Debug)]
+struct MTree {
+    meta: DirMeta,
+    files: BTreeMap<String, Checksum>,
+    dirs: BTreeMap<String, MTree>,
+}
+
+impl MTree {
+    fn new(meta: DirMeta) -> MTree {
+        MTree {
+            meta,
+            files: BTreeMap::new(),
+            dirs: BTreeMap::new(),
+        }
+    }
+
+    fn write(&self, txn: &Transaction<'_>) -> Result<TreePair> {
+        let mut tree = DirTree::default();
+        for (name, c) in &self.files {
+            tree.files.push(DirTreeFile {
+                name: name.clone(),
+                checksum: *c,
+            });
+        }
+        for (name, sub) in &self.dirs {
+            let (t, m) = sub.write(txn)?;
+            tree.dirs.push(DirTreeDir {
+                name: name.clone(),
+                tree: t,
+                meta: m,
+            });
+        }
+        write_tree(txn, &tree, &self.meta)
+    }
+}
+
+/// Splits a tar member path into validated components. `./` prefixes and
+/// empty or `.` components are dropped; `..` and absolute paths are refused.
+fn tar_components(raw: &[u8]) -> Result<Vec<String>> {
+    let s = std::str::from_utf8(raw).map_err(|_| {
+        anyhow!(
+            "Tar member name {:?} is not UTF-8",
+            String::from_utf8_lossy(raw)
+        )
+    })?;
+    if s.starts_with('/') {
+        bail!("Tar member '{s}' has an absolute path");
+    }
+    let mut out = Vec::new();
+    for part in s.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => bail!("Tar member '{s}' contains '..'"),
+            p => {
+                validate_filename(p).with_context(|| format!("Tar member '{s}'"))?;
+                out.push(p.to_string());
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn default_dirmeta(canon: &Canon) -> DirMeta {
+    let (uid, gid, mode, xattrs) = canon.apply(0, 0, S_IFDIR | 0o755, Vec::new());
+    DirMeta {
+        uid,
+        gid,
+        mode,
+        xattrs,
+    }
+}
+
+fn mtree_dir<'a>(root: &'a mut MTree, comps: &[String], canon: &Canon) -> Result<&'a mut MTree> {
+    let mut cur = root;
+    for c in comps {
+        if cur.files.contains_key(c) {
+            bail!("'{c}' is both a file and a directory in the tar stream");
+        }
+        cur = cur
+            .dirs
+            .entry(c.clone())
+            .or_insert_with(|| MTree::new(default_dirmeta(canon)));
+    }
+    Ok(cur)
+}
+
+fn tar_xattrs(entry: &mut TarEntry<'_, '_>) -> Result<Vec<Xattr>> {
+    let mut out = Vec::new();
+    if let Some(exts) = entry.pax_extensions()? {
+        for ext in exts {
+            let ext = ext?;
+            if let Some(name) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.") {
+                if !ext.value_bytes().is_empty() {
+                    out.push(Xattr {
+                        name: name.to_vec(),
+                        value: ext.value_bytes().to_vec(),
+                    });
+                }
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// One tar member's metadata, read before its content.
+struct Member {
+    /// The member name as given, for messages.
+    display: String,
+    /// Validated path components.
+    comps: Vec<String>,
+    etype: tar::EntryType,
+    uid: u32,
+    gid: u32,
+    perm: u32,
+    link: Option<Vec<u8>>,
+    xattrs: Vec<Xattr>,
+}
+
+type TarEntry<'a, 'b> = tar::Entry<'a, &'b mut dyn Read>;
+
+fn read_member(entry: &mut TarEntry<'_, '_>, canon: &Canon) -> Result<Member> {
+    let raw_path = entry.path_bytes().into_owned();
+    let display = String::from_utf8_lossy(&raw_path).into_owned();
+    let comps = tar_components(&raw_path)?;
+    let h = entry.header();
+    let uid =
+        u32::try_from(h.uid()?).map_err(|_| anyhow!("Tar member '{display}': uid out of range"))?;
+    let gid =
+        u32::try_from(h.gid()?).map_err(|_| anyhow!("Tar member '{display}': gid out of range"))?;
+    let perm = h.mode()? & 0o7777;
+    let etype = h.entry_type();
+    let link = entry.link_name_bytes().map(|l| l.into_owned());
+    let xattrs = if canon.keep_xattrs {
+        tar_xattrs(entry)?
+    } else {
+        Vec::new()
+    };
+    Ok(Member {
+        display,
+        comps,
+        etype,
+        uid,
+        gid,
+        perm,
+        link,
+        xattrs,
+    })
+}
+
+impl Member {
+    fn dirmeta(&self, canon: &Canon) -> DirMeta {
+        let (uid, gid, mode, xattrs) =
+            canon.apply(self.uid, self.gid, S_IFDIR | self.perm, self.xattrs.clone());
+        DirMeta {
+            uid,
+            gid,
+            mode,
+            xattrs,
+        }
+    }
+
+    fn file_header(&self, canon: &Canon, mode: u32, target: String) -> FileHeader {
+        let (uid, gid, mode, xattrs) = canon.apply(self.uid, self.gid, mode, self.xattrs.clone());
+        FileHeader {
+            uid,
+            gid,
+            mode,
+            symlink_target: target,
+            xattrs,
+        }
+    }
+}
+
+/// Imports a tar stream; returns the root dirtree and dirmeta.
+pub(crate) fn commit_tar(
+    txn: &Transaction<'_>,
+    input: &mut dyn Read,
+    canon: &Canon,
+    progress: &dyn Progress,
+) -> Result<TreePair> {
+    let mut archive = tar::Archive::new(input);
+    let mut root = MTree::new(default_dirmeta(canon));
+    for entry in archive.entries().context("Reading tar stream")? {
+        let mut entry = entry.context("Reading tar member")?;
+        let m = read_member(&mut entry, canon)?;
+        if import_member(txn, &mut root, &m, &mut entry, canon)? {
+            progress.inc(1);
+        }
+    }
+    root.write(txn)
+}
+
+/// Adds one member to the tree; returns whether it was a file or symlink.
+fn import_member(
+    txn: &Transaction<'_>,
+    root: &mut MTree,
+    m: &Member,
+    entry: &mut TarEntry<'_, '_>,
+    canon: &Canon,
+) -> Result<bool> {
+    let display = &m.display;
+    let Some((name, parents)) = m.comps.split_last() else {
+        if m.etype.is_dir() {
+            root.meta = m.dirmeta(canon);
+            return Ok(false);
+        }
+        bail!("Tar member '{display}' has an empty path");
+    };
+    if m.etype.is_dir() {
+        let parent = mtree_dir(root, parents, canon)?;
+        if parent.files.contains_key(name) {
+            bail!("Tar member '{display}': a file of that name exists");
+        }
+        let d = parent
+            .dirs
+            .entry(name.clone())
+            .or_insert_with(|| MTree::new(default_dirmeta(canon)));
+        d.meta = m.dirmeta(canon);
+        return Ok(false);
+    }
+    let Some(c) = member_checksum(txn, root, m, entry, canon)? else {
+        return Ok(false);
+    };
+    let parent = mtree_dir(root, parents, canon)?;
+    if parent.dirs.contains_key(name) {
+        bail!("Tar member '{display}': a directory of that name exists");
+    }
+    parent.files.insert(name.clone(), c);
+    Ok(true)
+}
+
+/// The file object of a non-directory member (written if new), `None` for
+/// members that carry no file (extension headers).
+fn member_checksum(
+    txn: &Transaction<'_>,
+    root: &mut MTree,
+    m: &Member,
+    entry: &mut TarEntry<'_, '_>,
+    canon: &Canon,
+) -> Result<Option<Checksum>> {
+    let display = &m.display;
+    let etype = m.etype;
+    if etype.is_file() || etype == tar::EntryType::Continuous {
+        let size = entry.size();
+        let header = m.file_header(canon, S_IFREG | m.perm, String::new());
+        let c = txn
+            .write_file(&header, size, entry, None)
+            .with_context(|| format!("Committing tar member '{display}'"))?;
+        Ok(Some(c))
+    } else if etype.is_symlink() {
+        let target = m
+            .link
+            .clone()
+            .ok_or_else(|| anyhow!("Symlink '{display}' without target"))?;
+        let target = String::from_utf8(target)
+            .map_err(|_| anyhow!("Symlink target of '{display}' is not UTF-8"))?;
+        let header = m.file_header(canon, 0o120777, target);
+        Ok(Some(txn.write_file(
+            &header,
+            0,
+            &mut std::io::empty(),
+            None,
+        )?))
+    } else if etype.is_hard_link() {
+        let target = m
+            .link
+            .as_deref()
+            .ok_or_else(|| anyhow!("Hard link '{display}' without target"))?;
+        let tcomps = tar_components(target).with_context(|| format!("Hard link '{display}'"))?;
+        let (tname, tparents) = tcomps
+            .split_last()
+            .ok_or_else(|| anyhow!("Hard link '{display}' has an empty target"))?;
+        let tdir = mtree_dir(root, tparents, canon)?;
+        let c = *tdir.files.get(tname).ok_or_else(|| {
+            anyhow!(
+                "Hard link '{display}' points to '{}', not seen before",
+                String::from_utf8_lossy(target)
+            )
+        })?;
+        Ok(Some(c))
+    } else if matches!(
+        etype,
+        tar::EntryType::XGlobalHeader
+            | tar::EntryType::XHeader
+            | tar::EntryType::GNULongName
+            | tar::EntryType::GNULongLink
+    ) {
+        Ok(None)
+    } else {
+        let kind = match etype {
+            tar::EntryType::Char => "character device",
+            tar::EntryType::Block => "block device",
+            tar::EntryType::Fifo => "fifo",
+            _ => "unsupported entry",
+        };
+        bail!("Unsupported file type {kind} at {display}: only regular files, symlinks and directories can be committed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tar_paths() {
+        assert_eq!(
+            tar_components(b"./usr/bin/sh").unwrap(),
+            vec!["usr", "bin", "sh"]
+        );
+        assert_eq!(
+            tar_components(b"usr//lib/./x/").unwrap(),
+            vec!["usr", "lib", "x"]
+        );
+        assert!(tar_components(b"./").unwrap().is_empty());
+        for bad in [&b"../x"[..], b"a/../../x", b"/etc/passwd", b"..", b"a/\xff"] {
+            assert!(
+                tar_components(bad).is_err(),
+                "{:?} accepted",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let long = format!("a/{}", "x".repeat(256));
+        assert!(tar_components(long.as_bytes()).is_err());
+    }
+}
