@@ -238,6 +238,20 @@ fn failpoints_bare_user() {
     failpoints_in("bare-user");
 }
 
+#[test]
+fn failpoints_bare_user_only() {
+    failpoints_in("bare-user-only");
+}
+
+#[test]
+fn failpoints_bare() {
+    if !crate::util::is_root() {
+        eprintln!("NOTE: skipping failpoints in bare mode: writing bare repos needs root");
+        return;
+    }
+    failpoints_in("bare");
+}
+
 /// Deterministic xorshift64.
 struct Rng(u64);
 

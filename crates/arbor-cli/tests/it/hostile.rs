@@ -524,3 +524,147 @@ fn subpath_with_dotdot_is_refused() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(dir_names(&a.dest), ["f"]);
 }
+
+/// A raw deflate stream of `total` zero bytes (a multiple of 1 MiB), about
+/// 1 KiB per MiB: one sync-flushed 1 MiB block (byte-aligned, not final,
+/// only distance-1 back-references) repeated, then an empty final block.
+fn deflate_zeros(total: usize) -> Vec<u8> {
+    use flate2::{write::DeflateEncoder, Compression};
+    use std::io::Write;
+    const CHUNK: usize = 1 << 20;
+    assert_eq!(total % CHUNK, 0);
+    let mut enc = DeflateEncoder::new(Vec::new(), Compression::best());
+    enc.write_all(&vec![0u8; CHUNK]).unwrap();
+    enc.flush().unwrap(); // Z_SYNC_FLUSH: ends on a byte boundary
+    let block = std::mem::take(enc.get_mut());
+    let mut out = Vec::with_capacity(block.len() * (total / CHUNK) + 2);
+    for _ in 0..total / CHUNK {
+        out.extend_from_slice(&block);
+    }
+    out.extend_from_slice(&[0x03, 0x00]); // final, fixed Huffman, end-of-block
+    out
+}
+
+/// Total size of the regular files under `p` (0 if it does not exist).
+fn tree_bytes(p: &Path) -> u64 {
+    let Ok(md) = std::fs::symlink_metadata(p) else {
+        return 0;
+    };
+    if md.is_dir() {
+        std::fs::read_dir(p)
+            .unwrap()
+            .map(|e| tree_bytes(&e.unwrap().path()))
+            .sum()
+    } else {
+        md.len()
+    }
+}
+
+/// An archive object whose header declares 2 bytes but whose payload
+/// inflates to 200 MiB: checkout and cat stop reading at the declared size
+/// (no 200 MiB file, no 200 MiB on stdout), checkout removes the partial
+/// file, and all three name the object.
+#[test]
+fn inflating_object_is_cut_off() {
+    use arbor_format::ArchiveHeader;
+    const BOMB: usize = 200 << 20;
+    const LIMIT: u64 = 1 << 20;
+    let a = Arena::new("archive");
+    let dir = a.input("tree");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("two"), "hi").unwrap();
+    std::fs::write(dir.join("other.txt"), "fine\n").unwrap();
+    a.commit_dir(&dir, "bomb");
+    let ls: serde_json::Value = serde_json::from_str(&run_ok(
+        arbor()
+            .args(["ls", "--json", "-R", "--repo"])
+            .arg(&a.repo)
+            .arg("bomb"),
+    ))
+    .unwrap();
+    let hex = ls
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["path"] == "/two")
+        .and_then(|e| e["checksum"].as_str())
+        .unwrap_or_else(|| panic!("/two in {ls}"))
+        .to_string();
+    let obj = a
+        .repo
+        .join(format!("objects/{}/{}.filez", &hex[..2], &hex[2..]));
+    let orig = std::fs::read(&obj).unwrap();
+    let (h, end) = ArchiveHeader::decode_prefixed(&orig).unwrap();
+    assert_eq!(h.size, 2);
+    let mut bomb = orig[..end].to_vec();
+    let payload = deflate_zeros(BOMB);
+    assert!(payload.len() < 1 << 20, "bomb is {} bytes", payload.len());
+    // The payload really is a well-formed stream inflating far past 2 bytes
+    // (checked on a prefix: the stream repeats one block).
+    let mut prefix = Vec::new();
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(flate2::read::DeflateDecoder::new(&payload[..]), 3 << 20),
+        &mut prefix,
+    )
+    .unwrap();
+    assert!(prefix.len() == 3 << 20 && prefix.iter().all(|b| *b == 0));
+    bomb.extend_from_slice(&payload);
+    std::fs::remove_file(&obj).unwrap();
+    std::fs::write(&obj, &bomb).unwrap();
+
+    // Under a file size limit of 2 MiB (`ulimit -f` counts 512- or
+    // 1024-byte blocks): writing past it kills with SIGXFSZ, so an
+    // unbounded copy cannot pass for a clean error.
+    let out = std::process::Command::new("sh")
+        .args(["-c", "ulimit -f 2048 && exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_arbor"))
+        .args(["checkout", "-U", "--repo"])
+        .arg(&a.repo)
+        .arg("bomb")
+        .arg(&a.dest)
+        .env_remove("ARBOR_FAILPOINT")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "checkout of the bomb: {}; {}",
+        out.status,
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains(&hex),
+        "checkout error does not name the object: {}",
+        stderr(&out)
+    );
+    assert!(
+        std::fs::symlink_metadata(a.dest.join("two")).is_err(),
+        "the partial file was left in the destination"
+    );
+    let written = tree_bytes(&a.dest);
+    assert!(written < LIMIT, "checkout wrote {written} bytes");
+    a.assert_untouched();
+
+    let out = arbor()
+        .args(["cat", "--repo"])
+        .arg(&a.repo)
+        .args(["bomb", "/two"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "cat of the bomb succeeded");
+    assert!(
+        (out.stdout.len() as u64) < LIMIT,
+        "cat wrote {} bytes",
+        out.stdout.len()
+    );
+    assert!(stderr(&out).contains(&hex), "cat: {}", stderr(&out));
+
+    let (ok, report) = arbor_fsck_json(&a.repo);
+    assert!(!ok, "fsck accepted the bomb: {report}");
+    let errors = report["errors"].as_array().unwrap();
+    assert!(
+        errors.iter().any(|e| e.to_string().contains(&hex)),
+        "fsck does not name {hex}: {report}"
+    );
+    a.assert_untouched();
+}
