@@ -61,6 +61,9 @@ pub struct InitOpts {
     /// archive (alias archive-z2), bare, bare-user or bare-user-only.
     #[arg(long, default_value = "bare")]
     pub mode: String,
+    /// Collection ID (reverse DNS) recorded in the config and bound into commits.
+    #[arg(long)]
+    pub collection_id: Option<String>,
 }
 
 /// `commit`.

@@ -57,7 +57,7 @@ fn json_out(w: &mut impl Write, v: &impl serde::Serialize) -> Result<()> {
 
 fn init(o: InitOpts) -> Result<()> {
     let mode: RepoMode = o.mode.parse().map_err(|e| anyhow!("{e}"))?;
-    Repo::init(&o.repo.repo, mode)?;
+    Repo::init_with(&o.repo.repo, mode, o.collection_id.as_deref())?;
     Ok(())
 }
 

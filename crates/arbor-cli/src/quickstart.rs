@@ -195,97 +195,85 @@ pub fn run(dir: &Path, out: &mut dyn Write) -> Result<()> {
     let n1 = make_tree(Path::new(&v1), 1)?;
     let n2 = make_tree(Path::new(&v2), 2)?;
     writeln!(out, "# arbor quickstart in {}", dir.display())?;
-    writeln!(out, "# Generated two versions of a sample OS tree: {v1} ({n1} entries) and {v2} ({n2} entries).")?;
-    step(
+    writeln!(
         out,
-        "Create an archive repository (the format served over HTTP)",
-        &["init", "--repo", &repo, "--mode", "archive"],
+        "# Generated two versions of a sample OS tree: {v1} ({n1} entries) and {v2} ({n2} entries)."
     )?;
-    step(
-        out,
-        "Commit version 1",
-        &[
-            "commit",
-            "--repo",
-            &repo,
-            "-b",
-            "demo/x86_64/stable",
-            "-s",
-            "Demo OS 1",
-            "--add-metadata-string",
-            "version=1",
-            &v1,
-        ],
-    )?;
-    step(
-        out,
-        "Commit version 2 on the same branch (its parent is version 1)",
-        &[
-            "commit",
-            "--repo",
-            &repo,
-            "-b",
-            "demo/x86_64/stable",
-            "-s",
-            "Demo OS 2",
-            "--add-metadata-string",
-            "version=2",
-            &v2,
-        ],
-    )?;
-    step(
-        out,
-        "The branch history",
-        &["log", "--repo", &repo, "demo/x86_64/stable"],
-    )?;
-    step(
-        out,
-        "What changed from version 1 to version 2",
-        &[
-            "diff",
-            "--repo",
-            &repo,
-            "demo/x86_64/stable^",
-            "demo/x86_64/stable",
-        ],
-    )?;
-    step(
-        out,
-        "The default configuration shipped in /usr/etc",
-        &[
-            "ls",
-            "--repo",
-            &repo,
-            "-R",
-            "demo/x86_64/stable",
-            "/usr/etc",
-        ],
-    )?;
-    step(
-        out,
-        "Read a file straight from the repository",
-        &[
-            "cat",
-            "--repo",
-            &repo,
-            "demo/x86_64/stable",
-            "/usr/lib/os-release",
-        ],
-    )?;
-    step(
-        out,
-        "Check out version 2",
-        &["checkout", "--repo", &repo, "-U", "demo/x86_64/stable", &co],
-    )?;
-    step(
-        out,
-        "Verify every object in the repository",
-        &["fsck", "--repo", &repo],
-    )?;
+    for (comment, args) in tour(&repo, &v1, &v2, &co) {
+        step(out, comment, &args)?;
+    }
     writeln!(
         out,
         "\n# Done. Everything is in {}; remove it when finished.",
         dir.display()
     )?;
     Ok(())
+}
+
+/// The commands of the tour, each with the comment printed before it.
+fn tour<'a>(
+    repo: &'a str,
+    v1: &'a str,
+    v2: &'a str,
+    co: &'a str,
+) -> Vec<(&'static str, Vec<&'a str>)> {
+    const BRANCH: &str = "demo/x86_64/stable";
+    const PREVIOUS: &str = "demo/x86_64/stable^";
+    vec![
+        (
+            "Create an archive repository (the format served over HTTP)",
+            vec!["init", "--repo", repo, "--mode", "archive"],
+        ),
+        (
+            "Commit version 1",
+            vec![
+                "commit",
+                "--repo",
+                repo,
+                "-b",
+                BRANCH,
+                "-s",
+                "Demo OS 1",
+                "--add-metadata-string",
+                "version=1",
+                v1,
+            ],
+        ),
+        (
+            "Commit version 2 on the same branch (its parent is version 1)",
+            vec![
+                "commit",
+                "--repo",
+                repo,
+                "-b",
+                BRANCH,
+                "-s",
+                "Demo OS 2",
+                "--add-metadata-string",
+                "version=2",
+                v2,
+            ],
+        ),
+        ("The branch history", vec!["log", "--repo", repo, BRANCH]),
+        (
+            "What changed from version 1 to version 2",
+            vec!["diff", "--repo", repo, PREVIOUS, BRANCH],
+        ),
+        (
+            "The default configuration shipped in /usr/etc",
+            vec!["ls", "--repo", repo, "-R", BRANCH, "/usr/etc"],
+        ),
+        (
+            "Read a file straight from the repository",
+            vec!["cat", "--repo", repo, BRANCH, "/usr/lib/os-release"],
+        ),
+        (
+            "Check out version 2",
+            vec!["checkout", "--repo", repo, "-U", BRANCH, co],
+        ),
+        (
+            "Verify every object in the repository",
+            vec!["fsck", "--repo", repo],
+        ),
+    ]
 }

@@ -32,6 +32,8 @@ use crate::repo::Repo;
 use crate::txn::Transaction;
 use crate::util;
 
+/// Commit metadata key binding a commit to its repository's collection ID.
+const COLLECTION_BINDING: &str = "ostree.collection-binding";
 /// Files up to this size are read into memory once; larger ones streamed.
 const SMALL_FILE: u64 = 256 * 1024;
 const S_IFMT: u32 = 0o170000;
@@ -76,7 +78,7 @@ pub struct CommitOptions {
     pub canonical_permissions: bool,
     /// Explicit parent instead of the branch head.
     pub parent: Option<Checksum>,
-    /// Do not add `ostree.ref-binding`.
+    /// Do not add `ostree.ref-binding` and `ostree.collection-binding`.
     pub no_bindings: bool,
 }
 
@@ -415,11 +417,20 @@ pub fn commit(
     for (k, v) in &opts.metadata_strings {
         metadata.push(k.clone(), Value::Str(v.clone()));
     }
-    if let (Some(b), false) = (&opts.branch, opts.no_bindings) {
-        metadata.push(
-            "ostree.ref-binding",
-            Value::StrArray(vec![b.as_str().to_string()]),
-        );
+    if !opts.no_bindings {
+        // After the user's keys, in ostree's order: the ref binding, then
+        // the repository's collection (unless the user set one).
+        if let Some(b) = &opts.branch {
+            metadata.push(
+                "ostree.ref-binding",
+                Value::StrArray(vec![b.as_str().to_string()]),
+            );
+        }
+        if let Some(coll) = repo.collection_id() {
+            if metadata.get(COLLECTION_BINDING).is_none() {
+                metadata.push(COLLECTION_BINDING, Value::Str(coll.to_string()));
+            }
+        }
     }
     let commit = Commit {
         metadata,

@@ -56,8 +56,17 @@ impl Repo {
     ///
     /// Crash safety: `config` is written last and atomically, so a crash
     /// leaves either no repository (no `config`) or a complete one.
-    #[context("Creating repository {}", path.display())]
     pub fn init(path: &Path, mode: RepoMode) -> Result<Repo> {
+        Repo::init_with(path, mode, None)
+    }
+
+    /// Like [`Repo::init`], optionally with a collection ID (reverse DNS,
+    /// as `ostree init --collection-id`), written as `core.collection-id`.
+    #[context("Creating repository {}", path.display())]
+    pub fn init_with(path: &Path, mode: RepoMode, collection_id: Option<&str>) -> Result<Repo> {
+        if let Some(c) = collection_id {
+            validate_collection_id(c)?;
+        }
         std::fs::create_dir_all(path)?;
         let dir = rustix::fs::open(
             path,
@@ -76,6 +85,9 @@ impl Repo {
         let mut kf = KeyFile::default();
         kf.set("core", "repo_version", "1");
         kf.set("core", "mode", mode.config_name());
+        if let Some(c) = collection_id {
+            kf.set("core", "collection-id", c);
+        }
         crate::txn::atomic_write(&dir, "config", kf.to_text().as_bytes(), 0o644)?;
         Repo::open(path)
     }
@@ -132,6 +144,13 @@ impl Repo {
     /// The repository mode.
     pub fn mode(&self) -> RepoMode {
         self.mode
+    }
+
+    /// `core.collection-id`, if the repository has one.
+    pub fn collection_id(&self) -> Option<&str> {
+        self.config
+            .get("core", "collection-id")
+            .filter(|c| !c.is_empty())
     }
 
     /// The parsed `config`.
@@ -231,6 +250,22 @@ impl Repo {
     }
 }
 
+/// Validates a collection ID like ostree (D-Bus interface-name rules):
+/// at least two `.`-separated elements of `[A-Za-z_][A-Za-z0-9_]*`, at most
+/// 255 bytes.
+pub fn validate_collection_id(c: &str) -> Result<()> {
+    let elem_ok = |e: &str| {
+        let mut b = e.bytes();
+        matches!(b.next(), Some(x) if x.is_ascii_alphabetic() || x == b'_')
+            && b.all(|x| x.is_ascii_alphanumeric() || x == b'_')
+    };
+    let parts: Vec<&str> = c.split('.').collect();
+    if c.len() > 255 || parts.len() < 2 || !parts.iter().all(|e| elem_ok(e)) {
+        bail!("Invalid collection ID '{c}': expected reverse DNS like org.example.Os");
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,6 +284,32 @@ mod tests {
             assert!(p.join(d).is_dir(), "{d}");
         }
         assert!(Repo::init(&p, RepoMode::Bare).is_err());
+    }
+
+    #[test]
+    fn collection_ids() {
+        for ok in ["org.example.Os", "a.b", "_x.y_1"] {
+            validate_collection_id(ok).unwrap();
+        }
+        for bad in [
+            "",
+            "org",
+            "org.",
+            ".org",
+            "org.1x",
+            "org.ex-ample",
+            "org..x",
+        ] {
+            assert!(validate_collection_id(bad).is_err(), "{bad:?} accepted");
+        }
+        let td = tempfile::tempdir().unwrap();
+        let p = td.path().join("repo");
+        let repo = Repo::init_with(&p, RepoMode::Archive, Some("org.example.Os")).unwrap();
+        assert_eq!(repo.collection_id(), Some("org.example.Os"));
+        assert_eq!(
+            std::fs::read_to_string(p.join("config")).unwrap(),
+            "[core]\nrepo_version=1\nmode=archive-z2\ncollection-id=org.example.Os\n"
+        );
     }
 
     #[test]

@@ -26,7 +26,7 @@ use std::sync::Mutex;
 
 use anyhow::{anyhow, bail, Context, Result};
 use arbor_format::file_header::{bare_user_meta_encode, file_hasher};
-use arbor_format::{ArchiveHeader, Checksum, FileHeader, ObjectType, RepoMode};
+use arbor_format::{ArchiveHeader, Checksum, FileHeader, ObjectType, RepoMode, Sha256};
 use cap_std_ext::cap_std;
 use cap_std_ext::dirext::CapStdExtDirExt;
 use fn_error_context::context;
@@ -361,6 +361,8 @@ impl<'r> Transaction<'r> {
         Ok(File::from(fd))
     }
 
+    /// Writes a file object under `tmp` in the layout of the repository
+    /// mode, hashing the content on the way; returns the checksum.
     fn write_file_tmp(
         &self,
         tmp: &str,
@@ -370,92 +372,125 @@ impl<'r> Transaction<'r> {
     ) -> Result<Checksum> {
         header.validate()?;
         let mut hasher = file_hasher(header);
-        let symlink = header.is_symlink();
-        let mode = self.repo.mode();
-        match mode {
-            RepoMode::Archive => {
-                let mut f = self.create_tmp(tmp, 0o644)?;
-                let ah = ArchiveHeader {
-                    size: if symlink { 0 } else { size },
-                    header: header.clone(),
-                };
-                f.write_all(&ah.encode_prefixed())?;
-                if !symlink {
-                    let level = flate2::Compression::new(self.zlib_level);
-                    let mut enc = flate2::write::DeflateEncoder::new(BufWriter::new(f), level);
-                    copy_hashing(content, &mut enc, &mut hasher, size)?;
-                    enc.finish()?.flush()?;
-                }
-            }
-            RepoMode::BareUser => {
-                let mut f = self.create_tmp(tmp, 0o644)?;
-                if symlink {
-                    let mut t = header.symlink_target.as_bytes().to_vec();
-                    t.push(0);
-                    f.write_all(&t)?;
-                } else {
-                    copy_hashing(content, &mut f, &mut hasher, size)?;
-                    let perms = (header.mode & 0o775) | 0o400;
-                    rustix::fs::fchmod(&f, Mode::from_raw_mode(perms))?;
-                }
-                let meta =
-                    bare_user_meta_encode(header.uid, header.gid, header.mode, &header.xattrs);
-                rustix::fs::fsetxattr(&f, BARE_USER_XATTR, &meta, rustix::fs::XattrFlags::empty())
-                    .context(
-                        "Setting user.ostreemeta (does the filesystem support user xattrs?)",
-                    )?;
-                rustix::fs::futimens(&f, &zero_times())?;
-            }
-            RepoMode::BareUserOnly => {
-                if symlink {
-                    rustix::fs::symlinkat(header.symlink_target.as_str(), &self.staging, tmp)?;
-                    rustix::fs::utimensat(
-                        &self.staging,
-                        tmp,
-                        &zero_times(),
-                        AtFlags::SYMLINK_NOFOLLOW,
-                    )?;
-                } else {
-                    if header.mode & 0o7002 != 0 {
-                        bail!(
-                            "Invalid mode {:o} for bare-user-only (setuid, setgid, sticky or world-writable)",
-                            header.mode
-                        );
-                    }
-                    let mut f = self.create_tmp(tmp, 0o600)?;
-                    copy_hashing(content, &mut f, &mut hasher, size)?;
-                    rustix::fs::fchmod(&f, Mode::from_raw_mode(header.mode & 0o7777))?;
-                    rustix::fs::futimens(&f, &zero_times())?;
-                }
-            }
-            RepoMode::Bare => {
-                if !util::is_root() {
-                    bail!("Writing to a bare repository requires root (use bare-user)");
-                }
-                let uid = Some(rustix::fs::Uid::from_raw(header.uid));
-                let gid = Some(rustix::fs::Gid::from_raw(header.gid));
-                if symlink {
-                    rustix::fs::symlinkat(header.symlink_target.as_str(), &self.staging, tmp)?;
-                    rustix::fs::chownat(&self.staging, tmp, uid, gid, AtFlags::SYMLINK_NOFOLLOW)?;
-                    crate::xattrs::set_path(&util::fd_path(&self.staging, tmp), &header.xattrs)?;
-                    rustix::fs::utimensat(
-                        &self.staging,
-                        tmp,
-                        &zero_times(),
-                        AtFlags::SYMLINK_NOFOLLOW,
-                    )?;
-                } else {
-                    let mut f = self.create_tmp(tmp, 0o600)?;
-                    copy_hashing(content, &mut f, &mut hasher, size)?;
-                    rustix::fs::fchown(&f, uid, gid)?;
-                    rustix::fs::fchmod(&f, Mode::from_raw_mode(header.mode & 0o7777))?;
-                    crate::xattrs::set_fd(&f, &header.xattrs)?;
-                    rustix::fs::futimens(&f, &zero_times())?;
-                }
-            }
+        let h = &mut hasher;
+        match self.repo.mode() {
+            RepoMode::Archive => self.write_archive(tmp, header, size, content, h)?,
+            RepoMode::BareUser => self.write_bare_user(tmp, header, size, content, h)?,
+            RepoMode::BareUserOnly => self.write_bare_user_only(tmp, header, size, content, h)?,
+            RepoMode::Bare => self.write_bare(tmp, header, size, content, h)?,
             RepoMode::BareSplitXattrs => bail!("bare-split-xattrs is not supported"),
         }
         Ok(hasher.finish())
+    }
+
+    /// `.filez`: length-prefixed archive header, then raw deflate.
+    fn write_archive(
+        &self,
+        tmp: &str,
+        header: &FileHeader,
+        size: u64,
+        content: &mut dyn Read,
+        hasher: &mut Sha256,
+    ) -> Result<()> {
+        let symlink = header.is_symlink();
+        let mut f = self.create_tmp(tmp, 0o644)?;
+        let ah = ArchiveHeader {
+            size: if symlink { 0 } else { size },
+            header: header.clone(),
+        };
+        f.write_all(&ah.encode_prefixed())?;
+        if !symlink {
+            let level = flate2::Compression::new(self.zlib_level);
+            let mut enc = flate2::write::DeflateEncoder::new(BufWriter::new(f), level);
+            copy_hashing(content, &mut enc, hasher, size)?;
+            enc.finish()?.flush()?;
+        }
+        Ok(())
+    }
+
+    /// bare-user: the content (symlinks: target + NUL) with the real
+    /// metadata in `user.ostreemeta`.
+    fn write_bare_user(
+        &self,
+        tmp: &str,
+        header: &FileHeader,
+        size: u64,
+        content: &mut dyn Read,
+        hasher: &mut Sha256,
+    ) -> Result<()> {
+        let mut f = self.create_tmp(tmp, 0o644)?;
+        if header.is_symlink() {
+            let mut t = header.symlink_target.as_bytes().to_vec();
+            t.push(0);
+            f.write_all(&t)?;
+        } else {
+            copy_hashing(content, &mut f, hasher, size)?;
+            let perms = (header.mode & 0o775) | 0o400;
+            rustix::fs::fchmod(&f, Mode::from_raw_mode(perms))?;
+        }
+        let meta = bare_user_meta_encode(header.uid, header.gid, header.mode, &header.xattrs);
+        rustix::fs::fsetxattr(&f, BARE_USER_XATTR, &meta, rustix::fs::XattrFlags::empty())
+            .context("Setting user.ostreemeta (does the filesystem support user xattrs?)")?;
+        rustix::fs::futimens(&f, &zero_times())?;
+        Ok(())
+    }
+
+    /// bare-user-only: the file or symlink itself, canonical permissions.
+    fn write_bare_user_only(
+        &self,
+        tmp: &str,
+        header: &FileHeader,
+        size: u64,
+        content: &mut dyn Read,
+        hasher: &mut Sha256,
+    ) -> Result<()> {
+        if header.is_symlink() {
+            rustix::fs::symlinkat(header.symlink_target.as_str(), &self.staging, tmp)?;
+            rustix::fs::utimensat(&self.staging, tmp, &zero_times(), AtFlags::SYMLINK_NOFOLLOW)?;
+            return Ok(());
+        }
+        if header.mode & 0o7002 != 0 {
+            bail!(
+                "Invalid mode {:o} for bare-user-only (setuid, setgid, sticky or world-writable)",
+                header.mode
+            );
+        }
+        let mut f = self.create_tmp(tmp, 0o600)?;
+        copy_hashing(content, &mut f, hasher, size)?;
+        rustix::fs::fchmod(&f, Mode::from_raw_mode(header.mode & 0o7777))?;
+        rustix::fs::futimens(&f, &zero_times())?;
+        Ok(())
+    }
+
+    /// bare: real ownership, mode and xattrs (root only).
+    fn write_bare(
+        &self,
+        tmp: &str,
+        header: &FileHeader,
+        size: u64,
+        content: &mut dyn Read,
+        hasher: &mut Sha256,
+    ) -> Result<()> {
+        if !util::is_root() {
+            bail!("Writing to a bare repository requires root (use bare-user)");
+        }
+        let uid = Some(rustix::fs::Uid::from_raw(header.uid));
+        let gid = Some(rustix::fs::Gid::from_raw(header.gid));
+        if header.is_symlink() {
+            rustix::fs::symlinkat(header.symlink_target.as_str(), &self.staging, tmp)?;
+            rustix::fs::chownat(&self.staging, tmp, uid, gid, AtFlags::SYMLINK_NOFOLLOW)?;
+            crate::xattrs::set_path(&util::fd_path(&self.staging, tmp), &header.xattrs)?;
+            rustix::fs::utimensat(&self.staging, tmp, &zero_times(), AtFlags::SYMLINK_NOFOLLOW)?;
+        } else {
+            let mut f = self.create_tmp(tmp, 0o600)?;
+            copy_hashing(content, &mut f, hasher, size)?;
+            rustix::fs::fchown(&f, uid, gid)?;
+            // After chown, which clears setuid/setgid.
+            rustix::fs::fchmod(&f, Mode::from_raw_mode(header.mode & 0o7777))?;
+            crate::xattrs::set_fd(&f, &header.xattrs)?;
+            rustix::fs::futimens(&f, &zero_times())?;
+        }
+        Ok(())
     }
 
     /// Publishes the staged objects and then applies `refs`.

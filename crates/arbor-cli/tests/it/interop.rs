@@ -918,3 +918,63 @@ fn repo_lock_excludes_ostree_style_ofd_lock() {
     ostree_ok("prune", &repo, &["--refs-only"]);
     ostree_ok("fsck", &repo, &[]);
 }
+
+/// With `core.collection-id` set, both tools bind commits to the
+/// collection (`ostree.collection-binding`, after the ref binding), so the
+/// checksums agree; a user-supplied binding is kept instead.
+#[test]
+fn collection_binding_matches_ostree() {
+    require_ostree();
+    let td = TempDir::new().unwrap();
+    let tree = td.path().join("tree");
+    make_vector_tree(&tree);
+    let ours = td.path().join("ours");
+    let theirs = td.path().join("theirs");
+    run_ok(
+        arbor()
+            .args([
+                "init",
+                "--mode",
+                "archive",
+                "--collection-id",
+                "org.example.Os",
+                "--repo",
+            ])
+            .arg(&ours),
+    );
+    run_ok(
+        ostree()
+            .args(["init", "--mode=archive", "--collection-id=org.example.Os"])
+            .arg(format!("--repo={}", theirs.display())),
+    );
+    assert_eq!(
+        std::fs::read_to_string(ours.join("config")).unwrap(),
+        std::fs::read_to_string(theirs.join("config")).unwrap()
+    );
+    let a = arbor_commit_vector(&ours, &tree, &[]);
+    let o = ostree_commit_vector(&theirs, &tree, &[]);
+    assert_eq!(a, o, "collection-bound commits differ");
+    assert_ne!(a, VECTOR_COMMIT, "no collection binding was added");
+    let shown = ostree_ok(
+        "show",
+        &ours,
+        &["--print-metadata-key=ostree.collection-binding", &a],
+    );
+    assert!(shown.contains("org.example.Os"), "{shown}");
+    let extra = [
+        "--add-metadata-string=ostree.collection-binding=org.other.Os",
+        "-b",
+        "other",
+    ];
+    assert_eq!(
+        arbor_commit_vector(&ours, &tree, &extra),
+        ostree_commit_vector(&theirs, &tree, &extra)
+    );
+    ostree_ok("fsck", &ours, &[]);
+    let bad = run_fail(
+        arbor()
+            .args(["init", "--collection-id", "not-reverse-dns", "--repo"])
+            .arg(td.path().join("bad")),
+    );
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("collection ID"));
+}
