@@ -322,11 +322,15 @@ fn refs(o: RefsOpts, out: &mut impl Write) -> Result<()> {
         if o.rev.is_empty() {
             bail!("--delete needs at least one ref");
         }
-        let updates = o
-            .rev
-            .iter()
-            .map(|r| Ok(RefUpdate::delete(RefSpec::parse(r)?)))
-            .collect::<Result<Vec<_>>>()?;
+        // All or nothing: every ref must exist (and still have the value
+        // read here when the deletions are applied).
+        let mut updates = Vec::new();
+        for r in &o.rev {
+            let spec = RefSpec::parse(r)?;
+            let cur = arbor_repo::refs::read_ref(&repo, &spec)?
+                .ok_or_else(|| anyhow!("Refspec '{spec}' not found"))?;
+            updates.push(RefUpdate::delete(spec).expecting(Some(cur)));
+        }
         return arbor_repo::refs::update_refs(&repo, &updates);
     }
     let all = arbor_repo::refs::list_refs(&repo)?;

@@ -34,7 +34,9 @@ impl Default for Bar {
 impl Progress for Bar {
     fn start(&self, phase: &str, total: u64) {
         let style = if total > 0 {
-            ProgressStyle::with_template("{msg} [{bar:30}] {human_pos}/{human_len} ({elapsed}, eta {eta})")
+            ProgressStyle::with_template(
+                "{msg} [{bar:30}] {human_pos}/{human_len} ({elapsed}, eta {eta})",
+            )
         } else {
             ProgressStyle::with_template("{msg} {human_pos} ({elapsed})")
         };

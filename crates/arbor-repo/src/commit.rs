@@ -377,11 +377,13 @@ pub fn commit(
     progress: &dyn Progress,
 ) -> Result<Checksum> {
     let branch = opts.branch.clone().map(RefSpec::local);
-    let parent = match (&opts.parent, &branch) {
-        (Some(p), _) => Some(*p),
-        (None, Some(b)) => crate::refs::read_ref(repo, b)?,
-        (None, None) => None,
+    // The branch as found now: the parent (unless given), and what the
+    // branch must still be when we move it.
+    let head = match &branch {
+        Some(b) => crate::refs::read_ref(repo, b)?,
+        None => None,
     };
+    let parent = opts.parent.or(head);
     let timestamp = match opts.timestamp {
         Some(t) => t,
         None => now_or_env()?,
@@ -420,12 +422,9 @@ pub fn commit(
     if !opts.no_bindings {
         // After the user's keys, in ostree's order: the ref binding, then
         // the repository's collection (unless the user set one).
-        if let Some(b) = &opts.branch {
-            metadata.push(
-                "ostree.ref-binding",
-                Value::StrArray(vec![b.as_str().to_string()]),
-            );
-        }
+        // Without a branch (ostree's --orphan) the binding is an empty list.
+        let bound = opts.branch.iter().map(|b| b.as_str().to_string()).collect();
+        metadata.push("ostree.ref-binding", Value::StrArray(bound));
         if let Some(coll) = repo.collection_id() {
             if metadata.get(COLLECTION_BINDING).is_none() {
                 metadata.push(COLLECTION_BINDING, Value::Str(coll.to_string()));
@@ -447,14 +446,7 @@ pub fn commit(
     // that raced us to it is never silently overwritten.
     let refs: Vec<RefUpdate> = branch
         .into_iter()
-        .map(|spec| {
-            let u = RefUpdate::set(spec, c);
-            if opts.parent.is_none() {
-                u.expecting(parent)
-            } else {
-                u
-            }
-        })
+        .map(|spec| RefUpdate::set(spec, c).expecting(head))
         .collect();
     txn.commit(&refs)?;
     Ok(c)

@@ -3,8 +3,9 @@
 //! ```text
 //! REPO/
 //!   config                 [core] repo_version=1, mode=archive-z2|bare|bare-user|bare-user-only
-//!   .lock                  POSIX record lock (conflicts with ostree's OFD lock):
-//!                          shared for writers, exclusive for prune
+//!   .lock                  OFD record lock, as ostree takes it: shared for
+//!                          writers, exclusive for prune
+//!   .arbor-refs-lock       flock serialising arbor's compare-and-set ref updates
 //!   objects/XX/REST.EXT    loose objects; XX/REST = SHA-256 hex
 //!     .commit .dirtree .dirmeta   GVariant, identical in every mode
 //!     .commitmeta                 detached metadata a{sv}, named by the commit

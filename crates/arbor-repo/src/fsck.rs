@@ -210,22 +210,21 @@ pub fn fsck(repo: &Repo, progress: &dyn Progress) -> Result<FsckReport> {
         commits: commits.len() as u64,
         ..Default::default()
     };
-    match crate::refs::list_refs(repo) {
-        Ok(refs) => {
-            for (name, c) in refs {
-                if !present.contains(&(ObjectType::Commit, c)) {
-                    errors.push(FsckError {
-                        object: format!("ref {name}"),
-                        message: format!("points to missing commit {c}"),
-                    });
-                }
-            }
+    let (refs, bad_refs) = crate::refs::list_refs_lenient(repo)?;
+    for (name, c) in refs {
+        if !present.contains(&(ObjectType::Commit, c)) {
+            errors.push(FsckError {
+                object: format!("ref {name}"),
+                message: format!("points to missing commit {c}"),
+            });
         }
-        // An unreadable or garbage ref is a finding, not a reason to stop.
-        Err(e) => errors.push(FsckError {
-            object: "refs".into(),
+    }
+    // An unreadable or garbage ref is a finding; the other refs are still checked.
+    for (name, e) in bad_refs {
+        errors.push(FsckError {
+            object: format!("ref {name}"),
             message: format!("{e:#}"),
-        }),
+        });
     }
     let mut walk = Walk {
         present: &present,

@@ -100,9 +100,10 @@ impl RefUpdate {
     }
 }
 
-/// Name, under `tmp/`, of the file whose `flock` serialises ref updates
-/// among arbor processes, so compare-and-set of refs is atomic.
-const REFS_LOCK: &str = "arbor-refs.lock";
+/// Name, at the repository root, of the file whose `flock` serialises ref
+/// updates among arbor processes, so compare-and-set of refs is atomic.
+/// Not under `tmp/`: ostree deletes day-old files there.
+const REFS_LOCK: &str = ".arbor-refs-lock";
 
 /// Holds the ref-update lock while alive.
 #[derive(Debug)]
@@ -112,9 +113,8 @@ pub(crate) struct RefsLock {
 
 /// Takes the exclusive ref-update lock.
 pub(crate) fn lock_refs(repo: &Repo) -> Result<RefsLock> {
-    let tmp = util::ensure_dir_path(&repo.dir, "tmp", 0o775)?;
     let fd = rustix::fs::openat(
-        &tmp,
+        &repo.dir,
         REFS_LOCK,
         rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CREATE | rustix::fs::OFlags::CLOEXEC,
         rustix::fs::Mode::from_raw_mode(0o660),
@@ -192,17 +192,28 @@ pub fn read_ref(repo: &Repo, spec: &RefSpec) -> Result<Option<Checksum>> {
     }
 }
 
+/// A ref that could not be read: its name and why.
+pub type BadRef = (String, anyhow::Error);
+
+/// A ref listing: readable refs (sorted) and unreadable ones.
+pub type RefListing = (Vec<(String, Checksum)>, Vec<BadRef>);
+
 fn walk_refs(
     repo: &Repo,
     base: &str,
     prefix: &str,
     out: &mut Vec<(String, Checksum)>,
+    bad: &mut Vec<BadRef>,
 ) -> Result<()> {
     let Some(dir) = util::open_dir_optional(&repo.dir, base)? else {
         return Ok(());
     };
     for ent in util::list_dir(&dir)? {
         let Some(name) = util::utf8_name(&ent.name) else {
+            bad.push((
+                format!("{base}/{}", String::from_utf8_lossy(&ent.name)),
+                anyhow::anyhow!("ref name is not UTF-8"),
+            ));
             continue;
         };
         if name.starts_with('.') {
@@ -215,37 +226,52 @@ fn walk_refs(
         };
         let child = format!("{base}/{name}");
         if ent.ftype == rustix::fs::FileType::Directory {
-            walk_refs(repo, &child, &full, out)?;
+            walk_refs(repo, &child, &full, out, bad)?;
         } else {
-            let text = read_small(&repo.path().join(&child))
-                .with_context(|| format!("Reading {child}"))?;
-            out.push((full.clone(), parse_ref_contents(&full, &text)?));
+            let parsed = read_small(&repo.path().join(&child))
+                .with_context(|| format!("Reading {child}"))
+                .and_then(|text| parse_ref_contents(&full, &text));
+            match parsed {
+                Ok(c) => out.push((full, c)),
+                Err(e) => bad.push((full, e)),
+            }
         }
     }
     Ok(())
 }
 
-/// All refs as `(refspec, checksum)`, sorted: local refs as `NAME`, remote
-/// refs as `REMOTE:NAME`.
-#[context("Listing refs")]
-pub fn list_refs(repo: &Repo) -> Result<Vec<(String, Checksum)>> {
+/// All readable refs, sorted, plus the ones that could not be read (for
+/// `fsck`, which reports those and still checks the rest).
+pub fn list_refs_lenient(repo: &Repo) -> Result<RefListing> {
     let mut out = Vec::new();
-    walk_refs(repo, "refs/heads", "", &mut out)?;
+    let mut bad = Vec::new();
+    walk_refs(repo, "refs/heads", "", &mut out, &mut bad)?;
     let mut remote = Vec::new();
-    walk_refs(repo, "refs/remotes", "", &mut remote)?;
+    walk_refs(repo, "refs/remotes", "", &mut remote, &mut bad)?;
     for (path, c) in remote {
         if let Some((r, n)) = path.split_once('/') {
             out.push((format!("{r}:{n}"), c));
         }
     }
     let mut mirrors = Vec::new();
-    walk_refs(repo, "refs/mirrors", "", &mut mirrors)?;
+    walk_refs(repo, "refs/mirrors", "", &mut mirrors, &mut bad)?;
     for (path, c) in mirrors {
         if let Some((coll, n)) = path.split_once('/') {
             out.push((format!("({coll}, {n})"), c));
         }
     }
     out.sort();
+    Ok((out, bad))
+}
+
+/// All refs as `(refspec, checksum)`, sorted: local refs as `NAME`, remote
+/// refs as `REMOTE:NAME`. Any unreadable ref is an error.
+#[context("Listing refs")]
+pub fn list_refs(repo: &Repo) -> Result<Vec<(String, Checksum)>> {
+    let (out, mut bad) = list_refs_lenient(repo)?;
+    if let Some((_, e)) = bad.pop() {
+        return Err(e);
+    }
     Ok(out)
 }
 

@@ -44,6 +44,44 @@ pub struct Repo {
     fsync: bool,
 }
 
+/// Takes an open-file-description record lock on the whole file, waiting
+/// for it, exactly as ostree's `do_repo_lock` does: OFD locks conflict with
+/// ostree's, and, unlike POSIX record locks, belong to the open file (like
+/// `flock`), so two locks in one process do not merge or release each
+/// other. Falls back to `flock` where OFD locks are unsupported (`EINVAL`),
+/// as ostree does.
+fn lock_ofd(fd: &OwnedFd, exclusive: bool) -> Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg};
+    let l_type = if exclusive {
+        nix::libc::F_WRLCK
+    } else {
+        nix::libc::F_RDLCK
+    };
+    let fl = nix::libc::flock {
+        l_type: l_type as i16,
+        l_whence: nix::libc::SEEK_SET as i16,
+        l_start: 0,
+        l_len: 0,
+        l_pid: 0,
+    };
+    loop {
+        match fcntl(fd, FcntlArg::F_OFD_SETLKW(&fl)) {
+            Ok(_) => return Ok(()),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(nix::errno::Errno::EINVAL) => {
+                let op = if exclusive {
+                    FlockOperation::LockExclusive
+                } else {
+                    FlockOperation::LockShared
+                };
+                rustix::fs::flock(fd, op)?;
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// A held record lock on the repository lock file; released on drop.
 #[derive(Debug)]
 pub struct RepoLock {
@@ -100,6 +138,10 @@ impl Repo {
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
+        // Path-only syscalls (l*xattr) name files as /proc/self/fd/N/NAME.
+        if !Path::new("/proc/self/fd").is_dir() {
+            bail!("arbor needs /proc mounted (/proc/self/fd is missing)");
+        }
         let objects = match util::open_dir_optional(&dir, "objects")? {
             Some(o) => o,
             None => return Err(RepoError::NotARepo(path.display().to_string()).into()),
@@ -194,17 +236,7 @@ impl Repo {
             OFlags::RDWR | OFlags::CREATE | OFlags::CLOEXEC,
             Mode::from_raw_mode(0o660),
         )?;
-        let op = if exclusive {
-            FlockOperation::LockExclusive
-        } else {
-            FlockOperation::LockShared
-        };
-        // A POSIX record lock, not flock(): ostree locks `.lock` with OFD
-        // record locks, which conflict with POSIX record locks but not with
-        // flock(), so only this excludes a concurrent `ostree prune`.
-        // POSIX locks belong to the process and drop when any descriptor
-        // of the file closes; `.lock` is only ever opened here.
-        rustix::fs::fcntl_lock(&fd, op)?;
+        lock_ofd(&fd, exclusive)?;
         Ok(RepoLock { _fd: fd })
     }
 
@@ -324,5 +356,58 @@ mod tests {
         std::fs::write(td.path().join("config"), "[core]\nrepo_version=2\n").unwrap();
         let e = Repo::open(td.path()).unwrap_err();
         assert!(format!("{e:#}").contains("repo_version=2"), "{e:#}");
+    }
+}
+
+#[cfg(test)]
+mod lock_tests {
+    use super::*;
+
+    /// Tries, from another process, to take the whole-file OFD lock ostree
+    /// would take; returns whether it got it.
+    fn foreign_lock_succeeds(repo: &Path, exclusive: bool) -> bool {
+        let script = format!(
+            "import fcntl, os, struct, sys\n\
+             fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)\n\
+             try:\n    fcntl.fcntl(fd, 37, struct.pack('hhqqi4x', {}, 0, 0, 0, 0))\n\
+             except OSError:\n    sys.exit(1)\n",
+            if exclusive { 1 } else { 0 }
+        );
+        let st = std::process::Command::new("python3")
+            .args(["-c", &script])
+            .arg(repo.join(LOCK_FILE))
+            .status()
+            .expect("python3 is needed for the lock tests");
+        st.success()
+    }
+
+    /// The repository lock is per open file (OFD), not per process: a
+    /// second lock taken and dropped in the same process, as a library
+    /// user might do, must neither release nor weaken the first.
+    #[test]
+    fn locks_do_not_interfere_within_a_process() {
+        let td = tempfile::tempdir().unwrap();
+        let p = td.path().join("repo");
+        let repo = Repo::init(&p, RepoMode::Archive).unwrap();
+        assert!(foreign_lock_succeeds(&p, true));
+        let ex = repo.lock(true).unwrap();
+        assert!(!foreign_lock_succeeds(&p, false), "exclusive lock not held");
+        drop(ex);
+        let txn = crate::txn::Transaction::begin(&repo).unwrap();
+        let c = arbor_format::Checksum::digest(b"x");
+        let spec = crate::refs::RefSpec::parse("main").unwrap();
+        crate::refs::update_refs(&repo, &[crate::refs::RefUpdate::set(spec, c)]).unwrap();
+        // update_refs took and dropped its own shared lock; the transaction's
+        // must still exclude a foreign exclusive lock.
+        assert!(
+            !foreign_lock_succeeds(&p, true),
+            "transaction lock was released"
+        );
+        assert!(
+            foreign_lock_succeeds(&p, false),
+            "shared locks must coexist"
+        );
+        drop(txn);
+        assert!(foreign_lock_succeeds(&p, true));
     }
 }

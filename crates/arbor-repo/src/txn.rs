@@ -556,6 +556,23 @@ impl<'r> Transaction<'r> {
                 Err(Errno::EXIST) => {
                     rustix::fs::unlinkat(&self.staging, src.as_str(), AtFlags::empty())?;
                 }
+                // No RENAME_NOREPLACE here (NFS, some FUSE): link, then
+                // unlink, which is also atomic and never replaces.
+                Err(Errno::INVAL) | Err(Errno::NOSYS) | Err(Errno::OPNOTSUPP) => {
+                    match rustix::fs::linkat(
+                        &self.staging,
+                        src.as_str(),
+                        &self.repo.objects,
+                        dst.as_str(),
+                        AtFlags::empty(),
+                    ) {
+                        Ok(()) | Err(Errno::EXIST) => {}
+                        Err(e) => {
+                            return Err(e).with_context(|| format!("Publishing {t} object {c}"))
+                        }
+                    }
+                    rustix::fs::unlinkat(&self.staging, src.as_str(), AtFlags::empty())?;
+                }
                 Err(e) => return Err(e).with_context(|| format!("Publishing {t} object {c}")),
             }
         }

@@ -25,16 +25,21 @@ enum Ev {
 
 /// Runs arbor under `strace -f -y` for `calls`, returning the successful
 /// calls classified, in order.
-fn traced(repo: &Path, calls: &str, args: &[&str]) -> Vec<Ev> {
+fn require_strace() {
+    // Tracing itself must work (ptrace may be blocked in some containers).
     let ok = Command::new("strace")
-        .arg("-V")
+        .args(["-f", "-o", "/dev/null", "true"])
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false);
     assert!(
         ok,
-        "strace is required for the durability tests (apt-get install strace)"
+        "strace is required and must be able to trace (apt-get install strace)"
     );
+}
+
+fn traced(repo: &Path, calls: &str, args: &[&str]) -> Vec<Ev> {
+    require_strace();
     let log = repo.with_extension("strace");
     let mut cmd = Command::new("strace");
     cmd.args(["-f", "-y", "-e", &format!("trace={calls}"), "-o"])
@@ -168,5 +173,67 @@ fn prune_makes_commit_removal_durable_first() {
         "no sync between commit and tree removal: {evs:?}"
     );
     // The old README object and the old root dirtree are gone; the tip works.
+    run_ok(arbor().args(["fsck", "--repo", r]));
+}
+
+/// Two commits race to one branch: the first reads the branch, then is
+/// slowed down (strace delays its syncfs calls by 2 s each); the second
+/// commits and moves the branch meanwhile. The first must then refuse to
+/// overwrite the branch instead of silently dropping the second commit.
+#[test]
+fn racing_commits_never_lose_one() {
+    require_strace();
+    let td = TempDir::new().unwrap();
+    let repo = td.path().join("repo");
+    let (t1, t2) = (td.path().join("t1"), td.path().join("t2"));
+    make_vector_tree(&t1);
+    make_vector_tree(&t2);
+    std::fs::write(t1.join("slow"), "slow\n").unwrap();
+    std::fs::write(t2.join("fast"), "fast\n").unwrap();
+    let r = repo.to_str().unwrap();
+    run_ok(arbor().args(["init", "--repo", r, "--mode", "archive"]));
+    let base = run_ok(
+        arbor()
+            .args(["commit", "--repo", r, "-b", "main", "--timestamp=@1"])
+            .arg(&t1),
+    );
+    let slow = Command::new("strace")
+        .args([
+            "-f",
+            "-o",
+            "/dev/null",
+            "-e",
+            "trace=syncfs",
+            "-e",
+            "inject=syncfs:delay_enter=2000000",
+        ])
+        .arg(env!("CARGO_BIN_EXE_arbor"))
+        .args(["commit", "--repo", r, "-b", "main", "--timestamp=@2"])
+        .arg(&t1)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Let the slow commit read the branch and reach its first sync.
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    let fast = run_ok(
+        arbor()
+            .args(["commit", "--repo", r, "-b", "main", "--timestamp=@3"])
+            .arg(&t2),
+    );
+    let out = slow.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "the slow commit overwrote the branch"
+    );
+    assert!(err.contains("changed concurrently"), "{err}");
+    let head = run_ok(arbor().args(["rev-parse", "--repo", r, "main"]));
+    assert_eq!(head.trim(), fast.trim());
+    let log = run_ok(arbor().args(["log", "--repo", r, "main"]));
+    assert!(
+        log.contains(base.trim()),
+        "the fast commit's parent is not the base:\n{log}"
+    );
     run_ok(arbor().args(["fsck", "--repo", r]));
 }

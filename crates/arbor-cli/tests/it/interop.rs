@@ -978,3 +978,30 @@ fn collection_binding_matches_ostree() {
     );
     assert!(String::from_utf8_lossy(&bad.stderr).contains("collection ID"));
 }
+
+/// A commit without a branch (ostree's --orphan) binds to no ref: ostree
+/// writes an empty `ostree.ref-binding`, and so must we.
+#[test]
+fn orphan_commit_matches_ostree() {
+    require_ostree();
+    let td = TempDir::new().unwrap();
+    let tree = td.path().join("tree");
+    make_vector_tree(&tree);
+    let ours = td.path().join("ours");
+    let theirs = td.path().join("theirs");
+    arbor_init(&ours, "archive");
+    ostree_init(&theirs, "archive");
+    let args = [
+        "--timestamp=@1577836800",
+        "--owner-uid=0",
+        "--owner-gid=0",
+        "--subject=orphan",
+    ];
+    let a = arbor_commit(&ours, &args, &tree);
+    let o = ostree_commit(&theirs, &[&args[..], &["--orphan"]].concat(), &tree);
+    assert_eq!(a, o);
+    assert!(
+        dir_names(&ours.join("refs/heads")).is_empty(),
+        "an orphan commit created a ref"
+    );
+}
