@@ -2,6 +2,8 @@
 //! `ostree` as the interoperability peer.
 
 mod cli;
+mod coexist;
+mod commit_compat;
 mod corruption;
 mod durability;
 mod faults;
