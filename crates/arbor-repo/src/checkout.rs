@@ -73,6 +73,20 @@ pub fn checkout(
     if opts.hardlink && repo.mode() == RepoMode::Archive {
         bail!("Hardlink checkouts need a bare, bare-user or bare-user-only repository (this one is archive)");
     }
+    if opts.hardlink {
+        // ostree refuses here; we copy (the issue asks for copies when the
+        // modes do not allow links), but say so.
+        match (repo.mode(), opts.user_mode) {
+            (RepoMode::BareUser | RepoMode::BareUserOnly, false) => tracing::warn!(
+                "{} objects belong to the repository's owner: copying instead of hardlinking (use -U to link)",
+                repo.mode()
+            ),
+            (RepoMode::Bare, true) => tracing::warn!(
+                "bare objects carry real ownership: copying instead of hardlinking in user mode (-U)"
+            ),
+            _ => {}
+        }
+    }
     let ctx = Ctx {
         repo,
         opts,

@@ -432,7 +432,17 @@ fn checkout_hardlinks_from_bare_user_only() {
         // As ostree: objects of a "user" mode are owned by whoever wrote
         // them, so a non-user-mode checkout copies instead of linking.
         let dest = f.dir.join("co-root");
-        f.repo.ok("checkout", &["-H", BR, s(&dest)]);
+        let out = f
+            .repo
+            .cmd("checkout", &["-H", BR, s(&dest)])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("copying instead of hardlinking"),
+            "no warning: {err}"
+        );
         assert_same_tree(&f.v2, &dest, false);
         let co = fs::metadata(dest.join("README.txt")).unwrap();
         assert_eq!(
