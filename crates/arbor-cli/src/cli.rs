@@ -49,8 +49,92 @@ pub enum Cmd {
     Fsck(FsckOpts),
     /// Delete unreachable objects.
     Prune(PruneOpts),
+    /// Manage remotes (stored in the repository config, as ostree does).
+    #[command(subcommand)]
+    Remote(RemoteCmd),
     /// Run a self-contained demonstration in DIR (no root needed).
     Quickstart(QuickstartOpts),
+}
+
+/// `remote` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum RemoteCmd {
+    /// Add a remote.
+    Add(RemoteAddOpts),
+    /// List remotes.
+    List(RemoteListOpts),
+    /// Show a remote's configuration.
+    Show(RemoteNameOpts),
+    /// Print a remote's URL.
+    ShowUrl(RemoteNameOpts),
+    /// Delete a remote.
+    Delete(RemoteDeleteOpts),
+}
+
+/// `remote add`.
+#[derive(Debug, Args)]
+pub struct RemoteAddOpts {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// Set config option KEY=VALUE for the remote (repeatable).
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Disable GPG verification.
+    #[arg(long)]
+    pub no_gpg_verify: bool,
+    /// Disable signature verification.
+    #[arg(long)]
+    pub no_sign_verify: bool,
+    /// Verify signatures with TYPE=inline:PUBKEY or TYPE=file:PATH (ed25519).
+    #[arg(long, value_name = "TYPE=inline:KEY|TYPE=file:PATH")]
+    pub sign_verify: Vec<String>,
+    /// Do nothing if the remote exists.
+    #[arg(long)]
+    pub if_not_exists: bool,
+    /// Replace the remote if it exists.
+    #[arg(long)]
+    pub force: bool,
+    /// Remote name.
+    pub name: String,
+    /// Remote URL.
+    pub url: String,
+}
+
+/// `remote list`.
+#[derive(Debug, Args)]
+pub struct RemoteListOpts {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// Show URLs too.
+    #[arg(short = 'u', long = "show-urls")]
+    pub show_urls: bool,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `remote show` / `remote show-url`.
+#[derive(Debug, Args)]
+pub struct RemoteNameOpts {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+    /// Remote name.
+    pub name: String,
+}
+
+/// `remote delete`.
+#[derive(Debug, Args)]
+pub struct RemoteDeleteOpts {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// Do nothing if the remote does not exist.
+    #[arg(long)]
+    pub if_exists: bool,
+    /// Remote name.
+    pub name: String,
 }
 
 /// `init`.

@@ -44,6 +44,7 @@ pub fn dispatch(opt: Opt, out: &mut dyn Write) -> Result<ExitCode> {
         Cmd::Diff(o) => diff(o, out).map(|_| ExitCode::SUCCESS),
         Cmd::Fsck(o) => fsck(o, out),
         Cmd::Prune(o) => prune(o, out).map(|_| ExitCode::SUCCESS),
+        Cmd::Remote(r) => remote(r, out).map(|_| ExitCode::SUCCESS),
         Cmd::Quickstart(o) => crate::quickstart::run(&o.dir, out).map(|_| ExitCode::SUCCESS),
     }?;
     Ok(code)
@@ -419,4 +420,72 @@ fn prune(o: PruneOpts, out: &mut impl Write) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+fn remote(cmd: RemoteCmd, out: &mut impl Write) -> Result<()> {
+    use arbor_repo::remotes;
+    match cmd {
+        RemoteCmd::Add(o) => {
+            let mut repo = Repo::open(&o.repo.repo)?;
+            let set = o
+                .set
+                .iter()
+                .map(|kv| {
+                    kv.split_once('=')
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .ok_or_else(|| anyhow!("Invalid --set '{kv}': expected KEY=VALUE"))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let opts = remotes::RemoteAddOptions {
+                no_gpg_verify: o.no_gpg_verify,
+                no_sign_verify: o.no_sign_verify,
+                sign_verify: o.sign_verify,
+                set,
+                if_not_exists: o.if_not_exists,
+                force: o.force,
+            };
+            remotes::add_remote(&mut repo, &o.name, &o.url, &opts)
+        }
+        RemoteCmd::List(o) => {
+            let repo = Repo::open(&o.repo.repo)?;
+            let mut all = remotes::list_remotes(&repo);
+            all.sort_by(|a, b| a.name.cmp(&b.name));
+            if o.json {
+                return json_out(out, &all);
+            }
+            let width = all.iter().map(|r| r.name.len()).max().unwrap_or(0);
+            for r in &all {
+                if o.show_urls {
+                    writeln!(out, "{:width$}  {}", r.name, r.url)?;
+                } else {
+                    writeln!(out, "{}", r.name)?;
+                }
+            }
+            Ok(())
+        }
+        RemoteCmd::Show(o) => {
+            let repo = Repo::open(&o.repo.repo)?;
+            let r = remotes::get_remote(&repo, &o.name)?;
+            if o.json {
+                return json_out(out, &r);
+            }
+            for (k, v) in &r.options {
+                writeln!(out, "{k}={v}")?;
+            }
+            Ok(())
+        }
+        RemoteCmd::ShowUrl(o) => {
+            let repo = Repo::open(&o.repo.repo)?;
+            let r = remotes::get_remote(&repo, &o.name)?;
+            if o.json {
+                return json_out(out, &serde_json::json!({ "name": r.name, "url": r.url }));
+            }
+            writeln!(out, "{}", r.url)?;
+            Ok(())
+        }
+        RemoteCmd::Delete(o) => {
+            let mut repo = Repo::open(&o.repo.repo)?;
+            remotes::delete_remote(&mut repo, &o.name, o.if_exists)
+        }
+    }
 }

@@ -91,6 +91,13 @@ impl KeyFile {
         let idx = match self.groups.iter().position(|g| g.name == group) {
             Some(i) => i,
             None => {
+                // GLib separates a new group from the previous one by a
+                // blank line (kept as that group's trailing line).
+                if let Some(last) = self.groups.last_mut() {
+                    if !matches!(last.lines.last(), Some(Line::Raw(r)) if r.trim().is_empty()) {
+                        last.lines.push(Line::Raw(String::new()));
+                    }
+                }
                 self.groups.push(Group {
                     name: group.to_string(),
                     lines: Vec::new(),
@@ -109,6 +116,19 @@ impl KeyFile {
         }
         g.lines
             .push(Line::Entry(key.to_string(), value.to_string()));
+    }
+
+    /// The `key=value` entries of a group, in file order.
+    pub fn entries(&self, group: &str) -> Vec<(&str, &str)> {
+        self.groups
+            .iter()
+            .filter(|g| g.name == group)
+            .flat_map(|g| g.lines.iter())
+            .filter_map(|l| match l {
+                Line::Entry(k, v) => Some((k.as_str(), v.as_str())),
+                Line::Raw(_) => None,
+            })
+            .collect()
     }
 
     /// Names of all groups, in file order.
@@ -173,6 +193,12 @@ mod tests {
         kf.set("core", "mode", "bare-user");
         kf.set("core", "fsync", "false");
         assert_eq!(kf.to_text(), "[core]\nmode=bare-user\nfsync=false\n");
+        kf.set("remote \"o\"", "url", "http://x");
+        assert_eq!(
+            kf.to_text(),
+            "[core]\nmode=bare-user\nfsync=false\n\n[remote \"o\"]\nurl=http://x\n"
+        );
+        assert_eq!(kf.entries("remote \"o\""), vec![("url", "http://x")]);
         assert!(KeyFile::parse("x=1\n").is_err());
         assert!(KeyFile::parse("[core\n").is_err());
         assert!(KeyFile::parse("[core]\nnovalue\n").is_err());

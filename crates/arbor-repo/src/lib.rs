@@ -10,6 +10,7 @@
 //! - [`objects`]: reading objects in every mode ([`Repo::open_file_object`], ...).
 //! - [`txn`]: write transactions: staged objects, one sync barrier, then publish.
 //! - [`refs`]: listing, resolving and atomically updating refs.
+//! - [`remotes`]: `[remote "NAME"]` groups of the config, as ostree writes them.
 //! - [`commit`]: building commits from a directory or a tar stream.
 //! - [`checkout`]: materialising a commit (copy or hardlink) safely.
 //! - [`fsck`], [`prune`], [`diff`], [`tree`]: verification, garbage collection,
@@ -33,6 +34,7 @@ pub mod progress;
 pub mod prune;
 pub mod reachable;
 pub mod refs;
+pub mod remotes;
 pub mod repo;
 mod tar_import;
 pub mod tree;

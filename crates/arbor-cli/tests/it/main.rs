@@ -9,5 +9,6 @@ mod durability;
 mod faults;
 mod hostile;
 mod interop;
+mod remotes;
 mod util;
 mod vectors;
