@@ -49,11 +49,33 @@ pub enum Cmd {
     Fsck(FsckOpts),
     /// Delete unreachable objects.
     Prune(PruneOpts),
+    /// Copy commits from another local repository (any mode), verified.
+    PullLocal(PullLocalOpts),
     /// Manage remotes (stored in the repository config, as ostree does).
     #[command(subcommand)]
     Remote(RemoteCmd),
     /// Run a self-contained demonstration in DIR (no root needed).
     Quickstart(QuickstartOpts),
+}
+
+/// `pull-local`.
+#[derive(Debug, Args)]
+pub struct PullLocalOpts {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// Store refs under refs/remotes/REMOTE/.
+    #[arg(long)]
+    pub remote: Option<String>,
+    /// Parents to pull (-1 = all).
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub depth: i64,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+    /// Source repository.
+    pub src: std::path::PathBuf,
+    /// Refs to pull (default: all local refs of the source).
+    pub refs: Vec<String>,
 }
 
 /// `remote` subcommands.

@@ -44,6 +44,7 @@ pub fn dispatch(opt: Opt, out: &mut dyn Write) -> Result<ExitCode> {
         Cmd::Diff(o) => diff(o, out).map(|_| ExitCode::SUCCESS),
         Cmd::Fsck(o) => fsck(o, out),
         Cmd::Prune(o) => prune(o, out).map(|_| ExitCode::SUCCESS),
+        Cmd::PullLocal(o) => pull_local(o, out).map(|_| ExitCode::SUCCESS),
         Cmd::Remote(r) => remote(r, out).map(|_| ExitCode::SUCCESS),
         Cmd::Quickstart(o) => crate::quickstart::run(&o.dir, out).map(|_| ExitCode::SUCCESS),
     }?;
@@ -488,4 +489,27 @@ fn remote(cmd: RemoteCmd, out: &mut impl Write) -> Result<()> {
             remotes::delete_remote(&mut repo, &o.name, o.if_exists)
         }
     }
+}
+
+fn pull_local(o: PullLocalOpts, out: &mut impl Write) -> Result<()> {
+    let repo = Repo::open(&o.repo.repo)?;
+    let src = Repo::open(&o.src)?;
+    if let Some(r) = &o.remote {
+        arbor_format::names::validate_remote_name(r)?;
+    }
+    let opts = arbor_repo::pull_local::PullLocalOptions {
+        refs: o.refs,
+        remote: o.remote,
+        depth: o.depth,
+    };
+    let stats = arbor_repo::pull_local::pull_local(&repo, &src, &opts, &Bar::new())?;
+    if o.json {
+        return json_out(out, &stats);
+    }
+    writeln!(
+        out,
+        "{} metadata, {} content objects imported",
+        stats.metadata_written, stats.content_written
+    )?;
+    Ok(())
 }

@@ -9,6 +9,7 @@ mod durability;
 mod faults;
 mod hostile;
 mod interop;
+mod pull_local;
 mod remotes;
 mod util;
 mod vectors;
