@@ -163,6 +163,11 @@ pub fn pull_local(
         }
     } else {
         for r in &opts.refs {
+            // A ref name (stored under the same name) or a bare checksum;
+            // checked before anything is copied.
+            if !arbor_format::checksum::is_hex_checksum(r) {
+                RefName::new(r.as_str()).with_context(|| format!("Cannot pull '{r}'"))?;
+            }
             wanted.push((r.clone(), crate::refs::resolve_rev(src, r)?));
         }
     }

@@ -197,4 +197,17 @@ fn pull_local_depth_and_remote_refs() {
     arbor_init(&full, "bare-user");
     run_ok(&mut pull(&full, &src, &["--depth=-1", "main"]));
     assert_eq!(rev(&full, "main^"), c1);
+    // Only ref names or checksums: refused before anything is copied.
+    let empty = td.path().join("empty");
+    arbor_init(&empty, "bare-user");
+    let err = run_fail(&mut pull(&empty, &src, &["main^"]));
+    assert!(String::from_utf8_lossy(&err.stderr).contains("main^"));
+    assert!(std::fs::read_dir(empty.join("objects"))
+        .unwrap()
+        .next()
+        .is_none());
+    // A checksum is pulled without creating a ref.
+    run_ok(&mut pull(&empty, &src, &[&c1]));
+    assert!(dir_names(&empty.join("refs/heads")).is_empty());
+    run_ok(arbor().args(["fsck", "--repo"]).arg(&empty));
 }
