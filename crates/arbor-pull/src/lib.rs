@@ -1,0 +1,2 @@
+//! Pulling OSTree repositories over HTTP(S).
+#![warn(missing_docs)]
