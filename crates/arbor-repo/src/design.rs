@@ -18,8 +18,9 @@
 //!   refs/remotes/R/NAME    refs pulled from remote R
 //!   refs/mirrors/C/NAME    collection refs
 //!   state/HEX.commitpartial   commit whose objects are not all present yet
-//!   tmp/arbor-staging-PID-NONCE-N/  an arbor transaction (flock'd dir, XX/ fan-out);
-//!                          stale ones are removed; ostree's tmp/staging-* are left alone
+//!   tmp/arbor-staging-BOOTID-PID-NONCE-N/  an arbor transaction (flock'd dir, XX/ fan-out);
+//!                          adopted by the next one of the same boot, else removed;
+//!                          ostree's tmp/staging-* are left alone
 //!   extensions/
 //! ```
 //!

@@ -154,15 +154,7 @@ pub fn open_file_object(repo: &Repo, c: &Checksum) -> Result<FileObject> {
         RepoMode::Archive => {
             let fd = open_object(repo, t, c, true)?.ok_or_else(missing)?;
             let mut f = File::from(fd);
-            let mut prefix = [0u8; 8];
-            f.read_exact(&mut prefix)
-                .map_err(|e| corrupt(t, c, format!("reading header: {e}")))?;
-            let hlen = archive_header_len(&prefix).map_err(|e| corrupt(t, c, e))?;
-            let mut buf = vec![0u8; 8 + hlen];
-            buf[..8].copy_from_slice(&prefix);
-            f.read_exact(&mut buf[8..])
-                .map_err(|e| corrupt(t, c, format!("reading header: {e}")))?;
-            let (ah, _) = ArchiveHeader::decode_prefixed(&buf).map_err(|e| corrupt(t, c, e))?;
+            let ah = read_filez_header(&mut f).map_err(|e| corrupt(t, c, e))?;
             let content = if ah.header.is_symlink() {
                 FileContent::Empty
             } else {
@@ -285,38 +277,63 @@ pub fn open_file_object(repo: &Repo, c: &Checksum) -> Result<FileObject> {
 /// actually has. Reads the content once, streaming.
 pub fn checksum_file_object(repo: &Repo, c: &Checksum) -> Result<Checksum> {
     let mut obj = open_file_object(repo, c)?;
-    let mut h = arbor_format::file_header::file_hasher(&obj.header);
+    hash_content(&obj.header, obj.size, &mut obj.content)
+        .map_err(|e| corrupt(ObjectType::File, c, e))
+}
+
+/// Reads the length-prefixed archive header at the start of a `.filez`
+/// stream, leaving `r` at the start of the deflate payload.
+pub fn read_filez_header(r: &mut dyn Read) -> std::result::Result<ArchiveHeader, String> {
+    let mut prefix = [0u8; 8];
+    r.read_exact(&mut prefix)
+        .map_err(|e| format!("reading header: {e}"))?;
+    let hlen = archive_header_len(&prefix).map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; 8 + hlen];
+    buf[..8].copy_from_slice(&prefix);
+    r.read_exact(&mut buf[8..])
+        .map_err(|e| format!("reading header: {e}"))?;
+    let (ah, _) = ArchiveHeader::decode_prefixed(&buf).map_err(|e| e.to_string())?;
+    Ok(ah)
+}
+
+/// Checksum of a `.filez` stream: header, then the payload inflated (never
+/// beyond the size the header declares; the stream must end there).
+pub fn checksum_filez(r: impl Read) -> std::result::Result<Checksum, String> {
+    let mut r = BufReader::with_capacity(64 * 1024, r);
+    let ah = read_filez_header(&mut r)?;
+    if ah.header.is_symlink() {
+        return hash_content(&ah.header, 0, &mut std::io::empty());
+    }
+    let mut inflate = flate2::read::DeflateDecoder::new(r);
+    hash_content(&ah.header, ah.size, &mut inflate)
+}
+
+/// Hashes a file object from its header and exactly `size` bytes of
+/// content; an error if `content` yields more or fewer.
+fn hash_content(
+    header: &FileHeader,
+    size: u64,
+    content: &mut dyn Read,
+) -> std::result::Result<Checksum, String> {
+    header.validate().map_err(|e| e.to_string())?;
+    let mut h = arbor_format::file_header::file_hasher(header);
     let mut buf = vec![0u8; 128 * 1024];
     let mut total: u64 = 0;
     loop {
-        let n = match obj.content.read(&mut buf) {
+        let n = match content.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                return Err(corrupt(
-                    ObjectType::File,
-                    c,
-                    format!("reading content: {e}"),
-                ))
-            }
+            Err(e) => return Err(format!("reading content: {e}")),
         };
         total += n as u64;
-        if total > obj.size {
-            return Err(corrupt(
-                ObjectType::File,
-                c,
-                format!("content longer than the declared {} bytes", obj.size),
-            ));
+        if total > size {
+            return Err(format!("content longer than the declared {size} bytes"));
         }
         h.update(&buf[..n]);
     }
-    if total != obj.size {
-        return Err(corrupt(
-            ObjectType::File,
-            c,
-            format!("content is {total} bytes, header says {}", obj.size),
-        ));
+    if total != size {
+        return Err(format!("content is {total} bytes, header says {size}"));
     }
     Ok(h.finish())
 }

@@ -1,8 +1,10 @@
 //! Write transactions.
 //!
 //! Objects are written into a private staging directory
-//! `tmp/arbor-staging-PID-NONCE-N/` (fanned out as `XX/REST.EXT`, like
-//! `objects/`). [`Transaction::commit`]
+//! `tmp/arbor-staging-BOOTID-PID-NONCE-N/` (fanned out as `XX/REST.EXT`,
+//! like `objects/`). Every object is written under a temporary name and
+//! renamed to its staged name only once it is complete and verified, so a
+//! staged name always holds a whole, correct object. [`Transaction::commit`]
 //! then follows libostree's order (`ostree_repo_commit_transaction`):
 //!
 //! 1. one `syncfs` barrier makes every staged byte durable;
@@ -14,8 +16,18 @@
 //! So an object only ever appears under its final name with complete,
 //! synced content, and a ref only points at objects already durable. A crash
 //! at any instant leaves the old ref or the new one, plus at worst
-//! unreferenced objects (removed by `prune`) and a stale staging directory
-//! (removed by the next transaction).
+//! unreferenced objects (removed by `prune`) and a stale staging directory.
+//!
+//! **Resuming.** The next transaction adopts a stale staging directory of
+//! the *same boot* (ostree does the same with its `staging-BOOTID-*`): its
+//! staged objects were complete and verified when renamed, and since the
+//! kernel has not restarted their bytes are intact in the page cache even
+//! though never synced, so a killed pull resumes without fetching them
+//! again. After a reboot (power loss) staged bytes may be lost, so
+//! directories of other boots are deleted, never adopted. Adopted commits
+//! (and detached metadata) are not published unless this transaction
+//! claims them ([`Transaction::claim_staged`]): a commit staged by a pull
+//! that died before fetching its tree must not appear complete.
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -70,6 +82,12 @@ pub struct Transaction<'r> {
     staging: OwnedFd,
     staging_name: String,
     pending: Mutex<HashSet<(ObjectType, Checksum)>>,
+    /// Commits and detached metadata adopted from a crashed transaction,
+    /// published only when claimed.
+    adopted: Mutex<HashSet<(ObjectType, Checksum)>>,
+    /// Commits to mark partial (`state/C.commitpartial`) before anything is
+    /// published, and commits whose marker is removed once complete.
+    partial: Mutex<(HashSet<Checksum>, HashSet<Checksum>)>,
     /// Which `XX/` fan-out directories exist in the staging directory.
     staging_dirs: [AtomicBool; 256],
     counter: AtomicU64,
@@ -100,9 +118,19 @@ fn zero_times() -> Timestamps {
     }
 }
 
-/// Removes staging directories left by crashed transactions: those whose
-/// directory `flock` nobody holds.
-fn cleanup_stale_staging(tmp: &OwnedFd) -> Result<()> {
+/// This boot's ID (`/proc/sys/kernel/random/boot_id` without dashes), or
+/// `None` when unknown (then nothing is ever adopted).
+fn boot_id() -> Option<String> {
+    let s = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let id: String = s.trim().chars().filter(|c| *c != '-').collect();
+    (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(id)
+}
+
+/// Removes staging directories left by crashed transactions (those whose
+/// directory `flock` nobody holds), except one of this boot, which is
+/// returned locked for adoption.
+fn cleanup_stale_staging(tmp: &OwnedFd, boot: Option<&str>) -> Result<Option<(OwnedFd, String)>> {
+    let mut adopt = None;
     for ent in util::list_dir(tmp)? {
         let Some(name) = util::utf8_name(&ent.name) else {
             continue;
@@ -115,6 +143,19 @@ fn cleanup_stale_staging(tmp: &OwnedFd) -> Result<()> {
         };
         match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => {
+                let same_boot = boot.is_some_and(|b| {
+                    name[STAGING_PREFIX.len()..]
+                        .split('-')
+                        .next()
+                        .is_some_and(|id| id == b)
+                });
+                // Still linked (a concurrent cleanup may have removed it
+                // between our listing and our lock)?
+                let linked = rustix::fs::fstat(&fd)?.st_nlink > 0;
+                if same_boot && linked && adopt.is_none() {
+                    adopt = Some((fd, name.to_string()));
+                    continue;
+                }
                 tracing::debug!("removing stale {name}");
                 clear_staging(&fd).with_context(|| format!("Removing stale {name}"))?;
                 match rustix::fs::unlinkat(tmp, name, AtFlags::REMOVEDIR) {
@@ -126,6 +167,50 @@ fn cleanup_stale_staging(tmp: &OwnedFd) -> Result<()> {
             Err(e) => return Err(e).with_context(|| format!("Locking {name}")),
         }
     }
+    Ok(adopt)
+}
+
+/// Scans an adopted staging directory: drops unfinished temporary files
+/// and anything not named like a staged object; returns the objects.
+fn scan_adopted(dir: &OwnedFd, mode: RepoMode) -> Result<Vec<(ObjectType, Checksum)>> {
+    let mut found = Vec::new();
+    for e in util::list_dir(dir)? {
+        let name = String::from_utf8_lossy(&e.name).into_owned();
+        let sub = (e.ftype == rustix::fs::FileType::Directory
+            && name.len() == 2
+            && name.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| util::open_dir(dir, &name))
+        .transpose()?;
+        let Some(sub) = sub else {
+            remove_any(dir, &e)?;
+            continue;
+        };
+        for f in util::list_dir(&sub)? {
+            let fname = String::from_utf8_lossy(&f.name).into_owned();
+            let parsed = fname.split_once('.').and_then(|(rest, ext)| {
+                let c = Checksum::from_hex(&format!("{name}{rest}")).ok()?;
+                let t = ObjectType::from_extension(ext)?;
+                (c.loose_path(t, mode) == format!("{name}/{fname}")).then_some((t, c))
+            });
+            match parsed {
+                Some(obj) if f.ftype != rustix::fs::FileType::Directory => found.push(obj),
+                _ => remove_any(&sub, &f)?,
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Removes a file, or a directory with its contents, from `dir`.
+fn remove_any(dir: &OwnedFd, e: &util::Entry) -> Result<()> {
+    if e.ftype == rustix::fs::FileType::Directory {
+        let name = String::from_utf8_lossy(&e.name);
+        let sub = util::open_dir(dir, &name)?;
+        clear_staging(&sub)?;
+        rustix::fs::unlinkat(dir, e.name.as_slice(), AtFlags::REMOVEDIR)?;
+    } else {
+        rustix::fs::unlinkat(dir, e.name.as_slice(), AtFlags::empty())?;
+    }
     Ok(())
 }
 
@@ -136,14 +221,15 @@ fn cleanup_stale_staging(tmp: &OwnedFd) -> Result<()> {
 /// stale one and remove it. Once we hold the lock nobody can, so after
 /// locking we check the directory is still linked (`st_nlink > 0`) and
 /// otherwise start again under a new name.
-fn create_staging(tmp: &OwnedFd) -> Result<(OwnedFd, String)> {
+fn create_staging(tmp: &OwnedFd, boot: Option<&str>) -> Result<(OwnedFd, String)> {
     for attempt in 0u32.. {
         let nonce = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or_default();
         let name = format!(
-            "{STAGING_PREFIX}{}-{nonce:x}-{attempt}",
+            "{STAGING_PREFIX}{}-{}-{nonce:x}-{attempt}",
+            boot.unwrap_or("noboot"),
             rustix::process::getpid().as_raw_nonzero(),
         );
         rustix::fs::mkdirat(tmp, name.as_str(), Mode::from_raw_mode(0o775))
@@ -166,7 +252,8 @@ fn create_staging(tmp: &OwnedFd) -> Result<(OwnedFd, String)> {
 
 impl<'r> Transaction<'r> {
     /// Starts a transaction: takes the shared repository lock, removes stale
-    /// staging directories and creates a fresh, locked one.
+    /// staging directories and adopts one of this boot (see the module
+    /// docs) or creates a fresh, locked one.
     #[context("Starting transaction")]
     pub fn begin(repo: &'r Repo) -> Result<Transaction<'r>> {
         if repo.mode() == RepoMode::BareSplitXattrs {
@@ -174,8 +261,28 @@ impl<'r> Transaction<'r> {
         }
         let lock = repo.lock(false)?;
         let tmp = util::ensure_dir_path(&repo.dir, "tmp", 0o775)?;
-        cleanup_stale_staging(&tmp)?;
-        let (staging, staging_name) = create_staging(&tmp)?;
+        let boot = boot_id();
+        let mode = repo.mode();
+        let mut pending = HashSet::new();
+        let mut adopted = HashSet::new();
+        let mut staging_dirs: [AtomicBool; 256] = std::array::from_fn(|_| AtomicBool::new(false));
+        let (staging, staging_name) = match cleanup_stale_staging(&tmp, boot.as_deref())? {
+            Some((fd, name)) => {
+                let objs = scan_adopted(&fd, mode)
+                    .with_context(|| format!("Adopting staged objects of tmp/{name}"))?;
+                tracing::debug!("adopting {} staged objects of {name}", objs.len());
+                for (t, c) in objs {
+                    staging_dirs[c.as_bytes()[0] as usize] = AtomicBool::new(true);
+                    if matches!(t, ObjectType::Commit | ObjectType::CommitMeta) {
+                        adopted.insert((t, c));
+                    } else {
+                        pending.insert((t, c));
+                    }
+                }
+                (fd, name)
+            }
+            None => create_staging(&tmp, boot.as_deref())?,
+        };
         let zlib_level = match repo.config().get("archive", "zlib-level") {
             Some(v) => v
                 .parse::<u32>()
@@ -189,8 +296,10 @@ impl<'r> Transaction<'r> {
             _lock: lock,
             staging,
             staging_name,
-            pending: Mutex::new(HashSet::new()),
-            staging_dirs: std::array::from_fn(|_| AtomicBool::new(false)),
+            pending: Mutex::new(pending),
+            adopted: Mutex::new(adopted),
+            partial: Mutex::new((HashSet::new(), HashSet::new())),
+            staging_dirs,
             counter: AtomicU64::new(0),
             zlib_level,
             stats: TxnStats::default(),
@@ -208,17 +317,60 @@ impl<'r> Transaction<'r> {
         c.loose_path(t, mode)
     }
 
-    /// Whether the object is in the repository or already staged here.
+    /// Whether the object is in the repository or already staged here
+    /// (including adopted, unclaimed commits).
     pub fn has_object(&self, t: ObjectType, c: &Checksum) -> Result<bool> {
-        if self.pending.lock().expect("poisoned").contains(&(t, *c)) {
+        if self.pending.lock().expect("poisoned").contains(&(t, *c))
+            || self.adopted.lock().expect("poisoned").contains(&(t, *c))
+        {
             return Ok(true);
         }
         self.repo.has_object(t, c)
     }
 
-    /// Reserves `(t, c)` for writing; false if present or already reserved.
+    /// Claims an object adopted from a crashed transaction (a commit or its
+    /// detached metadata), so that [`Transaction::commit`] publishes it.
+    /// Returns false when there is no such adopted object.
+    pub fn claim_staged(&self, t: ObjectType, c: &Checksum) -> bool {
+        if self.adopted.lock().expect("poisoned").remove(&(t, *c)) {
+            self.pending.lock().expect("poisoned").insert((t, *c));
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Reads a metadata object (or detached metadata) from the repository
+    /// or, if only staged (by this or an adopted transaction), from the
+    /// staging directory. `None` if it is in neither.
+    pub fn read_metadata(&self, t: ObjectType, c: &Checksum) -> Result<Option<Vec<u8>>> {
+        let staged = self.pending.lock().expect("poisoned").contains(&(t, *c))
+            || self.adopted.lock().expect("poisoned").contains(&(t, *c));
+        if staged {
+            let name = Self::staged_name(t, c, self.repo.mode());
+            let fd = rustix::fs::openat(
+                &self.staging,
+                name.as_str(),
+                OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .with_context(|| format!("Opening staged {t} {c}"))?;
+            let mut data = Vec::new();
+            File::from(fd)
+                .take(crate::objects::MAX_METADATA_SIZE + 1)
+                .read_to_end(&mut data)?;
+            if data.len() as u64 > crate::objects::MAX_METADATA_SIZE {
+                bail!("Staged {t} {c} is too large");
+            }
+            return Ok(Some(data));
+        }
+        crate::objects::read_metadata_optional(self.repo, t, c)
+    }
+
+    /// Reserves `(t, c)` for writing; false if present, already reserved,
+    /// or staged by an adopted transaction (which it then claims).
     fn reserve(&self, t: ObjectType, c: &Checksum) -> Result<bool> {
-        if self.repo.has_object(t, c)? {
+        if self.repo.has_object(t, c)? || self.claim_staged(t, c) {
             self.stats.skipped.fetch_add(1, Ordering::Relaxed);
             return Ok(false);
         }
@@ -236,7 +388,10 @@ impl<'r> Transaction<'r> {
         if self.reserve(t, &c)? {
             self.ensure_staging_subdir(&c)?;
             self.write_staged_bytes(&Self::staged_name(t, &c, self.repo.mode()), data)
-                .with_context(|| format!("Writing {t} object {c}"))?;
+                .with_context(|| format!("Writing {t} object {c}"))
+                .inspect_err(|_| {
+                    self.pending.lock().expect("poisoned").remove(&(t, c));
+                })?;
             self.stats.written.fetch_add(1, Ordering::Relaxed);
         }
         Ok(c)
@@ -245,26 +400,99 @@ impl<'r> Transaction<'r> {
     /// Stages the detached metadata of `commit` (replacing any on publish).
     pub fn write_commitmeta(&self, commit: &Checksum, data: &[u8]) -> Result<()> {
         let t = ObjectType::CommitMeta;
+        self.adopted.lock().expect("poisoned").remove(&(t, *commit));
         self.pending.lock().expect("poisoned").insert((t, *commit));
         self.ensure_staging_subdir(commit)?;
         let name = Self::staged_name(t, commit, self.repo.mode());
-        match rustix::fs::unlinkat(&self.staging, name.as_str(), AtFlags::empty()) {
-            Ok(()) | Err(Errno::NOENT) => {}
-            Err(e) => return Err(e).with_context(|| format!("Replacing staged {name}")),
-        }
         self.write_staged_bytes(&name, data)
     }
 
+    /// Writes `data` to a temporary name, then renames it to `name`
+    /// (replacing), so `name` only ever holds complete bytes.
     fn write_staged_bytes(&self, name: &str, data: &[u8]) -> Result<()> {
-        let fd = rustix::fs::openat(
-            &self.staging,
-            name,
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o644),
-        )?;
-        let mut f = File::from(fd);
-        f.write_all(data)?;
-        Ok(())
+        let tmp = self.tmp_name();
+        let r = (|| -> Result<()> {
+            let mut f = self.create_tmp(&tmp, 0o644)?;
+            f.write_all(data)?;
+            rustix::fs::renameat(&self.staging, tmp.as_str(), &self.staging, name)?;
+            Ok(())
+        })();
+        if r.is_err() {
+            let _ = rustix::fs::unlinkat(&self.staging, tmp.as_str(), AtFlags::empty());
+        }
+        r
+    }
+
+    /// Marks `commit` partial (`state/COMMIT.commitpartial`, as ostree
+    /// does): it is published without (all of) its tree, e.g. by
+    /// `pull --commit-metadata-only`. The marker is durable before the
+    /// commit object appears.
+    pub fn mark_partial(&self, commit: &Checksum) {
+        let mut p = self.partial.lock().expect("poisoned");
+        p.1.remove(commit);
+        p.0.insert(*commit);
+    }
+
+    /// Removes the partial marker of `commit` once this transaction's
+    /// objects are published and synced (it is now complete).
+    pub fn mark_complete(&self, commit: &Checksum) {
+        let mut p = self.partial.lock().expect("poisoned");
+        p.0.remove(commit);
+        p.1.insert(*commit);
+    }
+
+    /// Stages an archive-mode file object verbatim: the `.filez` bytes from
+    /// `raw` (at most `limit` of them) are written as they are, then read
+    /// back, inflated (never beyond the size its header declares) and
+    /// hashed; only if the checksum is `expected` is the object staged.
+    /// Keeps a fetched object byte-identical to the server's.
+    pub fn write_filez_verbatim(
+        &self,
+        expected: Checksum,
+        raw: &mut dyn Read,
+        limit: u64,
+    ) -> Result<()> {
+        let t = ObjectType::File;
+        if self.repo.mode() != RepoMode::Archive {
+            bail!("Verbatim .filez objects need an archive repository");
+        }
+        if !self.reserve(t, &expected)? {
+            return Ok(());
+        }
+        let tmp = self.tmp_name();
+        let r = (|| -> Result<()> {
+            self.ensure_staging_subdir(&expected)?;
+            let mut f = self.create_tmp(&tmp, 0o644)?;
+            let n = std::io::copy(&mut raw.take(limit + 1), &mut f)?;
+            if n > limit {
+                bail!("File object {expected} is larger than {limit} bytes");
+            }
+            let fd = rustix::fs::openat(
+                &self.staging,
+                tmp.as_str(),
+                OFlags::RDONLY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?;
+            let actual = crate::objects::checksum_filez(File::from(fd))
+                .map_err(|e| anyhow!("Invalid file object {expected}: {e}"))?;
+            if actual != expected {
+                bail!("Corrupted file object {expected}: its content hashes to {actual}");
+            }
+            let name = Self::staged_name(t, &expected, RepoMode::Archive);
+            rustix::fs::renameat(&self.staging, tmp.as_str(), &self.staging, name.as_str())?;
+            self.stats.content_bytes.fetch_add(n, Ordering::Relaxed);
+            Ok(())
+        })();
+        if r.is_err() {
+            let _ = rustix::fs::unlinkat(&self.staging, tmp.as_str(), AtFlags::empty());
+            self.pending
+                .lock()
+                .expect("poisoned")
+                .remove(&(t, expected));
+        } else {
+            self.stats.written.fetch_add(1, Ordering::Relaxed);
+        }
+        r
     }
 
     fn tmp_name(&self) -> String {
@@ -285,19 +513,17 @@ impl<'r> Transaction<'r> {
     ) -> Result<Checksum> {
         let t = ObjectType::File;
         let mode = self.repo.mode();
-        // With a known checksum the object is written straight to its staged
-        // name (the reservation makes it ours alone); otherwise to a
-        // temporary name, renamed once the checksum is known.
-        let target = match expected {
-            Some(c) => {
-                if !self.reserve(t, &c)? {
-                    return Ok(c);
-                }
-                self.ensure_staging_subdir(&c)?;
-                Self::staged_name(t, &c, mode)
+        // Written to a temporary name and renamed to its staged name once
+        // complete and verified (an adopting transaction relies on that).
+        // With a known checksum the reservation comes first, so concurrent
+        // writers of one object write it once.
+        if let Some(c) = expected {
+            if !self.reserve(t, &c)? {
+                return Ok(c);
             }
-            None => self.tmp_name(),
-        };
+            self.ensure_staging_subdir(&c)?;
+        }
+        let target = self.tmp_name();
         let unreserve = |c: &Checksum| {
             self.pending.lock().expect("poisoned").remove(&(t, *c));
         };
@@ -318,7 +544,19 @@ impl<'r> Transaction<'r> {
                 unreserve(&exp);
                 bail!("Content changed while being committed (expected {exp}, got {c})");
             }
-            Some(_) => {}
+            Some(_) => {
+                let name = Self::staged_name(t, &c, mode);
+                if let Err(e) = rustix::fs::renameat(
+                    &self.staging,
+                    target.as_str(),
+                    &self.staging,
+                    name.as_str(),
+                ) {
+                    let _ = rustix::fs::unlinkat(&self.staging, target.as_str(), AtFlags::empty());
+                    unreserve(&c);
+                    return Err(e).with_context(|| format!("Staging file object {c}"));
+                }
+            }
             None => {
                 if !self.reserve(t, &c)? {
                     rustix::fs::unlinkat(&self.staging, target.as_str(), AtFlags::empty())?;
@@ -506,6 +744,22 @@ impl<'r> Transaction<'r> {
     pub fn commit(self, refs: &[RefUpdate]) -> Result<()> {
         failpoint::hit(failpoint::TXN_OBJECTS_STAGED);
         let fsync = self.repo.fsync_enabled();
+        let (to_mark, to_complete) = std::mem::take(&mut *self.partial.lock().expect("poisoned"));
+        if !to_mark.is_empty() {
+            // Before the syncfs below, which makes the markers durable
+            // before any commit object is renamed into place.
+            let state = util::ensure_dir_path_durable(&self.repo.dir, "state", 0o775)?;
+            for c in &to_mark {
+                let name = format!("{c}.commitpartial");
+                rustix::fs::openat(
+                    &state,
+                    name.as_str(),
+                    OFlags::WRONLY | OFlags::CREATE | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o644),
+                )
+                .with_context(|| format!("Creating state/{name}"))?;
+            }
+        }
         if fsync {
             rustix::fs::syncfs(&self.staging).context("Syncing staged objects")?;
         }
@@ -581,6 +835,20 @@ impl<'r> Transaction<'r> {
             rustix::fs::syncfs(&self.repo.objects).context("Syncing published objects")?;
         }
         failpoint::hit(failpoint::TXN_AFTER_OBJECTS_SYNCED);
+        if !to_complete.is_empty() {
+            if let Some(state) = util::open_dir_optional(&self.repo.dir, "state")? {
+                for c in &to_complete {
+                    let name = format!("{c}.commitpartial");
+                    match rustix::fs::unlinkat(&state, name.as_str(), AtFlags::empty()) {
+                        Ok(()) | Err(Errno::NOENT) => {}
+                        Err(e) => return Err(e).with_context(|| format!("Removing state/{name}")),
+                    }
+                }
+                if fsync {
+                    rustix::fs::fsync(&state)?;
+                }
+            }
+        }
         crate::refs::apply_updates(self.repo, refs)?;
         failpoint::hit(failpoint::TXN_AFTER_REFS);
         Ok(())

@@ -405,3 +405,118 @@ fn random_kills_leave_repo_consistent() {
     );
     assert!(killed >= 3, "too few commits were interrupted ({killed})");
 }
+
+/// Inode of every staged object file (`XX/REST.EXT`) in `tmp/DIR`. Each
+/// also gets a hard link under `keep/` so its inode cannot be freed and
+/// reused by a rewrite.
+fn staged_inodes(repo: &Path, dir: &str, keep: &Path) -> std::collections::BTreeMap<String, u64> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = std::collections::BTreeMap::new();
+    for d in std::fs::read_dir(repo.join("tmp").join(dir)).unwrap() {
+        let d = d.unwrap();
+        if !d.file_type().unwrap().is_dir() {
+            continue;
+        }
+        for f in std::fs::read_dir(d.path()).unwrap() {
+            let f = f.unwrap();
+            let rel = format!(
+                "{}/{}",
+                d.file_name().to_string_lossy(),
+                f.file_name().to_string_lossy()
+            );
+            std::fs::create_dir_all(keep).unwrap();
+            std::fs::hard_link(f.path(), keep.join(rel.replace('/', "_"))).unwrap();
+            out.insert(rel, f.metadata().unwrap().ino());
+        }
+    }
+    out
+}
+
+/// A transaction killed after staging leaves complete, verified objects;
+/// the next transaction of the same boot adopts them (a resumed pull
+/// needs this) and publishes its file and tree objects without rewriting
+/// them, but never the crashed transaction's commit unless it makes that
+/// commit itself. Staging of another boot is deleted, not adopted.
+#[test]
+fn crashed_staging_is_adopted_within_a_boot_only() {
+    use std::os::unix::fs::MetadataExt;
+    let td = TempDir::new().unwrap();
+    let base = td.path();
+    let (tree_a, tree_b) = (base.join("tree-a"), base.join("tree-b"));
+    make_vector_tree(&tree_a);
+    make_vector_tree(&tree_b);
+    modify_vector_tree(&tree_b);
+    let template = base.join("template");
+    run_ok(
+        arbor()
+            .args(["init", "--mode", "bare-user", "--repo"])
+            .arg(&template),
+    );
+    let a = commit_ok(&template, &tree_a, "@1600000000");
+    let scratch = base.join("scratch");
+    cp_a(&template, &scratch);
+    let b = commit_ok(&scratch, &tree_b, "@1700000000");
+    let b_path = format!("{}/{}.commit", &b[..2], &b[2..]);
+
+    let crash = |repo: &Path| -> String {
+        cp_a(&template, repo);
+        let out = commit_cmd(repo, &tree_b, "@1700000000")
+            .env(failpoint::ENV, failpoint::TXN_OBJECTS_STAGED)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.signal(), Some(9));
+        let dirs = staging_dirs(repo);
+        assert_eq!(dirs.len(), 1);
+        dirs[0].clone()
+    };
+
+    // 1. Same boot, unrelated transaction: the staged commit of tree-b must
+    //    not be published (its ref never moved), the rest may be.
+    let repo = base.join("unrelated");
+    let dir = crash(&repo);
+    let staged = staged_inodes(&repo, &dir, &base.join("keep1"));
+    assert!(staged.contains_key(&b_path), "{staged:?}");
+    run_ok(
+        arbor()
+            .args(["refs", "--repo"])
+            .arg(&repo)
+            .args(["--create", "other", &a]),
+    );
+    commit_ok(&repo, &tree_a, "@1650000000");
+    assert!(!repo.join("objects").join(&b_path).exists());
+    assert_eq!(staging_dirs(&repo), Vec::<String>::new());
+    assert_fsck_clean(&repo, true, "after an unrelated commit adopted staging");
+
+    // 2. Same boot, the same commit again: every staged object is published
+    //    as the very file the crashed run wrote (same inode).
+    let repo = base.join("same");
+    let dir = crash(&repo);
+    let staged = staged_inodes(&repo, &dir, &base.join("keep2"));
+    assert_eq!(commit_ok(&repo, &tree_b, "@1700000000"), b);
+    for (rel, ino) in &staged {
+        let m = std::fs::metadata(repo.join("objects").join(rel)).unwrap();
+        assert_eq!(m.ino(), *ino, "{rel} was rewritten, not adopted");
+    }
+    assert_eq!(staging_dirs(&repo), Vec::<String>::new());
+    assert_fsck_clean(&repo, true, "after adopting the same commit");
+
+    // 3. Another boot: nothing is adopted (bytes never synced may be lost),
+    //    the directory is deleted.
+    let repo = base.join("reboot");
+    let dir = crash(&repo);
+    let staged = staged_inodes(&repo, &dir, &base.join("keep3"));
+    let rest = &dir[arbor_repo::txn::STAGING_PREFIX.len() + 32..];
+    let other = format!(
+        "{}{}{rest}",
+        arbor_repo::txn::STAGING_PREFIX,
+        "0".repeat(32)
+    );
+    std::fs::rename(repo.join("tmp").join(&dir), repo.join("tmp").join(&other)).unwrap();
+    assert_eq!(commit_ok(&repo, &tree_b, "@1700000000"), b);
+    for (rel, ino) in &staged {
+        let m = std::fs::metadata(repo.join("objects").join(rel)).unwrap();
+        assert_ne!(m.ino(), *ino, "{rel} adopted from another boot");
+    }
+    assert_eq!(staging_dirs(&repo), Vec::<String>::new());
+    assert_fsck_clean(&repo, true, "after discarding another boot's staging");
+}
