@@ -54,8 +54,21 @@ pub enum Cmd {
     /// Manage remotes (stored in the repository config, as ostree does).
     #[command(subcommand)]
     Remote(RemoteCmd),
+    /// Serve an archive repository over HTTP (for development and tests).
+    Serve(ServeOpts),
     /// Run a self-contained demonstration in DIR (no root needed).
     Quickstart(QuickstartOpts),
+}
+
+/// `serve`.
+#[derive(Debug, Args)]
+pub struct ServeOpts {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// Address to listen on; port 0 picks a free port (the first line of
+    /// output names the URL).
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8080")]
+    pub addr: String,
 }
 
 /// `pull-local`.
@@ -429,5 +442,17 @@ mod tests {
         let o = Opt::try_parse_from(["arbor", "prune", "--repo=r", "--depth=-1"]).unwrap();
         let Cmd::Prune(p) = o.cmd else { panic!() };
         assert_eq!(p.depth, -1);
+    }
+
+    #[test]
+    fn serve_flags() {
+        let o = Opt::try_parse_from(["arbor", "serve", "--repo=r"]).unwrap();
+        let Cmd::Serve(s) = o.cmd else { panic!() };
+        assert_eq!(s.addr, "127.0.0.1:8080");
+        assert_eq!(s.repo.repo, PathBuf::from("r"));
+        let o = Opt::try_parse_from(["arbor", "serve", "--repo=r", "--addr", "[::1]:0"]).unwrap();
+        let Cmd::Serve(s) = o.cmd else { panic!() };
+        assert_eq!(s.addr, "[::1]:0");
+        assert!(Opt::try_parse_from(["arbor", "serve"]).is_err());
     }
 }

@@ -46,6 +46,7 @@ pub fn dispatch(opt: Opt, out: &mut dyn Write) -> Result<ExitCode> {
         Cmd::Prune(o) => prune(o, out).map(|_| ExitCode::SUCCESS),
         Cmd::PullLocal(o) => pull_local(o, out).map(|_| ExitCode::SUCCESS),
         Cmd::Remote(r) => remote(r, out).map(|_| ExitCode::SUCCESS),
+        Cmd::Serve(o) => crate::serve::serve(&o.repo.repo, &o.addr, out).map(|_| ExitCode::SUCCESS),
         Cmd::Quickstart(o) => crate::quickstart::run(&o.dir, out).map(|_| ExitCode::SUCCESS),
     }?;
     Ok(code)

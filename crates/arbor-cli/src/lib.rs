@@ -5,6 +5,7 @@
 //! - [`render`]: pure functions from data to text (tested on fixtures).
 //! - [`progress`]: an indicatif progress bar on a TTY, silence otherwise.
 //! - [`quickstart`]: the self-contained demo.
+//! - [`serve`]: `arbor serve`, a static HTTP server for archive repositories.
 //! - [`time`]: timestamp parsing and formatting.
 
 pub mod cli;
@@ -12,6 +13,7 @@ pub mod cmds;
 pub mod progress;
 pub mod quickstart;
 pub mod render;
+pub mod serve;
 pub mod time;
 
 use std::ffi::OsString;

@@ -34,7 +34,7 @@ pub(crate) fn chmod(p: &Path, mode: u32) {
 
 /// Makes the vector tree's successor: README modified, a file and a
 /// directory added, `empty` and `empty-dir` removed, a mode changed.
-fn make_second_tree(dest: &Path) {
+pub(crate) fn make_second_tree(dest: &Path) {
     make_vector_tree(dest);
     std::fs::write(dest.join("README.txt"), "Hello, OSTree! Version two.\n").unwrap();
     std::fs::write(dest.join("added.txt"), "new in v2\n").unwrap();

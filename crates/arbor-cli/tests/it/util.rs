@@ -357,3 +357,82 @@ pub fn ostree_ok(sub: &str, repo: &Path, args: &[&str]) -> String {
             .args(args),
     )
 }
+
+/// A running `arbor serve --addr 127.0.0.1:0`; killed and waited for on drop.
+#[derive(Debug)]
+pub struct ArborServe {
+    child: std::process::Child,
+    url: String,
+    stderr: std::fs::File,
+    // Keeps the pipe open: the server must never see EPIPE on stdout.
+    _stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl ArborServe {
+    /// Starts serving `repo` and reads the URL from the first output line.
+    #[track_caller]
+    pub fn start(repo: &Path) -> ArborServe {
+        use std::io::{BufRead, Read, Seek};
+        // stderr goes to a file: a pipe nobody reads could fill and block.
+        let mut stderr = tempfile::tempfile().expect("temporary file");
+        let mut child = arbor()
+            .args(["serve", "--addr", "127.0.0.1:0", "--repo"])
+            .arg(repo)
+            .stdout(std::process::Stdio::piped())
+            .stderr(stderr.try_clone().expect("cloning a file handle"))
+            .spawn()
+            .expect("spawning arbor serve");
+        let mut stdout = std::io::BufReader::new(child.stdout.take().expect("piped stdout"));
+        let mut line = String::new();
+        stdout
+            .read_line(&mut line)
+            .expect("reading arbor serve's output");
+        let url = line
+            .trim_end()
+            .rsplit_once(" at ")
+            .map(|(_, u)| u.to_string())
+            .filter(|u| u.starts_with("http://127.0.0.1:") && u.ends_with('/'));
+        let Some(url) = url else {
+            let _ = child.kill();
+            let _ = child.wait();
+            let mut err = String::new();
+            stderr.rewind().expect("rewinding stderr");
+            stderr.read_to_string(&mut err).expect("reading stderr");
+            panic!("arbor serve printed {line:?}; stderr:\n{err}");
+        };
+        ArborServe {
+            child,
+            url,
+            stderr,
+            _stdout: stdout,
+        }
+    }
+
+    /// Everything the server wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        use std::io::{Read, Seek};
+        let mut f = self.stderr.try_clone().expect("cloning a file handle");
+        f.rewind().expect("rewinding stderr");
+        let mut s = String::new();
+        f.read_to_string(&mut s).expect("reading stderr");
+        s
+    }
+
+    /// `http://127.0.0.1:PORT/`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for ArborServe {
+    fn drop(&mut self) {
+        // Errors only mean it already exited; wait reaps it either way.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
