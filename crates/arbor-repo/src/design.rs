@@ -6,9 +6,12 @@
 //!   .lock                  OFD record lock, as ostree takes it: shared for
 //!                          writers, exclusive for prune
 //!   .arbor-refs-lock       flock serialising arbor's compare-and-set ref updates
+//!   .arbor-commitmeta-lock flock serialising arbor's signers (read-modify-write
+//!                          of .commitmeta)
 //!   objects/XX/REST.EXT    loose objects; XX/REST = SHA-256 hex
 //!     .commit .dirtree .dirmeta   GVariant, identical in every mode
 //!     .commitmeta                 detached metadata a{sv}, named by the commit
+//!                                 (ed25519 signatures: ostree.sign.ed25519 aay)
 //!     .filez                      archive: BE32 len, 4 zero bytes, (tuuuusa(ayay)), raw deflate
 //!     .file                       bare: the file (owner, mode, xattrs real)
 //!                                 bare-user: the file + xattr user.ostreemeta = (uuua(ayay));

@@ -11,5 +11,6 @@ mod hostile;
 mod interop;
 mod pull_local;
 mod remotes;
+mod sign;
 mod util;
 mod vectors;
