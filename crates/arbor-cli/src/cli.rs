@@ -56,6 +56,8 @@ pub enum Cmd {
     Remote(RemoteCmd),
     /// Sign a commit with ed25519 keys, or verify its signatures.
     Sign(SignOpts),
+    /// Update (-u) or view (-v) the repository summary.
+    Summary(SummaryOpts),
     /// Run a self-contained demonstration in DIR (no root needed).
     Quickstart(QuickstartOpts),
 }
@@ -83,6 +85,34 @@ pub struct SignOpts {
     /// Secret keys (base64) to sign with; with --verify, public keys.
     #[arg(value_name = "KEY")]
     pub keys: Vec<String>,
+}
+
+/// `summary`, following `ostree summary`.
+#[derive(Debug, Args)]
+pub struct SummaryOpts {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// Regenerate the summary from the current refs.
+    #[arg(short = 'u', long, conflicts_with = "view")]
+    pub update: bool,
+    /// Print the current summary.
+    #[arg(short = 'v', long)]
+    pub view: bool,
+    /// With -u: sign the summary with this secret key (base64; repeatable).
+    #[arg(long = "sign-key", visible_alias = "sign", value_name = "KEY")]
+    pub sign_key: Vec<String>,
+    /// With -u: sign with the secret keys in FILE.
+    #[arg(long, value_name = "FILE")]
+    pub keys_file: Option<PathBuf>,
+    /// Signature type (only ed25519).
+    #[arg(long, default_value = "ed25519", value_name = "NAME")]
+    pub sign_type: String,
+    /// With -u: extra metadata KEY=VALUE, VALUE in GVariant text ('str', true, 42, uint64 7).
+    #[arg(short = 'm', long = "add-metadata", value_name = "KEY=VALUE")]
+    pub add_metadata: Vec<String>,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `pull-local`.
@@ -438,7 +468,7 @@ mod tests {
     }
 
     #[test]
-    fn sign_flags() {
+    fn sign_and_summary_flags() {
         let o = Opt::try_parse_from([
             "arbor",
             "sign",
@@ -456,6 +486,23 @@ mod tests {
         assert_eq!(s.sign_type, "ed25519");
         assert_eq!(s.keys, ["K1", "K2"]);
         assert!(Opt::try_parse_from(["arbor", "sign", "--repo=r", "--keys-dir=d", "c"]).is_err());
+        let o = Opt::try_parse_from([
+            "arbor",
+            "summary",
+            "--repo=r",
+            "-u",
+            "--sign=A",
+            "--sign-key",
+            "B",
+            "-m",
+            "k='v'",
+        ])
+        .unwrap();
+        let Cmd::Summary(s) = o.cmd else { panic!() };
+        assert!(s.update && !s.view);
+        assert_eq!(s.sign_key, ["A", "B"]);
+        assert_eq!(s.add_metadata, ["k='v'"]);
+        assert!(Opt::try_parse_from(["arbor", "summary", "--repo=r", "-u", "-v"]).is_err());
         let o = Opt::try_parse_from(["arbor", "commit", "--repo=r", "--sign=K", "d"]).unwrap();
         let Cmd::Commit(c) = o.cmd else { panic!() };
         assert_eq!(c.sign_key, ["K"]);

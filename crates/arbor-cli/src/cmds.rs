@@ -48,6 +48,7 @@ pub fn dispatch(opt: Opt, out: &mut dyn Write) -> Result<ExitCode> {
         Cmd::PullLocal(o) => pull_local(o, out).map(|_| ExitCode::SUCCESS),
         Cmd::Remote(r) => remote(r, out).map(|_| ExitCode::SUCCESS),
         Cmd::Sign(o) => sign(o, out).map(|_| ExitCode::SUCCESS),
+        Cmd::Summary(o) => summary(o, out).map(|_| ExitCode::SUCCESS),
         Cmd::Quickstart(o) => crate::quickstart::run(&o.dir, out).map(|_| ExitCode::SUCCESS),
     }?;
     Ok(code)
@@ -572,5 +573,61 @@ fn sign(o: SignOpts, out: &mut impl Write) -> Result<()> {
         "ed25519: Signature verified successfully with key '{}'",
         sign::key_hex(&key)
     )?;
+    Ok(())
+}
+
+fn summary(o: SummaryOpts, out: &mut impl Write) -> Result<()> {
+    use arbor_format::summary::{decode_collection_map, COLLECTION_MAP_KEY};
+    use arbor_repo::summary as sm;
+    let repo = Repo::open(&o.repo.repo)?;
+    if o.update {
+        let mut additional_metadata = arbor_format::Metadata::new();
+        for kv in &o.add_metadata {
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| anyhow!("Missing '=' in KEY=VALUE metadata '{kv}'"))?;
+            if k.is_empty() {
+                bail!("Invalid metadata '{kv}': empty key");
+            }
+            additional_metadata.push(k, crate::gvtext::parse_value(v)?);
+        }
+        let opts = sm::SummaryOptions {
+            additional_metadata,
+            sign_keys: secret_keys(&o.sign_type, &o.sign_key, o.keys_file.as_deref())?,
+            last_modified: None,
+        };
+        let r = sm::update_summary(&repo, &opts)?;
+        if o.json {
+            return json_out(out, &r);
+        }
+        return Ok(());
+    }
+    if !o.view {
+        bail!("No option specified; use -u to update the summary or -v to view it");
+    }
+    if !o.sign_key.is_empty() || o.keys_file.is_some() || !o.add_metadata.is_empty() {
+        bail!("--sign-key, --keys-file and --add-metadata only apply to -u");
+    }
+    let bytes = sm::read_summary(&repo)?
+        .ok_or_else(|| anyhow!("No summary in {}", o.repo.repo.display()))?;
+    let s = arbor_format::Summary::decode(&bytes).context("Parsing summary")?;
+    let map = match s.metadata.get(COLLECTION_MAP_KEY) {
+        Some(v) => decode_collection_map(v).context("Parsing the collection map")?,
+        None => Vec::new(),
+    };
+    if o.json {
+        let signatures = match sm::read_summary_sig(&repo)? {
+            Some(b) => match arbor_format::Metadata::decode(&b)
+                .context("Parsing summary.sig")?
+                .get(sign::ED25519_KEY)
+            {
+                Some(arbor_format::Value::BytesArray(v)) => v.len(),
+                _ => 0,
+            },
+            None => 0,
+        };
+        return json_out(out, &render::SummaryJson::new(&s, &map, signatures));
+    }
+    render::summary(out, &s, &map)?;
     Ok(())
 }

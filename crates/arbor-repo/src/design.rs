@@ -8,6 +8,9 @@
 //!   .arbor-refs-lock       flock serialising arbor's compare-and-set ref updates
 //!   .arbor-commitmeta-lock flock serialising arbor's signers (read-modify-write
 //!                          of .commitmeta)
+//!   .arbor-summary-lock    flock serialising arbor's summary updates
+//!   summary                (a(s(taya{sv}))a{sv}), see crate::summary
+//!   summary.sig            a{sv} {ostree.sign.ed25519: aay} over summary's bytes
 //!   objects/XX/REST.EXT    loose objects; XX/REST = SHA-256 hex
 //!     .commit .dirtree .dirmeta   GVariant, identical in every mode
 //!     .commitmeta                 detached metadata a{sv}, named by the commit
@@ -23,6 +26,7 @@
 //!   state/HEX.commitpartial   commit whose objects are not all present yet
 //!   tmp/arbor-staging-PID-NONCE-N/  an arbor transaction (flock'd dir, XX/ fan-out);
 //!                          stale ones are removed; ostree's tmp/staging-* are left alone
+//!   tmp/arbor-summary-PID-NONCE/    a summary update's new files before their rename
 //!   extensions/
 //! ```
 //!

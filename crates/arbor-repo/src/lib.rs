@@ -14,6 +14,7 @@
 //! - [`commit`]: building commits from a directory or a tar stream.
 //! - [`checkout`]: materialising a commit (copy or hardlink) safely.
 //! - [`sign`]: ed25519 signatures of commits and summaries, trusted keys.
+//! - [`summary`]: generating and publishing `summary` and `summary.sig`.
 //! - [`fsck`], [`prune`], [`diff`], [`tree`]: verification, garbage collection,
 //!   comparisons and path lookups.
 //! - [`failpoint`]: named crash points for fault-injection tests.
@@ -39,6 +40,7 @@ pub mod refs;
 pub mod remotes;
 pub mod repo;
 pub mod sign;
+pub mod summary;
 mod tar_import;
 pub mod tree;
 pub mod txn;

@@ -121,7 +121,7 @@ pub(crate) fn fd_path(dir: impl AsFd, name: &str) -> std::path::PathBuf {
 
 /// An exclusive `flock` on a file in a directory (created if missing),
 /// held until dropped. Used for arbor-only read-modify-write sections
-/// (such as detached metadata) that ostree's repository lock, being
+/// (detached metadata, the summary) that ostree's repository lock, being
 /// shared for writers, does not serialise.
 #[derive(Debug)]
 pub(crate) struct FileLock {

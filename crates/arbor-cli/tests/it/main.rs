@@ -12,5 +12,6 @@ mod interop;
 mod pull_local;
 mod remotes;
 mod sign;
+mod summary;
 mod util;
 mod vectors;
