@@ -56,6 +56,10 @@ pub enum Cmd {
     Remote(RemoteCmd),
     /// Serve an archive repository over HTTP (for development and tests).
     Serve(ServeOpts),
+    /// Sign a commit with ed25519 keys, or verify its signatures.
+    Sign(SignOpts),
+    /// Update (-u) or view (-v) the repository summary.
+    Summary(SummaryOpts),
     /// Run a self-contained demonstration in DIR (no root needed).
     Quickstart(QuickstartOpts),
 }
@@ -69,6 +73,59 @@ pub struct ServeOpts {
     /// output names the URL).
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8080")]
     pub addr: String,
+}
+
+/// `sign`, following `ostree sign`.
+#[derive(Debug, Args)]
+pub struct SignOpts {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// Verify the commit's signatures; KEYs are then public keys.
+    #[arg(long)]
+    pub verify: bool,
+    /// Signature type (only ed25519).
+    #[arg(short = 's', long, default_value = "ed25519", value_name = "NAME")]
+    pub sign_type: String,
+    /// Read keys from FILE: one base64 key per line (or PEM).
+    #[arg(long, value_name = "FILE")]
+    pub keys_file: Option<PathBuf>,
+    /// With --verify and no key: read trusted.ed25519[.d] and
+    /// revoked.ed25519[.d] from DIR instead of /etc/ostree and /usr/share/ostree.
+    #[arg(long, value_name = "DIR", requires = "verify")]
+    pub keys_dir: Option<PathBuf>,
+    /// Commit to sign or verify (ref or checksum).
+    pub commit: String,
+    /// Secret keys (base64) to sign with; with --verify, public keys.
+    #[arg(value_name = "KEY")]
+    pub keys: Vec<String>,
+}
+
+/// `summary`, following `ostree summary`.
+#[derive(Debug, Args)]
+pub struct SummaryOpts {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// Regenerate the summary from the current refs.
+    #[arg(short = 'u', long, conflicts_with = "view")]
+    pub update: bool,
+    /// Print the current summary.
+    #[arg(short = 'v', long)]
+    pub view: bool,
+    /// With -u: sign the summary with this secret key (base64; repeatable).
+    #[arg(long = "sign-key", visible_alias = "sign", value_name = "KEY")]
+    pub sign_key: Vec<String>,
+    /// With -u: sign with the secret keys in FILE.
+    #[arg(long, value_name = "FILE")]
+    pub keys_file: Option<PathBuf>,
+    /// Signature type (only ed25519).
+    #[arg(long, default_value = "ed25519", value_name = "NAME")]
+    pub sign_type: String,
+    /// With -u: extra metadata KEY=VALUE, VALUE in GVariant text ('str', true, 42, uint64 7).
+    #[arg(short = 'm', long = "add-metadata", value_name = "KEY=VALUE")]
+    pub add_metadata: Vec<String>,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `pull-local`.
@@ -226,6 +283,12 @@ pub struct CommitOpts {
     /// Don't sync data before publishing (faster, not crash safe).
     #[arg(long)]
     pub fsync: Option<bool>,
+    /// Sign the commit with this ed25519 secret key (base64; repeatable).
+    #[arg(long = "sign-key", visible_alias = "sign", value_name = "KEY")]
+    pub sign_key: Vec<String>,
+    /// Signature type for --sign-key (only ed25519).
+    #[arg(long, default_value = "ed25519", value_name = "NAME")]
+    pub sign_type: String,
     /// The directory to commit.
     #[arg(required_unless_present_any = ["tar", "tree"])]
     pub path: Option<PathBuf>,
@@ -415,6 +478,47 @@ mod tests {
         assert!(Opt::try_parse_from(["arbor", "commit", "--repo=r", "--tar", "-", "dir"]).is_err());
         assert!(Opt::try_parse_from(["arbor", "commit", "--repo=r", "--tree=dir=x"]).is_ok());
         assert!(Opt::try_parse_from(["arbor", "commit", "--repo=r", "--tree=dir=x", "y"]).is_err());
+    }
+
+    #[test]
+    fn sign_and_summary_flags() {
+        let o = Opt::try_parse_from([
+            "arbor",
+            "sign",
+            "--repo=r",
+            "--verify",
+            "--keys-file",
+            "f",
+            "main",
+            "K1",
+            "K2",
+        ])
+        .unwrap();
+        let Cmd::Sign(s) = o.cmd else { panic!() };
+        assert!(s.verify);
+        assert_eq!(s.sign_type, "ed25519");
+        assert_eq!(s.keys, ["K1", "K2"]);
+        assert!(Opt::try_parse_from(["arbor", "sign", "--repo=r", "--keys-dir=d", "c"]).is_err());
+        let o = Opt::try_parse_from([
+            "arbor",
+            "summary",
+            "--repo=r",
+            "-u",
+            "--sign=A",
+            "--sign-key",
+            "B",
+            "-m",
+            "k='v'",
+        ])
+        .unwrap();
+        let Cmd::Summary(s) = o.cmd else { panic!() };
+        assert!(s.update && !s.view);
+        assert_eq!(s.sign_key, ["A", "B"]);
+        assert_eq!(s.add_metadata, ["k='v'"]);
+        assert!(Opt::try_parse_from(["arbor", "summary", "--repo=r", "-u", "-v"]).is_err());
+        let o = Opt::try_parse_from(["arbor", "commit", "--repo=r", "--sign=K", "d"]).unwrap();
+        let Cmd::Commit(c) = o.cmd else { panic!() };
+        assert_eq!(c.sign_key, ["K"]);
     }
 
     #[test]

@@ -5,12 +5,13 @@ use std::io::{self, BufWriter, Read, Write};
 use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context, Result};
-use arbor_format::{Checksum, RefName, RepoMode};
+use arbor_format::{Checksum, ObjectType, RefName, RepoMode};
 use arbor_repo::checkout::CheckoutOptions;
 use arbor_repo::commit::{CommitOptions, CommitSource};
 use arbor_repo::objects::{load_commit, load_dirmeta, load_dirtree, open_file_object};
 use arbor_repo::prune::PruneOptions;
 use arbor_repo::refs::{resolve_rev, RefSpec, RefUpdate};
+use arbor_repo::sign;
 use arbor_repo::tree::{resolve_path, TreeEntry};
 use arbor_repo::Repo;
 
@@ -47,6 +48,8 @@ pub fn dispatch(opt: Opt, out: &mut dyn Write) -> Result<ExitCode> {
         Cmd::PullLocal(o) => pull_local(o, out).map(|_| ExitCode::SUCCESS),
         Cmd::Remote(r) => remote(r, out).map(|_| ExitCode::SUCCESS),
         Cmd::Serve(o) => crate::serve::serve(&o.repo.repo, &o.addr, out).map(|_| ExitCode::SUCCESS),
+        Cmd::Sign(o) => sign(o, out).map(|_| ExitCode::SUCCESS),
+        Cmd::Summary(o) => summary(o, out).map(|_| ExitCode::SUCCESS),
         Cmd::Quickstart(o) => crate::quickstart::run(&o.dir, out).map(|_| ExitCode::SUCCESS),
     }?;
     Ok(code)
@@ -94,6 +97,7 @@ fn commit(o: CommitOpts, out: &mut impl Write) -> Result<()> {
         canonical_permissions: o.canonical_permissions,
         parent: None,
         no_bindings: o.no_bindings,
+        sign_keys: secret_keys(&o.sign_type, &o.sign_key, None)?,
     };
     let (tar, path) = match o.tree.as_deref().map(|t| t.split_once('=')) {
         None => (o.tar, o.path),
@@ -512,5 +516,119 @@ fn pull_local(o: PullLocalOpts, out: &mut impl Write) -> Result<()> {
         "{} metadata, {} content objects imported",
         stats.metadata_written, stats.content_written
     )?;
+    Ok(())
+}
+
+/// Secret keys from inline base64 arguments and an optional key file,
+/// for signature type `sign_type`.
+fn secret_keys(
+    sign_type: &str,
+    inline: &[String],
+    file: Option<&std::path::Path>,
+) -> Result<Vec<sign::SigningKey>> {
+    sign::check_sign_type(sign_type)?;
+    let mut keys = Vec::new();
+    for (i, k) in inline.iter().enumerate() {
+        keys.push(sign::parse_secret_key(k).with_context(|| format!("Key argument {}", i + 1))?);
+    }
+    if let Some(f) = file {
+        keys.extend(sign::read_secret_keys_file(f)?);
+    }
+    Ok(keys)
+}
+
+fn sign(o: SignOpts, out: &mut impl Write) -> Result<()> {
+    let repo = Repo::open(&o.repo.repo)?;
+    let c = resolve_rev(&repo, &o.commit)?;
+    if !o.verify {
+        let keys = secret_keys(&o.sign_type, &o.keys, o.keys_file.as_deref())?;
+        if keys.is_empty() {
+            bail!("Need at least one KEY to sign with (or --keys-file)");
+        }
+        sign::sign_commit_with_keys(&repo, &c, &keys)?;
+        return Ok(());
+    }
+    sign::check_sign_type(&o.sign_type)?;
+    let mut keys = Vec::new();
+    for (i, k) in o.keys.iter().enumerate() {
+        keys.push(sign::parse_public_key(k).with_context(|| format!("Key argument {}", i + 1))?);
+    }
+    if let Some(f) = &o.keys_file {
+        keys.extend(sign::read_public_keys_file(f)?);
+    }
+    // As ostree: with no key given, the system trust store.
+    let trusted = if keys.is_empty() {
+        let dirs: Vec<std::path::PathBuf> = match &o.keys_dir {
+            Some(d) => vec![d.clone()],
+            None => sign::SYSTEM_KEY_DIRS.iter().map(Into::into).collect(),
+        };
+        sign::TrustedKeys::from_key_dirs(&dirs)?
+    } else {
+        sign::TrustedKeys::new(keys)?
+    };
+    let commit = arbor_repo::objects::read_metadata(&repo, ObjectType::Commit, &c)?;
+    let meta = arbor_repo::objects::read_metadata_optional(&repo, ObjectType::CommitMeta, &c)?;
+    let key = sign::verify_commit_key(&commit, meta.as_deref(), &trusted)?;
+    writeln!(
+        out,
+        "ed25519: Signature verified successfully with key '{}'",
+        sign::key_hex(&key)
+    )?;
+    Ok(())
+}
+
+fn summary(o: SummaryOpts, out: &mut impl Write) -> Result<()> {
+    use arbor_format::summary::{decode_collection_map, COLLECTION_MAP_KEY};
+    use arbor_repo::summary as sm;
+    let repo = Repo::open(&o.repo.repo)?;
+    if o.update {
+        let mut additional_metadata = arbor_format::Metadata::new();
+        for kv in &o.add_metadata {
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| anyhow!("Missing '=' in KEY=VALUE metadata '{kv}'"))?;
+            if k.is_empty() {
+                bail!("Invalid metadata '{kv}': empty key");
+            }
+            additional_metadata.push(k, crate::gvtext::parse_value(v)?);
+        }
+        let opts = sm::SummaryOptions {
+            additional_metadata,
+            sign_keys: secret_keys(&o.sign_type, &o.sign_key, o.keys_file.as_deref())?,
+            last_modified: None,
+        };
+        let r = sm::update_summary(&repo, &opts)?;
+        if o.json {
+            return json_out(out, &r);
+        }
+        return Ok(());
+    }
+    if !o.view {
+        bail!("No option specified; use -u to update the summary or -v to view it");
+    }
+    if !o.sign_key.is_empty() || o.keys_file.is_some() || !o.add_metadata.is_empty() {
+        bail!("--sign-key, --keys-file and --add-metadata only apply to -u");
+    }
+    let bytes = sm::read_summary(&repo)?
+        .ok_or_else(|| anyhow!("No summary in {}", o.repo.repo.display()))?;
+    let s = arbor_format::Summary::decode(&bytes).context("Parsing summary")?;
+    let map = match s.metadata.get(COLLECTION_MAP_KEY) {
+        Some(v) => decode_collection_map(v).context("Parsing the collection map")?,
+        None => Vec::new(),
+    };
+    if o.json {
+        let signatures = match sm::read_summary_sig(&repo)? {
+            Some(b) => match arbor_format::Metadata::decode(&b)
+                .context("Parsing summary.sig")?
+                .get(sign::ED25519_KEY)
+            {
+                Some(arbor_format::Value::BytesArray(v)) => v.len(),
+                _ => 0,
+            },
+            None => 0,
+        };
+        return json_out(out, &render::SummaryJson::new(&s, &map, signatures));
+    }
+    render::summary(out, &s, &map)?;
     Ok(())
 }

@@ -2,6 +2,7 @@
 //!
 //! - [`cli`]: the clap definitions, one options struct per subcommand.
 //! - [`cmds`]: one function per subcommand, each calling the libraries.
+//! - [`gvtext`]: the GVariant text subset `summary -m` values use.
 //! - [`render`]: pure functions from data to text (tested on fixtures).
 //! - [`progress`]: an indicatif progress bar on a TTY, silence otherwise.
 //! - [`quickstart`]: the self-contained demo.
@@ -10,6 +11,7 @@
 
 pub mod cli;
 pub mod cmds;
+pub mod gvtext;
 pub mod progress;
 pub mod quickstart;
 pub mod render;

@@ -3,7 +3,12 @@
 
 use std::io::{self, Write};
 
-use arbor_format::{Checksum, Commit};
+use arbor_format::metadata::Value;
+use arbor_format::summary::{
+    CollectionRefs, COLLECTION_ID_KEY, COLLECTION_MAP_KEY, COMMIT_TIMESTAMP_KEY,
+    COMMIT_VERSION_KEY, LAST_MODIFIED_KEY, MODE_KEY, TOMBSTONE_COMMITS_KEY,
+};
+use arbor_format::{Checksum, Commit, Summary, SummaryRef};
 use arbor_repo::diff::DiffEntry;
 use arbor_repo::fsck::FsckReport;
 use serde::Serialize;
@@ -163,6 +168,181 @@ pub fn fsck(w: &mut impl Write, r: &FsckReport) -> io::Result<()> {
     }
 }
 
+/// GLib's `g_format_size` (SI units), as `ostree summary --view` shows sizes.
+pub fn format_size(n: u64) -> String {
+    const UNITS: [&str; 6] = ["kB", "MB", "GB", "TB", "PB", "EB"];
+    if n == 1 {
+        return "1 byte".into();
+    }
+    if n < 1000 {
+        return format!("{n} bytes");
+    }
+    let mut v = n as f64 / 1000.0;
+    let mut unit = 0;
+    while v >= 1000.0 && unit + 1 < UNITS.len() {
+        v /= 1000.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
+/// ostree's `uint64_secs_to_iso8601`.
+fn iso8601(secs: u64) -> String {
+    i64::try_from(secs)
+        .ok()
+        .and_then(|t| chrono::DateTime::<chrono::Utc>::from_timestamp(t, 0))
+        .map(|dt| dt.format("%Y-%m-%dT%H:%M:%S+00").to_string())
+        .unwrap_or_else(|| "invalid".into())
+}
+
+/// A value as GLib's `g_variant_print (value, FALSE)` shows it for the
+/// types summaries carry (no type annotations); others as [`Value::to_display`].
+fn plain(v: &Value) -> String {
+    let le = |d: &[u8]| -> Option<i128> {
+        Some(match d.len() {
+            1 => i128::from(d[0]),
+            2 => i128::from(i16::from_le_bytes(d.try_into().ok()?)),
+            4 => i128::from(i32::from_le_bytes(d.try_into().ok()?)),
+            8 => i128::from(i64::from_le_bytes(d.try_into().ok()?)),
+            _ => return None,
+        })
+    };
+    match v {
+        Value::U32(n) => n.to_string(),
+        Value::U64(n) => n.to_string(),
+        Value::StrArray(a) if a.is_empty() => "[]".into(),
+        Value::Other { type_str, data } => match (type_str.as_str(), le(data)) {
+            ("y" | "n" | "i" | "x", Some(n)) => n.to_string(),
+            ("q", Some(n)) => (n as u16).to_string(),
+            _ => v.to_display(),
+        },
+        _ => v.to_display(),
+    }
+}
+
+/// One ref of a summary as `--json` prints it.
+#[derive(Debug, Serialize)]
+pub struct SummaryRefJson {
+    /// Collection ID, for collection repositories and the collection map.
+    pub collection_id: Option<String>,
+    /// Ref name.
+    pub name: String,
+    /// Size of the commit object.
+    pub commit_size: u64,
+    /// Commit checksum.
+    pub checksum: String,
+    /// `ostree.commit.timestamp`.
+    pub timestamp: Option<u64>,
+    /// `ostree.commit.version`.
+    pub version: Option<String>,
+}
+
+/// A summary as `summary --view --json` prints it.
+#[derive(Debug, Serialize)]
+pub struct SummaryJson {
+    /// Refs: the main list, then the collection map.
+    pub refs: Vec<SummaryRefJson>,
+    /// Additional metadata, values rendered as GVariant text.
+    pub metadata: Vec<(String, String)>,
+    /// Ed25519 signatures in `summary.sig` (0 if there is none).
+    pub signatures: usize,
+}
+
+/// The refs of a summary with their collection IDs: the main list (under
+/// `ostree.summary.collection-id`, if set), then the collection map.
+pub type SummaryRefs<'a> = Vec<(Option<&'a str>, &'a SummaryRef)>;
+
+/// Collects [`SummaryRefs`] from a summary and its decoded collection map.
+pub fn summary_refs<'a>(s: &'a Summary, map: &'a [CollectionRefs]) -> SummaryRefs<'a> {
+    let main = s.metadata.get_str(COLLECTION_ID_KEY);
+    let mut out: SummaryRefs<'a> = s.refs.iter().map(|r| (main, r)).collect();
+    for (id, refs) in map {
+        out.extend(refs.iter().map(|r| (Some(id.as_str()), r)));
+    }
+    out
+}
+
+impl SummaryJson {
+    /// Builds the JSON view.
+    pub fn new(s: &Summary, map: &[CollectionRefs], signatures: usize) -> SummaryJson {
+        SummaryJson {
+            refs: summary_refs(s, map)
+                .into_iter()
+                .map(|(coll, r)| SummaryRefJson {
+                    collection_id: coll.map(str::to_string),
+                    name: r.name.clone(),
+                    commit_size: r.commit_size,
+                    checksum: r.checksum.to_hex(),
+                    timestamp: r
+                        .metadata
+                        .get(COMMIT_TIMESTAMP_KEY)
+                        .and_then(|v| v.as_u64_be()),
+                    version: r.metadata.get_str(COMMIT_VERSION_KEY).map(str::to_string),
+                })
+                .collect(),
+            metadata: s
+                .metadata
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_display()))
+                .collect(),
+            signatures,
+        }
+    }
+}
+
+/// A summary in `ostree summary --view` layout.
+pub fn summary(w: &mut impl Write, s: &Summary, map: &[CollectionRefs]) -> io::Result<()> {
+    for (coll, r) in summary_refs(s, map) {
+        match coll {
+            Some(c) => writeln!(w, "* ({c}, {})", r.name)?,
+            None => writeln!(w, "* {}", r.name)?,
+        }
+        writeln!(w, "    Latest Commit ({}):", format_size(r.commit_size))?;
+        writeln!(w, "      {}", r.checksum)?;
+        for (k, v) in r.metadata.iter() {
+            match (k, v) {
+                (COMMIT_TIMESTAMP_KEY, Value::U64(_)) => {
+                    let t = v.as_u64_be().unwrap_or_default();
+                    writeln!(w, "    Timestamp ({k}): {}", iso8601(t))?
+                }
+                (COMMIT_VERSION_KEY, Value::Str(ver)) => writeln!(w, "    Version ({k}): {ver}")?,
+                _ => writeln!(w, "    {k}: {}", plain(v))?,
+            }
+        }
+        writeln!(w)?;
+    }
+    for (k, v) in s.metadata.iter() {
+        let pretty = match (k, v) {
+            (LAST_MODIFIED_KEY, Value::U64(_)) => {
+                Some(("Last-Modified", iso8601(v.as_u64_be().unwrap_or_default())))
+            }
+            ("ostree.summary.expires", Value::U64(_)) => {
+                Some(("Expires", iso8601(v.as_u64_be().unwrap_or_default())))
+            }
+            (COLLECTION_ID_KEY, Value::Str(c)) => Some(("Collection ID", c.clone())),
+            (COLLECTION_MAP_KEY, _) => Some(("Collection Map", "(printed above)".into())),
+            (MODE_KEY, Value::Str(m)) => Some((
+                "Repository Mode",
+                match m.parse::<arbor_format::RepoMode>() {
+                    Ok(_) => m.clone(),
+                    Err(_) => format!("Invalid (‘{m}’)"),
+                },
+            )),
+            (TOMBSTONE_COMMITS_KEY, Value::Bool(b)) => Some((
+                "Has Tombstone Commits",
+                if *b { "Yes" } else { "No" }.into(),
+            )),
+            ("ostree.static-deltas", _) => Some(("Static Deltas", plain(v))),
+            _ => None,
+        };
+        match pretty {
+            Some((p, val)) => writeln!(w, "{p} ({k}): {val}")?,
+            None => writeln!(w, "{k}: {}", plain(v))?,
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,6 +379,35 @@ mod tests {
 ContentChecksum:  f86ec72f56c3024aea3e0a1bcd296dca87e5b1f0dc71843a2adc8c297b46073c\n\
 Date:  2020-01-01 00:00:00 +0000\nVersion: 1.0\n\n    Test vector commit\n\n    Body line one.\n\n";
         assert_eq!(String::from_utf8(out).unwrap(), expected);
+    }
+
+    #[test]
+    fn summary_layout_matches_ostree() {
+        let bytes = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../testdata/vectors/objects/summary-2022.7.sample"
+        ))
+        .unwrap();
+        let s = Summary::decode(&bytes).unwrap();
+        let mut out = Vec::new();
+        summary(&mut out, &s, &[]).unwrap();
+        // `ostree summary --view` of the same file (ostree 2022.7).
+        let expected = "* example/x86_64/stable\n    Latest Commit (182 bytes):\n      \
+02d3a739e72bc5dfb45a5112ed1d29f4faa4666a6308fa75d3fd26bdd1f20e55\n    \
+Version (ostree.commit.version): 1.0\n    \
+Timestamp (ostree.commit.timestamp): 2020-01-01T00:00:00+00\n\n\
+Repository Mode (ostree.summary.mode): archive-z2\n\
+Last-Modified (ostree.summary.last-modified): 2026-11-22T01:20:47+00\n\
+Has Tombstone Commits (ostree.summary.tombstone-commits): No\n\
+ostree.summary.indexed-deltas: true\n";
+        assert_eq!(String::from_utf8(out).unwrap(), expected);
+        assert_eq!(format_size(1), "1 byte");
+        assert_eq!(format_size(999), "999 bytes");
+        assert_eq!(format_size(1234), "1.2 kB");
+        assert_eq!(format_size(5_000_000), "5.0 MB");
+        let j = SummaryJson::new(&s, &[], 0);
+        assert_eq!(j.refs[0].timestamp, Some(1577836800));
+        assert_eq!(j.refs[0].version.as_deref(), Some("1.0"));
     }
 
     #[test]

@@ -80,6 +80,10 @@ pub struct CommitOptions {
     pub parent: Option<Checksum>,
     /// Do not add `ostree.ref-binding` and `ostree.collection-binding`.
     pub no_bindings: bool,
+    /// Ed25519 keys to sign the new commit with (`--sign-key`). The
+    /// signatures are published with the commit, before the branch moves,
+    /// so the branch never names an unsigned commit.
+    pub sign_keys: Vec<crate::sign::SigningKey>,
 }
 
 /// How input metadata is transformed before hashing.
@@ -441,7 +445,11 @@ pub fn commit(
         root_tree,
         root_meta,
     };
-    let c = txn.write_metadata(ObjectType::Commit, &commit.encode())?;
+    let bytes = commit.encode();
+    let c = txn.write_metadata(ObjectType::Commit, &bytes)?;
+    if !opts.sign_keys.is_empty() {
+        crate::sign::stage_commit_signatures(&txn, &c, &bytes, &opts.sign_keys)?;
+    }
     // The branch must still be where we read the parent from; a commit
     // that raced us to it is never silently overwritten.
     let refs: Vec<RefUpdate> = branch

@@ -21,6 +21,15 @@ pub const ALL: &[&str] = &[
     TXN_AFTER_REFS,
 ];
 
+/// Every failpoint of a summary update (`summary -u`), in order.
+pub const SUMMARY_ALL: &[&str] = &[SUMMARY_WRITTEN, SUMMARY_BETWEEN_RENAMES];
+
+/// The new `summary` (and `summary.sig`) are written and synced in a
+/// temporary directory; nothing is published.
+pub const SUMMARY_WRITTEN: &str = "summary::written";
+/// A signed update has published `summary`, not yet `summary.sig`.
+pub const SUMMARY_BETWEEN_RENAMES: &str = "summary::between-renames";
+
 /// All objects are written in the staging directory, nothing synced yet.
 pub const TXN_OBJECTS_STAGED: &str = "txn::objects-staged";
 /// Staged data is durable (`syncfs`), nothing published.

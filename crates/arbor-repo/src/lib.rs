@@ -13,6 +13,8 @@
 //! - [`remotes`]: `[remote "NAME"]` groups of the config, as ostree writes them.
 //! - [`commit`]: building commits from a directory or a tar stream.
 //! - [`checkout`]: materialising a commit (copy or hardlink) safely.
+//! - [`sign`]: ed25519 signatures of commits and summaries, trusted keys.
+//! - [`summary`]: generating and publishing `summary` and `summary.sig`.
 //! - [`fsck`], [`prune`], [`diff`], [`tree`]: verification, garbage collection,
 //!   comparisons and path lookups.
 //! - [`failpoint`]: named crash points for fault-injection tests.
@@ -37,6 +39,8 @@ pub mod reachable;
 pub mod refs;
 pub mod remotes;
 pub mod repo;
+pub mod sign;
+pub mod summary;
 mod tar_import;
 pub mod tree;
 pub mod txn;

@@ -264,6 +264,21 @@ pub fn list_refs_lenient(repo: &Repo) -> Result<RefListing> {
     Ok((out, bad))
 }
 
+/// The refs under one directory of `refs/` (`heads`, `mirrors`,
+/// `remotes`, or deeper), named relative to it (`mirrors` gives
+/// `COLLECTION/NAME`), sorted. Any unreadable ref is an error.
+#[context("Listing refs/{dir}")]
+pub fn list_refs_under(repo: &Repo, dir: &str) -> Result<Vec<(String, Checksum)>> {
+    let mut out = Vec::new();
+    let mut bad = Vec::new();
+    walk_refs(repo, &format!("refs/{dir}"), "", &mut out, &mut bad)?;
+    if let Some((name, e)) = bad.pop() {
+        return Err(e.context(format!("Reading ref {name}")));
+    }
+    out.sort();
+    Ok(out)
+}
+
 /// All refs as `(refspec, checksum)`, sorted: local refs as `NAME`, remote
 /// refs as `REMOTE:NAME`. Any unreadable ref is an error.
 #[context("Listing refs")]

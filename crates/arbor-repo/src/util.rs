@@ -118,3 +118,29 @@ pub(crate) fn fd_path(dir: impl AsFd, name: &str) -> std::path::PathBuf {
     use std::os::fd::AsRawFd;
     std::path::PathBuf::from(format!("/proc/self/fd/{}/{name}", dir.as_fd().as_raw_fd()))
 }
+
+/// An exclusive `flock` on a file in a directory (created if missing),
+/// held until dropped. Used for arbor-only read-modify-write sections
+/// (detached metadata, the summary) that ostree's repository lock, being
+/// shared for writers, does not serialise.
+#[derive(Debug)]
+pub(crate) struct FileLock {
+    _fd: OwnedFd,
+}
+
+impl FileLock {
+    /// Opens `dir/name` and waits for an exclusive lock on it.
+    pub(crate) fn exclusive(dir: impl AsFd, name: &str) -> anyhow::Result<FileLock> {
+        use anyhow::Context;
+        let fd = rustix::fs::openat(
+            dir,
+            name,
+            OFlags::RDWR | OFlags::CREATE | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o660),
+        )
+        .with_context(|| format!("Opening lock file {name}"))?;
+        rustix::fs::flock(&fd, rustix::fs::FlockOperation::LockExclusive)
+            .with_context(|| format!("Locking {name}"))?;
+        Ok(FileLock { _fd: fd })
+    }
+}

@@ -13,5 +13,7 @@ mod interop;
 mod nginx;
 mod pull_local;
 mod remotes;
+mod sign;
+mod summary;
 mod util;
 mod vectors;
