@@ -7,7 +7,7 @@
 //! Modules:
 //! - [`config`]: the GLib key-file `config` (`[core]`, later `[remote "…"]`).
 //! - [`repo`]: opening and creating repositories ([`Repo::init`], [`Repo::open`]).
-//! - [`objects`]: reading objects in every mode ([`Repo::open_file_object`], ...).
+//! - [`objects`]: reading objects in every mode ([`objects::open_file_object`], ...).
 //! - [`txn`]: write transactions: staged objects, one sync barrier, then publish.
 //! - [`refs`]: listing, resolving and atomically updating refs.
 //! - [`remotes`]: `[remote "NAME"]` groups of the config, as ostree writes them.

@@ -51,6 +51,9 @@ fn populated_repo(td: &TempDir, mode: &str) -> PathBuf {
         ],
         &tree,
     );
+    // Remote refs are not listed (ostree skips them too).
+    let c = arbor_ok("rev-parse", &repo, &["zz/last"]);
+    arbor_ok("refs", &repo, &["--create", "origin:remote-ref", c.trim()]);
     repo
 }
 
