@@ -51,6 +51,8 @@ pub enum Cmd {
     Prune(PruneOpts),
     /// Copy commits from another local repository (any mode), verified.
     PullLocal(PullLocalOpts),
+    /// Fetch commits from a remote over HTTP(S), verifying every object.
+    Pull(PullOpts),
     /// Manage remotes (stored in the repository config, as ostree does).
     #[command(subcommand)]
     Remote(RemoteCmd),
@@ -148,6 +150,39 @@ pub struct PullLocalOpts {
     pub refs: Vec<String>,
 }
 
+/// `pull`.
+#[derive(Debug, Args)]
+pub struct PullOpts {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// Parents to pull (-1 = all).
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub depth: i64,
+    /// Fetch only the commit objects (marked partial).
+    #[arg(long)]
+    pub commit_metadata_only: bool,
+    /// Write refs/heads/ (not refs/remotes/REMOTE/) and keep the remote's
+    /// summary: a copy to serve again (use an archive repository).
+    #[arg(long)]
+    pub mirror: bool,
+    /// Fetch only metadata and print the objects and bytes that would be fetched.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Allow moving a ref to an older commit.
+    #[arg(long)]
+    pub allow_downgrade: bool,
+    /// Objects in flight at once.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub jobs: u16,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+    /// Remote name (see `remote add`).
+    pub remote: String,
+    /// Refs or commit checksums to pull (default: every ref in the remote's summary).
+    pub refs: Vec<String>,
+}
+
 /// `remote` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum RemoteCmd {
@@ -161,6 +196,8 @@ pub enum RemoteCmd {
     ShowUrl(RemoteNameOpts),
     /// Delete a remote.
     Delete(RemoteDeleteOpts),
+    /// List the refs the remote's summary offers.
+    Refs(RemoteNameOpts),
 }
 
 /// `remote add`.

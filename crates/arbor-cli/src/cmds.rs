@@ -46,6 +46,7 @@ pub fn dispatch(opt: Opt, out: &mut dyn Write) -> Result<ExitCode> {
         Cmd::Fsck(o) => fsck(o, out),
         Cmd::Prune(o) => prune(o, out).map(|_| ExitCode::SUCCESS),
         Cmd::PullLocal(o) => pull_local(o, out).map(|_| ExitCode::SUCCESS),
+        Cmd::Pull(o) => pull(o, out).map(|_| ExitCode::SUCCESS),
         Cmd::Remote(r) => remote(r, out).map(|_| ExitCode::SUCCESS),
         Cmd::Serve(o) => crate::serve::serve(&o.repo.repo, &o.addr, out).map(|_| ExitCode::SUCCESS),
         Cmd::Sign(o) => sign(o, out).map(|_| ExitCode::SUCCESS),
@@ -493,6 +494,21 @@ fn remote(cmd: RemoteCmd, out: &mut impl Write) -> Result<()> {
             let mut repo = Repo::open(&o.repo.repo)?;
             remotes::delete_remote(&mut repo, &o.name, o.if_exists)
         }
+        RemoteCmd::Refs(o) => {
+            let repo = Repo::open(&o.repo.repo)?;
+            let refs = arbor_pull::pull::remote_refs(&repo, &o.name)?;
+            if o.json {
+                let v: Vec<_> = refs
+                    .iter()
+                    .map(|(n, c)| serde_json::json!({ "ref": n, "checksum": c.to_hex() }))
+                    .collect();
+                return json_out(out, &v);
+            }
+            for (n, _) in refs {
+                writeln!(out, "{}:{n}", o.name)?;
+            }
+            Ok(())
+        }
     }
 }
 
@@ -630,5 +646,49 @@ fn summary(o: SummaryOpts, out: &mut impl Write) -> Result<()> {
         return json_out(out, &render::SummaryJson::new(&s, &map, signatures));
     }
     render::summary(out, &s, &map)?;
+    Ok(())
+}
+
+fn pull(o: PullOpts, out: &mut impl Write) -> Result<()> {
+    let repo = Repo::open(&o.repo.repo)?;
+    let opts = arbor_pull::PullOptions {
+        refs: o.refs,
+        depth: o.depth,
+        commit_metadata_only: o.commit_metadata_only,
+        mirror: o.mirror,
+        dry_run: o.dry_run,
+        allow_downgrade: o.allow_downgrade,
+        workers: usize::from(o.jobs),
+    };
+    let started = std::time::Instant::now();
+    let stats = arbor_pull::pull(&repo, &o.remote, &opts, &Bar::new())?;
+    if o.json {
+        return json_out(out, &stats);
+    }
+    if stats.dry_run {
+        writeln!(
+            out,
+            "Would fetch {} objects: {} metadata ({} bytes, fetched to find the rest) and {} files ({} bytes)",
+            stats.metadata_fetched + stats.content_fetched,
+            stats.metadata_fetched,
+            stats.bytes,
+            stats.content_fetched,
+            stats.content_bytes
+        )?;
+    } else {
+        writeln!(
+            out,
+            "{} metadata, {} content objects fetched; {} in {} requests, {:.1}s",
+            stats.metadata_fetched,
+            stats.content_fetched,
+            render::human_bytes(stats.bytes),
+            stats.requests,
+            started.elapsed().as_secs_f64()
+        )?;
+    }
+    for (name, c) in &stats.refs {
+        let verb = if stats.dry_run { "would be" } else { "is now" };
+        writeln!(out, "{name} {verb} {c}")?;
+    }
     Ok(())
 }

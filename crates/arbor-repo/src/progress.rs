@@ -10,6 +10,10 @@ pub trait Progress: Sync {
     fn inc(&self, n: u64);
     /// The phase is over.
     fn finish(&self);
+    /// The total grew or became known (a pull discovers objects as it goes).
+    fn set_total(&self, _total: u64) {}
+    /// `n` more bytes transferred (shown as a byte count and rate).
+    fn inc_bytes(&self, _n: u64) {}
 }
 
 /// Reports nothing.

@@ -442,16 +442,12 @@ impl<'r> Transaction<'r> {
     }
 
     /// Stages an archive-mode file object verbatim: the `.filez` bytes from
-    /// `raw` (at most `limit` of them) are written as they are, then read
-    /// back, inflated (never beyond the size its header declares) and
-    /// hashed; only if the checksum is `expected` is the object staged.
-    /// Keeps a fetched object byte-identical to the server's.
-    pub fn write_filez_verbatim(
-        &self,
-        expected: Checksum,
-        raw: &mut dyn Read,
-        limit: u64,
-    ) -> Result<()> {
+    /// `raw` are written as they are (the payload at most what deflate can
+    /// take for the size the header declares), then read back, inflated
+    /// (never beyond that size) and hashed; only if the checksum is
+    /// `expected` is the object staged. Keeps a fetched object
+    /// byte-identical to the server's.
+    pub fn write_filez_verbatim(&self, expected: Checksum, raw: &mut dyn Read) -> Result<()> {
         let t = ObjectType::File;
         if self.repo.mode() != RepoMode::Archive {
             bail!("Verbatim .filez objects need an archive repository");
@@ -463,10 +459,32 @@ impl<'r> Transaction<'r> {
         let r = (|| -> Result<()> {
             self.ensure_staging_subdir(&expected)?;
             let mut f = self.create_tmp(&tmp, 0o644)?;
+            let mut prefix = [0u8; 8];
+            raw.read_exact(&mut prefix)
+                .with_context(|| format!("Reading the header of file object {expected}"))?;
+            let hlen = arbor_format::file_header::archive_header_len(&prefix)
+                .map_err(|e| anyhow!("Invalid file object {expected}: {e}"))?;
+            let mut header = vec![0u8; 8 + hlen];
+            header[..8].copy_from_slice(&prefix);
+            raw.read_exact(&mut header[8..])
+                .with_context(|| format!("Reading the header of file object {expected}"))?;
+            let (ah, _) = ArchiveHeader::decode_prefixed(&header)
+                .map_err(|e| anyhow!("Invalid file object {expected}: {e}"))?;
+            f.write_all(&header)?;
+            let limit = if ah.header.is_symlink() {
+                0
+            } else {
+                deflate_bound(ah.size)
+            };
             let n = std::io::copy(&mut raw.take(limit + 1), &mut f)?;
             if n > limit {
-                bail!("File object {expected} is larger than {limit} bytes");
+                bail!(
+                    "File object {expected} is larger than {limit} bytes, more than its declared \
+                     size of {} can take compressed",
+                    ah.size
+                );
             }
+            let n = n + header.len() as u64;
             let fd = rustix::fs::openat(
                 &self.staging,
                 tmp.as_str(),
@@ -542,7 +560,10 @@ impl<'r> Transaction<'r> {
             Some(exp) if exp != c => {
                 let _ = rustix::fs::unlinkat(&self.staging, target.as_str(), AtFlags::empty());
                 unreserve(&exp);
-                bail!("Content changed while being committed (expected {exp}, got {c})");
+                bail!(
+                    "File object {exp}: its content hashes to {c} \
+                     (corrupted, or changed while being read)"
+                );
             }
             Some(_) => {
                 let name = Self::staged_name(t, &c, mode);
@@ -895,6 +916,12 @@ impl Drop for Transaction<'_> {
             }
         }
     }
+}
+
+/// Upper bound of a raw-deflate stream of `size` input bytes (zlib's
+/// deflateBound is about size + size/4096 + 13; this is generous).
+pub fn deflate_bound(size: u64) -> u64 {
+    size.saturating_add(size / 1000).saturating_add(1024)
 }
 
 /// Copies exactly `size` bytes from `r` to `w`, feeding the hasher.

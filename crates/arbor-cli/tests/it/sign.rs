@@ -11,9 +11,9 @@ use tempfile::TempDir;
 use crate::util::*;
 
 /// RFC 8032 §7.1 TEST 1 in ostree's forms (spec §6.3).
-const SECRET: &str =
+pub const SECRET: &str =
     "nWGxne/9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2DXWpgBgrEKt9VL/tPJZAc6DuFy89qmIyWvAhpo9wdRGg==";
-const PUBLIC: &str = "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=";
+pub const PUBLIC: &str = "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=";
 const PUBLIC_HEX: &str = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
 
 fn b64(data: &[u8]) -> String {

@@ -1,0 +1,358 @@
+//! Fetching files of a remote repository over HTTP(S) (or from a local
+//! `file://` directory), with bounded bodies and retries.
+//!
+//! Transient failures (connection errors, timeouts, a body cut short, HTTP
+//! 408, 429 and 5xx) are retried with exponential backoff, the way
+//! ostree's `n-network-retries` does; 404, 403 and 410 mean "not there"
+//! (optional files such as `summary` or `.commitmeta`); any other status
+//! and any verification failure of the caller is final. Bodies are
+//! streamed to the caller, never buffered whole unless asked for, and
+//! never read past a limit.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+
+/// Options of a [`Fetcher`], from the remote's configuration.
+#[derive(Debug, Clone)]
+pub struct FetchOptions {
+    /// Retries after the first attempt (ostree's `n-network-retries`, 5).
+    pub retries: u32,
+    /// PEM file of CA certificates to trust instead of the built-in roots
+    /// (ostree's `tls-ca-path`).
+    pub tls_ca_path: Option<PathBuf>,
+    /// Skip TLS certificate verification (ostree's `tls-permissive`).
+    pub tls_permissive: bool,
+    /// Connections kept open to the server (one per worker).
+    pub connections: usize,
+    /// First backoff delay; doubled on each retry.
+    pub backoff: Duration,
+}
+
+impl Default for FetchOptions {
+    fn default() -> Self {
+        FetchOptions {
+            retries: 5,
+            tls_ca_path: None,
+            tls_permissive: false,
+            connections: 8,
+            backoff: Duration::from_millis(100),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Base {
+    Http { agent: ureq::Agent, url: String },
+    File(PathBuf),
+}
+
+/// Fetches paths relative to a remote repository's URL.
+#[derive(Debug)]
+pub struct Fetcher {
+    base: Base,
+    opts: FetchOptions,
+    requests: AtomicU64,
+    bytes: AtomicU64,
+}
+
+/// A response body handed to the caller: counts bytes, enforces a limit,
+/// and remembers whether the transport failed (which makes the whole fetch
+/// retryable) as opposed to the caller rejecting what it read.
+pub struct Body<'a> {
+    inner: Box<dyn Read + 'a>,
+    limit: u64,
+    read: u64,
+    transport_failed: bool,
+    counter: &'a AtomicU64,
+    path: &'a str,
+}
+
+impl std::fmt::Debug for Body<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Body")
+            .field("path", &self.path)
+            .field("read", &self.read)
+            .field("limit", &self.limit)
+            .finish()
+    }
+}
+
+impl Body<'_> {
+    /// Bytes read so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.read
+    }
+
+    /// Lowers the limit (a body longer than it is an error, not retried).
+    pub fn set_limit(&mut self, limit: u64) {
+        self.limit = self.limit.min(limit);
+    }
+}
+
+impl Read for Body<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.read >= self.limit {
+            // One byte past the limit tells "exactly at the limit" from "more".
+            let mut probe = [0u8; 1];
+            return match self.inner.read(&mut probe) {
+                Ok(0) => Ok(0),
+                Ok(_) => Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{} is larger than {} bytes", self.path, self.limit),
+                )),
+                Err(e) => {
+                    self.transport_failed = true;
+                    Err(e)
+                }
+            };
+        }
+        let want = buf
+            .len()
+            .min((self.limit - self.read).min(usize::MAX as u64) as usize);
+        match self.inner.read(&mut buf[..want]) {
+            Ok(n) => {
+                self.read += n as u64;
+                self.counter.fetch_add(n as u64, Ordering::Relaxed);
+                Ok(n)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Err(e),
+            Err(e) => {
+                self.transport_failed = true;
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Outcome of one attempt.
+enum Attempt<T> {
+    Done(Option<T>),
+    Retry(anyhow::Error),
+}
+
+impl Fetcher {
+    /// A fetcher for `url` (`http://`, `https://` or `file://`).
+    pub fn new(url: &str, opts: FetchOptions) -> Result<Fetcher> {
+        let base = if let Some(path) = url.strip_prefix("file://") {
+            if !path.starts_with('/') {
+                bail!("file:// URLs must be absolute: {url}");
+            }
+            Base::File(PathBuf::from(path))
+        } else if url.starts_with("http://") || url.starts_with("https://") {
+            let mut tls = ureq::tls::TlsConfig::builder();
+            if let Some(ca) = &opts.tls_ca_path {
+                let pem = std::fs::read(ca)
+                    .with_context(|| format!("Reading tls-ca-path {}", ca.display()))?;
+                let mut certs = Vec::new();
+                for item in ureq::tls::parse_pem(&pem) {
+                    if let ureq::tls::PemItem::Certificate(c) =
+                        item.with_context(|| format!("Parsing {}", ca.display()))?
+                    {
+                        certs.push(c);
+                    }
+                }
+                if certs.is_empty() {
+                    bail!("No certificate in tls-ca-path {}", ca.display());
+                }
+                tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
+            }
+            if opts.tls_permissive {
+                tls = tls.disable_verification(true);
+            }
+            let config = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .max_redirects(5)
+                .max_idle_connections(opts.connections.max(1) * 2)
+                .max_idle_connections_per_host(opts.connections.max(1))
+                .timeout_connect(Some(Duration::from_secs(30)))
+                .timeout_recv_response(Some(Duration::from_secs(60)))
+                .timeout_per_read(Some(Duration::from_secs(60)))
+                .user_agent(concat!("arbor/", env!("CARGO_PKG_VERSION")))
+                .tls_config(tls.build())
+                .build();
+            let mut url = url.to_string();
+            if !url.ends_with('/') {
+                url.push('/');
+            }
+            Base::Http {
+                agent: config.new_agent(),
+                url,
+            }
+        } else {
+            bail!("Unsupported URL '{url}': use http://, https:// or file://");
+        };
+        Ok(Fetcher {
+            base,
+            opts,
+            requests: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+        })
+    }
+
+    /// Requests made so far (including retries).
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Body bytes received so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// GETs `path` (relative to the remote URL) and hands the body to `f`.
+    /// `Ok(None)` if the server says it does not exist. A transport error,
+    /// including one while `f` reads the body, is retried (calling `f`
+    /// again from the start, so `f` must clean up after itself on error);
+    /// an error `f` raises about the content is returned as is.
+    pub fn fetch<T>(
+        &self,
+        path: &str,
+        limit: u64,
+        mut f: impl FnMut(&mut Body<'_>) -> Result<T>,
+    ) -> Result<Option<T>> {
+        let mut attempt = 0u32;
+        loop {
+            match self.attempt(path, limit, &mut f)? {
+                Attempt::Done(v) => return Ok(v),
+                Attempt::Retry(e) if attempt < self.opts.retries => {
+                    let delay = self.opts.backoff * 2u32.saturating_pow(attempt.min(6));
+                    tracing::debug!("retrying {path} in {delay:?}: {e:#}");
+                    std::thread::sleep(delay.min(Duration::from_secs(5)));
+                    attempt += 1;
+                }
+                Attempt::Retry(e) => {
+                    return Err(e.context(format!(
+                        "Fetching {path} failed after {} attempts",
+                        attempt + 1
+                    )))
+                }
+            }
+        }
+    }
+
+    /// GETs `path` whole (at most `limit` bytes); `None` if absent.
+    pub fn fetch_bytes(&self, path: &str, limit: u64) -> Result<Option<Vec<u8>>> {
+        self.fetch(path, limit, |body| {
+            let mut v = Vec::new();
+            body.read_to_end(&mut v)?;
+            Ok(v)
+        })
+    }
+
+    /// The size of `path` without fetching it (HEAD); `None` if absent.
+    pub fn size(&self, path: &str) -> Result<Option<u64>> {
+        match &self.base {
+            Base::File(dir) => match std::fs::metadata(dir.join(path)) {
+                Ok(m) => Ok(Some(m.len())),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(e).with_context(|| format!("Reading {path}")),
+            },
+            Base::Http { agent, url } => {
+                let mut attempt = 0u32;
+                loop {
+                    self.requests.fetch_add(1, Ordering::Relaxed);
+                    let r = agent.head(format!("{url}{path}")).call();
+                    let err = match r {
+                        Ok(resp) => match resp.status().as_u16() {
+                            200..=299 => {
+                                return resp
+                                    .headers()
+                                    .get("content-length")
+                                    .and_then(|v| v.to_str().ok())
+                                    .and_then(|v| v.parse().ok())
+                                    .map(Some)
+                                    .ok_or_else(|| anyhow!("No Content-Length for {path}"))
+                            }
+                            404 | 403 | 410 => return Ok(None),
+                            s if retryable_status(s) => anyhow!("HTTP {s} for {path}"),
+                            s => bail!("Server returned HTTP {s} for {path}"),
+                        },
+                        Err(e) if retryable_error(&e) => anyhow!(e),
+                        Err(e) => return Err(e).with_context(|| format!("Fetching {path}")),
+                    };
+                    if attempt >= self.opts.retries {
+                        return Err(err.context(format!("HEAD {path} failed")));
+                    }
+                    std::thread::sleep(self.opts.backoff * 2u32.pow(attempt.min(6)));
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    fn attempt<T>(
+        &self,
+        path: &str,
+        limit: u64,
+        f: &mut impl FnMut(&mut Body<'_>) -> Result<T>,
+    ) -> Result<Attempt<T>> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let inner: Box<dyn Read> = match &self.base {
+            Base::File(dir) => match std::fs::File::open(dir.join(path)) {
+                Ok(file) => Box::new(file),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Ok(Attempt::Done(None))
+                }
+                Err(e) => return Err(e).with_context(|| format!("Reading {path}")),
+            },
+            Base::Http { agent, url } => {
+                let resp = match agent.get(format!("{url}{path}")).call() {
+                    Ok(r) => r,
+                    Err(e) if retryable_error(&e) => {
+                        return Ok(Attempt::Retry(anyhow!(e).context(format!("GET {path}"))))
+                    }
+                    Err(e) => return Err(e).with_context(|| format!("GET {path}")),
+                };
+                match resp.status().as_u16() {
+                    200..=299 => {}
+                    404 | 403 | 410 => return Ok(Attempt::Done(None)),
+                    s if retryable_status(s) => {
+                        return Ok(Attempt::Retry(anyhow!(
+                            "Server returned HTTP {s} for {path}"
+                        )))
+                    }
+                    s => bail!("Server returned HTTP {s} for {path}"),
+                }
+                let body = resp.into_body();
+                if let Some(len) = body.content_length() {
+                    if len > limit {
+                        bail!("Server announces {len} bytes for {path}, more than the {limit} allowed");
+                    }
+                }
+                Box::new(body.into_reader())
+            }
+        };
+        let mut body = Body {
+            inner,
+            limit,
+            read: 0,
+            transport_failed: false,
+            counter: &self.bytes,
+            path,
+        };
+        match f(&mut body) {
+            Ok(v) => Ok(Attempt::Done(Some(v))),
+            Err(e) if body.transport_failed => Ok(Attempt::Retry(e)),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn retryable_status(s: u16) -> bool {
+    s == 408 || s == 429 || (500..=599).contains(&s)
+}
+
+fn retryable_error(e: &ureq::Error) -> bool {
+    matches!(
+        e,
+        ureq::Error::Io(_)
+            | ureq::Error::Timeout(_)
+            | ureq::Error::ConnectionFailed
+            | ureq::Error::HostNotFound
+            | ureq::Error::Protocol(_)
+    )
+}
