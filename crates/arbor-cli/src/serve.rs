@@ -14,30 +14,38 @@
 //! so neither the path nor a symlink inside the repository can reach a file
 //! outside it. Only regular files are served.
 //!
-//! Performance: several worker threads call `recv()` on one shared
-//! `tiny_http::Server`, and the listening socket has `TCP_NODELAY`, which
-//! Linux copies to every accepted socket. Without it every keep-alive
-//! request after the first waits about 40 ms (Nagle's algorithm against the
-//! client's delayed ACK), because the headers and the body of a response
-//! leave in separate writes.
+//! The server: one thread per connection (at most 256), HTTP/1.1
+//! keep-alive, request heads bounded (8 KiB lines, 100 headers), idle
+//! connections closed after 60 s. It replaced tiny_http, under which
+//! ureq's keep-alive requests sometimes got no answer until the client's
+//! 60 s timeout. The listening socket has `TCP_NODELAY`, which Linux
+//! copies to every accepted socket: without it a keep-alive request whose
+//! response leaves in two writes waits about 40 ms (Nagle's algorithm
+//! against the client's delayed ACK).
 
 use std::fs::File;
-use std::io::Write;
-use std::net::TcpListener;
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use arbor_format::RepoMode;
 use arbor_repo::Repo;
 use rustix::fs::{FileType, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
-use tiny_http::{Header, Method, Response, StatusCode};
 
-/// Threads answering requests. tiny_http reads requests on one thread per
-/// connection; these threads open files and write responses, so this is the
-/// number of responses written at once.
-const WORKERS: usize = 8;
+/// Connections served at once; more are closed at once (a development
+/// server, not a production one: see the README for nginx).
+const MAX_CONNECTIONS: usize = 256;
+/// Longest request line or header line accepted.
+const MAX_LINE: u64 = 8 * 1024;
+/// Most header lines accepted in one request.
+const MAX_HEADERS: usize = 100;
+/// An idle keep-alive connection is closed after this long.
+const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// How often `openat2` is retried when the kernel reports a concurrent
 /// rename during `RESOLVE_BENEATH` resolution (`EAGAIN`, see openat2(2)).
@@ -48,19 +56,213 @@ const OPENAT2_RETRIES: usize = 4;
 /// `Serving PATH at http://ADDR/`, with the bound address, so `--addr
 /// 127.0.0.1:0` can be used to pick a free port.
 pub fn serve(repo_path: &Path, addr: &str, out: &mut impl Write) -> Result<()> {
-    let root = open_archive_root(repo_path)?;
+    let root = Arc::new(open_archive_root(repo_path)?);
     let listener = bind_nodelay(addr)?;
     let local = listener.local_addr().context("Reading the bound address")?;
     writeln!(out, "Serving {} at http://{local}/", repo_path.display())?;
     out.flush()?;
-    let server = tiny_http::Server::from_listener(listener, None)
-        .map_err(|e| anyhow!("Starting the HTTP server: {e}"))?;
-    std::thread::scope(|s| {
-        for _ in 0..WORKERS {
-            s.spawn(|| worker(&server, &root));
-        }
-    });
+    accept_loop(&listener, &root);
     Ok(())
+}
+
+/// Serves the archive repository at `repo_path` on `addr` from a background
+/// thread that lives until the process exits (used by the quickstart);
+/// returns the server's URL.
+pub fn serve_background(repo_path: &Path, addr: &str) -> Result<String> {
+    let root = Arc::new(open_archive_root(repo_path)?);
+    let listener = bind_nodelay(addr)?;
+    let local = listener.local_addr().context("Reading the bound address")?;
+    std::thread::spawn(move || accept_loop(&listener, &root));
+    Ok(format!("http://{local}/"))
+}
+
+/// Accepts connections, one thread each (at most [`MAX_CONNECTIONS`]).
+fn accept_loop(listener: &TcpListener, root: &Arc<OwnedFd>) {
+    let open = Arc::new(AtomicUsize::new(0));
+    for conn in listener.incoming() {
+        let conn = match conn {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!("Accepting a connection: {e}");
+                continue;
+            }
+        };
+        if open.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
+            open.fetch_sub(1, Ordering::AcqRel);
+            tracing::warn!("Too many connections; closing one");
+            continue;
+        }
+        let (root, open) = (root.clone(), open.clone());
+        std::thread::spawn(move || {
+            if let Err(e) = connection(conn, &root) {
+                tracing::debug!("Connection ended: {e}");
+            }
+            open.fetch_sub(1, Ordering::AcqRel);
+        });
+    }
+}
+
+/// A parsed request head.
+#[derive(Debug)]
+struct RequestHead {
+    method: String,
+    target: String,
+    /// Keep the connection open after the response.
+    keep_alive: bool,
+    /// A request body follows (never expected: answered with 400, closed).
+    has_body: bool,
+}
+
+/// Reads one line of at most [`MAX_LINE`] bytes; `None` at a clean EOF.
+fn read_line(r: &mut impl BufRead) -> std::io::Result<Option<String>> {
+    let mut buf = Vec::new();
+    let n = r.by_ref().take(MAX_LINE + 1).read_until(b'\n', &mut buf)?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if buf.last() != Some(&b'\n') {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "line too long or cut short",
+        ));
+    }
+    while matches!(buf.last(), Some(b'\n' | b'\r')) {
+        buf.pop();
+    }
+    String::from_utf8(buf)
+        .map(Some)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8"))
+}
+
+/// Reads a request head; `Ok(None)` at EOF between requests, `Err` for a
+/// malformed one (answered with 400 by the caller).
+fn read_head(
+    r: &mut impl BufRead,
+) -> std::io::Result<Option<std::result::Result<RequestHead, ()>>> {
+    let Some(line) = read_line(r)? else {
+        return Ok(None);
+    };
+    let mut parts = line.split(' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Ok(Some(Err(())));
+    };
+    let mut keep_alive = match version {
+        "HTTP/1.1" => true,
+        "HTTP/1.0" => false,
+        _ => return Ok(Some(Err(()))),
+    };
+    let mut has_body = false;
+    for _ in 0..=MAX_HEADERS {
+        let Some(h) = read_line(r)? else {
+            return Ok(Some(Err(())));
+        };
+        if h.is_empty() {
+            return Ok(Some(Ok(RequestHead {
+                method: method.to_string(),
+                target: target.to_string(),
+                keep_alive,
+                has_body,
+            })));
+        }
+        let Some((name, value)) = h.split_once(':') else {
+            return Ok(Some(Err(())));
+        };
+        let value = value.trim().to_ascii_lowercase();
+        match name.trim().to_ascii_lowercase().as_str() {
+            "connection" if value.contains("close") => keep_alive = false,
+            "connection" if value.contains("keep-alive") => keep_alive = true,
+            "content-length" => has_body |= value != "0",
+            "transfer-encoding" => has_body = true,
+            _ => {}
+        }
+    }
+    Ok(Some(Err(())))
+}
+
+/// Serves the requests of one connection until it closes or goes idle.
+fn connection(conn: TcpStream, root: &OwnedFd) -> std::io::Result<()> {
+    conn.set_read_timeout(Some(IDLE_TIMEOUT))?;
+    let mut r = BufReader::new(conn.try_clone()?);
+    let mut w = BufWriter::with_capacity(64 * 1024, conn);
+    while let Some(head) = read_head(&mut r)? {
+        let Ok(head) = head else {
+            respond(&mut w, "-", "-", Answer::Status(400), false, false)?;
+            return Ok(());
+        };
+        let keep = head.keep_alive && !head.has_body;
+        let (answer, is_head) = match head.method.as_str() {
+            _ if head.has_body => (Answer::Status(400), false),
+            "GET" => (answer(root, &head.target), false),
+            "HEAD" => (answer(root, &head.target), true),
+            _ => (Answer::Status(405), false),
+        };
+        respond(&mut w, &head.method, &head.target, answer, is_head, keep)?;
+        if !keep {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// Writes a response: a `Content-Length` always (no chunked encoding), the
+/// file streamed (memory does not grow with its size).
+fn respond(
+    w: &mut BufWriter<TcpStream>,
+    method: &str,
+    target: &str,
+    answer: Answer,
+    is_head: bool,
+    keep_alive: bool,
+) -> std::io::Result<()> {
+    let conn = if keep_alive { "keep-alive" } else { "close" };
+    match answer {
+        Answer::File(mut f, len) => {
+            tracing::debug!("{method} {target} 200 {len}");
+            write!(
+                w,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n\
+                 Content-Length: {len}\r\nConnection: {conn}\r\n\r\n"
+            )?;
+            if !is_head {
+                let n = std::io::copy(&mut (&mut f).take(len), w)?;
+                if n != len {
+                    // The file shrank under us: the response is broken.
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "file shrank while being served",
+                    ));
+                }
+            }
+        }
+        Answer::Status(code) => {
+            tracing::debug!("{method} {target} {code}");
+            let reason = match code {
+                400 => "Bad Request",
+                403 => "Forbidden",
+                404 => "Not Found",
+                405 => "Method Not Allowed",
+                _ => "Internal Server Error",
+            };
+            let body = format!("{code} {reason}\n");
+            let allow = if code == 405 {
+                "Allow: GET, HEAD\r\n"
+            } else {
+                ""
+            };
+            write!(
+                w,
+                "HTTP/1.1 {code} {reason}\r\nContent-Type: text/plain\r\n{allow}\
+                 Content-Length: {}\r\nConnection: {conn}\r\n\r\n",
+                body.len()
+            )?;
+            if !is_head {
+                w.write_all(body.as_bytes())?;
+            }
+        }
+    }
+    w.flush()
 }
 
 /// Opens the repository and returns its directory descriptor, refusing
@@ -82,20 +284,11 @@ fn open_archive_root(repo_path: &Path) -> Result<OwnedFd> {
 }
 
 /// Binds `addr` with `TCP_NODELAY` set on the listening socket, so that
-/// accepted sockets inherit it (tiny_http never sets it itself).
+/// accepted sockets inherit it.
 fn bind_nodelay(addr: &str) -> Result<TcpListener> {
     let listener = TcpListener::bind(addr).with_context(|| format!("Binding {addr}"))?;
     rustix::net::sockopt::set_tcp_nodelay(&listener, true).context("Setting TCP_NODELAY")?;
     Ok(listener)
-}
-
-fn worker(server: &tiny_http::Server, root: &OwnedFd) {
-    loop {
-        match server.recv() {
-            Ok(rq) => handle(root, rq),
-            Err(e) => tracing::warn!("Receiving a request: {e}"),
-        }
-    }
 }
 
 /// What to answer to one request.
@@ -105,42 +298,6 @@ enum Answer {
     File(File, u64),
     /// An error status with a short text body.
     Status(u16),
-}
-
-fn handle(root: &OwnedFd, rq: tiny_http::Request) {
-    let answer = match rq.method() {
-        Method::Get | Method::Head => answer(root, rq.url()),
-        _ => Answer::Status(405),
-    };
-    let (status, len) = match &answer {
-        Answer::File(_, len) => (200, *len),
-        Answer::Status(code) => (*code, 0),
-    };
-    tracing::debug!("{} {} {status} {len}", rq.method(), rq.url());
-    let res = match answer {
-        Answer::File(f, len) => {
-            let len = usize::try_from(len).expect("a file size fits in usize on 64-bit Linux");
-            let octets = Header::from_bytes("Content-Type", "application/octet-stream")
-                .expect("a valid static header");
-            // tiny_http switches to chunked encoding above a threshold
-            // (32 KiB by default); always send Content-Length instead.
-            rq.respond(
-                Response::new(StatusCode(200), vec![octets], f, Some(len), None)
-                    .with_chunked_threshold(usize::MAX),
-            )
-        }
-        Answer::Status(code) => {
-            let text = format!("{code} {}\n", StatusCode(code).default_reason_phrase());
-            let mut res = Response::from_string(text).with_status_code(code);
-            if code == 405 {
-                res.add_header(Header::from_bytes("Allow", "GET, HEAD").expect("static header"));
-            }
-            rq.respond(res)
-        }
-    };
-    if let Err(e) = res {
-        tracing::debug!("Writing a response: {e}");
-    }
 }
 
 /// Maps a GET/HEAD request target to a file of the repository or a status.

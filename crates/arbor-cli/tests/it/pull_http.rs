@@ -631,3 +631,31 @@ fn progress_bar_only_on_a_terminal() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// arbor's own server and puller together, as in the quickstart: every
+/// request answered at once (no retry, no timeout), several times over.
+/// (Under tiny_http some keep-alive requests waited for the 60 s timeout.)
+#[test]
+fn pull_from_arbor_serve_needs_no_retries() {
+    let f = Fixture::new();
+    let serve = ArborServe::start(&f.src);
+    for i in 0..4 {
+        let d = f.path(&format!("from-serve-{i}"));
+        arbor_init(&d, "bare-user");
+        run_ok(arbor().args(["remote", "add", "--repo"]).arg(&d).args([
+            "--no-gpg-verify",
+            "origin",
+            serve.url(),
+        ]));
+        let started = std::time::Instant::now();
+        let out = pull(&d, &["--depth=1", "origin", "os/main"])
+            .env("ARBOR_LOG", "debug")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        assert!(!err.contains("retrying"), "{err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(20));
+        assert_eq!(rev(&d, "origin:os/main").as_deref(), Some(f.v2.as_str()));
+    }
+}
