@@ -202,12 +202,61 @@ pub fn run(dir: &Path, out: &mut dyn Write) -> Result<()> {
     for (comment, args) in tour(&repo, &v1, &v2, &co) {
         step(out, comment, &args)?;
     }
+    // Publish: serve the repository over HTTP and pull it into a second
+    // one, the way a machine gets its OS.
+    let url = crate::serve::serve_background(Path::new(&repo), "127.0.0.1:0")?;
+    writeln!(
+        out,
+        "\n# Serve the repository over HTTP (here in the background, on a free port)\n\
+         $ arbor serve --repo {} --addr {}",
+        shell_words(&[&repo]),
+        url.trim_start_matches("http://").trim_end_matches('/')
+    )?;
+    let client = d("client");
+    for (comment, args) in pull_tour(&client, &url) {
+        step(out, comment, &args)?;
+    }
     writeln!(
         out,
         "\n# Done. Everything is in {}; remove it when finished.",
         dir.display()
     )?;
     Ok(())
+}
+
+/// The second part: a client repository pulling from the served one.
+fn pull_tour<'a>(client: &'a str, url: &'a str) -> Vec<(&'static str, Vec<&'a str>)> {
+    vec![
+        (
+            "A client repository (bare-user: files stored as they are checked out)",
+            vec!["init", "--repo", client, "--mode", "bare-user"],
+        ),
+        (
+            "Point it at the server (a real deployment would verify ed25519 signatures: --sign-verify)",
+            vec!["remote", "add", "--repo", client, "--no-gpg-verify", "origin", url],
+        ),
+        (
+            "The refs the server offers (from its summary)",
+            vec!["remote", "refs", "--repo", client, "origin"],
+        ),
+        (
+            "How much would a pull fetch? (only metadata is read, nothing is written)",
+            vec!["pull", "--repo", client, "--dry-run", "origin", "demo/x86_64/stable"],
+        ),
+        (
+            "Pull version 2 with its parent; every object is verified before it is stored",
+            vec!["pull", "--repo", client, "--depth=1", "origin", "demo/x86_64/stable"],
+        ),
+        (
+            "The client has the same history, under origin:",
+            vec!["log", "--repo", client, "origin:demo/x86_64/stable"],
+        ),
+        (
+            "Pulling again fetches nothing new",
+            vec!["pull", "--repo", client, "origin", "demo/x86_64/stable"],
+        ),
+        ("Verify the client repository", vec!["fsck", "--repo", client]),
+    ]
 }
 
 /// The commands of the tour, each with the comment printed before it.
@@ -274,6 +323,10 @@ fn tour<'a>(
         (
             "Verify every object in the repository",
             vec!["fsck", "--repo", repo],
+        ),
+        (
+            "Publish a summary: the list of refs that clients read first",
+            vec!["summary", "--repo", repo, "--update"],
         ),
     ]
 }

@@ -756,15 +756,24 @@ fn quickstart_stays_in_its_directory() {
     require_ostree();
     let td = TempDir::new().unwrap();
     let out = run_ok(arbor().current_dir(td.path()).args(["quickstart", "qs"]));
-    for step in "init commit log diff ls cat checkout fsck".split(' ') {
+    for step in "init commit log diff ls cat checkout fsck summary serve remote pull".split(' ') {
         has!(out, &format!("\n$ arbor {step} "));
     }
     has!(out, "completed successfully");
+    has!(out, "Would fetch ");
     assert_eq!(dir_names(td.path()), ["qs"], "created outside DIR");
     let repo = Repo(td.path().join("qs/repo"));
     repo.ostree("fsck", &[]);
     let log = repo.json("log", &["demo/x86_64/stable"]);
     assert_eq!(log.as_array().unwrap().len(), 2);
+    // The client pulled both commits over HTTP, verified, fsck-clean.
+    let client = Repo(td.path().join("qs/client"));
+    let clog = client.json("log", &["origin:demo/x86_64/stable"]);
+    assert_eq!(clog, log);
+    client.ok("fsck", &[]);
+    client.ostree("fsck", &[]);
+    // The second pull fetched nothing.
+    has!(out, "0 metadata, 0 content objects fetched");
     let again = run_fail(arbor().current_dir(td.path()).args(["quickstart", "qs"]));
     has!(String::from_utf8_lossy(&again.stderr), "not empty");
 }
