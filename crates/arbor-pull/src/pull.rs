@@ -501,8 +501,9 @@ fn store_filez(
     {
         bail!("File object {c} has ownership or xattrs, which a bare-user-only repository cannot store");
     }
-    let mut inflate = flate2::read::DeflateDecoder::new(BufReader::with_capacity(64 * 1024, body));
-    txn.write_file(&ah.header, ah.size, &mut inflate, Some(*c))?;
+    arbor_repo::objects::with_inflater(BufReader::with_capacity(64 * 1024, body), |inflate| {
+        txn.write_file(&ah.header, ah.size, inflate, Some(*c))
+    })?;
     Ok(())
 }
 

@@ -5,7 +5,7 @@
 //! bare-user-only).
 
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::{BufRead, BufReader, Read};
 use std::os::fd::OwnedFd;
 
 use anyhow::{bail, Context, Result};
@@ -296,6 +296,90 @@ pub fn read_filez_header(r: &mut dyn Read) -> std::result::Result<ArchiveHeader,
     Ok(ah)
 }
 
+thread_local! {
+    /// One raw-inflate state per thread, reset for every object: a fresh
+    /// state allocates and zeroes its 32 KiB window, which for thousands of
+    /// small objects costs more than inflating them.
+    static INFLATE_STATE: std::cell::RefCell<Option<flate2::Decompress>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// A raw-deflate reader over a buffered stream, reusing this thread's
+/// inflate state (see [`with_inflater`]).
+#[derive(Debug)]
+pub struct Inflater<'a, R> {
+    input: R,
+    state: &'a mut flate2::Decompress,
+    done: bool,
+}
+
+impl<R: BufRead> Read for Inflater<'_, R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if out.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            if self.done {
+                return Ok(0);
+            }
+            let input = self.input.fill_buf()?;
+            let eof = input.is_empty();
+            let (before_in, before_out) = (self.state.total_in(), self.state.total_out());
+            let status = self
+                .state
+                .decompress(input, out, flate2::FlushDecompress::None)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+            let consumed = (self.state.total_in() - before_in) as usize;
+            let produced = (self.state.total_out() - before_out) as usize;
+            self.input.consume(consumed);
+            if status == flate2::Status::StreamEnd {
+                self.done = true;
+            }
+            if produced > 0 || self.done {
+                return Ok(produced);
+            }
+            if eof && self.state.total_in() == 0 {
+                // No payload at all (some writers omit it for empty
+                // files): nothing to read; the size check judges it.
+                self.done = true;
+                return Ok(0);
+            }
+            if eof {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "deflate stream cut short",
+                ));
+            }
+            if consumed == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "deflate stream makes no progress",
+                ));
+            }
+        }
+    }
+}
+
+/// Runs `f` with a raw-deflate reader over `input` that reuses this
+/// thread's inflate state. (Nested calls get a fresh state.)
+pub fn with_inflater<R: BufRead, T>(input: R, f: impl FnOnce(&mut Inflater<'_, R>) -> T) -> T {
+    let taken = INFLATE_STATE.with(|s| s.borrow_mut().take());
+    let mut state = match taken {
+        Some(mut d) => {
+            d.reset(false);
+            d
+        }
+        None => flate2::Decompress::new(false),
+    };
+    let r = f(&mut Inflater {
+        input,
+        state: &mut state,
+        done: false,
+    });
+    INFLATE_STATE.with(|s| *s.borrow_mut() = Some(state));
+    r
+}
+
 /// Checksum of a `.filez` stream: header, then the payload inflated (never
 /// beyond the size the header declares; the stream must end there).
 pub fn checksum_filez(r: impl Read) -> std::result::Result<Checksum, String> {
@@ -304,8 +388,7 @@ pub fn checksum_filez(r: impl Read) -> std::result::Result<Checksum, String> {
     if ah.header.is_symlink() {
         return hash_content(&ah.header, 0, &mut std::io::empty());
     }
-    let mut inflate = flate2::read::DeflateDecoder::new(r);
-    hash_content(&ah.header, ah.size, &mut inflate)
+    with_inflater(r, |inflate| hash_content(&ah.header, ah.size, inflate))
 }
 
 /// Hashes a file object from its header and exactly `size` bytes of

@@ -410,7 +410,13 @@ impl<'r> Transaction<'r> {
     /// Writes `data` to a temporary name, then renames it to `name`
     /// (replacing), so `name` only ever holds complete bytes.
     fn write_staged_bytes(&self, name: &str, data: &[u8]) -> Result<()> {
-        let tmp = self.tmp_name();
+        let tmp = match name.rsplit_once('/') {
+            Some((dir, _)) => format!(
+                "{dir}/.tmp-{}",
+                self.counter.fetch_add(1, Ordering::Relaxed)
+            ),
+            None => self.tmp_name(),
+        };
         let r = (|| -> Result<()> {
             let mut f = self.create_tmp(&tmp, 0o644)?;
             f.write_all(data)?;
@@ -455,7 +461,7 @@ impl<'r> Transaction<'r> {
         if !self.reserve(t, &expected)? {
             return Ok(());
         }
-        let tmp = self.tmp_name();
+        let tmp = self.tmp_name_near(&expected);
         let r = (|| -> Result<()> {
             self.ensure_staging_subdir(&expected)?;
             let mut f = self.create_tmp(&tmp, 0o644)?;
@@ -517,6 +523,19 @@ impl<'r> Transaction<'r> {
         format!("tmp-{}", self.counter.fetch_add(1, Ordering::Relaxed))
     }
 
+    /// A temporary name in the `XX/` directory where `c` is staged: the
+    /// final rename then stays within one directory, which on ext4 takes
+    /// neither the filesystem-wide rename mutex of a cross-directory rename
+    /// nor the lock of one directory shared by every writer thread.
+    /// (An adopting transaction removes such leftovers: not object names.)
+    fn tmp_name_near(&self, c: &Checksum) -> String {
+        format!(
+            "{}/.tmp-{}",
+            &c.to_hex()[..2],
+            self.counter.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
     /// Stages a file object. `content` must yield exactly `size` bytes for a
     /// regular file (nothing is read for a symlink). If `expected` is given
     /// and the object is already present, nothing is read at all; otherwise
@@ -541,7 +560,10 @@ impl<'r> Transaction<'r> {
             }
             self.ensure_staging_subdir(&c)?;
         }
-        let target = self.tmp_name();
+        let target = match expected {
+            Some(c) => self.tmp_name_near(&c),
+            None => self.tmp_name(),
+        };
         let unreserve = |c: &Checksum| {
             self.pending.lock().expect("poisoned").remove(&(t, *c));
         };
@@ -764,6 +786,7 @@ impl<'r> Transaction<'r> {
     #[context("Committing transaction")]
     pub fn commit(self, refs: &[RefUpdate]) -> Result<()> {
         failpoint::hit(failpoint::TXN_OBJECTS_STAGED);
+        tracing::debug!("committing transaction: syncing staged objects");
         let fsync = self.repo.fsync_enabled();
         let (to_mark, to_complete) = std::mem::take(&mut *self.partial.lock().expect("poisoned"));
         if !to_mark.is_empty() {
@@ -785,6 +808,7 @@ impl<'r> Transaction<'r> {
             rustix::fs::syncfs(&self.staging).context("Syncing staged objects")?;
         }
         failpoint::hit(failpoint::TXN_AFTER_SYNC);
+        tracing::debug!("staged objects synced; publishing");
         let mut staged: Vec<(ObjectType, Checksum)> = self
             .pending
             .lock()
@@ -852,6 +876,7 @@ impl<'r> Transaction<'r> {
             }
         }
         failpoint::hit(failpoint::TXN_AFTER_PUBLISH);
+        tracing::debug!("objects published; syncing");
         if fsync {
             rustix::fs::syncfs(&self.repo.objects).context("Syncing published objects")?;
         }
