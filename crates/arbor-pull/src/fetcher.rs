@@ -30,6 +30,12 @@ pub struct FetchOptions {
     pub connections: usize,
     /// First backoff delay; doubled on each retry.
     pub backoff: Duration,
+    /// A body arriving slower than `low_speed_limit` bytes per second over
+    /// this long is a (retryable) transport failure, as curl's
+    /// `LOW_SPEED_TIME` in ostree (30 s, 1000 B/s).
+    pub low_speed_time: Duration,
+    /// See `low_speed_time`.
+    pub low_speed_limit: u64,
 }
 
 impl Default for FetchOptions {
@@ -40,6 +46,8 @@ impl Default for FetchOptions {
             tls_permissive: false,
             connections: 8,
             backoff: Duration::from_millis(100),
+            low_speed_time: Duration::from_secs(30),
+            low_speed_limit: 1000,
         }
     }
 }
@@ -69,6 +77,9 @@ pub struct Body<'a> {
     transport_failed: bool,
     counter: &'a AtomicU64,
     path: &'a str,
+    /// Start of the current low-speed window and bytes received in it.
+    window: (std::time::Instant, u64),
+    low_speed: (Duration, u64),
 }
 
 impl std::fmt::Debug for Body<'_> {
@@ -117,6 +128,22 @@ impl Read for Body<'_> {
             Ok(n) => {
                 self.read += n as u64;
                 self.counter.fetch_add(n as u64, Ordering::Relaxed);
+                self.window.1 += n as u64;
+                let (time, limit) = self.low_speed;
+                let elapsed = self.window.0.elapsed();
+                if elapsed >= time {
+                    if self.window.1 < limit.saturating_mul(time.as_secs().max(1)) {
+                        self.transport_failed = true;
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!(
+                                "{}: {} bytes in {elapsed:.0?}, slower than {limit} bytes/s",
+                                self.path, self.window.1
+                            ),
+                        ));
+                    }
+                    self.window = (std::time::Instant::now(), 0);
+                }
                 Ok(n)
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Err(e),
@@ -170,7 +197,7 @@ impl Fetcher {
                 .max_idle_connections_per_host(opts.connections.max(1))
                 .timeout_connect(Some(Duration::from_secs(30)))
                 .timeout_recv_response(Some(Duration::from_secs(60)))
-                .timeout_per_read(Some(Duration::from_secs(60)))
+                .timeout_per_read(Some(opts.low_speed_time.max(Duration::from_secs(1))))
                 .user_agent(concat!("arbor/", env!("CARGO_PKG_VERSION")))
                 .tls_config(tls.build())
                 .build();
@@ -277,7 +304,8 @@ impl Fetcher {
                     if attempt >= self.opts.retries {
                         return Err(err.context(format!("HEAD {path} failed")));
                     }
-                    std::thread::sleep(self.opts.backoff * 2u32.pow(attempt.min(6)));
+                    let delay = self.opts.backoff * 2u32.pow(attempt.min(6));
+                    std::thread::sleep(delay.min(Duration::from_secs(5)));
                     attempt += 1;
                 }
             }
@@ -333,6 +361,8 @@ impl Fetcher {
             transport_failed: false,
             counter: &self.bytes,
             path,
+            window: (std::time::Instant::now(), 0),
+            low_speed: (self.opts.low_speed_time, self.opts.low_speed_limit),
         };
         match f(&mut body) {
             Ok(v) => Ok(Attempt::Done(Some(v))),
@@ -355,4 +385,77 @@ fn retryable_error(e: &ureq::Error) -> bool {
             | ureq::Error::HostNotFound
             | ureq::Error::Protocol(_)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Yields one byte per read, sleeping `delay` before each.
+    struct Trickle(Duration);
+
+    impl Read for Trickle {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            std::thread::sleep(self.0);
+            buf[0] = b'x';
+            Ok(1)
+        }
+    }
+
+    fn body<'a>(inner: impl Read + 'a, counter: &'a AtomicU64, limit: u64) -> Body<'a> {
+        Body {
+            inner: Box::new(inner),
+            limit,
+            read: 0,
+            transport_failed: false,
+            counter,
+            path: "objects/x",
+            window: (std::time::Instant::now(), 0),
+            low_speed: (Duration::from_millis(200), 1000),
+        }
+    }
+
+    #[test]
+    fn a_trickling_body_is_a_transport_failure() {
+        let counter = AtomicU64::new(0);
+        let mut b = body(Trickle(Duration::from_millis(20)), &counter, u64::MAX);
+        let mut buf = [0u8; 16];
+        let err = loop {
+            match b.read(&mut buf) {
+                Ok(n) => assert!(n <= 1),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "{err}");
+        assert!(b.transport_failed, "a stall must be retried");
+        assert!(b.bytes_read() < 20);
+    }
+
+    #[test]
+    fn a_body_over_its_limit_is_refused_not_retried() {
+        let counter = AtomicU64::new(0);
+        let data = [7u8; 100];
+        let mut b = body(&data[..], &counter, 50);
+        let mut out = Vec::new();
+        let err = b.read_to_end(&mut out).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+        assert!(!b.transport_failed);
+        assert_eq!(out.len(), 50);
+        // Exactly at the limit is fine.
+        let mut b = body(&data[..50], &counter, 50);
+        let mut out = Vec::new();
+        b.read_to_end(&mut out).unwrap();
+        assert_eq!(out.len(), 50);
+        assert_eq!(counter.load(Ordering::Relaxed), 100);
+    }
+
+    #[test]
+    fn retryable_statuses() {
+        for s in [408, 429, 500, 502, 503, 504] {
+            assert!(retryable_status(s), "{s}");
+        }
+        for s in [200, 301, 400, 401, 403, 404, 410] {
+            assert!(!retryable_status(s), "{s}");
+        }
+    }
 }

@@ -361,7 +361,10 @@ impl Walk<'_, '_, '_> {
     }
 
     fn next_job(&self) -> Option<Job> {
-        let mut st = self.state.lock().expect("poisoned");
+        let mut st = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         loop {
             if st.error.is_some() {
                 return None;
@@ -377,18 +380,27 @@ impl Walk<'_, '_, '_> {
             if st.active == 0 {
                 return None;
             }
-            st = self.wake.wait(st).expect("poisoned");
+            st = self
+                .wake
+                .wait(st)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
         }
     }
 
     fn worker(&self) {
         while let Some(job) = self.next_job() {
-            let r = match job {
+            // A panic in a job (a bug) must not leave the others waiting
+            // for it forever: it becomes this job's error.
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match job {
                 Job::Meta(t, c) => self.metadata(t, &c),
                 Job::File(c) => self.file(&c),
-            };
+            }))
+            .unwrap_or_else(|_| Err(anyhow!("Internal error: a pull worker panicked")));
             self.progress.inc(1);
-            let mut st = self.state.lock().expect("poisoned");
+            let mut st = self
+                .state
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             st.active -= 1;
             if let Err(e) = r {
                 st.error.get_or_insert(e);
@@ -411,7 +423,10 @@ impl Walk<'_, '_, '_> {
             Some(d) => d,
             None => {
                 let d = fetch_metadata(self.fetcher, t, c, MAX_METADATA_SIZE)?;
-                self.state.lock().expect("poisoned").metadata_fetched += 1;
+                self.state
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .metadata_fetched += 1;
                 d
             }
         };
@@ -427,7 +442,10 @@ impl Walk<'_, '_, '_> {
                 missing.push(f.checksum);
             }
         }
-        let mut st = self.state.lock().expect("poisoned");
+        let mut st = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut queued = 0;
         for d in &tree.dirs {
             queued += usize::from(self.enqueue(&mut st, ObjectType::DirMeta, d.meta));
@@ -450,9 +468,14 @@ impl Walk<'_, '_, '_> {
                 .fetcher
                 .size(&path)?
                 .ok_or_else(|| anyhow!("File object {c} not found on the remote"))?;
-            let mut st = self.state.lock().expect("poisoned");
+            let mut st = self
+                .state
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             st.content_fetched += 1;
-            st.content_bytes += size;
+            st.content_bytes = st.content_bytes.checked_add(size).ok_or_else(|| {
+                anyhow!("The remote announces impossible sizes (file object {c}: {size} bytes)")
+            })?;
             return Ok(());
         }
         let Sink::Txn(txn) = self.sink else {
@@ -463,14 +486,21 @@ impl Walk<'_, '_, '_> {
             .fetcher
             .fetch(&path, u64::MAX, |body| {
                 store_filez(txn, c, body, archive)?;
-                // The rest of the body, if any (not part of the object).
-                std::io::copy(body, &mut std::io::sink())?;
+                // Whatever the body still holds is not stored; read a little
+                // of it to keep the connection, else let it close.
+                std::io::copy(
+                    &mut std::io::Read::take(&mut *body, 64 * 1024),
+                    &mut std::io::sink(),
+                )?;
                 Ok(body.bytes_read())
             })
             .with_context(|| format!("Fetching file object {c}"))?
             .ok_or_else(|| anyhow!("File object {c} not found on the remote"))?;
         self.progress.inc_bytes(got);
-        let mut st = self.state.lock().expect("poisoned");
+        let mut st = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         st.content_fetched += 1;
         st.content_bytes += got;
         Ok(())
@@ -489,6 +519,13 @@ fn store_filez(
         return txn.write_filez_verbatim(*c, body);
     }
     let ah = read_filez_header(body).map_err(|e| anyhow!("Invalid file object {c}: {e}"))?;
+    if ah.size > arbor_repo::txn::MAX_FILE_SIZE {
+        bail!(
+            "File object {c} declares {} bytes, more than the {} accepted",
+            ah.size,
+            arbor_repo::txn::MAX_FILE_SIZE
+        );
+    }
     let header_len = body.bytes_read();
     if ah.header.is_symlink() {
         body.set_limit(header_len);
@@ -662,7 +699,7 @@ pub fn pull(
         txn.commit(&updates)?;
         if keep_summary {
             if let Some(s) = &summary {
-                store_summary(repo, &s.bytes, s.sig.as_deref())?;
+                arbor_repo::summary::store_summary(repo, &s.bytes, s.sig.as_deref())?;
             }
         }
     }
@@ -711,8 +748,15 @@ fn pull_commit(
         arbor_repo::sign::verify_commit(&data, meta.as_deref(), keys)
             .with_context(|| format!("Commit {id} failed signature verification"))?;
     }
+    // The ref binding applies to the commit the ref names; the collection
+    // binding to every commit (parents too).
+    check_bindings(
+        &commit,
+        id,
+        if first { w.name.as_ref() } else { None },
+        settings,
+    )?;
     if first {
-        check_bindings(&commit, id, w, settings)?;
         if let (Some(name), false) = (&w.name, opts.allow_downgrade) {
             check_downgrade(
                 sink.repo(),
@@ -736,18 +780,29 @@ fn is_not_found(e: &anyhow::Error) -> bool {
 /// ostree's binding checks: a commit listing `ostree.ref-binding` may only
 /// be pulled under one of those refs; with a remote `collection-id`, the
 /// commit must be bound to it.
-fn check_bindings(commit: &Commit, id: &Checksum, w: &Wanted, s: &RemoteSettings) -> Result<()> {
-    if let (Some(name), Some(v)) = (&w.name, commit.metadata.get("ostree.ref-binding")) {
-        let Value::StrArray(bound) = v else {
-            bail!("Commit {id} has a malformed ostree.ref-binding");
-        };
-        if !bound.iter().any(|b| b == name.as_str()) {
-            bail!(
-                "Commit {id} is not bound to ref '{}' (bound to: {})",
-                name.as_str(),
-                bound.join(", ")
-            );
+fn check_bindings(
+    commit: &Commit,
+    id: &Checksum,
+    name: Option<&RefName>,
+    s: &RemoteSettings,
+) -> Result<()> {
+    match commit.metadata.get("ostree.ref-binding") {
+        None if s.collection_id.is_some() => {
+            bail!("Commit {id} has no ref binding, which a remote with a collection ID requires")
         }
+        None => {}
+        Some(Value::StrArray(bound)) => {
+            if let Some(name) = name {
+                if !bound.iter().any(|b| b == name.as_str()) {
+                    bail!(
+                        "Commit {id} is not bound to ref '{}' (bound to: {})",
+                        name.as_str(),
+                        bound.join(", ")
+                    );
+                }
+            }
+        }
+        Some(_) => bail!("Commit {id} has a malformed ostree.ref-binding"),
     }
     if let Some(cid) = &s.collection_id {
         match commit.metadata.get_str("ostree.collection-binding") {
@@ -783,42 +838,6 @@ fn check_downgrade(repo: &Repo, commit: &Commit, id: &Checksum, spec: &RefSpec) 
 
 fn fmt_time(ts: u64) -> String {
     format!("timestamp {ts}")
-}
-
-/// Keeps a mirrored remote's `summary` (and `summary.sig`) as they are.
-/// Order: the old signature goes first, then the summary, then its new
-/// signature, each replaced atomically; a crash in between leaves a
-/// summary without signature (which verifying clients refuse), never a
-/// signature over another summary being accepted.
-fn store_summary(repo: &Repo, summary: &[u8], sig: Option<&[u8]>) -> Result<()> {
-    let dir = repo.path();
-    match std::fs::remove_file(dir.join("summary.sig")) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).context("Removing summary.sig"),
-    }
-    replace_file(dir, "summary", summary)?;
-    if let Some(sig) = sig {
-        replace_file(dir, "summary.sig", sig)?;
-    }
-    Ok(())
-}
-
-/// Temp file, fsync, rename, fsync of the directory.
-fn replace_file(dir: &std::path::Path, name: &str, data: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let tmp = dir.join(format!(".{name}.arbor-tmp-{}", std::process::id()));
-    let r = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, dir.join(name))?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if r.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    r.with_context(|| format!("Writing {name}"))
 }
 
 /// The refs the remote's summary lists (`remote refs`); an error if the

@@ -313,6 +313,13 @@ pub struct Inflater<'a, R> {
     done: bool,
 }
 
+impl<R: BufRead> Inflater<'_, R> {
+    /// True if the deflate stream has ended and nothing follows it.
+    pub fn at_end(&mut self) -> std::io::Result<bool> {
+        Ok(self.done && self.input.fill_buf()?.is_empty())
+    }
+}
+
 impl<R: BufRead> Read for Inflater<'_, R> {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
         if out.is_empty() {
@@ -388,7 +395,18 @@ pub fn checksum_filez(r: impl Read) -> std::result::Result<Checksum, String> {
     if ah.header.is_symlink() {
         return hash_content(&ah.header, 0, &mut std::io::empty());
     }
-    with_inflater(r, |inflate| hash_content(&ah.header, ah.size, inflate))
+    with_inflater(r, |inflate| {
+        let c = hash_content(&ah.header, ah.size, inflate)?;
+        // Nothing may follow the deflate stream: a stored .filez is exactly
+        // header + payload, never bytes nobody verified.
+        if !inflate
+            .at_end()
+            .map_err(|e| format!("reading content: {e}"))?
+        {
+            return Err("data after the end of the compressed content".to_string());
+        }
+        Ok(c)
+    })
 }
 
 /// Hashes a file object from its header and exactly `size` bytes of
@@ -411,7 +429,7 @@ fn hash_content(
         };
         total += n as u64;
         if total > size {
-            return Err(format!("content longer than the declared {size} bytes"));
+            return Err(format!("content larger than its declared size {size}"));
         }
         h.update(&buf[..n]);
     }

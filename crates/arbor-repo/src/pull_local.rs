@@ -117,6 +117,9 @@ impl Puller<'_, '_> {
             arbor_format::DirMeta::decode(&root_meta)
                 .map_err(|e| anyhow!("Invalid dirmeta {}: {e}", commit.root_meta))?;
             self.tree(&commit.root_tree, "")?;
+            // Its tree is now complete: drop a partial marker left by a
+            // commit-only pull.
+            self.txn.mark_complete(&id);
             self.stats.commits += 1;
             if remaining == 0 {
                 break;

@@ -562,6 +562,33 @@ pub fn update_summary(repo: &Repo, opts: &SummaryOptions) -> Result<SummaryUpdat
     })
 }
 
+/// Stores a summary and its signature file exactly as given (a mirror
+/// keeping its upstream's pair), with [`update_summary`]'s lock, temporary
+/// directory and publication order (the signature after the summary, or a
+/// stale signature removed before it).
+#[context("Storing the mirrored summary")]
+pub fn store_summary(repo: &Repo, summary: &[u8], sig: Option<&[u8]>) -> Result<()> {
+    let _repo_lock = repo.lock(false)?;
+    let _lock = util::FileLock::exclusive(&repo.dir, SUMMARY_LOCK)?;
+    cleanup_stale_tmp(repo)?;
+    let tmp = TmpDir::create(repo)?;
+    tmp.write(SUMMARY_FILE, summary)?;
+    if let Some(sig) = sig {
+        tmp.write(SUMMARY_SIG_FILE, sig)?;
+        tmp.publish(SUMMARY_FILE)?;
+        sync_dir(repo, &repo.dir)?;
+        tmp.publish(SUMMARY_SIG_FILE)?;
+    } else {
+        match rustix::fs::unlinkat(&repo.dir, SUMMARY_SIG_FILE, AtFlags::empty()) {
+            Ok(()) => sync_dir(repo, &repo.dir)?,
+            Err(Errno::NOENT) => {}
+            Err(e) => return Err(e).context("Removing the stale summary.sig"),
+        }
+        tmp.publish(SUMMARY_FILE)?;
+    }
+    sync_dir(repo, &repo.dir)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,6 +17,8 @@
 //! synced content, and a ref only points at objects already durable. A crash
 //! at any instant leaves the old ref or the new one, plus at worst
 //! unreferenced objects (removed by `prune`) and a stale staging directory.
+//! A transaction dropped without committing (an error) leaves its staging
+//! directory the same way, for the next one to adopt.
 //!
 //! **Resuming.** The next transaction adopts a stale staging directory of
 //! the *same boot* (ostree does the same with its `staging-BOOTID-*`): its
@@ -94,6 +96,8 @@ pub struct Transaction<'r> {
     zlib_level: u32,
     /// Statistics.
     pub stats: TxnStats,
+    /// Set once [`Transaction::commit`] succeeded.
+    committed: bool,
 }
 
 /// Writes `data` to `dir/name` atomically: temp file, fsync, rename, fsync
@@ -303,6 +307,7 @@ impl<'r> Transaction<'r> {
             counter: AtomicU64::new(0),
             zlib_level,
             stats: TxnStats::default(),
+            committed: false,
         })
     }
 
@@ -476,13 +481,16 @@ impl<'r> Transaction<'r> {
                 .with_context(|| format!("Reading the header of file object {expected}"))?;
             let (ah, _) = ArchiveHeader::decode_prefixed(&header)
                 .map_err(|e| anyhow!("Invalid file object {expected}: {e}"))?;
+            if ah.size > MAX_FILE_SIZE {
+                bail!("File object {expected} declares {} bytes, more than the {MAX_FILE_SIZE} accepted", ah.size);
+            }
             f.write_all(&header)?;
             let limit = if ah.header.is_symlink() {
                 0
             } else {
                 deflate_bound(ah.size)
             };
-            let n = std::io::copy(&mut raw.take(limit + 1), &mut f)?;
+            let n = std::io::copy(&mut raw.take(limit.saturating_add(1)), &mut f)?;
             if n > limit {
                 bail!(
                     "File object {expected} is larger than {limit} bytes, more than its declared \
@@ -784,7 +792,7 @@ impl<'r> Transaction<'r> {
     /// complete, and nothing but unreferenced objects and a stale staging
     /// directory (removed by the next transaction) can be left over.
     #[context("Committing transaction")]
-    pub fn commit(self, refs: &[RefUpdate]) -> Result<()> {
+    pub fn commit(mut self, refs: &[RefUpdate]) -> Result<()> {
         failpoint::hit(failpoint::TXN_OBJECTS_STAGED);
         tracing::debug!("committing transaction: syncing staged objects");
         let fsync = self.repo.fsync_enabled();
@@ -897,6 +905,7 @@ impl<'r> Transaction<'r> {
         }
         crate::refs::apply_updates(self.repo, refs)?;
         failpoint::hit(failpoint::TXN_AFTER_REFS);
+        self.committed = true;
         Ok(())
     }
 }
@@ -929,7 +938,17 @@ fn clear_staging(dir: &OwnedFd) -> rustix::io::Result<()> {
 
 impl Drop for Transaction<'_> {
     fn drop(&mut self) {
-        // Remove whatever is left (everything, if commit() never ran).
+        // Not committed (an error, or abandoned): keep what was staged for
+        // the next transaction, as ostree's abort does. Every staged name
+        // holds a complete, verified object, so a pull that failed halfway
+        // resumes without fetching them again. The lock goes with the fd.
+        let staged = !self.pending.lock().map(|p| p.is_empty()).unwrap_or(true)
+            || !self.adopted.lock().map(|a| a.is_empty()).unwrap_or(true);
+        if !self.committed && staged {
+            tracing::debug!("keeping {} for the next transaction", self.staging_name);
+            return;
+        }
+        // Remove whatever is left (unclaimed adopted objects).
         if let Err(e) = clear_staging(&self.staging) {
             tracing::debug!("clearing {}: {e}", self.staging_name);
         }
@@ -948,6 +967,10 @@ impl Drop for Transaction<'_> {
 pub fn deflate_bound(size: u64) -> u64 {
     size.saturating_add(size / 1000).saturating_add(1024)
 }
+
+/// Largest file object accepted from another repository or a server
+/// (1 TiB): sizes are read from untrusted headers and used in arithmetic.
+pub const MAX_FILE_SIZE: u64 = 1 << 40;
 
 /// Copies exactly `size` bytes from `r` to `w`, feeding the hasher.
 fn copy_hashing(

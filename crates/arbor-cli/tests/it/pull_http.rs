@@ -119,15 +119,63 @@ fn rev(repo: &Path, r: &str) -> Option<String> {
 fn assert_clean(repo: &Path, what: &str) {
     let (ok, report) = arbor_fsck_json(repo);
     assert!(ok, "{what}: arbor fsck: {report}");
-    // A failed or finished pull leaves no temporary files behind.
-    let tmp = repo.join("tmp");
-    if tmp.exists() {
-        let left: Vec<String> = dir_names(&tmp)
-            .into_iter()
-            .filter(|n| n.starts_with("arbor-staging-"))
-            .collect();
-        assert!(left.is_empty(), "{what}: staging left: {left:?}");
+    // A finished pull leaves no staging behind; a failed one may leave its
+    // verified objects for the next run, but never a temporary file.
+    for (dir, name) in staged(repo) {
+        assert!(
+            dir.len() == 2 && !name.starts_with('.') && name.contains('.'),
+            "{what}: temporary file left: {dir}/{name}"
+        );
     }
+}
+
+/// Files left in arbor's staging directories, as (XX, NAME).
+fn staged(repo: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(repo.join("tmp")) else {
+        return out;
+    };
+    for s in rd {
+        let s = s.unwrap();
+        if !s
+            .file_name()
+            .to_string_lossy()
+            .starts_with("arbor-staging-")
+        {
+            continue;
+        }
+        for e in std::fs::read_dir(s.path()).unwrap() {
+            let e = e.unwrap();
+            let top = e.file_name().to_string_lossy().into_owned();
+            if !e.file_type().unwrap().is_dir() {
+                out.push((String::new(), top));
+                continue;
+            }
+            for f in std::fs::read_dir(e.path()).unwrap() {
+                out.push((
+                    top.clone(),
+                    f.unwrap().file_name().to_string_lossy().into_owned(),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// The next transaction takes over a failed pull's staging: after any
+/// successful transaction nothing is left in tmp/ and fsck is clean.
+#[track_caller]
+fn assert_leftovers_taken_over(repo: &Path, scratch: &Path) {
+    std::fs::create_dir_all(scratch).unwrap();
+    arbor_commit(repo, &["-b", "after-failure", "--timestamp=@1"], scratch);
+    assert!(staged(repo).is_empty(), "{:?}", staged(repo));
+    let left: Vec<String> = dir_names(&repo.join("tmp"))
+        .into_iter()
+        .filter(|n| n.starts_with("arbor-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    let (ok, report) = arbor_fsck_json(repo);
+    assert!(ok, "{report}");
 }
 
 fn checkout(repo: &Path, rev: &str, dest: &Path) {
@@ -336,12 +384,25 @@ fn refused(f: &Fixture, mode: &str, object: &str, expect: &str) {
     let name = format!("dest-{}", f.server.requests().len());
     let dest = f.dest(&name, mode, &["--set=n-network-retries=1"]);
     let outside_before = dir_names(f.td.path());
-    let out = run_fail(&mut pull(&dest, &["origin", "os/main"]));
+    // Any temporary file the pull made outside the repository would show.
+    let tmpdir = f.path(&format!("{name}-TMPDIR"));
+    std::fs::create_dir_all(&tmpdir).unwrap();
+    let out = run_fail(pull(&dest, &["origin", "os/main"]).env("TMPDIR", &tmpdir));
+    assert!(dir_names(&tmpdir).is_empty(), "wrote into $TMPDIR");
+    std::fs::remove_dir(&tmpdir).unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     eprintln!("REFUSED({mode}): {err}");
     assert!(err.contains(object), "error does not name {object}: {err}");
     assert!(err.contains(expect), "expected {expect:?} in: {err}");
     assert_eq!(rev(&dest, "origin:os/main"), None, "{err}");
+    // Nothing reached objects/, and the refused object is not staged.
+    assert!(object_files(&dest).is_empty(), "{:?}", object_files(&dest));
+    assert!(
+        !staged(&dest)
+            .iter()
+            .any(|(d, n)| format!("{d}{n}").starts_with(object)),
+        "the refused object {object} was staged"
+    );
     assert_clean(&dest, &err);
     assert_eq!(
         dir_names(f.td.path()),
@@ -353,6 +414,7 @@ fn refused(f: &Fixture, mode: &str, object: &str, expect: &str) {
         "{} bytes in the repository after {expect}",
         tree_size(&dest)
     );
+    assert_leftovers_taken_over(&dest, &f.path(&format!("{name}-empty")));
 }
 
 fn tree_size(p: &Path) -> u64 {
@@ -413,6 +475,27 @@ fn hostile_object_bodies_are_refused() {
         bomb.extend(deflate_zeros(200 << 20));
         f.server.set(&filez_path(&readme), Reply::Bytes(bomb));
         refused(&f, mode, &readme, "larger than");
+        // A bomb inside the compressed-size bound: the header says 1 MiB,
+        // ~0.5 MiB of deflate inflates to 512 MiB; inflating stops at 1 MiB.
+        hdr.size = 1 << 20;
+        let mut bomb = hdr.encode_prefixed();
+        bomb.extend(deflate_zeros(512 << 20));
+        assert!((bomb.len() as u64) < (1 << 20) + (1 << 20) / 1000 + 1024);
+        f.server.set(&filez_path(&readme), Reply::Bytes(bomb));
+        refused(&f, mode, &readme, "declared size");
+        // A size near u64::MAX in the header.
+        hdr.size = u64::MAX - 1;
+        let mut huge = hdr.encode_prefixed();
+        huge.extend_from_slice(&good[end..]);
+        f.server.set(&filez_path(&readme), Reply::Bytes(huge));
+        refused(&f, mode, &readme, "more than the");
+        if mode == "archive" {
+            // Bytes after the compressed content would be stored verbatim.
+            let mut trailing = good.clone();
+            trailing.extend_from_slice(b"ATTACKER-CONTROLLED-TRAILING-BYTES");
+            f.server.set(&filez_path(&readme), Reply::Bytes(trailing));
+            refused(&f, mode, &readme, "data after the end");
+        }
         f.server
             .set(&filez_path(&readme), Reply::Bytes(good.clone()));
     }
@@ -658,4 +741,139 @@ fn pull_from_arbor_serve_needs_no_retries() {
         assert!(started.elapsed() < std::time::Duration::from_secs(20));
         assert_eq!(rev(&d, "origin:os/main").as_deref(), Some(f.v2.as_str()));
     }
+}
+
+/// ostree's binding rules: a commit bound to `os/main` is refused under
+/// another ref name; a remote with a collection ID needs commits bound to
+/// that collection (and carrying ref bindings).
+#[test]
+fn ref_and_collection_bindings_are_enforced() {
+    let f = Fixture::new();
+    // The same (os/main-bound) commit offered as os/other.
+    std::fs::create_dir_all(f.src.join("refs/heads/os")).unwrap();
+    std::fs::write(f.src.join("refs/heads/os/other"), format!("{}\n", f.v2)).unwrap();
+    let d = f.dest("bind", "bare-user", &[]);
+    let out = run_fail(&mut pull(&d, &["origin", "os/other"]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not bound to ref 'os/other'") && err.contains(&f.v2),
+        "{err}"
+    );
+    assert!(object_files(&d).is_empty());
+    run_ok(&mut pull(&d, &["origin", "os/main"]));
+    // A collection ID on the remote: these commits have none.
+    let c = f.dest("coll", "bare-user", &["--set=collection-id=org.example.Os"]);
+    let out = run_fail(&mut pull(&c, &["origin", "os/main"]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no collection binding") && err.contains(&f.v2),
+        "{err}"
+    );
+    // A repository made with that collection ID binds its commits: accepted.
+    let src2 = f.path("src-coll");
+    run_ok(
+        arbor()
+            .args([
+                "init",
+                "--mode",
+                "archive",
+                "--collection-id",
+                "org.example.Os",
+                "--repo",
+            ])
+            .arg(&src2),
+    );
+    let cc = arbor_commit(&src2, &["-b", "os/main", "--timestamp=@1"], &f.tree_v1);
+    let server2 = TestServer::start(&src2);
+    let ok = f.path("coll-ok");
+    arbor_init(&ok, "bare-user");
+    run_ok(
+        arbor()
+            .args(["remote", "add", "--repo"])
+            .arg(&ok)
+            .args([
+                "--no-gpg-verify",
+                "--set=collection-id=org.example.Os",
+                "origin",
+            ])
+            .arg(server2.url()),
+    );
+    run_ok(&mut pull(&ok, &["origin", "os/main"]));
+    assert_eq!(rev(&ok, "origin:os/main").as_deref(), Some(cc.as_str()));
+    // ... and refused by a remote expecting another collection.
+    let other = f.path("coll-other");
+    arbor_init(&other, "bare-user");
+    run_ok(
+        arbor()
+            .args(["remote", "add", "--repo"])
+            .arg(&other)
+            .args([
+                "--no-gpg-verify",
+                "--set=collection-id=org.example.Other",
+                "origin",
+            ])
+            .arg(server2.url()),
+    );
+    let out = run_fail(&mut pull(&other, &["origin", "os/main"]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bound to collection 'org.example.Os'"),
+        "{err}"
+    );
+}
+
+/// A pull that fails (an object the server lacks) keeps what it verified:
+/// run again once the server is fixed, it fetches only what it had not
+/// stored, never an object twice.
+#[test]
+fn failed_pull_resumes_without_refetching() {
+    let f = Fixture::new();
+    let readme = some_file(&f.src, "os/main", "/README.txt");
+    let good = std::fs::read(f.src.join(filez_path(&readme))).unwrap();
+    f.server.set(&filez_path(&readme), Reply::Status(404));
+    let d = f.dest("resume", "bare-user", &[]);
+    let out = run_fail(&mut pull(&d, &["origin", "os/main"]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&readme) && err.contains("not found"), "{err}");
+    let first: Vec<String> = f.object_requests();
+    assert!(first.len() > 10, "{first:?}");
+    f.server.set(&filez_path(&readme), Reply::Bytes(good));
+    run_ok(&mut pull(&d, &["origin", "os/main"]));
+    let second: Vec<String> = f.object_requests()[first.len()..].to_vec();
+    let unique: BTreeSet<&String> = second.iter().collect();
+    assert_eq!(unique.len(), second.len(), "{second:?}");
+    let again: Vec<&String> = second
+        .iter()
+        .filter(|p| first.contains(p) && !p.ends_with(".commitmeta"))
+        .collect();
+    assert_eq!(again, [&format!("/{}", filez_path(&readme))], "{second:?}");
+    assert_clean(&d, "after resuming");
+    assert!(staged(&d).is_empty());
+    assert_eq!(rev(&d, "origin:os/main").as_deref(), Some(f.v2.as_str()));
+}
+
+/// pull-local completing a commit fetched with --commit-metadata-only
+/// removes its partial marker (else fsck would skip checking it).
+#[test]
+fn pull_local_completes_a_partial_commit() {
+    let f = Fixture::new();
+    let d = f.dest("partial", "bare-user", &[]);
+    run_ok(&mut pull(
+        &d,
+        &["--commit-metadata-only", "origin", "os/main"],
+    ));
+    let marker = d.join(format!("state/{}.commitpartial", f.v2));
+    assert!(marker.exists());
+    run_ok(
+        arbor()
+            .args(["pull-local", "--repo"])
+            .arg(&d)
+            .args(["--remote", "origin"])
+            .arg(&f.src)
+            .arg("os/main"),
+    );
+    assert!(!marker.exists());
+    let (ok, report) = arbor_fsck_json(&d);
+    assert!(ok, "{report}");
+    assert_eq!(report["partial_commits"], 0, "{report}");
 }
