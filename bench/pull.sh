@@ -21,8 +21,20 @@ for t in ostree nginx hyperfine python3 /usr/bin/time; do
 done
 [ -x "$ARBOR" ] || { echo "arbor binary not found at $ARBOR: run 'cargo build --release'" >&2; exit 1; }
 [ -d "$C/v1" ] && [ -d "$C/v2" ] || { echo "$C has no v1/ and v2/" >&2; exit 1; }
-mkdir -p "$W" && cd "$W"
+mkdir -p "$W"
 RES=$W/results
+mkdir -p "$RES"
+# The repositories live on a fresh journaled ext4 (a loop-mounted image, as root; LOOPFS=0 to
+# disable): this VM's root ext4 has no journal, so its inode allocator scans recently freed
+# inodes (recently_deleted()) and every deletion slows the next runs of both tools at random.
+if [ "${LOOPFS:-1}" = 1 ] && [ "$(id -u)" = 0 ]; then
+  mountpoint -q "$W/fs" && umount "$W/fs"
+  rm -f "$W/fs.img" && truncate -s 16G "$W/fs.img" && mkfs.ext4 -q -F "$W/fs.img"
+  mkdir -p "$W/fs" && mount -o loop "$W/fs.img" "$W/fs"
+  cd "$W/fs"
+else
+  cd "$W"
+fi
 # Deleting thousands of files makes ext4 scan the recently freed inodes on every allocation for
 # the next ~30 s (recently_deleted()), slowing either tool's next run up to 5x: after deleting a
 # previous run's repos, wait that out. Within the run, outputs are moved aside, not deleted.
@@ -60,11 +72,11 @@ http {
   uwsgi_temp_path $NG/tmp; scgi_temp_path $NG/tmp;
   sendfile on; tcp_nopush on; tcp_nodelay on; keepalive_requests 100000;
   types { } default_type application/octet-stream;
-  server { listen 127.0.0.1:$PORT; root $W/srv; autoindex off; location / { try_files \$uri =404; } }
+  server { listen 127.0.0.1:$PORT; root $PWD/srv; autoindex off; location / { try_files \$uri =404; } }
 }
 EOF
 nginx -p "$NG" -c "$NG/nginx.conf"
-trap 'kill $(cat "$NG/nginx.pid") 2>/dev/null; rm -rf "$W/trash"' EXIT
+trap 'kill $(cat "$NG/nginx.pid") 2>/dev/null; rm -rf trash; cd "$W"; ! mountpoint -q "$W/fs" || umount "$W/fs"' EXIT
 URL=http://127.0.0.1:$PORT/
 for _ in $(seq 50); do curl -s -o /dev/null "$URL" && break; sleep 0.1; done
 

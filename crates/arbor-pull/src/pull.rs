@@ -423,6 +423,7 @@ impl Walk<'_, '_, '_> {
             Some(d) => d,
             None => {
                 let d = fetch_metadata(self.fetcher, t, c, MAX_METADATA_SIZE)?;
+                self.progress.inc_bytes(d.len() as u64);
                 self.state
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
