@@ -54,7 +54,19 @@ impl Default for FetchOptions {
 
 #[derive(Debug)]
 enum Base {
-    Http { agent: ureq::Agent, url: String },
+    /// `http://`: ureq, HTTP/1.1 keep-alive (plain-text HTTP/2 is only
+    /// offered to clients that know it in advance, which ostree's are not).
+    Http {
+        agent: ureq::Agent,
+        url: String,
+    },
+    /// `https://`: reqwest, which negotiates HTTP/2 by ALPN when the server
+    /// offers it (one connection then carries every request at once), else
+    /// HTTP/1.1.
+    Https {
+        client: reqwest::blocking::Client,
+        url: String,
+    },
     File(PathBuf),
 }
 
@@ -65,6 +77,8 @@ pub struct Fetcher {
     opts: FetchOptions,
     requests: AtomicU64,
     bytes: AtomicU64,
+    /// HTTP versions the server answered with (e.g. `HTTP/2.0`).
+    versions: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 /// A response body handed to the caller: counts bytes, enforces a limit,
@@ -169,24 +183,41 @@ impl Fetcher {
                 bail!("file:// URLs must be absolute: {url}");
             }
             Base::File(PathBuf::from(path))
-        } else if url.starts_with("http://") || url.starts_with("https://") {
-            let mut tls = ureq::tls::TlsConfig::builder();
+        } else if url.starts_with("https://") {
+            // rustls with ring, installed once per process (reqwest is
+            // built without a crypto provider of its own).
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let mut b = reqwest::blocking::Client::builder()
+                .pool_max_idle_per_host(opts.connections.max(1))
+                .connect_timeout(Duration::from_secs(30))
+                // Per response and per body read, not for the whole body.
+                .timeout(opts.low_speed_time.max(Duration::from_secs(1)))
+                .user_agent(concat!("arbor/", env!("CARGO_PKG_VERSION")))
+                .redirect(reqwest::redirect::Policy::limited(5));
             if let Some(ca) = &opts.tls_ca_path {
                 let pem = std::fs::read(ca)
                     .with_context(|| format!("Reading tls-ca-path {}", ca.display()))?;
-                let mut certs = Vec::new();
-                for item in ureq::tls::parse_pem(&pem) {
-                    if let ureq::tls::PemItem::Certificate(c) =
-                        item.with_context(|| format!("Parsing {}", ca.display()))?
-                    {
-                        certs.push(c);
-                    }
-                }
+                let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                    .with_context(|| format!("Parsing {}", ca.display()))?;
                 if certs.is_empty() {
                     bail!("No certificate in tls-ca-path {}", ca.display());
                 }
-                tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
+                b = b.tls_certs_only(certs);
             }
+            // Otherwise the system's trust store (as ostree's libcurl).
+            if opts.tls_permissive {
+                b = b.tls_danger_accept_invalid_certs(true);
+            }
+            let mut url = url.to_string();
+            if !url.ends_with('/') {
+                url.push('/');
+            }
+            Base::Https {
+                client: b.build().context("Setting up the HTTPS client")?,
+                url,
+            }
+        } else if url.starts_with("http://") {
+            let mut tls = ureq::tls::TlsConfig::builder();
             if opts.tls_permissive {
                 tls = tls.disable_verification(true);
             }
@@ -217,12 +248,29 @@ impl Fetcher {
             opts,
             requests: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
+            versions: Default::default(),
         })
     }
 
     /// Requests made so far (including retries).
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
+    }
+
+    /// The HTTP versions responses came with (e.g. `HTTP/1.1`, `HTTP/2.0`).
+    pub fn versions(&self) -> Vec<String> {
+        self.versions
+            .lock()
+            .map(|v| v.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn saw_version(&self, v: impl std::fmt::Debug) {
+        if let Ok(mut set) = self.versions.lock() {
+            if set.len() < 4 {
+                set.insert(format!("{v:?}"));
+            }
+        }
     }
 
     /// Body bytes received so far.
@@ -278,6 +326,38 @@ impl Fetcher {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
                 Err(e) => Err(e).with_context(|| format!("Reading {path}")),
             },
+            Base::Https { client, url } => {
+                let mut attempt = 0u32;
+                loop {
+                    self.requests.fetch_add(1, Ordering::Relaxed);
+                    let err = match client.head(format!("{url}{path}")).send() {
+                        Ok(resp) => match resp.status().as_u16() {
+                            200..=299 => {
+                                return resp
+                                    .headers()
+                                    .get("content-length")
+                                    .and_then(|v| v.to_str().ok())
+                                    .and_then(|v| v.parse().ok())
+                                    .map(Some)
+                                    .ok_or_else(|| anyhow!("No Content-Length for {path}"))
+                            }
+                            404 | 403 | 410 => return Ok(None),
+                            s if retryable_status(s) => anyhow!("HTTP {s} for {path}"),
+                            s => bail!("Server returned HTTP {s} for {path}"),
+                        },
+                        Err(e) if e.is_builder() => {
+                            return Err(anyhow!(e)).with_context(|| format!("HEAD {path}"))
+                        }
+                        Err(e) => anyhow!(error_chain(&e)),
+                    };
+                    if attempt >= self.opts.retries {
+                        return Err(err.context(format!("HEAD {path} failed")));
+                    }
+                    let delay = self.opts.backoff * 2u32.pow(attempt.min(6));
+                    std::thread::sleep(delay.min(Duration::from_secs(5)));
+                    attempt += 1;
+                }
+            }
             Base::Http { agent, url } => {
                 let mut attempt = 0u32;
                 loop {
@@ -335,6 +415,7 @@ impl Fetcher {
                     }
                     Err(e) => return Err(e).with_context(|| format!("GET {path}")),
                 };
+                self.saw_version(resp.version());
                 match resp.status().as_u16() {
                     200..=299 => {}
                     404 | 403 | 410 => return Ok(Attempt::Done(None)),
@@ -353,6 +434,36 @@ impl Fetcher {
                 }
                 Box::new(body.into_reader())
             }
+            Base::Https { client, url } => {
+                let resp = match client.get(format!("{url}{path}")).send() {
+                    Ok(r) => r,
+                    Err(e) if e.is_builder() => {
+                        return Err(anyhow!(e)).with_context(|| format!("GET {path}"))
+                    }
+                    Err(e) => {
+                        return Ok(Attempt::Retry(
+                            anyhow!(error_chain(&e)).context(format!("GET {path}")),
+                        ))
+                    }
+                };
+                self.saw_version(resp.version());
+                match resp.status().as_u16() {
+                    200..=299 => {}
+                    404 | 403 | 410 => return Ok(Attempt::Done(None)),
+                    s if retryable_status(s) => {
+                        return Ok(Attempt::Retry(anyhow!(
+                            "Server returned HTTP {s} for {path}"
+                        )))
+                    }
+                    s => bail!("Server returned HTTP {s} for {path}"),
+                }
+                if let Some(len) = resp.content_length() {
+                    if len > limit {
+                        bail!("Server announces {len} bytes for {path}, more than the {limit} allowed");
+                    }
+                }
+                Box::new(resp)
+            }
         };
         let mut body = Body {
             inner,
@@ -370,6 +481,19 @@ impl Fetcher {
             Err(e) => Err(e),
         }
     }
+}
+
+/// An error with its sources ("error sending request: ... certificate
+/// ...") on one line: reqwest's top-level message alone hides the cause.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
 }
 
 fn retryable_status(s: u16) -> bool {

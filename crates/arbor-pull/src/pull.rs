@@ -89,6 +89,9 @@ pub struct PullStats {
     pub bytes: u64,
     /// True for a dry run: nothing was written.
     pub dry_run: bool,
+    /// HTTP versions the server answered with (`HTTP/2.0` over TLS when it
+    /// offers HTTP/2).
+    pub protocols: Vec<String>,
 }
 
 /// A ref (or bare checksum) to pull, resolved on the remote.
@@ -706,6 +709,7 @@ pub fn pull(
     }
     stats.requests = fetcher.requests();
     stats.bytes = fetcher.bytes();
+    stats.protocols = fetcher.versions();
     Ok(stats)
 }
 

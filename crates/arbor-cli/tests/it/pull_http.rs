@@ -276,6 +276,8 @@ fn depth_commit_metadata_only_and_dry_run() {
     ));
     let d: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(d["dry_run"], true);
+    // Plain http:// stays on HTTP/1.1 keep-alive.
+    assert_eq!(d["protocols"], serde_json::json!(["HTTP/1.1"]), "{d}");
     assert!(object_files(&dry).is_empty(), "dry run wrote objects");
     assert_eq!(rev(&dry, "origin:os/main"), None);
     let out = run_ok(&mut pull(&dry, &["--json", "origin", "os/main"]));
