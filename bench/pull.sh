@@ -102,7 +102,7 @@ run() {
 }
 pair() { run ostree "$1" "$2" "$3"; run arbor "$1" "$4" "$5"; echo "$1" >>"$RES/ops"; }
 
-for mode in archive bare-user; do
+for mode in ${MODES:-archive bare-user}; do
   m=${mode%-user}; m=${m/bare/bu}
   serve_at "$V1"
   pair pull-v1-$mode "$(oprep $m $mode)" "ostree pull --repo=o/$m origin $B" \

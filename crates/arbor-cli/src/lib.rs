@@ -34,10 +34,12 @@ pub fn init_logging() {
         Ok("error") => tracing::Level::ERROR,
         _ => tracing::Level::WARN,
     };
+    // Seconds since start: enough to see where a command spends its time.
     let _ = tracing_subscriber::fmt()
         .with_max_level(level)
         .with_writer(std::io::stderr)
-        .without_time()
+        .with_timer(tracing_subscriber::fmt::time::uptime())
+        .with_ansi(false)
         .try_init();
 }
 
