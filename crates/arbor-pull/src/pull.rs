@@ -581,6 +581,8 @@ pub fn pull(
     opts: &PullOptions,
     progress: &dyn Progress,
 ) -> Result<PullStats> {
+    // The name becomes a directory under refs/remotes/.
+    arbor_format::names::validate_remote_name(remote_name)?;
     let remote = arbor_repo::remotes::get_remote(repo, remote_name)?;
     let settings = remote_settings(repo, &remote)?;
     let mut fetch_opts = settings.fetch.clone();

@@ -826,7 +826,16 @@ impl<'r> Transaction<'r> {
             .collect();
         // Commits (and their detached metadata) last: everything a commit
         // references is in place before the commit itself appears.
-        staged.sort_by_key(|(t, c)| (matches!(t, ObjectType::Commit | ObjectType::CommitMeta), *c));
+        // Detached metadata just before the commits, so a signed commit
+        // never appears without its signatures.
+        staged.sort_by_key(|(t, c)| {
+            let rank = match t {
+                ObjectType::Commit => 2,
+                ObjectType::CommitMeta => 1,
+                _ => 0,
+            };
+            (rank, *c)
+        });
         let mode = self.repo.mode();
         let mut made_dirs = HashSet::new();
         let half = staged.len() / 2;

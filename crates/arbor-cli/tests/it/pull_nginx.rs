@@ -248,6 +248,15 @@ fn arbor_pulls_over_https_with_a_private_ca() {
 /// per worker); the commit's detached metadata is re-fetched by design.
 #[test]
 fn killed_pull_resumes_without_refetching() {
+    killed_pull_resumes_in("bare-user");
+}
+
+#[test]
+fn killed_archive_pull_resumes_without_refetching() {
+    killed_pull_resumes_in("archive");
+}
+
+fn killed_pull_resumes_in(mode: &str) {
     require_ostree();
     const JOBS: usize = 4;
     let td = TempDir::new().unwrap();
@@ -268,7 +277,7 @@ fn killed_pull_resumes_without_refetching() {
     let c = ostree_commit(&src, &["-b", REF_A, "--timestamp=@1"], &tree);
     let nginx = Nginx::start(&src).unwrap();
     let dest = td.path().join("dest");
-    arbor_init(&dest, "bare-user");
+    arbor_init(&dest, mode);
     add_remote(&dest, &nginx.url(), &[]);
     let total_objects = objects(&src).len();
     let mut child = pull(&dest, &["--jobs", &JOBS.to_string(), "origin", REF_A])

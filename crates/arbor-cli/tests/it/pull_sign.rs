@@ -166,6 +166,14 @@ fn unsigned_or_wrongly_signed_commits_are_refused() {
     );
     let server = TestServer::start(&src);
     let dest = verifying_dest(&td, "dest", &server.url(), &[]);
+    // Commit-only pulls verify too: the unsigned head is refused.
+    let meta_only = verifying_dest(&td, "meta-only", &server.url(), &[]);
+    refused(
+        &meta_only,
+        &["--commit-metadata-only", "origin", "os/main"],
+        "without detached metadata",
+    );
+    assert!(commit_objects(&meta_only).is_empty());
     // The signed commit (by checksum) is accepted.
     run_ok(&mut pull(&dest, &["origin", &signed]));
     // The branch head is unsigned: refused, nothing of it stored.
