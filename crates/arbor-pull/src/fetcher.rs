@@ -145,8 +145,10 @@ impl Read for Body<'_> {
                 self.window.1 += n as u64;
                 let (time, limit) = self.low_speed;
                 let elapsed = self.window.0.elapsed();
-                if elapsed >= time {
-                    if self.window.1 < limit.saturating_mul(time.as_secs().max(1)) {
+                // At the end of the body there is nothing left to be slow.
+                if n > 0 && elapsed >= time {
+                    let needed = (limit as f64 * elapsed.as_secs_f64()) as u64;
+                    if self.window.1 < needed {
                         self.transport_failed = true;
                         return Err(std::io::Error::new(
                             std::io::ErrorKind::TimedOut,
@@ -193,7 +195,16 @@ impl Fetcher {
                 // Per response and per body read, not for the whole body.
                 .timeout(opts.low_speed_time.max(Duration::from_secs(1)))
                 .user_agent(concat!("arbor/", env!("CARGO_PKG_VERSION")))
-                .redirect(reqwest::redirect::Policy::limited(5));
+                // At most 5 redirects, never from https:// to http://.
+                .redirect(reqwest::redirect::Policy::custom(|attempt| {
+                    if attempt.url().scheme() != "https" {
+                        attempt.error("refusing a redirect from https:// to another scheme")
+                    } else if attempt.previous().len() > 5 {
+                        attempt.error("too many redirects")
+                    } else {
+                        attempt.follow()
+                    }
+                }));
             if let Some(ca) = &opts.tls_ca_path {
                 let pem = std::fs::read(ca)
                     .with_context(|| format!("Reading tls-ca-path {}", ca.display()))?;
@@ -217,7 +228,24 @@ impl Fetcher {
                 url,
             }
         } else if url.starts_with("http://") {
+            // TLS settings still matter: a server may redirect to https://.
             let mut tls = ureq::tls::TlsConfig::builder();
+            if let Some(ca) = &opts.tls_ca_path {
+                let pem = std::fs::read(ca)
+                    .with_context(|| format!("Reading tls-ca-path {}", ca.display()))?;
+                let mut certs = Vec::new();
+                for item in ureq::tls::parse_pem(&pem) {
+                    if let ureq::tls::PemItem::Certificate(c) =
+                        item.with_context(|| format!("Parsing {}", ca.display()))?
+                    {
+                        certs.push(c);
+                    }
+                }
+                if certs.is_empty() {
+                    bail!("No certificate in tls-ca-path {}", ca.display());
+                }
+                tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
+            }
             if opts.tls_permissive {
                 tls = tls.disable_verification(true);
             }
@@ -345,8 +373,9 @@ impl Fetcher {
                             s if retryable_status(s) => anyhow!("HTTP {s} for {path}"),
                             s => bail!("Server returned HTTP {s} for {path}"),
                         },
-                        Err(e) if e.is_builder() => {
-                            return Err(anyhow!(e)).with_context(|| format!("HEAD {path}"))
+                        Err(e) if !reqwest_retryable(&e) => {
+                            return Err(anyhow!(error_chain(&e)))
+                                .with_context(|| format!("HEAD {path}"))
                         }
                         Err(e) => anyhow!(error_chain(&e)),
                     };
@@ -437,8 +466,8 @@ impl Fetcher {
             Base::Https { client, url } => {
                 let resp = match client.get(format!("{url}{path}")).send() {
                     Ok(r) => r,
-                    Err(e) if e.is_builder() => {
-                        return Err(anyhow!(e)).with_context(|| format!("GET {path}"))
+                    Err(e) if !reqwest_retryable(&e) => {
+                        return Err(anyhow!(error_chain(&e))).with_context(|| format!("GET {path}"))
                     }
                     Err(e) => {
                         return Ok(Attempt::Retry(
@@ -481,6 +510,16 @@ impl Fetcher {
             Err(e) => Err(e),
         }
     }
+}
+
+/// Whether a reqwest error may go away on retry: not a bad request, a
+/// refused redirect, or a certificate the server will present again.
+fn reqwest_retryable(e: &reqwest::Error) -> bool {
+    if e.is_builder() || e.is_redirect() {
+        return false;
+    }
+    let chain = error_chain(e).to_ascii_lowercase();
+    !(chain.contains("certificate") || chain.contains("unknownissuer"))
 }
 
 /// An error with its sources ("error sending request: ... certificate
@@ -553,6 +592,63 @@ mod tests {
         assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "{err}");
         assert!(b.transport_failed, "a stall must be retried");
         assert!(b.bytes_read() < 20);
+    }
+
+    /// Yields up to `chunk` bytes per read after `delay`, `total` in all.
+    struct Paced {
+        delay: Duration,
+        chunk: usize,
+        total: usize,
+    }
+
+    impl Read for Paced {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.total == 0 {
+                return Ok(0);
+            }
+            std::thread::sleep(self.delay);
+            let n = self.chunk.min(buf.len()).min(self.total);
+            self.total -= n;
+            buf[..n].fill(b'y');
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_body_above_the_rate_survives_many_windows() {
+        let counter = AtomicU64::new(0);
+        // 1000 B/s needed; 500 bytes every 50 ms = 10 kB/s, over 5 windows.
+        let mut b = body(
+            Paced {
+                delay: Duration::from_millis(50),
+                chunk: 500,
+                total: 10_000,
+            },
+            &counter,
+            u64::MAX,
+        );
+        let mut out = Vec::new();
+        b.read_to_end(&mut out).unwrap();
+        assert_eq!(out.len(), 10_000);
+    }
+
+    #[test]
+    fn the_end_of_a_body_is_never_slow() {
+        let counter = AtomicU64::new(0);
+        let mut b = body(
+            Paced {
+                delay: Duration::ZERO,
+                chunk: 10,
+                total: 10,
+            },
+            &counter,
+            u64::MAX,
+        );
+        let mut buf = [0u8; 64];
+        assert_eq!(b.read(&mut buf).unwrap(), 10);
+        // The caller pauses longer than the window before reading EOF.
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(b.read(&mut buf).unwrap(), 0);
     }
 
     #[test]

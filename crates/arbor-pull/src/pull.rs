@@ -398,7 +398,14 @@ impl Walk<'_, '_, '_> {
                 Job::Meta(t, c) => self.metadata(t, &c),
                 Job::File(c) => self.file(&c),
             }))
-            .unwrap_or_else(|_| Err(anyhow!("Internal error: a pull worker panicked")));
+            .unwrap_or_else(|p| {
+                let msg = p
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| p.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                Err(anyhow!("Internal error: a pull worker panicked: {msg}"))
+            });
             self.progress.inc(1);
             let mut st = self
                 .state
@@ -694,7 +701,10 @@ pub fn pull(
         }
     });
     progress.finish();
-    let st = walk.state.into_inner().expect("poisoned");
+    let st = walk
+        .state
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(e) = st.error {
         return Err(e);
     }

@@ -76,7 +76,8 @@ pub struct TxnStats {
 
 /// An open write transaction; see the module docs for the crash guarantee.
 ///
-/// Dropping it without [`Transaction::commit`] discards the staged objects.
+/// Dropping it without [`Transaction::commit`] keeps the staged objects in
+/// their (unlocked) staging directory for the next transaction to adopt.
 #[derive(Debug)]
 pub struct Transaction<'r> {
     repo: &'r Repo,

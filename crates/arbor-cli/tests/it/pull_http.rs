@@ -490,7 +490,7 @@ fn hostile_object_bodies_are_refused() {
         let mut huge = hdr.encode_prefixed();
         huge.extend_from_slice(&good[end..]);
         f.server.set(&filez_path(&readme), Reply::Bytes(huge));
-        refused(&f, mode, &readme, "more than the");
+        refused(&f, mode, &readme, "accepted");
         if mode == "archive" {
             // Bytes after the compressed content would be stored verbatim.
             let mut trailing = good.clone();
@@ -820,6 +820,19 @@ fn ref_and_collection_bindings_are_enforced() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("bound to collection 'org.example.Os'"),
+        "{err}"
+    );
+    // A commit without any binding, from a collection-id remote: refused
+    // (ostree requires ref bindings there), by checksum too.
+    let nb = arbor_commit(
+        &src2,
+        &["-b", "os/unbound", "--no-bindings", "--timestamp=@2"],
+        &f.tree_v1,
+    );
+    let out = run_fail(&mut pull(&ok, &["origin", &nb]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("has no ref binding") && err.contains(&nb),
         "{err}"
     );
 }

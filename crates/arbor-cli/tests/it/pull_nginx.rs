@@ -226,9 +226,37 @@ fn arbor_pulls_over_https_with_a_private_ca() {
         &nginx.url(),
         &[&format!("--set=tls-ca-path={}", s(&ca))],
     );
-    run_ok(&mut pull(&dest, &["origin", REF_A]));
+    let out = run_ok(&mut pull(&dest, &["--json", "origin", REF_A]));
+    let stats: serde_json::Value = serde_json::from_str(&out).unwrap();
+    // nginx offers HTTP/2 over TLS: every response came over it.
+    assert_eq!(
+        stats["protocols"],
+        serde_json::json!(["HTTP/2.0"]),
+        "{stats}"
+    );
+    assert!(stats["content_fetched"].as_u64().unwrap() > 10, "{stats}");
     assert_eq!(rev(&dest, &format!("origin:{REF_A}")), o.v2);
     assert!(arbor_fsck_json(&dest).0);
+    // nginx saw each object once.
+    let objs: Vec<String> = nginx
+        .requests()
+        .into_iter()
+        .filter(|r| r.uri.starts_with("/objects/"))
+        .map(|r| r.uri)
+        .collect();
+    let set: BTreeSet<&String> = objs.iter().collect();
+    assert_eq!(set.len(), objs.len());
+    // tls-permissive: trusted without the CA (and still HTTP/2).
+    let perm = o.td.path().join("permissive");
+    arbor_init(&perm, "bare-user");
+    add_remote(&perm, &nginx.url(), &["--set=tls-permissive=true"]);
+    let out = run_ok(&mut pull(&perm, &["--json", "origin", REF_A]));
+    let stats: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        stats["protocols"],
+        serde_json::json!(["HTTP/2.0"]),
+        "{stats}"
+    );
     // Without the CA the public roots do not trust the server.
     let bad = o.td.path().join("untrusting");
     arbor_init(&bad, "bare-user");

@@ -49,20 +49,34 @@ fn verifying_dest(td: &TempDir, name: &str, url: &str, extra: &[&str]) -> PathBu
 
 #[track_caller]
 fn refused(dest: &Path, args: &[&str], want: &str) -> String {
+    // File objects in objects/ and in any staging directory left behind.
     let count_files = || -> usize {
-        std::fs::read_dir(dest.join("objects"))
-            .map(|rd| {
-                rd.flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
-                    .filter(|f| {
-                        f.as_ref()
-                            .unwrap()
-                            .file_name()
-                            .to_string_lossy()
-                            .ends_with(".file")
-                    })
-                    .count()
-            })
-            .unwrap_or(0)
+        let in_fanout = |dir: PathBuf| -> usize {
+            std::fs::read_dir(dir)
+                .map(|rd| {
+                    rd.filter_map(|d| std::fs::read_dir(d.unwrap().path()).ok())
+                        .flatten()
+                        .filter(|f| {
+                            let n = f.as_ref().unwrap().file_name();
+                            n.to_string_lossy().ends_with(".file")
+                        })
+                        .count()
+                })
+                .unwrap_or(0)
+        };
+        let mut n = in_fanout(dest.join("objects"));
+        if let Ok(rd) = std::fs::read_dir(dest.join("tmp")) {
+            for e in rd {
+                let e = e.unwrap();
+                if e.file_name()
+                    .to_string_lossy()
+                    .starts_with("arbor-staging-")
+                {
+                    n += in_fanout(e.path());
+                }
+            }
+        }
+        n
     };
     let before_files = count_files();
     let out = run_fail(&mut pull(dest, args));
@@ -232,6 +246,33 @@ fn unsigned_or_wrongly_signed_commits_are_refused() {
         Some(unsigned.as_str())
     );
     assert!(arbor_fsck_json(&dest).0);
+    // Parents are verified too: a third, signed commit on top of a parent
+    // whose signature the server no longer has is refused with --depth=1
+    // (naming the parent) and accepted without it.
+    std::fs::write(tree.join("third"), "v3\n").unwrap();
+    let third = arbor_commit(
+        &src,
+        &[
+            &base[..],
+            &["--timestamp=@1800000000", "--sign-key", SECRET],
+        ]
+        .concat(),
+        &tree,
+    );
+    server.set(&meta_path, Reply::Status(404));
+    let deep = verifying_dest(&td, "deep", &server.url(), &[]);
+    let err = refused(
+        &deep,
+        &["--depth=1", "origin", "os/main"],
+        "without detached metadata",
+    );
+    assert!(err.contains(&unsigned), "{err}");
+    assert_eq!(rev(&deep, "origin:os/main"), None);
+    run_ok(&mut pull(&deep, &["origin", "os/main"]));
+    assert_eq!(
+        rev(&deep, "origin:os/main").as_deref(),
+        Some(third.as_str())
+    );
 }
 
 #[test]
