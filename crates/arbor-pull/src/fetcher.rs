@@ -172,6 +172,41 @@ impl Read for Body<'_> {
 }
 
 /// Outcome of one attempt.
+/// A response's status, announced length and body, from either stack.
+struct Response {
+    status: u16,
+    len: Option<u64>,
+    body: Box<dyn Read>,
+}
+
+/// The outcome of sending a request.
+enum Sent {
+    Got(Response),
+    /// A failure that may go away (connection, timeout, ...).
+    Transient(anyhow::Error),
+}
+
+/// What a status means to a client of a static server.
+enum Class {
+    Ok,
+    /// 404, 403 and 410: the file is not there (optional files are probed).
+    Missing,
+    /// 408, 429 and 5xx.
+    Retry(anyhow::Error),
+}
+
+/// Classifies a status; any other failure status is a final error.
+fn classify(status: u16, path: &str) -> Result<Class> {
+    match status {
+        200..=299 => Ok(Class::Ok),
+        404 | 403 | 410 => Ok(Class::Missing),
+        s if retryable_status(s) => {
+            Ok(Class::Retry(anyhow!("Server returned HTTP {s} for {path}")))
+        }
+        s => bail!("Server returned HTTP {s} for {path}"),
+    }
+}
+
 enum Attempt<T> {
     Done(Option<T>),
     Retry(anyhow::Error),
@@ -317,9 +352,19 @@ impl Fetcher {
         limit: u64,
         mut f: impl FnMut(&mut Body<'_>) -> Result<T>,
     ) -> Result<Option<T>> {
+        self.retrying(path, || self.attempt(path, limit, &mut f))
+    }
+
+    /// Runs `once` until it is done, retrying transient failures with
+    /// exponential backoff (at most 5 s apart) up to `retries` times.
+    fn retrying<T>(
+        &self,
+        path: &str,
+        mut once: impl FnMut() -> Result<Attempt<T>>,
+    ) -> Result<Option<T>> {
         let mut attempt = 0u32;
         loop {
-            match self.attempt(path, limit, &mut f)? {
+            match once()? {
                 Attempt::Done(v) => return Ok(v),
                 Attempt::Retry(e) if attempt < self.opts.retries => {
                     let delay = self.opts.backoff * 2u32.saturating_pow(attempt.min(6));
@@ -354,68 +399,78 @@ impl Fetcher {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
                 Err(e) => Err(e).with_context(|| format!("Reading {path}")),
             },
-            Base::Https { client, url } => {
-                let mut attempt = 0u32;
-                loop {
-                    self.requests.fetch_add(1, Ordering::Relaxed);
-                    let err = match client.head(format!("{url}{path}")).send() {
-                        Ok(resp) => match resp.status().as_u16() {
-                            200..=299 => {
-                                return resp
-                                    .headers()
-                                    .get("content-length")
-                                    .and_then(|v| v.to_str().ok())
-                                    .and_then(|v| v.parse().ok())
-                                    .map(Some)
-                                    .ok_or_else(|| anyhow!("No Content-Length for {path}"))
-                            }
-                            404 | 403 | 410 => return Ok(None),
-                            s if retryable_status(s) => anyhow!("HTTP {s} for {path}"),
-                            s => bail!("Server returned HTTP {s} for {path}"),
-                        },
-                        Err(e) if !reqwest_retryable(&e) => {
-                            return Err(anyhow!(error_chain(&e)))
-                                .with_context(|| format!("HEAD {path}"))
-                        }
-                        Err(e) => anyhow!(error_chain(&e)),
-                    };
-                    if attempt >= self.opts.retries {
-                        return Err(err.context(format!("HEAD {path} failed")));
+            Base::Http { .. } | Base::Https { .. } => self.retrying(path, || {
+                Ok(match self.send(true, path)? {
+                    Sent::Transient(e) => Attempt::Retry(e),
+                    Sent::Got(r) => match classify(r.status, path)? {
+                        Class::Missing => Attempt::Done(None),
+                        Class::Retry(e) => Attempt::Retry(e),
+                        Class::Ok => Attempt::Done(Some(
+                            r.len
+                                .ok_or_else(|| anyhow!("No Content-Length for {path}"))?,
+                        )),
+                    },
+                })
+            }),
+        }
+    }
+
+    /// Sends a GET (or HEAD) through whichever HTTP stack serves the URL.
+    fn send(&self, head: bool, path: &str) -> Result<Sent> {
+        let method = if head { "HEAD" } else { "GET" };
+        let length = |h: &ureq::http::HeaderMap| -> Option<u64> {
+            h.get("content-length")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+        };
+        match &self.base {
+            Base::File(_) => unreachable!("file:// is read directly"),
+            Base::Http { agent, url } => {
+                let u = format!("{url}{path}");
+                let r = if head {
+                    agent.head(u).call()
+                } else {
+                    agent.get(u).call()
+                };
+                match r {
+                    Ok(resp) => {
+                        self.saw_version(resp.version());
+                        let (status, len) = (resp.status().as_u16(), length(resp.headers()));
+                        Ok(Sent::Got(Response {
+                            status,
+                            len,
+                            body: Box::new(resp.into_body().into_reader()),
+                        }))
                     }
-                    let delay = self.opts.backoff * 2u32.pow(attempt.min(6));
-                    std::thread::sleep(delay.min(Duration::from_secs(5)));
-                    attempt += 1;
+                    Err(e) if retryable_error(&e) => Ok(Sent::Transient(
+                        anyhow!(e).context(format!("{method} {path}")),
+                    )),
+                    Err(e) => Err(e).with_context(|| format!("{method} {path}")),
                 }
             }
-            Base::Http { agent, url } => {
-                let mut attempt = 0u32;
-                loop {
-                    self.requests.fetch_add(1, Ordering::Relaxed);
-                    let r = agent.head(format!("{url}{path}")).call();
-                    let err = match r {
-                        Ok(resp) => match resp.status().as_u16() {
-                            200..=299 => {
-                                return resp
-                                    .headers()
-                                    .get("content-length")
-                                    .and_then(|v| v.to_str().ok())
-                                    .and_then(|v| v.parse().ok())
-                                    .map(Some)
-                                    .ok_or_else(|| anyhow!("No Content-Length for {path}"))
-                            }
-                            404 | 403 | 410 => return Ok(None),
-                            s if retryable_status(s) => anyhow!("HTTP {s} for {path}"),
-                            s => bail!("Server returned HTTP {s} for {path}"),
-                        },
-                        Err(e) if retryable_error(&e) => anyhow!(e),
-                        Err(e) => return Err(e).with_context(|| format!("Fetching {path}")),
-                    };
-                    if attempt >= self.opts.retries {
-                        return Err(err.context(format!("HEAD {path} failed")));
+            Base::Https { client, url } => {
+                let u = format!("{url}{path}");
+                let r = if head {
+                    client.head(u).send()
+                } else {
+                    client.get(u).send()
+                };
+                match r {
+                    Ok(resp) => {
+                        self.saw_version(resp.version());
+                        let (status, len) = (resp.status().as_u16(), length(resp.headers()));
+                        Ok(Sent::Got(Response {
+                            status,
+                            len,
+                            body: Box::new(resp),
+                        }))
                     }
-                    let delay = self.opts.backoff * 2u32.pow(attempt.min(6));
-                    std::thread::sleep(delay.min(Duration::from_secs(5)));
-                    attempt += 1;
+                    Err(e) if reqwest_retryable(&e) => Ok(Sent::Transient(
+                        anyhow!(error_chain(&e)).context(format!("{method} {path}")),
+                    )),
+                    Err(e) => {
+                        Err(anyhow!(error_chain(&e))).with_context(|| format!("{method} {path}"))
+                    }
                 }
             }
         }
@@ -436,62 +491,20 @@ impl Fetcher {
                 }
                 Err(e) => return Err(e).with_context(|| format!("Reading {path}")),
             },
-            Base::Http { agent, url } => {
-                let resp = match agent.get(format!("{url}{path}")).call() {
-                    Ok(r) => r,
-                    Err(e) if retryable_error(&e) => {
-                        return Ok(Attempt::Retry(anyhow!(e).context(format!("GET {path}"))))
-                    }
-                    Err(e) => return Err(e).with_context(|| format!("GET {path}")),
+            Base::Http { .. } | Base::Https { .. } => {
+                let r = match self.send(false, path)? {
+                    Sent::Transient(e) => return Ok(Attempt::Retry(e)),
+                    Sent::Got(r) => r,
                 };
-                self.saw_version(resp.version());
-                match resp.status().as_u16() {
-                    200..=299 => {}
-                    404 | 403 | 410 => return Ok(Attempt::Done(None)),
-                    s if retryable_status(s) => {
-                        return Ok(Attempt::Retry(anyhow!(
-                            "Server returned HTTP {s} for {path}"
-                        )))
-                    }
-                    s => bail!("Server returned HTTP {s} for {path}"),
+                match classify(r.status, path)? {
+                    Class::Ok => {}
+                    Class::Missing => return Ok(Attempt::Done(None)),
+                    Class::Retry(e) => return Ok(Attempt::Retry(e)),
                 }
-                let body = resp.into_body();
-                if let Some(len) = body.content_length() {
-                    if len > limit {
-                        bail!("Server announces {len} bytes for {path}, more than the {limit} allowed");
-                    }
+                if let Some(len) = r.len.filter(|len| *len > limit) {
+                    bail!("Server announces {len} bytes for {path}, more than the {limit} allowed");
                 }
-                Box::new(body.into_reader())
-            }
-            Base::Https { client, url } => {
-                let resp = match client.get(format!("{url}{path}")).send() {
-                    Ok(r) => r,
-                    Err(e) if !reqwest_retryable(&e) => {
-                        return Err(anyhow!(error_chain(&e))).with_context(|| format!("GET {path}"))
-                    }
-                    Err(e) => {
-                        return Ok(Attempt::Retry(
-                            anyhow!(error_chain(&e)).context(format!("GET {path}")),
-                        ))
-                    }
-                };
-                self.saw_version(resp.version());
-                match resp.status().as_u16() {
-                    200..=299 => {}
-                    404 | 403 | 410 => return Ok(Attempt::Done(None)),
-                    s if retryable_status(s) => {
-                        return Ok(Attempt::Retry(anyhow!(
-                            "Server returned HTTP {s} for {path}"
-                        )))
-                    }
-                    s => bail!("Server returned HTTP {s} for {path}"),
-                }
-                if let Some(len) = resp.content_length() {
-                    if len > limit {
-                        bail!("Server announces {len} bytes for {path}, more than the {limit} allowed");
-                    }
-                }
-                Box::new(resp)
+                r.body
             }
         };
         let mut body = Body {
