@@ -284,7 +284,7 @@ fn payload(a: &Arena) -> Payload {
     }
 }
 
-fn write_object(repo: &Path, ext: &str, bytes: &[u8]) -> Checksum {
+pub(crate) fn write_object(repo: &Path, ext: &str, bytes: &[u8]) -> Checksum {
     let c = Checksum::digest(bytes);
     let hex = c.to_hex();
     let dir = repo.join("objects").join(&hex[..2]);
@@ -528,7 +528,7 @@ fn subpath_with_dotdot_is_refused() {
 /// A raw deflate stream of `total` zero bytes (a multiple of 1 MiB), about
 /// 1 KiB per MiB: one sync-flushed 1 MiB block (byte-aligned, not final,
 /// only distance-1 back-references) repeated, then an empty final block.
-fn deflate_zeros(total: usize) -> Vec<u8> {
+pub(crate) fn deflate_zeros(total: usize) -> Vec<u8> {
     use flate2::{write::DeflateEncoder, Compression};
     use std::io::Write;
     const CHUNK: usize = 1 << 20;

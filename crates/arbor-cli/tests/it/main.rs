@@ -2,6 +2,7 @@
 //! `ostree` as the interoperability peer.
 
 mod cli;
+mod cli_query;
 mod coexist;
 mod commit_compat;
 mod corruption;
@@ -11,6 +12,7 @@ mod hostile;
 mod http_interop;
 mod interop;
 mod nginx;
+mod pull_hostile;
 mod pull_http;
 mod pull_local;
 mod pull_nginx;

@@ -8,22 +8,22 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use arbor_format::{ArchiveHeader, Checksum, Commit, DirTree, DirTreeFile, Metadata};
 use tempfile::TempDir;
 
 use crate::testserver::{Reply, TestServer};
 use crate::util::*;
+use crate::util::{pull_cmd as pull, rev_opt as rev};
 
 /// A source archive repository with `os/main` at v1 then v2 (v2's parent is
 /// v1), served by a [`TestServer`].
-struct Fixture {
-    td: TempDir,
-    src: PathBuf,
-    v1: String,
-    v2: String,
-    tree_v1: PathBuf,
-    tree_v2: PathBuf,
-    server: TestServer,
+pub(crate) struct Fixture {
+    pub(crate) td: TempDir,
+    pub(crate) src: PathBuf,
+    pub(crate) v1: String,
+    pub(crate) v2: String,
+    pub(crate) tree_v1: PathBuf,
+    pub(crate) tree_v2: PathBuf,
+    pub(crate) server: TestServer,
 }
 
 fn modify(t: &Path) {
@@ -33,10 +33,10 @@ fn modify(t: &Path) {
     std::fs::write(t.join("newdir/sub/deep.txt"), vec![b'q'; 200_000]).unwrap();
 }
 
-const COMMON: &[&str] = &["--owner-uid=0", "--owner-gid=0", "--canonical-permissions"];
+pub(crate) const COMMON: &[&str] = &["--owner-uid=0", "--owner-gid=0", "--canonical-permissions"];
 
 impl Fixture {
-    fn new() -> Fixture {
+    pub(crate) fn new() -> Fixture {
         let td = TempDir::new().unwrap();
         let src = td.path().join("src");
         arbor_init(&src, "archive");
@@ -67,12 +67,12 @@ impl Fixture {
         }
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.td.path().join(name)
     }
 
     /// A fresh repository of `mode` with remote `origin` at the server.
-    fn dest(&self, name: &str, mode: &str, extra: &[&str]) -> PathBuf {
+    pub(crate) fn dest(&self, name: &str, mode: &str, extra: &[&str]) -> PathBuf {
         let d = self.path(name);
         arbor_init(&d, mode);
         run_ok(
@@ -88,7 +88,7 @@ impl Fixture {
     }
 
     /// Object requests (paths under objects/) made so far.
-    fn object_requests(&self) -> Vec<String> {
+    pub(crate) fn object_requests(&self) -> Vec<String> {
         self.server
             .requests()
             .into_iter()
@@ -97,26 +97,8 @@ impl Fixture {
     }
 }
 
-fn pull(dest: &Path, args: &[&str]) -> std::process::Command {
-    let mut c = arbor();
-    c.args(["pull", "--repo"]).arg(dest).args(args);
-    c
-}
-
-fn rev(repo: &Path, r: &str) -> Option<String> {
-    let out = arbor()
-        .args(["rev-parse", "--repo"])
-        .arg(repo)
-        .arg(r)
-        .output()
-        .unwrap();
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
 #[track_caller]
-fn assert_clean(repo: &Path, what: &str) {
+pub(crate) fn assert_clean(repo: &Path, what: &str) {
     let (ok, report) = arbor_fsck_json(repo);
     assert!(ok, "{what}: arbor fsck: {report}");
     // A finished pull leaves no staging behind; a failed one may leave its
@@ -130,7 +112,7 @@ fn assert_clean(repo: &Path, what: &str) {
 }
 
 /// Files left in arbor's staging directories, as (XX, NAME).
-fn staged(repo: &Path) -> Vec<(String, String)> {
+pub(crate) fn staged(repo: &Path) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let Ok(rd) = std::fs::read_dir(repo.join("tmp")) else {
         return out;
@@ -165,7 +147,7 @@ fn staged(repo: &Path) -> Vec<(String, String)> {
 /// The next transaction takes over a failed pull's staging: after any
 /// successful transaction nothing is left in tmp/ and fsck is clean.
 #[track_caller]
-fn assert_leftovers_taken_over(repo: &Path, scratch: &Path) {
+pub(crate) fn assert_leftovers_taken_over(repo: &Path, scratch: &Path) {
     std::fs::create_dir_all(scratch).unwrap();
     arbor_commit(repo, &["-b", "after-failure", "--timestamp=@1"], scratch);
     assert!(staged(repo).is_empty(), "{:?}", staged(repo));
@@ -220,7 +202,7 @@ fn pull_over_http_into_every_mode() {
 }
 
 /// Every file under `objects/`, relative.
-fn object_files(repo: &Path) -> BTreeSet<String> {
+pub(crate) fn object_files(repo: &Path) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     for d in std::fs::read_dir(repo.join("objects")).unwrap() {
         let d = d.unwrap();
@@ -358,7 +340,7 @@ fn transient_errors_are_retried_then_reported() {
 }
 
 /// A checksum of one file object of `rev` in `repo`, with its bytes.
-fn some_file(repo: &Path, rev: &str, path: &str) -> String {
+pub(crate) fn some_file(repo: &Path, rev: &str, path: &str) -> String {
     let ls: serde_json::Value = serde_json::from_str(&run_ok(
         arbor()
             .args(["ls", "--json", "-R", "--repo"])
@@ -375,285 +357,8 @@ fn some_file(repo: &Path, rev: &str, path: &str) -> String {
         .to_string()
 }
 
-fn filez_path(c: &str) -> String {
+pub(crate) fn filez_path(c: &str) -> String {
     format!("objects/{}/{}.filez", &c[..2], &c[2..])
-}
-
-/// Runs a pull that must fail; checks the error names `object` and that the
-/// destination is clean, its ref unset, and nothing was written outside it.
-#[track_caller]
-fn refused(f: &Fixture, mode: &str, object: &str, expect: &str) {
-    let name = format!("dest-{}", f.server.requests().len());
-    let dest = f.dest(&name, mode, &["--set=n-network-retries=1"]);
-    let outside_before = dir_names(f.td.path());
-    // Any temporary file the pull made outside the repository would show.
-    let tmpdir = f.path(&format!("{name}-TMPDIR"));
-    std::fs::create_dir_all(&tmpdir).unwrap();
-    let out = run_fail(pull(&dest, &["origin", "os/main"]).env("TMPDIR", &tmpdir));
-    assert!(dir_names(&tmpdir).is_empty(), "wrote into $TMPDIR");
-    std::fs::remove_dir(&tmpdir).unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    eprintln!("REFUSED({mode}): {err}");
-    assert!(err.contains(object), "error does not name {object}: {err}");
-    assert!(err.contains(expect), "expected {expect:?} in: {err}");
-    assert_eq!(rev(&dest, "origin:os/main"), None, "{err}");
-    // Nothing reached objects/, and the refused object is not staged.
-    assert!(object_files(&dest).is_empty(), "{:?}", object_files(&dest));
-    assert!(
-        !staged(&dest)
-            .iter()
-            .any(|(d, n)| format!("{d}{n}").starts_with(object)),
-        "the refused object {object} was staged"
-    );
-    assert_clean(&dest, &err);
-    assert_eq!(
-        dir_names(f.td.path()),
-        outside_before,
-        "wrote outside the repo"
-    );
-    assert!(
-        tree_size(&dest) < 4 << 20,
-        "{} bytes in the repository after {expect}",
-        tree_size(&dest)
-    );
-    assert_leftovers_taken_over(&dest, &f.path(&format!("{name}-empty")));
-}
-
-fn tree_size(p: &Path) -> u64 {
-    let md = std::fs::symlink_metadata(p).unwrap();
-    if md.is_dir() {
-        std::fs::read_dir(p)
-            .unwrap()
-            .map(|e| tree_size(&e.unwrap().path()))
-            .sum()
-    } else {
-        md.len()
-    }
-}
-
-#[test]
-fn hostile_object_bodies_are_refused() {
-    let f = Fixture::new();
-    let readme = some_file(&f.src, "os/main", "/README.txt");
-    let deep = some_file(&f.src, "os/main", "/newdir/sub/deep.txt");
-    let good = std::fs::read(f.src.join(filez_path(&readme))).unwrap();
-    for mode in ["archive", "bare-user"] {
-        // Wrong bytes: another object's valid .filez under this name.
-        let other = std::fs::read(f.src.join(filez_path(&deep))).unwrap();
-        f.server.set(&filez_path(&readme), Reply::Bytes(other));
-        refused(&f, mode, &readme, "hashes to");
-        // Flipped payload byte.
-        let mut bad = good.clone();
-        let last = bad.len() - 3;
-        bad[last] ^= 0x55;
-        f.server.set(&filez_path(&readme), Reply::Bytes(bad));
-        refused(&f, mode, &readme, "hashes to");
-        // A body cut short (retried, then reported).
-        f.server.set(
-            &filez_path(&readme),
-            Reply::Truncated {
-                declared: good.len() as u64,
-                body: good[..good.len() / 2].to_vec(),
-            },
-        );
-        refused(&f, mode, &readme, "failed after 2 attempts");
-        // Far more than the object can be: a valid header, then an endless
-        // stream of empty stored deflate blocks (no output, never ending).
-        let (mut hdr, end) = ArchiveHeader::decode_prefixed(&good).unwrap();
-        f.server.set(
-            &filez_path(&readme),
-            Reply::Flood {
-                declared: None,
-                prefix: good[..end].to_vec(),
-                pattern: vec![0x00, 0x00, 0x00, 0xff, 0xff],
-                len: 1 << 30,
-            },
-        );
-        refused(&f, mode, &readme, "larger than");
-        // A deflate bomb: the header says 2 bytes, the payload inflates to
-        // 200 MiB.
-        hdr.size = 2;
-        let mut bomb = hdr.encode_prefixed();
-        bomb.extend(deflate_zeros(200 << 20));
-        f.server.set(&filez_path(&readme), Reply::Bytes(bomb));
-        refused(&f, mode, &readme, "larger than");
-        // A bomb inside the compressed-size bound: the header says 1 MiB,
-        // ~0.5 MiB of deflate inflates to 512 MiB; inflating stops at 1 MiB.
-        hdr.size = 1 << 20;
-        let mut bomb = hdr.encode_prefixed();
-        bomb.extend(deflate_zeros(512 << 20));
-        assert!((bomb.len() as u64) < (1 << 20) + (1 << 20) / 1000 + 1024);
-        f.server.set(&filez_path(&readme), Reply::Bytes(bomb));
-        refused(&f, mode, &readme, "declared size");
-        // A size near u64::MAX in the header.
-        hdr.size = u64::MAX - 1;
-        let mut huge = hdr.encode_prefixed();
-        huge.extend_from_slice(&good[end..]);
-        f.server.set(&filez_path(&readme), Reply::Bytes(huge));
-        refused(&f, mode, &readme, "accepted");
-        if mode == "archive" {
-            // Bytes after the compressed content would be stored verbatim.
-            let mut trailing = good.clone();
-            trailing.extend_from_slice(b"ATTACKER-CONTROLLED-TRAILING-BYTES");
-            f.server.set(&filez_path(&readme), Reply::Bytes(trailing));
-            refused(&f, mode, &readme, "data after the end");
-        }
-        f.server
-            .set(&filez_path(&readme), Reply::Bytes(good.clone()));
-    }
-    // Metadata: a commit announced as 1 GiB is refused before reading; one
-    // streaming without end is cut at the metadata limit.
-    let commit_path = format!("objects/{}/{}.commit", &f.v2[..2], &f.v2[2..]);
-    f.server.set(
-        &commit_path,
-        Reply::Flood {
-            declared: Some(1 << 30),
-            prefix: vec![],
-            pattern: vec![b'x'],
-            len: 1 << 20,
-        },
-    );
-    refused(&f, "bare-user", &f.v2, "more than");
-    f.server.set(
-        &commit_path,
-        Reply::Flood {
-            declared: None,
-            prefix: vec![],
-            pattern: vec![b'x'],
-            len: 200 << 20,
-        },
-    );
-    refused(&f, "bare-user", &f.v2, "larger than");
-    // An object served under another checksum: v1's commit as v2's.
-    let v1_bytes = std::fs::read(f.src.join(format!(
-        "objects/{}/{}.commit",
-        &f.v1[..2],
-        &f.v1[2..]
-    )))
-    .unwrap();
-    f.server.set(&commit_path, Reply::Bytes(v1_bytes));
-    refused(&f, "bare-user", &f.v2, "hashes to");
-}
-
-/// A raw deflate stream of `total` zero bytes (multiple of 1 MiB).
-fn deflate_zeros(total: usize) -> Vec<u8> {
-    use flate2::{write::DeflateEncoder, Compression};
-    use std::io::Write;
-    const CHUNK: usize = 1 << 20;
-    let mut enc = DeflateEncoder::new(Vec::new(), Compression::best());
-    enc.write_all(&vec![0u8; CHUNK]).unwrap();
-    enc.flush().unwrap();
-    let block = std::mem::take(enc.get_mut());
-    let mut out = Vec::new();
-    for _ in 0..total / CHUNK {
-        out.extend_from_slice(&block);
-    }
-    out.extend_from_slice(&[0x03, 0x00]);
-    out
-}
-
-fn write_object(repo: &Path, ext: &str, bytes: &[u8]) -> Checksum {
-    let c = Checksum::digest(bytes);
-    let hex = c.to_hex();
-    let dir = repo.join("objects").join(&hex[..2]);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join(format!("{}.{ext}", &hex[2..])), bytes).unwrap();
-    c
-}
-
-/// Dirtrees naming `..`, `/x`, `a/b`, `.` or the empty string: the pull
-/// refuses the dirtree (by checksum) before fetching what it references.
-#[test]
-fn hostile_dirtree_names_are_refused() {
-    let f = Fixture::new();
-    let readme = some_file(&f.src, "os/main", "/README.txt");
-    let root_meta = {
-        let show: serde_json::Value = serde_json::from_str(&run_ok(
-            arbor()
-                .args(["ls", "--json", "-R", "--repo"])
-                .arg(&f.src)
-                .args(["os/main"]),
-        ))
-        .unwrap();
-        show.as_array()
-            .unwrap()
-            .iter()
-            .find(|e| e["path"] == "/")
-            .and_then(|e| e["meta_checksum"].as_str())
-            .unwrap()
-            .to_string()
-    };
-    for name in ["..", "/x", "a/b", ".", ""] {
-        let tree = DirTree {
-            files: vec![DirTreeFile {
-                name: name.into(),
-                checksum: readme.parse().unwrap(),
-            }],
-            dirs: vec![],
-        };
-        let t = write_object(&f.src, "dirtree", &tree.encode());
-        let commit = Commit {
-            metadata: Metadata::new(),
-            parent: None,
-            related: vec![],
-            subject: "hostile".into(),
-            body: String::new(),
-            timestamp: 1_800_000_000,
-            root_tree: t,
-            root_meta: root_meta.parse().unwrap(),
-        };
-        let c = write_object(&f.src, "commit", &commit.encode());
-        std::fs::write(f.src.join("refs/heads/os/main"), format!("{c}\n")).unwrap();
-        refused(&f, "bare-user", &t.to_hex(), "Invalid dirtree");
-        let asked = f.server.requests();
-        assert!(
-            !asked.iter().any(|p| p.contains(&readme[2..])),
-            "fetched a file of a refused dirtree"
-        );
-    }
-}
-
-/// A pull that would move a ref to an older commit is refused unless
-/// --allow-downgrade.
-#[test]
-fn downgrade_is_refused_unless_allowed() {
-    let f = Fixture::new();
-    let dest = f.dest("dest", "bare-user", &[]);
-    run_ok(&mut pull(&dest, &["origin", "os/main"]));
-    assert_eq!(rev(&dest, "origin:os/main").as_deref(), Some(f.v2.as_str()));
-    // The server now offers v1 (older) under the same ref.
-    std::fs::write(f.src.join("refs/heads/os/main"), format!("{}\n", f.v1)).unwrap();
-    let out = run_fail(&mut pull(&dest, &["origin", "os/main"]));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("downgrade") && err.contains(&f.v1), "{err}");
-    assert_eq!(rev(&dest, "origin:os/main").as_deref(), Some(f.v2.as_str()));
-    assert_clean(&dest, "after a refused downgrade");
-    run_ok(&mut pull(
-        &dest,
-        &["--allow-downgrade", "origin", "os/main"],
-    ));
-    assert_eq!(rev(&dest, "origin:os/main").as_deref(), Some(f.v1.as_str()));
-    assert_clean(&dest, "after an allowed downgrade");
-}
-
-/// Without `--no-gpg-verify` the remote asks for GPG, which arbor does not
-/// check: refused with an explanation, never silently skipped.
-#[test]
-fn gpg_verification_is_not_silently_skipped() {
-    let f = Fixture::new();
-    let d = f.path("gpg");
-    arbor_init(&d, "bare-user");
-    run_ok(
-        arbor()
-            .args(["remote", "add", "--repo"])
-            .arg(&d)
-            .arg("origin")
-            .arg(f.server.url()),
-    );
-    let out = run_fail(&mut pull(&d, &["origin", "os/main"]));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("gpg-verify"), "{err}");
-    assert!(f.server.requests().is_empty(), "fetched before refusing");
 }
 
 /// `file://` remotes work like HTTP ones (ostree supports them too).
@@ -743,98 +448,6 @@ fn pull_from_arbor_serve_needs_no_retries() {
         assert!(started.elapsed() < std::time::Duration::from_secs(20));
         assert_eq!(rev(&d, "origin:os/main").as_deref(), Some(f.v2.as_str()));
     }
-}
-
-/// ostree's binding rules: a commit bound to `os/main` is refused under
-/// another ref name; a remote with a collection ID needs commits bound to
-/// that collection (and carrying ref bindings).
-#[test]
-fn ref_and_collection_bindings_are_enforced() {
-    let f = Fixture::new();
-    // The same (os/main-bound) commit offered as os/other.
-    std::fs::create_dir_all(f.src.join("refs/heads/os")).unwrap();
-    std::fs::write(f.src.join("refs/heads/os/other"), format!("{}\n", f.v2)).unwrap();
-    let d = f.dest("bind", "bare-user", &[]);
-    let out = run_fail(&mut pull(&d, &["origin", "os/other"]));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("not bound to ref 'os/other'") && err.contains(&f.v2),
-        "{err}"
-    );
-    assert!(object_files(&d).is_empty());
-    run_ok(&mut pull(&d, &["origin", "os/main"]));
-    // A collection ID on the remote: these commits have none.
-    let c = f.dest("coll", "bare-user", &["--set=collection-id=org.example.Os"]);
-    let out = run_fail(&mut pull(&c, &["origin", "os/main"]));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("no collection binding") && err.contains(&f.v2),
-        "{err}"
-    );
-    // A repository made with that collection ID binds its commits: accepted.
-    let src2 = f.path("src-coll");
-    run_ok(
-        arbor()
-            .args([
-                "init",
-                "--mode",
-                "archive",
-                "--collection-id",
-                "org.example.Os",
-                "--repo",
-            ])
-            .arg(&src2),
-    );
-    let cc = arbor_commit(&src2, &["-b", "os/main", "--timestamp=@1"], &f.tree_v1);
-    let server2 = TestServer::start(&src2);
-    let ok = f.path("coll-ok");
-    arbor_init(&ok, "bare-user");
-    run_ok(
-        arbor()
-            .args(["remote", "add", "--repo"])
-            .arg(&ok)
-            .args([
-                "--no-gpg-verify",
-                "--set=collection-id=org.example.Os",
-                "origin",
-            ])
-            .arg(server2.url()),
-    );
-    run_ok(&mut pull(&ok, &["origin", "os/main"]));
-    assert_eq!(rev(&ok, "origin:os/main").as_deref(), Some(cc.as_str()));
-    // ... and refused by a remote expecting another collection.
-    let other = f.path("coll-other");
-    arbor_init(&other, "bare-user");
-    run_ok(
-        arbor()
-            .args(["remote", "add", "--repo"])
-            .arg(&other)
-            .args([
-                "--no-gpg-verify",
-                "--set=collection-id=org.example.Other",
-                "origin",
-            ])
-            .arg(server2.url()),
-    );
-    let out = run_fail(&mut pull(&other, &["origin", "os/main"]));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("bound to collection 'org.example.Os'"),
-        "{err}"
-    );
-    // A commit without any binding, from a collection-id remote: refused
-    // (ostree requires ref bindings there), by checksum too.
-    let nb = arbor_commit(
-        &src2,
-        &["-b", "os/unbound", "--no-bindings", "--timestamp=@2"],
-        &f.tree_v1,
-    );
-    let out = run_fail(&mut pull(&ok, &["origin", &nb]));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("has no ref binding") && err.contains(&nb),
-        "{err}"
-    );
 }
 
 /// A pull that fails (an object the server lacks) keeps what it verified:

@@ -10,7 +10,12 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 use crate::nginx::Nginx;
+use crate::util::pull_cmd as pull;
 use crate::util::*;
+
+fn rev(repo: &Path, r: &str) -> String {
+    rev_opt(repo, r).unwrap_or_else(|| panic!("{r} does not resolve in {}", repo.display()))
+}
 
 const REF_A: &str = "os/x86_64/stable";
 const REF_B: &str = "os/x86_64/testing";
@@ -80,18 +85,6 @@ fn add_remote(dest: &Path, url: &str, extra: &[&str]) {
             .arg("origin")
             .arg(url),
     );
-}
-
-fn pull(dest: &Path, args: &[&str]) -> std::process::Command {
-    let mut c = arbor();
-    c.args(["pull", "--repo"]).arg(dest).args(args);
-    c
-}
-
-fn rev(repo: &Path, r: &str) -> String {
-    run_ok(arbor().args(["rev-parse", "--repo"]).arg(repo).arg(r))
-        .trim()
-        .to_string()
 }
 
 #[test]

@@ -10,24 +10,7 @@ use tempfile::TempDir;
 use crate::sign::{other_key, PUBLIC, SECRET};
 use crate::testserver::{Reply, TestServer};
 use crate::util::*;
-
-fn pull(dest: &Path, args: &[&str]) -> std::process::Command {
-    let mut c = arbor();
-    c.args(["pull", "--repo"]).arg(dest).args(args);
-    c
-}
-
-fn rev(repo: &Path, r: &str) -> Option<String> {
-    let out = arbor()
-        .args(["rev-parse", "--repo"])
-        .arg(repo)
-        .arg(r)
-        .output()
-        .unwrap();
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
+use crate::util::{pull_cmd as pull, rev_opt as rev};
 
 /// A fresh bare-user repository whose remote `origin` requires signatures
 /// by `PUBLIC` (plus `extra` remote options).

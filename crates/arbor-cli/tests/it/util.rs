@@ -436,3 +436,23 @@ impl Drop for ArborServe {
         let _ = self.child.wait();
     }
 }
+
+/// `arbor pull --repo DEST ARGS..` (not run).
+pub fn pull_cmd(dest: &Path, args: &[&str]) -> Command {
+    let mut c = arbor();
+    c.args(["pull", "--repo"]).arg(dest).args(args);
+    c
+}
+
+/// What `rev` resolves to in `repo`, or `None` if it does not resolve.
+pub fn rev_opt(repo: &Path, rev: &str) -> Option<String> {
+    let out = arbor()
+        .args(["rev-parse", "--repo"])
+        .arg(repo)
+        .arg(rev)
+        .output()
+        .expect("spawning arbor rev-parse");
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}

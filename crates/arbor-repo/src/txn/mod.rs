@@ -33,18 +33,17 @@
 
 use std::collections::HashSet;
 use std::fs::File;
-use std::io::{BufWriter, Read, Write};
+use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use anyhow::{anyhow, bail, Context, Result};
-use arbor_format::file_header::{bare_user_meta_encode, file_hasher};
-use arbor_format::{ArchiveHeader, Checksum, FileHeader, ObjectType, RepoMode, Sha256};
+use arbor_format::{Checksum, ObjectType, RepoMode};
 use cap_std_ext::cap_std;
 use cap_std_ext::dirext::CapStdExtDirExt;
 use fn_error_context::context;
-use rustix::fs::{AtFlags, FlockOperation, Mode, OFlags, RenameFlags, Timespec, Timestamps};
+use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags};
 use rustix::io::Errno;
 
 use crate::failpoint;
@@ -52,16 +51,18 @@ use crate::refs::RefUpdate;
 use crate::repo::{Repo, RepoLock};
 use crate::util;
 
+mod staging;
+mod write;
+
+use staging::{boot_id, cleanup_stale_staging, clear_staging, create_staging, scan_adopted};
+pub(crate) use write::BARE_USER_XATTR;
+use write::DEFAULT_ZLIB_LEVEL;
+pub use write::{deflate_bound, MAX_FILE_SIZE};
+
 /// Prefix of arbor's staging directories under `tmp/`. Deliberately not
 /// ostree's `staging-`: ostree guards its staging directories with a
 /// sibling `NAME-lock` file, and arbor must never touch those.
 pub const STAGING_PREFIX: &str = "arbor-staging-";
-/// Buffer size for streaming file contents.
-const COPY_BUF: usize = 128 * 1024;
-/// `xattr` holding file metadata in bare-user repositories.
-pub(crate) const BARE_USER_XATTR: &str = "user.ostreemeta";
-/// Default deflate level of `.filez` payloads (ostree's default).
-const DEFAULT_ZLIB_LEVEL: u32 = 6;
 
 /// Counters of a transaction.
 #[derive(Debug, Default)]
@@ -108,151 +109,6 @@ pub(crate) fn atomic_write(dir: impl AsFd, name: &str, data: &[u8], mode: u32) -
     use cap_std::fs::PermissionsExt;
     d.atomic_write_with_perms(name, data, cap_std::fs::Permissions::from_mode(mode))
         .with_context(|| format!("Writing {name}"))
-}
-
-fn zero_times() -> Timestamps {
-    Timestamps {
-        last_access: Timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        },
-        last_modification: Timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        },
-    }
-}
-
-/// This boot's ID (`/proc/sys/kernel/random/boot_id` without dashes), or
-/// `None` when unknown (then nothing is ever adopted).
-fn boot_id() -> Option<String> {
-    let s = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
-    let id: String = s.trim().chars().filter(|c| *c != '-').collect();
-    (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(id)
-}
-
-/// Removes staging directories left by crashed transactions (those whose
-/// directory `flock` nobody holds), except one of this boot, which is
-/// returned locked for adoption.
-fn cleanup_stale_staging(tmp: &OwnedFd, boot: Option<&str>) -> Result<Option<(OwnedFd, String)>> {
-    let mut adopt = None;
-    for ent in util::list_dir(tmp)? {
-        let Some(name) = util::utf8_name(&ent.name) else {
-            continue;
-        };
-        if !name.starts_with(STAGING_PREFIX) || ent.ftype != rustix::fs::FileType::Directory {
-            continue;
-        }
-        let Some(fd) = util::open_dir_optional(tmp, name)? else {
-            continue;
-        };
-        match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
-            Ok(()) => {
-                let same_boot = boot.is_some_and(|b| {
-                    name[STAGING_PREFIX.len()..]
-                        .split('-')
-                        .next()
-                        .is_some_and(|id| id == b)
-                });
-                // Still linked (a concurrent cleanup may have removed it
-                // between our listing and our lock)?
-                let linked = rustix::fs::fstat(&fd)?.st_nlink > 0;
-                if same_boot && linked && adopt.is_none() {
-                    adopt = Some((fd, name.to_string()));
-                    continue;
-                }
-                tracing::debug!("removing stale {name}");
-                clear_staging(&fd).with_context(|| format!("Removing stale {name}"))?;
-                match rustix::fs::unlinkat(tmp, name, AtFlags::REMOVEDIR) {
-                    Ok(()) | Err(Errno::NOENT) => {}
-                    Err(e) => return Err(e).with_context(|| format!("Removing {name}")),
-                }
-            }
-            Err(Errno::WOULDBLOCK) => {}
-            Err(e) => return Err(e).with_context(|| format!("Locking {name}")),
-        }
-    }
-    Ok(adopt)
-}
-
-/// Scans an adopted staging directory: drops unfinished temporary files
-/// and anything not named like a staged object; returns the objects.
-fn scan_adopted(dir: &OwnedFd, mode: RepoMode) -> Result<Vec<(ObjectType, Checksum)>> {
-    let mut found = Vec::new();
-    for e in util::list_dir(dir)? {
-        let name = String::from_utf8_lossy(&e.name).into_owned();
-        let sub = (e.ftype == rustix::fs::FileType::Directory
-            && name.len() == 2
-            && name.bytes().all(|b| b.is_ascii_hexdigit()))
-        .then(|| util::open_dir(dir, &name))
-        .transpose()?;
-        let Some(sub) = sub else {
-            remove_any(dir, &e)?;
-            continue;
-        };
-        for f in util::list_dir(&sub)? {
-            let fname = String::from_utf8_lossy(&f.name).into_owned();
-            let parsed = fname.split_once('.').and_then(|(rest, ext)| {
-                let c = Checksum::from_hex(&format!("{name}{rest}")).ok()?;
-                let t = ObjectType::from_extension(ext)?;
-                (c.loose_path(t, mode) == format!("{name}/{fname}")).then_some((t, c))
-            });
-            match parsed {
-                Some(obj) if f.ftype != rustix::fs::FileType::Directory => found.push(obj),
-                _ => remove_any(&sub, &f)?,
-            }
-        }
-    }
-    Ok(found)
-}
-
-/// Removes a file, or a directory with its contents, from `dir`.
-fn remove_any(dir: &OwnedFd, e: &util::Entry) -> Result<()> {
-    if e.ftype == rustix::fs::FileType::Directory {
-        let name = String::from_utf8_lossy(&e.name);
-        let sub = util::open_dir(dir, &name)?;
-        clear_staging(&sub)?;
-        rustix::fs::unlinkat(dir, e.name.as_slice(), AtFlags::REMOVEDIR)?;
-    } else {
-        rustix::fs::unlinkat(dir, e.name.as_slice(), AtFlags::empty())?;
-    }
-    Ok(())
-}
-
-/// Creates and locks a fresh staging directory.
-///
-/// Between `mkdirat` and `flock` another process's
-/// [`cleanup_stale_staging`] may take the still-unlocked directory for a
-/// stale one and remove it. Once we hold the lock nobody can, so after
-/// locking we check the directory is still linked (`st_nlink > 0`) and
-/// otherwise start again under a new name.
-fn create_staging(tmp: &OwnedFd, boot: Option<&str>) -> Result<(OwnedFd, String)> {
-    for attempt in 0u32.. {
-        let nonce = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        let name = format!(
-            "{STAGING_PREFIX}{}-{}-{nonce:x}-{attempt}",
-            boot.unwrap_or("noboot"),
-            rustix::process::getpid().as_raw_nonzero(),
-        );
-        rustix::fs::mkdirat(tmp, name.as_str(), Mode::from_raw_mode(0o775))
-            .with_context(|| format!("Creating tmp/{name}"))?;
-        let fd = match util::open_dir(tmp, &name) {
-            Ok(fd) => fd,
-            Err(Errno::NOENT) if attempt < 100 => continue,
-            Err(e) => return Err(e).with_context(|| format!("Opening tmp/{name}")),
-        };
-        rustix::fs::flock(&fd, FlockOperation::LockExclusive)?;
-        if rustix::fs::fstat(&fd)?.st_nlink > 0 {
-            return Ok((fd, name));
-        }
-        if attempt >= 100 {
-            break;
-        }
-    }
-    bail!("Could not create a staging directory: removed by concurrent cleanups")
 }
 
 impl<'r> Transaction<'r> {
@@ -453,81 +309,6 @@ impl<'r> Transaction<'r> {
         p.1.insert(*commit);
     }
 
-    /// Stages an archive-mode file object verbatim: the `.filez` bytes from
-    /// `raw` are written as they are (the payload at most what deflate can
-    /// take for the size the header declares), then read back, inflated
-    /// (never beyond that size) and hashed; only if the checksum is
-    /// `expected` is the object staged. Keeps a fetched object
-    /// byte-identical to the server's.
-    pub fn write_filez_verbatim(&self, expected: Checksum, raw: &mut dyn Read) -> Result<()> {
-        let t = ObjectType::File;
-        if self.repo.mode() != RepoMode::Archive {
-            bail!("Verbatim .filez objects need an archive repository");
-        }
-        if !self.reserve(t, &expected)? {
-            return Ok(());
-        }
-        let tmp = self.tmp_name_near(&expected);
-        let r = (|| -> Result<()> {
-            self.ensure_staging_subdir(&expected)?;
-            let mut f = self.create_tmp(&tmp, 0o644)?;
-            let mut prefix = [0u8; 8];
-            raw.read_exact(&mut prefix)
-                .with_context(|| format!("Reading the header of file object {expected}"))?;
-            let hlen = arbor_format::file_header::archive_header_len(&prefix)
-                .map_err(|e| anyhow!("Invalid file object {expected}: {e}"))?;
-            let mut header = vec![0u8; 8 + hlen];
-            header[..8].copy_from_slice(&prefix);
-            raw.read_exact(&mut header[8..])
-                .with_context(|| format!("Reading the header of file object {expected}"))?;
-            let (ah, _) = ArchiveHeader::decode_prefixed(&header)
-                .map_err(|e| anyhow!("Invalid file object {expected}: {e}"))?;
-            if ah.size > MAX_FILE_SIZE {
-                bail!("File object {expected} declares {} bytes, more than the {MAX_FILE_SIZE} accepted", ah.size);
-            }
-            f.write_all(&header)?;
-            let limit = if ah.header.is_symlink() {
-                0
-            } else {
-                deflate_bound(ah.size)
-            };
-            let n = std::io::copy(&mut raw.take(limit.saturating_add(1)), &mut f)?;
-            if n > limit {
-                bail!(
-                    "File object {expected} is larger than {limit} bytes, more than its declared \
-                     size of {} can take compressed",
-                    ah.size
-                );
-            }
-            let n = n + header.len() as u64;
-            let fd = rustix::fs::openat(
-                &self.staging,
-                tmp.as_str(),
-                OFlags::RDONLY | OFlags::CLOEXEC,
-                Mode::empty(),
-            )?;
-            let actual = crate::objects::checksum_filez(File::from(fd))
-                .map_err(|e| anyhow!("Invalid file object {expected}: {e}"))?;
-            if actual != expected {
-                bail!("Corrupted file object {expected}: its content hashes to {actual}");
-            }
-            let name = Self::staged_name(t, &expected, RepoMode::Archive);
-            rustix::fs::renameat(&self.staging, tmp.as_str(), &self.staging, name.as_str())?;
-            self.stats.content_bytes.fetch_add(n, Ordering::Relaxed);
-            Ok(())
-        })();
-        if r.is_err() {
-            let _ = rustix::fs::unlinkat(&self.staging, tmp.as_str(), AtFlags::empty());
-            self.pending
-                .lock()
-                .expect("poisoned")
-                .remove(&(t, expected));
-        } else {
-            self.stats.written.fetch_add(1, Ordering::Relaxed);
-        }
-        r
-    }
-
     fn tmp_name(&self) -> String {
         format!("tmp-{}", self.counter.fetch_add(1, Ordering::Relaxed))
     }
@@ -545,84 +326,6 @@ impl<'r> Transaction<'r> {
         )
     }
 
-    /// Stages a file object. `content` must yield exactly `size` bytes for a
-    /// regular file (nothing is read for a symlink). If `expected` is given
-    /// and the object is already present, nothing is read at all; otherwise
-    /// the content is hashed while being written and must match `expected`.
-    /// Memory use is constant in the file size.
-    pub fn write_file(
-        &self,
-        header: &FileHeader,
-        size: u64,
-        content: &mut dyn Read,
-        expected: Option<Checksum>,
-    ) -> Result<Checksum> {
-        let t = ObjectType::File;
-        let mode = self.repo.mode();
-        // Written to a temporary name and renamed to its staged name once
-        // complete and verified (an adopting transaction relies on that).
-        // With a known checksum the reservation comes first, so concurrent
-        // writers of one object write it once.
-        if let Some(c) = expected {
-            if !self.reserve(t, &c)? {
-                return Ok(c);
-            }
-            self.ensure_staging_subdir(&c)?;
-        }
-        let target = match expected {
-            Some(c) => self.tmp_name_near(&c),
-            None => self.tmp_name(),
-        };
-        let unreserve = |c: &Checksum| {
-            self.pending.lock().expect("poisoned").remove(&(t, *c));
-        };
-        let c = match self.write_file_tmp(&target, header, size, content) {
-            Ok(c) => c,
-            Err(e) => {
-                let _ = rustix::fs::unlinkat(&self.staging, target.as_str(), AtFlags::empty());
-                if let Some(c) = expected {
-                    unreserve(&c);
-                }
-                return Err(e);
-            }
-        };
-        self.stats.content_bytes.fetch_add(size, Ordering::Relaxed);
-        match expected {
-            Some(exp) if exp != c => {
-                let _ = rustix::fs::unlinkat(&self.staging, target.as_str(), AtFlags::empty());
-                unreserve(&exp);
-                bail!(
-                    "File object {exp}: its content hashes to {c} \
-                     (corrupted, or changed while being read)"
-                );
-            }
-            Some(_) => {
-                let name = Self::staged_name(t, &c, mode);
-                if let Err(e) = rustix::fs::renameat(
-                    &self.staging,
-                    target.as_str(),
-                    &self.staging,
-                    name.as_str(),
-                ) {
-                    let _ = rustix::fs::unlinkat(&self.staging, target.as_str(), AtFlags::empty());
-                    unreserve(&c);
-                    return Err(e).with_context(|| format!("Staging file object {c}"));
-                }
-            }
-            None => {
-                if !self.reserve(t, &c)? {
-                    rustix::fs::unlinkat(&self.staging, target.as_str(), AtFlags::empty())?;
-                    return Ok(c);
-                }
-                self.ensure_staging_subdir(&c)?;
-                let name = Self::staged_name(t, &c, mode);
-                rustix::fs::renameat(&self.staging, target.as_str(), &self.staging, name.as_str())?;
-            }
-        }
-        self.stats.written.fetch_add(1, Ordering::Relaxed);
-        Ok(c)
-    }
-
     /// Creates `XX/` in the staging directory once. Fanning staged objects
     /// out like `objects/` keeps directories small and spreads the
     /// per-directory lock that file creation and rename take, which
@@ -638,148 +341,6 @@ impl<'r> Transaction<'r> {
             Err(e) => return Err(e).with_context(|| format!("Creating staging {prefix}/")),
         }
         self.staging_dirs[idx].store(true, Ordering::Release);
-        Ok(())
-    }
-
-    fn create_tmp(&self, name: &str, mode: u32) -> Result<File> {
-        let fd = rustix::fs::openat(
-            &self.staging,
-            name,
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
-            Mode::from_raw_mode(mode),
-        )?;
-        Ok(File::from(fd))
-    }
-
-    /// Writes a file object under `tmp` in the layout of the repository
-    /// mode, hashing the content on the way; returns the checksum.
-    fn write_file_tmp(
-        &self,
-        tmp: &str,
-        header: &FileHeader,
-        size: u64,
-        content: &mut dyn Read,
-    ) -> Result<Checksum> {
-        header.validate()?;
-        let mut hasher = file_hasher(header);
-        let h = &mut hasher;
-        match self.repo.mode() {
-            RepoMode::Archive => self.write_archive(tmp, header, size, content, h)?,
-            RepoMode::BareUser => self.write_bare_user(tmp, header, size, content, h)?,
-            RepoMode::BareUserOnly => self.write_bare_user_only(tmp, header, size, content, h)?,
-            RepoMode::Bare => self.write_bare(tmp, header, size, content, h)?,
-            RepoMode::BareSplitXattrs => bail!("bare-split-xattrs is not supported"),
-        }
-        Ok(hasher.finish())
-    }
-
-    /// `.filez`: length-prefixed archive header, then raw deflate.
-    fn write_archive(
-        &self,
-        tmp: &str,
-        header: &FileHeader,
-        size: u64,
-        content: &mut dyn Read,
-        hasher: &mut Sha256,
-    ) -> Result<()> {
-        let symlink = header.is_symlink();
-        let mut f = self.create_tmp(tmp, 0o644)?;
-        let ah = ArchiveHeader {
-            size: if symlink { 0 } else { size },
-            header: header.clone(),
-        };
-        f.write_all(&ah.encode_prefixed())?;
-        if !symlink {
-            let level = flate2::Compression::new(self.zlib_level);
-            let mut enc = flate2::write::DeflateEncoder::new(BufWriter::new(f), level);
-            copy_hashing(content, &mut enc, hasher, size)?;
-            enc.finish()?.flush()?;
-        }
-        Ok(())
-    }
-
-    /// bare-user: the content (symlinks: target + NUL) with the real
-    /// metadata in `user.ostreemeta`.
-    fn write_bare_user(
-        &self,
-        tmp: &str,
-        header: &FileHeader,
-        size: u64,
-        content: &mut dyn Read,
-        hasher: &mut Sha256,
-    ) -> Result<()> {
-        let mut f = self.create_tmp(tmp, 0o644)?;
-        if header.is_symlink() {
-            let mut t = header.symlink_target.as_bytes().to_vec();
-            t.push(0);
-            f.write_all(&t)?;
-        } else {
-            copy_hashing(content, &mut f, hasher, size)?;
-            let perms = (header.mode & 0o775) | 0o400;
-            rustix::fs::fchmod(&f, Mode::from_raw_mode(perms))?;
-        }
-        let meta = bare_user_meta_encode(header.uid, header.gid, header.mode, &header.xattrs);
-        rustix::fs::fsetxattr(&f, BARE_USER_XATTR, &meta, rustix::fs::XattrFlags::empty())
-            .context("Setting user.ostreemeta (does the filesystem support user xattrs?)")?;
-        rustix::fs::futimens(&f, &zero_times())?;
-        Ok(())
-    }
-
-    /// bare-user-only: the file or symlink itself, canonical permissions.
-    fn write_bare_user_only(
-        &self,
-        tmp: &str,
-        header: &FileHeader,
-        size: u64,
-        content: &mut dyn Read,
-        hasher: &mut Sha256,
-    ) -> Result<()> {
-        if header.is_symlink() {
-            rustix::fs::symlinkat(header.symlink_target.as_str(), &self.staging, tmp)?;
-            rustix::fs::utimensat(&self.staging, tmp, &zero_times(), AtFlags::SYMLINK_NOFOLLOW)?;
-            return Ok(());
-        }
-        if header.mode & 0o7002 != 0 {
-            bail!(
-                "Invalid mode {:o} for bare-user-only (setuid, setgid, sticky or world-writable)",
-                header.mode
-            );
-        }
-        let mut f = self.create_tmp(tmp, 0o600)?;
-        copy_hashing(content, &mut f, hasher, size)?;
-        rustix::fs::fchmod(&f, Mode::from_raw_mode(header.mode & 0o7777))?;
-        rustix::fs::futimens(&f, &zero_times())?;
-        Ok(())
-    }
-
-    /// bare: real ownership, mode and xattrs (root only).
-    fn write_bare(
-        &self,
-        tmp: &str,
-        header: &FileHeader,
-        size: u64,
-        content: &mut dyn Read,
-        hasher: &mut Sha256,
-    ) -> Result<()> {
-        if !util::is_root() {
-            bail!("Writing to a bare repository requires root (use bare-user)");
-        }
-        let uid = Some(rustix::fs::Uid::from_raw(header.uid));
-        let gid = Some(rustix::fs::Gid::from_raw(header.gid));
-        if header.is_symlink() {
-            rustix::fs::symlinkat(header.symlink_target.as_str(), &self.staging, tmp)?;
-            rustix::fs::chownat(&self.staging, tmp, uid, gid, AtFlags::SYMLINK_NOFOLLOW)?;
-            crate::xattrs::set_path(&util::fd_path(&self.staging, tmp), &header.xattrs)?;
-            rustix::fs::utimensat(&self.staging, tmp, &zero_times(), AtFlags::SYMLINK_NOFOLLOW)?;
-        } else {
-            let mut f = self.create_tmp(tmp, 0o600)?;
-            copy_hashing(content, &mut f, hasher, size)?;
-            rustix::fs::fchown(&f, uid, gid)?;
-            // After chown, which clears setuid/setgid.
-            rustix::fs::fchmod(&f, Mode::from_raw_mode(header.mode & 0o7777))?;
-            crate::xattrs::set_fd(&f, &header.xattrs)?;
-            rustix::fs::futimens(&f, &zero_times())?;
-        }
         Ok(())
     }
 
@@ -920,32 +481,6 @@ impl<'r> Transaction<'r> {
     }
 }
 
-/// Empties a staging directory: files at its top and in its `XX/`
-/// subdirectories, then the subdirectories.
-fn clear_staging(dir: &OwnedFd) -> rustix::io::Result<()> {
-    for e in util::list_dir(dir)? {
-        if e.ftype == rustix::fs::FileType::Directory {
-            let sub = util::open_dir(dir, &String::from_utf8_lossy(&e.name))?;
-            for f in util::list_dir(&sub)? {
-                match rustix::fs::unlinkat(&sub, f.name.as_slice(), AtFlags::empty()) {
-                    Ok(()) | Err(Errno::NOENT) => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            match rustix::fs::unlinkat(dir, e.name.as_slice(), AtFlags::REMOVEDIR) {
-                Ok(()) | Err(Errno::NOENT) => {}
-                Err(e) => return Err(e),
-            }
-        } else {
-            match rustix::fs::unlinkat(dir, e.name.as_slice(), AtFlags::empty()) {
-                Ok(()) | Err(Errno::NOENT) => {}
-                Err(e) => return Err(e),
-            }
-        }
-    }
-    Ok(())
-}
-
 impl Drop for Transaction<'_> {
     fn drop(&mut self) {
         // Not committed (an error, or abandoned): keep what was staged for
@@ -970,43 +505,4 @@ impl Drop for Transaction<'_> {
             }
         }
     }
-}
-
-/// Upper bound of a raw-deflate stream of `size` input bytes (zlib's
-/// deflateBound is about size + size/4096 + 13; this is generous).
-pub fn deflate_bound(size: u64) -> u64 {
-    size.saturating_add(size / 1000).saturating_add(1024)
-}
-
-/// Largest file object accepted from another repository or a server
-/// (1 TiB): sizes are read from untrusted headers and used in arithmetic.
-pub const MAX_FILE_SIZE: u64 = 1 << 40;
-
-/// Copies exactly `size` bytes from `r` to `w`, feeding the hasher.
-fn copy_hashing(
-    r: &mut dyn Read,
-    w: &mut dyn Write,
-    hasher: &mut arbor_format::Sha256,
-    size: u64,
-) -> Result<()> {
-    let mut buf = vec![0u8; COPY_BUF.min(size.max(1) as usize)];
-    let mut done: u64 = 0;
-    loop {
-        let n = match r.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e.into()),
-        };
-        done += n as u64;
-        if done > size {
-            bail!("Content is larger than its declared size {size}");
-        }
-        hasher.update(&buf[..n]);
-        w.write_all(&buf[..n])?;
-    }
-    if done != size {
-        bail!("Content is {done} bytes, expected {size}");
-    }
-    Ok(())
 }
