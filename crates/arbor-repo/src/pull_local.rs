@@ -9,7 +9,7 @@
 use std::collections::{BTreeSet, HashSet};
 
 use anyhow::{anyhow, bail, Context, Result};
-use arbor_format::{Checksum, Commit, DirTree, ObjectType, RefName, RepoMode};
+use arbor_format::{Checksum, Commit, DirTree, ObjectType, RefName};
 use fn_error_context::context;
 use rayon::prelude::*;
 use serde::Serialize;
@@ -135,11 +135,6 @@ impl Puller<'_, '_> {
 fn copy_file(src: &Repo, txn: &Transaction<'_>, c: &Checksum) -> Result<()> {
     let mut obj = open_file_object(src, c)
         .with_context(|| format!("Reading file object {c} from the source"))?;
-    if txn.repo().mode() == RepoMode::BareUserOnly
-        && (obj.header.uid != 0 || obj.header.gid != 0 || !obj.header.xattrs.is_empty())
-    {
-        bail!("File object {c} has ownership or xattrs, which a bare-user-only repository cannot store");
-    }
     let header = obj.header.clone();
     txn.write_file(&header, obj.size, &mut obj.content, Some(*c))
         .with_context(|| format!("Copying file object {c}"))?;

@@ -297,11 +297,6 @@ pub(super) fn store_filez(
         return Ok(());
     }
     body.set_limit(header_len.saturating_add(deflate_bound(ah.size)));
-    if txn.repo().mode() == RepoMode::BareUserOnly
-        && (ah.header.uid != 0 || ah.header.gid != 0 || !ah.header.xattrs.is_empty())
-    {
-        bail!("File object {c} has ownership or xattrs, which a bare-user-only repository cannot store");
-    }
     arbor_repo::objects::with_inflater(BufReader::with_capacity(64 * 1024, body), |inflate| {
         txn.write_file(&ah.header, ah.size, inflate, Some(*c))
     })?;

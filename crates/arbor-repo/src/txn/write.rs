@@ -321,6 +321,11 @@ impl Transaction<'_> {
         content: &mut dyn Read,
         hasher: &mut Sha256,
     ) -> Result<()> {
+        // The mode stores neither (its objects read back as 0:0 without
+        // xattrs): storing such a header would change the object's checksum.
+        if header.uid != 0 || header.gid != 0 || !header.xattrs.is_empty() {
+            bail!("The file has ownership or xattrs, which a bare-user-only repository cannot store");
+        }
         if header.is_symlink() {
             rustix::fs::symlinkat(header.symlink_target.as_str(), &self.staging, tmp)?;
             rustix::fs::utimensat(&self.staging, tmp, &zero_times(), AtFlags::SYMLINK_NOFOLLOW)?;
