@@ -324,7 +324,9 @@ impl Transaction<'_> {
         // The mode stores neither (its objects read back as 0:0 without
         // xattrs): storing such a header would change the object's checksum.
         if header.uid != 0 || header.gid != 0 || !header.xattrs.is_empty() {
-            bail!("The file has ownership or xattrs, which a bare-user-only repository cannot store");
+            bail!(
+                "The file has ownership or xattrs, which a bare-user-only repository cannot store"
+            );
         }
         if header.is_symlink() {
             rustix::fs::symlinkat(header.symlink_target.as_str(), &self.staging, tmp)?;
