@@ -7,7 +7,7 @@
 # under /usr/bin/time for its peak RSS, and nginx's access log of that run gives the requests
 # and body bytes each tool needed. Prints medians, min-max, ratio ostree/arbor (>1: arbor
 # faster), RSS, requests, bytes and whether the targets are met.
-# Env: RUNS=3 WARMUP=1 ARBOR=<repo>/target/release/arbor
+# Env: RUNS=3 WARMUP=1 ARBOR=<repo>/target/release/arbor MODES="archive bare-user" LOOPFS=1 COLD=1
 set -euo pipefail
 [ $# -ge 1 ] && [ $# -le 2 ] || { echo "usage: $0 CORPUS [WORKDIR]  (env: RUNS WARMUP ARBOR)" >&2; exit 2; }
 RUNS=${RUNS:-3} WARMUP=${WARMUP:-1} ONLY=
@@ -80,13 +80,22 @@ trap 'kill $(cat "$NG/nginx.pid") 2>/dev/null; rm -rf trash; cd "$W"; ! mountpoi
 URL=http://127.0.0.1:$PORT/
 for _ in $(seq 50); do curl -s -o /dev/null "$URL" && break; sleep 0.1; done
 
+# Before every run of either tool, as root (COLD=0 to disable): write back and drop the page,
+# dentry and inode caches, then read the served repository and both tools back in. Each run then
+# starts from the same state; without it, caches grown by the previous runs (tens of thousands of
+# inodes) slowed each later run, so results depended on the order of the operations.
+COLDPREP=
+if [ "${COLD:-1}" = 1 ] && [ "$(id -u)" = 0 ]; then
+  COLDPREP="sync && echo 3 >/proc/sys/vm/drop_caches && find srv -type f -exec cat {} + >/dev/null \
+    && ostree --version >/dev/null && $A --version >/dev/null && "
+fi
 oprep() { # DIR MODE [SEED]: fresh repo with remote origin, optionally a copy of SEED
-  local s="$(aside o/$1) && "
+  local s="$COLDPREP$(aside o/$1) && "
   if [ -n "${3:-}" ]; then s+="cp -a o/$3 o/$1"; else s+="ostree init --repo=o/$1 --mode=$2"; fi
   echo "$s && ostree remote add --repo=o/$1 --if-not-exists --no-gpg-verify origin $URL"
 }
 aprep() {
-  local s="$(aside r/$1) && "
+  local s="$COLDPREP$(aside r/$1) && "
   if [ -n "${3:-}" ]; then s+="cp -a r/$3 r/$1"; else s+="$A init --repo r/$1 --mode $2"; fi
   echo "$s && { $A remote add --repo r/$1 --if-not-exists --no-gpg-verify origin $URL; }"
 }
