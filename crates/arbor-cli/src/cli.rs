@@ -64,6 +64,15 @@ pub enum Cmd {
     Summary(SummaryOpts),
     /// Run a self-contained demonstration in DIR (no root needed).
     Quickstart(QuickstartOpts),
+    /// Sysroot administration (init-fs, os-init).
+    #[command(subcommand)]
+    Admin(crate::cli_sysroot::AdminCmd),
+    /// Deploy a commit as the new default boot entry.
+    Deploy(crate::cli_sysroot::DeployOpts),
+    /// Show the deployments of a sysroot.
+    Status(crate::cli_sysroot::StatusOpts),
+    /// Remove unused deployments, boot files and repository objects.
+    Cleanup(crate::cli_sysroot::CleanupOpts),
 }
 
 /// `serve`.

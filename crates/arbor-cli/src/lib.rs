@@ -2,6 +2,7 @@
 //!
 //! - [`cli`]: the clap definitions, one options struct per subcommand.
 //! - [`cmds`]: one function per subcommand, each calling the libraries.
+//! - [`cli_sysroot`], [`sysroot_cmds`]: the sysroot commands (deploy, status...).
 //! - [`gvtext`]: the GVariant text subset `summary -m` values use.
 //! - [`render`]: pure functions from data to text (tested on fixtures).
 //! - [`progress`]: an indicatif progress bar on a TTY, silence otherwise.
@@ -10,12 +11,14 @@
 //! - [`time`]: timestamp parsing and formatting.
 
 pub mod cli;
+pub mod cli_sysroot;
 pub mod cmds;
 pub mod gvtext;
 pub mod progress;
 pub mod quickstart;
 pub mod render;
 pub mod serve;
+pub mod sysroot_cmds;
 pub mod time;
 
 use std::ffi::OsString;

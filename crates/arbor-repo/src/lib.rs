@@ -45,7 +45,7 @@ mod tar_import;
 pub mod tree;
 pub mod txn;
 mod util;
-mod xattrs;
+pub mod xattrs;
 
 pub use error::RepoError;
 pub use progress::{NullProgress, Progress};

@@ -36,7 +36,7 @@ fn unsupported(e: Errno) -> bool {
 }
 
 /// All xattrs of an open file, sorted, skipping empty values.
-pub(crate) fn read_fd(fd: impl AsFd) -> rustix::io::Result<Vec<Xattr>> {
+pub fn read_fd(fd: impl AsFd) -> rustix::io::Result<Vec<Xattr>> {
     let fd = fd.as_fd();
     let list = match grow_read(|b| rustix::fs::flistxattr(fd, &mut b[..])) {
         Ok(l) => l,
@@ -99,7 +99,7 @@ pub(crate) fn get_fd(fd: impl AsFd, name: &str) -> rustix::io::Result<Option<Vec
 }
 
 /// Sets every xattr on an open file.
-pub(crate) fn set_fd(fd: impl AsFd, xattrs: &[Xattr]) -> rustix::io::Result<()> {
+pub fn set_fd(fd: impl AsFd, xattrs: &[Xattr]) -> rustix::io::Result<()> {
     let fd = fd.as_fd();
     for x in xattrs {
         let cname = std::ffi::CString::new(x.name.clone()).map_err(|_| Errno::INVAL)?;

@@ -20,6 +20,7 @@ mod pull_sign;
 mod remotes;
 mod sign;
 mod summary;
+mod sysroot;
 mod testserver;
 mod util;
 mod vectors;

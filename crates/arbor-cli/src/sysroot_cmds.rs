@@ -1,0 +1,278 @@
+//! The sysroot commands: each calls `arbor_sysroot` and renders the result.
+
+use std::io::Write;
+
+use anyhow::Result;
+use arbor_sysroot::deploy::{deploy as do_deploy, etc_changes, resolve_commit, DeployOptions};
+use arbor_sysroot::Sysroot;
+use serde::Serialize;
+
+use crate::cli_sysroot::{AdminCmd, CleanupOpts, DeployOpts, StatusOpts};
+
+/// `admin init-fs`, `admin os-init`.
+pub fn admin(c: AdminCmd, out: &mut impl Write) -> Result<()> {
+    match c {
+        AdminCmd::InitFs(o) => arbor_sysroot::sysroot::init_fs(&o.dir),
+        AdminCmd::OsInit(o) => {
+            let s = Sysroot::open(&o.sysroot.sysroot)?;
+            s.os_init(&o.stateroot)?;
+            writeln!(
+                out,
+                "ostree/deploy/{} initialized as OSTree root",
+                o.stateroot
+            )?;
+            Ok(())
+        }
+    }
+}
+
+/// One deployment as `status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StatusEntry {
+    /// Position in the boot order (0 = default).
+    pub index: usize,
+    /// Stateroot.
+    pub stateroot: String,
+    /// Commit.
+    pub checksum: String,
+    /// Deployment serial.
+    pub deployserial: u32,
+    /// The running deployment.
+    pub booted: bool,
+    /// Staged, waiting for finalization at shutdown.
+    pub staged: bool,
+    /// Will boot next (before the booted one in the list).
+    pub pending: bool,
+    /// The one after the booted deployment.
+    pub rollback: bool,
+    /// Pinned: never removed by a deploy.
+    pub pinned: bool,
+    /// The commit's `version`.
+    pub version: Option<String>,
+    /// `origin.refspec`.
+    pub origin: Option<String>,
+    /// Kernel checksum.
+    pub bootcsum: String,
+    /// Kernel arguments (without `ostree=`).
+    pub kargs: String,
+}
+
+/// The status entries of a loaded sysroot.
+pub fn status_entries(s: &Sysroot) -> Vec<StatusEntry> {
+    s.deployments
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            // As ostree: pending and rollback are relative to the booted one.
+            let (pending, rollback) = match s.booted {
+                Some(_) => s.pending_and_rollback(&d.stateroot),
+                None => (None, None),
+            };
+            StatusEntry {
+                index: i,
+                stateroot: d.stateroot.clone(),
+                checksum: d.csum.to_hex(),
+                deployserial: d.deployserial,
+                booted: s.booted == Some(i),
+                staged: false,
+                pending: pending == Some(i),
+                rollback: rollback == Some(i),
+                pinned: d.pinned(),
+                version: d.version.clone(),
+                origin: d.refspec().map(str::to_string),
+                bootcsum: d.bootcsum.clone(),
+                kargs: d.kargs_without_ostree().to_string(),
+            }
+        })
+        .collect()
+}
+
+/// Renders `status` as `ostree admin status` does.
+pub fn render_status(entries: &[StatusEntry], out: &mut impl Write) -> std::io::Result<()> {
+    if entries.is_empty() {
+        return writeln!(out, "No deployments.");
+    }
+    for e in entries {
+        let state = if e.staged {
+            " (staged)"
+        } else if e.pending {
+            " (pending)"
+        } else if e.rollback {
+            " (rollback)"
+        } else {
+            ""
+        };
+        let mark = if e.booted { '*' } else { ' ' };
+        writeln!(
+            out,
+            "{mark} {} {}.{}{state}",
+            e.stateroot, e.checksum, e.deployserial
+        )?;
+        if let Some(v) = &e.version {
+            writeln!(out, "    Version: {v}")?;
+        }
+        if e.pinned {
+            writeln!(out, "    Pinned: yes")?;
+        }
+        match &e.origin {
+            Some(o) => writeln!(out, "    origin refspec: {o}")?,
+            None => writeln!(out, "    origin: none")?,
+        }
+    }
+    Ok(())
+}
+
+/// `status`.
+pub fn status(o: StatusOpts, out: &mut impl Write) -> Result<()> {
+    let s = Sysroot::open(&o.sysroot.sysroot)?;
+    let entries = status_entries(&s);
+    if o.json {
+        serde_json::to_writer_pretty(&mut *out, &serde_json::json!({ "deployments": entries }))?;
+        writeln!(out)?;
+    } else {
+        render_status(&entries, out)?;
+    }
+    Ok(())
+}
+
+/// `deploy`.
+pub fn deploy(o: DeployOpts, out: &mut impl Write) -> Result<()> {
+    let mut s = Sysroot::open(&o.sysroot.sysroot)?;
+    if o.dry_run {
+        return deploy_preview(&s, &o, out);
+    }
+    let opts = DeployOptions {
+        stateroot: o.stateroot.clone(),
+        revision: o.revision.clone(),
+        origin: None,
+        kargs: (!o.karg.is_empty()).then(|| o.karg.clone()),
+        karg_append: o.karg_append.clone(),
+        retain: o.retain,
+    };
+    let r = do_deploy(&mut s, &opts)?;
+    if o.json {
+        serde_json::to_writer_pretty(&mut *out, &r)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    if let Some(e) = &r.etc {
+        writeln!(
+            out,
+            "Copying /etc changes: {} modified, {} removed, {} added",
+            e.modified.len(),
+            e.removed.len(),
+            e.added.len()
+        )?;
+    }
+    writeln!(
+        out,
+        "Deployed {} {} as the default{}",
+        r.stateroot,
+        r.deployment,
+        if r.bootswap {
+            " (new boot entries)"
+        } else {
+            ""
+        }
+    )?;
+    Ok(())
+}
+
+/// `deploy --dry-run`: per file, what the /etc merge would do.
+fn deploy_preview(s: &Sysroot, o: &DeployOpts, out: &mut impl Write) -> Result<()> {
+    let stateroot = s.default_stateroot(o.stateroot.as_deref())?;
+    let csum = resolve_commit(s, &o.revision)?;
+    let Some(m) = s.merge_deployment(&stateroot) else {
+        writeln!(
+            out,
+            "Would deploy {csum}: no merge deployment, /etc is the new default"
+        )?;
+        return Ok(());
+    };
+    let merge = &s.deployments[m];
+    // The new defaults: the commit's /usr/etc (or /etc of an old-style tree).
+    let tmp = tempdir_in(s)?;
+    let defaults = export_etc(s, &csum, &tmp)?;
+    let (_, plan) = etc_changes(s, merge, defaults.as_ref())?;
+    std::fs::remove_dir_all(&tmp).ok();
+    if o.json {
+        serde_json::to_writer_pretty(&mut *out, &plan)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "Would deploy {csum}, merging /etc from {}:",
+        merge.dir_name()
+    )?;
+    for p in &plan {
+        writeln!(
+            out,
+            "  {:8} /etc/{}: {}{}",
+            p.change,
+            p.path,
+            p.action,
+            if p.upstream_changed {
+                " (its new default is ignored)"
+            } else {
+                ""
+            }
+        )?;
+    }
+    if plan.is_empty() {
+        writeln!(out, "  no local changes: /etc takes the new defaults")?;
+    }
+    Ok(())
+}
+
+fn tempdir_in(s: &Sysroot) -> Result<std::path::PathBuf> {
+    let p = s.path().join(format!(
+        "ostree/repo/tmp/arbor-etc-preview-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&p);
+    Ok(p)
+}
+
+/// Checks out the default /etc of `csum` into `dir` for the preview.
+fn export_etc(
+    s: &Sysroot,
+    csum: &arbor_format::Checksum,
+    dir: &std::path::Path,
+) -> Result<Option<std::os::fd::OwnedFd>> {
+    for sub in ["/usr/etc", "/etc"] {
+        let opts = arbor_repo::checkout::CheckoutOptions {
+            hardlink: false,
+            user_mode: true,
+            union: false,
+            subpath: Some(sub.to_string()),
+        };
+        match arbor_repo::checkout::checkout(&s.repo, csum, dir, &opts, &arbor_repo::NullProgress) {
+            Ok(_) => {
+                return Ok(Some(arbor_sysroot::fsutil::open_dir(
+                    rustix::fs::CWD,
+                    &dir.to_string_lossy(),
+                )?))
+            }
+            Err(e) if arbor_repo::reachable::is_not_found(&e) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
+}
+
+/// `cleanup`.
+pub fn cleanup(o: CleanupOpts, out: &mut impl Write) -> Result<()> {
+    let mut s = Sysroot::open(&o.sysroot.sysroot)?;
+    let _lock = s.lock()?;
+    s.load()?;
+    let r = arbor_sysroot::write::cleanup(&mut s, true)?;
+    for d in &r.deployments {
+        writeln!(out, "Removed deployment {d}")?;
+    }
+    for b in &r.boot_dirs {
+        writeln!(out, "Removed /boot/ostree/{b}")?;
+    }
+    writeln!(out, "Pruned {} objects", r.pruned_objects)?;
+    Ok(())
+}

@@ -1,0 +1,143 @@
+//! Boot Loader Specification entries (`/boot/loader.N/entries/ostree-*.conf`),
+//! read and written the way ostree's bootconfig parser does.
+
+use anyhow::{bail, Result};
+
+/// Keys ostree writes first, in this order; any other keys follow in the
+/// order they were set.
+const KEY_ORDER: &[&str] = &[
+    "title",
+    "version",
+    "options",
+    "devicetree",
+    "linux",
+    "initrd",
+];
+
+/// One BLS entry: `key value` lines.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BootEntry {
+    entries: Vec<(String, String)>,
+}
+
+impl BootEntry {
+    /// Parses an entry. Lines starting with a letter are split at the first
+    /// space or tab; other lines (comments, blank) are ignored, as in ostree.
+    pub fn parse(text: &str) -> Result<BootEntry> {
+        let mut e = BootEntry::default();
+        for line in text.lines() {
+            if !line.starts_with(|c: char| c.is_ascii_alphabetic()) {
+                continue;
+            }
+            let Some(i) = line.find([' ', '\t']) else {
+                bail!("Invalid BLS line {line:?}: expected 'key value'");
+            };
+            let (k, v) = line.split_at(i);
+            e.set(k, v.trim());
+        }
+        Ok(e)
+    }
+
+    /// The value of `key`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.entries
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Sets `key`, replacing an existing value in place.
+    pub fn set(&mut self, key: &str, value: &str) {
+        match self.entries.iter_mut().find(|(k, _)| k == key) {
+            Some((_, v)) => *v = value.to_string(),
+            None => self.entries.push((key.to_string(), value.to_string())),
+        }
+    }
+
+    /// Serialises with ostree's key order: `title`, `version`, `options`,
+    /// `devicetree`, `linux`, `initrd`, then the rest.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        let mut put = |k: &str, v: &str| {
+            out.push_str(k);
+            out.push(' ');
+            out.push_str(v);
+            out.push('\n');
+        };
+        for key in KEY_ORDER {
+            if let Some(v) = self.get(key) {
+                put(key, v);
+            }
+        }
+        for (k, v) in &self.entries {
+            if !KEY_ORDER.contains(&k.as_str()) {
+                put(k, v);
+            }
+        }
+        out
+    }
+}
+
+/// Compares two version strings like glibc's `strverscmp` does for the
+/// cases BLS `version` fields take (digit runs compared as numbers).
+pub fn vercmp(a: &str, b: &str) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        if a[i].is_ascii_digit() && b[j].is_ascii_digit() {
+            let si = i;
+            while i < a.len() && a[i].is_ascii_digit() {
+                i += 1;
+            }
+            let sj = j;
+            while j < b.len() && b[j].is_ascii_digit() {
+                j += 1;
+            }
+            let na = std::str::from_utf8(&a[si..i])
+                .unwrap_or("0")
+                .trim_start_matches('0');
+            let nb = std::str::from_utf8(&b[sj..j])
+                .unwrap_or("0")
+                .trim_start_matches('0');
+            let o = na.len().cmp(&nb.len()).then(na.cmp(nb));
+            if o != Ordering::Equal {
+                return o;
+            }
+        } else {
+            if a[i] != b[j] {
+                return a[i].cmp(&b[j]);
+            }
+            i += 1;
+            j += 1;
+        }
+    }
+    (a.len() - i).cmp(&(b.len() - j))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_in_ostree_order() {
+        let text = "linux /ostree/x/vmlinuz-6.1\ntitle TestOS 1 1.0 (ostree:0)\n# c\noptions root=LABEL=rootfs quiet ostree=/ostree/boot.1/testos/abc/0\nversion 1\ninitrd /ostree/x/initramfs-6.1.img\nx-custom\tv\n";
+        let e = BootEntry::parse(text).unwrap();
+        assert_eq!(e.get("version"), Some("1"));
+        assert_eq!(e.get("x-custom"), Some("v"));
+        assert_eq!(
+            e.to_text(),
+            "title TestOS 1 1.0 (ostree:0)\nversion 1\noptions root=LABEL=rootfs quiet ostree=/ostree/boot.1/testos/abc/0\nlinux /ostree/x/vmlinuz-6.1\ninitrd /ostree/x/initramfs-6.1.img\nx-custom v\n"
+        );
+        assert!(BootEntry::parse("title\n").is_err());
+    }
+
+    #[test]
+    fn versions_compare_numerically() {
+        use std::cmp::Ordering::*;
+        assert_eq!(vercmp("10", "9"), Greater);
+        assert_eq!(vercmp("2", "2"), Equal);
+        assert_eq!(vercmp("1", "2"), Less);
+        assert_eq!(vercmp("1.10", "1.9"), Greater);
+    }
+}

@@ -1,0 +1,258 @@
+//! Creating a deployment (ostree's `admin deploy`): a hardlink checkout of
+//! the commit, its `/etc` prepared from `/usr/etc` and merged with the
+//! merge deployment's changes, its origin written; then the new deployment
+//! list, with the new one as the default, is written atomically.
+//!
+//! Crash guarantee: nothing before [`write_deployments`]'s atomic rename is
+//! referenced by the boot configuration, so a crash leaves the old list
+//! booting; leftovers (a partial deployment directory) are removed by the
+//! next cleanup, and a new deploy of the same commit uses a fresh serial
+//! or replaces the leftover.
+
+use std::os::fd::OwnedFd;
+
+use anyhow::{bail, Context, Result};
+use arbor_format::Checksum;
+use arbor_format::RepoMode;
+use arbor_repo::checkout::{checkout, CheckoutOptions};
+use arbor_repo::config::KeyFile;
+use arbor_repo::failpoint::hit;
+use fn_error_context::context;
+use rustix::fs::{AtFlags, FileType};
+use serde::Serialize;
+
+use crate::deployment::{parse_dir_name, validate_stateroot, Deployment};
+use crate::etc_merge::{self, EtcDiff, PlanEntry};
+use crate::faults;
+use crate::fsutil;
+use crate::kargs::Kargs;
+use crate::kernel;
+use crate::sysroot::Sysroot;
+use crate::write::{write_deployments, WriteReport};
+
+/// Options of [`deploy`].
+#[derive(Debug, Clone, Default)]
+pub struct DeployOptions {
+    /// Stateroot (default: the booted one, or the only one).
+    pub stateroot: Option<String>,
+    /// What to deploy: a ref, `REMOTE:REF` or a commit checksum.
+    pub revision: String,
+    /// The origin to write (default: `refspec=REVISION`).
+    pub origin: Option<KeyFile>,
+    /// `--karg`: the kernel arguments, replacing the merge deployment's.
+    pub kargs: Option<Vec<String>>,
+    /// `--karg-append`: arguments appended.
+    pub karg_append: Vec<String>,
+    /// `--retain`: keep every existing deployment.
+    pub retain: bool,
+}
+
+/// What a deploy did (or, for a dry run, would do).
+#[derive(Debug, Clone, Serialize)]
+pub struct DeployReport {
+    /// `CSUM.SERIAL` of the new deployment.
+    pub deployment: String,
+    /// Stateroot.
+    pub stateroot: String,
+    /// Commit deployed.
+    pub checksum: String,
+    /// The merge deployment, if any.
+    pub merge_deployment: Option<String>,
+    /// The admin's /etc changes carried over.
+    pub etc: Option<EtcDiff>,
+    /// Whether the boot entries changed.
+    pub bootswap: bool,
+}
+
+/// The next free serial for `csum` in the stateroot: one more than the
+/// largest among existing directories (leftovers included), else 0.
+fn allocate_deployserial(s: &Sysroot, stateroot: &str, csum: &Checksum) -> Result<u32> {
+    let dir = fsutil::open_dir(&s.fd, &format!("ostree/deploy/{stateroot}/deploy"))?;
+    let mut next = 0;
+    for name in fsutil::list_names(&dir)? {
+        if let Ok((c, serial)) = parse_dir_name(&name) {
+            if c == *csum {
+                next = next.max(serial + 1);
+            }
+        }
+    }
+    Ok(next)
+}
+
+/// Moves a populated `/etc` of an old-style tree to `/usr/etc`, drops an
+/// empty one, then creates `/etc` as a copy of `/usr/etc`.
+fn prepare_etc(root: &OwnedFd) -> Result<()> {
+    let etc = fsutil::open_dir_optional(root, "etc")?;
+    let etc_populated = match &etc {
+        Some(fd) => !fsutil::list_names(fd)?.is_empty(),
+        None => false,
+    };
+    let usr_etc = fsutil::file_type(root, "usr/etc")? == Some(FileType::Directory);
+    if usr_etc && etc_populated {
+        bail!("Tree contains both /etc and /usr/etc");
+    }
+    if etc_populated {
+        rustix::fs::renameat(root, "etc", root, "usr/etc").context("Moving /etc to /usr/etc")?;
+    } else if etc.is_some() {
+        rustix::fs::unlinkat(root, "etc", AtFlags::REMOVEDIR).context("Removing empty /etc")?;
+    }
+    if usr_etc || etc_populated {
+        let usr = fsutil::open_dir(root, "usr")?;
+        etc_merge::copy_entry(&usr, root, "etc").context("Copying /usr/etc to /etc")?;
+        // `copy_entry` named it usr's "etc" inside root: same name.
+    }
+    Ok(())
+}
+
+/// The admin's /etc changes in `merge` and their preview against the
+/// defaults of `new_root`.
+pub fn etc_changes(
+    s: &Sysroot,
+    merge: &Deployment,
+    new_defaults: Option<&OwnedFd>,
+) -> Result<(EtcDiff, Vec<PlanEntry>)> {
+    let mroot = s.deployment_dir(merge)?;
+    let (Some(orig), Some(modified)) = (
+        fsutil::open_dir_optional(&mroot, "usr/etc")?,
+        fsutil::open_dir_optional(&mroot, "etc")?,
+    ) else {
+        return Ok((EtcDiff::default(), Vec::new()));
+    };
+    let d = etc_merge::diff(&orig, &modified)?;
+    let plan = match new_defaults {
+        Some(n) => etc_merge::plan(&d, &orig, n)?,
+        None => Vec::new(),
+    };
+    Ok((d, plan))
+}
+
+/// Resolves `revision` to a commit present in the system repository.
+pub fn resolve_commit(s: &Sysroot, revision: &str) -> Result<Checksum> {
+    let c = arbor_repo::refs::resolve_rev(&s.repo, revision)
+        .with_context(|| format!("Resolving {revision}"))?;
+    arbor_repo::objects::load_commit(&s.repo, &c)
+        .with_context(|| format!("Loading commit {c} (pull it first)"))?;
+    if s.repo.is_partial(&c)? {
+        bail!("Commit {c} is only partially pulled: pull it completely first");
+    }
+    Ok(c)
+}
+
+/// Deploys `opts.revision` as the new default deployment.
+#[context("Deploying {}", opts.revision)]
+pub fn deploy(s: &mut Sysroot, opts: &DeployOptions) -> Result<DeployReport> {
+    let _lock = s.lock()?;
+    s.load()?;
+    let stateroot = s.default_stateroot(opts.stateroot.as_deref())?;
+    validate_stateroot(&stateroot)?;
+    if !s.has_stateroot(&stateroot)? {
+        bail!("Stateroot {stateroot} does not exist (run 'arbor admin os-init {stateroot}')");
+    }
+    let csum = resolve_commit(s, &opts.revision)?;
+    let merge = s
+        .merge_deployment(&stateroot)
+        .map(|i| s.deployments[i].clone());
+    let serial = allocate_deployserial(s, &stateroot, &csum)?;
+    let mut d = Deployment {
+        stateroot: stateroot.clone(),
+        csum,
+        deployserial: serial,
+        bootcsum: String::new(),
+        bootserial: 0,
+        origin: None,
+        kargs: Kargs::default(),
+        version: s.commit_version(&csum),
+    };
+    let deploy_dir = fsutil::open_dir(&s.fd, &format!("ostree/deploy/{stateroot}/deploy"))?;
+    let name = d.dir_name();
+    fsutil::remove_all(&deploy_dir, &name)?;
+    let user_mode = s.repo.mode() != RepoMode::Bare;
+    checkout(
+        &s.repo,
+        &csum,
+        &s.path().join(d.relpath()),
+        &CheckoutOptions {
+            hardlink: true,
+            user_mode,
+            union: false,
+            subpath: None,
+        },
+        &arbor_repo::NullProgress,
+    )?;
+    hit(faults::DEPLOY_CHECKED_OUT);
+    let root = s.deployment_dir(&d)?;
+    let layout = kernel::find_kernel(&root)?;
+    d.bootcsum = layout.bootcsum.clone();
+    prepare_etc(&root)?;
+    let mut etc = None;
+    if let Some(m) = &merge {
+        let (diff, _) = etc_changes(s, m, None)?;
+        if let Some(new_etc) = fsutil::open_dir_optional(&root, "etc")? {
+            let mroot = s.deployment_dir(m)?;
+            let modified = fsutil::open_dir(&mroot, "etc")?;
+            etc_merge::apply(&diff, &modified, &new_etc)?;
+            tracing::info!(
+                "Copying /etc changes: {} modified, {} removed, {} added",
+                diff.modified.len(),
+                diff.removed.len(),
+                diff.added.len()
+            );
+        }
+        etc = Some(diff);
+    }
+    for p in ["etc/.updated", "var/.updated"] {
+        match rustix::fs::unlinkat(&root, p, AtFlags::empty()) {
+            Ok(()) | Err(rustix::io::Errno::NOENT) | Err(rustix::io::Errno::NOTDIR) => {}
+            Err(e) => return Err(e).with_context(|| format!("Removing {p}")),
+        }
+    }
+    hit(faults::DEPLOY_ETC_MERGED);
+    let origin = match &opts.origin {
+        Some(o) => o.clone(),
+        None => {
+            let mut o = KeyFile::default();
+            o.set("origin", "refspec", &opts.revision);
+            o
+        }
+    };
+    let parent = fsutil::open_dir(&s.fd, &format!("ostree/deploy/{stateroot}/deploy"))?;
+    fsutil::write_atomic(
+        &parent,
+        &format!("{name}.origin"),
+        origin.to_text().as_bytes(),
+        0o644,
+    )?;
+    d.origin = Some(origin);
+    d.kargs = match (&opts.kargs, &merge) {
+        (Some(k), _) => Kargs::parse(&k.join(" ")),
+        (None, Some(m)) => m.kargs.clone(),
+        (None, None) => Kargs::default(),
+    };
+    for a in &opts.karg_append {
+        d.kargs.append(a);
+    }
+    hit(faults::DEPLOY_PREPARED);
+    // ostree's simple write: the new one first, then every deployment that
+    // is pinned, of another stateroot, booted, or the merge deployment.
+    let booted = s.booted.map(|i| s.deployments[i].clone());
+    let mut list = vec![d.clone()];
+    for old in &s.deployments {
+        let keep = opts.retain
+            || old.pinned()
+            || old.stateroot != stateroot
+            || booted.as_ref().is_some_and(|b| b.same(old))
+            || merge.as_ref().is_some_and(|m| m.same(old));
+        if keep {
+            list.push(old.clone());
+        }
+    }
+    let WriteReport { bootswap, .. } = write_deployments(s, list, true)?;
+    Ok(DeployReport {
+        deployment: name,
+        stateroot,
+        checksum: csum.to_hex(),
+        merge_deployment: merge.map(|m| m.dir_name()),
+        etc,
+        bootswap,
+    })
+}

@@ -1,0 +1,183 @@
+//! Small directory-relative helpers: every path is resolved below a
+//! directory descriptor, never following a symlink in the last component
+//! where a write happens.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
+
+use anyhow::{Context, Result};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use rustix::io::Errno;
+
+/// Opens a directory (`O_NOFOLLOW`: a symlink is refused).
+pub fn open_dir(dir: impl AsFd, path: &str) -> Result<OwnedFd> {
+    rustix::fs::openat(
+        dir,
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .with_context(|| format!("Opening directory {path}"))
+}
+
+/// Like [`open_dir`], `None` if it does not exist.
+pub fn open_dir_optional(dir: impl AsFd, path: &str) -> Result<Option<OwnedFd>> {
+    match rustix::fs::openat(
+        dir,
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(Errno::NOENT) => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("Opening directory {path}")),
+    }
+}
+
+/// Creates each missing component of `path` with `mode`; opens the last.
+pub fn ensure_dir_path(dir: impl AsFd, path: &str, mode: u32) -> Result<OwnedFd> {
+    let mut cur = rustix::io::dup(dir.as_fd())?;
+    for c in path.split('/').filter(|c| !c.is_empty()) {
+        match rustix::fs::mkdirat(&cur, c, Mode::from_raw_mode(mode)) {
+            Ok(()) | Err(Errno::EXIST) => {}
+            Err(e) => return Err(e).with_context(|| format!("Creating {path}")),
+        }
+        cur = open_dir(&cur, c)?;
+    }
+    Ok(cur)
+}
+
+/// Names in a directory, without `.` and `..`.
+pub fn list_names(dir: impl AsFd) -> Result<Vec<String>> {
+    let fd = rustix::fs::openat(
+        dir,
+        ".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut out = Vec::new();
+    for e in rustix::fs::Dir::read_from(&fd)? {
+        let e = e?;
+        let n = e.file_name().to_bytes();
+        if n == b"." || n == b".." {
+            continue;
+        }
+        match std::str::from_utf8(n) {
+            Ok(s) => out.push(s.to_string()),
+            Err(_) => tracing::debug!("skipping a non-UTF-8 name"),
+        }
+    }
+    Ok(out)
+}
+
+/// The type of `path` without following a final symlink, `None` if absent.
+pub fn file_type(dir: impl AsFd, path: &str) -> Result<Option<FileType>> {
+    match rustix::fs::statat(dir, path, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => Ok(Some(FileType::from_raw_mode(st.st_mode))),
+        Err(Errno::NOENT) => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("Inspecting {path}")),
+    }
+}
+
+/// Removes `name` recursively if present (never following symlinks).
+pub fn remove_all(dir: impl AsFd, name: &str) -> Result<()> {
+    let dir = dir.as_fd();
+    match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
+        Ok(()) | Err(Errno::NOENT) => return Ok(()),
+        Err(Errno::ISDIR) | Err(Errno::PERM) => {}
+        Err(e) => return Err(e).with_context(|| format!("Removing {name}")),
+    }
+    if file_type(dir, name)? != Some(FileType::Directory) {
+        return Err(anyhow::anyhow!("Removing {name}: not permitted"));
+    }
+    let sub = open_dir(dir, name)?;
+    for n in list_names(&sub)? {
+        remove_all(&sub, &n).with_context(|| format!("In {name}"))?;
+    }
+    drop(sub);
+    match rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR) {
+        Ok(()) | Err(Errno::NOENT) => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("Removing directory {name}")),
+    }
+}
+
+/// Copies a regular file's content into a new file `to` (exclusive create).
+pub fn copy_file(
+    from_dir: impl AsFd,
+    from: &str,
+    to_dir: impl AsFd,
+    to: &str,
+    mode: u32,
+) -> Result<File> {
+    let src = rustix::fs::openat(
+        from_dir,
+        from,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .with_context(|| format!("Opening {from}"))?;
+    let dst = rustix::fs::openat(
+        to_dir,
+        to,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(mode),
+    )
+    .with_context(|| format!("Creating {to}"))?;
+    let (mut s, mut d) = (File::from(src), File::from(dst));
+    std::io::copy(&mut s, &mut d).with_context(|| format!("Copying {from}"))?;
+    Ok(d)
+}
+
+/// Writes `data` to `name` atomically: a temporary file in the same
+/// directory, `fsync`, rename over `name`. (The directory itself is synced
+/// by the caller's barrier.)
+pub fn write_atomic(dir: impl AsFd, name: &str, data: &[u8], mode: u32) -> Result<()> {
+    let dir = dir.as_fd();
+    let tmp = format!(".{name}.tmp");
+    let _ = rustix::fs::unlinkat(dir, tmp.as_str(), AtFlags::empty());
+    let fd = rustix::fs::openat(
+        dir,
+        tmp.as_str(),
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(mode),
+    )
+    .with_context(|| format!("Creating {tmp}"))?;
+    let mut f = File::from(fd);
+    f.write_all(data)?;
+    rustix::fs::fchmod(&f, Mode::from_raw_mode(mode))?;
+    f.sync_all().with_context(|| format!("Syncing {name}"))?;
+    rustix::fs::renameat(dir, tmp.as_str(), dir, name)
+        .with_context(|| format!("Replacing {name}"))?;
+    Ok(())
+}
+
+/// Points the symlink `name` at `target` atomically (temporary symlink,
+/// rename over `name`).
+pub fn symlink_replace(dir: impl AsFd, target: &str, name: &str) -> Result<()> {
+    let dir = dir.as_fd();
+    let tmp = format!("{name}.tmp");
+    let _ = rustix::fs::unlinkat(dir, tmp.as_str(), AtFlags::empty());
+    rustix::fs::symlinkat(target, dir, tmp.as_str())
+        .with_context(|| format!("Creating symlink {tmp}"))?;
+    rustix::fs::renameat(dir, tmp.as_str(), dir, name)
+        .with_context(|| format!("Replacing symlink {name}"))?;
+    Ok(())
+}
+
+/// The target of a symlink, `None` if absent.
+pub fn readlink_optional(dir: impl AsFd, name: &str) -> Result<Option<String>> {
+    match rustix::fs::readlinkat(dir, name, Vec::new()) {
+        Ok(t) => Ok(Some(t.into_string().map_err(|_| {
+            anyhow::anyhow!("Symlink {name} has a non-UTF-8 target")
+        })?)),
+        Err(Errno::NOENT) => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("Reading symlink {name}")),
+    }
+}
+
+/// `fsync` of a directory.
+pub fn fsync_dir(dir: impl AsFd) -> Result<()> {
+    rustix::fs::fsync(dir).context("Syncing directory")?;
+    Ok(())
+}

@@ -1,0 +1,149 @@
+//! Finding a deployment's kernel the way ostree does
+//! (`usr/lib/modules/KVER/vmlinuz`, `initramfs.img`, `devicetree`), its
+//! boot checksum, and installing it under `/boot/ostree/STATEROOT-BOOTCSUM/`.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsFd, OwnedFd};
+
+use anyhow::{bail, Context, Result};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use rustix::io::Errno;
+
+use crate::fsutil;
+
+/// The boot files of one deployment tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelLayout {
+    /// Kernel version (the `usr/lib/modules/` directory name).
+    pub kver: String,
+    /// Directory holding the files, relative to the deployment.
+    pub dir: String,
+    /// Whether `initramfs.img` (or `initramfs`) exists, and its name.
+    pub initramfs: Option<String>,
+    /// A single `devicetree` file, if any.
+    pub devicetree: Option<String>,
+    /// SHA-256 of kernel ‖ initramfs ‖ devicetree, hex.
+    pub bootcsum: String,
+}
+
+impl KernelLayout {
+    /// Installed file names: `(source name in dir, name under /boot/ostree/…)`.
+    pub fn files(&self) -> Vec<(String, String)> {
+        let k = &self.kver;
+        let mut v = vec![("vmlinuz".to_string(), format!("vmlinuz-{k}"))];
+        if let Some(i) = &self.initramfs {
+            v.push((i.clone(), format!("initramfs-{k}.img")));
+        }
+        if let Some(d) = &self.devicetree {
+            v.push((d.clone(), format!("devicetree-{k}")));
+        }
+        v
+    }
+}
+
+fn is_regular(dir: impl AsFd, name: &str) -> Result<bool> {
+    match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => Ok(FileType::from_raw_mode(st.st_mode) == FileType::RegularFile),
+        Err(Errno::NOENT) | Err(Errno::NOTDIR) => Ok(false),
+        Err(e) => Err(e).with_context(|| format!("Inspecting {name}")),
+    }
+}
+
+fn hash_into(h: &mut arbor_format::Sha256, dir: impl AsFd, name: &str) -> Result<()> {
+    let fd = rustix::fs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .with_context(|| format!("Opening {name}"))?;
+    let mut f = File::from(fd);
+    let mut buf = vec![0u8; 128 * 1024];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .with_context(|| format!("Reading {name}"))?;
+        if n == 0 {
+            return Ok(());
+        }
+        h.update(&buf[..n]);
+    }
+}
+
+/// Finds the kernel in a deployment tree: the first `usr/lib/modules/KVER/`
+/// (in name order, for a stable choice) holding a regular file `vmlinuz`.
+pub fn find_kernel(deployment: &OwnedFd) -> Result<KernelLayout> {
+    let Some(modules) = fsutil::open_dir_optional(deployment, "usr/lib/modules")? else {
+        bail!("No kernel found: the tree has no usr/lib/modules/");
+    };
+    let mut names = fsutil::list_names(&modules)?;
+    names.sort();
+    for kver in names {
+        let Some(d) = fsutil::open_dir_optional(&modules, &kver)? else {
+            continue;
+        };
+        if !is_regular(&d, "vmlinuz")? {
+            continue;
+        }
+        let initramfs = ["initramfs.img", "initramfs"]
+            .into_iter()
+            .map(|n| is_regular(&d, n).map(|ok| ok.then(|| n.to_string())))
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .flatten()
+            .next();
+        let devicetree = is_regular(&d, "devicetree")?.then(|| "devicetree".to_string());
+        let mut h = arbor_format::Sha256::new();
+        hash_into(&mut h, &d, "vmlinuz")?;
+        if let Some(i) = &initramfs {
+            hash_into(&mut h, &d, i)?;
+        }
+        if let Some(t) = &devicetree {
+            hash_into(&mut h, &d, t)?;
+        }
+        return Ok(KernelLayout {
+            dir: format!("usr/lib/modules/{kver}"),
+            kver,
+            initramfs,
+            devicetree,
+            bootcsum: h.finish().to_hex(),
+        });
+    }
+    bail!("No kernel found: no usr/lib/modules/*/vmlinuz in the tree")
+}
+
+/// Copies the boot files into `boot/ostree/STATEROOT-BOOTCSUM/` (relative
+/// to `boot`) unless present: each file is written under a temporary name
+/// and renamed, so a present name always has complete content. Durability
+/// comes from the sync before the boot swap.
+pub fn install(
+    layout: &KernelLayout,
+    deployment: &OwnedFd,
+    boot: &OwnedFd,
+    stateroot: &str,
+) -> Result<()> {
+    let dest_name = format!("ostree/{stateroot}-{}", layout.bootcsum);
+    let dest = fsutil::ensure_dir_path(boot, &dest_name, 0o755)?;
+    let src = fsutil::open_dir(deployment, &layout.dir)?;
+    for (from, to) in layout.files() {
+        if rustix::fs::statat(&dest, to.as_str(), AtFlags::SYMLINK_NOFOLLOW).is_ok() {
+            continue;
+        }
+        let tmp = format!(".{to}.tmp");
+        let _ = rustix::fs::unlinkat(&dest, tmp.as_str(), AtFlags::empty());
+        // A hardlink when /boot is on the same filesystem, as ostree does.
+        match rustix::fs::linkat(&src, from.as_str(), &dest, tmp.as_str(), AtFlags::empty()) {
+            Ok(()) => {}
+            Err(Errno::XDEV) | Err(Errno::MLINK) | Err(Errno::PERM) => {
+                fsutil::copy_file(&src, &from, &dest, &tmp, 0o644)
+                    .with_context(|| format!("Installing {to} into /boot/{dest_name}"))?;
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("Linking {to} into /boot/{dest_name}"))
+            }
+        }
+        rustix::fs::renameat(&dest, tmp.as_str(), &dest, to.as_str())?;
+    }
+    Ok(())
+}

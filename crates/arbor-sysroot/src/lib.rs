@@ -1,0 +1,29 @@
+//! arbor-sysroot: a transactional, OSTree-compatible sysroot.
+//!
+//! The layout is ostree's (`ostree/deploy/STATEROOT/deploy/CSUM.SERIAL`,
+//! `/boot/loader.B/entries/ostree-*.conf`, `ostree/boot.B.S` bootlinks), so
+//! `ostree admin` and `ostree-prepare-root` understand what arbor writes,
+//! and arbor reads what ostree writes.
+//!
+//! Modules:
+//! - [`sysroot`]: loading the boot state and deployments; init-fs, os-init.
+//! - [`deploy`]: creating a deployment (checkout, /etc, origin).
+//! - [`write`]: the atomic switch to a new deployment list; cleanup.
+//! - [`etc_merge`]: the three-way /etc merge.
+//! - [`kernel`], [`bls`], [`kargs`]: boot files, entries, kernel arguments.
+//! - [`faults`]: named crash points for fault-injection tests.
+#![deny(missing_docs)]
+
+pub mod bls;
+pub mod deploy;
+pub mod deployment;
+pub mod etc_merge;
+pub mod faults;
+pub mod fsutil;
+pub mod kargs;
+pub mod kernel;
+pub mod sysroot;
+pub mod write;
+
+pub use deployment::Deployment;
+pub use sysroot::Sysroot;

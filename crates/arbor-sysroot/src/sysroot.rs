@@ -1,0 +1,514 @@
+//! Opening a sysroot and loading its state the way ostree does: the boot
+//! version from `/boot/loader`, the deployments from the BLS entries of that
+//! version (each `ostree=` argument resolved through its bootlink), their
+//! origins, and which one is booted.
+
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use arbor_format::RepoMode;
+use arbor_repo::config::KeyFile;
+use arbor_repo::Repo;
+use fn_error_context::context;
+use rustix::fs::{FileType, Mode, OFlags};
+
+use crate::bls::{self, BootEntry};
+use crate::deployment::{parse_dir_name, validate_stateroot, Deployment};
+use crate::fsutil;
+use crate::kargs::Kargs;
+
+/// Test-only: a kernel command line to use instead of `/proc/cmdline`
+/// when deciding which deployment is booted (see the README).
+pub const CMDLINE_ENV: &str = "ARBOR_TEST_CMDLINE";
+
+/// A loaded sysroot.
+#[derive(Debug)]
+pub struct Sysroot {
+    path: PathBuf,
+    pub(crate) fd: OwnedFd,
+    /// The system repository, `ostree/repo`.
+    pub repo: Repo,
+    /// `B` of `/boot/loader -> loader.B`.
+    pub bootversion: u8,
+    /// `S` of `ostree/boot.B -> boot.B.S`.
+    pub subbootversion: u8,
+    /// Deployments in boot order (index 0 is the default).
+    pub deployments: Vec<Deployment>,
+    /// Index of the booted deployment.
+    pub booted: Option<usize>,
+}
+
+/// A parsed `ostree=/ostree/boot.B/STATEROOT/BOOTCSUM/SERIAL` argument.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bootlink {
+    /// Boot version `B`.
+    pub bootversion: u8,
+    /// Stateroot.
+    pub stateroot: String,
+    /// Boot checksum.
+    pub bootcsum: String,
+    /// Boot serial.
+    pub bootserial: u32,
+}
+
+impl Bootlink {
+    /// Parses the value of `ostree=` (ostree's regexp
+    /// `^/ostree/boot.([01])/([^/]+)/([^/]+)/([0-9]+)$`).
+    pub fn parse(s: &str) -> Result<Bootlink> {
+        let bad = || {
+            anyhow::anyhow!(
+                "Invalid ostree= argument '{s}', expected \
+                 ostree=/ostree/boot.BOOTVERSION/OSNAME/BOOTCSUM/TREESERIAL"
+            )
+        };
+        let rest = s.strip_prefix("/ostree/boot.").ok_or_else(bad)?;
+        let parts: Vec<&str> = rest.split('/').collect();
+        let [b, stateroot, bootcsum, serial] = parts[..] else {
+            return Err(bad());
+        };
+        let bootversion = match b {
+            "0" => 0,
+            "1" => 1,
+            _ => return Err(bad()),
+        };
+        if stateroot.is_empty()
+            || bootcsum.is_empty()
+            || serial.is_empty()
+            || !serial.bytes().all(|c| c.is_ascii_digit())
+        {
+            return Err(bad());
+        }
+        validate_stateroot(stateroot)?;
+        arbor_format::validate_filename(bootcsum).map_err(|_| bad())?;
+        Ok(Bootlink {
+            bootversion,
+            stateroot: stateroot.to_string(),
+            bootcsum: bootcsum.to_string(),
+            bootserial: serial.parse().map_err(|_| bad())?,
+        })
+    }
+
+    /// The path relative to the sysroot.
+    pub fn relpath(&self) -> String {
+        format!(
+            "ostree/boot.{}/{}/{}/{}",
+            self.bootversion, self.stateroot, self.bootcsum, self.bootserial
+        )
+    }
+}
+
+/// Creates the top-level layout of a sysroot in `path` (like
+/// `ostree admin init-fs`): `boot dev home proc run sys` (0755), `root`
+/// (0700), `tmp` (01777) and the system repository `ostree/repo`, mode
+/// bare (bare-user when not running as root, whose objects cannot carry
+/// real ownership).
+#[context("Initializing sysroot {}", path.display())]
+pub fn init_fs(path: &Path) -> Result<()> {
+    std::fs::create_dir_all(path)?;
+    let fd = fsutil::open_dir(rustix::fs::CWD, &path.to_string_lossy())?;
+    for (d, mode) in [
+        ("boot", 0o755),
+        ("dev", 0o755),
+        ("home", 0o755),
+        ("proc", 0o755),
+        ("run", 0o755),
+        ("sys", 0o755),
+        ("root", 0o700),
+        ("tmp", 0o1777),
+        ("ostree", 0o755),
+    ] {
+        match rustix::fs::mkdirat(&fd, d, Mode::from_raw_mode(mode)) {
+            Ok(()) => {
+                let sub = fsutil::open_dir(&fd, d)?;
+                rustix::fs::fchmod(&sub, Mode::from_raw_mode(mode))?;
+            }
+            Err(rustix::io::Errno::EXIST) => {}
+            Err(e) => return Err(e).with_context(|| format!("Creating {d}")),
+        }
+    }
+    let repo = path.join("ostree/repo");
+    if !repo.join("config").exists() {
+        let mode = if rustix::process::geteuid().is_root() {
+            RepoMode::Bare
+        } else {
+            tracing::warn!("not root: the system repository is bare-user");
+            RepoMode::BareUser
+        };
+        Repo::init(&repo, mode)?;
+    }
+    Ok(())
+}
+
+impl Sysroot {
+    /// Opens and loads the sysroot at `path`.
+    #[context("Loading sysroot {}", path.display())]
+    pub fn open(path: &Path) -> Result<Sysroot> {
+        let fd = rustix::fs::open(
+            path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .with_context(|| format!("Opening {}", path.display()))?;
+        if fsutil::file_type(&fd, "ostree/repo")?.is_none() {
+            bail!(
+                "{} is not a sysroot (no ostree/repo; run 'arbor admin init-fs')",
+                path.display()
+            );
+        }
+        let repo = Repo::open(&path.join("ostree/repo"))?;
+        let mut s = Sysroot {
+            path: path.to_path_buf(),
+            fd,
+            repo,
+            bootversion: 0,
+            subbootversion: 0,
+            deployments: Vec::new(),
+            booted: None,
+        };
+        s.load()?;
+        Ok(s)
+    }
+
+    /// The sysroot's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Re-reads the boot state and deployments from disk.
+    pub fn load(&mut self) -> Result<()> {
+        self.bootversion = self.read_bootversion()?;
+        self.subbootversion = self.read_subbootversion(self.bootversion)?;
+        let entries = self.read_entries(self.bootversion)?;
+        let mut deployments = Vec::new();
+        for (name, e) in entries {
+            let d = self
+                .parse_entry(&e)
+                .with_context(|| format!("Parsing boot entry {name}"))?;
+            deployments.push(d);
+        }
+        self.deployments = deployments;
+        self.booted = self.find_booted()?;
+        Ok(())
+    }
+
+    fn read_bootversion(&self) -> Result<u8> {
+        match fsutil::file_type(&self.fd, "boot/loader")? {
+            None => Ok(0),
+            Some(FileType::Symlink) => {
+                match fsutil::readlink_optional(&self.fd, "boot/loader")?.as_deref() {
+                    Some("loader.0") => Ok(0),
+                    Some("loader.1") => Ok(1),
+                    t => bail!("Invalid target {t:?} in boot/loader"),
+                }
+            }
+            Some(_) => bail!("Not a symbolic link: boot/loader"),
+        }
+    }
+
+    /// `S` of `ostree/boot.B -> boot.B.S` (0 if absent).
+    pub(crate) fn read_subbootversion(&self, bootversion: u8) -> Result<u8> {
+        let name = format!("ostree/boot.{bootversion}");
+        match fsutil::readlink_optional(&self.fd, &name)? {
+            None => Ok(0),
+            Some(t) if t.ends_with(".0") => Ok(0),
+            Some(t) if t.ends_with(".1") => Ok(1),
+            Some(t) => bail!("Invalid target '{t}' in {name}"),
+        }
+    }
+
+    /// The `ostree-*.conf` entries of `loader.B`, sorted by `version`,
+    /// highest first (the default entry first).
+    fn read_entries(&self, bootversion: u8) -> Result<Vec<(String, BootEntry)>> {
+        let dir = format!("boot/loader.{bootversion}/entries");
+        let Some(fd) = fsutil::open_dir_optional(&self.fd, &dir)? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for name in fsutil::list_names(&fd)? {
+            if !(name.starts_with("ostree-") && name.ends_with(".conf")) {
+                continue;
+            }
+            if fsutil::file_type(&fd, &name)? != Some(FileType::RegularFile) {
+                continue;
+            }
+            let text = read_to_string(&fd, &name)?;
+            let e = BootEntry::parse(&text).with_context(|| format!("Parsing {dir}/{name}"))?;
+            out.push((name, e));
+        }
+        out.sort_by(
+            |(_, a), (_, b)| match (a.get("version"), b.get("version")) {
+                (Some(x), Some(y)) => bls::vercmp(y, x),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, _) => std::cmp::Ordering::Greater,
+            },
+        );
+        Ok(out)
+    }
+
+    fn parse_entry(&self, e: &BootEntry) -> Result<Deployment> {
+        let kargs = Kargs::parse(e.get("options").unwrap_or_default());
+        let Some(link) = kargs.get("ostree").map(str::to_string) else {
+            bail!("No ostree= kernel argument");
+        };
+        let bl = Bootlink::parse(&link)?;
+        let target = fsutil::readlink_optional(&self.fd, &bl.relpath())?
+            .with_context(|| format!("Bootlink {link} does not exist"))?;
+        let base = target.rsplit('/').next().unwrap_or_default();
+        let (csum, deployserial) = parse_dir_name(base)?;
+        let mut d = Deployment {
+            stateroot: bl.stateroot,
+            csum,
+            deployserial,
+            bootcsum: bl.bootcsum,
+            bootserial: bl.bootserial,
+            origin: None,
+            kargs,
+            version: None,
+        };
+        validate_stateroot(&d.stateroot)?;
+        d.origin = self.read_origin(&d)?;
+        d.version = self.commit_version(&d.csum);
+        Ok(d)
+    }
+
+    pub(crate) fn read_origin(&self, d: &Deployment) -> Result<Option<KeyFile>> {
+        let p = d.origin_relpath();
+        match rustix::fs::openat(
+            &self.fd,
+            p.as_str(),
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => {
+                let mut s = String::new();
+                std::io::Read::read_to_string(&mut std::fs::File::from(fd), &mut s)
+                    .with_context(|| format!("Reading {p}"))?;
+                Ok(Some(
+                    KeyFile::parse(&s).with_context(|| format!("Parsing {p}"))?,
+                ))
+            }
+            Err(rustix::io::Errno::NOENT) => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("Opening {p}")),
+        }
+    }
+
+    /// The `version` metadata of a commit, if the commit is present.
+    pub fn commit_version(&self, c: &arbor_format::Checksum) -> Option<String> {
+        match arbor_repo::objects::load_commit(&self.repo, c) {
+            Ok(commit) => commit.version().map(str::to_string),
+            Err(e) => {
+                tracing::debug!("commit {c}: {e:#}");
+                None
+            }
+        }
+    }
+
+    /// The kernel command line that decides which deployment is booted:
+    /// `$ARBOR_TEST_CMDLINE` if set (tests simulate a boot with it),
+    /// else `/proc/cmdline` when the sysroot is `/`, else none.
+    fn cmdline(&self) -> Result<Option<String>> {
+        if let Ok(c) = std::env::var(CMDLINE_ENV) {
+            return Ok(Some(c));
+        }
+        if self.path.canonicalize().ok().as_deref() == Some(Path::new("/")) {
+            return Ok(Some(
+                std::fs::read_to_string("/proc/cmdline").context("Reading /proc/cmdline")?,
+            ));
+        }
+        Ok(None)
+    }
+
+    /// The booted deployment: the `ostree=` argument of the kernel command
+    /// line resolved through the sysroot's symlinks to a directory, matched
+    /// by (device, inode) against each deployment's directory.
+    fn find_booted(&self) -> Result<Option<usize>> {
+        let Some(cmdline) = self.cmdline()? else {
+            return Ok(None);
+        };
+        let kargs = Kargs::parse(&cmdline);
+        let Some(link) = kargs.get("ostree") else {
+            return Ok(None);
+        };
+        let bl = Bootlink::parse(link)?;
+        // Follows the bootlink chain (boot.B -> boot.B.S, SERIAL -> deployment).
+        let fd = match rustix::fs::openat(
+            &self.fd,
+            bl.relpath().as_str(),
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(e) => {
+                tracing::warn!("booted ostree={link} does not resolve in this sysroot: {e}");
+                return Ok(None);
+            }
+        };
+        let st = rustix::fs::fstat(&fd)?;
+        for (i, d) in self.deployments.iter().enumerate() {
+            if let Ok(ds) =
+                rustix::fs::statat(&self.fd, d.relpath().as_str(), rustix::fs::AtFlags::empty())
+            {
+                if ds.st_dev == st.st_dev && ds.st_ino == st.st_ino {
+                    return Ok(Some(i));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Initializes a stateroot (`ostree admin os-init`): `deploy/` and the
+    /// shared `var/` with `tmp` (01777), `lib`, `log`, `run -> ../run` and
+    /// `lock -> ../run/lock`, as ostree 2022.7 creates them.
+    pub fn os_init(&self, stateroot: &str) -> Result<()> {
+        validate_stateroot(stateroot)?;
+        let base = format!("ostree/deploy/{stateroot}");
+        fsutil::ensure_dir_path(&self.fd, &format!("{base}/deploy"), 0o755)?;
+        let var_exists = fsutil::file_type(&self.fd, &format!("{base}/var"))?.is_some();
+        let var = fsutil::ensure_dir_path(&self.fd, &format!("{base}/var"), 0o755)?;
+        if !var_exists {
+            for (d, mode) in [("tmp", 0o1777), ("lib", 0o755), ("log", 0o755)] {
+                match rustix::fs::mkdirat(&var, d, Mode::from_raw_mode(mode)) {
+                    Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                    Err(e) => return Err(e).with_context(|| format!("Creating var/{d}")),
+                }
+                rustix::fs::chmodat(
+                    &var,
+                    d,
+                    Mode::from_raw_mode(mode),
+                    rustix::fs::AtFlags::empty(),
+                )?;
+            }
+            for (l, t) in [("run", "../run"), ("lock", "../run/lock")] {
+                match rustix::fs::symlinkat(t, &var, l) {
+                    Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                    Err(e) => return Err(e).with_context(|| format!("Creating var/{l}")),
+                }
+            }
+        }
+        rustix::fs::syncfs(&self.fd)?;
+        Ok(())
+    }
+
+    /// Whether the stateroot exists.
+    pub fn has_stateroot(&self, stateroot: &str) -> Result<bool> {
+        Ok(
+            fsutil::file_type(&self.fd, &format!("ostree/deploy/{stateroot}/deploy"))?
+                == Some(FileType::Directory),
+        )
+    }
+
+    /// The first deployment before the booted one in `stateroot` (or the
+    /// first, when nothing is booted) and the first after it: ostree's
+    /// "pending" and "rollback".
+    pub fn pending_and_rollback(&self, stateroot: &str) -> (Option<usize>, Option<usize>) {
+        let (mut pending, mut rollback, mut found_booted) = (None, None, false);
+        for (i, d) in self.deployments.iter().enumerate() {
+            if d.stateroot != stateroot {
+                continue;
+            }
+            if Some(i) == self.booted {
+                found_booted = true;
+                continue;
+            }
+            if !found_booted && pending.is_none() {
+                pending = Some(i);
+            } else if found_booted && rollback.is_none() {
+                rollback = Some(i);
+            }
+        }
+        (pending, rollback)
+    }
+
+    /// The deployment whose /etc a new deployment of `stateroot` merges:
+    /// the booted one if it is of that stateroot, else the first of it.
+    pub fn merge_deployment(&self, stateroot: &str) -> Option<usize> {
+        match self.booted {
+            Some(b) if self.deployments[b].stateroot == stateroot => Some(b),
+            _ => self.pending_and_rollback(stateroot).0,
+        }
+    }
+
+    /// Opens a deployment's root directory.
+    pub fn deployment_dir(&self, d: &Deployment) -> Result<OwnedFd> {
+        fsutil::open_dir(&self.fd, &d.relpath())
+    }
+
+    /// The stateroot given, or the booted deployment's, or the only one.
+    pub fn default_stateroot(&self, given: Option<&str>) -> Result<String> {
+        if let Some(s) = given {
+            return Ok(s.to_string());
+        }
+        if let Some(b) = self.booted {
+            return Ok(self.deployments[b].stateroot.clone());
+        }
+        let roots = fsutil::open_dir_optional(&self.fd, "ostree/deploy")?
+            .map(|d| fsutil::list_names(&d))
+            .transpose()?
+            .unwrap_or_default();
+        match roots.as_slice() {
+            [one] => Ok(one.clone()),
+            [] => bail!("No stateroot: run 'arbor admin os-init'"),
+            _ => bail!("Several stateroots: choose one with --os"),
+        }
+    }
+}
+
+pub(crate) fn read_to_string(dir: &OwnedFd, name: &str) -> Result<String> {
+    let fd = rustix::fs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .with_context(|| format!("Opening {name}"))?;
+    let mut s = String::new();
+    std::io::Read::read_to_string(&mut std::fs::File::from(fd), &mut s)
+        .with_context(|| format!("Reading {name}"))?;
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bootlinks() {
+        let b = Bootlink::parse("/ostree/boot.1/testos/166ace/0").unwrap();
+        assert_eq!(b.bootversion, 1);
+        assert_eq!(b.relpath(), "ostree/boot.1/testos/166ace/0");
+        for bad in [
+            "/ostree/boot.2/a/b/0",
+            "/ostree/boot.1/a/b",
+            "/ostree/boot.1/a/b/x",
+            "/ostree/boot.1//b/0",
+            "/ostree/boot.1/a/b/0/c",
+            "ostree/boot.1/a/b/0",
+        ] {
+            assert!(Bootlink::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
+
+/// The sysroot lock (`ostree/lock`, an exclusive OFD lock, as
+/// `ostree_sysroot_lock` takes it), held until dropped.
+#[derive(Debug)]
+pub struct SysrootLock {
+    _fd: OwnedFd,
+}
+
+impl Sysroot {
+    /// Waits for the exclusive sysroot lock.
+    pub fn lock(&self) -> Result<SysrootLock> {
+        let fd = rustix::fs::openat(
+            &self.fd,
+            "ostree/lock",
+            OFlags::RDWR | OFlags::CREATE | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .context("Opening ostree/lock")?;
+        rustix::fs::fcntl_lock(&fd, rustix::fs::FlockOperation::LockExclusive)
+            .context("Locking the sysroot")?;
+        Ok(SysrootLock { _fd: fd })
+    }
+}

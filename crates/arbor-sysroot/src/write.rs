@@ -1,0 +1,439 @@
+//! Writing a new deployment list: the atomic boot switch.
+//!
+//! Crash guarantee: until the final `rename` of `boot/loader.tmp` over
+//! `boot/loader` (or of `ostree/boot.B.tmp` over `ostree/boot.B` when only
+//! the bootlinks change), the machine boots exactly the old list; after it,
+//! exactly the new one. Everything the new list needs (deployment trees,
+//! kernels, entries, bootlinks) is written and made durable with `syncfs`
+//! before that rename; the rename is then synced too. Leftovers of an
+//! interrupted write are not referenced by the active boot version and are
+//! removed by [`cleanup`].
+
+use std::collections::{BTreeSet, HashMap};
+use std::os::fd::{AsFd, OwnedFd};
+
+use anyhow::{bail, Context, Result};
+use arbor_format::RefName;
+use arbor_repo::failpoint::hit;
+use arbor_repo::refs::{RefSpec, RefUpdate};
+use fn_error_context::context;
+use rustix::fs::Mode;
+
+use crate::bls::BootEntry;
+use crate::deployment::{parse_dir_name, Deployment};
+use crate::faults;
+use crate::fsutil;
+use crate::kernel;
+use crate::sysroot::{read_to_string, Sysroot};
+
+/// What a write did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteReport {
+    /// Whether the boot entries changed (a new boot version) or only the
+    /// bootlinks (a new sub-boot version).
+    pub bootswap: bool,
+    /// The active `boot.B.S` afterwards.
+    pub subbootdir: String,
+}
+
+/// Gives each deployment its serial among those sharing its boot checksum.
+fn assign_bootserials(list: &mut [Deployment]) {
+    let mut seen: HashMap<String, u32> = HashMap::new();
+    for d in list {
+        let n = seen.entry(d.bootcsum.clone()).or_insert(0);
+        d.bootserial = *n;
+        *n += 1;
+    }
+}
+
+/// `syncfs` of the sysroot and of `/boot` (which may be another mount).
+fn full_sync(s: &Sysroot, boot: &OwnedFd) -> Result<()> {
+    rustix::fs::syncfs(&s.fd).context("Syncing the sysroot")?;
+    rustix::fs::syncfs(boot).context("Syncing /boot")?;
+    Ok(())
+}
+
+/// `PRETTY_NAME` (else `ID`) of the deployment's os-release.
+fn os_name(deployment: &OwnedFd) -> Result<Option<String>> {
+    for p in ["usr/lib/os-release", "etc/os-release"] {
+        let Ok(text) = read_to_string(deployment, p) else {
+            continue;
+        };
+        let mut id = None;
+        for line in text.lines() {
+            let Some((k, v)) = line.split_once('=') else {
+                continue;
+            };
+            let v = unquote(v.trim());
+            match k.trim() {
+                "PRETTY_NAME" => return Ok(Some(v)),
+                "ID" => id = Some(v),
+                _ => {}
+            }
+        }
+        if id.is_some() {
+            return Ok(id);
+        }
+    }
+    Ok(None)
+}
+
+/// Removes shell quoting as os-release values use it.
+fn unquote(v: &str) -> String {
+    let b = v.as_bytes();
+    if b.len() >= 2 && (b[0] == b'"' || b[0] == b'\'') && b[b.len() - 1] == b[0] {
+        let inner = &v[1..v.len() - 1];
+        if b[0] == b'"' {
+            let mut out = String::new();
+            let mut esc = false;
+            for c in inner.chars() {
+                if esc {
+                    out.push(c);
+                    esc = false;
+                } else if c == '\\' {
+                    esc = true;
+                } else {
+                    out.push(c);
+                }
+            }
+            return out;
+        }
+        return inner.to_string();
+    }
+    v.to_string()
+}
+
+/// The BLS entry of deployment `i` of `list` for boot version `bootversion`.
+fn boot_entry(
+    s: &Sysroot,
+    list: &[Deployment],
+    i: usize,
+    bootversion: u8,
+    layout: &kernel::KernelLayout,
+    root: &OwnedFd,
+) -> Result<BootEntry> {
+    let d = &list[i];
+    let n = list.len();
+    let show_stateroot = list.iter().any(|x| x.stateroot != list[0].stateroot);
+    let mut title = os_name(root)?.unwrap_or_else(|| "(Unknown)".to_string());
+    if let Some(v) = &d.version {
+        if !title.contains(v.as_str()) {
+            title.push(' ');
+            title.push_str(v);
+        }
+    }
+    title.push_str(" (ostree");
+    if show_stateroot {
+        title.push(':');
+        title.push_str(&d.stateroot);
+    }
+    title.push_str(&format!(":{i})"));
+    let mut kargs = d.kargs.clone();
+    kargs.replace(&format!(
+        "ostree=/ostree/boot.{bootversion}/{}/{}/{}",
+        d.stateroot, d.bootcsum, d.bootserial
+    ));
+    let prefix = format!("/ostree/{}-{}", d.stateroot, d.bootcsum);
+    let mut e = BootEntry::default();
+    e.set("title", &title);
+    e.set("version", &(n - i).to_string());
+    e.set("options", &kargs.to_string());
+    if layout.devicetree.is_some() {
+        e.set(
+            "devicetree",
+            &format!("{prefix}/devicetree-{}", layout.kver),
+        );
+    }
+    e.set("linux", &format!("{prefix}/vmlinuz-{}", layout.kver));
+    if layout.initramfs.is_some() {
+        e.set("initrd", &format!("{prefix}/initramfs-{}.img", layout.kver));
+    }
+    let _ = s;
+    Ok(e)
+}
+
+/// Writes the symlink farm `ostree/boot.B.S'/STATEROOT/BOOTCSUM/BOOTSERIAL`
+/// for `list`, where S' is the inactive sub-boot version of B; returns S'.
+fn create_bootlinks(s: &Sysroot, bootversion: u8, list: &[Deployment]) -> Result<u8> {
+    let cur = if bootversion == s.bootversion {
+        s.subbootversion
+    } else {
+        s.read_subbootversion(bootversion)?
+    };
+    let new = 1 - cur;
+    let ostree = fsutil::open_dir(&s.fd, "ostree")?;
+    let name = format!("boot.{bootversion}.{new}");
+    fsutil::remove_all(&ostree, &name)?;
+    let farm = fsutil::ensure_dir_path(&ostree, &name, 0o755)?;
+    for d in list {
+        let parent =
+            fsutil::ensure_dir_path(&farm, &format!("{}/{}", d.stateroot, d.bootcsum), 0o755)?;
+        let target = format!("../../../deploy/{}/deploy/{}", d.stateroot, d.dir_name());
+        fsutil::symlink_replace(&parent, &target, &d.bootserial.to_string())?;
+    }
+    Ok(new)
+}
+
+/// Makes the deployments in `list` (default first) the sysroot's boot
+/// configuration, atomically (see the module documentation). The booted
+/// deployment must stay in the list. With `postclean`, [`cleanup`] runs
+/// afterwards.
+#[context("Writing deployments")]
+pub fn write_deployments(
+    s: &mut Sysroot,
+    mut list: Vec<Deployment>,
+    postclean: bool,
+) -> Result<WriteReport> {
+    assign_bootserials(&mut list);
+    if let Some(b) = s.booted {
+        let booted = &s.deployments[b];
+        if !list.iter().any(|d| d.same(booted)) {
+            bail!("Attempting to remove booted deployment");
+        }
+    }
+    for d in &list {
+        if fsutil::file_type(&s.fd, &d.relpath())? != Some(rustix::fs::FileType::Directory) {
+            bail!("Unable to find expected deployment root: {}", d.relpath());
+        }
+    }
+    let requires_bootswap = list.len() != s.deployments.len()
+        || list
+            .iter()
+            .zip(&s.deployments)
+            .any(|(a, b)| !a.bootconfig_equal(b));
+    let boot = fsutil::open_dir(&s.fd, "boot")?;
+    let report = if !requires_bootswap {
+        let noop = list
+            .iter()
+            .zip(&s.deployments)
+            .all(|(a, b)| a.same(b) && a.bootserial == b.bootserial);
+        if noop {
+            return Ok(WriteReport {
+                bootswap: false,
+                subbootdir: format!("boot.{}.{}", s.bootversion, s.subbootversion),
+            });
+        }
+        let b = s.bootversion;
+        let sub = create_bootlinks(s, b, &list)?;
+        hit(faults::BOOTLINKS_WRITTEN);
+        full_sync(s, &boot)?;
+        hit(faults::SYNCED_BEFORE_SWAP);
+        let ostree = fsutil::open_dir(&s.fd, "ostree")?;
+        fsutil::symlink_replace(&ostree, &format!("boot.{b}.{sub}"), &format!("boot.{b}"))?;
+        hit(faults::SWAPPED);
+        fsutil::fsync_dir(&ostree)?;
+        WriteReport {
+            bootswap: false,
+            subbootdir: format!("boot.{b}.{sub}"),
+        }
+    } else {
+        let nb = 1 - s.bootversion;
+        let entries_dir = format!("loader.{nb}/entries");
+        fsutil::remove_all(&boot, &format!("loader.{nb}"))?;
+        let entries = fsutil::ensure_dir_path(&boot, &entries_dir, 0o755)?;
+        for i in 0..list.len() {
+            let d = &list[i];
+            let root = s.deployment_dir(d)?;
+            let layout = kernel::find_kernel(&root)
+                .with_context(|| format!("Deployment {}", d.dir_name()))?;
+            if layout.bootcsum != d.bootcsum {
+                bail!(
+                    "Deployment {}: its kernel hashes to {}, not its boot checksum {}",
+                    d.dir_name(),
+                    layout.bootcsum,
+                    d.bootcsum
+                );
+            }
+            kernel::install(&layout, &root, &boot, &d.stateroot)?;
+            let e = boot_entry(s, &list, i, nb, &layout, &root)?;
+            let name = format!("ostree-{}-{}.conf", list.len() - i, d.stateroot);
+            fsutil::write_atomic(&entries, &name, e.to_text().as_bytes(), 0o644)?;
+        }
+        hit(faults::ENTRIES_WRITTEN);
+        let sub = create_bootlinks(s, nb, &list)?;
+        let ostree = fsutil::open_dir(&s.fd, "ostree")?;
+        // boot.NB is not what the active entries (loader.B) point to.
+        fsutil::symlink_replace(&ostree, &format!("boot.{nb}.{sub}"), &format!("boot.{nb}"))?;
+        let _ = rustix::fs::unlinkat(&boot, "loader.tmp", rustix::fs::AtFlags::empty());
+        rustix::fs::symlinkat(format!("loader.{nb}").as_str(), &boot, "loader.tmp")
+            .context("Creating boot/loader.tmp")?;
+        hit(faults::BOOTLINKS_WRITTEN);
+        full_sync(s, &boot)?;
+        hit(faults::SYNCED_BEFORE_SWAP);
+        rustix::fs::renameat(&boot, "loader.tmp", &boot, "loader")
+            .context("Swapping boot/loader")?;
+        hit(faults::SWAPPED);
+        fsutil::fsync_dir(&boot)?;
+        rustix::fs::syncfs(&boot)?;
+        ensure_boot_boot(&boot)?;
+        WriteReport {
+            bootswap: true,
+            subbootdir: format!("boot.{nb}.{sub}"),
+        }
+    };
+    // Change notification, as ostree: touch ostree/deploy.
+    if let Ok(d) = fsutil::open_dir(&s.fd, "ostree/deploy") {
+        rustix::fs::futimens(
+            &d,
+            &rustix::fs::Timestamps {
+                last_access: now(),
+                last_modification: now(),
+            },
+        )?;
+    }
+    s.load()?;
+    if postclean {
+        cleanup(s, true)?;
+    }
+    Ok(report)
+}
+
+fn now() -> rustix::fs::Timespec {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    rustix::fs::Timespec {
+        tv_sec: t.as_secs() as i64,
+        tv_nsec: t.subsec_nanos() as _,
+    }
+}
+
+/// `boot/boot -> .`, so `/boot/...` paths resolve whether or not /boot is
+/// its own filesystem.
+fn ensure_boot_boot(boot: &OwnedFd) -> Result<()> {
+    match rustix::fs::symlinkat(".", boot, "boot") {
+        Ok(()) | Err(rustix::io::Errno::EXIST) => Ok(()),
+        Err(e) => Err(e).context("Creating boot/boot"),
+    }
+}
+
+/// What [`cleanup`] removed.
+#[derive(Debug, Default, Clone)]
+pub struct CleanupReport {
+    /// Deployment directories removed.
+    pub deployments: Vec<String>,
+    /// `/boot/ostree/*` directories removed.
+    pub boot_dirs: Vec<String>,
+    /// Repository objects pruned.
+    pub pruned_objects: u64,
+}
+
+/// Removes what the active boot configuration does not use, in ostree's
+/// order: the inactive boot versions, deployment directories (and their
+/// `.origin`) not in the list, unused `/boot/ostree/*` directories; then
+/// resets the repository refs `ostree/B/S/INDEX` to the deployments'
+/// commits and, with `prune`, deletes objects no ref reaches.
+#[context("Cleaning up the sysroot")]
+pub fn cleanup(s: &mut Sysroot, prune: bool) -> Result<CleanupReport> {
+    let mut report = CleanupReport::default();
+    let (b, sub) = (s.bootversion, s.subbootversion);
+    let boot = fsutil::open_dir(&s.fd, "boot")?;
+    let ostree = fsutil::open_dir(&s.fd, "ostree")?;
+    fsutil::remove_all(&boot, &format!("loader.{}", 1 - b))?;
+    let _ = rustix::fs::unlinkat(&boot, "loader.tmp", rustix::fs::AtFlags::empty());
+    for name in [
+        format!("boot.{}", 1 - b),
+        format!("boot.{}.0", 1 - b),
+        format!("boot.{}.1", 1 - b),
+        format!("boot.{b}.{}", 1 - sub),
+    ] {
+        fsutil::remove_all(&ostree, &name)?;
+    }
+    hit(faults::CLEANUP_BOOTVERSIONS);
+    // Deployment directories not in the list.
+    let active: BTreeSet<(String, String)> = s
+        .deployments
+        .iter()
+        .map(|d| (d.stateroot.clone(), d.dir_name()))
+        .collect();
+    if let Some(deploy) = fsutil::open_dir_optional(&s.fd, "ostree/deploy")? {
+        for root in fsutil::list_names(&deploy)? {
+            let Some(dd) = fsutil::open_dir_optional(&deploy, &format!("{root}/deploy"))? else {
+                continue;
+            };
+            for name in fsutil::list_names(&dd)? {
+                let base = name.strip_suffix(".origin").unwrap_or(&name);
+                if parse_dir_name(base).is_err() {
+                    continue;
+                }
+                if active.contains(&(root.clone(), base.to_string())) {
+                    continue;
+                }
+                if name == base {
+                    report.deployments.push(format!("{root}/{name}"));
+                }
+                fsutil::remove_all(&dd, &name)?;
+                hit(faults::CLEANUP_DEPLOYMENT);
+            }
+            rustix::fs::fsync(&dd)?;
+        }
+    }
+    // Kernel directories no deployment uses.
+    let used: BTreeSet<String> = s
+        .deployments
+        .iter()
+        .map(|d| format!("{}-{}", d.stateroot, d.bootcsum))
+        .collect();
+    if let Some(bo) = fsutil::open_dir_optional(&boot, "ostree")? {
+        for name in fsutil::list_names(&bo)? {
+            if used.contains(&name)
+                || fsutil::file_type(&bo, &name)? != Some(rustix::fs::FileType::Directory)
+            {
+                continue;
+            }
+            // Only directories named STATEROOT-BOOTCSUM are ours.
+            let ours = name
+                .rsplit_once('-')
+                .is_some_and(|(_, c)| arbor_format::is_hex_checksum(c));
+            if ours {
+                fsutil::remove_all(&bo, &name)?;
+                report.boot_dirs.push(name);
+            }
+        }
+    }
+    rustix::fs::syncfs(&s.fd)?;
+    hit(faults::CLEANUP_FILES);
+    // Deployment refs, then prune.
+    let mut updates = Vec::new();
+    let existing = arbor_repo::refs::list_refs_under(&s.repo, "heads/ostree")?;
+    let mut wanted: HashMap<String, arbor_format::Checksum> = HashMap::new();
+    for (i, d) in s.deployments.iter().enumerate() {
+        wanted.insert(format!("ostree/{b}/{sub}/{i}"), d.csum);
+    }
+    for (name, c) in &existing {
+        let full = format!("ostree/{name}");
+        if wanted.get(&full) != Some(c) {
+            updates.push(RefUpdate::delete(RefSpec::local(RefName::new(full)?)));
+        }
+    }
+    for (name, c) in &wanted {
+        let short = name.strip_prefix("ostree/").unwrap_or(name);
+        if existing.iter().any(|(n, x)| n == short && x == c) {
+            continue;
+        }
+        updates.push(RefUpdate::set(
+            RefSpec::local(RefName::new(name.clone())?),
+            *c,
+        ));
+    }
+    // Sets before deletes, so no deployment commit is ever without a ref.
+    updates.sort_by_key(|u| u.target.is_none());
+    if !updates.is_empty() {
+        arbor_repo::refs::update_refs(&s.repo, &updates)?;
+    }
+    hit(faults::CLEANUP_REFS);
+    if prune {
+        let r = arbor_repo::prune::prune(
+            &s.repo,
+            &arbor_repo::prune::PruneOptions {
+                refs_only: true,
+                depth: 0,
+                ..Default::default()
+            },
+        )?;
+        report.pruned_objects = r.deleted;
+    }
+    let _ = Mode::empty();
+    let _ = boot.as_fd();
+    Ok(report)
+}
