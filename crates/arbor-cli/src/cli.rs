@@ -73,6 +73,20 @@ pub enum Cmd {
     Status(crate::cli_sysroot::StatusOpts),
     /// Remove unused deployments, boot files and repository objects.
     Cleanup(crate::cli_sysroot::CleanupOpts),
+    /// Pull the origin's ref and deploy it if it changed.
+    Upgrade(crate::cli_sysroot::UpgradeOpts),
+    /// Deploy another ref and follow it from now on.
+    Switch(crate::cli_sysroot::SwitchOpts),
+    /// Make the rollback deployment the default.
+    Rollback(crate::cli_sysroot::RollbackOpts),
+    /// Remove a deployment.
+    Undeploy(crate::cli_sysroot::IndexOpts),
+    /// Keep a deployment even when newer ones are deployed.
+    Pin(crate::cli_sysroot::IndexOpts),
+    /// Undo `pin`.
+    Unpin(crate::cli_sysroot::IndexOpts),
+    /// Show or change a deployment's kernel arguments.
+    Kargs(crate::cli_sysroot::KargsOpts),
 }
 
 /// `serve`.

@@ -81,3 +81,75 @@ pub struct CleanupOpts {
     #[command(flatten)]
     pub sysroot: SysrootArg,
 }
+
+/// `--os STATEROOT` for commands acting on one stateroot.
+#[derive(Debug, Args, Clone)]
+pub struct OsArg {
+    /// Stateroot (default: the booted one, or the only one).
+    #[arg(long = "os", value_name = "STATEROOT")]
+    pub stateroot: Option<String>,
+}
+
+/// `upgrade`.
+#[derive(Debug, Args)]
+pub struct UpgradeOpts {
+    #[command(flatten)]
+    pub sysroot: SysrootArg,
+    #[command(flatten)]
+    pub os: OsArg,
+    /// Only report whether an update is available (reads the remote's summary).
+    #[arg(long, conflicts_with = "download_only")]
+    pub check: bool,
+    /// Pull the update but do not deploy it.
+    #[arg(long)]
+    pub download_only: bool,
+    /// Allow the update to be older than the deployed commit.
+    #[arg(long)]
+    pub allow_downgrade: bool,
+}
+
+/// `switch`.
+#[derive(Debug, Args)]
+pub struct SwitchOpts {
+    #[command(flatten)]
+    pub sysroot: SysrootArg,
+    #[command(flatten)]
+    pub os: OsArg,
+    /// New origin: `REMOTE:REF`, a local ref, or a commit.
+    pub refspec: String,
+}
+
+/// `rollback`.
+#[derive(Debug, Args)]
+pub struct RollbackOpts {
+    #[command(flatten)]
+    pub sysroot: SysrootArg,
+}
+
+/// `undeploy`, `pin`, `unpin`.
+#[derive(Debug, Args)]
+pub struct IndexOpts {
+    #[command(flatten)]
+    pub sysroot: SysrootArg,
+    /// Deployment index (0 = the default, as in `status`).
+    pub index: usize,
+}
+
+/// `kargs`.
+#[derive(Debug, Args)]
+pub struct KargsOpts {
+    #[command(flatten)]
+    pub sysroot: SysrootArg,
+    /// Deployment index (default 0, the default deployment).
+    #[arg(long, default_value_t = 0)]
+    pub index: usize,
+    /// Append an argument (repeatable).
+    #[arg(long, value_name = "KEY[=VALUE]")]
+    pub append: Vec<String>,
+    /// Replace every argument with this key (repeatable).
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub replace: Vec<String>,
+    /// Delete an argument (repeatable).
+    #[arg(long, value_name = "KEY[=VALUE]")]
+    pub delete: Vec<String>,
+}

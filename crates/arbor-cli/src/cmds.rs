@@ -56,6 +56,13 @@ pub fn dispatch(opt: Opt, out: &mut dyn Write) -> Result<ExitCode> {
         Cmd::Deploy(o) => crate::sysroot_cmds::deploy(o, out).map(|_| ExitCode::SUCCESS),
         Cmd::Status(o) => crate::sysroot_cmds::status(o, out).map(|_| ExitCode::SUCCESS),
         Cmd::Cleanup(o) => crate::sysroot_cmds::cleanup(o, out).map(|_| ExitCode::SUCCESS),
+        Cmd::Upgrade(o) => crate::sysroot_cmds::upgrade(o, out),
+        Cmd::Switch(o) => crate::sysroot_cmds::switch(o, out).map(|_| ExitCode::SUCCESS),
+        Cmd::Rollback(o) => crate::sysroot_cmds::rollback(o, out).map(|_| ExitCode::SUCCESS),
+        Cmd::Undeploy(o) => crate::sysroot_cmds::undeploy(o, out).map(|_| ExitCode::SUCCESS),
+        Cmd::Pin(o) => crate::sysroot_cmds::pin(o, true, out).map(|_| ExitCode::SUCCESS),
+        Cmd::Unpin(o) => crate::sysroot_cmds::pin(o, false, out).map(|_| ExitCode::SUCCESS),
+        Cmd::Kargs(o) => crate::sysroot_cmds::kargs(o, out).map(|_| ExitCode::SUCCESS),
     }?;
     Ok(code)
 }

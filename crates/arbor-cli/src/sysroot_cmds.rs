@@ -2,12 +2,15 @@
 
 use std::io::Write;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use arbor_sysroot::deploy::{deploy as do_deploy, etc_changes, resolve_commit, DeployOptions};
 use arbor_sysroot::Sysroot;
 use serde::Serialize;
 
-use crate::cli_sysroot::{AdminCmd, CleanupOpts, DeployOpts, StatusOpts};
+use crate::cli_sysroot::{
+    AdminCmd, CleanupOpts, DeployOpts, IndexOpts, KargsOpts, RollbackOpts, StatusOpts, SwitchOpts,
+    UpgradeOpts,
+};
 
 /// `admin init-fs`, `admin os-init`.
 pub fn admin(c: AdminCmd, out: &mut impl Write) -> Result<()> {
@@ -274,5 +277,167 @@ pub fn cleanup(o: CleanupOpts, out: &mut impl Write) -> Result<()> {
         writeln!(out, "Removed /boot/ostree/{b}")?;
     }
     writeln!(out, "Pruned {} objects", r.pruned_objects)?;
+    Ok(())
+}
+
+/// Pulls `refspec` into the system repository if it names a remote ref;
+/// returns the commit it resolves to.
+fn fetch(s: &Sysroot, refspec: &str, allow_downgrade: bool) -> Result<arbor_format::Checksum> {
+    if let Some((remote, name)) = refspec.split_once(':') {
+        let opts = arbor_pull::PullOptions {
+            refs: vec![name.to_string()],
+            allow_downgrade,
+            ..Default::default()
+        };
+        arbor_pull::pull(&s.repo, remote, &opts, &crate::progress::Bar::new())?;
+    }
+    resolve_commit(s, refspec)
+}
+
+/// `upgrade`: exit code 77 with `--check` when no update is available
+/// (as `rpm-ostree upgrade --check`), 0 otherwise.
+pub fn upgrade(o: UpgradeOpts, out: &mut impl Write) -> Result<std::process::ExitCode> {
+    let mut s = Sysroot::open(&o.sysroot.sysroot)?;
+    let stateroot = s.default_stateroot(o.os.stateroot.as_deref())?;
+    let Some(m) = s.merge_deployment(&stateroot) else {
+        anyhow::bail!("No deployment of {stateroot} to upgrade");
+    };
+    let merge = s.deployments[m].clone();
+    let Some(refspec) = merge.refspec().map(str::to_string) else {
+        anyhow::bail!("Deployment {} has no origin refspec", merge.dir_name());
+    };
+    if arbor_format::is_hex_checksum(&refspec) {
+        anyhow::bail!(
+            "The origin is a commit ({refspec}), not a ref: use 'switch' to follow a ref"
+        );
+    }
+    if o.check {
+        let target = match refspec.split_once(':') {
+            Some((remote, name)) => arbor_pull::pull::remote_refs(&s.repo, remote)?
+                .into_iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, c)| c)
+                .with_context(|| format!("The remote {remote} has no ref {name}"))?,
+            None => resolve_commit(&s, &refspec)?,
+        };
+        let pending = s.pending_and_rollback(&stateroot).0;
+        if target == merge.csum || pending.is_some_and(|p| s.deployments[p].csum == target) {
+            writeln!(out, "No update available.")?;
+            return Ok(std::process::ExitCode::from(77));
+        }
+        writeln!(out, "Update available: {} -> {target}", merge.csum)?;
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    let target = fetch(&s, &refspec, o.allow_downgrade)?;
+    // Already the merge (booted) deployment, or already deployed as pending.
+    let pending = s.pending_and_rollback(&stateroot).0;
+    if target == merge.csum || pending.is_some_and(|p| s.deployments[p].csum == target) {
+        writeln!(out, "No update available.")?;
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    if o.download_only {
+        writeln!(out, "Update downloaded: {target} (not deployed)")?;
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    let opts = DeployOptions {
+        stateroot: Some(stateroot),
+        revision: target.to_hex(),
+        origin: Some(arbor_sysroot::deploy::carried_origin(&merge, None)),
+        ..Default::default()
+    };
+    let r = do_deploy(&mut s, &opts)?;
+    writeln!(
+        out,
+        "Upgraded {} to {} ({})",
+        r.stateroot, r.checksum, r.deployment
+    )?;
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// `switch`.
+pub fn switch(o: SwitchOpts, out: &mut impl Write) -> Result<()> {
+    let mut s = Sysroot::open(&o.sysroot.sysroot)?;
+    let stateroot = s.default_stateroot(o.os.stateroot.as_deref())?;
+    let target = fetch(&s, &o.refspec, false)?;
+    let origin = match s.merge_deployment(&stateroot) {
+        Some(m) => arbor_sysroot::deploy::carried_origin(&s.deployments[m], Some(&o.refspec)),
+        None => {
+            let mut k = arbor_repo::config::KeyFile::default();
+            k.set("origin", "refspec", &o.refspec);
+            k
+        }
+    };
+    let opts = DeployOptions {
+        stateroot: Some(stateroot),
+        revision: target.to_hex(),
+        origin: Some(origin),
+        ..Default::default()
+    };
+    let r = do_deploy(&mut s, &opts)?;
+    writeln!(
+        out,
+        "Switched {} to {} ({})",
+        r.stateroot, o.refspec, r.deployment
+    )?;
+    Ok(())
+}
+
+/// `rollback`.
+pub fn rollback(o: RollbackOpts, out: &mut impl Write) -> Result<()> {
+    let mut s = Sysroot::open(&o.sysroot.sysroot)?;
+    let (from, _) = arbor_sysroot::ops::rollback(&mut s)?;
+    let d = &s.deployments[0];
+    writeln!(
+        out,
+        "Deployment {from} is now the default: {} {}",
+        d.stateroot,
+        d.dir_name()
+    )?;
+    Ok(())
+}
+
+/// `undeploy`.
+pub fn undeploy(o: IndexOpts, out: &mut impl Write) -> Result<()> {
+    let mut s = Sysroot::open(&o.sysroot.sysroot)?;
+    let name = s
+        .deployments
+        .get(o.index)
+        .map(|d| d.dir_name())
+        .unwrap_or_default();
+    arbor_sysroot::ops::undeploy(&mut s, o.index)?;
+    writeln!(out, "Deleted deployment {name}")?;
+    Ok(())
+}
+
+/// `pin`, `unpin`.
+pub fn pin(o: IndexOpts, pinned: bool, out: &mut impl Write) -> Result<()> {
+    let mut s = Sysroot::open(&o.sysroot.sysroot)?;
+    let changed = arbor_sysroot::ops::set_pinned(&mut s, o.index, pinned)?;
+    let state = if pinned { "pinned" } else { "unpinned" };
+    if changed {
+        writeln!(out, "Deployment {} is now {state}", o.index)?;
+    } else {
+        writeln!(out, "Deployment {} is already {state}", o.index)?;
+    }
+    Ok(())
+}
+
+/// `kargs`: without edits, prints the arguments.
+pub fn kargs(o: KargsOpts, out: &mut impl Write) -> Result<()> {
+    let mut s = Sysroot::open(&o.sysroot.sysroot)?;
+    let edit = arbor_sysroot::ops::KargsEdit {
+        append: o.append,
+        replace: o.replace,
+        delete: o.delete,
+    };
+    let k = if edit.is_empty() {
+        let Some(d) = s.deployments.get(o.index) else {
+            anyhow::bail!("No deployment {}", o.index);
+        };
+        d.kargs_without_ostree()
+    } else {
+        arbor_sysroot::ops::edit_kargs(&mut s, o.index, &edit)?
+    };
+    writeln!(out, "{k}")?;
     Ok(())
 }

@@ -136,10 +136,28 @@ impl KeyFile {
         self.groups.iter().map(|g| g.name.as_str())
     }
 
+    /// Removes `key` from `group`; returns whether it was set.
+    pub fn remove_key(&mut self, group: &str, key: &str) -> bool {
+        let mut removed = false;
+        for g in self.groups.iter_mut().filter(|g| g.name == group) {
+            let before = g.lines.len();
+            g.lines
+                .retain(|l| !matches!(l, Line::Entry(k, _) if k == key));
+            removed |= before != g.lines.len();
+        }
+        removed
+    }
+
     /// Removes a whole group; returns whether it existed.
     pub fn remove_group(&mut self, group: &str) -> bool {
         let before = self.groups.len();
         self.groups.retain(|g| g.name != group);
+        // The blank line that separated it from the previous group goes too.
+        if let Some(last) = self.groups.last_mut() {
+            while matches!(last.lines.last(), Some(Line::Raw(r)) if r.trim().is_empty()) {
+                last.lines.pop();
+            }
+        }
         before != self.groups.len()
     }
 

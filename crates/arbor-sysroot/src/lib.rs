@@ -9,6 +9,7 @@
 //! - [`sysroot`]: loading the boot state and deployments; init-fs, os-init.
 //! - [`deploy`]: creating a deployment (checkout, /etc, origin).
 //! - [`write`]: the atomic switch to a new deployment list; cleanup.
+//! - [`ops`]: rollback, undeploy, pin, kernel arguments.
 //! - [`etc_merge`]: the three-way /etc merge.
 //! - [`kernel`], [`bls`], [`kargs`]: boot files, entries, kernel arguments.
 //! - [`faults`]: named crash points for fault-injection tests.
@@ -22,6 +23,7 @@ pub mod faults;
 pub mod fsutil;
 pub mod kargs;
 pub mod kernel;
+pub mod ops;
 pub mod sysroot;
 pub mod write;
 

@@ -82,10 +82,11 @@ fn ostree_commit(repo: &Path, tree: &Path, version: &str, ts: &str) -> String {
 
 impl Source {
     /// Commits v2 on `testos/stable`, as an upstream release would.
-    fn release_v2(&mut self) {
+    pub(crate) fn release_v2(&mut self) {
         let t2 = self.dir.path().join("tree2");
         os_tree(&t2, V2_ETC);
         self.v2 = ostree_commit(&self.repo, &t2, "2.0", "1577923200");
+        run_ok(ostree().args(["summary", "-u", &format!("--repo={}", s(&self.repo))]));
     }
 }
 
@@ -97,6 +98,7 @@ pub(crate) fn source() -> Source {
     let t1 = dir.path().join("tree1");
     os_tree(&t1, V1_ETC);
     let v1 = ostree_commit(&repo, &t1, "1.0", "1577836800");
+    run_ok(ostree().args(["summary", "-u", &format!("--repo={}", s(&repo))]));
     Source {
         dir,
         repo,
@@ -256,7 +258,7 @@ fn tree(root: &Path) -> BTreeMap<String, String> {
     out
 }
 
-fn deployment_dir(sysroot: &Path, commit: &str, serial: u32) -> PathBuf {
+pub(crate) fn deployment_dir(sysroot: &Path, commit: &str, serial: u32) -> PathBuf {
     sysroot.join(format!("ostree/deploy/testos/deploy/{commit}.{serial}"))
 }
 
@@ -294,7 +296,7 @@ fn status_lines(tool: Tool, sysroot: &Path) -> String {
     admin(tool, sysroot, &["status"])
 }
 
-fn needs_root(what: &str) -> bool {
+pub(crate) fn needs_root(what: &str) -> bool {
     if !is_root() {
         eprintln!("NOTE: skipping {what}: ostree admin needs root (CI runs as root)");
         return true;
@@ -401,7 +403,7 @@ fn deployments_match_ostree_admin_step_by_step() {
 
 /// Tests decide which deployment is "booted" with `ARBOR_TEST_CMDLINE`, the
 /// kernel command line of a simulated boot.
-fn booted_cmdline(sysroot: &Path, index: usize) -> String {
+pub(crate) fn booted_cmdline(sysroot: &Path, index: usize) -> String {
     let out = run_ok(arbor().args(["status", "--json", "--sysroot", s(sysroot)]));
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let n = v["deployments"].as_array().unwrap().len();
@@ -417,7 +419,7 @@ fn booted_cmdline(sysroot: &Path, index: usize) -> String {
     format!("BOOT_IMAGE=/vmlinuz {options}")
 }
 
-fn status_json(sysroot: &Path, cmdline: Option<&str>) -> serde_json::Value {
+pub(crate) fn status_json(sysroot: &Path, cmdline: Option<&str>) -> serde_json::Value {
     let mut c = arbor();
     c.args(["status", "--json", "--sysroot", s(sysroot)]);
     if let Some(cl) = cmdline {

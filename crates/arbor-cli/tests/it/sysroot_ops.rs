@@ -1,0 +1,244 @@
+//! upgrade, switch, rollback, undeploy, pin and kargs on a sysroot fed by
+//! `arbor serve`.
+
+use std::path::{Path, PathBuf};
+
+use crate::sysroot::{booted_cmdline, deployment_dir, needs_root, source, status_json, Source};
+use crate::util::{arbor, ostree, run_fail, run_ok, s, ArborServe};
+
+/// A sysroot whose stateroot `testos` follows `origin:testos/stable`,
+/// served by `arbor serve` from the source repository, with v1 deployed.
+pub(crate) struct Machine {
+    pub src: Source,
+    pub sys: PathBuf,
+    pub server: ArborServe,
+}
+
+pub(crate) fn machine() -> Machine {
+    let src = source();
+    let sys = src.dir.path().join("sysroot");
+    let server = ArborServe::start(&src.repo);
+    run_ok(arbor().args(["admin", "init-fs"]).arg(&sys));
+    run_ok(arbor().args(["admin", "os-init", "--sysroot", s(&sys), "testos"]));
+    let repo = sys.join("ostree/repo");
+    run_ok(arbor().args([
+        "remote",
+        "add",
+        "--repo",
+        s(&repo),
+        "--no-gpg-verify",
+        "origin",
+        server.url(),
+    ]));
+    run_ok(arbor().args(["pull", "--repo", s(&repo), "origin", "testos/stable"]));
+    run_ok(arbor().args([
+        "deploy",
+        "--sysroot",
+        s(&sys),
+        "--os",
+        "testos",
+        "--karg=root=LABEL=rootfs",
+        "origin:testos/stable",
+    ]));
+    Machine { src, sys, server }
+}
+
+pub(crate) fn sys_arbor(sys: &Path, args: &[&str]) -> std::process::Command {
+    let mut c = arbor();
+    let (sub, rest) = args.split_first().unwrap();
+    c.arg(sub).arg("--sysroot").arg(sys).args(rest);
+    c
+}
+
+fn checksums(sys: &Path) -> Vec<String> {
+    status_json(sys, None)["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| format!("{}.{}", d["checksum"].as_str().unwrap(), d["deployserial"]))
+        .collect()
+}
+
+#[test]
+fn upgrade_check_download_and_deploy() {
+    if needs_root("upgrade_check_download_and_deploy") {
+        return;
+    }
+    let mut m = machine();
+    let sys = m.sys.clone();
+    // Nothing new: --check exits 77, upgrade is a no-op.
+    let out = sys_arbor(&sys, &["upgrade", "--check"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(77), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("No update available."));
+    assert!(run_ok(&mut sys_arbor(&sys, &["upgrade"])).contains("No update available."));
+    // Pin v1, then v2 is released.
+    run_ok(&mut sys_arbor(&sys, &["pin", "0"]));
+    m.src.release_v2();
+    let out = run_ok(&mut sys_arbor(&sys, &["upgrade", "--check"]));
+    assert!(out.contains(&format!("-> {}", m.src.v2)), "{out}");
+    assert_eq!(checksums(&sys), [format!("{}.0", m.src.v1)]);
+    // --download-only: in the repository, not deployed.
+    run_ok(&mut sys_arbor(&sys, &["upgrade", "--download-only"]));
+    let repo = sys.join("ostree/repo");
+    let head = run_ok(arbor().args(["rev-parse", "--repo", s(&repo), "origin:testos/stable"]));
+    assert_eq!(head.trim(), m.src.v2);
+    assert_eq!(checksums(&sys), [format!("{}.0", m.src.v1)]);
+    // The upgrade deploys v2 with the origin carried forward, kernel
+    // arguments kept and the pin (transient state) not copied.
+    run_ok(&mut sys_arbor(&sys, &["upgrade"]));
+    assert_eq!(
+        checksums(&sys),
+        [format!("{}.0", m.src.v2), format!("{}.0", m.src.v1)]
+    );
+    let v = status_json(&sys, None);
+    let d = v["deployments"].as_array().unwrap();
+    assert_eq!(d[0]["origin"], "origin:testos/stable");
+    assert_eq!(d[0]["kargs"], "root=LABEL=rootfs");
+    assert_eq!(
+        (d[0]["pinned"].clone(), d[1]["pinned"].clone()),
+        (false.into(), true.into())
+    );
+    let origin = std::fs::read_to_string(format!(
+        "{}.origin",
+        deployment_dir(&sys, &m.src.v2, 0).display()
+    ))
+    .unwrap();
+    assert_eq!(origin, "[origin]\nrefspec=origin:testos/stable\n");
+    // Upgrading again: nothing to do.
+    assert!(run_ok(&mut sys_arbor(&sys, &["upgrade"])).contains("No update available."));
+    drop(m.server);
+}
+
+#[test]
+fn rollback_undeploy_pin_and_kargs() {
+    if needs_root("rollback_undeploy_pin_and_kargs") {
+        return;
+    }
+    let mut m = machine();
+    let sys = m.sys.clone();
+    m.src.release_v2();
+    run_ok(&mut sys_arbor(&sys, &["upgrade"]));
+    let (v1, v2) = (format!("{}.0", m.src.v1), format!("{}.0", m.src.v2));
+    assert_eq!(checksums(&sys), [v2.clone(), v1.clone()]);
+    // Rollback (nothing booted: the second becomes the default), and back.
+    let out = run_ok(&mut sys_arbor(&sys, &["rollback"]));
+    assert!(out.contains("Deployment 1 is now the default"), "{out}");
+    assert_eq!(checksums(&sys), [v1.clone(), v2.clone()]);
+    assert!(
+        std::fs::read_to_string(sys.join("boot/loader/entries/ostree-2-testos.conf"))
+            .unwrap()
+            .contains("title TestOS 1 1.0 (ostree:0)")
+    );
+    // Booted into v2 (now index 1): rollback makes the booted one the default.
+    let on_v2 = booted_cmdline(&sys, 1);
+    let mut c = sys_arbor(&sys, &["rollback"]);
+    c.env("ARBOR_TEST_CMDLINE", &on_v2);
+    run_ok(&mut c);
+    assert_eq!(checksums(&sys), [v2.clone(), v1.clone()]);
+    // Booted into v2 (index 0): rollback to v1, undeploying it refused
+    // only while it is booted.
+    let on_v2 = booted_cmdline(&sys, 0);
+    let mut c = sys_arbor(&sys, &["undeploy", "0"]);
+    c.env("ARBOR_TEST_CMDLINE", &on_v2);
+    let err = run_fail(&mut c);
+    assert!(String::from_utf8_lossy(&err.stderr).contains("Cannot undeploy currently booted"));
+    run_fail(&mut sys_arbor(&sys, &["undeploy", "5"]));
+    // Pin and unpin.
+    run_ok(&mut sys_arbor(&sys, &["pin", "1"]));
+    assert_eq!(status_json(&sys, None)["deployments"][1]["pinned"], true);
+    assert!(run_ok(&mut sys_arbor(&sys, &["pin", "1"])).contains("already pinned"));
+    // ostree sees the pin too.
+    let ost = run_ok(ostree().args(["admin", "status", &format!("--sysroot={}", s(&sys))]));
+    assert!(ost.contains("Pinned: yes"), "{ost}");
+    run_ok(&mut sys_arbor(&sys, &["unpin", "1"]));
+    assert_eq!(status_json(&sys, None)["deployments"][1]["pinned"], false);
+    // Kernel arguments: append, replace, delete; new entries each time.
+    assert_eq!(
+        run_ok(&mut sys_arbor(&sys, &["kargs"])).trim(),
+        "root=LABEL=rootfs"
+    );
+    let k = run_ok(&mut sys_arbor(
+        &sys,
+        &["kargs", "--append", "console=ttyS0", "--append", "quiet"],
+    ));
+    assert_eq!(k.trim(), "root=LABEL=rootfs console=ttyS0 quiet");
+    let k = run_ok(&mut sys_arbor(
+        &sys,
+        &["kargs", "--replace", "console=hvc0", "--delete", "quiet"],
+    ));
+    assert_eq!(k.trim(), "root=LABEL=rootfs console=hvc0");
+    let entry =
+        std::fs::read_to_string(sys.join("boot/loader/entries/ostree-2-testos.conf")).unwrap();
+    let options = entry
+        .lines()
+        .find_map(|l| l.strip_prefix("options "))
+        .unwrap();
+    // ostree= keeps its position, as ostree keeps it.
+    let words: Vec<&str> = options.split(' ').collect();
+    assert_eq!(words.len(), 3, "{options}");
+    assert!(words[1].starts_with("ostree=/ostree/boot."), "{options}");
+    assert_eq!((words[0], words[2]), ("root=LABEL=rootfs", "console=hvc0"));
+    // The other deployment's arguments did not change.
+    assert_eq!(
+        run_ok(&mut sys_arbor(&sys, &["kargs", "--index", "1"])).trim(),
+        "root=LABEL=rootfs"
+    );
+    for bad in [["--delete", "nope"], ["--append", "ostree=/x"]] {
+        let mut a = vec!["kargs"];
+        a.extend(bad);
+        run_fail(&mut sys_arbor(&sys, &a));
+    }
+    // Undeploy the rollback; the deployment directory goes with cleanup.
+    run_ok(&mut sys_arbor(&sys, &["undeploy", "1"]));
+    assert_eq!(checksums(&sys), std::slice::from_ref(&v2));
+    assert!(!deployment_dir(&sys, &m.src.v1, 0).exists());
+    // Both fscks are clean and ostree lists the same deployment.
+    let repo = sys.join("ostree/repo");
+    run_ok(arbor().args(["fsck", "--repo", s(&repo)]));
+    run_ok(ostree().args(["fsck", &format!("--repo={}", s(&repo))]));
+    let ost = run_ok(ostree().args(["admin", "status", &format!("--sysroot={}", s(&sys))]));
+    assert!(ost.contains(&format!("testos {v2}")), "{ost}");
+}
+
+#[test]
+fn switch_follows_another_ref() {
+    if needs_root("switch_follows_another_ref") {
+        return;
+    }
+    let m = machine();
+    let sys = m.sys.clone();
+    // A second branch upstream, pointing at a commit with other contents.
+    let tree = m.src.dir.path().join("tree-testing");
+    crate::sysroot::os_tree(&tree, &[("testing.conf", "t=1\n")]);
+    run_ok(ostree().args([
+        &format!("--repo={}", s(&m.src.repo)),
+        "commit",
+        "-b",
+        "testos/testing",
+        "--owner-uid=0",
+        "--owner-gid=0",
+        "--add-metadata-string=version=3.0",
+        s(&tree),
+    ]));
+    run_ok(ostree().args(["summary", "-u", &format!("--repo={}", s(&m.src.repo))]));
+    let out = run_ok(&mut sys_arbor(&sys, &["switch", "origin:testos/testing"]));
+    assert!(
+        out.contains("Switched testos to origin:testos/testing"),
+        "{out}"
+    );
+    let v = status_json(&sys, None);
+    let d = &v["deployments"][0];
+    assert_eq!(d["origin"], "origin:testos/testing");
+    assert_eq!(d["version"], "3.0");
+    let c = d["checksum"].as_str().unwrap();
+    assert!(deployment_dir(&sys, c, 0)
+        .join("etc/testing.conf")
+        .is_file());
+    // From now on, upgrade follows the new ref.
+    let out = sys_arbor(&sys, &["upgrade", "--check"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(77), "{out:?}");
+    run_fail(&mut sys_arbor(
+        &sys,
+        &["switch", "origin:testos/nonexistent"],
+    ));
+}
