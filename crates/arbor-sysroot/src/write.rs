@@ -307,6 +307,11 @@ fn ensure_boot_boot(boot: &OwnedFd) -> Result<()> {
     }
 }
 
+/// Names of the temporary files this crate writes (`.NAME.tmp`).
+fn is_tmp_name(name: &str) -> bool {
+    name.starts_with('.') && name.ends_with(".tmp")
+}
+
 /// What [`cleanup`] removed.
 #[derive(Debug, Default, Clone)]
 pub struct CleanupReport {
@@ -331,6 +336,11 @@ pub fn cleanup(s: &mut Sysroot, prune: bool) -> Result<CleanupReport> {
     let ostree = fsutil::open_dir(&s.fd, "ostree")?;
     fsutil::remove_all(&boot, &format!("loader.{}", 1 - b))?;
     let _ = rustix::fs::unlinkat(&boot, "loader.tmp", rustix::fs::AtFlags::empty());
+    for name in fsutil::list_names(&ostree)? {
+        if name.starts_with("boot.") && name.ends_with(".tmp") {
+            fsutil::remove_all(&ostree, &name)?;
+        }
+    }
     for name in [
         format!("boot.{}", 1 - b),
         format!("boot.{}.0", 1 - b),
@@ -352,6 +362,10 @@ pub fn cleanup(s: &mut Sysroot, prune: bool) -> Result<CleanupReport> {
                 continue;
             };
             for name in fsutil::list_names(&dd)? {
+                if is_tmp_name(&name) {
+                    fsutil::remove_all(&dd, &name)?;
+                    continue;
+                }
                 let base = name.strip_suffix(".origin").unwrap_or(&name);
                 if parse_dir_name(base).is_err() {
                     continue;
@@ -376,9 +390,17 @@ pub fn cleanup(s: &mut Sysroot, prune: bool) -> Result<CleanupReport> {
         .collect();
     if let Some(bo) = fsutil::open_dir_optional(&boot, "ostree")? {
         for name in fsutil::list_names(&bo)? {
-            if used.contains(&name)
-                || fsutil::file_type(&bo, &name)? != Some(rustix::fs::FileType::Directory)
-            {
+            if fsutil::file_type(&bo, &name)? != Some(rustix::fs::FileType::Directory) {
+                continue;
+            }
+            if used.contains(&name) {
+                // Temporary files of an interrupted kernel install.
+                let kd = fsutil::open_dir(&bo, &name)?;
+                for f in fsutil::list_names(&kd)? {
+                    if is_tmp_name(&f) {
+                        fsutil::remove_all(&kd, &f)?;
+                    }
+                }
                 continue;
             }
             // Only directories named STATEROOT-BOOTCSUM are ours.

@@ -21,6 +21,7 @@ mod remotes;
 mod sign;
 mod summary;
 mod sysroot;
+mod sysroot_faults;
 mod sysroot_ops;
 mod testserver;
 mod util;

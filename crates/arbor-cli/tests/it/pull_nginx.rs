@@ -313,7 +313,7 @@ fn killed_pull_resumes_in(mode: &str) {
         let n = nginx
             .requests()
             .iter()
-            .filter(|r| r.uri.starts_with("/objects/"))
+            .filter(|r| r.uri.starts_with("/objects/") && !r.uri.ends_with(".commitmeta"))
             .count();
         if n >= total_objects / 3 {
             child.kill().unwrap();
