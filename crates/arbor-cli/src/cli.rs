@@ -87,6 +87,8 @@ pub enum Cmd {
     Unpin(crate::cli_sysroot::IndexOpts),
     /// Show or change a deployment's kernel arguments.
     Kargs(crate::cli_sysroot::KargsOpts),
+    /// Complete a staged deployment (run at shutdown by arbor-finalize-staged.service).
+    Finalize(crate::cli_sysroot::FinalizeOpts),
 }
 
 /// `serve`.

@@ -55,6 +55,10 @@ pub struct DeployOpts {
     /// Keep every existing deployment.
     #[arg(long)]
     pub retain: bool,
+    /// Prepare the deployment now and switch to it at shutdown (`finalize`,
+    /// run by arbor-finalize-staged.service); needs a booted system.
+    #[arg(long, conflicts_with = "dry_run")]
+    pub stage: bool,
     /// Show what the /etc merge would do, per file; change nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -106,6 +110,9 @@ pub struct UpgradeOpts {
     /// Allow the update to be older than the deployed commit.
     #[arg(long)]
     pub allow_downgrade: bool,
+    /// Stage the update: it is finalized at shutdown.
+    #[arg(long, conflicts_with_all = ["check", "download_only"])]
+    pub stage: bool,
 }
 
 /// `switch`.
@@ -152,4 +159,11 @@ pub struct KargsOpts {
     /// Delete an argument (repeatable).
     #[arg(long, value_name = "KEY[=VALUE]")]
     pub delete: Vec<String>,
+}
+
+/// `finalize`.
+#[derive(Debug, Args)]
+pub struct FinalizeOpts {
+    #[command(flatten)]
+    pub sysroot: SysrootArg,
 }

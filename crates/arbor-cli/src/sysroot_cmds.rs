@@ -8,8 +8,8 @@ use arbor_sysroot::Sysroot;
 use serde::Serialize;
 
 use crate::cli_sysroot::{
-    AdminCmd, CleanupOpts, DeployOpts, IndexOpts, KargsOpts, RollbackOpts, StatusOpts, SwitchOpts,
-    UpgradeOpts,
+    AdminCmd, CleanupOpts, DeployOpts, FinalizeOpts, IndexOpts, KargsOpts, RollbackOpts,
+    StatusOpts, SwitchOpts, UpgradeOpts,
 };
 
 /// `admin init-fs`, `admin os-init`.
@@ -77,8 +77,8 @@ pub fn status_entries(s: &Sysroot) -> Vec<StatusEntry> {
                 checksum: d.csum.to_hex(),
                 deployserial: d.deployserial,
                 booted: s.booted == Some(i),
-                staged: false,
-                pending: pending == Some(i),
+                staged: d.staged,
+                pending: pending == Some(i) && !d.staged,
                 rollback: rollback == Some(i),
                 pinned: d.pinned(),
                 version: d.version.clone(),
@@ -151,6 +151,7 @@ pub fn deploy(o: DeployOpts, out: &mut impl Write) -> Result<()> {
         kargs: (!o.karg.is_empty()).then(|| o.karg.clone()),
         karg_append: o.karg_append.clone(),
         retain: o.retain,
+        stage: o.stage,
     };
     let r = do_deploy(&mut s, &opts)?;
     if o.json {
@@ -166,6 +167,14 @@ pub fn deploy(o: DeployOpts, out: &mut impl Write) -> Result<()> {
             e.removed.len(),
             e.added.len()
         )?;
+    }
+    if o.stage {
+        writeln!(
+            out,
+            "Staged {} {}: it becomes the default at shutdown",
+            r.stateroot, r.deployment
+        )?;
+        return Ok(());
     }
     writeln!(
         out,
@@ -343,12 +352,14 @@ pub fn upgrade(o: UpgradeOpts, out: &mut impl Write) -> Result<std::process::Exi
         stateroot: Some(stateroot),
         revision: target.to_hex(),
         origin: Some(arbor_sysroot::deploy::carried_origin(&merge, None)),
+        stage: o.stage,
         ..Default::default()
     };
     let r = do_deploy(&mut s, &opts)?;
+    let how = if o.stage { "Staged" } else { "Upgraded" };
     writeln!(
         out,
-        "Upgraded {} to {} ({})",
+        "{how} {} to {} ({})",
         r.stateroot, r.checksum, r.deployment
     )?;
     Ok(std::process::ExitCode::SUCCESS)
@@ -439,5 +450,19 @@ pub fn kargs(o: KargsOpts, out: &mut impl Write) -> Result<()> {
         arbor_sysroot::ops::edit_kargs(&mut s, o.index, &edit)?
     };
     writeln!(out, "{k}")?;
+    Ok(())
+}
+
+/// `finalize`.
+pub fn finalize(o: FinalizeOpts, out: &mut impl Write) -> Result<()> {
+    use arbor_sysroot::staged::Finalized;
+    let mut s = Sysroot::open(&o.sysroot.sysroot)?;
+    match arbor_sysroot::staged::finalize(&mut s)? {
+        Finalized::Nothing => writeln!(out, "No deployment staged.")?,
+        Finalized::Locked => writeln!(out, "Not finalizing: the staged deployment is locked.")?,
+        Finalized::Done { deployment, .. } => {
+            writeln!(out, "Finalized {deployment}: it is the default boot entry.")?
+        }
+    }
     Ok(())
 }

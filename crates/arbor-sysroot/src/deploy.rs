@@ -45,6 +45,8 @@ pub struct DeployOptions {
     pub karg_append: Vec<String>,
     /// `--retain`: keep every existing deployment.
     pub retain: bool,
+    /// `--stage`: prepare now, switch at shutdown (`finalize`).
+    pub stage: bool,
 }
 
 /// What a deploy did (or, for a dry run, would do).
@@ -126,6 +128,48 @@ pub fn etc_changes(
     Ok((d, plan))
 }
 
+/// Carries the admin's /etc changes of `merge` into `new`'s /etc.
+pub(crate) fn merge_etc(s: &Sysroot, merge: &Deployment, new: &Deployment) -> Result<EtcDiff> {
+    let (diff, _) = etc_changes(s, merge, None)?;
+    let root = s.deployment_dir(new)?;
+    if let Some(new_etc) = fsutil::open_dir_optional(&root, "etc")? {
+        let mroot = s.deployment_dir(merge)?;
+        let modified = fsutil::open_dir(&mroot, "etc")?;
+        etc_merge::apply(&diff, &modified, &new_etc)?;
+        tracing::info!(
+            "Copying /etc changes: {} modified, {} removed, {} added",
+            diff.modified.len(),
+            diff.removed.len(),
+            diff.added.len()
+        );
+    }
+    Ok(diff)
+}
+
+/// ostree's simple write policy: `new` first, then every current
+/// deployment that is pinned, of another stateroot, booted, or the merge
+/// deployment (all of them with `retain`). A staged one is dropped.
+pub(crate) fn simple_list(
+    s: &Sysroot,
+    new: &Deployment,
+    merge: Option<&Deployment>,
+    retain: bool,
+) -> Vec<Deployment> {
+    let booted = s.booted.map(|i| &s.deployments[i]);
+    let mut list = vec![new.clone()];
+    for old in s.deployments.iter().filter(|d| !d.staged && !d.same(new)) {
+        let keep = retain
+            || old.pinned()
+            || old.stateroot != new.stateroot
+            || booted.is_some_and(|b| b.same(old))
+            || merge.is_some_and(|m| m.same(old));
+        if keep {
+            list.push(old.clone());
+        }
+    }
+    list
+}
+
 /// Resolves `revision` to a commit present in the system repository.
 pub fn resolve_commit(s: &Sysroot, revision: &str) -> Result<Checksum> {
     let c = arbor_repo::refs::resolve_rev(&s.repo, revision)
@@ -148,6 +192,9 @@ pub fn deploy(s: &mut Sysroot, opts: &DeployOptions) -> Result<DeployReport> {
     if !s.has_stateroot(&stateroot)? {
         bail!("Stateroot {stateroot} does not exist (run 'arbor admin os-init {stateroot}')");
     }
+    if opts.stage && s.booted.is_none() {
+        bail!("Cannot stage a deployment: not booted into this sysroot");
+    }
     let csum = resolve_commit(s, &opts.revision)?;
     let merge = s
         .merge_deployment(&stateroot)
@@ -162,6 +209,7 @@ pub fn deploy(s: &mut Sysroot, opts: &DeployOptions) -> Result<DeployReport> {
         origin: None,
         kargs: Kargs::default(),
         version: s.commit_version(&csum),
+        staged: false,
     };
     let deploy_dir = fsutil::open_dir(&s.fd, &format!("ostree/deploy/{stateroot}/deploy"))?;
     let name = d.dir_name();
@@ -185,20 +233,8 @@ pub fn deploy(s: &mut Sysroot, opts: &DeployOptions) -> Result<DeployReport> {
     d.bootcsum = layout.bootcsum.clone();
     prepare_etc(&root)?;
     let mut etc = None;
-    if let Some(m) = &merge {
-        let (diff, _) = etc_changes(s, m, None)?;
-        if let Some(new_etc) = fsutil::open_dir_optional(&root, "etc")? {
-            let mroot = s.deployment_dir(m)?;
-            let modified = fsutil::open_dir(&mroot, "etc")?;
-            etc_merge::apply(&diff, &modified, &new_etc)?;
-            tracing::info!(
-                "Copying /etc changes: {} modified, {} removed, {} added",
-                diff.modified.len(),
-                diff.removed.len(),
-                diff.added.len()
-            );
-        }
-        etc = Some(diff);
+    if let (Some(m), false) = (&merge, opts.stage) {
+        etc = Some(merge_etc(s, m, &d)?);
     }
     for p in ["etc/.updated", "var/.updated"] {
         match rustix::fs::unlinkat(&root, p, AtFlags::empty()) {
@@ -232,20 +268,27 @@ pub fn deploy(s: &mut Sysroot, opts: &DeployOptions) -> Result<DeployReport> {
         d.kargs.append(a);
     }
     hit(faults::DEPLOY_PREPARED);
-    // ostree's simple write: the new one first, then every deployment that
-    // is pinned, of another stateroot, booted, or the merge deployment.
-    let booted = s.booted.map(|i| s.deployments[i].clone());
-    let mut list = vec![d.clone()];
-    for old in &s.deployments {
-        let keep = opts.retain
-            || old.pinned()
-            || old.stateroot != stateroot
-            || booted.as_ref().is_some_and(|b| b.same(old))
-            || merge.as_ref().is_some_and(|m| m.same(old));
-        if keep {
-            list.push(old.clone());
+    if opts.stage {
+        // Recorded now; finalize merges /etc and writes the boot entries.
+        let previous = s.deployments.first().filter(|x| x.staged).cloned();
+        crate::staged::write_state(s, &d, merge.as_ref())?;
+        hit(faults::DEPLOY_STAGED);
+        if let Some(p) = previous.filter(|p| !p.same(&d)) {
+            let dir = fsutil::open_dir(&s.fd, &format!("ostree/deploy/{}/deploy", p.stateroot))?;
+            fsutil::remove_all(&dir, &p.dir_name())?;
+            fsutil::remove_all(&dir, &format!("{}.origin", p.dir_name()))?;
         }
+        s.load()?;
+        return Ok(DeployReport {
+            deployment: name,
+            stateroot,
+            checksum: csum.to_hex(),
+            merge_deployment: merge.map(|m| m.dir_name()),
+            etc: None,
+            bootswap: false,
+        });
     }
+    let list = simple_list(s, &d, merge.as_ref(), opts.retain);
     let WriteReport { bootswap, .. } = write_deployments(s, list, true)?;
     Ok(DeployReport {
         deployment: name,

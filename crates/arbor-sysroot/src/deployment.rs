@@ -27,6 +27,8 @@ pub struct Deployment {
     pub kargs: Kargs,
     /// The commit's `version` metadata.
     pub version: Option<String>,
+    /// Staged: checked out, waiting for `finalize` (no boot entry yet).
+    pub staged: bool,
 }
 
 /// Parses a deployment directory name `CSUM.SERIAL`.

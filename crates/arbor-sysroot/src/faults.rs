@@ -6,6 +6,13 @@
 pub const DEPLOY_CHECKED_OUT: &str = "deploy::checked-out";
 /// The new deployment's /etc is merged, its origin not yet written.
 pub const DEPLOY_ETC_MERGED: &str = "deploy::etc-merged";
+/// A staged deployment's record is written; the previous staged one (if
+/// any) not yet removed.
+pub const DEPLOY_STAGED: &str = "deploy::staged";
+/// Finalization removed the staged record; /etc not yet merged.
+pub const FINALIZE_STATE_REMOVED: &str = "finalize::state-removed";
+/// Finalization merged /etc; the boot list not yet written.
+pub const FINALIZE_ETC_MERGED: &str = "finalize::etc-merged";
 /// The new deployment is complete on disk; the boot list not yet written.
 pub const DEPLOY_PREPARED: &str = "deploy::prepared";
 /// Boot entries of the new boot version are written (bootswap only).
@@ -30,6 +37,9 @@ pub const ALL: &[&str] = &[
     DEPLOY_CHECKED_OUT,
     DEPLOY_ETC_MERGED,
     DEPLOY_PREPARED,
+    DEPLOY_STAGED,
+    FINALIZE_STATE_REMOVED,
+    FINALIZE_ETC_MERGED,
     ENTRIES_WRITTEN,
     BOOTLINKS_WRITTEN,
     SYNCED_BEFORE_SWAP,

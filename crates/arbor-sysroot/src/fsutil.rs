@@ -181,3 +181,22 @@ pub fn fsync_dir(dir: impl AsFd) -> Result<()> {
     rustix::fs::fsync(dir).context("Syncing directory")?;
     Ok(())
 }
+
+/// The content of a file, `None` if absent.
+pub fn read_optional(dir: impl AsFd, path: &str) -> Result<Option<Vec<u8>>> {
+    match rustix::fs::openat(
+        dir,
+        path,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => {
+            let mut v = Vec::new();
+            std::io::Read::read_to_end(&mut File::from(fd), &mut v)
+                .with_context(|| format!("Reading {path}"))?;
+            Ok(Some(v))
+        }
+        Err(Errno::NOENT) => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("Opening {path}")),
+    }
+}

@@ -10,6 +10,7 @@
 //! - [`deploy`]: creating a deployment (checkout, /etc, origin).
 //! - [`write`]: the atomic switch to a new deployment list; cleanup.
 //! - [`ops`]: rollback, undeploy, pin, kernel arguments.
+//! - [`staged`]: staged deployments and their finalization at shutdown.
 //! - [`etc_merge`]: the three-way /etc merge.
 //! - [`kernel`], [`bls`], [`kargs`]: boot files, entries, kernel arguments.
 //! - [`faults`]: named crash points for fault-injection tests.
@@ -24,6 +25,7 @@ pub mod fsutil;
 pub mod kargs;
 pub mod kernel;
 pub mod ops;
+pub mod staged;
 pub mod sysroot;
 pub mod write;
 

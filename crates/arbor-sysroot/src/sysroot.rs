@@ -18,9 +18,13 @@ use crate::deployment::{parse_dir_name, validate_stateroot, Deployment};
 use crate::fsutil;
 use crate::kargs::Kargs;
 
-/// Test-only: a kernel command line to use instead of `/proc/cmdline`
-/// when deciding which deployment is booted (see the README).
-pub const CMDLINE_ENV: &str = "ARBOR_TEST_CMDLINE";
+/// Test-only: the directory to treat as the running system's `/` when
+/// deciding which deployment is booted (see the README).
+pub const ROOT_ENV: &str = "ARBOR_TEST_ROOT";
+
+/// Where a staged deployment is recorded, relative to the sysroot (so
+/// `/run/ostree/staged-deployment` on a running system, as ostree).
+pub const STAGED_STATE: &str = "run/ostree/staged-deployment";
 
 /// A loaded sysroot.
 #[derive(Debug)]
@@ -189,7 +193,40 @@ impl Sysroot {
         }
         self.deployments = deployments;
         self.booted = self.find_booted()?;
+        // As ostree: a staged deployment exists only on a booted system.
+        if self.booted.is_some() {
+            if let Some(d) = self.read_staged()? {
+                self.deployments.insert(0, d);
+                self.booted = self.booted.map(|b| b + 1);
+            }
+        }
         Ok(())
+    }
+
+    /// The staged deployment recorded in [`STAGED_STATE`], if any.
+    fn read_staged(&self) -> Result<Option<Deployment>> {
+        let Some(state) = crate::staged::read_state(&self.fd)? else {
+            return Ok(None);
+        };
+        let mut d = Deployment {
+            stateroot: state.target.stateroot,
+            csum: state.target.csum,
+            deployserial: state.target.deployserial,
+            bootcsum: state.target.bootcsum,
+            bootserial: 0,
+            origin: None,
+            kargs: Kargs::parse(&state.kargs.join(" ")),
+            version: None,
+            staged: true,
+        };
+        validate_stateroot(&d.stateroot)?;
+        if fsutil::file_type(&self.fd, &d.relpath())? != Some(FileType::Directory) {
+            tracing::warn!("staged deployment {} is missing: ignored", d.relpath());
+            return Ok(None);
+        }
+        d.origin = self.read_origin(&d)?;
+        d.version = self.commit_version(&d.csum);
+        Ok(Some(d))
     }
 
     fn read_bootversion(&self) -> Result<u8> {
@@ -265,6 +302,7 @@ impl Sysroot {
             origin: None,
             kargs,
             version: None,
+            staged: false,
         };
         validate_stateroot(&d.stateroot)?;
         d.origin = self.read_origin(&d)?;
@@ -304,47 +342,33 @@ impl Sysroot {
         }
     }
 
-    /// The kernel command line that decides which deployment is booted:
-    /// `$ARBOR_TEST_CMDLINE` if set (tests simulate a boot with it),
-    /// else `/proc/cmdline` when the sysroot is `/`, else none.
-    fn cmdline(&self) -> Result<Option<String>> {
-        if let Ok(c) = std::env::var(CMDLINE_ENV) {
-            return Ok(Some(c));
+    /// The directory that is `/` of the running system, if it runs from
+    /// this sysroot: `$ARBOR_TEST_ROOT` when set (tests simulate a boot by
+    /// naming a deployment directory), else `/` when the sysroot is `/` and
+    /// the system was booted by ostree-prepare-root (`/run/ostree-booted`,
+    /// or `ostree=` on the kernel command line).
+    fn running_root(&self) -> Result<Option<PathBuf>> {
+        if let Some(r) = std::env::var_os(ROOT_ENV) {
+            return Ok(Some(PathBuf::from(r)));
         }
-        if self.path.canonicalize().ok().as_deref() == Some(Path::new("/")) {
-            return Ok(Some(
-                std::fs::read_to_string("/proc/cmdline").context("Reading /proc/cmdline")?,
-            ));
+        if self.path.canonicalize().ok().as_deref() != Some(Path::new("/")) {
+            return Ok(None);
         }
-        Ok(None)
+        let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+        let ostree_booted = Path::new("/run/ostree-booted").exists()
+            || Kargs::parse(&cmdline).get("ostree").is_some();
+        Ok(ostree_booted.then(|| PathBuf::from("/")))
     }
 
-    /// The booted deployment: the `ostree=` argument of the kernel command
-    /// line resolved through the sysroot's symlinks to a directory, matched
-    /// by (device, inode) against each deployment's directory.
+    /// The booted deployment, as ostree finds it: the one whose directory
+    /// is the running root, by (device, inode). Comparing inodes, not the
+    /// `ostree=` path, keeps it right after the boot entries change.
     fn find_booted(&self) -> Result<Option<usize>> {
-        let Some(cmdline) = self.cmdline()? else {
+        let Some(root) = self.running_root()? else {
             return Ok(None);
         };
-        let kargs = Kargs::parse(&cmdline);
-        let Some(link) = kargs.get("ostree") else {
-            return Ok(None);
-        };
-        let bl = Bootlink::parse(link)?;
-        // Follows the bootlink chain (boot.B -> boot.B.S, SERIAL -> deployment).
-        let fd = match rustix::fs::openat(
-            &self.fd,
-            bl.relpath().as_str(),
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        ) {
-            Ok(fd) => fd,
-            Err(e) => {
-                tracing::warn!("booted ostree={link} does not resolve in this sysroot: {e}");
-                return Ok(None);
-            }
-        };
-        let st = rustix::fs::fstat(&fd)?;
+        let st = rustix::fs::stat(&root)
+            .with_context(|| format!("Inspecting the running root {}", root.display()))?;
         for (i, d) in self.deployments.iter().enumerate() {
             if let Ok(ds) =
                 rustix::fs::statat(&self.fd, d.relpath().as_str(), rustix::fs::AtFlags::empty())

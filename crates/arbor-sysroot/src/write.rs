@@ -181,9 +181,28 @@ fn create_bootlinks(s: &Sysroot, bootversion: u8, list: &[Deployment]) -> Result
 #[context("Writing deployments")]
 pub fn write_deployments(
     s: &mut Sysroot,
-    mut list: Vec<Deployment>,
+    list: Vec<Deployment>,
     postclean: bool,
 ) -> Result<WriteReport> {
+    // A staged deployment stays staged only if the new list starts with it;
+    // otherwise it is discarded (record first, then its directory).
+    let staged = s.deployments.first().filter(|d| d.staged).cloned();
+    if let Some(st) = &staged {
+        if !list.first().is_some_and(|d| d.staged && d.same(st)) {
+            crate::staged::remove_state(s)?;
+            let dir = fsutil::open_dir(&s.fd, &format!("ostree/deploy/{}/deploy", st.stateroot))?;
+            fsutil::remove_all(&dir, &st.dir_name())?;
+            fsutil::remove_all(&dir, &format!("{}.origin", st.dir_name()))?;
+            s.load()?;
+        }
+    }
+    let mut list: Vec<Deployment> = list.into_iter().filter(|d| !d.staged).collect();
+    let current: Vec<Deployment> = s
+        .deployments
+        .iter()
+        .filter(|d| !d.staged)
+        .cloned()
+        .collect();
     assign_bootserials(&mut list);
     if let Some(b) = s.booted {
         let booted = &s.deployments[b];
@@ -196,16 +215,16 @@ pub fn write_deployments(
             bail!("Unable to find expected deployment root: {}", d.relpath());
         }
     }
-    let requires_bootswap = list.len() != s.deployments.len()
+    let requires_bootswap = list.len() != current.len()
         || list
             .iter()
-            .zip(&s.deployments)
+            .zip(&current)
             .any(|(a, b)| !a.bootconfig_equal(b));
     let boot = fsutil::open_dir(&s.fd, "boot")?;
     let report = if !requires_bootswap {
         let noop = list
             .iter()
-            .zip(&s.deployments)
+            .zip(&current)
             .all(|(a, b)| a.same(b) && a.bootserial == b.bootserial);
         if noop {
             return Ok(WriteReport {

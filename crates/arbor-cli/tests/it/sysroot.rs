@@ -401,9 +401,10 @@ fn deployments_match_ostree_admin_step_by_step() {
     }
 }
 
-/// Tests decide which deployment is "booted" with `ARBOR_TEST_CMDLINE`, the
-/// kernel command line of a simulated boot.
-pub(crate) fn booted_cmdline(sysroot: &Path, index: usize) -> String {
+/// Tests decide which deployment is "booted" with `ARBOR_TEST_ROOT`, the
+/// directory a simulated boot of entry `index` would make `/`: its
+/// `ostree=` argument resolved as the initramfs resolves it, now.
+pub(crate) fn booted_root(sysroot: &Path, index: usize) -> String {
     let out = run_ok(arbor().args(["status", "--json", "--sysroot", s(sysroot)]));
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let n = v["deployments"].as_array().unwrap().len();
@@ -412,25 +413,30 @@ pub(crate) fn booted_cmdline(sysroot: &Path, index: usize) -> String {
         n - index
     )))
     .unwrap();
-    let options = entry
+    let link = entry
         .lines()
         .find_map(|l| l.strip_prefix("options "))
-        .unwrap();
-    format!("BOOT_IMAGE=/vmlinuz {options}")
+        .unwrap()
+        .split(' ')
+        .find_map(|a| a.strip_prefix("ostree="))
+        .unwrap()
+        .to_string();
+    let dir = std::fs::canonicalize(sysroot.join(link.trim_start_matches('/'))).unwrap();
+    dir.to_string_lossy().into_owned()
 }
 
 pub(crate) fn status_json(sysroot: &Path, cmdline: Option<&str>) -> serde_json::Value {
     let mut c = arbor();
     c.args(["status", "--json", "--sysroot", s(sysroot)]);
     if let Some(cl) = cmdline {
-        c.env("ARBOR_TEST_CMDLINE", cl);
+        c.env("ARBOR_TEST_ROOT", cl);
     }
     serde_json::from_str(&run_ok(&mut c)).unwrap()
 }
 
 #[test]
-fn booted_deployment_follows_the_kernel_command_line() {
-    if needs_root("booted_deployment_follows_the_kernel_command_line") {
+fn booted_deployment_is_the_running_root() {
+    if needs_root("booted_deployment_is_the_running_root") {
         return;
     }
     let mut src = source();
@@ -451,7 +457,7 @@ fn booted_deployment_follows_the_kernel_command_line() {
     assert_eq!(d[0]["version"], "2.0");
     assert_eq!(d[0]["origin"], src.v2.as_str());
     // Booted into v1 (index 1): v2 is pending.
-    let on_v1 = booted_cmdline(&sys, 1);
+    let on_v1 = booted_root(&sys, 1);
     let v = status_json(&sys, Some(&on_v1));
     let d = v["deployments"].as_array().unwrap();
     assert_eq!(
@@ -461,7 +467,7 @@ fn booted_deployment_follows_the_kernel_command_line() {
     let human = {
         let mut c = arbor();
         c.args(["status", "--sysroot", s(&sys)])
-            .env("ARBOR_TEST_CMDLINE", &on_v1);
+            .env("ARBOR_TEST_ROOT", &on_v1);
         run_ok(&mut c)
     };
     assert!(
@@ -473,7 +479,7 @@ fn booted_deployment_follows_the_kernel_command_line() {
         "{human}"
     );
     // A simulated reboot into the default (v2): v1 becomes the rollback.
-    let on_v2 = booted_cmdline(&sys, 0);
+    let on_v2 = booted_root(&sys, 0);
     let v = status_json(&sys, Some(&on_v2));
     let d = v["deployments"].as_array().unwrap();
     assert_eq!(
@@ -484,7 +490,7 @@ fn booted_deployment_follows_the_kernel_command_line() {
     // (neither booted, merge nor pinned), as ostree's simple write does.
     let mut c = arbor();
     c.args(["deploy", "--sysroot", s(&sys), "--os", "testos", &src.v2])
-        .env("ARBOR_TEST_CMDLINE", &on_v2);
+        .env("ARBOR_TEST_ROOT", &on_v2);
     run_ok(&mut c);
     let v = status_json(&sys, None);
     let d = v["deployments"].as_array().unwrap();

@@ -14,14 +14,32 @@ use crate::sysroot::needs_root;
 use crate::sysroot_ops::{machine, sys_arbor, Machine};
 use crate::util::{arbor, ostree, run_ok, s};
 
-fn listing(sys: &Path) -> Vec<String> {
-    let out = run_ok(&mut sys_arbor(sys, &["status", "--json"]));
+/// `arbor SUB --sysroot SYS ARGS`, booted into `root` (a deployment
+/// directory) when given.
+fn cmd(sys: &Path, root: Option<&Path>, args: &[&str]) -> Command {
+    let mut c = sys_arbor(sys, args);
+    if let Some(r) = root {
+        c.env("ARBOR_TEST_ROOT", r);
+    }
+    c
+}
+
+/// The deployment list as `CSUM.SERIAL`, a staged one marked `*`.
+fn listing(sys: &Path, root: Option<&Path>) -> Vec<String> {
+    let out = run_ok(&mut cmd(sys, root, &["status", "--json"]));
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     v["deployments"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|d| format!("{}.{}", d["checksum"].as_str().unwrap(), d["deployserial"]))
+        .map(|d| {
+            let star = if d["staged"] == true { "*" } else { "" };
+            format!(
+                "{}.{}{star}",
+                d["checksum"].as_str().unwrap(),
+                d["deployserial"]
+            )
+        })
         .collect()
 }
 
@@ -51,15 +69,29 @@ fn tree_usr(root: &Path) -> BTreeSet<String> {
 /// Checks the sysroot after a crash; returns which of `allowed` the
 /// deployment list is.
 #[track_caller]
-fn check_consistent(sys: &Path, allowed: &[Vec<String>], what: &str) -> usize {
+fn check_consistent(sys: &Path, root: Option<&Path>, allowed: &[Vec<String>], what: &str) -> usize {
     // Commits, in boot order: a rerun after a crash may use the next
     // serial, because the leftover directory held the first (as in ostree).
     let commits = |l: &[String]| -> Vec<String> {
         l.iter()
-            .map(|d| d.split('.').next().unwrap().to_string())
+            .map(|d| {
+                let (c, rest) = d.split_once('.').unwrap();
+                format!("{c}{}", if rest.ends_with('*') { "*" } else { "" })
+            })
             .collect()
     };
-    let list = listing(sys);
+    let list = listing(sys, root);
+    // A staged deployment has no boot entry yet, but a complete tree.
+    let repo = sys.join("ostree/repo");
+    for st in list.iter().filter_map(|d| d.strip_suffix('*')) {
+        let dir = sys.join("ostree/deploy/testos/deploy").join(st);
+        let commit = st.split('.').next().unwrap();
+        assert_eq!(
+            tree_usr(&dir),
+            commit_usr(&repo, commit),
+            "{what}: staged {st} incomplete"
+        );
+    }
     let which = allowed
         .iter()
         .position(|a| commits(a) == commits(&list))
@@ -67,7 +99,6 @@ fn check_consistent(sys: &Path, allowed: &[Vec<String>], what: &str) -> usize {
     let entries = std::fs::read_dir(sys.join("boot/loader/entries"))
         .unwrap_or_else(|e| panic!("{what}: no boot/loader/entries: {e}"));
     let mut n = 0;
-    let repo = sys.join("ostree/repo");
     for e in entries {
         let text = std::fs::read_to_string(e.unwrap().path()).unwrap();
         n += 1;
@@ -106,7 +137,8 @@ fn check_consistent(sys: &Path, allowed: &[Vec<String>], what: &str) -> usize {
             }
         }
     }
-    assert_eq!(n, list.len(), "{what}: one entry per deployment");
+    let unstaged = list.iter().filter(|d| !d.ends_with('*')).count();
+    assert_eq!(n, unstaged, "{what}: one entry per deployment");
     let fsck = arbor().args(["fsck", "--repo", s(&repo)]).output().unwrap();
     assert!(fsck.status.success(), "{what}: fsck: {fsck:?}");
     which
@@ -133,13 +165,19 @@ struct Op {
     args: Vec<String>,
     before: Vec<String>,
     after: Vec<String>,
+    /// Other lists a crash may leave (a finalization that lost its staged
+    /// deployment boots the old list without it), also valid at the end.
+    also: Vec<Vec<String>>,
+    /// The booted deployment directory name, if the operation needs one.
+    booted: Option<String>,
 }
 
 /// Template sysroots: `one` has v1 deployed and v2 released upstream;
-/// `two` has [v2, v1] deployed.
+/// `staged` has v2 staged while booted into v1; `two` has [v2, v1].
 struct Templates {
     m: Machine,
     one: PathBuf,
+    staged: PathBuf,
     two: PathBuf,
 }
 
@@ -147,11 +185,19 @@ fn templates() -> Templates {
     let mut m = machine();
     m.src.release_v2();
     let base = m.src.dir.path().to_path_buf();
-    let (one, two) = (base.join("one"), base.join("two"));
+    let (one, staged, two) = (base.join("one"), base.join("staged"), base.join("two"));
     cp_a(&m.sys, &one);
+    cp_a(&m.sys, &staged);
+    let root = staged.join(format!("ostree/deploy/testos/deploy/{}.0", m.src.v1));
+    run_ok(&mut cmd(&staged, Some(&root), &["upgrade", "--stage"]));
     run_ok(&mut sys_arbor(&m.sys, &["upgrade"]));
     cp_a(&m.sys, &two);
-    Templates { m, one, two }
+    Templates {
+        m,
+        one,
+        staged,
+        two,
+    }
 }
 
 fn ops(t: &Templates) -> Vec<(Op, PathBuf)> {
@@ -164,8 +210,32 @@ fn ops(t: &Templates) -> Vec<(Op, PathBuf)> {
                 args: a(&["upgrade"]),
                 before: vec![v1.clone()],
                 after: vec![v2.clone(), v1.clone()],
+                also: vec![],
+                booted: None,
             },
             t.one.clone(),
+        ),
+        (
+            Op {
+                name: "stage",
+                args: a(&["upgrade", "--stage"]),
+                before: vec![v1.clone()],
+                after: vec![format!("{v2}*"), v1.clone()],
+                also: vec![],
+                booted: Some(v1.clone()),
+            },
+            t.one.clone(),
+        ),
+        (
+            Op {
+                name: "finalize",
+                args: a(&["finalize"]),
+                before: vec![format!("{v2}*"), v1.clone()],
+                after: vec![v2.clone(), v1.clone()],
+                also: vec![vec![v1.clone()]],
+                booted: Some(v1.clone()),
+            },
+            t.staged.clone(),
         ),
         (
             Op {
@@ -173,6 +243,8 @@ fn ops(t: &Templates) -> Vec<(Op, PathBuf)> {
                 args: a(&["rollback"]),
                 before: vec![v2.clone(), v1.clone()],
                 after: vec![v1.clone(), v2.clone()],
+                also: vec![],
+                booted: None,
             },
             t.two.clone(),
         ),
@@ -182,6 +254,8 @@ fn ops(t: &Templates) -> Vec<(Op, PathBuf)> {
                 args: a(&["undeploy", "1"]),
                 before: vec![v2.clone(), v1.clone()],
                 after: vec![v2.clone()],
+                also: vec![],
+                booted: None,
             },
             t.two.clone(),
         ),
@@ -191,6 +265,8 @@ fn ops(t: &Templates) -> Vec<(Op, PathBuf)> {
                 args: a(&["kargs", "--append", "quiet"]),
                 before: vec![v2.clone(), v1.clone()],
                 after: vec![v2.clone(), v1.clone()],
+                also: vec![],
+                booted: None,
             },
             t.two.clone(),
         ),
@@ -200,6 +276,8 @@ fn ops(t: &Templates) -> Vec<(Op, PathBuf)> {
                 args: a(&["cleanup"]),
                 before: vec![v2.clone(), v1.clone()],
                 after: vec![v2.clone(), v1.clone()],
+                also: vec![],
+                booted: None,
             },
             t.two.clone(),
         ),
@@ -235,44 +313,55 @@ fn every_crash_point_leaves_old_or_new() {
                 std::fs::create_dir_all(sys.join(format!("boot/ostree/testos-{}", "0".repeat(64))))
                     .unwrap();
             }
+            let root = op
+                .booted
+                .as_ref()
+                .map(|b| sys.join("ostree/deploy/testos/deploy").join(b));
+            let root = root.as_deref();
             let args: Vec<&str> = op.args.iter().map(String::as_str).collect();
-            let out = sys_arbor(&sys, &args)
+            let out = cmd(&sys, root, &args)
                 .env("ARBOR_FAILPOINT", point)
                 .output()
                 .unwrap();
             let killed = out.status.signal() == Some(9);
+            let mut finals = vec![op.after.clone()];
+            finals.extend(op.also.iter().cloned());
             if !killed {
                 assert!(
                     out.status.success(),
                     "{what}: not killed, and failed: {out:?}"
                 );
-                check_consistent(&sys, std::slice::from_ref(&op.after), &what);
+                check_consistent(&sys, root, std::slice::from_ref(&op.after), &what);
                 std::fs::remove_dir_all(&sys).unwrap();
                 continue;
             }
             reached.insert(point);
-            let which = check_consistent(&sys, &[op.before.clone(), op.after.clone()], &what);
+            let mut states = vec![op.before.clone(), op.after.clone()];
+            states.extend(op.also.iter().cloned());
+            let which = check_consistent(&sys, root, &states, &what);
             // Not done yet: run it again. Done (killed after the switch):
             // cleanup completes it (rollback or kargs again would repeat it).
             let done = match op.name {
-                "kargs" => run_ok(&mut sys_arbor(&sys, &["kargs"])).contains("quiet"),
-                _ => which == 1 && op.before != op.after,
+                "kargs" => run_ok(&mut cmd(&sys, root, &["kargs"])).contains("quiet"),
+                _ => which >= 1 && op.before != op.after,
             };
             if done {
-                run_ok(&mut sys_arbor(&sys, &["cleanup"]));
+                run_ok(&mut cmd(&sys, root, &["cleanup"]));
             } else {
-                run_ok(&mut sys_arbor(&sys, &args));
+                run_ok(&mut cmd(&sys, root, &args));
+                // A finalization that lost its staged deployment did nothing:
+                // its leftovers go with the next cleanup.
+                run_ok(&mut cmd(&sys, root, &["cleanup"]));
             }
             if op.name == "kargs" {
-                let k = run_ok(&mut sys_arbor(&sys, &["kargs"]));
+                let k = run_ok(&mut cmd(&sys, root, &["kargs"]));
                 assert_eq!(k.matches("quiet").count(), 1, "{what}: {k}");
             }
-            check_consistent(
-                &sys,
-                std::slice::from_ref(&op.after),
-                &format!("{what}, rerun"),
-            );
-            let mut listed = listing(&sys);
+            check_consistent(&sys, root, &finals, &format!("{what}, rerun"));
+            let mut listed: Vec<String> = listing(&sys, root)
+                .into_iter()
+                .map(|d| d.trim_end_matches('*').to_string())
+                .collect();
             listed.sort();
             assert_eq!(
                 deployment_dirs(&sys),
@@ -347,7 +436,7 @@ fn random_kills_of_upgrade_leave_old_or_new() {
         let _ = child.kill();
         let status = child.wait().unwrap();
         let what = format!("upgrade killed after {delay:?} (seed {seed}, iteration {i})");
-        let which = check_consistent(&sys, &[before.clone(), after.clone()], &what);
+        let which = check_consistent(&sys, None, &[before.clone(), after.clone()], &what);
         if status.signal() == Some(9) {
             outcomes[which] += 1;
         } else {
@@ -356,10 +445,11 @@ fn random_kills_of_upgrade_leave_old_or_new() {
         run_ok(&mut sys_arbor(&sys, &["upgrade"]));
         check_consistent(
             &sys,
+            None,
             std::slice::from_ref(&after),
             &format!("{what}, rerun"),
         );
-        let mut listed = listing(&sys);
+        let mut listed = listing(&sys, None);
         listed.sort();
         assert_eq!(deployment_dirs(&sys), listed, "{what}: leftovers");
         std::fs::remove_dir_all(&sys).unwrap();

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::sysroot::{booted_cmdline, deployment_dir, needs_root, source, status_json, Source};
+use crate::sysroot::{booted_root, deployment_dir, needs_root, source, status_json, Source};
 use crate::util::{arbor, ostree, run_fail, run_ok, s, ArborServe};
 
 /// A sysroot whose stateroot `testos` follows `origin:testos/stable`,
@@ -130,16 +130,16 @@ fn rollback_undeploy_pin_and_kargs() {
             .contains("title TestOS 1 1.0 (ostree:0)")
     );
     // Booted into v2 (now index 1): rollback makes the booted one the default.
-    let on_v2 = booted_cmdline(&sys, 1);
+    let on_v2 = booted_root(&sys, 1);
     let mut c = sys_arbor(&sys, &["rollback"]);
-    c.env("ARBOR_TEST_CMDLINE", &on_v2);
+    c.env("ARBOR_TEST_ROOT", &on_v2);
     run_ok(&mut c);
     assert_eq!(checksums(&sys), [v2.clone(), v1.clone()]);
     // Booted into v2 (index 0): rollback to v1, undeploying it refused
     // only while it is booted.
-    let on_v2 = booted_cmdline(&sys, 0);
+    let on_v2 = booted_root(&sys, 0);
     let mut c = sys_arbor(&sys, &["undeploy", "0"]);
-    c.env("ARBOR_TEST_CMDLINE", &on_v2);
+    c.env("ARBOR_TEST_ROOT", &on_v2);
     let err = run_fail(&mut c);
     assert!(String::from_utf8_lossy(&err.stderr).contains("Cannot undeploy currently booted"));
     run_fail(&mut sys_arbor(&sys, &["undeploy", "5"]));
@@ -241,4 +241,140 @@ fn switch_follows_another_ref() {
         &sys,
         &["switch", "origin:testos/nonexistent"],
     ));
+}
+
+/// The command `dist/systemd/arbor-finalize-staged.service` runs at
+/// shutdown, pointed at the built binary and at `sys`.
+fn unit_exec_stop(sys: &Path) -> std::process::Command {
+    let unit = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../dist/systemd/arbor-finalize-staged.service"),
+    )
+    .unwrap();
+    let line = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStop="))
+        .expect("the unit has an ExecStop= line");
+    let words: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(words[0], "/usr/bin/arbor", "{line}");
+    let mut c = arbor();
+    for w in &words[1..] {
+        // The unit acts on the running system, "/"; the test on `sys`.
+        c.arg(if *w == "/" {
+            sys.as_os_str()
+        } else {
+            std::ffi::OsStr::new(w)
+        });
+    }
+    c
+}
+
+#[test]
+fn staged_upgrade_is_finalized_at_shutdown() {
+    if needs_root("staged_upgrade_is_finalized_at_shutdown") {
+        return;
+    }
+    let mut m = machine();
+    let sys = m.sys.clone();
+    m.src.release_v2();
+    // Staging needs a booted system.
+    let err = run_fail(&mut sys_arbor(&sys, &["upgrade", "--stage"]));
+    assert!(String::from_utf8_lossy(&err.stderr).contains("not booted"));
+    let booted = booted_root(&sys, 0);
+    let with_boot = |args: &[&str]| {
+        let mut c = sys_arbor(&sys, args);
+        c.env("ARBOR_TEST_ROOT", &booted);
+        c
+    };
+    let entries = || {
+        std::fs::read_dir(sys.join("boot/loader/entries"))
+            .unwrap()
+            .count()
+    };
+    let loader = || std::fs::read_link(sys.join("boot/loader")).unwrap();
+    let loader_before = loader();
+    let out = run_ok(&mut with_boot(&["upgrade", "--stage"]));
+    assert!(out.contains("Staged testos"), "{out}");
+    // Staged: listed first, no boot entry yet, the record in run/ostree.
+    let v = status_json(&sys, Some(&booted));
+    let d = v["deployments"].as_array().unwrap();
+    assert_eq!(d.len(), 2);
+    assert_eq!(
+        (d[0]["staged"].clone(), d[0]["checksum"].clone()),
+        (true.into(), m.src.v2.clone().into())
+    );
+    assert_eq!(d[1]["booted"], true);
+    let human = run_ok(&mut with_boot(&["status"]));
+    assert!(
+        human.contains(&format!("  testos {}.0 (staged)", m.src.v2)),
+        "{human}"
+    );
+    assert_eq!((entries(), loader()), (1, loader_before.clone()));
+    assert!(sys.join("run/ostree/staged-deployment").is_file());
+    // The admin edits /etc after staging: finalization must keep it.
+    let etc = deployment_dir(&sys, &m.src.v1, 0).join("etc");
+    std::fs::write(etc.join("modified-by-admin.conf"), "b=AFTER-STAGING\n").unwrap();
+    // A locked staged deployment is not finalized.
+    std::fs::write(sys.join("run/ostree/staged-deployment-locked"), "").unwrap();
+    let mut c = unit_exec_stop(&sys);
+    c.env("ARBOR_TEST_ROOT", &booted);
+    assert!(run_ok(&mut c).contains("locked"));
+    assert_eq!(loader(), loader_before);
+    std::fs::remove_file(sys.join("run/ostree/staged-deployment-locked")).unwrap();
+    // Shutdown: the unit's command finalizes.
+    let mut c = unit_exec_stop(&sys);
+    c.env("ARBOR_TEST_ROOT", &booted);
+    assert!(run_ok(&mut c).contains("Finalized"));
+    assert!(!sys.join("run/ostree/staged-deployment").exists());
+    let v = status_json(&sys, Some(&booted));
+    let d = v["deployments"].as_array().unwrap();
+    assert_eq!(d.len(), 2);
+    assert_eq!(
+        (d[0]["staged"].clone(), d[0]["checksum"].clone()),
+        (false.into(), m.src.v2.clone().into())
+    );
+    assert_eq!(
+        (d[0]["pending"].clone(), d[1]["booted"].clone()),
+        (true.into(), true.into())
+    );
+    assert_eq!(entries(), 2);
+    let merged = deployment_dir(&sys, &m.src.v2, 0).join("etc/modified-by-admin.conf");
+    assert_eq!(
+        std::fs::read_to_string(merged).unwrap(),
+        "b=AFTER-STAGING\n"
+    );
+    // Nothing staged any more.
+    let mut c = unit_exec_stop(&sys);
+    c.env("ARBOR_TEST_ROOT", &booted);
+    assert!(run_ok(&mut c).contains("No deployment staged"));
+    // ostree reads the result.
+    let ost = run_ok(ostree().args(["admin", "status", &format!("--sysroot={}", s(&sys))]));
+    assert!(ost.contains(&format!("testos {}.0", m.src.v2)), "{ost}");
+}
+
+#[test]
+fn a_new_deployment_discards_the_staged_one() {
+    if needs_root("a_new_deployment_discards_the_staged_one") {
+        return;
+    }
+    let mut m = machine();
+    let sys = m.sys.clone();
+    m.src.release_v2();
+    let booted = booted_root(&sys, 0);
+    let mut c = sys_arbor(&sys, &["upgrade", "--stage"]);
+    c.env("ARBOR_TEST_ROOT", &booted);
+    run_ok(&mut c);
+    assert!(deployment_dir(&sys, &m.src.v2, 0).is_dir());
+    // Deploying v1 again (not staged) drops the staged v2, as ostree does.
+    let mut c = sys_arbor(&sys, &["deploy", &m.src.v1]);
+    c.env("ARBOR_TEST_ROOT", &booted);
+    run_ok(&mut c);
+    assert!(!sys.join("run/ostree/staged-deployment").exists());
+    assert!(!deployment_dir(&sys, &m.src.v2, 0).exists());
+    let v = status_json(&sys, Some(&booted));
+    let d = v["deployments"].as_array().unwrap();
+    assert_eq!(d.len(), 2);
+    assert!(d
+        .iter()
+        .all(|x| x["checksum"] == m.src.v1.as_str() && x["staged"] == false));
 }

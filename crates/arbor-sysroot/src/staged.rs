@@ -1,0 +1,221 @@
+//! Staged deployments: `deploy --stage` checks out the new deployment now
+//! and records it in `run/ostree/staged-deployment` (ostree's GVariant
+//! `a{sv}`: `target` and `merge-deployment` as `{name, osname, bootcsum}`,
+//! `kargs`, `locked`); [`finalize`], run at shutdown, merges /etc (so edits
+//! made after staging are kept) and writes the boot entries.
+
+use std::os::fd::OwnedFd;
+
+use anyhow::{bail, Context, Result};
+use arbor_format::{Checksum, Metadata, Value};
+use arbor_repo::failpoint::hit;
+use fn_error_context::context;
+
+use crate::deployment::{parse_dir_name, Deployment};
+use crate::faults;
+use crate::fsutil;
+use crate::sysroot::{Sysroot, STAGED_STATE};
+use crate::write::{cleanup, write_deployments, WriteReport};
+
+/// If this file exists, `finalize` does nothing (as ostree's).
+pub const STAGED_LOCKED: &str = "run/ostree/staged-deployment-locked";
+
+/// One deployment as the state file names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeploymentRef {
+    /// Stateroot.
+    pub stateroot: String,
+    /// Commit.
+    pub csum: Checksum,
+    /// Serial.
+    pub deployserial: u32,
+    /// Boot checksum.
+    pub bootcsum: String,
+}
+
+/// The content of the state file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StagedState {
+    /// The staged deployment.
+    pub target: DeploymentRef,
+    /// Whose /etc is merged at finalization.
+    pub merge: Option<DeploymentRef>,
+    /// Kernel arguments.
+    pub kargs: Vec<String>,
+    /// Finalization locked.
+    pub locked: bool,
+}
+
+fn ref_to_dict(d: &DeploymentRef) -> Metadata {
+    let mut m = Metadata::new();
+    m.push("name", Value::Str(format!("{}.{}", d.csum, d.deployserial)));
+    m.push("osname", Value::Str(d.stateroot.clone()));
+    m.push("bootcsum", Value::Str(d.bootcsum.clone()));
+    m
+}
+
+fn dict_to_ref(m: &Metadata) -> Result<DeploymentRef> {
+    let get = |k: &str| {
+        m.get_str(k)
+            .with_context(|| format!("Staged deployment state: missing {k}"))
+    };
+    let (csum, deployserial) = parse_dir_name(get("name")?)?;
+    Ok(DeploymentRef {
+        stateroot: get("osname")?.to_string(),
+        csum,
+        deployserial,
+        bootcsum: get("bootcsum")?.to_string(),
+    })
+}
+
+impl StagedState {
+    /// Serialises as ostree's `a{sv}`.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut m = Metadata::new();
+        m.push("target", Value::Dict(ref_to_dict(&self.target)));
+        if let Some(md) = &self.merge {
+            m.push("merge-deployment", Value::Dict(ref_to_dict(md)));
+        }
+        m.push("kargs", Value::StrArray(self.kargs.clone()));
+        m.push("locked", Value::Bool(self.locked));
+        m.encode()
+    }
+
+    /// Parses the state file.
+    pub fn decode(data: &[u8]) -> Result<StagedState> {
+        let m = Metadata::decode(data).context("Parsing the staged deployment state")?;
+        let Some(Value::Dict(t)) = m.get("target") else {
+            bail!("Staged deployment state: no target");
+        };
+        let merge = match m.get("merge-deployment") {
+            Some(Value::Dict(d)) => Some(dict_to_ref(d)?),
+            _ => None,
+        };
+        let kargs = match m.get("kargs") {
+            Some(Value::StrArray(v)) => v.clone(),
+            _ => Vec::new(),
+        };
+        Ok(StagedState {
+            target: dict_to_ref(t)?,
+            merge,
+            kargs,
+            locked: matches!(m.get("locked"), Some(Value::Bool(true))),
+        })
+    }
+}
+
+/// Reads [`STAGED_STATE`] below `sysroot`, if present.
+pub fn read_state(sysroot: &OwnedFd) -> Result<Option<StagedState>> {
+    match fsutil::read_optional(sysroot, STAGED_STATE)? {
+        Some(b) => Ok(Some(StagedState::decode(&b)?)),
+        None => Ok(None),
+    }
+}
+
+/// Records `d` as staged (atomically replacing any previous record).
+pub(crate) fn write_state(s: &Sysroot, d: &Deployment, merge: Option<&Deployment>) -> Result<()> {
+    let r = |d: &Deployment| DeploymentRef {
+        stateroot: d.stateroot.clone(),
+        csum: d.csum,
+        deployserial: d.deployserial,
+        bootcsum: d.bootcsum.clone(),
+    };
+    let state = StagedState {
+        target: r(d),
+        merge: merge.map(r),
+        kargs: d.kargs.args().to_vec(),
+        locked: false,
+    };
+    let dir = fsutil::ensure_dir_path(&s.fd, "run/ostree", 0o755)?;
+    fsutil::write_atomic(&dir, "staged-deployment", &state.encode(), 0o644)?;
+    fsutil::fsync_dir(&dir)
+}
+
+/// Removes the state file (ignoring its absence).
+pub(crate) fn remove_state(s: &Sysroot) -> Result<()> {
+    for p in [STAGED_STATE, STAGED_LOCKED] {
+        match rustix::fs::unlinkat(&s.fd, p, rustix::fs::AtFlags::empty()) {
+            Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+            Err(e) => return Err(e).with_context(|| format!("Removing {p}")),
+        }
+    }
+    Ok(())
+}
+
+/// What [`finalize`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finalized {
+    /// No deployment was staged.
+    Nothing,
+    /// Finalization is locked; nothing was done.
+    Locked,
+    /// The staged deployment is now the default.
+    Done {
+        /// `CSUM.SERIAL`.
+        deployment: String,
+        /// The boot write.
+        write: WriteReport,
+    },
+}
+
+/// Completes a staged deployment (run at shutdown): removes the record,
+/// merges the merge deployment's /etc as it is now, then writes the
+/// deployment list with it as the default, and cleans up without pruning.
+/// A crash at any point boots the old list; the staged deployment is then
+/// lost, and cleanup removes its directory (as with ostree).
+#[context("Finalizing the staged deployment")]
+pub fn finalize(s: &mut Sysroot) -> Result<Finalized> {
+    let _lock = s.lock()?;
+    s.load()?;
+    let Some(state) = read_state(&s.fd)? else {
+        return Ok(Finalized::Nothing);
+    };
+    let locked_file = fsutil::file_type(&s.fd, STAGED_LOCKED)?.is_some();
+    if state.locked || locked_file {
+        return Ok(Finalized::Locked);
+    }
+    let Some(staged) = s.deployments.first().filter(|d| d.staged).cloned() else {
+        bail!("A deployment is staged, but the system is not booted into this sysroot");
+    };
+    let merge = match &state.merge {
+        Some(m) => Some(
+            s.deployments
+                .iter()
+                .find(|d| {
+                    !d.staged
+                        && d.stateroot == m.stateroot
+                        && d.csum == m.csum
+                        && d.deployserial == m.deployserial
+                })
+                .cloned()
+                .with_context(|| {
+                    format!(
+                        "Failed to find merge deployment {}.{} for staged",
+                        m.csum, m.deployserial
+                    )
+                })?,
+        ),
+        None => None,
+    };
+    // The record goes first: a crash later must not finalize a
+    // half-merged /etc on the next attempt.
+    remove_state(s)?;
+    hit(faults::FINALIZE_STATE_REMOVED);
+    if let Some(m) = &merge {
+        crate::deploy::merge_etc(s, m, &staged)?;
+    }
+    hit(faults::FINALIZE_ETC_MERGED);
+    // Take the staged deployment over (the write would discard it as
+    // staged), as ostree's finalization does.
+    s.deployments.remove(0);
+    s.booted = s.booted.map(|b| b - 1);
+    let mut new = staged.clone();
+    new.staged = false;
+    let list = crate::deploy::simple_list(s, &new, merge.as_ref(), false);
+    let write = write_deployments(s, list, false)?;
+    cleanup(s, false)?;
+    Ok(Finalized::Done {
+        deployment: staged.dir_name(),
+        write,
+    })
+}
