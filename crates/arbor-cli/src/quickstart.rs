@@ -106,7 +106,22 @@ pub fn make_tree(root: &Path, version: u32) -> Result<usize> {
         write_file(root, &format!("usr/share/doc/{pkg}/NEWS"), &news, 0o644)?;
         n += 3;
     }
-    let os_release = format!("NAME=\"Arbor Demo OS\"\nVERSION_ID={version}\nID=arbor-demo\n");
+    // A (fake) kernel and initramfs where ostree and arbor look for them.
+    for (name, text) in [
+        ("vmlinuz", "demo kernel 6.1.0\n"),
+        ("initramfs.img", "demo initramfs\n"),
+    ] {
+        write_file(
+            root,
+            &format!("usr/lib/modules/6.1.0-demo/{name}"),
+            text,
+            0o644,
+        )?;
+        n += 1;
+    }
+    let os_release = format!(
+        "NAME=\"Arbor Demo OS\"\nVERSION_ID={version}\nID=arbor-demo\nPRETTY_NAME=\"Arbor Demo OS\"\n"
+    );
     write_file(root, "usr/lib/os-release", &os_release, 0o644)?;
     write_file(root, "usr/etc/hostname", "arbor-demo\n", 0o644)?;
     write_file(
@@ -199,11 +214,12 @@ pub fn run(dir: &Path, out: &mut dyn Write) -> Result<()> {
         out,
         "# Generated two versions of a sample OS tree: {v1} ({n1} entries) and {v2} ({n2} entries)."
     )?;
-    for (comment, args) in tour(&repo, &v1, &v2, &co) {
+    let (first, second) = tour(&repo, &v1, &v2, &co);
+    for (comment, args) in first {
         step(out, comment, &args)?;
     }
-    // Publish: serve the repository over HTTP and pull it into a second
-    // one, the way a machine gets its OS.
+    // Publish: serve the repository over HTTP; a machine's sysroot follows
+    // it from version 1 on.
     let url = crate::serve::serve_background(Path::new(&repo), "127.0.0.1:0")?;
     writeln!(
         out,
@@ -212,8 +228,47 @@ pub fn run(dir: &Path, out: &mut dyn Write) -> Result<()> {
         shell_words(&[&repo]),
         url.trim_start_matches("http://").trim_end_matches('/')
     )?;
+    let (sys, sysrepo) = (d("sysroot"), d("sysroot/ostree/repo"));
+    for (comment, args) in sysroot_tour_v1(&sys, &sysrepo, &url) {
+        step(out, comment, &args)?;
+    }
+    // The admin changes a configuration file of the running system.
+    let s = arbor_sysroot::Sysroot::open(Path::new(&sys))?;
+    let v1_dir = Path::new(&sys).join(s.deployments[0].relpath());
+    let motd = v1_dir.join("etc/motd");
+    let local = "Maintenance window: Sundays 02:00\n";
+    writeln!(
+        out,
+        "\n# The admin edits /etc/motd on the machine (a local change)\n$ echo {} >> {}",
+        shell_words(&[local.trim_end()]),
+        shell_words(&[&motd.to_string_lossy()])
+    )?;
+    let mut text = std::fs::read_to_string(&motd)?;
+    text.push_str(local);
+    std::fs::write(&motd, text)?;
+    for (comment, args) in second {
+        step(out, comment, &args)?;
+    }
     let client = d("client");
     for (comment, args) in pull_tour(&client, &url) {
+        step(out, comment, &args)?;
+    }
+    for (comment, args) in sysroot_upgrade(&sys) {
+        step(out, comment, &args)?;
+    }
+    let s = arbor_sysroot::Sysroot::open(Path::new(&sys))?;
+    let merged = Path::new(&sys)
+        .join(s.deployments[0].relpath())
+        .join("etc/motd");
+    writeln!(
+        out,
+        "\n# The new deployment's /etc/motd: version 2's default was replaced by the\n\
+         # admin's file (a locally changed file wins over new defaults; untouched ones follow them)\n\
+         $ cat {}",
+        shell_words(&[&merged.to_string_lossy()])
+    )?;
+    write!(out, "{}", std::fs::read_to_string(&merged)?)?;
+    for (comment, args) in sysroot_rollback(&sys, &sysrepo) {
         step(out, comment, &args)?;
     }
     writeln!(
@@ -224,8 +279,105 @@ pub fn run(dir: &Path, out: &mut dyn Write) -> Result<()> {
     Ok(())
 }
 
+/// The machine: a sysroot in DIR deploying version 1 from the server.
+fn sysroot_tour_v1<'a>(sys: &'a str, sysrepo: &'a str, url: &'a str) -> Steps<'a> {
+    const BRANCH: &str = "origin:demo/x86_64/stable";
+    vec![
+        (
+            "A machine's root filesystem, in a directory: boot/, ostree/repo, ...",
+            vec!["admin", "init-fs", sys],
+        ),
+        (
+            "A stateroot: where deployments of this OS live, with one shared /var",
+            vec!["admin", "os-init", "--sysroot", sys, "demo"],
+        ),
+        (
+            "The machine follows the served repository",
+            vec![
+                "remote",
+                "add",
+                "--repo",
+                sysrepo,
+                "--no-gpg-verify",
+                "origin",
+                url,
+            ],
+        ),
+        (
+            "Fetch version 1",
+            vec!["pull", "--repo", sysrepo, "origin", "demo/x86_64/stable"],
+        ),
+        (
+            "Deploy it: a hardlinked checkout, /etc from /usr/etc, a boot entry",
+            vec![
+                "deploy",
+                "--sysroot",
+                sys,
+                "--os",
+                "demo",
+                "--karg=root=LABEL=demo",
+                BRANCH,
+            ],
+        ),
+        (
+            "The machine's deployments",
+            vec!["status", "--sysroot", sys],
+        ),
+    ]
+}
+
+/// After version 2 is published: check for it, preview and upgrade.
+fn sysroot_upgrade(sys: &str) -> Steps<'_> {
+    vec![
+        (
+            "Is there an update for the machine?",
+            vec!["upgrade", "--sysroot", sys, "--check"],
+        ),
+        (
+            "Download it without deploying",
+            vec!["upgrade", "--sysroot", sys, "--download-only"],
+        ),
+        (
+            "What will happen to /etc, per file (nothing is changed)",
+            vec![
+                "deploy",
+                "--sysroot",
+                sys,
+                "--dry-run",
+                "origin:demo/x86_64/stable",
+            ],
+        ),
+        (
+            "Upgrade: pull version 2, deploy it with /etc merged; it boots next",
+            vec!["upgrade", "--sysroot", sys],
+        ),
+    ]
+}
+
+/// Status, rollback, status.
+fn sysroot_rollback<'a>(sys: &'a str, sysrepo: &'a str) -> Steps<'a> {
+    vec![
+        (
+            "Both deployments; version 2 is the default",
+            vec!["status", "--sysroot", sys],
+        ),
+        (
+            "Roll back: version 1 becomes the default again",
+            vec!["rollback", "--sysroot", sys],
+        ),
+        (
+            "The boot order after the rollback",
+            vec!["status", "--sysroot", sys],
+        ),
+        (
+            "The machine's repository is intact",
+            vec!["fsck", "--repo", sysrepo],
+        ),
+    ]
+}
+
 /// The second part: a client repository pulling from the served one.
-fn pull_tour<'a>(client: &'a str, url: &'a str) -> Vec<(&'static str, Vec<&'a str>)> {
+fn pull_tour<'a>(client: &'a str, url: &'a str) -> Steps<'a> {
     vec![
         (
             "A client repository (bare-user: files stored as they are checked out)",
@@ -259,16 +411,15 @@ fn pull_tour<'a>(client: &'a str, url: &'a str) -> Vec<(&'static str, Vec<&'a st
     ]
 }
 
-/// The commands of the tour, each with the comment printed before it.
-fn tour<'a>(
-    repo: &'a str,
-    v1: &'a str,
-    v2: &'a str,
-    co: &'a str,
-) -> Vec<(&'static str, Vec<&'a str>)> {
+/// A tour step: the comment printed before it, and the arguments.
+type Steps<'a> = Vec<(&'static str, Vec<&'a str>)>;
+
+/// The repository tour: before serving (version 1 and its summary), and
+/// after (version 2 and the everyday commands).
+fn tour<'a>(repo: &'a str, v1: &'a str, v2: &'a str, co: &'a str) -> (Steps<'a>, Steps<'a>) {
     const BRANCH: &str = "demo/x86_64/stable";
     const PREVIOUS: &str = "demo/x86_64/stable^";
-    vec![
+    let first = vec![
         (
             "Create an archive repository (the format served over HTTP)",
             vec!["init", "--repo", repo, "--mode", "archive"],
@@ -289,6 +440,12 @@ fn tour<'a>(
             ],
         ),
         (
+            "Publish a summary: the list of refs that clients read first",
+            vec!["summary", "--repo", repo, "--update"],
+        ),
+    ];
+    let second = vec![
+        (
             "Commit version 2 on the same branch (its parent is version 1)",
             vec![
                 "commit",
@@ -302,6 +459,10 @@ fn tour<'a>(
                 "version=2",
                 v2,
             ],
+        ),
+        (
+            "Update the summary: clients now see version 2",
+            vec!["summary", "--repo", repo, "--update"],
         ),
         ("The branch history", vec!["log", "--repo", repo, BRANCH]),
         (
@@ -324,9 +485,6 @@ fn tour<'a>(
             "Verify every object in the repository",
             vec!["fsck", "--repo", repo],
         ),
-        (
-            "Publish a summary: the list of refs that clients read first",
-            vec!["summary", "--repo", repo, "--update"],
-        ),
-    ]
+    ];
+    (first, second)
 }

@@ -373,6 +373,36 @@ fn quickstart_stays_in_its_directory() {
     client.ostree("fsck", &[]);
     // The second pull fetched nothing.
     has!(out, "0 metadata, 0 content objects fetched");
+    // The machine: v1 deployed, /etc edited, upgraded to v2 with the edit
+    // kept, rolled back; ostree reads its sysroot and fscks its repository.
+    for step in "admin deploy status upgrade rollback".split(' ') {
+        has!(out, &format!("\n$ arbor {step} "));
+    }
+    has!(
+        out,
+        "modified /etc/motd: keep the local version (its new default is ignored)"
+    );
+    has!(
+        out,
+        "Welcome to Arbor Demo OS 1\nMaintenance window: Sundays 02:00\n"
+    );
+    let sys = td.path().join("qs/sysroot");
+    let st = run_ok(crate::util::ostree().args([
+        "admin",
+        "status",
+        &format!("--sysroot={}", sys.display()),
+    ]));
+    let v2 = &log.as_array().unwrap()[0]["checksum"];
+    let v1 = &log.as_array().unwrap()[1]["checksum"];
+    let (i1, i2) = (
+        st.find(&format!("demo {}.0", v1.as_str().unwrap())),
+        st.find(&format!("demo {}.0", v2.as_str().unwrap())),
+    );
+    assert!(
+        i1.is_some() && i2.is_some() && i1 < i2,
+        "rolled back to v1 first:\n{st}"
+    );
+    Repo(sys.join("ostree/repo")).ostree("fsck", &[]);
     let again = run_fail(arbor().current_dir(td.path()).args(["quickstart", "qs"]));
     has!(String::from_utf8_lossy(&again.stderr), "not empty");
 }

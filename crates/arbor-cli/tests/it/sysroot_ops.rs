@@ -378,3 +378,70 @@ fn a_new_deployment_discards_the_staged_one() {
         .iter()
         .all(|x| x["checksum"] == m.src.v1.as_str() && x["staged"] == false));
 }
+
+/// Every file below `dir` with its inode, mode and content.
+fn inode_snapshot(dir: &Path) -> Vec<(String, u64, u32, Vec<u8>)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let md = std::fs::symlink_metadata(&p).unwrap();
+        let content = if md.is_dir() {
+            for e in std::fs::read_dir(&p).unwrap() {
+                stack.push(e.unwrap().path());
+            }
+            Vec::new()
+        } else if md.file_type().is_symlink() {
+            std::fs::read_link(&p)
+                .unwrap()
+                .to_string_lossy()
+                .as_bytes()
+                .to_vec()
+        } else {
+            std::fs::read(&p).unwrap()
+        };
+        let rel = p.strip_prefix(dir).unwrap().to_string_lossy().to_string();
+        out.push((rel, md.ino(), md.mode(), content));
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn var_is_shared_and_usr_is_never_modified() {
+    if needs_root("var_is_shared_and_usr_is_never_modified") {
+        return;
+    }
+    let mut m = machine();
+    let sys = m.sys.clone();
+    // State the running system wrote to /var (the stateroot's, bind-mounted
+    // at boot): it must survive every operation.
+    let var = sys.join("ostree/deploy/testos/var");
+    std::fs::write(var.join("lib/state.db"), "precious\n").unwrap();
+    let v1_usr = deployment_dir(&sys, &m.src.v1, 0).join("usr");
+    let before = inode_snapshot(&v1_usr);
+    m.src.release_v2();
+    run_ok(&mut sys_arbor(&sys, &["upgrade"]));
+    run_ok(&mut sys_arbor(
+        &sys,
+        &["kargs", "--index", "1", "--append", "quiet"],
+    ));
+    run_ok(&mut sys_arbor(&sys, &["rollback"]));
+    run_ok(&mut sys_arbor(&sys, &["cleanup"]));
+    // v1's /usr: the same inodes (hardlinks into the repository, never
+    // rewritten), modes and contents.
+    assert_eq!(inode_snapshot(&v1_usr), before);
+    assert_eq!(
+        std::fs::read_to_string(var.join("lib/state.db")).unwrap(),
+        "precious\n"
+    );
+    // Deployments have no /var of their own that would shadow the shared one.
+    for c in [&m.src.v1, &m.src.v2] {
+        let d = deployment_dir(&sys, c, 0);
+        assert!(!d.join("var/lib/state.db").exists());
+    }
+    // Each deployment's /usr files are hardlinks of repository objects.
+    use std::os::unix::fs::MetadataExt;
+    let tool = std::fs::metadata(deployment_dir(&sys, &m.src.v2, 0).join("usr/bin/tool")).unwrap();
+    assert!(tool.nlink() >= 2, "usr/bin/tool is not a hardlink");
+}
