@@ -114,9 +114,11 @@ pub fn find_kernel(deployment: &OwnedFd) -> Result<KernelLayout> {
 }
 
 /// Copies the boot files into `boot/ostree/STATEROOT-BOOTCSUM/` (relative
-/// to `boot`) unless present: each file is written under a temporary name
-/// and renamed, so a present name always has complete content. Durability
-/// comes from the sync before the boot swap.
+/// to `boot`) unless present: each file is hardlinked (its data is a synced
+/// repository object) or copied and synced, under a temporary name, then
+/// renamed, so a present name always has complete content, even after a
+/// power loss. The directory entries are made durable by the sync before
+/// the boot swap.
 pub fn install(
     layout: &KernelLayout,
     deployment: &OwnedFd,
@@ -136,7 +138,10 @@ pub fn install(
         match rustix::fs::linkat(&src, from.as_str(), &dest, tmp.as_str(), AtFlags::empty()) {
             Ok(()) => {}
             Err(Errno::XDEV) | Err(Errno::MLINK) | Err(Errno::PERM) => {
+                // Synced before the rename: a name that exists after a power
+                // loss must have its content, since it is never rewritten.
                 fsutil::copy_file(&src, &from, &dest, &tmp, 0o644)
+                    .and_then(|f| Ok(f.sync_all()?))
                     .with_context(|| format!("Installing {to} into /boot/{dest_name}"))?;
             }
             Err(e) => {
