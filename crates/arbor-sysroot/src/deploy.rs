@@ -195,6 +195,12 @@ pub fn deploy(s: &mut Sysroot, opts: &DeployOptions) -> Result<DeployReport> {
     if opts.stage && s.booted.is_none() {
         bail!("Cannot stage a deployment: not booted into this sysroot");
     }
+    for a in opts.kargs.iter().flatten().chain(&opts.karg_append) {
+        Kargs::validate_arg(a)?;
+        if a.split_once('=').map_or(a.as_str(), |(k, _)| k) == "ostree" {
+            bail!("Invalid kernel argument {a:?}: ostree= is managed by arbor");
+        }
+    }
     let csum = resolve_commit(s, &opts.revision)?;
     let merge = s
         .merge_deployment(&stateroot)

@@ -37,6 +37,14 @@ impl Kargs {
         Kargs(out)
     }
 
+    /// Checks that `arg` is one argument (no unquoted whitespace, not empty).
+    pub fn validate_arg(arg: &str) -> Result<()> {
+        if Kargs::parse(arg).0.len() != 1 || arg.contains(['\n', '\0']) {
+            bail!("Invalid kernel argument {arg:?}: expected one KEY or KEY=VALUE");
+        }
+        Ok(())
+    }
+
     /// The arguments, in order.
     pub fn args(&self) -> &[String] {
         &self.0
@@ -130,5 +138,9 @@ mod tests {
         assert_eq!(k.to_string(), "root=LABEL=rootfs x=\"a b\" console=ttyS0");
         k.replace("console=hvc0");
         assert_eq!(k.to_string(), "root=LABEL=rootfs x=\"a b\" console=hvc0");
+        assert!(Kargs::validate_arg("x=\"a b\"").is_ok());
+        for bad in ["", " ", "a b", "a=1 b=2", "a\nb"] {
+            assert!(Kargs::validate_arg(bad).is_err(), "{bad:?}");
+        }
     }
 }

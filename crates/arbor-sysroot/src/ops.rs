@@ -116,7 +116,8 @@ pub fn edit_kargs(s: &mut Sysroot, index: usize, edit: &KargsEdit) -> Result<Kar
     s.load()?;
     check_index(s, index)?;
     for a in edit.append.iter().chain(&edit.replace).chain(&edit.delete) {
-        if a.split_once('=').map_or(a.as_str(), |(k, _)| k) == "ostree" || a.trim().is_empty() {
+        Kargs::validate_arg(a)?;
+        if a.split_once('=').map_or(a.as_str(), |(k, _)| k) == "ostree" {
             bail!("Invalid kernel argument {a:?}: ostree= is managed by arbor");
         }
     }

@@ -183,7 +183,11 @@ fn rollback_undeploy_pin_and_kargs() {
         run_ok(&mut sys_arbor(&sys, &["kargs", "--index", "1"])).trim(),
         "root=LABEL=rootfs"
     );
-    for bad in [["--delete", "nope"], ["--append", "ostree=/x"]] {
+    for bad in [
+        ["--delete", "nope"],
+        ["--append", "ostree=/x"],
+        ["--append", "a b"],
+    ] {
         let mut a = vec!["kargs"];
         a.extend(bad);
         run_fail(&mut sys_arbor(&sys, &a));
