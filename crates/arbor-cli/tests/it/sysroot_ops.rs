@@ -449,3 +449,31 @@ fn var_is_shared_and_usr_is_never_modified() {
     let tool = std::fs::metadata(deployment_dir(&sys, &m.src.v2, 0).join("usr/bin/tool")).unwrap();
     assert!(tool.nlink() >= 2, "usr/bin/tool is not a hardlink");
 }
+
+#[test]
+fn retain_keeps_every_deployment() {
+    if needs_root("retain_keeps_every_deployment") {
+        return;
+    }
+    let mut m = machine();
+    let sys = m.sys.clone();
+    m.src.release_v2();
+    run_ok(&mut sys_arbor(&sys, &["upgrade"]));
+    // Without --retain, a third deploy keeps only the new one and the merge
+    // deployment (the old default); with it, every deployment stays.
+    run_ok(&mut sys_arbor(&sys, &["deploy", "--retain", &m.src.v1]));
+    assert_eq!(
+        checksums(&sys),
+        [
+            format!("{}.1", m.src.v1),
+            format!("{}.0", m.src.v2),
+            format!("{}.0", m.src.v1)
+        ]
+    );
+    run_ok(&mut sys_arbor(&sys, &["deploy", &m.src.v2]));
+    assert_eq!(
+        checksums(&sys),
+        [format!("{}.1", m.src.v2), format!("{}.1", m.src.v1)]
+    );
+    assert!(!deployment_dir(&sys, &m.src.v1, 0).exists());
+}
