@@ -170,6 +170,24 @@ pub(crate) fn simple_list(
     list
 }
 
+/// Removes `etc/.updated` of the deployment and `var/.updated` of its
+/// stateroot, so systemd's `ConditionNeedsUpdate=` units run on its first
+/// boot (as ostree does).
+pub(crate) fn remove_updated_stamps(s: &Sysroot, d: &Deployment) -> Result<()> {
+    let root = s.deployment_dir(d)?;
+    let ostree = s.ostree_dir()?;
+    for (dir, p) in [
+        (&root, "etc/.updated".to_string()),
+        (&ostree, format!("deploy/{}/var/.updated", d.stateroot)),
+    ] {
+        match rustix::fs::unlinkat(dir, p.as_str(), AtFlags::empty()) {
+            Ok(()) | Err(rustix::io::Errno::NOENT) | Err(rustix::io::Errno::NOTDIR) => {}
+            Err(e) => return Err(e).with_context(|| format!("Removing {p}")),
+        }
+    }
+    Ok(())
+}
+
 /// Resolves `revision` to a commit present in the system repository.
 pub fn resolve_commit(s: &Sysroot, revision: &str) -> Result<Checksum> {
     let c = arbor_repo::refs::resolve_rev(&s.repo, revision)
@@ -242,12 +260,7 @@ pub fn deploy(s: &mut Sysroot, opts: &DeployOptions) -> Result<DeployReport> {
     if let (Some(m), false) = (&merge, opts.stage) {
         etc = Some(merge_etc(s, m, &d)?);
     }
-    for p in ["etc/.updated", "var/.updated"] {
-        match rustix::fs::unlinkat(&root, p, AtFlags::empty()) {
-            Ok(()) | Err(rustix::io::Errno::NOENT) | Err(rustix::io::Errno::NOTDIR) => {}
-            Err(e) => return Err(e).with_context(|| format!("Removing {p}")),
-        }
-    }
+    remove_updated_stamps(s, &d)?;
     hit(faults::DEPLOY_ETC_MERGED);
     let origin = match &opts.origin {
         Some(o) => o.clone(),
@@ -265,11 +278,12 @@ pub fn deploy(s: &mut Sysroot, opts: &DeployOptions) -> Result<DeployReport> {
         0o644,
     )?;
     d.origin = Some(origin);
-    d.kargs = match (&opts.kargs, &merge) {
-        (Some(k), _) => Kargs::parse(&k.join(" ")),
-        (None, Some(m)) => m.kargs.clone(),
-        (None, None) => Kargs::default(),
-    };
+    // As `ostree admin deploy`: the merge deployment's arguments, each
+    // `--karg` replacing those with its key, then the appended ones.
+    d.kargs = merge.as_ref().map(|m| m.kargs.clone()).unwrap_or_default();
+    for a in opts.kargs.iter().flatten() {
+        d.kargs.replace(a);
+    }
     for a in &opts.karg_append {
         d.kargs.append(a);
     }
@@ -277,6 +291,8 @@ pub fn deploy(s: &mut Sysroot, opts: &DeployOptions) -> Result<DeployReport> {
     if opts.stage {
         // Recorded now; finalize merges /etc and writes the boot entries.
         let previous = s.deployments.first().filter(|x| x.staged).cloned();
+        // A new stage is not locked by an old stage's lock file.
+        crate::staged::remove_state(s)?;
         crate::staged::write_state(s, &d, merge.as_ref())?;
         hit(faults::DEPLOY_STAGED);
         if let Some(p) = previous.filter(|p| !p.same(&d)) {

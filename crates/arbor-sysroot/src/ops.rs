@@ -121,6 +121,9 @@ pub fn edit_kargs(s: &mut Sysroot, index: usize, edit: &KargsEdit) -> Result<Kar
             bail!("Invalid kernel argument {a:?}: ostree= is managed by arbor");
         }
     }
+    if s.deployments[index].staged {
+        bail!("Deployment {index} is staged: its kernel arguments are set when it is staged");
+    }
     let mut list = s.deployments.clone();
     let k = &mut list[index].kargs;
     for a in &edit.append {

@@ -123,7 +123,7 @@ pub(crate) fn write_state(s: &Sysroot, d: &Deployment, merge: Option<&Deployment
     let state = StagedState {
         target: r(d),
         merge: merge.map(r),
-        kargs: d.kargs.args().to_vec(),
+        kargs: d.kargs_without_ostree().args().to_vec(),
         locked: false,
     };
     let dir = fsutil::ensure_dir_path(&s.fd, "run/ostree", 0o755)?;
@@ -204,6 +204,7 @@ pub fn finalize(s: &mut Sysroot) -> Result<Finalized> {
     if let Some(m) = &merge {
         crate::deploy::merge_etc(s, m, &staged)?;
     }
+    crate::deploy::remove_updated_stamps(s, &staged)?;
     hit(faults::FINALIZE_ETC_MERGED);
     // Take the staged deployment over (the write would discard it as
     // staged), as ostree's finalization does.

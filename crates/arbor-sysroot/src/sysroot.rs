@@ -386,10 +386,11 @@ impl Sysroot {
     /// `lock -> ../run/lock`, as ostree 2022.7 creates them.
     pub fn os_init(&self, stateroot: &str) -> Result<()> {
         validate_stateroot(stateroot)?;
-        let base = format!("ostree/deploy/{stateroot}");
-        fsutil::ensure_dir_path(&self.fd, &format!("{base}/deploy"), 0o755)?;
-        let var_exists = fsutil::file_type(&self.fd, &format!("{base}/var"))?.is_some();
-        let var = fsutil::ensure_dir_path(&self.fd, &format!("{base}/var"), 0o755)?;
+        let base = format!("deploy/{stateroot}");
+        let ostree = self.ostree_dir()?;
+        fsutil::ensure_dir_path(&ostree, &format!("{base}/deploy"), 0o755)?;
+        let var_exists = fsutil::file_type(&ostree, &format!("{base}/var"))?.is_some();
+        let var = fsutil::ensure_dir_path(&ostree, &format!("{base}/var"), 0o755)?;
         if !var_exists {
             for (d, mode) in [("tmp", 0o1777), ("lib", 0o755), ("log", 0o755)] {
                 match rustix::fs::mkdirat(&var, d, Mode::from_raw_mode(mode)) {
@@ -412,6 +413,18 @@ impl Sysroot {
         }
         rustix::fs::syncfs(&self.fd)?;
         Ok(())
+    }
+
+    /// `ostree/`, following a symlink: on a booted system `/ostree` links
+    /// to `sysroot/ostree`.
+    pub fn ostree_dir(&self) -> Result<OwnedFd> {
+        rustix::fs::openat(
+            &self.fd,
+            "ostree",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .context("Opening ostree/")
     }
 
     /// Whether the stateroot exists.

@@ -129,10 +129,15 @@ fn boot_entry(
     }
     title.push_str(&format!(":{i})"));
     let mut kargs = d.kargs.clone();
-    kargs.replace(&format!(
-        "ostree=/ostree/boot.{bootversion}/{}/{}/{}",
+    let link = format!(
+        "/ostree/boot.{bootversion}/{}/{}/{}",
         d.stateroot, d.bootcsum, d.bootserial
-    ));
+    );
+    kargs.replace(&format!("ostree={link}"));
+    if layout.initramfs.is_none() {
+        // No initramfs: the kernel runs ostree-prepare-root itself (ostree).
+        kargs.replace(&format!("init={link}/usr/lib/ostree/ostree-prepare-root"));
+    }
     let prefix = format!("/ostree/{}-{}", d.stateroot, d.bootcsum);
     let mut e = BootEntry::default();
     e.set("title", &title);
@@ -161,7 +166,7 @@ fn create_bootlinks(s: &Sysroot, bootversion: u8, list: &[Deployment]) -> Result
         s.read_subbootversion(bootversion)?
     };
     let new = 1 - cur;
-    let ostree = fsutil::open_dir(&s.fd, "ostree")?;
+    let ostree = s.ostree_dir()?;
     let name = format!("boot.{bootversion}.{new}");
     fsutil::remove_all(&ostree, &name)?;
     let farm = fsutil::ensure_dir_path(&ostree, &name, 0o755)?;
@@ -237,7 +242,7 @@ pub fn write_deployments(
         hit(faults::BOOTLINKS_WRITTEN);
         full_sync(s, &boot)?;
         hit(faults::SYNCED_BEFORE_SWAP);
-        let ostree = fsutil::open_dir(&s.fd, "ostree")?;
+        let ostree = s.ostree_dir()?;
         fsutil::symlink_replace(&ostree, &format!("boot.{b}.{sub}"), &format!("boot.{b}"))?;
         hit(faults::SWAPPED);
         fsutil::fsync_dir(&ostree)?;
@@ -270,7 +275,7 @@ pub fn write_deployments(
         }
         hit(faults::ENTRIES_WRITTEN);
         let sub = create_bootlinks(s, nb, &list)?;
-        let ostree = fsutil::open_dir(&s.fd, "ostree")?;
+        let ostree = s.ostree_dir()?;
         // boot.NB is not what the active entries (loader.B) point to.
         fsutil::symlink_replace(&ostree, &format!("boot.{nb}.{sub}"), &format!("boot.{nb}"))?;
         let _ = rustix::fs::unlinkat(&boot, "loader.tmp", rustix::fs::AtFlags::empty());
@@ -352,7 +357,7 @@ pub fn cleanup(s: &mut Sysroot, prune: bool) -> Result<CleanupReport> {
     let mut report = CleanupReport::default();
     let (b, sub) = (s.bootversion, s.subbootversion);
     let boot = fsutil::open_dir(&s.fd, "boot")?;
-    let ostree = fsutil::open_dir(&s.fd, "ostree")?;
+    let ostree = s.ostree_dir()?;
     fsutil::remove_all(&boot, &format!("loader.{}", 1 - b))?;
     let _ = rustix::fs::unlinkat(&boot, "loader.tmp", rustix::fs::AtFlags::empty());
     for name in fsutil::list_names(&ostree)? {
@@ -441,7 +446,16 @@ pub fn cleanup(s: &mut Sysroot, prune: bool) -> Result<CleanupReport> {
     for (i, d) in s.deployments.iter().enumerate() {
         wanted.insert(format!("ostree/{b}/{sub}/{i}"), d.csum);
     }
-    for (name, c) in &existing {
+    // Only the deployment refs `ostree/B/S/INDEX` are ours to reset.
+    let is_deployment_ref = |name: &str| {
+        let parts: Vec<&str> = name.split('/').collect();
+        parts.len() == 3
+            && ["0", "1"].contains(&parts[0])
+            && ["0", "1"].contains(&parts[1])
+            && !parts[2].is_empty()
+            && parts[2].bytes().all(|b| b.is_ascii_digit())
+    };
+    for (name, c) in existing.iter().filter(|(n, _)| is_deployment_ref(n)) {
         let full = format!("ostree/{name}");
         if wanted.get(&full) != Some(c) {
             updates.push(RefUpdate::delete(RefSpec::local(RefName::new(full)?)));

@@ -386,6 +386,21 @@ fn deployments_match_ostree_admin_step_by_step() {
         &boot_state(&so),
     );
     assert!(deployment_dir(&sa, &src.v2, 1).is_dir());
+    // --karg replaces the arguments with its key and keeps the others.
+    for (tool, sys) in [(Tool::Arbor, &sa), (Tool::Ostree, &so)] {
+        deploy(tool, sys, &["--karg=root=LABEL=other", &src.v2]);
+    }
+    let after_karg = boot_state(&sa);
+    assert_same_map("boot state after --karg", &after_karg, &boot_state(&so));
+    let entry = after_karg
+        .iter()
+        .find(|(k, v)| k.contains("/entries/") && v.contains("(ostree:0)"))
+        .map(|(_, v)| v)
+        .expect("a default entry");
+    assert!(
+        entry.contains("options root=LABEL=other quiet ostree="),
+        "{entry}"
+    );
     // Each tool reads the other's sysroot the same way.
     for sys in [&sa, &so] {
         assert_eq!(

@@ -315,6 +315,9 @@ fn staged_upgrade_is_finalized_at_shutdown() {
     );
     assert_eq!((entries(), loader()), (1, loader_before.clone()));
     assert!(sys.join("run/ostree/staged-deployment").is_file());
+    // Its kernel arguments cannot be edited silently.
+    let err = run_fail(&mut with_boot(&["kargs", "--append", "x=1"]));
+    assert!(String::from_utf8_lossy(&err.stderr).contains("staged"));
     // The admin edits /etc after staging: finalization must keep it.
     let etc = deployment_dir(&sys, &m.src.v1, 0).join("etc");
     std::fs::write(etc.join("modified-by-admin.conf"), "b=AFTER-STAGING\n").unwrap();
@@ -424,6 +427,19 @@ fn var_is_shared_and_usr_is_never_modified() {
     std::fs::write(var.join("lib/state.db"), "precious\n").unwrap();
     let v1_usr = deployment_dir(&sys, &m.src.v1, 0).join("usr");
     let before = inode_snapshot(&v1_usr);
+    // systemd's update stamps: a new deployment must look updated.
+    std::fs::write(var.join(".updated"), "").unwrap();
+    std::fs::write(deployment_dir(&sys, &m.src.v1, 0).join("etc/.updated"), "").unwrap();
+    // A local ref under ostree/ that is not a deployment ref survives cleanup.
+    let repo = sys.join("ostree/repo");
+    run_ok(arbor().args([
+        "refs",
+        "--repo",
+        s(&repo),
+        "--create",
+        "ostree/devel",
+        &m.src.v1,
+    ]));
     m.src.release_v2();
     run_ok(&mut sys_arbor(&sys, &["upgrade"]));
     run_ok(&mut sys_arbor(
@@ -439,6 +455,15 @@ fn var_is_shared_and_usr_is_never_modified() {
         std::fs::read_to_string(var.join("lib/state.db")).unwrap(),
         "precious\n"
     );
+    assert!(
+        !var.join(".updated").exists(),
+        "stateroot var/.updated not removed"
+    );
+    assert!(!deployment_dir(&sys, &m.src.v2, 0)
+        .join("etc/.updated")
+        .exists());
+    let refs = run_ok(arbor().args(["refs", "--repo", s(&repo)]));
+    assert!(refs.contains("ostree/devel"), "{refs}");
     // Deployments have no /var of their own that would shadow the shared one.
     for c in [&m.src.v1, &m.src.v2] {
         let d = deployment_dir(&sys, c, 0);
@@ -476,4 +501,39 @@ fn retain_keeps_every_deployment() {
         [format!("{}.1", m.src.v2), format!("{}.1", m.src.v1)]
     );
     assert!(!deployment_dir(&sys, &m.src.v1, 0).exists());
+}
+
+#[test]
+fn works_through_the_ostree_symlink_of_a_booted_system() {
+    if needs_root("works_through_the_ostree_symlink_of_a_booted_system") {
+        return;
+    }
+    // A booted system's / has /ostree -> sysroot/ostree and /boot mounted.
+    let mut m = machine();
+    m.src.release_v2();
+    let view = m.src.dir.path().join("view");
+    std::fs::create_dir_all(view.join("boot")).unwrap();
+    std::os::unix::fs::symlink(m.sys.join("ostree"), view.join("ostree")).unwrap();
+    run_ok(
+        std::process::Command::new("mount")
+            .arg("--bind")
+            .arg(m.sys.join("boot"))
+            .arg(view.join("boot")),
+    );
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(view.join("boot"));
+    let repo = m.sys.join("ostree/repo");
+    run_ok(arbor().args(["pull", "--repo", s(&repo), "origin", "testos/stable"]));
+    run_ok(&mut sys_arbor(&view, &["deploy", "origin:testos/stable"]));
+    run_ok(&mut sys_arbor(&view, &["cleanup"]));
+    assert_eq!(
+        checksums(&view),
+        [format!("{}.0", m.src.v2), format!("{}.0", m.src.v1)]
+    );
+    assert_eq!(checksums(&m.sys), checksums(&view));
 }
