@@ -335,3 +335,51 @@ pub fn carried_origin(merge: &Deployment, refspec: Option<&str>) -> KeyFile {
     }
     o
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(p: &std::path::Path) -> OwnedFd {
+        fsutil::open_dir(rustix::fs::CWD, &p.to_string_lossy()).unwrap()
+    }
+
+    #[test]
+    fn etc_is_prepared_as_ostree_does() {
+        // Defaults in /etc only: moved to /usr/etc, then copied to /etc.
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(t.path().join("etc")).unwrap();
+        std::fs::create_dir_all(t.path().join("usr")).unwrap();
+        std::fs::write(t.path().join("etc/a.conf"), "a\n").unwrap();
+        prepare_etc(&open(t.path())).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(t.path().join("usr/etc/a.conf")).unwrap(),
+            "a\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(t.path().join("etc/a.conf")).unwrap(),
+            "a\n"
+        );
+        // Both populated: refused.
+        let t = tempfile::tempdir().unwrap();
+        for d in ["etc", "usr/etc"] {
+            std::fs::create_dir_all(t.path().join(d)).unwrap();
+            std::fs::write(t.path().join(d).join("x"), "x\n").unwrap();
+        }
+        let err = prepare_etc(&open(t.path())).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("both /etc and /usr/etc"),
+            "{err:#}"
+        );
+        // An empty /etc beside /usr/etc is replaced by the copy.
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(t.path().join("etc")).unwrap();
+        std::fs::create_dir_all(t.path().join("usr/etc")).unwrap();
+        std::fs::write(t.path().join("usr/etc/b"), "b\n").unwrap();
+        prepare_etc(&open(t.path())).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(t.path().join("etc/b")).unwrap(),
+            "b\n"
+        );
+    }
+}

@@ -44,18 +44,7 @@ fn ftype(st: &Stat) -> FileType {
 }
 
 fn same_content(a: impl AsFd, b: impl AsFd, name: &str) -> Result<bool> {
-    let open = |d: &dyn AsFd| -> Result<File> {
-        Ok(File::from(
-            rustix::fs::openat(
-                d.as_fd(),
-                name,
-                OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .with_context(|| format!("Opening {name}"))?,
-        ))
-    };
-    let (mut fa, mut fb) = (open(&a)?, open(&b)?);
+    let (mut fa, mut fb) = (fsutil::open_file(a, name)?, fsutil::open_file(b, name)?);
     let (mut ba, mut bb) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
     loop {
         let na = read_full(&mut fa, &mut ba)?;

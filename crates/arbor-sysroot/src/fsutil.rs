@@ -71,11 +71,31 @@ pub fn list_names(dir: impl AsFd) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// Opens a file for reading (`O_NOFOLLOW`: a final symlink is refused).
+pub fn open_file(dir: impl AsFd, path: &str) -> Result<File> {
+    let fd = rustix::fs::openat(
+        dir,
+        path,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .with_context(|| format!("Opening {path}"))?;
+    Ok(File::from(fd))
+}
+
+/// The content of a UTF-8 text file.
+pub fn read_to_string(dir: impl AsFd, path: &str) -> Result<String> {
+    let mut s = String::new();
+    std::io::Read::read_to_string(&mut open_file(dir, path)?, &mut s)
+        .with_context(|| format!("Reading {path}"))?;
+    Ok(s)
+}
+
 /// The type of `path` without following a final symlink, `None` if absent.
 pub fn file_type(dir: impl AsFd, path: &str) -> Result<Option<FileType>> {
     match rustix::fs::statat(dir, path, AtFlags::SYMLINK_NOFOLLOW) {
         Ok(st) => Ok(Some(FileType::from_raw_mode(st.st_mode))),
-        Err(Errno::NOENT) => Ok(None),
+        Err(Errno::NOENT) | Err(Errno::NOTDIR) => Ok(None),
         Err(e) => Err(e).with_context(|| format!("Inspecting {path}")),
     }
 }
@@ -110,13 +130,7 @@ pub fn copy_file(
     to: &str,
     mode: u32,
 ) -> Result<File> {
-    let src = rustix::fs::openat(
-        from_dir,
-        from,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .with_context(|| format!("Opening {from}"))?;
+    let mut s = open_file(from_dir, from)?;
     let dst = rustix::fs::openat(
         to_dir,
         to,
@@ -124,7 +138,7 @@ pub fn copy_file(
         Mode::from_raw_mode(mode),
     )
     .with_context(|| format!("Creating {to}"))?;
-    let (mut s, mut d) = (File::from(src), File::from(dst));
+    let mut d = File::from(dst);
     std::io::copy(&mut s, &mut d).with_context(|| format!("Copying {from}"))?;
     Ok(d)
 }
@@ -184,19 +198,11 @@ pub fn fsync_dir(dir: impl AsFd) -> Result<()> {
 
 /// The content of a file, `None` if absent.
 pub fn read_optional(dir: impl AsFd, path: &str) -> Result<Option<Vec<u8>>> {
-    match rustix::fs::openat(
-        dir,
-        path,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    ) {
-        Ok(fd) => {
-            let mut v = Vec::new();
-            std::io::Read::read_to_end(&mut File::from(fd), &mut v)
-                .with_context(|| format!("Reading {path}"))?;
-            Ok(Some(v))
-        }
-        Err(Errno::NOENT) => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("Opening {path}")),
+    if file_type(dir.as_fd(), path)?.is_none() {
+        return Ok(None);
     }
+    let mut v = Vec::new();
+    std::io::Read::read_to_end(&mut open_file(dir, path)?, &mut v)
+        .with_context(|| format!("Reading {path}"))?;
+    Ok(Some(v))
 }

@@ -2,12 +2,11 @@
 //! (`usr/lib/modules/KVER/vmlinuz`, `initramfs.img`, `devicetree`), its
 //! boot checksum, and installing it under `/boot/ostree/STATEROOT-BOOTCSUM/`.
 
-use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
 
 use anyhow::{bail, Context, Result};
-use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use rustix::fs::{AtFlags, FileType};
 use rustix::io::Errno;
 
 use crate::fsutil;
@@ -43,22 +42,11 @@ impl KernelLayout {
 }
 
 fn is_regular(dir: impl AsFd, name: &str) -> Result<bool> {
-    match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
-        Ok(st) => Ok(FileType::from_raw_mode(st.st_mode) == FileType::RegularFile),
-        Err(Errno::NOENT) | Err(Errno::NOTDIR) => Ok(false),
-        Err(e) => Err(e).with_context(|| format!("Inspecting {name}")),
-    }
+    Ok(fsutil::file_type(dir, name)? == Some(FileType::RegularFile))
 }
 
 fn hash_into(h: &mut arbor_format::Sha256, dir: impl AsFd, name: &str) -> Result<()> {
-    let fd = rustix::fs::openat(
-        dir,
-        name,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .with_context(|| format!("Opening {name}"))?;
-    let mut f = File::from(fd);
+    let mut f = fsutil::open_file(dir, name)?;
     let mut buf = vec![0u8; 128 * 1024];
     loop {
         let n = f
@@ -151,4 +139,40 @@ pub fn install(
         rustix::fs::renameat(&dest, tmp.as_str(), &dest, to.as_str())?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn root(t: &tempfile::TempDir) -> OwnedFd {
+        fsutil::open_dir(rustix::fs::CWD, &t.path().to_string_lossy()).unwrap()
+    }
+
+    #[test]
+    fn bootcsum_is_the_specs_and_missing_kernels_are_errors() {
+        let t = tempfile::tempdir().unwrap();
+        let err = find_kernel(&root(&t)).unwrap_err();
+        assert!(format!("{err:#}").contains("no usr/lib/modules"), "{err:#}");
+        let m = t.path().join("usr/lib/modules/6.1.0-test");
+        std::fs::create_dir_all(&m).unwrap();
+        let err = find_kernel(&root(&t)).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("no usr/lib/modules/*/vmlinuz"),
+            "{err:#}"
+        );
+        std::fs::write(m.join("vmlinuz"), "FAKE KERNEL\n").unwrap();
+        std::fs::write(m.join("initramfs.img"), "FAKE INITRAMFS\n").unwrap();
+        let k = find_kernel(&root(&t)).unwrap();
+        // §8.4's example: sha256(vmlinuz || initramfs.img).
+        assert_eq!(
+            k.bootcsum,
+            "166ace07e5846366508186963b5030d981163988f4dda918aa18bdfc9b5465f6"
+        );
+        assert_eq!(k.initramfs.as_deref(), Some("initramfs.img"));
+        // A symlinked vmlinuz is not a kernel (never followed).
+        std::fs::remove_file(m.join("vmlinuz")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", m.join("vmlinuz")).unwrap();
+        assert!(find_kernel(&root(&t)).is_err());
+    }
 }

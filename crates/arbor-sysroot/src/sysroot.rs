@@ -269,7 +269,7 @@ impl Sysroot {
             if fsutil::file_type(&fd, &name)? != Some(FileType::RegularFile) {
                 continue;
             }
-            let text = read_to_string(&fd, &name)?;
+            let text = fsutil::read_to_string(&fd, &name)?;
             let e = BootEntry::parse(&text).with_context(|| format!("Parsing {dir}/{name}"))?;
             out.push((name, e));
         }
@@ -312,23 +312,13 @@ impl Sysroot {
 
     pub(crate) fn read_origin(&self, d: &Deployment) -> Result<Option<KeyFile>> {
         let p = d.origin_relpath();
-        match rustix::fs::openat(
-            &self.fd,
-            p.as_str(),
-            OFlags::RDONLY | OFlags::CLOEXEC,
-            Mode::empty(),
-        ) {
-            Ok(fd) => {
-                let mut s = String::new();
-                std::io::Read::read_to_string(&mut std::fs::File::from(fd), &mut s)
-                    .with_context(|| format!("Reading {p}"))?;
-                Ok(Some(
-                    KeyFile::parse(&s).with_context(|| format!("Parsing {p}"))?,
-                ))
-            }
-            Err(rustix::io::Errno::NOENT) => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("Opening {p}")),
-        }
+        let Some(bytes) = fsutil::read_optional(&self.fd, &p)? else {
+            return Ok(None);
+        };
+        let text = String::from_utf8(bytes).with_context(|| format!("{p} is not UTF-8"))?;
+        Ok(Some(
+            KeyFile::parse(&text).with_context(|| format!("Parsing {p}"))?,
+        ))
     }
 
     /// The `version` metadata of a commit, if the commit is present.
@@ -489,20 +479,6 @@ impl Sysroot {
             _ => bail!("Several stateroots: choose one with --os"),
         }
     }
-}
-
-pub(crate) fn read_to_string(dir: &OwnedFd, name: &str) -> Result<String> {
-    let fd = rustix::fs::openat(
-        dir,
-        name,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .with_context(|| format!("Opening {name}"))?;
-    let mut s = String::new();
-    std::io::Read::read_to_string(&mut std::fs::File::from(fd), &mut s)
-        .with_context(|| format!("Reading {name}"))?;
-    Ok(s)
 }
 
 #[cfg(test)]

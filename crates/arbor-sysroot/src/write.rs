@@ -10,21 +10,20 @@
 //! removed by [`cleanup`].
 
 use std::collections::{BTreeSet, HashMap};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
 use anyhow::{bail, Context, Result};
 use arbor_format::RefName;
 use arbor_repo::failpoint::hit;
 use arbor_repo::refs::{RefSpec, RefUpdate};
 use fn_error_context::context;
-use rustix::fs::Mode;
 
 use crate::bls::BootEntry;
 use crate::deployment::{parse_dir_name, Deployment};
 use crate::faults;
 use crate::fsutil;
 use crate::kernel;
-use crate::sysroot::{read_to_string, Sysroot};
+use crate::sysroot::Sysroot;
 
 /// What a write did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,9 +55,10 @@ fn full_sync(s: &Sysroot, boot: &OwnedFd) -> Result<()> {
 /// `PRETTY_NAME` (else `ID`) of the deployment's os-release.
 fn os_name(deployment: &OwnedFd) -> Result<Option<String>> {
     for p in ["usr/lib/os-release", "etc/os-release"] {
-        let Ok(text) = read_to_string(deployment, p) else {
+        let Some(bytes) = fsutil::read_optional(deployment, p)? else {
             continue;
         };
+        let text = String::from_utf8_lossy(&bytes);
         let mut id = None;
         for line in text.lines() {
             let Some((k, v)) = line.split_once('=') else {
@@ -105,7 +105,6 @@ fn unquote(v: &str) -> String {
 
 /// The BLS entry of deployment `i` of `list` for boot version `bootversion`.
 fn boot_entry(
-    s: &Sysroot,
     list: &[Deployment],
     i: usize,
     bootversion: u8,
@@ -153,7 +152,6 @@ fn boot_entry(
     if layout.initramfs.is_some() {
         e.set("initrd", &format!("{prefix}/initramfs-{}.img", layout.kver));
     }
-    let _ = s;
     Ok(e)
 }
 
@@ -269,7 +267,7 @@ pub fn write_deployments(
                 );
             }
             kernel::install(&layout, &root, &boot, &d.stateroot)?;
-            let e = boot_entry(s, &list, i, nb, &layout, &root)?;
+            let e = boot_entry(&list, i, nb, &layout, &root)?;
             let name = format!("ostree-{}-{}.conf", list.len() - i, d.stateroot);
             fsutil::write_atomic(&entries, &name, e.to_text().as_bytes(), 0o644)?;
         }
@@ -488,7 +486,5 @@ pub fn cleanup(s: &mut Sysroot, prune: bool) -> Result<CleanupReport> {
         )?;
         report.pruned_objects = r.deleted;
     }
-    let _ = Mode::empty();
-    let _ = boot.as_fd();
     Ok(report)
 }
