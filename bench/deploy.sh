@@ -4,8 +4,8 @@
 # fake kernel (usr/lib/modules/6.1.0-bench/{vmlinuz,initramfs.img}, 16 MiB of random bytes);
 # the corpus's /etc is committed as /usr/etc. Each timed run starts
 # from a copy of a sysroot where v1 is deployed, after `sync` and dropped caches (as root).
-# ostree runs with OSTREE_SYSROOT_DEBUG=mutable-deployments (no chattr +i, which arbor does not
-# set either, and which would stop the copies from being removed). Needs root (bare repos).
+# Both tools seal deployments with chattr +i; copies (cp -a) do not carry the flag, and the
+# workdir cleanup clears it. Needs root (bare repos).
 # Env: RUNS=5 WARMUP=1 ARBOR=<repo>/target/release/arbor LOOPFS=1
 set -euo pipefail
 [ $# -ge 1 ] && [ $# -le 2 ] || { echo "usage: $0 CORPUS [WORKDIR]  (env: RUNS WARMUP ARBOR)" >&2; exit 2; }
@@ -31,10 +31,11 @@ if [ "${LOOPFS:-1}" = 1 ]; then
   trap 'cd "$W"; ! mountpoint -q "$W/fs" || umount "$W/fs"' EXIT
   cd "$W/fs"
 else
-  cd "$W" && rm -rf src o r o.v1 r.v1 trash tree-v1 tree-v2 kernel
+  cd "$W"
+  find . -xdev -type d -path '*/ostree/deploy/*/deploy/*' -prune -exec chattr -i {} + 2>/dev/null || true
+  rm -rf src o r o.v1 r.v1 trash tree-v1 tree-v2 kernel
 fi
 rm -rf "$RES" && mkdir -p "$RES" trash
-export OSTREE_SYSROOT_DEBUG=mutable-deployments
 B=testos/bench A="'$ARBOR'"
 
 # The source repository: v1 and v2 with the same kernel.

@@ -229,6 +229,10 @@ pub fn run(dir: &Path, out: &mut dyn Write) -> Result<()> {
         url.trim_start_matches("http://").trim_end_matches('/')
     )?;
     let (sys, sysrepo) = (d("sysroot"), d("sysroot/ostree/repo"));
+    // Deployments are sealed with `chattr +i` when run as root, as on a
+    // real machine; the tour's sysroot is a throwaway that `rm -rf` must
+    // be able to remove, so it is left mutable (see the README).
+    std::env::set_var(arbor_sysroot::sysroot::DEBUG_ENV, "mutable-deployments");
     for (comment, args) in sysroot_tour_v1(&sys, &sysrepo, &url) {
         step(out, comment, &args)?;
     }

@@ -50,7 +50,7 @@ pub struct Repo {
 /// `flock`), so two locks in one process do not merge or release each
 /// other. Falls back to `flock` where OFD locks are unsupported (`EINVAL`),
 /// as ostree does.
-fn lock_ofd(fd: &OwnedFd, exclusive: bool) -> Result<()> {
+pub fn lock_ofd(fd: &OwnedFd, exclusive: bool) -> Result<()> {
     use nix::fcntl::{fcntl, FcntlArg};
     let l_type = if exclusive {
         nix::libc::F_WRLCK

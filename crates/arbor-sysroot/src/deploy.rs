@@ -89,18 +89,26 @@ fn prepare_etc(root: &OwnedFd) -> Result<()> {
         Some(fd) => !fsutil::list_names(fd)?.is_empty(),
         None => false,
     };
-    let usr_etc = fsutil::file_type(root, "usr/etc")? == Some(FileType::Directory);
+    // `usr` is opened without following a symlink: the tree's content
+    // never redirects a write outside the deployment.
+    let usr = fsutil::open_tree_dir(root, "usr")?;
+    let usr_etc = match &usr {
+        Some(u) => fsutil::file_type(u, "etc")? == Some(FileType::Directory),
+        None => false,
+    };
     if usr_etc && etc_populated {
         bail!("Tree contains both /etc and /usr/etc");
     }
     if etc_populated {
-        rustix::fs::renameat(root, "etc", root, "usr/etc").context("Moving /etc to /usr/etc")?;
+        let u = usr
+            .as_ref()
+            .context("Tree has /etc but no /usr directory")?;
+        rustix::fs::renameat(root, "etc", u, "etc").context("Moving /etc to /usr/etc")?;
     } else if etc.is_some() {
         rustix::fs::unlinkat(root, "etc", AtFlags::REMOVEDIR).context("Removing empty /etc")?;
     }
-    if usr_etc || etc_populated {
-        let usr = fsutil::open_dir(root, "usr")?;
-        etc_merge::copy_entry(&usr, root, "etc").context("Copying /usr/etc to /etc")?;
+    if let (true, Some(u)) = (usr_etc || etc_populated, &usr) {
+        etc_merge::copy_entry(u, root, "etc").context("Copying /usr/etc to /etc")?;
         // `copy_entry` named it usr's "etc" inside root: same name.
     }
     Ok(())
@@ -115,8 +123,8 @@ pub fn etc_changes(
 ) -> Result<(EtcDiff, Vec<PlanEntry>)> {
     let mroot = s.deployment_dir(merge)?;
     let (Some(orig), Some(modified)) = (
-        fsutil::open_dir_optional(&mroot, "usr/etc")?,
-        fsutil::open_dir_optional(&mroot, "etc")?,
+        fsutil::open_tree_dir(&mroot, "usr/etc")?,
+        fsutil::open_tree_dir(&mroot, "etc")?,
     ) else {
         return Ok((EtcDiff::default(), Vec::new()));
     };
@@ -168,6 +176,17 @@ pub(crate) fn simple_list(
         }
     }
     list
+}
+
+/// Makes a finished deployment's root immutable (`chattr +i`), as ostree
+/// does, unless `ARBOR_SYSROOT_DEBUG=mutable-deployments`. A staged
+/// deployment is sealed by `finalize`, after its /etc merge.
+pub(crate) fn seal(s: &Sysroot, d: &Deployment) -> Result<()> {
+    if crate::sysroot::debug_flag("mutable-deployments") {
+        return Ok(());
+    }
+    fsutil::set_immutable(s.deployment_dir(d)?, true)
+        .with_context(|| format!("Sealing deployment {}", d.dir_name()))
 }
 
 /// Removes `etc/.updated` of the deployment and `var/.updated` of its
@@ -237,7 +256,7 @@ pub fn deploy(s: &mut Sysroot, opts: &DeployOptions) -> Result<DeployReport> {
     };
     let deploy_dir = fsutil::open_dir(&s.fd, &format!("ostree/deploy/{stateroot}/deploy"))?;
     let name = d.dir_name();
-    fsutil::remove_all(&deploy_dir, &name)?;
+    fsutil::remove_deployment_dir(&deploy_dir, &name)?;
     let user_mode = s.repo.mode() != RepoMode::Bare;
     checkout(
         &s.repo,
@@ -297,7 +316,7 @@ pub fn deploy(s: &mut Sysroot, opts: &DeployOptions) -> Result<DeployReport> {
         hit(faults::DEPLOY_STAGED);
         if let Some(p) = previous.filter(|p| !p.same(&d)) {
             let dir = fsutil::open_dir(&s.fd, &format!("ostree/deploy/{}/deploy", p.stateroot))?;
-            fsutil::remove_all(&dir, &p.dir_name())?;
+            fsutil::remove_deployment_dir(&dir, &p.dir_name())?;
             fsutil::remove_all(&dir, &format!("{}.origin", p.dir_name()))?;
         }
         s.load()?;
@@ -310,6 +329,7 @@ pub fn deploy(s: &mut Sysroot, opts: &DeployOptions) -> Result<DeployReport> {
             bootswap: false,
         });
     }
+    seal(s, &d)?;
     let list = simple_list(s, &d, merge.as_ref(), opts.retain);
     let WriteReport { bootswap, .. } = write_deployments(s, list, true)?;
     Ok(DeployReport {
@@ -371,6 +391,16 @@ mod tests {
             format!("{err:#}").contains("both /etc and /usr/etc"),
             "{err:#}"
         );
+        // A /usr that is a symlink is never followed: /etc stays put.
+        let t = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(t.path().join("etc")).unwrap();
+        std::fs::write(t.path().join("etc/x"), "x\n").unwrap();
+        std::os::unix::fs::symlink(outside.path(), t.path().join("usr")).unwrap();
+        let err = prepare_etc(&open(t.path())).unwrap_err();
+        assert!(format!("{err:#}").contains("no /usr directory"), "{err:#}");
+        assert!(t.path().join("etc/x").exists());
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
         // An empty /etc beside /usr/etc is replaced by the copy.
         let t = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(t.path().join("etc")).unwrap();

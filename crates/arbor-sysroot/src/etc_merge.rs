@@ -274,7 +274,9 @@ pub fn apply(d: &EtcDiff, modified: &OwnedFd, new: &OwnedFd) -> Result<()> {
     for p in &d.removed {
         let (parent, name) = split_parent(p);
         let dir = match parent {
-            Some(pp) => match fsutil::open_dir_optional(new, pp)? {
+            // A parent that is missing, or a symlink, in the new /etc: the
+            // path is not there to remove (and a symlink is never followed).
+            Some(pp) => match fsutil::open_tree_dir(new, pp)? {
                 Some(fd) => fd,
                 None => continue,
             },
@@ -286,7 +288,8 @@ pub fn apply(d: &EtcDiff, modified: &OwnedFd, new: &OwnedFd) -> Result<()> {
         let (parent, name) = split_parent(p);
         let (src_dir, dst_dir) = match parent {
             Some(pp) => (
-                fsutil::open_dir(modified, pp)?,
+                fsutil::open_tree_dir(modified, pp)?
+                    .with_context(|| format!("/etc/{pp} is no longer a directory"))?,
                 ensure_parent(modified, new, pp)?,
             ),
             None => (rustix::io::dup(modified)?, rustix::io::dup(new)?),
@@ -441,6 +444,23 @@ mod tests {
         assert_eq!(d.removed, ["c.conf", "dir"]);
         assert!(!e.new.join("c.conf").exists());
         assert!(!e.new.join("dir").exists());
+    }
+
+    #[test]
+    fn a_removal_never_follows_a_symlink_in_the_new_etc() {
+        // The admin deleted dir/sub/x; in the new defaults `dir` is a
+        // symlink to a directory outside /etc holding `sub/x`: it survives.
+        // (An intermediate component: the last one is never followed.)
+        let e = setup(&[("dir/sub/x", "x\n")]);
+        std::fs::remove_file(e.modified.join("dir/sub/x")).unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        put(outside.path(), "sub/x", "precious\n");
+        std::fs::remove_dir_all(e.new.join("dir")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), e.new.join("dir")).unwrap();
+        let d = merge(&e).unwrap();
+        assert_eq!(d.removed, ["dir/sub/x"]);
+        assert_eq!(read(&outside.path().join("sub/x")), "precious\n");
+        assert!(e.new.join("dir").is_symlink());
     }
 
     #[test]

@@ -35,6 +35,30 @@ pub fn open_dir_optional(dir: impl AsFd, path: &str) -> Result<Option<OwnedFd>> 
     }
 }
 
+/// Opens the directory `path` inside an untrusted tree (a deployment, its
+/// /etc), refusing to follow a symlink in any component, so nothing outside
+/// the tree is reached. `None` when a component is missing, is a symlink or
+/// is not a directory: the path does not exist as a directory in the tree.
+pub fn open_tree_dir(dir: impl AsFd, path: &str) -> Result<Option<OwnedFd>> {
+    let mut cur = rustix::io::dup(dir.as_fd())?;
+    for c in path.split('/').filter(|c| !c.is_empty() && *c != ".") {
+        if c == ".." {
+            anyhow::bail!("Refusing '..' in {path}");
+        }
+        cur = match rustix::fs::openat(
+            &cur,
+            c,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("Opening directory {path}")),
+        };
+    }
+    Ok(Some(cur))
+}
+
 /// Creates each missing component of `path` with `mode`; opens the last.
 pub fn ensure_dir_path(dir: impl AsFd, path: &str, mode: u32) -> Result<OwnedFd> {
     let mut cur = rustix::io::dup(dir.as_fd())?;
@@ -120,6 +144,49 @@ pub fn remove_all(dir: impl AsFd, name: &str) -> Result<()> {
         Ok(()) | Err(Errno::NOENT) => Ok(()),
         Err(e) => Err(e).with_context(|| format!("Removing directory {name}")),
     }
+}
+
+/// Sets (`on`) or clears the immutable inode flag (`chattr +i`) of `fd`,
+/// as ostree does on each deployment's root directory so that nothing can
+/// add or remove entries at the top of a deployment. As ostree, nothing is
+/// done where the filesystem lacks the flag (`EOPNOTSUPP`, `ENOTTY`) or the
+/// caller may not change it (`EPERM`: not root).
+pub fn set_immutable(fd: impl AsFd, on: bool) -> Result<()> {
+    use rustix::fs::IFlags;
+    let fd = fd.as_fd();
+    let flags = match rustix::fs::ioctl_getflags(fd) {
+        Ok(f) => f,
+        Err(Errno::OPNOTSUPP | Errno::NOTTY | Errno::PERM) => return Ok(()),
+        Err(e) => return Err(e).context("Reading inode flags (FS_IOC_GETFLAGS)"),
+    };
+    if flags.contains(IFlags::IMMUTABLE) == on {
+        return Ok(());
+    }
+    let new = if on {
+        flags | IFlags::IMMUTABLE
+    } else {
+        flags - IFlags::IMMUTABLE
+    };
+    match rustix::fs::ioctl_setflags(fd, new) {
+        Ok(()) | Err(Errno::OPNOTSUPP | Errno::NOTTY | Errno::PERM) => Ok(()),
+        Err(e) => Err(e).context("Setting inode flags (FS_IOC_SETFLAGS)"),
+    }
+}
+
+/// Whether `fd` carries the immutable flag.
+pub fn is_immutable(fd: impl AsFd) -> bool {
+    rustix::fs::ioctl_getflags(fd.as_fd()).is_ok_and(|f| f.contains(rustix::fs::IFlags::IMMUTABLE))
+}
+
+/// Removes the deployment directory `name` (in a stateroot's `deploy/`)
+/// if present: clears its immutable flag first, as ostree's cleanup does,
+/// so deployments sealed by either tool can be removed.
+pub fn remove_deployment_dir(dir: impl AsFd, name: &str) -> Result<()> {
+    let dir = dir.as_fd();
+    if file_type(dir, name)? == Some(FileType::Directory) {
+        set_immutable(open_dir(dir, name)?, false).with_context(|| format!("Unsealing {name}"))?;
+    }
+    remove_all(dir, name)
 }
 
 /// Copies a regular file's content into a new file `to` (exclusive create).

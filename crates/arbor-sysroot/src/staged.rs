@@ -205,6 +205,7 @@ pub fn finalize(s: &mut Sysroot) -> Result<Finalized> {
         crate::deploy::merge_etc(s, m, &staged)?;
     }
     crate::deploy::remove_updated_stamps(s, &staged)?;
+    crate::deploy::seal(s, &staged)?;
     hit(faults::FINALIZE_ETC_MERGED);
     // Take the staged deployment over (the write would discard it as
     // staged), as ostree's finalization does.

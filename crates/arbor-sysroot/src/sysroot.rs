@@ -22,6 +22,43 @@ use crate::kargs::Kargs;
 /// deciding which deployment is booted (see the README).
 pub const ROOT_ENV: &str = "ARBOR_TEST_ROOT";
 
+/// Debug flags, comma-separated, as ostree's `OSTREE_SYSROOT_DEBUG`:
+/// `mutable-deployments` leaves deployment roots without the immutable
+/// flag (for throwaway sysroots such as the quickstart's).
+pub const DEBUG_ENV: &str = "ARBOR_SYSROOT_DEBUG";
+
+/// Whether `flag` is set in [`DEBUG_ENV`].
+pub fn debug_flag(flag: &str) -> bool {
+    std::env::var(DEBUG_ENV).is_ok_and(|v| v.split(',').any(|f| f.trim() == flag))
+}
+
+/// Written by ostree-prepare-root on a system it booted: an `a{sv}`
+/// (empty in older versions).
+pub const RUN_BOOTED: &str = "/run/ostree-booted";
+
+/// The `backing-root-device-inode` `(tt)` of `/run/ostree-booted`'s
+/// content, if present.
+pub fn backing_root_devino(data: &[u8]) -> Result<Option<(u64, u64)>> {
+    if data.is_empty() {
+        return Ok(None);
+    }
+    let m =
+        arbor_format::Metadata::decode(data).with_context(|| format!("Parsing {RUN_BOOTED}"))?;
+    match m.get("backing-root-device-inode") {
+        None => Ok(None),
+        Some(arbor_format::Value::Other { type_str, data })
+            if type_str == "(tt)" && data.len() == 16 =>
+        {
+            let (a, b) = data.split_at(8);
+            Ok(Some((
+                u64::from_ne_bytes(a.try_into()?),
+                u64::from_ne_bytes(b.try_into()?),
+            )))
+        }
+        Some(v) => bail!("{RUN_BOOTED}: backing-root-device-inode is not (tt): {v:?}"),
+    }
+}
+
 /// Where a staged deployment is recorded, relative to the sysroot (so
 /// `/run/ostree/staged-deployment` on a running system, as ostree).
 pub const STAGED_STATE: &str = "run/ostree/staged-deployment";
@@ -41,6 +78,8 @@ pub struct Sysroot {
     pub deployments: Vec<Deployment>,
     /// Index of the booted deployment.
     pub booted: Option<usize>,
+    /// (device, inode) of the running root, when it runs from this sysroot.
+    root_devino: Option<(u64, u64)>,
 }
 
 /// A parsed `ostree=/ostree/boot.B/STATEROOT/BOOTCSUM/SERIAL` argument.
@@ -169,6 +208,7 @@ impl Sysroot {
             subbootversion: 0,
             deployments: Vec::new(),
             booted: None,
+            root_devino: None,
         };
         s.load()?;
         Ok(s)
@@ -192,6 +232,7 @@ impl Sysroot {
             deployments.push(d);
         }
         self.deployments = deployments;
+        self.root_devino = self.running_root_devino()?;
         self.booted = self.find_booted()?;
         // As ostree: a staged deployment exists only on a booted system.
         if self.booted.is_some() {
@@ -332,38 +373,73 @@ impl Sysroot {
         }
     }
 
-    /// The directory that is `/` of the running system, if it runs from
-    /// this sysroot: `$ARBOR_TEST_ROOT` when set (tests simulate a boot by
-    /// naming a deployment directory), else `/` when the sysroot is `/` and
-    /// the system was booted by ostree-prepare-root (`/run/ostree-booted`,
-    /// or `ostree=` on the kernel command line).
-    fn running_root(&self) -> Result<Option<PathBuf>> {
-        if let Some(r) = std::env::var_os(ROOT_ENV) {
-            return Ok(Some(PathBuf::from(r)));
+    /// The (device, inode) of the directory the running system booted
+    /// from, if it runs from this sysroot. As ostree: the sysroot must be
+    /// `/` and the system booted by ostree-prepare-root
+    /// (`/run/ostree-booted`; arbor also accepts `ostree=` on the kernel
+    /// command line); the directory is the one `/run/ostree-booted` names
+    /// (`backing-root-device-inode`, set when `/` is a composefs or overlay
+    /// mounted over the deployment), else `/` itself.
+    ///
+    /// Test-only: for a sysroot that is not `/`, `$ARBOR_TEST_ROOT` names
+    /// the directory to treat as the running root (tests simulate boots by
+    /// naming a deployment directory). It is ignored for `/`.
+    fn running_root_devino(&self) -> Result<Option<(u64, u64)>> {
+        let devino = |p: &Path| -> Result<(u64, u64)> {
+            let st = rustix::fs::stat(p).with_context(|| format!("Inspecting {}", p.display()))?;
+            Ok((st.st_dev, st.st_ino))
+        };
+        let here = rustix::fs::fstat(&self.fd)?;
+        if (here.st_dev, here.st_ino) != devino(Path::new("/"))? {
+            return match std::env::var_os(ROOT_ENV) {
+                Some(r) => Ok(Some(devino(Path::new(&r))?)),
+                None => Ok(None),
+            };
         }
-        if self.path.canonicalize().ok().as_deref() != Some(Path::new("/")) {
+        let booted = match std::fs::read(RUN_BOOTED) {
+            Ok(b) => Some(b),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e).with_context(|| format!("Reading {RUN_BOOTED}")),
+        };
+        let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+        if booted.is_none() && Kargs::parse(&cmdline).get("ostree").is_none() {
             return Ok(None);
         }
-        let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
-        let ostree_booted = Path::new("/run/ostree-booted").exists()
-            || Kargs::parse(&cmdline).get("ostree").is_some();
-        Ok(ostree_booted.then(|| PathBuf::from("/")))
+        if let Some(d) = booted
+            .as_deref()
+            .map(backing_root_devino)
+            .transpose()?
+            .flatten()
+        {
+            return Ok(Some(d));
+        }
+        Ok(Some(devino(Path::new("/"))?))
+    }
+
+    /// Whether `name` in `dir` is the running root (see
+    /// [`Sysroot::running_root_devino`]).
+    pub(crate) fn is_running_root(&self, dir: &OwnedFd, name: &str) -> Result<bool> {
+        let Some(r) = self.root_devino else {
+            return Ok(false);
+        };
+        Ok(
+            rustix::fs::statat(dir, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+                .is_ok_and(|st| (st.st_dev, st.st_ino) == r),
+        )
     }
 
     /// The booted deployment, as ostree finds it: the one whose directory
     /// is the running root, by (device, inode). Comparing inodes, not the
     /// `ostree=` path, keeps it right after the boot entries change.
     fn find_booted(&self) -> Result<Option<usize>> {
-        let Some(root) = self.running_root()? else {
+        let Some(root) = self.root_devino else {
             return Ok(None);
         };
-        let st = rustix::fs::stat(&root)
-            .with_context(|| format!("Inspecting the running root {}", root.display()))?;
         for (i, d) in self.deployments.iter().enumerate() {
             if let Ok(ds) =
                 rustix::fs::statat(&self.fd, d.relpath().as_str(), rustix::fs::AtFlags::empty())
             {
-                if ds.st_dev == st.st_dev && ds.st_ino == st.st_ino {
+                if (ds.st_dev, ds.st_ino) == root {
                     return Ok(Some(i));
                 }
             }
@@ -486,6 +562,59 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_backing_root_is_read_from_run_ostree_booted() {
+        // ostree 2022.7 writes an empty file; newer ones an a{sv}.
+        assert_eq!(backing_root_devino(b"").unwrap(), None);
+        let mut m = arbor_format::Metadata::new();
+        m.push("composefs", arbor_format::Value::Bool(true));
+        assert_eq!(backing_root_devino(&m.encode()).unwrap(), None);
+        let mut data = 66306u64.to_ne_bytes().to_vec();
+        data.extend(1234567u64.to_ne_bytes());
+        m.push(
+            "backing-root-device-inode",
+            arbor_format::Value::Other {
+                type_str: "(tt)".into(),
+                data,
+            },
+        );
+        assert_eq!(
+            backing_root_devino(&m.encode()).unwrap(),
+            Some((66306, 1234567))
+        );
+        let mut bad = arbor_format::Metadata::new();
+        bad.push(
+            "backing-root-device-inode",
+            arbor_format::Value::Str("x".into()),
+        );
+        assert!(backing_root_devino(&bad.encode()).is_err());
+    }
+
+    #[test]
+    fn the_sysroot_lock_excludes_other_opens_in_the_same_process() {
+        // An OFD lock belongs to the open file: a second open in the same
+        // process waits, as a second process (and ostree) does. A POSIX
+        // record lock would be granted at once here.
+        let t = tempfile::tempdir().unwrap();
+        init_fs(t.path()).unwrap();
+        let s = Sysroot::open(t.path()).unwrap();
+        let first = s.lock().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = t.path().to_path_buf();
+        let h = std::thread::spawn(move || {
+            let s2 = Sysroot::open(&path).unwrap();
+            let l = s2.lock().unwrap();
+            tx.send(()).unwrap();
+            drop(l);
+        });
+        let wait = std::time::Duration::from_millis(300);
+        assert!(rx.recv_timeout(wait).is_err(), "second lock granted");
+        drop(first);
+        rx.recv_timeout(std::time::Duration::from_secs(10))
+            .expect("second lock after release");
+        h.join().unwrap();
+    }
+
+    #[test]
     fn bootlinks() {
         let b = Bootlink::parse("/ostree/boot.1/testos/166ace/0").unwrap();
         assert_eq!(b.bootversion, 1);
@@ -520,8 +649,7 @@ impl Sysroot {
             Mode::from_raw_mode(0o600),
         )
         .context("Opening ostree/lock")?;
-        rustix::fs::fcntl_lock(&fd, rustix::fs::FlockOperation::LockExclusive)
-            .context("Locking the sysroot")?;
+        arbor_repo::repo::lock_ofd(&fd, true).context("Locking the sysroot")?;
         Ok(SysrootLock { _fd: fd })
     }
 }

@@ -194,7 +194,7 @@ pub fn write_deployments(
         if !list.first().is_some_and(|d| d.staged && d.same(st)) {
             crate::staged::remove_state(s)?;
             let dir = fsutil::open_dir(&s.fd, &format!("ostree/deploy/{}/deploy", st.stateroot))?;
-            fsutil::remove_all(&dir, &st.dir_name())?;
+            fsutil::remove_deployment_dir(&dir, &st.dir_name())?;
             fsutil::remove_all(&dir, &format!("{}.origin", st.dir_name()))?;
             s.load()?;
         }
@@ -385,7 +385,7 @@ pub fn cleanup(s: &mut Sysroot, prune: bool) -> Result<CleanupReport> {
             };
             for name in fsutil::list_names(&dd)? {
                 if is_tmp_name(&name) {
-                    fsutil::remove_all(&dd, &name)?;
+                    fsutil::remove_deployment_dir(&dd, &name)?;
                     continue;
                 }
                 let base = name.strip_suffix(".origin").unwrap_or(&name);
@@ -396,9 +396,17 @@ pub fn cleanup(s: &mut Sysroot, prune: bool) -> Result<CleanupReport> {
                     continue;
                 }
                 if name == base {
+                    if s.is_running_root(&dd, &name)? {
+                        // Never reached while the list holds the booted
+                        // deployment; kept as ostree keeps it, to be safe.
+                        tracing::warn!("not removing {name}: it is the running root");
+                        continue;
+                    }
                     report.deployments.push(format!("{root}/{name}"));
+                    fsutil::remove_deployment_dir(&dd, &name)?;
+                } else {
+                    fsutil::remove_all(&dd, &name)?;
                 }
-                fsutil::remove_all(&dd, &name)?;
                 hit(faults::CLEANUP_DEPLOYMENT);
             }
             rustix::fs::fsync(&dd)?;

@@ -79,6 +79,42 @@ fn ostree_commit(repo: &Path, tree: &Path, version: &str, ts: &str) -> String {
     .to_string()
 }
 
+/// Clears the immutable flag both tools set on deployment roots, so the
+/// temporary directory can be removed.
+pub(crate) fn unseal_all(dir: &Path) {
+    let _ = std::process::Command::new("find")
+        .arg(dir)
+        .args([
+            "-xdev",
+            "-type",
+            "d",
+            "-path",
+            "*/ostree/deploy/*/deploy/*",
+            "-prune",
+            "-exec",
+            "chattr",
+            "-i",
+            "{}",
+            "+",
+        ])
+        .status();
+}
+
+impl Drop for Source {
+    fn drop(&mut self) {
+        unseal_all(self.dir.path());
+    }
+}
+
+/// Whether `dir` has the immutable flag (`lsattr -d`).
+pub(crate) fn is_immutable(dir: &Path) -> bool {
+    let out = run_ok(std::process::Command::new("lsattr").arg("-d").arg(dir));
+    out.split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .contains('i')
+}
+
 impl Source {
     /// Commits v2 on `testos/stable`, as an upstream release would.
     pub(crate) fn release_v2(&mut self) {
@@ -122,8 +158,6 @@ fn admin(tool: Tool, sysroot: &Path, args: &[&str]) -> String {
         }
         Tool::Ostree => {
             let mut c = ostree();
-            // No chattr +i, so the test can edit /etc and clean up.
-            c.env("OSTREE_SYSROOT_DEBUG", "mutable-deployments");
             c.arg("admin")
                 .args(args)
                 .arg(format!("--sysroot={}", s(sysroot)));
@@ -399,6 +433,24 @@ fn deployments_match_ostree_admin_step_by_step() {
     assert!(
         entry.contains("options root=LABEL=other quiet ostree="),
         "{entry}"
+    );
+    // Both tools seal deployment roots (chattr +i), and each removes the
+    // other's sealed deployments.
+    for sys in [&sa, &so] {
+        for serial in [1, 2] {
+            let d = deployment_dir(sys, &src.v2, serial);
+            assert!(is_immutable(&d), "{} is not immutable", d.display());
+        }
+    }
+    admin(Tool::Arbor, &so, &["undeploy", "1"]);
+    admin(Tool::Ostree, &sa, &["undeploy", "1"]);
+    for sys in [&sa, &so] {
+        assert!(!deployment_dir(sys, &src.v2, 1).exists());
+    }
+    assert_same_map(
+        "boot state after each tool undeployed the other's",
+        &boot_state(&sa),
+        &boot_state(&so),
     );
     // Each tool reads the other's sysroot the same way.
     for sys in [&sa, &so] {

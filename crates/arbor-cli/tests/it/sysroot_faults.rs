@@ -332,6 +332,7 @@ fn every_crash_point_leaves_old_or_new() {
                     "{what}: not killed, and failed: {out:?}"
                 );
                 check_consistent(&sys, root, std::slice::from_ref(&op.after), &what);
+                crate::sysroot::unseal_all(&sys);
                 std::fs::remove_dir_all(&sys).unwrap();
                 continue;
             }
@@ -370,6 +371,7 @@ fn every_crash_point_leaves_old_or_new() {
             );
             let repo = sys.join("ostree/repo");
             run_ok(ostree().args(["fsck", &format!("--repo={}", s(&repo))]));
+            crate::sysroot::unseal_all(&sys);
             std::fs::remove_dir_all(&sys).unwrap();
         }
     }
@@ -452,6 +454,7 @@ fn random_kills_of_upgrade_leave_old_or_new() {
         let mut listed = listing(&sys, None);
         listed.sort();
         assert_eq!(deployment_dirs(&sys), listed, "{what}: leftovers");
+        crate::sysroot::unseal_all(&sys);
         std::fs::remove_dir_all(&sys).unwrap();
     }
     eprintln!(

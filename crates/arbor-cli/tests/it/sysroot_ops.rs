@@ -3,7 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::sysroot::{booted_root, deployment_dir, needs_root, source, status_json, Source};
+use crate::sysroot::{
+    booted_root, deployment_dir, is_immutable, needs_root, source, status_json, Source,
+};
 use crate::util::{arbor, ostree, run_fail, run_ok, s, ArborServe};
 
 /// A sysroot whose stateroot `testos` follows `origin:testos/stable`,
@@ -315,6 +317,8 @@ fn staged_upgrade_is_finalized_at_shutdown() {
     );
     assert_eq!((entries(), loader()), (1, loader_before.clone()));
     assert!(sys.join("run/ostree/staged-deployment").is_file());
+    // Not sealed yet: finalization still writes its /etc.
+    assert!(!is_immutable(&deployment_dir(&sys, &m.src.v2, 0)));
     // Its kernel arguments cannot be edited silently.
     let err = run_fail(&mut with_boot(&["kargs", "--append", "x=1"]));
     assert!(String::from_utf8_lossy(&err.stderr).contains("staged"));
@@ -345,6 +349,7 @@ fn staged_upgrade_is_finalized_at_shutdown() {
         (true.into(), true.into())
     );
     assert_eq!(entries(), 2);
+    assert!(is_immutable(&deployment_dir(&sys, &m.src.v2, 0)));
     let merged = deployment_dir(&sys, &m.src.v2, 0).join("etc/modified-by-admin.conf");
     assert_eq!(
         std::fs::read_to_string(merged).unwrap(),
