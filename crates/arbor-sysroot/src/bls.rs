@@ -14,15 +14,33 @@ const KEY_ORDER: &[&str] = &[
     "initrd",
 ];
 
+/// The keys ostree sets itself when it writes an entry.
+const STANDARD_KEYS: &[&str] = &[
+    "title",
+    "version",
+    "options",
+    "devicetree",
+    "linux",
+    "initrd",
+    "fdtdir",
+    "aboot",
+    "abootcfg",
+];
+
 /// One BLS entry: `key value` lines.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BootEntry {
     entries: Vec<(String, String)>,
+    /// `initrd` lines after the first: overlay initramfs images (ostree's
+    /// `--overlay-initrd`), kept in order.
+    pub overlay_initrds: Vec<String>,
 }
 
 impl BootEntry {
-    /// Parses an entry. Lines starting with a letter are split at the first
-    /// space or tab; other lines (comments, blank) are ignored, as in ostree.
+    /// Parses an entry as ostree's bootconfig parser does: lines starting
+    /// with a letter are split at the first space or tab (a line with no
+    /// value is ignored, as are comments and blank lines); a second and
+    /// later `initrd` line is an overlay initrd.
     pub fn parse(text: &str) -> Result<BootEntry> {
         let mut e = BootEntry::default();
         for line in text.lines() {
@@ -30,12 +48,29 @@ impl BootEntry {
                 continue;
             }
             let Some(i) = line.find([' ', '\t']) else {
-                bail!("Invalid BLS line {line:?}: expected 'key value'");
+                continue;
             };
             let (k, v) = line.split_at(i);
-            e.set(k, v.trim());
+            let v = &v[1..];
+            if k == "initrd" && e.get("initrd").is_some() {
+                e.overlay_initrds.push(v.to_string());
+            } else {
+                e.set(k, v);
+            }
+        }
+        if e.entries.is_empty() {
+            bail!("Invalid BLS entry: no 'key value' line");
         }
         Ok(e)
+    }
+
+    /// Keys that are not among those ostree writes itself (e.g. bootc's
+    /// `x-options-source-*`): carried over when the entry is rewritten.
+    pub fn extra_keys(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.entries
+            .iter()
+            .filter(|(k, _)| !STANDARD_KEYS.contains(&k.as_str()))
+            .map(|(k, v)| (k.as_str(), v.as_str()))
     }
 
     /// The value of `key`.
@@ -67,6 +102,11 @@ impl BootEntry {
         for key in KEY_ORDER {
             if let Some(v) = self.get(key) {
                 put(key, v);
+            }
+            if *key == "initrd" && self.get(key).is_some() {
+                for o in &self.overlay_initrds {
+                    put(key, o);
+                }
             }
         }
         for (k, v) in &self.entries {
@@ -130,6 +170,22 @@ mod tests {
             "title TestOS 1 1.0 (ostree:0)\nversion 1\noptions root=LABEL=rootfs quiet ostree=/ostree/boot.1/testos/abc/0\nlinux /ostree/x/vmlinuz-6.1\ninitrd /ostree/x/initramfs-6.1.img\nx-custom v\n"
         );
         assert!(BootEntry::parse("title\n").is_err());
+        // A valueless line is ignored, as ostree does; extra initrd lines
+        // are overlays, written back after the first.
+        let e = BootEntry::parse(
+            "title T\nbogus\ninitrd /a.img\ninitrd /ostree/initramfs-overlays/x.img\nx-options-source-tuned  a=1\n",
+        )
+        .unwrap();
+        assert_eq!(e.get("bogus"), None);
+        assert_eq!(e.overlay_initrds, ["/ostree/initramfs-overlays/x.img"]);
+        assert_eq!(
+            e.extra_keys().collect::<Vec<_>>(),
+            [("x-options-source-tuned", " a=1")]
+        );
+        assert_eq!(
+            e.to_text(),
+            "title T\ninitrd /a.img\ninitrd /ostree/initramfs-overlays/x.img\nx-options-source-tuned  a=1\n"
+        );
     }
 
     #[test]

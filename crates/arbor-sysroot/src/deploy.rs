@@ -253,6 +253,7 @@ pub fn deploy(s: &mut Sysroot, opts: &DeployOptions) -> Result<DeployReport> {
         kargs: Kargs::default(),
         version: s.commit_version(&csum),
         staged: false,
+        bootconfig: Default::default(),
     };
     let deploy_dir = fsutil::open_dir(&s.fd, &format!("ostree/deploy/{stateroot}/deploy"))?;
     let name = d.dir_name();

@@ -5,6 +5,7 @@ use anyhow::{bail, Result};
 use arbor_format::Checksum;
 use arbor_repo::config::KeyFile;
 
+use crate::bls::BootEntry;
 use crate::kargs::Kargs;
 
 /// A deployment, as listed in the boot entries (or created by a deploy).
@@ -29,6 +30,10 @@ pub struct Deployment {
     pub version: Option<String>,
     /// Staged: checked out, waiting for `finalize` (no boot entry yet).
     pub staged: bool,
+    /// The boot entry it was loaded from (empty for a new deployment):
+    /// keys arbor does not set itself and overlay initrds are written
+    /// back unchanged when the entries are rewritten, as ostree does.
+    pub bootconfig: BootEntry,
 }
 
 /// Parses a deployment directory name `CSUM.SERIAL`.
@@ -103,10 +108,11 @@ impl Deployment {
     }
 
     /// Whether two deployments can share boot entries (ostree's
-    /// `deployment_bootconfigs_equal`): same kernel, kernel arguments,
-    /// version and stateroot.
+    /// `deployment_bootconfigs_equal`): same kernel, overlay initrds,
+    /// kernel arguments, version and stateroot.
     pub fn bootconfig_equal(&self, other: &Deployment) -> bool {
         self.bootcsum == other.bootcsum
+            && self.bootconfig.overlay_initrds == other.bootconfig.overlay_initrds
             && self.kargs_without_ostree() == other.kargs_without_ostree()
             && self.version == other.version
             && self.stateroot == other.stateroot

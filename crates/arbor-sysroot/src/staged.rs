@@ -44,6 +44,10 @@ pub struct StagedState {
     pub kargs: Vec<String>,
     /// Finalization locked.
     pub locked: bool,
+    /// Checksums of overlay initrds (`/run/ostree/staged-initrds/CSUM`),
+    /// as ostree's `--overlay-initrd` stages them; arbor does not install
+    /// them and refuses to finalize such a record (see [`finalize`]).
+    pub overlay_initrds: Vec<String>,
 }
 
 fn ref_to_dict(d: &DeploymentRef) -> Metadata {
@@ -77,6 +81,12 @@ impl StagedState {
             m.push("merge-deployment", Value::Dict(ref_to_dict(md)));
         }
         m.push("kargs", Value::StrArray(self.kargs.clone()));
+        if !self.overlay_initrds.is_empty() {
+            m.push(
+                "overlay-initrds",
+                Value::StrArray(self.overlay_initrds.clone()),
+            );
+        }
         m.push("locked", Value::Bool(self.locked));
         m.encode()
     }
@@ -100,6 +110,10 @@ impl StagedState {
             merge,
             kargs,
             locked: matches!(m.get("locked"), Some(Value::Bool(true))),
+            overlay_initrds: match m.get("overlay-initrds") {
+                Some(Value::StrArray(v)) => v.clone(),
+                _ => Vec::new(),
+            },
         })
     }
 }
@@ -125,6 +139,7 @@ pub(crate) fn write_state(s: &Sysroot, d: &Deployment, merge: Option<&Deployment
         merge: merge.map(r),
         kargs: d.kargs_without_ostree().args().to_vec(),
         locked: false,
+        overlay_initrds: Vec::new(),
     };
     let dir = fsutil::ensure_dir_path(&s.fd, "run/ostree", 0o755)?;
     fsutil::write_atomic(&dir, "staged-deployment", &state.encode(), 0o644)?;
@@ -173,6 +188,14 @@ pub fn finalize(s: &mut Sysroot) -> Result<Finalized> {
     let locked_file = fsutil::file_type(&s.fd, STAGED_LOCKED)?.is_some();
     if state.locked || locked_file {
         return Ok(Finalized::Locked);
+    }
+    if !state.overlay_initrds.is_empty() {
+        // Left in place, so the tool that staged it can still finalize it.
+        bail!(
+            "The staged deployment has overlay initrds ({}), which arbor does not \
+             install: finalize it with 'ostree admin finalize-staged'",
+            state.overlay_initrds.join(", ")
+        );
     }
     let Some(staged) = s.deployments.first().filter(|d| d.staged).cloned() else {
         bail!("A deployment is staged, but the system is not booted into this sysroot");

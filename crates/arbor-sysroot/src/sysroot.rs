@@ -259,6 +259,7 @@ impl Sysroot {
             kargs: Kargs::parse(&state.kargs.join(" ")),
             version: None,
             staged: true,
+            bootconfig: BootEntry::default(),
         };
         validate_stateroot(&d.stateroot)?;
         if fsutil::file_type(&self.fd, &d.relpath())? != Some(FileType::Directory) {
@@ -344,6 +345,7 @@ impl Sysroot {
             kargs,
             version: None,
             staged: false,
+            bootconfig: e.clone(),
         };
         validate_stateroot(&d.stateroot)?;
         d.origin = self.read_origin(&d)?;

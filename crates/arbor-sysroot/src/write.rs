@@ -138,7 +138,9 @@ fn boot_entry(
         kargs.replace(&format!("init={link}/usr/lib/ostree/ostree-prepare-root"));
     }
     let prefix = format!("/ostree/{}-{}", d.stateroot, d.bootcsum);
-    let mut e = BootEntry::default();
+    // Starts from the entry the deployment was loaded from: other tools'
+    // keys and overlay initrds survive the rewrite (ostree does the same).
+    let mut e = d.bootconfig.clone();
     e.set("title", &title);
     e.set("version", &(n - i).to_string());
     e.set("options", &kargs.to_string());

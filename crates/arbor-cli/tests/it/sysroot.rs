@@ -442,15 +442,38 @@ fn deployments_match_ostree_admin_step_by_step() {
             assert!(is_immutable(&d), "{} is not immutable", d.display());
         }
     }
+    // Another tool (bootc) added its own key to the entries, and an overlay
+    // initrd (ostree's --overlay-initrd): both tools keep them when they
+    // rewrite the entries.
+    let overlay = format!("/ostree/initramfs-overlays/{}.img", "ab".repeat(32));
+    for sys in [&sa, &so] {
+        put(&sys.join(format!("boot{overlay}")), "OVERLAY\n");
+        for e in std::fs::read_dir(sys.join("boot/loader/entries")).unwrap() {
+            let p = e.unwrap().path();
+            let mut text = std::fs::read_to_string(&p).unwrap();
+            text.push_str("x-options-source-test root=LABEL=other\n");
+            text.push_str(&format!("initrd {overlay}\n"));
+            std::fs::write(&p, text).unwrap();
+        }
+    }
     admin(Tool::Arbor, &so, &["undeploy", "1"]);
     admin(Tool::Ostree, &sa, &["undeploy", "1"]);
     for sys in [&sa, &so] {
         assert!(!deployment_dir(sys, &src.v2, 1).exists());
     }
+    let after_undeploy = boot_state(&sa);
     assert_same_map(
         "boot state after each tool undeployed the other's",
-        &boot_state(&sa),
+        &after_undeploy,
         &boot_state(&so),
+    );
+    let entry =
+        std::fs::read_to_string(sa.join("boot/loader/entries/ostree-1-testos.conf")).unwrap();
+    assert!(
+        entry.ends_with(&format!(
+            ".img\ninitrd {overlay}\nx-options-source-test root=LABEL=other\n"
+        )),
+        "{entry}"
     );
     // Each tool reads the other's sysroot the same way.
     for sys in [&sa, &so] {

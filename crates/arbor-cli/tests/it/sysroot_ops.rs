@@ -332,6 +332,24 @@ fn staged_upgrade_is_finalized_at_shutdown() {
     assert!(run_ok(&mut c).contains("locked"));
     assert_eq!(loader(), loader_before);
     std::fs::remove_file(sys.join("run/ostree/staged-deployment-locked")).unwrap();
+    // A record staged with overlay initrds (ostree's --overlay-initrd) is
+    // refused, and left in place for the tool that staged it.
+    let record = sys.join("run/ostree/staged-deployment");
+    let original = std::fs::read(&record).unwrap();
+    let mut st = arbor_sysroot::staged::StagedState::decode(&original).unwrap();
+    st.overlay_initrds = vec!["ab".repeat(32)];
+    std::fs::write(&record, st.encode()).unwrap();
+    let mut c = unit_exec_stop(&sys);
+    c.env("ARBOR_TEST_ROOT", &booted);
+    let err = run_fail(&mut c);
+    assert!(
+        String::from_utf8_lossy(&err.stderr).contains("overlay initrds"),
+        "{}",
+        String::from_utf8_lossy(&err.stderr)
+    );
+    assert_eq!(std::fs::read(&record).unwrap(), st.encode());
+    assert_eq!(loader(), loader_before);
+    std::fs::write(&record, &original).unwrap();
     // Shutdown: the unit's command finalizes.
     let mut c = unit_exec_stop(&sys);
     c.env("ARBOR_TEST_ROOT", &booted);
