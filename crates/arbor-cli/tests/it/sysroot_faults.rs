@@ -179,6 +179,7 @@ struct Templates {
     one: PathBuf,
     staged: PathBuf,
     two: PathBuf,
+    twins: PathBuf,
 }
 
 fn templates() -> Templates {
@@ -192,16 +193,26 @@ fn templates() -> Templates {
     run_ok(&mut cmd(&staged, Some(&root), &["upgrade", "--stage"]));
     run_ok(&mut sys_arbor(&m.sys, &["upgrade"]));
     cp_a(&m.sys, &two);
+    // Two deployments of v2 with the same kernel, arguments and version
+    // first: reordering them only swaps the bootlinks (sub-boot version).
+    let twins = base.join("twins");
+    cp_a(&m.sys, &twins);
+    run_ok(&mut sys_arbor(
+        &twins,
+        &["deploy", "--os", "testos", "--retain", &m.src.v2],
+    ));
     Templates {
         m,
         one,
         staged,
         two,
+        twins,
     }
 }
 
 fn ops(t: &Templates) -> Vec<(Op, PathBuf)> {
     let (v1, v2) = (format!("{}.0", t.m.src.v1), format!("{}.0", t.m.src.v2));
+    let v2_1 = format!("{}.1", t.m.src.v2);
     let a = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     vec![
         (
@@ -247,6 +258,17 @@ fn ops(t: &Templates) -> Vec<(Op, PathBuf)> {
                 booted: None,
             },
             t.two.clone(),
+        ),
+        (
+            Op {
+                name: "rollback-twins",
+                args: a(&["rollback"]),
+                before: vec![v2_1.clone(), v2.clone(), v1.clone()],
+                after: vec![v2.clone(), v2_1.clone(), v1.clone()],
+                also: vec![],
+                booted: None,
+            },
+            t.twins.clone(),
         ),
         (
             Op {

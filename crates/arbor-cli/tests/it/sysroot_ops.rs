@@ -527,6 +527,62 @@ fn retain_keeps_every_deployment() {
 }
 
 #[test]
+fn reordering_identical_entries_swaps_only_the_bootlinks() {
+    if needs_root("reordering_identical_entries_swaps_only_the_bootlinks") {
+        return;
+    }
+    let m = machine();
+    let sys = m.sys.clone();
+    // v1.1 and v1.0: same kernel, arguments and version.
+    run_ok(&mut sys_arbor(&sys, &["deploy", "--retain", &m.src.v1]));
+    let link = |p: &str| {
+        std::fs::read_link(sys.join(p))
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    };
+    let entries = || {
+        let dir = sys.join("boot/loader/entries");
+        let mut v: Vec<(String, String)> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| {
+                let p = e.unwrap().path();
+                (
+                    p.file_name().unwrap().to_string_lossy().into_owned(),
+                    std::fs::read_to_string(&p).unwrap(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let (loader, entries_before) = (link("boot/loader"), entries());
+    let b = loader.trim_start_matches("loader.").to_string();
+    let sub_before = link(&format!("ostree/boot.{b}"));
+    let out = run_ok(&mut sys_arbor(&sys, &["rollback"]));
+    assert!(out.contains("is now the default"), "{out}");
+    assert_eq!(
+        checksums(&sys),
+        [format!("{}.0", m.src.v1), format!("{}.1", m.src.v1)]
+    );
+    // The boot loader's entries are untouched; only boot.B -> boot.B.S'
+    // moved, and the entries' ostree= links now lead to the other order.
+    assert_eq!((link("boot/loader"), entries()), (loader, entries_before));
+    let sub_after = link(&format!("ostree/boot.{b}"));
+    assert_ne!(sub_after, sub_before);
+    assert!(
+        !sys.join("ostree").join(&sub_before).exists(),
+        "{sub_before}"
+    );
+    let ost = run_ok(ostree().args(["admin", "status", &format!("--sysroot={}", s(&sys))]));
+    let first = ost
+        .lines()
+        .find(|l| l.contains("testos "))
+        .unwrap_or_default();
+    assert!(first.contains(&format!("{}.0", m.src.v1)), "{ost}");
+}
+
+#[test]
 fn works_through_the_ostree_symlink_of_a_booted_system() {
     if needs_root("works_through_the_ostree_symlink_of_a_booted_system") {
         return;
