@@ -315,6 +315,15 @@ pub fn upgrade(o: UpgradeOpts, out: &mut impl Write) -> Result<std::process::Exi
     let Some(refspec) = merge.refspec().map(str::to_string) else {
         anyhow::bail!("Deployment {} has no origin refspec", merge.dir_name());
     };
+    // As ostree's upgrader: an image can ship an origin that must be
+    // configured (e.g. registered) before it can be upgraded.
+    if let Some(u) = merge
+        .origin
+        .as_ref()
+        .and_then(|o| o.get("origin", "unconfigured-state"))
+    {
+        anyhow::bail!("origin unconfigured-state: {u}");
+    }
     if arbor_format::is_hex_checksum(&refspec) {
         anyhow::bail!(
             "The origin is a commit ({refspec}), not a ref: use 'switch' to follow a ref"

@@ -345,13 +345,17 @@ pub fn deploy(s: &mut Sysroot, opts: &DeployOptions) -> Result<DeployReport> {
 
 /// The origin a new deployment carries forward from `merge`: its key file
 /// without the transient state (`[libostree-transient]`,
-/// `override-commit`, `unlocked`), with `refspec` replaced when given.
+/// `override-commit`: an upgrade follows the ref again, as
+/// `rpm-ostree upgrade` does; `unlocked`), with `refspec` replaced when
+/// given (a switch, which also drops `unconfigured-state`, as ostree's
+/// switch starts from a fresh origin).
 pub fn carried_origin(merge: &Deployment, refspec: Option<&str>) -> KeyFile {
     let mut o = merge.origin.clone().unwrap_or_default();
     o.remove_group("libostree-transient");
     o.remove_key("origin", "override-commit");
     o.remove_key("origin", "unlocked");
     if let Some(r) = refspec {
+        o.remove_key("origin", "unconfigured-state");
         o.set("origin", "refspec", r);
     }
     o

@@ -85,6 +85,44 @@ fn upgrade_check_download_and_deploy() {
     let head = run_ok(arbor().args(["rev-parse", "--repo", s(&repo), "origin:testos/stable"]));
     assert_eq!(head.trim(), m.src.v2);
     assert_eq!(checksums(&sys), [format!("{}.0", m.src.v1)]);
+    // An origin marked unconfigured (as a vendor image ships it) is refused
+    // with its message, as ostree's upgrader does.
+    let v1_origin = PathBuf::from(format!(
+        "{}.origin",
+        deployment_dir(&sys, &m.src.v1, 0).display()
+    ));
+    let pinned = std::fs::read_to_string(&v1_origin).unwrap();
+    assert!(pinned.contains("pinned=true"), "{pinned}");
+    std::fs::write(
+        &v1_origin,
+        pinned.replace(
+            "refspec=origin:testos/stable\n",
+            "refspec=origin:testos/stable\nunconfigured-state=Register this machine first\n",
+        ),
+    )
+    .unwrap();
+    for args in [&["upgrade"][..], &["upgrade", "--check"]] {
+        let err = run_fail(&mut sys_arbor(&sys, args));
+        assert!(
+            String::from_utf8_lossy(&err.stderr)
+                .contains("origin unconfigured-state: Register this machine first"),
+            "{err:?}"
+        );
+    }
+    assert_eq!(checksums(&sys), [format!("{}.0", m.src.v1)]);
+    // A commit override (rpm-ostree deploy CHECKSUM) is dropped by an
+    // upgrade, which follows the ref again, as rpm-ostree upgrade does.
+    std::fs::write(
+        &v1_origin,
+        pinned.replace(
+            "refspec=origin:testos/stable\n",
+            &format!(
+                "refspec=origin:testos/stable\noverride-commit={}\n",
+                m.src.v1
+            ),
+        ),
+    )
+    .unwrap();
     // The upgrade deploys v2 with the origin carried forward, kernel
     // arguments kept and the pin (transient state) not copied.
     run_ok(&mut sys_arbor(&sys, &["upgrade"]));
