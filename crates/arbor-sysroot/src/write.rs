@@ -307,7 +307,12 @@ pub fn write_deployments(
     }
     s.load()?;
     if postclean {
-        cleanup(s, true)?;
+        // As ostree, a failed cleanup fails the command; the message says
+        // the switch itself is done.
+        cleanup(s, true).context(
+            "The new boot configuration is in place, but the final cleanup failed \
+             (run 'arbor cleanup' again)",
+        )?;
     }
     Ok(report)
 }

@@ -565,6 +565,44 @@ fn retain_keeps_every_deployment() {
 }
 
 #[test]
+fn a_failed_cleanup_says_the_switch_is_done() {
+    if needs_root("a_failed_cleanup_says_the_switch_is_done") {
+        return;
+    }
+    let mut m = machine();
+    let sys = m.sys.clone();
+    m.src.release_v2();
+    // A leftover deployment directory holding a file nobody may delete
+    // (chattr +i below its root): cleanup cannot finish.
+    let stale = sys.join(format!("ostree/deploy/testos/deploy/{}.9", m.src.v1));
+    std::fs::create_dir_all(stale.join("usr")).unwrap();
+    std::fs::write(stale.join("usr/stuck"), "x").unwrap();
+    run_ok(
+        std::process::Command::new("chattr")
+            .arg("+i")
+            .arg(stale.join("usr/stuck")),
+    );
+    let err = run_fail(&mut sys_arbor(&sys, &["upgrade"]));
+    let msg = String::from_utf8_lossy(&err.stderr);
+    assert!(
+        msg.contains("The new boot configuration is in place, but the final cleanup failed"),
+        "{msg}"
+    );
+    // The switch did happen.
+    assert_eq!(
+        checksums(&sys),
+        [format!("{}.0", m.src.v2), format!("{}.0", m.src.v1)]
+    );
+    run_ok(
+        std::process::Command::new("chattr")
+            .arg("-i")
+            .arg(stale.join("usr/stuck")),
+    );
+    run_ok(&mut sys_arbor(&sys, &["cleanup"]));
+    assert!(!stale.exists());
+}
+
+#[test]
 fn reordering_identical_entries_swaps_only_the_bootlinks() {
     if needs_root("reordering_identical_entries_swaps_only_the_bootlinks") {
         return;
