@@ -89,6 +89,9 @@ pub enum Cmd {
     Kargs(crate::cli_sysroot::KargsOpts),
     /// Complete a staged deployment (run at shutdown by arbor-finalize-staged.service).
     Finalize(crate::cli_sysroot::FinalizeOpts),
+    /// Report (once) a finalization that failed at the previous shutdown
+    /// (run at boot by arbor-boot-complete.service).
+    BootComplete(crate::cli_sysroot::FinalizeOpts),
 }
 
 /// `serve`.

@@ -64,6 +64,10 @@ pub fn dispatch(opt: Opt, out: &mut dyn Write) -> Result<ExitCode> {
         Cmd::Unpin(o) => crate::sysroot_cmds::pin(o, false, out).map(|_| ExitCode::SUCCESS),
         Cmd::Kargs(o) => crate::sysroot_cmds::kargs(o, out).map(|_| ExitCode::SUCCESS),
         Cmd::Finalize(o) => crate::sysroot_cmds::finalize(o, out).map(|_| ExitCode::SUCCESS),
+        Cmd::BootComplete(o) => {
+            let s = arbor_sysroot::Sysroot::open(&o.sysroot.sysroot)?;
+            arbor_sysroot::staged::boot_complete(&s).map(|_| ExitCode::SUCCESS)
+        }
     }?;
     Ok(code)
 }

@@ -173,13 +173,60 @@ pub enum Finalized {
     },
 }
 
+/// Where a failed finalization leaves its error, relative to `/boot`
+/// (ostree's `ostree/finalize-failure.stamp`), for the next boot to report.
+pub const FINALIZE_FAILURE_STAMP: &str = "ostree/finalize-failure.stamp";
+
+/// [`finalize_inner`], recording a failure in [`FINALIZE_FAILURE_STAMP`]
+/// (and removing an old stamp on success), as ostree's
+/// `finalize-staged` does, so `boot-complete` reports it on the next boot.
+pub fn finalize(s: &mut Sysroot) -> Result<Finalized> {
+    let r = finalize_inner(s);
+    let boot = fsutil::open_dir(&s.fd, "boot")?;
+    match &r {
+        Err(e) => {
+            fsutil::ensure_dir_path(&boot, "ostree", 0o755)?;
+            let dir = fsutil::open_dir(&boot, "ostree")?;
+            let stamp = FINALIZE_FAILURE_STAMP
+                .rsplit('/')
+                .next()
+                .unwrap_or_default();
+            if let Err(w) = fsutil::write_atomic(&dir, stamp, format!("{e:#}").as_bytes(), 0o644) {
+                tracing::error!("writing /boot/{FINALIZE_FAILURE_STAMP}: {w:#}");
+            }
+        }
+        Ok(_) => {
+            match rustix::fs::unlinkat(&boot, FINALIZE_FAILURE_STAMP, rustix::fs::AtFlags::empty())
+            {
+                Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+                Err(e) => return Err(e).context("Removing the finalize failure stamp"),
+            }
+        }
+    }
+    r
+}
+
+/// Run at boot (`boot-complete`): if the previous shutdown's finalization
+/// failed, removes the stamp and returns its message as an error (once).
+pub fn boot_complete(s: &Sysroot) -> Result<()> {
+    let boot = fsutil::open_dir(&s.fd, "boot")?;
+    let Some(msg) = fsutil::read_optional(&boot, FINALIZE_FAILURE_STAMP)? else {
+        return Ok(());
+    };
+    let _ = rustix::fs::unlinkat(&boot, FINALIZE_FAILURE_STAMP, rustix::fs::AtFlags::empty());
+    bail!(
+        "Finalizing the staged deployment failed on the previous shutdown: {}",
+        String::from_utf8_lossy(&msg).trim_end()
+    )
+}
+
 /// Completes a staged deployment (run at shutdown): removes the record,
 /// merges the merge deployment's /etc as it is now, then writes the
 /// deployment list with it as the default, and cleans up without pruning.
 /// A crash at any point boots the old list; the staged deployment is then
 /// lost, and cleanup removes its directory (as with ostree).
 #[context("Finalizing the staged deployment")]
-pub fn finalize(s: &mut Sysroot) -> Result<Finalized> {
+fn finalize_inner(s: &mut Sysroot) -> Result<Finalized> {
     let _lock = s.lock()?;
     s.load()?;
     let Some(state) = read_state(&s.fd)? else {

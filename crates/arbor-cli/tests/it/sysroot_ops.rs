@@ -388,11 +388,27 @@ fn staged_upgrade_is_finalized_at_shutdown() {
     assert_eq!(std::fs::read(&record).unwrap(), st.encode());
     assert_eq!(loader(), loader_before);
     std::fs::write(&record, &original).unwrap();
+    // The failure is left for the next boot, which reports it once.
+    let stamp = sys.join("boot/ostree/finalize-failure.stamp");
+    assert!(std::fs::read_to_string(&stamp)
+        .unwrap()
+        .contains("overlay initrds"));
+    let err = run_fail(&mut sys_arbor(&sys, &["boot-complete"]));
+    assert!(
+        String::from_utf8_lossy(&err.stderr)
+            .contains("failed on the previous shutdown: Finalizing the staged deployment"),
+        "{err:?}"
+    );
+    assert!(!stamp.exists());
+    run_ok(&mut sys_arbor(&sys, &["boot-complete"]));
+    // A successful finalization removes an old stamp.
+    std::fs::write(&stamp, "an older failure").unwrap();
     // Shutdown: the unit's command finalizes.
     let mut c = unit_exec_stop(&sys);
     c.env("ARBOR_TEST_ROOT", &booted);
     assert!(run_ok(&mut c).contains("Finalized"));
     assert!(!sys.join("run/ostree/staged-deployment").exists());
+    assert!(!stamp.exists());
     let v = status_json(&sys, Some(&booted));
     let d = v["deployments"].as_array().unwrap();
     assert_eq!(d.len(), 2);
