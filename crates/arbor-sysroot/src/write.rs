@@ -47,7 +47,10 @@ fn assign_bootserials(list: &mut [Deployment]) {
 
 /// `syncfs` of the sysroot and of `/boot` (which may be another mount).
 fn full_sync(s: &Sysroot, boot: &OwnedFd) -> Result<()> {
-    rustix::fs::syncfs(&s.fd).context("Syncing the sysroot")?;
+    // `ostree/` (through the `/ostree` symlink of a booted system) is on
+    // the physical root filesystem, where deployments and the repository
+    // live, even when `/` is a composefs or overlay mount.
+    rustix::fs::syncfs(s.ostree_dir()?).context("Syncing the sysroot")?;
     rustix::fs::syncfs(boot).context("Syncing /boot")?;
     Ok(())
 }

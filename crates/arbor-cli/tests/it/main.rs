@@ -23,6 +23,7 @@ mod summary;
 mod sysroot;
 mod sysroot_faults;
 mod sysroot_ops;
+mod sysroot_sync;
 mod testserver;
 mod util;
 mod vectors;

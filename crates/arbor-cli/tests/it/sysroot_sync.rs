@@ -1,0 +1,173 @@
+//! The sysroot's sync discipline, observed with strace (a killed process
+//! keeps its page cache, so only the order of the syscalls shows that a
+//! power loss is survived): everything the new boot configuration refers
+//! to (entries, kernels, origins, bootlinks, `loader.tmp`) is written, then
+//! `syncfs`, then the one atomic rename that switches, then the directory
+//! holding it is synced.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::sysroot::needs_root;
+use crate::sysroot_ops::{machine, sys_arbor};
+use crate::util::run_ok;
+
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+enum Ev {
+    /// A name the new configuration refers to: an entry, a kernel, an
+    /// origin, a bootlink, `loader.tmp`, an inactive `boot.B` link.
+    Prepare,
+    Sync,
+    /// `rename(boot/loader.tmp, boot/loader)`.
+    LoaderSwap,
+    /// `rename(ostree/boot.B.tmp, ostree/boot.B)`.
+    BootlinkSwap,
+    /// `fsync` of `/boot` or `ostree/`.
+    DirSync,
+}
+
+fn traced(dir: &Path, args: &[&str]) -> Vec<Ev> {
+    let ok = Command::new("strace")
+        .args(["-f", "-o", "/dev/null", "true"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(ok, "strace is required and must be able to trace");
+    let log = dir.join("sysroot.strace");
+    let mut cmd = Command::new("strace");
+    cmd.args([
+        "-f",
+        "-y",
+        "-e",
+        "trace=syncfs,fsync,rename,renameat,renameat2,symlinkat",
+        "-o",
+    ])
+    .arg(&log)
+    .arg(env!("CARGO_BIN_EXE_arbor"))
+    .args(args);
+    run_ok(&mut cmd);
+    classify(&std::fs::read_to_string(&log).unwrap())
+}
+
+fn classify(text: &str) -> Vec<Ev> {
+    let mut evs = Vec::new();
+    for line in text.lines() {
+        if line.contains("= -1") || line.contains("resumed>") || line.contains("+++") {
+            continue;
+        }
+        let call = line.trim_start_matches(|c: char| c.is_ascii_digit() || c == ' ');
+        let rename = call.starts_with("rename");
+        if call.starts_with("syncfs(") {
+            evs.push(Ev::Sync);
+        } else if rename && call.contains("\"loader.tmp\"") && call.contains("\"loader\"") {
+            evs.push(Ev::LoaderSwap);
+        } else if rename && call.contains("/ostree>, \"boot.") && call.contains(".tmp\"") {
+            evs.push(Ev::BootlinkSwap);
+        } else if call.starts_with("fsync(")
+            && (call.contains("/boot>)") || call.contains("/ostree>)"))
+        {
+            evs.push(Ev::DirSync);
+        } else if (rename
+            && (call.contains("/entries>")
+                || call.contains("/boot/ostree/")
+                || call.contains(".origin\"")))
+            || (call.starts_with("symlinkat(")
+                && (call.contains("/ostree/boot.") || call.contains("\"loader.tmp\"")))
+        {
+            evs.push(Ev::Prepare);
+        }
+    }
+    evs
+}
+
+/// Asserts: every preparation, then a sync, then `swap` (exactly once),
+/// then a sync of its directory. `BootlinkSwap`s other than the switch
+/// (the inactive boot version's link) count as preparations.
+fn assert_switch_order(evs: &[Ev], swap: Ev) {
+    let swaps: Vec<usize> = (0..evs.len()).filter(|&i| evs[i] == swap).collect();
+    let [s] = swaps[..] else {
+        panic!("expected exactly one {swap:?}: {evs:?}");
+    };
+    let is_prep = |e: &Ev| *e == Ev::Prepare || (swap == Ev::LoaderSwap && *e == Ev::BootlinkSwap);
+    let last_prep = evs
+        .iter()
+        .rposition(is_prep)
+        .unwrap_or_else(|| panic!("nothing prepared: {evs:?}"));
+    assert!(last_prep < s, "written after the switch: {evs:?}");
+    assert!(
+        evs[last_prep..s].contains(&Ev::Sync),
+        "switched before what it refers to was synced: {evs:?}"
+    );
+    assert!(
+        evs[s..].contains(&Ev::DirSync),
+        "switch not synced: {evs:?}"
+    );
+}
+
+#[test]
+fn switch_checker_rejects_wrong_orders() {
+    use Ev::*;
+    assert_switch_order(
+        &[Prepare, BootlinkSwap, Sync, LoaderSwap, DirSync],
+        LoaderSwap,
+    );
+    assert_switch_order(&[Prepare, Sync, BootlinkSwap, DirSync], BootlinkSwap);
+    for (bad, swap) in [
+        (vec![Prepare, LoaderSwap, Sync, DirSync], LoaderSwap),
+        (vec![Sync, Prepare, LoaderSwap, DirSync], LoaderSwap),
+        (
+            vec![Prepare, Sync, BootlinkSwap, LoaderSwap, DirSync],
+            LoaderSwap,
+        ),
+        (vec![Prepare, Sync, LoaderSwap], LoaderSwap),
+        (
+            vec![Prepare, Sync, LoaderSwap, Prepare, DirSync],
+            LoaderSwap,
+        ),
+        (
+            vec![Prepare, Sync, LoaderSwap, LoaderSwap, DirSync],
+            LoaderSwap,
+        ),
+    ] {
+        let r = std::panic::catch_unwind(|| assert_switch_order(&bad, swap));
+        assert!(r.is_err(), "{bad:?} accepted");
+    }
+}
+
+#[test]
+fn deployments_are_synced_before_the_boot_switch() {
+    if needs_root("deployments_are_synced_before_the_boot_switch") {
+        return;
+    }
+    let mut m = machine();
+    let sys = m.sys.clone();
+    m.src.release_v2();
+    let base = m.src.dir.path().to_path_buf();
+    let s = sys.to_str().unwrap();
+    // A new boot version: entries, kernel, origin, bootlinks, loader swap.
+    let evs = traced(&base, &["upgrade", "--sysroot", s]);
+    assert_switch_order(&evs, Ev::LoaderSwap);
+    // Same entries, new order: only the bootlinks are swapped.
+    run_ok(&mut sys_arbor(&sys, &["deploy", "--retain", &m.src.v2]));
+    let evs = traced(&base, &["rollback", "--sysroot", s]);
+    assert!(!evs.contains(&Ev::LoaderSwap), "{evs:?}");
+    assert_switch_order(&evs, Ev::BootlinkSwap);
+    // A staged deployment's finalization switches the same way.
+    let booted = crate::sysroot::booted_root(&sys, 0);
+    run_ok(sys_arbor(&sys, &["deploy", "--stage", &m.src.v1]).env("ARBOR_TEST_ROOT", &booted));
+    let mut cmd = Command::new("strace");
+    let log = base.join("finalize.strace");
+    cmd.args([
+        "-f",
+        "-y",
+        "-e",
+        "trace=syncfs,fsync,rename,renameat,renameat2,symlinkat",
+        "-o",
+    ])
+    .arg(&log)
+    .arg(env!("CARGO_BIN_EXE_arbor"))
+    .args(["finalize", "--sysroot", s])
+    .env("ARBOR_TEST_ROOT", &booted);
+    run_ok(&mut cmd);
+    let evs = classify(&std::fs::read_to_string(&log).unwrap());
+    assert_switch_order(&evs, Ev::LoaderSwap);
+}
