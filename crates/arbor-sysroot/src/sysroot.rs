@@ -643,14 +643,23 @@ pub struct SysrootLock {
 
 impl Sysroot {
     /// Waits for the exclusive sysroot lock.
+    /// Every operation that writes takes it first, so a read-only sysroot
+    /// is refused here, before anything changes.
     pub fn lock(&self) -> Result<SysrootLock> {
-        let fd = rustix::fs::openat(
+        let fd = match rustix::fs::openat(
             &self.fd,
             "ostree/lock",
             OFlags::RDWR | OFlags::CREATE | OFlags::CLOEXEC,
             Mode::from_raw_mode(0o600),
-        )
-        .context("Opening ostree/lock")?;
+        ) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::ROFS) => bail!(
+                "The sysroot {} is mounted read-only (as with sysroot.readonly): \
+                 remount it writable (mount -o remount,rw /sysroot) and retry",
+                self.path.display()
+            ),
+            Err(e) => return Err(e).context("Opening ostree/lock"),
+        };
         arbor_repo::repo::lock_ofd(&fd, true).context("Locking the sysroot")?;
         Ok(SysrootLock { _fd: fd })
     }
