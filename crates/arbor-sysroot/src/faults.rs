@@ -32,6 +32,11 @@ pub const CLEANUP_FILES: &str = "cleanup::files";
 /// Deployment refs are reset; the repository not yet pruned.
 pub const CLEANUP_REFS: &str = "cleanup::refs";
 
+/// A separate `/boot` is frozen (during the sync before a switch); the
+/// watchdog must thaw it. Reached only when `/boot` is its own filesystem,
+/// so not in [`ALL`]: its own test mounts one.
+pub const BOOT_FROZEN: &str = "write::boot-frozen";
+
 /// Every sysroot crash point, in the order a deploy reaches them.
 pub const ALL: &[&str] = &[
     DEPLOY_CHECKED_OUT,

@@ -21,6 +21,7 @@ pub mod deploy;
 pub mod deployment;
 pub mod etc_merge;
 pub mod faults;
+pub mod freeze;
 pub mod fsutil;
 pub mod kargs;
 pub mod kernel;

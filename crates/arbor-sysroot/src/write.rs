@@ -45,13 +45,19 @@ fn assign_bootserials(list: &mut [Deployment]) {
     }
 }
 
-/// `syncfs` of the sysroot and of `/boot` (which may be another mount).
+/// `syncfs` of the sysroot and of `/boot` (which may be another mount),
+/// then, for a separate `/boot`, ostree's freeze/thaw cycle
+/// ([`crate::freeze`]).
 fn full_sync(s: &Sysroot, boot: &OwnedFd) -> Result<()> {
     // `ostree/` (through the `/ostree` symlink of a booted system) is on
     // the physical root filesystem, where deployments and the repository
     // live, even when `/` is a composefs or overlay mount.
-    rustix::fs::syncfs(s.ostree_dir()?).context("Syncing the sysroot")?;
+    let ostree = s.ostree_dir()?;
+    rustix::fs::syncfs(&ostree).context("Syncing the sysroot")?;
     rustix::fs::syncfs(boot).context("Syncing /boot")?;
+    if crate::freeze::boot_is_separate(&ostree, boot)? {
+        crate::freeze::freeze_thaw(&s.path().join("boot"))?;
+    }
     Ok(())
 }
 

@@ -52,7 +52,7 @@ pub(crate) fn sys_arbor(sys: &Path, args: &[&str]) -> std::process::Command {
     c
 }
 
-fn checksums(sys: &Path) -> Vec<String> {
+pub(crate) fn checksums(sys: &Path) -> Vec<String> {
     status_json(sys, None)["deployments"]
         .as_array()
         .unwrap()

@@ -24,6 +24,9 @@ enum Ev {
     BootlinkSwap,
     /// `fsync` of `/boot` or `ostree/`.
     DirSync,
+    /// `ioctl(FIFREEZE)` / `ioctl(FITHAW)` (by `fsfreeze`).
+    Freeze,
+    Thaw,
 }
 
 fn traced(dir: &Path, args: &[&str]) -> Vec<Ev> {
@@ -38,7 +41,7 @@ fn traced(dir: &Path, args: &[&str]) -> Vec<Ev> {
         "-f",
         "-y",
         "-e",
-        "trace=syncfs,fsync,rename,renameat,renameat2,symlinkat",
+        "trace=syncfs,fsync,rename,renameat,renameat2,symlinkat,ioctl",
         "-o",
     ])
     .arg(&log)
@@ -56,7 +59,11 @@ fn classify(text: &str) -> Vec<Ev> {
         }
         let call = line.trim_start_matches(|c: char| c.is_ascii_digit() || c == ' ');
         let rename = call.starts_with("rename");
-        if call.starts_with("syncfs(") {
+        if call.starts_with("ioctl(") && call.contains("FIFREEZE") {
+            evs.push(Ev::Freeze);
+        } else if call.starts_with("ioctl(") && call.contains("FITHAW") {
+            evs.push(Ev::Thaw);
+        } else if call.starts_with("syncfs(") {
             evs.push(Ev::Sync);
         } else if rename && call.contains("\"loader.tmp\"") && call.contains("\"loader\"") {
             evs.push(Ev::LoaderSwap);
@@ -170,4 +177,80 @@ fn deployments_are_synced_before_the_boot_switch() {
     run_ok(&mut cmd);
     let evs = classify(&std::fs::read_to_string(&log).unwrap());
     assert_switch_order(&evs, Ev::LoaderSwap);
+}
+
+/// A loop-mounted ext4 over `dir` (its content copied in); on drop, thawed
+/// (should a test fail while it is frozen) and unmounted.
+struct LoopMount(std::path::PathBuf);
+
+impl LoopMount {
+    fn over(dir: &Path, work: &Path) -> LoopMount {
+        let img = work.join("boot.img");
+        let copy = work.join("boot-copy");
+        run_ok(Command::new("truncate").arg("-s").arg("64M").arg(&img));
+        run_ok(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&img));
+        run_ok(Command::new("cp").arg("-a").arg(dir).arg(&copy));
+        run_ok(
+            Command::new("mount")
+                .args(["-o", "loop"])
+                .arg(&img)
+                .arg(dir),
+        );
+        let m = LoopMount(dir.to_path_buf());
+        run_ok(Command::new("cp").arg("-a").arg(copy.join(".")).arg(dir));
+        m
+    }
+}
+
+impl Drop for LoopMount {
+    fn drop(&mut self) {
+        let _ = Command::new("fsfreeze")
+            .arg("--unfreeze")
+            .arg(&self.0)
+            .output();
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_separate_boot_is_frozen_and_thawed_before_the_switch() {
+    if needs_root("a_separate_boot_is_frozen_and_thawed_before_the_switch") {
+        return;
+    }
+    let mut m = machine();
+    let sys = m.sys.clone();
+    let base = m.src.dir.path().to_path_buf();
+    let _boot = LoopMount::over(&sys.join("boot"), &base);
+    m.src.release_v2();
+    let s = sys.to_str().unwrap();
+    let evs = traced(&base, &["upgrade", "--sysroot", s]);
+    assert_switch_order(&evs, Ev::LoaderSwap);
+    let pos = |e: Ev| evs.iter().position(|x| *x == e);
+    let (f, t, swap) = (
+        pos(Ev::Freeze).unwrap_or_else(|| panic!("no freeze: {evs:?}")),
+        pos(Ev::Thaw).unwrap_or_else(|| panic!("no thaw: {evs:?}")),
+        pos(Ev::LoaderSwap).unwrap(),
+    );
+    let last_prep = evs.iter().rposition(|e| *e == Ev::Prepare).unwrap();
+    assert!(last_prep < f && f < t && t < swap, "{evs:?}");
+    // Killed while /boot is frozen: the watchdog thaws it, the old list
+    // stays, and the operation completes when run again.
+    let before = crate::sysroot_ops::checksums(&sys);
+    let out = sys_arbor(&sys, &["rollback"])
+        .env("ARBOR_FAILPOINT", arbor_sysroot::faults::BOOT_FROZEN)
+        .output()
+        .unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(9), "{out:?}");
+    let probe = Command::new("timeout")
+        .arg("20")
+        .arg("touch")
+        .arg(sys.join("boot/thawed"))
+        .status()
+        .unwrap();
+    assert!(probe.success(), "/boot stayed frozen");
+    assert_eq!(crate::sysroot_ops::checksums(&sys), before);
+    run_ok(&mut sys_arbor(&sys, &["rollback"]));
+    let after = crate::sysroot_ops::checksums(&sys);
+    assert_eq!(after, [before[1].clone(), before[0].clone()]);
 }
