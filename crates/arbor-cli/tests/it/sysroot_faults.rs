@@ -228,6 +228,28 @@ fn ops(t: &Templates) -> Vec<(Op, PathBuf)> {
         ),
         (
             Op {
+                name: "upgrade-booted",
+                args: a(&["upgrade"]),
+                before: vec![v1.clone()],
+                after: vec![v2.clone(), v1.clone()],
+                also: vec![],
+                booted: Some(v1.clone()),
+            },
+            t.one.clone(),
+        ),
+        (
+            Op {
+                name: "rollback-booted",
+                args: a(&["rollback"]),
+                before: vec![v2.clone(), v1.clone()],
+                after: vec![v1.clone(), v2.clone()],
+                also: vec![],
+                booted: Some(v1.clone()),
+            },
+            t.two.clone(),
+        ),
+        (
+            Op {
                 name: "stage",
                 args: a(&["upgrade", "--stage"]),
                 before: vec![v1.clone()],
