@@ -48,6 +48,42 @@ pub struct StagedState {
     /// as ostree's `--overlay-initrd` stages them; arbor does not install
     /// them and refuses to finalize such a record (see [`finalize`]).
     pub overlay_initrds: Vec<String>,
+    /// Boot entry keys of other tools (`bootconfig-extra`, `a{ss}`, as
+    /// ostree 2026.4 writes it, from the merge deployment's entry), given to
+    /// the entry written at finalization.
+    pub bootconfig_extra: Vec<(String, String)>,
+}
+
+/// Serializes an `a{ss}` in GVariant normal form.
+fn encode_str_dict(pairs: &[(String, String)]) -> Vec<u8> {
+    use gvariant::{gv, Marker};
+    let items: Vec<(&str, &str)> = pairs
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let mut out = Vec::new();
+    gv!("a{ss}")
+        .serialize(&items, &mut out)
+        .expect("writing to a Vec cannot fail");
+    out
+}
+
+/// Parses an `a{ss}` (`None` if it is not one in normal form).
+fn decode_str_dict(data: &[u8]) -> Option<Vec<(String, String)>> {
+    use gvariant::aligned_bytes::{copy_to_align, AsAligned, A8};
+    use gvariant::{gv, Marker, Structure};
+    let aligned = copy_to_align::<A8>(data);
+    let d = gv!("a{ss}").cast(aligned.as_aligned());
+    let pairs: Vec<(String, String)> = d
+        .iter()
+        .map(|e| {
+            let (k, v) = e.to_tuple();
+            (k.to_str().to_owned(), v.to_str().to_owned())
+        })
+        .collect();
+    // The crate reads non-normal data leniently: accept only what
+    // re-serializes to the same bytes.
+    (encode_str_dict(&pairs) == data).then_some(pairs)
 }
 
 fn ref_to_dict(d: &DeploymentRef) -> Metadata {
@@ -81,6 +117,15 @@ impl StagedState {
             m.push("merge-deployment", Value::Dict(ref_to_dict(md)));
         }
         m.push("kargs", Value::StrArray(self.kargs.clone()));
+        if !self.bootconfig_extra.is_empty() {
+            m.push(
+                "bootconfig-extra",
+                Value::Other {
+                    type_str: "a{ss}".into(),
+                    data: encode_str_dict(&self.bootconfig_extra),
+                },
+            );
+        }
         if !self.overlay_initrds.is_empty() {
             m.push(
                 "overlay-initrds",
@@ -114,6 +159,13 @@ impl StagedState {
                 Some(Value::StrArray(v)) => v.clone(),
                 _ => Vec::new(),
             },
+            bootconfig_extra: match m.get("bootconfig-extra") {
+                Some(Value::Other { type_str, data }) if type_str == "a{ss}" => {
+                    decode_str_dict(data)
+                        .context("Staged deployment state: invalid bootconfig-extra")?
+                }
+                _ => Vec::new(),
+            },
         })
     }
 }
@@ -140,6 +192,15 @@ pub(crate) fn write_state(s: &Sysroot, d: &Deployment, merge: Option<&Deployment
         kargs: d.kargs_without_ostree().args().to_vec(),
         locked: false,
         overlay_initrds: Vec::new(),
+        // As ostree: the merge deployment's keys of other tools carry over.
+        bootconfig_extra: merge
+            .map(|m| {
+                m.bootconfig
+                    .extra_keys()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect()
+            })
+            .unwrap_or_default(),
     };
     let dir = fsutil::ensure_dir_path(&s.fd, "run/ostree", 0o755)?;
     fsutil::write_atomic(&dir, "staged-deployment", &state.encode(), 0o644)?;
@@ -290,4 +351,41 @@ fn finalize_inner(s: &mut Sysroot) -> Result<Finalized> {
         deployment: staged.dir_name(),
         write,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bootconfig_extra_is_a_normal_form_string_dict() {
+        // {'ab': 'c'} as GVariant a{ss}: the entry "ab\0" "c\0" with the
+        // first string's end (3) as its framing offset, then the array's
+        // offset table (the entry ends at 6); all offsets one byte.
+        let pairs = vec![("ab".to_string(), "c".to_string())];
+        let bytes = encode_str_dict(&pairs);
+        assert_eq!(bytes, b"ab\0c\0\x03\x06");
+        assert_eq!(decode_str_dict(&bytes), Some(pairs));
+        assert_eq!(decode_str_dict(&[]), Some(vec![]));
+        // Not normal form (a wrong framing offset): refused.
+        assert_eq!(decode_str_dict(b"ab\0c\0\x02\x06"), None);
+        // Round trip through the whole record.
+        let st = StagedState {
+            target: DeploymentRef {
+                stateroot: "os".into(),
+                csum: Checksum::from_hex(&"ab".repeat(32)).unwrap(),
+                deployserial: 0,
+                bootcsum: "cd".repeat(32),
+            },
+            merge: None,
+            kargs: vec!["quiet".into()],
+            locked: false,
+            overlay_initrds: vec![],
+            bootconfig_extra: vec![
+                ("x-options-source-tuned".into(), "a=1 b".into()),
+                ("fdtdir".into(), "/x".into()),
+            ],
+        };
+        assert_eq!(StagedState::decode(&st.encode()).unwrap(), st);
+    }
 }

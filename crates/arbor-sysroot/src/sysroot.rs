@@ -261,6 +261,9 @@ impl Sysroot {
             staged: true,
             bootconfig: BootEntry::default(),
         };
+        for (k, v) in &state.bootconfig_extra {
+            d.bootconfig.set(k, v);
+        }
         validate_stateroot(&d.stateroot)?;
         if fsutil::file_type(&self.fd, &d.relpath())? != Some(FileType::Directory) {
             tracing::warn!("staged deployment {} is missing: ignored", d.relpath());

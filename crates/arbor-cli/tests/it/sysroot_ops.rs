@@ -336,9 +336,24 @@ fn staged_upgrade_is_finalized_at_shutdown() {
             .count()
     };
     let loader = || std::fs::read_link(sys.join("boot/loader")).unwrap();
+    // Another tool's key in the booted entry (bootc's x-options-source-*):
+    // recorded with the stage (bootconfig-extra, as ostree 2026.4) and
+    // written into the finalized entry.
+    let booted_entry = sys.join("boot/loader/entries/ostree-1-testos.conf");
+    let mut text = std::fs::read_to_string(&booted_entry).unwrap();
+    text.push_str("x-options-source-test quiet\n");
+    std::fs::write(&booted_entry, text).unwrap();
     let loader_before = loader();
     let out = run_ok(&mut with_boot(&["upgrade", "--stage"]));
     assert!(out.contains("Staged testos"), "{out}");
+    let rec = arbor_sysroot::staged::StagedState::decode(
+        &std::fs::read(sys.join("run/ostree/staged-deployment")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        rec.bootconfig_extra,
+        [("x-options-source-test".to_string(), "quiet".to_string())]
+    );
     // Staged: listed first, no boot entry yet, the record in run/ostree.
     let v = status_json(&sys, Some(&booted));
     let d = v["deployments"].as_array().unwrap();
@@ -422,6 +437,12 @@ fn staged_upgrade_is_finalized_at_shutdown() {
     );
     assert_eq!(entries(), 2);
     assert!(is_immutable(&deployment_dir(&sys, &m.src.v2, 0)));
+    let new_entry =
+        std::fs::read_to_string(sys.join("boot/loader/entries/ostree-2-testos.conf")).unwrap();
+    assert!(
+        new_entry.ends_with("\nx-options-source-test quiet\n"),
+        "{new_entry}"
+    );
     let merged = deployment_dir(&sys, &m.src.v2, 0).join("etc/modified-by-admin.conf");
     assert_eq!(
         std::fs::read_to_string(merged).unwrap(),
