@@ -142,15 +142,25 @@ fn boot_entry(
     e.set("title", &title);
     e.set("version", &(n - i).to_string());
     e.set("options", &kargs.to_string());
-    if layout.devicetree.is_some() {
+    e.set("linux", &format!("{prefix}/{}", layout.kernel.dest));
+    if let Some(f) = &layout.initramfs {
+        e.set("initrd", &format!("{prefix}/{}", f.dest));
+    }
+    // Non-standard keys follow in the order ostree sets them (its writer
+    // emits them in hash-table order, which only matters with aboot).
+    if let Some(f) = &layout.aboot {
+        e.set("aboot", &format!("{prefix}/{}", f.dest));
+        // As ostree: the deployment's usr/lib/ostree-boot/aboot.cfg, even
+        // when aboot.img came from usr/lib/modules/KVER.
         e.set(
-            "devicetree",
-            &format!("{prefix}/devicetree-{}", layout.kver),
+            "abootcfg",
+            &format!("/{}/usr/lib/ostree-boot/aboot.cfg", d.relpath()),
         );
     }
-    e.set("linux", &format!("{prefix}/vmlinuz-{}", layout.kver));
-    if layout.initramfs.is_some() {
-        e.set("initrd", &format!("{prefix}/initramfs-{}.img", layout.kver));
+    match &layout.devicetree {
+        Some(kernel::Devicetree::File(f)) => e.set("devicetree", &format!("{prefix}/{}", f.dest)),
+        Some(kernel::Devicetree::Dir(name)) => e.set("fdtdir", &format!("{prefix}/{name}")),
+        None => {}
     }
     Ok(e)
 }
@@ -256,7 +266,7 @@ pub fn write_deployments(
         for i in 0..list.len() {
             let d = &list[i];
             let root = s.deployment_dir(d)?;
-            let layout = kernel::find_kernel(&root)
+            let layout = kernel::find_kernel_for(&root, &d.bootcsum)
                 .with_context(|| format!("Deployment {}", d.dir_name()))?;
             if layout.bootcsum != d.bootcsum {
                 bail!(
