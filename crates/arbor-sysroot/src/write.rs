@@ -153,15 +153,25 @@ fn boot_entry(
     e.set("title", &title);
     e.set("version", &(n - i).to_string());
     e.set("options", &kargs.to_string());
-    if layout.devicetree.is_some() {
+    e.set("linux", &format!("{prefix}/{}", layout.kernel.dest));
+    if let Some(f) = &layout.initramfs {
+        e.set("initrd", &format!("{prefix}/{}", f.dest));
+    }
+    // Non-standard keys follow in the order ostree sets them (its writer
+    // emits them in hash-table order, which only matters with aboot).
+    if let Some(f) = &layout.aboot {
+        e.set("aboot", &format!("{prefix}/{}", f.dest));
+        // As ostree: the deployment's usr/lib/ostree-boot/aboot.cfg, even
+        // when aboot.img came from usr/lib/modules/KVER.
         e.set(
-            "devicetree",
-            &format!("{prefix}/devicetree-{}", layout.kver),
+            "abootcfg",
+            &format!("/{}/usr/lib/ostree-boot/aboot.cfg", d.relpath()),
         );
     }
-    e.set("linux", &format!("{prefix}/vmlinuz-{}", layout.kver));
-    if layout.initramfs.is_some() {
-        e.set("initrd", &format!("{prefix}/initramfs-{}.img", layout.kver));
+    match &layout.devicetree {
+        Some(kernel::Devicetree::File(f)) => e.set("devicetree", &format!("{prefix}/{}", f.dest)),
+        Some(kernel::Devicetree::Dir(name)) => e.set("fdtdir", &format!("{prefix}/{name}")),
+        None => {}
     }
     Ok(e)
 }
@@ -267,7 +277,7 @@ pub fn write_deployments(
         for i in 0..list.len() {
             let d = &list[i];
             let root = s.deployment_dir(d)?;
-            let layout = kernel::find_kernel(&root)
+            let layout = kernel::find_kernel_for(&root, &d.bootcsum)
                 .with_context(|| format!("Deployment {}", d.dir_name()))?;
             if layout.bootcsum != d.bootcsum {
                 bail!(
@@ -511,4 +521,77 @@ pub fn cleanup(s: &mut Sysroot, prune: bool) -> Result<CleanupReport> {
         report.pruned_objects = r.deleted;
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The keys ostree (today's; 2022.7 knows no aboot) writes for a
+    /// usr/lib/modules/KVER with aboot.img and dtb/, and for a single
+    /// devicetree file.
+    #[test]
+    fn boot_entry_has_aboot_and_fdtdir_keys_as_ostree() {
+        let t = tempfile::tempdir().unwrap();
+        let m = t.path().join("usr/lib/modules/6.1");
+        std::fs::create_dir_all(m.join("dtb")).unwrap();
+        for (f, c) in [
+            ("vmlinuz", "K\n"),
+            ("initramfs.img", "I\n"),
+            ("aboot.img", "A\n"),
+            ("dtb/x.dtb", "X\n"),
+        ] {
+            std::fs::write(m.join(f), c).unwrap();
+        }
+        std::fs::write(t.path().join("usr/lib/os-release"), "ID=testos\n").unwrap();
+        let root = fsutil::open_dir(rustix::fs::CWD, &t.path().to_string_lossy()).unwrap();
+        let layout = kernel::find_kernel(&root).unwrap();
+        let csum = "c".repeat(64);
+        let d = Deployment {
+            stateroot: "os".into(),
+            csum: arbor_format::Checksum::from_hex(&csum).unwrap(),
+            deployserial: 0,
+            bootcsum: layout.bootcsum.clone(),
+            bootserial: 0,
+            origin: None,
+            kargs: crate::kargs::Kargs::parse("quiet"),
+            version: None,
+            staged: false,
+            bootconfig: Default::default(),
+        };
+        let b = &layout.bootcsum;
+        let e = boot_entry(std::slice::from_ref(&d), 0, 1, &layout, &root).unwrap();
+        assert_eq!(
+            e.to_text(),
+            format!(
+                "title testos (ostree:0)\nversion 1\n\
+                 options quiet ostree=/ostree/boot.1/os/{b}/0\n\
+                 linux /ostree/os-{b}/vmlinuz-6.1\n\
+                 initrd /ostree/os-{b}/initramfs-6.1.img\n\
+                 aboot /ostree/os-{b}/aboot-6.1.img\n\
+                 abootcfg /ostree/deploy/os/deploy/{csum}.0/usr/lib/ostree-boot/aboot.cfg\n\
+                 fdtdir /ostree/os-{b}/dtb\n"
+            )
+        );
+        // A devicetree file: the standard `devicetree` key, no fdtdir.
+        std::fs::write(m.join("devicetree"), "DT\n").unwrap();
+        std::fs::remove_file(m.join("aboot.img")).unwrap();
+        let layout = kernel::find_kernel(&root).unwrap();
+        let d = Deployment {
+            bootcsum: layout.bootcsum.clone(),
+            ..d
+        };
+        let b = &layout.bootcsum;
+        let e = boot_entry(&[d], 0, 1, &layout, &root).unwrap();
+        assert_eq!(
+            e.to_text(),
+            format!(
+                "title testos (ostree:0)\nversion 1\n\
+                 options quiet ostree=/ostree/boot.1/os/{b}/0\n\
+                 devicetree /ostree/os-{b}/devicetree-6.1\n\
+                 linux /ostree/os-{b}/vmlinuz-6.1\n\
+                 initrd /ostree/os-{b}/initramfs-6.1.img\n"
+            )
+        );
+    }
 }

@@ -22,6 +22,7 @@ mod sign;
 mod summary;
 mod sysroot;
 mod sysroot_faults;
+mod sysroot_kernel;
 mod sysroot_ops;
 mod sysroot_sync;
 mod testserver;

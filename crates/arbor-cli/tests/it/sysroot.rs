@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 
 use crate::util::{arbor, is_root, ostree, require_ostree, run_ok, s};
 
-const KVER: &str = "6.1.0-test";
+pub(crate) const KVER: &str = "6.1.0-test";
 
-fn put(p: &Path, content: &str) {
+pub(crate) fn put(p: &Path, content: &str) {
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
     std::fs::write(p, content).unwrap();
 }
@@ -60,7 +60,7 @@ pub(crate) struct Source {
     pub v2: String,
 }
 
-fn ostree_commit(repo: &Path, tree: &Path, version: &str, ts: &str) -> String {
+pub(crate) fn ostree_commit(repo: &Path, tree: &Path, version: &str, ts: &str) -> String {
     run_ok(ostree().args([
         &format!("--repo={}", s(repo)),
         "commit",
@@ -143,7 +143,7 @@ pub(crate) fn source() -> Source {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Tool {
+pub(crate) enum Tool {
     Arbor,
     Ostree,
 }
@@ -168,7 +168,7 @@ fn admin(tool: Tool, sysroot: &Path, args: &[&str]) -> String {
 }
 
 /// init-fs, os-init testos, and the source's ref pulled into the system repo.
-fn prepare(tool: Tool, sysroot: &Path, src: &Source) {
+pub(crate) fn prepare(tool: Tool, sysroot: &Path, src: &Source) {
     match tool {
         Tool::Arbor => {
             run_ok(arbor().args(["admin", "init-fs"]).arg(sysroot));
@@ -188,7 +188,7 @@ fn prepare(tool: Tool, sysroot: &Path, src: &Source) {
     pull(tool, sysroot, src);
 }
 
-fn pull(tool: Tool, sysroot: &Path, src: &Source) {
+pub(crate) fn pull(tool: Tool, sysroot: &Path, src: &Source) {
     let repo = sysroot.join("ostree/repo");
     match tool {
         Tool::Arbor => run_ok(arbor().args([
@@ -207,7 +207,7 @@ fn pull(tool: Tool, sysroot: &Path, src: &Source) {
     };
 }
 
-fn deploy(tool: Tool, sysroot: &Path, args: &[&str]) {
+pub(crate) fn deploy(tool: Tool, sysroot: &Path, args: &[&str]) {
     let mut a = vec!["deploy"];
     match tool {
         Tool::Arbor => a.extend(["--os", "testos"]),
@@ -220,7 +220,7 @@ fn deploy(tool: Tool, sysroot: &Path, args: &[&str]) {
 /// Everything of a sysroot that the boot depends on, as text: symlinks
 /// (boot/, ostree/ but the repo), BLS entries, origins, /boot/ostree files,
 /// and the system repository's refs.
-fn boot_state(sysroot: &Path) -> BTreeMap<String, String> {
+pub(crate) fn boot_state(sysroot: &Path) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     let mut stack = vec![sysroot.join("boot"), sysroot.join("ostree")];
     while let Some(p) = stack.pop() {
@@ -264,7 +264,7 @@ fn boot_state(sysroot: &Path) -> BTreeMap<String, String> {
 }
 
 /// Every entry of a tree with type, owner, mode and content or target.
-fn tree(root: &Path) -> BTreeMap<String, String> {
+pub(crate) fn tree(root: &Path) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(p) = stack.pop() {
@@ -307,7 +307,11 @@ fn edit_etc(sysroot: &Path, commit: &str) {
 }
 
 #[track_caller]
-fn assert_same_map(what: &str, a: &BTreeMap<String, String>, o: &BTreeMap<String, String>) {
+pub(crate) fn assert_same_map(
+    what: &str,
+    a: &BTreeMap<String, String>,
+    o: &BTreeMap<String, String>,
+) {
     let mut diffs = Vec::new();
     for k in a
         .keys()
