@@ -353,6 +353,22 @@ pub fn upgrade(o: UpgradeOpts, out: &mut impl Write) -> Result<std::process::Exi
         writeln!(out, "No update available.")?;
         return Ok(std::process::ExitCode::SUCCESS);
     }
+    // As ostree's upgrader: never older than the deployed commit (the pull
+    // only compares with the ref's previous value, and a local ref with
+    // nothing).
+    if !o.allow_downgrade {
+        let load = |c| arbor_repo::objects::load_commit(&s.repo, c);
+        let (new, old) = (load(&target)?, load(&merge.csum)?);
+        if new.timestamp < old.timestamp {
+            anyhow::bail!(
+                "Refusing to upgrade to {target} (timestamp {}): older than the deployed \
+                 {} (timestamp {}); use --allow-downgrade",
+                new.timestamp,
+                merge.csum,
+                old.timestamp
+            );
+        }
+    }
     if o.download_only {
         writeln!(out, "Update downloaded: {target} (not deployed)")?;
         return Ok(std::process::ExitCode::SUCCESS);

@@ -14,18 +14,8 @@ const KEY_ORDER: &[&str] = &[
     "initrd",
 ];
 
-/// The keys ostree sets itself when it writes an entry.
-const STANDARD_KEYS: &[&str] = &[
-    "title",
-    "version",
-    "options",
-    "devicetree",
-    "linux",
-    "initrd",
-    "fdtdir",
-    "aboot",
-    "abootcfg",
-];
+/// Keys ostree also sets itself, written after [`KEY_ORDER`]'s.
+const OTHER_OSTREE_KEYS: &[&str] = &["fdtdir", "aboot", "abootcfg"];
 
 /// One BLS entry: `key value` lines.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -69,7 +59,9 @@ impl BootEntry {
     pub fn extra_keys(&self) -> impl Iterator<Item = (&str, &str)> {
         self.entries
             .iter()
-            .filter(|(k, _)| !STANDARD_KEYS.contains(&k.as_str()))
+            .filter(|(k, _)| {
+                !KEY_ORDER.contains(&k.as_str()) && !OTHER_OSTREE_KEYS.contains(&k.as_str())
+            })
             .map(|(k, v)| (k.as_str(), v.as_str()))
     }
 

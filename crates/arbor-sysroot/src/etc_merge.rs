@@ -258,7 +258,13 @@ fn ensure_parent(modified: &OwnedFd, new: &OwnedFd, path: &str) -> Result<OwnedF
                 let s = fsutil::open_dir(&cur_mod, c)?;
                 copy_attrs(&d, Some(&s), &sm)?;
             }
-            Some(st) if ftype(&st) == FileType::Directory => {}
+            // As ostree's ensure_directory_from_template: an existing
+            // directory takes the admin's owner, mode and xattrs too.
+            Some(st) if ftype(&st) == FileType::Directory => {
+                let d = fsutil::open_dir(&cur_new, c)?;
+                let s = fsutil::open_dir(&cur_mod, c)?;
+                copy_attrs(&d, Some(&s), &sm)?;
+            }
             Some(_) => bail!("Cannot merge /etc/{path}: the new default is not a directory"),
         }
         cur_new = fsutil::open_dir(&cur_new, c)?;

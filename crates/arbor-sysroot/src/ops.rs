@@ -69,6 +69,9 @@ pub fn set_pinned(s: &mut Sysroot, index: usize, pinned: bool) -> Result<bool> {
     s.load()?;
     check_index(s, index)?;
     let d = &s.deployments[index];
+    if d.staged {
+        bail!("Cannot pin staged deployment {index}: it is replaced or finalized at shutdown");
+    }
     if d.pinned() == pinned {
         return Ok(false);
     }

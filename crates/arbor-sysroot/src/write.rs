@@ -61,12 +61,24 @@ fn full_sync(s: &Sysroot, boot: &OwnedFd) -> Result<()> {
     Ok(())
 }
 
-/// `PRETTY_NAME` (else `ID`) of the deployment's os-release.
+/// `PRETTY_NAME` (else `ID`) of the deployment's os-release. The file is
+/// often a symlink (`os.release.d/…`): it is followed, as ostree follows
+/// it, but only inside the deployment.
 fn os_name(deployment: &OwnedFd) -> Result<Option<String>> {
+    use std::io::Read;
     for p in ["usr/lib/os-release", "etc/os-release"] {
-        let Some(bytes) = fsutil::read_optional(deployment, p)? else {
+        let Some(fd) = kernel::open_in_tree(
+            deployment,
+            std::path::Path::new(p),
+            rustix::fs::OFlags::RDONLY,
+        )?
+        else {
             continue;
         };
+        let mut bytes = Vec::new();
+        std::fs::File::from(fd)
+            .read_to_end(&mut bytes)
+            .with_context(|| format!("Reading {p}"))?;
         let text = String::from_utf8_lossy(&bytes);
         let mut id = None;
         for line in text.lines() {

@@ -25,10 +25,16 @@ pub(crate) fn os_tree(dir: &Path, etc: &[(&str, &str)]) {
         &dir.join(format!("usr/lib/modules/{KVER}/initramfs.img")),
         "FAKE INITRAMFS\n",
     );
+    // A symlink into os.release.d/, as Fedora-style trees ship it.
     put(
-        &dir.join("usr/lib/os-release"),
+        &dir.join("usr/lib/os.release.d/os-release-testos"),
         "NAME=\"TestOS\"\nID=testos\nPRETTY_NAME=\"TestOS 1\"\n",
     );
+    std::os::unix::fs::symlink(
+        "os.release.d/os-release-testos",
+        dir.join("usr/lib/os-release"),
+    )
+    .unwrap();
     put(&dir.join("usr/bin/tool"), "#!/bin/sh\n");
     for (name, content) in etc {
         put(&dir.join("usr/etc").join(name), content);
@@ -41,6 +47,7 @@ const V1_ETC: &[(&str, &str)] = &[
     ("removed-by-admin.conf", "c=1\n"),
     ("changed-upstream.conf", "d=1\n"),
     ("both-changed.conf", "e=1\n"),
+    ("d1/f.conf", "f=1\n"),
 ];
 const V2_ETC: &[(&str, &str)] = &[
     ("unchanged.conf", "a=UP2\n"),
@@ -48,6 +55,7 @@ const V2_ETC: &[(&str, &str)] = &[
     ("removed-by-admin.conf", "c=UP2\n"),
     ("changed-upstream.conf", "d=UP2\n"),
     ("both-changed.conf", "e=UP2\n"),
+    ("d1/f.conf", "f=UP2\n"),
     ("new-upstream.conf", "n=1\n"),
 ];
 
@@ -303,6 +311,9 @@ fn edit_etc(sysroot: &Path, commit: &str) {
     std::fs::write(etc.join("both-changed.conf"), "e=ADMIN\n").unwrap();
     std::fs::write(etc.join("added-by-admin.conf"), "new=ADMIN\n").unwrap();
     put(&etc.join("admin-dir/f"), "x\n");
+    // A directory tightened, and a file in it edited: both are kept.
+    crate::interop::chmod(&etc.join("d1"), 0o700);
+    std::fs::write(etc.join("d1/f.conf"), "f=ADMIN\n").unwrap();
     crate::interop::chmod(&etc.join("unchanged.conf"), 0o600);
 }
 
@@ -420,6 +431,8 @@ fn deployments_match_ostree_admin_step_by_step() {
     assert!(etc("both-changed.conf").contains("e=ADMIN"));
     assert!(etc("admin-dir/f").contains("x"));
     assert!(etc("new-upstream.conf").contains("n=1"));
+    assert!(etc("d1/f.conf").contains("f=ADMIN"));
+    assert!(etc("d1").contains(" 700"), "{}", etc("d1"));
     // Deploying the same commit again: a new serial, kargs appended.
     for (tool, sys) in [(Tool::Arbor, &sa), (Tool::Ostree, &so)] {
         deploy(tool, sys, &["--karg-append=extra=1", &src.v2]);

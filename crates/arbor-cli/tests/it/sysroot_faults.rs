@@ -92,9 +92,17 @@ fn check_consistent(sys: &Path, root: Option<&Path>, allowed: &[Vec<String>], wh
             "{what}: staged {st} incomplete"
         );
     }
+    // Exact lists first; the serial-free comparison only where the commits
+    // alone tell the lists apart (not for two deployments of one commit).
+    let distinct = |l: &[String]| l.iter().collect::<BTreeSet<_>>().len() == l.len();
     let which = allowed
         .iter()
-        .position(|a| commits(a) == commits(&list))
+        .position(|a| *a == list)
+        .or_else(|| {
+            allowed
+                .iter()
+                .position(|a| distinct(&commits(a)) && commits(a) == commits(&list))
+        })
         .unwrap_or_else(|| panic!("{what}: deployments {list:?} are none of {allowed:?}"));
     let entries = std::fs::read_dir(sys.join("boot/loader/entries"))
         .unwrap_or_else(|e| panic!("{what}: no boot/loader/entries: {e}"));

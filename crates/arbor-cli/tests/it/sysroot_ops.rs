@@ -375,6 +375,12 @@ fn staged_upgrade_is_finalized_at_shutdown() {
     // Its kernel arguments cannot be edited silently.
     let err = run_fail(&mut with_boot(&["kargs", "--append", "x=1"]));
     assert!(String::from_utf8_lossy(&err.stderr).contains("staged"));
+    // Nor pinned (as ostree refuses it).
+    let err = run_fail(&mut with_boot(&["pin", "0"]));
+    assert!(
+        String::from_utf8_lossy(&err.stderr).contains("Cannot pin staged deployment"),
+        "{err:?}"
+    );
     // The admin edits /etc after staging: finalization must keep it.
     let etc = deployment_dir(&sys, &m.src.v1, 0).join("etc");
     std::fs::write(etc.join("modified-by-admin.conf"), "b=AFTER-STAGING\n").unwrap();
@@ -599,6 +605,39 @@ fn retain_keeps_every_deployment() {
         [format!("{}.1", m.src.v2), format!("{}.1", m.src.v1)]
     );
     assert!(!deployment_dir(&sys, &m.src.v1, 0).exists());
+}
+
+#[test]
+fn upgrade_never_deploys_an_older_commit_without_allow_downgrade() {
+    if needs_root("upgrade_never_deploys_an_older_commit_without_allow_downgrade") {
+        return;
+    }
+    let mut m = machine();
+    let sys = m.sys.clone();
+    m.src.release_v2();
+    let repo = sys.join("ostree/repo");
+    run_ok(arbor().args(["pull", "--repo", s(&repo), "origin", "testos/stable"]));
+    // Follow a local ref (no pull, so no pull-time check), deploy v2, then
+    // the ref goes back to v1.
+    run_ok(ostree().args([
+        &format!("--repo={}", s(&repo)),
+        "refs",
+        "--create=testos/local",
+        &m.src.v2,
+    ]));
+    run_ok(&mut sys_arbor(&sys, &["switch", "testos/local"]));
+    run_ok(ostree().args([
+        &format!("--repo={}", s(&repo)),
+        "reset",
+        "testos/local",
+        &m.src.v1,
+    ]));
+    let err = run_fail(&mut sys_arbor(&sys, &["upgrade"]));
+    let msg = String::from_utf8_lossy(&err.stderr);
+    assert!(msg.contains("older than the deployed"), "{msg}");
+    assert_eq!(checksums(&sys)[0], format!("{}.0", m.src.v2));
+    run_ok(&mut sys_arbor(&sys, &["upgrade", "--allow-downgrade"]));
+    assert_eq!(checksums(&sys)[0], format!("{}.1", m.src.v1));
 }
 
 #[test]

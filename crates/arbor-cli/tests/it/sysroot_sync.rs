@@ -17,6 +17,11 @@ enum Ev {
     /// A name the new configuration refers to: an entry, a kernel, an
     /// origin, a bootlink, `loader.tmp`, an inactive `boot.B` link.
     Prepare,
+    /// `syncfs` of the sysroot's `ostree/` (deployments, repository).
+    SyncSysroot,
+    /// `syncfs` of `/boot`.
+    SyncBoot,
+    /// Any other `syncfs` (the repository's, during a pull).
     Sync,
     /// `rename(boot/loader.tmp, boot/loader)`.
     LoaderSwap,
@@ -29,7 +34,7 @@ enum Ev {
     Thaw,
 }
 
-fn traced(dir: &Path, args: &[&str]) -> Vec<Ev> {
+fn traced(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Vec<Ev> {
     let ok = Command::new("strace")
         .args(["-f", "-o", "/dev/null", "true"])
         .output()
@@ -46,7 +51,8 @@ fn traced(dir: &Path, args: &[&str]) -> Vec<Ev> {
     ])
     .arg(&log)
     .arg(env!("CARGO_BIN_EXE_arbor"))
-    .args(args);
+    .args(args)
+    .envs(env.iter().copied());
     run_ok(&mut cmd);
     classify(&std::fs::read_to_string(&log).unwrap())
 }
@@ -63,6 +69,10 @@ fn classify(text: &str) -> Vec<Ev> {
             evs.push(Ev::Freeze);
         } else if call.starts_with("ioctl(") && call.contains("FITHAW") {
             evs.push(Ev::Thaw);
+        } else if call.starts_with("syncfs(") && call.contains("/ostree>)") {
+            evs.push(Ev::SyncSysroot);
+        } else if call.starts_with("syncfs(") && call.contains("/boot>)") {
+            evs.push(Ev::SyncBoot);
         } else if call.starts_with("syncfs(") {
             evs.push(Ev::Sync);
         } else if rename && call.contains("\"loader.tmp\"") && call.contains("\"loader\"") {
@@ -101,8 +111,8 @@ fn assert_switch_order(evs: &[Ev], swap: Ev) {
         .unwrap_or_else(|| panic!("nothing prepared: {evs:?}"));
     assert!(last_prep < s, "written after the switch: {evs:?}");
     assert!(
-        evs[last_prep..s].contains(&Ev::Sync),
-        "switched before what it refers to was synced: {evs:?}"
+        evs[last_prep..s].contains(&Ev::SyncSysroot) && evs[last_prep..s].contains(&Ev::SyncBoot),
+        "switched before the sysroot and /boot were synced: {evs:?}"
     );
     assert!(
         evs[s..].contains(&Ev::DirSync),
@@ -114,24 +124,59 @@ fn assert_switch_order(evs: &[Ev], swap: Ev) {
 fn switch_checker_rejects_wrong_orders() {
     use Ev::*;
     assert_switch_order(
-        &[Prepare, BootlinkSwap, Sync, LoaderSwap, DirSync],
+        &[
+            Prepare,
+            BootlinkSwap,
+            SyncSysroot,
+            SyncBoot,
+            LoaderSwap,
+            DirSync,
+        ],
         LoaderSwap,
     );
-    assert_switch_order(&[Prepare, Sync, BootlinkSwap, DirSync], BootlinkSwap);
+    assert_switch_order(
+        &[Prepare, SyncSysroot, SyncBoot, BootlinkSwap, DirSync],
+        BootlinkSwap,
+    );
     for (bad, swap) in [
-        (vec![Prepare, LoaderSwap, Sync, DirSync], LoaderSwap),
-        (vec![Sync, Prepare, LoaderSwap, DirSync], LoaderSwap),
         (
-            vec![Prepare, Sync, BootlinkSwap, LoaderSwap, DirSync],
-            LoaderSwap,
-        ),
-        (vec![Prepare, Sync, LoaderSwap], LoaderSwap),
-        (
-            vec![Prepare, Sync, LoaderSwap, Prepare, DirSync],
+            vec![Prepare, LoaderSwap, SyncSysroot, SyncBoot, DirSync],
             LoaderSwap,
         ),
         (
-            vec![Prepare, Sync, LoaderSwap, LoaderSwap, DirSync],
+            vec![SyncSysroot, SyncBoot, Prepare, LoaderSwap, DirSync],
+            LoaderSwap,
+        ),
+        (
+            vec![
+                Prepare,
+                SyncSysroot,
+                SyncBoot,
+                BootlinkSwap,
+                LoaderSwap,
+                DirSync,
+            ],
+            LoaderSwap,
+        ),
+        (vec![Prepare, SyncSysroot, SyncBoot, LoaderSwap], LoaderSwap),
+        (vec![Prepare, SyncSysroot, LoaderSwap, DirSync], LoaderSwap),
+        (
+            vec![Prepare, SyncBoot, Sync, LoaderSwap, DirSync],
+            LoaderSwap,
+        ),
+        (
+            vec![Prepare, SyncSysroot, SyncBoot, LoaderSwap, Prepare, DirSync],
+            LoaderSwap,
+        ),
+        (
+            vec![
+                Prepare,
+                SyncSysroot,
+                SyncBoot,
+                LoaderSwap,
+                LoaderSwap,
+                DirSync,
+            ],
             LoaderSwap,
         ),
     ] {
@@ -151,31 +196,21 @@ fn deployments_are_synced_before_the_boot_switch() {
     let base = m.src.dir.path().to_path_buf();
     let s = sys.to_str().unwrap();
     // A new boot version: entries, kernel, origin, bootlinks, loader swap.
-    let evs = traced(&base, &["upgrade", "--sysroot", s]);
+    let evs = traced(&base, &["upgrade", "--sysroot", s], &[]);
     assert_switch_order(&evs, Ev::LoaderSwap);
     // Same entries, new order: only the bootlinks are swapped.
     run_ok(&mut sys_arbor(&sys, &["deploy", "--retain", &m.src.v2]));
-    let evs = traced(&base, &["rollback", "--sysroot", s]);
+    let evs = traced(&base, &["rollback", "--sysroot", s], &[]);
     assert!(!evs.contains(&Ev::LoaderSwap), "{evs:?}");
     assert_switch_order(&evs, Ev::BootlinkSwap);
     // A staged deployment's finalization switches the same way.
     let booted = crate::sysroot::booted_root(&sys, 0);
     run_ok(sys_arbor(&sys, &["deploy", "--stage", &m.src.v1]).env("ARBOR_TEST_ROOT", &booted));
-    let mut cmd = Command::new("strace");
-    let log = base.join("finalize.strace");
-    cmd.args([
-        "-f",
-        "-y",
-        "-e",
-        "trace=syncfs,fsync,rename,renameat,renameat2,symlinkat",
-        "-o",
-    ])
-    .arg(&log)
-    .arg(env!("CARGO_BIN_EXE_arbor"))
-    .args(["finalize", "--sysroot", s])
-    .env("ARBOR_TEST_ROOT", &booted);
-    run_ok(&mut cmd);
-    let evs = classify(&std::fs::read_to_string(&log).unwrap());
+    let evs = traced(
+        &base,
+        &["finalize", "--sysroot", s],
+        &[("ARBOR_TEST_ROOT", booted.as_str())],
+    );
     assert_switch_order(&evs, Ev::LoaderSwap);
 }
 
@@ -223,7 +258,7 @@ fn a_separate_boot_is_frozen_and_thawed_before_the_switch() {
     let _boot = LoopMount::over(&sys.join("boot"), &base);
     m.src.release_v2();
     let s = sys.to_str().unwrap();
-    let evs = traced(&base, &["upgrade", "--sysroot", s]);
+    let evs = traced(&base, &["upgrade", "--sysroot", s], &[]);
     assert_switch_order(&evs, Ev::LoaderSwap);
     let pos = |e: Ev| evs.iter().position(|x| *x == e);
     let (f, t, swap) = (

@@ -109,7 +109,7 @@ impl KernelLayout {
 /// Opens `path` (relative to the deployment root) following symlinks, but
 /// resolving every one of them as if the deployment were `/`: absolute
 /// targets and `..` never leave it. `None` if it does not exist.
-fn open_in_tree(root: &OwnedFd, path: &Path, flags: OFlags) -> Result<Option<OwnedFd>> {
+pub(crate) fn open_in_tree(root: &OwnedFd, path: &Path, flags: OFlags) -> Result<Option<OwnedFd>> {
     // openat2 rejects flags that O_PATH ignores.
     let flags = if flags.contains(OFlags::PATH) {
         flags | OFlags::CLOEXEC
