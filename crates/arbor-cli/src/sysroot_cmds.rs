@@ -54,6 +54,12 @@ pub struct StatusEntry {
     pub version: Option<String>,
     /// `origin.refspec`.
     pub origin: Option<String>,
+    /// Whether the deployment has an origin file at all (one without a
+    /// refspec shows as `<unknown origin type>`, as in ostree).
+    #[serde(skip)]
+    pub has_origin: bool,
+    /// The commit's `ostree.source-title` (e.g. what it was built from).
+    pub source_title: Option<String>,
     /// Kernel checksum.
     pub bootcsum: String,
     /// Kernel arguments (without `ostree=`).
@@ -62,15 +68,24 @@ pub struct StatusEntry {
 
 /// The status entries of a loaded sysroot.
 pub fn status_entries(s: &Sysroot) -> Vec<StatusEntry> {
+    // As ostree (`query_deployments_for(NULL)`): pending and rollback are
+    // those of the booted stateroot, relative to the booted deployment; a
+    // staged deployment is the pending one. Nothing is booted: neither.
+    let (pending, rollback) = match s.booted {
+        Some(b) => s.pending_and_rollback(&s.deployments[b].stateroot),
+        None => (None, None),
+    };
     s.deployments
         .iter()
         .enumerate()
         .map(|(i, d)| {
-            // As ostree: pending and rollback are relative to the booted one.
-            let (pending, rollback) = match s.booted {
-                Some(_) => s.pending_and_rollback(&d.stateroot),
-                None => (None, None),
-            };
+            let source_title = arbor_repo::objects::load_commit(&s.repo, &d.csum)
+                .ok()
+                .and_then(|c| {
+                    c.metadata
+                        .get_str("ostree.source-title")
+                        .map(str::to_string)
+                });
             StatusEntry {
                 index: i,
                 stateroot: d.stateroot.clone(),
@@ -78,11 +93,13 @@ pub fn status_entries(s: &Sysroot) -> Vec<StatusEntry> {
                 deployserial: d.deployserial,
                 booted: s.booted == Some(i),
                 staged: d.staged,
-                pending: pending == Some(i) && !d.staged,
+                pending: pending == Some(i),
                 rollback: rollback == Some(i),
                 pinned: d.pinned(),
                 version: d.version.clone(),
                 origin: d.refspec().map(str::to_string),
+                has_origin: d.origin.is_some(),
+                source_title,
                 bootcsum: d.bootcsum.clone(),
                 kargs: d.kargs_without_ostree().to_string(),
             }
@@ -117,9 +134,13 @@ pub fn render_status(entries: &[StatusEntry], out: &mut impl Write) -> std::io::
         if e.pinned {
             writeln!(out, "    Pinned: yes")?;
         }
-        match &e.origin {
-            Some(o) => writeln!(out, "    origin refspec: {o}")?,
-            None => writeln!(out, "    origin: none")?,
+        match (&e.origin, e.has_origin) {
+            (Some(o), _) => writeln!(out, "    origin refspec: {o}")?,
+            (None, true) => writeln!(out, "    origin: <unknown origin type>")?,
+            (None, false) => writeln!(out, "    origin: none")?,
+        }
+        if let (true, Some(t)) = (e.has_origin, &e.source_title) {
+            writeln!(out, "    `- {t}")?;
         }
     }
     Ok(())
@@ -203,10 +224,21 @@ fn deploy_preview(s: &Sysroot, o: &DeployOpts, out: &mut impl Write) -> Result<(
     };
     let merge = &s.deployments[m];
     // The new defaults: the commit's /usr/etc (or /etc of an old-style tree).
+    // The merge runs for real on a scratch copy of them, so the preview
+    // shows what the deploy will do, or fails as it would.
     let tmp = tempdir_in(s)?;
-    let defaults = export_etc(s, &csum, &tmp)?;
-    let (_, plan) = etc_changes(s, merge, defaults.as_ref())?;
+    let result = (|| {
+        std::fs::create_dir_all(tmp.join("result"))?;
+        let scratch = arbor_sysroot::fsutil::open_dir(
+            rustix::fs::CWD,
+            &tmp.join("result").to_string_lossy(),
+        )?;
+        let defaults = export_etc(s, &csum, &tmp.join("defaults"))?;
+        let (_, plan) = etc_changes(s, merge, defaults.as_ref().map(|d| (d, &scratch)))?;
+        anyhow::Ok(plan)
+    })();
     std::fs::remove_dir_all(&tmp).ok();
+    let plan = result?;
     if o.json {
         serde_json::to_writer_pretty(&mut *out, &plan)?;
         writeln!(out)?;
@@ -255,7 +287,9 @@ fn export_etc(
     for sub in ["/usr/etc", "/etc"] {
         let opts = arbor_repo::checkout::CheckoutOptions {
             hardlink: false,
-            user_mode: true,
+            // Owners, modes and xattrs as the deployment will have them (the
+            // checkout changes owners only as root).
+            user_mode: false,
             union: false,
             subpath: Some(sub.to_string()),
         };

@@ -114,12 +114,12 @@ fn prepare_etc(root: &OwnedFd) -> Result<()> {
     Ok(())
 }
 
-/// The admin's /etc changes in `merge` and their preview against the
-/// defaults of `new_root`.
+/// The admin's /etc changes in `merge`. With `preview` (the new defaults, and an empty scratch directory), also
+/// what the merge does per path ([`etc_merge::plan`]).
 pub fn etc_changes(
     s: &Sysroot,
     merge: &Deployment,
-    new_defaults: Option<&OwnedFd>,
+    preview: Option<(&OwnedFd, &OwnedFd)>,
 ) -> Result<(EtcDiff, Vec<PlanEntry>)> {
     let mroot = s.deployment_dir(merge)?;
     let (Some(orig), Some(modified)) = (
@@ -129,8 +129,8 @@ pub fn etc_changes(
         return Ok((EtcDiff::default(), Vec::new()));
     };
     let d = etc_merge::diff(&orig, &modified)?;
-    let plan = match new_defaults {
-        Some(n) => etc_merge::plan(&d, &orig, n)?,
+    let plan = match preview {
+        Some((n, scratch)) => etc_merge::plan(&d, &orig, &modified, n, scratch)?,
         None => Vec::new(),
     };
     Ok((d, plan))

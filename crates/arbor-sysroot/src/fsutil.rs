@@ -59,6 +59,25 @@ pub fn open_tree_dir(dir: impl AsFd, path: &str) -> Result<Option<OwnedFd>> {
     Ok(Some(cur))
 }
 
+/// Opens the directory `path` below `root`, following symlinks only while
+/// they stay below `root` (`openat2` with `RESOLVE_BENEATH`): an absolute
+/// target or a `..` that climbs out fails with `EXDEV`. The raw error is
+/// returned so callers can tell "outside" (`EXDEV`), "missing" (`ENOENT`)
+/// and "not a directory" (`ENOTDIR`) apart.
+pub fn open_dir_beneath(root: impl AsFd, path: &str) -> std::result::Result<OwnedFd, Errno> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let resolve = rustix::fs::ResolveFlags::BENEATH | rustix::fs::ResolveFlags::NO_MAGICLINKS;
+    // EAGAIN: a concurrent rename raced the resolution; retry (openat2(2)).
+    let mut last = Errno::AGAIN;
+    for _ in 0..16 {
+        match rustix::fs::openat2(root.as_fd(), path, flags, Mode::empty(), resolve) {
+            Err(Errno::AGAIN) => last = Errno::AGAIN,
+            r => return r,
+        }
+    }
+    Err(last)
+}
+
 /// Creates each missing component of `path` with `mode`; opens the last.
 pub fn ensure_dir_path(dir: impl AsFd, path: &str, mode: u32) -> Result<OwnedFd> {
     let mut cur = rustix::io::dup(dir.as_fd())?;

@@ -48,6 +48,8 @@ const V1_ETC: &[(&str, &str)] = &[
     ("changed-upstream.conf", "d=1\n"),
     ("both-changed.conf", "e=1\n"),
     ("d1/f.conf", "f=1\n"),
+    ("d2/sub/g.conf", "g=1\n"),
+    ("d3/h.conf", "h=1\n"),
 ];
 const V2_ETC: &[(&str, &str)] = &[
     ("unchanged.conf", "a=UP2\n"),
@@ -56,6 +58,9 @@ const V2_ETC: &[(&str, &str)] = &[
     ("changed-upstream.conf", "d=UP2\n"),
     ("both-changed.conf", "e=UP2\n"),
     ("d1/f.conf", "f=UP2\n"),
+    ("d2/sub/g.conf", "g=UP2\n"),
+    // d3 becomes a symlink to d3.real (see `Source::release_v2`).
+    ("d3.real/h.conf", "h=UP2\n"),
     ("new-upstream.conf", "n=1\n"),
 ];
 
@@ -128,6 +133,7 @@ impl Source {
     pub(crate) fn release_v2(&mut self) {
         let t2 = self.dir.path().join("tree2");
         os_tree(&t2, V2_ETC);
+        std::os::unix::fs::symlink("d3.real", t2.join("usr/etc/d3")).unwrap();
         self.v2 = ostree_commit(&self.repo, &t2, "2.0", "1577923200");
         run_ok(ostree().args(["summary", "-u", &format!("--repo={}", s(&self.repo))]));
     }
@@ -156,7 +162,7 @@ pub(crate) enum Tool {
     Ostree,
 }
 
-fn admin(tool: Tool, sysroot: &Path, args: &[&str]) -> String {
+pub(crate) fn admin(tool: Tool, sysroot: &Path, args: &[&str]) -> String {
     let mut c = match tool {
         Tool::Arbor => {
             let mut c = arbor();
@@ -314,6 +320,12 @@ fn edit_etc(sysroot: &Path, commit: &str) {
     // A directory tightened, and a file in it edited: both are kept.
     crate::interop::chmod(&etc.join("d1"), 0o700);
     std::fs::write(etc.join("d1/f.conf"), "f=ADMIN\n").unwrap();
+    // A directory tightened, and a file one level deeper edited: the
+    // directory is an ancestor of the change, and takes the new default.
+    crate::interop::chmod(&etc.join("d2"), 0o700);
+    std::fs::write(etc.join("d2/sub/g.conf"), "g=ADMIN\n").unwrap();
+    // Upstream turns d3 into a symlink to d3.real: the edit follows it.
+    std::fs::write(etc.join("d3/h.conf"), "h=ADMIN\n").unwrap();
     crate::interop::chmod(&etc.join("unchanged.conf"), 0o600);
 }
 
@@ -433,6 +445,10 @@ fn deployments_match_ostree_admin_step_by_step() {
     assert!(etc("new-upstream.conf").contains("n=1"));
     assert!(etc("d1/f.conf").contains("f=ADMIN"));
     assert!(etc("d1").contains(" 700"), "{}", etc("d1"));
+    assert!(etc("d2").contains(" 755"), "{}", etc("d2"));
+    assert!(etc("d2/sub/g.conf").contains("g=ADMIN"));
+    assert!(etc("d3").starts_with("l d3.real "), "{}", etc("d3"));
+    assert!(etc("d3.real/h.conf").contains("h=ADMIN"));
     // Deploying the same commit again: a new serial, kargs appended.
     for (tool, sys) in [(Tool::Arbor, &sa), (Tool::Ostree, &so)] {
         deploy(tool, sys, &["--karg-append=extra=1", &src.v2]);
@@ -521,11 +537,19 @@ pub(crate) fn booted_root(sysroot: &Path, index: usize) -> String {
     let out = run_ok(arbor().args(["status", "--json", "--sysroot", s(sysroot)]));
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let n = v["deployments"].as_array().unwrap().len();
-    let entry = std::fs::read_to_string(sysroot.join(format!(
-        "boot/loader/entries/ostree-{}-testos.conf",
-        n - index
-    )))
-    .unwrap();
+    // ostree-N-STATEROOT.conf, N counting from the end of the list.
+    let prefix = format!("ostree-{}-", n - index);
+    let entry = std::fs::read_dir(sysroot.join("boot/loader/entries"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&prefix)
+        })
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .unwrap_or_else(|| panic!("no entry {prefix}*"));
     let link = entry
         .lines()
         .find_map(|l| l.strip_prefix("options "))

@@ -244,31 +244,60 @@ fn st_time(sec: i64, nsec: impl TryInto<i64>) -> rustix::fs::Timespec {
     }
 }
 
-/// Opens `path` in `new`, creating missing components with the owner and
-/// mode of the same directories in `modified`.
+/// Opens the directory `prefix` of the new /etc, following a symlink only
+/// while it stays inside the new /etc (upstream may have replaced a
+/// directory by a symlink to another one, which ostree follows).
+fn open_new_dir(new: &OwnedFd, prefix: &str, path: &str) -> Result<OwnedFd> {
+    fsutil::open_dir_beneath(new, prefix).map_err(|e| match e {
+        Errno::XDEV => anyhow::anyhow!(
+            "Cannot merge /etc/{path}: the new default /etc/{prefix} is a symlink leading outside /etc"
+        ),
+        Errno::NOENT => anyhow::anyhow!(
+            "Cannot merge /etc/{path}: the new default /etc/{prefix} is a dangling symlink"
+        ),
+        Errno::NOTDIR => anyhow::anyhow!(
+            "Cannot merge /etc/{path}: the new default /etc/{prefix} is not a directory"
+        ),
+        e => anyhow::Error::new(e).context(format!("Opening /etc/{prefix} of the new deployment")),
+    })
+}
+
+/// Opens the directory `path` in `new` for a change below it, as ostree's
+/// `ensure_directory_from_template`: missing components are created, and
+/// `path` itself and every created directory take the owner, mode and
+/// xattrs of the same directory in `modified`; existing ancestors are left
+/// as the new defaults have them. A component that the new defaults made a
+/// symlink is followed while it stays inside /etc, and refused otherwise.
 fn ensure_parent(modified: &OwnedFd, new: &OwnedFd, path: &str) -> Result<OwnedFd> {
+    let comps: Vec<&str> = path.split('/').collect();
     let mut cur_new = rustix::io::dup(new)?;
     let mut cur_mod = rustix::io::dup(modified)?;
-    for c in path.split('/') {
-        let sm = stat(&cur_mod, c)?.with_context(|| format!("{path} vanished"))?;
-        match stat(&cur_new, c)? {
+    let mut prefix = String::new();
+    for (i, c) in comps.iter().enumerate() {
+        prefix = join(&prefix, c);
+        let sm = stat(&cur_mod, c)?.with_context(|| format!("/etc/{prefix} vanished"))?;
+        let next_mod = fsutil::open_dir(&cur_mod, c)?;
+        let (next_new, take_attrs) = match stat(&cur_new, c)? {
             None => {
-                rustix::fs::mkdirat(&cur_new, c, Mode::from_raw_mode(0o700))?;
-                let d = fsutil::open_dir(&cur_new, c)?;
-                let s = fsutil::open_dir(&cur_mod, c)?;
-                copy_attrs(&d, Some(&s), &sm)?;
+                rustix::fs::mkdirat(&cur_new, *c, Mode::from_raw_mode(0o700))
+                    .with_context(|| format!("Creating /etc/{prefix}"))?;
+                (fsutil::open_dir(&cur_new, c)?, true)
             }
-            // As ostree's ensure_directory_from_template: an existing
-            // directory takes the admin's owner, mode and xattrs too.
             Some(st) if ftype(&st) == FileType::Directory => {
-                let d = fsutil::open_dir(&cur_new, c)?;
-                let s = fsutil::open_dir(&cur_mod, c)?;
-                copy_attrs(&d, Some(&s), &sm)?;
+                (fsutil::open_dir(&cur_new, c)?, i + 1 == comps.len())
             }
-            Some(_) => bail!("Cannot merge /etc/{path}: the new default is not a directory"),
+            Some(st) if ftype(&st) == FileType::Symlink => {
+                (open_new_dir(new, &prefix, path)?, i + 1 == comps.len())
+            }
+            Some(_) => {
+                bail!("Cannot merge /etc/{path}: the new default /etc/{prefix} is not a directory")
+            }
+        };
+        if take_attrs {
+            copy_attrs(&next_new, Some(&next_mod), &sm)?;
         }
-        cur_new = fsutil::open_dir(&cur_new, c)?;
-        cur_mod = fsutil::open_dir(&cur_mod, c)?;
+        cur_new = next_new;
+        cur_mod = next_mod;
     }
     Ok(cur_new)
 }
@@ -280,11 +309,19 @@ pub fn apply(d: &EtcDiff, modified: &OwnedFd, new: &OwnedFd) -> Result<()> {
     for p in &d.removed {
         let (parent, name) = split_parent(p);
         let dir = match parent {
-            // A parent that is missing, or a symlink, in the new /etc: the
-            // path is not there to remove (and a symlink is never followed).
-            Some(pp) => match fsutil::open_tree_dir(new, pp)? {
-                Some(fd) => fd,
-                None => continue,
+            // As ostree, a parent that upstream made a symlink is followed,
+            // but only inside /etc: what lies outside is not the admin's
+            // /etc to delete from. A missing parent: nothing to remove.
+            Some(pp) => match fsutil::open_dir_beneath(new, pp) {
+                Ok(fd) => fd,
+                Err(Errno::NOENT | Errno::NOTDIR) => continue,
+                Err(Errno::XDEV | Errno::LOOP) => {
+                    tracing::warn!(
+                        "Not removing /etc/{p}: /etc/{pp} of the new deployment leads outside /etc"
+                    );
+                    continue;
+                }
+                Err(e) => return Err(e).with_context(|| format!("Opening /etc/{pp}")),
             },
             None => rustix::io::dup(new)?,
         };
@@ -330,9 +367,42 @@ pub struct PlanEntry {
     pub upstream_changed: bool,
 }
 
-/// Describes, per path, what merging `d` into a deployment whose defaults
-/// are `new_defaults` (its `/usr/etc`) does, given the old defaults `orig`.
-pub fn plan(d: &EtcDiff, orig: &OwnedFd, new_defaults: &OwnedFd) -> Result<Vec<PlanEntry>> {
+/// Whether `name` is the same in `a` and `b` as the merge carries it:
+/// type, mode, content or target, and (as root) owner.
+fn same_entry(a: &OwnedFd, b: &OwnedFd, name: &str) -> Result<bool> {
+    let (Some(sa), Some(sb)) = (stat(a, name)?, stat(b, name)?) else {
+        return Ok(false);
+    };
+    if ftype(&sa) != ftype(&sb) || sa.st_mode != sb.st_mode {
+        return Ok(false);
+    }
+    if rustix::process::geteuid().is_root() && (sa.st_uid, sa.st_gid) != (sb.st_uid, sb.st_gid) {
+        return Ok(false);
+    }
+    Ok(match ftype(&sa) {
+        FileType::RegularFile => sa.st_size == sb.st_size && same_content(a, b, name)?,
+        FileType::Symlink => {
+            rustix::fs::readlinkat(a, name, Vec::new())?
+                == rustix::fs::readlinkat(b, name, Vec::new())?
+        }
+        _ => true,
+    })
+}
+
+/// Describes, per path, what merging `d` (the admin's changes in
+/// `modified` against the old defaults `orig`) into a deployment whose
+/// defaults are `new_defaults` does. The description is not derived from
+/// the rules but observed: the new defaults are copied into the empty
+/// directory `scratch`, the real [`apply`] runs there, and each path of
+/// the result is compared with the admin's version. An error is the error
+/// the real merge would hit.
+pub fn plan(
+    d: &EtcDiff,
+    orig: &OwnedFd,
+    modified: &OwnedFd,
+    new_defaults: &OwnedFd,
+    scratch: &OwnedFd,
+) -> Result<Vec<PlanEntry>> {
     let upstream = diff(orig, new_defaults)?;
     let changed_upstream = |p: &str| {
         upstream
@@ -342,13 +412,52 @@ pub fn plan(d: &EtcDiff, orig: &OwnedFd, new_defaults: &OwnedFd) -> Result<Vec<P
             .chain(&upstream.added)
             .any(|x| x == p)
     };
+    for n in fsutil::list_names(new_defaults)? {
+        copy_entry(new_defaults, scratch, &n).context("Copying the new defaults")?;
+    }
+    apply(d, modified, scratch).context("The /etc merge would fail")?;
     let mut out = Vec::new();
-    for (list, change, action) in [
-        (&d.modified, "modified", "keep the local version"),
-        (&d.removed, "removed", "stays deleted"),
-        (&d.added, "added", "keep the local file"),
+    for (list, change) in [
+        (&d.modified, "modified"),
+        (&d.removed, "removed"),
+        (&d.added, "added"),
     ] {
         for p in list {
+            let (parent, name) = split_parent(p);
+            let result_dir = match parent {
+                Some(pp) => fsutil::open_dir_beneath(scratch, pp).ok(),
+                None => Some(rustix::io::dup(scratch)?),
+            };
+            let action = if change == "removed" {
+                match &result_dir {
+                    Some(r) if stat(r, name)?.is_some() => {
+                        "the new default stays: its directory now leads outside /etc"
+                    }
+                    _ => "stays deleted",
+                }
+            } else {
+                let local_dir = match parent {
+                    Some(pp) => fsutil::open_tree_dir(modified, pp)?
+                        .with_context(|| format!("/etc/{pp} vanished"))?,
+                    None => rustix::io::dup(modified)?,
+                };
+                let is_dir =
+                    stat(&local_dir, name)?.is_some_and(|st| ftype(&st) == FileType::Directory);
+                let kept = match &result_dir {
+                    Some(r) => same_entry(&local_dir, r, name)?,
+                    None => false,
+                };
+                match (kept, is_dir, change) {
+                    (true, true, _) => "keep the local owner and mode",
+                    (true, false, "modified") => "keep the local version",
+                    (true, false, _) => "keep the local file",
+                    (false, true, _) => {
+                        "take the new default's owner and mode (a directory's own change is \
+                         carried only with a change inside it, as ostree does)"
+                    }
+                    (false, false, _) => "take the new default",
+                }
+            };
             out.push(PlanEntry {
                 path: p.clone(),
                 change: change.to_string(),
@@ -362,207 +471,4 @@ pub fn plan(d: &EtcDiff, orig: &OwnedFd, new_defaults: &OwnedFd) -> Result<Vec<P
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::unix::fs::PermissionsExt;
-    use std::path::Path;
-
-    /// orig (old defaults), modified (admin's /etc), new (new defaults).
-    struct Etc {
-        _t: tempfile::TempDir,
-        orig: std::path::PathBuf,
-        modified: std::path::PathBuf,
-        new: std::path::PathBuf,
-    }
-
-    fn put(dir: &Path, rel: &str, content: &str) {
-        let p = dir.join(rel);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, content).unwrap();
-    }
-
-    fn open(p: &Path) -> OwnedFd {
-        fsutil::open_dir(rustix::fs::CWD, &p.to_string_lossy()).unwrap()
-    }
-
-    /// Both old and new defaults hold `defaults`; the admin's /etc starts
-    /// as a copy of the old defaults.
-    fn setup(defaults: &[(&str, &str)]) -> Etc {
-        let t = tempfile::tempdir().unwrap();
-        let (orig, modified, new) = (t.path().join("o"), t.path().join("m"), t.path().join("n"));
-        for d in [&orig, &modified, &new] {
-            std::fs::create_dir(d).unwrap();
-            for (p, c) in defaults {
-                put(d, p, c);
-            }
-        }
-        Etc {
-            _t: t,
-            orig,
-            modified,
-            new,
-        }
-    }
-
-    fn merge(e: &Etc) -> Result<EtcDiff> {
-        let d = diff(&open(&e.orig), &open(&e.modified))?;
-        apply(&d, &open(&e.modified), &open(&e.new))?;
-        Ok(d)
-    }
-
-    fn read(p: &Path) -> String {
-        std::fs::read_to_string(p).unwrap()
-    }
-
-    fn mode(p: &Path) -> u32 {
-        std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
-    }
-
-    #[test]
-    fn local_change_wins_over_upstream_change() {
-        let e = setup(&[("a.conf", "a=1\n")]);
-        put(&e.modified, "a.conf", "a=ADMIN\n");
-        put(&e.new, "a.conf", "a=UP2\n");
-        let d = merge(&e).unwrap();
-        assert_eq!(d.modified, ["a.conf"]);
-        assert_eq!(read(&e.new.join("a.conf")), "a=ADMIN\n");
-    }
-
-    #[test]
-    fn chmod_alone_is_a_change() {
-        let e = setup(&[("a.conf", "a=1\n")]);
-        std::fs::set_permissions(e.modified.join("a.conf"), PermissionsExt::from_mode(0o600))
-            .unwrap();
-        put(&e.new, "a.conf", "a=UP2\n");
-        let d = merge(&e).unwrap();
-        assert_eq!(d.modified, ["a.conf"]);
-        assert_eq!(read(&e.new.join("a.conf")), "a=1\n");
-        assert_eq!(mode(&e.new.join("a.conf")), 0o600);
-    }
-
-    #[test]
-    fn local_deletion_stays_deleted() {
-        let e = setup(&[("c.conf", "c=1\n"), ("dir/x", "x\n")]);
-        std::fs::remove_file(e.modified.join("c.conf")).unwrap();
-        std::fs::remove_dir_all(e.modified.join("dir")).unwrap();
-        put(&e.new, "c.conf", "c=UP2\n");
-        let d = merge(&e).unwrap();
-        assert_eq!(d.removed, ["c.conf", "dir"]);
-        assert!(!e.new.join("c.conf").exists());
-        assert!(!e.new.join("dir").exists());
-    }
-
-    #[test]
-    fn a_removal_never_follows_a_symlink_in_the_new_etc() {
-        // The admin deleted dir/sub/x; in the new defaults `dir` is a
-        // symlink to a directory outside /etc holding `sub/x`: it survives.
-        // (An intermediate component: the last one is never followed.)
-        let e = setup(&[("dir/sub/x", "x\n")]);
-        std::fs::remove_file(e.modified.join("dir/sub/x")).unwrap();
-        let outside = tempfile::tempdir().unwrap();
-        put(outside.path(), "sub/x", "precious\n");
-        std::fs::remove_dir_all(e.new.join("dir")).unwrap();
-        std::os::unix::fs::symlink(outside.path(), e.new.join("dir")).unwrap();
-        let d = merge(&e).unwrap();
-        assert_eq!(d.removed, ["dir/sub/x"]);
-        assert_eq!(read(&outside.path().join("sub/x")), "precious\n");
-        assert!(e.new.join("dir").is_symlink());
-    }
-
-    #[test]
-    fn untouched_files_take_the_new_default() {
-        let e = setup(&[("d.conf", "d=1\n"), ("gone.conf", "g\n")]);
-        put(&e.new, "d.conf", "d=UP2\n");
-        put(&e.new, "new-upstream.conf", "n=1\n");
-        std::fs::remove_file(e.new.join("gone.conf")).unwrap();
-        let d = merge(&e).unwrap();
-        assert_eq!(d, EtcDiff::default());
-        assert_eq!(read(&e.new.join("d.conf")), "d=UP2\n");
-        assert_eq!(read(&e.new.join("new-upstream.conf")), "n=1\n");
-        // Deleted upstream and never touched locally: gone.
-        assert!(!e.new.join("gone.conf").exists());
-    }
-
-    #[test]
-    fn local_additions_are_kept_with_their_directories() {
-        let e = setup(&[("a.conf", "a=1\n")]);
-        put(&e.modified, "admin-dir/sub/f", "x\n");
-        std::fs::set_permissions(
-            e.modified.join("admin-dir"),
-            PermissionsExt::from_mode(0o750),
-        )
-        .unwrap();
-        put(&e.modified, "added.conf", "new=ADMIN\n");
-        std::os::unix::fs::symlink("added.conf", e.modified.join("link")).unwrap();
-        let d = merge(&e).unwrap();
-        assert_eq!(
-            d.added,
-            [
-                "added.conf",
-                "admin-dir",
-                "admin-dir/sub",
-                "admin-dir/sub/f",
-                "link"
-            ]
-        );
-        assert_eq!(read(&e.new.join("admin-dir/sub/f")), "x\n");
-        assert_eq!(mode(&e.new.join("admin-dir")), 0o750);
-        assert_eq!(
-            std::fs::read_link(e.new.join("link")).unwrap(),
-            Path::new("added.conf")
-        );
-    }
-
-    #[test]
-    fn a_changed_file_in_a_directory_recreates_the_directory() {
-        // Upstream dropped the directory; the admin's modified file in it
-        // is carried over with a parent copied from the admin's /etc.
-        let e = setup(&[("d/f.conf", "f=1\n")]);
-        put(&e.modified, "d/f.conf", "f=ADMIN\n");
-        std::fs::set_permissions(e.modified.join("d"), PermissionsExt::from_mode(0o700)).unwrap();
-        std::fs::remove_dir_all(e.new.join("d")).unwrap();
-        let d = merge(&e).unwrap();
-        assert_eq!(d.modified, ["d", "d/f.conf"]);
-        assert_eq!(read(&e.new.join("d/f.conf")), "f=ADMIN\n");
-        assert_eq!(mode(&e.new.join("d")), 0o700);
-    }
-
-    #[test]
-    fn a_type_change_is_a_modification() {
-        let e = setup(&[("x", "file\n")]);
-        std::fs::remove_file(e.modified.join("x")).unwrap();
-        std::os::unix::fs::symlink("/dev/null", e.modified.join("x")).unwrap();
-        let d = merge(&e).unwrap();
-        assert_eq!(d.modified, ["x"]);
-        assert_eq!(
-            std::fs::read_link(e.new.join("x")).unwrap(),
-            Path::new("/dev/null")
-        );
-    }
-
-    #[test]
-    fn a_file_that_newly_defaults_to_a_directory_is_refused() {
-        let e = setup(&[("x", "file\n")]);
-        put(&e.modified, "x", "admin\n");
-        std::fs::remove_file(e.new.join("x")).unwrap();
-        put(&e.new, "x/inner", "i\n");
-        let err = merge(&e).unwrap_err();
-        assert!(
-            format!("{err:#}").contains("newly defaults to directory 'x'"),
-            "{err:#}"
-        );
-    }
-
-    #[test]
-    fn plan_names_hidden_upstream_changes() {
-        let e = setup(&[("a.conf", "a=1\n"), ("b.conf", "b=1\n")]);
-        put(&e.modified, "a.conf", "a=ADMIN\n");
-        put(&e.modified, "b.conf", "b=ADMIN\n");
-        put(&e.new, "a.conf", "a=UP2\n");
-        let d = diff(&open(&e.orig), &open(&e.modified)).unwrap();
-        let p = plan(&d, &open(&e.orig), &open(&e.new)).unwrap();
-        assert_eq!(p.len(), 2);
-        assert!(p[0].path == "a.conf" && p[0].upstream_changed);
-        assert!(p[1].path == "b.conf" && !p[1].upstream_changed);
-    }
-}
+mod tests;
