@@ -63,7 +63,7 @@ pub fn read_fd(fd: impl AsFd) -> rustix::io::Result<Vec<Xattr>> {
 }
 
 /// All xattrs of a path without following a final symlink.
-pub(crate) fn read_path(path: &Path) -> rustix::io::Result<Vec<Xattr>> {
+pub fn read_path(path: &Path) -> rustix::io::Result<Vec<Xattr>> {
     let list = match grow_read(|b| rustix::fs::llistxattr(path, &mut b[..])) {
         Ok(l) => l,
         Err(e) if unsupported(e) => return Ok(Vec::new()),
@@ -109,7 +109,7 @@ pub fn set_fd(fd: impl AsFd, xattrs: &[Xattr]) -> rustix::io::Result<()> {
 }
 
 /// Sets every xattr on a path, not following a final symlink.
-pub(crate) fn set_path(path: &Path, xattrs: &[Xattr]) -> rustix::io::Result<()> {
+pub fn set_path(path: &Path, xattrs: &[Xattr]) -> rustix::io::Result<()> {
     for x in xattrs {
         let cname = std::ffi::CString::new(x.name.clone()).map_err(|_| Errno::INVAL)?;
         rustix::fs::lsetxattr(path, cname.as_c_str(), &x.value, XattrFlags::empty())?;

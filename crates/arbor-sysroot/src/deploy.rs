@@ -258,55 +258,71 @@ pub fn deploy(s: &mut Sysroot, opts: &DeployOptions) -> Result<DeployReport> {
     let deploy_dir = fsutil::open_dir(&s.fd, &format!("ostree/deploy/{stateroot}/deploy"))?;
     let name = d.dir_name();
     fsutil::remove_deployment_dir(&deploy_dir, &name)?;
-    let user_mode = s.repo.mode() != RepoMode::Bare;
-    checkout(
-        &s.repo,
-        &csum,
-        &s.path().join(d.relpath()),
-        &CheckoutOptions {
-            hardlink: true,
-            user_mode,
-            union: false,
-            subpath: None,
-        },
-        &arbor_repo::NullProgress,
-    )?;
-    hit(faults::DEPLOY_CHECKED_OUT);
-    let root = s.deployment_dir(&d)?;
-    let layout = kernel::find_kernel(&root)?;
-    d.bootcsum = layout.bootcsum.clone();
-    prepare_etc(&root)?;
-    let mut etc = None;
-    if let (Some(m), false) = (&merge, opts.stage) {
-        etc = Some(merge_etc(s, m, &d)?);
-    }
-    remove_updated_stamps(s, &d)?;
-    hit(faults::DEPLOY_ETC_MERGED);
-    let origin = match &opts.origin {
-        Some(o) => o.clone(),
-        None => {
-            let mut o = KeyFile::default();
-            o.set("origin", "refspec", &opts.revision);
-            o
+    // Until the deployment is recorded (boot entries or staged state),
+    // nothing refers to it: a failure removes it again.
+    let prepared = (|| -> Result<Option<EtcDiff>> {
+        let user_mode = s.repo.mode() != RepoMode::Bare;
+        checkout(
+            &s.repo,
+            &csum,
+            &s.path().join(d.relpath()),
+            &CheckoutOptions {
+                hardlink: true,
+                user_mode,
+                union: false,
+                subpath: None,
+            },
+            &arbor_repo::NullProgress,
+        )?;
+        hit(faults::DEPLOY_CHECKED_OUT);
+        let root = s.deployment_dir(&d)?;
+        let layout = kernel::find_kernel(&root)?;
+        d.bootcsum = layout.bootcsum.clone();
+        // The boot entry's title needs it; refused now, not at the switch
+        // (or at shutdown, for a staged deployment).
+        crate::write::os_name(&root)?;
+        prepare_etc(&root)?;
+        let mut etc = None;
+        if let (Some(m), false) = (&merge, opts.stage) {
+            etc = Some(merge_etc(s, m, &d)?);
+        }
+        remove_updated_stamps(s, &d)?;
+        hit(faults::DEPLOY_ETC_MERGED);
+        let origin = match &opts.origin {
+            Some(o) => o.clone(),
+            None => {
+                let mut o = KeyFile::default();
+                o.set("origin", "refspec", &opts.revision);
+                o
+            }
+        };
+        let parent = fsutil::open_dir(&s.fd, &format!("ostree/deploy/{stateroot}/deploy"))?;
+        fsutil::write_atomic(
+            &parent,
+            &format!("{name}.origin"),
+            origin.to_text().as_bytes(),
+            0o644,
+        )?;
+        d.origin = Some(origin);
+        // As `ostree admin deploy`: the merge deployment's arguments, each
+        // `--karg` replacing those with its key, then the appended ones.
+        d.kargs = merge.as_ref().map(|m| m.kargs.clone()).unwrap_or_default();
+        for a in opts.kargs.iter().flatten() {
+            d.kargs.replace(a);
+        }
+        for a in &opts.karg_append {
+            d.kargs.append(a);
+        }
+        Ok(etc)
+    })();
+    let etc = match prepared {
+        Ok(etc) => etc,
+        Err(e) => {
+            let _ = fsutil::remove_deployment_dir(&deploy_dir, &name);
+            let _ = fsutil::remove_all(&deploy_dir, &format!("{name}.origin"));
+            return Err(e);
         }
     };
-    let parent = fsutil::open_dir(&s.fd, &format!("ostree/deploy/{stateroot}/deploy"))?;
-    fsutil::write_atomic(
-        &parent,
-        &format!("{name}.origin"),
-        origin.to_text().as_bytes(),
-        0o644,
-    )?;
-    d.origin = Some(origin);
-    // As `ostree admin deploy`: the merge deployment's arguments, each
-    // `--karg` replacing those with its key, then the appended ones.
-    d.kargs = merge.as_ref().map(|m| m.kargs.clone()).unwrap_or_default();
-    for a in opts.kargs.iter().flatten() {
-        d.kargs.replace(a);
-    }
-    for a in &opts.karg_append {
-        d.kargs.append(a);
-    }
     hit(faults::DEPLOY_PREPARED);
     if opts.stage {
         // Recorded now; finalize merges /etc and writes the boot entries.

@@ -423,14 +423,27 @@ impl Sysroot {
 
     /// Whether `name` in `dir` is the running root (see
     /// [`Sysroot::running_root_devino`]).
+    ///
+    /// Whatever the sysroot path (e.g. `--sysroot /sysroot` on a booted
+    /// system, where ostree detects no booted deployment), the directory
+    /// that is the host's `/`, or that `/run/ostree-booted` names as the
+    /// backing root, also counts: removing it would pull the running
+    /// system from under itself.
     pub(crate) fn is_running_root(&self, dir: &OwnedFd, name: &str) -> Result<bool> {
-        let Some(r) = self.root_devino else {
+        let Ok(st) = rustix::fs::statat(dir, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW) else {
             return Ok(false);
         };
-        Ok(
-            rustix::fs::statat(dir, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
-                .is_ok_and(|st| (st.st_dev, st.st_ino) == r),
-        )
+        let here = (st.st_dev, st.st_ino);
+        if self.root_devino == Some(here) {
+            return Ok(true);
+        }
+        if rustix::fs::stat("/").is_ok_and(|r| (r.st_dev, r.st_ino) == here) {
+            return Ok(true);
+        }
+        Ok(std::fs::read(RUN_BOOTED)
+            .ok()
+            .and_then(|b| backing_root_devino(&b).ok().flatten())
+            == Some(here))
     }
 
     /// The booted deployment, as ostree finds it: the one whose directory
@@ -565,6 +578,20 @@ impl Sysroot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_host_root_is_never_removable_whatever_the_sysroot() {
+        // A sysroot that is not `/` detects no booted deployment, yet the
+        // directory that is the host's `/` still counts as running.
+        let t = tempfile::tempdir().unwrap();
+        let sys = t.path().join("sysroot");
+        init_fs(&sys).unwrap();
+        let s = Sysroot::open(&sys).unwrap();
+        let root = fsutil::open_dir(rustix::fs::CWD, "/").unwrap();
+        assert!(s.is_running_root(&root, ".").unwrap());
+        let tmp = fsutil::open_dir(rustix::fs::CWD, &t.path().to_string_lossy()).unwrap();
+        assert!(!s.is_running_root(&tmp, "sysroot").unwrap());
+    }
 
     #[test]
     fn the_backing_root_is_read_from_run_ostree_booted() {

@@ -61,42 +61,48 @@ fn full_sync(s: &Sysroot, boot: &OwnedFd) -> Result<()> {
     Ok(())
 }
 
-/// `PRETTY_NAME` (else `ID`) of the deployment's os-release. The file is
-/// often a symlink (`os.release.d/…`): it is followed, as ostree follows
-/// it, but only inside the deployment.
-fn os_name(deployment: &OwnedFd) -> Result<Option<String>> {
+/// `PRETTY_NAME` (else `ID`) of the deployment's os-release, as ostree
+/// reads it: `usr/lib/os-release` if it exists, else `etc/os-release`; a
+/// deployment with neither, or without both keys, is refused (ostree
+/// refuses it too, so its boot entries could never be rewritten by
+/// ostree). The file is often a symlink (`os.release.d/…`): it is
+/// followed, as ostree follows it, but only inside the deployment.
+pub(crate) fn os_name(deployment: &OwnedFd) -> Result<String> {
     use std::io::Read;
-    for p in ["usr/lib/os-release", "etc/os-release"] {
-        let Some(fd) = kernel::open_in_tree(
+    let open = |p: &str| {
+        kernel::open_in_tree(
             deployment,
             std::path::Path::new(p),
             rustix::fs::OFlags::RDONLY,
-        )?
-        else {
+        )
+    };
+    let (p, fd) = match open("usr/lib/os-release")? {
+        Some(fd) => ("/usr/lib/os-release", fd),
+        None => (
+            "/etc/os-release",
+            open("etc/os-release")?.context(
+                "Reading /etc/os-release: the deployment has no /usr/lib/os-release or /etc/os-release",
+            )?,
+        ),
+    };
+    let mut bytes = Vec::new();
+    std::fs::File::from(fd)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("Reading {p}"))?;
+    let text = String::from_utf8_lossy(&bytes);
+    let mut id = None;
+    for line in text.lines() {
+        let Some((k, v)) = line.split_once('=') else {
             continue;
         };
-        let mut bytes = Vec::new();
-        std::fs::File::from(fd)
-            .read_to_end(&mut bytes)
-            .with_context(|| format!("Reading {p}"))?;
-        let text = String::from_utf8_lossy(&bytes);
-        let mut id = None;
-        for line in text.lines() {
-            let Some((k, v)) = line.split_once('=') else {
-                continue;
-            };
-            let v = unquote(v.trim());
-            match k.trim() {
-                "PRETTY_NAME" => return Ok(Some(v)),
-                "ID" => id = Some(v),
-                _ => {}
-            }
-        }
-        if id.is_some() {
-            return Ok(id);
+        let v = unquote(v.trim());
+        match k.trim() {
+            "PRETTY_NAME" => return Ok(v),
+            "ID" => id = Some(v),
+            _ => {}
         }
     }
-    Ok(None)
+    id.with_context(|| format!("No PRETTY_NAME or ID in {p}"))
 }
 
 /// Removes shell quoting as os-release values use it.
@@ -135,7 +141,7 @@ fn boot_entry(
     let d = &list[i];
     let n = list.len();
     let show_stateroot = list.iter().any(|x| x.stateroot != list[0].stateroot);
-    let mut title = os_name(root)?.unwrap_or_else(|| "(Unknown)".to_string());
+    let mut title = os_name(root)?;
     if let Some(v) = &d.version {
         if !title.contains(v.as_str()) {
             title.push(' ');

@@ -24,6 +24,7 @@ mod sysroot;
 mod sysroot_faults;
 mod sysroot_kernel;
 mod sysroot_ops;
+mod sysroot_refuse;
 mod sysroot_status;
 mod sysroot_sync;
 mod testserver;

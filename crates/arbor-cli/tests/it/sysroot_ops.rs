@@ -678,49 +678,6 @@ fn a_failed_cleanup_says_the_switch_is_done() {
     assert!(!stale.exists());
 }
 
-/// Unmounts on drop, so a failing test leaves no mount behind.
-struct Mounted(PathBuf);
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
-    }
-}
-
-#[test]
-fn a_read_only_sysroot_is_refused_before_anything_changes() {
-    if needs_root("a_read_only_sysroot_is_refused_before_anything_changes") {
-        return;
-    }
-    let m = machine();
-    let view = m.src.dir.path().join("ro-view");
-    std::fs::create_dir(&view).unwrap();
-    run_ok(
-        std::process::Command::new("mount")
-            .arg("--bind")
-            .arg(&m.sys)
-            .arg(&view),
-    );
-    let _guard = Mounted(view.clone());
-    run_ok(
-        std::process::Command::new("mount")
-            .args(["-o", "remount,bind,ro"])
-            .arg(&view),
-    );
-    let before = run_ok(&mut sys_arbor(&view, &["status"]));
-    for args in [
-        &["deploy", "--os", "testos", m.src.v1.as_str()][..],
-        &["undeploy", "0"],
-        &["cleanup"],
-        &["kargs", "--append", "quiet"],
-    ] {
-        let err = run_fail(&mut sys_arbor(&view, args));
-        let msg = String::from_utf8_lossy(&err.stderr);
-        assert!(msg.contains("is mounted read-only"), "{args:?}: {msg}");
-    }
-    assert_eq!(run_ok(&mut sys_arbor(&view, &["status"])), before);
-}
-
 #[test]
 fn reordering_identical_entries_swaps_only_the_bootlinks() {
     if needs_root("reordering_identical_entries_swaps_only_the_bootlinks") {

@@ -228,6 +228,13 @@ pub fn copy_entry(src: &OwnedFd, dst: &OwnedFd, name: &str) -> Result<()> {
                     Some(Gid::from_raw(st.st_gid)),
                     AtFlags::SYMLINK_NOFOLLOW,
                 )?;
+                // A symlink's own xattrs (e.g. its SELinux label), as
+                // ostree copies them: through the directories' descriptors,
+                // never following the link itself.
+                let x = arbor_repo::xattrs::read_path(&fd_path(src, name))
+                    .with_context(|| format!("Reading the xattrs of symlink {name}"))?;
+                arbor_repo::xattrs::set_path(&fd_path(dst, name), &x)
+                    .with_context(|| format!("Setting the xattrs of symlink {name}"))?;
             }
         }
         _ => {
@@ -235,6 +242,13 @@ pub fn copy_entry(src: &OwnedFd, dst: &OwnedFd, name: &str) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `name` in `dir` as a path (`/proc/self/fd/N/name`), for the calls that
+/// have no descriptor-relative form (the `l*xattr` family).
+fn fd_path(dir: &OwnedFd, name: &str) -> std::path::PathBuf {
+    use std::os::fd::AsRawFd;
+    std::path::PathBuf::from(format!("/proc/self/fd/{}/{name}", dir.as_raw_fd()))
 }
 
 fn st_time(sec: i64, nsec: impl TryInto<i64>) -> rustix::fs::Timespec {

@@ -356,3 +356,30 @@ fn a_directory_upstream_made_a_symlink_out_of_etc_is_refused() {
         assert_eq!(mode(&outside), 0o755, "{kind}");
     }
 }
+
+#[test]
+fn a_symlinks_own_xattrs_are_copied_as_root() {
+    if !rustix::process::geteuid().is_root() {
+        assert!(
+            std::env::var_os("ARBOR_SKIP_ROOT_TESTS").is_some_and(|v| v == "1"),
+            "needs root (CI runs as root); set ARBOR_SKIP_ROOT_TESTS=1 to skip"
+        );
+        return;
+    }
+    let e = setup(&[("a.conf", "a=1\n")]);
+    let link = e.modified.join("link");
+    std::os::unix::fs::symlink("a.conf", &link).unwrap();
+    let x = [arbor_format::Xattr {
+        name: b"trusted.arbor-test".to_vec(),
+        value: b"label".to_vec(),
+    }];
+    arbor_repo::xattrs::set_path(&link, &x).unwrap();
+    merge(&e).unwrap();
+    let copied = e.new.join("link");
+    assert!(copied.is_symlink());
+    assert_eq!(arbor_repo::xattrs::read_path(&copied).unwrap(), x);
+    // The target's xattrs were not touched through the link.
+    assert!(arbor_repo::xattrs::read_path(&e.new.join("a.conf"))
+        .unwrap()
+        .is_empty());
+}
