@@ -59,18 +59,75 @@ pub fn open_tree_dir(dir: impl AsFd, path: &str) -> Result<Option<OwnedFd>> {
     Ok(Some(cur))
 }
 
-/// Opens the directory `path` below `root`, following symlinks only while
-/// they stay below `root` (`openat2` with `RESOLVE_BENEATH`): an absolute
-/// target or a `..` that climbs out fails with `EXDEV`. The raw error is
-/// returned so callers can tell "outside" (`EXDEV`), "missing" (`ENOENT`)
-/// and "not a directory" (`ENOTDIR`) apart.
-pub fn open_dir_beneath(root: impl AsFd, path: &str) -> std::result::Result<OwnedFd, Errno> {
+/// Opens the directory `path` of a deployment's `/etc` (`etc`), following
+/// symlinks as the booted system will see them, but only while they stay
+/// in that `/etc`: a relative target is resolved from the link's
+/// directory, an absolute one from the deployment's `/` (so `/etc/x`
+/// means `x` here, never the host's `/etc/x`). A target outside `/etc`
+/// fails with `EXDEV`, a missing one with `ENOENT`, a file with
+/// `ENOTDIR`, more than 40 links with `ELOOP`. The resolved path is then
+/// opened with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`, so a
+/// concurrent change fails instead of leading elsewhere. The raw error is
+/// returned so callers can word each case.
+pub fn open_dir_in_etc(etc: impl AsFd, path: &str) -> std::result::Result<OwnedFd, Errno> {
+    use std::collections::VecDeque;
+    use std::os::unix::ffi::OsStrExt;
+    let etc = etc.as_fd();
+    // The position as an absolute path of the deployment: ["etc", ...].
+    let mut at: Vec<Vec<u8>> = vec![b"etc".to_vec()];
+    let mut todo: VecDeque<Vec<u8>> = path.split('/').map(|c| c.as_bytes().to_vec()).collect();
+    let mut links = 0;
+    while let Some(c) = todo.pop_front() {
+        match c.as_slice() {
+            b"" | b"." => continue,
+            b".." => {
+                at.pop();
+                continue;
+            }
+            _ => {}
+        }
+        if at.is_empty() {
+            // At the deployment's `/`: only `etc` leads back in.
+            if c != b"etc" {
+                return Err(Errno::XDEV);
+            }
+            at.push(c);
+            continue;
+        }
+        at.push(c);
+        let rel = std::ffi::OsStr::from_bytes(&at[1..].join(&b'/')).to_os_string();
+        match rustix::fs::readlinkat(etc, rel.as_os_str(), Vec::new()) {
+            Ok(target) => {
+                links += 1;
+                if links > 40 {
+                    return Err(Errno::LOOP);
+                }
+                at.pop();
+                let t = target.as_bytes();
+                if t.first() == Some(&b'/') {
+                    at.clear();
+                }
+                for part in t.split(|b| *b == b'/').rev() {
+                    todo.push_front(part.to_vec());
+                }
+            }
+            Err(Errno::INVAL) => {} // not a symlink
+            Err(e) => return Err(e),
+        }
+    }
+    if at.is_empty() {
+        return Err(Errno::XDEV);
+    }
+    let rel = if at.len() == 1 {
+        std::ffi::OsString::from(".")
+    } else {
+        std::ffi::OsStr::from_bytes(&at[1..].join(&b'/')).to_os_string()
+    };
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
-    let resolve = rustix::fs::ResolveFlags::BENEATH | rustix::fs::ResolveFlags::NO_MAGICLINKS;
-    // EAGAIN: a concurrent rename raced the resolution; retry (openat2(2)).
+    let resolve = rustix::fs::ResolveFlags::BENEATH | rustix::fs::ResolveFlags::NO_SYMLINKS;
     let mut last = Errno::AGAIN;
     for _ in 0..16 {
-        match rustix::fs::openat2(root.as_fd(), path, flags, Mode::empty(), resolve) {
+        match rustix::fs::openat2(etc, rel.as_os_str(), flags, Mode::empty(), resolve) {
             Err(Errno::AGAIN) => last = Errno::AGAIN,
             r => return r,
         }
@@ -291,4 +348,62 @@ pub fn read_optional(dir: impl AsFd, path: &str) -> Result<Option<Vec<u8>>> {
     std::io::Read::read_to_end(&mut open_file(dir, path)?, &mut v)
         .with_context(|| format!("Reading {path}"))?;
     Ok(Some(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn etc_symlinks_are_followed_only_inside_etc() {
+        let t = tempfile::tempdir().unwrap();
+        let etc = t.path().join("etc");
+        std::fs::create_dir_all(etc.join("real/sub")).unwrap();
+        std::fs::create_dir_all(t.path().join("usr")).unwrap();
+        std::fs::write(etc.join("file"), "x").unwrap();
+        for (name, target) in [
+            ("rel", "real"),
+            ("abs", "/etc/real"),
+            ("up", "../etc/real"),
+            ("dots", "/../../etc/./real"),
+            ("chain", "rel"),
+            ("out-abs", "/usr"),
+            ("out-rel", "../usr"),
+            ("out-root", "/"),
+            ("loop1", "loop2"),
+            ("loop2", "loop1"),
+            ("dangling", "nowhere"),
+            ("tofile", "file"),
+        ] {
+            symlink(target, etc.join(name)).unwrap();
+        }
+        symlink("../rel/sub", etc.join("real/back")).unwrap();
+        let fd = open_dir(rustix::fs::CWD, &etc.to_string_lossy()).unwrap();
+        let ino = |p: &std::path::Path| std::fs::metadata(p).unwrap().ino();
+        use std::os::unix::fs::MetadataExt;
+        let real = ino(&etc.join("real"));
+        for p in ["real", "rel", "abs", "up", "dots", "chain"] {
+            let d = open_dir_in_etc(&fd, p).unwrap_or_else(|e| panic!("{p}: {e}"));
+            assert_eq!(rustix::fs::fstat(&d).unwrap().st_ino, real, "{p}");
+        }
+        let sub = ino(&etc.join("real/sub"));
+        for p in ["rel/sub", "real/back", "abs/back", "chain/back/"] {
+            let d = open_dir_in_etc(&fd, p).unwrap_or_else(|e| panic!("{p}: {e}"));
+            assert_eq!(rustix::fs::fstat(&d).unwrap().st_ino, sub, "{p}");
+        }
+        for (p, want) in [
+            ("out-abs", Errno::XDEV),
+            ("out-rel", Errno::XDEV),
+            ("out-root", Errno::XDEV),
+            ("..", Errno::XDEV),
+            ("loop1", Errno::LOOP),
+            ("dangling", Errno::NOENT),
+            ("missing", Errno::NOENT),
+            ("tofile", Errno::NOTDIR),
+            ("file", Errno::NOTDIR),
+        ] {
+            assert_eq!(open_dir_in_etc(&fd, p).unwrap_err(), want, "{p}");
+        }
+    }
 }

@@ -260,9 +260,10 @@ fn st_time(sec: i64, nsec: impl TryInto<i64>) -> rustix::fs::Timespec {
 
 /// Opens the directory `prefix` of the new /etc, following a symlink only
 /// while it stays inside the new /etc (upstream may have replaced a
-/// directory by a symlink to another one, which ostree follows).
+/// directory by a symlink to another one, which ostree follows; ostree
+/// also follows one leading anywhere, an absolute one even on the host).
 fn open_new_dir(new: &OwnedFd, prefix: &str, path: &str) -> Result<OwnedFd> {
-    fsutil::open_dir_beneath(new, prefix).map_err(|e| match e {
+    fsutil::open_dir_in_etc(new, prefix).map_err(|e| match e {
         Errno::XDEV => anyhow::anyhow!(
             "Cannot merge /etc/{path}: the new default /etc/{prefix} is a symlink leading outside /etc"
         ),
@@ -271,6 +272,9 @@ fn open_new_dir(new: &OwnedFd, prefix: &str, path: &str) -> Result<OwnedFd> {
         ),
         Errno::NOTDIR => anyhow::anyhow!(
             "Cannot merge /etc/{path}: the new default /etc/{prefix} is not a directory"
+        ),
+        Errno::LOOP => anyhow::anyhow!(
+            "Cannot merge /etc/{path}: the new default /etc/{prefix} is a symlink loop"
         ),
         e => anyhow::Error::new(e).context(format!("Opening /etc/{prefix} of the new deployment")),
     })
@@ -326,7 +330,7 @@ pub fn apply(d: &EtcDiff, modified: &OwnedFd, new: &OwnedFd) -> Result<()> {
             // As ostree, a parent that upstream made a symlink is followed,
             // but only inside /etc: what lies outside is not the admin's
             // /etc to delete from. A missing parent: nothing to remove.
-            Some(pp) => match fsutil::open_dir_beneath(new, pp) {
+            Some(pp) => match fsutil::open_dir_in_etc(new, pp) {
                 Ok(fd) => fd,
                 Err(Errno::NOENT | Errno::NOTDIR) => continue,
                 Err(Errno::XDEV | Errno::LOOP) => {
@@ -439,7 +443,7 @@ pub fn plan(
         for p in list {
             let (parent, name) = split_parent(p);
             let result_dir = match parent {
-                Some(pp) => fsutil::open_dir_beneath(scratch, pp).ok(),
+                Some(pp) => fsutil::open_dir_in_etc(scratch, pp).ok(),
                 None => Some(rustix::io::dup(scratch)?),
             };
             let action = if change == "removed" {

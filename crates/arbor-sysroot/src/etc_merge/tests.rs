@@ -311,21 +311,24 @@ fn plan_fails_as_the_merge_would() {
 #[test]
 fn a_directory_upstream_made_a_symlink_inside_etc_is_followed() {
     // As ostree: d/ became a symlink to d.real/; the admin's edit of
-    // d/f.conf and deletion of d/g.conf land in d.real/.
-    let e = setup(&[("d/f.conf", "f=1\n"), ("d/g.conf", "g=1\n")]);
-    put(&e.modified, "d/f.conf", "f=ADMIN\n");
-    std::fs::remove_file(e.modified.join("d/g.conf")).unwrap();
-    std::fs::remove_dir_all(e.new.join("d")).unwrap();
-    put(&e.new, "d.real/f.conf", "f=UP2\n");
-    put(&e.new, "d.real/g.conf", "g=UP2\n");
-    std::os::unix::fs::symlink("d.real", e.new.join("d")).unwrap();
-    let p = preview(&e).unwrap();
-    assert_eq!(action(&p, "d/f.conf"), "keep the local version");
-    assert_eq!(action(&p, "d/g.conf"), "stays deleted");
-    merge(&e).unwrap();
-    assert!(e.new.join("d").is_symlink());
-    assert_eq!(read(&e.new.join("d.real/f.conf")), "f=ADMIN\n");
-    assert!(!e.new.join("d.real/g.conf").exists());
+    // d/f.conf and deletion of d/g.conf land in d.real/. An absolute
+    // /etc/d.real means the deployment's /etc, never the host's.
+    for target in ["d.real", "/etc/d.real", "../etc/d.real"] {
+        let e = setup(&[("d/f.conf", "f=1\n"), ("d/g.conf", "g=1\n")]);
+        put(&e.modified, "d/f.conf", "f=ADMIN\n");
+        std::fs::remove_file(e.modified.join("d/g.conf")).unwrap();
+        std::fs::remove_dir_all(e.new.join("d")).unwrap();
+        put(&e.new, "d.real/f.conf", "f=UP2\n");
+        put(&e.new, "d.real/g.conf", "g=UP2\n");
+        std::os::unix::fs::symlink(target, e.new.join("d")).unwrap();
+        let p = preview(&e).unwrap();
+        assert_eq!(action(&p, "d/f.conf"), "keep the local version", "{target}");
+        assert_eq!(action(&p, "d/g.conf"), "stays deleted", "{target}");
+        merge(&e).unwrap();
+        assert!(e.new.join("d").is_symlink());
+        assert_eq!(read(&e.new.join("d.real/f.conf")), "f=ADMIN\n", "{target}");
+        assert!(!e.new.join("d.real/g.conf").exists(), "{target}");
+    }
 }
 
 #[test]
