@@ -163,7 +163,7 @@ pub fn status(o: StatusOpts, out: &mut impl Write) -> Result<()> {
 pub fn deploy(o: DeployOpts, out: &mut impl Write) -> Result<()> {
     let mut s = Sysroot::open(&o.sysroot.sysroot)?;
     if o.dry_run {
-        return deploy_preview(&s, &o, out);
+        return deploy_preview(&mut s, &o, out);
     }
     let opts = DeployOptions {
         stateroot: o.stateroot.clone(),
@@ -212,7 +212,12 @@ pub fn deploy(o: DeployOpts, out: &mut impl Write) -> Result<()> {
 }
 
 /// `deploy --dry-run`: per file, what the /etc merge would do.
-fn deploy_preview(s: &Sysroot, o: &DeployOpts, out: &mut impl Write) -> Result<()> {
+fn deploy_preview(s: &mut Sysroot, o: &DeployOpts, out: &mut impl Write) -> Result<()> {
+    // Locked: the merge deployment is read while nothing changes it, and
+    // no other preview's scratch directory is live.
+    let _lock = s.lock()?;
+    s.load()?;
+    let s = &*s;
     let stateroot = s.default_stateroot(o.stateroot.as_deref())?;
     let csum = resolve_commit(s, &o.revision)?;
     let Some(m) = s.merge_deployment(&stateroot) else {
@@ -269,13 +274,16 @@ fn deploy_preview(s: &Sysroot, o: &DeployOpts, out: &mut impl Write) -> Result<(
     Ok(())
 }
 
+/// The preview's scratch directory, after removing those of earlier
+/// previews that were killed (they hold copies of /etc, secrets included;
+/// with the sysroot lock held, none is in use).
 fn tempdir_in(s: &Sysroot) -> Result<std::path::PathBuf> {
-    let p = s.path().join(format!(
-        "ostree/repo/tmp/arbor-etc-preview-{}",
+    arbor_sysroot::deploy::remove_stale_previews(s)?;
+    Ok(s.path().join(format!(
+        "ostree/repo/tmp/{}{}",
+        arbor_sysroot::deploy::PREVIEW_PREFIX,
         std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&p);
-    Ok(p)
+    )))
 }
 
 /// Checks out the default /etc of `csum` into `dir` for the preview.
@@ -287,9 +295,9 @@ fn export_etc(
     for sub in ["/usr/etc", "/etc"] {
         let opts = arbor_repo::checkout::CheckoutOptions {
             hardlink: false,
-            // Owners, modes and xattrs as the deployment will have them (the
-            // checkout changes owners only as root).
-            user_mode: false,
+            // Owners, modes and xattrs as the deployment will have them:
+            // the same mode as the deploy's checkout.
+            user_mode: s.repo.mode() != arbor_format::RepoMode::Bare,
             union: false,
             subpath: Some(sub.to_string()),
         };

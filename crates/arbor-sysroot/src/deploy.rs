@@ -70,7 +70,15 @@ pub struct DeployReport {
 /// largest among existing directories (leftovers included), else 0.
 fn allocate_deployserial(s: &Sysroot, stateroot: &str, csum: &Checksum) -> Result<u32> {
     let dir = fsutil::open_dir(&s.fd, &format!("ostree/deploy/{stateroot}/deploy"))?;
-    let mut next = 0;
+    // As ostree, past every loaded deployment of the commit (the staged
+    // one included), and past any directory on disk too.
+    let mut next = s
+        .deployments
+        .iter()
+        .filter(|d| d.stateroot == stateroot && d.csum == *csum)
+        .map(|d| d.deployserial + 1)
+        .max()
+        .unwrap_or(0);
     for name in fsutil::list_names(&dir)? {
         if let Ok((c, serial)) = parse_dir_name(&name) {
             if c == *csum {
@@ -79,6 +87,25 @@ fn allocate_deployserial(s: &Sysroot, stateroot: &str, csum: &Checksum) -> Resul
         }
     }
     Ok(next)
+}
+
+/// The name prefix of `deploy --dry-run`'s scratch directories in the
+/// repository's `tmp/`.
+pub const PREVIEW_PREFIX: &str = "arbor-etc-preview-";
+
+/// Removes every preview scratch directory (call with the sysroot lock
+/// held: previews hold it while theirs exists).
+pub fn remove_stale_previews(s: &Sysroot) -> Result<()> {
+    let Some(tmp) = fsutil::open_dir_optional(&s.fd, "ostree/repo/tmp")? else {
+        return Ok(());
+    };
+    for name in fsutil::list_names(&tmp)? {
+        if name.starts_with(PREVIEW_PREFIX) {
+            fsutil::remove_all(&tmp, &name)
+                .with_context(|| format!("Removing ostree/repo/tmp/{name}"))?;
+        }
+    }
+    Ok(())
 }
 
 /// Moves a populated `/etc` of an old-style tree to `/usr/etc`, drops an
@@ -278,14 +305,15 @@ pub fn deploy(s: &mut Sysroot, opts: &DeployOptions) -> Result<DeployReport> {
         let root = s.deployment_dir(&d)?;
         let layout = kernel::find_kernel(&root)?;
         d.bootcsum = layout.bootcsum.clone();
-        // The boot entry's title needs it; refused now, not at the switch
-        // (or at shutdown, for a staged deployment).
-        crate::write::os_name(&root)?;
         prepare_etc(&root)?;
         let mut etc = None;
         if let (Some(m), false) = (&merge, opts.stage) {
             etc = Some(merge_etc(s, m, &d)?);
         }
+        // The boot entry's title needs it, read as ostree reads it once
+        // /etc is in place; refused now, not at the switch (or at
+        // shutdown, for a staged deployment).
+        crate::write::os_name(&root)?;
         remove_updated_stamps(s, &d)?;
         hit(faults::DEPLOY_ETC_MERGED);
         let origin = match &opts.origin {

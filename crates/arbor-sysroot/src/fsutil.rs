@@ -66,9 +66,9 @@ pub fn open_tree_dir(dir: impl AsFd, path: &str) -> Result<Option<OwnedFd>> {
 /// means `x` here, never the host's `/etc/x`). A target outside `/etc`
 /// fails with `EXDEV`, a missing one with `ENOENT`, a file with
 /// `ENOTDIR`, more than 40 links with `ELOOP`. The resolved path is then
-/// opened with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`, so a
-/// concurrent change fails instead of leading elsewhere. The raw error is
-/// returned so callers can word each case.
+/// opened one `O_NOFOLLOW` component at a time (no `openat2`, so it works
+/// on any kernel), so a concurrent change fails instead of leading
+/// elsewhere. The raw error is returned so callers can word each case.
 pub fn open_dir_in_etc(etc: impl AsFd, path: &str) -> std::result::Result<OwnedFd, Errno> {
     use std::collections::VecDeque;
     use std::os::unix::ffi::OsStrExt;
@@ -118,21 +118,18 @@ pub fn open_dir_in_etc(etc: impl AsFd, path: &str) -> std::result::Result<OwnedF
     if at.is_empty() {
         return Err(Errno::XDEV);
     }
-    let rel = if at.len() == 1 {
-        std::ffi::OsString::from(".")
-    } else {
-        std::ffi::OsStr::from_bytes(&at[1..].join(&b'/')).to_os_string()
-    };
-    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
-    let resolve = rustix::fs::ResolveFlags::BENEATH | rustix::fs::ResolveFlags::NO_SYMLINKS;
-    let mut last = Errno::AGAIN;
-    for _ in 0..16 {
-        match rustix::fs::openat2(etc, rel.as_os_str(), flags, Mode::empty(), resolve) {
-            Err(Errno::AGAIN) => last = Errno::AGAIN,
-            r => return r,
-        }
+    // The resolved components are plain names; each is opened with
+    // O_NOFOLLOW, so a symlink swapped in meanwhile fails (ELOOP/ENOTDIR).
+    let mut cur = rustix::io::dup(etc)?;
+    for c in &at[1..] {
+        cur = rustix::fs::openat(
+            &cur,
+            std::ffi::OsStr::from_bytes(c),
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
     }
-    Err(last)
+    Ok(cur)
 }
 
 /// Creates each missing component of `path` with `mode`; opens the last.

@@ -415,6 +415,7 @@ pub fn cleanup(s: &mut Sysroot, prune: bool) -> Result<CleanupReport> {
     ] {
         fsutil::remove_all(&ostree, &name)?;
     }
+    crate::deploy::remove_stale_previews(s)?;
     hit(faults::CLEANUP_BOOTVERSIONS);
     // Deployment directories not in the list.
     let active: BTreeSet<(String, String)> = s

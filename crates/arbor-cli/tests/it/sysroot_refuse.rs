@@ -1,11 +1,14 @@
 //! Operations refused before anything changes: a read-only sysroot, a
 //! commit ostree could not write boot entries for.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use crate::sysroot::{boot_state, needs_root, ostree_commit, status_json};
+use crate::sysroot::{
+    assert_same_map, boot_state, deploy, needs_root, ostree_commit, prepare, source, status_json,
+    Tool,
+};
 use crate::sysroot_ops::{machine, sys_arbor};
-use crate::util::{arbor, ostree, run_fail, run_ok, s};
+use crate::util::{arbor, ostree, require_ostree, run_fail, run_ok, s};
 
 /// Unmounts on drop, so a failing test leaves no mount behind.
 struct Mounted(PathBuf);
@@ -86,12 +89,126 @@ fn a_commit_without_os_release_is_refused_as_ostree_refuses_it() {
         "{msg}"
     );
     assert_eq!(boot_state(&sys), before_boot);
-    // The refused checkout was removed again (its .origin too, which
-    // boot_state covers).
-    let leftovers: Vec<_> = std::fs::read_dir(sys.join("ostree/deploy/testos/deploy"))
+    // The refused checkouts were removed again (their .origin files too,
+    // which boot_state covers).
+    assert_eq!(deployment_names(&sys), before_names(&before_status));
+    let _ = bad;
+}
+
+/// The `CSUM.SERIAL` directories of stateroot testos.
+fn deployment_names(sys: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(sys.join("ostree/deploy/testos/deploy"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(&bad))
+        .filter(|n| !n.ends_with(".origin"))
         .collect();
-    assert!(leftovers.is_empty(), "{leftovers:?}");
+    v.sort();
+    v
+}
+
+fn before_names(status: &serde_json::Value) -> Vec<String> {
+    let mut v: Vec<String> = status["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| format!("{}.{}", d["checksum"].as_str().unwrap(), d["deployserial"]))
+        .collect();
+    v.sort();
+    v
+}
+
+fn previews(sys: &Path) -> Vec<String> {
+    std::fs::read_dir(sys.join("ostree/repo/tmp"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("arbor-etc-preview-"))
+        .collect()
+}
+
+#[test]
+fn a_failed_merge_leaves_no_checkout_and_previews_leave_no_copy_of_etc() {
+    if needs_root("a_failed_merge_leaves_no_checkout_and_previews_leave_no_copy_of_etc") {
+        return;
+    }
+    let m = machine();
+    let sys = m.sys.clone();
+    let dep = sys.join(format!("ostree/deploy/testos/deploy/{}.0", m.src.v1));
+    std::fs::write(dep.join("etc/modified-by-admin.conf"), "b=ADMIN\n").unwrap();
+    // Upstream makes the admin's modified file a directory: ostree's
+    // "newly defaults to directory" refusal.
+    let tree = m.src.dir.path().join("tree-dir");
+    crate::sysroot::os_tree(&tree, &[("modified-by-admin.conf/inner", "i\n")]);
+    let bad = ostree_commit(&m.src.repo, &tree, "5.0", "1578009600");
+    run_ok(ostree().args(["summary", "-u", &format!("--repo={}", s(&m.src.repo))]));
+    let before_status = status_json(&sys, None);
+    let before_boot = boot_state(&sys);
+    // The preview fails as the deploy will, and leaves no copy of /etc.
+    run_ok(&mut sys_arbor(&sys, &["upgrade", "--download-only"]));
+    let err = run_fail(&mut sys_arbor(
+        &sys,
+        &["deploy", "--dry-run", "--os", "testos", &bad],
+    ));
+    let msg = String::from_utf8_lossy(&err.stderr);
+    assert!(msg.contains("The /etc merge would fail"), "{msg}");
+    assert!(
+        msg.contains("newly defaults to directory 'modified-by-admin.conf'"),
+        "{msg}"
+    );
+    assert!(previews(&sys).is_empty(), "{:?}", previews(&sys));
+    let err = run_fail(&mut sys_arbor(&sys, &["upgrade"]));
+    let msg = String::from_utf8_lossy(&err.stderr);
+    assert!(msg.contains("newly defaults to directory"), "{msg}");
+    assert_eq!(status_json(&sys, None), before_status);
+    assert_eq!(boot_state(&sys), before_boot);
+    assert_eq!(deployment_names(&sys), before_names(&before_status));
+    // A preview killed midway leaves its copy of /etc (secrets included)
+    // in the repository's tmp/: cleanup removes it, as does the next preview.
+    let stale = sys.join("ostree/repo/tmp/arbor-etc-preview-4242/result");
+    std::fs::create_dir_all(&stale).unwrap();
+    std::fs::write(stale.join("shadow"), "root:secret\n").unwrap();
+    run_ok(&mut sys_arbor(&sys, &["cleanup"]));
+    assert!(previews(&sys).is_empty(), "{:?}", previews(&sys));
+    std::fs::create_dir_all(&stale).unwrap();
+    run_ok(&mut sys_arbor(
+        &sys,
+        &["deploy", "--dry-run", "--os", "testos", &m.src.v1],
+    ));
+    assert!(previews(&sys).is_empty(), "{:?}", previews(&sys));
+}
+
+#[test]
+fn os_release_only_in_etc_is_read_as_ostree_reads_it() {
+    require_ostree();
+    if needs_root("os_release_only_in_etc_is_read_as_ostree_reads_it") {
+        return;
+    }
+    let src = source();
+    // A tree with its os-release only among the /etc defaults.
+    let tree = src.dir.path().join("tree-etc-only");
+    crate::sysroot::os_tree(&tree, &[("a.conf", "a=1\n")]);
+    std::fs::remove_file(tree.join("usr/lib/os-release")).unwrap();
+    std::fs::write(
+        tree.join("usr/etc/os-release"),
+        "ID=etconly\nPRETTY_NAME=\"EtcOnly 7\"\n",
+    )
+    .unwrap();
+    ostree_commit(&src.repo, &tree, "7.0", "1578009600");
+    run_ok(ostree().args(["summary", "-u", &format!("--repo={}", s(&src.repo))]));
+    let base = src.dir.path().to_path_buf();
+    let (sa, so) = (base.join("arbor-sysroot"), base.join("ostree-sysroot"));
+    for (tool, sys) in [(Tool::Arbor, &sa), (Tool::Ostree, &so)] {
+        prepare(tool, sys, &src);
+        deploy(tool, sys, &["testos/stable"]);
+    }
+    let a = boot_state(&sa);
+    assert_same_map("boot state", &a, &boot_state(&so));
+    let entry = a
+        .iter()
+        .find(|(k, _)| k.contains("/entries/"))
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    assert!(
+        entry.starts_with("title EtcOnly 7 7.0 (ostree:0)\n"),
+        "{entry}"
+    );
 }

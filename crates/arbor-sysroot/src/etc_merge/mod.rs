@@ -320,6 +320,28 @@ fn ensure_parent(modified: &OwnedFd, new: &OwnedFd, path: &str) -> Result<OwnedF
     Ok(cur_new)
 }
 
+/// The directory of the new /etc holding the removed path `p`, `None`
+/// when there is nothing to remove: the directory is missing (as ostree's
+/// `rm -rf`), or a symlink leading out of /etc (what lies there is not the
+/// admin's /etc; ostree would follow it anywhere). A file where the
+/// directory was is an error, as in ostree (`unlinkat`: not a directory).
+fn removal_parent(new: &OwnedFd, pp: &str, p: &str) -> Result<Option<OwnedFd>> {
+    match fsutil::open_dir_in_etc(new, pp) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(Errno::NOENT) => Ok(None),
+        Err(Errno::XDEV | Errno::LOOP) => {
+            tracing::warn!(
+                "Not removing /etc/{p}: /etc/{pp} of the new deployment leads outside /etc"
+            );
+            Ok(None)
+        }
+        Err(Errno::NOTDIR) => {
+            bail!("Cannot remove /etc/{p}: the new default /etc/{pp} is not a directory")
+        }
+        Err(e) => Err(e).with_context(|| format!("Opening /etc/{pp}")),
+    }
+}
+
 /// Carries the admin's changes `d` (from `modified`) into `new`: removed
 /// paths are deleted, modified and added ones copied over the new
 /// defaults.
@@ -330,16 +352,9 @@ pub fn apply(d: &EtcDiff, modified: &OwnedFd, new: &OwnedFd) -> Result<()> {
             // As ostree, a parent that upstream made a symlink is followed,
             // but only inside /etc: what lies outside is not the admin's
             // /etc to delete from. A missing parent: nothing to remove.
-            Some(pp) => match fsutil::open_dir_in_etc(new, pp) {
-                Ok(fd) => fd,
-                Err(Errno::NOENT | Errno::NOTDIR) => continue,
-                Err(Errno::XDEV | Errno::LOOP) => {
-                    tracing::warn!(
-                        "Not removing /etc/{p}: /etc/{pp} of the new deployment leads outside /etc"
-                    );
-                    continue;
-                }
-                Err(e) => return Err(e).with_context(|| format!("Opening /etc/{pp}")),
+            Some(pp) => match removal_parent(new, pp, p)? {
+                Some(fd) => fd,
+                None => continue,
             },
             None => rustix::io::dup(new)?,
         };
@@ -442,18 +457,38 @@ pub fn plan(
     ] {
         for p in list {
             let (parent, name) = split_parent(p);
+            // The merge succeeded, so a parent in the result is a
+            // directory, missing (a removal under it had nothing to do), or
+            // leads out of /etc (a removal under it was skipped).
             let result_dir = match parent {
-                Some(pp) => fsutil::open_dir_in_etc(scratch, pp).ok(),
+                Some(pp) => match fsutil::open_dir_in_etc(scratch, pp) {
+                    Ok(fd) => Some(fd),
+                    Err(Errno::NOENT) if change == "removed" => None,
+                    Err(Errno::XDEV | Errno::LOOP) if change == "removed" => {
+                        out.push(PlanEntry {
+                            path: p.clone(),
+                            change: change.to_string(),
+                            action: "the new default stays: its directory now leads outside /etc"
+                                .to_string(),
+                            upstream_changed: changed_upstream(p),
+                        });
+                        continue;
+                    }
+                    Err(e) => {
+                        return Err(e).with_context(|| format!("Opening /etc/{pp} after the merge"))
+                    }
+                },
                 None => Some(rustix::io::dup(scratch)?),
             };
             let action = if change == "removed" {
-                match &result_dir {
-                    Some(r) if stat(r, name)?.is_some() => {
-                        "the new default stays: its directory now leads outside /etc"
+                match result_dir {
+                    Some(r) if stat(&r, name)?.is_some() => {
+                        bail!("Preview: /etc/{p} is still there after the merge")
                     }
                     _ => "stays deleted",
                 }
             } else {
+                let result_dir = result_dir.context("A merged path has no directory")?;
                 let local_dir = match parent {
                     Some(pp) => fsutil::open_tree_dir(modified, pp)?
                         .with_context(|| format!("/etc/{pp} vanished"))?,
@@ -461,10 +496,7 @@ pub fn plan(
                 };
                 let is_dir =
                     stat(&local_dir, name)?.is_some_and(|st| ftype(&st) == FileType::Directory);
-                let kept = match &result_dir {
-                    Some(r) => same_entry(&local_dir, r, name)?,
-                    None => false,
-                };
+                let kept = same_entry(&local_dir, &result_dir, name)?;
                 match (kept, is_dir, change) {
                     (true, true, _) => "keep the local owner and mode",
                     (true, false, "modified") => "keep the local version",

@@ -49,9 +49,10 @@ fn merge(e: &Etc) -> Result<EtcDiff> {
 
 /// The merge preview of `e`, in a scratch directory next to it.
 fn preview(e: &Etc) -> Result<Vec<PlanEntry>> {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let scratch = e.new.with_file_name(format!(
         "scratch-{}",
-        std::sync::atomic::AtomicUsize::new(0).fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
     let _ = std::fs::remove_dir_all(&scratch);
     std::fs::create_dir(&scratch).unwrap();
@@ -129,6 +130,12 @@ fn a_removal_never_follows_a_symlink_in_the_new_etc() {
     put(outside.path(), "sub/x", "precious\n");
     std::fs::remove_dir_all(e.new.join("dir")).unwrap();
     std::os::unix::fs::symlink(outside.path(), e.new.join("dir")).unwrap();
+    // The preview says so, rather than "stays deleted".
+    let p = preview(&e).unwrap();
+    assert_eq!(
+        action(&p, "dir/sub/x"),
+        "the new default stays: its directory now leads outside /etc"
+    );
     let d = merge(&e).unwrap();
     assert_eq!(d.removed, ["dir/sub/x"]);
     assert_eq!(read(&outside.path().join("sub/x")), "precious\n");
@@ -385,4 +392,25 @@ fn a_symlinks_own_xattrs_are_copied_as_root() {
     assert!(arbor_repo::xattrs::read_path(&e.new.join("a.conf"))
         .unwrap()
         .is_empty());
+}
+
+#[test]
+fn a_removal_under_a_directory_that_became_a_file_is_refused() {
+    // As ostree (its rm -rf fails with "Not a directory"): the admin
+    // deleted d/g.conf, and upstream made d a file.
+    let e = setup(&[("d/g.conf", "g=1\n")]);
+    std::fs::remove_file(e.modified.join("d/g.conf")).unwrap();
+    std::fs::remove_dir_all(e.new.join("d")).unwrap();
+    put(&e.new, "d", "now a file\n");
+    let want = "Cannot remove /etc/d/g.conf: the new default /etc/d is not a directory";
+    let err = format!("{:#}", preview(&e).unwrap_err());
+    assert!(err.contains(want), "{err}");
+    let err = format!("{:#}", merge(&e).unwrap_err());
+    assert!(err.contains(want), "{err}");
+    // A directory upstream dropped altogether: nothing to remove.
+    let e = setup(&[("d/g.conf", "g=1\n")]);
+    std::fs::remove_file(e.modified.join("d/g.conf")).unwrap();
+    std::fs::remove_dir_all(e.new.join("d")).unwrap();
+    assert_eq!(action(&preview(&e).unwrap(), "d/g.conf"), "stays deleted");
+    merge(&e).unwrap();
 }
