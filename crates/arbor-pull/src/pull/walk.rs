@@ -1,8 +1,13 @@
-//! The tree walk: dirtrees and dirmeta first, file objects as they are
-//! discovered, fetched by a pool of workers and verified before staging.
+//! The tree walk, the same for every [`Source`]: dirtrees and dirmeta
+//! first, file objects as they are discovered, read by a pool of workers
+//! and verified before staging.
+//!
+//! The walk is iterative: a queue of typed `(ObjectType, Checksum)`
+//! entries, each object queued once, so a tree of any depth costs heap,
+//! not stack.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::io::BufReader;
+use std::io::{BufReader, Read};
 use std::sync::{Condvar, Mutex};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -11,7 +16,7 @@ use arbor_repo::objects::{read_filez_header, MAX_METADATA_SIZE};
 use arbor_repo::txn::{deflate_bound, Transaction};
 use arbor_repo::{Progress, Repo};
 
-use crate::fetcher::{Body, Fetcher};
+use super::source::{FileStream, Source};
 
 /// Where verified objects go: a transaction, or memory for a dry run.
 pub(super) enum Sink<'t, 'r> {
@@ -63,14 +68,9 @@ impl Sink<'_, '_> {
     }
 }
 
-/// Path of an object on the server (always archive layout).
-pub(super) fn object_path(t: ObjectType, c: &Checksum) -> String {
-    format!("objects/{}", c.loose_path(t, RepoMode::Archive))
-}
-
 /// Shared state of the tree fetch.
 pub(super) struct Walk<'a, 't, 'r> {
-    pub(super) fetcher: &'a Fetcher,
+    pub(super) source: &'a dyn Source,
     pub(super) sink: &'a Sink<'t, 'r>,
     pub(super) progress: &'a dyn Progress,
     pub(super) dry_run: bool,
@@ -185,7 +185,7 @@ impl Walk<'_, '_, '_> {
         let data = match self.sink.read(t, c)? {
             Some(d) => d,
             None => {
-                let d = fetch_metadata(self.fetcher, t, c, MAX_METADATA_SIZE)?;
+                let d = fetch_metadata(self.source, t, c, MAX_METADATA_SIZE)?;
                 self.progress.inc_bytes(d.len() as u64);
                 self.state
                     .lock()
@@ -226,40 +226,30 @@ impl Walk<'_, '_, '_> {
     }
 
     fn file(&self, c: &Checksum) -> Result<()> {
-        let path = object_path(ObjectType::File, c);
+        let missing = || anyhow!("File object {c} not found on {}", self.source.name());
         if self.dry_run {
-            let size = self
-                .fetcher
-                .size(&path)?
-                .ok_or_else(|| anyhow!("File object {c} not found on the remote"))?;
+            let size = self.source.file_size(c)?.ok_or_else(missing)?;
             let mut st = self
                 .state
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             st.content_fetched += 1;
             st.content_bytes = st.content_bytes.checked_add(size).ok_or_else(|| {
-                anyhow!("The remote announces impossible sizes (file object {c}: {size} bytes)")
+                anyhow!(
+                    "{} announces impossible sizes (file object {c}: {size} bytes)",
+                    self.source.name()
+                )
             })?;
             return Ok(());
         }
         let Sink::Txn(txn) = self.sink else {
             unreachable!("only dry runs have no transaction")
         };
-        let archive = txn.repo().mode() == RepoMode::Archive;
         let got = self
-            .fetcher
-            .fetch(&path, u64::MAX, |body| {
-                store_filez(txn, c, body, archive)?;
-                // Whatever the body still holds is not stored; read a little
-                // of it to keep the connection, else let it close.
-                std::io::copy(
-                    &mut std::io::Read::take(&mut *body, 64 * 1024),
-                    &mut std::io::sink(),
-                )?;
-                Ok(body.bytes_read())
-            })
+            .source
+            .file(c, &mut |stream| store_file(txn, c, stream))
             .with_context(|| format!("Fetching file object {c}"))?
-            .ok_or_else(|| anyhow!("File object {c} not found on the remote"))?;
+            .ok_or_else(missing)?;
         self.progress.inc_bytes(got);
         let mut st = self
             .state
@@ -271,18 +261,80 @@ impl Walk<'_, '_, '_> {
     }
 }
 
-/// Verifies and stages one `.filez` body.
-pub(super) fn store_filez(
+/// What is read of a stream after its object is stored: enough to keep
+/// an HTTP connection for the next request, not a flood.
+const DRAIN_LIMIT: u64 = 64 * 1024;
+
+/// Verifies and stages one file object, whatever its source: the
+/// transaction recomputes its checksum (and applies the repository mode's
+/// rules, e.g. bare-user-only's) before anything is staged.
+pub(super) fn store_file(
     txn: &Transaction<'_>,
     c: &Checksum,
-    body: &mut Body<'_>,
-    archive: bool,
+    stream: FileStream<'_>,
 ) -> Result<()> {
-    if archive {
-        // Kept byte for byte; write_filez_verbatim bounds and verifies it.
-        return txn.write_filez_verbatim(*c, body);
+    match stream {
+        FileStream::Filez(raw) => store_filez(txn, c, raw),
+        FileStream::Unpacked {
+            header,
+            size,
+            content,
+        } => {
+            txn.write_file(&header, size, content, Some(*c))?;
+            Ok(())
+        }
     }
-    let ah = read_filez_header(body).map_err(|e| anyhow!("Invalid file object {c}: {e}"))?;
+}
+
+/// A reader that refuses to go past `limit` bytes (one byte more is an
+/// error, not the end), counting what it read.
+struct Bounded<'a> {
+    inner: &'a mut dyn Read,
+    read: u64,
+    limit: u64,
+    object: Checksum,
+}
+
+impl Read for Bounded<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.read >= self.limit {
+            // One byte past the limit tells "exactly at the limit" from "more".
+            let mut probe = [0u8; 1];
+            return match self.inner.read(&mut probe)? {
+                0 => Ok(0),
+                _ => Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                        "File object {} is larger than {} bytes",
+                        self.object, self.limit
+                    ),
+                )),
+            };
+        }
+        let room = usize::try_from(self.limit - self.read).unwrap_or(usize::MAX);
+        let want = buf.len().min(room);
+        let n = self.inner.read(&mut buf[..want])?;
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
+/// Verifies and stages one `.filez` stream, then reads a little of what
+/// follows (more than its declared size allows is an error).
+fn store_filez(txn: &Transaction<'_>, c: &Checksum, raw: &mut dyn Read) -> Result<()> {
+    if txn.repo().mode() == RepoMode::Archive {
+        // Kept byte for byte; write_filez_verbatim bounds and verifies it.
+        txn.write_filez_verbatim(*c, raw)?;
+        std::io::copy(&mut raw.take(DRAIN_LIMIT), &mut std::io::sink())?;
+        return Ok(());
+    }
+    let mut body = Bounded {
+        inner: raw,
+        read: 0,
+        limit: u64::MAX,
+        object: *c,
+    };
+    let ah = read_filez_header(&mut body).map_err(|e| anyhow!("Invalid file object {c}: {e}"))?;
     if ah.size > arbor_repo::txn::MAX_FILE_SIZE {
         bail!(
             "File object {c} declares {} bytes, more than the {} accepted",
@@ -290,33 +342,52 @@ pub(super) fn store_filez(
             arbor_repo::txn::MAX_FILE_SIZE
         );
     }
-    let header_len = body.bytes_read();
+    let header_len = body.read;
     if ah.header.is_symlink() {
-        body.set_limit(header_len);
+        body.limit = header_len;
         txn.write_file(&ah.header, 0, &mut std::io::empty(), Some(*c))?;
-        return Ok(());
+    } else {
+        body.limit = header_len.saturating_add(deflate_bound(ah.size));
+        arbor_repo::objects::with_inflater(
+            BufReader::with_capacity(64 * 1024, &mut body),
+            |inflate| txn.write_file(&ah.header, ah.size, inflate, Some(*c)),
+        )?;
     }
-    body.set_limit(header_len.saturating_add(deflate_bound(ah.size)));
-    arbor_repo::objects::with_inflater(BufReader::with_capacity(64 * 1024, body), |inflate| {
-        txn.write_file(&ah.header, ah.size, inflate, Some(*c))
-    })?;
+    std::io::copy(&mut (&mut body).take(DRAIN_LIMIT), &mut std::io::sink())?;
     Ok(())
 }
 
-/// Fetches a metadata object and checks that it hashes to its name.
+/// Reads a metadata object from `source` and checks that it hashes to its
+/// name; `None` if the source lacks it.
+pub(super) fn fetch_metadata_optional(
+    source: &dyn Source,
+    t: ObjectType,
+    c: &Checksum,
+    limit: u64,
+) -> Result<Option<Vec<u8>>> {
+    let Some(data) = source
+        .metadata(t, c, limit)
+        .with_context(|| format!("Fetching {t} object {c}"))?
+    else {
+        return Ok(None);
+    };
+    let actual = Checksum::digest(&data);
+    if actual != *c {
+        bail!(
+            "Corrupted {t} object {c} from {}: its content hashes to {actual}",
+            source.name()
+        );
+    }
+    Ok(Some(data))
+}
+
+/// As [`fetch_metadata_optional`], the object being required.
 pub(super) fn fetch_metadata(
-    fetcher: &Fetcher,
+    source: &dyn Source,
     t: ObjectType,
     c: &Checksum,
     limit: u64,
 ) -> Result<Vec<u8>> {
-    let data = fetcher
-        .fetch_bytes(&object_path(t, c), limit)
-        .with_context(|| format!("Fetching {t} object {c}"))?
-        .ok_or_else(|| anyhow!("{t} object {c} not found on the remote"))?;
-    let actual = Checksum::digest(&data);
-    if actual != *c {
-        bail!("Corrupted {t} object {c} from the remote: its content hashes to {actual}");
-    }
-    Ok(data)
+    fetch_metadata_optional(source, t, c, limit)?
+        .ok_or_else(|| anyhow!("{t} object {c} not found on {}", source.name()))
 }
