@@ -390,3 +390,96 @@ fn pull_local_checks_ref_bindings_as_a_remote_pull_does() {
     assert_eq!(rev(&local, "os/main"), c);
     run_ok(&mut pull(&local, &src, &[&c]));
 }
+
+/// A commit whose tree is 10,000 directories deep, written object by object
+/// (no filesystem path that long is needed): `pull-local` and a `file://`
+/// pull copy all of it; the walk is a queue, not a recursion.
+#[test]
+fn pull_local_and_file_pull_walk_a_10000_level_tree() {
+    use arbor_format::{Commit, DirTree, DirTreeDir, DirTreeFile, Metadata};
+    const DEPTH: usize = 10_000;
+    let td = TempDir::new().unwrap();
+    let tree = td.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    std::fs::write(tree.join("leaf"), "at the bottom\n").unwrap();
+    let src = td.path().join("src");
+    arbor_init(&src, "archive");
+    arbor_commit(&src, &["-b", "small", "--no-bindings"], &tree);
+    let ls: serde_json::Value = serde_json::from_str(&run_ok(
+        arbor()
+            .args(["ls", "--json", "-R", "--repo"])
+            .arg(&src)
+            .arg("small"),
+    ))
+    .unwrap();
+    let entry = |path: &str, key: &str| -> arbor_format::Checksum {
+        ls.as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["path"] == path)
+            .and_then(|e| e[key].as_str())
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let meta = entry("/", "meta_checksum");
+    let leaf = entry("/leaf", "checksum");
+    let mut t = crate::hostile::write_object(
+        &src,
+        "dirtree",
+        &DirTree {
+            files: vec![DirTreeFile {
+                name: "leaf".into(),
+                checksum: leaf,
+            }],
+            dirs: vec![],
+        }
+        .encode(),
+    );
+    for _ in 0..DEPTH {
+        let dt = DirTree {
+            files: vec![],
+            dirs: vec![DirTreeDir {
+                name: "d".into(),
+                tree: t,
+                meta,
+            }],
+        };
+        t = crate::hostile::write_object(&src, "dirtree", &dt.encode());
+    }
+    let commit = Commit {
+        metadata: Metadata::new(),
+        parent: None,
+        related: vec![],
+        subject: "deep".into(),
+        body: String::new(),
+        timestamp: 1,
+        root_tree: t,
+        root_meta: meta,
+    };
+    let c = crate::hostile::write_object(&src, "commit", &commit.encode());
+    std::fs::write(src.join("refs/heads/deep"), format!("{c}\n")).unwrap();
+
+    let local = td.path().join("local");
+    arbor_init(&local, "bare-user");
+    let out = run_ok(&mut pull(&local, &src, &["--json", "deep"]));
+    let stats: serde_json::Value = serde_json::from_str(&out).unwrap();
+    // Every dirtree, the dirmeta and the commit; the one file.
+    assert_eq!(stats["metadata_fetched"], DEPTH as u64 + 3, "{stats}");
+    assert_eq!(stats["content_fetched"], 1, "{stats}");
+    assert_eq!(rev(&local, "deep"), c.to_hex());
+
+    let remote = td.path().join("remote");
+    arbor_init(&remote, "bare-user");
+    add_file_remote(&remote, &src);
+    let out = run_ok(
+        arbor()
+            .args(["pull", "--json", "--repo"])
+            .arg(&remote)
+            .args(["local", "deep"]),
+    );
+    let remote_stats: serde_json::Value = serde_json::from_str(&out).unwrap();
+    for k in ["commits", "metadata_fetched", "content_fetched"] {
+        assert_eq!(stats[k], remote_stats[k], "{k}");
+    }
+}
