@@ -19,7 +19,7 @@
 //! `arbor_repo::txn`).
 
 use std::collections::HashMap;
-use std::sync::{Condvar, Mutex};
+use std::sync::Mutex;
 
 use anyhow::{anyhow, bail, Context, Result};
 use arbor_format::{Checksum, Commit, ObjectType, RefName};
@@ -43,7 +43,7 @@ use checks::{check_bindings, check_downgrade};
 pub use local::{pull_local, PullLocalOptions};
 use remote::{fetch_summary, remote_settings, resolve_wanted, FetchedSummary};
 use source::Source;
-use walk::{fetch_metadata_optional, Sink, Walk, WalkState};
+use walk::{fetch_metadata_optional, Sink, Walk};
 
 /// Objects in flight at once unless told otherwise.
 const DEFAULT_WORKERS: usize = 8;
@@ -213,7 +213,11 @@ impl Engine<'_> {
                 updates.push(RefUpdate::set(spec, w.commit));
             }
         }
-        let st = self.trees(&sink, &roots)?;
+        let st = Walk::new(self.source, &sink, self.progress, self.dry_run).run(
+            &roots,
+            self.workers,
+            self.phase,
+        )?;
         stats.metadata_fetched += st.metadata_fetched;
         stats.content_fetched = st.content_fetched;
         stats.content_bytes = st.content_bytes;
@@ -274,47 +278,6 @@ impl Engine<'_> {
             cur = commit.parent;
         }
         Ok(())
-    }
-
-    /// Walks the trees under `roots` with a pool of workers; returns the
-    /// walk's counters.
-    fn trees(&self, sink: &Sink<'_, '_>, roots: &[(ObjectType, Checksum)]) -> Result<WalkState> {
-        let walk = Walk {
-            source: self.source,
-            sink,
-            progress: self.progress,
-            dry_run: self.dry_run,
-            state: Mutex::new(WalkState::default()),
-            wake: Condvar::new(),
-        };
-        {
-            // The roots, queued before the bar starts (enqueue reports totals).
-            let mut st = walk
-                .state
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            for &(t, c) in roots {
-                if st.queued.insert((t, c)) {
-                    st.meta.push_back((t, c));
-                    st.total += 1;
-                }
-            }
-            self.progress.start(self.phase, st.total);
-        }
-        std::thread::scope(|s| {
-            for _ in 0..self.workers.max(1) {
-                s.spawn(|| walk.worker());
-            }
-        });
-        self.progress.finish();
-        let mut st = walk
-            .state
-            .into_inner()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match st.error.take() {
-            Some(e) => Err(e),
-            None => Ok(st),
-        }
     }
 }
 

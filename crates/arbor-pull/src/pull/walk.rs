@@ -27,13 +27,19 @@ pub(super) enum Sink<'t, 'r> {
     },
 }
 
+/// Locks `m`, poisoned or not: a worker that panicked (its panic is
+/// caught and becomes the pull's error) leaves each value whole, and the
+/// other workers must stop through that error, not a second panic.
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 impl Sink<'_, '_> {
     pub(super) fn has(&self, t: ObjectType, c: &Checksum) -> Result<bool> {
         match self {
             Sink::Txn(txn) => txn.has_object(t, c),
             Sink::Dry { repo, meta } => {
-                Ok(meta.lock().expect("poisoned").contains_key(&(t, *c))
-                    || repo.has_object(t, c)?)
+                Ok(locked(meta).contains_key(&(t, *c)) || repo.has_object(t, c)?)
             }
         }
     }
@@ -41,7 +47,7 @@ impl Sink<'_, '_> {
     pub(super) fn read(&self, t: ObjectType, c: &Checksum) -> Result<Option<Vec<u8>>> {
         match self {
             Sink::Txn(txn) => txn.read_metadata(t, c),
-            Sink::Dry { repo, meta } => match meta.lock().expect("poisoned").get(&(t, *c)) {
+            Sink::Dry { repo, meta } => match locked(meta).get(&(t, *c)) {
                 Some(d) => Ok(Some(d.clone())),
                 None => arbor_repo::objects::read_metadata_optional(repo, t, c),
             },
@@ -52,9 +58,7 @@ impl Sink<'_, '_> {
         match self {
             Sink::Txn(txn) => txn.write_metadata(t, data).map(|_| ()),
             Sink::Dry { meta, .. } => {
-                meta.lock()
-                    .expect("poisoned")
-                    .insert((t, Checksum::digest(data)), data.to_vec());
+                locked(meta).insert((t, Checksum::digest(data)), data.to_vec());
                 Ok(())
             }
         }
@@ -70,25 +74,31 @@ impl Sink<'_, '_> {
 
 /// Shared state of the tree fetch.
 pub(super) struct Walk<'a, 't, 'r> {
-    pub(super) source: &'a dyn Source,
-    pub(super) sink: &'a Sink<'t, 'r>,
-    pub(super) progress: &'a dyn Progress,
-    pub(super) dry_run: bool,
-    pub(super) state: Mutex<WalkState>,
-    pub(super) wake: Condvar,
+    source: &'a dyn Source,
+    sink: &'a Sink<'t, 'r>,
+    progress: &'a dyn Progress,
+    dry_run: bool,
+    state: Mutex<WalkState>,
+    wake: Condvar,
 }
 
 #[derive(Default)]
-pub(super) struct WalkState {
+struct WalkState {
     /// Metadata first: it discovers more work.
-    pub(super) meta: VecDeque<(ObjectType, Checksum)>,
-    pub(super) files: VecDeque<Checksum>,
+    meta: VecDeque<(ObjectType, Checksum)>,
+    files: VecDeque<Checksum>,
     /// Objects queued (never queued twice).
-    pub(super) queued: HashSet<(ObjectType, Checksum)>,
+    queued: HashSet<(ObjectType, Checksum)>,
     /// Workers busy with a job.
-    pub(super) active: usize,
-    pub(super) error: Option<anyhow::Error>,
-    pub(super) total: u64,
+    active: usize,
+    error: Option<anyhow::Error>,
+    total: u64,
+    counts: WalkCounts,
+}
+
+/// What a tree walk fetched.
+#[derive(Debug, Default)]
+pub(super) struct WalkCounts {
     pub(super) metadata_fetched: u64,
     pub(super) content_fetched: u64,
     pub(super) content_bytes: u64,
@@ -99,7 +109,61 @@ enum Job {
     File(Checksum),
 }
 
-impl Walk<'_, '_, '_> {
+impl<'a, 't, 'r> Walk<'a, 't, 'r> {
+    /// A walk storing into `sink` what it reads from `source`; with
+    /// `dry_run`, file objects are only sized, not read.
+    pub(super) fn new(
+        source: &'a dyn Source,
+        sink: &'a Sink<'t, 'r>,
+        progress: &'a dyn Progress,
+        dry_run: bool,
+    ) -> Self {
+        Walk {
+            source,
+            sink,
+            progress,
+            dry_run,
+            state: Mutex::new(WalkState::default()),
+            wake: Condvar::new(),
+        }
+    }
+
+    /// Walks the trees under `roots` (dirmeta and dirtree objects) with
+    /// `workers` threads, reporting progress as `phase`; returns what it
+    /// fetched, or the first error.
+    pub(super) fn run(
+        self,
+        roots: &[(ObjectType, Checksum)],
+        workers: usize,
+        phase: &str,
+    ) -> Result<WalkCounts> {
+        {
+            // The roots, queued before the bar starts (enqueue reports totals).
+            let mut st = locked(&self.state);
+            for &(t, c) in roots {
+                if st.queued.insert((t, c)) {
+                    st.meta.push_back((t, c));
+                    st.total += 1;
+                }
+            }
+            self.progress.start(phase, st.total);
+        }
+        std::thread::scope(|s| {
+            for _ in 0..workers.max(1) {
+                s.spawn(|| self.worker());
+            }
+        });
+        self.progress.finish();
+        let st = self
+            .state
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match st.error {
+            Some(e) => Err(e),
+            None => Ok(st.counts),
+        }
+    }
+
     /// Queues an object unless it was queued before; true if queued now.
     /// The caller wakes a worker per queued object once the lock is released.
     fn enqueue(&self, st: &mut WalkState, t: ObjectType, c: Checksum) -> bool {
@@ -117,10 +181,7 @@ impl Walk<'_, '_, '_> {
     }
 
     fn next_job(&self) -> Option<Job> {
-        let mut st = self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut st = locked(&self.state);
         loop {
             if st.error.is_some() {
                 return None;
@@ -143,7 +204,7 @@ impl Walk<'_, '_, '_> {
         }
     }
 
-    pub(super) fn worker(&self) {
+    fn worker(&self) {
         while let Some(job) = self.next_job() {
             // A panic in a job (a bug) must not leave the others waiting
             // for it forever: it becomes this job's error.
@@ -160,10 +221,7 @@ impl Walk<'_, '_, '_> {
                 Err(anyhow!("Internal error: a pull worker panicked: {msg}"))
             });
             self.progress.inc(1);
-            let mut st = self
-                .state
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut st = locked(&self.state);
             st.active -= 1;
             if let Err(e) = r {
                 st.error.get_or_insert(e);
@@ -187,10 +245,7 @@ impl Walk<'_, '_, '_> {
             None => {
                 let d = fetch_metadata(self.source, t, c, MAX_METADATA_SIZE)?;
                 self.progress.inc_bytes(d.len() as u64);
-                self.state
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .metadata_fetched += 1;
+                locked(&self.state).counts.metadata_fetched += 1;
                 d
             }
         };
@@ -206,10 +261,7 @@ impl Walk<'_, '_, '_> {
                 missing.push(f.checksum);
             }
         }
-        let mut st = self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut st = locked(&self.state);
         let mut queued = 0;
         for d in &tree.dirs {
             queued += usize::from(self.enqueue(&mut st, ObjectType::DirMeta, d.meta));
@@ -229,17 +281,15 @@ impl Walk<'_, '_, '_> {
         let missing = || anyhow!("File object {c} not found on {}", self.source.name());
         if self.dry_run {
             let size = self.source.file_size(c)?.ok_or_else(missing)?;
-            let mut st = self
-                .state
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            st.content_fetched += 1;
-            st.content_bytes = st.content_bytes.checked_add(size).ok_or_else(|| {
-                anyhow!(
-                    "{} announces impossible sizes (file object {c}: {size} bytes)",
-                    self.source.name()
-                )
-            })?;
+            let mut st = locked(&self.state);
+            st.counts.content_fetched += 1;
+            st.counts.content_bytes =
+                st.counts.content_bytes.checked_add(size).ok_or_else(|| {
+                    anyhow!(
+                        "{} announces impossible sizes (file object {c}: {size} bytes)",
+                        self.source.name()
+                    )
+                })?;
             return Ok(());
         }
         let Sink::Txn(txn) = self.sink else {
@@ -251,12 +301,9 @@ impl Walk<'_, '_, '_> {
             .with_context(|| format!("Fetching file object {c}"))?
             .ok_or_else(missing)?;
         self.progress.inc_bytes(got);
-        let mut st = self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        st.content_fetched += 1;
-        st.content_bytes += got;
+        let mut st = locked(&self.state);
+        st.counts.content_fetched += 1;
+        st.counts.content_bytes += got;
         Ok(())
     }
 }
@@ -390,4 +437,43 @@ pub(super) fn fetch_metadata(
 ) -> Result<Vec<u8>> {
     fetch_metadata_optional(source, t, c, limit)?
         .ok_or_else(|| anyhow!("{t} object {c} not found on {}", source.name()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bounded_read(data: &[u8], limit: u64) -> std::io::Result<Vec<u8>> {
+        let mut inner: &[u8] = data;
+        let mut b = Bounded {
+            inner: &mut inner,
+            read: 0,
+            limit,
+            object: Checksum::digest(b""),
+        };
+        let mut out = Vec::new();
+        b.read_to_end(&mut out)?;
+        assert_eq!(b.read, out.len() as u64);
+        Ok(out)
+    }
+
+    #[test]
+    fn bounded_refuses_one_byte_past_its_limit() {
+        for (len, limit, ok) in [
+            (0, 0, true),
+            (10, 10, true),
+            (10, 11, true),
+            (11, 10, false),
+        ] {
+            let data = vec![7u8; len];
+            match bounded_read(&data, limit) {
+                Ok(out) => assert!(ok && out == data, "{len} {limit}"),
+                Err(e) => {
+                    assert!(!ok, "{len} {limit}: {e}");
+                    assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+                    assert!(e.to_string().contains("larger than 10 bytes"), "{e}");
+                }
+            }
+        }
+    }
 }
