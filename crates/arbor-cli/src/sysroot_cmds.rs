@@ -441,7 +441,7 @@ pub fn switch(o: SwitchOpts, out: &mut impl Write) -> Result<()> {
         Some(m) => arbor_sysroot::deploy::carried_origin(&s.deployments[m], Some(&o.refspec)),
         None => {
             let mut k = arbor_repo::config::KeyFile::default();
-            k.set("origin", "refspec", &o.refspec);
+            k.set("origin", "refspec", &o.refspec)?;
             k
         }
     };
