@@ -1,5 +1,6 @@
 //! Bugs found trying arbor as a new user would (issue 11): key-file
-//! escaping of `config` and origins. `ostree` is the oracle.
+//! escaping of `config` and origins, the `init-fs` layout. `ostree` is
+//! the oracle.
 
 use std::path::{Path, PathBuf};
 
@@ -259,4 +260,40 @@ fn origin_values_round_trip_as_glib_reads_them() {
     assert_eq!(glib_read(&origin, "origin.refspec"), "testos/stable");
     let status = run_ok(ostree().args(["admin", "status", &format!("--sysroot={}", s(&sys))]));
     assert!(status.contains("origin refspec: testos/stable"), "{status}");
+}
+
+/// `find` of a tree: type and mode bits, owner, path; sorted.
+fn layout(root: &Path) -> String {
+    let out = run_ok(
+        std::process::Command::new("find")
+            .arg(".")
+            .args(["-printf", "%M %u:%g %p\n"])
+            .current_dir(root),
+    );
+    let mut lines: Vec<&str> = out.lines().collect();
+    lines.sort_by_key(|l| l.rsplit(' ').next().unwrap_or_default().to_string());
+    lines.join("\n")
+}
+
+#[test]
+fn init_fs_layout_matches_ostree() {
+    require_ostree();
+    if needs_root("init_fs_layout_matches_ostree") {
+        return;
+    }
+    let td = tempfile::tempdir().unwrap();
+    let (a, o) = (td.path().join("a"), td.path().join("o"));
+    std::fs::create_dir_all(&o).unwrap();
+    run_ok(ostree().args(["admin", "init-fs", s(&o)]));
+    run_ok(arbor().args(["admin", "init-fs", s(&a)]));
+    assert_eq!(layout(&a), layout(&o), "arbor's layout (left) vs ostree's");
+    assert_eq!(
+        std::fs::read_to_string(a.join("ostree/repo/config")).unwrap(),
+        std::fs::read_to_string(o.join("ostree/repo/config")).unwrap()
+    );
+    let sysroot = format!("--sysroot={}", s(&a));
+    run_ok(ostree().args(["admin", "os-init", "testos", &sysroot]));
+    let status = run_ok(ostree().args(["admin", "status", &sysroot]));
+    assert!(status.contains("No deployments"), "{status}");
+    run_ok(arbor().args(["status", "--sysroot", s(&a)]));
 }
