@@ -1,11 +1,13 @@
 //! Bugs found trying arbor as a new user would (issue 11): key-file
-//! escaping of `config` and origins, the `init-fs` layout. `ostree` is
-//! the oracle.
+//! escaping of `config` and origins, the `init-fs` layout, short checksum
+//! prefixes. `ostree` is the oracle.
 
 use std::path::{Path, PathBuf};
 
 use crate::sysroot::{deploy, needs_root, prepare, source, Tool};
-use crate::util::{arbor, arbor_init, ostree, ostree_ok, require_ostree, run_fail, run_ok, s};
+use crate::util::{
+    arbor, arbor_init, arbor_ok, ostree, ostree_ok, require_ostree, run_fail, run_ok, s,
+};
 
 /// The value GLib reads for `KEY` (`group.key` or `'remote "r".key'`):
 /// `ostree config get`, which prints `g_key_file_get_string` and a newline.
@@ -296,4 +298,124 @@ fn init_fs_layout_matches_ostree() {
     let status = run_ok(ostree().args(["admin", "status", &sysroot]));
     assert!(status.contains("No deployments"), "{status}");
     run_ok(arbor().args(["status", "--sysroot", s(&a)]));
+}
+
+/// An empty file named like a commit object sharing the first `n` hex
+/// digits of `c` (prefix lookup goes by object names, in both tools).
+fn twin_commit(repo: &Path, c: &str, n: usize) -> String {
+    let tail: String = c[n..]
+        .chars()
+        .map(|ch| if ch == '0' { '1' } else { '0' })
+        .collect();
+    let twin = format!("{}{tail}", &c[..n]);
+    std::fs::write(
+        repo.join("objects")
+            .join(&twin[..2])
+            .join(format!("{}.commit", &twin[2..])),
+        b"",
+    )
+    .unwrap();
+    twin
+}
+
+/// A 12-digit prefix no commit starts with (differs from `c` in the first digit).
+fn absent_prefix(c: &str) -> String {
+    let first = c.as_bytes()[0];
+    let other = if first == b'f' { 'e' } else { 'f' };
+    format!("{other}{}", &c[1..12])
+}
+
+#[test]
+fn short_checksums_resolve_in_every_command() {
+    require_ostree();
+    let td = tempfile::tempdir().unwrap();
+    let repo = td.path().join("r");
+    arbor_init(&repo, "archive");
+    let tree = td.path().join("t");
+    std::fs::create_dir_all(tree.join("usr")).unwrap();
+    std::fs::write(tree.join("usr/f"), "x").unwrap();
+    let c = run_ok(
+        arbor()
+            .args(["commit", "--repo", s(&repo), "-b", "b"])
+            .arg(&tree),
+    )
+    .trim()
+    .to_string();
+    let twin = twin_commit(&repo, &c, 10);
+    let unique = &c[..11];
+    let ambiguous = &c[..10];
+    let absent = absent_prefix(&c);
+    // ostree agrees on each case.
+    assert_eq!(ostree_ok("rev-parse", &repo, &[unique]).trim(), c);
+    let o = run_fail(ostree().args([&format!("--repo={}", s(&repo)), "rev-parse", ambiguous]));
+    let oerr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        oerr.contains(&format!("Refspec {ambiguous} not unique")),
+        "{oerr}"
+    );
+    run_fail(ostree().args([&format!("--repo={}", s(&repo)), "rev-parse", &absent]));
+
+    assert_eq!(arbor_ok("rev-parse", &repo, &[unique]).trim(), c);
+    assert_eq!(arbor_ok("rev-parse", &repo, &[&twin[..11]]).trim(), twin);
+    assert!(arbor_ok("log", &repo, &[unique]).contains(&c));
+    assert!(arbor_ok("show", &repo, &[unique]).contains(&c));
+    let out = td.path().join("co");
+    run_ok(
+        arbor()
+            .args(["checkout", "--repo", s(&repo), "-U", unique])
+            .arg(&out),
+    );
+    assert_eq!(std::fs::read_to_string(out.join("usr/f")).unwrap(), "x");
+    let dest = td.path().join("co2");
+    for cmd in ["rev-parse", "log", "show", "checkout"] {
+        for (rev, want) in [
+            (ambiguous, format!("Refspec {ambiguous} not unique")),
+            (absent.as_str(), format!("Refspec '{absent}' not found")),
+        ] {
+            let mut a = arbor();
+            a.args([cmd, "--repo", s(&repo)]);
+            if cmd == "checkout" {
+                a.args(["-U", rev]).arg(&dest);
+            } else {
+                a.arg(rev);
+            }
+            let o = run_fail(&mut a);
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(err.contains(&want), "{cmd} {rev}: {err}");
+        }
+    }
+}
+
+#[test]
+fn deploy_resolves_short_checksums() {
+    require_ostree();
+    if needs_root("deploy_resolves_short_checksums") {
+        return;
+    }
+    let src = source();
+    let td = tempfile::tempdir().unwrap();
+    let sys = td.path().join("sys");
+    prepare(Tool::Arbor, &sys, &src);
+    let repo = sys.join("ostree/repo");
+    let twin = twin_commit(&repo, &src.v1, 10);
+    for (rev, want) in [
+        (
+            src.v1[..10].to_string(),
+            format!("Refspec {} not unique", &src.v1[..10]),
+        ),
+        (absent_prefix(&src.v1), "not found".to_string()),
+    ] {
+        let o = run_fail(arbor().args(["deploy", "--sysroot", s(&sys), "--os", "testos", &rev]));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(&want), "{rev}: {err}");
+    }
+    std::fs::remove_file(
+        repo.join("objects")
+            .join(&twin[..2])
+            .join(format!("{}.commit", &twin[2..])),
+    )
+    .unwrap();
+    deploy(Tool::Arbor, &sys, &[&src.v1[..8]]);
+    let status = run_ok(ostree().args(["admin", "status", &format!("--sysroot={}", s(&sys))]));
+    assert!(status.contains(&src.v1), "{status}");
 }
