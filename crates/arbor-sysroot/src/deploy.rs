@@ -295,6 +295,7 @@ pub fn deploy(s: &mut Sysroot, opts: &DeployOptions) -> Result<DeployReport> {
             &s.path().join(d.relpath()),
             &CheckoutOptions {
                 hardlink: true,
+                require_hardlinks: false,
                 user_mode,
                 union: false,
                 subpath: None,

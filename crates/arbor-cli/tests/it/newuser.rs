@@ -1,6 +1,6 @@
 //! Bugs found trying arbor as a new user would (issue 11): key-file
 //! escaping of `config` and origins, the `init-fs` layout, short checksum
-//! prefixes. `ostree` is the oracle.
+//! prefixes, and `checkout -H` across filesystems. `ostree` is the oracle.
 
 use std::path::{Path, PathBuf};
 
@@ -418,4 +418,82 @@ fn deploy_resolves_short_checksums() {
     deploy(Tool::Arbor, &sys, &[&src.v1[..8]]);
     let status = run_ok(ostree().args(["admin", "status", &format!("--sysroot={}", s(&sys))]));
     assert!(status.contains(&src.v1), "{status}");
+}
+
+/// A tmpfs mounted on a fresh directory, unmounted on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: PathBuf) -> Tmpfs {
+        std::fs::create_dir_all(&at).unwrap();
+        run_ok(
+            std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "tmpfs"])
+                .arg(&at),
+        );
+        Tmpfs(at)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn checkout_hardlink_refuses_another_filesystem() {
+    require_ostree();
+    if needs_root("checkout_hardlink_refuses_another_filesystem") {
+        return;
+    }
+    let td = tempfile::tempdir().unwrap();
+    let repo = td.path().join("r");
+    arbor_init(&repo, "bare");
+    let tree = td.path().join("t");
+    std::fs::create_dir_all(tree.join("d")).unwrap();
+    std::fs::write(tree.join("d/f"), "content").unwrap();
+    run_ok(
+        arbor()
+            .args(["commit", "--repo", s(&repo), "-b", "b"])
+            .arg(&tree),
+    );
+    let mnt = Tmpfs::mount(td.path().join("mnt"));
+    // ostree's -H fails here...
+    run_fail(
+        ostree()
+            .args([&format!("--repo={}", s(&repo)), "checkout", "-H", "b"])
+            .arg(mnt.0.join("o")),
+    );
+    // ...and so does arbor's, naming the reason, with nothing copied.
+    let dest = mnt.0.join("a");
+    let o = run_fail(
+        arbor()
+            .args(["checkout", "--repo", s(&repo), "-H", "b"])
+            .arg(&dest),
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("EXDEV") && err.contains("across devices"),
+        "{err}"
+    );
+    assert!(!dest.join("d/f").exists());
+    // Without -H it copies; on the same filesystem -H links.
+    run_ok(
+        arbor()
+            .args(["checkout", "--repo", s(&repo), "b"])
+            .arg(mnt.0.join("c")),
+    );
+    assert_eq!(
+        std::fs::read_to_string(mnt.0.join("c/d/f")).unwrap(),
+        "content"
+    );
+    let same = td.path().join("same");
+    run_ok(
+        arbor()
+            .args(["checkout", "--repo", s(&repo), "-H", "b"])
+            .arg(&same),
+    );
+    use std::os::unix::fs::MetadataExt;
+    assert!(std::fs::metadata(same.join("d/f")).unwrap().nlink() >= 2);
 }
