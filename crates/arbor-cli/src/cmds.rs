@@ -542,11 +542,7 @@ fn pull_local(o: PullLocalOpts, out: &mut impl Write) -> Result<()> {
     if o.json {
         return json_out(out, &stats);
     }
-    writeln!(
-        out,
-        "{} metadata, {} content objects imported",
-        stats.metadata_fetched, stats.content_fetched
-    )?;
+    render::pull_local_stats(out, &stats)?;
     Ok(())
 }
 
@@ -691,31 +687,7 @@ fn pull(o: PullOpts, out: &mut impl Write) -> Result<()> {
     if o.json {
         return json_out(out, &stats);
     }
-    if stats.dry_run {
-        writeln!(
-            out,
-            "Would fetch {} objects: {} metadata ({} bytes, fetched to find the rest) and {} files ({} bytes)",
-            stats.metadata_fetched + stats.content_fetched,
-            stats.metadata_fetched,
-            stats.bytes,
-            stats.content_fetched,
-            stats.content_bytes
-        )?;
-    } else {
-        writeln!(
-            out,
-            "{} metadata, {} content objects fetched; {} in {} requests, {:.1}s",
-            stats.metadata_fetched,
-            stats.content_fetched,
-            render::human_bytes(stats.bytes),
-            stats.requests,
-            started.elapsed().as_secs_f64()
-        )?;
-    }
-    for (name, c) in &stats.refs {
-        let verb = if stats.dry_run { "would be" } else { "is now" };
-        writeln!(out, "{name} {verb} {c}")?;
-    }
+    render::pull_stats(out, &stats, started.elapsed())?;
     Ok(())
 }
 
