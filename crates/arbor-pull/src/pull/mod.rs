@@ -394,3 +394,6 @@ pub fn remote_refs(repo: &Repo, remote_name: &str) -> Result<Vec<(String, Checks
         .map(|r| (r.name, r.checksum))
         .collect())
 }
+
+#[cfg(test)]
+mod tests;
