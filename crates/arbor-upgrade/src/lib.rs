@@ -20,7 +20,7 @@
 //! (reads the remote's summary, writes nothing), [`Upgrader::pull`]
 //! (download only: the repository changes, the deployments do not),
 //! [`Upgrader::deploy`] (or stage), and [`Upgrader::preview_etc`] (what the
-//! deploy would do to `/etc`, per path). [`switch`] moves a stateroot to
+//! deploy would do to `/etc`, per path). [`switch()`] moves a stateroot to
 //! another refspec.
 //!
 //! Where it sits (STYLE §1): `format ← repo ← pull`, `repo ← sysroot`, and
