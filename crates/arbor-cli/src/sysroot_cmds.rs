@@ -7,9 +7,9 @@ use std::process::ExitCode;
 use anyhow::Result;
 use arbor_sysroot::deploy::{deploy as do_deploy, DeployOptions};
 use arbor_sysroot::preview::{preview_etc, EtcPreview};
+use arbor_sysroot::status::{status_entries, StatusEntry};
 use arbor_sysroot::Sysroot;
 use arbor_upgrade::{SwitchOptions, UpgradeCheck, UpgradeOptions, Upgrader};
-use serde::Serialize;
 
 use crate::progress::Bar;
 
@@ -33,84 +33,6 @@ pub fn admin(c: AdminCmd, out: &mut impl Write) -> Result<()> {
             Ok(())
         }
     }
-}
-
-/// One deployment as `status` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct StatusEntry {
-    /// Position in the boot order (0 = default).
-    pub index: usize,
-    /// Stateroot.
-    pub stateroot: String,
-    /// Commit.
-    pub checksum: String,
-    /// Deployment serial.
-    pub deployserial: u32,
-    /// The running deployment.
-    pub booted: bool,
-    /// Staged, waiting for finalization at shutdown.
-    pub staged: bool,
-    /// Will boot next (before the booted one in the list).
-    pub pending: bool,
-    /// The one after the booted deployment.
-    pub rollback: bool,
-    /// Pinned: never removed by a deploy.
-    pub pinned: bool,
-    /// The commit's `version`.
-    pub version: Option<String>,
-    /// `origin.refspec`.
-    pub origin: Option<String>,
-    /// Whether the deployment has an origin file at all (one without a
-    /// refspec shows as `<unknown origin type>`, as in ostree).
-    #[serde(skip)]
-    pub has_origin: bool,
-    /// The commit's `ostree.source-title` (e.g. what it was built from).
-    pub source_title: Option<String>,
-    /// Kernel checksum.
-    pub bootcsum: String,
-    /// Kernel arguments (without `ostree=`).
-    pub kargs: String,
-}
-
-/// The status entries of a loaded sysroot.
-pub fn status_entries(s: &Sysroot) -> Vec<StatusEntry> {
-    // As ostree (`query_deployments_for(NULL)`): pending and rollback are
-    // those of the booted stateroot, relative to the booted deployment; a
-    // staged deployment is the pending one. Nothing is booted: neither.
-    let (pending, rollback) = match s.booted {
-        Some(b) => s.pending_and_rollback(&s.deployments[b].stateroot),
-        None => (None, None),
-    };
-    s.deployments
-        .iter()
-        .enumerate()
-        .map(|(i, d)| {
-            let source_title = arbor_repo::objects::load_commit(&s.repo, &d.csum)
-                .ok()
-                .and_then(|c| {
-                    c.metadata
-                        .get_str("ostree.source-title")
-                        .map(str::to_string)
-                });
-            StatusEntry {
-                index: i,
-                stateroot: d.stateroot.clone(),
-                checksum: d.csum.to_hex(),
-                deployserial: d.deployserial,
-                booted: s.booted == Some(i),
-                staged: d.staged,
-                pending: pending == Some(i),
-                rollback: rollback == Some(i),
-                pinned: d.pinned(),
-                version: d.version.clone(),
-                origin: d.refspec().map(str::to_string),
-                has_origin: d.origin.is_some(),
-                source_title,
-                bootcsum: d.bootcsum.clone(),
-                kargs: d.kargs_without_ostree().to_string(),
-            }
-        })
-        .collect()
 }
 
 /// Renders `status` as `ostree admin status` does.
