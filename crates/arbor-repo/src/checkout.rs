@@ -22,7 +22,6 @@ use crate::objects::{load_dirmeta, load_dirtree, open_file_object, FileObject};
 use crate::progress::Progress;
 use crate::repo::Repo;
 use crate::tree::{resolve_path, TreeEntry};
-use crate::util;
 
 /// Checkout options, following `ostree checkout`.
 #[derive(Debug, Default, Clone)]
@@ -90,7 +89,7 @@ pub fn checkout(
     let ctx = Ctx {
         repo,
         opts,
-        chown: !opts.user_mode && util::is_root(),
+        chown: !opts.user_mode && arbor_fs::is_root(),
         stats: CheckoutStats::default(),
         progress,
     };
@@ -107,7 +106,7 @@ pub fn checkout(
                 OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
                 Mode::empty(),
             )?;
-            if !created && !opts.union && !util::list_dir(&fd)?.is_empty() {
+            if !created && !opts.union && !arbor_fs::list_dir(&fd)?.is_empty() {
                 bail!(
                     "Destination {} exists and is not empty (use --union)",
                     dest.display()
@@ -153,7 +152,7 @@ impl Ctx<'_> {
                     }
                 }
                 // O_NOFOLLOW: an existing symlink here is refused, not followed.
-                let sub = util::open_dir(dir, &d.name).with_context(|| {
+                let sub = arbor_fs::open_dir(dir, &d.name).with_context(|| {
                     format!(
                         "Opening directory {} (refusing to follow a symlink)",
                         d.name
@@ -195,7 +194,7 @@ impl Ctx<'_> {
             RepoMode::BareUserOnly => user,
             RepoMode::BareUser if !user => false,
             RepoMode::BareUser => {
-                let path = util::fd_path(&self.repo.objects, &src);
+                let path = arbor_fs::fd_path(&self.repo.objects, &src);
                 let meta = match crate::xattrs::get_path(&path, crate::txn::BARE_USER_XATTR) {
                     Ok(Some(m)) => m,
                     // Missing object or metadata: the copy path reports it.

@@ -13,7 +13,6 @@ use rustix::io::Errno;
 
 use crate::error::RepoError;
 use crate::repo::Repo;
-use crate::util;
 
 /// A ref, optionally qualified by a remote: `[REMOTE:]NAME`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -105,23 +104,10 @@ impl RefUpdate {
 /// Not under `tmp/`: ostree deletes day-old files there.
 const REFS_LOCK: &str = ".arbor-refs-lock";
 
-/// Holds the ref-update lock while alive.
-#[derive(Debug)]
-pub(crate) struct RefsLock {
-    _fd: std::os::fd::OwnedFd,
-}
-
 /// Takes the exclusive ref-update lock.
-pub(crate) fn lock_refs(repo: &Repo) -> Result<RefsLock> {
-    let fd = rustix::fs::openat(
-        &repo.dir,
-        REFS_LOCK,
-        rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CREATE | rustix::fs::OFlags::CLOEXEC,
-        rustix::fs::Mode::from_raw_mode(0o660),
-    )
-    .context("Opening the refs lock")?;
-    rustix::fs::flock(&fd, rustix::fs::FlockOperation::LockExclusive).context("Locking refs")?;
-    Ok(RefsLock { _fd: fd })
+pub(crate) fn lock_refs(repo: &Repo) -> Result<arbor_fs::OfdLock> {
+    arbor_fs::OfdLock::acquire(&repo.dir, REFS_LOCK, 0o660, arbor_fs::LockMode::Exclusive)
+        .context("Locking refs")
 }
 
 /// Applies updates under the ref-update lock, checking every
@@ -205,11 +191,11 @@ fn walk_refs(
     out: &mut Vec<(String, Checksum)>,
     bad: &mut Vec<BadRef>,
 ) -> Result<()> {
-    let Some(dir) = util::open_dir_optional(&repo.dir, base)? else {
+    let Some(dir) = arbor_fs::open_dir_optional(&repo.dir, base)? else {
         return Ok(());
     };
-    for ent in util::list_dir(&dir)? {
-        let Some(name) = util::utf8_name(&ent.name) else {
+    for ent in arbor_fs::list_dir(&dir)? {
+        let Some(name) = arbor_fs::utf8_name(&ent.name) else {
             bad.push((
                 format!("{base}/{}", String::from_utf8_lossy(&ent.name)),
                 anyhow::anyhow!("ref name is not UTF-8"),
@@ -343,11 +329,11 @@ pub fn apply_update(repo: &Repo, u: &RefUpdate) -> Result<()> {
     let parent = format!("refs/{parent}");
     match u.target {
         Some(c) => {
-            let dir = util::ensure_dir_path_durable(&repo.dir, &parent, 0o775)?;
-            crate::txn::atomic_write(&dir, base, format!("{c}\n").as_bytes(), 0o644)
+            let dir = arbor_fs::ensure_dir_path_durable(&repo.dir, &parent, 0o775)?;
+            arbor_fs::atomic_write(&dir, base, format!("{c}\n").as_bytes(), 0o644)
         }
         None => {
-            let Some(dir) = util::open_dir_optional(&repo.dir, &parent)? else {
+            let Some(dir) = arbor_fs::open_dir_optional(&repo.dir, &parent)? else {
                 return Err(RepoError::RefNotFound(u.spec.to_string()).into());
             };
             match rustix::fs::unlinkat(&dir, base, AtFlags::empty()) {

@@ -82,7 +82,7 @@ pub fn set_pinned(s: &mut Sysroot, index: usize, pinned: bool) -> Result<bool> {
         origin.remove_key("libostree-transient", "pinned");
     }
     let dir = fsutil::open_dir(&s.fd, &format!("ostree/deploy/{}/deploy", d.stateroot))?;
-    fsutil::write_atomic(
+    arbor_fs::atomic_write(
         &dir,
         &format!("{}.origin", d.dir_name()),
         origin.to_text().as_bytes(),

@@ -19,7 +19,9 @@ use crate::fsutil;
 use crate::kargs::Kargs;
 
 /// Test-only: the directory to treat as the running system's `/` when
-/// deciding which deployment is booted (see the README).
+/// deciding which deployment is booted (see the README). Read only in a
+/// build with the `fault-injection` feature (the tests'), never in a
+/// release build.
 pub const ROOT_ENV: &str = "ARBOR_TEST_ROOT";
 
 /// Debug flags, comma-separated, as ostree's `OSTREE_SYSROOT_DEBUG`:
@@ -386,9 +388,10 @@ impl Sysroot {
     /// (`backing-root-device-inode`, set when `/` is a composefs or overlay
     /// mounted over the deployment), else `/` itself.
     ///
-    /// Test-only: for a sysroot that is not `/`, `$ARBOR_TEST_ROOT` names
-    /// the directory to treat as the running root (tests simulate boots by
-    /// naming a deployment directory). It is ignored for `/`.
+    /// Test-only (`fault-injection` builds): for a sysroot that is not `/`,
+    /// `$ARBOR_TEST_ROOT` names the directory to treat as the running root
+    /// (tests simulate boots by naming a deployment directory). It is
+    /// ignored for `/`.
     fn running_root_devino(&self) -> Result<Option<(u64, u64)>> {
         let devino = |p: &Path| -> Result<(u64, u64)> {
             let st = rustix::fs::stat(p).with_context(|| format!("Inspecting {}", p.display()))?;
@@ -396,10 +399,11 @@ impl Sysroot {
         };
         let here = rustix::fs::fstat(&self.fd)?;
         if (here.st_dev, here.st_ino) != devino(Path::new("/"))? {
-            return match std::env::var_os(ROOT_ENV) {
-                Some(r) => Ok(Some(devino(Path::new(&r))?)),
-                None => Ok(None),
-            };
+            #[cfg(feature = "fault-injection")]
+            if let Some(r) = std::env::var_os(ROOT_ENV) {
+                return Ok(Some(devino(Path::new(&r))?));
+            }
+            return Ok(None);
         }
         let booted = match std::fs::read(RUN_BOOTED) {
             Ok(b) => Some(b),
@@ -668,7 +672,7 @@ mod tests {
 /// `ostree_sysroot_lock` takes it), held until dropped.
 #[derive(Debug)]
 pub struct SysrootLock {
-    _fd: OwnedFd,
+    _lock: arbor_fs::OfdLock,
 }
 
 impl Sysroot {
@@ -690,7 +694,8 @@ impl Sysroot {
             ),
             Err(e) => return Err(e).context("Opening ostree/lock"),
         };
-        arbor_repo::repo::lock_ofd(&fd, true).context("Locking the sysroot")?;
-        Ok(SysrootLock { _fd: fd })
+        let lock = arbor_fs::OfdLock::on_file(fd, "ostree/lock", arbor_fs::LockMode::Exclusive)
+            .context("Locking the sysroot")?;
+        Ok(SysrootLock { _lock: lock })
     }
 }

@@ -165,7 +165,12 @@ pub fn sign_commit_with_keys(repo: &Repo, commit: &Checksum, keys: &[SigningKey]
         .into());
     }
     let txn = Transaction::begin(repo)?;
-    let _lock = crate::util::FileLock::exclusive(&repo.dir, COMMITMETA_LOCK)?;
+    let _lock = arbor_fs::OfdLock::acquire(
+        &repo.dir,
+        COMMITMETA_LOCK,
+        0o660,
+        arbor_fs::LockMode::Exclusive,
+    )?;
     let added = stage_commit_signatures(&txn, commit, &bytes, keys)?;
     if added > 0 {
         txn.commit(&[])?;
