@@ -23,6 +23,28 @@
 //! deploy would do to `/etc`, per path). [`switch()`] moves a stateroot to
 //! another refspec.
 //!
+//! An update agent's round, staging what it finds:
+//!
+//! ```no_run
+//! use arbor_upgrade::{UpgradeCheck, UpgradeError, UpgradeOptions, Upgrader};
+//!
+//! # fn main() -> Result<(), UpgradeError> {
+//! let mut sysroot = arbor_sysroot::Sysroot::open("/".as_ref())?;
+//! let mut up = match Upgrader::new(&mut sysroot, UpgradeOptions::default()) {
+//!     Err(UpgradeError::Unconfigured { message }) => {
+//!         eprintln!("waiting for configuration: {message}");
+//!         return Ok(());
+//!     }
+//!     r => r?,
+//! };
+//! if let UpgradeCheck::Available(update) = up.pull(&arbor_repo::NullProgress)? {
+//!     let report = up.deploy(&update, true)?;
+//!     println!("staged {}", report.deployment);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! Where it sits (STYLE §1): `format ← repo ← pull`, `repo ← sysroot`, and
 //! `pull + sysroot ← upgrade ← cli`. It is the one crate that knows both how
 //! to fetch a commit and how to deploy it: arbor-sysroot deploys what is in
