@@ -77,7 +77,7 @@ pub fn set_pinned(s: &mut Sysroot, index: usize, pinned: bool) -> Result<bool> {
     }
     let mut origin = d.origin.clone().unwrap_or_default();
     if pinned {
-        origin.set("libostree-transient", "pinned", "true");
+        origin.set("libostree-transient", "pinned", "true")?;
     } else {
         origin.remove_key("libostree-transient", "pinned");
     }

@@ -90,6 +90,7 @@ fn export_etc(s: &Sysroot, commit: &Checksum, dir: &Path) -> Result<Option<Owned
     for sub in ["/usr/etc", "/etc"] {
         let opts = CheckoutOptions {
             hardlink: false,
+            require_hardlinks: false,
             // Owners, modes and xattrs as the deployment will have them:
             // the same mode as the deploy's checkout.
             user_mode: s.repo.mode() != RepoMode::Bare,

@@ -35,7 +35,7 @@ pub fn switch(
         Some(m) => carried_origin(&s.deployments[m], Some(&opts.refspec)),
         None => {
             let mut k = KeyFile::default();
-            k.set("origin", "refspec", &opts.refspec);
+            k.set("origin", "refspec", &opts.refspec)?;
             k
         }
     };
