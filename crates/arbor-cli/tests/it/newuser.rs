@@ -277,27 +277,59 @@ fn layout(root: &Path) -> String {
     lines.join("\n")
 }
 
+/// `c` run under `umask` (through `sh`, which sets it before `exec`).
+fn with_umask(umask: &str, c: &mut std::process::Command) -> std::process::Command {
+    let mut w = std::process::Command::new("sh");
+    w.arg("-c")
+        .arg(format!("umask {umask} && exec \"$@\""))
+        .arg("sh")
+        .arg(c.get_program())
+        .args(c.get_args());
+    for (k, v) in c.get_envs() {
+        match v {
+            Some(v) => w.env(k, v),
+            None => w.env_remove(k),
+        };
+    }
+    w
+}
+
 #[test]
 fn init_fs_layout_matches_ostree() {
     require_ostree();
     if needs_root("init_fs_layout_matches_ostree") {
         return;
     }
-    let td = tempfile::tempdir().unwrap();
-    let (a, o) = (td.path().join("a"), td.path().join("o"));
-    std::fs::create_dir_all(&o).unwrap();
-    run_ok(ostree().args(["admin", "init-fs", s(&o)]));
-    run_ok(arbor().args(["admin", "init-fs", s(&a)]));
-    assert_eq!(layout(&a), layout(&o), "arbor's layout (left) vs ostree's");
-    assert_eq!(
-        std::fs::read_to_string(a.join("ostree/repo/config")).unwrap(),
-        std::fs::read_to_string(o.join("ostree/repo/config")).unwrap()
-    );
-    let sysroot = format!("--sysroot={}", s(&a));
-    run_ok(ostree().args(["admin", "os-init", "testos", &sysroot]));
-    let status = run_ok(ostree().args(["admin", "status", &sysroot]));
-    assert!(status.contains("No deployments"), "{status}");
-    run_ok(arbor().args(["status", "--sysroot", s(&a)]));
+    // ostree applies the umask to every mode but tmp's.
+    for umask in ["022", "002", "077"] {
+        let td = tempfile::tempdir().unwrap();
+        let (a, o) = (td.path().join("a"), td.path().join("o"));
+        // Both roots made here: ostree's init-fs needs it to exist.
+        std::fs::create_dir_all(&o).unwrap();
+        std::fs::create_dir_all(&a).unwrap();
+        run_ok(&mut with_umask(
+            umask,
+            ostree().args(["admin", "init-fs", s(&o)]),
+        ));
+        run_ok(&mut with_umask(
+            umask,
+            arbor().args(["admin", "init-fs", s(&a)]),
+        ));
+        assert_eq!(
+            layout(&a),
+            layout(&o),
+            "umask {umask}: arbor's layout (left) vs ostree's"
+        );
+        assert_eq!(
+            std::fs::read_to_string(a.join("ostree/repo/config")).unwrap(),
+            std::fs::read_to_string(o.join("ostree/repo/config")).unwrap()
+        );
+        let sysroot = format!("--sysroot={}", s(&a));
+        run_ok(ostree().args(["admin", "os-init", "testos", &sysroot]));
+        let status = run_ok(ostree().args(["admin", "status", &sysroot]));
+        assert!(status.contains("No deployments"), "{status}");
+        run_ok(arbor().args(["status", "--sysroot", s(&a)]));
+    }
 }
 
 /// An empty file named like a commit object sharing the first `n` hex
