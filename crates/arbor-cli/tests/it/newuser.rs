@@ -78,7 +78,23 @@ fn remote_add_values_cannot_inject_config() {
         assert_eq!(option(&opts, "opt"), Some(*v));
         assert_eq!(option(&opts, "verification-ed25519-file"), Some(*v));
     }
-    // The URL: refused by URL validation, or written so that it reads back.
+    // The injection is checked on --set values, which are always accepted:
+    // the repository is still an archive one.
+    assert_eq!(ostree_config_get(&repo, "core.mode"), "archive-z2");
+    // A percent-encoded newline in a URL is valid and not an injection: it
+    // is stored and read back as given.
+    let encoded = "http://127.0.0.1/x%0A%5Bcore%5D%0Amode=bare";
+    remote_ok(&repo, &["add", "--no-gpg-verify", "enc", encoded]);
+    assert_eq!(ostree_config_get(&repo, "remote \"enc\".url"), encoded);
+    assert_eq!(
+        remote_ok(&repo, &["show-url", "enc"]),
+        format!("{encoded}\n")
+    );
+    // A raw newline in a URL: arbor either refuses the URL with an error
+    // naming it and leaves the config alone (URL validation, as expected
+    // once remote add validates URLs), or stores it escaped so that both
+    // tools read back exactly the URL given (ostree's behaviour). Nothing
+    // else is acceptable.
     let before = std::fs::read(repo.join("config")).unwrap();
     let url = "http://127.0.0.1/x\n[core]\nmode=bare";
     let out = arbor()
@@ -93,12 +109,21 @@ fn remote_add_values_cannot_inject_config() {
         ])
         .output()
         .unwrap();
-    if out.status.success() {
-        assert_eq!(ostree_config_get(&repo, "remote \"u\".url"), url);
-        let shown = remote_ok(&repo, &["show-url", "u"]);
-        assert_eq!(shown, format!("{url}\n"));
-    } else {
-        assert_eq!(std::fs::read(repo.join("config")).unwrap(), before);
+    let err = String::from_utf8_lossy(&out.stderr);
+    match out.status.code() {
+        Some(0) => {
+            assert_eq!(ostree_config_get(&repo, "remote \"u\".url"), url);
+            let shown = remote_ok(&repo, &["show-url", "u"]);
+            assert_eq!(shown, format!("{url}\n"));
+        }
+        Some(1) => {
+            assert!(
+                err.contains("Invalid URL") && err.contains("'\\n'"),
+                "a refusal must name the URL and the newline: {err}"
+            );
+            assert_eq!(std::fs::read(repo.join("config")).unwrap(), before);
+        }
+        c => panic!("remote add with a newline in the URL: exit {c:?}: {err}"),
     }
     assert_eq!(ostree_config_get(&repo, "core.mode"), "archive-z2");
     // Both tools still open it as an archive repository.
