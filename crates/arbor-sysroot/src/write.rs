@@ -372,9 +372,10 @@ fn ensure_boot_boot(boot: &OwnedFd) -> Result<()> {
     }
 }
 
-/// Names of the temporary files this crate writes (`.NAME.tmp`).
+/// Names of the temporary files this crate writes (`.NAME.tmp`), or that
+/// arbor-fs's atomic replacements leave after a crash.
 fn is_tmp_name(name: &str) -> bool {
-    name.starts_with('.') && name.ends_with(".tmp")
+    (name.starts_with('.') && name.ends_with(".tmp")) || arbor_fs::atomic::is_tmp_name(name)
 }
 
 /// What [`cleanup`] removed.
