@@ -17,8 +17,8 @@ pub fn admin(c: AdminCmd, out: &mut impl Write) -> Result<()> {
     match c {
         AdminCmd::InitFs(o) => arbor_sysroot::sysroot::init_fs(&o.dir),
         AdminCmd::OsInit(o) => {
-            let s = Sysroot::open(&o.sysroot.sysroot)?;
-            s.os_init(&o.stateroot)?;
+            let mut s = Sysroot::open(&o.sysroot.sysroot)?;
+            s.lock()?.os_init(&o.stateroot)?;
             writeln!(
                 out,
                 "ostree/deploy/{} initialized as OSTree root",
@@ -71,15 +71,15 @@ pub fn status_entries(s: &Sysroot) -> Vec<StatusEntry> {
     // As ostree (`query_deployments_for(NULL)`): pending and rollback are
     // those of the booted stateroot, relative to the booted deployment; a
     // staged deployment is the pending one. Nothing is booted: neither.
-    let (pending, rollback) = match s.booted {
-        Some(b) => s.pending_and_rollback(&s.deployments[b].stateroot),
+    let (pending, rollback) = match s.booted() {
+        Some(b) => s.pending_and_rollback(&s.deployments()[b].stateroot),
         None => (None, None),
     };
-    s.deployments
+    s.deployments()
         .iter()
         .enumerate()
         .map(|(i, d)| {
-            let source_title = arbor_repo::objects::load_commit(&s.repo, &d.csum)
+            let source_title = arbor_repo::objects::load_commit(s.repo(), &d.csum)
                 .ok()
                 .and_then(|c| {
                     c.metadata
@@ -91,7 +91,7 @@ pub fn status_entries(s: &Sysroot) -> Vec<StatusEntry> {
                 stateroot: d.stateroot.clone(),
                 checksum: d.csum.to_hex(),
                 deployserial: d.deployserial,
-                booted: s.booted == Some(i),
+                booted: s.booted() == Some(i),
                 staged: d.staged,
                 pending: pending == Some(i),
                 rollback: rollback == Some(i),
@@ -174,7 +174,7 @@ pub fn deploy(o: DeployOpts, out: &mut impl Write) -> Result<()> {
         retain: o.retain,
         stage: o.stage,
     };
-    let r = do_deploy(&mut s, &opts)?;
+    let r = do_deploy(&mut s.lock()?, &opts)?;
     if o.json {
         serde_json::to_writer_pretty(&mut *out, &r)?;
         writeln!(out)?;
@@ -215,9 +215,9 @@ pub fn deploy(o: DeployOpts, out: &mut impl Write) -> Result<()> {
 fn deploy_preview(s: &mut Sysroot, o: &DeployOpts, out: &mut impl Write) -> Result<()> {
     // Locked: the merge deployment is read while nothing changes it, and
     // no other preview's scratch directory is live.
-    let _lock = s.lock()?;
+    let mut s = s.lock()?;
     s.load()?;
-    let s = &*s;
+    let s = &s;
     let stateroot = s.default_stateroot(o.stateroot.as_deref())?;
     let csum = resolve_commit(s, &o.revision)?;
     let Some(m) = s.merge_deployment(&stateroot) else {
@@ -227,7 +227,7 @@ fn deploy_preview(s: &mut Sysroot, o: &DeployOpts, out: &mut impl Write) -> Resu
         )?;
         return Ok(());
     };
-    let merge = &s.deployments[m];
+    let merge = &s.deployments()[m];
     // The new defaults: the commit's /usr/etc (or /etc of an old-style tree).
     // The merge runs for real on a scratch copy of them, so the preview
     // shows what the deploy will do, or fails as it would.
@@ -277,7 +277,7 @@ fn deploy_preview(s: &mut Sysroot, o: &DeployOpts, out: &mut impl Write) -> Resu
 /// The preview's scratch directory, after removing those of earlier
 /// previews that were killed (they hold copies of /etc, secrets included;
 /// with the sysroot lock held, none is in use).
-fn tempdir_in(s: &Sysroot) -> Result<std::path::PathBuf> {
+fn tempdir_in(s: &arbor_sysroot::sysroot::SysrootLock<'_>) -> Result<std::path::PathBuf> {
     arbor_sysroot::deploy::remove_stale_previews(s)?;
     Ok(s.path().join(format!(
         "ostree/repo/tmp/{}{}",
@@ -297,11 +297,12 @@ fn export_etc(
             hardlink: false,
             // Owners, modes and xattrs as the deployment will have them:
             // the same mode as the deploy's checkout.
-            user_mode: s.repo.mode() != arbor_format::RepoMode::Bare,
+            user_mode: s.repo().mode() != arbor_format::RepoMode::Bare,
             union: false,
             subpath: Some(sub.to_string()),
         };
-        match arbor_repo::checkout::checkout(&s.repo, csum, dir, &opts, &arbor_repo::NullProgress) {
+        match arbor_repo::checkout::checkout(s.repo(), csum, dir, &opts, &arbor_repo::NullProgress)
+        {
             Ok(_) => {
                 return Ok(Some(arbor_sysroot::fsutil::open_dir(
                     rustix::fs::CWD,
@@ -318,7 +319,7 @@ fn export_etc(
 /// `cleanup`.
 pub fn cleanup(o: CleanupOpts, out: &mut impl Write) -> Result<()> {
     let mut s = Sysroot::open(&o.sysroot.sysroot)?;
-    let _lock = s.lock()?;
+    let mut s = s.lock()?;
     s.load()?;
     let r = arbor_sysroot::write::cleanup(&mut s, true)?;
     for d in &r.deployments {
@@ -340,7 +341,12 @@ fn fetch(s: &Sysroot, refspec: &str, allow_downgrade: bool) -> Result<arbor_form
             allow_downgrade,
             ..Default::default()
         };
-        arbor_pull::pull(&s.repo, remote, &opts, &crate::progress::Bar::new())?;
+        arbor_pull::pull(
+            &s.repo().lock(false)?,
+            remote,
+            &opts,
+            &crate::progress::Bar::new(),
+        )?;
     }
     resolve_commit(s, refspec)
 }
@@ -353,7 +359,7 @@ pub fn upgrade(o: UpgradeOpts, out: &mut impl Write) -> Result<std::process::Exi
     let Some(m) = s.merge_deployment(&stateroot) else {
         anyhow::bail!("No deployment of {stateroot} to upgrade");
     };
-    let merge = s.deployments[m].clone();
+    let merge = s.deployments()[m].clone();
     let Some(refspec) = merge.refspec().map(str::to_string) else {
         anyhow::bail!("Deployment {} has no origin refspec", merge.dir_name());
     };
@@ -373,7 +379,7 @@ pub fn upgrade(o: UpgradeOpts, out: &mut impl Write) -> Result<std::process::Exi
     }
     if o.check {
         let target = match refspec.split_once(':') {
-            Some((remote, name)) => arbor_pull::pull::remote_refs(&s.repo, remote)?
+            Some((remote, name)) => arbor_pull::pull::remote_refs(s.repo(), remote)?
                 .into_iter()
                 .find(|(n, _)| n == name)
                 .map(|(_, c)| c)
@@ -381,7 +387,7 @@ pub fn upgrade(o: UpgradeOpts, out: &mut impl Write) -> Result<std::process::Exi
             None => resolve_commit(&s, &refspec)?,
         };
         let pending = s.pending_and_rollback(&stateroot).0;
-        if target == merge.csum || pending.is_some_and(|p| s.deployments[p].csum == target) {
+        if target == merge.csum || pending.is_some_and(|p| s.deployments()[p].csum == target) {
             writeln!(out, "No update available.")?;
             return Ok(std::process::ExitCode::from(77));
         }
@@ -391,7 +397,7 @@ pub fn upgrade(o: UpgradeOpts, out: &mut impl Write) -> Result<std::process::Exi
     let target = fetch(&s, &refspec, o.allow_downgrade)?;
     // Already the merge (booted) deployment, or already deployed as pending.
     let pending = s.pending_and_rollback(&stateroot).0;
-    if target == merge.csum || pending.is_some_and(|p| s.deployments[p].csum == target) {
+    if target == merge.csum || pending.is_some_and(|p| s.deployments()[p].csum == target) {
         writeln!(out, "No update available.")?;
         return Ok(std::process::ExitCode::SUCCESS);
     }
@@ -399,7 +405,7 @@ pub fn upgrade(o: UpgradeOpts, out: &mut impl Write) -> Result<std::process::Exi
     // only compares with the ref's previous value, and a local ref with
     // nothing).
     if !o.allow_downgrade {
-        let load = |c| arbor_repo::objects::load_commit(&s.repo, c);
+        let load = |c| arbor_repo::objects::load_commit(s.repo(), c);
         let (new, old) = (load(&target)?, load(&merge.csum)?);
         if new.timestamp < old.timestamp {
             anyhow::bail!(
@@ -422,7 +428,7 @@ pub fn upgrade(o: UpgradeOpts, out: &mut impl Write) -> Result<std::process::Exi
         stage: o.stage,
         ..Default::default()
     };
-    let r = do_deploy(&mut s, &opts)?;
+    let r = do_deploy(&mut s.lock()?, &opts)?;
     let how = if o.stage { "Staged" } else { "Upgraded" };
     writeln!(
         out,
@@ -438,7 +444,7 @@ pub fn switch(o: SwitchOpts, out: &mut impl Write) -> Result<()> {
     let stateroot = s.default_stateroot(o.os.stateroot.as_deref())?;
     let target = fetch(&s, &o.refspec, false)?;
     let origin = match s.merge_deployment(&stateroot) {
-        Some(m) => arbor_sysroot::deploy::carried_origin(&s.deployments[m], Some(&o.refspec)),
+        Some(m) => arbor_sysroot::deploy::carried_origin(&s.deployments()[m], Some(&o.refspec)),
         None => {
             let mut k = arbor_repo::config::KeyFile::default();
             k.set("origin", "refspec", &o.refspec);
@@ -451,7 +457,7 @@ pub fn switch(o: SwitchOpts, out: &mut impl Write) -> Result<()> {
         origin: Some(origin),
         ..Default::default()
     };
-    let r = do_deploy(&mut s, &opts)?;
+    let r = do_deploy(&mut s.lock()?, &opts)?;
     writeln!(
         out,
         "Switched {} to {} ({})",
@@ -463,8 +469,8 @@ pub fn switch(o: SwitchOpts, out: &mut impl Write) -> Result<()> {
 /// `rollback`.
 pub fn rollback(o: RollbackOpts, out: &mut impl Write) -> Result<()> {
     let mut s = Sysroot::open(&o.sysroot.sysroot)?;
-    let (from, _) = arbor_sysroot::ops::rollback(&mut s)?;
-    let d = &s.deployments[0];
+    let (from, _) = arbor_sysroot::ops::rollback(&mut s.lock()?)?;
+    let d = &s.deployments()[0];
     writeln!(
         out,
         "Deployment {from} is now the default: {} {}",
@@ -478,11 +484,11 @@ pub fn rollback(o: RollbackOpts, out: &mut impl Write) -> Result<()> {
 pub fn undeploy(o: IndexOpts, out: &mut impl Write) -> Result<()> {
     let mut s = Sysroot::open(&o.sysroot.sysroot)?;
     let name = s
-        .deployments
+        .deployments()
         .get(o.index)
         .map(|d| d.dir_name())
         .unwrap_or_default();
-    arbor_sysroot::ops::undeploy(&mut s, o.index)?;
+    arbor_sysroot::ops::undeploy(&mut s.lock()?, o.index)?;
     writeln!(out, "Deleted deployment {name}")?;
     Ok(())
 }
@@ -490,7 +496,7 @@ pub fn undeploy(o: IndexOpts, out: &mut impl Write) -> Result<()> {
 /// `pin`, `unpin`.
 pub fn pin(o: IndexOpts, pinned: bool, out: &mut impl Write) -> Result<()> {
     let mut s = Sysroot::open(&o.sysroot.sysroot)?;
-    let changed = arbor_sysroot::ops::set_pinned(&mut s, o.index, pinned)?;
+    let changed = arbor_sysroot::ops::set_pinned(&mut s.lock()?, o.index, pinned)?;
     let state = if pinned { "pinned" } else { "unpinned" };
     if changed {
         writeln!(out, "Deployment {} is now {state}", o.index)?;
@@ -509,12 +515,12 @@ pub fn kargs(o: KargsOpts, out: &mut impl Write) -> Result<()> {
         delete: o.delete,
     };
     let k = if edit.is_empty() {
-        let Some(d) = s.deployments.get(o.index) else {
+        let Some(d) = s.deployments().get(o.index) else {
             anyhow::bail!("No deployment {}", o.index);
         };
         d.kargs_without_ostree()
     } else {
-        arbor_sysroot::ops::edit_kargs(&mut s, o.index, &edit)?
+        arbor_sysroot::ops::edit_kargs(&mut s.lock()?, o.index, &edit)?
     };
     writeln!(out, "{k}")?;
     Ok(())
@@ -524,7 +530,7 @@ pub fn kargs(o: KargsOpts, out: &mut impl Write) -> Result<()> {
 pub fn finalize(o: FinalizeOpts, out: &mut impl Write) -> Result<()> {
     use arbor_sysroot::staged::Finalized;
     let mut s = Sysroot::open(&o.sysroot.sysroot)?;
-    match arbor_sysroot::staged::finalize(&mut s)? {
+    match arbor_sysroot::staged::finalize(&mut s.lock()?)? {
         Finalized::Nothing => writeln!(out, "No deployment staged.")?,
         Finalized::Locked => writeln!(out, "Not finalizing: the staged deployment is locked.")?,
         Finalized::Done { deployment, .. } => {

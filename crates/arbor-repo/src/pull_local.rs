@@ -17,7 +17,7 @@ use serde::Serialize;
 use crate::objects::{open_file_object, read_metadata, read_metadata_optional};
 use crate::progress::Progress;
 use crate::refs::{RefSpec, RefUpdate};
-use crate::repo::Repo;
+use crate::repo::{Repo, RepoLock};
 use crate::txn::Transaction;
 
 /// Options of `pull-local`, following `ostree pull-local`.
@@ -147,7 +147,7 @@ fn copy_file(src: &Repo, txn: &Transaction<'_>, c: &Checksum) -> Result<()> {
 /// old or new and the destination fsck-clean.
 #[context("Pulling from {}", src.path().display())]
 pub fn pull_local(
-    dest: &Repo,
+    dest: &RepoLock<'_>,
     src: &Repo,
     opts: &PullLocalOptions,
     progress: &dyn Progress,

@@ -124,7 +124,7 @@ fn local_spec(remote: &str, name: &RefName, mirror: bool) -> RefSpec {
 /// killed run had verified and staged.
 #[context("Pulling from remote {remote_name}")]
 pub fn pull(
-    repo: &Repo,
+    repo: &arbor_repo::repo::RepoLock<'_>,
     remote_name: &str,
     opts: &PullOptions,
     progress: &dyn Progress,
