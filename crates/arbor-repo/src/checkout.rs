@@ -26,8 +26,12 @@ use crate::tree::{resolve_path, TreeEntry};
 /// Checkout options, following `ostree checkout`.
 #[derive(Debug, Default, Clone)]
 pub struct CheckoutOptions {
-    /// `-H`: hardlink file objects where the repository mode allows it.
+    /// Hardlink file objects where the repository mode allows it.
     pub hardlink: bool,
+    /// `-H` (ostree's `--require-hardlinks`): a destination on another
+    /// filesystem is an error instead of a silent copy. A deployment's
+    /// checkout tries links without requiring them, as ostree's does.
+    pub require_hardlinks: bool,
     /// `-U`: do not change ownership or set extended attributes.
     pub user_mode: bool,
     /// `--union`: check out into a non-empty directory, replacing files.
@@ -45,6 +49,24 @@ pub struct CheckoutStats {
     pub copied: AtomicU64,
     /// Directories created.
     pub dirs: AtomicU64,
+}
+
+/// Links cannot cross filesystems: with `require_hardlinks` (`-H`), like
+/// ostree's `--require-hardlinks`, refuse a destination on another device
+/// up front instead of silently copying.
+fn require_same_device(opts: &CheckoutOptions, repo: &Repo, dest: &OwnedFd) -> Result<()> {
+    if !opts.require_hardlinks {
+        return Ok(());
+    }
+    let (src, dst) = (rustix::fs::fstat(&repo.objects)?, rustix::fs::fstat(dest)?);
+    if src.st_dev != dst.st_dev {
+        bail!(
+            "Unable to do hardlink checkout across devices (EXDEV: repository on device {}, destination on device {}); check out without -H to copy",
+            src.st_dev,
+            dst.st_dev
+        );
+    }
+    Ok(())
 }
 
 struct Ctx<'a> {
@@ -106,6 +128,7 @@ pub fn checkout(
                 OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
                 Mode::empty(),
             )?;
+            require_same_device(opts, repo, &fd)?;
             if !created && !opts.union && !arbor_fs::list_dir(&fd)?.is_empty() {
                 bail!(
                     "Destination {} exists and is not empty (use --union)",
@@ -124,6 +147,7 @@ pub fn checkout(
                 OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
                 Mode::empty(),
             )?;
+            require_same_device(opts, repo, &fd)?;
             let sub = opts.subpath.as_deref().unwrap_or_default();
             let name = sub.rsplit('/').find(|s| !s.is_empty()).unwrap_or(sub);
             ctx.file(&fd, name, &c)?;
@@ -223,8 +247,14 @@ impl Ctx<'_> {
                 self.progress.inc(1);
                 Ok(true)
             }
-            // Too many links or another filesystem: fall back to a copy.
-            Err(Errno::MLINK) | Err(Errno::XDEV) => Ok(false),
+            // Too many links: fall back to a copy. Another filesystem (a
+            // mount point inside a --union destination) too, unless links
+            // are required (ostree's -H fails then).
+            Err(Errno::MLINK) => Ok(false),
+            Err(Errno::XDEV) if !self.opts.require_hardlinks => Ok(false),
+            Err(Errno::XDEV) => bail!(
+                "Hardlinking {name}: EXDEV, the destination is on another mount than the repository; check out without -H to copy"
+            ),
             Err(e) => Err(e).with_context(|| format!("Hardlinking {name}")),
         }
     }

@@ -138,10 +138,10 @@ impl Repo {
             }
         }
         let mut kf = KeyFile::default();
-        kf.set("core", "repo_version", "1");
-        kf.set("core", "mode", mode.config_name());
+        kf.set("core", "repo_version", "1")?;
+        kf.set("core", "mode", mode.config_name())?;
         if let Some(c) = collection_id {
-            kf.set("core", "collection-id", c);
+            kf.set("core", "collection-id", c)?;
         }
         arbor_fs::atomic_write(&dir, "config", kf.to_text().as_bytes(), 0o644)?;
         Repo::open(path)

@@ -293,6 +293,7 @@ pub fn deploy(s: &mut SysrootLock<'_>, opts: &DeployOptions) -> Result<DeployRep
             &s.path().join(d.relpath()),
             &CheckoutOptions {
                 hardlink: true,
+                require_hardlinks: false,
                 user_mode,
                 union: false,
                 subpath: None,
@@ -318,7 +319,7 @@ pub fn deploy(s: &mut SysrootLock<'_>, opts: &DeployOptions) -> Result<DeployRep
             Some(o) => o.clone(),
             None => {
                 let mut o = KeyFile::default();
-                o.set("origin", "refspec", &opts.revision);
+                o.set("origin", "refspec", &opts.revision)?;
                 o
             }
         };
@@ -398,7 +399,8 @@ pub fn carried_origin(merge: &Deployment, refspec: Option<&str>) -> KeyFile {
     o.remove_key("origin", "unlocked");
     if let Some(r) = refspec {
         o.remove_key("origin", "unconfigured-state");
-        o.set("origin", "refspec", r);
+        o.set("origin", "refspec", r)
+            .expect("constant group and key names are valid");
     }
     o
 }

@@ -74,7 +74,7 @@ pub fn set_pinned(s: &mut SysrootLock<'_>, index: usize, pinned: bool) -> Result
     }
     let mut origin = d.origin.clone().unwrap_or_default();
     if pinned {
-        origin.set("libostree-transient", "pinned", "true");
+        origin.set("libostree-transient", "pinned", "true")?;
     } else {
         origin.remove_key("libostree-transient", "pinned");
     }

@@ -145,7 +145,7 @@ impl Bootlink {
 
 /// Creates the top-level layout of a sysroot in `path` (like
 /// `ostree admin init-fs`): `boot dev home proc run sys` (0755), `root`
-/// (0700), `tmp` (01777) and the system repository `ostree/repo`, mode
+/// (0700), `tmp` (01777), `ostree/deploy` and the system repository `ostree/repo`, mode
 /// bare (bare-user when not running as root, whose objects cannot carry
 /// real ownership).
 #[context("Initializing sysroot {}", path.display())]
@@ -162,6 +162,9 @@ pub fn init_fs(path: &Path) -> Result<()> {
         ("root", 0o700),
         ("tmp", 0o1777),
         ("ostree", 0o755),
+        // ostree_sysroot_ensure_initialized: `ostree admin os-init` and
+        // `status` need it.
+        ("ostree/deploy", 0o755),
     ] {
         match rustix::fs::mkdirat(&fd, d, Mode::from_raw_mode(mode)) {
             Ok(()) => {
@@ -181,6 +184,12 @@ pub fn init_fs(path: &Path) -> Result<()> {
             RepoMode::BareUser
         };
         Repo::init(&repo, mode)?;
+    }
+    // ostree makes the repository's tmp/cache on every open; `ostree admin
+    // init-fs` leaves it, so the layouts are the same.
+    match rustix::fs::mkdirat(&fd, "ostree/repo/tmp/cache", Mode::from_raw_mode(0o755)) {
+        Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+        Err(e) => return Err(e).context("Creating ostree/repo/tmp/cache"),
     }
     Ok(())
 }

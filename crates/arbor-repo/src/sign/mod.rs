@@ -610,7 +610,7 @@ pub(crate) mod tests {
             &[],
         );
         let mut kf = repo.config().clone();
-        kf.set("remote \"off\"", SIGN_VERIFY, "false");
+        kf.set("remote \"off\"", SIGN_VERIFY, "false").unwrap();
         repo.write_config(kf).unwrap();
 
         assert_eq!(
