@@ -10,19 +10,19 @@ use rustix::fs::{AtFlags, Mode, OFlags};
 use rustix::io::Errno;
 
 /// Writes `data` to `dir/name` atomically, with exactly the permissions
-/// `mode`: a temporary file `.NAME.PID-N.tmp` in the same directory,
+/// `mode`: a temporary file `.NAME.tmp-PID-N` in the same directory,
 /// `fsync`, `rename` over `name`, `fsync` of the directory.
 ///
 /// Crash guarantee: after a crash `name` is the old or the new file, never
 /// a partial one, and once this returns the new one survives power loss.
 /// Two writers never share a temporary name, and a temporary left by a
-/// crash is recognisable ([`is_tmp_name`]) for cleanups. (cap-std-ext's
+/// crash is recognisable ([`is_temporary_name`]) for cleanups. (cap-std-ext's
 /// `atomic_write_with_perms` does the same steps but names its temporary
 /// with a bare UUID, which a cleanup cannot tell from data.)
 pub fn atomic_write(dir: impl AsFd, name: &str, data: &[u8], mode: u32) -> Result<()> {
     let dir = dir.as_fd();
     let (tmp, fd) = loop {
-        let tmp = format!(".{}", unique_tmp_name(name));
+        let tmp = unique_tmp_name(name);
         match rustix::fs::openat(
             dir,
             tmp.as_str(),
@@ -53,29 +53,30 @@ pub fn atomic_write(dir: impl AsFd, name: &str, data: &[u8], mode: u32) -> Resul
 
 /// A temporary name beside `name` that no other writer in this or another
 /// process uses at the same time (pid and a per-process counter):
-/// `NAME.PID-N.tmp`.
+/// `.NAME.tmp-PID-N`.
 fn unique_tmp_name(name: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     format!(
-        "{name}.{}-{}.tmp",
+        ".{name}.tmp-{}-{}",
         rustix::process::getpid().as_raw_nonzero(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
     )
 }
 
-/// Whether `name` can be a temporary left by a crash inside
-/// [`atomic_write`] (`.NAME.PID-N.tmp`) or [`symlink_replace`]
-/// (`NAME.PID-N.tmp`): cleanups remove those.
-pub fn is_tmp_name(name: &str) -> bool {
-    name.strip_suffix(".tmp").is_some_and(|s| {
-        s.rsplit_once('.').is_some_and(|(_, id)| {
-            id.split_once('-').is_some_and(|(p, n)| {
-                !p.is_empty()
-                    && !n.is_empty()
-                    && (p.bytes().chain(n.bytes())).all(|b| b.is_ascii_digit())
-            })
-        })
-    })
+/// Whether `name` is a temporary name made by this module
+/// (`.NAME.tmp-PID-N`): a leftover of a process killed between creating
+/// it and renaming it into place, which cleanups may remove.
+pub fn is_temporary_name(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix('.') else {
+        return false;
+    };
+    let Some((_, suffix)) = rest.rsplit_once(".tmp-") else {
+        return false;
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    suffix
+        .split_once('-')
+        .is_some_and(|(pid, n)| digits(pid) && digits(n))
 }
 
 /// Points the symlink `name` at `target` atomically: a symlink under a
@@ -140,8 +141,18 @@ mod tests {
         let a = unique_tmp_name("x");
         let b = unique_tmp_name("x");
         assert_ne!(a, b);
-        assert!(a.starts_with("x.") && a.ends_with(".tmp"), "{a}");
-        assert!(is_tmp_name(&a) && is_tmp_name(&format!(".{a}")));
-        assert!(!is_tmp_name("x.tmp") && !is_tmp_name("abc.0.origin"));
+        assert!(a.starts_with(".x.tmp-"), "{a}");
+        assert!(is_temporary_name(&a) && is_temporary_name(&b));
+        for other in [
+            "x",
+            ".x",
+            ".x.tmp",
+            ".x.tmp-1",
+            ".x.tmp-a-1",
+            "x.tmp-1-2",
+            ".x.tmp-1-",
+        ] {
+            assert!(!is_temporary_name(other), "{other}");
+        }
     }
 }

@@ -235,6 +235,11 @@ impl Sysroot {
         &self.repo
     }
 
+    /// The system repository, to change its configuration (remotes).
+    pub fn repo_mut(&mut self) -> &mut Repo {
+        &mut self.repo
+    }
+
     /// `B` of `/boot/loader -> loader.B`.
     pub fn bootversion(&self) -> u8 {
         self.bootversion
