@@ -127,14 +127,16 @@ fn commit(o: CommitOpts, out: &mut impl Write) -> Result<()> {
         (Some(t), _) if t.as_os_str() == "-" => {
             let mut stdin = io::stdin().lock();
             let mut r: &mut dyn Read = &mut stdin;
-            arbor_repo::commit::commit(&repo, CommitSource::Tar(&mut r), &opts, &bar)?
+            arbor_repo::commit::commit(&repo.lock(false)?, CommitSource::Tar(&mut r), &opts, &bar)?
         }
         (Some(t), _) => {
             let mut f =
                 std::fs::File::open(t).with_context(|| format!("Opening {}", t.display()))?;
-            arbor_repo::commit::commit(&repo, CommitSource::Tar(&mut f), &opts, &bar)?
+            arbor_repo::commit::commit(&repo.lock(false)?, CommitSource::Tar(&mut f), &opts, &bar)?
         }
-        (None, Some(p)) => arbor_repo::commit::commit(&repo, CommitSource::Dir(p), &opts, &bar)?,
+        (None, Some(p)) => {
+            arbor_repo::commit::commit(&repo.lock(false)?, CommitSource::Dir(p), &opts, &bar)?
+        }
         (None, None) => bail!("Nothing to commit: give a directory or --tar"),
     };
     writeln!(out, "{c}")?;
@@ -339,7 +341,7 @@ fn refs(o: RefsOpts, out: &mut impl Write) -> Result<()> {
         }
         // `expecting(None)`: fails if another process created it meanwhile.
         return arbor_repo::refs::update_refs(
-            &repo,
+            &repo.lock(false)?,
             &[RefUpdate::set(spec, target).expecting(None)],
         );
     }
@@ -356,7 +358,7 @@ fn refs(o: RefsOpts, out: &mut impl Write) -> Result<()> {
                 .ok_or_else(|| anyhow!("Refspec '{spec}' not found"))?;
             updates.push(RefUpdate::delete(spec).expecting(Some(cur)));
         }
-        return arbor_repo::refs::update_refs(&repo, &updates);
+        return arbor_repo::refs::update_refs(&repo.lock(false)?, &updates);
     }
     let all = arbor_repo::refs::list_refs(&repo)?;
     let shown: Vec<_> = all
@@ -429,7 +431,7 @@ fn prune(o: PruneOpts, out: &mut impl Write) -> Result<()> {
         keep_younger_than,
         dry_run: o.no_prune,
     };
-    let r = arbor_repo::prune::prune(&repo, &opts)?;
+    let r = arbor_repo::prune::prune(&repo.lock(true)?, &opts)?;
     if o.json {
         return json_out(out, &r);
     }
@@ -538,7 +540,7 @@ fn pull_local(o: PullLocalOpts, out: &mut impl Write) -> Result<()> {
         depth: depth_from_flag(o.depth)?,
         ..Default::default()
     };
-    let stats = arbor_pull::pull_local(&repo, &src, &opts, &Bar::new())?;
+    let stats = arbor_pull::pull_local(&repo.lock(false)?, &src, &opts, &Bar::new())?;
     if o.json {
         return json_out(out, &stats);
     }
@@ -583,7 +585,7 @@ fn sign(o: SignOpts, out: &mut impl Write) -> Result<()> {
         if keys.is_empty() {
             bail!("Need at least one KEY to sign with (or --keys-file)");
         }
-        sign::sign_commit_with_keys(&repo, &c, &keys)?;
+        sign::sign_commit_with_keys(&repo.lock(false)?, &c, &keys)?;
         return Ok(());
     }
     sign::check_sign_type(&o.sign_type)?;
@@ -635,7 +637,7 @@ fn summary(o: SummaryOpts, out: &mut impl Write) -> Result<()> {
             sign_keys: secret_keys(&o.sign_type, &o.sign_key, o.keys_file.as_deref())?,
             last_modified: None,
         };
-        let r = sm::update_summary(&repo, &opts)?;
+        let r = sm::update_summary(&repo.lock(false)?, &opts)?;
         if o.json {
             return json_out(out, &r);
         }
@@ -683,7 +685,7 @@ fn pull(o: PullOpts, out: &mut impl Write) -> Result<()> {
         workers: usize::from(o.jobs),
     };
     let started = std::time::Instant::now();
-    let stats = arbor_pull::pull(&repo, &o.remote, &opts, &Bar::new())?;
+    let stats = arbor_pull::pull(&repo.lock(false)?, &o.remote, &opts, &Bar::new())?;
     if o.json {
         return json_out(out, &stats);
     }

@@ -238,7 +238,7 @@ pub fn run(dir: &Path, out: &mut dyn Write) -> Result<()> {
     }
     // The admin changes a configuration file of the running system.
     let s = arbor_sysroot::Sysroot::open(Path::new(&sys))?;
-    let v1_dir = Path::new(&sys).join(s.deployments[0].relpath());
+    let v1_dir = Path::new(&sys).join(s.deployments()[0].relpath());
     let motd = v1_dir.join("etc/motd");
     let local = "Maintenance window: Sundays 02:00\n";
     writeln!(
@@ -262,7 +262,7 @@ pub fn run(dir: &Path, out: &mut dyn Write) -> Result<()> {
     }
     let s = arbor_sysroot::Sysroot::open(Path::new(&sys))?;
     let merged = Path::new(&sys)
-        .join(s.deployments[0].relpath())
+        .join(s.deployments()[0].relpath())
         .join("etc/motd");
     writeln!(
         out,

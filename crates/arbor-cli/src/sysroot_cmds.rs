@@ -23,8 +23,8 @@ pub fn admin(c: AdminCmd, out: &mut impl Write) -> Result<()> {
     match c {
         AdminCmd::InitFs(o) => arbor_sysroot::sysroot::init_fs(&o.dir),
         AdminCmd::OsInit(o) => {
-            let s = Sysroot::open(&o.sysroot.sysroot)?;
-            s.os_init(&o.stateroot)?;
+            let mut s = Sysroot::open(&o.sysroot.sysroot)?;
+            s.lock()?.os_init(&o.stateroot)?;
             writeln!(
                 out,
                 "ostree/deploy/{} initialized as OSTree root",
@@ -91,7 +91,7 @@ pub fn status(o: StatusOpts, out: &mut impl Write) -> Result<()> {
 pub fn deploy(o: DeployOpts, out: &mut impl Write) -> Result<()> {
     let mut s = Sysroot::open(&o.sysroot.sysroot)?;
     if o.dry_run {
-        let p = preview_etc(&mut s, o.stateroot.as_deref(), &o.revision)?;
+        let p = preview_etc(&mut s.lock()?, o.stateroot.as_deref(), &o.revision)?;
         return render_preview(&p, o.json, out);
     }
     let opts = DeployOptions {
@@ -103,7 +103,7 @@ pub fn deploy(o: DeployOpts, out: &mut impl Write) -> Result<()> {
         retain: o.retain,
         stage: o.stage,
     };
-    let r = do_deploy(&mut s, &opts)?;
+    let r = do_deploy(&mut s.lock()?, &opts)?;
     if o.json {
         serde_json::to_writer_pretty(&mut *out, &r)?;
         writeln!(out)?;
@@ -179,7 +179,7 @@ fn render_preview(p: &EtcPreview, json: bool, out: &mut impl Write) -> Result<()
 /// `cleanup`.
 pub fn cleanup(o: CleanupOpts, out: &mut impl Write) -> Result<()> {
     let mut s = Sysroot::open(&o.sysroot.sysroot)?;
-    let _lock = s.lock()?;
+    let mut s = s.lock()?;
     s.load()?;
     let r = arbor_sysroot::write::cleanup(&mut s, true)?;
     for d in &r.deployments {
@@ -253,8 +253,8 @@ pub fn switch(o: SwitchOpts, out: &mut impl Write) -> Result<()> {
 /// `rollback`.
 pub fn rollback(o: RollbackOpts, out: &mut impl Write) -> Result<()> {
     let mut s = Sysroot::open(&o.sysroot.sysroot)?;
-    let (from, _) = arbor_sysroot::ops::rollback(&mut s)?;
-    let d = &s.deployments[0];
+    let (from, _) = arbor_sysroot::ops::rollback(&mut s.lock()?)?;
+    let d = &s.deployments()[0];
     writeln!(
         out,
         "Deployment {from} is now the default: {} {}",
@@ -268,11 +268,11 @@ pub fn rollback(o: RollbackOpts, out: &mut impl Write) -> Result<()> {
 pub fn undeploy(o: IndexOpts, out: &mut impl Write) -> Result<()> {
     let mut s = Sysroot::open(&o.sysroot.sysroot)?;
     let name = s
-        .deployments
+        .deployments()
         .get(o.index)
         .map(|d| d.dir_name())
         .unwrap_or_default();
-    arbor_sysroot::ops::undeploy(&mut s, o.index)?;
+    arbor_sysroot::ops::undeploy(&mut s.lock()?, o.index)?;
     writeln!(out, "Deleted deployment {name}")?;
     Ok(())
 }
@@ -280,7 +280,7 @@ pub fn undeploy(o: IndexOpts, out: &mut impl Write) -> Result<()> {
 /// `pin`, `unpin`.
 pub fn pin(o: IndexOpts, pinned: bool, out: &mut impl Write) -> Result<()> {
     let mut s = Sysroot::open(&o.sysroot.sysroot)?;
-    let changed = arbor_sysroot::ops::set_pinned(&mut s, o.index, pinned)?;
+    let changed = arbor_sysroot::ops::set_pinned(&mut s.lock()?, o.index, pinned)?;
     let state = if pinned { "pinned" } else { "unpinned" };
     if changed {
         writeln!(out, "Deployment {} is now {state}", o.index)?;
@@ -299,12 +299,12 @@ pub fn kargs(o: KargsOpts, out: &mut impl Write) -> Result<()> {
         delete: o.delete,
     };
     let k = if edit.is_empty() {
-        let Some(d) = s.deployments.get(o.index) else {
+        let Some(d) = s.deployments().get(o.index) else {
             anyhow::bail!("No deployment {}", o.index);
         };
         d.kargs_without_ostree()
     } else {
-        arbor_sysroot::ops::edit_kargs(&mut s, o.index, &edit)?
+        arbor_sysroot::ops::edit_kargs(&mut s.lock()?, o.index, &edit)?
     };
     writeln!(out, "{k}")?;
     Ok(())
@@ -314,7 +314,7 @@ pub fn kargs(o: KargsOpts, out: &mut impl Write) -> Result<()> {
 pub fn finalize(o: FinalizeOpts, out: &mut impl Write) -> Result<()> {
     use arbor_sysroot::staged::Finalized;
     let mut s = Sysroot::open(&o.sysroot.sysroot)?;
-    match arbor_sysroot::staged::finalize(&mut s)? {
+    match arbor_sysroot::staged::finalize(&mut s.lock()?)? {
         Finalized::Nothing => writeln!(out, "No deployment staged.")?,
         Finalized::Locked => writeln!(out, "Not finalizing: the staged deployment is locked.")?,
         Finalized::Done { deployment, .. } => {

@@ -28,7 +28,7 @@ use rustix::fs::{FileType, Mode, OFlags};
 
 use crate::progress::Progress;
 use crate::refs::{RefSpec, RefUpdate};
-use crate::repo::Repo;
+use crate::repo::{Repo, RepoLock};
 use crate::txn::Transaction;
 
 /// Commit metadata key binding a commit to its repository's collection ID.
@@ -374,7 +374,7 @@ fn now_or_env() -> Result<u64> {
 /// at worst unreferenced objects remain, which `prune` removes.
 #[context("Committing")]
 pub fn commit(
-    repo: &Repo,
+    repo: &RepoLock<'_>,
     source: CommitSource<'_>,
     opts: &CommitOptions,
     progress: &dyn Progress,

@@ -18,6 +18,12 @@
 //! - [`fsck`], [`prune`], [`diff`], [`tree`]: verification, garbage collection,
 //!   comparisons and path lookups.
 //! - [`progress`]: the progress-reporting trait the CLI draws.
+//!
+//! Locking: every function that changes the repository (transactions,
+//! refs, commit, pulls, prune, summary, signatures) takes a
+//! [`repo::RepoLock`], the proof that the caller holds the repository lock
+//! ([`Repo::lock`]), and never locks the repository itself. Configuration
+//! writes take `&mut Repo`, as ostree writes `config` without the lock.
 #![deny(missing_docs)]
 
 #[cfg(doc)]

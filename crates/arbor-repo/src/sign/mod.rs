@@ -26,7 +26,7 @@ pub use keys::{
     parse_secret_keys, read_public_keys_file, read_secret_keys_file,
 };
 
-use crate::repo::Repo;
+use crate::repo::{Repo, RepoLock};
 use crate::txn::Transaction;
 
 /// Detached-metadata (and `summary.sig`) key of Ed25519 signatures (`aay`).
@@ -139,7 +139,7 @@ pub(crate) fn stage_commit_signatures(
 }
 
 /// Signs a commit with one key; see [`sign_commit_with_keys`].
-pub fn sign_commit(repo: &Repo, commit: &Checksum, key: &SigningKey) -> Result<bool> {
+pub fn sign_commit(repo: &RepoLock<'_>, commit: &Checksum, key: &SigningKey) -> Result<bool> {
     Ok(sign_commit_with_keys(repo, commit, std::slice::from_ref(key))? > 0)
 }
 
@@ -153,7 +153,11 @@ pub fn sign_commit(repo: &Repo, commit: &Checksum, key: &SigningKey) -> Result<b
 /// after a crash it is the old or the new file, complete. Concurrent arbor
 /// signers are serialised by a lock, so none loses another's signature.
 #[context("Signing commit {commit}")]
-pub fn sign_commit_with_keys(repo: &Repo, commit: &Checksum, keys: &[SigningKey]) -> Result<usize> {
+pub fn sign_commit_with_keys(
+    repo: &RepoLock<'_>,
+    commit: &Checksum,
+    keys: &[SigningKey],
+) -> Result<usize> {
     let bytes = crate::objects::read_metadata(repo, ObjectType::Commit, commit)?;
     // A damaged commit would get a signature no client can verify.
     if Checksum::digest(&bytes) != *commit {
@@ -165,12 +169,7 @@ pub fn sign_commit_with_keys(repo: &Repo, commit: &Checksum, keys: &[SigningKey]
         .into());
     }
     let txn = Transaction::begin(repo)?;
-    let _lock = arbor_fs::OfdLock::acquire(
-        &repo.dir,
-        COMMITMETA_LOCK,
-        0o660,
-        arbor_fs::LockMode::Exclusive,
-    )?;
+    let _lock = repo.section_lock(COMMITMETA_LOCK)?;
     let added = stage_commit_signatures(&txn, commit, &bytes, keys)?;
     if added > 0 {
         txn.commit(&[])?;

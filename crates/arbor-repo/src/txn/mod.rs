@@ -79,7 +79,8 @@ pub struct TxnStats {
 #[derive(Debug)]
 pub struct Transaction<'r> {
     repo: &'r Repo,
-    _lock: RepoLock,
+    /// Proof that the repository lock is held while the transaction lives.
+    lock: &'r RepoLock<'r>,
     staging: OwnedFd,
     staging_name: String,
     pending: Mutex<HashSet<(ObjectType, Checksum)>>,
@@ -100,15 +101,30 @@ pub struct Transaction<'r> {
 }
 
 impl<'r> Transaction<'r> {
-    /// Starts a transaction: takes the shared repository lock, removes stale
-    /// staging directories and adopts one of this boot (see the module
-    /// docs) or creates a fresh, locked one.
+    /// Starts a transaction under the repository lock the caller holds
+    /// (shared is enough: writers only add objects), removes stale staging
+    /// directories and adopts one of this boot (see the module docs) or
+    /// creates a fresh, locked one.
+    ///
+    /// ```compile_fail
+    /// # use arbor_repo::{txn::Transaction, Repo};
+    /// fn write(repo: &Repo) -> anyhow::Result<()> {
+    ///     Transaction::begin(repo)?.commit(&[]) // no proof of the lock
+    /// }
+    /// ```
+    ///
+    /// ```
+    /// # use arbor_repo::{txn::Transaction, Repo};
+    /// fn write(repo: &Repo) -> anyhow::Result<()> {
+    ///     Transaction::begin(&repo.lock(false)?)?.commit(&[])
+    /// }
+    /// ```
     #[context("Starting transaction")]
-    pub fn begin(repo: &'r Repo) -> Result<Transaction<'r>> {
+    pub fn begin(lock: &'r RepoLock<'r>) -> Result<Transaction<'r>> {
+        let repo = lock.repo();
         if repo.mode() == RepoMode::BareSplitXattrs {
             bail!("Writing bare-split-xattrs repositories is not supported");
         }
-        let lock = repo.lock(false)?;
         let tmp = arbor_fs::ensure_dir_path(&repo.dir, "tmp", 0o775)?;
         let boot = boot_id();
         let mode = repo.mode();
@@ -142,7 +158,7 @@ impl<'r> Transaction<'r> {
         };
         Ok(Transaction {
             repo,
-            _lock: lock,
+            lock,
             staging,
             staging_name,
             pending: Mutex::new(pending),
@@ -462,7 +478,7 @@ impl<'r> Transaction<'r> {
                 }
             }
         }
-        crate::refs::apply_updates(self.repo, refs)?;
+        crate::refs::apply_updates(self.lock, refs)?;
         failpoint::hit(failpoint::TXN_AFTER_REFS);
         self.committed = true;
         Ok(())
