@@ -371,6 +371,56 @@ impl Ctx<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    /// Links that are tried but not required (a deployment's checkout):
+    /// a bare-user object of a file owned by 1000:1000 is owned by the
+    /// repository's writer on disk, so a root checkout copies it with its
+    /// recorded owner, and a user-mode one links it; empty files are copied.
+    #[test]
+    fn optional_links_follow_the_modes() {
+        let td = tempfile::tempdir().unwrap();
+        let tree = td.path().join("t");
+        std::fs::create_dir(&tree).unwrap();
+        std::fs::write(tree.join("f"), "owned\n").unwrap();
+        std::fs::write(tree.join("empty"), "").unwrap();
+        let repo = Repo::init(&td.path().join("r"), RepoMode::BareUser).unwrap();
+        let opts = crate::commit::CommitOptions {
+            owner_uid: Some(1000),
+            owner_gid: Some(1000),
+            timestamp: Some(0),
+            ..Default::default()
+        };
+        let lock = repo.lock(true).unwrap();
+        let progress = crate::progress::NullProgress;
+        let c = crate::commit::commit(
+            &lock,
+            crate::commit::CommitSource::Dir(&tree),
+            &opts,
+            &progress,
+        )
+        .unwrap();
+        drop(lock);
+        let run = |name: &str, user_mode: bool| {
+            let dest = td.path().join(name);
+            let opts = CheckoutOptions {
+                hardlink: true,
+                user_mode,
+                ..Default::default()
+            };
+            checkout(&repo, &c, &dest, &opts, &progress).unwrap();
+            let m = |f: &str| std::fs::metadata(dest.join(f)).unwrap();
+            (m("f"), m("empty"))
+        };
+        let (f, empty) = run("user", true);
+        assert!(f.nlink() > 1, "user-mode checkout did not link");
+        assert_eq!(empty.nlink(), 1, "empty file linked");
+        if arbor_fs::is_root() {
+            let (f, empty) = run("root", false);
+            assert_eq!((f.uid(), f.gid(), f.nlink()), (1000, 1000, 1));
+            assert_eq!(empty.nlink(), 1);
+        }
+    }
 
     #[test]
     fn link_errors_fall_back_to_copy_only_when_links_are_optional() {
