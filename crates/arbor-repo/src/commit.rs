@@ -26,6 +26,7 @@ use fn_error_context::context;
 use rayon::prelude::*;
 use rustix::fs::{FileType, Mode, OFlags};
 
+use crate::mutex::lock;
 use crate::progress::Progress;
 use crate::refs::{RefSpec, RefUpdate};
 use crate::repo::Repo;
@@ -260,14 +261,11 @@ impl DirWalker<'_, '_> {
         // Several names for one inode: the first to get here hashes (and
         // writes) it while holding the inode's slot; the others wait, then
         // reuse the checksum without reading the file again.
-        let slot = self
-            .hardlinks
-            .lock()
-            .expect("poisoned")
+        let slot = lock(&self.hardlinks, "the hardlink table")?
             .entry((st.st_dev, st.st_ino))
             .or_default()
             .clone();
-        let mut done = slot.lock().expect("poisoned");
+        let mut done = lock(&slot, "a hardlinked file's checksum")?;
         if let Some(c) = *done {
             tracing::debug!(
                 "{}: hardlink of a file already committed, reusing {c}",

@@ -19,6 +19,7 @@
 //!   comparisons and path lookups.
 //! - [`failpoint`]: named crash points for fault-injection tests.
 //! - [`progress`]: the progress-reporting trait the CLI draws.
+//! - [`mutex`]: locking mutexes shared by parallel tasks (poison = error).
 #![deny(missing_docs)]
 
 #[cfg(doc)]
@@ -31,6 +32,7 @@ pub mod diff;
 pub mod error;
 pub mod failpoint;
 pub mod fsck;
+pub mod mutex;
 pub mod objects;
 pub mod progress;
 pub mod prune;

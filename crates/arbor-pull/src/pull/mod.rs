@@ -222,7 +222,7 @@ pub fn pull(
     };
     {
         // The roots, queued before the bar starts (enqueue reports totals).
-        let mut st = walk.state.lock().expect("poisoned");
+        let mut st = arbor_repo::mutex::lock(&walk.state, "the pull queue")?;
         for (i, c) in roots.iter().enumerate() {
             let t = if i % 2 == 0 {
                 ObjectType::DirMeta

@@ -7,11 +7,15 @@ use std::sync::{Condvar, Mutex};
 
 use anyhow::{anyhow, bail, Context, Result};
 use arbor_format::{Checksum, DirMeta, DirTree, ObjectType, RepoMode};
+use arbor_repo::mutex::lock;
 use arbor_repo::objects::{read_filez_header, MAX_METADATA_SIZE};
 use arbor_repo::txn::{deflate_bound, Transaction};
 use arbor_repo::{Progress, Repo};
 
 use crate::fetcher::{Body, Fetcher};
+
+/// What a dry run's mutex guards, for poison errors.
+const DRY_RUN: &str = "the dry run's objects";
 
 /// Where verified objects go: a transaction, or memory for a dry run.
 pub(super) enum Sink<'t, 'r> {
@@ -27,8 +31,7 @@ impl Sink<'_, '_> {
         match self {
             Sink::Txn(txn) => txn.has_object(t, c),
             Sink::Dry { repo, meta } => {
-                Ok(meta.lock().expect("poisoned").contains_key(&(t, *c))
-                    || repo.has_object(t, c)?)
+                Ok(lock(meta, DRY_RUN)?.contains_key(&(t, *c)) || repo.has_object(t, c)?)
             }
         }
     }
@@ -36,7 +39,7 @@ impl Sink<'_, '_> {
     pub(super) fn read(&self, t: ObjectType, c: &Checksum) -> Result<Option<Vec<u8>>> {
         match self {
             Sink::Txn(txn) => txn.read_metadata(t, c),
-            Sink::Dry { repo, meta } => match meta.lock().expect("poisoned").get(&(t, *c)) {
+            Sink::Dry { repo, meta } => match lock(meta, DRY_RUN)?.get(&(t, *c)) {
                 Some(d) => Ok(Some(d.clone())),
                 None => arbor_repo::objects::read_metadata_optional(repo, t, c),
             },
@@ -47,9 +50,7 @@ impl Sink<'_, '_> {
         match self {
             Sink::Txn(txn) => txn.write_metadata(t, data).map(|_| ()),
             Sink::Dry { meta, .. } => {
-                meta.lock()
-                    .expect("poisoned")
-                    .insert((t, Checksum::digest(data)), data.to_vec());
+                lock(meta, DRY_RUN)?.insert((t, Checksum::digest(data)), data.to_vec());
                 Ok(())
             }
         }

@@ -47,6 +47,7 @@ use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags};
 use rustix::io::Errno;
 
 use crate::failpoint;
+use crate::mutex::{lock, lock_for_cleanup};
 use crate::refs::RefUpdate;
 use crate::repo::{Repo, RepoLock};
 use crate::util;
@@ -58,6 +59,10 @@ use staging::{boot_id, cleanup_stale_staging, clear_staging, create_staging, sca
 pub(crate) use write::BARE_USER_XATTR;
 use write::DEFAULT_ZLIB_LEVEL;
 pub use write::{deflate_bound, MAX_FILE_SIZE};
+
+/// What the `pending` and `adopted` mutexes guard, for poison errors.
+const STAGED: &str = "the set of staged objects";
+const ADOPTED: &str = "the set of adopted objects";
 
 /// Prefix of arbor's staging directories under `tmp/`. Deliberately not
 /// ostree's `staging-`: ostree guards its staging directories with a
@@ -182,8 +187,8 @@ impl<'r> Transaction<'r> {
     /// Whether the object is in the repository or already staged here
     /// (including adopted, unclaimed commits).
     pub fn has_object(&self, t: ObjectType, c: &Checksum) -> Result<bool> {
-        if self.pending.lock().expect("poisoned").contains(&(t, *c))
-            || self.adopted.lock().expect("poisoned").contains(&(t, *c))
+        if lock(&self.pending, STAGED)?.contains(&(t, *c))
+            || lock(&self.adopted, ADOPTED)?.contains(&(t, *c))
         {
             return Ok(true);
         }
@@ -193,12 +198,12 @@ impl<'r> Transaction<'r> {
     /// Claims an object adopted from a crashed transaction (a commit or its
     /// detached metadata), so that [`Transaction::commit`] publishes it.
     /// Returns false when there is no such adopted object.
-    pub fn claim_staged(&self, t: ObjectType, c: &Checksum) -> bool {
-        if self.adopted.lock().expect("poisoned").remove(&(t, *c)) {
-            self.pending.lock().expect("poisoned").insert((t, *c));
-            true
+    pub fn claim_staged(&self, t: ObjectType, c: &Checksum) -> Result<bool> {
+        if lock(&self.adopted, ADOPTED)?.remove(&(t, *c)) {
+            lock(&self.pending, STAGED)?.insert((t, *c));
+            Ok(true)
         } else {
-            false
+            Ok(false)
         }
     }
 
@@ -206,8 +211,8 @@ impl<'r> Transaction<'r> {
     /// or, if only staged (by this or an adopted transaction), from the
     /// staging directory. `None` if it is in neither.
     pub fn read_metadata(&self, t: ObjectType, c: &Checksum) -> Result<Option<Vec<u8>>> {
-        let staged = self.pending.lock().expect("poisoned").contains(&(t, *c))
-            || self.adopted.lock().expect("poisoned").contains(&(t, *c));
+        let staged = lock(&self.pending, STAGED)?.contains(&(t, *c))
+            || lock(&self.adopted, ADOPTED)?.contains(&(t, *c));
         if staged {
             let name = Self::staged_name(t, c, self.repo.mode());
             let fd = rustix::fs::openat(
@@ -232,11 +237,11 @@ impl<'r> Transaction<'r> {
     /// Reserves `(t, c)` for writing; false if present, already reserved,
     /// or staged by an adopted transaction (which it then claims).
     fn reserve(&self, t: ObjectType, c: &Checksum) -> Result<bool> {
-        if self.repo.has_object(t, c)? || self.claim_staged(t, c) {
+        if self.repo.has_object(t, c)? || self.claim_staged(t, c)? {
             self.stats.skipped.fetch_add(1, Ordering::Relaxed);
             return Ok(false);
         }
-        let fresh = self.pending.lock().expect("poisoned").insert((t, *c));
+        let fresh = lock(&self.pending, STAGED)?.insert((t, *c));
         if !fresh {
             self.stats.skipped.fetch_add(1, Ordering::Relaxed);
         }
@@ -252,7 +257,7 @@ impl<'r> Transaction<'r> {
             self.write_staged_bytes(&Self::staged_name(t, &c, self.repo.mode()), data)
                 .with_context(|| format!("Writing {t} object {c}"))
                 .inspect_err(|_| {
-                    self.pending.lock().expect("poisoned").remove(&(t, c));
+                    lock_for_cleanup(&self.pending).remove(&(t, c));
                 })?;
             self.stats.written.fetch_add(1, Ordering::Relaxed);
         }
@@ -379,13 +384,8 @@ impl<'r> Transaction<'r> {
         }
         failpoint::hit(failpoint::TXN_AFTER_SYNC);
         tracing::debug!("staged objects synced; publishing");
-        let mut staged: Vec<(ObjectType, Checksum)> = self
-            .pending
-            .lock()
-            .expect("poisoned")
-            .iter()
-            .copied()
-            .collect();
+        let mut staged: Vec<(ObjectType, Checksum)> =
+            lock(&self.pending, STAGED)?.iter().copied().collect();
         // Commits (and their detached metadata) last: everything a commit
         // references is in place before the commit itself appears.
         // Detached metadata just before the commits, so a signed commit
