@@ -12,12 +12,27 @@ use crate::cli_sysroot::{
     StatusOpts, SwitchOpts, UpgradeOpts,
 };
 
+/// Debug flags, comma-separated, as ostree's `OSTREE_SYSROOT_DEBUG`:
+/// `mutable-deployments` leaves deployment roots without the immutable
+/// flag (for throwaway sysroots such as the quickstart's).
+pub const SYSROOT_DEBUG_ENV: &str = "ARBOR_SYSROOT_DEBUG";
+
+/// Opens the sysroot at `path` with the debug flags of
+/// [`SYSROOT_DEBUG_ENV`]: the CLI reads the environment, the library is
+/// told.
+pub fn open_sysroot(path: &std::path::Path) -> Result<Sysroot> {
+    let mut s = Sysroot::open(path)?;
+    let flags = std::env::var(SYSROOT_DEBUG_ENV).unwrap_or_default();
+    s.set_mutable_deployments(flags.split(',').any(|f| f.trim() == "mutable-deployments"));
+    Ok(s)
+}
+
 /// `admin init-fs`, `admin os-init`.
 pub fn admin(c: AdminCmd, out: &mut impl Write) -> Result<()> {
     match c {
         AdminCmd::InitFs(o) => arbor_sysroot::sysroot::init_fs(&o.dir),
         AdminCmd::OsInit(o) => {
-            let s = Sysroot::open(&o.sysroot.sysroot)?;
+            let s = open_sysroot(&o.sysroot.sysroot)?;
             s.os_init(&o.stateroot)?;
             writeln!(
                 out,
@@ -148,7 +163,7 @@ pub fn render_status(entries: &[StatusEntry], out: &mut impl Write) -> std::io::
 
 /// `status`.
 pub fn status(o: StatusOpts, out: &mut impl Write) -> Result<()> {
-    let s = Sysroot::open(&o.sysroot.sysroot)?;
+    let s = open_sysroot(&o.sysroot.sysroot)?;
     let entries = status_entries(&s);
     if o.json {
         serde_json::to_writer_pretty(&mut *out, &serde_json::json!({ "deployments": entries }))?;
@@ -161,7 +176,7 @@ pub fn status(o: StatusOpts, out: &mut impl Write) -> Result<()> {
 
 /// `deploy`.
 pub fn deploy(o: DeployOpts, out: &mut impl Write) -> Result<()> {
-    let mut s = Sysroot::open(&o.sysroot.sysroot)?;
+    let mut s = open_sysroot(&o.sysroot.sysroot)?;
     if o.dry_run {
         return deploy_preview(&mut s, &o, out);
     }
@@ -317,7 +332,7 @@ fn export_etc(
 
 /// `cleanup`.
 pub fn cleanup(o: CleanupOpts, out: &mut impl Write) -> Result<()> {
-    let mut s = Sysroot::open(&o.sysroot.sysroot)?;
+    let mut s = open_sysroot(&o.sysroot.sysroot)?;
     let _lock = s.lock()?;
     s.load()?;
     let r = arbor_sysroot::write::cleanup(&mut s, true)?;
@@ -348,7 +363,7 @@ fn fetch(s: &Sysroot, refspec: &str, allow_downgrade: bool) -> Result<arbor_form
 /// `upgrade`: exit code 77 with `--check` when no update is available
 /// (as `rpm-ostree upgrade --check`), 0 otherwise.
 pub fn upgrade(o: UpgradeOpts, out: &mut impl Write) -> Result<std::process::ExitCode> {
-    let mut s = Sysroot::open(&o.sysroot.sysroot)?;
+    let mut s = open_sysroot(&o.sysroot.sysroot)?;
     let stateroot = s.default_stateroot(o.os.stateroot.as_deref())?;
     let Some(m) = s.merge_deployment(&stateroot) else {
         anyhow::bail!("No deployment of {stateroot} to upgrade");
@@ -434,7 +449,7 @@ pub fn upgrade(o: UpgradeOpts, out: &mut impl Write) -> Result<std::process::Exi
 
 /// `switch`.
 pub fn switch(o: SwitchOpts, out: &mut impl Write) -> Result<()> {
-    let mut s = Sysroot::open(&o.sysroot.sysroot)?;
+    let mut s = open_sysroot(&o.sysroot.sysroot)?;
     let stateroot = s.default_stateroot(o.os.stateroot.as_deref())?;
     let target = fetch(&s, &o.refspec, false)?;
     let origin = match s.merge_deployment(&stateroot) {
@@ -462,7 +477,7 @@ pub fn switch(o: SwitchOpts, out: &mut impl Write) -> Result<()> {
 
 /// `rollback`.
 pub fn rollback(o: RollbackOpts, out: &mut impl Write) -> Result<()> {
-    let mut s = Sysroot::open(&o.sysroot.sysroot)?;
+    let mut s = open_sysroot(&o.sysroot.sysroot)?;
     let (from, _) = arbor_sysroot::ops::rollback(&mut s)?;
     let d = &s.deployments[0];
     writeln!(
@@ -476,7 +491,7 @@ pub fn rollback(o: RollbackOpts, out: &mut impl Write) -> Result<()> {
 
 /// `undeploy`.
 pub fn undeploy(o: IndexOpts, out: &mut impl Write) -> Result<()> {
-    let mut s = Sysroot::open(&o.sysroot.sysroot)?;
+    let mut s = open_sysroot(&o.sysroot.sysroot)?;
     let name = s
         .deployments
         .get(o.index)
@@ -489,7 +504,7 @@ pub fn undeploy(o: IndexOpts, out: &mut impl Write) -> Result<()> {
 
 /// `pin`, `unpin`.
 pub fn pin(o: IndexOpts, pinned: bool, out: &mut impl Write) -> Result<()> {
-    let mut s = Sysroot::open(&o.sysroot.sysroot)?;
+    let mut s = open_sysroot(&o.sysroot.sysroot)?;
     let changed = arbor_sysroot::ops::set_pinned(&mut s, o.index, pinned)?;
     let state = if pinned { "pinned" } else { "unpinned" };
     if changed {
@@ -502,7 +517,7 @@ pub fn pin(o: IndexOpts, pinned: bool, out: &mut impl Write) -> Result<()> {
 
 /// `kargs`: without edits, prints the arguments.
 pub fn kargs(o: KargsOpts, out: &mut impl Write) -> Result<()> {
-    let mut s = Sysroot::open(&o.sysroot.sysroot)?;
+    let mut s = open_sysroot(&o.sysroot.sysroot)?;
     let edit = arbor_sysroot::ops::KargsEdit {
         append: o.append,
         replace: o.replace,
@@ -523,7 +538,7 @@ pub fn kargs(o: KargsOpts, out: &mut impl Write) -> Result<()> {
 /// `finalize`.
 pub fn finalize(o: FinalizeOpts, out: &mut impl Write) -> Result<()> {
     use arbor_sysroot::staged::Finalized;
-    let mut s = Sysroot::open(&o.sysroot.sysroot)?;
+    let mut s = open_sysroot(&o.sysroot.sysroot)?;
     match arbor_sysroot::staged::finalize(&mut s)? {
         Finalized::Nothing => writeln!(out, "No deployment staged.")?,
         Finalized::Locked => writeln!(out, "Not finalizing: the staged deployment is locked.")?,

@@ -67,7 +67,8 @@ pub struct CommitOptions {
     pub subject: String,
     /// Body (`--body`).
     pub body: String,
-    /// Seconds since the epoch; `None` = `SOURCE_DATE_EPOCH` or now.
+    /// Seconds since the epoch; `None` = now. The library reads no
+    /// environment: a caller honouring `SOURCE_DATE_EPOCH` passes it here.
     pub timestamp: Option<u64>,
     /// `--add-metadata-string KEY=VALUE`, in command-line order.
     pub metadata_strings: Vec<(String, String)>,
@@ -353,13 +354,7 @@ pub(crate) fn write_tree(
     Ok((t, m))
 }
 
-fn now_or_env() -> Result<u64> {
-    if let Ok(v) = std::env::var("SOURCE_DATE_EPOCH") {
-        return v
-            .trim()
-            .parse()
-            .with_context(|| format!("Invalid SOURCE_DATE_EPOCH '{v}'"));
-    }
+fn now() -> Result<u64> {
     Ok(std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .context("Clock before 1970")?
@@ -388,7 +383,7 @@ pub fn commit(
     let parent = opts.parent.or(head);
     let timestamp = match opts.timestamp {
         Some(t) => t,
-        None => now_or_env()?,
+        None => now()?,
     };
     if opts.canonical_permissions
         && (opts.owner_uid.unwrap_or(0) != 0 || opts.owner_gid.unwrap_or(0) != 0)
