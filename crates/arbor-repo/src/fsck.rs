@@ -2,7 +2,7 @@
 //! commit's tree checked for missing objects, and every ref for a commit.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 
 use anyhow::{Context, Result};
 use arbor_format::{Checksum, Commit, DirTree, ObjectType};
@@ -10,10 +10,10 @@ use fn_error_context::context;
 use rayon::prelude::*;
 use serde::Serialize;
 
+use crate::mutex::lock_recovering;
 use crate::objects::{checksum_file_object, read_metadata};
 use crate::progress::Progress;
 use crate::repo::Repo;
-use crate::util;
 
 /// One problem found.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -43,8 +43,8 @@ pub fn list_objects(
     errors: &mut Vec<FsckError>,
 ) -> Result<Vec<(ObjectType, Checksum)>> {
     let mut out = Vec::new();
-    for ent in util::list_dir(&repo.objects).context("Listing objects/")? {
-        let Some(prefix) = util::utf8_name(&ent.name) else {
+    for ent in arbor_fs::list_dir(&repo.objects).context("Listing objects/")? {
+        let Some(prefix) = arbor_fs::utf8_name(&ent.name) else {
             errors.push(FsckError {
                 object: format!("objects/{}", String::from_utf8_lossy(&ent.name)),
                 message: "unexpected entry in objects/".into(),
@@ -58,8 +58,8 @@ pub fn list_objects(
             });
             continue;
         }
-        let dir = util::open_dir(&repo.objects, prefix)?;
-        for obj in util::list_dir(&dir)? {
+        let dir = arbor_fs::open_dir(&repo.objects, prefix)?;
+        for obj in arbor_fs::list_dir(&dir)? {
             let name = String::from_utf8_lossy(&obj.name).into_owned();
             let parsed = name.split_once('.').and_then(|(rest, ext)| {
                 let t = ObjectType::from_extension(ext)?;
@@ -182,7 +182,10 @@ pub fn fsck(repo: &Repo, progress: &dyn Progress) -> Result<FsckReport> {
             match r {
                 Ok(p) => Some((*c, p)),
                 Err(message) => {
-                    errs.lock().expect("poisoned").push(FsckError {
+                    // A panicked task is reported by rayon itself; the
+                    // error list it may have left half-pushed is still a
+                    // list, so the report goes on.
+                    lock_recovering(&errs).push(FsckError {
                         object: format!("{c}.{t}"),
                         message,
                     });
@@ -192,7 +195,7 @@ pub fn fsck(repo: &Repo, progress: &dyn Progress) -> Result<FsckReport> {
         })
         .collect();
     progress.finish();
-    errors.extend(errs.into_inner().expect("poisoned"));
+    errors.extend(errs.into_inner().unwrap_or_else(PoisonError::into_inner));
     let present: HashSet<(ObjectType, Checksum)> = objects.iter().copied().collect();
     let mut trees = HashMap::new();
     let mut commits = Vec::new();

@@ -15,10 +15,12 @@ pub fn lock<'a, T>(m: &'a Mutex<T>, what: &str) -> Result<MutexGuard<'a, T>> {
         .map_err(|_| anyhow!("A parallel task panicked while updating {what}"))
 }
 
-/// Locks `m` on a cleanup path that is already returning an error: a
-/// poisoned lock is taken anyway (the data it guards is a plain set or
-/// map that a panic cannot leave half-updated), so the cleanup still runs.
-pub fn lock_for_cleanup<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+/// Locks `m` even if poisoned, where the caller is already returning an
+/// error (a cleanup path) or only collects into it (fsck's error list):
+/// the data guarded is a plain set, map or list that a panic cannot leave
+/// half-updated, and the panic itself is reported by the thread that had
+/// it (rayon re-raises it in the caller).
+pub fn lock_recovering<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
@@ -39,6 +41,6 @@ mod tests {
         });
         let e = lock(&m, "the counter").unwrap_err();
         assert!(format!("{e}").contains("the counter"), "{e}");
-        assert_eq!(*lock_for_cleanup(&m), 1);
+        assert_eq!(*lock_recovering(&m), 1);
     }
 }

@@ -119,7 +119,7 @@ impl Puller<'_, '_> {
             self.tree(&commit.root_tree, "")?;
             // Its tree is now complete: drop a partial marker left by a
             // commit-only pull.
-            self.txn.mark_complete(&id);
+            self.txn.mark_complete(&id)?;
             self.stats.commits += 1;
             if remaining == 0 {
                 break;

@@ -23,11 +23,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result};
-use arbor_repo::failpoint::hit;
+use arbor_fs::failpoint::{self, hit};
 use rustix::fs::{Mode, OFlags};
 use rustix::ioctl::{opcode, Opcode};
-
-use crate::faults;
 
 /// `FIFREEZE` of `<linux/fs.h>`: `_IOWR('X', 119, int)`.
 const FIFREEZE: Opcode = opcode::read_write::<std::ffi::c_int>(b'X', 119);
@@ -87,7 +85,7 @@ pub fn freeze_thaw(boot_path: &Path) -> Result<()> {
     .with_context(|| format!("Opening {}", boot_path.display()))?;
     match freeze(dir.as_fd()) {
         Ok(()) => {
-            hit(faults::BOOT_FROZEN);
+            hit(failpoint::BOOT_FROZEN);
             if let Err(e) = thaw(dir.as_fd()) {
                 // The watchdog still thaws it when told nothing.
                 drop(watchdog.stdin.take());

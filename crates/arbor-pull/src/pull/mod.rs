@@ -187,14 +187,14 @@ pub fn pull(
             if opts.commit_metadata_only {
                 if !complete {
                     if let Some(t) = &txn {
-                        t.mark_partial(&id);
+                        t.mark_partial(&id)?;
                     }
                 }
             } else if !complete {
                 roots.push(commit.root_meta);
                 roots.push(commit.root_tree);
                 if let Some(t) = &txn {
-                    t.mark_complete(&id);
+                    t.mark_complete(&id)?;
                 }
             }
             first = false;

@@ -34,23 +34,20 @@
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use anyhow::{anyhow, bail, Context, Result};
 use arbor_format::{Checksum, ObjectType, RepoMode};
-use cap_std_ext::cap_std;
-use cap_std_ext::dirext::CapStdExtDirExt;
 use fn_error_context::context;
 use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags};
 use rustix::io::Errno;
 
-use crate::failpoint;
-use crate::mutex::{lock, lock_for_cleanup};
+use crate::mutex::{lock, lock_recovering};
 use crate::refs::RefUpdate;
 use crate::repo::{Repo, RepoLock};
-use crate::util;
+use arbor_fs::failpoint;
 
 mod staging;
 mod write;
@@ -63,6 +60,7 @@ pub use write::{deflate_bound, MAX_FILE_SIZE};
 /// What the `pending` and `adopted` mutexes guard, for poison errors.
 const STAGED: &str = "the set of staged objects";
 const ADOPTED: &str = "the set of adopted objects";
+const PARTIAL: &str = "the partial-commit markers";
 
 /// Prefix of arbor's staging directories under `tmp/`. Deliberately not
 /// ostree's `staging-`: ostree guards its staging directories with a
@@ -107,15 +105,6 @@ pub struct Transaction<'r> {
     committed: bool,
 }
 
-/// Writes `data` to `dir/name` atomically: temp file, fsync, rename, fsync
-/// of the directory (via cap-std-ext). A crash leaves the old or the new file.
-pub(crate) fn atomic_write(dir: impl AsFd, name: &str, data: &[u8], mode: u32) -> Result<()> {
-    let d = cap_std::fs::Dir::reopen_dir(&dir.as_fd())?;
-    use cap_std::fs::PermissionsExt;
-    d.atomic_write_with_perms(name, data, cap_std::fs::Permissions::from_mode(mode))
-        .with_context(|| format!("Writing {name}"))
-}
-
 impl<'r> Transaction<'r> {
     /// Starts a transaction: takes the shared repository lock, removes stale
     /// staging directories and adopts one of this boot (see the module
@@ -126,7 +115,7 @@ impl<'r> Transaction<'r> {
             bail!("Writing bare-split-xattrs repositories is not supported");
         }
         let lock = repo.lock(false)?;
-        let tmp = util::ensure_dir_path(&repo.dir, "tmp", 0o775)?;
+        let tmp = arbor_fs::ensure_dir_path(&repo.dir, "tmp", 0o775)?;
         let boot = boot_id();
         let mode = repo.mode();
         let mut pending = HashSet::new();
@@ -257,7 +246,7 @@ impl<'r> Transaction<'r> {
             self.write_staged_bytes(&Self::staged_name(t, &c, self.repo.mode()), data)
                 .with_context(|| format!("Writing {t} object {c}"))
                 .inspect_err(|_| {
-                    lock_for_cleanup(&self.pending).remove(&(t, c));
+                    lock_recovering(&self.pending).remove(&(t, c));
                 })?;
             self.stats.written.fetch_add(1, Ordering::Relaxed);
         }
@@ -267,8 +256,8 @@ impl<'r> Transaction<'r> {
     /// Stages the detached metadata of `commit` (replacing any on publish).
     pub fn write_commitmeta(&self, commit: &Checksum, data: &[u8]) -> Result<()> {
         let t = ObjectType::CommitMeta;
-        self.adopted.lock().expect("poisoned").remove(&(t, *commit));
-        self.pending.lock().expect("poisoned").insert((t, *commit));
+        lock(&self.adopted, ADOPTED)?.remove(&(t, *commit));
+        lock(&self.pending, STAGED)?.insert((t, *commit));
         self.ensure_staging_subdir(commit)?;
         let name = Self::staged_name(t, commit, self.repo.mode());
         self.write_staged_bytes(&name, data)
@@ -300,18 +289,20 @@ impl<'r> Transaction<'r> {
     /// does): it is published without (all of) its tree, e.g. by
     /// `pull --commit-metadata-only`. The marker is durable before the
     /// commit object appears.
-    pub fn mark_partial(&self, commit: &Checksum) {
-        let mut p = self.partial.lock().expect("poisoned");
+    pub fn mark_partial(&self, commit: &Checksum) -> Result<()> {
+        let mut p = lock(&self.partial, PARTIAL)?;
         p.1.remove(commit);
         p.0.insert(*commit);
+        Ok(())
     }
 
     /// Removes the partial marker of `commit` once this transaction's
     /// objects are published and synced (it is now complete).
-    pub fn mark_complete(&self, commit: &Checksum) {
-        let mut p = self.partial.lock().expect("poisoned");
+    pub fn mark_complete(&self, commit: &Checksum) -> Result<()> {
+        let mut p = lock(&self.partial, PARTIAL)?;
         p.0.remove(commit);
         p.1.insert(*commit);
+        Ok(())
     }
 
     fn tmp_name(&self) -> String {
@@ -363,11 +354,11 @@ impl<'r> Transaction<'r> {
         failpoint::hit(failpoint::TXN_OBJECTS_STAGED);
         tracing::debug!("committing transaction: syncing staged objects");
         let fsync = self.repo.fsync_enabled();
-        let (to_mark, to_complete) = std::mem::take(&mut *self.partial.lock().expect("poisoned"));
+        let (to_mark, to_complete) = std::mem::take(&mut *lock(&self.partial, PARTIAL)?);
         if !to_mark.is_empty() {
             // Before the syncfs below, which makes the markers durable
             // before any commit object is renamed into place.
-            let state = util::ensure_dir_path_durable(&self.repo.dir, "state", 0o775)?;
+            let state = arbor_fs::ensure_dir_path_durable(&self.repo.dir, "state", 0o775)?;
             for c in &to_mark {
                 let name = format!("{c}.commitpartial");
                 rustix::fs::openat(
@@ -461,7 +452,7 @@ impl<'r> Transaction<'r> {
         }
         failpoint::hit(failpoint::TXN_AFTER_OBJECTS_SYNCED);
         if !to_complete.is_empty() {
-            if let Some(state) = util::open_dir_optional(&self.repo.dir, "state")? {
+            if let Some(state) = arbor_fs::open_dir_optional(&self.repo.dir, "state")? {
                 for c in &to_complete {
                     let name = format!("{c}.commitpartial");
                     match rustix::fs::unlinkat(&state, name.as_str(), AtFlags::empty()) {
@@ -497,7 +488,7 @@ impl Drop for Transaction<'_> {
         if let Err(e) = clear_staging(&self.staging) {
             tracing::debug!("clearing {}: {e}", self.staging_name);
         }
-        if let Ok(tmp) = util::open_dir(&self.repo.dir, "tmp") {
+        if let Ok(tmp) = arbor_fs::open_dir(&self.repo.dir, "tmp") {
             if let Err(e) =
                 rustix::fs::unlinkat(&tmp, self.staging_name.as_str(), AtFlags::REMOVEDIR)
             {

@@ -11,8 +11,7 @@ use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps};
 use std::sync::atomic::Ordering;
 
 use super::Transaction;
-use crate::mutex::lock_for_cleanup;
-use crate::util;
+use crate::mutex::lock_recovering;
 
 /// Buffer size for streaming file contents.
 const COPY_BUF: usize = 128 * 1024;
@@ -141,7 +140,7 @@ impl Transaction<'_> {
         })();
         if r.is_err() {
             let _ = rustix::fs::unlinkat(&self.staging, tmp.as_str(), AtFlags::empty());
-            lock_for_cleanup(&self.pending).remove(&(t, expected));
+            lock_recovering(&self.pending).remove(&(t, expected));
         } else {
             self.stats.written.fetch_add(1, Ordering::Relaxed);
         }
@@ -177,7 +176,7 @@ impl Transaction<'_> {
             None => self.tmp_name(),
         };
         let unreserve = |c: &Checksum| {
-            lock_for_cleanup(&self.pending).remove(&(t, *c));
+            lock_recovering(&self.pending).remove(&(t, *c));
         };
         let c = match self.write_file_tmp(&target, header, size, content) {
             Ok(c) => c,
@@ -353,7 +352,7 @@ impl Transaction<'_> {
         content: &mut dyn Read,
         hasher: &mut Sha256,
     ) -> Result<()> {
-        if !util::is_root() {
+        if !arbor_fs::is_root() {
             bail!("Writing to a bare repository requires root (use bare-user)");
         }
         let uid = Some(rustix::fs::Uid::from_raw(header.uid));
@@ -361,7 +360,7 @@ impl Transaction<'_> {
         if header.is_symlink() {
             rustix::fs::symlinkat(header.symlink_target.as_str(), &self.staging, tmp)?;
             rustix::fs::chownat(&self.staging, tmp, uid, gid, AtFlags::SYMLINK_NOFOLLOW)?;
-            crate::xattrs::set_path(&util::fd_path(&self.staging, tmp), &header.xattrs)?;
+            crate::xattrs::set_path(&arbor_fs::fd_path(&self.staging, tmp), &header.xattrs)?;
             rustix::fs::utimensat(&self.staging, tmp, &zero_times(), AtFlags::SYMLINK_NOFOLLOW)?;
         } else {
             let mut f = self.create_tmp(tmp, 0o600)?;
