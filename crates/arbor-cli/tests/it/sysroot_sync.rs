@@ -77,7 +77,11 @@ fn classify(text: &str) -> Vec<Ev> {
             evs.push(Ev::Sync);
         } else if rename && call.contains("\"loader.tmp\"") && call.contains("\"loader\"") {
             evs.push(Ev::LoaderSwap);
-        } else if rename && call.contains("/ostree>, \"boot.") && call.contains(".tmp\"") {
+        } else if rename
+            // arbor-fs's unique temporary names: ".boot.B.tmp-PID-N".
+            && (call.contains("/ostree>, \"boot.") || call.contains("/ostree>, \".boot."))
+            && call.contains(".tmp")
+        {
             evs.push(Ev::BootlinkSwap);
         } else if call.starts_with("fsync(")
             && (call.contains("/boot>)") || call.contains("/ostree>)"))
