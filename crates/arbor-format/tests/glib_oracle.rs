@@ -9,6 +9,10 @@
 //! (`CI=true`), where a missing oracle fails it: CI must not pass without
 //! the differential check.
 
+// The library's own dependencies and other tests' dev-dependencies
+// (`-W unused-crate-dependencies`).
+use {gvariant as _, proptest as _, ring as _, serde_json as _, thiserror as _};
+
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 

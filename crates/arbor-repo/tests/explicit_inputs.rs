@@ -4,6 +4,14 @@
 //!
 //! Its own test binary, so setting the variable races with no other test.
 
+// The library's dependencies, unused by this test
+// (`-W unused-crate-dependencies`).
+use {
+    anyhow as _, arbor_fs as _, base64 as _, flate2 as _, fn_error_context as _, hex as _,
+    rayon as _, ring as _, rustix as _, serde as _, tar as _, thiserror as _, tracing as _,
+    zeroize as _,
+};
+
 use arbor_format::RepoMode;
 use arbor_repo::commit::{commit, CommitOptions, CommitSource};
 use arbor_repo::objects::load_commit;
