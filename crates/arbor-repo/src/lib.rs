@@ -34,7 +34,6 @@ pub mod mutex;
 pub mod objects;
 pub mod progress;
 pub mod prune;
-pub mod pull_local;
 pub mod reachable;
 pub mod refs;
 pub mod remotes;

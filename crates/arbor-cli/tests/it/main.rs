@@ -4,8 +4,8 @@
 // Dependencies of the arbor binary these tests run, not used here
 // (`-W unused-crate-dependencies`).
 use {
-    arbor_cli as _, arbor_pull as _, chrono as _, clap as _, indicatif as _, serde as _,
-    tracing as _, tracing_subscriber as _,
+    arbor_cli as _, arbor_pull as _, arbor_upgrade as _, chrono as _, clap as _, indicatif as _,
+    serde as _, tracing as _, tracing_subscriber as _,
 };
 
 mod cli;
