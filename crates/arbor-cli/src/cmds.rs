@@ -65,7 +65,7 @@ pub fn dispatch(opt: Opt, out: &mut dyn Write) -> Result<ExitCode> {
         Cmd::Kargs(o) => crate::sysroot_cmds::kargs(o, out).map(|_| ExitCode::SUCCESS),
         Cmd::Finalize(o) => crate::sysroot_cmds::finalize(o, out).map(|_| ExitCode::SUCCESS),
         Cmd::BootComplete(o) => {
-            let s = arbor_sysroot::Sysroot::open(&o.sysroot.sysroot)?;
+            let s = crate::sysroot_cmds::open_sysroot(&o.sysroot.sysroot)?;
             arbor_sysroot::staged::boot_complete(&s).map(|_| ExitCode::SUCCESS)
         }
     }?;
@@ -103,11 +103,10 @@ fn commit(o: CommitOpts, out: &mut impl Write) -> Result<()> {
         branch: o.branch.map(RefName::new).transpose()?,
         subject: o.subject.unwrap_or_default(),
         body: o.body.unwrap_or_default(),
-        timestamp: o
-            .timestamp
-            .as_deref()
-            .map(crate::time::parse_timestamp)
-            .transpose()?,
+        timestamp: match o.timestamp.as_deref() {
+            Some(t) => Some(crate::time::parse_timestamp(t)?),
+            None => crate::time::source_date_epoch()?,
+        },
         metadata_strings,
         owner_uid: o.owner_uid,
         owner_gid: o.owner_gid,

@@ -26,6 +26,7 @@ use fn_error_context::context;
 use rayon::prelude::*;
 use rustix::fs::{FileType, Mode, OFlags};
 
+use crate::mutex::lock;
 use crate::progress::Progress;
 use crate::refs::{RefSpec, RefUpdate};
 use crate::repo::{Repo, RepoLock};
@@ -65,7 +66,8 @@ pub struct CommitOptions {
     pub subject: String,
     /// Body (`--body`).
     pub body: String,
-    /// Seconds since the epoch; `None` = `SOURCE_DATE_EPOCH` or now.
+    /// Seconds since the epoch; `None` = now. The library reads no
+    /// environment: a caller honouring `SOURCE_DATE_EPOCH` passes it here.
     pub timestamp: Option<u64>,
     /// `--add-metadata-string KEY=VALUE`, in command-line order.
     pub metadata_strings: Vec<(String, String)>,
@@ -259,14 +261,11 @@ impl DirWalker<'_, '_> {
         // Several names for one inode: the first to get here hashes (and
         // writes) it while holding the inode's slot; the others wait, then
         // reuse the checksum without reading the file again.
-        let slot = self
-            .hardlinks
-            .lock()
-            .expect("poisoned")
+        let slot = lock(&self.hardlinks, "the hardlink table")?
             .entry((st.st_dev, st.st_ino))
             .or_default()
             .clone();
-        let mut done = slot.lock().expect("poisoned");
+        let mut done = lock(&slot, "a hardlinked file's checksum")?;
         if let Some(c) = *done {
             tracing::debug!(
                 "{}: hardlink of a file already committed, reusing {c}",
@@ -354,13 +353,7 @@ pub(crate) fn write_tree(
     Ok((t, m))
 }
 
-fn now_or_env() -> Result<u64> {
-    if let Ok(v) = std::env::var("SOURCE_DATE_EPOCH") {
-        return v
-            .trim()
-            .parse()
-            .with_context(|| format!("Invalid SOURCE_DATE_EPOCH '{v}'"));
-    }
+fn now() -> Result<u64> {
     Ok(std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .context("Clock before 1970")?
@@ -389,7 +382,7 @@ pub fn commit(
     let parent = opts.parent.or(head);
     let timestamp = match opts.timestamp {
         Some(t) => t,
-        None => now_or_env()?,
+        None => now()?,
     };
     if opts.canonical_permissions
         && (opts.owner_uid.unwrap_or(0) != 0 || opts.owner_gid.unwrap_or(0) != 0)

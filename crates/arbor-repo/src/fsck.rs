@@ -2,7 +2,7 @@
 //! commit's tree checked for missing objects, and every ref for a commit.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 
 use anyhow::{Context, Result};
 use arbor_format::{Checksum, Commit, DirTree, ObjectType};
@@ -10,6 +10,7 @@ use fn_error_context::context;
 use rayon::prelude::*;
 use serde::Serialize;
 
+use crate::mutex::lock_recovering;
 use crate::objects::{checksum_file_object, read_metadata};
 use crate::progress::Progress;
 use crate::repo::Repo;
@@ -181,7 +182,10 @@ pub fn fsck(repo: &Repo, progress: &dyn Progress) -> Result<FsckReport> {
             match r {
                 Ok(p) => Some((*c, p)),
                 Err(message) => {
-                    errs.lock().expect("poisoned").push(FsckError {
+                    // A panicked task is reported by rayon itself; the
+                    // error list it may have left half-pushed is still a
+                    // list, so the report goes on.
+                    lock_recovering(&errs).push(FsckError {
                         object: format!("{c}.{t}"),
                         message,
                     });
@@ -191,7 +195,7 @@ pub fn fsck(repo: &Repo, progress: &dyn Progress) -> Result<FsckReport> {
         })
         .collect();
     progress.finish();
-    errors.extend(errs.into_inner().expect("poisoned"));
+    errors.extend(errs.into_inner().unwrap_or_else(PoisonError::into_inner));
     let present: HashSet<(ObjectType, Checksum)> = objects.iter().copied().collect();
     let mut trees = HashMap::new();
     let mut commits = Vec::new();
