@@ -17,6 +17,7 @@
 //! - [`summary`]: generating and publishing `summary` and `summary.sig`.
 //! - [`fsck`], [`prune`], [`diff`], [`tree`]: verification, garbage collection,
 //!   comparisons and path lookups.
+//! - [`walk`]: iterative walks over directory trees of any depth.
 //! - [`failpoint`]: named crash points for fault-injection tests.
 //! - [`progress`]: the progress-reporting trait the CLI draws.
 #![deny(missing_docs)]
@@ -45,6 +46,7 @@ mod tar_import;
 pub mod tree;
 pub mod txn;
 mod util;
+pub mod walk;
 pub mod xattrs;
 
 pub use error::RepoError;

@@ -76,23 +76,32 @@ impl Puller<'_, '_> {
         Ok(data)
     }
 
+    /// Copies a tree; iterative (an explicit stack), so any depth works.
     fn tree(&mut self, tree: &Checksum, path: &str) -> Result<()> {
-        if !self.seen_trees.insert(*tree) {
-            return Ok(());
-        }
-        let data = self.metadata(ObjectType::DirTree, tree)?;
-        let dt = DirTree::decode(&data)
-            .map_err(|e| anyhow!("Invalid dirtree {tree} at {path}/: {e}"))?;
-        for f in &dt.files {
-            if !self.txn.has_object(ObjectType::File, &f.checksum)? {
-                self.files.insert(f.checksum);
+        let mut stack = vec![(*tree, path.to_string())];
+        while let Some((tree, path)) = stack.pop() {
+            if !self.seen_trees.insert(tree) {
+                continue;
             }
-        }
-        for d in &dt.dirs {
-            let meta = self.metadata(ObjectType::DirMeta, &d.meta)?;
-            arbor_format::DirMeta::decode(&meta)
-                .map_err(|e| anyhow!("Invalid dirmeta {}: {e}", d.meta))?;
-            self.tree(&d.tree, &format!("{path}/{}", d.name))?;
+            let data = self.metadata(ObjectType::DirTree, &tree)?;
+            let dt = DirTree::decode(&data)
+                .map_err(|e| anyhow!("Invalid dirtree {tree} at {path}/: {e}"))?;
+            for f in &dt.files {
+                if !self.txn.has_object(ObjectType::File, &f.checksum)? {
+                    self.files.insert(f.checksum);
+                }
+            }
+            for d in &dt.dirs {
+                let meta = self.metadata(ObjectType::DirMeta, &d.meta)?;
+                arbor_format::DirMeta::decode(&meta)
+                    .map_err(|e| anyhow!("Invalid dirmeta {}: {e}", d.meta))?;
+            }
+            stack.extend(
+                dt.dirs
+                    .iter()
+                    .rev()
+                    .map(|d| (d.tree, format!("{path}/{}", d.name))),
+            );
         }
         Ok(())
     }
