@@ -6,6 +6,7 @@ mod cli_query;
 mod coexist;
 mod commit_compat;
 mod corruption;
+mod deep;
 mod durability;
 mod faults;
 mod hostile;
