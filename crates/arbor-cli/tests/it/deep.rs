@@ -12,7 +12,7 @@ use std::process::Command;
 
 use rustix::fs::{Mode, OFlags};
 
-use crate::sysroot::{deployment_dir, needs_root, os_tree, ostree_commit, prepare, Source};
+use crate::sysroot::{deployment_dir, needs_root, os_tree, ostree_commit};
 use crate::util::{
     arbor, arbor_fsck_json, arbor_init, ostree, ostree_init, require_ostree, run_ok, s,
 };
@@ -300,8 +300,9 @@ fn deep_tree_pulls_and_tar() {
 }
 
 /// Deploys an ostree-built commit whose /usr/etc is 10,000 levels deep,
-/// then, after an admin edit at the bottom of /etc, a second deployment
-/// that carries the edit (the /etc merge and its preview walk it).
+/// then, after an admin edit at the bottom of /etc, previews and makes a
+/// second deployment that carries the edit (the /etc diff, merge and
+/// preview walk it).
 #[test]
 fn deep_usr_etc_deploys() {
     require_ostree();
@@ -315,15 +316,17 @@ fn deep_usr_etc_deploys() {
     os_tree(&t1, &[("a.conf", "a=1\n")]);
     make_deep(&t1.join("usr/etc/deep"));
     let v1 = ostree_commit(&repo, &t1, "1.0", "1577836800");
-    // Source owns a TempDir: keep ours, hand it a spare.
-    let src = Source {
-        dir: tempfile::tempdir().unwrap(),
-        repo: repo.clone(),
-        v1: v1.clone(),
-        v2: String::new(),
-    };
+    // The sysroot's repository is filled by ostree, so that this test
+    // exercises deploy alone.
     let sys = sc.path("sysroot");
-    prepare(crate::sysroot::Tool::Arbor, &sys, &src);
+    run_ok(arbor().args(["admin", "init-fs"]).arg(&sys));
+    run_ok(arbor().args(["admin", "os-init", "--sysroot", s(&sys), "testos"]));
+    run_ok(ostree().args([
+        &format!("--repo={}", s(&sys.join("ostree/repo"))),
+        "pull-local",
+        s(&repo),
+        "testos/stable",
+    ]));
     let admin = |args: &[&str]| {
         let mut c = arbor();
         c.arg(args[0]).arg("--sysroot").arg(&sys).args(&args[1..]);
@@ -335,6 +338,13 @@ fn deep_usr_etc_deploys() {
     assert_eq!(read_at(&etc_bottom, "leaf"), "bottom\n");
     write_at(&etc_bottom, "leaf", "admin\n");
     drop(etc_bottom);
+    // The preview walks the deep /etc too, and names the edit.
+    let preview = admin(&["deploy", "--os", "testos", "--dry-run", "testos/stable"]);
+    assert!(
+        preview.contains(&format!("deep{}", deep_path("leaf"))),
+        "{}",
+        &preview[..200.min(preview.len())]
+    );
     // The merge carries the edit at depth 10,000 into the next deployment.
     admin(&["deploy", "--os", "testos", "testos/stable"]);
     let d1 = deployment_dir(&sys, &v1, 1);
