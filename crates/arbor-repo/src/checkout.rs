@@ -252,11 +252,11 @@ impl Ctx<'_> {
                 (fd, d.tree, Some(node))
             }
         };
-        let in_dir = || match &node {
-            Some(n) => format!("In {}", DirNode::path_of(&Some(n.clone()))),
-            None => "In the checkout root".to_string(),
+        let in_dir = |e: anyhow::Error| match &node {
+            Some(n) => e.context(format!("In {}", DirNode::path_of(&Some(n.clone())))),
+            None => e,
         };
-        let dt = load_dirtree(self.repo, &tree).with_context(in_dir)?;
+        let dt = load_dirtree(self.repo, &tree).map_err(in_dir)?;
         if let Some(n) = &node {
             lock(&n.state).remaining += dt.dirs.len();
         }
@@ -264,7 +264,7 @@ impl Ctx<'_> {
             self.file(&fd, &f.name, &f.checksum)
                 .with_context(|| format!("Checking out {}", f.name))
         });
-        files.collect::<Result<Vec<()>>>().with_context(in_dir)?;
+        files.collect::<Result<Vec<()>>>().map_err(in_dir)?;
         for d in dt.dirs {
             self.spawn_dir(s, error, DirTask::Child(fd.clone(), node.clone(), d));
         }

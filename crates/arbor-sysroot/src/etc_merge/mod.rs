@@ -255,8 +255,10 @@ pub fn copy_entry(src: &OwnedFd, dst: &OwnedFd, name: &str) -> Result<()> {
         let Some(n) = names.pop() else {
             copy_attrs(d.fd(), Some(s.fd()), dir_st)?;
             stack.pop();
-            s.ascend()?;
-            d.ascend()?;
+            if !stack.is_empty() {
+                s.ascend()?;
+                d.ascend()?;
+            }
             continue;
         };
         let st = stat(s.fd(), &n)?.with_context(|| format!("{} vanished", s.path_with(&n)))?;
