@@ -30,7 +30,6 @@ use crate::progress::Progress;
 use crate::refs::{RefSpec, RefUpdate};
 use crate::repo::Repo;
 use crate::txn::Transaction;
-use crate::util;
 
 /// Commit metadata key binding a commit to its repository's collection ID.
 const COLLECTION_BINDING: &str = "ostree.collection-binding";
@@ -258,7 +257,7 @@ impl<'t> DirWalker<'t, '_> {
         let (fd, parent) = match src {
             DirSource::Root(fd) => (fd, None),
             DirSource::Child(pfd, parent, idx) => {
-                let fd = util::open_dir(&*pfd, &name)
+                let fd = arbor_fs::open_dir(&*pfd, &name)
                     .with_context(|| format!("Opening {}", parent.path().join(&name).display()))?;
                 (fd, Some((parent, idx)))
             }
@@ -330,7 +329,7 @@ impl<'t> DirWalker<'t, '_> {
         let mut files = Vec::new();
         let mut dirs = Vec::new();
         for ent in
-            util::list_dir(fd).with_context(|| format!("Listing {}", node.path().display()))?
+            arbor_fs::list_dir(fd).with_context(|| format!("Listing {}", node.path().display()))?
         {
             let name = String::from_utf8(ent.name).map_err(|e| {
                 anyhow!(
@@ -397,11 +396,11 @@ impl<'t> DirWalker<'t, '_> {
     fn file(&self, dir: &OwnedFd, node: &DirNode, name: &str, ft: FileType) -> Result<Checksum> {
         if ft == FileType::Symlink {
             let st = rustix::fs::statat(dir, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)?;
-            let target = util::readlink(dir, name)?;
+            let target = arbor_fs::readlink(dir, name)?;
             let target =
                 String::from_utf8(target).map_err(|_| anyhow!("Symlink target is not UTF-8"))?;
             let xattrs = if self.canon.keep_xattrs {
-                crate::xattrs::read_path(&util::fd_path(dir, name))?
+                crate::xattrs::read_path(&arbor_fs::fd_path(dir, name))?
             } else {
                 Vec::new()
             };

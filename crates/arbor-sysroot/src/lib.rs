@@ -8,25 +8,27 @@
 //! Modules:
 //! - [`sysroot`]: loading the boot state and deployments; init-fs, os-init.
 //! - [`deploy`]: creating a deployment (checkout, /etc, origin).
+//! - [`preview`]: what a deploy would do to /etc, per path (`deploy --dry-run`).
+//! - [`status`]: the deployments as `status` reports them.
 //! - [`write`]: the atomic switch to a new deployment list; cleanup.
 //! - [`ops`]: rollback, undeploy, pin, kernel arguments.
 //! - [`staged`]: staged deployments and their finalization at shutdown.
 //! - [`etc_merge`]: the three-way /etc merge.
 //! - [`kernel`], [`bls`], [`kargs`]: boot files, entries, kernel arguments.
-//! - [`faults`]: named crash points for fault-injection tests.
 #![deny(missing_docs)]
 
 pub mod bls;
 pub mod deploy;
 pub mod deployment;
 pub mod etc_merge;
-pub mod faults;
 pub mod freeze;
 pub mod fsutil;
 pub mod kargs;
 pub mod kernel;
 pub mod ops;
+pub mod preview;
 pub mod staged;
+pub mod status;
 pub mod sysroot;
 pub mod write;
 

@@ -12,6 +12,7 @@ mod faults;
 mod hostile;
 mod http_interop;
 mod interop;
+mod newuser;
 mod nginx;
 mod pull_hostile;
 mod pull_http;

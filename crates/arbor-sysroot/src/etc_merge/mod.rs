@@ -17,7 +17,7 @@ use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, Stat, Uid};
 use rustix::io::Errno;
 use serde::Serialize;
 
-use arbor_repo::walk::DirCursor;
+use arbor_fs::DirCursor;
 
 use crate::fsutil;
 
