@@ -32,7 +32,6 @@ pub mod fsck;
 pub mod objects;
 pub mod progress;
 pub mod prune;
-pub mod pull_local;
 pub mod reachable;
 pub mod refs;
 pub mod remotes;
