@@ -134,34 +134,41 @@ impl Walk<'_> {
         });
     }
 
+    /// Checks a tree and everything below it. Iterative, in the order a
+    /// recursive walk would report, so any depth works.
     fn tree(&mut self, commit: &Checksum, tree: &Checksum, path: &str) {
-        if !self.seen.insert(*tree) {
-            return;
-        }
-        if !self.present.contains(&(ObjectType::DirTree, *tree)) {
-            self.missing(commit, ObjectType::DirTree, tree, path);
-            return;
-        }
-        // A corrupt dirtree was reported already; nothing to descend into.
-        let Some(dt) = self.trees.get(tree) else {
-            return;
-        };
-        for f in &dt.files {
-            if !self.present.contains(&(ObjectType::File, f.checksum)) {
-                self.missing(
-                    commit,
-                    ObjectType::File,
-                    &f.checksum,
-                    &format!("{path}/{}", f.name),
-                );
+        let mut stack = vec![(*tree, path.to_string())];
+        while let Some((tree, path)) = stack.pop() {
+            if !self.seen.insert(tree) {
+                continue;
             }
-        }
-        for d in &dt.dirs {
-            let p = format!("{path}/{}", d.name);
-            if !self.present.contains(&(ObjectType::DirMeta, d.meta)) {
-                self.missing(commit, ObjectType::DirMeta, &d.meta, &p);
+            if !self.present.contains(&(ObjectType::DirTree, tree)) {
+                self.missing(commit, ObjectType::DirTree, &tree, &path);
+                continue;
             }
-            self.tree(commit, &d.tree, &p);
+            // A corrupt dirtree was reported already; nothing to descend into.
+            let Some(dt) = self.trees.get(&tree) else {
+                continue;
+            };
+            for f in &dt.files {
+                if !self.present.contains(&(ObjectType::File, f.checksum)) {
+                    self.missing(
+                        commit,
+                        ObjectType::File,
+                        &f.checksum,
+                        &format!("{path}/{}", f.name),
+                    );
+                }
+            }
+            let mut subdirs = Vec::with_capacity(dt.dirs.len());
+            for d in &dt.dirs {
+                let p = format!("{path}/{}", d.name);
+                if !self.present.contains(&(ObjectType::DirMeta, d.meta)) {
+                    self.missing(commit, ObjectType::DirMeta, &d.meta, &p);
+                }
+                subdirs.push((d.tree, p));
+            }
+            stack.extend(subdirs.into_iter().rev());
         }
     }
 }

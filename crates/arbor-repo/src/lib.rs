@@ -49,6 +49,7 @@ pub mod summary;
 mod tar_import;
 pub mod tree;
 pub mod txn;
+mod walk;
 pub mod xattrs;
 
 pub use error::RepoError;

@@ -13,6 +13,7 @@ mod cli_query;
 mod coexist;
 mod commit_compat;
 mod corruption;
+mod deep;
 mod durability;
 mod faults;
 mod hostile;
