@@ -221,10 +221,11 @@ fn arbor_pulls_over_https_with_a_private_ca() {
     );
     let out = run_ok(&mut pull(&dest, &["--json", "origin", REF_A]));
     let stats: serde_json::Value = serde_json::from_str(&out).unwrap();
-    // nginx offers HTTP/2 over TLS: every response came over it.
+    // One client for both schemes: HTTP/1.1 with keep-alive (nginx also
+    // offers HTTP/2 over TLS; measured no faster, see fetcher/http.rs).
     assert_eq!(
         stats["protocols"],
-        serde_json::json!(["HTTP/2.0"]),
+        serde_json::json!(["HTTP/1.1"]),
         "{stats}"
     );
     assert!(stats["content_fetched"].as_u64().unwrap() > 10, "{stats}");
@@ -239,7 +240,7 @@ fn arbor_pulls_over_https_with_a_private_ca() {
         .collect();
     let set: BTreeSet<&String> = objs.iter().collect();
     assert_eq!(set.len(), objs.len());
-    // tls-permissive: trusted without the CA (and still HTTP/2).
+    // tls-permissive: trusted without the CA.
     let perm = o.td.path().join("permissive");
     arbor_init(&perm, "bare-user");
     add_remote(&perm, &nginx.url(), &["--set=tls-permissive=true"]);
@@ -247,10 +248,10 @@ fn arbor_pulls_over_https_with_a_private_ca() {
     let stats: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(
         stats["protocols"],
-        serde_json::json!(["HTTP/2.0"]),
+        serde_json::json!(["HTTP/1.1"]),
         "{stats}"
     );
-    // Without the CA the public roots do not trust the server.
+    // Without the CA the system's roots do not trust the server.
     let bad = o.td.path().join("untrusting");
     arbor_init(&bad, "bare-user");
     add_remote(&bad, &nginx.url(), &["--set=n-network-retries=0"]);
