@@ -8,6 +8,11 @@
 //! and any verification failure of the caller is final. Bodies are
 //! streamed to the caller, never buffered whole unless asked for, and
 //! never read past a limit.
+//!
+//! `http://` and `https://` go through one client (`fetcher/http.rs`: its trust
+//! policy, timeouts and redirect rules); failures are [`FetchError`]s,
+//! sorted into transient or final by type. The URL is checked first by
+//! [`arbor_repo::remote_url`], the same parser `remote add` uses.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -68,7 +73,7 @@ impl Default for FetchOptions {
 
 #[derive(Debug)]
 enum Base {
-    /// `http://` and `https://`, through the one client (see [`http`]).
+    /// `http://` and `https://`, through the one client (`fetcher/http.rs`).
     Http { client: HttpClient, url: RemoteUrl },
     /// `file://`: a directory.
     File(PathBuf),

@@ -261,6 +261,18 @@ fn arbor_pulls_over_https_with_a_private_ca() {
         err.contains("certificate") || err.contains("unknownissuer"),
         "{err}"
     );
+    // With retries allowed, a certificate failure is still final: it is
+    // classified by its type (a rustls error), and retrying cannot help.
+    let strict = o.td.path().join("strict");
+    arbor_init(&strict, "bare-user");
+    add_remote(&strict, &nginx.url(), &[]);
+    let out = run_fail(&mut pull(&strict, &["origin", REF_A]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("TLS with {}summary", nginx.url())) && err.contains("UnknownIssuer"),
+        "{err}"
+    );
+    assert!(!err.contains("attempts"), "retried: {err}");
 }
 
 /// A server that requires a client certificate: the remote's

@@ -13,7 +13,7 @@ pub enum FetchError {
     /// The TLS handshake failed: an untrusted or invalid certificate, a
     /// client certificate the server refused, no common protocol. The same
     /// server presents the same certificate again: not retried.
-    #[error("TLS with {url} failed: {source}")]
+    #[error("TLS with {url} failed")]
     Tls {
         /// The URL requested.
         url: String,
@@ -22,7 +22,7 @@ pub enum FetchError {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The connection failed, timed out or broke: retried.
-    #[error("Fetching {url}: {source}")]
+    #[error("Fetching {url}")]
     Transport {
         /// The URL requested.
         url: String,
@@ -32,7 +32,7 @@ pub enum FetchError {
     },
     /// Any other failure of the HTTP client (a malformed response, ...):
     /// not retried.
-    #[error("Fetching {url}: {source}")]
+    #[error("Fetching {url}")]
     Http {
         /// The URL requested.
         url: String,
