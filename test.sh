@@ -10,5 +10,13 @@ trap 'rm -rf "$oracle_dir"' EXIT
 # GLib's g_variant_is_normal_form as an oracle for our normal-form check.
 gcc -O1 -o "$oracle_dir/glib_oracle" crates/arbor-format/tests/glib_oracle.c -l:libglib-2.0.so.0
 export ARBOR_GLIB_ORACLE="$oracle_dir/glib_oracle"
-cargo build --workspace --all-targets
-cargo test --workspace -- --test-threads 2
+# The tests need the crash points and ARBOR_TEST_ROOT: the `arbor` binary
+# they run is built with the fault-injection feature (the dev-dependencies
+# enable it too; named here so that it cannot silently go missing).
+cargo build --workspace --all-targets --features arbor-cli/fault-injection
+cargo test --workspace --features arbor-cli/fault-injection -- --test-threads 2
+# Without the feature, a crash point's variable is ignored: the unit test
+# of arbor-fs alone, and the real binary, which must commit despite it.
+cargo test -p arbor-fs --lib -- --test-threads 2 failpoint
+cargo build -p arbor-cli --bin arbor
+./.ci/check-no-failpoints target/debug/arbor

@@ -364,7 +364,8 @@ pub struct CommitOpts {
 pub struct CheckoutOpts {
     #[command(flatten)]
     pub repo: RepoArg,
-    /// Hardlink files from the repository (bare modes), copy otherwise.
+    /// Hardlink files from the repository (bare modes), copy otherwise; a
+    /// destination on another filesystem is an error (EXDEV), as with ostree.
     #[arg(short = 'H', long)]
     pub hardlink: bool,
     /// Do not change ownership or set extended attributes.

@@ -146,6 +146,7 @@ fn checkout(o: CheckoutOpts) -> Result<()> {
     let c = resolve_rev(&repo, &o.rev)?;
     let opts = CheckoutOptions {
         hardlink: o.hardlink,
+        require_hardlinks: o.hardlink,
         user_mode: o.user_mode,
         union: o.union,
         subpath: o.subpath,

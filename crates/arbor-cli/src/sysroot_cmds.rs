@@ -295,6 +295,7 @@ fn export_etc(
     for sub in ["/usr/etc", "/etc"] {
         let opts = arbor_repo::checkout::CheckoutOptions {
             hardlink: false,
+            require_hardlinks: false,
             // Owners, modes and xattrs as the deployment will have them:
             // the same mode as the deploy's checkout.
             user_mode: s.repo.mode() != arbor_format::RepoMode::Bare,
@@ -441,7 +442,7 @@ pub fn switch(o: SwitchOpts, out: &mut impl Write) -> Result<()> {
         Some(m) => arbor_sysroot::deploy::carried_origin(&s.deployments[m], Some(&o.refspec)),
         None => {
             let mut k = arbor_repo::config::KeyFile::default();
-            k.set("origin", "refspec", &o.refspec);
+            k.set("origin", "refspec", &o.refspec)?;
             k
         }
     };

@@ -22,13 +22,16 @@ use crate::objects::{load_dirmeta, load_dirtree, open_file_object, FileObject};
 use crate::progress::Progress;
 use crate::repo::Repo;
 use crate::tree::{resolve_path, TreeEntry};
-use crate::util;
 
 /// Checkout options, following `ostree checkout`.
 #[derive(Debug, Default, Clone)]
 pub struct CheckoutOptions {
-    /// `-H`: hardlink file objects where the repository mode allows it.
+    /// Hardlink file objects where the repository mode allows it.
     pub hardlink: bool,
+    /// `-H` (ostree's `--require-hardlinks`): a destination on another
+    /// filesystem is an error instead of a silent copy. A deployment's
+    /// checkout tries links without requiring them, as ostree's does.
+    pub require_hardlinks: bool,
     /// `-U`: do not change ownership or set extended attributes.
     pub user_mode: bool,
     /// `--union`: check out into a non-empty directory, replacing files.
@@ -46,6 +49,24 @@ pub struct CheckoutStats {
     pub copied: AtomicU64,
     /// Directories created.
     pub dirs: AtomicU64,
+}
+
+/// Links cannot cross filesystems: with `require_hardlinks` (`-H`), like
+/// ostree's `--require-hardlinks`, refuse a destination on another device
+/// up front instead of silently copying.
+fn require_same_device(opts: &CheckoutOptions, repo: &Repo, dest: &OwnedFd) -> Result<()> {
+    if !opts.require_hardlinks {
+        return Ok(());
+    }
+    let (src, dst) = (rustix::fs::fstat(&repo.objects)?, rustix::fs::fstat(dest)?);
+    if src.st_dev != dst.st_dev {
+        bail!(
+            "Unable to do hardlink checkout across devices (EXDEV: repository on device {}, destination on device {}); check out without -H to copy",
+            src.st_dev,
+            dst.st_dev
+        );
+    }
+    Ok(())
 }
 
 struct Ctx<'a> {
@@ -90,7 +111,7 @@ pub fn checkout(
     let ctx = Ctx {
         repo,
         opts,
-        chown: !opts.user_mode && util::is_root(),
+        chown: !opts.user_mode && arbor_fs::is_root(),
         stats: CheckoutStats::default(),
         progress,
     };
@@ -107,7 +128,8 @@ pub fn checkout(
                 OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
                 Mode::empty(),
             )?;
-            if !created && !opts.union && !util::list_dir(&fd)?.is_empty() {
+            require_same_device(opts, repo, &fd)?;
+            if !created && !opts.union && !arbor_fs::list_dir(&fd)?.is_empty() {
                 bail!(
                     "Destination {} exists and is not empty (use --union)",
                     dest.display()
@@ -125,6 +147,7 @@ pub fn checkout(
                 OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
                 Mode::empty(),
             )?;
+            require_same_device(opts, repo, &fd)?;
             let sub = opts.subpath.as_deref().unwrap_or_default();
             let name = sub.rsplit('/').find(|s| !s.is_empty()).unwrap_or(sub);
             ctx.file(&fd, name, &c)?;
@@ -153,7 +176,7 @@ impl Ctx<'_> {
                     }
                 }
                 // O_NOFOLLOW: an existing symlink here is refused, not followed.
-                let sub = util::open_dir(dir, &d.name).with_context(|| {
+                let sub = arbor_fs::open_dir(dir, &d.name).with_context(|| {
                     format!(
                         "Opening directory {} (refusing to follow a symlink)",
                         d.name
@@ -195,7 +218,7 @@ impl Ctx<'_> {
             RepoMode::BareUserOnly => user,
             RepoMode::BareUser if !user => false,
             RepoMode::BareUser => {
-                let path = util::fd_path(&self.repo.objects, &src);
+                let path = arbor_fs::fd_path(&self.repo.objects, &src);
                 let meta = match crate::xattrs::get_path(&path, crate::txn::BARE_USER_XATTR) {
                     Ok(Some(m)) => m,
                     // Missing object or metadata: the copy path reports it.
@@ -224,8 +247,14 @@ impl Ctx<'_> {
                 self.progress.inc(1);
                 Ok(true)
             }
-            // Too many links or another filesystem: fall back to a copy.
-            Err(Errno::MLINK) | Err(Errno::XDEV) => Ok(false),
+            // Too many links: fall back to a copy. Another filesystem (a
+            // mount point inside a --union destination) too, unless links
+            // are required (ostree's -H fails then).
+            Err(Errno::MLINK) => Ok(false),
+            Err(Errno::XDEV) if !self.opts.require_hardlinks => Ok(false),
+            Err(Errno::XDEV) => bail!(
+                "Hardlinking {name}: EXDEV, the destination is on another mount than the repository; check out without -H to copy"
+            ),
             Err(e) => Err(e).with_context(|| format!("Hardlinking {name}")),
         }
     }

@@ -30,7 +30,6 @@ use crate::progress::Progress;
 use crate::refs::{RefSpec, RefUpdate};
 use crate::repo::Repo;
 use crate::txn::Transaction;
-use crate::util;
 
 /// Commit metadata key binding a commit to its repository's collection ID.
 const COLLECTION_BINDING: &str = "ostree.collection-binding";
@@ -168,7 +167,7 @@ impl DirWalker<'_, '_> {
         };
         let mut files = Vec::new();
         let mut dirs = Vec::new();
-        for ent in util::list_dir(fd).with_context(|| format!("Listing {}", path.display()))? {
+        for ent in arbor_fs::list_dir(fd).with_context(|| format!("Listing {}", path.display()))? {
             let name = String::from_utf8(ent.name).map_err(|e| {
                 anyhow!(
                     "File name {:?} in {} is not UTF-8",
@@ -206,7 +205,7 @@ impl DirWalker<'_, '_> {
             || {
                 dirs.par_iter()
                     .map(|name| {
-                        let sub = util::open_dir(fd, name)
+                        let sub = arbor_fs::open_dir(fd, name)
                             .with_context(|| format!("Opening {}", path.join(name).display()))?;
                         let (tree, meta) = self.dir(&sub, &path.join(name))?;
                         Ok(DirTreeDir {
@@ -228,11 +227,11 @@ impl DirWalker<'_, '_> {
     fn file(&self, dir: &OwnedFd, path: &Path, name: &str, ft: FileType) -> Result<Checksum> {
         if ft == FileType::Symlink {
             let st = rustix::fs::statat(dir, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)?;
-            let target = util::readlink(dir, name)?;
+            let target = arbor_fs::readlink(dir, name)?;
             let target =
                 String::from_utf8(target).map_err(|_| anyhow!("Symlink target is not UTF-8"))?;
             let xattrs = if self.canon.keep_xattrs {
-                crate::xattrs::read_path(&util::fd_path(dir, name))?
+                crate::xattrs::read_path(&arbor_fs::fd_path(dir, name))?
             } else {
                 Vec::new()
             };

@@ -1,9 +1,18 @@
-//! The repository `config` file: a GLib key file.
+//! GLib key files: the repository `config` and deployment `.origin` files.
 //!
 //! Only the subset ostree writes is supported: `[group]` headers,
 //! `key=value` lines, comments (`#`) and blank lines. Unknown content is
 //! preserved verbatim when the file is rewritten, so a config edited by
 //! `ostree` survives a round trip through arbor.
+//!
+//! Values are stored escaped exactly as `g_key_file_set_string` escapes
+//! them (ostree writes every string that way) and read back unescaped as
+//! `g_key_file_get_string` does: `\n`, `\r`, `\\` always, a leading
+//! space or tab as `\s` / `\t`. So a value can never add a line, a group
+//! or a key to the file. Group and key names cannot be escaped: names
+//! GLib would refuse, and names with control characters, are refused.
+
+use std::borrow::Cow;
 
 use anyhow::{bail, Result};
 
@@ -12,7 +21,158 @@ enum Line {
     /// A comment or blank line, kept as written.
     Raw(String),
     /// `key=value`.
-    Entry(String, String),
+    Entry(Entry),
+}
+
+/// One `key=value` line: the value as written (escaped) and as read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    key: String,
+    raw: String,
+    value: String,
+}
+
+impl Entry {
+    fn new(key: &str, value: &str) -> Entry {
+        Entry {
+            key: key.to_string(),
+            raw: escape_value(value).into_owned(),
+            value: value.to_string(),
+        }
+    }
+}
+
+/// Escapes a string value as `g_key_file_set_string` does (GLib's
+/// `g_key_file_parse_string_as_value` without list separators): newline,
+/// carriage return and backslash always; spaces and tabs only in the
+/// leading run, because the parser strips leading whitespace of a value.
+pub fn escape_value(value: &str) -> Cow<'_, str> {
+    let leading_blank = value.starts_with([' ', '\t']);
+    if !leading_blank && !value.contains(['\n', '\r', '\\']) {
+        return Cow::Borrowed(value);
+    }
+    let mut out = String::with_capacity(value.len() + 8);
+    // GLib leaves the leading run at the first character other than a
+    // space, tab, newline or carriage return.
+    let mut leading = true;
+    for ch in value.chars() {
+        match ch {
+            ' ' if leading => out.push_str("\\s"),
+            '\t' if leading => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            ' ' | '\t' => out.push(ch),
+            '\\' => {
+                out.push_str("\\\\");
+                leading = false;
+            }
+            _ => {
+                out.push(ch);
+                leading = false;
+            }
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Unescapes a value as `g_key_file_get_string` does. GLib refuses a value
+/// with an unknown escape (`\q`, or `\;` written by `set_string_list`) or
+/// a trailing backslash; arbor keeps such a sequence verbatim instead, so
+/// one odd key in an origin written by another tool does not make the
+/// whole file unreadable.
+pub fn unescape_value(raw: &str) -> Cow<'_, str> {
+    if !raw.contains('\\') {
+        return Cow::Borrowed(raw);
+    }
+    let mut out = String::with_capacity(raw.len());
+    let mut chars = raw.chars();
+    while let Some(ch) = chars.next() {
+        if ch != '\\' {
+            out.push(ch);
+            continue;
+        }
+        match chars.next() {
+            Some('s') => out.push(' '),
+            Some('n') => out.push('\n'),
+            Some('t') => out.push('\t'),
+            Some('r') => out.push('\r'),
+            Some('\\') => out.push('\\'),
+            Some(other) => {
+                out.push('\\');
+                out.push(other);
+            }
+            None => out.push('\\'),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Refuses a group name GLib would refuse (`g_key_file_is_group_name`:
+/// empty, `[`, `]`, control characters), which would otherwise close the
+/// header early or start a new line.
+pub fn validate_group_name(name: &str) -> Result<()> {
+    if name.is_empty() {
+        bail!("Invalid key-file group name: empty");
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| matches!(c, '[' | ']') || c.is_control())
+    {
+        bail!("Invalid key-file group name {name:?}: contains {c:?}");
+    }
+    Ok(())
+}
+
+/// Refuses a key name that would not read back as the same key: empty,
+/// `=`, `[`, `]` (GLib's `g_key_file_is_key_name`; locale suffixes are not
+/// written by arbor), control characters such as a newline, leading or
+/// trailing whitespace (stripped by the parser), or a leading `#` (a
+/// comment).
+pub fn validate_key_name(key: &str) -> Result<()> {
+    if key.is_empty() {
+        bail!("Invalid key-file key name: empty");
+    }
+    if let Some(c) = key
+        .chars()
+        .find(|c| matches!(c, '=' | '[' | ']') || c.is_control())
+    {
+        bail!("Invalid key-file key name {key:?}: contains {c:?}");
+    }
+    if key.starts_with(char::is_whitespace) || key.ends_with(char::is_whitespace) {
+        bail!("Invalid key-file key name {key:?}: leading or trailing whitespace");
+    }
+    if key.starts_with('#') {
+        bail!("Invalid key-file key name {key:?}: starts with '#'");
+    }
+    Ok(())
+}
+
+/// A key name as GLib's parser accepts it: `g_key_file_is_key_name`,
+/// including a `[locale]` suffix.
+fn is_parsed_key_name(key: &str) -> bool {
+    let (base, locale) = match key.find('[') {
+        Some(i) => (&key[..i], Some(&key[i..])),
+        None => (key, None),
+    };
+    if base.is_empty() || base.contains([']', '=']) || base.starts_with(' ') || base.ends_with(' ')
+    {
+        return false;
+    }
+    match locale {
+        None => true,
+        Some(l) => l
+            .strip_prefix('[')
+            .and_then(|l| l.strip_suffix(']'))
+            .is_some_and(|l| {
+                l.chars()
+                    .all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'))
+            }),
+    }
+}
+
+/// GLib's `g_ascii_isspace`.
+fn is_glib_space(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\n' | '\x0b' | '\x0c' | '\r')
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,32 +190,48 @@ pub struct KeyFile {
 }
 
 impl KeyFile {
-    /// Parses key-file text. Errors name the offending line.
+    /// Parses key-file text with GLib's rules (`g_key_file_parse_line`):
+    /// leading whitespace of a line and of a value is skipped, trailing
+    /// whitespace of a key is dropped, a value keeps its trailing
+    /// whitespace, and a `\r` before the newline is dropped. Errors name
+    /// the offending line.
     pub fn parse(text: &str) -> Result<KeyFile> {
         let mut kf = KeyFile::default();
-        for (n, raw) in text.lines().enumerate() {
-            let line = raw.trim();
+        for (n, raw) in text.split_terminator('\n').enumerate() {
+            let raw = raw.strip_suffix('\r').unwrap_or(raw);
+            let line = raw.trim_start_matches(is_glib_space);
             if line.is_empty() || line.starts_with('#') {
                 match kf.groups.last_mut() {
                     Some(g) => g.lines.push(Line::Raw(raw.to_string())),
                     None => kf.preamble.push(raw.to_string()),
                 }
             } else if let Some(rest) = line.strip_prefix('[') {
-                let Some(name) = rest.strip_suffix(']') else {
+                let Some((name, after)) = rest.split_once(']') else {
                     bail!("Parsing config line {}: unterminated group header", n + 1);
                 };
+                if !after.trim_start_matches([' ', '\t']).is_empty() {
+                    bail!("Parsing config line {}: text after the group header", n + 1);
+                }
+                validate_group_name(name)
+                    .map_err(|e| anyhow::anyhow!("Parsing config line {}: {e}", n + 1))?;
                 kf.groups.push(Group {
                     name: name.to_string(),
                     lines: Vec::new(),
                 });
-            } else if let Some((k, v)) = line.split_once('=') {
+            } else if let Some((k, v)) = line.split_once('=').filter(|(k, _)| !k.is_empty()) {
                 let Some(g) = kf.groups.last_mut() else {
                     bail!("Parsing config line {}: key outside of any group", n + 1);
                 };
-                g.lines.push(Line::Entry(
-                    k.trim().to_string(),
-                    v.trim_start().to_string(),
-                ));
+                let key = k.trim_end_matches(is_glib_space);
+                if !is_parsed_key_name(key) {
+                    bail!("Parsing config line {}: invalid key name {key:?}", n + 1);
+                }
+                let raw = v.trim_start_matches(is_glib_space);
+                g.lines.push(Line::Entry(Entry {
+                    key: key.to_string(),
+                    raw: raw.to_string(),
+                    value: unescape_value(raw).into_owned(),
+                }));
             } else {
                 bail!("Parsing config line {}: expected key=value", n + 1);
             }
@@ -63,22 +239,27 @@ impl KeyFile {
         Ok(kf)
     }
 
-    /// The value of `key` in `group`, if set (the last one wins, as in GLib).
+    /// The value of `key` in `group`, unescaped, if set (the last one
+    /// wins, as in GLib).
     pub fn get(&self, group: &str, key: &str) -> Option<&str> {
         self.groups
             .iter()
             .filter(|g| g.name == group)
             .flat_map(|g| g.lines.iter())
             .filter_map(|l| match l {
-                Line::Entry(k, v) if k == key => Some(v.as_str()),
+                Line::Entry(e) if e.key == key => Some(e.value.as_str()),
                 _ => None,
             })
             .next_back()
     }
 
-    /// A boolean value (`true`/`false`, as GLib accepts them), or `default`.
+    /// A boolean value (`true`/`false`/`1`/`0`, trailing whitespace
+    /// ignored, as `g_key_file_get_boolean` accepts them), or `default`.
     pub fn get_bool(&self, group: &str, key: &str, default: bool) -> Result<bool> {
-        match self.get(group, key) {
+        match self
+            .get(group, key)
+            .map(|v| v.trim_end_matches(is_glib_space))
+        {
             None => Ok(default),
             Some("true") | Some("1") => Ok(true),
             Some("false") | Some("0") => Ok(false),
@@ -86,8 +267,16 @@ impl KeyFile {
         }
     }
 
-    /// Sets `key` in `group`, creating the group at the end if needed.
-    pub fn set(&mut self, group: &str, key: &str, value: &str) {
+    /// Sets `key` in `group` to the string `value` (escaped as
+    /// `g_key_file_set_string` does), creating the group at the end if
+    /// needed. Names that cannot be written safely, and values with a NUL
+    /// (GLib would cut the value there), are refused.
+    pub fn set(&mut self, group: &str, key: &str, value: &str) -> Result<()> {
+        validate_group_name(group)?;
+        validate_key_name(key)?;
+        if value.contains('\0') {
+            bail!("Invalid value for {group}.{key}: contains a NUL byte");
+        }
         let idx = match self.groups.iter().position(|g| g.name == group) {
             Some(i) => i,
             None => {
@@ -107,25 +296,25 @@ impl KeyFile {
         };
         let g = &mut self.groups[idx];
         for l in g.lines.iter_mut() {
-            if let Line::Entry(k, v) = l {
-                if k == key {
-                    *v = value.to_string();
-                    return;
+            if let Line::Entry(e) = l {
+                if e.key == key {
+                    *e = Entry::new(key, value);
+                    return Ok(());
                 }
             }
         }
-        g.lines
-            .push(Line::Entry(key.to_string(), value.to_string()));
+        g.lines.push(Line::Entry(Entry::new(key, value)));
+        Ok(())
     }
 
-    /// The `key=value` entries of a group, in file order.
+    /// The `key=value` entries of a group, in file order, unescaped.
     pub fn entries(&self, group: &str) -> Vec<(&str, &str)> {
         self.groups
             .iter()
             .filter(|g| g.name == group)
             .flat_map(|g| g.lines.iter())
             .filter_map(|l| match l {
-                Line::Entry(k, v) => Some((k.as_str(), v.as_str())),
+                Line::Entry(e) => Some((e.key.as_str(), e.value.as_str())),
                 Line::Raw(_) => None,
             })
             .collect()
@@ -142,12 +331,11 @@ impl KeyFile {
         for g in self.groups.iter_mut().filter(|g| g.name == group) {
             let before = g.lines.len();
             g.lines
-                .retain(|l| !matches!(l, Line::Entry(k, _) if k == key));
+                .retain(|l| !matches!(l, Line::Entry(e) if e.key == key));
             removed |= before != g.lines.len();
         }
         removed
     }
-
     /// Removes a whole group; returns whether it existed.
     pub fn remove_group(&mut self, group: &str) -> bool {
         let before = self.groups.len();
@@ -176,10 +364,10 @@ impl KeyFile {
             for l in &g.lines {
                 match l {
                     Line::Raw(r) => out.push_str(r),
-                    Line::Entry(k, v) => {
-                        out.push_str(k);
+                    Line::Entry(e) => {
+                        out.push_str(&e.key);
                         out.push('=');
-                        out.push_str(v);
+                        out.push_str(&e.raw);
                     }
                 }
                 out.push('\n');
@@ -208,10 +396,10 @@ mod tests {
     #[test]
     fn set_and_errors() {
         let mut kf = KeyFile::parse("[core]\nmode=bare\n").unwrap();
-        kf.set("core", "mode", "bare-user");
-        kf.set("core", "fsync", "false");
+        kf.set("core", "mode", "bare-user").unwrap();
+        kf.set("core", "fsync", "false").unwrap();
         assert_eq!(kf.to_text(), "[core]\nmode=bare-user\nfsync=false\n");
-        kf.set("remote \"o\"", "url", "http://x");
+        kf.set("remote \"o\"", "url", "http://x").unwrap();
         assert_eq!(
             kf.to_text(),
             "[core]\nmode=bare-user\nfsync=false\n\n[remote \"o\"]\nurl=http://x\n"
@@ -221,5 +409,77 @@ mod tests {
         assert!(KeyFile::parse("[core\n").is_err());
         assert!(KeyFile::parse("[core]\nnovalue\n").is_err());
         assert!(kf.get_bool("core", "mode", true).is_err());
+    }
+
+    #[test]
+    fn escapes_as_glib_set_string() {
+        // Expected outputs from g_key_file_set_string + g_key_file_to_data.
+        for (value, escaped) in [
+            ("plain", "plain"),
+            ("", ""),
+            ("a b\tc", "a b\tc"),
+            ("  two", "\\s\\stwo"),
+            ("\t x", "\\t\\sx"),
+            ("\n x", "\\n\\sx"),
+            ("x\n[core]\nmode=bare", "x\\n[core]\\nmode=bare"),
+            ("c:\\dir\\", "c:\\\\dir\\\\"),
+            ("\\ x", "\\\\ x"),
+            ("cr\r\nlf", "cr\\r\\nlf"),
+            ("trailing  ", "trailing  "),
+        ] {
+            assert_eq!(escape_value(value), escaped, "{value:?}");
+            assert_eq!(unescape_value(escaped), value, "{escaped:?}");
+        }
+    }
+
+    #[test]
+    fn reads_ostree_escapes() {
+        let kf = KeyFile::parse(
+            "[remote \"o\"]\nurl=http://x/\\nnext\nk = \\s\\tv \nodd=\\q\\;\\\nbool=true \n",
+        )
+        .unwrap();
+        assert_eq!(kf.get("remote \"o\"", "url"), Some("http://x/\nnext"));
+        assert_eq!(kf.get("remote \"o\"", "k"), Some(" \tv "));
+        // Unknown escapes and a trailing backslash are kept verbatim.
+        assert_eq!(kf.get("remote \"o\"", "odd"), Some("\\q\\;\\"));
+        assert!(kf.get_bool("remote \"o\"", "bool", false).unwrap());
+    }
+
+    #[test]
+    fn hostile_values_stay_in_their_key() {
+        let mut kf = KeyFile::parse("[core]\nrepo_version=1\nmode=archive-z2\n").unwrap();
+        let hostile = "x\n[core]\nmode=bare\r\n\\n ";
+        kf.set("remote \"r\"", "url", hostile).unwrap();
+        kf.set("remote \"r\"", "opt", " lead").unwrap();
+        let text = kf.to_text();
+        assert_eq!(
+            text.lines().filter(|l| l.starts_with('[')).count(),
+            2,
+            "{text}"
+        );
+        let back = KeyFile::parse(&text).unwrap();
+        assert_eq!(back.get("core", "mode"), Some("archive-z2"));
+        assert_eq!(back.get("remote \"r\"", "url"), Some(hostile));
+        assert_eq!(back.get("remote \"r\"", "opt"), Some(" lead"));
+        assert_eq!(back, kf);
+    }
+
+    #[test]
+    fn unsafe_names_are_refused() {
+        let mut kf = KeyFile::default();
+        for key in [
+            "", "a=b", "a]", "[a", "a\nb", "a\rb", " a", "a ", "#a", "a\0",
+        ] {
+            assert!(kf.set("core", key, "v").is_err(), "key {key:?}");
+        }
+        for group in ["", "a]", "a[", "a\nb", "remote \"x\"]\n[core"] {
+            assert!(kf.set(group, "k", "v").is_err(), "group {group:?}");
+        }
+        assert!(kf.set("core", "k", "a\0b").is_err());
+        assert_eq!(kf, KeyFile::default());
+        kf.set("remote \"a.b-c_1\"", "tls-ca-path", "/x").unwrap();
+        assert!(KeyFile::parse("[core]\nName[de]=x\n").is_ok());
+        assert!(KeyFile::parse("[core]\na]=x\n").is_err());
+        assert!(KeyFile::parse("[co]re]\n").is_err());
     }
 }

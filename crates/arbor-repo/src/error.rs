@@ -30,6 +30,10 @@ pub enum RepoError {
     /// A ref or revision does not exist.
     #[error("Refspec '{0}' not found")]
     RefNotFound(String),
+    /// A short checksum prefix matches more than one commit (ostree's
+    /// wording).
+    #[error("Refspec {0} not unique")]
+    AmbiguousRev(String),
     /// The directory is not a repository.
     #[error("Not an OSTree repository: {0} (no objects/ directory)")]
     NotARepo(String),

@@ -13,7 +13,6 @@ use serde::Serialize;
 use crate::objects::{checksum_file_object, read_metadata};
 use crate::progress::Progress;
 use crate::repo::Repo;
-use crate::util;
 
 /// One problem found.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -43,8 +42,8 @@ pub fn list_objects(
     errors: &mut Vec<FsckError>,
 ) -> Result<Vec<(ObjectType, Checksum)>> {
     let mut out = Vec::new();
-    for ent in util::list_dir(&repo.objects).context("Listing objects/")? {
-        let Some(prefix) = util::utf8_name(&ent.name) else {
+    for ent in arbor_fs::list_dir(&repo.objects).context("Listing objects/")? {
+        let Some(prefix) = arbor_fs::utf8_name(&ent.name) else {
             errors.push(FsckError {
                 object: format!("objects/{}", String::from_utf8_lossy(&ent.name)),
                 message: "unexpected entry in objects/".into(),
@@ -58,8 +57,8 @@ pub fn list_objects(
             });
             continue;
         }
-        let dir = util::open_dir(&repo.objects, prefix)?;
-        for obj in util::list_dir(&dir)? {
+        let dir = arbor_fs::open_dir(&repo.objects, prefix)?;
+        for obj in arbor_fs::list_dir(&dir)? {
             let name = String::from_utf8_lossy(&obj.name).into_owned();
             let parsed = name.split_once('.').and_then(|(rest, ext)| {
                 let t = ObjectType::from_extension(ext)?;

@@ -18,7 +18,6 @@
 //! - [`summary`]: generating and publishing `summary` and `summary.sig`.
 //! - [`fsck`], [`prune`], [`diff`], [`tree`]: verification, garbage collection,
 //!   comparisons and path lookups.
-//! - [`failpoint`]: named crash points for fault-injection tests.
 //! - [`progress`]: the progress-reporting trait the CLI draws.
 #![deny(missing_docs)]
 
@@ -30,7 +29,6 @@ pub mod commit;
 pub mod config;
 pub mod diff;
 pub mod error;
-pub mod failpoint;
 pub mod fsck;
 pub mod objects;
 pub mod progress;
@@ -46,7 +44,6 @@ pub mod summary;
 mod tar_import;
 pub mod tree;
 pub mod txn;
-mod util;
 pub mod xattrs;
 
 pub use error::RepoError;

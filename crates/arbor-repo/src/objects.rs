@@ -19,7 +19,6 @@ use rustix::io::Errno;
 use crate::error::RepoError;
 use crate::repo::Repo;
 use crate::txn::BARE_USER_XATTR;
-use crate::util;
 
 /// Largest metadata object we read (ostree ≥ 2023.4 allows 128 MiB).
 pub const MAX_METADATA_SIZE: u64 = 128 * 1024 * 1024;
@@ -225,11 +224,11 @@ pub fn open_file_object(repo: &Repo, c: &Checksum) -> Result<FileObject> {
             let (uid, gid) = if bare { (st.st_uid, st.st_gid) } else { (0, 0) };
             let ftype = FileType::from_raw_mode(st.st_mode);
             if ftype == FileType::Symlink {
-                let target = util::readlink(&repo.objects, &p)?;
+                let target = arbor_fs::readlink(&repo.objects, &p)?;
                 let target = String::from_utf8(target)
                     .map_err(|_| corrupt(t, c, "symlink target is not UTF-8"))?;
                 let xattrs = if bare {
-                    crate::xattrs::read_path(&util::fd_path(&repo.objects, &p))?
+                    crate::xattrs::read_path(&arbor_fs::fd_path(&repo.objects, &p))?
                 } else {
                     Vec::new()
                 };

@@ -13,7 +13,6 @@ use rustix::io::Errno;
 
 use crate::error::RepoError;
 use crate::repo::Repo;
-use crate::util;
 
 /// A ref, optionally qualified by a remote: `[REMOTE:]NAME`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -105,23 +104,10 @@ impl RefUpdate {
 /// Not under `tmp/`: ostree deletes day-old files there.
 const REFS_LOCK: &str = ".arbor-refs-lock";
 
-/// Holds the ref-update lock while alive.
-#[derive(Debug)]
-pub(crate) struct RefsLock {
-    _fd: std::os::fd::OwnedFd,
-}
-
 /// Takes the exclusive ref-update lock.
-pub(crate) fn lock_refs(repo: &Repo) -> Result<RefsLock> {
-    let fd = rustix::fs::openat(
-        &repo.dir,
-        REFS_LOCK,
-        rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CREATE | rustix::fs::OFlags::CLOEXEC,
-        rustix::fs::Mode::from_raw_mode(0o660),
-    )
-    .context("Opening the refs lock")?;
-    rustix::fs::flock(&fd, rustix::fs::FlockOperation::LockExclusive).context("Locking refs")?;
-    Ok(RefsLock { _fd: fd })
+pub(crate) fn lock_refs(repo: &Repo) -> Result<arbor_fs::OfdLock> {
+    arbor_fs::OfdLock::acquire(&repo.dir, REFS_LOCK, 0o660, arbor_fs::LockMode::Exclusive)
+        .context("Locking refs")
 }
 
 /// Applies updates under the ref-update lock, checking every
@@ -205,11 +191,11 @@ fn walk_refs(
     out: &mut Vec<(String, Checksum)>,
     bad: &mut Vec<BadRef>,
 ) -> Result<()> {
-    let Some(dir) = util::open_dir_optional(&repo.dir, base)? else {
+    let Some(dir) = arbor_fs::open_dir_optional(&repo.dir, base)? else {
         return Ok(());
     };
-    for ent in util::list_dir(&dir)? {
-        let Some(name) = util::utf8_name(&ent.name) else {
+    for ent in arbor_fs::list_dir(&dir)? {
+        let Some(name) = arbor_fs::utf8_name(&ent.name) else {
             bad.push((
                 format!("{base}/{}", String::from_utf8_lossy(&ent.name)),
                 anyhow::anyhow!("ref name is not UTF-8"),
@@ -290,13 +276,68 @@ pub fn list_refs(repo: &Repo) -> Result<Vec<(String, Checksum)>> {
     Ok(out)
 }
 
-/// Resolves a revision: a 64-hex checksum, or `[REMOTE:]REF`, each
-/// optionally followed by `^` (parent), any number of times.
+/// Whether `s` may be a shortened checksum, as
+/// `ostree_repo_resolve_partial_checksum` decides: lowercase hex, shorter
+/// than a full checksum (ostree sets no minimum; arbor needs one digit).
+fn is_partial_checksum(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() < arbor_format::checksum::CHECKSUM_HEX_LEN
+        && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// The commit objects whose checksum starts with `prefix` (lowercase hex),
+/// as `ostree_repo_list_commit_objects_starting_with`.
+#[context("Looking up commits starting with {prefix}")]
+fn commits_with_prefix(repo: &Repo, prefix: &str) -> Result<Vec<Checksum>> {
+    let mut out = Vec::new();
+    let dirs: Vec<String> = if prefix.len() >= 2 {
+        vec![prefix[..2].to_string()]
+    } else {
+        arbor_fs::list_dir(&repo.objects)?
+            .iter()
+            .filter_map(|e| arbor_fs::utf8_name(&e.name))
+            .filter(|n| n.len() == 2 && n.starts_with(prefix))
+            .map(str::to_string)
+            .collect()
+    };
+    let rest = prefix.get(2..).unwrap_or_default();
+    for d in dirs {
+        let Some(fd) = arbor_fs::open_dir_optional(&repo.objects, &d)? else {
+            continue;
+        };
+        for e in arbor_fs::list_dir(&fd)? {
+            let Some(stem) = arbor_fs::utf8_name(&e.name).and_then(|n| n.strip_suffix(".commit"))
+            else {
+                continue;
+            };
+            if stem.starts_with(rest) {
+                if let Ok(c) = Checksum::from_hex(&format!("{d}{stem}")) {
+                    out.push(c);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Resolves a revision: a 64-hex checksum, a unique prefix of a commit's
+/// checksum (tried before refs, as ostree does), or `[REMOTE:]REF`, each
+/// optionally followed by `^` (parent), any number of times. A prefix
+/// matching several commits is refused ([`RepoError::AmbiguousRev`]).
 pub fn resolve_rev(repo: &Repo, rev: &str) -> Result<Checksum> {
     let base = rev.trim_end_matches('^');
     let parents = rev.len() - base.len();
+    let partial = match is_partial_checksum(base) {
+        true => commits_with_prefix(repo, base)?,
+        false => Vec::new(),
+    };
+    if partial.len() > 1 {
+        return Err(RepoError::AmbiguousRev(base.to_string()).into());
+    }
     let mut c = if arbor_format::checksum::is_hex_checksum(base) {
         Checksum::from_hex(base)?
+    } else if let Some(c) = partial.first() {
+        *c
     } else {
         let spec = RefSpec::parse(base)?;
         match read_ref(repo, &spec)? {
@@ -343,11 +384,11 @@ pub fn apply_update(repo: &Repo, u: &RefUpdate) -> Result<()> {
     let parent = format!("refs/{parent}");
     match u.target {
         Some(c) => {
-            let dir = util::ensure_dir_path_durable(&repo.dir, &parent, 0o775)?;
-            crate::txn::atomic_write(&dir, base, format!("{c}\n").as_bytes(), 0o644)
+            let dir = arbor_fs::ensure_dir_path_durable(&repo.dir, &parent, 0o775)?;
+            arbor_fs::atomic_write(&dir, base, format!("{c}\n").as_bytes(), 0o644)
         }
         None => {
-            let Some(dir) = util::open_dir_optional(&repo.dir, &parent)? else {
+            let Some(dir) = arbor_fs::open_dir_optional(&repo.dir, &parent)? else {
                 return Err(RepoError::RefNotFound(u.spec.to_string()).into());
             };
             match rustix::fs::unlinkat(&dir, base, AtFlags::empty()) {
@@ -425,6 +466,45 @@ mod tests {
         let e = resolve_rev(&repo, "a/b").unwrap_err();
         assert!(format!("{e:#}").contains("not found"), "{e:#}");
         assert!(update_refs(&repo, &[RefUpdate::delete(spec)]).is_err());
+    }
+
+    #[test]
+    fn short_checksums_resolve_like_ostree() {
+        let td = tempfile::tempdir().unwrap();
+        let repo = Repo::init(&td.path().join("r"), RepoMode::Archive).unwrap();
+        // Only the names matter for prefix lookup.
+        let mk = |hex: &str, ext: &str| {
+            let d = td.path().join("r/objects").join(&hex[..2]);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join(format!("{}.{ext}", &hex[2..])), b"").unwrap();
+            Checksum::from_hex(hex).unwrap()
+        };
+        let a = mk(&format!("abc1{}", "0".repeat(60)), "commit");
+        let b = mk(&format!("abc2{}", "0".repeat(60)), "commit");
+        mk(&format!("abd0{}", "0".repeat(60)), "dirtree");
+        let f = mk(&format!("f{}", "1".repeat(63)), "commit");
+        assert_eq!(resolve_rev(&repo, "abc1").unwrap(), a);
+        assert_eq!(resolve_rev(&repo, "abc2").unwrap(), b);
+        assert_eq!(resolve_rev(&repo, "f").unwrap(), f);
+        assert_eq!(resolve_rev(&repo, &a.to_hex()[..63]).unwrap(), a);
+        for ambiguous in ["a", "ab", "abc"] {
+            let e = resolve_rev(&repo, ambiguous).unwrap_err();
+            assert_eq!(e.to_string(), format!("Refspec {ambiguous} not unique"));
+            assert!(matches!(
+                e.downcast_ref::<RepoError>(),
+                Some(RepoError::AmbiguousRev(_))
+            ));
+        }
+        // Only commits count; uppercase is not a prefix; unknown is a ref.
+        for missing in ["abd", "ABC1", "abc3", "0"] {
+            let e = resolve_rev(&repo, missing).unwrap_err();
+            assert!(format!("{e:#}").contains("not found"), "{missing}: {e:#}");
+        }
+        // A hex-looking ref name loses to a commit prefix, as in ostree.
+        update_refs(&repo, &[RefUpdate::set(RefSpec::parse("abc1").unwrap(), b)]).unwrap();
+        assert_eq!(resolve_rev(&repo, "abc1").unwrap(), a);
+        update_refs(&repo, &[RefUpdate::set(RefSpec::parse("dead").unwrap(), b)]).unwrap();
+        assert_eq!(resolve_rev(&repo, "dead").unwrap(), b);
     }
 
     #[test]

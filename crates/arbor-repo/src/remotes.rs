@@ -1,7 +1,7 @@
 //! Remotes, stored in the repository `config` exactly as ostree stores
 //! them: a `[remote "NAME"]` group with `url` and options.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use arbor_format::names::validate_remote_name;
 use fn_error_context::context;
 use serde::Serialize;
@@ -64,15 +64,16 @@ pub fn add_remote(repo: &mut Repo, name: &str, url: &str, opts: &RemoteAddOption
         kf.remove_group(&g);
     }
     // ostree's order: url, the --set options, then the verification flags.
-    kf.set(&g, "url", url);
+    kf.set(&g, "url", url)?;
     for (k, v) in &opts.set {
-        kf.set(&g, k, v);
+        kf.set(&g, k, v)
+            .with_context(|| format!("Setting remote option {k:?}"))?;
     }
     if opts.no_gpg_verify || opts.no_sign_verify {
-        kf.set(&g, "gpg-verify", "false");
+        kf.set(&g, "gpg-verify", "false")?;
     }
     if opts.no_sign_verify {
-        kf.set(&g, "sign-verify", "false");
+        kf.set(&g, "sign-verify", "false")?;
     }
     let mut types = Vec::new();
     for sv in &opts.sign_verify {
@@ -84,10 +85,10 @@ pub fn add_remote(repo: &mut Repo, name: &str, url: &str, opts: &RemoteAddOption
         }
         match spec.split_once(':') {
             Some(("inline", key)) if !key.is_empty() => {
-                kf.set(&g, &format!("verification-{ty}-key"), key)
+                kf.set(&g, &format!("verification-{ty}-key"), key)?
             }
             Some(("file", path)) if !path.is_empty() => {
-                kf.set(&g, &format!("verification-{ty}-file"), path)
+                kf.set(&g, &format!("verification-{ty}-file"), path)?
             }
             _ => bail!("Invalid --sign-verify '{sv}': expected TYPE=inline:KEY or TYPE=file:PATH"),
         }
@@ -96,7 +97,7 @@ pub fn add_remote(repo: &mut Repo, name: &str, url: &str, opts: &RemoteAddOption
         }
     }
     if !types.is_empty() {
-        kf.set(&g, "sign-verify", &types.join(";"));
+        kf.set(&g, "sign-verify", &types.join(";"))?;
     }
     repo.write_config(kf)
 }

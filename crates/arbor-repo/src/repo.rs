@@ -7,12 +7,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use arbor_format::{Checksum, ObjectType, RepoMode};
 use fn_error_context::context;
-use rustix::fs::{FlockOperation, Mode, OFlags};
+use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 
 use crate::config::KeyFile;
 use crate::error::RepoError;
-use crate::util;
 
 /// Directories `ostree init` creates, in creation order.
 const INIT_DIRS: &[&str] = &[
@@ -44,48 +43,11 @@ pub struct Repo {
     fsync: bool,
 }
 
-/// Takes an open-file-description record lock on the whole file, waiting
-/// for it, exactly as ostree's `do_repo_lock` does: OFD locks conflict with
-/// ostree's, and, unlike POSIX record locks, belong to the open file (like
-/// `flock`), so two locks in one process do not merge or release each
-/// other. Falls back to `flock` where OFD locks are unsupported (`EINVAL`),
-/// as ostree does.
-pub fn lock_ofd(fd: &OwnedFd, exclusive: bool) -> Result<()> {
-    use nix::fcntl::{fcntl, FcntlArg};
-    let l_type = if exclusive {
-        nix::libc::F_WRLCK
-    } else {
-        nix::libc::F_RDLCK
-    };
-    let fl = nix::libc::flock {
-        l_type: l_type as i16,
-        l_whence: nix::libc::SEEK_SET as i16,
-        l_start: 0,
-        l_len: 0,
-        l_pid: 0,
-    };
-    loop {
-        match fcntl(fd, FcntlArg::F_OFD_SETLKW(&fl)) {
-            Ok(_) => return Ok(()),
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(nix::errno::Errno::EINVAL) => {
-                let op = if exclusive {
-                    FlockOperation::LockExclusive
-                } else {
-                    FlockOperation::LockShared
-                };
-                rustix::fs::flock(fd, op)?;
-                return Ok(());
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
-
-/// A held record lock on the repository lock file; released on drop.
+/// A held lock on the repository lock file (`.lock`, the one ostree's
+/// `do_repo_lock` takes); released on drop.
 #[derive(Debug)]
 pub struct RepoLock {
-    _fd: OwnedFd,
+    _lock: arbor_fs::OfdLock,
 }
 
 impl Repo {
@@ -121,12 +83,12 @@ impl Repo {
             }
         }
         let mut kf = KeyFile::default();
-        kf.set("core", "repo_version", "1");
-        kf.set("core", "mode", mode.config_name());
+        kf.set("core", "repo_version", "1")?;
+        kf.set("core", "mode", mode.config_name())?;
         if let Some(c) = collection_id {
-            kf.set("core", "collection-id", c);
+            kf.set("core", "collection-id", c)?;
         }
-        crate::txn::atomic_write(&dir, "config", kf.to_text().as_bytes(), 0o644)?;
+        arbor_fs::atomic_write(&dir, "config", kf.to_text().as_bytes(), 0o644)?;
         Repo::open(path)
     }
 
@@ -142,7 +104,7 @@ impl Repo {
         if !Path::new("/proc/self/fd").is_dir() {
             bail!("arbor needs /proc mounted (/proc/self/fd is missing)");
         }
-        let objects = match util::open_dir_optional(&dir, "objects")? {
+        let objects = match arbor_fs::open_dir_optional(&dir, "objects")? {
             Some(o) => o,
             None => return Err(RepoError::NotARepo(path.display().to_string()).into()),
         };
@@ -221,7 +183,7 @@ impl Repo {
     /// after a crash `config` is the old or the new file.
     #[context("Writing config")]
     pub fn write_config(&mut self, kf: KeyFile) -> Result<()> {
-        crate::txn::atomic_write(&self.dir, "config", kf.to_text().as_bytes(), 0o644)?;
+        arbor_fs::atomic_write(&self.dir, "config", kf.to_text().as_bytes(), 0o644)?;
         self.config = kf;
         Ok(())
     }
@@ -230,14 +192,14 @@ impl Repo {
     /// exclusive for operations that delete (prune). Blocks until granted.
     #[context("Locking repository")]
     pub fn lock(&self, exclusive: bool) -> Result<RepoLock> {
-        let fd = rustix::fs::openat(
-            &self.dir,
-            LOCK_FILE,
-            OFlags::RDWR | OFlags::CREATE | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o660),
-        )?;
-        lock_ofd(&fd, exclusive)?;
-        Ok(RepoLock { _fd: fd })
+        let mode = if exclusive {
+            arbor_fs::LockMode::Exclusive
+        } else {
+            arbor_fs::LockMode::Shared
+        };
+        Ok(RepoLock {
+            _lock: arbor_fs::OfdLock::acquire(&self.dir, LOCK_FILE, 0o660, mode)?,
+        })
     }
 
     /// `objects/`-relative path of an object, e.g. `ab/cdef….dirtree`.

@@ -42,11 +42,10 @@ use fn_error_context::context;
 use rustix::fs::{AtFlags, Mode, OFlags};
 use rustix::io::Errno;
 
-use crate::failpoint;
 use crate::refs::list_refs_under;
 use crate::repo::Repo;
 use crate::sign::SigningKey;
-use crate::util;
+use arbor_fs::failpoint;
 
 /// Name of the summary file at the repository root.
 pub const SUMMARY_FILE: &str = "summary";
@@ -385,19 +384,19 @@ pub fn read_summary_sig(repo: &Repo) -> Result<Option<Vec<u8>>> {
 /// Removes temporary directories of crashed updates. Only called under
 /// the summary lock, so none of them belongs to a running update.
 fn cleanup_stale_tmp(repo: &Repo) -> Result<()> {
-    let Some(tmp) = util::open_dir_optional(&repo.dir, "tmp")? else {
+    let Some(tmp) = arbor_fs::open_dir_optional(&repo.dir, "tmp")? else {
         return Ok(());
     };
-    for ent in util::list_dir(&tmp)? {
-        let Some(name) = util::utf8_name(&ent.name) else {
+    for ent in arbor_fs::list_dir(&tmp)? {
+        let Some(name) = arbor_fs::utf8_name(&ent.name) else {
             continue;
         };
         if !name.starts_with(TMP_PREFIX) || ent.ftype != rustix::fs::FileType::Directory {
             continue;
         }
         tracing::debug!("removing stale tmp/{name}");
-        let dir = util::open_dir(&tmp, name)?;
-        for f in util::list_dir(&dir)? {
+        let dir = arbor_fs::open_dir(&tmp, name)?;
+        for f in arbor_fs::list_dir(&dir)? {
             match rustix::fs::unlinkat(&dir, f.name.as_slice(), AtFlags::empty()) {
                 Ok(()) | Err(Errno::NOENT) => {}
                 Err(e) => return Err(e).with_context(|| format!("Cleaning tmp/{name}")),
@@ -422,7 +421,7 @@ struct TmpDir<'r> {
 
 impl<'r> TmpDir<'r> {
     fn create(repo: &'r Repo) -> Result<TmpDir<'r>> {
-        let tmp = util::ensure_dir_path(&repo.dir, "tmp", 0o775)?;
+        let tmp = arbor_fs::ensure_dir_path(&repo.dir, "tmp", 0o775)?;
         let nonce = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
@@ -433,7 +432,7 @@ impl<'r> TmpDir<'r> {
         );
         rustix::fs::mkdirat(&tmp, name.as_str(), Mode::from_raw_mode(0o775))
             .with_context(|| format!("Creating tmp/{name}"))?;
-        let fd = util::open_dir(&tmp, &name).with_context(|| format!("Opening tmp/{name}"))?;
+        let fd = arbor_fs::open_dir(&tmp, &name).with_context(|| format!("Opening tmp/{name}"))?;
         Ok(TmpDir { repo, fd, name })
     }
 
@@ -468,8 +467,9 @@ impl Drop for TmpDir<'_> {
                 Err(e) => tracing::debug!("removing tmp/{}/{name}: {e}", self.name),
             }
         }
-        let removed = util::open_dir(&self.repo.dir, "tmp")
-            .and_then(|tmp| rustix::fs::unlinkat(&tmp, self.name.as_str(), AtFlags::REMOVEDIR));
+        let removed = arbor_fs::open_dir(&self.repo.dir, "tmp").and_then(|tmp| {
+            rustix::fs::unlinkat(&tmp, self.name.as_str(), AtFlags::REMOVEDIR).map_err(Into::into)
+        });
         if let Err(e) = removed {
             tracing::debug!("removing tmp/{}: {e}", self.name);
         }
@@ -506,7 +506,12 @@ fn sync_dir(repo: &Repo, dir: impl AsFd) -> Result<()> {
 #[context("Updating summary")]
 pub fn update_summary(repo: &Repo, opts: &SummaryOptions) -> Result<SummaryUpdate> {
     let _repo_lock = repo.lock(false)?;
-    let _lock = util::FileLock::exclusive(&repo.dir, SUMMARY_LOCK)?;
+    let _lock = arbor_fs::OfdLock::acquire(
+        &repo.dir,
+        SUMMARY_LOCK,
+        0o660,
+        arbor_fs::LockMode::Exclusive,
+    )?;
     cleanup_stale_tmp(repo)?;
     let summary = generate_summary(repo, opts)?;
     let bytes = summary.encode();
@@ -569,7 +574,12 @@ pub fn update_summary(repo: &Repo, opts: &SummaryOptions) -> Result<SummaryUpdat
 #[context("Storing the mirrored summary")]
 pub fn store_summary(repo: &Repo, summary: &[u8], sig: Option<&[u8]>) -> Result<()> {
     let _repo_lock = repo.lock(false)?;
-    let _lock = util::FileLock::exclusive(&repo.dir, SUMMARY_LOCK)?;
+    let _lock = arbor_fs::OfdLock::acquire(
+        &repo.dir,
+        SUMMARY_LOCK,
+        0o660,
+        arbor_fs::LockMode::Exclusive,
+    )?;
     cleanup_stale_tmp(repo)?;
     let tmp = TmpDir::create(repo)?;
     tmp.write(SUMMARY_FILE, summary)?;

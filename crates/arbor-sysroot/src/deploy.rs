@@ -14,16 +14,15 @@ use std::os::fd::OwnedFd;
 use anyhow::{bail, Context, Result};
 use arbor_format::Checksum;
 use arbor_format::RepoMode;
+use arbor_fs::failpoint::{self, hit};
 use arbor_repo::checkout::{checkout, CheckoutOptions};
 use arbor_repo::config::KeyFile;
-use arbor_repo::failpoint::hit;
 use fn_error_context::context;
 use rustix::fs::{AtFlags, FileType};
 use serde::Serialize;
 
 use crate::deployment::{parse_dir_name, validate_stateroot, Deployment};
 use crate::etc_merge::{self, EtcDiff, PlanEntry};
-use crate::faults;
 use crate::fsutil;
 use crate::kargs::Kargs;
 use crate::kernel;
@@ -295,13 +294,14 @@ pub fn deploy(s: &mut Sysroot, opts: &DeployOptions) -> Result<DeployReport> {
             &s.path().join(d.relpath()),
             &CheckoutOptions {
                 hardlink: true,
+                require_hardlinks: false,
                 user_mode,
                 union: false,
                 subpath: None,
             },
             &arbor_repo::NullProgress,
         )?;
-        hit(faults::DEPLOY_CHECKED_OUT);
+        hit(failpoint::DEPLOY_CHECKED_OUT);
         let root = s.deployment_dir(&d)?;
         let layout = kernel::find_kernel(&root)?;
         d.bootcsum = layout.bootcsum.clone();
@@ -315,17 +315,17 @@ pub fn deploy(s: &mut Sysroot, opts: &DeployOptions) -> Result<DeployReport> {
         // shutdown, for a staged deployment).
         crate::write::os_name(&root)?;
         remove_updated_stamps(s, &d)?;
-        hit(faults::DEPLOY_ETC_MERGED);
+        hit(failpoint::DEPLOY_ETC_MERGED);
         let origin = match &opts.origin {
             Some(o) => o.clone(),
             None => {
                 let mut o = KeyFile::default();
-                o.set("origin", "refspec", &opts.revision);
+                o.set("origin", "refspec", &opts.revision)?;
                 o
             }
         };
         let parent = fsutil::open_dir(&s.fd, &format!("ostree/deploy/{stateroot}/deploy"))?;
-        fsutil::write_atomic(
+        arbor_fs::atomic_write(
             &parent,
             &format!("{name}.origin"),
             origin.to_text().as_bytes(),
@@ -351,14 +351,14 @@ pub fn deploy(s: &mut Sysroot, opts: &DeployOptions) -> Result<DeployReport> {
             return Err(e);
         }
     };
-    hit(faults::DEPLOY_PREPARED);
+    hit(failpoint::DEPLOY_PREPARED);
     if opts.stage {
         // Recorded now; finalize merges /etc and writes the boot entries.
         let previous = s.deployments.first().filter(|x| x.staged).cloned();
         // A new stage is not locked by an old stage's lock file.
         crate::staged::remove_state(s)?;
         crate::staged::write_state(s, &d, merge.as_ref())?;
-        hit(faults::DEPLOY_STAGED);
+        hit(failpoint::DEPLOY_STAGED);
         if let Some(p) = previous.filter(|p| !p.same(&d)) {
             let dir = fsutil::open_dir(&s.fd, &format!("ostree/deploy/{}/deploy", p.stateroot))?;
             fsutil::remove_deployment_dir(&dir, &p.dir_name())?;
@@ -400,7 +400,8 @@ pub fn carried_origin(merge: &Deployment, refspec: Option<&str>) -> KeyFile {
     o.remove_key("origin", "unlocked");
     if let Some(r) = refspec {
         o.remove_key("origin", "unconfigured-state");
-        o.set("origin", "refspec", r);
+        o.set("origin", "refspec", r)
+            .expect("constant group and key names are valid");
     }
     o
 }

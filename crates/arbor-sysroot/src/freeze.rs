@@ -22,9 +22,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result};
-use arbor_repo::failpoint::hit;
-
-use crate::faults;
+use arbor_fs::failpoint::{self, hit};
 
 /// The watchdog: thaws `$1` unless told `done` within 30 seconds.
 const WATCHDOG: &str =
@@ -58,7 +56,7 @@ pub fn freeze_thaw(boot_path: &Path) -> Result<()> {
     };
     match run("--freeze") {
         Ok(out) if out.status.success() => {
-            hit(faults::BOOT_FROZEN);
+            hit(failpoint::BOOT_FROZEN);
             let thawed = run("--unfreeze").context("Running fsfreeze --unfreeze")?;
             if !thawed.status.success() {
                 // The watchdog still thaws it when told nothing.

@@ -1,63 +1,19 @@
-//! Small directory-relative helpers: every path is resolved below a
-//! directory descriptor, never following a symlink in the last component
-//! where a write happens.
+//! Sysroot-specific directory helpers: resolving paths inside a
+//! deployment's `/etc` as the booted system will, and the immutable flag of
+//! deployment roots. The general dirfd helpers live in [`arbor_fs`] and are
+//! re-exported here.
 
-use std::fs::File;
-use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
 
 use anyhow::{Context, Result};
-use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use rustix::fs::{FileType, Mode, OFlags};
 use rustix::io::Errno;
 
-/// Opens a directory (`O_NOFOLLOW`: a symlink is refused).
-pub fn open_dir(dir: impl AsFd, path: &str) -> Result<OwnedFd> {
-    rustix::fs::openat(
-        dir,
-        path,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .with_context(|| format!("Opening directory {path}"))
-}
-
-/// Like [`open_dir`], `None` if it does not exist.
-pub fn open_dir_optional(dir: impl AsFd, path: &str) -> Result<Option<OwnedFd>> {
-    match rustix::fs::openat(
-        dir,
-        path,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    ) {
-        Ok(fd) => Ok(Some(fd)),
-        Err(Errno::NOENT) => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("Opening directory {path}")),
-    }
-}
-
-/// Opens the directory `path` inside an untrusted tree (a deployment, its
-/// /etc), refusing to follow a symlink in any component, so nothing outside
-/// the tree is reached. `None` when a component is missing, is a symlink or
-/// is not a directory: the path does not exist as a directory in the tree.
-pub fn open_tree_dir(dir: impl AsFd, path: &str) -> Result<Option<OwnedFd>> {
-    let mut cur = rustix::io::dup(dir.as_fd())?;
-    for c in path.split('/').filter(|c| !c.is_empty() && *c != ".") {
-        if c == ".." {
-            anyhow::bail!("Refusing '..' in {path}");
-        }
-        cur = match rustix::fs::openat(
-            &cur,
-            c,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        ) {
-            Ok(fd) => fd,
-            Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => return Ok(None),
-            Err(e) => return Err(e).with_context(|| format!("Opening directory {path}")),
-        };
-    }
-    Ok(Some(cur))
-}
+pub use arbor_fs::{
+    copy_file, ensure_dir_path, file_type, fsync_dir, list_names, open_dir, open_dir_optional,
+    open_file, open_tree_dir, read_optional, read_to_string, readlink_optional, remove_all,
+    symlink_replace,
+};
 
 /// Opens the directory `path` of a deployment's `/etc` (`etc`), following
 /// symlinks as the booted system will see them, but only while they stay
@@ -132,93 +88,6 @@ pub fn open_dir_in_etc(etc: impl AsFd, path: &str) -> std::result::Result<OwnedF
     Ok(cur)
 }
 
-/// Creates each missing component of `path` with `mode`; opens the last.
-pub fn ensure_dir_path(dir: impl AsFd, path: &str, mode: u32) -> Result<OwnedFd> {
-    let mut cur = rustix::io::dup(dir.as_fd())?;
-    for c in path.split('/').filter(|c| !c.is_empty()) {
-        match rustix::fs::mkdirat(&cur, c, Mode::from_raw_mode(mode)) {
-            Ok(()) | Err(Errno::EXIST) => {}
-            Err(e) => return Err(e).with_context(|| format!("Creating {path}")),
-        }
-        cur = open_dir(&cur, c)?;
-    }
-    Ok(cur)
-}
-
-/// Names in a directory, without `.` and `..`.
-pub fn list_names(dir: impl AsFd) -> Result<Vec<String>> {
-    let fd = rustix::fs::openat(
-        dir,
-        ".",
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
-    let mut out = Vec::new();
-    for e in rustix::fs::Dir::read_from(&fd)? {
-        let e = e?;
-        let n = e.file_name().to_bytes();
-        if n == b"." || n == b".." {
-            continue;
-        }
-        match std::str::from_utf8(n) {
-            Ok(s) => out.push(s.to_string()),
-            Err(_) => tracing::debug!("skipping a non-UTF-8 name"),
-        }
-    }
-    Ok(out)
-}
-
-/// Opens a file for reading (`O_NOFOLLOW`: a final symlink is refused).
-pub fn open_file(dir: impl AsFd, path: &str) -> Result<File> {
-    let fd = rustix::fs::openat(
-        dir,
-        path,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .with_context(|| format!("Opening {path}"))?;
-    Ok(File::from(fd))
-}
-
-/// The content of a UTF-8 text file.
-pub fn read_to_string(dir: impl AsFd, path: &str) -> Result<String> {
-    let mut s = String::new();
-    std::io::Read::read_to_string(&mut open_file(dir, path)?, &mut s)
-        .with_context(|| format!("Reading {path}"))?;
-    Ok(s)
-}
-
-/// The type of `path` without following a final symlink, `None` if absent.
-pub fn file_type(dir: impl AsFd, path: &str) -> Result<Option<FileType>> {
-    match rustix::fs::statat(dir, path, AtFlags::SYMLINK_NOFOLLOW) {
-        Ok(st) => Ok(Some(FileType::from_raw_mode(st.st_mode))),
-        Err(Errno::NOENT) | Err(Errno::NOTDIR) => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("Inspecting {path}")),
-    }
-}
-
-/// Removes `name` recursively if present (never following symlinks).
-pub fn remove_all(dir: impl AsFd, name: &str) -> Result<()> {
-    let dir = dir.as_fd();
-    match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
-        Ok(()) | Err(Errno::NOENT) => return Ok(()),
-        Err(Errno::ISDIR) | Err(Errno::PERM) => {}
-        Err(e) => return Err(e).with_context(|| format!("Removing {name}")),
-    }
-    if file_type(dir, name)? != Some(FileType::Directory) {
-        return Err(anyhow::anyhow!("Removing {name}: not permitted"));
-    }
-    let sub = open_dir(dir, name)?;
-    for n in list_names(&sub)? {
-        remove_all(&sub, &n).with_context(|| format!("In {name}"))?;
-    }
-    drop(sub);
-    match rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR) {
-        Ok(()) | Err(Errno::NOENT) => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("Removing directory {name}")),
-    }
-}
-
 /// Sets (`on`) or clears the immutable inode flag (`chattr +i`) of `fd`,
 /// as ostree does on each deployment's root directory so that nothing can
 /// add or remove entries at the top of a deployment. As ostree, nothing is
@@ -260,91 +129,6 @@ pub fn remove_deployment_dir(dir: impl AsFd, name: &str) -> Result<()> {
         set_immutable(open_dir(dir, name)?, false).with_context(|| format!("Unsealing {name}"))?;
     }
     remove_all(dir, name)
-}
-
-/// Copies a regular file's content into a new file `to` (exclusive create).
-pub fn copy_file(
-    from_dir: impl AsFd,
-    from: &str,
-    to_dir: impl AsFd,
-    to: &str,
-    mode: u32,
-) -> Result<File> {
-    let mut s = open_file(from_dir, from)?;
-    let dst = rustix::fs::openat(
-        to_dir,
-        to,
-        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::from_raw_mode(mode),
-    )
-    .with_context(|| format!("Creating {to}"))?;
-    let mut d = File::from(dst);
-    std::io::copy(&mut s, &mut d).with_context(|| format!("Copying {from}"))?;
-    Ok(d)
-}
-
-/// Writes `data` to `name` atomically: a temporary file in the same
-/// directory, `fsync`, rename over `name`. (The directory itself is synced
-/// by the caller's barrier.)
-pub fn write_atomic(dir: impl AsFd, name: &str, data: &[u8], mode: u32) -> Result<()> {
-    let dir = dir.as_fd();
-    let tmp = format!(".{name}.tmp");
-    let _ = rustix::fs::unlinkat(dir, tmp.as_str(), AtFlags::empty());
-    let fd = rustix::fs::openat(
-        dir,
-        tmp.as_str(),
-        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::from_raw_mode(mode),
-    )
-    .with_context(|| format!("Creating {tmp}"))?;
-    let mut f = File::from(fd);
-    f.write_all(data)?;
-    rustix::fs::fchmod(&f, Mode::from_raw_mode(mode))?;
-    f.sync_all().with_context(|| format!("Syncing {name}"))?;
-    rustix::fs::renameat(dir, tmp.as_str(), dir, name)
-        .with_context(|| format!("Replacing {name}"))?;
-    Ok(())
-}
-
-/// Points the symlink `name` at `target` atomically (temporary symlink,
-/// rename over `name`).
-pub fn symlink_replace(dir: impl AsFd, target: &str, name: &str) -> Result<()> {
-    let dir = dir.as_fd();
-    let tmp = format!("{name}.tmp");
-    let _ = rustix::fs::unlinkat(dir, tmp.as_str(), AtFlags::empty());
-    rustix::fs::symlinkat(target, dir, tmp.as_str())
-        .with_context(|| format!("Creating symlink {tmp}"))?;
-    rustix::fs::renameat(dir, tmp.as_str(), dir, name)
-        .with_context(|| format!("Replacing symlink {name}"))?;
-    Ok(())
-}
-
-/// The target of a symlink, `None` if absent.
-pub fn readlink_optional(dir: impl AsFd, name: &str) -> Result<Option<String>> {
-    match rustix::fs::readlinkat(dir, name, Vec::new()) {
-        Ok(t) => Ok(Some(t.into_string().map_err(|_| {
-            anyhow::anyhow!("Symlink {name} has a non-UTF-8 target")
-        })?)),
-        Err(Errno::NOENT) => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("Reading symlink {name}")),
-    }
-}
-
-/// `fsync` of a directory.
-pub fn fsync_dir(dir: impl AsFd) -> Result<()> {
-    rustix::fs::fsync(dir).context("Syncing directory")?;
-    Ok(())
-}
-
-/// The content of a file, `None` if absent.
-pub fn read_optional(dir: impl AsFd, path: &str) -> Result<Option<Vec<u8>>> {
-    if file_type(dir.as_fd(), path)?.is_none() {
-        return Ok(None);
-    }
-    let mut v = Vec::new();
-    std::io::Read::read_to_end(&mut open_file(dir, path)?, &mut v)
-        .with_context(|| format!("Reading {path}"))?;
-    Ok(Some(v))
 }
 
 #[cfg(test)]

@@ -13,14 +13,12 @@
 //! - [`staged`]: staged deployments and their finalization at shutdown.
 //! - [`etc_merge`]: the three-way /etc merge.
 //! - [`kernel`], [`bls`], [`kargs`]: boot files, entries, kernel arguments.
-//! - [`faults`]: named crash points for fault-injection tests.
 #![deny(missing_docs)]
 
 pub mod bls;
 pub mod deploy;
 pub mod deployment;
 pub mod etc_merge;
-pub mod faults;
 pub mod freeze;
 pub mod fsutil;
 pub mod kargs;

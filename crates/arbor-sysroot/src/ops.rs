@@ -77,12 +77,12 @@ pub fn set_pinned(s: &mut Sysroot, index: usize, pinned: bool) -> Result<bool> {
     }
     let mut origin = d.origin.clone().unwrap_or_default();
     if pinned {
-        origin.set("libostree-transient", "pinned", "true");
+        origin.set("libostree-transient", "pinned", "true")?;
     } else {
         origin.remove_key("libostree-transient", "pinned");
     }
     let dir = fsutil::open_dir(&s.fd, &format!("ostree/deploy/{}/deploy", d.stateroot))?;
-    fsutil::write_atomic(
+    arbor_fs::atomic_write(
         &dir,
         &format!("{}.origin", d.dir_name()),
         origin.to_text().as_bytes(),

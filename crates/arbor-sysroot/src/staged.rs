@@ -8,11 +8,10 @@ use std::os::fd::OwnedFd;
 
 use anyhow::{bail, Context, Result};
 use arbor_format::{Checksum, Metadata, Value};
-use arbor_repo::failpoint::hit;
+use arbor_fs::failpoint::{self, hit};
 use fn_error_context::context;
 
 use crate::deployment::{parse_dir_name, Deployment};
-use crate::faults;
 use crate::fsutil;
 use crate::sysroot::{Sysroot, STAGED_STATE};
 use crate::write::{cleanup, write_deployments, WriteReport};
@@ -203,7 +202,7 @@ pub(crate) fn write_state(s: &Sysroot, d: &Deployment, merge: Option<&Deployment
             .unwrap_or_default(),
     };
     let dir = fsutil::ensure_dir_path(&s.fd, "run/ostree", 0o755)?;
-    fsutil::write_atomic(&dir, "staged-deployment", &state.encode(), 0o644)?;
+    arbor_fs::atomic_write(&dir, "staged-deployment", &state.encode(), 0o644)?;
     fsutil::fsync_dir(&dir)
 }
 
@@ -252,7 +251,8 @@ pub fn finalize(s: &mut Sysroot) -> Result<Finalized> {
                 .rsplit('/')
                 .next()
                 .unwrap_or_default();
-            if let Err(w) = fsutil::write_atomic(&dir, stamp, format!("{e:#}").as_bytes(), 0o644) {
+            if let Err(w) = arbor_fs::atomic_write(&dir, stamp, format!("{e:#}").as_bytes(), 0o644)
+            {
                 tracing::error!("writing /boot/{FINALIZE_FAILURE_STAMP}: {w:#}");
             }
         }
@@ -331,13 +331,13 @@ fn finalize_inner(s: &mut Sysroot) -> Result<Finalized> {
     // The record goes first: a crash later must not finalize a
     // half-merged /etc on the next attempt.
     remove_state(s)?;
-    hit(faults::FINALIZE_STATE_REMOVED);
+    hit(failpoint::FINALIZE_STATE_REMOVED);
     if let Some(m) = &merge {
         crate::deploy::merge_etc(s, m, &staged)?;
     }
     crate::deploy::remove_updated_stamps(s, &staged)?;
     crate::deploy::seal(s, &staged)?;
-    hit(faults::FINALIZE_ETC_MERGED);
+    hit(failpoint::FINALIZE_ETC_MERGED);
     // Take the staged deployment over (the write would discard it as
     // staged), as ostree's finalization does.
     s.deployments.remove(0);

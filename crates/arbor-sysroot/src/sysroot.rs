@@ -19,7 +19,9 @@ use crate::fsutil;
 use crate::kargs::Kargs;
 
 /// Test-only: the directory to treat as the running system's `/` when
-/// deciding which deployment is booted (see the README).
+/// deciding which deployment is booted (see the README). Read only in a
+/// build with the `fault-injection` feature (the tests'), never in a
+/// release build.
 pub const ROOT_ENV: &str = "ARBOR_TEST_ROOT";
 
 /// Debug flags, comma-separated, as ostree's `OSTREE_SYSROOT_DEBUG`:
@@ -143,7 +145,7 @@ impl Bootlink {
 
 /// Creates the top-level layout of a sysroot in `path` (like
 /// `ostree admin init-fs`): `boot dev home proc run sys` (0755), `root`
-/// (0700), `tmp` (01777) and the system repository `ostree/repo`, mode
+/// (0700), `tmp` (01777), `ostree/deploy` and the system repository `ostree/repo`, mode
 /// bare (bare-user when not running as root, whose objects cannot carry
 /// real ownership).
 #[context("Initializing sysroot {}", path.display())]
@@ -160,6 +162,9 @@ pub fn init_fs(path: &Path) -> Result<()> {
         ("root", 0o700),
         ("tmp", 0o1777),
         ("ostree", 0o755),
+        // ostree_sysroot_ensure_initialized: `ostree admin os-init` and
+        // `status` need it.
+        ("ostree/deploy", 0o755),
     ] {
         match rustix::fs::mkdirat(&fd, d, Mode::from_raw_mode(mode)) {
             Ok(()) => {
@@ -179,6 +184,12 @@ pub fn init_fs(path: &Path) -> Result<()> {
             RepoMode::BareUser
         };
         Repo::init(&repo, mode)?;
+    }
+    // ostree makes the repository's tmp/cache on every open; `ostree admin
+    // init-fs` leaves it, so the layouts are the same.
+    match rustix::fs::mkdirat(&fd, "ostree/repo/tmp/cache", Mode::from_raw_mode(0o755)) {
+        Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+        Err(e) => return Err(e).context("Creating ostree/repo/tmp/cache"),
     }
     Ok(())
 }
@@ -386,9 +397,10 @@ impl Sysroot {
     /// (`backing-root-device-inode`, set when `/` is a composefs or overlay
     /// mounted over the deployment), else `/` itself.
     ///
-    /// Test-only: for a sysroot that is not `/`, `$ARBOR_TEST_ROOT` names
-    /// the directory to treat as the running root (tests simulate boots by
-    /// naming a deployment directory). It is ignored for `/`.
+    /// Test-only (`fault-injection` builds): for a sysroot that is not `/`,
+    /// `$ARBOR_TEST_ROOT` names the directory to treat as the running root
+    /// (tests simulate boots by naming a deployment directory). It is
+    /// ignored for `/`.
     fn running_root_devino(&self) -> Result<Option<(u64, u64)>> {
         let devino = |p: &Path| -> Result<(u64, u64)> {
             let st = rustix::fs::stat(p).with_context(|| format!("Inspecting {}", p.display()))?;
@@ -396,10 +408,11 @@ impl Sysroot {
         };
         let here = rustix::fs::fstat(&self.fd)?;
         if (here.st_dev, here.st_ino) != devino(Path::new("/"))? {
-            return match std::env::var_os(ROOT_ENV) {
-                Some(r) => Ok(Some(devino(Path::new(&r))?)),
-                None => Ok(None),
-            };
+            #[cfg(feature = "fault-injection")]
+            if let Some(r) = std::env::var_os(ROOT_ENV) {
+                return Ok(Some(devino(Path::new(&r))?));
+            }
+            return Ok(None);
         }
         let booted = match std::fs::read(RUN_BOOTED) {
             Ok(b) => Some(b),
@@ -668,7 +681,7 @@ mod tests {
 /// `ostree_sysroot_lock` takes it), held until dropped.
 #[derive(Debug)]
 pub struct SysrootLock {
-    _fd: OwnedFd,
+    _lock: arbor_fs::OfdLock,
 }
 
 impl Sysroot {
@@ -690,7 +703,8 @@ impl Sysroot {
             ),
             Err(e) => return Err(e).context("Opening ostree/lock"),
         };
-        arbor_repo::repo::lock_ofd(&fd, true).context("Locking the sysroot")?;
-        Ok(SysrootLock { _fd: fd })
+        let lock = arbor_fs::OfdLock::on_file(fd, "ostree/lock", arbor_fs::LockMode::Exclusive)
+            .context("Locking the sysroot")?;
+        Ok(SysrootLock { _lock: lock })
     }
 }

@@ -14,13 +14,12 @@ use std::os::fd::OwnedFd;
 
 use anyhow::{bail, Context, Result};
 use arbor_format::RefName;
-use arbor_repo::failpoint::hit;
+use arbor_fs::failpoint::{self, hit};
 use arbor_repo::refs::{RefSpec, RefUpdate};
 use fn_error_context::context;
 
 use crate::bls::BootEntry;
 use crate::deployment::{parse_dir_name, Deployment};
-use crate::faults;
 use crate::fsutil;
 use crate::kernel;
 use crate::sysroot::Sysroot;
@@ -276,12 +275,12 @@ pub fn write_deployments(
         }
         let b = s.bootversion;
         let sub = create_bootlinks(s, b, &list)?;
-        hit(faults::BOOTLINKS_WRITTEN);
+        hit(failpoint::BOOTLINKS_WRITTEN);
         full_sync(s, &boot)?;
-        hit(faults::SYNCED_BEFORE_SWAP);
+        hit(failpoint::SYNCED_BEFORE_SWAP);
         let ostree = s.ostree_dir()?;
         fsutil::symlink_replace(&ostree, &format!("boot.{b}.{sub}"), &format!("boot.{b}"))?;
-        hit(faults::SWAPPED);
+        hit(failpoint::SWAPPED);
         fsutil::fsync_dir(&ostree)?;
         WriteReport {
             bootswap: false,
@@ -308,9 +307,9 @@ pub fn write_deployments(
             kernel::install(&layout, &root, &boot, &d.stateroot)?;
             let e = boot_entry(&list, i, nb, &layout, &root)?;
             let name = format!("ostree-{}-{}.conf", list.len() - i, d.stateroot);
-            fsutil::write_atomic(&entries, &name, e.to_text().as_bytes(), 0o644)?;
+            arbor_fs::atomic_write(&entries, &name, e.to_text().as_bytes(), 0o644)?;
         }
-        hit(faults::ENTRIES_WRITTEN);
+        hit(failpoint::ENTRIES_WRITTEN);
         let sub = create_bootlinks(s, nb, &list)?;
         let ostree = s.ostree_dir()?;
         // boot.NB is not what the active entries (loader.B) point to.
@@ -318,12 +317,12 @@ pub fn write_deployments(
         let _ = rustix::fs::unlinkat(&boot, "loader.tmp", rustix::fs::AtFlags::empty());
         rustix::fs::symlinkat(format!("loader.{nb}").as_str(), &boot, "loader.tmp")
             .context("Creating boot/loader.tmp")?;
-        hit(faults::BOOTLINKS_WRITTEN);
+        hit(failpoint::BOOTLINKS_WRITTEN);
         full_sync(s, &boot)?;
-        hit(faults::SYNCED_BEFORE_SWAP);
+        hit(failpoint::SYNCED_BEFORE_SWAP);
         rustix::fs::renameat(&boot, "loader.tmp", &boot, "loader")
             .context("Swapping boot/loader")?;
-        hit(faults::SWAPPED);
+        hit(failpoint::SWAPPED);
         fsutil::fsync_dir(&boot)?;
         rustix::fs::syncfs(&boot)?;
         ensure_boot_boot(&boot)?;
@@ -416,7 +415,7 @@ pub fn cleanup(s: &mut Sysroot, prune: bool) -> Result<CleanupReport> {
         fsutil::remove_all(&ostree, &name)?;
     }
     crate::deploy::remove_stale_previews(s)?;
-    hit(faults::CLEANUP_BOOTVERSIONS);
+    hit(failpoint::CLEANUP_BOOTVERSIONS);
     // Deployment directories not in the list.
     let active: BTreeSet<(String, String)> = s
         .deployments
@@ -452,7 +451,7 @@ pub fn cleanup(s: &mut Sysroot, prune: bool) -> Result<CleanupReport> {
                 } else {
                     fsutil::remove_all(&dd, &name)?;
                 }
-                hit(faults::CLEANUP_DEPLOYMENT);
+                hit(failpoint::CLEANUP_DEPLOYMENT);
             }
             rustix::fs::fsync(&dd)?;
         }
@@ -489,7 +488,7 @@ pub fn cleanup(s: &mut Sysroot, prune: bool) -> Result<CleanupReport> {
         }
     }
     rustix::fs::syncfs(&s.fd)?;
-    hit(faults::CLEANUP_FILES);
+    hit(failpoint::CLEANUP_FILES);
     // Deployment refs, then prune.
     let mut updates = Vec::new();
     let existing = arbor_repo::refs::list_refs_under(&s.repo, "heads/ostree")?;
@@ -527,7 +526,7 @@ pub fn cleanup(s: &mut Sysroot, prune: bool) -> Result<CleanupReport> {
     if !updates.is_empty() {
         arbor_repo::refs::update_refs(&s.repo, &updates)?;
     }
-    hit(faults::CLEANUP_REFS);
+    hit(failpoint::CLEANUP_REFS);
     if prune {
         let r = arbor_repo::prune::prune(
             &s.repo,

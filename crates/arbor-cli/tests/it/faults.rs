@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use arbor_repo::failpoint::{self, ALL};
+use arbor_fs::failpoint::{self, TXN_ALL as ALL};
 use tempfile::TempDir;
 
 use crate::util::{arbor, make_vector_tree, ostree, require_ostree, run_ok};

@@ -11,6 +11,7 @@ mod faults;
 mod hostile;
 mod http_interop;
 mod interop;
+mod newuser;
 mod nginx;
 mod pull_hostile;
 mod pull_http;

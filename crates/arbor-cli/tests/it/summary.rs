@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use arbor_format::summary::{LAST_MODIFIED_KEY, MODE_KEY};
 use arbor_format::{Summary, Value};
-use arbor_repo::failpoint;
+use arbor_fs::failpoint;
 use arbor_repo::sign::{parse_public_key, verify_summary, TrustedKeys};
 use tempfile::TempDir;
 

@@ -342,9 +342,9 @@ fn every_crash_point_leaves_old_or_new() {
         return;
     }
     let t = templates();
-    let points: Vec<&str> = arbor_sysroot::faults::ALL
+    let points: Vec<&str> = arbor_fs::failpoint::SYSROOT_ALL
         .iter()
-        .chain(arbor_repo::failpoint::ALL)
+        .chain(arbor_fs::failpoint::TXN_ALL)
         .copied()
         .collect();
     let mut reached: BTreeSet<&str> = BTreeSet::new();
@@ -428,7 +428,7 @@ fn every_crash_point_leaves_old_or_new() {
         }
     }
     // Every sysroot crash point is reached by some operation.
-    for p in arbor_sysroot::faults::ALL {
+    for p in arbor_fs::failpoint::SYSROOT_ALL {
         assert!(reached.contains(p), "crash point {p} was never reached");
     }
     eprintln!("{cases} crash cases, {} points reached", reached.len());

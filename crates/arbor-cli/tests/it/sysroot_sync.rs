@@ -272,7 +272,7 @@ fn a_separate_boot_is_frozen_and_thawed_before_the_switch() {
     // stays, and the operation completes when run again.
     let before = crate::sysroot_ops::checksums(&sys);
     let out = sys_arbor(&sys, &["rollback"])
-        .env("ARBOR_FAILPOINT", arbor_sysroot::faults::BOOT_FROZEN)
+        .env("ARBOR_FAILPOINT", arbor_fs::failpoint::BOOT_FROZEN)
         .output()
         .unwrap();
     use std::os::unix::process::ExitStatusExt;

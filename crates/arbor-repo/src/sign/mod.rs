@@ -165,7 +165,12 @@ pub fn sign_commit_with_keys(repo: &Repo, commit: &Checksum, keys: &[SigningKey]
         .into());
     }
     let txn = Transaction::begin(repo)?;
-    let _lock = crate::util::FileLock::exclusive(&repo.dir, COMMITMETA_LOCK)?;
+    let _lock = arbor_fs::OfdLock::acquire(
+        &repo.dir,
+        COMMITMETA_LOCK,
+        0o660,
+        arbor_fs::LockMode::Exclusive,
+    )?;
     let added = stage_commit_signatures(&txn, commit, &bytes, keys)?;
     if added > 0 {
         txn.commit(&[])?;
@@ -606,7 +611,7 @@ pub(crate) mod tests {
             &[],
         );
         let mut kf = repo.config().clone();
-        kf.set("remote \"off\"", SIGN_VERIFY, "false");
+        kf.set("remote \"off\"", SIGN_VERIFY, "false").unwrap();
         repo.write_config(kf).unwrap();
 
         assert_eq!(

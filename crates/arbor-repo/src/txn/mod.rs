@@ -34,22 +34,19 @@
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use anyhow::{anyhow, bail, Context, Result};
 use arbor_format::{Checksum, ObjectType, RepoMode};
-use cap_std_ext::cap_std;
-use cap_std_ext::dirext::CapStdExtDirExt;
 use fn_error_context::context;
 use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags};
 use rustix::io::Errno;
 
-use crate::failpoint;
 use crate::refs::RefUpdate;
 use crate::repo::{Repo, RepoLock};
-use crate::util;
+use arbor_fs::failpoint;
 
 mod staging;
 mod write;
@@ -102,15 +99,6 @@ pub struct Transaction<'r> {
     committed: bool,
 }
 
-/// Writes `data` to `dir/name` atomically: temp file, fsync, rename, fsync
-/// of the directory (via cap-std-ext). A crash leaves the old or the new file.
-pub(crate) fn atomic_write(dir: impl AsFd, name: &str, data: &[u8], mode: u32) -> Result<()> {
-    let d = cap_std::fs::Dir::reopen_dir(&dir.as_fd())?;
-    use cap_std::fs::PermissionsExt;
-    d.atomic_write_with_perms(name, data, cap_std::fs::Permissions::from_mode(mode))
-        .with_context(|| format!("Writing {name}"))
-}
-
 impl<'r> Transaction<'r> {
     /// Starts a transaction: takes the shared repository lock, removes stale
     /// staging directories and adopts one of this boot (see the module
@@ -121,7 +109,7 @@ impl<'r> Transaction<'r> {
             bail!("Writing bare-split-xattrs repositories is not supported");
         }
         let lock = repo.lock(false)?;
-        let tmp = util::ensure_dir_path(&repo.dir, "tmp", 0o775)?;
+        let tmp = arbor_fs::ensure_dir_path(&repo.dir, "tmp", 0o775)?;
         let boot = boot_id();
         let mode = repo.mode();
         let mut pending = HashSet::new();
@@ -362,7 +350,7 @@ impl<'r> Transaction<'r> {
         if !to_mark.is_empty() {
             // Before the syncfs below, which makes the markers durable
             // before any commit object is renamed into place.
-            let state = util::ensure_dir_path_durable(&self.repo.dir, "state", 0o775)?;
+            let state = arbor_fs::ensure_dir_path_durable(&self.repo.dir, "state", 0o775)?;
             for c in &to_mark {
                 let name = format!("{c}.commitpartial");
                 rustix::fs::openat(
@@ -461,7 +449,7 @@ impl<'r> Transaction<'r> {
         }
         failpoint::hit(failpoint::TXN_AFTER_OBJECTS_SYNCED);
         if !to_complete.is_empty() {
-            if let Some(state) = util::open_dir_optional(&self.repo.dir, "state")? {
+            if let Some(state) = arbor_fs::open_dir_optional(&self.repo.dir, "state")? {
                 for c in &to_complete {
                     let name = format!("{c}.commitpartial");
                     match rustix::fs::unlinkat(&state, name.as_str(), AtFlags::empty()) {
@@ -497,7 +485,7 @@ impl Drop for Transaction<'_> {
         if let Err(e) = clear_staging(&self.staging) {
             tracing::debug!("clearing {}: {e}", self.staging_name);
         }
-        if let Ok(tmp) = util::open_dir(&self.repo.dir, "tmp") {
+        if let Ok(tmp) = arbor_fs::open_dir(&self.repo.dir, "tmp") {
             if let Err(e) =
                 rustix::fs::unlinkat(&tmp, self.staging_name.as_str(), AtFlags::REMOVEDIR)
             {

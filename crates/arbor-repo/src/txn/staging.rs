@@ -10,7 +10,6 @@ use rustix::fs::{AtFlags, FlockOperation, Mode};
 use rustix::io::Errno;
 
 use super::STAGING_PREFIX;
-use crate::util;
 
 /// This boot's ID (`/proc/sys/kernel/random/boot_id` without dashes), or
 /// `None` when unknown (then nothing is ever adopted).
@@ -28,14 +27,14 @@ pub(super) fn cleanup_stale_staging(
     boot: Option<&str>,
 ) -> Result<Option<(OwnedFd, String)>> {
     let mut adopt = None;
-    for ent in util::list_dir(tmp)? {
-        let Some(name) = util::utf8_name(&ent.name) else {
+    for ent in arbor_fs::list_dir(tmp)? {
+        let Some(name) = arbor_fs::utf8_name(&ent.name) else {
             continue;
         };
         if !name.starts_with(STAGING_PREFIX) || ent.ftype != rustix::fs::FileType::Directory {
             continue;
         }
-        let Some(fd) = util::open_dir_optional(tmp, name)? else {
+        let Some(fd) = arbor_fs::open_dir_optional(tmp, name)? else {
             continue;
         };
         match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
@@ -71,18 +70,18 @@ pub(super) fn cleanup_stale_staging(
 /// and anything not named like a staged object; returns the objects.
 pub(super) fn scan_adopted(dir: &OwnedFd, mode: RepoMode) -> Result<Vec<(ObjectType, Checksum)>> {
     let mut found = Vec::new();
-    for e in util::list_dir(dir)? {
+    for e in arbor_fs::list_dir(dir)? {
         let name = String::from_utf8_lossy(&e.name).into_owned();
         let sub = (e.ftype == rustix::fs::FileType::Directory
             && name.len() == 2
             && name.bytes().all(|b| b.is_ascii_hexdigit()))
-        .then(|| util::open_dir(dir, &name))
+        .then(|| arbor_fs::open_dir(dir, &name))
         .transpose()?;
         let Some(sub) = sub else {
             remove_any(dir, &e)?;
             continue;
         };
-        for f in util::list_dir(&sub)? {
+        for f in arbor_fs::list_dir(&sub)? {
             let fname = String::from_utf8_lossy(&f.name).into_owned();
             let parsed = fname.split_once('.').and_then(|(rest, ext)| {
                 let c = Checksum::from_hex(&format!("{name}{rest}")).ok()?;
@@ -99,10 +98,10 @@ pub(super) fn scan_adopted(dir: &OwnedFd, mode: RepoMode) -> Result<Vec<(ObjectT
 }
 
 /// Removes a file, or a directory with its contents, from `dir`.
-fn remove_any(dir: &OwnedFd, e: &util::Entry) -> Result<()> {
+fn remove_any(dir: &OwnedFd, e: &arbor_fs::Entry) -> Result<()> {
     if e.ftype == rustix::fs::FileType::Directory {
         let name = String::from_utf8_lossy(&e.name);
-        let sub = util::open_dir(dir, &name)?;
+        let sub = arbor_fs::open_dir(dir, &name)?;
         clear_staging(&sub)?;
         rustix::fs::unlinkat(dir, e.name.as_slice(), AtFlags::REMOVEDIR)?;
     } else {
@@ -131,9 +130,9 @@ pub(super) fn create_staging(tmp: &OwnedFd, boot: Option<&str>) -> Result<(Owned
         );
         rustix::fs::mkdirat(tmp, name.as_str(), Mode::from_raw_mode(0o775))
             .with_context(|| format!("Creating tmp/{name}"))?;
-        let fd = match util::open_dir(tmp, &name) {
+        let fd = match arbor_fs::open_dir(tmp, &name) {
             Ok(fd) => fd,
-            Err(Errno::NOENT) if attempt < 100 => continue,
+            Err(e) if e.downcast_ref::<Errno>() == Some(&Errno::NOENT) && attempt < 100 => continue,
             Err(e) => return Err(e).with_context(|| format!("Opening tmp/{name}")),
         };
         rustix::fs::flock(&fd, FlockOperation::LockExclusive)?;
@@ -149,24 +148,24 @@ pub(super) fn create_staging(tmp: &OwnedFd, boot: Option<&str>) -> Result<(Owned
 
 /// Empties a staging directory: files at its top and in its `XX/`
 /// subdirectories, then the subdirectories.
-pub(super) fn clear_staging(dir: &OwnedFd) -> rustix::io::Result<()> {
-    for e in util::list_dir(dir)? {
+pub(super) fn clear_staging(dir: &OwnedFd) -> Result<()> {
+    for e in arbor_fs::list_dir(dir)? {
         if e.ftype == rustix::fs::FileType::Directory {
-            let sub = util::open_dir(dir, &String::from_utf8_lossy(&e.name))?;
-            for f in util::list_dir(&sub)? {
+            let sub = arbor_fs::open_dir(dir, &String::from_utf8_lossy(&e.name))?;
+            for f in arbor_fs::list_dir(&sub)? {
                 match rustix::fs::unlinkat(&sub, f.name.as_slice(), AtFlags::empty()) {
                     Ok(()) | Err(Errno::NOENT) => {}
-                    Err(e) => return Err(e),
+                    Err(e) => return Err(e.into()),
                 }
             }
             match rustix::fs::unlinkat(dir, e.name.as_slice(), AtFlags::REMOVEDIR) {
                 Ok(()) | Err(Errno::NOENT) => {}
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             }
         } else {
             match rustix::fs::unlinkat(dir, e.name.as_slice(), AtFlags::empty()) {
                 Ok(()) | Err(Errno::NOENT) => {}
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             }
         }
     }

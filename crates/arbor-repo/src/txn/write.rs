@@ -11,7 +11,6 @@ use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps};
 use std::sync::atomic::Ordering;
 
 use super::Transaction;
-use crate::util;
 
 /// Buffer size for streaming file contents.
 const COPY_BUF: usize = 128 * 1024;
@@ -355,7 +354,7 @@ impl Transaction<'_> {
         content: &mut dyn Read,
         hasher: &mut Sha256,
     ) -> Result<()> {
-        if !util::is_root() {
+        if !arbor_fs::is_root() {
             bail!("Writing to a bare repository requires root (use bare-user)");
         }
         let uid = Some(rustix::fs::Uid::from_raw(header.uid));
@@ -363,7 +362,7 @@ impl Transaction<'_> {
         if header.is_symlink() {
             rustix::fs::symlinkat(header.symlink_target.as_str(), &self.staging, tmp)?;
             rustix::fs::chownat(&self.staging, tmp, uid, gid, AtFlags::SYMLINK_NOFOLLOW)?;
-            crate::xattrs::set_path(&util::fd_path(&self.staging, tmp), &header.xattrs)?;
+            crate::xattrs::set_path(&arbor_fs::fd_path(&self.staging, tmp), &header.xattrs)?;
             rustix::fs::utimensat(&self.staging, tmp, &zero_times(), AtFlags::SYMLINK_NOFOLLOW)?;
         } else {
             let mut f = self.create_tmp(tmp, 0o600)?;

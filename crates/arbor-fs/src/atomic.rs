@@ -1,0 +1,100 @@
+//! Atomic replacement of files and symlinks, and directory `fsync`.
+
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::{Context, Result};
+use cap_std_ext::cap_std;
+use cap_std_ext::dirext::CapStdExtDirExt;
+use rustix::io::Errno;
+
+/// Writes `data` to `dir/name` atomically, with exactly the permissions
+/// `mode`: a temporary file under a unique name in the same directory,
+/// `fsync`, `rename` over `name`, `fsync` of the directory (cap-std-ext's
+/// `atomic_write_with_perms`).
+///
+/// Crash guarantee: after a crash `name` is the old or the new file, never
+/// a partial one, and once this returns the new one survives power loss.
+/// Two writers never share a temporary name.
+pub fn atomic_write(dir: impl AsFd, name: &str, data: &[u8], mode: u32) -> Result<()> {
+    use cap_std::fs::PermissionsExt;
+    let d =
+        cap_std::fs::Dir::reopen_dir(&dir.as_fd()).with_context(|| format!("Writing {name}"))?;
+    d.atomic_write_with_perms(name, data, cap_std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("Writing {name}"))
+}
+
+/// A temporary name beside `name` that no other writer in this or another
+/// process uses at the same time (pid and a per-process counter).
+fn unique_tmp_name(name: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    format!(
+        ".{name}.tmp-{}-{}",
+        rustix::process::getpid().as_raw_nonzero(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Points the symlink `name` at `target` atomically: a symlink under a
+/// unique temporary name, renamed over `name`. The directory is not
+/// synced: callers publish several links and then sync once (see
+/// [`fsync_dir`]).
+pub fn symlink_replace(dir: impl AsFd, target: &str, name: &str) -> Result<()> {
+    let dir = dir.as_fd();
+    let tmp = loop {
+        let tmp = unique_tmp_name(name);
+        match rustix::fs::symlinkat(target, dir, tmp.as_str()) {
+            Ok(()) => break tmp,
+            // Left by a crashed process that had our pid: pick another.
+            Err(Errno::EXIST) => continue,
+            Err(e) => return Err(e).with_context(|| format!("Creating symlink {tmp}")),
+        }
+    };
+    if let Err(e) = rustix::fs::renameat(dir, tmp.as_str(), dir, name) {
+        let _ = rustix::fs::unlinkat(dir, tmp.as_str(), rustix::fs::AtFlags::empty());
+        return Err(e).with_context(|| format!("Replacing symlink {name}"));
+    }
+    Ok(())
+}
+
+/// `fsync` of a directory: makes the entries created, renamed or removed
+/// in it durable.
+pub fn fsync_dir(dir: impl AsFd) -> Result<()> {
+    rustix::fs::fsync(dir).context("Syncing directory")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn replaces_files_and_links_leaving_no_temporary() {
+        let t = tempfile::tempdir().unwrap();
+        let d = crate::open_dir(rustix::fs::CWD, &t.path().to_string_lossy()).unwrap();
+        atomic_write(&d, "f", b"one", 0o600).unwrap();
+        atomic_write(&d, "f", b"two", 0o644).unwrap();
+        assert_eq!(std::fs::read(t.path().join("f")).unwrap(), b"two");
+        let m = std::fs::metadata(t.path().join("f")).unwrap();
+        assert_eq!(m.permissions().mode() & 0o7777, 0o644);
+        symlink_replace(&d, "a", "l").unwrap();
+        symlink_replace(&d, "b", "l").unwrap();
+        assert_eq!(
+            std::fs::read_link(t.path().join("l")).unwrap().to_str(),
+            Some("b")
+        );
+        let mut names = crate::list_names(&d).unwrap();
+        names.sort();
+        assert_eq!(names, ["f", "l"]);
+        fsync_dir(&d).unwrap();
+    }
+
+    #[test]
+    fn temporary_names_are_unique() {
+        let a = unique_tmp_name("x");
+        let b = unique_tmp_name("x");
+        assert_ne!(a, b);
+        assert!(a.starts_with(".x.tmp-"), "{a}");
+    }
+}

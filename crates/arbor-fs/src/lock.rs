@@ -1,0 +1,228 @@
+//! The one lock type: a whole-file lock on a lock file, held until dropped.
+//!
+//! It is an open-file-description (OFD) record lock, exactly as ostree's
+//! `do_repo_lock` and `ostree_sysroot_lock` take theirs, so arbor's and
+//! ostree's locks conflict. Unlike POSIX record locks, OFD locks belong to
+//! the open file (like `flock`): two locks in one process do not merge or
+//! release each other, and a second open of the same file in another
+//! thread waits as another process would. Where OFD locks are unsupported
+//! (`EINVAL`), `flock` is used, as ostree does.
+//!
+//! Because a second open conflicts even within one process, a thread that
+//! already holds a lock and waits for a conflicting one on the same file
+//! would wait forever. That is detected instead: [`OfdLock::acquire`]
+//! fails with [`WouldDeadlock`].
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Mutex;
+use std::thread::ThreadId;
+
+use anyhow::{Context, Result};
+use rustix::fs::{FlockOperation, Mode, OFlags};
+
+/// Shared (many holders) or exclusive (one holder).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockMode {
+    /// Many shared holders at once, no exclusive one.
+    Shared,
+    /// One holder.
+    Exclusive,
+}
+
+impl LockMode {
+    fn conflicts_with(self, other: LockMode) -> bool {
+        self == LockMode::Exclusive || other == LockMode::Exclusive
+    }
+}
+
+/// A thread asked for a lock that conflicts with one it already holds on
+/// the same file: waiting would never end.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{name} is already locked ({held:?}) by this thread; waiting for a {wanted:?} lock \
+     on it would deadlock"
+)]
+pub struct WouldDeadlock {
+    /// The lock file.
+    pub name: String,
+    /// The mode this thread holds.
+    pub held: LockMode,
+    /// The mode it asked for.
+    pub wanted: LockMode,
+}
+
+/// A lock this process holds: which file, which thread, which mode.
+#[derive(Debug)]
+struct Held {
+    file: (u64, u64),
+    thread: ThreadId,
+    mode: LockMode,
+}
+
+/// Every lock this process holds through [`OfdLock`].
+static HELD: Mutex<Vec<Held>> = Mutex::new(Vec::new());
+
+fn held() -> std::sync::MutexGuard<'static, Vec<Held>> {
+    // A panic while the list was locked cannot leave it inconsistent: each
+    // change is a single push or remove.
+    HELD.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A held whole-file lock; released when dropped (the descriptor closes).
+#[derive(Debug)]
+pub struct OfdLock {
+    _fd: OwnedFd,
+    file: (u64, u64),
+    mode: LockMode,
+}
+
+impl OfdLock {
+    /// Opens `dir/name` (created with `perms` if missing) and waits for a
+    /// lock in `mode`. Fails with [`WouldDeadlock`] when this thread
+    /// already holds a conflicting lock on that file.
+    pub fn acquire(dir: impl AsFd, name: &str, perms: u32, mode: LockMode) -> Result<OfdLock> {
+        let fd = rustix::fs::openat(
+            dir,
+            name,
+            OFlags::RDWR | OFlags::CREATE | OFlags::CLOEXEC,
+            Mode::from_raw_mode(perms),
+        )
+        .with_context(|| format!("Opening lock file {name}"))?;
+        OfdLock::on_file(fd, name, mode)
+    }
+
+    /// Waits for a lock in `mode` on an open lock file (`name` for
+    /// messages); as [`OfdLock::acquire`].
+    pub fn on_file(fd: OwnedFd, name: &str, mode: LockMode) -> Result<OfdLock> {
+        let st = rustix::fs::fstat(&fd).with_context(|| format!("Inspecting {name}"))?;
+        let file = (st.st_dev, st.st_ino);
+        let me = std::thread::current().id();
+        if let Some(h) = held()
+            .iter()
+            .find(|h| h.file == file && h.thread == me && h.mode.conflicts_with(mode))
+        {
+            return Err(WouldDeadlock {
+                name: name.to_string(),
+                held: h.mode,
+                wanted: mode,
+            }
+            .into());
+        }
+        lock_wait(&fd, mode).with_context(|| format!("Locking {name}"))?;
+        held().push(Held {
+            file,
+            thread: me,
+            mode,
+        });
+        Ok(OfdLock {
+            _fd: fd,
+            file,
+            mode,
+        })
+    }
+
+    /// The mode held.
+    pub fn mode(&self) -> LockMode {
+        self.mode
+    }
+}
+
+impl Drop for OfdLock {
+    fn drop(&mut self) {
+        let me = std::thread::current().id();
+        let mut h = held();
+        if let Some(i) = h
+            .iter()
+            .position(|h| h.file == self.file && h.thread == me && h.mode == self.mode)
+            .or_else(|| {
+                // Moved to another thread: forget any entry of this file and mode.
+                h.iter()
+                    .position(|h| h.file == self.file && h.mode == self.mode)
+            })
+        {
+            h.swap_remove(i);
+        }
+    }
+}
+
+/// Takes the whole-file OFD lock, waiting for it (`F_OFD_SETLKW`), or
+/// `flock` where the kernel or filesystem lacks OFD locks (`EINVAL`).
+fn lock_wait(fd: &OwnedFd, mode: LockMode) -> Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg};
+    let l_type = match mode {
+        LockMode::Shared => nix::libc::F_RDLCK,
+        LockMode::Exclusive => nix::libc::F_WRLCK,
+    };
+    let fl = nix::libc::flock {
+        l_type: l_type as i16,
+        l_whence: nix::libc::SEEK_SET as i16,
+        l_start: 0,
+        l_len: 0,
+        l_pid: 0,
+    };
+    loop {
+        match fcntl(fd, FcntlArg::F_OFD_SETLKW(&fl)) {
+            Ok(_) => return Ok(()),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(nix::errno::Errno::EINVAL) => {
+                let op = match mode {
+                    LockMode::Shared => FlockOperation::LockShared,
+                    LockMode::Exclusive => FlockOperation::LockExclusive,
+                };
+                rustix::fs::flock(fd, op)?;
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn dir() -> (tempfile::TempDir, OwnedFd) {
+        let t = tempfile::tempdir().unwrap();
+        let d = crate::open_dir(rustix::fs::CWD, &t.path().to_string_lossy()).unwrap();
+        (t, d)
+    }
+
+    #[test]
+    fn a_conflicting_second_lock_in_the_same_thread_fails_instead_of_hanging() {
+        let (_t, d) = dir();
+        let ex = OfdLock::acquire(&d, "l", 0o600, LockMode::Exclusive).unwrap();
+        for wanted in [LockMode::Shared, LockMode::Exclusive] {
+            let e = OfdLock::acquire(&d, "l", 0o600, wanted).unwrap_err();
+            assert!(e.downcast_ref::<WouldDeadlock>().is_some(), "{e:#}");
+        }
+        drop(ex);
+        let sh = OfdLock::acquire(&d, "l", 0o600, LockMode::Shared).unwrap();
+        // Shared locks coexist, also within one thread.
+        let sh2 = OfdLock::acquire(&d, "l", 0o600, LockMode::Shared).unwrap();
+        assert!(OfdLock::acquire(&d, "l", 0o600, LockMode::Exclusive).is_err());
+        drop((sh, sh2));
+        OfdLock::acquire(&d, "l", 0o600, LockMode::Exclusive).unwrap();
+    }
+
+    #[test]
+    fn another_thread_waits_for_the_lock() {
+        let (_t, d) = dir();
+        let ex = OfdLock::acquire(&d, "l", 0o600, LockMode::Exclusive).unwrap();
+        let d2 = rustix::io::dup(&d).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let h = std::thread::spawn(move || {
+            let l = OfdLock::acquire(&d2, "l", 0o600, LockMode::Shared).unwrap();
+            tx.send(()).unwrap();
+            drop(l);
+        });
+        assert!(
+            rx.recv_timeout(Duration::from_millis(300)).is_err(),
+            "granted"
+        );
+        drop(ex);
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("granted after release");
+        h.join().unwrap();
+    }
+}
