@@ -532,24 +532,29 @@ fn remote(cmd: RemoteCmd, out: &mut impl Write) -> Result<()> {
 fn pull_local(o: PullLocalOpts, out: &mut impl Write) -> Result<()> {
     let repo = Repo::open(&o.repo.repo)?;
     let src = Repo::open(&o.src)?;
-    if let Some(r) = &o.remote {
-        arbor_format::names::validate_remote_name(r)?;
-    }
-    let opts = arbor_repo::pull_local::PullLocalOptions {
+    let opts = arbor_pull::PullLocalOptions {
         refs: o.refs,
         remote: o.remote,
-        depth: o.depth,
+        depth: depth_from_flag(o.depth)?,
+        ..Default::default()
     };
-    let stats = arbor_repo::pull_local::pull_local(&repo, &src, &opts, &Bar::new())?;
+    let stats = arbor_pull::pull_local(&repo, &src, &opts, &Bar::new())?;
     if o.json {
         return json_out(out, &stats);
     }
-    writeln!(
-        out,
-        "{} metadata, {} content objects imported",
-        stats.metadata_written, stats.content_written
-    )?;
+    render::pull_local_stats(out, &stats)?;
     Ok(())
+}
+
+/// `--depth` as ostree takes it (-1 = the whole history) to the library's
+/// `Option<u32>` (`None` = the whole history).
+fn depth_from_flag(depth: i64) -> Result<Option<u32>> {
+    match depth {
+        -1 => Ok(None),
+        n => u32::try_from(n)
+            .map(Some)
+            .map_err(|_| anyhow!("Invalid --depth {n}: use -1 (all parents) or a count")),
+    }
 }
 
 /// Secret keys from inline base64 arguments and an optional key file,
@@ -670,7 +675,7 @@ fn pull(o: PullOpts, out: &mut impl Write) -> Result<()> {
     let repo = Repo::open(&o.repo.repo)?;
     let opts = arbor_pull::PullOptions {
         refs: o.refs,
-        depth: o.depth,
+        depth: depth_from_flag(o.depth)?,
         commit_metadata_only: o.commit_metadata_only,
         mirror: o.mirror,
         dry_run: o.dry_run,
@@ -682,30 +687,21 @@ fn pull(o: PullOpts, out: &mut impl Write) -> Result<()> {
     if o.json {
         return json_out(out, &stats);
     }
-    if stats.dry_run {
-        writeln!(
-            out,
-            "Would fetch {} objects: {} metadata ({} bytes, fetched to find the rest) and {} files ({} bytes)",
-            stats.metadata_fetched + stats.content_fetched,
-            stats.metadata_fetched,
-            stats.bytes,
-            stats.content_fetched,
-            stats.content_bytes
-        )?;
-    } else {
-        writeln!(
-            out,
-            "{} metadata, {} content objects fetched; {} in {} requests, {:.1}s",
-            stats.metadata_fetched,
-            stats.content_fetched,
-            render::human_bytes(stats.bytes),
-            stats.requests,
-            started.elapsed().as_secs_f64()
-        )?;
-    }
-    for (name, c) in &stats.refs {
-        let verb = if stats.dry_run { "would be" } else { "is now" };
-        writeln!(out, "{name} {verb} {c}")?;
-    }
+    render::pull_stats(out, &stats, started.elapsed())?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn depth_flag_follows_ostree() {
+        for (flag, want) in [(-1, Some(None)), (0, Some(Some(0))), (3, Some(Some(3)))] {
+            assert_eq!(depth_from_flag(flag).ok(), want, "{flag}");
+        }
+        for bad in [-2, i64::from(u32::MAX) + 1] {
+            assert!(depth_from_flag(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -475,3 +475,96 @@ mod bytes_tests {
         assert_eq!(super::human_bytes(20 * 1024 * 1024), "20.0 MiB");
     }
 }
+
+/// What `pull` prints: the objects and bytes fetched (or, for a dry run,
+/// that would be) in `elapsed`, then each ref moved.
+pub fn pull_stats(
+    w: &mut impl Write,
+    s: &arbor_pull::PullStats,
+    elapsed: std::time::Duration,
+) -> io::Result<()> {
+    if s.dry_run {
+        writeln!(
+            w,
+            "Would fetch {} objects: {} metadata ({} bytes, fetched to find the rest) and {} files ({} bytes)",
+            s.metadata_fetched + s.content_fetched,
+            s.metadata_fetched,
+            s.bytes,
+            s.content_fetched,
+            s.content_bytes
+        )?;
+    } else {
+        writeln!(
+            w,
+            "{} metadata, {} content objects fetched; {} in {} requests, {:.1}s",
+            s.metadata_fetched,
+            s.content_fetched,
+            human_bytes(s.bytes),
+            s.requests,
+            elapsed.as_secs_f64()
+        )?;
+    }
+    for (name, c) in &s.refs {
+        let verb = if s.dry_run { "would be" } else { "is now" };
+        writeln!(w, "{name} {verb} {c}")?;
+    }
+    Ok(())
+}
+
+/// What `pull-local` prints.
+pub fn pull_local_stats(w: &mut impl Write, s: &arbor_pull::PullStats) -> io::Result<()> {
+    writeln!(
+        w,
+        "{} metadata, {} content objects imported",
+        s.metadata_fetched, s.content_fetched
+    )
+}
+
+#[cfg(test)]
+mod pull_tests {
+    use super::*;
+
+    fn stats(dry_run: bool) -> arbor_pull::PullStats {
+        arbor_pull::PullStats {
+            refs: vec![("origin:os/main".into(), "ab".repeat(32))],
+            commits: 1,
+            metadata_fetched: 3,
+            content_fetched: 2,
+            content_bytes: 100,
+            requests: 6,
+            bytes: 2048,
+            dry_run,
+            protocols: vec!["HTTP/1.1".into()],
+        }
+    }
+
+    fn text(f: impl FnOnce(&mut Vec<u8>) -> io::Result<()>) -> String {
+        let mut out = Vec::new();
+        f(&mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn pull_stats_text() {
+        let c = "ab".repeat(32);
+        let t = std::time::Duration::from_millis(1250);
+        assert_eq!(
+            text(|w| pull_stats(w, &stats(false), t)),
+            format!(
+                "3 metadata, 2 content objects fetched; 2.0 KiB in 6 requests, 1.2s\n\
+                 origin:os/main is now {c}\n"
+            )
+        );
+        assert_eq!(
+            text(|w| pull_stats(w, &stats(true), t)),
+            format!(
+                "Would fetch 5 objects: 3 metadata (2048 bytes, fetched to find the rest) \
+                 and 2 files (100 bytes)\norigin:os/main would be {c}\n"
+            )
+        );
+        assert_eq!(
+            text(|w| pull_local_stats(w, &stats(false))),
+            "3 metadata, 2 content objects imported\n"
+        );
+    }
+}

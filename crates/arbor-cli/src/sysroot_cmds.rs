@@ -2,10 +2,16 @@
 
 use std::io::Write;
 
-use anyhow::{Context, Result};
-use arbor_sysroot::deploy::{deploy as do_deploy, etc_changes, resolve_commit, DeployOptions};
+use std::process::ExitCode;
+
+use anyhow::Result;
+use arbor_sysroot::deploy::{deploy as do_deploy, DeployOptions};
+use arbor_sysroot::preview::{preview_etc, EtcPreview};
+use arbor_sysroot::status::{status_entries, StatusEntry};
 use arbor_sysroot::Sysroot;
-use serde::Serialize;
+use arbor_upgrade::{SwitchOptions, UpgradeCheck, UpgradeOptions, Upgrader};
+
+use crate::progress::Bar;
 
 use crate::cli_sysroot::{
     AdminCmd, CleanupOpts, DeployOpts, FinalizeOpts, IndexOpts, KargsOpts, RollbackOpts,
@@ -27,84 +33,6 @@ pub fn admin(c: AdminCmd, out: &mut impl Write) -> Result<()> {
             Ok(())
         }
     }
-}
-
-/// One deployment as `status` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct StatusEntry {
-    /// Position in the boot order (0 = default).
-    pub index: usize,
-    /// Stateroot.
-    pub stateroot: String,
-    /// Commit.
-    pub checksum: String,
-    /// Deployment serial.
-    pub deployserial: u32,
-    /// The running deployment.
-    pub booted: bool,
-    /// Staged, waiting for finalization at shutdown.
-    pub staged: bool,
-    /// Will boot next (before the booted one in the list).
-    pub pending: bool,
-    /// The one after the booted deployment.
-    pub rollback: bool,
-    /// Pinned: never removed by a deploy.
-    pub pinned: bool,
-    /// The commit's `version`.
-    pub version: Option<String>,
-    /// `origin.refspec`.
-    pub origin: Option<String>,
-    /// Whether the deployment has an origin file at all (one without a
-    /// refspec shows as `<unknown origin type>`, as in ostree).
-    #[serde(skip)]
-    pub has_origin: bool,
-    /// The commit's `ostree.source-title` (e.g. what it was built from).
-    pub source_title: Option<String>,
-    /// Kernel checksum.
-    pub bootcsum: String,
-    /// Kernel arguments (without `ostree=`).
-    pub kargs: String,
-}
-
-/// The status entries of a loaded sysroot.
-pub fn status_entries(s: &Sysroot) -> Vec<StatusEntry> {
-    // As ostree (`query_deployments_for(NULL)`): pending and rollback are
-    // those of the booted stateroot, relative to the booted deployment; a
-    // staged deployment is the pending one. Nothing is booted: neither.
-    let (pending, rollback) = match s.booted {
-        Some(b) => s.pending_and_rollback(&s.deployments[b].stateroot),
-        None => (None, None),
-    };
-    s.deployments
-        .iter()
-        .enumerate()
-        .map(|(i, d)| {
-            let source_title = arbor_repo::objects::load_commit(&s.repo, &d.csum)
-                .ok()
-                .and_then(|c| {
-                    c.metadata
-                        .get_str("ostree.source-title")
-                        .map(str::to_string)
-                });
-            StatusEntry {
-                index: i,
-                stateroot: d.stateroot.clone(),
-                checksum: d.csum.to_hex(),
-                deployserial: d.deployserial,
-                booted: s.booted == Some(i),
-                staged: d.staged,
-                pending: pending == Some(i),
-                rollback: rollback == Some(i),
-                pinned: d.pinned(),
-                version: d.version.clone(),
-                origin: d.refspec().map(str::to_string),
-                has_origin: d.origin.is_some(),
-                source_title,
-                bootcsum: d.bootcsum.clone(),
-                kargs: d.kargs_without_ostree().to_string(),
-            }
-        })
-        .collect()
 }
 
 /// Renders `status` as `ostree admin status` does.
@@ -163,7 +91,8 @@ pub fn status(o: StatusOpts, out: &mut impl Write) -> Result<()> {
 pub fn deploy(o: DeployOpts, out: &mut impl Write) -> Result<()> {
     let mut s = Sysroot::open(&o.sysroot.sysroot)?;
     if o.dry_run {
-        return deploy_preview(&mut s, &o, out);
+        let p = preview_etc(&mut s, o.stateroot.as_deref(), &o.revision)?;
+        return render_preview(&p, o.json, out);
     }
     let opts = DeployOptions {
         stateroot: o.stateroot.clone(),
@@ -211,109 +140,40 @@ pub fn deploy(o: DeployOpts, out: &mut impl Write) -> Result<()> {
     Ok(())
 }
 
-/// `deploy --dry-run`: per file, what the /etc merge would do.
-fn deploy_preview(s: &mut Sysroot, o: &DeployOpts, out: &mut impl Write) -> Result<()> {
-    // Locked: the merge deployment is read while nothing changes it, and
-    // no other preview's scratch directory is live.
-    let _lock = s.lock()?;
-    s.load()?;
-    let s = &*s;
-    let stateroot = s.default_stateroot(o.stateroot.as_deref())?;
-    let csum = resolve_commit(s, &o.revision)?;
-    let Some(m) = s.merge_deployment(&stateroot) else {
+/// Renders `deploy --dry-run`: per file, what the /etc merge would do.
+fn render_preview(p: &EtcPreview, json: bool, out: &mut impl Write) -> Result<()> {
+    let Some(merge) = &p.merge_deployment else {
         writeln!(
             out,
-            "Would deploy {csum}: no merge deployment, /etc is the new default"
+            "Would deploy {}: no merge deployment, /etc is the new default",
+            p.commit
         )?;
         return Ok(());
     };
-    let merge = &s.deployments[m];
-    // The new defaults: the commit's /usr/etc (or /etc of an old-style tree).
-    // The merge runs for real on a scratch copy of them, so the preview
-    // shows what the deploy will do, or fails as it would.
-    let tmp = tempdir_in(s)?;
-    let result = (|| {
-        std::fs::create_dir_all(tmp.join("result"))?;
-        let scratch = arbor_sysroot::fsutil::open_dir(
-            rustix::fs::CWD,
-            &tmp.join("result").to_string_lossy(),
-        )?;
-        let defaults = export_etc(s, &csum, &tmp.join("defaults"))?;
-        let (_, plan) = etc_changes(s, merge, defaults.as_ref().map(|d| (d, &scratch)))?;
-        anyhow::Ok(plan)
-    })();
-    std::fs::remove_dir_all(&tmp).ok();
-    let plan = result?;
-    if o.json {
-        serde_json::to_writer_pretty(&mut *out, &plan)?;
+    if json {
+        serde_json::to_writer_pretty(&mut *out, &p.plan)?;
         writeln!(out)?;
         return Ok(());
     }
-    writeln!(
-        out,
-        "Would deploy {csum}, merging /etc from {}:",
-        merge.dir_name()
-    )?;
-    for p in &plan {
+    writeln!(out, "Would deploy {}, merging /etc from {merge}:", p.commit)?;
+    for e in &p.plan {
         writeln!(
             out,
             "  {:8} /etc/{}: {}{}",
-            p.change,
-            p.path,
-            p.action,
-            if p.upstream_changed {
+            e.change,
+            e.path,
+            e.action,
+            if e.upstream_changed {
                 " (its new default is ignored)"
             } else {
                 ""
             }
         )?;
     }
-    if plan.is_empty() {
+    if p.plan.is_empty() {
         writeln!(out, "  no local changes: /etc takes the new defaults")?;
     }
     Ok(())
-}
-
-/// The preview's scratch directory, after removing those of earlier
-/// previews that were killed (they hold copies of /etc, secrets included;
-/// with the sysroot lock held, none is in use).
-fn tempdir_in(s: &Sysroot) -> Result<std::path::PathBuf> {
-    arbor_sysroot::deploy::remove_stale_previews(s)?;
-    Ok(s.path().join(format!(
-        "ostree/repo/tmp/{}{}",
-        arbor_sysroot::deploy::PREVIEW_PREFIX,
-        std::process::id()
-    )))
-}
-
-/// Checks out the default /etc of `csum` into `dir` for the preview.
-fn export_etc(
-    s: &Sysroot,
-    csum: &arbor_format::Checksum,
-    dir: &std::path::Path,
-) -> Result<Option<std::os::fd::OwnedFd>> {
-    for sub in ["/usr/etc", "/etc"] {
-        let opts = arbor_repo::checkout::CheckoutOptions {
-            hardlink: false,
-            require_hardlinks: false,
-            // Owners, modes and xattrs as the deployment will have them:
-            // the same mode as the deploy's checkout.
-            user_mode: s.repo.mode() != arbor_format::RepoMode::Bare,
-            union: false,
-            subpath: Some(sub.to_string()),
-        };
-        match arbor_repo::checkout::checkout(&s.repo, csum, dir, &opts, &arbor_repo::NullProgress) {
-            Ok(_) => {
-                return Ok(Some(arbor_sysroot::fsutil::open_dir(
-                    rustix::fs::CWD,
-                    &dir.to_string_lossy(),
-                )?))
-            }
-            Err(e) if arbor_repo::reachable::is_not_found(&e) => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(None)
 }
 
 /// `cleanup`.
@@ -332,131 +192,60 @@ pub fn cleanup(o: CleanupOpts, out: &mut impl Write) -> Result<()> {
     Ok(())
 }
 
-/// Pulls `refspec` into the system repository if it names a remote ref;
-/// returns the commit it resolves to.
-fn fetch(s: &Sysroot, refspec: &str, allow_downgrade: bool) -> Result<arbor_format::Checksum> {
-    if let Some((remote, name)) = refspec.split_once(':') {
-        let opts = arbor_pull::PullOptions {
-            refs: vec![name.to_string()],
-            allow_downgrade,
-            ..Default::default()
-        };
-        arbor_pull::pull(&s.repo, remote, &opts, &crate::progress::Bar::new())?;
-    }
-    resolve_commit(s, refspec)
-}
-
 /// `upgrade`: exit code 77 with `--check` when no update is available
 /// (as `rpm-ostree upgrade --check`), 0 otherwise.
-pub fn upgrade(o: UpgradeOpts, out: &mut impl Write) -> Result<std::process::ExitCode> {
+pub fn upgrade(o: UpgradeOpts, out: &mut impl Write) -> Result<ExitCode> {
     let mut s = Sysroot::open(&o.sysroot.sysroot)?;
-    let stateroot = s.default_stateroot(o.os.stateroot.as_deref())?;
-    let Some(m) = s.merge_deployment(&stateroot) else {
-        anyhow::bail!("No deployment of {stateroot} to upgrade");
+    let opts = UpgradeOptions {
+        stateroot: o.os.stateroot,
+        allow_downgrade: o.allow_downgrade,
     };
-    let merge = s.deployments[m].clone();
-    let Some(refspec) = merge.refspec().map(str::to_string) else {
-        anyhow::bail!("Deployment {} has no origin refspec", merge.dir_name());
-    };
-    // As ostree's upgrader: an image can ship an origin that must be
-    // configured (e.g. registered) before it can be upgraded.
-    if let Some(u) = merge
-        .origin
-        .as_ref()
-        .and_then(|o| o.get("origin", "unconfigured-state"))
-    {
-        anyhow::bail!("origin unconfigured-state: {u}");
-    }
-    if arbor_format::is_hex_checksum(&refspec) {
-        anyhow::bail!(
-            "The origin is a commit ({refspec}), not a ref: use 'switch' to follow a ref"
-        );
-    }
+    let mut up = Upgrader::new(&mut s, opts)?;
     if o.check {
-        let target = match refspec.split_once(':') {
-            Some((remote, name)) => arbor_pull::pull::remote_refs(&s.repo, remote)?
-                .into_iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, c)| c)
-                .with_context(|| format!("The remote {remote} has no ref {name}"))?,
-            None => resolve_commit(&s, &refspec)?,
-        };
-        let pending = s.pending_and_rollback(&stateroot).0;
-        if target == merge.csum || pending.is_some_and(|p| s.deployments[p].csum == target) {
+        return Ok(match up.check()? {
+            UpgradeCheck::UpToDate { .. } => {
+                writeln!(out, "No update available.")?;
+                ExitCode::from(77)
+            }
+            UpgradeCheck::Available(u) => {
+                writeln!(out, "Update available: {} -> {}", u.from, u.to)?;
+                ExitCode::SUCCESS
+            }
+        });
+    }
+    let update = match up.pull(&Bar::new())? {
+        UpgradeCheck::UpToDate { .. } => {
             writeln!(out, "No update available.")?;
-            return Ok(std::process::ExitCode::from(77));
+            return Ok(ExitCode::SUCCESS);
         }
-        writeln!(out, "Update available: {} -> {target}", merge.csum)?;
-        return Ok(std::process::ExitCode::SUCCESS);
-    }
-    let target = fetch(&s, &refspec, o.allow_downgrade)?;
-    // Already the merge (booted) deployment, or already deployed as pending.
-    let pending = s.pending_and_rollback(&stateroot).0;
-    if target == merge.csum || pending.is_some_and(|p| s.deployments[p].csum == target) {
-        writeln!(out, "No update available.")?;
-        return Ok(std::process::ExitCode::SUCCESS);
-    }
-    // As ostree's upgrader: never older than the deployed commit (the pull
-    // only compares with the ref's previous value, and a local ref with
-    // nothing).
-    if !o.allow_downgrade {
-        let load = |c| arbor_repo::objects::load_commit(&s.repo, c);
-        let (new, old) = (load(&target)?, load(&merge.csum)?);
-        if new.timestamp < old.timestamp {
-            anyhow::bail!(
-                "Refusing to upgrade to {target} (timestamp {}): older than the deployed \
-                 {} (timestamp {}); use --allow-downgrade",
-                new.timestamp,
-                merge.csum,
-                old.timestamp
-            );
-        }
-    }
-    if o.download_only {
-        writeln!(out, "Update downloaded: {target} (not deployed)")?;
-        return Ok(std::process::ExitCode::SUCCESS);
-    }
-    let opts = DeployOptions {
-        stateroot: Some(stateroot),
-        revision: target.to_hex(),
-        origin: Some(arbor_sysroot::deploy::carried_origin(&merge, None)),
-        stage: o.stage,
-        ..Default::default()
+        UpgradeCheck::Available(u) => u,
     };
-    let r = do_deploy(&mut s, &opts)?;
+    if o.download_only {
+        writeln!(out, "Update downloaded: {} (not deployed)", update.to)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let r = up.deploy(&update, o.stage)?;
     let how = if o.stage { "Staged" } else { "Upgraded" };
     writeln!(
         out,
         "{how} {} to {} ({})",
         r.stateroot, r.checksum, r.deployment
     )?;
-    Ok(std::process::ExitCode::SUCCESS)
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `switch`.
 pub fn switch(o: SwitchOpts, out: &mut impl Write) -> Result<()> {
     let mut s = Sysroot::open(&o.sysroot.sysroot)?;
-    let stateroot = s.default_stateroot(o.os.stateroot.as_deref())?;
-    let target = fetch(&s, &o.refspec, false)?;
-    let origin = match s.merge_deployment(&stateroot) {
-        Some(m) => arbor_sysroot::deploy::carried_origin(&s.deployments[m], Some(&o.refspec)),
-        None => {
-            let mut k = arbor_repo::config::KeyFile::default();
-            k.set("origin", "refspec", &o.refspec)?;
-            k
-        }
+    let opts = SwitchOptions {
+        stateroot: o.os.stateroot,
+        refspec: o.refspec,
     };
-    let opts = DeployOptions {
-        stateroot: Some(stateroot),
-        revision: target.to_hex(),
-        origin: Some(origin),
-        ..Default::default()
-    };
-    let r = do_deploy(&mut s, &opts)?;
+    let r = arbor_upgrade::switch(&mut s, &opts, &Bar::new())?;
     writeln!(
         out,
         "Switched {} to {} ({})",
-        r.stateroot, o.refspec, r.deployment
+        r.stateroot, opts.refspec, r.deployment
     )?;
     Ok(())
 }

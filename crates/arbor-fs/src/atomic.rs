@@ -35,6 +35,22 @@ fn unique_tmp_name(name: &str) -> String {
     )
 }
 
+/// Whether `name` is a temporary name made by this module
+/// (`.NAME.tmp-PID-N`): a leftover of a process killed between creating
+/// it and renaming it into place, which cleanups may remove.
+pub fn is_temporary_name(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix('.') else {
+        return false;
+    };
+    let Some((_, suffix)) = rest.rsplit_once(".tmp-") else {
+        return false;
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    suffix
+        .split_once('-')
+        .is_some_and(|(pid, n)| digits(pid) && digits(n))
+}
+
 /// Points the symlink `name` at `target` atomically: a symlink under a
 /// unique temporary name, renamed over `name`. The directory is not
 /// synced: callers publish several links and then sync once (see
@@ -96,5 +112,17 @@ mod tests {
         let b = unique_tmp_name("x");
         assert_ne!(a, b);
         assert!(a.starts_with(".x.tmp-"), "{a}");
+        assert!(is_temporary_name(&a) && is_temporary_name(&b));
+        for other in [
+            "x",
+            ".x",
+            ".x.tmp",
+            ".x.tmp-1",
+            ".x.tmp-a-1",
+            "x.tmp-1-2",
+            ".x.tmp-1-",
+        ] {
+            assert!(!is_temporary_name(other), "{other}");
+        }
     }
 }

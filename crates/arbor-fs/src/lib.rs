@@ -21,7 +21,7 @@ pub mod dir;
 pub mod failpoint;
 pub mod lock;
 
-pub use atomic::{atomic_write, fsync_dir, symlink_replace};
+pub use atomic::{atomic_write, fsync_dir, is_temporary_name, symlink_replace};
 pub use dir::{
     copy_file, ensure_dir_path, ensure_dir_path_durable, fd_path, file_type, is_root, list_dir,
     list_names, open_dir, open_dir_optional, open_file, open_tree_dir, read_optional,

@@ -6,4 +6,4 @@ pub mod fetcher;
 pub mod pull;
 
 pub use fetcher::{FetchOptions, Fetcher};
-pub use pull::{pull, PullOptions, PullStats};
+pub use pull::{pull, pull_local, PullLocalOptions, PullOptions, PullStats};

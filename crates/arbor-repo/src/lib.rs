@@ -33,7 +33,6 @@ pub mod fsck;
 pub mod objects;
 pub mod progress;
 pub mod prune;
-pub mod pull_local;
 pub mod reachable;
 pub mod refs;
 pub mod remote_url;

@@ -8,6 +8,8 @@
 //! Modules:
 //! - [`sysroot`]: loading the boot state and deployments; init-fs, os-init.
 //! - [`deploy`]: creating a deployment (checkout, /etc, origin).
+//! - [`preview`]: what a deploy would do to /etc, per path (`deploy --dry-run`).
+//! - [`status`]: the deployments as `status` reports them.
 //! - [`write`]: the atomic switch to a new deployment list; cleanup.
 //! - [`ops`]: rollback, undeploy, pin, kernel arguments.
 //! - [`staged`]: staged deployments and their finalization at shutdown.
@@ -24,7 +26,9 @@ pub mod fsutil;
 pub mod kargs;
 pub mod kernel;
 pub mod ops;
+pub mod preview;
 pub mod staged;
+pub mod status;
 pub mod sysroot;
 pub mod write;
 

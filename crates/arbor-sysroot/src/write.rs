@@ -374,7 +374,7 @@ fn ensure_boot_boot(boot: &OwnedFd) -> Result<()> {
 
 /// Names of the temporary files this crate writes (`.NAME.tmp`).
 fn is_tmp_name(name: &str) -> bool {
-    name.starts_with('.') && name.ends_with(".tmp")
+    arbor_fs::is_temporary_name(name) || (name.starts_with('.') && name.ends_with(".tmp"))
 }
 
 /// What [`cleanup`] removed.
@@ -402,7 +402,11 @@ pub fn cleanup(s: &mut Sysroot, prune: bool) -> Result<CleanupReport> {
     fsutil::remove_all(&boot, &format!("loader.{}", 1 - b))?;
     let _ = rustix::fs::unlinkat(&boot, "loader.tmp", rustix::fs::AtFlags::empty());
     for name in fsutil::list_names(&ostree)? {
-        if name.starts_with("boot.") && name.ends_with(".tmp") {
+        // Leftovers of a killed switch: `.boot.B.tmp-PID-N` (the unique
+        // temporary names of arbor_fs::symlink_replace) and the older
+        // fixed `boot.B.tmp`.
+        let stale_link = name.starts_with(".boot.") && arbor_fs::is_temporary_name(&name);
+        if stale_link || (name.starts_with("boot.") && name.ends_with(".tmp")) {
             fsutil::remove_all(&ostree, &name)?;
         }
     }

@@ -211,3 +211,275 @@ fn pull_local_depth_and_remote_refs() {
     assert!(dir_names(&empty.join("refs/heads")).is_empty());
     run_ok(arbor().args(["fsck", "--repo"]).arg(&empty));
 }
+
+/// Adds `src` to `dest` as remote `local` (`file://`, unsigned).
+fn add_file_remote(dest: &Path, src: &Path) {
+    run_ok(
+        arbor()
+            .args(["remote", "add", "--repo"])
+            .arg(dest)
+            .args(["--no-gpg-verify", "local"])
+            .arg(format!("file://{}", src.display())),
+    );
+}
+
+/// A refused pull left nothing: no ref, no object, fsck clean.
+#[track_caller]
+fn assert_untouched(dest: &Path) {
+    assert!(
+        dir_names(&dest.join("refs/heads")).is_empty(),
+        "a ref was written"
+    );
+    assert!(
+        dir_names(&dest.join("refs/remotes")).is_empty(),
+        "a remote ref was written"
+    );
+    assert!(
+        std::fs::read_dir(dest.join("objects"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "objects were published"
+    );
+    let (ok, report) = arbor_fsck_json(dest);
+    assert!(ok, "{report}");
+}
+
+/// A corrupt object of each kind in the source repository: `pull-local`
+/// refuses it exactly as a pull of the same repository through a
+/// `file://` remote does (one walker verifies both), naming the object.
+#[test]
+fn pull_local_refuses_a_corrupt_source_as_a_remote_pull_does() {
+    let td = TempDir::new().unwrap();
+    let tree = td.path().join("tree");
+    make_vector_tree(&tree);
+    for ext in ["commit", "dirmeta", "dirtree", "filez"] {
+        let src = td.path().join(format!("src-{ext}"));
+        arbor_init(&src, "archive");
+        arbor_commit(&src, &["-b", "main", "--timestamp=@1"], &tree);
+        let victim_path = walk_files(&src.join("objects"))
+            .into_iter()
+            .find(|p| p.extension().is_some_and(|e| e == ext))
+            .unwrap();
+        let victim = format!(
+            "{}{}",
+            victim_path
+                .parent()
+                .unwrap()
+                .file_name()
+                .unwrap()
+                .to_str()
+                .unwrap(),
+            victim_path.file_stem().unwrap().to_str().unwrap()
+        );
+        let mut bytes = std::fs::read(&victim_path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x01;
+        std::fs::write(&victim_path, bytes).unwrap();
+
+        let local = td.path().join(format!("local-{ext}"));
+        arbor_init(&local, "bare-user");
+        let out = run_fail(&mut pull(&local, &src, &["main"]));
+        let local_err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_untouched(&local);
+
+        let remote = td.path().join(format!("remote-{ext}"));
+        arbor_init(&remote, "bare-user");
+        add_file_remote(&remote, &src);
+        let out = run_fail(
+            arbor()
+                .args(["pull", "--repo"])
+                .arg(&remote)
+                .args(["local", "main"]),
+        );
+        let remote_err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_untouched(&remote);
+
+        for err in [&local_err, &remote_err] {
+            assert!(
+                err.contains(&victim),
+                "{ext}: does not name {victim}: {err}"
+            );
+        }
+        if ext != "filez" {
+            // The same verdict, word for word, but for where it came from.
+            let want = format!("Corrupted {ext} object {victim} from ");
+            let verdict = |e: &str| {
+                e[e.find(&want)
+                    .unwrap_or_else(|| panic!("{want:?} not in {e}"))..]
+                    .replace("the source repository", "the remote")
+            };
+            assert_eq!(verdict(&local_err), verdict(&remote_err), "{ext}");
+        }
+    }
+}
+
+/// Every file under `dir`, recursively.
+fn walk_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// `pull-local` checks ref bindings as a remote pull does, and as ostree's
+/// `pull-local` (a `file://` pull underneath) does: a commit bound to
+/// `os/main` is refused under another name, and pulls under its own.
+#[test]
+fn pull_local_checks_ref_bindings_as_a_remote_pull_does() {
+    require_ostree();
+    let td = TempDir::new().unwrap();
+    let tree = td.path().join("tree");
+    make_vector_tree(&tree);
+    let src = td.path().join("src");
+    arbor_init(&src, "archive");
+    let c = arbor_commit(&src, &["-b", "os/main"], &tree);
+    run_ok(
+        arbor()
+            .args(["refs", "--repo"])
+            .arg(&src)
+            .args(["--create", "other", &c]),
+    );
+    let want = "is not bound to ref 'other'";
+
+    let local = td.path().join("local");
+    arbor_init(&local, "bare-user");
+    let out = run_fail(&mut pull(&local, &src, &["other"]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(want) && err.contains(&c), "{err}");
+    assert_untouched(&local);
+
+    let remote = td.path().join("remote");
+    arbor_init(&remote, "bare-user");
+    add_file_remote(&remote, &src);
+    let out = run_fail(
+        arbor()
+            .args(["pull", "--repo"])
+            .arg(&remote)
+            .args(["local", "other"]),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(want) && err.contains(&c), "{err}");
+    assert_untouched(&remote);
+
+    // ostree's verdict.
+    let o = td.path().join("ostree-dest");
+    ostree_init(&o, "bare-user");
+    let out = run_fail(
+        ostree()
+            .arg("pull-local")
+            .arg(format!("--repo={}", o.display()))
+            .arg(&src)
+            .arg("other"),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("ref binding"), "ostree: {err}");
+
+    // Under the name it is bound to, and as a bare checksum, it pulls.
+    run_ok(&mut pull(&local, &src, &["os/main"]));
+    assert_eq!(rev(&local, "os/main"), c);
+    run_ok(&mut pull(&local, &src, &[&c]));
+}
+
+/// A commit whose tree is 10,000 directories deep, written object by object
+/// (no filesystem path that long is needed): `pull-local` and a `file://`
+/// pull copy all of it; the walk is a queue, not a recursion.
+#[test]
+fn pull_local_and_file_pull_walk_a_10000_level_tree() {
+    use arbor_format::{Commit, DirTree, DirTreeDir, DirTreeFile, Metadata};
+    const DEPTH: usize = 10_000;
+    let td = TempDir::new().unwrap();
+    let tree = td.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    std::fs::write(tree.join("leaf"), "at the bottom\n").unwrap();
+    let src = td.path().join("src");
+    arbor_init(&src, "archive");
+    arbor_commit(&src, &["-b", "small", "--no-bindings"], &tree);
+    let ls: serde_json::Value = serde_json::from_str(&run_ok(
+        arbor()
+            .args(["ls", "--json", "-R", "--repo"])
+            .arg(&src)
+            .arg("small"),
+    ))
+    .unwrap();
+    let entry = |path: &str, key: &str| -> arbor_format::Checksum {
+        ls.as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["path"] == path)
+            .and_then(|e| e[key].as_str())
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let meta = entry("/", "meta_checksum");
+    let leaf = entry("/leaf", "checksum");
+    let mut t = crate::hostile::write_object(
+        &src,
+        "dirtree",
+        &DirTree {
+            files: vec![DirTreeFile {
+                name: "leaf".into(),
+                checksum: leaf,
+            }],
+            dirs: vec![],
+        }
+        .encode(),
+    );
+    for _ in 0..DEPTH {
+        let dt = DirTree {
+            files: vec![],
+            dirs: vec![DirTreeDir {
+                name: "d".into(),
+                tree: t,
+                meta,
+            }],
+        };
+        t = crate::hostile::write_object(&src, "dirtree", &dt.encode());
+    }
+    let commit = Commit {
+        metadata: Metadata::new(),
+        parent: None,
+        related: vec![],
+        subject: "deep".into(),
+        body: String::new(),
+        timestamp: 1,
+        root_tree: t,
+        root_meta: meta,
+    };
+    let c = crate::hostile::write_object(&src, "commit", &commit.encode());
+    std::fs::write(src.join("refs/heads/deep"), format!("{c}\n")).unwrap();
+
+    let local = td.path().join("local");
+    arbor_init(&local, "bare-user");
+    let out = run_ok(&mut pull(&local, &src, &["--json", "deep"]));
+    let stats: serde_json::Value = serde_json::from_str(&out).unwrap();
+    // Every dirtree, the dirmeta and the commit; the one file.
+    assert_eq!(stats["metadata_fetched"], DEPTH as u64 + 3, "{stats}");
+    assert_eq!(stats["content_fetched"], 1, "{stats}");
+    assert_eq!(rev(&local, "deep"), c.to_hex());
+
+    let remote = td.path().join("remote");
+    arbor_init(&remote, "bare-user");
+    add_file_remote(&remote, &src);
+    let out = run_ok(
+        arbor()
+            .args(["pull", "--json", "--repo"])
+            .arg(&remote)
+            .args(["local", "deep"]),
+    );
+    let remote_stats: serde_json::Value = serde_json::from_str(&out).unwrap();
+    for k in ["commits", "metadata_fetched", "content_fetched"] {
+        assert_eq!(stats[k], remote_stats[k], "{k}");
+    }
+}

@@ -768,3 +768,38 @@ fn works_through_the_ostree_symlink_of_a_booted_system() {
     );
     assert_eq!(checksums(&m.sys), checksums(&view));
 }
+
+#[test]
+fn cleanup_removes_temporary_names_a_killed_write_left() {
+    if needs_root("cleanup_removes_temporary_names_a_killed_write_left") {
+        return;
+    }
+    let m = machine();
+    let sys = m.sys.clone();
+    // What a process killed between creating a temporary name and renaming
+    // it into place leaves (arbor_fs's `.NAME.tmp-PID-N`): a bootlink, an
+    // origin file, and a legacy fixed-name bootlink.
+    let ostree_dir = sys.join("ostree");
+    let deploy_dir = sys.join("ostree/deploy/testos/deploy");
+    let leftovers = [
+        ostree_dir.join(".boot.1.tmp-4242-0"),
+        ostree_dir.join("boot.1.tmp"),
+        deploy_dir.join(format!(".{}.0.origin.tmp-4242-1", m.src.v1)),
+    ];
+    std::os::unix::fs::symlink("boot.1.0", &leftovers[0]).unwrap();
+    std::os::unix::fs::symlink("boot.1.0", &leftovers[1]).unwrap();
+    std::fs::write(&leftovers[2], "[origin]\n").unwrap();
+    // Not ours: kept.
+    let foreign = deploy_dir.join(".keep.tmp-x-1");
+    std::fs::write(&foreign, "").unwrap();
+    run_ok(&mut sys_arbor(&sys, &["cleanup"]));
+    for l in &leftovers {
+        assert!(
+            l.symlink_metadata().is_err(),
+            "{} survived cleanup",
+            l.display()
+        );
+    }
+    assert!(foreign.exists());
+    assert_eq!(checksums(&sys), [format!("{}.0", m.src.v1)]);
+}

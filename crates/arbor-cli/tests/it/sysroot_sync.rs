@@ -25,7 +25,8 @@ enum Ev {
     Sync,
     /// `rename(boot/loader.tmp, boot/loader)`.
     LoaderSwap,
-    /// `rename(ostree/boot.B.tmp, ostree/boot.B)`.
+    /// `rename(ostree/.boot.B.tmp-PID-N, ostree/boot.B)` (a unique
+    /// temporary name, arbor_fs::symlink_replace).
     BootlinkSwap,
     /// `fsync` of `/boot` or `ostree/`.
     DirSync,
@@ -77,7 +78,7 @@ fn classify(text: &str) -> Vec<Ev> {
             evs.push(Ev::Sync);
         } else if rename && call.contains("\"loader.tmp\"") && call.contains("\"loader\"") {
             evs.push(Ev::LoaderSwap);
-        } else if rename && call.contains("/ostree>, \"boot.") && call.contains(".tmp\"") {
+        } else if rename && call.contains("/ostree>, \".boot.") && call.contains(".tmp-") {
             evs.push(Ev::BootlinkSwap);
         } else if call.starts_with("fsync(")
             && (call.contains("/boot>)") || call.contains("/ostree>)"))

@@ -7,19 +7,18 @@ use arbor_format::{Checksum, Commit, ObjectType, RefName};
 use arbor_repo::refs::RefSpec;
 use arbor_repo::Repo;
 
-use super::remote::RemoteSettings;
-
 /// ostree's binding checks: a commit listing `ostree.ref-binding` may only
 /// be pulled under one of those refs; with a remote `collection-id`, the
-/// commit must be bound to it.
+/// commit must be bound to it. `name` is the ref pulled when `commit` is
+/// the one it names (`None` for a parent or a checksum pulled as such).
 pub(super) fn check_bindings(
     commit: &Commit,
     id: &Checksum,
     name: Option<&RefName>,
-    s: &RemoteSettings,
+    collection_id: Option<&str>,
 ) -> Result<()> {
     match commit.metadata.get("ostree.ref-binding") {
-        None if s.collection_id.is_some() => {
+        None if collection_id.is_some() => {
             bail!("Commit {id} has no ref binding, which a remote with a collection ID requires")
         }
         None => {}
@@ -36,7 +35,7 @@ pub(super) fn check_bindings(
         }
         Some(_) => bail!("Commit {id} has a malformed ostree.ref-binding"),
     }
-    if let Some(cid) = &s.collection_id {
+    if let Some(cid) = collection_id {
         match commit.metadata.get_str("ostree.collection-binding") {
             Some(b) if b == cid => {}
             Some(b) => bail!("Commit {id} is bound to collection '{b}', not '{cid}'"),

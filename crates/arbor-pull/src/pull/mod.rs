@@ -19,12 +19,13 @@
 //! `arbor_repo::txn`).
 
 use std::collections::HashMap;
-use std::sync::{Condvar, Mutex};
+use std::sync::Mutex;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use arbor_format::{Checksum, Commit, ObjectType, RefName};
 use arbor_repo::objects::MAX_METADATA_SIZE;
 use arbor_repo::refs::{RefSpec, RefUpdate};
+use arbor_repo::sign::TrustedKeys;
 use arbor_repo::txn::Transaction;
 use arbor_repo::{Progress, Repo};
 use fn_error_context::context;
@@ -33,12 +34,19 @@ use serde::Serialize;
 use crate::fetcher::Fetcher;
 
 mod checks;
+mod local;
 mod remote;
+mod source;
 mod walk;
 
 use checks::{check_bindings, check_downgrade};
-use remote::{fetch_summary, remote_settings, resolve_wanted, FetchedSummary, RemoteSettings};
-use walk::{fetch_metadata, object_path, Sink, Walk, WalkState};
+pub use local::{pull_local, PullLocalOptions};
+use remote::{fetch_summary, remote_settings, resolve_wanted, FetchedSummary};
+use source::Source;
+use walk::{fetch_metadata_optional, Sink, Walk};
+
+/// Objects in flight at once unless told otherwise.
+const DEFAULT_WORKERS: usize = 8;
 
 /// Options of `pull`, following `ostree pull`.
 #[derive(Debug, Clone)]
@@ -46,8 +54,9 @@ pub struct PullOptions {
     /// Refs (or commit checksums) to pull; all refs of the remote's summary
     /// when empty.
     pub refs: Vec<String>,
-    /// Parents to pull behind each commit (-1 = all; default 0).
-    pub depth: i64,
+    /// Parents to pull behind each commit: `None` for the whole history
+    /// (ostree's `--depth=-1`); default `Some(0)`.
+    pub depth: Option<u32>,
     /// Fetch only commit objects (marked partial), not their trees.
     pub commit_metadata_only: bool,
     /// Write refs to `refs/heads/` (not `refs/remotes/REMOTE/`) and, when
@@ -65,17 +74,17 @@ impl Default for PullOptions {
     fn default() -> Self {
         PullOptions {
             refs: Vec::new(),
-            depth: 0,
+            depth: Some(0),
             commit_metadata_only: false,
             mirror: false,
             dry_run: false,
             allow_downgrade: false,
-            workers: 8,
+            workers: DEFAULT_WORKERS,
         }
     }
 }
 
-/// What a pull did (or, with `dry_run`, would do).
+/// What a pull (remote or local) did or, with `dry_run`, would do.
 #[derive(Debug, Default, Serialize)]
 pub struct PullStats {
     /// Refs updated (or that would be), as `(name, checksum)`.
@@ -88,18 +97,18 @@ pub struct PullStats {
     pub content_fetched: u64,
     /// Bytes of the file objects (with `dry_run`: their sizes from HEAD).
     pub content_bytes: u64,
-    /// HTTP requests made.
+    /// Requests made: HTTP requests, or objects read from a local source.
     pub requests: u64,
-    /// Body bytes received.
+    /// Bytes received (read, from a local source).
     pub bytes: u64,
     /// True for a dry run: nothing was written.
     pub dry_run: bool,
     /// HTTP versions the server answered with (`HTTP/2.0` over TLS when it
-    /// offers HTTP/2).
+    /// offers HTTP/2); empty for a local source.
     pub protocols: Vec<String>,
 }
 
-/// A ref (or bare checksum) to pull, resolved on the remote.
+/// A ref (or bare checksum) to pull, resolved on the source.
 #[derive(Debug, Clone)]
 pub(super) struct Wanted {
     /// Ref name, or `None` when pulling a checksum.
@@ -109,11 +118,166 @@ pub(super) struct Wanted {
     pub(super) size: Option<u64>,
 }
 
-/// The ref a pulled ref is stored under.
-fn local_spec(remote: &str, name: &RefName, mirror: bool) -> RefSpec {
-    RefSpec {
-        remote: (!mirror).then(|| remote.to_string()),
-        name: name.clone(),
+/// What every commit of a pull is checked against, whatever the source:
+/// from the remote's configuration for `pull`, ostree's defaults for
+/// `pull-local`.
+#[derive(Debug)]
+pub(super) struct Checks<'a> {
+    /// Keys commits must be signed with (`sign-verify`).
+    pub(super) keys: Option<&'a TrustedKeys>,
+    /// The collection commits must be bound to.
+    pub(super) collection_id: Option<&'a str>,
+    /// Allow moving a ref to an older commit.
+    pub(super) allow_downgrade: bool,
+    /// Remote whose `refs/remotes/` pulled refs go under (`None`:
+    /// `refs/heads/`).
+    pub(super) ref_remote: Option<&'a str>,
+}
+
+impl Checks<'_> {
+    /// The ref a pulled ref is stored under.
+    fn local_spec(&self, name: &RefName) -> RefSpec {
+        RefSpec {
+            remote: self.ref_remote.map(str::to_string),
+            name: name.clone(),
+        }
+    }
+}
+
+/// One pull, from any [`Source`]: the commits wanted and their history,
+/// then their trees, all verified, staged in one transaction (or, for a
+/// dry run, kept in memory) and published with the refs at the end.
+pub(super) struct Engine<'a> {
+    pub(super) repo: &'a Repo,
+    pub(super) source: &'a dyn Source,
+    pub(super) checks: Checks<'a>,
+    /// Parents to pull behind each commit (`None`: all).
+    pub(super) depth: Option<u32>,
+    pub(super) commit_metadata_only: bool,
+    pub(super) dry_run: bool,
+    pub(super) workers: usize,
+    /// Progress phase name of the tree walk.
+    pub(super) phase: &'a str,
+    pub(super) progress: &'a dyn Progress,
+}
+
+/// What [`pull_commit`] needs besides the commit: the required inputs
+/// (STYLE §5 `Context`), shared by every commit of a pull.
+struct CommitContext<'a, 't, 'r> {
+    source: &'a dyn Source,
+    sink: &'a Sink<'t, 'r>,
+    checks: &'a Checks<'a>,
+}
+
+/// A commit to pull: `id`, reached from `wanted` (`first` when it is the
+/// commit `wanted` names, not one of its parents).
+struct CommitStep<'a> {
+    wanted: &'a Wanted,
+    id: Checksum,
+    first: bool,
+}
+
+impl Engine<'_> {
+    /// Runs the pull; see [`pull`] for the crash guarantee.
+    pub(super) fn run(&self, wanted: &[Wanted]) -> Result<PullStats> {
+        let txn = if self.dry_run {
+            None
+        } else {
+            Some(Transaction::begin(self.repo)?)
+        };
+        let sink = match &txn {
+            Some(t) => Sink::Txn(t),
+            None => Sink::Dry {
+                repo: self.repo,
+                meta: Mutex::new(HashMap::new()),
+            },
+        };
+        let mut stats = PullStats {
+            dry_run: self.dry_run,
+            ..PullStats::default()
+        };
+        let cx = CommitContext {
+            source: self.source,
+            sink: &sink,
+            checks: &self.checks,
+        };
+        // Commits first (small, sequential): each checked before anything
+        // it references is fetched.
+        let mut roots = Vec::new();
+        let mut updates = Vec::new();
+        for w in wanted {
+            self.commits(&cx, txn.as_ref(), w, &mut stats, &mut roots)?;
+            if let Some(name) = &w.name {
+                let spec = self.checks.local_spec(name);
+                stats.refs.push((spec.to_string(), w.commit.to_hex()));
+                updates.push(RefUpdate::set(spec, w.commit));
+            }
+        }
+        let st = Walk::new(self.source, &sink, self.progress, self.dry_run).run(
+            &roots,
+            self.workers,
+            self.phase,
+        )?;
+        stats.metadata_fetched += st.metadata_fetched;
+        stats.content_fetched = st.content_fetched;
+        stats.content_bytes = st.content_bytes;
+        if let Some(txn) = txn {
+            txn.commit(&updates)?;
+        }
+        let transfer = self.source.transfer();
+        stats.requests = transfer.requests;
+        stats.bytes = transfer.bytes;
+        stats.protocols = transfer.protocols;
+        Ok(stats)
+    }
+
+    /// Pulls the commit `w` names and its parents down to the depth asked
+    /// for; queues in `roots` the trees of those not complete here.
+    fn commits(
+        &self,
+        cx: &CommitContext<'_, '_, '_>,
+        txn: Option<&Transaction<'_>>,
+        w: &Wanted,
+        stats: &mut PullStats,
+        roots: &mut Vec<(ObjectType, Checksum)>,
+    ) -> Result<()> {
+        let mut cur = Some(w.commit);
+        let mut remaining = self.depth;
+        let mut first = true;
+        while let Some(id) = cur {
+            let step = CommitStep {
+                wanted: w,
+                id,
+                first,
+            };
+            let Some((commit, fetched)) = pull_commit(cx, &step)? else {
+                // A parent the source does not have (shallow history).
+                break;
+            };
+            stats.commits += 1;
+            stats.metadata_fetched += u64::from(fetched);
+            let complete =
+                self.repo.has_object(ObjectType::Commit, &id)? && !self.repo.is_partial(&id)?;
+            if self.commit_metadata_only {
+                if let (false, Some(t)) = (complete, txn) {
+                    t.mark_partial(&id);
+                }
+            } else if !complete {
+                roots.push((ObjectType::DirMeta, commit.root_meta));
+                roots.push((ObjectType::DirTree, commit.root_tree));
+                if let Some(t) = txn {
+                    t.mark_complete(&id);
+                }
+            }
+            first = false;
+            remaining = match remaining {
+                Some(0) => break,
+                Some(n) => Some(n - 1),
+                None => None,
+            };
+            cur = commit.parent;
+        }
+        Ok(())
     }
 }
 
@@ -139,200 +303,79 @@ pub fn pull(
     let keep_summary = opts.mirror && opts.refs.is_empty() && !opts.dry_run;
     let summary = fetch_summary(&fetcher, &settings, keep_summary)?;
     let wanted = resolve_wanted(&fetcher, summary.as_ref().map(|s| &s.summary), &opts.refs)?;
-
-    let txn = if opts.dry_run {
-        None
-    } else {
-        Some(Transaction::begin(repo)?)
-    };
-    let sink = match &txn {
-        Some(t) => Sink::Txn(t),
-        None => Sink::Dry {
-            repo,
-            meta: Mutex::new(HashMap::new()),
+    let engine = Engine {
+        repo,
+        source: &fetcher,
+        checks: Checks {
+            keys: settings.keys.as_ref(),
+            collection_id: settings.collection_id.as_deref(),
+            allow_downgrade: opts.allow_downgrade,
+            ref_remote: (!opts.mirror).then_some(remote_name),
         },
-    };
-    let mut stats = PullStats {
+        depth: opts.depth,
+        commit_metadata_only: opts.commit_metadata_only,
         dry_run: opts.dry_run,
-        ..PullStats::default()
-    };
-    // Commits first (small, sequential): each checked before anything it
-    // references is fetched.
-    let mut roots = Vec::new();
-    let mut updates = Vec::new();
-    for w in &wanted {
-        let mut cur = Some(w.commit);
-        let mut remaining = opts.depth;
-        let mut first = true;
-        while let Some(id) = cur {
-            let size = if first { w.size } else { None };
-            let Some((commit, fetched)) = pull_commit(
-                &fetcher,
-                &sink,
-                &settings,
-                w,
-                &id,
-                size,
-                first,
-                opts,
-                remote_name,
-            )?
-            else {
-                // A parent the remote does not have (shallow history).
-                break;
-            };
-            stats.commits += 1;
-            stats.metadata_fetched += u64::from(fetched);
-            let complete = repo.has_object(ObjectType::Commit, &id)? && !repo.is_partial(&id)?;
-            if opts.commit_metadata_only {
-                if !complete {
-                    if let Some(t) = &txn {
-                        t.mark_partial(&id);
-                    }
-                }
-            } else if !complete {
-                roots.push(commit.root_meta);
-                roots.push(commit.root_tree);
-                if let Some(t) = &txn {
-                    t.mark_complete(&id);
-                }
-            }
-            first = false;
-            if remaining == 0 {
-                break;
-            }
-            remaining -= 1;
-            cur = commit.parent;
-        }
-        if let Some(name) = &w.name {
-            let spec = local_spec(remote_name, name, opts.mirror);
-            stats.refs.push((spec.to_string(), w.commit.to_hex()));
-            updates.push(RefUpdate::set(spec, w.commit));
-        }
-    }
-
-    // Trees: many objects in flight.
-    let walk = Walk {
-        fetcher: &fetcher,
-        sink: &sink,
+        workers: opts.workers,
+        phase: "Receiving objects",
         progress,
-        dry_run: opts.dry_run,
-        state: Mutex::new(WalkState::default()),
-        wake: Condvar::new(),
     };
-    {
-        // The roots, queued before the bar starts (enqueue reports totals).
-        let mut st = walk.state.lock().expect("poisoned");
-        for (i, c) in roots.iter().enumerate() {
-            let t = if i % 2 == 0 {
-                ObjectType::DirMeta
-            } else {
-                ObjectType::DirTree
-            };
-            if st.queued.insert((t, *c)) {
-                st.meta.push_back((t, *c));
-                st.total += 1;
-            }
-        }
-        progress.start("Receiving objects", st.total);
-    }
-    std::thread::scope(|s| {
-        for _ in 0..opts.workers.max(1) {
-            s.spawn(|| walk.worker());
-        }
-    });
-    progress.finish();
-    let st = walk
-        .state
-        .into_inner()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some(e) = st.error {
-        return Err(e);
-    }
-    stats.metadata_fetched += st.metadata_fetched;
-    stats.content_fetched = st.content_fetched;
-    stats.content_bytes = st.content_bytes;
-    if let Some(txn) = txn {
-        txn.commit(&updates)?;
-        if keep_summary {
-            if let Some(s) = &summary {
-                arbor_repo::summary::store_summary(repo, &s.bytes, s.sig.as_deref())?;
-            }
+    let stats = engine.run(&wanted)?;
+    if keep_summary {
+        if let Some(s) = &summary {
+            arbor_repo::summary::store_summary(repo, &s.bytes, s.sig.as_deref())?;
         }
     }
-    stats.requests = fetcher.requests();
-    stats.bytes = fetcher.bytes();
-    stats.protocols = fetcher.versions();
     Ok(stats)
 }
 
 /// Fetches (unless present), verifies and stages one commit and its
-/// detached metadata. `Ok(None)` if it is a parent the remote lacks.
-#[allow(clippy::too_many_arguments)]
+/// detached metadata. `Ok(None)` if it is a parent the source lacks;
+/// otherwise the commit and whether it was fetched.
 fn pull_commit(
-    fetcher: &Fetcher,
-    sink: &Sink<'_, '_>,
-    settings: &RemoteSettings,
-    w: &Wanted,
-    id: &Checksum,
-    size: Option<u64>,
-    first: bool,
-    opts: &PullOptions,
-    remote_name: &str,
+    cx: &CommitContext<'_, '_, '_>,
+    step: &CommitStep<'_>,
 ) -> Result<Option<(Commit, bool)>> {
+    let CommitStep { wanted, id, first } = *step;
     let t = ObjectType::Commit;
     // Detached metadata first: always re-fetched, it may carry new
     // signatures (ostree does the same).
-    let meta = fetcher
-        .fetch_bytes(&object_path(ObjectType::CommitMeta, id), MAX_METADATA_SIZE)
+    let meta = cx
+        .source
+        .metadata(ObjectType::CommitMeta, &id, MAX_METADATA_SIZE)
         .with_context(|| format!("Fetching detached metadata of {id}"))?;
     if let Some(m) = &meta {
         arbor_format::Metadata::decode(m)
             .map_err(|e| anyhow!("Invalid detached metadata of commit {id}: {e}"))?;
     }
-    let (data, fetched) = match sink.read(t, id)? {
+    let (data, fetched) = match cx.sink.read(t, &id)? {
         Some(d) => (d, false),
         None => {
+            let size = if first { wanted.size } else { None };
             let limit = size.unwrap_or(MAX_METADATA_SIZE).min(MAX_METADATA_SIZE);
-            match fetch_metadata(fetcher, t, id, limit) {
-                Ok(d) => (d, true),
-                Err(e) if !first && meta.is_none() && is_not_found(&e) => return Ok(None),
-                Err(e) => return Err(e),
+            match fetch_metadata_optional(cx.source, t, &id, limit)? {
+                Some(d) => (d, true),
+                None if !first && meta.is_none() => return Ok(None),
+                None => bail!("{t} object {id} not found on {}", cx.source.name()),
             }
         }
     };
     let commit = Commit::decode(&data).map_err(|e| anyhow!("Invalid commit {id}: {e}"))?;
-    if let Some(keys) = &settings.keys {
+    if let Some(keys) = cx.checks.keys {
         arbor_repo::sign::verify_commit(&data, meta.as_deref(), keys)
             .with_context(|| format!("Commit {id} failed signature verification"))?;
     }
     // The ref binding applies to the commit the ref names; the collection
     // binding to every commit (parents too).
-    check_bindings(
-        &commit,
-        id,
-        if first { w.name.as_ref() } else { None },
-        settings,
-    )?;
-    if first {
-        if let (Some(name), false) = (&w.name, opts.allow_downgrade) {
-            check_downgrade(
-                sink.repo(),
-                &commit,
-                id,
-                &local_spec(remote_name, name, opts.mirror),
-            )?;
-        }
+    let name = if first { wanted.name.as_ref() } else { None };
+    check_bindings(&commit, &id, name, cx.checks.collection_id)?;
+    if let (Some(name), false) = (name, cx.checks.allow_downgrade) {
+        check_downgrade(cx.sink.repo(), &commit, &id, &cx.checks.local_spec(name))?;
     }
-    sink.put(t, &data)?;
-    if let (Sink::Txn(txn), Some(m)) = (sink, &meta) {
-        txn.write_commitmeta(id, m)?;
+    cx.sink.put(t, &data)?;
+    if let (Sink::Txn(txn), Some(m)) = (cx.sink, &meta) {
+        txn.write_commitmeta(&id, m)?;
     }
     Ok(Some((commit, fetched)))
-}
-
-fn is_not_found(e: &anyhow::Error) -> bool {
-    e.to_string().contains("not found on the remote")
 }
 
 /// The refs the remote's summary lists (`remote refs`); an error if the
@@ -351,3 +394,6 @@ pub fn remote_refs(repo: &Repo, remote_name: &str) -> Result<Vec<(String, Checks
         .map(|r| (r.name, r.checksum))
         .collect())
 }
+
+#[cfg(test)]
+mod tests;

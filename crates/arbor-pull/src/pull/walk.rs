@@ -1,8 +1,13 @@
-//! The tree walk: dirtrees and dirmeta first, file objects as they are
-//! discovered, fetched by a pool of workers and verified before staging.
+//! The tree walk, the same for every [`Source`]: dirtrees and dirmeta
+//! first, file objects as they are discovered, read by a pool of workers
+//! and verified before staging.
+//!
+//! The walk is iterative: a queue of typed `(ObjectType, Checksum)`
+//! entries, each object queued once, so a tree of any depth costs heap,
+//! not stack.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::io::BufReader;
+use std::io::{BufReader, Read};
 use std::sync::{Condvar, Mutex};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -11,7 +16,7 @@ use arbor_repo::objects::{read_filez_header, MAX_METADATA_SIZE};
 use arbor_repo::txn::{deflate_bound, Transaction};
 use arbor_repo::{Progress, Repo};
 
-use crate::fetcher::{Body, Fetcher};
+use super::source::{FileStream, Source};
 
 /// Where verified objects go: a transaction, or memory for a dry run.
 pub(super) enum Sink<'t, 'r> {
@@ -22,13 +27,19 @@ pub(super) enum Sink<'t, 'r> {
     },
 }
 
+/// Locks `m`, poisoned or not: a worker that panicked (its panic is
+/// caught and becomes the pull's error) leaves each value whole, and the
+/// other workers must stop through that error, not a second panic.
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 impl Sink<'_, '_> {
     pub(super) fn has(&self, t: ObjectType, c: &Checksum) -> Result<bool> {
         match self {
             Sink::Txn(txn) => txn.has_object(t, c),
             Sink::Dry { repo, meta } => {
-                Ok(meta.lock().expect("poisoned").contains_key(&(t, *c))
-                    || repo.has_object(t, c)?)
+                Ok(locked(meta).contains_key(&(t, *c)) || repo.has_object(t, c)?)
             }
         }
     }
@@ -36,7 +47,7 @@ impl Sink<'_, '_> {
     pub(super) fn read(&self, t: ObjectType, c: &Checksum) -> Result<Option<Vec<u8>>> {
         match self {
             Sink::Txn(txn) => txn.read_metadata(t, c),
-            Sink::Dry { repo, meta } => match meta.lock().expect("poisoned").get(&(t, *c)) {
+            Sink::Dry { repo, meta } => match locked(meta).get(&(t, *c)) {
                 Some(d) => Ok(Some(d.clone())),
                 None => arbor_repo::objects::read_metadata_optional(repo, t, c),
             },
@@ -47,9 +58,7 @@ impl Sink<'_, '_> {
         match self {
             Sink::Txn(txn) => txn.write_metadata(t, data).map(|_| ()),
             Sink::Dry { meta, .. } => {
-                meta.lock()
-                    .expect("poisoned")
-                    .insert((t, Checksum::digest(data)), data.to_vec());
+                locked(meta).insert((t, Checksum::digest(data)), data.to_vec());
                 Ok(())
             }
         }
@@ -63,32 +72,33 @@ impl Sink<'_, '_> {
     }
 }
 
-/// Path of an object on the server (always archive layout).
-pub(super) fn object_path(t: ObjectType, c: &Checksum) -> String {
-    format!("objects/{}", c.loose_path(t, RepoMode::Archive))
-}
-
 /// Shared state of the tree fetch.
 pub(super) struct Walk<'a, 't, 'r> {
-    pub(super) fetcher: &'a Fetcher,
-    pub(super) sink: &'a Sink<'t, 'r>,
-    pub(super) progress: &'a dyn Progress,
-    pub(super) dry_run: bool,
-    pub(super) state: Mutex<WalkState>,
-    pub(super) wake: Condvar,
+    source: &'a dyn Source,
+    sink: &'a Sink<'t, 'r>,
+    progress: &'a dyn Progress,
+    dry_run: bool,
+    state: Mutex<WalkState>,
+    wake: Condvar,
 }
 
 #[derive(Default)]
-pub(super) struct WalkState {
+struct WalkState {
     /// Metadata first: it discovers more work.
-    pub(super) meta: VecDeque<(ObjectType, Checksum)>,
-    pub(super) files: VecDeque<Checksum>,
+    meta: VecDeque<(ObjectType, Checksum)>,
+    files: VecDeque<Checksum>,
     /// Objects queued (never queued twice).
-    pub(super) queued: HashSet<(ObjectType, Checksum)>,
+    queued: HashSet<(ObjectType, Checksum)>,
     /// Workers busy with a job.
-    pub(super) active: usize,
-    pub(super) error: Option<anyhow::Error>,
-    pub(super) total: u64,
+    active: usize,
+    error: Option<anyhow::Error>,
+    total: u64,
+    counts: WalkCounts,
+}
+
+/// What a tree walk fetched.
+#[derive(Debug, Default)]
+pub(super) struct WalkCounts {
     pub(super) metadata_fetched: u64,
     pub(super) content_fetched: u64,
     pub(super) content_bytes: u64,
@@ -99,7 +109,61 @@ enum Job {
     File(Checksum),
 }
 
-impl Walk<'_, '_, '_> {
+impl<'a, 't, 'r> Walk<'a, 't, 'r> {
+    /// A walk storing into `sink` what it reads from `source`; with
+    /// `dry_run`, file objects are only sized, not read.
+    pub(super) fn new(
+        source: &'a dyn Source,
+        sink: &'a Sink<'t, 'r>,
+        progress: &'a dyn Progress,
+        dry_run: bool,
+    ) -> Self {
+        Walk {
+            source,
+            sink,
+            progress,
+            dry_run,
+            state: Mutex::new(WalkState::default()),
+            wake: Condvar::new(),
+        }
+    }
+
+    /// Walks the trees under `roots` (dirmeta and dirtree objects) with
+    /// `workers` threads, reporting progress as `phase`; returns what it
+    /// fetched, or the first error.
+    pub(super) fn run(
+        self,
+        roots: &[(ObjectType, Checksum)],
+        workers: usize,
+        phase: &str,
+    ) -> Result<WalkCounts> {
+        {
+            // The roots, queued before the bar starts (enqueue reports totals).
+            let mut st = locked(&self.state);
+            for &(t, c) in roots {
+                if st.queued.insert((t, c)) {
+                    st.meta.push_back((t, c));
+                    st.total += 1;
+                }
+            }
+            self.progress.start(phase, st.total);
+        }
+        std::thread::scope(|s| {
+            for _ in 0..workers.max(1) {
+                s.spawn(|| self.worker());
+            }
+        });
+        self.progress.finish();
+        let st = self
+            .state
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match st.error {
+            Some(e) => Err(e),
+            None => Ok(st.counts),
+        }
+    }
+
     /// Queues an object unless it was queued before; true if queued now.
     /// The caller wakes a worker per queued object once the lock is released.
     fn enqueue(&self, st: &mut WalkState, t: ObjectType, c: Checksum) -> bool {
@@ -117,10 +181,7 @@ impl Walk<'_, '_, '_> {
     }
 
     fn next_job(&self) -> Option<Job> {
-        let mut st = self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut st = locked(&self.state);
         loop {
             if st.error.is_some() {
                 return None;
@@ -143,7 +204,7 @@ impl Walk<'_, '_, '_> {
         }
     }
 
-    pub(super) fn worker(&self) {
+    fn worker(&self) {
         while let Some(job) = self.next_job() {
             // A panic in a job (a bug) must not leave the others waiting
             // for it forever: it becomes this job's error.
@@ -160,10 +221,7 @@ impl Walk<'_, '_, '_> {
                 Err(anyhow!("Internal error: a pull worker panicked: {msg}"))
             });
             self.progress.inc(1);
-            let mut st = self
-                .state
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut st = locked(&self.state);
             st.active -= 1;
             if let Err(e) = r {
                 st.error.get_or_insert(e);
@@ -185,12 +243,9 @@ impl Walk<'_, '_, '_> {
         let data = match self.sink.read(t, c)? {
             Some(d) => d,
             None => {
-                let d = fetch_metadata(self.fetcher, t, c, MAX_METADATA_SIZE)?;
+                let d = fetch_metadata(self.source, t, c, MAX_METADATA_SIZE)?;
                 self.progress.inc_bytes(d.len() as u64);
-                self.state
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .metadata_fetched += 1;
+                locked(&self.state).counts.metadata_fetched += 1;
                 d
             }
         };
@@ -206,10 +261,7 @@ impl Walk<'_, '_, '_> {
                 missing.push(f.checksum);
             }
         }
-        let mut st = self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut st = locked(&self.state);
         let mut queued = 0;
         for d in &tree.dirs {
             queued += usize::from(self.enqueue(&mut st, ObjectType::DirMeta, d.meta));
@@ -226,63 +278,110 @@ impl Walk<'_, '_, '_> {
     }
 
     fn file(&self, c: &Checksum) -> Result<()> {
-        let path = object_path(ObjectType::File, c);
+        let missing = || anyhow!("File object {c} not found on {}", self.source.name());
         if self.dry_run {
-            let size = self
-                .fetcher
-                .size(&path)?
-                .ok_or_else(|| anyhow!("File object {c} not found on the remote"))?;
-            let mut st = self
-                .state
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            st.content_fetched += 1;
-            st.content_bytes = st.content_bytes.checked_add(size).ok_or_else(|| {
-                anyhow!("The remote announces impossible sizes (file object {c}: {size} bytes)")
-            })?;
+            let size = self.source.file_size(c)?.ok_or_else(missing)?;
+            let mut st = locked(&self.state);
+            st.counts.content_fetched += 1;
+            st.counts.content_bytes =
+                st.counts.content_bytes.checked_add(size).ok_or_else(|| {
+                    anyhow!(
+                        "{} announces impossible sizes (file object {c}: {size} bytes)",
+                        self.source.name()
+                    )
+                })?;
             return Ok(());
         }
         let Sink::Txn(txn) = self.sink else {
             unreachable!("only dry runs have no transaction")
         };
-        let archive = txn.repo().mode() == RepoMode::Archive;
         let got = self
-            .fetcher
-            .fetch(&path, u64::MAX, |body| {
-                store_filez(txn, c, body, archive)?;
-                // Whatever the body still holds is not stored; read a little
-                // of it to keep the connection, else let it close.
-                std::io::copy(
-                    &mut std::io::Read::take(&mut *body, 64 * 1024),
-                    &mut std::io::sink(),
-                )?;
-                Ok(body.bytes_read())
-            })
+            .source
+            .file(c, &mut |stream| store_file(txn, c, stream))
             .with_context(|| format!("Fetching file object {c}"))?
-            .ok_or_else(|| anyhow!("File object {c} not found on the remote"))?;
+            .ok_or_else(missing)?;
         self.progress.inc_bytes(got);
-        let mut st = self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        st.content_fetched += 1;
-        st.content_bytes += got;
+        let mut st = locked(&self.state);
+        st.counts.content_fetched += 1;
+        st.counts.content_bytes += got;
         Ok(())
     }
 }
 
-/// Verifies and stages one `.filez` body.
-pub(super) fn store_filez(
+/// What is read of a stream after its object is stored: enough to keep
+/// an HTTP connection for the next request, not a flood.
+const DRAIN_LIMIT: u64 = 64 * 1024;
+
+/// Verifies and stages one file object, whatever its source: the
+/// transaction recomputes its checksum (and applies the repository mode's
+/// rules, e.g. bare-user-only's) before anything is staged.
+pub(super) fn store_file(
     txn: &Transaction<'_>,
     c: &Checksum,
-    body: &mut Body<'_>,
-    archive: bool,
+    stream: FileStream<'_>,
 ) -> Result<()> {
-    if archive {
-        // Kept byte for byte; write_filez_verbatim bounds and verifies it.
-        return txn.write_filez_verbatim(*c, body);
+    match stream {
+        FileStream::Filez(raw) => store_filez(txn, c, raw),
+        FileStream::Unpacked {
+            header,
+            size,
+            content,
+        } => {
+            txn.write_file(&header, size, content, Some(*c))?;
+            Ok(())
+        }
     }
-    let ah = read_filez_header(body).map_err(|e| anyhow!("Invalid file object {c}: {e}"))?;
+}
+
+/// A reader that refuses to go past `limit` bytes (one byte more is an
+/// error, not the end), counting what it read.
+struct Bounded<'a> {
+    inner: &'a mut dyn Read,
+    read: u64,
+    limit: u64,
+    object: Checksum,
+}
+
+impl Read for Bounded<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.read >= self.limit {
+            // One byte past the limit tells "exactly at the limit" from "more".
+            let mut probe = [0u8; 1];
+            return match self.inner.read(&mut probe)? {
+                0 => Ok(0),
+                _ => Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                        "File object {} is larger than {} bytes",
+                        self.object, self.limit
+                    ),
+                )),
+            };
+        }
+        let room = usize::try_from(self.limit - self.read).unwrap_or(usize::MAX);
+        let want = buf.len().min(room);
+        let n = self.inner.read(&mut buf[..want])?;
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
+/// Verifies and stages one `.filez` stream, then reads a little of what
+/// follows (more than its declared size allows is an error).
+fn store_filez(txn: &Transaction<'_>, c: &Checksum, raw: &mut dyn Read) -> Result<()> {
+    if txn.repo().mode() == RepoMode::Archive {
+        // Kept byte for byte; write_filez_verbatim bounds and verifies it.
+        txn.write_filez_verbatim(*c, raw)?;
+        std::io::copy(&mut raw.take(DRAIN_LIMIT), &mut std::io::sink())?;
+        return Ok(());
+    }
+    let mut body = Bounded {
+        inner: raw,
+        read: 0,
+        limit: u64::MAX,
+        object: *c,
+    };
+    let ah = read_filez_header(&mut body).map_err(|e| anyhow!("Invalid file object {c}: {e}"))?;
     if ah.size > arbor_repo::txn::MAX_FILE_SIZE {
         bail!(
             "File object {c} declares {} bytes, more than the {} accepted",
@@ -290,33 +389,91 @@ pub(super) fn store_filez(
             arbor_repo::txn::MAX_FILE_SIZE
         );
     }
-    let header_len = body.bytes_read();
+    let header_len = body.read;
     if ah.header.is_symlink() {
-        body.set_limit(header_len);
+        body.limit = header_len;
         txn.write_file(&ah.header, 0, &mut std::io::empty(), Some(*c))?;
-        return Ok(());
+    } else {
+        body.limit = header_len.saturating_add(deflate_bound(ah.size));
+        arbor_repo::objects::with_inflater(
+            BufReader::with_capacity(64 * 1024, &mut body),
+            |inflate| txn.write_file(&ah.header, ah.size, inflate, Some(*c)),
+        )?;
     }
-    body.set_limit(header_len.saturating_add(deflate_bound(ah.size)));
-    arbor_repo::objects::with_inflater(BufReader::with_capacity(64 * 1024, body), |inflate| {
-        txn.write_file(&ah.header, ah.size, inflate, Some(*c))
-    })?;
+    std::io::copy(&mut (&mut body).take(DRAIN_LIMIT), &mut std::io::sink())?;
     Ok(())
 }
 
-/// Fetches a metadata object and checks that it hashes to its name.
+/// Reads a metadata object from `source` and checks that it hashes to its
+/// name; `None` if the source lacks it.
+pub(super) fn fetch_metadata_optional(
+    source: &dyn Source,
+    t: ObjectType,
+    c: &Checksum,
+    limit: u64,
+) -> Result<Option<Vec<u8>>> {
+    let Some(data) = source
+        .metadata(t, c, limit)
+        .with_context(|| format!("Fetching {t} object {c}"))?
+    else {
+        return Ok(None);
+    };
+    let actual = Checksum::digest(&data);
+    if actual != *c {
+        bail!(
+            "Corrupted {t} object {c} from {}: its content hashes to {actual}",
+            source.name()
+        );
+    }
+    Ok(Some(data))
+}
+
+/// As [`fetch_metadata_optional`], the object being required.
 pub(super) fn fetch_metadata(
-    fetcher: &Fetcher,
+    source: &dyn Source,
     t: ObjectType,
     c: &Checksum,
     limit: u64,
 ) -> Result<Vec<u8>> {
-    let data = fetcher
-        .fetch_bytes(&object_path(t, c), limit)
-        .with_context(|| format!("Fetching {t} object {c}"))?
-        .ok_or_else(|| anyhow!("{t} object {c} not found on the remote"))?;
-    let actual = Checksum::digest(&data);
-    if actual != *c {
-        bail!("Corrupted {t} object {c} from the remote: its content hashes to {actual}");
+    fetch_metadata_optional(source, t, c, limit)?
+        .ok_or_else(|| anyhow!("{t} object {c} not found on {}", source.name()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bounded_read(data: &[u8], limit: u64) -> std::io::Result<Vec<u8>> {
+        let mut inner: &[u8] = data;
+        let mut b = Bounded {
+            inner: &mut inner,
+            read: 0,
+            limit,
+            object: Checksum::digest(b""),
+        };
+        let mut out = Vec::new();
+        b.read_to_end(&mut out)?;
+        assert_eq!(b.read, out.len() as u64);
+        Ok(out)
     }
-    Ok(data)
+
+    #[test]
+    fn bounded_refuses_one_byte_past_its_limit() {
+        for (len, limit, ok) in [
+            (0, 0, true),
+            (10, 10, true),
+            (10, 11, true),
+            (11, 10, false),
+        ] {
+            let data = vec![7u8; len];
+            match bounded_read(&data, limit) {
+                Ok(out) => assert!(ok && out == data, "{len} {limit}"),
+                Err(e) => {
+                    assert!(!ok, "{len} {limit}: {e}");
+                    assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+                    assert!(e.to_string().contains("larger than 10 bytes"), "{e}");
+                }
+            }
+        }
+    }
 }

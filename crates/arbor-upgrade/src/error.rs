@@ -1,0 +1,67 @@
+//! The refusals of an upgrade, typed so that a caller (the update agent)
+//! can branch on them; anything else is [`UpgradeError::Other`], an
+//! error chain with context.
+
+use arbor_format::Checksum;
+
+/// Why an upgrade did not go ahead.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UpgradeError {
+    /// The stateroot has no deployment to upgrade from.
+    #[error("No deployment of {stateroot} to upgrade")]
+    NoDeployment {
+        /// The stateroot.
+        stateroot: String,
+    },
+    /// The merge deployment has no origin refspec to follow.
+    #[error("Deployment {deployment} has no origin refspec")]
+    NoOrigin {
+        /// The deployment (`CSUM.SERIAL`).
+        deployment: String,
+    },
+    /// The origin says the system must be configured (e.g. registered)
+    /// before it can be upgraded: `origin.unconfigured-state`.
+    #[error("origin unconfigured-state: {message}")]
+    Unconfigured {
+        /// The origin's message, for the admin.
+        message: String,
+    },
+    /// The origin follows a commit, not a ref: there is nothing to
+    /// upgrade to (a switch to a ref is needed).
+    #[error("The origin is a commit ({commit}), not a ref: use 'switch' to follow a ref")]
+    OriginIsCommit {
+        /// The commit the origin names.
+        commit: String,
+    },
+    /// The remote's summary does not list the ref the origin follows.
+    #[error("The remote {remote} has no ref {name}")]
+    NoRemoteRef {
+        /// The remote.
+        remote: String,
+        /// The ref.
+        name: String,
+    },
+    /// The update is older than the deployed commit, and downgrades are
+    /// not allowed.
+    #[error(
+        "Refusing to upgrade to {target} (timestamp {target_timestamp}): older than the \
+         deployed {deployed} (timestamp {deployed_timestamp}); use --allow-downgrade"
+    )]
+    DowngradeRefused {
+        /// The commit the ref names.
+        target: Checksum,
+        /// Its timestamp.
+        target_timestamp: u64,
+        /// The deployed (merge) commit.
+        deployed: Checksum,
+        /// Its timestamp.
+        deployed_timestamp: u64,
+    },
+    /// Any other error (I/O, network, a failed deploy), with its context.
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+/// The result type of this crate.
+pub type Result<T, E = UpgradeError> = std::result::Result<T, E>;

@@ -1,0 +1,49 @@
+//! [`switch()`]: deploy what another refspec names, and follow it from then
+//! on (`ostree admin switch`, `rpm-ostree rebase`).
+
+use arbor_repo::config::KeyFile;
+use arbor_repo::Progress;
+use arbor_sysroot::deploy::{carried_origin, DeployOptions, DeployReport};
+use arbor_sysroot::Sysroot;
+
+use crate::error::Result;
+use crate::upgrader::fetch;
+
+/// Inputs of [`switch()`].
+#[derive(Debug, Clone, Default)]
+pub struct SwitchOptions {
+    /// The stateroot (default: the booted one, or the only one).
+    pub stateroot: Option<String>,
+    /// The new origin: `REMOTE:REF` (pulled first), a local ref, or a
+    /// commit.
+    pub refspec: String,
+}
+
+/// Pulls `opts.refspec` (when it names a remote ref) and deploys it as the
+/// new default; the new deployment's origin is the merge deployment's with
+/// the refspec replaced (and `unconfigured-state` dropped, as ostree's
+/// switch starts from a fresh origin), or a fresh origin when the
+/// stateroot has no deployment yet.
+pub fn switch(
+    s: &mut Sysroot,
+    opts: &SwitchOptions,
+    progress: &dyn Progress,
+) -> Result<DeployReport> {
+    let stateroot = s.default_stateroot(opts.stateroot.as_deref())?;
+    let target = fetch(s, &opts.refspec, false, progress)?;
+    let origin = match s.merge_deployment(&stateroot) {
+        Some(m) => carried_origin(&s.deployments[m], Some(&opts.refspec)),
+        None => {
+            let mut k = KeyFile::default();
+            k.set("origin", "refspec", &opts.refspec)?;
+            k
+        }
+    };
+    let deploy = DeployOptions {
+        stateroot: Some(stateroot),
+        revision: target.to_hex(),
+        origin: Some(origin),
+        ..Default::default()
+    };
+    Ok(arbor_sysroot::deploy::deploy(s, &deploy)?)
+}

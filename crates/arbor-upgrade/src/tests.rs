@@ -1,0 +1,364 @@
+//! The upgrade policy on real sysroots in temporary directories, through
+//! the library only: a source repository served as a `file://` remote,
+//! and a sysroot whose stateroot `testos` follows `origin:testos/stable`.
+
+use std::path::{Path, PathBuf};
+
+use arbor_format::{Checksum, RefName, RepoMode};
+use arbor_repo::commit::{commit, CommitOptions, CommitSource};
+use arbor_repo::refs::{RefSpec, RefUpdate};
+use arbor_repo::{NullProgress, Repo};
+use arbor_sysroot::deploy::{deploy, DeployOptions};
+use arbor_sysroot::Sysroot;
+
+use crate::{switch, SwitchOptions, UpgradeCheck, UpgradeError, UpgradeOptions, Upgrader};
+
+const STABLE: &str = "testos/stable";
+
+/// Deploying needs root (owners in the bare system repository, the
+/// immutable flag on deployment roots). Without it the test fails, unless
+/// `ARBOR_SKIP_ROOT_TESTS=1` says to skip it.
+fn needs_root(name: &str) -> bool {
+    if rustix::process::geteuid().is_root() {
+        return false;
+    }
+    if std::env::var("ARBOR_SKIP_ROOT_TESTS").as_deref() == Ok("1") {
+        eprintln!("{name}: skipped (not root, ARBOR_SKIP_ROOT_TESTS=1)");
+        return true;
+    }
+    panic!("{name} needs root (set ARBOR_SKIP_ROOT_TESTS=1 to skip it)");
+}
+
+fn put(p: &Path, content: &str) {
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, content).unwrap();
+}
+
+/// A bootable tree: kernel, initramfs, os-release, one default in /usr/etc.
+fn os_tree(dir: &Path, version: &str) {
+    put(&dir.join("usr/lib/modules/6.1.0-test/vmlinuz"), "KERNEL\n");
+    put(
+        &dir.join("usr/lib/modules/6.1.0-test/initramfs.img"),
+        "INITRD\n",
+    );
+    put(
+        &dir.join("usr/lib/os-release"),
+        "ID=testos\nPRETTY_NAME=\"TestOS\"\n",
+    );
+    put(&dir.join("usr/etc/a.conf"), &format!("a={version}\n"));
+}
+
+/// A sysroot with v1 of `origin:testos/stable` deployed.
+struct Machine {
+    dir: tempfile::TempDir,
+    src: Repo,
+    sys: PathBuf,
+    v1: Checksum,
+}
+
+impl Machine {
+    fn new() -> Machine {
+        let dir = tempfile::tempdir().unwrap();
+        let src = Repo::init(&dir.path().join("src"), RepoMode::Archive).unwrap();
+        let sys = dir.path().join("sysroot");
+        let mut m = Machine {
+            dir,
+            src,
+            sys,
+            v1: Checksum::from_array([0; 32]),
+        };
+        m.v1 = m.release(STABLE, "1.0", 1_000_000);
+        arbor_sysroot::sysroot::init_fs(&m.sys).unwrap();
+        let mut s = m.sysroot();
+        s.os_init("testos").unwrap();
+        let url = format!("file://{}", m.src.path().display());
+        let opts = arbor_repo::remotes::RemoteAddOptions {
+            no_gpg_verify: true,
+            ..Default::default()
+        };
+        arbor_repo::remotes::add_remote(&mut s.repo, "origin", &url, &opts).unwrap();
+        let pull = arbor_pull::PullOptions {
+            refs: vec![STABLE.to_string()],
+            ..Default::default()
+        };
+        arbor_pull::pull(&s.repo, "origin", &pull, &NullProgress).unwrap();
+        let opts = DeployOptions {
+            stateroot: Some("testos".into()),
+            revision: format!("origin:{STABLE}"),
+            ..Default::default()
+        };
+        deploy(&mut s, &opts).unwrap();
+        m
+    }
+
+    /// Commits a new version on `branch` of the source, with its summary.
+    fn release(&self, branch: &str, version: &str, timestamp: u64) -> Checksum {
+        let tree = self.dir.path().join(format!("tree-{version}"));
+        os_tree(&tree, version);
+        let opts = CommitOptions {
+            branch: Some(RefName::new(branch).unwrap()),
+            subject: version.into(),
+            timestamp: Some(timestamp),
+            metadata_strings: vec![("version".into(), version.into())],
+            owner_uid: Some(0),
+            owner_gid: Some(0),
+            ..Default::default()
+        };
+        let c = commit(&self.src, CommitSource::Dir(&tree), &opts, &NullProgress).unwrap();
+        arbor_repo::summary::update_summary(&self.src, &Default::default()).unwrap();
+        c
+    }
+
+    fn sysroot(&self) -> Sysroot {
+        Sysroot::open(&self.sys).unwrap()
+    }
+
+    /// The deployments as `(commit, serial)`, in boot order.
+    fn deployments(&self) -> Vec<(Checksum, u32)> {
+        let s = self.sysroot();
+        s.deployments
+            .iter()
+            .map(|d| (d.csum, d.deployserial))
+            .collect()
+    }
+
+    /// The origin file of deployment `csum.0`.
+    fn origin_path(&self, csum: &Checksum) -> PathBuf {
+        self.sys
+            .join(format!("ostree/deploy/testos/deploy/{csum}.0.origin"))
+    }
+
+    /// What the system repository's `origin:testos/stable` names.
+    fn tracked(&self) -> Option<Checksum> {
+        let spec = RefSpec::parse(&format!("origin:{STABLE}")).unwrap();
+        arbor_repo::refs::read_ref(&self.sysroot().repo, &spec).unwrap()
+    }
+}
+
+impl Drop for Machine {
+    /// Clears the immutable flag of the deployment roots, so the temporary
+    /// directory can be removed.
+    fn drop(&mut self) {
+        let deploy = self.sys.join("ostree/deploy/testos/deploy");
+        for e in std::fs::read_dir(deploy).into_iter().flatten().flatten() {
+            if e.path().is_dir() {
+                let _ = std::process::Command::new("chattr")
+                    .arg("-i")
+                    .arg(e.path())
+                    .status();
+            }
+        }
+    }
+}
+
+/// Whether an error is of the expected kind.
+type IsError = fn(&UpgradeError) -> bool;
+
+fn upgrader(s: &mut Sysroot, allow_downgrade: bool) -> crate::error::Result<Upgrader<'_>> {
+    Upgrader::new(
+        s,
+        UpgradeOptions {
+            stateroot: None,
+            allow_downgrade,
+        },
+    )
+}
+
+#[test]
+fn an_origin_that_cannot_be_upgraded_is_refused_before_any_fetch() {
+    if needs_root("an_origin_that_cannot_be_upgraded_is_refused_before_any_fetch") {
+        return;
+    }
+    let m = Machine::new();
+    let v2 = m.release(STABLE, "2.0", 2_000_000);
+    let origin = m.origin_path(&m.v1);
+    let good = std::fs::read_to_string(&origin).unwrap();
+    assert_eq!(good, format!("[origin]\nrefspec=origin:{STABLE}\n"));
+    let cases: [(&str, IsError, &str); 3] = [
+        (
+            "[origin]\nrefspec=origin:testos/stable\nunconfigured-state=Register first\n",
+            |e| matches!(e, UpgradeError::Unconfigured { message } if message == "Register first"),
+            "origin unconfigured-state: Register first",
+        ),
+        (
+            "[origin]\nrefspec=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\n",
+            |e| matches!(e, UpgradeError::OriginIsCommit { .. }),
+            "The origin is a commit (0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef), \
+             not a ref: use 'switch' to follow a ref",
+        ),
+        (
+            "[origin]\n",
+            |e| matches!(e, UpgradeError::NoOrigin { .. }),
+            "has no origin refspec",
+        ),
+    ];
+    for (text, is, message) in cases {
+        std::fs::write(&origin, text).unwrap();
+        let mut s = m.sysroot();
+        let err = upgrader(&mut s, false).unwrap_err();
+        assert!(is(&err), "{text}: {err:?}");
+        assert!(err.to_string().contains(message), "{text}: {err}");
+    }
+    // Nothing was fetched: the ref still names v1, v2 is not in the
+    // system repository.
+    assert_eq!(m.tracked(), Some(m.v1));
+    let err = arbor_repo::objects::load_commit(&m.sysroot().repo, &v2).unwrap_err();
+    assert!(arbor_repo::reachable::is_not_found(&err), "{err:#}");
+    // A stateroot without deployments.
+    std::fs::write(&origin, good).unwrap();
+    let mut s = m.sysroot();
+    s.os_init("other").unwrap();
+    let opts = UpgradeOptions {
+        stateroot: Some("other".into()),
+        allow_downgrade: false,
+    };
+    let err = Upgrader::new(&mut s, opts).unwrap_err();
+    assert!(
+        matches!(&err, UpgradeError::NoDeployment { stateroot } if stateroot == "other"),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn check_reports_the_update_and_fetches_nothing() {
+    if needs_root("check_reports_the_update_and_fetches_nothing") {
+        return;
+    }
+    let m = Machine::new();
+    let mut s = m.sysroot();
+    let up = upgrader(&mut s, false).unwrap();
+    assert_eq!(up.check().unwrap(), UpgradeCheck::UpToDate { commit: m.v1 });
+    let v2 = m.release(STABLE, "2.0", 2_000_000);
+    let UpgradeCheck::Available(u) = up.check().unwrap() else {
+        panic!("no update found");
+    };
+    assert_eq!((u.from, u.to), (m.v1, v2));
+    // Not in the system repository: version and timestamp unknown.
+    assert_eq!((u.version, u.timestamp), (None, None));
+    assert_eq!(m.tracked(), Some(m.v1));
+    let err = arbor_repo::objects::load_commit(&m.sysroot().repo, &v2).unwrap_err();
+    assert!(arbor_repo::reachable::is_not_found(&err), "{err:#}");
+    assert_eq!(m.deployments(), [(m.v1, 0)]);
+    // A ref the remote does not list.
+    std::fs::write(
+        m.origin_path(&m.v1),
+        "[origin]\nrefspec=origin:testos/gone\n",
+    )
+    .unwrap();
+    let mut s = m.sysroot();
+    let err = upgrader(&mut s, false).unwrap().check().unwrap_err();
+    assert!(
+        matches!(&err, UpgradeError::NoRemoteRef { remote, name }
+            if remote == "origin" && name == "testos/gone"),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn download_only_leaves_the_deployments_unchanged_then_deploy_upgrades() {
+    if needs_root("download_only_leaves_the_deployments_unchanged_then_deploy_upgrades") {
+        return;
+    }
+    let m = Machine::new();
+    let v2 = m.release(STABLE, "2.0", 2_000_000);
+    let entries = || {
+        std::fs::read_dir(m.sys.join("boot/loader/entries"))
+            .unwrap()
+            .count()
+    };
+    let before = (m.deployments(), entries());
+    // A commit override in the origin: the upgrade follows the ref again.
+    let origin = m.origin_path(&m.v1);
+    let text = std::fs::read_to_string(&origin).unwrap();
+    std::fs::write(&origin, format!("{text}override-commit={}\n", m.v1)).unwrap();
+    let mut s = m.sysroot();
+    let mut up = upgrader(&mut s, false).unwrap();
+    let UpgradeCheck::Available(u) = up.pull(&NullProgress).unwrap() else {
+        panic!("no update pulled");
+    };
+    assert_eq!((u.from, u.to), (m.v1, v2));
+    assert_eq!(u.version.as_deref(), Some("2.0"));
+    assert_eq!(u.timestamp, Some(2_000_000));
+    // Downloaded: the ref moved; the deployments and boot entries did not.
+    assert_eq!(m.tracked(), Some(v2));
+    assert_eq!((m.deployments(), entries()), before);
+    // The /etc preview of the update, an admin change carried.
+    let etc = m
+        .sys
+        .join(format!("ostree/deploy/testos/deploy/{}.0/etc/a.conf", m.v1));
+    std::fs::write(&etc, "a=ADMIN\n").unwrap();
+    let p = up.preview_etc(&u).unwrap();
+    assert_eq!(p.commit, v2);
+    assert_eq!(p.merge_deployment, Some(format!("{}.0", m.v1)));
+    let paths: Vec<_> = p.plan.iter().map(|e| (&*e.path, &*e.change)).collect();
+    assert_eq!(paths, [("a.conf", "modified")]);
+    assert!(p.plan[0].upstream_changed);
+    assert_eq!((m.deployments(), entries()), before);
+    // Deploy: v2 is the default, its origin follows the ref (no override).
+    let r = up.deploy(&u, false).unwrap();
+    assert_eq!(r.checksum, v2.to_hex());
+    assert_eq!(m.deployments(), [(v2, 0), (m.v1, 0)]);
+    assert_eq!(
+        std::fs::read_to_string(m.origin_path(&v2)).unwrap(),
+        format!("[origin]\nrefspec=origin:{STABLE}\n")
+    );
+    // Now up to date, for check and pull alike.
+    let mut s = m.sysroot();
+    let mut up = upgrader(&mut s, false).unwrap();
+    assert_eq!(up.check().unwrap(), UpgradeCheck::UpToDate { commit: v2 });
+    assert_eq!(
+        up.pull(&NullProgress).unwrap(),
+        UpgradeCheck::UpToDate { commit: v2 }
+    );
+}
+
+#[test]
+fn an_older_commit_is_refused_unless_downgrades_are_allowed() {
+    if needs_root("an_older_commit_is_refused_unless_downgrades_are_allowed") {
+        return;
+    }
+    let m = Machine::new();
+    // An older commit, pulled under its own ref; the stateroot follows a
+    // local ref (no pull, so no pull-time check) that goes back to it.
+    let old = m.release("testos/old", "0.9", 500_000);
+    let mut s = m.sysroot();
+    let pull = arbor_pull::PullOptions {
+        refs: vec!["testos/old".into()],
+        ..Default::default()
+    };
+    arbor_pull::pull(&s.repo, "origin", &pull, &NullProgress).unwrap();
+    let local = RefSpec::local(RefName::new("testos/local").unwrap());
+    let set =
+        |c| arbor_repo::refs::update_refs(&m.sysroot().repo, &[RefUpdate::set(local.clone(), c)]);
+    set(m.v1).unwrap();
+    let opts = SwitchOptions {
+        stateroot: None,
+        refspec: "testos/local".into(),
+    };
+    switch(&mut s, &opts, &NullProgress).unwrap();
+    assert_eq!(m.deployments()[0], (m.v1, 1));
+    set(old).unwrap();
+    let mut s = m.sysroot();
+    let mut up = upgrader(&mut s, false).unwrap();
+    // --check reports it (it only compares commits); the pull refuses it.
+    assert!(matches!(up.check().unwrap(), UpgradeCheck::Available(_)));
+    let err = up.pull(&NullProgress).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            UpgradeError::DowngradeRefused { target, target_timestamp: 500_000, deployed, deployed_timestamp: 1_000_000 }
+                if *target == old && *deployed == m.v1
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("older than the deployed"), "{err}");
+    assert_eq!(m.deployments()[0], (m.v1, 1));
+    // Allowed: deployed.
+    let mut s = m.sysroot();
+    let mut up = upgrader(&mut s, true).unwrap();
+    let UpgradeCheck::Available(u) = up.pull(&NullProgress).unwrap() else {
+        panic!("no update pulled");
+    };
+    up.deploy(&u, false).unwrap();
+    assert_eq!(m.deployments()[0], (old, 0));
+}

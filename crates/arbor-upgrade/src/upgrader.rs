@@ -1,0 +1,316 @@
+//! [`Upgrader`]: check, pull and deploy the update a stateroot's origin
+//! follows.
+
+use arbor_format::Checksum;
+use arbor_repo::Progress;
+use arbor_sysroot::deploy::{carried_origin, resolve_commit, DeployOptions, DeployReport};
+use arbor_sysroot::preview::EtcPreview;
+use arbor_sysroot::{Deployment, Sysroot};
+
+use crate::error::{Result, UpgradeError};
+
+/// Tunables of an upgrade.
+#[derive(Debug, Clone, Default)]
+pub struct UpgradeOptions {
+    /// The stateroot to upgrade (default: the booted one, or the only one).
+    pub stateroot: Option<String>,
+    /// Allow the update to be older than the deployed commit.
+    pub allow_downgrade: bool,
+}
+
+/// An update: the commit the origin's ref names, newer than what is
+/// deployed or pending.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Update {
+    /// The merge deployment's commit (what runs, or would be merged from).
+    pub from: Checksum,
+    /// The commit the ref names.
+    pub to: Checksum,
+    /// Its `version`, when the commit is in the system repository (a local
+    /// ref, or once pulled).
+    pub version: Option<String>,
+    /// Its timestamp, when the commit is in the system repository.
+    pub timestamp: Option<u64>,
+}
+
+/// Whether there is something to upgrade to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpgradeCheck {
+    /// The ref names the merge deployment's commit, or that of a pending
+    /// (or staged) deployment.
+    UpToDate {
+        /// The commit the ref names.
+        commit: Checksum,
+    },
+    /// An update is available.
+    Available(Update),
+}
+
+/// What the origin of the merge deployment follows.
+#[derive(Debug, Clone)]
+enum Follows {
+    /// `REMOTE:REF`: fetched from the remote.
+    Remote { remote: String, name: String },
+    /// A ref of the system repository.
+    Local(String),
+}
+
+/// The upgrade of one stateroot of a sysroot, from its merge deployment.
+///
+/// Created by [`Upgrader::new`], which refuses an origin that cannot be
+/// upgraded; then [`check`](Upgrader::check), [`pull`](Upgrader::pull),
+/// [`deploy`](Upgrader::deploy) in that order, stopping where the caller
+/// wants (`--check`, `--download-only`).
+#[derive(Debug)]
+pub struct Upgrader<'s> {
+    sysroot: &'s mut Sysroot,
+    stateroot: String,
+    merge: Deployment,
+    follows: Follows,
+    allow_downgrade: bool,
+}
+
+impl<'s> Upgrader<'s> {
+    /// The upgrader of `opts.stateroot`, from its merge deployment.
+    ///
+    /// Errors: [`UpgradeError::NoDeployment`], [`UpgradeError::NoOrigin`],
+    /// [`UpgradeError::Unconfigured`] (as ostree's upgrader: an image can
+    /// ship an origin that must be configured, e.g. registered, before it
+    /// can be upgraded), [`UpgradeError::OriginIsCommit`].
+    pub fn new(sysroot: &'s mut Sysroot, opts: UpgradeOptions) -> Result<Upgrader<'s>> {
+        let stateroot = sysroot.default_stateroot(opts.stateroot.as_deref())?;
+        let Some(m) = sysroot.merge_deployment(&stateroot) else {
+            return Err(UpgradeError::NoDeployment { stateroot });
+        };
+        let merge = sysroot.deployments[m].clone();
+        let follows = follows(&merge)?;
+        Ok(Upgrader {
+            sysroot,
+            stateroot,
+            merge,
+            follows,
+            allow_downgrade: opts.allow_downgrade,
+        })
+    }
+
+    /// The stateroot being upgraded.
+    pub fn stateroot(&self) -> &str {
+        &self.stateroot
+    }
+
+    /// The deployment the upgrade starts from (its origin, its /etc).
+    pub fn merge_deployment(&self) -> &Deployment {
+        &self.merge
+    }
+
+    /// Whether an update is available, without fetching it: for a remote
+    /// ref, reads the remote's summary; writes nothing.
+    pub fn check(&self) -> Result<UpgradeCheck> {
+        let target = match &self.follows {
+            Follows::Remote { remote, name } => {
+                arbor_pull::pull::remote_refs(&self.sysroot.repo, remote)?
+                    .into_iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, c)| c)
+                    .ok_or_else(|| UpgradeError::NoRemoteRef {
+                        remote: remote.clone(),
+                        name: name.clone(),
+                    })?
+            }
+            Follows::Local(r) => resolve_commit(self.sysroot, r)?,
+        };
+        self.classify(target)
+    }
+
+    /// Fetches the ref (for a remote ref; a local one is read as it is)
+    /// and says whether there is an update, now in the system repository.
+    /// The deployments do not change (`--download-only`).
+    ///
+    /// Errors: [`UpgradeError::DowngradeRefused`] when the update is older
+    /// than the deployed commit (as ostree's upgrader: the pull only
+    /// compares with the ref's previous value, and a local ref with
+    /// nothing) and downgrades are not allowed.
+    pub fn pull(&mut self, progress: &dyn Progress) -> Result<UpgradeCheck> {
+        let target = fetch(
+            self.sysroot,
+            &self.refspec(),
+            self.allow_downgrade,
+            progress,
+        )?;
+        let check = self.classify(target)?;
+        if let UpgradeCheck::Available(u) = &check {
+            self.refuse_downgrade(&u.to)?;
+        }
+        Ok(check)
+    }
+
+    /// Deploys `update` (pulled first) as the new default deployment, or
+    /// stages it (`stage`: finalized at shutdown), with the merge
+    /// deployment's origin carried forward (without its commit override
+    /// and transient state).
+    pub fn deploy(&mut self, update: &Update, stage: bool) -> Result<DeployReport> {
+        resolve_commit(self.sysroot, &update.to.to_hex())?;
+        self.refuse_downgrade(&update.to)?;
+        let opts = DeployOptions {
+            stateroot: Some(self.stateroot.clone()),
+            revision: update.to.to_hex(),
+            origin: Some(carried_origin(&self.merge, None)),
+            stage,
+            ..Default::default()
+        };
+        Ok(arbor_sysroot::deploy::deploy(self.sysroot, &opts)?)
+    }
+
+    /// What deploying `update` (pulled first) would do to `/etc`, per path.
+    pub fn preview_etc(&mut self, update: &Update) -> Result<EtcPreview> {
+        Ok(arbor_sysroot::preview::preview_etc(
+            self.sysroot,
+            Some(&self.stateroot),
+            &update.to.to_hex(),
+        )?)
+    }
+
+    /// The origin's refspec.
+    fn refspec(&self) -> String {
+        match &self.follows {
+            Follows::Remote { remote, name } => format!("{remote}:{name}"),
+            Follows::Local(r) => r.clone(),
+        }
+    }
+
+    /// Up to date when `target` is the merge deployment's commit or the
+    /// pending (or staged) deployment's: it is already deployed.
+    fn classify(&self, target: Checksum) -> Result<UpgradeCheck> {
+        let s = &*self.sysroot;
+        let pending = s
+            .pending_and_rollback(&self.stateroot)
+            .0
+            .map(|p| s.deployments[p].csum);
+        if is_deployed(&self.merge.csum, pending.as_ref(), &target) {
+            return Ok(UpgradeCheck::UpToDate { commit: target });
+        }
+        let (version, timestamp) = match local_commit(s, &target) {
+            Some(c) => (c.version().map(str::to_string), Some(c.timestamp)),
+            None => (None, None),
+        };
+        Ok(UpgradeCheck::Available(Update {
+            from: self.merge.csum,
+            to: target,
+            version,
+            timestamp,
+        }))
+    }
+
+    /// Refuses a `target` older than the merge deployment's commit, unless
+    /// downgrades are allowed.
+    fn refuse_downgrade(&self, target: &Checksum) -> Result<()> {
+        if self.allow_downgrade {
+            return Ok(());
+        }
+        let load = |c| arbor_repo::objects::load_commit(&self.sysroot.repo, c);
+        let (new, old) = (load(target)?, load(&self.merge.csum)?);
+        if new.timestamp < old.timestamp {
+            return Err(UpgradeError::DowngradeRefused {
+                target: *target,
+                target_timestamp: new.timestamp,
+                deployed: self.merge.csum,
+                deployed_timestamp: old.timestamp,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// What `merge`'s origin follows, or why it cannot be upgraded.
+fn follows(merge: &Deployment) -> Result<Follows> {
+    let Some(refspec) = merge.refspec() else {
+        return Err(UpgradeError::NoOrigin {
+            deployment: merge.dir_name(),
+        });
+    };
+    if let Some(u) = merge
+        .origin
+        .as_ref()
+        .and_then(|o| o.get("origin", "unconfigured-state"))
+    {
+        return Err(UpgradeError::Unconfigured {
+            message: u.to_string(),
+        });
+    }
+    if arbor_format::is_hex_checksum(refspec) {
+        return Err(UpgradeError::OriginIsCommit {
+            commit: refspec.to_string(),
+        });
+    }
+    Ok(match refspec.split_once(':') {
+        Some((remote, name)) => Follows::Remote {
+            remote: remote.to_string(),
+            name: name.to_string(),
+        },
+        None => Follows::Local(refspec.to_string()),
+    })
+}
+
+/// Whether `target` is already deployed: the merge deployment's commit, or
+/// the pending one's.
+fn is_deployed(merge: &Checksum, pending: Option<&Checksum>, target: &Checksum) -> bool {
+    target == merge || pending == Some(target)
+}
+
+/// The commit `c` if the system repository has it (version and timestamp
+/// are informative: an unreadable commit is reported by the pull or the
+/// deploy, not here).
+fn local_commit(s: &Sysroot, c: &Checksum) -> Option<arbor_format::Commit> {
+    match arbor_repo::objects::load_commit(&s.repo, c) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            if !arbor_repo::reachable::is_not_found(&e) {
+                tracing::debug!("Reading commit {c}: {e:#}");
+            }
+            None
+        }
+    }
+}
+
+/// Pulls `refspec` into the system repository if it names a remote ref
+/// (`REMOTE:REF`); returns the commit it resolves to.
+pub(crate) fn fetch(
+    s: &Sysroot,
+    refspec: &str,
+    allow_downgrade: bool,
+    progress: &dyn Progress,
+) -> anyhow::Result<Checksum> {
+    if let Some((remote, name)) = refspec.split_once(':') {
+        let opts = arbor_pull::PullOptions {
+            refs: vec![name.to_string()],
+            allow_downgrade,
+            ..Default::default()
+        };
+        arbor_pull::pull(&s.repo, remote, &opts, progress)?;
+    }
+    resolve_commit(s, refspec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deployed_means_merge_or_pending() {
+        let c = |b: u8| Checksum::from_array([b; 32]);
+        let (merge, pending, other) = (c(1), c(2), c(3));
+        for (pending_of, target, deployed) in [
+            (None, &merge, true),
+            (None, &other, false),
+            (Some(&pending), &pending, true),
+            (Some(&pending), &merge, true),
+            (Some(&pending), &other, false),
+        ] {
+            assert_eq!(
+                is_deployed(&merge, pending_of, target),
+                deployed,
+                "{pending_of:?} {target}"
+            );
+        }
+    }
+}
