@@ -86,7 +86,7 @@ pub struct Fetcher {
     opts: FetchOptions,
     requests: AtomicU64,
     bytes: AtomicU64,
-    /// HTTP versions the server answered with (e.g. `HTTP/2.0`).
+    /// HTTP versions the server answered with (`HTTP/1.1`).
     versions: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
