@@ -65,7 +65,7 @@ pub fn dispatch(opt: Opt, out: &mut dyn Write) -> Result<ExitCode> {
         Cmd::Kargs(o) => crate::sysroot_cmds::kargs(o, out).map(|_| ExitCode::SUCCESS),
         Cmd::Finalize(o) => crate::sysroot_cmds::finalize(o, out).map(|_| ExitCode::SUCCESS),
         Cmd::BootComplete(o) => {
-            let s = arbor_sysroot::Sysroot::open(&o.sysroot.sysroot)?;
+            let s = crate::sysroot_cmds::open_sysroot(&o.sysroot.sysroot)?;
             arbor_sysroot::staged::boot_complete(&s).map(|_| ExitCode::SUCCESS)
         }
     }?;
@@ -103,11 +103,10 @@ fn commit(o: CommitOpts, out: &mut impl Write) -> Result<()> {
         branch: o.branch.map(RefName::new).transpose()?,
         subject: o.subject.unwrap_or_default(),
         body: o.body.unwrap_or_default(),
-        timestamp: o
-            .timestamp
-            .as_deref()
-            .map(crate::time::parse_timestamp)
-            .transpose()?,
+        timestamp: match o.timestamp.as_deref() {
+            Some(t) => Some(crate::time::parse_timestamp(t)?),
+            None => crate::time::source_date_epoch()?,
+        },
         metadata_strings,
         owner_uid: o.owner_uid,
         owner_gid: o.owner_gid,
@@ -127,14 +126,16 @@ fn commit(o: CommitOpts, out: &mut impl Write) -> Result<()> {
         (Some(t), _) if t.as_os_str() == "-" => {
             let mut stdin = io::stdin().lock();
             let mut r: &mut dyn Read = &mut stdin;
-            arbor_repo::commit::commit(&repo, CommitSource::Tar(&mut r), &opts, &bar)?
+            arbor_repo::commit::commit(&repo.lock(false)?, CommitSource::Tar(&mut r), &opts, &bar)?
         }
         (Some(t), _) => {
             let mut f =
                 std::fs::File::open(t).with_context(|| format!("Opening {}", t.display()))?;
-            arbor_repo::commit::commit(&repo, CommitSource::Tar(&mut f), &opts, &bar)?
+            arbor_repo::commit::commit(&repo.lock(false)?, CommitSource::Tar(&mut f), &opts, &bar)?
         }
-        (None, Some(p)) => arbor_repo::commit::commit(&repo, CommitSource::Dir(p), &opts, &bar)?,
+        (None, Some(p)) => {
+            arbor_repo::commit::commit(&repo.lock(false)?, CommitSource::Dir(p), &opts, &bar)?
+        }
         (None, None) => bail!("Nothing to commit: give a directory or --tar"),
     };
     writeln!(out, "{c}")?;
@@ -235,6 +236,9 @@ fn ls_entry(repo: &Repo, path: &str, e: &TreeEntry) -> Result<LsEntry> {
     })
 }
 
+/// Lists `tree` (at `path`), and with `recursive` everything below it, in
+/// `ostree ls -R` order. Iterative (a stack of directories and one path
+/// buffer), so any depth works.
 fn ls_dir(
     repo: &Repo,
     path: &str,
@@ -242,30 +246,45 @@ fn ls_dir(
     recursive: bool,
     acc: &mut Vec<LsEntry>,
 ) -> Result<()> {
-    let dt = load_dirtree(repo, tree)?;
-    let base = path.trim_end_matches('/');
-    for f in &dt.files {
+    let mut base = path.trim_end_matches('/').to_string();
+    // Per directory entered: its path's length in `base`, and its
+    // subdirectories still to list.
+    let mut stack = Vec::new();
+    let mut next = Some(*tree);
+    loop {
+        if let Some(tree) = next.take() {
+            let dt = load_dirtree(repo, &tree)?;
+            for f in &dt.files {
+                acc.push(ls_entry(
+                    repo,
+                    &format!("{base}/{}", f.name),
+                    &TreeEntry::File(f.checksum),
+                )?);
+            }
+            stack.push((base.len(), dt.dirs.into_iter()));
+        }
+        let Some((len, dirs)) = stack.last_mut() else {
+            return Ok(());
+        };
+        base.truncate(*len);
+        let Some(d) = dirs.next() else {
+            stack.pop();
+            continue;
+        };
+        base.push('/');
+        base.push_str(&d.name);
         acc.push(ls_entry(
             repo,
-            &format!("{base}/{}", f.name),
-            &TreeEntry::File(f.checksum),
-        )?);
-    }
-    for d in &dt.dirs {
-        let p = format!("{base}/{}", d.name);
-        acc.push(ls_entry(
-            repo,
-            &p,
+            &base,
             &TreeEntry::Dir {
                 tree: d.tree,
                 meta: d.meta,
             },
         )?);
         if recursive {
-            ls_dir(repo, &p, &d.tree, true, acc)?;
+            next = Some(d.tree);
         }
     }
-    Ok(())
 }
 
 fn ls(o: LsOpts, out: &mut impl Write) -> Result<()> {
@@ -339,7 +358,7 @@ fn refs(o: RefsOpts, out: &mut impl Write) -> Result<()> {
         }
         // `expecting(None)`: fails if another process created it meanwhile.
         return arbor_repo::refs::update_refs(
-            &repo,
+            &repo.lock(false)?,
             &[RefUpdate::set(spec, target).expecting(None)],
         );
     }
@@ -356,7 +375,7 @@ fn refs(o: RefsOpts, out: &mut impl Write) -> Result<()> {
                 .ok_or_else(|| anyhow!("Refspec '{spec}' not found"))?;
             updates.push(RefUpdate::delete(spec).expecting(Some(cur)));
         }
-        return arbor_repo::refs::update_refs(&repo, &updates);
+        return arbor_repo::refs::update_refs(&repo.lock(false)?, &updates);
     }
     let all = arbor_repo::refs::list_refs(&repo)?;
     let shown: Vec<_> = all
@@ -429,7 +448,7 @@ fn prune(o: PruneOpts, out: &mut impl Write) -> Result<()> {
         keep_younger_than,
         dry_run: o.no_prune,
     };
-    let r = arbor_repo::prune::prune(&repo, &opts)?;
+    let r = arbor_repo::prune::prune(&repo.lock(true)?, &opts)?;
     if o.json {
         return json_out(out, &r);
     }
@@ -538,7 +557,7 @@ fn pull_local(o: PullLocalOpts, out: &mut impl Write) -> Result<()> {
         depth: depth_from_flag(o.depth)?,
         ..Default::default()
     };
-    let stats = arbor_pull::pull_local(&repo, &src, &opts, &Bar::new())?;
+    let stats = arbor_pull::pull_local(&repo.lock(false)?, &src, &opts, &Bar::new())?;
     if o.json {
         return json_out(out, &stats);
     }
@@ -583,7 +602,7 @@ fn sign(o: SignOpts, out: &mut impl Write) -> Result<()> {
         if keys.is_empty() {
             bail!("Need at least one KEY to sign with (or --keys-file)");
         }
-        sign::sign_commit_with_keys(&repo, &c, &keys)?;
+        sign::sign_commit_with_keys(&repo.lock(false)?, &c, &keys)?;
         return Ok(());
     }
     sign::check_sign_type(&o.sign_type)?;
@@ -635,7 +654,7 @@ fn summary(o: SummaryOpts, out: &mut impl Write) -> Result<()> {
             sign_keys: secret_keys(&o.sign_type, &o.sign_key, o.keys_file.as_deref())?,
             last_modified: None,
         };
-        let r = sm::update_summary(&repo, &opts)?;
+        let r = sm::update_summary(&repo.lock(false)?, &opts)?;
         if o.json {
             return json_out(out, &r);
         }
@@ -683,7 +702,7 @@ fn pull(o: PullOpts, out: &mut impl Write) -> Result<()> {
         workers: usize::from(o.jobs),
     };
     let started = std::time::Instant::now();
-    let stats = arbor_pull::pull(&repo, &o.remote, &opts, &Bar::new())?;
+    let stats = arbor_pull::pull(&repo.lock(false)?, &o.remote, &opts, &Bar::new())?;
     if o.json {
         return json_out(out, &stats);
     }

@@ -3,29 +3,57 @@
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use std::io::Write;
+
 use anyhow::{Context, Result};
-use cap_std_ext::cap_std;
-use cap_std_ext::dirext::CapStdExtDirExt;
+use rustix::fs::{AtFlags, Mode, OFlags};
 use rustix::io::Errno;
 
 /// Writes `data` to `dir/name` atomically, with exactly the permissions
-/// `mode`: a temporary file under a unique name in the same directory,
-/// `fsync`, `rename` over `name`, `fsync` of the directory (cap-std-ext's
-/// `atomic_write_with_perms`).
+/// `mode`: a temporary file `.NAME.tmp-PID-N` in the same directory,
+/// `fsync`, `rename` over `name`, `fsync` of the directory.
 ///
 /// Crash guarantee: after a crash `name` is the old or the new file, never
 /// a partial one, and once this returns the new one survives power loss.
-/// Two writers never share a temporary name.
+/// Two writers never share a temporary name, and a temporary left by a
+/// crash is recognisable ([`is_temporary_name`]) for cleanups. (cap-std-ext's
+/// `atomic_write_with_perms` does the same steps but names its temporary
+/// with a bare UUID, which a cleanup cannot tell from data.)
 pub fn atomic_write(dir: impl AsFd, name: &str, data: &[u8], mode: u32) -> Result<()> {
-    use cap_std::fs::PermissionsExt;
-    let d =
-        cap_std::fs::Dir::reopen_dir(&dir.as_fd()).with_context(|| format!("Writing {name}"))?;
-    d.atomic_write_with_perms(name, data, cap_std::fs::Permissions::from_mode(mode))
-        .with_context(|| format!("Writing {name}"))
+    let dir = dir.as_fd();
+    let (tmp, fd) = loop {
+        let tmp = unique_tmp_name(name);
+        match rustix::fs::openat(
+            dir,
+            tmp.as_str(),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(mode),
+        ) {
+            Ok(fd) => break (tmp, fd),
+            // Left by a crashed process that had our pid: pick another.
+            Err(Errno::EXIST) => continue,
+            Err(e) => return Err(e).with_context(|| format!("Creating {tmp}")),
+        }
+    };
+    let written = (|| -> Result<()> {
+        let mut f = std::fs::File::from(fd);
+        f.write_all(data)?;
+        // Exactly `mode`, whatever the umask.
+        rustix::fs::fchmod(&f, Mode::from_raw_mode(mode))?;
+        f.sync_all()?;
+        rustix::fs::renameat(dir, tmp.as_str(), dir, name)?;
+        Ok(())
+    })();
+    if let Err(e) = written {
+        let _ = rustix::fs::unlinkat(dir, tmp.as_str(), AtFlags::empty());
+        return Err(e.context(format!("Writing {name}")));
+    }
+    fsync_dir(dir).with_context(|| format!("Writing {name}"))
 }
 
 /// A temporary name beside `name` that no other writer in this or another
-/// process uses at the same time (pid and a per-process counter).
+/// process uses at the same time (pid and a per-process counter):
+/// `.NAME.tmp-PID-N`.
 fn unique_tmp_name(name: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     format!(
@@ -100,6 +128,8 @@ mod tests {
             std::fs::read_link(t.path().join("l")).unwrap().to_str(),
             Some("b")
         );
+        // A crash between creating and renaming leaves a temporary that
+        // cleanups recognise.
         let mut names = crate::list_names(&d).unwrap();
         names.sort();
         assert_eq!(names, ["f", "l"]);

@@ -188,8 +188,23 @@ mod tests {
         (t, d)
     }
 
+    /// Runs `f` in a thread; fails if it does not finish in time (a hang).
+    fn within_seconds(f: impl FnOnce() + Send + 'static) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            f();
+            tx.send(()).unwrap();
+        });
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("a lock in the same thread hung (or the thread panicked)");
+    }
+
     #[test]
     fn a_conflicting_second_lock_in_the_same_thread_fails_instead_of_hanging() {
+        within_seconds(conflicting_locks_in_one_thread);
+    }
+
+    fn conflicting_locks_in_one_thread() {
         let (_t, d) = dir();
         let ex = OfdLock::acquire(&d, "l", 0o600, LockMode::Exclusive).unwrap();
         for wanted in [LockMode::Shared, LockMode::Exclusive] {

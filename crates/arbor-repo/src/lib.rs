@@ -19,6 +19,13 @@
 //! - [`fsck`], [`prune`], [`diff`], [`tree`]: verification, garbage collection,
 //!   comparisons and path lookups.
 //! - [`progress`]: the progress-reporting trait the CLI draws.
+//! - [`mutex`]: locking mutexes shared by parallel tasks (poison = error).
+//!
+//! Locking: every function that changes the repository (transactions,
+//! refs, commit, pulls, prune, summary, signatures) takes a
+//! [`repo::RepoLock`], the proof that the caller holds the repository lock
+//! ([`Repo::lock`]), and never locks the repository itself. Configuration
+//! writes take `&mut Repo`, as ostree writes `config` without the lock.
 #![deny(missing_docs)]
 
 #[cfg(doc)]
@@ -30,6 +37,7 @@ pub mod config;
 pub mod diff;
 pub mod error;
 pub mod fsck;
+pub mod mutex;
 pub mod objects;
 pub mod progress;
 pub mod prune;
@@ -43,6 +51,7 @@ pub mod summary;
 mod tar_import;
 pub mod tree;
 pub mod txn;
+mod walk;
 pub mod xattrs;
 
 pub use error::RepoError;

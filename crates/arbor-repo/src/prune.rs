@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::objects::load_commit;
 use crate::reachable::{add_commit, ObjectSet};
-use crate::repo::Repo;
+use crate::repo::{Repo, RepoLock};
 
 /// Prune options, following `ostree prune`.
 #[derive(Debug, Clone)]
@@ -82,9 +82,12 @@ fn keep_history(
 /// durable (`syncfs`) before the trees and files below them are deleted,
 /// so a crash or power loss leaves no commit with missing objects, only
 /// unreachable leftovers that the next prune removes.
-#[context("Pruning {}", repo.path().display())]
-pub fn prune(repo: &Repo, opts: &PruneOptions) -> Result<PruneReport> {
-    let _lock = repo.lock(true)?;
+#[context("Pruning {}", lock.path().display())]
+pub fn prune(lock: &RepoLock<'_>, opts: &PruneOptions) -> Result<PruneReport> {
+    if !lock.is_exclusive() {
+        anyhow::bail!("Pruning needs the exclusive repository lock");
+    }
+    let repo: &Repo = lock;
     let mut ignored = Vec::new();
     let objects = crate::fsck::list_objects(repo, &mut ignored)?;
     let mut keep = ObjectSet::new();

@@ -12,7 +12,7 @@ use rustix::fs::AtFlags;
 use rustix::io::Errno;
 
 use crate::error::RepoError;
-use crate::repo::Repo;
+use crate::repo::{Repo, RepoLock};
 
 /// A ref, optionally qualified by a remote: `[REMOTE:]NAME`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -104,20 +104,15 @@ impl RefUpdate {
 /// Not under `tmp/`: ostree deletes day-old files there.
 const REFS_LOCK: &str = ".arbor-refs-lock";
 
-/// Takes the exclusive ref-update lock.
-pub(crate) fn lock_refs(repo: &Repo) -> Result<arbor_fs::OfdLock> {
-    arbor_fs::OfdLock::acquire(&repo.dir, REFS_LOCK, 0o660, arbor_fs::LockMode::Exclusive)
-        .context("Locking refs")
-}
-
 /// Applies updates under the ref-update lock, checking every
 /// `expected_old` first: either all expectations hold and the updates are
 /// applied in order, or nothing is changed.
-pub(crate) fn apply_updates(repo: &Repo, updates: &[RefUpdate]) -> Result<()> {
+pub(crate) fn apply_updates(lock: &RepoLock, updates: &[RefUpdate]) -> Result<()> {
     if updates.is_empty() {
         return Ok(());
     }
-    let _lock = lock_refs(repo)?;
+    let repo: &Repo = lock;
+    let _lock = lock.section_lock(REFS_LOCK).context("Locking refs")?;
     for u in updates {
         if let Some(old) = u.expected_old {
             let cur = read_ref(repo, &u.spec)?;
@@ -133,7 +128,7 @@ pub(crate) fn apply_updates(repo: &Repo, updates: &[RefUpdate]) -> Result<()> {
         }
     }
     for u in updates {
-        apply_update(repo, u)?;
+        apply_update(lock, u)?;
     }
     Ok(())
 }
@@ -378,7 +373,8 @@ pub fn resolve_rev(repo: &Repo, rev: &str) -> Result<Checksum> {
 /// fsync of the directory. Callers must make the target's objects durable
 /// first (as [`crate::txn::Transaction::commit`] does).
 #[context("Updating ref {}", u.spec)]
-pub fn apply_update(repo: &Repo, u: &RefUpdate) -> Result<()> {
+pub fn apply_update(lock: &RepoLock, u: &RefUpdate) -> Result<()> {
+    let repo: &Repo = lock;
     let rel = u.spec.relpath();
     let (parent, base) = rel.rsplit_once('/').expect("relpath always has a slash");
     let parent = format!("refs/{parent}");
@@ -403,10 +399,10 @@ pub fn apply_update(repo: &Repo, u: &RefUpdate) -> Result<()> {
 }
 
 /// Sets or deletes refs outside of any object transaction, under the
-/// shared repository lock; each update is atomic (see [`apply_update`]).
-pub fn update_refs(repo: &Repo, updates: &[RefUpdate]) -> Result<()> {
-    let _lock = repo.lock(false)?;
-    apply_updates(repo, updates)
+/// repository lock the caller holds; each update is atomic (see
+/// [`apply_update`]).
+pub fn update_refs(lock: &RepoLock, updates: &[RefUpdate]) -> Result<()> {
+    apply_updates(lock, updates)
 }
 
 #[cfg(test)]
@@ -442,7 +438,11 @@ mod tests {
         let repo = Repo::init(&td.path().join("r"), RepoMode::Archive).unwrap();
         let c = Checksum::digest(b"x");
         let spec = RefSpec::parse("a/b").unwrap();
-        update_refs(&repo, &[RefUpdate::set(spec.clone(), c)]).unwrap();
+        update_refs(
+            &repo.lock(false).unwrap(),
+            &[RefUpdate::set(spec.clone(), c)],
+        )
+        .unwrap();
         assert_eq!(
             std::fs::read_to_string(td.path().join("r/refs/heads/a/b")).unwrap(),
             format!("{c}\n")
@@ -451,7 +451,7 @@ mod tests {
         assert_eq!(resolve_rev(&repo, "a/b").unwrap(), c);
         assert_eq!(resolve_rev(&repo, &c.to_hex()).unwrap(), c);
         let remote = RefSpec::parse("origin:main").unwrap();
-        update_refs(&repo, &[RefUpdate::set(remote, c)]).unwrap();
+        update_refs(&repo.lock(false).unwrap(), &[RefUpdate::set(remote, c)]).unwrap();
         assert_eq!(resolve_rev(&repo, "origin:main").unwrap(), c);
         assert_eq!(resolve_rev(&repo, "origin/main").unwrap(), c);
         let listed = list_refs(&repo).unwrap();
@@ -461,11 +461,15 @@ mod tests {
         );
         // `^` needs the commit object, which does not exist here.
         assert!(resolve_rev(&repo, "a/b^").is_err());
-        update_refs(&repo, &[RefUpdate::delete(spec.clone())]).unwrap();
+        update_refs(
+            &repo.lock(false).unwrap(),
+            &[RefUpdate::delete(spec.clone())],
+        )
+        .unwrap();
         assert_eq!(read_ref(&repo, &spec).unwrap(), None);
         let e = resolve_rev(&repo, "a/b").unwrap_err();
         assert!(format!("{e:#}").contains("not found"), "{e:#}");
-        assert!(update_refs(&repo, &[RefUpdate::delete(spec)]).is_err());
+        assert!(update_refs(&repo.lock(false).unwrap(), &[RefUpdate::delete(spec)]).is_err());
     }
 
     #[test]
@@ -501,9 +505,17 @@ mod tests {
             assert!(format!("{e:#}").contains("not found"), "{missing}: {e:#}");
         }
         // A hex-looking ref name loses to a commit prefix, as in ostree.
-        update_refs(&repo, &[RefUpdate::set(RefSpec::parse("abc1").unwrap(), b)]).unwrap();
+        update_refs(
+            &repo.lock(false).unwrap(),
+            &[RefUpdate::set(RefSpec::parse("abc1").unwrap(), b)],
+        )
+        .unwrap();
         assert_eq!(resolve_rev(&repo, "abc1").unwrap(), a);
-        update_refs(&repo, &[RefUpdate::set(RefSpec::parse("dead").unwrap(), b)]).unwrap();
+        update_refs(
+            &repo.lock(false).unwrap(),
+            &[RefUpdate::set(RefSpec::parse("dead").unwrap(), b)],
+        )
+        .unwrap();
         assert_eq!(resolve_rev(&repo, "dead").unwrap(), b);
     }
 
@@ -518,11 +530,19 @@ mod tests {
         );
         let main = RefSpec::parse("main").unwrap();
         let other = RefSpec::parse("other").unwrap();
-        update_refs(&repo, &[RefUpdate::set(main.clone(), a).expecting(None)]).unwrap();
+        update_refs(
+            &repo.lock(false).unwrap(),
+            &[RefUpdate::set(main.clone(), a).expecting(None)],
+        )
+        .unwrap();
         // Someone else moved main to b after we read a.
-        update_refs(&repo, &[RefUpdate::set(main.clone(), b)]).unwrap();
+        update_refs(
+            &repo.lock(false).unwrap(),
+            &[RefUpdate::set(main.clone(), b)],
+        )
+        .unwrap();
         let e = update_refs(
-            &repo,
+            &repo.lock(false).unwrap(),
             &[
                 RefUpdate::set(other.clone(), c),
                 RefUpdate::set(main.clone(), c).expecting(Some(a)),
@@ -534,8 +554,16 @@ mod tests {
         assert_eq!(read_ref(&repo, &main).unwrap(), Some(b));
         assert_eq!(read_ref(&repo, &other).unwrap(), None);
         // Creating requires absence.
-        assert!(update_refs(&repo, &[RefUpdate::set(main.clone(), c).expecting(None)]).is_err());
-        update_refs(&repo, &[RefUpdate::set(main.clone(), c).expecting(Some(b))]).unwrap();
+        assert!(update_refs(
+            &repo.lock(false).unwrap(),
+            &[RefUpdate::set(main.clone(), c).expecting(None)]
+        )
+        .is_err());
+        update_refs(
+            &repo.lock(false).unwrap(),
+            &[RefUpdate::set(main.clone(), c).expecting(Some(b))],
+        )
+        .unwrap();
         assert_eq!(read_ref(&repo, &main).unwrap(), Some(c));
     }
 

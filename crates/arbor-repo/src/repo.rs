@@ -43,11 +43,66 @@ pub struct Repo {
     fsync: bool,
 }
 
-/// A held lock on the repository lock file (`.lock`, the one ostree's
-/// `do_repo_lock` takes); released on drop.
+/// The repository locked: proof, required by every function that changes
+/// the repository, that the lock on `.lock` (the one ostree's
+/// `do_repo_lock` takes) is held. It dereferences to the [`Repo`], so it
+/// serves reads too. Released on drop.
+///
+/// A function that changes the repository does not compile with a bare
+/// `&Repo`:
+///
+/// ```compile_fail
+/// # use arbor_repo::{refs::{update_refs, RefSpec, RefUpdate}, Repo};
+/// fn set(repo: &Repo, u: RefUpdate) -> anyhow::Result<()> {
+///     update_refs(repo, &[u])
+/// }
+/// ```
+///
+/// It needs the lock:
+///
+/// ```
+/// # use arbor_repo::{refs::{update_refs, RefSpec, RefUpdate}, Repo};
+/// fn set(repo: &Repo, u: RefUpdate) -> anyhow::Result<()> {
+///     update_refs(&repo.lock(false)?, &[u])
+/// }
+/// ```
+///
+/// Taking it again in the same thread while held cannot deadlock: a
+/// conflicting second lock fails with [`arbor_fs::WouldDeadlock`]. The
+/// functions that take a `RepoLock` never lock the repository themselves.
 #[derive(Debug)]
-pub struct RepoLock {
+pub struct RepoLock<'r> {
+    repo: &'r Repo,
     _lock: arbor_fs::OfdLock,
+    exclusive: bool,
+}
+
+impl<'r> RepoLock<'r> {
+    /// The locked repository.
+    pub fn repo(&self) -> &'r Repo {
+        self.repo
+    }
+
+    /// Whether the lock is exclusive (required to delete objects).
+    pub fn is_exclusive(&self) -> bool {
+        self.exclusive
+    }
+
+    /// Waits for one of arbor's own exclusive locks (`name` at the
+    /// repository root, e.g. `.arbor-refs-lock`), which serialise the
+    /// read-modify-write sections (refs compare-and-set, detached metadata,
+    /// the summary) that ostree's repository lock, shared for writers,
+    /// does not. Always taken after, and inside, the repository lock.
+    pub(crate) fn section_lock(&self, name: &str) -> Result<arbor_fs::OfdLock> {
+        arbor_fs::OfdLock::acquire(&self.repo.dir, name, 0o660, arbor_fs::LockMode::Exclusive)
+    }
+}
+
+impl std::ops::Deref for RepoLock<'_> {
+    type Target = Repo;
+    fn deref(&self) -> &Repo {
+        self.repo
+    }
 }
 
 impl Repo {
@@ -189,16 +244,20 @@ impl Repo {
     }
 
     /// Takes the repository lock: shared for writers that only add objects,
-    /// exclusive for operations that delete (prune). Blocks until granted.
+    /// exclusive for operations that delete (prune). Blocks until granted;
+    /// fails instead ([`arbor_fs::WouldDeadlock`]) if this thread already
+    /// holds a conflicting one, which would never be released.
     #[context("Locking repository")]
-    pub fn lock(&self, exclusive: bool) -> Result<RepoLock> {
+    pub fn lock(&self, exclusive: bool) -> Result<RepoLock<'_>> {
         let mode = if exclusive {
             arbor_fs::LockMode::Exclusive
         } else {
             arbor_fs::LockMode::Shared
         };
         Ok(RepoLock {
+            repo: self,
             _lock: arbor_fs::OfdLock::acquire(&self.dir, LOCK_FILE, 0o660, mode)?,
+            exclusive,
         })
     }
 
@@ -355,11 +414,14 @@ mod lock_tests {
         let ex = repo.lock(true).unwrap();
         assert!(!foreign_lock_succeeds(&p, false), "exclusive lock not held");
         drop(ex);
-        let txn = crate::txn::Transaction::begin(&repo).unwrap();
+        let lock = repo.lock(false).unwrap();
+        let txn = crate::txn::Transaction::begin(&lock).unwrap();
         let c = arbor_format::Checksum::digest(b"x");
         let spec = crate::refs::RefSpec::parse("main").unwrap();
-        crate::refs::update_refs(&repo, &[crate::refs::RefUpdate::set(spec, c)]).unwrap();
-        // update_refs took and dropped its own shared lock; the transaction's
+        let second = repo.lock(false).unwrap();
+        crate::refs::update_refs(&second, &[crate::refs::RefUpdate::set(spec, c)]).unwrap();
+        drop(second);
+        // A second shared lock was taken and dropped; the transaction's
         // must still exclude a foreign exclusive lock.
         assert!(
             !foreign_lock_succeeds(&p, true),
@@ -370,6 +432,35 @@ mod lock_tests {
             "shared locks must coexist"
         );
         drop(txn);
+        drop(lock);
         assert!(foreign_lock_succeeds(&p, true));
+    }
+
+    /// Locking again in a thread that holds a conflicting lock fails at
+    /// once instead of waiting forever (OFD locks of one process conflict).
+    #[test]
+    fn locking_twice_in_one_thread_cannot_deadlock() {
+        let td = tempfile::tempdir().unwrap();
+        let p = td.path().join("repo");
+        Repo::init(&p, RepoMode::Archive).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let repo = Repo::open(&p).unwrap();
+            let ex = repo.lock(true).unwrap();
+            let again = repo.lock(false).map(drop);
+            let other_handle = Repo::open(&p).unwrap().lock(true).map(drop);
+            drop(ex);
+            tx.send((again, other_handle)).unwrap();
+        });
+        let (again, other) = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("a second lock in the same thread hung");
+        for r in [again, other] {
+            let e = r.unwrap_err();
+            assert!(
+                e.downcast_ref::<arbor_fs::WouldDeadlock>().is_some(),
+                "{e:#}"
+            );
+        }
     }
 }

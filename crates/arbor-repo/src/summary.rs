@@ -43,7 +43,7 @@ use rustix::fs::{AtFlags, Mode, OFlags};
 use rustix::io::Errno;
 
 use crate::refs::list_refs_under;
-use crate::repo::Repo;
+use crate::repo::{Repo, RepoLock};
 use crate::sign::SigningKey;
 use arbor_fs::failpoint;
 
@@ -504,14 +504,9 @@ fn sync_dir(repo: &Repo, dir: impl AsFd) -> Result<()> {
 ///
 /// The next successful update repairs an interrupted one.
 #[context("Updating summary")]
-pub fn update_summary(repo: &Repo, opts: &SummaryOptions) -> Result<SummaryUpdate> {
-    let _repo_lock = repo.lock(false)?;
-    let _lock = arbor_fs::OfdLock::acquire(
-        &repo.dir,
-        SUMMARY_LOCK,
-        0o660,
-        arbor_fs::LockMode::Exclusive,
-    )?;
+pub fn update_summary(lock: &RepoLock<'_>, opts: &SummaryOptions) -> Result<SummaryUpdate> {
+    let repo: &Repo = lock;
+    let _lock = lock.section_lock(SUMMARY_LOCK)?;
     cleanup_stale_tmp(repo)?;
     let summary = generate_summary(repo, opts)?;
     let bytes = summary.encode();
@@ -572,14 +567,9 @@ pub fn update_summary(repo: &Repo, opts: &SummaryOptions) -> Result<SummaryUpdat
 /// directory and publication order (the signature after the summary, or a
 /// stale signature removed before it).
 #[context("Storing the mirrored summary")]
-pub fn store_summary(repo: &Repo, summary: &[u8], sig: Option<&[u8]>) -> Result<()> {
-    let _repo_lock = repo.lock(false)?;
-    let _lock = arbor_fs::OfdLock::acquire(
-        &repo.dir,
-        SUMMARY_LOCK,
-        0o660,
-        arbor_fs::LockMode::Exclusive,
-    )?;
+pub fn store_summary(lock: &RepoLock<'_>, summary: &[u8], sig: Option<&[u8]>) -> Result<()> {
+    let repo: &Repo = lock;
+    let _lock = lock.section_lock(SUMMARY_LOCK)?;
     cleanup_stale_tmp(repo)?;
     let tmp = TmpDir::create(repo)?;
     tmp.write(SUMMARY_FILE, summary)?;

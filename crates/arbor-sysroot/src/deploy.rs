@@ -26,7 +26,7 @@ use crate::etc_merge::{self, EtcDiff, PlanEntry};
 use crate::fsutil;
 use crate::kargs::Kargs;
 use crate::kernel;
-use crate::sysroot::Sysroot;
+use crate::sysroot::{Sysroot, SysrootLock};
 use crate::write::{write_deployments, WriteReport};
 
 /// Options of [`deploy`].
@@ -92,9 +92,9 @@ fn allocate_deployserial(s: &Sysroot, stateroot: &str, csum: &Checksum) -> Resul
 /// repository's `tmp/`.
 pub const PREVIEW_PREFIX: &str = "arbor-etc-preview-";
 
-/// Removes every preview scratch directory (call with the sysroot lock
-/// held: previews hold it while theirs exists).
-pub fn remove_stale_previews(s: &Sysroot) -> Result<()> {
+/// Removes every preview scratch directory (under the sysroot lock:
+/// previews hold it while theirs exists).
+pub fn remove_stale_previews(s: &SysrootLock<'_>) -> Result<()> {
     let Some(tmp) = fsutil::open_dir_optional(&s.fd, "ostree/repo/tmp")? else {
         return Ok(());
     };
@@ -205,10 +205,10 @@ pub(crate) fn simple_list(
 }
 
 /// Makes a finished deployment's root immutable (`chattr +i`), as ostree
-/// does, unless `ARBOR_SYSROOT_DEBUG=mutable-deployments`. A staged
+/// does, unless [`crate::Sysroot::set_mutable_deployments`] is on. A staged
 /// deployment is sealed by `finalize`, after its /etc merge.
 pub(crate) fn seal(s: &Sysroot, d: &Deployment) -> Result<()> {
-    if crate::sysroot::debug_flag("mutable-deployments") {
+    if s.mutable_deployments() {
         return Ok(());
     }
     fsutil::set_immutable(s.deployment_dir(d)?, true)
@@ -247,8 +247,7 @@ pub fn resolve_commit(s: &Sysroot, revision: &str) -> Result<Checksum> {
 
 /// Deploys `opts.revision` as the new default deployment.
 #[context("Deploying {}", opts.revision)]
-pub fn deploy(s: &mut Sysroot, opts: &DeployOptions) -> Result<DeployReport> {
-    let _lock = s.lock()?;
+pub fn deploy(s: &mut SysrootLock<'_>, opts: &DeployOptions) -> Result<DeployReport> {
     s.load()?;
     let stateroot = s.default_stateroot(opts.stateroot.as_deref())?;
     validate_stateroot(&stateroot)?;

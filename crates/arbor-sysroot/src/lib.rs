@@ -15,6 +15,11 @@
 //! - [`staged`]: staged deployments and their finalization at shutdown.
 //! - [`etc_merge`]: the three-way /etc merge.
 //! - [`kernel`], [`bls`], [`kargs`]: boot files, entries, kernel arguments.
+//!
+//! Locking: every function that changes the sysroot takes a
+//! [`sysroot::SysrootLock`] (from [`Sysroot::lock`]), the proof that the
+//! sysroot lock is held; a function that changes the system repository
+//! takes the repository lock inside it.
 #![deny(missing_docs)]
 
 pub mod bls;

@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::fsutil;
 use crate::kargs::Kargs;
-use crate::sysroot::Sysroot;
+use crate::sysroot::{Sysroot, SysrootLock};
 use crate::write::{write_deployments, WriteReport};
 
 fn check_index(s: &Sysroot, index: usize) -> Result<()> {
@@ -22,8 +22,7 @@ fn check_index(s: &Sysroot, index: usize) -> Result<()> {
 /// Makes the rollback deployment the default: the first deployment after
 /// the booted one (of its stateroot), or, when nothing is booted, the
 /// second in the list. The previous default stays, right after it.
-pub fn rollback(s: &mut Sysroot) -> Result<(usize, WriteReport)> {
-    let _lock = s.lock()?;
+pub fn rollback(s: &mut SysrootLock<'_>) -> Result<(usize, WriteReport)> {
     s.load()?;
     let target = match s.booted {
         Some(b) => {
@@ -50,8 +49,7 @@ pub fn rollback(s: &mut Sysroot) -> Result<(usize, WriteReport)> {
 }
 
 /// Removes the deployment at `index` (never the booted one).
-pub fn undeploy(s: &mut Sysroot, index: usize) -> Result<WriteReport> {
-    let _lock = s.lock()?;
+pub fn undeploy(s: &mut SysrootLock<'_>, index: usize) -> Result<WriteReport> {
     s.load()?;
     check_index(s, index)?;
     if s.booted == Some(index) {
@@ -64,8 +62,7 @@ pub fn undeploy(s: &mut Sysroot, index: usize) -> Result<WriteReport> {
 
 /// Pins (never removed by a deploy) or unpins the deployment at `index`:
 /// `[libostree-transient] pinned` in its origin, rewritten atomically.
-pub fn set_pinned(s: &mut Sysroot, index: usize, pinned: bool) -> Result<bool> {
-    let _lock = s.lock()?;
+pub fn set_pinned(s: &mut SysrootLock<'_>, index: usize, pinned: bool) -> Result<bool> {
     s.load()?;
     check_index(s, index)?;
     let d = &s.deployments[index];
@@ -114,8 +111,7 @@ impl KargsEdit {
 
 /// Changes the kernel arguments of the deployment at `index` (the same
 /// tree, new boot entries); returns the new arguments.
-pub fn edit_kargs(s: &mut Sysroot, index: usize, edit: &KargsEdit) -> Result<Kargs> {
-    let _lock = s.lock()?;
+pub fn edit_kargs(s: &mut SysrootLock<'_>, index: usize, edit: &KargsEdit) -> Result<Kargs> {
     s.load()?;
     check_index(s, index)?;
     for a in edit.append.iter().chain(&edit.replace).chain(&edit.delete) {

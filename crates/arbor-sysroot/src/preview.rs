@@ -21,7 +21,7 @@ use arbor_repo::checkout::{checkout, CheckoutOptions};
 use crate::deploy::{etc_changes, remove_stale_previews, resolve_commit, PREVIEW_PREFIX};
 use crate::etc_merge::PlanEntry;
 use crate::fsutil;
-use crate::sysroot::Sysroot;
+use crate::sysroot::{Sysroot, SysrootLock};
 
 /// What deploying a commit would do to `/etc`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,10 +38,13 @@ pub struct EtcPreview {
 
 /// Previews the `/etc` merge of deploying `revision` (a ref, `REMOTE:REF`
 /// or a commit in the system repository) in `stateroot` (default as
-/// [`Sysroot::default_stateroot`]). Holds the sysroot lock throughout, so
-/// the merge deployment does not change while it is read.
-pub fn preview_etc(s: &mut Sysroot, stateroot: Option<&str>, revision: &str) -> Result<EtcPreview> {
-    let _lock = s.lock()?;
+/// [`Sysroot::default_stateroot`]). Under the sysroot lock, so the merge
+/// deployment does not change while it is read.
+pub fn preview_etc(
+    s: &mut SysrootLock<'_>,
+    stateroot: Option<&str>,
+    revision: &str,
+) -> Result<EtcPreview> {
     s.load()?;
     let s = &*s;
     let stateroot = s.default_stateroot(stateroot)?;
@@ -76,7 +79,7 @@ pub fn preview_etc(s: &mut Sysroot, stateroot: Option<&str>, revision: &str) -> 
 
 /// The preview's scratch directory, after removing those of earlier
 /// previews that were killed.
-fn scratch_dir(s: &Sysroot) -> Result<PathBuf> {
+fn scratch_dir(s: &SysrootLock<'_>) -> Result<PathBuf> {
     remove_stale_previews(s)?;
     Ok(s.path().join(format!(
         "ostree/repo/tmp/{PREVIEW_PREFIX}{}",

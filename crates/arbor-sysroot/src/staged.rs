@@ -13,7 +13,7 @@ use fn_error_context::context;
 
 use crate::deployment::{parse_dir_name, Deployment};
 use crate::fsutil;
-use crate::sysroot::{Sysroot, STAGED_STATE};
+use crate::sysroot::{Sysroot, SysrootLock, STAGED_STATE};
 use crate::write::{cleanup, write_deployments, WriteReport};
 
 /// If this file exists, `finalize` does nothing (as ostree's).
@@ -240,7 +240,7 @@ pub const FINALIZE_FAILURE_STAMP: &str = "ostree/finalize-failure.stamp";
 /// [`finalize_inner`], recording a failure in [`FINALIZE_FAILURE_STAMP`]
 /// (and removing an old stamp on success), as ostree's
 /// `finalize-staged` does, so `boot-complete` reports it on the next boot.
-pub fn finalize(s: &mut Sysroot) -> Result<Finalized> {
+pub fn finalize(s: &mut SysrootLock<'_>) -> Result<Finalized> {
     let r = finalize_inner(s);
     let boot = fsutil::open_dir(&s.fd, "boot")?;
     match &r {
@@ -269,6 +269,8 @@ pub fn finalize(s: &mut Sysroot) -> Result<Finalized> {
 
 /// Run at boot (`boot-complete`): if the previous shutdown's finalization
 /// failed, removes the stamp and returns its message as an error (once).
+/// Takes no sysroot lock (as ostree's): it only removes its own stamp in
+/// `/boot`, and the sysroot may be read-only at boot.
 pub fn boot_complete(s: &Sysroot) -> Result<()> {
     let boot = fsutil::open_dir(&s.fd, "boot")?;
     let Some(msg) = fsutil::read_optional(&boot, FINALIZE_FAILURE_STAMP)? else {
@@ -287,8 +289,7 @@ pub fn boot_complete(s: &Sysroot) -> Result<()> {
 /// A crash at any point boots the old list; the staged deployment is then
 /// lost, and cleanup removes its directory (as with ostree).
 #[context("Finalizing the staged deployment")]
-fn finalize_inner(s: &mut Sysroot) -> Result<Finalized> {
-    let _lock = s.lock()?;
+fn finalize_inner(s: &mut SysrootLock<'_>) -> Result<Finalized> {
     s.load()?;
     let Some(state) = read_state(&s.fd)? else {
         return Ok(Finalized::Nothing);

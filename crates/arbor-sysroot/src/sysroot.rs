@@ -24,16 +24,6 @@ use crate::kargs::Kargs;
 /// release build.
 pub const ROOT_ENV: &str = "ARBOR_TEST_ROOT";
 
-/// Debug flags, comma-separated, as ostree's `OSTREE_SYSROOT_DEBUG`:
-/// `mutable-deployments` leaves deployment roots without the immutable
-/// flag (for throwaway sysroots such as the quickstart's).
-pub const DEBUG_ENV: &str = "ARBOR_SYSROOT_DEBUG";
-
-/// Whether `flag` is set in [`DEBUG_ENV`].
-pub fn debug_flag(flag: &str) -> bool {
-    std::env::var(DEBUG_ENV).is_ok_and(|v| v.split(',').any(|f| f.trim() == flag))
-}
-
 /// Written by ostree-prepare-root on a system it booted: an `a{sv}`
 /// (empty in older versions).
 pub const RUN_BOOTED: &str = "/run/ostree-booted";
@@ -71,17 +61,19 @@ pub struct Sysroot {
     path: PathBuf,
     pub(crate) fd: OwnedFd,
     /// The system repository, `ostree/repo`.
-    pub repo: Repo,
+    pub(crate) repo: Repo,
     /// `B` of `/boot/loader -> loader.B`.
-    pub bootversion: u8,
+    pub(crate) bootversion: u8,
     /// `S` of `ostree/boot.B -> boot.B.S`.
-    pub subbootversion: u8,
+    pub(crate) subbootversion: u8,
     /// Deployments in boot order (index 0 is the default).
-    pub deployments: Vec<Deployment>,
+    pub(crate) deployments: Vec<Deployment>,
     /// Index of the booted deployment.
-    pub booted: Option<usize>,
+    pub(crate) booted: Option<usize>,
     /// (device, inode) of the running root, when it runs from this sysroot.
     root_devino: Option<(u64, u64)>,
+    /// See [`Sysroot::set_mutable_deployments`].
+    mutable_deployments: bool,
 }
 
 /// A parsed `ostree=/ostree/boot.B/STATEROOT/BOOTCSUM/SERIAL` argument.
@@ -220,14 +212,59 @@ impl Sysroot {
             deployments: Vec::new(),
             booted: None,
             root_devino: None,
+            mutable_deployments: false,
         };
         s.load()?;
         Ok(s)
     }
 
+    /// Leaves new deployment roots without the immutable flag (ostree's
+    /// `OSTREE_SYSROOT_DEBUG=mutable-deployments`), for throwaway sysroots
+    /// such as the quickstart's. Off by default: deployments are sealed
+    /// with `chattr +i`, as ostree seals them.
+    pub fn set_mutable_deployments(&mut self, on: bool) {
+        self.mutable_deployments = on;
+    }
+
+    /// Whether new deployment roots stay mutable
+    /// (see [`Sysroot::set_mutable_deployments`]).
+    pub fn mutable_deployments(&self) -> bool {
+        self.mutable_deployments
+    }
+
     /// The sysroot's path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The system repository, `ostree/repo`.
+    pub fn repo(&self) -> &Repo {
+        &self.repo
+    }
+
+    /// The system repository, to change its configuration (remotes).
+    pub fn repo_mut(&mut self) -> &mut Repo {
+        &mut self.repo
+    }
+
+    /// `B` of `/boot/loader -> loader.B`.
+    pub fn bootversion(&self) -> u8 {
+        self.bootversion
+    }
+
+    /// `S` of `ostree/boot.B -> boot.B.S`.
+    pub fn subbootversion(&self) -> u8 {
+        self.subbootversion
+    }
+
+    /// Deployments in boot order (index 0 is the default).
+    pub fn deployments(&self) -> &[Deployment] {
+        &self.deployments
+    }
+
+    /// Index of the booted deployment.
+    pub fn booted(&self) -> Option<usize> {
+        self.booted
     }
 
     /// Re-reads the boot state and deployments from disk.
@@ -478,40 +515,6 @@ impl Sysroot {
         Ok(None)
     }
 
-    /// Initializes a stateroot (`ostree admin os-init`): `deploy/` and the
-    /// shared `var/` with `tmp` (01777), `lib`, `log`, `run -> ../run` and
-    /// `lock -> ../run/lock`, as ostree 2022.7 creates them.
-    pub fn os_init(&self, stateroot: &str) -> Result<()> {
-        validate_stateroot(stateroot)?;
-        let base = format!("deploy/{stateroot}");
-        let ostree = self.ostree_dir()?;
-        fsutil::ensure_dir_path(&ostree, &format!("{base}/deploy"), 0o755)?;
-        let var_exists = fsutil::file_type(&ostree, &format!("{base}/var"))?.is_some();
-        let var = fsutil::ensure_dir_path(&ostree, &format!("{base}/var"), 0o755)?;
-        if !var_exists {
-            for (d, mode) in [("tmp", 0o1777), ("lib", 0o755), ("log", 0o755)] {
-                match rustix::fs::mkdirat(&var, d, Mode::from_raw_mode(mode)) {
-                    Ok(()) | Err(rustix::io::Errno::EXIST) => {}
-                    Err(e) => return Err(e).with_context(|| format!("Creating var/{d}")),
-                }
-                rustix::fs::chmodat(
-                    &var,
-                    d,
-                    Mode::from_raw_mode(mode),
-                    rustix::fs::AtFlags::empty(),
-                )?;
-            }
-            for (l, t) in [("run", "../run"), ("lock", "../run/lock")] {
-                match rustix::fs::symlinkat(t, &var, l) {
-                    Ok(()) | Err(rustix::io::Errno::EXIST) => {}
-                    Err(e) => return Err(e).with_context(|| format!("Creating var/{l}")),
-                }
-            }
-        }
-        rustix::fs::syncfs(&self.fd)?;
-        Ok(())
-    }
-
     /// `ostree/`, following a symlink: on a booted system `/ostree` links
     /// to `sysroot/ostree`.
     pub fn ostree_dir(&self) -> Result<OwnedFd> {
@@ -641,12 +644,12 @@ mod tests {
         // record lock would be granted at once here.
         let t = tempfile::tempdir().unwrap();
         init_fs(t.path()).unwrap();
-        let s = Sysroot::open(t.path()).unwrap();
+        let mut s = Sysroot::open(t.path()).unwrap();
         let first = s.lock().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         let path = t.path().to_path_buf();
         let h = std::thread::spawn(move || {
-            let s2 = Sysroot::open(&path).unwrap();
+            let mut s2 = Sysroot::open(&path).unwrap();
             let l = s2.lock().unwrap();
             tx.send(()).unwrap();
             drop(l);
@@ -657,6 +660,30 @@ mod tests {
         rx.recv_timeout(std::time::Duration::from_secs(10))
             .expect("second lock after release");
         h.join().unwrap();
+    }
+
+    #[test]
+    fn a_second_lock_in_the_same_thread_fails_instead_of_hanging() {
+        let t = tempfile::tempdir().unwrap();
+        init_fs(t.path()).unwrap();
+        let path = t.path().to_path_buf();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut s = Sysroot::open(&path).unwrap();
+            let mut s2 = Sysroot::open(&path).unwrap();
+            let held = s.lock().unwrap();
+            let again = s2.lock().map(drop);
+            drop(held);
+            tx.send(again).unwrap();
+        });
+        let again = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("a second sysroot lock in the same thread hung");
+        let e = again.unwrap_err();
+        assert!(
+            e.downcast_ref::<arbor_fs::WouldDeadlock>().is_some(),
+            "{e:#}"
+        );
     }
 
     #[test]
@@ -677,18 +704,102 @@ mod tests {
     }
 }
 
-/// The sysroot lock (`ostree/lock`, an exclusive OFD lock, as
-/// `ostree_sysroot_lock` takes it), held until dropped.
+/// The sysroot locked (`ostree/lock`, an exclusive OFD lock, as
+/// `ostree_sysroot_lock` takes it): proof, required by every function that
+/// changes the sysroot, that the lock is held. It borrows the [`Sysroot`]
+/// mutably and dereferences to it; released on drop.
+///
+/// A function that changes the sysroot does not compile without it:
+///
+/// ```compile_fail
+/// # use arbor_sysroot::sysroot::Sysroot;
+/// fn roll(s: &mut Sysroot) -> anyhow::Result<()> {
+///     arbor_sysroot::ops::rollback(s).map(drop)
+/// }
+/// ```
+///
+/// ```
+/// # use arbor_sysroot::sysroot::Sysroot;
+/// fn roll(s: &mut Sysroot) -> anyhow::Result<()> {
+///     arbor_sysroot::ops::rollback(&mut s.lock()?).map(drop)
+/// }
+/// ```
+///
+/// Taking it twice through one handle does not compile (the first lock
+/// borrows the sysroot), so it cannot deadlock:
+///
+/// ```compile_fail
+/// # use arbor_sysroot::sysroot::Sysroot;
+/// fn twice(s: &mut Sysroot) -> anyhow::Result<()> {
+///     let first = s.lock()?;
+///     let second = s.lock()?;
+///     drop((first, second));
+///     Ok(())
+/// }
+/// ```
+///
+/// and through a second handle on the same sysroot in the same thread it
+/// fails with [`arbor_fs::WouldDeadlock`] instead of waiting.
 #[derive(Debug)]
-pub struct SysrootLock {
+pub struct SysrootLock<'s> {
+    sysroot: &'s mut Sysroot,
     _lock: arbor_fs::OfdLock,
+}
+
+impl SysrootLock<'_> {
+    /// Initializes a stateroot (`ostree admin os-init`): `deploy/` and the
+    /// shared `var/` with `tmp` (01777), `lib`, `log`, `run -> ../run` and
+    /// `lock -> ../run/lock`, as ostree 2022.7 creates them.
+    pub fn os_init(&self, stateroot: &str) -> Result<()> {
+        validate_stateroot(stateroot)?;
+        let base = format!("deploy/{stateroot}");
+        let ostree = self.ostree_dir()?;
+        fsutil::ensure_dir_path(&ostree, &format!("{base}/deploy"), 0o755)?;
+        let var_exists = fsutil::file_type(&ostree, &format!("{base}/var"))?.is_some();
+        let var = fsutil::ensure_dir_path(&ostree, &format!("{base}/var"), 0o755)?;
+        if !var_exists {
+            for (d, mode) in [("tmp", 0o1777), ("lib", 0o755), ("log", 0o755)] {
+                match rustix::fs::mkdirat(&var, d, Mode::from_raw_mode(mode)) {
+                    Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                    Err(e) => return Err(e).with_context(|| format!("Creating var/{d}")),
+                }
+                rustix::fs::chmodat(
+                    &var,
+                    d,
+                    Mode::from_raw_mode(mode),
+                    rustix::fs::AtFlags::empty(),
+                )?;
+            }
+            for (l, t) in [("run", "../run"), ("lock", "../run/lock")] {
+                match rustix::fs::symlinkat(t, &var, l) {
+                    Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                    Err(e) => return Err(e).with_context(|| format!("Creating var/{l}")),
+                }
+            }
+        }
+        rustix::fs::syncfs(&self.fd)?;
+        Ok(())
+    }
+}
+
+impl std::ops::Deref for SysrootLock<'_> {
+    type Target = Sysroot;
+    fn deref(&self) -> &Sysroot {
+        self.sysroot
+    }
+}
+
+impl std::ops::DerefMut for SysrootLock<'_> {
+    fn deref_mut(&mut self) -> &mut Sysroot {
+        self.sysroot
+    }
 }
 
 impl Sysroot {
     /// Waits for the exclusive sysroot lock.
     /// Every operation that writes takes it first, so a read-only sysroot
     /// is refused here, before anything changes.
-    pub fn lock(&self) -> Result<SysrootLock> {
+    pub fn lock(&mut self) -> Result<SysrootLock<'_>> {
         let fd = match rustix::fs::openat(
             &self.fd,
             "ostree/lock",
@@ -705,6 +816,9 @@ impl Sysroot {
         };
         let lock = arbor_fs::OfdLock::on_file(fd, "ostree/lock", arbor_fs::LockMode::Exclusive)
             .context("Locking the sysroot")?;
-        Ok(SysrootLock { _lock: lock })
+        Ok(SysrootLock {
+            sysroot: self,
+            _lock: lock,
+        })
     }
 }

@@ -22,7 +22,7 @@ use crate::bls::BootEntry;
 use crate::deployment::{parse_dir_name, Deployment};
 use crate::fsutil;
 use crate::kernel;
-use crate::sysroot::Sysroot;
+use crate::sysroot::{Sysroot, SysrootLock};
 
 /// What a write did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -221,7 +221,7 @@ fn create_bootlinks(s: &Sysroot, bootversion: u8, list: &[Deployment]) -> Result
 /// afterwards.
 #[context("Writing deployments")]
 pub fn write_deployments(
-    s: &mut Sysroot,
+    s: &mut SysrootLock<'_>,
     list: Vec<Deployment>,
     postclean: bool,
 ) -> Result<WriteReport> {
@@ -372,7 +372,8 @@ fn ensure_boot_boot(boot: &OwnedFd) -> Result<()> {
     }
 }
 
-/// Names of the temporary files this crate writes (`.NAME.tmp`).
+/// Names of the temporary files this crate writes (`.NAME.tmp`), or that
+/// arbor-fs's atomic replacements leave after a crash.
 fn is_tmp_name(name: &str) -> bool {
     arbor_fs::is_temporary_name(name) || (name.starts_with('.') && name.ends_with(".tmp"))
 }
@@ -394,7 +395,7 @@ pub struct CleanupReport {
 /// resets the repository refs `ostree/B/S/INDEX` to the deployments'
 /// commits and, with `prune`, deletes objects no ref reaches.
 #[context("Cleaning up the sysroot")]
-pub fn cleanup(s: &mut Sysroot, prune: bool) -> Result<CleanupReport> {
+pub fn cleanup(s: &mut SysrootLock<'_>, prune: bool) -> Result<CleanupReport> {
     let mut report = CleanupReport::default();
     let (b, sub) = (s.bootversion, s.subbootversion);
     let boot = fsutil::open_dir(&s.fd, "boot")?;
@@ -528,12 +529,12 @@ pub fn cleanup(s: &mut Sysroot, prune: bool) -> Result<CleanupReport> {
     // Sets before deletes, so no deployment commit is ever without a ref.
     updates.sort_by_key(|u| u.target.is_none());
     if !updates.is_empty() {
-        arbor_repo::refs::update_refs(&s.repo, &updates)?;
+        arbor_repo::refs::update_refs(&s.repo.lock(false)?, &updates)?;
     }
     hit(failpoint::CLEANUP_REFS);
     if prune {
         let r = arbor_repo::prune::prune(
-            &s.repo,
+            &s.repo.lock(true)?,
             &arbor_repo::prune::PruneOptions {
                 refs_only: true,
                 depth: 0,

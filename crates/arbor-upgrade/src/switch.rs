@@ -32,7 +32,7 @@ pub fn switch(
     let stateroot = s.default_stateroot(opts.stateroot.as_deref())?;
     let target = fetch(s, &opts.refspec, false, progress)?;
     let origin = match s.merge_deployment(&stateroot) {
-        Some(m) => carried_origin(&s.deployments[m], Some(&opts.refspec)),
+        Some(m) => carried_origin(&s.deployments()[m], Some(&opts.refspec)),
         None => {
             let mut k = KeyFile::default();
             k.set("origin", "refspec", &opts.refspec)?;
@@ -45,5 +45,5 @@ pub fn switch(
         origin: Some(origin),
         ..Default::default()
     };
-    Ok(arbor_sysroot::deploy::deploy(s, &deploy)?)
+    Ok(arbor_sysroot::deploy::deploy(&mut s.lock()?, &deploy)?)
 }

@@ -70,24 +70,30 @@ impl Machine {
         m.v1 = m.release(STABLE, "1.0", 1_000_000);
         arbor_sysroot::sysroot::init_fs(&m.sys).unwrap();
         let mut s = m.sysroot();
-        s.os_init("testos").unwrap();
+        s.lock().unwrap().os_init("testos").unwrap();
         let url = format!("file://{}", m.src.path().display());
         let opts = arbor_repo::remotes::RemoteAddOptions {
             no_gpg_verify: true,
             ..Default::default()
         };
-        arbor_repo::remotes::add_remote(&mut s.repo, "origin", &url, &opts).unwrap();
+        arbor_repo::remotes::add_remote(s.repo_mut(), "origin", &url, &opts).unwrap();
         let pull = arbor_pull::PullOptions {
             refs: vec![STABLE.to_string()],
             ..Default::default()
         };
-        arbor_pull::pull(&s.repo, "origin", &pull, &NullProgress).unwrap();
+        arbor_pull::pull(
+            &s.repo().lock(false).unwrap(),
+            "origin",
+            &pull,
+            &NullProgress,
+        )
+        .unwrap();
         let opts = DeployOptions {
             stateroot: Some("testos".into()),
             revision: format!("origin:{STABLE}"),
             ..Default::default()
         };
-        deploy(&mut s, &opts).unwrap();
+        deploy(&mut s.lock().unwrap(), &opts).unwrap();
         m
     }
 
@@ -104,8 +110,15 @@ impl Machine {
             owner_gid: Some(0),
             ..Default::default()
         };
-        let c = commit(&self.src, CommitSource::Dir(&tree), &opts, &NullProgress).unwrap();
-        arbor_repo::summary::update_summary(&self.src, &Default::default()).unwrap();
+        let c = commit(
+            &self.src.lock(false).unwrap(),
+            CommitSource::Dir(&tree),
+            &opts,
+            &NullProgress,
+        )
+        .unwrap();
+        arbor_repo::summary::update_summary(&self.src.lock(false).unwrap(), &Default::default())
+            .unwrap();
         c
     }
 
@@ -116,7 +129,7 @@ impl Machine {
     /// The deployments as `(commit, serial)`, in boot order.
     fn deployments(&self) -> Vec<(Checksum, u32)> {
         let s = self.sysroot();
-        s.deployments
+        s.deployments()
             .iter()
             .map(|d| (d.csum, d.deployserial))
             .collect()
@@ -131,7 +144,7 @@ impl Machine {
     /// What the system repository's `origin:testos/stable` names.
     fn tracked(&self) -> Option<Checksum> {
         let spec = RefSpec::parse(&format!("origin:{STABLE}")).unwrap();
-        arbor_repo::refs::read_ref(&self.sysroot().repo, &spec).unwrap()
+        arbor_repo::refs::read_ref(self.sysroot().repo(), &spec).unwrap()
     }
 }
 
@@ -202,12 +215,12 @@ fn an_origin_that_cannot_be_upgraded_is_refused_before_any_fetch() {
     // Nothing was fetched: the ref still names v1, v2 is not in the
     // system repository.
     assert_eq!(m.tracked(), Some(m.v1));
-    let err = arbor_repo::objects::load_commit(&m.sysroot().repo, &v2).unwrap_err();
+    let err = arbor_repo::objects::load_commit(m.sysroot().repo(), &v2).unwrap_err();
     assert!(arbor_repo::reachable::is_not_found(&err), "{err:#}");
     // A stateroot without deployments.
     std::fs::write(&origin, good).unwrap();
     let mut s = m.sysroot();
-    s.os_init("other").unwrap();
+    s.lock().unwrap().os_init("other").unwrap();
     let opts = UpgradeOptions {
         stateroot: Some("other".into()),
         allow_downgrade: false,
@@ -236,7 +249,7 @@ fn check_reports_the_update_and_fetches_nothing() {
     // Not in the system repository: version and timestamp unknown.
     assert_eq!((u.version, u.timestamp), (None, None));
     assert_eq!(m.tracked(), Some(m.v1));
-    let err = arbor_repo::objects::load_commit(&m.sysroot().repo, &v2).unwrap_err();
+    let err = arbor_repo::objects::load_commit(m.sysroot().repo(), &v2).unwrap_err();
     assert!(arbor_repo::reachable::is_not_found(&err), "{err:#}");
     assert_eq!(m.deployments(), [(m.v1, 0)]);
     // A ref the remote does not list.
@@ -326,10 +339,20 @@ fn an_older_commit_is_refused_unless_downgrades_are_allowed() {
         refs: vec!["testos/old".into()],
         ..Default::default()
     };
-    arbor_pull::pull(&s.repo, "origin", &pull, &NullProgress).unwrap();
+    arbor_pull::pull(
+        &s.repo().lock(false).unwrap(),
+        "origin",
+        &pull,
+        &NullProgress,
+    )
+    .unwrap();
     let local = RefSpec::local(RefName::new("testos/local").unwrap());
-    let set =
-        |c| arbor_repo::refs::update_refs(&m.sysroot().repo, &[RefUpdate::set(local.clone(), c)]);
+    let set = |c| {
+        arbor_repo::refs::update_refs(
+            &m.sysroot().repo().lock(false)?,
+            &[RefUpdate::set(local.clone(), c)],
+        )
+    };
     set(m.v1).unwrap();
     let opts = SwitchOptions {
         stateroot: None,

@@ -82,7 +82,7 @@ impl<'s> Upgrader<'s> {
         let Some(m) = sysroot.merge_deployment(&stateroot) else {
             return Err(UpgradeError::NoDeployment { stateroot });
         };
-        let merge = sysroot.deployments[m].clone();
+        let merge = sysroot.deployments()[m].clone();
         let follows = follows(&merge)?;
         Ok(Upgrader {
             sysroot,
@@ -108,7 +108,7 @@ impl<'s> Upgrader<'s> {
     pub fn check(&self) -> Result<UpgradeCheck> {
         let target = match &self.follows {
             Follows::Remote { remote, name } => {
-                arbor_pull::pull::remote_refs(&self.sysroot.repo, remote)?
+                arbor_pull::pull::remote_refs(self.sysroot.repo(), remote)?
                     .into_iter()
                     .find(|(n, _)| n == name)
                     .map(|(_, c)| c)
@@ -158,13 +158,16 @@ impl<'s> Upgrader<'s> {
             stage,
             ..Default::default()
         };
-        Ok(arbor_sysroot::deploy::deploy(self.sysroot, &opts)?)
+        Ok(arbor_sysroot::deploy::deploy(
+            &mut self.sysroot.lock()?,
+            &opts,
+        )?)
     }
 
     /// What deploying `update` (pulled first) would do to `/etc`, per path.
     pub fn preview_etc(&mut self, update: &Update) -> Result<EtcPreview> {
         Ok(arbor_sysroot::preview::preview_etc(
-            self.sysroot,
+            &mut self.sysroot.lock()?,
             Some(&self.stateroot),
             &update.to.to_hex(),
         )?)
@@ -185,7 +188,7 @@ impl<'s> Upgrader<'s> {
         let pending = s
             .pending_and_rollback(&self.stateroot)
             .0
-            .map(|p| s.deployments[p].csum);
+            .map(|p| s.deployments()[p].csum);
         if is_deployed(&self.merge.csum, pending.as_ref(), &target) {
             return Ok(UpgradeCheck::UpToDate { commit: target });
         }
@@ -207,7 +210,7 @@ impl<'s> Upgrader<'s> {
         if self.allow_downgrade {
             return Ok(());
         }
-        let load = |c| arbor_repo::objects::load_commit(&self.sysroot.repo, c);
+        let load = |c| arbor_repo::objects::load_commit(self.sysroot.repo(), c);
         let (new, old) = (load(target)?, load(&self.merge.csum)?);
         if new.timestamp < old.timestamp {
             return Err(UpgradeError::DowngradeRefused {
@@ -261,7 +264,7 @@ fn is_deployed(merge: &Checksum, pending: Option<&Checksum>, target: &Checksum) 
 /// are informative: an unreadable commit is reported by the pull or the
 /// deploy, not here).
 fn local_commit(s: &Sysroot, c: &Checksum) -> Option<arbor_format::Commit> {
-    match arbor_repo::objects::load_commit(&s.repo, c) {
+    match arbor_repo::objects::load_commit(s.repo(), c) {
         Ok(c) => Some(c),
         Err(e) => {
             if !arbor_repo::reachable::is_not_found(&e) {
@@ -286,7 +289,7 @@ pub(crate) fn fetch(
             allow_downgrade,
             ..Default::default()
         };
-        arbor_pull::pull(&s.repo, remote, &opts, progress)?;
+        arbor_pull::pull(&s.repo().lock(false)?, remote, &opts, progress)?;
     }
     resolve_commit(s, refspec)
 }

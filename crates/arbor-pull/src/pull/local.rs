@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use anyhow::{bail, Context, Result};
 use arbor_format::{Checksum, ObjectType, RefName};
 use arbor_repo::objects::{open_file_object, read_metadata_optional};
+use arbor_repo::repo::RepoLock;
 use arbor_repo::{Progress, Repo};
 use fn_error_context::context;
 
@@ -158,7 +159,7 @@ fn resolve_wanted(src: &Repo, refs: &[String]) -> Result<Vec<Wanted>> {
 /// leaves every ref old or new and the destination fsck-clean.
 #[context("Pulling from {}", src.path().display())]
 pub fn pull_local(
-    dest: &Repo,
+    dest: &RepoLock<'_>,
     src: &Repo,
     opts: &PullLocalOptions,
     progress: &dyn Progress,

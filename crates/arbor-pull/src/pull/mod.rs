@@ -25,6 +25,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use arbor_format::{Checksum, Commit, ObjectType, RefName};
 use arbor_repo::objects::MAX_METADATA_SIZE;
 use arbor_repo::refs::{RefSpec, RefUpdate};
+use arbor_repo::repo::RepoLock;
 use arbor_repo::sign::TrustedKeys;
 use arbor_repo::txn::Transaction;
 use arbor_repo::{Progress, Repo};
@@ -148,7 +149,7 @@ impl Checks<'_> {
 /// then their trees, all verified, staged in one transaction (or, for a
 /// dry run, kept in memory) and published with the refs at the end.
 pub(super) struct Engine<'a> {
-    pub(super) repo: &'a Repo,
+    pub(super) repo: &'a RepoLock<'a>,
     pub(super) source: &'a dyn Source,
     pub(super) checks: Checks<'a>,
     /// Parents to pull behind each commit (`None`: all).
@@ -260,13 +261,13 @@ impl Engine<'_> {
                 self.repo.has_object(ObjectType::Commit, &id)? && !self.repo.is_partial(&id)?;
             if self.commit_metadata_only {
                 if let (false, Some(t)) = (complete, txn) {
-                    t.mark_partial(&id);
+                    t.mark_partial(&id)?;
                 }
             } else if !complete {
                 roots.push((ObjectType::DirMeta, commit.root_meta));
                 roots.push((ObjectType::DirTree, commit.root_tree));
                 if let Some(t) = txn {
-                    t.mark_complete(&id);
+                    t.mark_complete(&id)?;
                 }
             }
             first = false;
@@ -288,7 +289,7 @@ impl Engine<'_> {
 /// killed run had verified and staged.
 #[context("Pulling from remote {remote_name}")]
 pub fn pull(
-    repo: &Repo,
+    repo: &RepoLock<'_>,
     remote_name: &str,
     opts: &PullOptions,
     progress: &dyn Progress,

@@ -96,7 +96,7 @@ impl Source for MemSource {
     }
 }
 
-fn engine<'a>(repo: &'a Repo, source: &'a MemSource, depth: Option<u32>) -> Engine<'a> {
+fn engine<'a>(repo: &'a RepoLock<'a>, source: &'a MemSource, depth: Option<u32>) -> Engine<'a> {
     Engine {
         repo,
         source,
@@ -128,6 +128,7 @@ fn depth_counts_parents_and_none_is_all() {
     for (depth, commits) in [(Some(0), 1), (Some(1), 2), (Some(7), 4), (None, 4)] {
         let td = tempfile::tempdir().expect("tempdir");
         let repo = Repo::init(td.path(), RepoMode::BareUser).expect("init");
+        let repo = repo.lock(false).expect("lock");
         let mut src = MemSource::default();
         let head = src.history(2, 4);
         let stats = engine(&repo, &src, depth).run(&wanted(head)).expect("pull");
@@ -143,6 +144,7 @@ fn a_deep_tree_is_walked_without_recursion() {
     // stack. A dry run keeps what it fetches in memory: no disk I/O.
     let td = tempfile::tempdir().expect("tempdir");
     let repo = Repo::init(td.path(), RepoMode::BareUser).expect("init");
+    let repo = repo.lock(false).expect("lock");
     let mut src = MemSource::default();
     let head = src.history(50_000, 1);
     let mut e = engine(&repo, &src, Some(0));
@@ -155,6 +157,7 @@ fn a_deep_tree_is_walked_without_recursion() {
 fn an_object_that_does_not_hash_to_its_name_is_refused() {
     let td = tempfile::tempdir().expect("tempdir");
     let repo = Repo::init(td.path(), RepoMode::BareUser).expect("init");
+    let repo = repo.lock(false).expect("lock");
     let mut src = MemSource::default();
     let head = src.history(3, 1);
     let commit = Commit::decode(&src.objects[&(ObjectType::Commit, head)]).expect("commit");

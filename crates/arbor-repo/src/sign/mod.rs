@@ -16,25 +16,23 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use arbor_format::{Checksum, Metadata, ObjectType, Value};
-use ed25519_dalek::Signer as _;
-pub use ed25519_dalek::{Signature, SigningKey, VerifyingKey};
 use fn_error_context::context;
 
+mod ed25519;
 mod keys;
+pub use ed25519::{SigningKey, VerifyingKey, SIGNATURE_LEN};
 pub use keys::{
     check_sign_type, key_base64, key_hex, parse_public_key, parse_public_keys, parse_secret_key,
     parse_secret_keys, read_public_keys_file, read_secret_keys_file,
 };
 
-use crate::repo::Repo;
+use crate::repo::{Repo, RepoLock};
 use crate::txn::Transaction;
 
 /// Detached-metadata (and `summary.sig`) key of Ed25519 signatures (`aay`).
 pub const ED25519_KEY: &str = "ostree.sign.ed25519";
 /// The only signature type arbor implements (ostree's name for it).
 pub const SIGN_TYPE_ED25519: &str = "ed25519";
-/// Length of an Ed25519 signature.
-pub const SIGNATURE_LEN: usize = 64;
 /// Remote option enabling commit signature verification.
 pub const SIGN_VERIFY: &str = "sign-verify";
 /// Remote option enabling `summary.sig` verification.
@@ -84,7 +82,7 @@ fn describe_tried(tried: &[String]) -> String {
 
 /// Signs `data` (pure Ed25519, RFC 8032; deterministic).
 pub fn sign_bytes(data: &[u8], key: &SigningKey) -> [u8; SIGNATURE_LEN] {
-    key.sign(data).to_bytes()
+    key.sign(data)
 }
 
 /// Adds `signature` to the [`ED25519_KEY`] array of `meta`, keeping every
@@ -139,7 +137,7 @@ pub(crate) fn stage_commit_signatures(
 }
 
 /// Signs a commit with one key; see [`sign_commit_with_keys`].
-pub fn sign_commit(repo: &Repo, commit: &Checksum, key: &SigningKey) -> Result<bool> {
+pub fn sign_commit(repo: &RepoLock<'_>, commit: &Checksum, key: &SigningKey) -> Result<bool> {
     Ok(sign_commit_with_keys(repo, commit, std::slice::from_ref(key))? > 0)
 }
 
@@ -153,7 +151,11 @@ pub fn sign_commit(repo: &Repo, commit: &Checksum, key: &SigningKey) -> Result<b
 /// after a crash it is the old or the new file, complete. Concurrent arbor
 /// signers are serialised by a lock, so none loses another's signature.
 #[context("Signing commit {commit}")]
-pub fn sign_commit_with_keys(repo: &Repo, commit: &Checksum, keys: &[SigningKey]) -> Result<usize> {
+pub fn sign_commit_with_keys(
+    repo: &RepoLock<'_>,
+    commit: &Checksum,
+    keys: &[SigningKey],
+) -> Result<usize> {
     let bytes = crate::objects::read_metadata(repo, ObjectType::Commit, commit)?;
     // A damaged commit would get a signature no client can verify.
     if Checksum::digest(&bytes) != *commit {
@@ -165,12 +167,7 @@ pub fn sign_commit_with_keys(repo: &Repo, commit: &Checksum, keys: &[SigningKey]
         .into());
     }
     let txn = Transaction::begin(repo)?;
-    let _lock = arbor_fs::OfdLock::acquire(
-        &repo.dir,
-        COMMITMETA_LOCK,
-        0o660,
-        arbor_fs::LockMode::Exclusive,
-    )?;
+    let _lock = repo.section_lock(COMMITMETA_LOCK)?;
     let added = stage_commit_signatures(&txn, commit, &bytes, keys)?;
     if added > 0 {
         txn.commit(&[])?;
@@ -374,9 +371,8 @@ pub fn verify_signatures(
             .as_slice()
             .try_into()
             .map_err(|_| VerifyError::BadSignatureLength(sig.len()))?;
-        let sig = Signature::from_bytes(arr);
         for key in keys.keys() {
-            if key.verify_strict(data, &sig).is_ok() {
+            if key.verify(data, arr) {
                 return Ok(*key);
             }
             tried.push(key_hex(key));
