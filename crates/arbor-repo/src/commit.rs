@@ -221,9 +221,7 @@ impl<'t> DirWalker<'t, '_> {
         {
             return Err(e);
         }
-        self.root
-            .lock()
-            .expect("poisoned")
+        crate::mutex::lock(&self.root, "the commit root")?
             .take()
             .context("The tree walk ended before its root was written")
     }
