@@ -67,6 +67,14 @@ pub fn boot_is_separate(ostree: impl AsFd, boot: impl AsFd) -> Result<bool> {
 /// Freezes and thaws the filesystem mounted at `boot_path` (see the module
 /// documentation), with a watchdog.
 pub fn freeze_thaw(boot_path: &Path) -> Result<()> {
+    // Opened before the watchdog starts: an error here returns with no
+    // child left to reap and nothing to thaw.
+    let dir = rustix::fs::open(
+        boot_path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .with_context(|| format!("Opening {}", boot_path.display()))?;
     let mut watchdog = Command::new("sh")
         .args(["-c", WATCHDOG, "sh"])
         .arg(boot_path)
@@ -77,12 +85,6 @@ pub fn freeze_thaw(boot_path: &Path) -> Result<()> {
         .process_group(0)
         .spawn()
         .context("Starting the thaw watchdog (sh, timeout, fsfreeze)")?;
-    let dir = rustix::fs::open(
-        boot_path,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .with_context(|| format!("Opening {}", boot_path.display()))?;
     match freeze(dir.as_fd()) {
         Ok(()) => {
             hit(failpoint::BOOT_FROZEN);
