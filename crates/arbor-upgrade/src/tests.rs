@@ -16,18 +16,8 @@ use crate::{switch, SwitchOptions, UpgradeCheck, UpgradeError, UpgradeOptions, U
 const STABLE: &str = "testos/stable";
 
 /// Deploying needs root (owners in the bare system repository, the
-/// immutable flag on deployment roots). Without it the test fails, unless
-/// `ARBOR_SKIP_ROOT_TESTS=1` says to skip it.
-fn needs_root(name: &str) -> bool {
-    if rustix::process::geteuid().is_root() {
-        return false;
-    }
-    if std::env::var("ARBOR_SKIP_ROOT_TESTS").as_deref() == Ok("1") {
-        eprintln!("{name}: skipped (not root, ARBOR_SKIP_ROOT_TESTS=1)");
-        return true;
-    }
-    panic!("{name} needs root (set ARBOR_SKIP_ROOT_TESTS=1 to skip it)");
-}
+/// immutable flag on deployment roots): the shared gate.
+use arbor_testutil::needs_root;
 
 fn put(p: &Path, content: &str) {
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
