@@ -32,6 +32,26 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::Parser;
 
+/// Raises the soft limit of open descriptors (`RLIMIT_NOFILE`, often
+/// 1024) to the hard limit, as ostree-style tools do. The parallel commit
+/// and checkout walks keep a descriptor open for each directory with work
+/// pending below it (a queued subdirectory pins its parent's, and a
+/// directory whose mode goes on last keeps its own until then), so a deep
+/// tree can need more than the default soft limit. Best effort: if the
+/// limit cannot be raised, a walk that needs more fails with EMFILE.
+pub fn raise_fd_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut l = getrlimit(Resource::Nofile);
+    if let (Some(cur), Some(max)) = (l.current, l.maximum) {
+        if cur < max {
+            l.current = Some(max);
+            if let Err(e) = setrlimit(Resource::Nofile, l) {
+                tracing::debug!("raising RLIMIT_NOFILE from {cur} to {max}: {e}");
+            }
+        }
+    }
+}
+
 /// Sets up `tracing` on stderr, filtered by `RUST_LOG`-style level
 /// (`ARBOR_LOG=debug`), warnings by default.
 pub fn init_logging() {

@@ -20,6 +20,7 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     arbor_cli::init_logging();
+    arbor_cli::raise_fd_limit();
     match arbor_cli::run_from_iter(std::env::args_os()) {
         Ok(code) => code,
         Err(e) => {

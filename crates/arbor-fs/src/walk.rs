@@ -4,9 +4,15 @@
 //! levels deep is legal) and than `PATH_MAX` (4096 bytes) can name, so every
 //! walk over a tree keeps its state on the heap and reaches each directory
 //! relative to its parent's descriptor. [`DirCursor`] is such a position: it
-//! holds one descriptor whatever the depth, so a walk never runs out of
-//! descriptors (`RLIMIT_NOFILE` is often 1024) where ostree, which keeps one
-//! open per level, would.
+//! holds one descriptor whatever the depth, so a walk made with it never
+//! runs out of descriptors (`RLIMIT_NOFILE` is often 1024 soft).
+//!
+//! The parallel commit and checkout walks of `arbor-repo` are not such
+//! walks: like ostree's, they keep a descriptor open per level that still
+//! has work pending below it (a queued subdirectory pins its parent's; a
+//! directory whose mode goes on last keeps its own until then), so a deep
+//! tree can need one descriptor per level. The `arbor` CLI raises the soft
+//! limit to the hard one at startup for them, as ostree-style tools do.
 
 use std::os::fd::{AsFd, OwnedFd};
 

@@ -355,3 +355,66 @@ fn deep_usr_etc_deploys() {
     );
     run_ok(ostree().args(["admin", "status", &format!("--sysroot={}", s(&sys))]));
 }
+
+/// `arbor ARGS` under a soft limit of 1024 open descriptors (the usual
+/// default) with the hard limit high (raised where root may), and one
+/// rayon thread, so that the walks go depth first.
+fn arbor_fd_limited(args: &[&str]) -> Command {
+    let mut c = Command::new("bash");
+    c.args([
+        "-c",
+        "ulimit -Hn 65536 2>/dev/null; ulimit -Sn 1024 && exec \"$@\"",
+        "bash",
+        env!("CARGO_BIN_EXE_arbor"),
+    ])
+    .args(args)
+    .env("RAYON_NUM_THREADS", "1")
+    .env_remove("ARBOR_FAILPOINT");
+    c
+}
+
+/// A chain of read-only (0555) directories: checkout puts such a mode on
+/// last, keeping a descriptor per level until then, and commit keeps a
+/// parent's open while its subdirectory is queued. Under the usual soft
+/// limit of 1024 descriptors both work, as the CLI raises the soft limit
+/// to the hard one.
+#[test]
+fn deep_read_only_chain_within_the_default_descriptor_limit() {
+    let sc = Scratch::new();
+    let tree = sc.path("tree");
+    make_deep(&tree);
+    let mut cur = open_dir(rustix::fs::CWD, s(&tree));
+    for _ in 0..DEPTH {
+        let next = open_dir(&cur, "d");
+        rustix::fs::fchmod(&next, Mode::from_raw_mode(0o555)).unwrap();
+        cur = next;
+    }
+    drop(cur);
+    let r = sc.path("repo");
+    arbor_init(&r, "archive");
+    let mut a = vec!["commit", "--repo", s(&r)];
+    a.extend(COMMIT_ARGS);
+    a.push(s(&tree));
+    let out = run_ok(&mut arbor_fd_limited(&a));
+    let c = out.lines().last().unwrap().trim().to_string();
+    let (ok, report) = arbor_fsck_json(&r);
+    assert!(ok, "{report}");
+    let co = sc.path("co");
+    run_ok(&mut arbor_fd_limited(&[
+        "checkout",
+        "--repo",
+        s(&r),
+        "deep",
+        s(&co),
+    ]));
+    let b = bottom(&co);
+    assert_eq!(read_at(&b, "leaf"), "bottom\n");
+    assert_eq!(rustix::fs::fstat(&b).unwrap().st_mode & 0o7777, 0o555);
+    let again = sc.path("again");
+    arbor_init(&again, "archive");
+    let mut a = vec!["commit", "--repo", s(&again)];
+    a.extend(COMMIT_ARGS);
+    a.push(s(&co));
+    let out = arbor_ok(&a);
+    assert_eq!(out.lines().last().unwrap().trim(), c, "checkout round trip");
+}
