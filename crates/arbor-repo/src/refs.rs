@@ -179,6 +179,10 @@ pub type BadRef = (String, anyhow::Error);
 /// A ref listing: readable refs (sorted) and unreadable ones.
 pub type RefListing = (Vec<(String, Checksum)>, Vec<BadRef>);
 
+/// Reads the refs of `base` (a directory below the repository, named
+/// `prefix` in ref names) into `out`, and the unreadable ones into `bad`.
+/// Iterative, through one [`arbor_fs::DirCursor`]: a ref directory of
+/// any depth (even beyond `PATH_MAX`) takes one descriptor and no stack.
 fn walk_refs(
     repo: &Repo,
     base: &str,
@@ -189,36 +193,82 @@ fn walk_refs(
     let Some(dir) = arbor_fs::open_dir_optional(&repo.dir, base)? else {
         return Ok(());
     };
-    for ent in arbor_fs::list_dir(&dir)? {
-        let Some(name) = arbor_fs::utf8_name(&ent.name) else {
-            bad.push((
-                format!("{base}/{}", String::from_utf8_lossy(&ent.name)),
-                anyhow::anyhow!("ref name is not UTF-8"),
-            ));
-            continue;
-        };
-        if name.starts_with('.') {
-            continue;
-        }
-        let full = if prefix.is_empty() {
-            name.to_string()
-        } else {
-            format!("{prefix}/{name}")
-        };
-        let child = format!("{base}/{name}");
-        if ent.ftype == rustix::fs::FileType::Directory {
-            walk_refs(repo, &child, &full, out, bad)?;
-        } else {
-            let parsed = read_small(&repo.path().join(&child))
-                .with_context(|| format!("Reading {child}"))
+    let mut cur = arbor_fs::DirCursor::new(&dir)?;
+    drop(dir);
+    // The ref name of `name` in the cursor's directory.
+    let full_name = |cur: &arbor_fs::DirCursor, name: &str| match (prefix, cur.depth()) {
+        ("", _) => cur.path_with(name),
+        (p, 0) => format!("{p}/{name}"),
+        (p, _) => format!("{p}/{}", cur.path_with(name)),
+    };
+    // Per level entered: its subdirectories not visited yet.
+    let mut stack: Vec<Vec<String>> = Vec::new();
+    loop {
+        let mut subdirs = Vec::new();
+        for ent in arbor_fs::list_dir(cur.fd())? {
+            let Some(name) = arbor_fs::utf8_name(&ent.name) else {
+                let lossy = String::from_utf8_lossy(&ent.name);
+                bad.push((
+                    format!("{base}/{}", cur.path_with(&lossy)),
+                    anyhow::anyhow!("ref name is not UTF-8"),
+                ));
+                continue;
+            };
+            if name.starts_with('.') {
+                continue;
+            }
+            if ent.ftype == rustix::fs::FileType::Directory {
+                subdirs.push(name.to_string());
+                continue;
+            }
+            let full = full_name(&cur, name);
+            let parsed = read_small_at(cur.fd(), name)
+                .with_context(|| format!("Reading {base}/{}", cur.path_with(name)))
                 .and_then(|text| parse_ref_contents(&full, &text));
             match parsed {
                 Ok(c) => out.push((full, c)),
                 Err(e) => bad.push((full, e)),
             }
         }
+        subdirs.reverse();
+        stack.push(subdirs);
+        // The next directory to visit: a pending sibling, ascending as
+        // levels are exhausted; done when the start is.
+        loop {
+            let Some(top) = stack.last_mut() else {
+                return Ok(());
+            };
+            if let Some(name) = top.pop() {
+                cur.descend(&name)?;
+                break;
+            }
+            stack.pop();
+            if !stack.is_empty() {
+                cur.ascend()?;
+            }
+        }
     }
-    Ok(())
+}
+
+/// [`read_small`] of `name` in `dir`.
+fn read_small_at(dir: &std::os::fd::OwnedFd, name: &str) -> std::io::Result<String> {
+    use std::io::Read;
+    let fd = rustix::fs::openat(
+        dir,
+        name,
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )?;
+    let f = std::fs::File::from(fd);
+    if !f.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut s = String::new();
+    f.take(MAX_REF_SIZE + 1).read_to_string(&mut s)?;
+    if s.len() as u64 > MAX_REF_SIZE {
+        return Err(std::io::Error::other("too large to be a ref"));
+    }
+    Ok(s)
 }
 
 /// All readable refs, sorted, plus the ones that could not be read (for

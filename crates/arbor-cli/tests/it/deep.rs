@@ -418,3 +418,33 @@ fn deep_read_only_chain_within_the_default_descriptor_limit() {
     let out = arbor_ok(&a);
     assert_eq!(out.lines().last().unwrap().trim(), c, "checkout round trip");
 }
+
+/// A ref directory `DEPTH` levels deep (its name beyond `PATH_MAX`):
+/// `refs` lists the ref at its bottom, and `fsck` reads it.
+#[test]
+fn deep_ref_directory_is_listed() {
+    let sc = Scratch::new();
+    let tree = sc.path("tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    std::fs::write(tree.join("f"), "x\n").unwrap();
+    let (r, c) = arbor_commit_deep(&sc, "archive", &tree);
+    let mut cur = open_dir(rustix::fs::CWD, s(&r.join("refs/heads")));
+    for _ in 0..DEPTH {
+        rustix::fs::mkdirat(&cur, "d", Mode::from_raw_mode(0o755)).unwrap();
+        cur = open_dir(&cur, "d");
+    }
+    write_at(&cur, "deepref", &format!("{c}\n"));
+    drop(cur);
+    let name = format!("{}deepref", "d/".repeat(DEPTH));
+    let listed = arbor_ok(&["refs", "--repo", s(&r)]);
+    let listed: Vec<&str> = listed.lines().collect();
+    assert!(
+        listed == [name.as_str(), "deep"],
+        "refs lists the deep ref and deep: {:?}",
+        listed.iter().map(|l| l.len()).collect::<Vec<_>>()
+    );
+    let rev = arbor_ok(&["rev-parse", "--repo", s(&r), "deep"]);
+    assert_eq!(rev.trim(), c);
+    let (ok, report) = arbor_fsck_json(&r);
+    assert!(ok, "{report}");
+}
