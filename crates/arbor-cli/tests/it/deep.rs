@@ -448,3 +448,74 @@ fn deep_ref_directory_is_listed() {
     let (ok, report) = arbor_fsck_json(&r);
     assert!(ok, "{report}");
 }
+
+/// Levels of the admin's chains under /etc: enough that a merge
+/// quadratic in depth takes minutes, not seconds.
+const ETC_CHAIN: usize = 5_000;
+
+/// Makes `levels` nested directories `d` in `top` (created if missing)
+/// and `leaf` (holding `content`) at the bottom.
+fn make_chain(top: &Path, levels: usize, content: &str) {
+    std::fs::create_dir_all(top).unwrap();
+    let mut cur = open_dir(rustix::fs::CWD, s(top));
+    for _ in 0..levels {
+        rustix::fs::mkdirat(&cur, "d", Mode::from_raw_mode(0o755)).unwrap();
+        cur = open_dir(&cur, "d");
+    }
+    write_at(&cur, "leaf", content);
+}
+
+/// The admin adds a chain under /etc and deletes a default one, each
+/// `ETC_CHAIN` levels deep: the merge carries both in linear time (a
+/// directory copied or removed whole takes what it holds along).
+#[test]
+fn deep_admin_chains_in_etc_merge_quickly() {
+    require_ostree();
+    if needs_root("deep_admin_chains_in_etc_merge_quickly") {
+        return;
+    }
+    let sc = Scratch::new();
+    let repo = sc.path("repo");
+    run_ok(ostree().args(["init", "--mode=archive", &format!("--repo={}", s(&repo))]));
+    let t1 = sc.path("tree1");
+    os_tree(&t1, &[("a.conf", "a=1\n")]);
+    make_chain(&t1.join("usr/etc/gone"), ETC_CHAIN, "default\n");
+    let v1 = ostree_commit(&repo, &t1, "1.0", "1577836800");
+    let sys = sc.path("sysroot");
+    run_ok(arbor().args(["admin", "init-fs"]).arg(&sys));
+    run_ok(arbor().args(["admin", "os-init", "--sysroot", s(&sys), "testos"]));
+    run_ok(ostree().args([
+        &format!("--repo={}", s(&sys.join("ostree/repo"))),
+        "pull-local",
+        s(&repo),
+        "testos/stable",
+    ]));
+    let admin = |args: &[&str]| {
+        let mut c = arbor();
+        c.arg(args[0]).arg("--sysroot").arg(&sys).args(&args[1..]);
+        run_ok(&mut c)
+    };
+    admin(&["deploy", "--os", "testos", "testos/stable"]);
+    let d0 = deployment_dir(&sys, &v1, 0);
+    run_ok(Command::new("rm").arg("-rf").arg(d0.join("etc/gone")));
+    make_chain(&d0.join("etc/added"), ETC_CHAIN, "admin\n");
+    let start = std::time::Instant::now();
+    admin(&["deploy", "--os", "testos", "testos/stable"]);
+    let took = start.elapsed();
+    eprintln!("the merge deploy took {took:?}");
+    let d1 = deployment_dir(&sys, &v1, 1);
+    let mut cur = open_dir(rustix::fs::CWD, s(&d1.join("etc/added")));
+    for _ in 0..ETC_CHAIN {
+        cur = open_dir(&cur, "d");
+    }
+    assert_eq!(read_at(&cur, "leaf"), "admin\n");
+    assert!(
+        !d1.join("etc/gone").exists(),
+        "the admin's deletion is kept"
+    );
+    assert!(d1.join("usr/etc/gone/d").is_dir());
+    assert!(
+        took < std::time::Duration::from_secs(20),
+        "the merge took {took:?}"
+    );
+}

@@ -8,6 +8,7 @@
 //! admin never touched takes the new default. A `chmod` or `chown` alone is
 //! a change. There is no line-level merge.
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
@@ -441,8 +442,20 @@ fn removal_parent(new: &OwnedFd, pp: &str, p: &str) -> Result<Option<OwnedFd>> {
 /// Carries the admin's changes `d` (from `modified`) into `new`: removed
 /// paths are deleted, modified and added ones copied over the new
 /// defaults.
+///
+/// Paths come parents first, and a directory removed or copied whole takes
+/// everything below it along: the paths below it are then skipped, not
+/// reopened one by one from the top (which made a deep chain quadratic).
 pub fn apply(d: &EtcDiff, modified: &OwnedFd, new: &OwnedFd) -> Result<()> {
+    // Paths already removed, or copied, with all they hold.
+    let mut whole: HashSet<&str> = HashSet::new();
+    let covered =
+        |whole: &HashSet<&str>, p: &str| split_parent(p).0.is_some_and(|pp| whole.contains(pp));
     for p in &d.removed {
+        if covered(&whole, p) {
+            whole.insert(p);
+            continue;
+        }
         let (parent, name) = split_parent(p);
         let dir = match parent {
             // As ostree, a parent that upstream made a symlink is followed,
@@ -455,8 +468,14 @@ pub fn apply(d: &EtcDiff, modified: &OwnedFd, new: &OwnedFd) -> Result<()> {
             None => rustix::io::dup(new)?,
         };
         fsutil::remove_all(&dir, name).with_context(|| format!("Removing /etc/{p}"))?;
+        whole.insert(p);
     }
+    whole.clear();
     for p in d.modified.iter().chain(&d.added) {
+        if covered(&whole, p) {
+            whole.insert(p);
+            continue;
+        }
         let (parent, name) = split_parent(p);
         let (src_dir, dst_dir) = match parent {
             Some(pp) => (
@@ -478,6 +497,7 @@ pub fn apply(d: &EtcDiff, modified: &OwnedFd, new: &OwnedFd) -> Result<()> {
             None => {}
         }
         copy_entry(&src_dir, &dst_dir, name).with_context(|| format!("Copying /etc/{p}"))?;
+        whole.insert(p);
     }
     Ok(())
 }
@@ -533,14 +553,14 @@ pub fn plan(
     scratch: &OwnedFd,
 ) -> Result<Vec<PlanEntry>> {
     let upstream = diff(orig, new_defaults)?;
-    let changed_upstream = |p: &str| {
-        upstream
-            .modified
-            .iter()
-            .chain(&upstream.removed)
-            .chain(&upstream.added)
-            .any(|x| x == p)
-    };
+    let upstream: HashSet<&str> = upstream
+        .modified
+        .iter()
+        .chain(&upstream.removed)
+        .chain(&upstream.added)
+        .map(String::as_str)
+        .collect();
+    let changed_upstream = |p: &str| upstream.contains(p);
     for n in fsutil::list_names(new_defaults)? {
         copy_entry(new_defaults, scratch, &n).context("Copying the new defaults")?;
     }
