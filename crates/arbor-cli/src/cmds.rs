@@ -555,6 +555,7 @@ fn pull_local(o: PullLocalOpts, out: &mut impl Write) -> Result<()> {
         refs: o.refs,
         remote: o.remote,
         depth: depth_from_flag(o.depth)?,
+        disable_verify_bindings: o.disable_verify_bindings,
         ..Default::default()
     };
     let stats = arbor_pull::pull_local(&repo.lock(false)?, &src, &opts, &Bar::new())?;
@@ -699,6 +700,7 @@ fn pull(o: PullOpts, out: &mut impl Write) -> Result<()> {
         mirror: o.mirror,
         dry_run: o.dry_run,
         allow_downgrade: o.allow_downgrade,
+        disable_verify_bindings: o.disable_verify_bindings,
         workers: usize::from(o.jobs),
     };
     let started = std::time::Instant::now();
