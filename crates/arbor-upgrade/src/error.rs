@@ -58,6 +58,28 @@ pub enum UpgradeError {
         /// Its timestamp.
         deployed_timestamp: u64,
     },
+    /// The merge deployment changed (another process switched, upgraded
+    /// or undeployed) between [`Upgrader::new`](crate::Upgrader::new) and
+    /// the deploy: deploying would undo that change. Nothing was changed;
+    /// start again from a new upgrader.
+    #[error(
+        "The deployments changed since the upgrade started (merge deployment {expected}, now \
+         {}): not deploying; retry the upgrade",
+        found.as_deref().unwrap_or("none")
+    )]
+    MergeChanged {
+        /// The merge deployment the upgrade started from (`CSUM.SERIAL`).
+        expected: String,
+        /// The merge deployment now, if any.
+        found: Option<String>,
+    },
+    /// Another process deployed (or staged) the update since the upgrade
+    /// started: nothing to do, and nothing was changed.
+    #[error("{commit} is already deployed or pending")]
+    AlreadyDeployed {
+        /// The update's commit.
+        commit: Checksum,
+    },
     /// Any other error (I/O, network, a failed deploy), with its context.
     #[error(transparent)]
     Other(#[from] anyhow::Error),
