@@ -43,7 +43,9 @@ pub enum UpgradeError {
         name: String,
     },
     /// The update is older than the deployed commit, and downgrades are
-    /// not allowed.
+    /// not allowed. For a remote ref the pull refuses first, comparing
+    /// with what the system repository's ref named before (normally the
+    /// deployed commit): `deployed` is then that commit.
     #[error(
         "Refusing to upgrade to {target} (timestamp {target_timestamp}): older than the \
          deployed {deployed} (timestamp {deployed_timestamp}); use --allow-downgrade"
@@ -53,7 +55,8 @@ pub enum UpgradeError {
         target: Checksum,
         /// Its timestamp.
         target_timestamp: u64,
-        /// The deployed (merge) commit.
+        /// The deployed (merge) commit, or for a remote ref the commit
+        /// its local copy named before the pull.
         deployed: Checksum,
         /// Its timestamp.
         deployed_timestamp: u64,
