@@ -65,7 +65,7 @@ pub fn dispatch(opt: Opt, out: &mut dyn Write) -> Result<ExitCode> {
         Cmd::Kargs(o) => crate::sysroot_cmds::kargs(o, out).map(|_| ExitCode::SUCCESS),
         Cmd::Finalize(o) => crate::sysroot_cmds::finalize(o, out).map(|_| ExitCode::SUCCESS),
         Cmd::BootComplete(o) => {
-            let s = arbor_sysroot::Sysroot::open(&o.sysroot.sysroot)?;
+            let s = crate::sysroot_cmds::open_sysroot(&o.sysroot.sysroot)?;
             arbor_sysroot::staged::boot_complete(&s).map(|_| ExitCode::SUCCESS)
         }
     }?;
@@ -103,11 +103,10 @@ fn commit(o: CommitOpts, out: &mut impl Write) -> Result<()> {
         branch: o.branch.map(RefName::new).transpose()?,
         subject: o.subject.unwrap_or_default(),
         body: o.body.unwrap_or_default(),
-        timestamp: o
-            .timestamp
-            .as_deref()
-            .map(crate::time::parse_timestamp)
-            .transpose()?,
+        timestamp: match o.timestamp.as_deref() {
+            Some(t) => Some(crate::time::parse_timestamp(t)?),
+            None => crate::time::source_date_epoch()?,
+        },
         metadata_strings,
         owner_uid: o.owner_uid,
         owner_gid: o.owner_gid,
@@ -237,6 +236,9 @@ fn ls_entry(repo: &Repo, path: &str, e: &TreeEntry) -> Result<LsEntry> {
     })
 }
 
+/// Lists `tree` (at `path`), and with `recursive` everything below it, in
+/// `ostree ls -R` order. Iterative (a stack of directories and one path
+/// buffer), so any depth works.
 fn ls_dir(
     repo: &Repo,
     path: &str,
@@ -244,30 +246,45 @@ fn ls_dir(
     recursive: bool,
     acc: &mut Vec<LsEntry>,
 ) -> Result<()> {
-    let dt = load_dirtree(repo, tree)?;
-    let base = path.trim_end_matches('/');
-    for f in &dt.files {
+    let mut base = path.trim_end_matches('/').to_string();
+    // Per directory entered: its path's length in `base`, and its
+    // subdirectories still to list.
+    let mut stack = Vec::new();
+    let mut next = Some(*tree);
+    loop {
+        if let Some(tree) = next.take() {
+            let dt = load_dirtree(repo, &tree)?;
+            for f in &dt.files {
+                acc.push(ls_entry(
+                    repo,
+                    &format!("{base}/{}", f.name),
+                    &TreeEntry::File(f.checksum),
+                )?);
+            }
+            stack.push((base.len(), dt.dirs.into_iter()));
+        }
+        let Some((len, dirs)) = stack.last_mut() else {
+            return Ok(());
+        };
+        base.truncate(*len);
+        let Some(d) = dirs.next() else {
+            stack.pop();
+            continue;
+        };
+        base.push('/');
+        base.push_str(&d.name);
         acc.push(ls_entry(
             repo,
-            &format!("{base}/{}", f.name),
-            &TreeEntry::File(f.checksum),
-        )?);
-    }
-    for d in &dt.dirs {
-        let p = format!("{base}/{}", d.name);
-        acc.push(ls_entry(
-            repo,
-            &p,
+            &base,
             &TreeEntry::Dir {
                 tree: d.tree,
                 meta: d.meta,
             },
         )?);
         if recursive {
-            ls_dir(repo, &p, &d.tree, true, acc)?;
+            next = Some(d.tree);
         }
     }
-    Ok(())
 }
 
 fn ls(o: LsOpts, out: &mut impl Write) -> Result<()> {

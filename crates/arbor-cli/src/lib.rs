@@ -10,6 +10,11 @@
 //! - [`serve`]: `arbor serve`, a static HTTP server for archive repositories.
 //! - [`time`]: timestamp parsing and formatting.
 
+// Dev-dependencies of the integration tests (tests/it), unused by the
+// unit tests (`-W unused-crate-dependencies`).
+#[cfg(test)]
+use {arbor_fs as _, base64 as _, flate2 as _, tar as _, ureq as _};
+
 pub mod cli;
 pub mod cli_sysroot;
 pub mod cmds;

@@ -232,12 +232,15 @@ pub fn run(dir: &Path, out: &mut dyn Write) -> Result<()> {
     // Deployments are sealed with `chattr +i` when run as root, as on a
     // real machine; the tour's sysroot is a throwaway that `rm -rf` must
     // be able to remove, so it is left mutable (see the README).
-    std::env::set_var(arbor_sysroot::sysroot::DEBUG_ENV, "mutable-deployments");
+    std::env::set_var(
+        crate::sysroot_cmds::SYSROOT_DEBUG_ENV,
+        "mutable-deployments",
+    );
     for (comment, args) in sysroot_tour_v1(&sys, &sysrepo, &url) {
         step(out, comment, &args)?;
     }
     // The admin changes a configuration file of the running system.
-    let s = arbor_sysroot::Sysroot::open(Path::new(&sys))?;
+    let s = crate::sysroot_cmds::open_sysroot(Path::new(&sys))?;
     let v1_dir = Path::new(&sys).join(s.deployments()[0].relpath());
     let motd = v1_dir.join("etc/motd");
     let local = "Maintenance window: Sundays 02:00\n";
@@ -260,7 +263,7 @@ pub fn run(dir: &Path, out: &mut dyn Write) -> Result<()> {
     for (comment, args) in sysroot_upgrade(&sys) {
         step(out, comment, &args)?;
     }
-    let s = arbor_sysroot::Sysroot::open(Path::new(&sys))?;
+    let s = crate::sysroot_cmds::open_sysroot(Path::new(&sys))?;
     let merged = Path::new(&sys)
         .join(s.deployments()[0].relpath())
         .join("etc/motd");

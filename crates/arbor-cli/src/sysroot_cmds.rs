@@ -18,12 +18,27 @@ use crate::cli_sysroot::{
     StatusOpts, SwitchOpts, UpgradeOpts,
 };
 
+/// Debug flags, comma-separated, as ostree's `OSTREE_SYSROOT_DEBUG`:
+/// `mutable-deployments` leaves deployment roots without the immutable
+/// flag (for throwaway sysroots such as the quickstart's).
+pub const SYSROOT_DEBUG_ENV: &str = "ARBOR_SYSROOT_DEBUG";
+
+/// Opens the sysroot at `path` with the debug flags of
+/// [`SYSROOT_DEBUG_ENV`]: the CLI reads the environment, the library is
+/// told.
+pub fn open_sysroot(path: &std::path::Path) -> Result<Sysroot> {
+    let mut s = Sysroot::open(path)?;
+    let flags = std::env::var(SYSROOT_DEBUG_ENV).unwrap_or_default();
+    s.set_mutable_deployments(flags.split(',').any(|f| f.trim() == "mutable-deployments"));
+    Ok(s)
+}
+
 /// `admin init-fs`, `admin os-init`.
 pub fn admin(c: AdminCmd, out: &mut impl Write) -> Result<()> {
     match c {
         AdminCmd::InitFs(o) => arbor_sysroot::sysroot::init_fs(&o.dir),
         AdminCmd::OsInit(o) => {
-            let mut s = Sysroot::open(&o.sysroot.sysroot)?;
+            let mut s = open_sysroot(&o.sysroot.sysroot)?;
             s.lock()?.os_init(&o.stateroot)?;
             writeln!(
                 out,
@@ -76,7 +91,7 @@ pub fn render_status(entries: &[StatusEntry], out: &mut impl Write) -> std::io::
 
 /// `status`.
 pub fn status(o: StatusOpts, out: &mut impl Write) -> Result<()> {
-    let s = Sysroot::open(&o.sysroot.sysroot)?;
+    let s = open_sysroot(&o.sysroot.sysroot)?;
     let entries = status_entries(&s);
     if o.json {
         serde_json::to_writer_pretty(&mut *out, &serde_json::json!({ "deployments": entries }))?;
@@ -89,7 +104,7 @@ pub fn status(o: StatusOpts, out: &mut impl Write) -> Result<()> {
 
 /// `deploy`.
 pub fn deploy(o: DeployOpts, out: &mut impl Write) -> Result<()> {
-    let mut s = Sysroot::open(&o.sysroot.sysroot)?;
+    let mut s = open_sysroot(&o.sysroot.sysroot)?;
     if o.dry_run {
         let p = preview_etc(&mut s.lock()?, o.stateroot.as_deref(), &o.revision)?;
         return render_preview(&p, o.json, out);
@@ -178,7 +193,7 @@ fn render_preview(p: &EtcPreview, json: bool, out: &mut impl Write) -> Result<()
 
 /// `cleanup`.
 pub fn cleanup(o: CleanupOpts, out: &mut impl Write) -> Result<()> {
-    let mut s = Sysroot::open(&o.sysroot.sysroot)?;
+    let mut s = open_sysroot(&o.sysroot.sysroot)?;
     let mut s = s.lock()?;
     s.load()?;
     let r = arbor_sysroot::write::cleanup(&mut s, true)?;
@@ -195,7 +210,7 @@ pub fn cleanup(o: CleanupOpts, out: &mut impl Write) -> Result<()> {
 /// `upgrade`: exit code 77 with `--check` when no update is available
 /// (as `rpm-ostree upgrade --check`), 0 otherwise.
 pub fn upgrade(o: UpgradeOpts, out: &mut impl Write) -> Result<ExitCode> {
-    let mut s = Sysroot::open(&o.sysroot.sysroot)?;
+    let mut s = open_sysroot(&o.sysroot.sysroot)?;
     let opts = UpgradeOptions {
         stateroot: o.os.stateroot,
         allow_downgrade: o.allow_downgrade,
@@ -236,7 +251,7 @@ pub fn upgrade(o: UpgradeOpts, out: &mut impl Write) -> Result<ExitCode> {
 
 /// `switch`.
 pub fn switch(o: SwitchOpts, out: &mut impl Write) -> Result<()> {
-    let mut s = Sysroot::open(&o.sysroot.sysroot)?;
+    let mut s = open_sysroot(&o.sysroot.sysroot)?;
     let opts = SwitchOptions {
         stateroot: o.os.stateroot,
         refspec: o.refspec,
@@ -252,7 +267,7 @@ pub fn switch(o: SwitchOpts, out: &mut impl Write) -> Result<()> {
 
 /// `rollback`.
 pub fn rollback(o: RollbackOpts, out: &mut impl Write) -> Result<()> {
-    let mut s = Sysroot::open(&o.sysroot.sysroot)?;
+    let mut s = open_sysroot(&o.sysroot.sysroot)?;
     let (from, _) = arbor_sysroot::ops::rollback(&mut s.lock()?)?;
     let d = &s.deployments()[0];
     writeln!(
@@ -266,7 +281,7 @@ pub fn rollback(o: RollbackOpts, out: &mut impl Write) -> Result<()> {
 
 /// `undeploy`.
 pub fn undeploy(o: IndexOpts, out: &mut impl Write) -> Result<()> {
-    let mut s = Sysroot::open(&o.sysroot.sysroot)?;
+    let mut s = open_sysroot(&o.sysroot.sysroot)?;
     let name = s
         .deployments()
         .get(o.index)
@@ -279,7 +294,7 @@ pub fn undeploy(o: IndexOpts, out: &mut impl Write) -> Result<()> {
 
 /// `pin`, `unpin`.
 pub fn pin(o: IndexOpts, pinned: bool, out: &mut impl Write) -> Result<()> {
-    let mut s = Sysroot::open(&o.sysroot.sysroot)?;
+    let mut s = open_sysroot(&o.sysroot.sysroot)?;
     let changed = arbor_sysroot::ops::set_pinned(&mut s.lock()?, o.index, pinned)?;
     let state = if pinned { "pinned" } else { "unpinned" };
     if changed {
@@ -292,7 +307,7 @@ pub fn pin(o: IndexOpts, pinned: bool, out: &mut impl Write) -> Result<()> {
 
 /// `kargs`: without edits, prints the arguments.
 pub fn kargs(o: KargsOpts, out: &mut impl Write) -> Result<()> {
-    let mut s = Sysroot::open(&o.sysroot.sysroot)?;
+    let mut s = open_sysroot(&o.sysroot.sysroot)?;
     let edit = arbor_sysroot::ops::KargsEdit {
         append: o.append,
         replace: o.replace,
@@ -313,7 +328,7 @@ pub fn kargs(o: KargsOpts, out: &mut impl Write) -> Result<()> {
 /// `finalize`.
 pub fn finalize(o: FinalizeOpts, out: &mut impl Write) -> Result<()> {
     use arbor_sysroot::staged::Finalized;
-    let mut s = Sysroot::open(&o.sysroot.sysroot)?;
+    let mut s = open_sysroot(&o.sysroot.sysroot)?;
     match arbor_sysroot::staged::finalize(&mut s.lock()?)? {
         Finalized::Nothing => writeln!(out, "No deployment staged.")?,
         Finalized::Locked => writeln!(out, "Not finalizing: the staged deployment is locked.")?,

@@ -15,6 +15,23 @@ pub fn parse_timestamp(s: &str) -> Result<u64> {
     u64::try_from(dt.timestamp()).map_err(|_| anyhow!("Timestamp '{s}' is before 1970"))
 }
 
+/// Environment variable of reproducible builds: the commit time when
+/// `--timestamp` is not given.
+pub const SOURCE_DATE_EPOCH: &str = "SOURCE_DATE_EPOCH";
+
+/// `SOURCE_DATE_EPOCH` (seconds), if set: the CLI reads it and passes it
+/// to the library, which reads no environment.
+pub fn source_date_epoch() -> Result<Option<u64>> {
+    let Some(v) = std::env::var_os(SOURCE_DATE_EPOCH) else {
+        return Ok(None);
+    };
+    let v = v.to_string_lossy();
+    v.trim()
+        .parse()
+        .map(Some)
+        .map_err(|_| anyhow!("Invalid {SOURCE_DATE_EPOCH} '{v}'"))
+}
+
 /// A date for `prune --keep-younger-than`: anything [`parse_timestamp`]
 /// takes, `YYYY-MM-DD`, `YYYY-MM-DD HH:MM:SS` (UTC), or `N UNIT ago` with
 /// UNIT one of seconds, minutes, hours, days, weeks.

@@ -40,6 +40,10 @@
 
 #![deny(missing_docs)]
 
+// Dev-dependencies of the integration tests (`-W unused-crate-dependencies`).
+#[cfg(test)]
+use {proptest as _, serde_json as _};
+
 pub mod checksum;
 pub mod commit;
 pub mod dirmeta;

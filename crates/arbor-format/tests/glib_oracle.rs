@@ -5,7 +5,13 @@
 //! the C source in `tests/glib_oracle.c` with
 //! `gcc -o oracle tests/glib_oracle.c -l:libglib-2.0.so.0` and run
 //! `ARBOR_GLIB_ORACLE=$PWD/oracle cargo test -p arbor-format --test glib_oracle`.
-//! Without the variable the test prints a notice and passes.
+//! Without the variable the test prints a notice and passes, except in CI
+//! (`CI=true`), where a missing oracle fails it: CI must not pass without
+//! the differential check.
+
+// The library's own dependencies and other tests' dev-dependencies
+// (`-W unused-crate-dependencies`).
+use {gvariant as _, proptest as _, ring as _, serde_json as _, thiserror as _};
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -26,6 +32,10 @@ const SMALL_TYPES: &[&str] = &[
 #[test]
 fn normal_form_matches_glib() {
     let Ok(oracle) = std::env::var("ARBOR_GLIB_ORACLE") else {
+        assert!(
+            std::env::var_os("CI").is_none_or(|v| v != "true"),
+            "CI=true but ARBOR_GLIB_ORACLE is not set: build tests/glib_oracle.c (see test.sh)"
+        );
         eprintln!("SKIPPED: set ARBOR_GLIB_ORACLE to the glib_oracle binary to run");
         return;
     };

@@ -1,5 +1,9 @@
 //! Property tests: decode(encode(x)) == x and encoders emit normal form.
 
+// The library's own dependencies and other tests' dev-dependencies
+// (`-W unused-crate-dependencies`).
+use {gvariant as _, hex as _, ring as _, serde_json as _, thiserror as _};
+
 use arbor_format::{
     normal_form, ArchiveHeader, Checksum, Commit, DirMeta, DirTree, DirTreeDir, DirTreeFile,
     FileHeader, Metadata, Summary, SummaryRef, Value, Xattr,

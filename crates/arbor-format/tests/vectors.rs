@@ -1,6 +1,10 @@
 //! Reproduces every checksum and raw object of the ostree-made test vectors
 //! in `testdata/vectors/` byte for byte.
 
+// The library's own dependencies and other tests' dev-dependencies
+// (`-W unused-crate-dependencies`).
+use {gvariant as _, proptest as _, ring as _, thiserror as _};
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 

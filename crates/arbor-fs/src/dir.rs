@@ -211,28 +211,6 @@ pub fn file_type(dir: impl AsFd, path: &str) -> Result<Option<FileType>> {
     }
 }
 
-/// Removes `name` recursively if present (never following symlinks).
-pub fn remove_all(dir: impl AsFd, name: &str) -> Result<()> {
-    let dir = dir.as_fd();
-    match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
-        Ok(()) | Err(Errno::NOENT) => return Ok(()),
-        Err(Errno::ISDIR) | Err(Errno::PERM) => {}
-        Err(e) => return Err(e).with_context(|| format!("Removing {name}")),
-    }
-    if file_type(dir, name)? != Some(FileType::Directory) {
-        return Err(anyhow::anyhow!("Removing {name}: not permitted"));
-    }
-    let sub = open_dir(dir, name)?;
-    for n in list_names(&sub)? {
-        remove_all(&sub, &n).with_context(|| format!("In {name}"))?;
-    }
-    drop(sub);
-    match rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR) {
-        Ok(()) | Err(Errno::NOENT) => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("Removing directory {name}")),
-    }
-}
-
 /// Copies a regular file's content into a new file `to` (exclusive create).
 pub fn copy_file(
     from_dir: impl AsFd,
@@ -257,6 +235,7 @@ pub fn copy_file(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::remove_all;
 
     #[test]
     fn ensure_open_list_remove() {

@@ -12,6 +12,8 @@
 //! - [`lock`]: [`OfdLock`], the one whole-file lock (open-file-description
 //!   record lock as ostree takes it, `flock` where unsupported) behind the
 //!   repository, refs, summary, detached-metadata and sysroot locks.
+//! - [`walk`]: [`DirCursor`], a position in a tree of any depth with one
+//!   descriptor, and [`remove_all`] at any depth.
 //! - [`failpoint`]: named crash points for the fault-injection tests,
 //!   compiled only with the `fault-injection` cargo feature.
 #![deny(missing_docs)]
@@ -20,11 +22,13 @@ pub mod atomic;
 pub mod dir;
 pub mod failpoint;
 pub mod lock;
+pub mod walk;
 
 pub use atomic::{atomic_write, fsync_dir, is_temporary_name, symlink_replace};
 pub use dir::{
     copy_file, ensure_dir_path, ensure_dir_path_durable, fd_path, file_type, is_root, list_dir,
     list_names, open_dir, open_dir_optional, open_file, open_tree_dir, read_optional,
-    read_to_string, readlink, readlink_optional, remove_all, utf8_name, Entry,
+    read_to_string, readlink, readlink_optional, utf8_name, Entry,
 };
 pub use lock::{LockMode, OfdLock, WouldDeadlock};
+pub use walk::{remove_all, DirCursor};

@@ -10,9 +10,10 @@ use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use anyhow::{bail, Context, Result};
-use arbor_format::{Checksum, DirMeta, ObjectType, RepoMode};
+use arbor_format::{Checksum, DirMeta, DirTreeDir, ObjectType, RepoMode};
 use fn_error_context::context;
 use rayon::prelude::*;
 use rustix::fs::{AtFlags, Gid, Mode, OFlags, Uid};
@@ -49,6 +50,55 @@ pub struct CheckoutStats {
     pub copied: AtomicU64,
     /// Directories created.
     pub dirs: AtomicU64,
+}
+
+/// Locks a mutex of the walk. A poisoned one is taken as it is: the panic
+/// that poisoned it is re-raised by `rayon::scope` anyway.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A checked-out directory whose files or subdirectories are not all done.
+struct DirNode {
+    name: String,
+    parent: Option<Arc<DirNode>>,
+    state: Mutex<NodeState>,
+}
+
+struct NodeState {
+    /// Parts not done: the subdirectories, plus one for the files.
+    remaining: usize,
+    /// A mode to set once everything inside is written, with the
+    /// directory's descriptor (kept open only for such directories).
+    deferred: Option<(Arc<OwnedFd>, DirMeta)>,
+}
+
+impl DirNode {
+    /// The directory's path below the checkout root, for messages.
+    fn path_of(node: &Option<Arc<DirNode>>) -> String {
+        let mut names = Vec::new();
+        let mut cur = node.clone();
+        while let Some(n) = cur {
+            names.push(n.name.clone());
+            cur = n.parent.clone();
+        }
+        names.reverse();
+        names.join("/")
+    }
+}
+
+impl Drop for DirNode {
+    fn drop(&mut self) {
+        crate::walk::drop_chain(self.parent.take(), |n| n.parent.take());
+    }
+}
+
+/// A directory to check out: the root (already created), or an entry of
+/// a parent directory (whose descriptor stays open only while some of its
+/// subdirectories are not created yet).
+enum DirTask {
+    Root(OwnedFd, Checksum),
+    Child(Arc<OwnedFd>, Option<Arc<DirNode>>, DirTreeDir),
 }
 
 /// Links cannot cross filesystems: with `require_hardlinks` (`-H`), like
@@ -158,37 +208,130 @@ pub fn checkout(
 }
 
 impl Ctx<'_> {
+    /// Fills `dir` with `tree`. Each directory is a task of a rayon scope
+    /// that writes its files and starts its subdirectories' tasks; nothing
+    /// recurses, so any depth works, and siblings still go in parallel.
     fn populate(&self, dir: &OwnedFd, tree: &Checksum) -> Result<()> {
-        let dt = load_dirtree(self.repo, tree)?;
+        let error = Mutex::new(None);
+        let root = rustix::io::dup(dir)?;
+        rayon::scope(|s| self.spawn_dir(s, &error, DirTask::Root(root, *tree)));
+        match error.into_inner().unwrap_or_else(PoisonError::into_inner) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn spawn_dir<'s>(
+        &'s self,
+        s: &rayon::Scope<'s>,
+        error: &'s Mutex<Option<anyhow::Error>>,
+        task: DirTask,
+    ) {
+        s.spawn(move |s| {
+            if lock(error).is_some() {
+                return;
+            }
+            if let Err(e) = self.dir(s, error, task) {
+                lock(error).get_or_insert(e);
+            }
+        });
+    }
+
+    /// Creates and opens one directory, starts its subdirectories, writes
+    /// its files, and completes it if nothing below is pending.
+    fn dir<'s>(
+        &'s self,
+        s: &rayon::Scope<'s>,
+        error: &'s Mutex<Option<anyhow::Error>>,
+        task: DirTask,
+    ) -> Result<()> {
+        let (fd, tree, node) = match task {
+            DirTask::Root(fd, tree) => (Arc::new(fd), tree, None),
+            DirTask::Child(pfd, parent, d) => {
+                let fd = self
+                    .make_dir(&pfd, &d.name)
+                    .with_context(|| format!("In {}", DirNode::path_of(&parent)))?;
+                drop(pfd);
+                let dm = load_dirmeta(self.repo, &d.meta)?;
+                let node = Arc::new(DirNode {
+                    name: d.name,
+                    parent,
+                    state: Mutex::new(NodeState {
+                        remaining: 1,
+                        deferred: None,
+                    }),
+                });
+                // The mode goes on last when it could stop us writing inside
+                // (ostree always sets it last); otherwise now, so that no
+                // descriptor stays open for this directory.
+                let fd = if dm.mode & 0o7000 == 0 && dm.mode & 0o300 == 0o300 {
+                    self.apply_dirmeta(&fd, &dm, Path::new(&node.name))?;
+                    Arc::new(fd)
+                } else {
+                    let fd = Arc::new(fd);
+                    lock(&node.state).deferred = Some((fd.clone(), dm));
+                    fd
+                };
+                (fd, d.tree, Some(node))
+            }
+        };
+        let in_dir = |e: anyhow::Error| match &node {
+            Some(n) => e.context(format!("In {}", DirNode::path_of(&Some(n.clone())))),
+            None => e,
+        };
+        let dt = load_dirtree(self.repo, &tree).map_err(in_dir)?;
+        if let Some(n) = &node {
+            lock(&n.state).remaining += dt.dirs.len();
+        }
         let files = dt.files.par_iter().map(|f| {
-            self.file(dir, &f.name, &f.checksum)
+            self.file(&fd, &f.name, &f.checksum)
                 .with_context(|| format!("Checking out {}", f.name))
         });
-        files.collect::<Result<Vec<()>>>()?;
-        dt.dirs
-            .par_iter()
-            .map(|d| -> Result<()> {
-                match rustix::fs::mkdirat(dir, d.name.as_str(), Mode::from_raw_mode(0o700)) {
-                    Ok(()) => {}
-                    Err(Errno::EXIST) if self.opts.union => {}
-                    Err(e) => {
-                        return Err(e).with_context(|| format!("Creating directory {}", d.name))
-                    }
+        files.collect::<Result<Vec<()>>>().map_err(in_dir)?;
+        for d in dt.dirs {
+            self.spawn_dir(s, error, DirTask::Child(fd.clone(), node.clone(), d));
+        }
+        drop(fd);
+        match node {
+            Some(n) => self.complete(n),
+            None => Ok(()),
+        }
+    }
+
+    /// Creates the directory `name` in `dir` (or, with `--union`, reuses
+    /// it) and opens it.
+    fn make_dir(&self, dir: &OwnedFd, name: &str) -> Result<OwnedFd> {
+        match rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(0o700)) {
+            Ok(()) => {}
+            Err(Errno::EXIST) if self.opts.union => {}
+            Err(e) => return Err(e).with_context(|| format!("Creating directory {name}")),
+        }
+        // O_NOFOLLOW: an existing symlink here is refused, not followed.
+        let sub = arbor_fs::open_dir(dir, name)
+            .with_context(|| format!("Opening directory {name} (refusing to follow a symlink)"))?;
+        self.stats.dirs.fetch_add(1, Ordering::Relaxed);
+        Ok(sub)
+    }
+
+    /// Marks one part of `node` done (its files, or a subdirectory); the
+    /// last part applies a deferred mode and goes on with the parent, in a
+    /// loop up the tree.
+    fn complete(&self, node: Arc<DirNode>) -> Result<()> {
+        let mut node = Some(node);
+        while let Some(n) = node {
+            let deferred = {
+                let mut st = lock(&n.state);
+                st.remaining -= 1;
+                if st.remaining > 0 {
+                    return Ok(());
                 }
-                // O_NOFOLLOW: an existing symlink here is refused, not followed.
-                let sub = arbor_fs::open_dir(dir, &d.name).with_context(|| {
-                    format!(
-                        "Opening directory {} (refusing to follow a symlink)",
-                        d.name
-                    )
-                })?;
-                self.stats.dirs.fetch_add(1, Ordering::Relaxed);
-                self.populate(&sub, &d.tree)
-                    .with_context(|| format!("In {}", d.name))?;
-                let dm = load_dirmeta(self.repo, &d.meta)?;
-                self.apply_dirmeta(&sub, &dm, Path::new(&d.name))
-            })
-            .collect::<Result<Vec<()>>>()?;
+                st.deferred.take()
+            };
+            if let Some((fd, dm)) = deferred {
+                self.apply_dirmeta(&fd, &dm, Path::new(&DirNode::path_of(&Some(n.clone()))))?;
+            }
+            node = n.parent.clone();
+        }
         Ok(())
     }
 

@@ -12,7 +12,7 @@ use std::fs::File;
 use std::io::{Read, Seek};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use anyhow::{anyhow, bail, Context, Result};
 use arbor_format::file_header::file_hasher;
@@ -26,6 +26,7 @@ use fn_error_context::context;
 use rayon::prelude::*;
 use rustix::fs::{FileType, Mode, OFlags};
 
+use crate::mutex::lock;
 use crate::progress::Progress;
 use crate::refs::{RefSpec, RefUpdate};
 use crate::repo::{Repo, RepoLock};
@@ -65,7 +66,8 @@ pub struct CommitOptions {
     pub subject: String,
     /// Body (`--body`).
     pub body: String,
-    /// Seconds since the epoch; `None` = `SOURCE_DATE_EPOCH` or now.
+    /// Seconds since the epoch; `None` = now. The library reads no
+    /// environment: a caller honouring `SOURCE_DATE_EPOCH` passes it here.
     pub timestamp: Option<u64>,
     /// `--add-metadata-string KEY=VALUE`, in command-line order.
     pub metadata_strings: Vec<(String, String)>,
@@ -147,14 +149,175 @@ struct DirWalker<'t, 'r> {
     progress: &'t dyn Progress,
     /// (dev, ino) → checksum slot for files with several links in the input.
     hardlinks: Mutex<HashMap<(u64, u64), HardlinkSlot>>,
+    /// The first error of any directory task; the others then stop early.
+    error: Mutex<Option<anyhow::Error>>,
+    /// The root directory's objects, once every directory below is written.
+    root: Mutex<Option<TreePair>>,
 }
 
-impl DirWalker<'_, '_> {
-    fn dir(&self, fd: &OwnedFd, path: &Path) -> Result<TreePair> {
+/// A directory being committed. Its dirtree is written when its files and
+/// all its subdirectories are done, by whichever task finishes last; that
+/// task then goes on with the parent ([`DirWalker::complete`]). Nothing
+/// recurses, so any depth works, and sibling directories are still
+/// committed in parallel.
+struct DirNode {
+    /// The name in the parent (the whole source path for the root).
+    name: String,
+    /// The parent and this directory's index among its subdirectories.
+    parent: Option<(Arc<DirNode>, usize)>,
+    state: Mutex<DirState>,
+}
+
+#[derive(Default)]
+struct DirState {
+    meta: Option<DirMeta>,
+    files: Vec<DirTreeFile>,
+    dirs: Vec<Option<DirTreeDir>>,
+    /// Parts not done yet: the subdirectories, plus one for the files.
+    remaining: usize,
+}
+
+impl DirNode {
+    /// The directory's path, for messages: built from the names up to the
+    /// root, so no task keeps a path that may be longer than `PATH_MAX`
+    /// times the depth.
+    fn path(&self) -> PathBuf {
+        let mut names = vec![self.name.as_str()];
+        let mut cur = self;
+        while let Some((p, _)) = &cur.parent {
+            names.push(p.name.as_str());
+            cur = p;
+        }
+        names.iter().rev().collect()
+    }
+}
+
+impl Drop for DirNode {
+    fn drop(&mut self) {
+        crate::walk::drop_chain(self.parent.take().map(|(p, _)| p), |n| {
+            n.parent.take().map(|(p, _)| p)
+        });
+    }
+}
+
+/// Where a directory task finds its directory: the root's descriptor, or
+/// a name in its parent (whose descriptor stays open only while some of
+/// its subdirectories are not opened yet).
+enum DirSource {
+    Root(OwnedFd),
+    Child(Arc<OwnedFd>, Arc<DirNode>, usize),
+}
+
+impl<'t> DirWalker<'t, '_> {
+    /// Commits the tree at `fd` (named `path` in messages).
+    fn walk(&self, fd: OwnedFd, path: &Path) -> Result<TreePair> {
+        let name = path.to_string_lossy().into_owned();
+        rayon::scope(|s| self.spawn_dir(s, DirSource::Root(fd), name));
+        if let Some(e) = self
+            .error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            return Err(e);
+        }
+        self.root
+            .lock()
+            .expect("poisoned")
+            .take()
+            .context("The tree walk ended before its root was written")
+    }
+
+    fn spawn_dir<'s>(&'s self, s: &rayon::Scope<'s>, src: DirSource, name: String)
+    where
+        't: 's,
+    {
+        s.spawn(move |s| {
+            if self
+                .error
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_some()
+            {
+                return;
+            }
+            if let Err(e) = self.dir(s, src, name) {
+                self.error
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get_or_insert(e);
+            }
+        });
+    }
+
+    /// Scans one directory, starts its subdirectories' tasks, commits its
+    /// files, and completes it if its subdirectories are already done.
+    fn dir<'s>(&'s self, s: &rayon::Scope<'s>, src: DirSource, name: String) -> Result<()>
+    where
+        't: 's,
+    {
+        let (fd, parent) = match src {
+            DirSource::Root(fd) => (fd, None),
+            DirSource::Child(pfd, parent, idx) => {
+                let fd = arbor_fs::open_dir(&*pfd, &name)
+                    .with_context(|| format!("Opening {}", parent.path().join(&name).display()))?;
+                (fd, Some((parent, idx)))
+            }
+        };
+        let node = Arc::new(DirNode {
+            name,
+            parent,
+            state: Mutex::new(DirState::default()),
+        });
+        let (meta, files, dirs) = self.scan(&fd, &node)?;
+        {
+            let mut st = node.state.lock().unwrap_or_else(PoisonError::into_inner);
+            st.meta = Some(meta);
+            st.dirs = dirs.iter().map(|_| None).collect();
+            st.remaining = dirs.len() + 1;
+        }
+        let fd = Arc::new(fd);
+        for (i, d) in dirs.into_iter().enumerate() {
+            self.spawn_dir(s, DirSource::Child(fd.clone(), node.clone(), i), d);
+        }
+        let file_entries = files
+            .par_iter()
+            .map(|(name, ft)| {
+                let c = self
+                    .file(&fd, &node, name, *ft)
+                    .with_context(|| format!("Committing {}", node.path().join(name).display()))?;
+                self.progress.inc(1);
+                Ok(DirTreeFile {
+                    name: name.clone(),
+                    checksum: c,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        drop(fd);
+        let last = {
+            let mut st = node.state.lock().unwrap_or_else(PoisonError::into_inner);
+            st.files = file_entries;
+            st.remaining -= 1;
+            st.remaining == 0
+        };
+        if last {
+            self.complete(node)?;
+        }
+        Ok(())
+    }
+
+    /// Reads a directory's metadata and names: its dirmeta, its files and
+    /// symlinks, its subdirectories.
+    #[allow(clippy::type_complexity)]
+    fn scan(
+        &self,
+        fd: &OwnedFd,
+        node: &DirNode,
+    ) -> Result<(DirMeta, Vec<(String, FileType)>, Vec<String>)> {
         let st = rustix::fs::fstat(fd)?;
         let xattrs = if self.canon.keep_xattrs {
             crate::xattrs::read_fd(fd)
-                .with_context(|| format!("Reading xattrs of {}", path.display()))?
+                .with_context(|| format!("Reading xattrs of {}", node.path().display()))?
         } else {
             Vec::new()
         };
@@ -167,64 +330,72 @@ impl DirWalker<'_, '_> {
         };
         let mut files = Vec::new();
         let mut dirs = Vec::new();
-        for ent in arbor_fs::list_dir(fd).with_context(|| format!("Listing {}", path.display()))? {
+        for ent in
+            arbor_fs::list_dir(fd).with_context(|| format!("Listing {}", node.path().display()))?
+        {
             let name = String::from_utf8(ent.name).map_err(|e| {
                 anyhow!(
                     "File name {:?} in {} is not UTF-8",
                     String::from_utf8_lossy(e.as_bytes()),
-                    path.display()
+                    node.path().display()
                 )
             })?;
-            validate_filename(&name).with_context(|| format!("In {}", path.display()))?;
+            validate_filename(&name).with_context(|| format!("In {}", node.path().display()))?;
             match ent.ftype {
                 FileType::Directory => dirs.push(name),
                 FileType::RegularFile | FileType::Symlink => files.push((name, ent.ftype)),
                 other => bail!(
                     "Unsupported file type {} at {}: only regular files, symlinks and directories can be committed",
                     type_name(other),
-                    path.join(&name).display()
+                    node.path().join(&name).display()
                 ),
             }
         }
-        let (file_entries, dir_entries) = rayon::join(
-            || {
-                files
-                    .par_iter()
-                    .map(|(name, ft)| {
-                        let c = self
-                            .file(fd, path, name, *ft)
-                            .with_context(|| format!("Committing {}", path.join(name).display()))?;
-                        self.progress.inc(1);
-                        Ok(DirTreeFile {
-                            name: name.clone(),
-                            checksum: c,
-                        })
-                    })
-                    .collect::<Result<Vec<_>>>()
-            },
-            || {
-                dirs.par_iter()
-                    .map(|name| {
-                        let sub = arbor_fs::open_dir(fd, name)
-                            .with_context(|| format!("Opening {}", path.join(name).display()))?;
-                        let (tree, meta) = self.dir(&sub, &path.join(name))?;
-                        Ok(DirTreeDir {
-                            name: name.clone(),
-                            tree,
-                            meta,
-                        })
-                    })
-                    .collect::<Result<Vec<_>>>()
-            },
-        );
-        let tree = DirTree {
-            files: file_entries?,
-            dirs: dir_entries?,
-        };
-        write_tree(self.txn, &tree, &meta)
+        Ok((meta, files, dirs))
     }
 
-    fn file(&self, dir: &OwnedFd, path: &Path, name: &str, ft: FileType) -> Result<Checksum> {
+    /// Writes a finished directory, then each parent that this completes,
+    /// up to the root (a loop: a chain of 10,000 directories finishing at
+    /// once must not recurse).
+    fn complete(&self, mut node: Arc<DirNode>) -> Result<()> {
+        loop {
+            let (tree, meta) = {
+                let mut st = node.state.lock().unwrap_or_else(PoisonError::into_inner);
+                let meta = st.meta.take().context("A directory completed twice")?;
+                let dirs = std::mem::take(&mut st.dirs)
+                    .into_iter()
+                    .collect::<Option<Vec<_>>>()
+                    .context("A directory completed before its subdirectories")?;
+                let files = std::mem::take(&mut st.files);
+                (DirTree { files, dirs }, meta)
+            };
+            let (t, m) = write_tree(self.txn, &tree, &meta)?;
+            let Some((parent, idx)) = node.parent.clone() else {
+                *self.root.lock().unwrap_or_else(PoisonError::into_inner) = Some((t, m));
+                return Ok(());
+            };
+            let last = {
+                let mut st = parent.state.lock().unwrap_or_else(PoisonError::into_inner);
+                let slot = st
+                    .dirs
+                    .get_mut(idx)
+                    .context("A subdirectory index out of range")?;
+                *slot = Some(DirTreeDir {
+                    name: node.name.clone(),
+                    tree: t,
+                    meta: m,
+                });
+                st.remaining -= 1;
+                st.remaining == 0
+            };
+            if !last {
+                return Ok(());
+            }
+            node = parent;
+        }
+    }
+
+    fn file(&self, dir: &OwnedFd, node: &DirNode, name: &str, ft: FileType) -> Result<Checksum> {
         if ft == FileType::Symlink {
             let st = rustix::fs::statat(dir, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)?;
             let target = arbor_fs::readlink(dir, name)?;
@@ -259,18 +430,15 @@ impl DirWalker<'_, '_> {
         // Several names for one inode: the first to get here hashes (and
         // writes) it while holding the inode's slot; the others wait, then
         // reuse the checksum without reading the file again.
-        let slot = self
-            .hardlinks
-            .lock()
-            .expect("poisoned")
+        let slot = lock(&self.hardlinks, "the hardlink table")?
             .entry((st.st_dev, st.st_ino))
             .or_default()
             .clone();
-        let mut done = slot.lock().expect("poisoned");
+        let mut done = lock(&slot, "a hardlinked file's checksum")?;
         if let Some(c) = *done {
             tracing::debug!(
                 "{}: hardlink of a file already committed, reusing {c}",
-                path.join(name).display()
+                node.path().join(name).display()
             );
             return Ok(c);
         }
@@ -354,13 +522,7 @@ pub(crate) fn write_tree(
     Ok((t, m))
 }
 
-fn now_or_env() -> Result<u64> {
-    if let Ok(v) = std::env::var("SOURCE_DATE_EPOCH") {
-        return v
-            .trim()
-            .parse()
-            .with_context(|| format!("Invalid SOURCE_DATE_EPOCH '{v}'"));
-    }
+fn now() -> Result<u64> {
     Ok(std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .context("Clock before 1970")?
@@ -389,7 +551,7 @@ pub fn commit(
     let parent = opts.parent.or(head);
     let timestamp = match opts.timestamp {
         Some(t) => t,
-        None => now_or_env()?,
+        None => now()?,
     };
     if opts.canonical_permissions
         && (opts.owner_uid.unwrap_or(0) != 0 || opts.owner_gid.unwrap_or(0) != 0)
@@ -412,8 +574,10 @@ pub fn commit(
                 canon,
                 progress,
                 hardlinks: Mutex::new(HashMap::new()),
+                error: Mutex::new(None),
+                root: Mutex::new(None),
             };
-            walker.dir(&fd, &PathBuf::from(path))?
+            walker.walk(fd, path)?
         }
         CommitSource::Tar(r) => crate::tar_import::commit_tar(&txn, r, &canon, progress)?,
     };

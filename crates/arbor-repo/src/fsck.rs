@@ -2,7 +2,7 @@
 //! commit's tree checked for missing objects, and every ref for a commit.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 
 use anyhow::{Context, Result};
 use arbor_format::{Checksum, Commit, DirTree, ObjectType};
@@ -10,6 +10,7 @@ use fn_error_context::context;
 use rayon::prelude::*;
 use serde::Serialize;
 
+use crate::mutex::lock_recovering;
 use crate::objects::{checksum_file_object, read_metadata};
 use crate::progress::Progress;
 use crate::repo::Repo;
@@ -133,34 +134,41 @@ impl Walk<'_> {
         });
     }
 
+    /// Checks a tree and everything below it. Iterative, in the order a
+    /// recursive walk would report, so any depth works.
     fn tree(&mut self, commit: &Checksum, tree: &Checksum, path: &str) {
-        if !self.seen.insert(*tree) {
-            return;
-        }
-        if !self.present.contains(&(ObjectType::DirTree, *tree)) {
-            self.missing(commit, ObjectType::DirTree, tree, path);
-            return;
-        }
-        // A corrupt dirtree was reported already; nothing to descend into.
-        let Some(dt) = self.trees.get(tree) else {
-            return;
-        };
-        for f in &dt.files {
-            if !self.present.contains(&(ObjectType::File, f.checksum)) {
-                self.missing(
-                    commit,
-                    ObjectType::File,
-                    &f.checksum,
-                    &format!("{path}/{}", f.name),
-                );
+        let mut stack = vec![(*tree, path.to_string())];
+        while let Some((tree, path)) = stack.pop() {
+            if !self.seen.insert(tree) {
+                continue;
             }
-        }
-        for d in &dt.dirs {
-            let p = format!("{path}/{}", d.name);
-            if !self.present.contains(&(ObjectType::DirMeta, d.meta)) {
-                self.missing(commit, ObjectType::DirMeta, &d.meta, &p);
+            if !self.present.contains(&(ObjectType::DirTree, tree)) {
+                self.missing(commit, ObjectType::DirTree, &tree, &path);
+                continue;
             }
-            self.tree(commit, &d.tree, &p);
+            // A corrupt dirtree was reported already; nothing to descend into.
+            let Some(dt) = self.trees.get(&tree) else {
+                continue;
+            };
+            for f in &dt.files {
+                if !self.present.contains(&(ObjectType::File, f.checksum)) {
+                    self.missing(
+                        commit,
+                        ObjectType::File,
+                        &f.checksum,
+                        &format!("{path}/{}", f.name),
+                    );
+                }
+            }
+            let mut subdirs = Vec::with_capacity(dt.dirs.len());
+            for d in &dt.dirs {
+                let p = format!("{path}/{}", d.name);
+                if !self.present.contains(&(ObjectType::DirMeta, d.meta)) {
+                    self.missing(commit, ObjectType::DirMeta, &d.meta, &p);
+                }
+                subdirs.push((d.tree, p));
+            }
+            stack.extend(subdirs.into_iter().rev());
         }
     }
 }
@@ -181,7 +189,10 @@ pub fn fsck(repo: &Repo, progress: &dyn Progress) -> Result<FsckReport> {
             match r {
                 Ok(p) => Some((*c, p)),
                 Err(message) => {
-                    errs.lock().expect("poisoned").push(FsckError {
+                    // A panicked task is reported by rayon itself; the
+                    // error list it may have left half-pushed is still a
+                    // list, so the report goes on.
+                    lock_recovering(&errs).push(FsckError {
                         object: format!("{c}.{t}"),
                         message,
                     });
@@ -191,7 +202,7 @@ pub fn fsck(repo: &Repo, progress: &dyn Progress) -> Result<FsckReport> {
         })
         .collect();
     progress.finish();
-    errors.extend(errs.into_inner().expect("poisoned"));
+    errors.extend(errs.into_inner().unwrap_or_else(PoisonError::into_inner));
     let present: HashSet<(ObjectType, Checksum)> = objects.iter().copied().collect();
     let mut trees = HashMap::new();
     let mut commits = Vec::new();

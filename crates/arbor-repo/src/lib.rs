@@ -18,6 +18,7 @@
 //! - [`fsck`], [`prune`], [`diff`], [`tree`]: verification, garbage collection,
 //!   comparisons and path lookups.
 //! - [`progress`]: the progress-reporting trait the CLI draws.
+//! - [`mutex`]: locking mutexes shared by parallel tasks (poison = error).
 //!
 //! Locking: every function that changes the repository (transactions,
 //! refs, commit, pulls, prune, summary, signatures) takes a
@@ -35,6 +36,7 @@ pub mod config;
 pub mod diff;
 pub mod error;
 pub mod fsck;
+pub mod mutex;
 pub mod objects;
 pub mod progress;
 pub mod prune;
@@ -47,6 +49,7 @@ pub mod summary;
 mod tar_import;
 pub mod tree;
 pub mod txn;
+mod walk;
 pub mod xattrs;
 
 pub use error::RepoError;

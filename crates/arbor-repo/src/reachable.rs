@@ -44,18 +44,22 @@ pub fn add_commit(repo: &Repo, commit: &Checksum, depth: i64, out: &mut ObjectSe
     Ok(())
 }
 
-/// Adds a dirtree and everything below it.
+/// Adds a dirtree and everything below it. Iterative (an explicit stack,
+/// visiting in the order a recursive walk would), so any depth works.
 pub fn add_tree(repo: &Repo, tree: &Checksum, out: &mut ObjectSet) -> Result<()> {
-    if !out.insert((ObjectType::DirTree, *tree)) {
-        return Ok(());
-    }
-    let dt = load_dirtree(repo, tree)?;
-    for f in &dt.files {
-        out.insert((ObjectType::File, f.checksum));
-    }
-    for d in &dt.dirs {
-        out.insert((ObjectType::DirMeta, d.meta));
-        add_tree(repo, &d.tree, out)?;
+    let mut stack = vec![*tree];
+    while let Some(tree) = stack.pop() {
+        if !out.insert((ObjectType::DirTree, tree)) {
+            continue;
+        }
+        let dt = load_dirtree(repo, &tree)?;
+        for f in &dt.files {
+            out.insert((ObjectType::File, f.checksum));
+        }
+        for d in &dt.dirs {
+            out.insert((ObjectType::DirMeta, d.meta));
+        }
+        stack.extend(dt.dirs.iter().rev().map(|d| d.tree));
     }
     Ok(())
 }

@@ -34,23 +34,65 @@ impl MTree {
         }
     }
 
-    fn write(&self, txn: &Transaction<'_>) -> Result<TreePair> {
-        let mut tree = DirTree::default();
-        for (name, c) in &self.files {
-            tree.files.push(DirTreeFile {
-                name: name.clone(),
-                checksum: *c,
-            });
+    /// Writes the tree bottom-up and returns the root's objects.
+    /// Iterative (an explicit stack of directories), so any depth works.
+    fn write(mut self, txn: &Transaction<'_>) -> Result<TreePair> {
+        let mut stack = vec![self.take_frame(String::new())];
+        loop {
+            let top = stack.last_mut().expect("the stack is never empty here");
+            if let Some((name, mut sub)) = top.pending.next() {
+                let frame = sub.take_frame(name);
+                stack.push(frame);
+                continue;
+            }
+            let done = stack.pop().expect("the stack is never empty here");
+            let (tree, meta) = write_tree(txn, &done.tree, &done.meta)?;
+            match stack.last_mut() {
+                Some(parent) => parent.tree.dirs.push(DirTreeDir {
+                    name: done.name,
+                    tree,
+                    meta,
+                }),
+                None => return Ok((tree, meta)),
+            }
         }
-        for (name, sub) in &self.dirs {
-            let (t, m) = sub.write(txn)?;
-            tree.dirs.push(DirTreeDir {
-                name: name.clone(),
-                tree: t,
-                meta: m,
-            });
+    }
+
+    /// Moves this directory's content into a frame of [`MTree::write`].
+    fn take_frame(&mut self, name: String) -> WriteFrame {
+        let files = std::mem::take(&mut self.files);
+        WriteFrame {
+            name,
+            meta: self.meta.clone(),
+            tree: DirTree {
+                files: files
+                    .into_iter()
+                    .map(|(name, checksum)| DirTreeFile { name, checksum })
+                    .collect(),
+                dirs: Vec::new(),
+            },
+            pending: std::mem::take(&mut self.dirs).into_iter(),
         }
-        write_tree(txn, &tree, &self.meta)
+    }
+}
+
+/// A directory of [`MTree::write`]: its dirtree so far and the
+/// subdirectories still to write.
+struct WriteFrame {
+    name: String,
+    meta: DirMeta,
+    tree: DirTree,
+    pending: std::collections::btree_map::IntoIter<String, MTree>,
+}
+
+impl Drop for MTree {
+    /// Frees the subtrees one directory at a time: the derived drop would
+    /// recurse once per level and overflow the stack on a deep tree.
+    fn drop(&mut self) {
+        let mut stack: Vec<MTree> = std::mem::take(&mut self.dirs).into_values().collect();
+        while let Some(mut t) = stack.pop() {
+            stack.extend(std::mem::take(&mut t.dirs).into_values());
+        }
     }
 }
 

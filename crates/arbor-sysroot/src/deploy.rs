@@ -205,10 +205,10 @@ pub(crate) fn simple_list(
 }
 
 /// Makes a finished deployment's root immutable (`chattr +i`), as ostree
-/// does, unless `ARBOR_SYSROOT_DEBUG=mutable-deployments`. A staged
+/// does, unless [`crate::Sysroot::set_mutable_deployments`] is on. A staged
 /// deployment is sealed by `finalize`, after its /etc merge.
 pub(crate) fn seal(s: &Sysroot, d: &Deployment) -> Result<()> {
-    if crate::sysroot::debug_flag("mutable-deployments") {
+    if s.mutable_deployments() {
         return Ok(());
     }
     fsutil::set_immutable(s.deployment_dir(d)?, true)

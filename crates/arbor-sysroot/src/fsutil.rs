@@ -21,71 +21,64 @@ pub use arbor_fs::{
 /// directory, an absolute one from the deployment's `/` (so `/etc/x`
 /// means `x` here, never the host's `/etc/x`). A target outside `/etc`
 /// fails with `EXDEV`, a missing one with `ENOENT`, a file with
-/// `ENOTDIR`, more than 40 links with `ELOOP`. The resolved path is then
-/// opened one `O_NOFOLLOW` component at a time (no `openat2`, so it works
-/// on any kernel), so a concurrent change fails instead of leading
-/// elsewhere. The raw error is returned so callers can word each case.
+/// `ENOTDIR`, more than 40 links with `ELOOP`. Directories are opened
+/// one `O_NOFOLLOW` component at a time (no `openat2`, so it works on any
+/// kernel), so a concurrent change fails instead of leading elsewhere.
+/// The raw error is returned so callers can word each case.
 pub fn open_dir_in_etc(etc: impl AsFd, path: &str) -> std::result::Result<OwnedFd, Errno> {
     use std::collections::VecDeque;
-    use std::os::unix::ffi::OsStrExt;
     let etc = etc.as_fd();
-    // The position as an absolute path of the deployment: ["etc", ...].
-    let mut at: Vec<Vec<u8>> = vec![b"etc".to_vec()];
+    let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    // The position: the open directory and its depth below /etc, or
+    // `None` at the deployment's `/`. Each directory is entered from its
+    // parent's descriptor, so a path of any length resolves in linear
+    // time (a whole path given to `*at` fails beyond PATH_MAX).
+    let mut cur = Some((rustix::io::dup(etc)?, 0usize));
     let mut todo: VecDeque<Vec<u8>> = path.split('/').map(|c| c.as_bytes().to_vec()).collect();
     let mut links = 0;
     while let Some(c) = todo.pop_front() {
-        match c.as_slice() {
-            b"" | b"." => continue,
-            b".." => {
-                at.pop();
-                continue;
-            }
-            _ => {}
-        }
-        if at.is_empty() {
+        match (c.as_slice(), cur.take()) {
+            (b"" | b".", at) => cur = at,
             // At the deployment's `/`: only `etc` leads back in.
-            if c != b"etc" {
-                return Err(Errno::XDEV);
+            (b"..", None) => {}
+            (b"..", Some((_, 0))) => {}
+            (b"..", Some((fd, depth))) => {
+                cur = Some((
+                    rustix::fs::openat(&fd, "..", dir_flags, Mode::empty())?,
+                    depth - 1,
+                ))
             }
-            at.push(c);
-            continue;
+            (b"etc", None) => cur = Some((rustix::io::dup(etc)?, 0)),
+            (_, None) => return Err(Errno::XDEV),
+            (name, Some((fd, depth))) => match rustix::fs::readlinkat(&fd, name, Vec::new()) {
+                Ok(target) => {
+                    links += 1;
+                    if links > 40 {
+                        return Err(Errno::LOOP);
+                    }
+                    // Relative to the link's directory, absolute from `/`.
+                    let t = target.as_bytes();
+                    cur = if t.first() == Some(&b'/') {
+                        None
+                    } else {
+                        Some((fd, depth))
+                    };
+                    for part in t.split(|b| *b == b'/').rev() {
+                        todo.push_front(part.to_vec());
+                    }
+                }
+                // Not a symlink: entered with O_NOFOLLOW, so a symlink
+                // swapped in meanwhile fails (ELOOP/ENOTDIR).
+                Err(Errno::INVAL) => {
+                    let sub =
+                        rustix::fs::openat(&fd, name, dir_flags | OFlags::NOFOLLOW, Mode::empty())?;
+                    cur = Some((sub, depth + 1));
+                }
+                Err(e) => return Err(e),
+            },
         }
-        at.push(c);
-        let rel = std::ffi::OsStr::from_bytes(&at[1..].join(&b'/')).to_os_string();
-        match rustix::fs::readlinkat(etc, rel.as_os_str(), Vec::new()) {
-            Ok(target) => {
-                links += 1;
-                if links > 40 {
-                    return Err(Errno::LOOP);
-                }
-                at.pop();
-                let t = target.as_bytes();
-                if t.first() == Some(&b'/') {
-                    at.clear();
-                }
-                for part in t.split(|b| *b == b'/').rev() {
-                    todo.push_front(part.to_vec());
-                }
-            }
-            Err(Errno::INVAL) => {} // not a symlink
-            Err(e) => return Err(e),
-        }
     }
-    if at.is_empty() {
-        return Err(Errno::XDEV);
-    }
-    // The resolved components are plain names; each is opened with
-    // O_NOFOLLOW, so a symlink swapped in meanwhile fails (ELOOP/ENOTDIR).
-    let mut cur = rustix::io::dup(etc)?;
-    for c in &at[1..] {
-        cur = rustix::fs::openat(
-            &cur,
-            std::ffi::OsStr::from_bytes(c),
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
-    }
-    Ok(cur)
+    cur.map(|(fd, _)| fd).ok_or(Errno::XDEV)
 }
 
 /// Sets (`on`) or clears the immutable inode flag (`chattr +i`) of `fd`,

@@ -24,16 +24,6 @@ use crate::kargs::Kargs;
 /// release build.
 pub const ROOT_ENV: &str = "ARBOR_TEST_ROOT";
 
-/// Debug flags, comma-separated, as ostree's `OSTREE_SYSROOT_DEBUG`:
-/// `mutable-deployments` leaves deployment roots without the immutable
-/// flag (for throwaway sysroots such as the quickstart's).
-pub const DEBUG_ENV: &str = "ARBOR_SYSROOT_DEBUG";
-
-/// Whether `flag` is set in [`DEBUG_ENV`].
-pub fn debug_flag(flag: &str) -> bool {
-    std::env::var(DEBUG_ENV).is_ok_and(|v| v.split(',').any(|f| f.trim() == flag))
-}
-
 /// Written by ostree-prepare-root on a system it booted: an `a{sv}`
 /// (empty in older versions).
 pub const RUN_BOOTED: &str = "/run/ostree-booted";
@@ -86,6 +76,8 @@ pub struct Sysroot {
     /// [`Sysroot::set_test_root`]).
     #[cfg(feature = "fault-injection")]
     test_root: Option<PathBuf>,
+    /// See [`Sysroot::set_mutable_deployments`].
+    mutable_deployments: bool,
 }
 
 /// A parsed `ostree=/ostree/boot.B/STATEROOT/BOOTCSUM/SERIAL` argument.
@@ -226,9 +218,24 @@ impl Sysroot {
             root_devino: None,
             #[cfg(feature = "fault-injection")]
             test_root: None,
+            mutable_deployments: false,
         };
         s.load()?;
         Ok(s)
+    }
+
+    /// Leaves new deployment roots without the immutable flag (ostree's
+    /// `OSTREE_SYSROOT_DEBUG=mutable-deployments`), for throwaway sysroots
+    /// such as the quickstart's. Off by default: deployments are sealed
+    /// with `chattr +i`, as ostree seals them.
+    pub fn set_mutable_deployments(&mut self, on: bool) {
+        self.mutable_deployments = on;
+    }
+
+    /// Whether new deployment roots stay mutable
+    /// (see [`Sysroot::set_mutable_deployments`]).
+    pub fn mutable_deployments(&self) -> bool {
+        self.mutable_deployments
     }
 
     /// The sysroot's path.

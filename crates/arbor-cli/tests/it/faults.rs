@@ -245,8 +245,7 @@ fn failpoints_bare_user_only() {
 
 #[test]
 fn failpoints_bare() {
-    if !crate::util::is_root() {
-        eprintln!("NOTE: skipping failpoints in bare mode: writing bare repos needs root");
+    if crate::util::needs_root("failpoints in bare mode (writing bare repos)") {
         return;
     }
     failpoints_in("bare");

@@ -15,16 +15,13 @@ fn keeps_xattrs(mode: &str) -> bool {
 }
 
 /// Whether a mode needs root to be written by ostree/arbor (bare chowns).
-fn needs_root(mode: &str) -> bool {
+fn mode_needs_root(mode: &str) -> bool {
     mode == "bare"
 }
 
+/// Whether to skip `what` in `mode` (see [`needs_root`]).
 pub(crate) fn skip_note(mode: &str, what: &str) -> bool {
-    if needs_root(mode) && !is_root() {
-        eprintln!("NOTE: skipping {what} in {mode} mode: needs root");
-        return true;
-    }
-    false
+    mode_needs_root(mode) && needs_root(&format!("{what} in {mode} mode"))
 }
 
 pub(crate) fn chmod(p: &Path, mode: u32) {
@@ -152,7 +149,7 @@ fn ostree_checkout_of_arbor_commits_reproduces_tree() {
         let u = tmp.path().join(format!("co-U-{mode}"));
         ostree_ok("checkout", &repo, &["-U", VECTOR_REF, s(&u)]);
         assert_same_tree(&tree, &u, false);
-        if is_root() {
+        if !needs_root(&format!("a non -U ostree checkout in {mode} mode")) {
             let full = tmp.path().join(format!("co-{mode}"));
             ostree_ok("checkout", &repo, &[VECTOR_REF, s(&full)]);
             assert_same_tree(&tree, &full, keeps_xattrs(mode));
@@ -162,8 +159,6 @@ fn ostree_checkout_of_arbor_commits_reproduces_tree() {
                     "{mode} kept xattrs"
                 );
             }
-        } else {
-            eprintln!("NOTE: skipping non -U ostree checkout in {mode} mode: needs root");
         }
     }
 }
@@ -208,12 +203,13 @@ fn arbor_reads_ostree_repos() {
 
         // Copy checkout: as root, with ownership and xattrs.
         let co = tmp.path().join(format!("co-{mode}"));
-        let user: &[&str] = if is_root() { &[] } else { &["-U"] };
+        let root = !needs_root(&format!("checking ownership and xattrs in {mode} mode"));
+        let user: &[&str] = if root { &[] } else { &["-U"] };
         arbor_ok("checkout", &repo, &[user, &[VECTOR_REF, s(&co)]].concat());
-        assert_same_tree(&tree, &co, keeps_xattrs(mode) && is_root());
+        assert_same_tree(&tree, &co, keeps_xattrs(mode) && root);
         // Hardlink checkouts where the mode allows them.
         let hl: Option<&[&str]> = match *mode {
-            "bare" if is_root() => Some(&["-H"]),
+            "bare" if root => Some(&["-H"]),
             "bare-user-only" => Some(&["-H", "-U"]),
             "bare-user" => Some(&["-H", "-U"]),
             _ => None,
@@ -286,10 +282,11 @@ fn vector_archive_tarball() {
         "{text}"
     );
     let co = tmp.path().join("co");
-    let user: &[&str] = if is_root() { &[] } else { &["-U"] };
+    let root = !needs_root("checking ownership and xattrs of an ostree-made repo");
+    let user: &[&str] = if root { &[] } else { &["-U"] };
     arbor_ok("checkout", &repo, &[user, &[VECTOR_REF, s(&co)]].concat());
-    assert_same_tree(&tree, &co, is_root());
-    if is_root() {
+    assert_same_tree(&tree, &co, root);
+    if root {
         let x = user_xattrs(&co.join("xattr-file.txt"));
         assert_eq!(
             x,
@@ -354,7 +351,7 @@ fn ostree_pull_local_from_arbor_archive() {
             let co = tmp.path().join("co-from-pulled");
             arbor_ok("checkout", &dst, &["-U", VECTOR_REF, s(&co)]);
             assert_same_tree(&tree, &co, false);
-            if is_root() {
+            if !needs_root("a root checkout of what ostree pulled") {
                 let co2 = tmp.path().join("co-from-pulled-root");
                 arbor_ok("checkout", &dst, &[VECTOR_REF, s(&co2)]);
                 assert_same_tree(&tree, &co2, true);

@@ -1,11 +1,19 @@
 //! Integration tests driving the built `arbor` binary, with the real
 //! `ostree` as the interoperability peer.
 
+// Dependencies of the arbor binary these tests run, not used here
+// (`-W unused-crate-dependencies`).
+use {
+    arbor_cli as _, arbor_pull as _, arbor_upgrade as _, chrono as _, clap as _, indicatif as _,
+    serde as _, tracing as _, tracing_subscriber as _,
+};
+
 mod cli;
 mod cli_query;
 mod coexist;
 mod commit_compat;
 mod corruption;
+mod deep;
 mod durability;
 mod faults;
 mod hostile;

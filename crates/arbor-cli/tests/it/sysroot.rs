@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::util::{arbor, is_root, ostree, require_ostree, run_ok, s};
+use crate::util::{arbor, ostree, require_ostree, run_ok, s};
 
 pub(crate) const KVER: &str = "6.1.0-test";
 
@@ -357,19 +357,8 @@ fn status_lines(tool: Tool, sysroot: &Path) -> String {
 }
 
 /// Sysroot tests need root (bare system repositories, `ostree admin`,
-/// immutable flags). They fail when not root, as a missing `ostree` does,
-/// so a non-root run cannot pass silently; `ARBOR_SKIP_ROOT_TESTS=1` skips
-/// them explicitly (with a note) for a quick non-root run. CI runs as root.
-pub(crate) fn needs_root(what: &str) -> bool {
-    if is_root() {
-        return false;
-    }
-    if std::env::var_os("ARBOR_SKIP_ROOT_TESTS").is_some_and(|v| v == "1") {
-        eprintln!("NOTE: skipping {what}: not root (ARBOR_SKIP_ROOT_TESTS=1)");
-        return true;
-    }
-    panic!("{what} needs root (CI runs as root); set ARBOR_SKIP_ROOT_TESTS=1 to skip it");
-}
+/// immutable flags): they go through the one gate, [`crate::util::needs_root`].
+pub(crate) use crate::util::needs_root;
 
 #[test]
 fn deployments_match_ostree_admin_step_by_step() {

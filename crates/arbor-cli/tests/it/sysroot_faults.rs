@@ -104,6 +104,19 @@ fn check_consistent(sys: &Path, root: Option<&Path>, allowed: &[Vec<String>], wh
                 .position(|a| distinct(&commits(a)) && commits(a) == commits(&list))
         })
         .unwrap_or_else(|| panic!("{what}: deployments {list:?} are none of {allowed:?}"));
+    // ostree judges too: `ostree admin status` reads the same boot
+    // entries and must list exactly the unstaged deployments, in order
+    // (a staged one is known only from /run on a booted system).
+    let st = run_ok(ostree().args(["admin", &format!("--sysroot={}", s(sys)), "status"]));
+    let theirs: Vec<String> = st
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.trim_start_matches(['*', ' ']).split_whitespace();
+            (w.next() == Some("testos")).then(|| w.next().unwrap_or_default().to_string())
+        })
+        .collect();
+    let unstaged: Vec<String> = list.iter().filter(|d| !d.ends_with('*')).cloned().collect();
+    assert_eq!(theirs, unstaged, "{what}: ostree admin status says\n{st}");
     let entries = std::fs::read_dir(sys.join("boot/loader/entries"))
         .unwrap_or_else(|e| panic!("{what}: no boot/loader/entries: {e}"));
     let mut n = 0;

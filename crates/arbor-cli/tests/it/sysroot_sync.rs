@@ -269,6 +269,18 @@ fn a_separate_boot_is_frozen_and_thawed_before_the_switch() {
     );
     let last_prep = evs.iter().rposition(|e| *e == Ev::Prepare).unwrap();
     assert!(last_prep < f && f < t && t < swap, "{evs:?}");
+    // arbor issues both ioctls itself (no `fsfreeze` child): they carry
+    // the pid of arbor's first traced call.
+    let log = std::fs::read_to_string(base.join("sysroot.strace")).unwrap();
+    let pid = |l: &str| l.split_whitespace().next().unwrap_or_default().to_string();
+    let main_pid = pid(log.lines().next().unwrap());
+    for op in ["FIFREEZE", "FITHAW"] {
+        let line = log
+            .lines()
+            .find(|l| l.contains(op) && l.contains("= 0"))
+            .unwrap();
+        assert_eq!(pid(line), main_pid, "{op} not issued by arbor: {line}");
+    }
     // Killed while /boot is frozen: the watchdog thaws it, the old list
     // stays, and the operation completes when run again.
     let before = crate::sysroot_ops::checksums(&sys);

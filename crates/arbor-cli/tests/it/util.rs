@@ -89,6 +89,22 @@ pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
 
+/// The one gate of every root-only check: false as root; when not root,
+/// true (skip, with a note) only if `ARBOR_SKIP_ROOT_TESTS=1`, otherwise
+/// it fails the test, as a missing `ostree` does, so a non-root run
+/// cannot pass silently. CI runs as root.
+#[track_caller]
+pub fn needs_root(what: &str) -> bool {
+    if is_root() {
+        return false;
+    }
+    if std::env::var_os("ARBOR_SKIP_ROOT_TESTS").is_some_and(|v| v == "1") {
+        eprintln!("NOTE: skipping {what}: not root (ARBOR_SKIP_ROOT_TESTS=1)");
+        return true;
+    }
+    panic!("{what} needs root (CI runs as root); set ARBOR_SKIP_ROOT_TESTS=1 to skip it");
+}
+
 /// The vector commit (archive, bare-user, bare): `expected.json`'s value.
 pub const VECTOR_COMMIT: &str = "02d3a739e72bc5dfb45a5112ed1d29f4faa4666a6308fa75d3fd26bdd1f20e55";
 /// The vector commit in bare-user-only mode (xattrs dropped).

@@ -68,3 +68,30 @@ fn archive_repo_is_byte_identical_to_ostree() {
         std::fs::read_to_string(theirs.join("refs/heads/example/x86_64/stable")).unwrap()
     );
 }
+
+/// testdata/vectors/README.md's file table names only files that exist
+/// (issue 11: it listed generator scripts the repository did not have).
+#[test]
+fn vectors_readme_names_only_existing_files() {
+    let dir = crate::util::vectors();
+    let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
+    let table = readme
+        .split("## Files")
+        .nth(1)
+        .and_then(|t| t.split("\n## ").next())
+        .expect("a Files section");
+    let mut named = Vec::new();
+    for row in table.lines().filter(|l| l.starts_with("| `")) {
+        let first_cell = row.split(" | ").next().unwrap();
+        // Each `NAME ARGS` span names one file (or a directory, NAME/).
+        for span in first_cell.split('`').skip(1).step_by(2) {
+            named.push(span.split_whitespace().next().unwrap().to_string());
+        }
+    }
+    assert!(named.len() >= 5, "too few names parsed: {named:?}");
+    for name in &named {
+        assert!(dir.join(name).exists(), "README names missing {name}");
+    }
+    // The objects directory's row names a sample summary too.
+    assert!(dir.join("objects/summary-2022.7.sample").is_file());
+}

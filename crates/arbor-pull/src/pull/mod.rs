@@ -263,13 +263,13 @@ impl Engine<'_> {
                 self.repo.has_object(ObjectType::Commit, &id)? && !self.repo.is_partial(&id)?;
             if self.commit_metadata_only {
                 if let (false, Some(t)) = (complete, txn) {
-                    t.mark_partial(&id);
+                    t.mark_partial(&id)?;
                 }
             } else if !complete {
                 roots.push((ObjectType::DirMeta, commit.root_meta));
                 roots.push((ObjectType::DirTree, commit.root_tree));
                 if let Some(t) = txn {
-                    t.mark_complete(&id);
+                    t.mark_complete(&id)?;
                 }
             }
             first = false;

@@ -16,11 +16,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use arbor_format::{Checksum, Metadata, ObjectType, Value};
-use ed25519_dalek::Signer as _;
-pub use ed25519_dalek::{Signature, SigningKey, VerifyingKey};
 use fn_error_context::context;
 
+mod ed25519;
 mod keys;
+pub use ed25519::{SigningKey, VerifyingKey, SIGNATURE_LEN};
 pub use keys::{
     check_sign_type, key_base64, key_hex, parse_public_key, parse_public_keys, parse_secret_key,
     parse_secret_keys, read_public_keys_file, read_secret_keys_file,
@@ -33,8 +33,6 @@ use crate::txn::Transaction;
 pub const ED25519_KEY: &str = "ostree.sign.ed25519";
 /// The only signature type arbor implements (ostree's name for it).
 pub const SIGN_TYPE_ED25519: &str = "ed25519";
-/// Length of an Ed25519 signature.
-pub const SIGNATURE_LEN: usize = 64;
 /// Remote option enabling commit signature verification.
 pub const SIGN_VERIFY: &str = "sign-verify";
 /// Remote option enabling `summary.sig` verification.
@@ -84,7 +82,7 @@ fn describe_tried(tried: &[String]) -> String {
 
 /// Signs `data` (pure Ed25519, RFC 8032; deterministic).
 pub fn sign_bytes(data: &[u8], key: &SigningKey) -> [u8; SIGNATURE_LEN] {
-    key.sign(data).to_bytes()
+    key.sign(data)
 }
 
 /// Adds `signature` to the [`ED25519_KEY`] array of `meta`, keeping every
@@ -373,9 +371,8 @@ pub fn verify_signatures(
             .as_slice()
             .try_into()
             .map_err(|_| VerifyError::BadSignatureLength(sig.len()))?;
-        let sig = Signature::from_bytes(arr);
         for key in keys.keys() {
-            if key.verify_strict(data, &sig).is_ok() {
+            if key.verify(data, arr) {
                 return Ok(*key);
             }
             tried.push(key_hex(key));

@@ -44,6 +44,7 @@ use fn_error_context::context;
 use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags};
 use rustix::io::Errno;
 
+use crate::mutex::{lock, lock_recovering};
 use crate::refs::RefUpdate;
 use crate::repo::{Repo, RepoLock};
 use arbor_fs::failpoint;
@@ -55,6 +56,11 @@ use staging::{boot_id, cleanup_stale_staging, clear_staging, create_staging, sca
 pub(crate) use write::BARE_USER_XATTR;
 use write::DEFAULT_ZLIB_LEVEL;
 pub use write::{deflate_bound, MAX_FILE_SIZE};
+
+/// What the `pending` and `adopted` mutexes guard, for poison errors.
+const STAGED: &str = "the set of staged objects";
+const ADOPTED: &str = "the set of adopted objects";
+const PARTIAL: &str = "the partial-commit markers";
 
 /// Prefix of arbor's staging directories under `tmp/`. Deliberately not
 /// ostree's `staging-`: ostree guards its staging directories with a
@@ -186,8 +192,8 @@ impl<'r> Transaction<'r> {
     /// Whether the object is in the repository or already staged here
     /// (including adopted, unclaimed commits).
     pub fn has_object(&self, t: ObjectType, c: &Checksum) -> Result<bool> {
-        if self.pending.lock().expect("poisoned").contains(&(t, *c))
-            || self.adopted.lock().expect("poisoned").contains(&(t, *c))
+        if lock(&self.pending, STAGED)?.contains(&(t, *c))
+            || lock(&self.adopted, ADOPTED)?.contains(&(t, *c))
         {
             return Ok(true);
         }
@@ -197,12 +203,12 @@ impl<'r> Transaction<'r> {
     /// Claims an object adopted from a crashed transaction (a commit or its
     /// detached metadata), so that [`Transaction::commit`] publishes it.
     /// Returns false when there is no such adopted object.
-    pub fn claim_staged(&self, t: ObjectType, c: &Checksum) -> bool {
-        if self.adopted.lock().expect("poisoned").remove(&(t, *c)) {
-            self.pending.lock().expect("poisoned").insert((t, *c));
-            true
+    pub fn claim_staged(&self, t: ObjectType, c: &Checksum) -> Result<bool> {
+        if lock(&self.adopted, ADOPTED)?.remove(&(t, *c)) {
+            lock(&self.pending, STAGED)?.insert((t, *c));
+            Ok(true)
         } else {
-            false
+            Ok(false)
         }
     }
 
@@ -210,8 +216,8 @@ impl<'r> Transaction<'r> {
     /// or, if only staged (by this or an adopted transaction), from the
     /// staging directory. `None` if it is in neither.
     pub fn read_metadata(&self, t: ObjectType, c: &Checksum) -> Result<Option<Vec<u8>>> {
-        let staged = self.pending.lock().expect("poisoned").contains(&(t, *c))
-            || self.adopted.lock().expect("poisoned").contains(&(t, *c));
+        let staged = lock(&self.pending, STAGED)?.contains(&(t, *c))
+            || lock(&self.adopted, ADOPTED)?.contains(&(t, *c));
         if staged {
             let name = Self::staged_name(t, c, self.repo.mode());
             let fd = rustix::fs::openat(
@@ -236,11 +242,11 @@ impl<'r> Transaction<'r> {
     /// Reserves `(t, c)` for writing; false if present, already reserved,
     /// or staged by an adopted transaction (which it then claims).
     fn reserve(&self, t: ObjectType, c: &Checksum) -> Result<bool> {
-        if self.repo.has_object(t, c)? || self.claim_staged(t, c) {
+        if self.repo.has_object(t, c)? || self.claim_staged(t, c)? {
             self.stats.skipped.fetch_add(1, Ordering::Relaxed);
             return Ok(false);
         }
-        let fresh = self.pending.lock().expect("poisoned").insert((t, *c));
+        let fresh = lock(&self.pending, STAGED)?.insert((t, *c));
         if !fresh {
             self.stats.skipped.fetch_add(1, Ordering::Relaxed);
         }
@@ -256,7 +262,7 @@ impl<'r> Transaction<'r> {
             self.write_staged_bytes(&Self::staged_name(t, &c, self.repo.mode()), data)
                 .with_context(|| format!("Writing {t} object {c}"))
                 .inspect_err(|_| {
-                    self.pending.lock().expect("poisoned").remove(&(t, c));
+                    lock_recovering(&self.pending).remove(&(t, c));
                 })?;
             self.stats.written.fetch_add(1, Ordering::Relaxed);
         }
@@ -266,8 +272,8 @@ impl<'r> Transaction<'r> {
     /// Stages the detached metadata of `commit` (replacing any on publish).
     pub fn write_commitmeta(&self, commit: &Checksum, data: &[u8]) -> Result<()> {
         let t = ObjectType::CommitMeta;
-        self.adopted.lock().expect("poisoned").remove(&(t, *commit));
-        self.pending.lock().expect("poisoned").insert((t, *commit));
+        lock(&self.adopted, ADOPTED)?.remove(&(t, *commit));
+        lock(&self.pending, STAGED)?.insert((t, *commit));
         self.ensure_staging_subdir(commit)?;
         let name = Self::staged_name(t, commit, self.repo.mode());
         self.write_staged_bytes(&name, data)
@@ -299,18 +305,20 @@ impl<'r> Transaction<'r> {
     /// does): it is published without (all of) its tree, e.g. by
     /// `pull --commit-metadata-only`. The marker is durable before the
     /// commit object appears.
-    pub fn mark_partial(&self, commit: &Checksum) {
-        let mut p = self.partial.lock().expect("poisoned");
+    pub fn mark_partial(&self, commit: &Checksum) -> Result<()> {
+        let mut p = lock(&self.partial, PARTIAL)?;
         p.1.remove(commit);
         p.0.insert(*commit);
+        Ok(())
     }
 
     /// Removes the partial marker of `commit` once this transaction's
     /// objects are published and synced (it is now complete).
-    pub fn mark_complete(&self, commit: &Checksum) {
-        let mut p = self.partial.lock().expect("poisoned");
+    pub fn mark_complete(&self, commit: &Checksum) -> Result<()> {
+        let mut p = lock(&self.partial, PARTIAL)?;
         p.0.remove(commit);
         p.1.insert(*commit);
+        Ok(())
     }
 
     fn tmp_name(&self) -> String {
@@ -362,7 +370,7 @@ impl<'r> Transaction<'r> {
         failpoint::hit(failpoint::TXN_OBJECTS_STAGED);
         tracing::debug!("committing transaction: syncing staged objects");
         let fsync = self.repo.fsync_enabled();
-        let (to_mark, to_complete) = std::mem::take(&mut *self.partial.lock().expect("poisoned"));
+        let (to_mark, to_complete) = std::mem::take(&mut *lock(&self.partial, PARTIAL)?);
         if !to_mark.is_empty() {
             // Before the syncfs below, which makes the markers durable
             // before any commit object is renamed into place.
@@ -383,13 +391,8 @@ impl<'r> Transaction<'r> {
         }
         failpoint::hit(failpoint::TXN_AFTER_SYNC);
         tracing::debug!("staged objects synced; publishing");
-        let mut staged: Vec<(ObjectType, Checksum)> = self
-            .pending
-            .lock()
-            .expect("poisoned")
-            .iter()
-            .copied()
-            .collect();
+        let mut staged: Vec<(ObjectType, Checksum)> =
+            lock(&self.pending, STAGED)?.iter().copied().collect();
         // Commits (and their detached metadata) last: everything a commit
         // references is in place before the commit itself appears.
         // Detached metadata just before the commits, so a signed commit

@@ -11,6 +11,7 @@ use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps};
 use std::sync::atomic::Ordering;
 
 use super::Transaction;
+use crate::mutex::lock_recovering;
 
 /// Buffer size for streaming file contents.
 const COPY_BUF: usize = 128 * 1024;
@@ -139,10 +140,7 @@ impl Transaction<'_> {
         })();
         if r.is_err() {
             let _ = rustix::fs::unlinkat(&self.staging, tmp.as_str(), AtFlags::empty());
-            self.pending
-                .lock()
-                .expect("poisoned")
-                .remove(&(t, expected));
+            lock_recovering(&self.pending).remove(&(t, expected));
         } else {
             self.stats.written.fetch_add(1, Ordering::Relaxed);
         }
@@ -178,7 +176,7 @@ impl Transaction<'_> {
             None => self.tmp_name(),
         };
         let unreserve = |c: &Checksum| {
-            self.pending.lock().expect("poisoned").remove(&(t, *c));
+            lock_recovering(&self.pending).remove(&(t, *c));
         };
         let c = match self.write_file_tmp(&target, header, size, content) {
             Ok(c) => c,

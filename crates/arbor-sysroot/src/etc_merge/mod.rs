@@ -17,6 +17,8 @@ use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, Stat, Uid};
 use rustix::io::Errno;
 use serde::Serialize;
 
+use arbor_fs::DirCursor;
+
 use crate::fsutil;
 
 /// What the admin changed in `/etc` relative to its defaults. Paths are
@@ -99,62 +101,116 @@ fn sorted_names(d: &OwnedFd) -> Result<Vec<String>> {
     Ok(v)
 }
 
-fn list_added(d: &OwnedFd, prefix: &str, out: &mut Vec<String>) -> Result<()> {
-    for n in sorted_names(d)? {
-        let p = join(prefix, &n);
-        let st = stat(d, &n)?.context("Entry vanished")?;
-        out.push(p.clone());
-        if ftype(&st) == FileType::Directory {
-            list_added(&fsutil::open_dir(d, &n)?, &p, out)?;
-        }
-    }
-    Ok(())
+/// A directory of the diff walk, entered on one side or both.
+struct DiffFrame {
+    /// Entries of `orig` (empty for a directory only the admin has).
+    orig: Vec<String>,
+    /// Entries only in `modified` (all of them for an added directory).
+    added: Vec<String>,
+    /// Next index into `orig`, then into `added`.
+    next: usize,
+    /// Whether the `orig` cursor entered this directory too.
+    both: bool,
 }
 
-fn diff_dirs(orig: &OwnedFd, modified: &OwnedFd, prefix: &str, out: &mut EtcDiff) -> Result<()> {
-    let orig_names = sorted_names(orig)?;
-    for n in &orig_names {
-        let p = join(prefix, n);
-        let so = stat(orig, n)?.context("Entry vanished")?;
-        let Some(sm) = stat(modified, n)? else {
-            out.removed.push(p);
-            continue;
+/// The diff walk: a stack of directories and a cursor on each side, so
+/// any depth works with two descriptors open.
+struct DiffWalk {
+    orig: DirCursor,
+    modified: DirCursor,
+    stack: Vec<DiffFrame>,
+}
+
+impl DiffWalk {
+    /// The path of `name` in the current directory, relative to /etc.
+    fn path(&self, name: &str) -> String {
+        self.modified.path_with(name)
+    }
+
+    /// Pushes the frame of the directory the cursors are in now.
+    fn enter(&mut self, both: bool) -> Result<()> {
+        let orig = if both {
+            sorted_names(self.orig.fd())?
+        } else {
+            Vec::new()
         };
-        if ftype(&so) != ftype(&sm) {
-            out.modified.push(p);
-            continue;
-        }
-        if differs(orig, &so, modified, &sm, n)? {
-            out.modified.push(p.clone());
-        }
-        if ftype(&so) == FileType::Directory {
-            diff_dirs(
-                &fsutil::open_dir(orig, n)?,
-                &fsutil::open_dir(modified, n)?,
-                &p,
-                out,
-            )?;
-        }
+        let added = sorted_names(self.modified.fd())?
+            .into_iter()
+            .filter(|n| orig.binary_search(n).is_err())
+            .collect();
+        self.stack.push(DiffFrame {
+            orig,
+            added,
+            next: 0,
+            both,
+        });
+        Ok(())
     }
-    for n in sorted_names(modified)? {
-        if orig_names.binary_search(&n).is_ok() {
-            continue;
+
+    /// Handles the next entry of the innermost directory, or leaves it.
+    /// Returns false when the walk is over.
+    fn step(&mut self, out: &mut EtcDiff) -> Result<bool> {
+        let Some(top) = self.stack.last_mut() else {
+            return Ok(false);
+        };
+        let i = top.next;
+        top.next += 1;
+        if let Some(n) = top.orig.get(i).cloned() {
+            let so = stat(self.orig.fd(), &n)?.context("Entry vanished")?;
+            let Some(sm) = stat(self.modified.fd(), &n)? else {
+                out.removed.push(self.path(&n));
+                return Ok(true);
+            };
+            if ftype(&so) != ftype(&sm) {
+                out.modified.push(self.path(&n));
+                return Ok(true);
+            }
+            if differs(self.orig.fd(), &so, self.modified.fd(), &sm, &n)? {
+                out.modified.push(self.path(&n));
+            }
+            if ftype(&so) == FileType::Directory {
+                self.orig.descend(&n)?;
+                self.modified.descend(&n)?;
+                self.enter(true)?;
+            }
+        } else if let Some(n) = top.added.get(i - top.orig.len()).cloned() {
+            let st = stat(self.modified.fd(), &n)?.context("Entry vanished")?;
+            out.added.push(self.path(&n));
+            if ftype(&st) == FileType::Directory {
+                self.modified.descend(&n)?;
+                self.enter(false)?;
+            }
+        } else {
+            let both = top.both;
+            self.stack.pop();
+            if !self.stack.is_empty() {
+                self.modified.ascend()?;
+                if both {
+                    self.orig.ascend()?;
+                }
+            }
         }
-        let p = join(prefix, &n);
-        let st = stat(modified, &n)?.context("Entry vanished")?;
-        out.added.push(p.clone());
-        if ftype(&st) == FileType::Directory {
-            list_added(&fsutil::open_dir(modified, &n)?, &p, &mut out.added)?;
-        }
+        Ok(!self.stack.is_empty())
     }
-    Ok(())
 }
 
 /// Lists what differs between the defaults `orig` and the admin's
-/// `modified` configuration.
+/// `modified` configuration, in ostree's order: per directory, its
+/// default entries (removed or modified, descending into directories
+/// present on both sides), then the admin's additions (with everything an
+/// added directory holds). Iterative, so any depth works.
 pub fn diff(orig: &OwnedFd, modified: &OwnedFd) -> Result<EtcDiff> {
     let mut out = EtcDiff::default();
-    diff_dirs(orig, modified, "", &mut out)?;
+    let mut walk = DiffWalk {
+        orig: DirCursor::new(orig)?,
+        modified: DirCursor::new(modified)?,
+        stack: Vec::new(),
+    };
+    walk.enter(true)?;
+    while walk
+        .step(&mut out)
+        .with_context(|| format!("In /etc/{}", walk.modified.path()))?
+    {}
     Ok(out)
 }
 
@@ -184,20 +240,60 @@ fn copy_attrs(fd: &OwnedFd, src_fd: Option<&OwnedFd>, st: &Stat) -> Result<()> {
 
 /// Copies the entry `name` of `src` to `name` in `dst` (which must not
 /// exist): regular files and symlinks with owner, mode and xattrs,
-/// directories recursively. Other file types are skipped, as ostree does.
+/// directories with everything below (each directory's own attributes set
+/// once its content is in). Other file types are skipped, as ostree does.
+/// Iterative, so any depth works with two descriptors open per side.
 pub fn copy_entry(src: &OwnedFd, dst: &OwnedFd, name: &str) -> Result<()> {
     let st = stat(src, name)?.with_context(|| format!("{name} vanished"))?;
-    match ftype(&st) {
-        FileType::Directory => {
-            rustix::fs::mkdirat(dst, name, Mode::from_raw_mode(0o700))
-                .with_context(|| format!("Creating directory {name}"))?;
-            let s = fsutil::open_dir(src, name)?;
-            let d = fsutil::open_dir(dst, name)?;
-            for n in fsutil::list_names(&s)? {
-                copy_entry(&s, &d, &n).with_context(|| format!("In {name}"))?;
+    if ftype(&st) != FileType::Directory {
+        return copy_non_dir(src, dst, name, &st);
+    }
+    let (mut s, mut d) = (DirCursor::new(src)?, DirCursor::new(dst)?);
+    // Per directory entered: its stat, and its entries still to copy.
+    let mut stack = vec![enter_copy(&mut s, &mut d, name, st)?];
+    while let Some((dir_st, names)) = stack.last_mut() {
+        let Some(n) = names.pop() else {
+            copy_attrs(d.fd(), Some(s.fd()), dir_st)?;
+            stack.pop();
+            if !stack.is_empty() {
+                s.ascend()?;
+                d.ascend()?;
             }
-            copy_attrs(&d, Some(&s), &st)?;
+            continue;
+        };
+        let st = stat(s.fd(), &n)?.with_context(|| format!("{} vanished", s.path_with(&n)))?;
+        if ftype(&st) == FileType::Directory {
+            let frame = enter_copy(&mut s, &mut d, &n, st)?;
+            stack.push(frame);
+        } else {
+            copy_non_dir(s.fd(), d.fd(), &n, &st)
+                .with_context(|| format!("Copying {}", s.path_with(&n)))?;
         }
+    }
+    Ok(())
+}
+
+/// Creates the directory `name` in `d`, enters it on both sides, and
+/// returns its frame of [`copy_entry`] (names in reverse, popped in
+/// directory order).
+fn enter_copy(
+    s: &mut DirCursor,
+    d: &mut DirCursor,
+    name: &str,
+    st: Stat,
+) -> Result<(Stat, Vec<String>)> {
+    rustix::fs::mkdirat(d.fd(), name, Mode::from_raw_mode(0o700))
+        .with_context(|| format!("Creating directory {}", d.path_with(name)))?;
+    s.descend(name)?;
+    d.descend(name)?;
+    let mut names = fsutil::list_names(s.fd())?;
+    names.reverse();
+    Ok((st, names))
+}
+
+/// Copies a regular file or a symlink (others are skipped, logged).
+fn copy_non_dir(src: &OwnedFd, dst: &OwnedFd, name: &str, st: &Stat) -> Result<()> {
+    match ftype(st) {
         FileType::RegularFile => {
             let f = fsutil::copy_file(src, name, dst, name, 0o600)?;
             let fd = OwnedFd::from(f);
@@ -207,7 +303,7 @@ pub fn copy_entry(src: &OwnedFd, dst: &OwnedFd, name: &str) -> Result<()> {
                 OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                 Mode::empty(),
             )?;
-            copy_attrs(&fd, Some(&s), &st)?;
+            copy_attrs(&fd, Some(&s), st)?;
             rustix::fs::futimens(
                 &fd,
                 &rustix::fs::Timestamps {

@@ -367,13 +367,24 @@ fn a_directory_upstream_made_a_symlink_out_of_etc_is_refused() {
     }
 }
 
+/// The gate of root-only unit tests, as `needs_root` of the integration
+/// tests: false as root; when not root, true (skip, with a note) only if
+/// `ARBOR_SKIP_ROOT_TESTS=1`, otherwise the test fails. CI runs as root.
+#[track_caller]
+pub(crate) fn needs_root(what: &str) -> bool {
+    if rustix::process::geteuid().is_root() {
+        return false;
+    }
+    if std::env::var_os("ARBOR_SKIP_ROOT_TESTS").is_some_and(|v| v == "1") {
+        eprintln!("NOTE: skipping {what}: not root (ARBOR_SKIP_ROOT_TESTS=1)");
+        return true;
+    }
+    panic!("{what} needs root (CI runs as root); set ARBOR_SKIP_ROOT_TESTS=1 to skip it");
+}
+
 #[test]
 fn a_symlinks_own_xattrs_are_copied_as_root() {
-    if !rustix::process::geteuid().is_root() {
-        assert!(
-            std::env::var_os("ARBOR_SKIP_ROOT_TESTS").is_some_and(|v| v == "1"),
-            "needs root (CI runs as root); set ARBOR_SKIP_ROOT_TESTS=1 to skip"
-        );
+    if needs_root("a_symlinks_own_xattrs_are_copied_as_root") {
         return;
     }
     let e = setup(&[("a.conf", "a=1\n")]);

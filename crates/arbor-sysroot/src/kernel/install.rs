@@ -108,29 +108,50 @@ fn install_file(
 /// directories with their owner and mode, regular files copied with owner,
 /// mode and times, symlinks recreated as they are (never followed); other
 /// types skipped. Everything is synced.
+///
+/// Iterative: a stack of directories (two descriptors per level of the
+/// current path), so a deep tree cannot overflow the stack.
 fn copy_tree(src: &OwnedFd, dest_parent: &OwnedFd, name: &OsStr) -> Result<()> {
     let shown = name.to_string_lossy();
     rustix::fs::mkdirat(dest_parent, name, Mode::from_raw_mode(0o700))
         .with_context(|| format!("Creating {shown}"))?;
     let dest = open_child(dest_parent, name, OFlags::DIRECTORY)?;
-    for n in dir_names(src)? {
+    // Per directory entered: source, destination, names still to copy.
+    let mut stack = vec![(rustix::io::dup(src)?, dest, dir_names(src)?.into_iter())];
+    while let Some((src, dest, names)) = stack.last_mut() {
+        let Some(n) = names.next() else {
+            let st = rustix::fs::fstat(&*src)?;
+            rustix::fs::fchown(
+                &*dest,
+                Some(rustix::fs::Uid::from_raw(st.st_uid)),
+                Some(rustix::fs::Gid::from_raw(st.st_gid)),
+            )?;
+            rustix::fs::fchmod(&*dest, Mode::from_raw_mode(st.st_mode & 0o7777))?;
+            fsutil::fsync_dir(&*dest)?;
+            stack.pop();
+            continue;
+        };
         let shown = n.to_string_lossy();
-        let st = rustix::fs::statat(src, &n, AtFlags::SYMLINK_NOFOLLOW)?;
+        let st = rustix::fs::statat(&*src, &n, AtFlags::SYMLINK_NOFOLLOW)?;
         match FileType::from_raw_mode(st.st_mode) {
             FileType::Directory => {
-                let sub = open_child(src, &n, OFlags::DIRECTORY)?;
-                copy_tree(&sub, &dest, &n).with_context(|| format!("In {shown}"))?;
+                rustix::fs::mkdirat(&*dest, &n, Mode::from_raw_mode(0o700))
+                    .with_context(|| format!("Creating {shown}"))?;
+                let d = open_child(dest, &n, OFlags::DIRECTORY)?;
+                let s = open_child(src, &n, OFlags::DIRECTORY)?;
+                let names = dir_names(&s)?.into_iter();
+                stack.push((s, d, names));
             }
             FileType::RegularFile => {
                 let fd = open_child(src, &n, OFlags::empty())?;
-                copy_regular(fd, &dest, &n, true).with_context(|| format!("Copying {shown}"))?;
+                copy_regular(fd, dest, &n, true).with_context(|| format!("Copying {shown}"))?;
             }
             FileType::Symlink => {
-                let target = rustix::fs::readlinkat(src, &n, Vec::new())?;
-                rustix::fs::symlinkat(target.as_c_str(), &dest, &n)
+                let target = rustix::fs::readlinkat(&*src, &n, Vec::new())?;
+                rustix::fs::symlinkat(target.as_c_str(), &*dest, &n)
                     .with_context(|| format!("Creating symlink {shown}"))?;
                 rustix::fs::chownat(
-                    &dest,
+                    &*dest,
                     &n,
                     Some(rustix::fs::Uid::from_raw(st.st_uid)),
                     Some(rustix::fs::Gid::from_raw(st.st_gid)),
@@ -140,14 +161,6 @@ fn copy_tree(src: &OwnedFd, dest_parent: &OwnedFd, name: &OsStr) -> Result<()> {
             _ => tracing::warn!("Not installing {shown}: not a file, directory or symlink"),
         }
     }
-    let st = rustix::fs::fstat(src)?;
-    rustix::fs::fchown(
-        &dest,
-        Some(rustix::fs::Uid::from_raw(st.st_uid)),
-        Some(rustix::fs::Gid::from_raw(st.st_gid)),
-    )?;
-    rustix::fs::fchmod(&dest, Mode::from_raw_mode(st.st_mode & 0o7777))?;
-    fsutil::fsync_dir(&dest)?;
     Ok(())
 }
 

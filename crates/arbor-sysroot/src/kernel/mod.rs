@@ -195,29 +195,48 @@ fn hash_file(h: &mut arbor_format::Sha256, fd: OwnedFd, path: &Path) -> Result<(
 /// under `dir`, names sorted bytewise at each level, subdirectories
 /// hashed where they sort. A symlink contributes its target's content (a
 /// dangling one nothing), resolved inside the tree.
+///
+/// Iterative: a stack of directories (one descriptor per level of the
+/// current path) and one path buffer, so a deep tree cannot overflow the
+/// stack.
 fn hash_tree(
     h: &mut arbor_format::Sha256,
     root: &OwnedFd,
     dir: &OwnedFd,
     path: &Path,
 ) -> Result<()> {
-    let mut names = dir_names(dir)?;
-    names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-    for name in names {
-        let p = path.join(&name);
-        match lstat_type(dir, &name)? {
+    let sorted_rev = |d: &OwnedFd| -> Result<Vec<OsString>> {
+        let mut names = dir_names(d)?;
+        names.sort_by(|a, b| b.as_bytes().cmp(a.as_bytes()));
+        Ok(names)
+    };
+    let mut path = path.to_path_buf();
+    // Per directory entered: its descriptor and its names still to hash,
+    // in reverse order (popped in bytewise order).
+    let mut stack = vec![(rustix::io::dup(dir)?, sorted_rev(dir)?)];
+    while let Some((d, names)) = stack.last_mut() {
+        let Some(name) = names.pop() else {
+            stack.pop();
+            path.pop();
+            continue;
+        };
+        path.push(&name);
+        match lstat_type(d, &name)? {
             FileType::Directory => {
-                let sub = open_child(dir, &name, OFlags::DIRECTORY)?;
-                hash_tree(h, root, &sub, &p)?;
+                let sub = open_child(d, &name, OFlags::DIRECTORY)?;
+                let names = sorted_rev(&sub)?;
+                stack.push((sub, names));
+                continue;
             }
             // As ostree, which opens and reads whatever it finds (a link
             // to a directory fails at the read).
             _ => {
-                if let Some(fd) = open_in_tree(root, &p, OFlags::RDONLY)? {
-                    hash_fd(h, fd, &p)?;
+                if let Some(fd) = open_in_tree(root, &path, OFlags::RDONLY)? {
+                    hash_fd(h, fd, &path)?;
                 }
             }
         }
+        path.pop();
     }
     Ok(())
 }

@@ -1,0 +1,357 @@
+//! Trees 10,000 directories deep: every walk over a tree (commit,
+//! checkout, diff, ls -R, fsck, prune, pulls, tar import, deploy and its
+//! /etc merge) works at that depth, as ostree's do, instead of overflowing
+//! the stack. A path that deep is about 20,000 bytes, beyond `PATH_MAX`, so
+//! the tests reach it one directory at a time. Results are checked with
+//! arbor's fsck (`ostree fsck` takes half a minute on such a tree); the
+//! commit checksums, equal to `ostree commit`'s, vouch for the objects.
+
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use rustix::fs::{Mode, OFlags};
+
+use crate::sysroot::{deployment_dir, needs_root, os_tree, ostree_commit};
+use crate::util::{
+    arbor, arbor_fsck_json, arbor_init, ostree, ostree_init, require_ostree, run_ok, s,
+};
+
+/// Levels of the deep trees.
+const DEPTH: usize = 10_000;
+/// A file is put at every this many levels (and one at the bottom).
+const FILE_EVERY: usize = 1_000;
+const COMMIT_ARGS: &[&str] = &[
+    "-b",
+    "deep",
+    "-s",
+    "deep",
+    "--timestamp=@1700000000",
+    "--owner-uid=0",
+    "--owner-gid=0",
+];
+
+/// A scratch directory, on tmpfs where there is one: removing a tree
+/// this deep from ext4 takes half a minute, from tmpfs a fraction of a
+/// second. Removed with `rm -rf` (which walks any depth) and after
+/// clearing the immutable flag of deployments.
+struct Scratch {
+    dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    fn new() -> Scratch {
+        let shm = Path::new("/dev/shm");
+        let dir = if shm.is_dir() {
+            tempfile::tempdir_in(shm).unwrap()
+        } else {
+            tempfile::tempdir().unwrap()
+        };
+        Scratch { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        crate::sysroot::unseal_all(self.dir.path());
+        let _ = Command::new("rm").arg("-rf").arg(self.dir.path()).status();
+    }
+}
+
+fn open_dir(dir: impl std::os::fd::AsFd, name: &str) -> OwnedFd {
+    rustix::fs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .unwrap_or_else(|e| panic!("opening {name}: {e}"))
+}
+
+fn write_at(dir: impl std::os::fd::AsFd, name: &str, content: &str) {
+    let fd = rustix::fs::openat(
+        dir,
+        name,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o644),
+    )
+    .unwrap();
+    rustix::io::write(&fd, content.as_bytes()).unwrap();
+}
+
+/// Makes `DEPTH` nested directories `d` in `top` (created if missing), a
+/// file `fN` every `FILE_EVERY` levels and `leaf` at the bottom.
+fn make_deep(top: &Path) {
+    std::fs::create_dir_all(top).unwrap();
+    let mut cur = open_dir(rustix::fs::CWD, s(top));
+    for i in 0..DEPTH {
+        if i % FILE_EVERY == 0 {
+            write_at(&cur, &format!("f{i}"), &format!("level {i}\n"));
+        }
+        rustix::fs::mkdirat(&cur, "d", Mode::from_raw_mode(0o755)).unwrap();
+        cur = open_dir(&cur, "d");
+    }
+    write_at(&cur, "leaf", "bottom\n");
+}
+
+/// The directory `DEPTH` levels below `top`.
+fn bottom(top: &Path) -> OwnedFd {
+    let mut cur = open_dir(rustix::fs::CWD, s(top));
+    for _ in 0..DEPTH {
+        cur = open_dir(&cur, "d");
+    }
+    cur
+}
+
+fn read_at(dir: impl std::os::fd::AsFd, name: &str) -> String {
+    let fd = rustix::fs::openat(dir, name, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+        .unwrap_or_else(|e| panic!("opening {name}: {e}"));
+    std::io::read_to_string(std::fs::File::from(fd)).unwrap()
+}
+
+/// `/d/d/…/d` (`DEPTH` levels) followed by `/rest`.
+fn deep_path(rest: &str) -> String {
+    format!("{}/{rest}", "/d".repeat(DEPTH))
+}
+
+#[track_caller]
+fn arbor_ok(args: &[&str]) -> String {
+    run_ok(arbor().args(args))
+}
+
+/// Commits `tree` into a new arbor repository of `mode`; returns it and
+/// the commit.
+fn arbor_commit_deep(sc: &Scratch, mode: &str, tree: &Path) -> (PathBuf, String) {
+    let r = sc.path(&format!("arbor-{mode}"));
+    arbor_init(&r, mode);
+    let mut a = vec!["commit", "--repo", s(&r)];
+    a.extend(COMMIT_ARGS);
+    a.push(s(tree));
+    let c = arbor_ok(&a).lines().last().unwrap().trim().to_string();
+    (r, c)
+}
+
+/// Commit (archive and bare-user) with `ostree commit`'s checksum, fsck,
+/// prune, checkout (copy, and hardlinks with -U) and re-commit of a
+/// checkout.
+#[test]
+fn deep_tree_commit_fsck_prune_checkout() {
+    require_ostree();
+    let sc = Scratch::new();
+    let tree = sc.path("tree");
+    make_deep(&tree);
+    let (archive, c) = arbor_commit_deep(&sc, "archive", &tree);
+    let (bare_user, c2) = arbor_commit_deep(&sc, "bare-user", &tree);
+    assert_eq!(c, c2, "the checksum does not depend on the mode");
+    let o = sc.path("ostree");
+    ostree_init(&o, "archive");
+    let theirs = run_ok(
+        ostree()
+            .arg(format!("--repo={}", s(&o)))
+            .arg("commit")
+            .args(COMMIT_ARGS)
+            .arg(&tree),
+    );
+    assert_eq!(
+        c,
+        theirs.trim(),
+        "arbor and ostree commit the deep tree alike"
+    );
+    for repo in [&archive, &bare_user] {
+        let (ok, report) = arbor_fsck_json(repo);
+        assert!(ok, "{report}");
+    }
+    // Reachability: prune keeps the deep commit whole.
+    arbor_ok(&["prune", "--repo", s(&archive), "--refs-only"]);
+    let (ok, report) = arbor_fsck_json(&archive);
+    assert!(ok, "{report}");
+    let co = sc.path("co");
+    arbor_ok(&["checkout", "--repo", s(&archive), "deep", s(&co)]);
+    assert_eq!(read_at(bottom(&co), "leaf"), "bottom\n");
+    let co_h = sc.path("co-h");
+    arbor_ok(&[
+        "checkout",
+        "--repo",
+        s(&bare_user),
+        "-U",
+        "-H",
+        "deep",
+        s(&co_h),
+    ]);
+    assert_eq!(read_at(bottom(&co_h), "leaf"), "bottom\n");
+    let again = sc.path("again");
+    arbor_init(&again, "archive");
+    let mut a = vec!["commit", "--repo", s(&again)];
+    a.extend(COMMIT_ARGS);
+    a.push(s(&co));
+    let out = arbor_ok(&a);
+    assert_eq!(out.lines().last().unwrap().trim(), c, "checkout round trip");
+}
+
+/// diff and ls -R walk the deep trees as `ostree diff` and `ls -R` do.
+#[test]
+fn deep_tree_diff_and_ls() {
+    require_ostree();
+    let sc = Scratch::new();
+    let tree = sc.path("tree");
+    make_deep(&tree);
+    let repo = sc.path("repo");
+    arbor_init(&repo, "archive");
+    let commit = |subject: &str| {
+        let out = arbor_ok(&[
+            "commit",
+            "--repo",
+            s(&repo),
+            "-b",
+            "deep",
+            "-s",
+            subject,
+            s(&tree),
+        ]);
+        out.lines().last().unwrap().trim().to_string()
+    };
+    let c1 = commit("one");
+    write_at(bottom(&tree), "leaf", "changed\n");
+    write_at(bottom(&tree), "new", "added\n");
+    let c2 = commit("two");
+    let ours = arbor_ok(&["diff", "--repo", s(&repo), &c1, &c2]);
+    let theirs = run_ok(
+        ostree()
+            .arg(format!("--repo={}", s(&repo)))
+            .args(["diff", &c1, &c2]),
+    );
+    assert_eq!(ours, theirs);
+    assert_eq!(
+        ours,
+        format!("M    {}\nA    {}\n", deep_path("leaf"), deep_path("new"))
+    );
+    // ls -R: every directory and file, the deepest last.
+    let out = arbor_ok(&["ls", "--repo", s(&repo), "-R", &c2]);
+    let lines: Vec<&str> = out.lines().collect();
+    // The root, DEPTH directories, the files every FILE_EVERY levels, leaf and new.
+    assert_eq!(lines.len(), 1 + DEPTH + DEPTH / FILE_EVERY + 2);
+    assert!(
+        lines.last().unwrap().ends_with(&deep_path("new")),
+        "{:?}",
+        lines.last()
+    );
+}
+
+/// pull-local, a `file://` pull, and a tar import of a deep path.
+#[test]
+fn deep_tree_pulls_and_tar() {
+    require_ostree();
+    let sc = Scratch::new();
+    let tree = sc.path("tree");
+    make_deep(&tree);
+    let (src, c) = arbor_commit_deep(&sc, "archive", &tree);
+    let local = sc.path("local");
+    arbor_init(&local, "bare-user");
+    arbor_ok(&["pull-local", "--repo", s(&local), s(&src), "deep"]);
+    let url = format!("file://{}", s(&src));
+    let remote = sc.path("remote");
+    arbor_init(&remote, "archive");
+    arbor_ok(&[
+        "remote",
+        "add",
+        "--repo",
+        s(&remote),
+        "--no-gpg-verify",
+        "src",
+        &url,
+    ]);
+    arbor_ok(&["pull", "--repo", s(&remote), "src", "deep"]);
+    for repo in [&local, &remote] {
+        let (ok, report) = arbor_fsck_json(repo);
+        assert!(ok, "{report}");
+        let out = arbor_ok(&["rev-parse", "--repo", s(repo), &c]);
+        assert_eq!(out.trim(), c);
+    }
+    // Tar: one member 10,000 levels down (a long-name extension), whose
+    // directories the import makes up. (A tar of every level would hold
+    // 100 MB of names.)
+    let tar = sc.path("tree.tar");
+    let mut b = tar::Builder::new(std::fs::File::create(&tar).unwrap());
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(0o644);
+    h.set_size(7);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_entry_type(tar::EntryType::Regular);
+    b.append_data(
+        &mut h,
+        format!("{}leaf", "d/".repeat(DEPTH)),
+        &b"bottom\n"[..],
+    )
+    .unwrap();
+    b.into_inner().unwrap();
+    let t = sc.path("tar-repo");
+    arbor_init(&t, "archive");
+    arbor_ok(&["commit", "--repo", s(&t), "-b", "deep", "--tar", s(&tar)]);
+    let (ok, report) = arbor_fsck_json(&t);
+    assert!(ok, "{report}");
+    let out = arbor_ok(&["ls", "--repo", s(&t), "deep", &deep_path("leaf")]);
+    assert!(out.contains(&deep_path("leaf")), "{out}");
+}
+
+/// Deploys an ostree-built commit whose /usr/etc is 10,000 levels deep,
+/// then, after an admin edit at the bottom of /etc, previews and makes a
+/// second deployment that carries the edit (the /etc diff, merge and
+/// preview walk it).
+#[test]
+fn deep_usr_etc_deploys() {
+    require_ostree();
+    if needs_root("deep_usr_etc_deploys") {
+        return;
+    }
+    let sc = Scratch::new();
+    let repo = sc.path("repo");
+    run_ok(ostree().args(["init", "--mode=archive", &format!("--repo={}", s(&repo))]));
+    let t1 = sc.path("tree1");
+    os_tree(&t1, &[("a.conf", "a=1\n")]);
+    make_deep(&t1.join("usr/etc/deep"));
+    let v1 = ostree_commit(&repo, &t1, "1.0", "1577836800");
+    // The sysroot's repository is filled by ostree, so that this test
+    // exercises deploy alone.
+    let sys = sc.path("sysroot");
+    run_ok(arbor().args(["admin", "init-fs"]).arg(&sys));
+    run_ok(arbor().args(["admin", "os-init", "--sysroot", s(&sys), "testos"]));
+    run_ok(ostree().args([
+        &format!("--repo={}", s(&sys.join("ostree/repo"))),
+        "pull-local",
+        s(&repo),
+        "testos/stable",
+    ]));
+    let admin = |args: &[&str]| {
+        let mut c = arbor();
+        c.arg(args[0]).arg("--sysroot").arg(&sys).args(&args[1..]);
+        run_ok(&mut c)
+    };
+    admin(&["deploy", "--os", "testos", "testos/stable"]);
+    let d0 = deployment_dir(&sys, &v1, 0);
+    let etc_bottom = bottom(&d0.join("etc/deep"));
+    assert_eq!(read_at(&etc_bottom, "leaf"), "bottom\n");
+    write_at(&etc_bottom, "leaf", "admin\n");
+    drop(etc_bottom);
+    // The preview walks the deep /etc too, and names the edit.
+    let preview = admin(&["deploy", "--os", "testos", "--dry-run", "testos/stable"]);
+    assert!(
+        preview.contains(&format!("deep{}", deep_path("leaf"))),
+        "{}",
+        &preview[..200.min(preview.len())]
+    );
+    // The merge carries the edit at depth 10,000 into the next deployment.
+    admin(&["deploy", "--os", "testos", "testos/stable"]);
+    let d1 = deployment_dir(&sys, &v1, 1);
+    assert_eq!(read_at(bottom(&d1.join("etc/deep")), "leaf"), "admin\n");
+    assert_eq!(
+        read_at(bottom(&d1.join("usr/etc/deep")), "leaf"),
+        "bottom\n"
+    );
+    run_ok(ostree().args(["admin", "status", &format!("--sysroot={}", s(&sys))]));
+}
