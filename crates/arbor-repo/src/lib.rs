@@ -11,6 +11,7 @@
 //! - [`txn`]: write transactions: staged objects, one sync barrier, then publish.
 //! - [`refs`]: listing, resolving and atomically updating refs.
 //! - [`remotes`]: `[remote "NAME"]` groups of the config, as ostree writes them.
+//! - [`remote_url`]: the one parser and checker of remote URLs (and redirects).
 //! - [`commit`]: building commits from a directory or a tar stream.
 //! - [`checkout`]: materialising a commit (copy or hardlink) safely.
 //! - [`sign`]: ed25519 signatures of commits and summaries, trusted keys.
@@ -42,6 +43,7 @@ pub mod progress;
 pub mod prune;
 pub mod reachable;
 pub mod refs;
+pub mod remote_url;
 pub mod remotes;
 pub mod repo;
 pub mod sign;
