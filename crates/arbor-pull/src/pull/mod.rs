@@ -35,12 +35,14 @@ use serde::Serialize;
 use crate::fetcher::Fetcher;
 
 mod checks;
+pub mod error;
 mod local;
 mod remote;
 mod source;
 mod walk;
 
 use checks::{check_bindings, check_downgrade};
+pub use error::{DowngradeRefused, NoSuchRemoteRef};
 pub use local::{pull_local, PullLocalOptions};
 use remote::{fetch_summary, remote_settings, resolve_wanted, FetchedSummary};
 use source::Source;
