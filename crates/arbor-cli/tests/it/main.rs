@@ -14,11 +14,12 @@ use {
 /// release binary), so say how to get it rather than fail obscurely.
 #[test]
 fn built_with_fault_injection() {
-    assert!(
-        cfg!(feature = "fault-injection"),
-        "the integration tests need the fault-injection feature: \
-         run ./test.sh or pass --features arbor-cli/fault-injection"
-    );
+    if !cfg!(feature = "fault-injection") {
+        panic!(
+            "the integration tests need the fault-injection feature: \
+             run ./test.sh or pass --features arbor-cli/fault-injection"
+        );
+    }
 }
 
 mod cli;
