@@ -7,7 +7,9 @@
 # under /usr/bin/time for its peak RSS, and nginx's access log of that run gives the requests
 # and body bytes each tool needed. Prints medians, min-max, ratio ostree/arbor (>1: arbor
 # faster), RSS, requests, bytes and whether the targets are met.
-# Env: RUNS=3 WARMUP=1 ARBOR=<repo>/target/release/arbor MODES="archive bare-user" LOOPFS=1 COLD=1
+# TLS=1 serves https (nginx offers HTTP/2) with a CA made here, which both tools trust
+# through the remote's tls-ca-path.
+# Env: RUNS=3 WARMUP=1 ARBOR=<repo>/target/release/arbor MODES="archive bare-user" LOOPFS=1 COLD=1 TLS=0
 set -euo pipefail
 [ $# -ge 1 ] && [ $# -le 2 ] || { echo "usage: $0 CORPUS [WORKDIR]  (env: RUNS WARMUP ARBOR)" >&2; exit 2; }
 RUNS=${RUNS:-3} WARMUP=${WARMUP:-1} ONLY=
@@ -59,6 +61,18 @@ serve_at() { echo "$1" >srv/refs/heads/$B && ostree summary --repo=srv -u; }
 NG=$W/nginx && rm -rf "$NG" && mkdir -p "$NG/tmp"
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 USER_LINE=""; [ "$(id -u)" = 0 ] && USER_LINE="user root;"
+SCHEME=http LISTEN="listen 127.0.0.1:$PORT;" TLS_OPT= CURL_OPT=
+if [ "${TLS:-0}" = 1 ]; then
+  ossl() { openssl "$@" -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes 2>/dev/null; }
+  ossl req -x509 -days 2 -subj "/CN=bench CA" -keyout "$NG/ca.key" -out "$NG/ca.pem" \
+    -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign
+  ossl req -subj /CN=127.0.0.1 -keyout "$NG/srv.key" -out "$NG/srv.csr"
+  printf 'basicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1\n' >"$NG/srv.ext"
+  openssl x509 -req -in "$NG/srv.csr" -CA "$NG/ca.pem" -CAkey "$NG/ca.key" -set_serial 2 -days 2 \
+    -extfile "$NG/srv.ext" -out "$NG/srv.pem" 2>/dev/null
+  SCHEME=https TLS_OPT="--set=tls-ca-path=$NG/ca.pem" CURL_OPT="--cacert $NG/ca.pem"
+  LISTEN="listen 127.0.0.1:$PORT ssl http2; ssl_certificate $NG/srv.pem; ssl_certificate_key $NG/srv.key;"
+fi
 cat >"$NG/nginx.conf" <<EOF
 $USER_LINE
 worker_processes 2;
@@ -72,13 +86,13 @@ http {
   uwsgi_temp_path $NG/tmp; scgi_temp_path $NG/tmp;
   sendfile on; tcp_nopush on; tcp_nodelay on; keepalive_requests 100000;
   types { } default_type application/octet-stream;
-  server { listen 127.0.0.1:$PORT; root $PWD/srv; autoindex off; location / { try_files \$uri =404; } }
+  server { $LISTEN root $PWD/srv; autoindex off; location / { try_files \$uri =404; } }
 }
 EOF
 nginx -p "$NG" -c "$NG/nginx.conf"
 trap 'kill $(cat "$NG/nginx.pid") 2>/dev/null; rm -rf trash; cd "$W"; ! mountpoint -q "$W/fs" || umount "$W/fs"' EXIT
-URL=http://127.0.0.1:$PORT/
-for _ in $(seq 50); do curl -s -o /dev/null "$URL" && break; sleep 0.1; done
+URL=$SCHEME://127.0.0.1:$PORT/
+for _ in $(seq 50); do curl $CURL_OPT -s -o /dev/null "$URL" && break; sleep 0.1; done
 
 # Before every run of either tool, as root (COLD=0 to disable): write back and drop the page,
 # dentry and inode caches, then read the served repository and both tools back in. Each run then
@@ -92,12 +106,12 @@ fi
 oprep() { # DIR MODE [SEED]: fresh repo with remote origin, optionally a copy of SEED
   local s="$COLDPREP$(aside o/$1) && "
   if [ -n "${3:-}" ]; then s+="cp -a o/$3 o/$1"; else s+="ostree init --repo=o/$1 --mode=$2"; fi
-  echo "$s && ostree remote add --repo=o/$1 --if-not-exists --no-gpg-verify origin $URL"
+  echo "$s && ostree remote add --repo=o/$1 --if-not-exists --no-gpg-verify $TLS_OPT origin $URL"
 }
 aprep() {
   local s="$COLDPREP$(aside r/$1) && "
   if [ -n "${3:-}" ]; then s+="cp -a r/$3 r/$1"; else s+="$A init --repo r/$1 --mode $2"; fi
-  echo "$s && { $A remote add --repo r/$1 --if-not-exists --no-gpg-verify origin $URL; }"
+  echo "$s && { $A remote add --repo r/$1 --if-not-exists --no-gpg-verify $TLS_OPT origin $URL; }"
 }
 # run TOOL OP PREPARE CMD: timings, then one untimed run for RSS, requests and bytes
 run() {
@@ -130,7 +144,7 @@ done
 {
   echo "# $(ostree --version | awk '/Version/{print "ostree", $2}' | tr -d "'")" \
     "arbor=$(git -C "$HERE" describe --always --dirty 2>/dev/null || echo no-commit) corpus=$(basename "$C")" \
-    "runs=$RUNS warmup=$WARMUP cpus=$(nproc) $(date -u +%FT%TZ) nginx 127.0.0.1"
+    "runs=$RUNS warmup=$WARMUP cpus=$(nproc) $(date -u +%FT%TZ) nginx $URL"
   python3 - "$RES" <<'EOF'
 import json, os, sys
 res = sys.argv[1]

@@ -123,7 +123,7 @@ pub struct SignOpts {
     /// revoked.ed25519[.d] from DIR instead of /etc/ostree and /usr/share/ostree.
     #[arg(long, value_name = "DIR", requires = "verify")]
     pub keys_dir: Option<PathBuf>,
-    /// Commit to sign or verify (ref or checksum).
+    /// Commit to sign or verify (ref, checksum or unique checksum prefix).
     pub commit: String,
     /// Secret keys (base64) to sign with; with --verify, public keys.
     #[arg(value_name = "KEY")]
@@ -364,8 +364,10 @@ pub struct CommitOpts {
 pub struct CheckoutOpts {
     #[command(flatten)]
     pub repo: RepoArg,
-    /// Hardlink files from the repository (bare modes), copy otherwise; a
-    /// destination on another filesystem is an error (EXDEV), as with ostree.
+    /// Hardlink files from the repository, as ostree's --require-hardlinks:
+    /// a bare repository without -U or a bare-user(-only) one with -U (empty
+    /// files are copied); other modes, and a destination on another
+    /// filesystem (EXDEV), are errors.
     #[arg(short = 'H', long)]
     pub hardlink: bool,
     /// Do not change ownership or set extended attributes.
@@ -377,7 +379,8 @@ pub struct CheckoutOpts {
     /// Only check out this path of the commit.
     #[arg(long)]
     pub subpath: Option<String>,
-    /// Revision to check out.
+    /// Revision to check out: a ref, `REMOTE:REF`, a checksum or a unique checksum prefix, optionally
+    /// with ^ suffixes.
     pub rev: String,
     /// Destination directory.
     pub dest: PathBuf,
@@ -391,7 +394,8 @@ pub struct RevOpts {
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
-    /// Ref or checksum, optionally with ^ suffixes.
+    /// Revision: a ref, `REMOTE:REF`, a checksum or a unique checksum prefix, optionally
+    /// with ^ suffixes.
     pub rev: String,
 }
 
@@ -409,7 +413,8 @@ pub struct LsOpts {
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
-    /// Revision.
+    /// Revision: a ref, `REMOTE:REF`, a checksum or a unique checksum prefix, optionally
+    /// with ^ suffixes.
     pub rev: String,
     /// Paths inside the commit (default /).
     pub paths: Vec<String>,
@@ -420,7 +425,8 @@ pub struct LsOpts {
 pub struct CatOpts {
     #[command(flatten)]
     pub repo: RepoArg,
-    /// Revision.
+    /// Revision: a ref, `REMOTE:REF`, a checksum or a unique checksum prefix, optionally
+    /// with ^ suffixes.
     pub rev: String,
     /// File paths inside the commit.
     #[arg(required = true)]
@@ -454,9 +460,9 @@ pub struct DiffOpts {
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
-    /// Old revision.
+    /// Old revision (ref, checksum or unique checksum prefix).
     pub from: String,
-    /// New revision.
+    /// New revision (ref, checksum or unique checksum prefix).
     pub to: String,
 }
 

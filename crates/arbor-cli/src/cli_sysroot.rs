@@ -65,7 +65,8 @@ pub struct DeployOpts {
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
-    /// A ref (`REMOTE:REF` or local) or a commit checksum in the system repository.
+    /// A ref (`REMOTE:REF` or local), a commit checksum or a unique checksum
+    /// prefix in the system repository.
     pub revision: String,
 }
 

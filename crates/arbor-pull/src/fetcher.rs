@@ -8,24 +8,41 @@
 //! and any verification failure of the caller is final. Bodies are
 //! streamed to the caller, never buffered whole unless asked for, and
 //! never read past a limit.
+//!
+//! `http://` and `https://` go through one client (`fetcher/http.rs`: its trust
+//! policy, timeouts and redirect rules); failures are [`FetchError`]s,
+//! sorted into transient or final by type. The URL is checked first by
+//! [`arbor_repo::remote_url`], the same parser `remote add` uses.
 
 use std::io::Read;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
+use arbor_repo::remote_url::{RemoteUrl, Scheme};
+
+mod error;
+mod http;
+
+pub use error::FetchError;
+use http::HttpClient;
 
 /// Options of a [`Fetcher`], from the remote's configuration.
 #[derive(Debug, Clone)]
 pub struct FetchOptions {
     /// Retries after the first attempt (ostree's `n-network-retries`, 5).
     pub retries: u32,
-    /// PEM file of CA certificates to trust instead of the built-in roots
+    /// PEM file of CA certificates to trust instead of the system's
     /// (ostree's `tls-ca-path`).
     pub tls_ca_path: Option<PathBuf>,
     /// Skip TLS certificate verification (ostree's `tls-permissive`).
     pub tls_permissive: bool,
+    /// PEM client certificate (ostree's `tls-client-cert-path`); set
+    /// together with `tls_client_key_path`.
+    pub tls_client_cert_path: Option<PathBuf>,
+    /// PEM private key of the client certificate (`tls-client-key-path`).
+    pub tls_client_key_path: Option<PathBuf>,
     /// Connections kept open to the server (one per worker).
     pub connections: usize,
     /// First backoff delay; doubled on each retry.
@@ -44,6 +61,8 @@ impl Default for FetchOptions {
             retries: 5,
             tls_ca_path: None,
             tls_permissive: false,
+            tls_client_cert_path: None,
+            tls_client_key_path: None,
             connections: 8,
             backoff: Duration::from_millis(100),
             low_speed_time: Duration::from_secs(30),
@@ -54,19 +73,9 @@ impl Default for FetchOptions {
 
 #[derive(Debug)]
 enum Base {
-    /// `http://`: ureq, HTTP/1.1 keep-alive (plain-text HTTP/2 is only
-    /// offered to clients that know it in advance, which ostree's are not).
-    Http {
-        agent: ureq::Agent,
-        url: String,
-    },
-    /// `https://`: reqwest, which negotiates HTTP/2 by ALPN when the server
-    /// offers it (one connection then carries every request at once), else
-    /// HTTP/1.1.
-    Https {
-        client: reqwest::blocking::Client,
-        url: String,
-    },
+    /// `http://` and `https://`, through the one client (`fetcher/http.rs`).
+    Http { client: HttpClient, url: RemoteUrl },
+    /// `file://`: a directory.
     File(PathBuf),
 }
 
@@ -77,7 +86,7 @@ pub struct Fetcher {
     opts: FetchOptions,
     requests: AtomicU64,
     bytes: AtomicU64,
-    /// HTTP versions the server answered with (e.g. `HTTP/2.0`).
+    /// HTTP versions the server answered with (`HTTP/1.1`).
     versions: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
@@ -171,40 +180,14 @@ impl Read for Body<'_> {
     }
 }
 
-/// Outcome of one attempt.
-/// A response's status, announced length and body, from either stack.
-struct Response {
-    status: u16,
-    len: Option<u64>,
-    body: Box<dyn Read>,
-}
-
-/// The outcome of sending a request.
-enum Sent {
-    Got(Response),
-    /// A failure that may go away (connection, timeout, ...).
-    Transient(anyhow::Error),
-}
-
-/// What a status means to a client of a static server.
-enum Class {
-    Ok,
-    /// 404, 403 and 410: the file is not there (optional files are probed).
+/// A response, sorted by what it means to a client of a static server.
+enum Reply {
+    /// 2xx.
+    Got(http::Response),
+    /// 404, 403 and 410: not there (optional files are probed).
     Missing,
-    /// 408, 429 and 5xx.
+    /// A transport failure, 408, 429 or 5xx.
     Retry(anyhow::Error),
-}
-
-/// Classifies a status; any other failure status is a final error.
-fn classify(status: u16, path: &str) -> Result<Class> {
-    match status {
-        200..=299 => Ok(Class::Ok),
-        404 | 403 | 410 => Ok(Class::Missing),
-        s if retryable_status(s) => {
-            Ok(Class::Retry(anyhow!("Server returned HTTP {s} for {path}")))
-        }
-        s => bail!("Server returned HTTP {s} for {path}"),
-    }
 }
 
 enum Attempt<T> {
@@ -213,98 +196,17 @@ enum Attempt<T> {
 }
 
 impl Fetcher {
-    /// A fetcher for `url` (`http://`, `https://` or `file://`).
+    /// A fetcher for `url` (`http://`, `https://` or `file://`); an
+    /// invalid URL or unusable TLS settings are an error here, before any
+    /// connection.
     pub fn new(url: &str, opts: FetchOptions) -> Result<Fetcher> {
-        let base = if let Some(path) = url.strip_prefix("file://") {
-            if !path.starts_with('/') {
-                bail!("file:// URLs must be absolute: {url}");
-            }
-            Base::File(PathBuf::from(path))
-        } else if url.starts_with("https://") {
-            // rustls with ring, installed once per process (reqwest is
-            // built without a crypto provider of its own).
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            let mut b = reqwest::blocking::Client::builder()
-                .pool_max_idle_per_host(opts.connections.max(1))
-                .connect_timeout(Duration::from_secs(30))
-                // Per response and per body read, not for the whole body.
-                .timeout(opts.low_speed_time.max(Duration::from_secs(1)))
-                .user_agent(concat!("arbor/", env!("CARGO_PKG_VERSION")))
-                // At most 5 redirects, never from https:// to http://.
-                .redirect(reqwest::redirect::Policy::custom(|attempt| {
-                    if attempt.url().scheme() != "https" {
-                        attempt.error("refusing a redirect from https:// to another scheme")
-                    } else if attempt.previous().len() > 5 {
-                        attempt.error("too many redirects")
-                    } else {
-                        attempt.follow()
-                    }
-                }));
-            if let Some(ca) = &opts.tls_ca_path {
-                let pem = std::fs::read(ca)
-                    .with_context(|| format!("Reading tls-ca-path {}", ca.display()))?;
-                let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                    .with_context(|| format!("Parsing {}", ca.display()))?;
-                if certs.is_empty() {
-                    bail!("No certificate in tls-ca-path {}", ca.display());
-                }
-                b = b.tls_certs_only(certs);
-            }
-            // Otherwise the system's trust store (as ostree's libcurl).
-            if opts.tls_permissive {
-                b = b.tls_danger_accept_invalid_certs(true);
-            }
-            let mut url = url.to_string();
-            if !url.ends_with('/') {
-                url.push('/');
-            }
-            Base::Https {
-                client: b.build().context("Setting up the HTTPS client")?,
+        let url = RemoteUrl::parse(url)?;
+        let base = match url.scheme() {
+            Scheme::File => Base::File(percent_decode(url.path())),
+            Scheme::Http | Scheme::Https => Base::Http {
+                client: HttpClient::new(&opts)?,
                 url,
-            }
-        } else if url.starts_with("http://") {
-            // TLS settings still matter: a server may redirect to https://.
-            let mut tls = ureq::tls::TlsConfig::builder();
-            if let Some(ca) = &opts.tls_ca_path {
-                let pem = std::fs::read(ca)
-                    .with_context(|| format!("Reading tls-ca-path {}", ca.display()))?;
-                let mut certs = Vec::new();
-                for item in ureq::tls::parse_pem(&pem) {
-                    if let ureq::tls::PemItem::Certificate(c) =
-                        item.with_context(|| format!("Parsing {}", ca.display()))?
-                    {
-                        certs.push(c);
-                    }
-                }
-                if certs.is_empty() {
-                    bail!("No certificate in tls-ca-path {}", ca.display());
-                }
-                tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
-            }
-            if opts.tls_permissive {
-                tls = tls.disable_verification(true);
-            }
-            let config = ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .max_redirects(5)
-                .max_idle_connections(opts.connections.max(1) * 2)
-                .max_idle_connections_per_host(opts.connections.max(1))
-                .timeout_connect(Some(Duration::from_secs(30)))
-                .timeout_recv_response(Some(Duration::from_secs(60)))
-                .timeout_per_read(Some(opts.low_speed_time.max(Duration::from_secs(1))))
-                .user_agent(concat!("arbor/", env!("CARGO_PKG_VERSION")))
-                .tls_config(tls.build())
-                .build();
-            let mut url = url.to_string();
-            if !url.ends_with('/') {
-                url.push('/');
-            }
-            Base::Http {
-                agent: config.new_agent(),
-                url,
-            }
-        } else {
-            bail!("Unsupported URL '{url}': use http://, https:// or file://");
+            },
         };
         Ok(Fetcher {
             base,
@@ -320,7 +222,7 @@ impl Fetcher {
         self.requests.load(Ordering::Relaxed)
     }
 
-    /// The HTTP versions responses came with (e.g. `HTTP/1.1`, `HTTP/2.0`).
+    /// The HTTP versions responses came with (`HTTP/1.1`).
     pub fn versions(&self) -> Vec<String> {
         self.versions
             .lock()
@@ -328,10 +230,10 @@ impl Fetcher {
             .unwrap_or_default()
     }
 
-    fn saw_version(&self, v: impl std::fmt::Debug) {
+    fn saw_version(&self, v: &str) {
         if let Ok(mut set) = self.versions.lock() {
-            if set.len() < 4 {
-                set.insert(format!("{v:?}"));
+            if set.len() < 4 && !set.contains(v) {
+                set.insert(v.to_string());
             }
         }
     }
@@ -399,80 +301,41 @@ impl Fetcher {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
                 Err(e) => Err(e).with_context(|| format!("Reading {path}")),
             },
-            Base::Http { .. } | Base::Https { .. } => self.retrying(path, || {
-                Ok(match self.send(true, path)? {
-                    Sent::Transient(e) => Attempt::Retry(e),
-                    Sent::Got(r) => match classify(r.status, path)? {
-                        Class::Missing => Attempt::Done(None),
-                        Class::Retry(e) => Attempt::Retry(e),
-                        Class::Ok => Attempt::Done(Some(
-                            r.len
-                                .ok_or_else(|| anyhow!("No Content-Length for {path}"))?,
-                        )),
-                    },
-                })
+            Base::Http { client, url } => self.retrying(path, || {
+                let r = match self.response(client, true, &url.join(path))? {
+                    Reply::Got(r) => r,
+                    Reply::Missing => return Ok(Attempt::Done(None)),
+                    Reply::Retry(e) => return Ok(Attempt::Retry(e)),
+                };
+                let len = r
+                    .len
+                    .ok_or_else(|| anyhow!("No Content-Length for {}", r.url))?;
+                Ok(Attempt::Done(Some(len)))
             }),
         }
     }
 
-    /// Sends a GET (or HEAD) through whichever HTTP stack serves the URL.
-    fn send(&self, head: bool, path: &str) -> Result<Sent> {
-        let method = if head { "HEAD" } else { "GET" };
-        let length = |h: &ureq::http::HeaderMap| -> Option<u64> {
-            h.get("content-length")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse().ok())
+    /// The response to a GET (or HEAD) of `url`, sorted; a failure not
+    /// worth retrying is an error.
+    fn response(&self, client: &HttpClient, head: bool, url: &RemoteUrl) -> Result<Reply> {
+        let e = match client.send(head, url) {
+            Ok(r) => {
+                self.saw_version(&r.version);
+                match r.status {
+                    200..=299 => return Ok(Reply::Got(r)),
+                    404 | 403 | 410 => return Ok(Reply::Missing),
+                    status => FetchError::Status {
+                        url: r.url.to_string(),
+                        status,
+                    },
+                }
+            }
+            Err(e) => e,
         };
-        match &self.base {
-            Base::File(_) => unreachable!("file:// is read directly"),
-            Base::Http { agent, url } => {
-                let u = format!("{url}{path}");
-                let r = if head {
-                    agent.head(u).call()
-                } else {
-                    agent.get(u).call()
-                };
-                match r {
-                    Ok(resp) => {
-                        self.saw_version(resp.version());
-                        let (status, len) = (resp.status().as_u16(), length(resp.headers()));
-                        Ok(Sent::Got(Response {
-                            status,
-                            len,
-                            body: Box::new(resp.into_body().into_reader()),
-                        }))
-                    }
-                    Err(e) if retryable_error(&e) => Ok(Sent::Transient(
-                        anyhow!(e).context(format!("{method} {path}")),
-                    )),
-                    Err(e) => Err(e).with_context(|| format!("{method} {path}")),
-                }
-            }
-            Base::Https { client, url } => {
-                let u = format!("{url}{path}");
-                let r = if head {
-                    client.head(u).send()
-                } else {
-                    client.get(u).send()
-                };
-                match r {
-                    Ok(resp) => {
-                        self.saw_version(resp.version());
-                        let (status, len) = (resp.status().as_u16(), length(resp.headers()));
-                        Ok(Sent::Got(Response {
-                            status,
-                            len,
-                            body: Box::new(resp),
-                        }))
-                    }
-                    Err(e) if reqwest_retryable(&e) => Ok(Sent::Transient(
-                        anyhow!(error_chain(&e)).context(format!("{method} {path}")),
-                    )),
-                    Err(e) => {
-                        Err(anyhow!(error_chain(&e))).with_context(|| format!("{method} {path}"))
-                    }
-                }
-            }
+        if e.is_transient() {
+            Ok(Reply::Retry(e.into()))
+        } else {
+            Err(e.into())
         }
     }
 
@@ -491,18 +354,17 @@ impl Fetcher {
                 }
                 Err(e) => return Err(e).with_context(|| format!("Reading {path}")),
             },
-            Base::Http { .. } | Base::Https { .. } => {
-                let r = match self.send(false, path)? {
-                    Sent::Transient(e) => return Ok(Attempt::Retry(e)),
-                    Sent::Got(r) => r,
+            Base::Http { client, url } => {
+                let r = match self.response(client, false, &url.join(path))? {
+                    Reply::Got(r) => r,
+                    Reply::Missing => return Ok(Attempt::Done(None)),
+                    Reply::Retry(e) => return Ok(Attempt::Retry(e)),
                 };
-                match classify(r.status, path)? {
-                    Class::Ok => {}
-                    Class::Missing => return Ok(Attempt::Done(None)),
-                    Class::Retry(e) => return Ok(Attempt::Retry(e)),
-                }
                 if let Some(len) = r.len.filter(|len| *len > limit) {
-                    bail!("Server announces {len} bytes for {path}, more than the {limit} allowed");
+                    anyhow::bail!(
+                        "Server announces {len} bytes for {}, more than the {limit} allowed",
+                        r.url
+                    );
                 }
                 r.body
             }
@@ -525,42 +387,28 @@ impl Fetcher {
     }
 }
 
-/// Whether a reqwest error may go away on retry: not a bad request, a
-/// refused redirect, or a certificate the server will present again.
-fn reqwest_retryable(e: &reqwest::Error) -> bool {
-    if e.is_builder() || e.is_redirect() {
-        return false;
+/// A `file://` URL's path as a filesystem path (`%XX` decoded).
+fn percent_decode(path: &str) -> PathBuf {
+    use std::os::unix::ffi::OsStringExt;
+    let b = path.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match (b[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
     }
-    let chain = error_chain(e).to_ascii_lowercase();
-    !(chain.contains("certificate") || chain.contains("unknownissuer"))
-}
-
-/// An error with its sources ("error sending request: ... certificate
-/// ...") on one line: reqwest's top-level message alone hides the cause.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
-    }
-    out
-}
-
-fn retryable_status(s: u16) -> bool {
-    s == 408 || s == 429 || (500..=599).contains(&s)
-}
-
-fn retryable_error(e: &ureq::Error) -> bool {
-    matches!(
-        e,
-        ureq::Error::Io(_)
-            | ureq::Error::Timeout(_)
-            | ureq::Error::ConnectionFailed
-            | ureq::Error::HostNotFound
-            | ureq::Error::Protocol(_)
-    )
+    std::ffi::OsString::from_vec(out).into()
 }
 
 #[cfg(test)]
@@ -683,12 +531,11 @@ mod tests {
     }
 
     #[test]
-    fn retryable_statuses() {
-        for s in [408, 429, 500, 502, 503, 504] {
-            assert!(retryable_status(s), "{s}");
-        }
-        for s in [200, 301, 400, 401, 403, 404, 410] {
-            assert!(!retryable_status(s), "{s}");
-        }
+    fn file_urls_are_decoded() {
+        assert_eq!(
+            percent_decode("/srv/my%20repo%2f"),
+            PathBuf::from("/srv/my repo/")
+        );
+        assert_eq!(percent_decode("/a%2"), PathBuf::from("/a%2"));
     }
 }

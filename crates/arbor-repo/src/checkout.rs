@@ -29,9 +29,12 @@ use crate::tree::{resolve_path, TreeEntry};
 pub struct CheckoutOptions {
     /// Hardlink file objects where the repository mode allows it.
     pub hardlink: bool,
-    /// `-H` (ostree's `--require-hardlinks`): a destination on another
-    /// filesystem is an error instead of a silent copy. A deployment's
-    /// checkout tries links without requiring them, as ostree's does.
+    /// `-H` (ostree's `--require-hardlinks`): every file that could be
+    /// linked must be (empty regular files and bare-user symlinks are always
+    /// copied, as by ostree). Repository and checkout modes that do not allow
+    /// links, a destination on another filesystem and a failing link are
+    /// errors instead of silent copies. A deployment's checkout tries links
+    /// without requiring them, as ostree's does.
     pub require_hardlinks: bool,
     /// `-U`: do not change ownership or set extended attributes.
     pub user_mode: bool,
@@ -119,6 +122,15 @@ fn require_same_device(opts: &CheckoutOptions, repo: &Repo, dest: &OwnedFd) -> R
     Ok(())
 }
 
+/// Whether a file whose link failed with `e` is copied instead, as in
+/// ostree's `checkout_file_hardlink`: after EMLINK (too many links), EXDEV
+/// (a mount point inside a `--union` destination) or EPERM (a filesystem or
+/// policy refusing links), unless links are required (`-H`, ostree's
+/// `no_copy_fallback`), which makes every failure an error.
+fn copy_after_link_error(e: Errno, require_hardlinks: bool) -> bool {
+    !require_hardlinks && matches!(e, Errno::MLINK | Errno::XDEV | Errno::PERM)
+}
+
 struct Ctx<'a> {
     repo: &'a Repo,
     opts: &'a CheckoutOptions,
@@ -144,9 +156,21 @@ pub fn checkout(
     if opts.hardlink && repo.mode() == RepoMode::Archive {
         bail!("Hardlink checkouts need a bare, bare-user or bare-user-only repository (this one is archive)");
     }
-    if opts.hardlink {
-        // ostree refuses here; we copy (the issue asks for copies when the
-        // modes do not allow links), but say so.
+    if opts.require_hardlinks {
+        // ostree's no_copy_fallback: the modes must allow links.
+        match (repo.mode(), opts.user_mode) {
+            (RepoMode::Bare, false) | (RepoMode::BareUser | RepoMode::BareUserOnly, true) => {}
+            (RepoMode::BareUser | RepoMode::BareUserOnly, false) => bail!(
+                "User repository mode requires user checkout mode to hardlink ({} repository: use -U)",
+                repo.mode()
+            ),
+            (RepoMode::Bare, true) => bail!(
+                "Bare repository mode cannot hardlink in user checkout mode (-U)"
+            ),
+            (m, _) => bail!("Hardlink checkouts are not possible from a {m} repository"),
+        }
+    } else if opts.hardlink {
+        // Links are optional here: copy where the modes do not allow them, but say so.
         match (repo.mode(), opts.user_mode) {
             (RepoMode::BareUser | RepoMode::BareUserOnly, false) => tracing::warn!(
                 "{} objects belong to the repository's owner: copying instead of hardlinking (use -U to link)",
@@ -350,8 +374,9 @@ impl Ctx<'_> {
     /// "user" modes (bare-user, bare-user-only) are owned by whoever wrote
     /// them, so they are linked only in user mode (`-U`); bare objects carry
     /// real ownership and setuid bits, so they are linked only when not in
-    /// user mode. Otherwise the file is copied. Returns whether it linked.
-    /// Reads nothing for bare and bare-user-only, one xattr for bare-user.
+    /// user mode. Empty regular files are copied too. Otherwise the file is
+    /// copied. Returns whether it linked. Stats the object, and reads one
+    /// xattr for bare-user.
     fn try_hardlink(&self, dir: &OwnedFd, name: &str, c: &Checksum) -> Result<bool> {
         let src = self.repo.object_relpath(ObjectType::File, c);
         let user = self.opts.user_mode;
@@ -377,6 +402,15 @@ impl Ctx<'_> {
         if !ok {
             return Ok(false);
         }
+        // Like ostree, copy empty regular files: linking them all to one
+        // object would soon hit the link limit (EMLINK).
+        match rustix::fs::statat(&self.repo.objects, src.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) if st.st_size == 0 && st.st_mode & 0o170000 == 0o100000 => return Ok(false),
+            Ok(_) => {}
+            // Missing object: the copy path reports it.
+            Err(Errno::NOENT) => return Ok(false),
+            Err(e) => return Err(e).with_context(|| format!("Reading object {c}")),
+        }
         self.remove_existing(dir, name)?;
         match rustix::fs::linkat(
             &self.repo.objects,
@@ -390,11 +424,7 @@ impl Ctx<'_> {
                 self.progress.inc(1);
                 Ok(true)
             }
-            // Too many links: fall back to a copy. Another filesystem (a
-            // mount point inside a --union destination) too, unless links
-            // are required (ostree's -H fails then).
-            Err(Errno::MLINK) => Ok(false),
-            Err(Errno::XDEV) if !self.opts.require_hardlinks => Ok(false),
+            Err(e) if copy_after_link_error(e, self.opts.require_hardlinks) => Ok(false),
             Err(Errno::XDEV) => bail!(
                 "Hardlinking {name}: EXDEV, the destination is on another mount than the repository; check out without -H to copy"
             ),
@@ -478,5 +508,72 @@ impl Ctx<'_> {
         self.stats.copied.fetch_add(1, Ordering::Relaxed);
         self.progress.inc(1);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    /// Links that are tried but not required (a deployment's checkout):
+    /// a bare-user object of a file owned by 1000:1000 is owned by the
+    /// repository's writer on disk, so a root checkout copies it with its
+    /// recorded owner, and a user-mode one links it; empty files are copied.
+    #[test]
+    fn optional_links_follow_the_modes() {
+        let td = tempfile::tempdir().unwrap();
+        let tree = td.path().join("t");
+        std::fs::create_dir(&tree).unwrap();
+        std::fs::write(tree.join("f"), "owned\n").unwrap();
+        std::fs::write(tree.join("empty"), "").unwrap();
+        let repo = Repo::init(&td.path().join("r"), RepoMode::BareUser).unwrap();
+        let opts = crate::commit::CommitOptions {
+            owner_uid: Some(1000),
+            owner_gid: Some(1000),
+            timestamp: Some(0),
+            ..Default::default()
+        };
+        let lock = repo.lock(true).unwrap();
+        let progress = crate::progress::NullProgress;
+        let c = crate::commit::commit(
+            &lock,
+            crate::commit::CommitSource::Dir(&tree),
+            &opts,
+            &progress,
+        )
+        .unwrap();
+        drop(lock);
+        let run = |name: &str, user_mode: bool| {
+            let dest = td.path().join(name);
+            let opts = CheckoutOptions {
+                hardlink: true,
+                user_mode,
+                ..Default::default()
+            };
+            checkout(&repo, &c, &dest, &opts, &progress).unwrap();
+            let m = |f: &str| std::fs::metadata(dest.join(f)).unwrap();
+            (m("f"), m("empty"))
+        };
+        let (f, empty) = run("user", true);
+        assert!(f.nlink() > 1, "user-mode checkout did not link");
+        assert_eq!(empty.nlink(), 1, "empty file linked");
+        if arbor_fs::is_root() {
+            let (f, empty) = run("root", false);
+            assert_eq!((f.uid(), f.gid(), f.nlink()), (1000, 1000, 1));
+            assert_eq!(empty.nlink(), 1);
+        }
+    }
+
+    #[test]
+    fn link_errors_fall_back_to_copy_only_when_links_are_optional() {
+        for e in [Errno::MLINK, Errno::XDEV, Errno::PERM] {
+            assert!(copy_after_link_error(e, false), "{e:?}");
+            assert!(!copy_after_link_error(e, true), "{e:?} with -H");
+        }
+        for e in [Errno::NOENT, Errno::EXIST, Errno::IO, Errno::ACCESS] {
+            assert!(!copy_after_link_error(e, false), "{e:?}");
+            assert!(!copy_after_link_error(e, true), "{e:?} with -H");
+        }
     }
 }

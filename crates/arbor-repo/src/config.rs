@@ -108,15 +108,16 @@ pub fn unescape_value(raw: &str) -> Cow<'_, str> {
 }
 
 /// Refuses a group name GLib would refuse (`g_key_file_is_group_name`:
-/// empty, `[`, `]`, control characters), which would otherwise close the
+/// empty, `[`, `]`, ASCII control characters), which would otherwise close the
 /// header early or start a new line.
 pub fn validate_group_name(name: &str) -> Result<()> {
     if name.is_empty() {
         bail!("Invalid key-file group name: empty");
     }
+    // g_ascii_iscntrl: C0 controls and DEL; GLib accepts C1 controls.
     if let Some(c) = name
         .chars()
-        .find(|c| matches!(c, '[' | ']') || c.is_control())
+        .find(|c| matches!(c, '[' | ']') || c.is_ascii_control())
     {
         bail!("Invalid key-file group name {name:?}: contains {c:?}");
     }
@@ -193,12 +194,17 @@ impl KeyFile {
     /// Parses key-file text with GLib's rules (`g_key_file_parse_line`):
     /// leading whitespace of a line and of a value is skipped, trailing
     /// whitespace of a key is dropped, a value keeps its trailing
-    /// whitespace, and a `\r` before the newline is dropped. Errors name
-    /// the offending line.
+    /// whitespace, and a `\r` before a newline is dropped (not one ending
+    /// the last line without a newline). Errors name the offending line.
     pub fn parse(text: &str) -> Result<KeyFile> {
         let mut kf = KeyFile::default();
+        let count = text.split_terminator('\n').count();
         for (n, raw) in text.split_terminator('\n').enumerate() {
-            let raw = raw.strip_suffix('\r').unwrap_or(raw);
+            let terminated = n + 1 < count || text.ends_with('\n');
+            let raw = match raw.strip_suffix('\r') {
+                Some(r) if terminated => r,
+                _ => raw,
+            };
             let line = raw.trim_start_matches(is_glib_space);
             if line.is_empty() || line.starts_with('#') {
                 match kf.groups.last_mut() {
@@ -255,11 +261,20 @@ impl KeyFile {
 
     /// A boolean value (`true`/`false`/`1`/`0`, trailing whitespace
     /// ignored, as `g_key_file_get_boolean` accepts them), or `default`.
+    /// Like GLib, it reads the value as written, before unescaping: `true\s`
+    /// is not a boolean.
     pub fn get_bool(&self, group: &str, key: &str, default: bool) -> Result<bool> {
-        match self
-            .get(group, key)
-            .map(|v| v.trim_end_matches(is_glib_space))
-        {
+        let raw = self
+            .groups
+            .iter()
+            .filter(|g| g.name == group)
+            .flat_map(|g| g.lines.iter())
+            .filter_map(|l| match l {
+                Line::Entry(e) if e.key == key => Some(e.raw.as_str()),
+                _ => None,
+            })
+            .next_back();
+        match raw.map(|v| v.trim_end_matches(is_glib_space)) {
             None => Ok(default),
             Some("true") | Some("1") => Ok(true),
             Some("false") | Some("0") => Ok(false),
@@ -367,7 +382,15 @@ impl KeyFile {
                     Line::Entry(e) => {
                         out.push_str(&e.key);
                         out.push('=');
-                        out.push_str(&e.raw);
+                        // A raw "\r" read at the end of an unterminated last
+                        // line would be dropped before the newline: escape it.
+                        match e.raw.strip_suffix('\r') {
+                            Some(r) => {
+                                out.push_str(r);
+                                out.push_str("\\r");
+                            }
+                            None => out.push_str(&e.raw),
+                        }
                     }
                 }
                 out.push('\n');
@@ -380,6 +403,53 @@ impl KeyFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn carriage_return_is_dropped_only_before_a_newline() {
+        // GLib's g_key_file_parse_data: "\r\n" ends a line; a "\r" that
+        // ends the file without a newline is part of the value.
+        let kf = KeyFile::parse("[a]\r\nk=v\r\nl=w\r").unwrap();
+        assert_eq!(kf.get("a", "k"), Some("v"));
+        assert_eq!(kf.get("a", "l"), Some("w\r"));
+        let again = KeyFile::parse(&kf.to_text()).unwrap();
+        assert_eq!(again.get("a", "l"), Some("w\r"));
+        let kf = KeyFile::parse("[a]\nl=w\r\n").unwrap();
+        assert_eq!(kf.get("a", "l"), Some("w"));
+        // A raw "\r" inside a line is kept.
+        let kf = KeyFile::parse("[a]\nk=x\ry\n").unwrap();
+        assert_eq!(kf.get("a", "k"), Some("x\ry"));
+    }
+
+    #[test]
+    fn group_names_refuse_ascii_controls_only() {
+        // g_key_file_is_group_name uses g_ascii_iscntrl.
+        for bad in ["a\nb", "a\x7fb", "a\tb", "a]b", "[", ""] {
+            assert!(validate_group_name(bad).is_err(), "{bad:?}");
+        }
+        for good in ["remote \"x\"", "a\u{85}b", "a\u{9f}b", "caf\u{e9}"] {
+            validate_group_name(good).unwrap();
+            let kf = KeyFile::parse(&format!("[{good}]\nk=v\n")).unwrap();
+            assert_eq!(kf.get(good, "k"), Some("v"));
+        }
+    }
+
+    #[test]
+    fn booleans_are_read_from_the_escaped_value() {
+        // g_key_file_get_boolean parses g_key_file_get_value (not unescaped):
+        // trailing raw whitespace is ignored, an escaped one is not.
+        let kf = KeyFile::parse("[a]\nt=true \t\nf=0\ns=true\\s\nn=\\n1\n").unwrap();
+        assert!(kf.get_bool("a", "t", false).unwrap());
+        assert!(!kf.get_bool("a", "f", true).unwrap());
+        assert!(kf.get_bool("a", "s", false).is_err());
+        assert!(kf.get_bool("a", "n", false).is_err());
+        assert!(kf.get_bool("a", "missing", true).unwrap());
+        // A value written by set() reads back as GLib would read it.
+        let mut kf = KeyFile::default();
+        kf.set("a", "lead", " true").unwrap();
+        assert!(kf.get_bool("a", "lead", false).is_err());
+        kf.set("a", "plain", "false").unwrap();
+        assert!(!kf.get_bool("a", "plain", true).unwrap());
+    }
 
     #[test]
     fn round_trip_ostree_config() {

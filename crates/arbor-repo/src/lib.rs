@@ -11,6 +11,7 @@
 //! - [`txn`]: write transactions: staged objects, one sync barrier, then publish.
 //! - [`refs`]: listing, resolving and atomically updating refs.
 //! - [`remotes`]: `[remote "NAME"]` groups of the config, as ostree writes them.
+//! - [`remote_url`]: the one parser and checker of remote URLs (and redirects).
 //! - [`commit`]: building commits from a directory or a tar stream.
 //! - [`checkout`]: materialising a commit (copy or hardlink) safely.
 //! - [`sign`]: ed25519 signatures of commits and summaries, trusted keys.
@@ -21,10 +22,11 @@
 //! - [`mutex`]: locking mutexes shared by parallel tasks (poison = error).
 //!
 //! Locking: every function that changes the repository (transactions,
-//! refs, commit, pulls, prune, summary, signatures) takes a
-//! [`repo::RepoLock`], the proof that the caller holds the repository lock
-//! ([`Repo::lock`]), and never locks the repository itself. Configuration
-//! writes take `&mut Repo`, as ostree writes `config` without the lock.
+//! refs, commit, pulls, prune, summary, signatures, `config` and remotes)
+//! takes a [`repo::RepoLock`], the proof that the caller holds the
+//! repository lock ([`Repo::lock`]), and never locks the repository
+//! itself. `config` is changed under an arbor section lock besides
+//! ([`repo::RepoLock::update_config`]); ostree writes it without a lock.
 #![deny(missing_docs)]
 
 #[cfg(doc)]
@@ -42,6 +44,7 @@ pub mod progress;
 pub mod prune;
 pub mod reachable;
 pub mod refs;
+pub mod remote_url;
 pub mod remotes;
 pub mod repo;
 pub mod sign;

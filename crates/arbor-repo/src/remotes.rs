@@ -70,6 +70,11 @@ pub fn add_remote(
     if url.is_empty() {
         bail!("Remote URL must not be empty");
     }
+    // `--set url=...` replaces the URL argument: check both.
+    let set_urls = opts.set.iter().filter(|(k, _)| k == "url");
+    for u in std::iter::once(url).chain(set_urls.map(|(_, v)| v.as_str())) {
+        crate::remote_url::RemoteUrl::parse(u)?;
+    }
     lock.update_config(|kf| add_to(kf, name, url, opts))
 }
 

@@ -11,7 +11,7 @@ use arbor_format::RepoMode;
 use arbor_repo::config::KeyFile;
 use arbor_repo::Repo;
 use fn_error_context::context;
-use rustix::fs::{FileType, Mode, OFlags};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
 use crate::bls::{self, BootEntry};
 use crate::deployment::{parse_dir_name, validate_stateroot, Deployment};
@@ -139,7 +139,8 @@ impl Bootlink {
 /// `ostree admin init-fs`): `boot dev home proc run sys` (0755), `root`
 /// (0700), `tmp` (01777), `ostree/deploy` and the system repository `ostree/repo`, mode
 /// bare (bare-user when not running as root, whose objects cannot carry
-/// real ownership).
+/// real ownership). As with ostree, the process umask applies to every mode
+/// but `tmp`'s, which is set explicitly.
 #[context("Initializing sysroot {}", path.display())]
 pub fn init_fs(path: &Path) -> Result<()> {
     std::fs::create_dir_all(path)?;
@@ -153,20 +154,20 @@ pub fn init_fs(path: &Path) -> Result<()> {
         ("sys", 0o755),
         ("root", 0o700),
         ("tmp", 0o1777),
-        ("ostree", 0o755),
         // ostree_sysroot_ensure_initialized: `ostree admin os-init` and
-        // `status` need it.
+        // `status` need ostree/deploy.
+        ("ostree", 0o755),
+        ("ostree/repo", 0o755),
         ("ostree/deploy", 0o755),
     ] {
         match rustix::fs::mkdirat(&fd, d, Mode::from_raw_mode(mode)) {
-            Ok(()) => {
-                let sub = fsutil::open_dir(&fd, d)?;
-                rustix::fs::fchmod(&sub, Mode::from_raw_mode(mode))?;
-            }
-            Err(rustix::io::Errno::EXIST) => {}
+            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
             Err(e) => return Err(e).with_context(|| format!("Creating {d}")),
         }
     }
+    // The one mode ostree sets regardless of the umask.
+    rustix::fs::chmodat(&fd, "tmp", Mode::from_raw_mode(0o1777), AtFlags::empty())
+        .context("Setting the mode of tmp")?;
     let repo = path.join("ostree/repo");
     if !repo.join("config").exists() {
         let mode = if rustix::process::geteuid().is_root() {
@@ -177,9 +178,10 @@ pub fn init_fs(path: &Path) -> Result<()> {
         };
         Repo::init(&repo, mode)?;
     }
-    // ostree makes the repository's tmp/cache on every open; `ostree admin
-    // init-fs` leaves it, so the layouts are the same.
-    match rustix::fs::mkdirat(&fd, "ostree/repo/tmp/cache", Mode::from_raw_mode(0o755)) {
+    // ostree makes the repository's tmp/cache on every open
+    // (DEFAULT_DIRECTORY_MODE, umask applied); `ostree admin init-fs` leaves
+    // it, so the layouts are the same.
+    match rustix::fs::mkdirat(&fd, "ostree/repo/tmp/cache", Mode::from_raw_mode(0o775)) {
         Ok(()) | Err(rustix::io::Errno::EXIST) => {}
         Err(e) => return Err(e).context("Creating ostree/repo/tmp/cache"),
     }

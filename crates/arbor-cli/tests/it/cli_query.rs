@@ -29,19 +29,23 @@ fn checkout_hardlinks_from_bare_user_only() {
     assert_eq!(co.ino(), obj.ino());
     if !needs_root("a root -H checkout of a user-mode repository") {
         // As ostree: objects of a "user" mode are owned by whoever wrote
-        // them, so a non-user-mode checkout copies instead of linking.
+        // them, so a non-user-mode checkout cannot link them: -H (ostree's
+        // --require-hardlinks) fails, as ostree's does, and a checkout
+        // without -H copies.
         let dest = f.dir.join("co-root");
         let out = f
             .repo
             .cmd("checkout", &["-H", BR, s(&dest)])
             .output()
             .unwrap();
-        assert!(out.status.success());
+        assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
-            err.contains("copying instead of hardlinking"),
-            "no warning: {err}"
+            err.contains("User repository mode requires user checkout mode to hardlink"),
+            "no error naming the reason: {err}"
         );
+        assert!(!dest.join("README.txt").exists());
+        f.repo.ok("checkout", &[BR, s(&dest)]);
         assert_same_tree(&f.v2, &dest, false);
         let co = fs::metadata(dest.join("README.txt")).unwrap();
         assert_eq!(
@@ -70,7 +74,14 @@ fn checkout_hardlink_keeps_recorded_owner_in_bare_user() {
         &["-b", BR, "--owner-uid=1000", "--owner-gid=1000", s(&tree)],
     );
     let dest = td.path().join("co");
-    repo.ok("checkout", &["-H", BR, s(&dest)]);
+    // -H cannot link a user-mode object in a root checkout: it fails as
+    // ostree's --require-hardlinks does (the optional-link path that
+    // deployments use is checkout::tests::optional_links_follow_the_modes).
+    has!(
+        repo.fail("checkout", &["-H", BR, s(&dest)]),
+        "User repository mode requires user checkout mode to hardlink"
+    );
+    repo.ok("checkout", &[BR, s(&dest)]);
     let m = fs::metadata(dest.join("f")).unwrap();
     assert_eq!((m.uid(), m.gid(), m.nlink()), (1000, 1000, 1));
     let dest = td.path().join("co-user");

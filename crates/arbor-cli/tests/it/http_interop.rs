@@ -234,13 +234,17 @@ fn ostree_and_rustls_pull_over_https_from_nginx() {
     assert!(err.contains("certificate"), "{err}");
 
     // rustls (what arbor's puller uses) accepts the server certificate
-    // with the CA as its only root, and refuses it with the public roots.
+    // with the CA as its only root, and refuses it with the system's roots.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let agent = |roots: Vec<ureq::tls::Certificate<'static>>| {
+        let roots = ureq::tls::RootCerts::Specific(Arc::new(roots));
+        let tls = ureq::tls::TlsConfig::builder().root_certs(roots).build();
+        ureq::Agent::new_with_config(ureq::Agent::config_builder().tls_config(tls).build())
+    };
     let config = std::fs::read(f.repo.join("config")).unwrap();
     let cert = ureq::tls::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap();
-    let roots = ureq::tls::RootCerts::Specific(Arc::new(vec![cert]));
-    let tls = ureq::tls::TlsConfig::builder().root_certs(roots).build();
-    let agent = ureq::Agent::new_with_config(ureq::Agent::config_builder().tls_config(tls).build());
-    let body = agent
+    let agent_with_ca = agent(vec![cert]);
+    let body = agent_with_ca
         .get(format!("{url}config"))
         .call()
         .unwrap()
@@ -248,9 +252,15 @@ fn ostree_and_rustls_pull_over_https_from_nginx() {
         .read_to_vec()
         .unwrap();
     assert_eq!(body, config);
-    let public = ureq::Agent::new_with_defaults()
-        .get(format!("{url}config"))
-        .call();
+    let system = std::fs::read("/etc/ssl/certs/ca-certificates.crt").unwrap();
+    let system: Vec<_> = ureq::tls::parse_pem(&system)
+        .filter_map(|i| match i.unwrap() {
+            ureq::tls::PemItem::Certificate(c) => Some(c),
+            _ => None,
+        })
+        .collect();
+    assert!(system.len() > 10, "{} system roots", system.len());
+    let public = agent(system).get(format!("{url}config")).call();
     assert!(public.is_err(), "{public:?}");
 }
 

@@ -39,6 +39,7 @@ mod pull_hostile;
 mod pull_http;
 mod pull_local;
 mod pull_nginx;
+mod pull_redirect;
 mod pull_sign;
 mod remotes;
 mod sign;

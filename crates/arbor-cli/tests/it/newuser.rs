@@ -78,7 +78,23 @@ fn remote_add_values_cannot_inject_config() {
         assert_eq!(option(&opts, "opt"), Some(*v));
         assert_eq!(option(&opts, "verification-ed25519-file"), Some(*v));
     }
-    // The URL: refused by URL validation, or written so that it reads back.
+    // The injection is checked on --set values, which are always accepted:
+    // the repository is still an archive one.
+    assert_eq!(ostree_config_get(&repo, "core.mode"), "archive-z2");
+    // A percent-encoded newline in a URL is valid and not an injection: it
+    // is stored and read back as given.
+    let encoded = "http://127.0.0.1/x%0A%5Bcore%5D%0Amode=bare";
+    remote_ok(&repo, &["add", "--no-gpg-verify", "enc", encoded]);
+    assert_eq!(ostree_config_get(&repo, "remote \"enc\".url"), encoded);
+    assert_eq!(
+        remote_ok(&repo, &["show-url", "enc"]),
+        format!("{encoded}\n")
+    );
+    // A raw newline in a URL: arbor either refuses the URL with an error
+    // naming it and leaves the config alone (URL validation, as expected
+    // once remote add validates URLs), or stores it escaped so that both
+    // tools read back exactly the URL given (ostree's behaviour). Nothing
+    // else is acceptable.
     let before = std::fs::read(repo.join("config")).unwrap();
     let url = "http://127.0.0.1/x\n[core]\nmode=bare";
     let out = arbor()
@@ -93,12 +109,21 @@ fn remote_add_values_cannot_inject_config() {
         ])
         .output()
         .unwrap();
-    if out.status.success() {
-        assert_eq!(ostree_config_get(&repo, "remote \"u\".url"), url);
-        let shown = remote_ok(&repo, &["show-url", "u"]);
-        assert_eq!(shown, format!("{url}\n"));
-    } else {
-        assert_eq!(std::fs::read(repo.join("config")).unwrap(), before);
+    let err = String::from_utf8_lossy(&out.stderr);
+    match out.status.code() {
+        Some(0) => {
+            assert_eq!(ostree_config_get(&repo, "remote \"u\".url"), url);
+            let shown = remote_ok(&repo, &["show-url", "u"]);
+            assert_eq!(shown, format!("{url}\n"));
+        }
+        Some(1) => {
+            assert!(
+                err.contains("Invalid URL") && err.contains("'\\n'"),
+                "a refusal must name the URL and the newline: {err}"
+            );
+            assert_eq!(std::fs::read(repo.join("config")).unwrap(), before);
+        }
+        c => panic!("remote add with a newline in the URL: exit {c:?}: {err}"),
     }
     assert_eq!(ostree_config_get(&repo, "core.mode"), "archive-z2");
     // Both tools still open it as an archive repository.
@@ -277,27 +302,59 @@ fn layout(root: &Path) -> String {
     lines.join("\n")
 }
 
+/// `c` run under `umask` (through `sh`, which sets it before `exec`).
+fn with_umask(umask: &str, c: &mut std::process::Command) -> std::process::Command {
+    let mut w = std::process::Command::new("sh");
+    w.arg("-c")
+        .arg(format!("umask {umask} && exec \"$@\""))
+        .arg("sh")
+        .arg(c.get_program())
+        .args(c.get_args());
+    for (k, v) in c.get_envs() {
+        match v {
+            Some(v) => w.env(k, v),
+            None => w.env_remove(k),
+        };
+    }
+    w
+}
+
 #[test]
 fn init_fs_layout_matches_ostree() {
     require_ostree();
     if needs_root("init_fs_layout_matches_ostree") {
         return;
     }
-    let td = tempfile::tempdir().unwrap();
-    let (a, o) = (td.path().join("a"), td.path().join("o"));
-    std::fs::create_dir_all(&o).unwrap();
-    run_ok(ostree().args(["admin", "init-fs", s(&o)]));
-    run_ok(arbor().args(["admin", "init-fs", s(&a)]));
-    assert_eq!(layout(&a), layout(&o), "arbor's layout (left) vs ostree's");
-    assert_eq!(
-        std::fs::read_to_string(a.join("ostree/repo/config")).unwrap(),
-        std::fs::read_to_string(o.join("ostree/repo/config")).unwrap()
-    );
-    let sysroot = format!("--sysroot={}", s(&a));
-    run_ok(ostree().args(["admin", "os-init", "testos", &sysroot]));
-    let status = run_ok(ostree().args(["admin", "status", &sysroot]));
-    assert!(status.contains("No deployments"), "{status}");
-    run_ok(arbor().args(["status", "--sysroot", s(&a)]));
+    // ostree applies the umask to every mode but tmp's.
+    for umask in ["022", "002", "077"] {
+        let td = tempfile::tempdir().unwrap();
+        let (a, o) = (td.path().join("a"), td.path().join("o"));
+        // Both roots made here: ostree's init-fs needs it to exist.
+        std::fs::create_dir_all(&o).unwrap();
+        std::fs::create_dir_all(&a).unwrap();
+        run_ok(&mut with_umask(
+            umask,
+            ostree().args(["admin", "init-fs", s(&o)]),
+        ));
+        run_ok(&mut with_umask(
+            umask,
+            arbor().args(["admin", "init-fs", s(&a)]),
+        ));
+        assert_eq!(
+            layout(&a),
+            layout(&o),
+            "umask {umask}: arbor's layout (left) vs ostree's"
+        );
+        assert_eq!(
+            std::fs::read_to_string(a.join("ostree/repo/config")).unwrap(),
+            std::fs::read_to_string(o.join("ostree/repo/config")).unwrap()
+        );
+        let sysroot = format!("--sysroot={}", s(&a));
+        run_ok(ostree().args(["admin", "os-init", "testos", &sysroot]));
+        let status = run_ok(ostree().args(["admin", "status", &sysroot]));
+        assert!(status.contains("No deployments"), "{status}");
+        run_ok(arbor().args(["status", "--sysroot", s(&a)]));
+    }
 }
 
 /// An empty file named like a commit object sharing the first `n` hex
@@ -496,4 +553,192 @@ fn checkout_hardlink_refuses_another_filesystem() {
     );
     use std::os::unix::fs::MetadataExt;
     assert!(std::fs::metadata(same.join("d/f")).unwrap().nlink() >= 2);
+    // A mount point inside a --union destination on the repository's
+    // filesystem: the up-front device check passes, the link of d/f fails.
+    let union = td.path().join("union");
+    let inner = Tmpfs::mount(union.join("d"));
+    run_fail(
+        ostree()
+            .args([&format!("--repo={}", s(&repo)), "checkout", "-H", "--union"])
+            .args(["b", s(&union)]),
+    );
+    let o = run_fail(
+        arbor()
+            .args(["checkout", "--repo", s(&repo), "-H", "--union", "b"])
+            .arg(&union),
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("EXDEV") && err.contains("Hardlinking f"),
+        "{err}"
+    );
+    assert!(!inner.0.join("f").exists());
+    // Without -H the file is copied onto the inner mount.
+    run_ok(
+        arbor()
+            .args(["checkout", "--repo", s(&repo), "--union", "b"])
+            .arg(&union),
+    );
+    assert_eq!(
+        std::fs::read_to_string(inner.0.join("f")).unwrap(),
+        "content"
+    );
+    assert_eq!(std::fs::metadata(inner.0.join("f")).unwrap().nlink(), 1);
+}
+
+/// Regular files of `root` that are hardlinks (more than one link), by
+/// path: what a checkout linked from the repository.
+fn linked_files(root: &Path) -> Vec<(String, bool)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let m = e.path().symlink_metadata().unwrap();
+            if m.is_dir() {
+                stack.push(e.path());
+            } else if m.is_file() {
+                let rel = e.path().strip_prefix(root).unwrap().display().to_string();
+                out.push((rel, m.nlink() > 1));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn checkout_h_copies_empty_files_like_ostree() {
+    require_ostree();
+    let td = tempfile::tempdir().unwrap();
+    let repo = td.path().join("r");
+    arbor_init(&repo, "bare-user");
+    let tree = td.path().join("t");
+    std::fs::create_dir_all(tree.join("d")).unwrap();
+    std::fs::write(tree.join("d/f"), "content").unwrap();
+    std::fs::write(tree.join("d/empty"), "").unwrap();
+    std::fs::write(tree.join("empty2"), "").unwrap();
+    run_ok(
+        arbor()
+            .args(["commit", "--repo", s(&repo), "-b", "b"])
+            .arg(&tree),
+    );
+    let (a, o) = (td.path().join("a"), td.path().join("o"));
+    run_ok(
+        arbor()
+            .args(["checkout", "--repo", s(&repo), "-H", "-U", "b"])
+            .arg(&a),
+    );
+    run_ok(
+        ostree()
+            .args([&format!("--repo={}", s(&repo)), "checkout", "-H", "-U", "b"])
+            .arg(&o),
+    );
+    let linked = linked_files(&a);
+    assert_eq!(
+        linked,
+        [
+            ("d/empty".to_string(), false),
+            ("d/f".to_string(), true),
+            ("empty2".to_string(), false)
+        ]
+    );
+    assert_eq!(linked, linked_files(&o), "arbor (left) vs ostree");
+}
+
+#[test]
+fn deploy_links_like_ostree_admin_deploy() {
+    require_ostree();
+    if needs_root("deploy_links_like_ostree_admin_deploy") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    run_ok(ostree().args(["init", "--mode=archive", &format!("--repo={}", s(&repo))]));
+    let t = dir.path().join("tree");
+    crate::sysroot::os_tree(&t, &[("a.conf", "a=1\n"), ("empty.conf", "")]);
+    crate::sysroot::put(&t.join("usr/share/empty"), "");
+    let v1 = crate::sysroot::ostree_commit(&repo, &t, "1.0", "1577836800");
+    let src = crate::sysroot::Source {
+        dir,
+        repo,
+        v1,
+        v2: String::new(),
+    };
+    let base = src.dir.path().to_path_buf();
+    let (sa, so) = (base.join("arbor-sysroot"), base.join("ostree-sysroot"));
+    for (tool, sys) in [(Tool::Arbor, &sa), (Tool::Ostree, &so)] {
+        prepare(tool, sys, &src);
+        deploy(tool, sys, &["testos/stable"]);
+    }
+    let dep = |sys: &Path| crate::sysroot::deployment_dir(sys, &src.v1, 0);
+    let linked = linked_files(&dep(&sa));
+    assert!(
+        linked.contains(&("usr/bin/tool".to_string(), true)),
+        "{linked:?}"
+    );
+    assert!(
+        linked.contains(&("usr/share/empty".to_string(), false)),
+        "{linked:?}"
+    );
+    assert_eq!(linked, linked_files(&dep(&so)), "arbor (left) vs ostree");
+}
+
+#[test]
+fn checkout_h_refuses_modes_that_cannot_link() {
+    require_ostree();
+    let td = tempfile::tempdir().unwrap();
+    let tree = td.path().join("t");
+    std::fs::create_dir_all(&tree).unwrap();
+    std::fs::write(tree.join("f"), "content").unwrap();
+    let mut modes = vec![(
+        "bare-user",
+        Vec::<&str>::new(),
+        "User repository mode requires user checkout mode",
+    )];
+    // Committing into a bare repository needs root.
+    if !needs_root("checkout_h_refuses_modes_that_cannot_link (bare)") {
+        modes.push((
+            "bare",
+            vec!["-U"],
+            "Bare repository mode cannot hardlink in user checkout mode",
+        ));
+    }
+    for (mode, flags, msg) in modes {
+        let repo = td.path().join(mode);
+        arbor_init(&repo, mode);
+        run_ok(
+            arbor()
+                .args(["commit", "--repo", s(&repo), "-b", "b"])
+                .arg(&tree),
+        );
+        let o = run_fail(
+            ostree()
+                .args([&format!("--repo={}", s(&repo)), "checkout", "-H"])
+                .args(&flags)
+                .arg("b")
+                .arg(td.path().join(format!("{mode}-o"))),
+        );
+        let oerr = String::from_utf8_lossy(&o.stderr);
+        assert!(oerr.contains(msg), "ostree: {oerr}");
+        let dest = td.path().join(format!("{mode}-a"));
+        let o = run_fail(
+            arbor()
+                .args(["checkout", "--repo", s(&repo), "-H"])
+                .args(&flags)
+                .arg("b")
+                .arg(&dest),
+        );
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(msg), "{mode}: {err}");
+        assert!(!dest.join("f").exists());
+        // Without -H the same checkout copies.
+        run_ok(
+            arbor()
+                .args(["checkout", "--repo", s(&repo)])
+                .args(&flags)
+                .arg("b")
+                .arg(td.path().join(format!("{mode}-c"))),
+        );
+    }
 }

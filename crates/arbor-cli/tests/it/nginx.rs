@@ -58,14 +58,30 @@ pub struct Nginx {
 impl Nginx {
     /// Serves `root` (a directory) over HTTP on 127.0.0.1.
     pub fn start(root: &Path) -> Result<Nginx> {
-        Nginx::start_with(root, false)
+        Nginx::start_with(root, false, "")
     }
 
     /// Serves `root` over HTTPS (and HTTP/2) on 127.0.0.1, with a
     /// certificate for `127.0.0.1` and `localhost` signed by a fresh CA; see
     /// [`Nginx::ca_path`].
     pub fn start_tls(root: &Path) -> Result<Nginx> {
-        Nginx::start_with(root, true)
+        Nginx::start_with(root, true, "")
+    }
+
+    /// As [`Nginx::start_tls`], with `directives` added to the server
+    /// block (e.g. `location = /summary { return 302 http://...; }`).
+    /// `@DIR@` in them stands for the directory of the certificates.
+    pub fn start_tls_with(root: &Path, directives: &str) -> Result<Nginx> {
+        Nginx::start_with(root, true, directives)
+    }
+
+    /// A client certificate and its key signed by the CA of
+    /// [`Nginx::ca_path`] (for `ssl_verify_client`); `None` without TLS.
+    pub fn client_cert(&self) -> Option<(PathBuf, PathBuf)> {
+        self.tls.then(|| {
+            let d = self.dir.path();
+            (d.join("client.pem"), d.join("client.key"))
+        })
     }
 
     /// `http://127.0.0.1:PORT/` (or `https://`).
@@ -113,7 +129,7 @@ impl Nginx {
         Ok(())
     }
 
-    fn start_with(root: &Path, tls: bool) -> Result<Nginx> {
+    fn start_with(root: &Path, tls: bool, directives: &str) -> Result<Nginx> {
         let root = root
             .canonicalize()
             .with_context(|| format!("Resolving {}", root.display()))?;
@@ -125,7 +141,8 @@ impl Nginx {
         let mut last_error = String::new();
         for _ in 0..PORT_ATTEMPTS {
             let (port, control_port) = two_free_ports()?;
-            let conf = config(dir.path(), &root, port, control_port, tls);
+            let directives = directives.replace("@DIR@", dir.path().to_str().expect("UTF-8"));
+            let conf = config(dir.path(), &root, port, control_port, tls, &directives);
             std::fs::write(dir.path().join("nginx.conf"), conf)?;
             let _ = std::fs::remove_file(dir.path().join("error.log"));
             let mut child = Command::new(NGINX)
@@ -211,8 +228,16 @@ fn quoted(p: &Path) -> String {
 }
 
 /// The configuration: one worker process, everything inside `dir`, the
-/// static site for `root` on `port` and the log barrier on `control_port`.
-fn config(dir: &Path, root: &Path, port: u16, control_port: u16, tls: bool) -> String {
+/// static site for `root` on `port` (with `directives`) and the log barrier
+/// on `control_port`.
+fn config(
+    dir: &Path,
+    root: &Path,
+    port: u16,
+    control_port: u16,
+    tls: bool,
+    directives: &str,
+) -> String {
     let d = |name: &str| quoted(&dir.join(name));
     // As root, nginx would otherwise run as `nobody`, which cannot enter
     // the 0700 temporary directories.
@@ -260,6 +285,7 @@ http {{
         root {root};
         autoindex off;
         disable_symlinks on from=$document_root;
+        {directives}
         location / {{
             try_files $uri =404;
         }}
@@ -285,8 +311,9 @@ http {{
     )
 }
 
-/// Makes `ca.pem` (a self-signed CA) and `server.pem`/`server.key` (signed
-/// by it, for IP 127.0.0.1 and DNS localhost) in `dir` with the `openssl`
+/// Makes `ca.pem` (a self-signed CA), `server.pem`/`server.key` (signed
+/// by it, for IP 127.0.0.1 and DNS localhost) and `client.pem`/`client.key`
+/// (signed by it, for client authentication) in `dir` with the `openssl`
 /// CLI. The server certificate is a separate non-CA leaf because rustls
 /// (webpki) refuses a CA certificate as an end-entity certificate.
 fn make_certificates(dir: &Path) -> Result<()> {
@@ -329,18 +356,47 @@ fn make_certificates(dir: &Path) -> Result<()> {
         ]
         .concat(),
     )?;
-    std::fs::write(
-        dir.join("server.ext"),
-        "basicConstraints=critical,CA:FALSE\n\
-         keyUsage=critical,digitalSignature\n\
-         extendedKeyUsage=serverAuth\n\
-         subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    sign(
+        dir,
+        &openssl,
+        "server",
+        "serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost",
     )?;
+    openssl(
+        &[
+            &["req", "-subj", "/CN=arbor test client"][..],
+            &ec,
+            &["-keyout", "client.key", "-out", "client.csr"],
+        ]
+        .concat(),
+    )?;
+    sign(dir, &openssl, "client", "clientAuth")
+}
+
+/// Signs `dir/NAME.csr` with the CA into `NAME.pem`: a leaf certificate
+/// for `usage` (the extendedKeyUsage value, then any further extension
+/// lines).
+fn sign(
+    dir: &Path,
+    openssl: &dyn Fn(&[&str]) -> Result<()>,
+    name: &str,
+    usage: &str,
+) -> Result<()> {
+    let ext = format!("{name}.ext");
+    std::fs::write(
+        dir.join(&ext),
+        format!(
+            "basicConstraints=critical,CA:FALSE\n\
+             keyUsage=critical,digitalSignature\n\
+             extendedKeyUsage={usage}\n"
+        ),
+    )?;
+    let (csr, pem) = (format!("{name}.csr"), format!("{name}.pem"));
     openssl(&[
         "x509",
         "-req",
         "-in",
-        "server.csr",
+        &csr,
         "-CA",
         "ca.pem",
         "-CAkey",
@@ -350,9 +406,9 @@ fn make_certificates(dir: &Path) -> Result<()> {
         "-days",
         "7",
         "-extfile",
-        "server.ext",
+        &ext,
         "-out",
-        "server.pem",
+        &pem,
     ])
 }
 

@@ -19,7 +19,7 @@ use crate::util::{pull_cmd as pull, rev_opt as rev};
 /// Runs a pull that must fail; checks the error names `object` and that the
 /// destination is clean, its ref unset, and nothing was written outside it.
 #[track_caller]
-fn refused(f: &Fixture, mode: &str, object: &str, expect: &str) {
+pub(crate) fn refused(f: &Fixture, mode: &str, object: &str, expect: &str) {
     let name = format!("dest-{}", f.server.requests().len());
     let dest = f.dest(&name, mode, &["--set=n-network-retries=1"]);
     let outside_before = dir_names(f.td.path());

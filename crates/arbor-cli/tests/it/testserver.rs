@@ -1,6 +1,8 @@
 //! A small HTTP/1.1 server under the tests' control: serves a directory,
 //! except for paths given a hostile reply (wrong bytes, a body cut short,
-//! a body far longer than announced, an error status). Logs every request.
+//! a body far longer than announced, an error status) or a redirect, and
+//! can redirect every other path to another server. Logs every request
+//! with its `Authorization` header.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -27,12 +29,20 @@ pub enum Reply {
         pattern: Vec<u8>,
         len: u64,
     },
+    /// This redirect status (301, 302, 303, 307, 308) to `location`, sent
+    /// as is (absolute or relative).
+    Redirect { status: u16, location: String },
 }
 
 #[derive(Debug, Default)]
 struct Shared {
     overrides: HashMap<String, Reply>,
+    /// Every path without an override is redirected (302) to this base URL
+    /// followed by the path.
+    redirect_all: Option<String>,
     log: Vec<String>,
+    /// `Authorization` of each request, in the order of `log`.
+    auth: Vec<Option<String>>,
 }
 
 /// The running server; stopped on drop.
@@ -82,9 +92,26 @@ impl TestServer {
             .insert(format!("/{path}"), reply);
     }
 
+    /// `http://HOST:PORT/` for another name of 127.0.0.1 (`localhost`):
+    /// another host as far as a client is concerned.
+    pub fn url_as(&self, host: &str) -> String {
+        format!("http://{host}:{}/", self.port)
+    }
+
+    /// Redirects (302) every path without an override to `base` + path
+    /// (`base` ends with `/`).
+    pub fn redirect_all(&self, base: &str) {
+        self.shared.lock().unwrap().redirect_all = Some(base.to_string());
+    }
+
     /// Paths requested so far, in order (GET and HEAD alike).
     pub fn requests(&self) -> Vec<String> {
         self.shared.lock().unwrap().log.clone()
+    }
+
+    /// The `Authorization` header of each request so far, in order.
+    pub fn authorizations(&self) -> Vec<Option<String>> {
+        self.shared.lock().unwrap().auth.clone()
     }
 }
 
@@ -107,16 +134,27 @@ fn handle(conn: TcpStream, root: &Path, shared: &Mutex<Shared>) -> std::io::Resu
         let mut parts = line.split_whitespace();
         let method = parts.next().unwrap_or("").to_string();
         let path = parts.next().unwrap_or("/").to_string();
+        let mut auth = None;
         loop {
             let mut h = String::new();
             if reader.read_line(&mut h)? == 0 || h == "\r\n" || h == "\n" {
                 break;
             }
+            if let Some((name, value)) = h.split_once(':') {
+                if name.eq_ignore_ascii_case("authorization") {
+                    auth = Some(value.trim().to_string());
+                }
+            }
         }
         let reply = {
             let mut sh = shared.lock().unwrap();
             sh.log.push(path.clone());
-            sh.overrides.get(&path).cloned()
+            sh.auth.push(auth);
+            let all = sh.redirect_all.as_ref().map(|base| Reply::Redirect {
+                status: 302,
+                location: format!("{base}{}", path.trim_start_matches('/')),
+            });
+            sh.overrides.get(&path).cloned().or(all)
         };
         let head = method == "HEAD";
         let reply = reply.unwrap_or_else(|| serve_file(root, &path));
@@ -129,6 +167,17 @@ fn handle(conn: TcpStream, root: &Path, shared: &Mutex<Shared>) -> std::io::Resu
             }
             Reply::Status(s) => {
                 write!(w, "HTTP/1.1 {s} X\r\nContent-Length: 0\r\n\r\n")?;
+            }
+            Reply::Redirect { status, location } => {
+                let body = format!("<a href=\"{location}\">moved</a>");
+                write!(
+                    w,
+                    "HTTP/1.1 {status} Moved\r\nLocation: {location}\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                )?;
+                if !head {
+                    w.write_all(body.as_bytes())?;
+                }
             }
             Reply::Truncated { declared, body } => {
                 write!(w, "HTTP/1.1 200 OK\r\nContent-Length: {declared}\r\n\r\n")?;

@@ -104,8 +104,8 @@ pub struct PullStats {
     pub bytes: u64,
     /// True for a dry run: nothing was written.
     pub dry_run: bool,
-    /// HTTP versions the server answered with (`HTTP/2.0` over TLS when it
-    /// offers HTTP/2); empty for a local source.
+    /// HTTP versions the server answered with (`HTTP/1.1`); empty for a
+    /// local source.
     pub protocols: Vec<String>,
 }
 

@@ -57,8 +57,18 @@ pub(super) fn remote_settings(repo: &Repo, remote: &Remote) -> Result<RemoteSett
             .parse()
             .map_err(|_| anyhow!("Remote {}: invalid n-network-retries={n}", remote.name))?;
     }
+    // The TLS options as ostree's `_ostree_repo_remote_new_fetcher` reads
+    // them (ostree-repo-pull.c); what they mean: `crate::fetcher`.
     fetch.tls_ca_path = option(remote, "tls-ca-path").map(Into::into);
     fetch.tls_permissive = parse_bool(remote, "tls-permissive", false)?;
+    fetch.tls_client_cert_path = option(remote, "tls-client-cert-path").map(Into::into);
+    fetch.tls_client_key_path = option(remote, "tls-client-key-path").map(Into::into);
+    if fetch.tls_client_cert_path.is_some() != fetch.tls_client_key_path.is_some() {
+        bail!(
+            "Remote \"{}\" must specify both \"tls-client-cert-path\" and \"tls-client-key-path\"",
+            remote.name
+        );
+    }
     Ok(RemoteSettings {
         fetch,
         collection_id: option(remote, "collection-id").map(str::to_string),
