@@ -469,7 +469,7 @@ fn remote(cmd: RemoteCmd, out: &mut impl Write) -> Result<()> {
     use arbor_repo::remotes;
     match cmd {
         RemoteCmd::Add(o) => {
-            let mut repo = Repo::open(&o.repo.repo)?;
+            let repo = Repo::open(&o.repo.repo)?;
             let set = o
                 .set
                 .iter()
@@ -487,7 +487,7 @@ fn remote(cmd: RemoteCmd, out: &mut impl Write) -> Result<()> {
                 if_not_exists: o.if_not_exists,
                 force: o.force,
             };
-            remotes::add_remote(&mut repo, &o.name, &o.url, &opts)
+            remotes::add_remote(&repo.lock(false)?, &o.name, &o.url, &opts)
         }
         RemoteCmd::List(o) => {
             let repo = Repo::open(&o.repo.repo)?;
@@ -527,8 +527,8 @@ fn remote(cmd: RemoteCmd, out: &mut impl Write) -> Result<()> {
             Ok(())
         }
         RemoteCmd::Delete(o) => {
-            let mut repo = Repo::open(&o.repo.repo)?;
-            remotes::delete_remote(&mut repo, &o.name, o.if_exists)
+            let repo = Repo::open(&o.repo.repo)?;
+            remotes::delete_remote(&repo.lock(false)?, &o.name, o.if_exists)
         }
         RemoteCmd::Refs(o) => {
             let repo = Repo::open(&o.repo.repo)?;

@@ -823,21 +823,21 @@ impl Sysroot {
     /// Every operation that writes takes it first, so a read-only sysroot
     /// is refused here, before anything changes.
     pub fn lock(&mut self) -> Result<SysrootLock<'_>> {
-        let fd = match rustix::fs::openat(
+        let open = || match rustix::fs::openat(
             &self.fd,
             "ostree/lock",
             OFlags::RDWR | OFlags::CREATE | OFlags::CLOEXEC,
             Mode::from_raw_mode(0o600),
         ) {
-            Ok(fd) => fd,
+            Ok(fd) => Ok(fd),
             Err(rustix::io::Errno::ROFS) => bail!(
                 "The sysroot {} is mounted read-only (as with sysroot.readonly): \
                  remount it writable (mount -o remount,rw /sysroot) and retry",
                 self.path.display()
             ),
-            Err(e) => return Err(e).context("Opening ostree/lock"),
+            Err(e) => Err(e).context("Opening ostree/lock"),
         };
-        let lock = arbor_fs::OfdLock::on_file(fd, "ostree/lock", arbor_fs::LockMode::Exclusive)
+        let lock = arbor_fs::OfdLock::on_file(open, "ostree/lock", arbor_fs::LockMode::Exclusive)
             .context("Locking the sysroot")?;
         Ok(SysrootLock {
             sysroot: self,

@@ -82,7 +82,8 @@ impl Machine {
             no_gpg_verify: true,
             ..Default::default()
         };
-        arbor_repo::remotes::add_remote(s.repo_mut(), "origin", &url, &opts).unwrap();
+        arbor_repo::remotes::add_remote(&s.repo().lock(false).unwrap(), "origin", &url, &opts)
+            .unwrap();
         let pull = arbor_pull::PullOptions {
             refs: vec![STABLE.to_string()],
             ..Default::default()

@@ -812,10 +812,14 @@ fn cleanup_removes_temporary_names_a_killed_write_left() {
         ostree_dir.join(".boot.1.tmp-4242-0"),
         ostree_dir.join("boot.1.tmp"),
         deploy_dir.join(format!(".{}.0.origin.tmp-4242-1", m.src.v1)),
+        // Of /boot/ostree/finalize-failure.stamp.
+        sys.join("boot/ostree/.finalize-failure.stamp.tmp-4242-2"),
     ];
     std::os::unix::fs::symlink("boot.1.0", &leftovers[0]).unwrap();
     std::os::unix::fs::symlink("boot.1.0", &leftovers[1]).unwrap();
     std::fs::write(&leftovers[2], "[origin]\n").unwrap();
+    std::fs::create_dir_all(sys.join("boot/ostree")).unwrap();
+    std::fs::write(&leftovers[3], "error").unwrap();
     // Not ours: kept.
     let foreign = deploy_dir.join(".keep.tmp-x-1");
     std::fs::write(&foreign, "").unwrap();
