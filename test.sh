@@ -11,8 +11,9 @@ trap 'rm -rf "$oracle_dir"' EXIT
 gcc -O1 -o "$oracle_dir/glib_oracle" crates/arbor-format/tests/glib_oracle.c -l:libglib-2.0.so.0
 export ARBOR_GLIB_ORACLE="$oracle_dir/glib_oracle"
 # The tests need the crash points and ARBOR_TEST_ROOT: the `arbor` binary
-# they run is built with the fault-injection feature (the dev-dependencies
-# enable it too; named here so that it cannot silently go missing).
+# they run is built with the fault-injection feature (named here only: a
+# dev-dependency enabling it would leak it into release builds of the
+# binary; the integration tests fail without it).
 cargo build --workspace --all-targets --features arbor-cli/fault-injection
 cargo test --workspace --features arbor-cli/fault-injection -- --test-threads 2
 # Without the feature, a crash point's variable is ignored: the unit test

@@ -169,6 +169,9 @@ pub struct PullLocalOpts {
     /// Parents to pull (-1 = all).
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub depth: i64,
+    /// Do not verify commit bindings.
+    #[arg(long)]
+    pub disable_verify_bindings: bool,
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
@@ -199,6 +202,9 @@ pub struct PullOpts {
     /// Allow moving a ref to an older commit.
     #[arg(long)]
     pub allow_downgrade: bool,
+    /// Do not verify commit bindings.
+    #[arg(long)]
+    pub disable_verify_bindings: bool,
     /// Objects in flight at once.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub jobs: u16,

@@ -469,7 +469,7 @@ fn remote(cmd: RemoteCmd, out: &mut impl Write) -> Result<()> {
     use arbor_repo::remotes;
     match cmd {
         RemoteCmd::Add(o) => {
-            let mut repo = Repo::open(&o.repo.repo)?;
+            let repo = Repo::open(&o.repo.repo)?;
             let set = o
                 .set
                 .iter()
@@ -487,7 +487,7 @@ fn remote(cmd: RemoteCmd, out: &mut impl Write) -> Result<()> {
                 if_not_exists: o.if_not_exists,
                 force: o.force,
             };
-            remotes::add_remote(&mut repo, &o.name, &o.url, &opts)
+            remotes::add_remote(&repo.lock(false)?, &o.name, &o.url, &opts)
         }
         RemoteCmd::List(o) => {
             let repo = Repo::open(&o.repo.repo)?;
@@ -527,8 +527,8 @@ fn remote(cmd: RemoteCmd, out: &mut impl Write) -> Result<()> {
             Ok(())
         }
         RemoteCmd::Delete(o) => {
-            let mut repo = Repo::open(&o.repo.repo)?;
-            remotes::delete_remote(&mut repo, &o.name, o.if_exists)
+            let repo = Repo::open(&o.repo.repo)?;
+            remotes::delete_remote(&repo.lock(false)?, &o.name, o.if_exists)
         }
         RemoteCmd::Refs(o) => {
             let repo = Repo::open(&o.repo.repo)?;
@@ -555,6 +555,7 @@ fn pull_local(o: PullLocalOpts, out: &mut impl Write) -> Result<()> {
         refs: o.refs,
         remote: o.remote,
         depth: depth_from_flag(o.depth)?,
+        disable_verify_bindings: o.disable_verify_bindings,
         ..Default::default()
     };
     let stats = arbor_pull::pull_local(&repo.lock(false)?, &src, &opts, &Bar::new())?;
@@ -699,6 +700,7 @@ fn pull(o: PullOpts, out: &mut impl Write) -> Result<()> {
         mirror: o.mirror,
         dry_run: o.dry_run,
         allow_downgrade: o.allow_downgrade,
+        disable_verify_bindings: o.disable_verify_bindings,
         workers: usize::from(o.jobs),
     };
     let started = std::time::Instant::now();

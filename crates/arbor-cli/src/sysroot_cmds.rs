@@ -9,7 +9,7 @@ use arbor_sysroot::deploy::{deploy as do_deploy, DeployOptions};
 use arbor_sysroot::preview::{preview_etc, EtcPreview};
 use arbor_sysroot::status::{status_entries, StatusEntry};
 use arbor_sysroot::Sysroot;
-use arbor_upgrade::{SwitchOptions, UpgradeCheck, UpgradeOptions, Upgrader};
+use arbor_upgrade::{DeployUpdateOptions, SwitchOptions, UpgradeCheck, UpgradeOptions, Upgrader};
 
 use crate::progress::Bar;
 
@@ -223,7 +223,7 @@ pub fn upgrade(o: UpgradeOpts, out: &mut impl Write) -> Result<ExitCode> {
                 ExitCode::from(77)
             }
             UpgradeCheck::Available(u) => {
-                writeln!(out, "Update available: {} -> {}", u.from, u.to)?;
+                writeln!(out, "Update available: {} -> {}", u.from(), u.to())?;
                 ExitCode::SUCCESS
             }
         });
@@ -236,10 +236,10 @@ pub fn upgrade(o: UpgradeOpts, out: &mut impl Write) -> Result<ExitCode> {
         UpgradeCheck::Available(u) => u,
     };
     if o.download_only {
-        writeln!(out, "Update downloaded: {} (not deployed)", update.to)?;
+        writeln!(out, "Update downloaded: {} (not deployed)", update.to())?;
         return Ok(ExitCode::SUCCESS);
     }
-    let r = up.deploy(&update, o.stage)?;
+    let r = up.deploy(&update, &DeployUpdateOptions { stage: o.stage })?;
     let how = if o.stage { "Staged" } else { "Upgraded" };
     writeln!(
         out,

@@ -53,15 +53,24 @@ pub fn atomic_write(dir: impl AsFd, name: &str, data: &[u8], mode: u32) -> Resul
 
 /// A temporary name beside `name` that no other writer in this or another
 /// process uses at the same time (pid and a per-process counter):
-/// `.NAME.tmp-PID-N`.
+/// `.NAME.tmp-PID-N`, with NAME shortened (at a character boundary) so
+/// that the whole fits in 255 bytes, as any name `name` does.
 fn unique_tmp_name(name: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    format!(
-        ".{name}.tmp-{}-{}",
+    let suffix = format!(
+        ".tmp-{}-{}",
         rustix::process::getpid().as_raw_nonzero(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
+    );
+    let mut keep = name.len().min(NAME_MAX - 1 - suffix.len());
+    while !name.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    format!(".{}{suffix}", &name[..keep])
 }
+
+/// The longest file name Linux filesystems accept, in bytes.
+const NAME_MAX: usize = 255;
 
 /// Whether `name` is a temporary name made by this module
 /// (`.NAME.tmp-PID-N`): a leftover of a process killed between creating
@@ -153,6 +162,20 @@ mod tests {
             ".x.tmp-1-",
         ] {
             assert!(!is_temporary_name(other), "{other}");
+        }
+    }
+
+    /// A name near the 255-byte limit (a long ref, as ostree allows) still
+    /// gets a temporary name that fits.
+    #[test]
+    fn long_names_fit() {
+        let t = tempfile::tempdir().unwrap();
+        let d = crate::open_dir(rustix::fs::CWD, &t.path().to_string_lossy()).unwrap();
+        for name in ["x".repeat(250), "é".repeat(127)] {
+            let tmp = unique_tmp_name(&name);
+            assert!(tmp.len() <= NAME_MAX && is_temporary_name(&tmp), "{tmp}");
+            atomic_write(&d, &name, b"x", 0o644).unwrap();
+            symlink_replace(&d, "target", &name).unwrap();
         }
     }
 }

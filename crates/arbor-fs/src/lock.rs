@@ -13,7 +13,9 @@
 //! would wait forever. That is detected instead: [`OfdLock::acquire`]
 //! fails with [`WouldDeadlock`].
 
+use std::marker::PhantomData;
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::thread::ThreadId;
 
@@ -54,6 +56,7 @@ pub struct WouldDeadlock {
 /// A lock this process holds: which file, which thread, which mode.
 #[derive(Debug)]
 struct Held {
+    id: u64,
     file: (u64, u64),
     thread: ThreadId,
     mode: LockMode,
@@ -69,11 +72,24 @@ fn held() -> std::sync::MutexGuard<'static, Vec<Held>> {
 }
 
 /// A held whole-file lock; released when dropped (the descriptor closes).
+///
+/// It stays in the thread that took it (it is not `Send`, though it is
+/// `Sync`: other threads may borrow it), so the deadlock check, which
+/// knows which thread holds what, stays true:
+///
+/// ```compile_fail
+/// # use arbor_fs::{LockMode, OfdLock};
+/// fn move_away(l: OfdLock) {
+///     std::thread::spawn(move || drop(l));
+/// }
+/// ```
 #[derive(Debug)]
 pub struct OfdLock {
     _fd: OwnedFd,
-    file: (u64, u64),
+    id: u64,
     mode: LockMode,
+    /// Not `Send` (a `MutexGuard` is not), but `Sync`.
+    _not_send: PhantomData<std::sync::MutexGuard<'static, ()>>,
 }
 
 impl OfdLock {
@@ -81,44 +97,74 @@ impl OfdLock {
     /// lock in `mode`. Fails with [`WouldDeadlock`] when this thread
     /// already holds a conflicting lock on that file.
     pub fn acquire(dir: impl AsFd, name: &str, perms: u32, mode: LockMode) -> Result<OfdLock> {
-        let fd = rustix::fs::openat(
-            dir,
+        let dir = dir.as_fd();
+        OfdLock::on_file(
+            || {
+                rustix::fs::openat(
+                    dir,
+                    name,
+                    OFlags::RDWR | OFlags::CREATE | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(perms),
+                )
+                .with_context(|| format!("Opening lock file {name}"))
+            },
             name,
-            OFlags::RDWR | OFlags::CREATE | OFlags::CLOEXEC,
-            Mode::from_raw_mode(perms),
+            mode,
         )
-        .with_context(|| format!("Opening lock file {name}"))?;
-        OfdLock::on_file(fd, name, mode)
     }
 
-    /// Waits for a lock in `mode` on an open lock file (`name` for
-    /// messages); as [`OfdLock::acquire`].
-    pub fn on_file(fd: OwnedFd, name: &str, mode: LockMode) -> Result<OfdLock> {
-        let st = rustix::fs::fstat(&fd).with_context(|| format!("Inspecting {name}"))?;
-        let file = (st.st_dev, st.st_ino);
+    /// Waits for a lock in `mode` on the lock file `open` opens (and
+    /// creates if missing; `name` for messages); as [`OfdLock::acquire`].
+    ///
+    /// A holder may delete the lock file when it releases it (libglnx's
+    /// `glnx_release_lock_file`, under `ostree admin`, does): a lock then
+    /// granted on the deleted file excludes no one who opens the file
+    /// anew. So, as libglnx's `glnx_make_lock_file`, once granted the lock
+    /// is kept only if the file still has a name; otherwise the file is
+    /// opened again.
+    pub fn on_file(
+        mut open: impl FnMut() -> Result<OwnedFd>,
+        name: &str,
+        mode: LockMode,
+    ) -> Result<OfdLock> {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         let me = std::thread::current().id();
-        if let Some(h) = held()
-            .iter()
-            .find(|h| h.file == file && h.thread == me && h.mode.conflicts_with(mode))
-        {
-            return Err(WouldDeadlock {
-                name: name.to_string(),
-                held: h.mode,
-                wanted: mode,
+        loop {
+            let fd = open()?;
+            let st = rustix::fs::fstat(&fd).with_context(|| format!("Inspecting {name}"))?;
+            let file = (st.st_dev, st.st_ino);
+            if let Some(h) = held()
+                .iter()
+                .find(|h| h.file == file && h.thread == me && h.mode.conflicts_with(mode))
+            {
+                return Err(WouldDeadlock {
+                    name: name.to_string(),
+                    held: h.mode,
+                    wanted: mode,
+                }
+                .into());
             }
-            .into());
+            lock_wait(&fd, mode).with_context(|| format!("Locking {name}"))?;
+            let st = rustix::fs::fstat(&fd).with_context(|| format!("Inspecting {name}"))?;
+            if st.st_nlink == 0 {
+                // Deleted by the previous holder: lock the file that has
+                // the name now.
+                continue;
+            }
+            let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+            held().push(Held {
+                id,
+                file,
+                thread: me,
+                mode,
+            });
+            return Ok(OfdLock {
+                _fd: fd,
+                id,
+                mode,
+                _not_send: PhantomData,
+            });
         }
-        lock_wait(&fd, mode).with_context(|| format!("Locking {name}"))?;
-        held().push(Held {
-            file,
-            thread: me,
-            mode,
-        });
-        Ok(OfdLock {
-            _fd: fd,
-            file,
-            mode,
-        })
     }
 
     /// The mode held.
@@ -129,17 +175,8 @@ impl OfdLock {
 
 impl Drop for OfdLock {
     fn drop(&mut self) {
-        let me = std::thread::current().id();
         let mut h = held();
-        if let Some(i) = h
-            .iter()
-            .position(|h| h.file == self.file && h.thread == me && h.mode == self.mode)
-            .or_else(|| {
-                // Moved to another thread: forget any entry of this file and mode.
-                h.iter()
-                    .position(|h| h.file == self.file && h.mode == self.mode)
-            })
-        {
+        if let Some(i) = h.iter().position(|h| h.id == self.id) {
             h.swap_remove(i);
         }
     }
@@ -169,8 +206,12 @@ fn lock_wait(fd: &OwnedFd, mode: LockMode) -> Result<()> {
                     LockMode::Shared => FlockOperation::LockShared,
                     LockMode::Exclusive => FlockOperation::LockExclusive,
                 };
-                rustix::fs::flock(fd, op)?;
-                return Ok(());
+                return loop {
+                    match rustix::fs::flock(fd, op) {
+                        Err(rustix::io::Errno::INTR) => continue,
+                        r => break Ok(r?),
+                    }
+                };
             }
             Err(e) => return Err(e.into()),
         }
@@ -239,5 +280,63 @@ mod tests {
         rx.recv_timeout(Duration::from_secs(10))
             .expect("granted after release");
         h.join().unwrap();
+    }
+
+    /// libglnx's release (under `ostree admin`) deletes the lock file, then
+    /// closes it: a waiter granted the lock on the deleted file must lock
+    /// the new one instead, or it and the next locker both hold it.
+    #[test]
+    fn a_lock_file_deleted_by_its_holder_is_reopened() {
+        let (t, d) = dir();
+        let first = OfdLock::acquire(&d, "lock", 0o600, LockMode::Exclusive).unwrap();
+        let d2 = rustix::io::dup(&d).unwrap();
+        let (granted, granted_rx) = std::sync::mpsc::channel();
+        let (release, release_rx) = std::sync::mpsc::channel::<()>();
+        let waiter = std::thread::spawn(move || {
+            let l = OfdLock::acquire(&d2, "lock", 0o600, LockMode::Exclusive).unwrap();
+            granted.send(()).unwrap();
+            release_rx.recv().unwrap();
+            drop(l);
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        std::fs::remove_file(t.path().join("lock")).unwrap();
+        drop(first);
+        granted_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("granted after release");
+        // The waiter holds the file named `lock` now: a third locker waits.
+        assert!(t.path().join("lock").exists(), "the waiter recreated it");
+        let d3 = rustix::io::dup(&d).unwrap();
+        let (third, third_rx) = std::sync::mpsc::channel();
+        let h3 = std::thread::spawn(move || {
+            let l = OfdLock::acquire(&d3, "lock", 0o600, LockMode::Exclusive).unwrap();
+            third.send(()).unwrap();
+            drop(l);
+        });
+        assert!(
+            third_rx.recv_timeout(Duration::from_millis(300)).is_err(),
+            "two exclusive holders at once"
+        );
+        release.send(()).unwrap();
+        waiter.join().unwrap();
+        third_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("granted after the waiter released");
+        h3.join().unwrap();
+    }
+
+    #[test]
+    fn each_guard_forgets_only_its_own_entry() {
+        let (_t, d) = dir();
+        let a = OfdLock::acquire(&d, "l", 0o600, LockMode::Shared).unwrap();
+        let b = OfdLock::acquire(&d, "l", 0o600, LockMode::Shared).unwrap();
+        let ids = |l: &OfdLock| held().iter().filter(|h| h.id == l.id).count();
+        assert_eq!((ids(&a), ids(&b)), (1, 1));
+        let b_id = b.id;
+        drop(b);
+        assert_eq!(ids(&a), 1);
+        assert!(held().iter().all(|h| h.id != b_id));
+        // Still held shared by `a`: an exclusive lock would deadlock.
+        assert!(OfdLock::acquire(&d, "l", 0o600, LockMode::Exclusive).is_err());
     }
 }

@@ -22,10 +22,11 @@
 //! - [`mutex`]: locking mutexes shared by parallel tasks (poison = error).
 //!
 //! Locking: every function that changes the repository (transactions,
-//! refs, commit, pulls, prune, summary, signatures) takes a
-//! [`repo::RepoLock`], the proof that the caller holds the repository lock
-//! ([`Repo::lock`]), and never locks the repository itself. Configuration
-//! writes take `&mut Repo`, as ostree writes `config` without the lock.
+//! refs, commit, pulls, prune, summary, signatures, `config` and remotes)
+//! takes a [`repo::RepoLock`], the proof that the caller holds the
+//! repository lock ([`Repo::lock`]), and never locks the repository
+//! itself. `config` is changed under an arbor section lock besides
+//! ([`repo::RepoLock::update_config`]); ostree writes it without a lock.
 #![deny(missing_docs)]
 
 #[cfg(doc)]

@@ -151,5 +151,98 @@ pub fn prune(lock: &RepoLock<'_>, opts: &PruneOptions) -> Result<PruneReport> {
     if !opts.dry_run && repo.fsync_enabled() && !doomed.is_empty() {
         rustix::fs::syncfs(&repo.objects)?;
     }
+    if !opts.dry_run {
+        remove_temporaries(lock)?;
+    }
     Ok(report)
+}
+
+/// Removes the temporaries ([`arbor_fs::is_temporary_name`]) that killed
+/// arbor writers left in `refs/` and at the repository root (`config`).
+///
+/// Only under the exclusive lock: every arbor writer of refs and `config`
+/// holds the repository lock (a [`RepoLock`]), so none is writing now and
+/// no temporary is live. ostree's temporaries have other names.
+#[context("Removing leftover temporary files")]
+fn remove_temporaries(lock: &RepoLock<'_>) -> Result<()> {
+    debug_assert!(lock.is_exclusive());
+    let repo: &Repo = lock;
+    let mut removed = 0u64;
+    let mut remove_in = |dir: &std::os::fd::OwnedFd, name: &str| -> Result<()> {
+        match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
+            Ok(()) | Err(Errno::NOENT) => {
+                removed += 1;
+                Ok(())
+            }
+            Err(e) => Err(e).with_context(|| format!("Removing {name}")),
+        }
+    };
+    let root = rustix::io::dup(&repo.dir)?;
+    for e in arbor_fs::list_dir(&root)? {
+        // Temporaries of refs and config have UTF-8 names.
+        let Some(name) = arbor_fs::utf8_name(&e.name) else {
+            continue;
+        };
+        if e.ftype != rustix::fs::FileType::Directory && arbor_fs::is_temporary_name(name) {
+            remove_in(&root, name)?;
+        }
+    }
+    // refs/ at any depth, without recursion.
+    let mut stack = Vec::from_iter(arbor_fs::open_dir_optional(&repo.dir, "refs")?);
+    while let Some(dir) = stack.pop() {
+        for e in arbor_fs::list_dir(&dir)? {
+            let Some(name) = arbor_fs::utf8_name(&e.name) else {
+                continue;
+            };
+            if e.ftype == rustix::fs::FileType::Directory {
+                stack.push(arbor_fs::open_dir(&dir, name)?);
+            } else if arbor_fs::is_temporary_name(name) {
+                remove_in(&dir, name)?;
+            }
+        }
+    }
+    if removed > 0 {
+        tracing::debug!("removed {removed} leftover temporary files");
+        if repo.fsync_enabled() {
+            rustix::fs::syncfs(&repo.dir)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What arbor writers killed between creating a temporary and renaming
+    /// it leave: prune (exclusive lock) removes them, nothing else.
+    #[test]
+    fn prune_removes_leftover_temporaries() {
+        let td = tempfile::tempdir().unwrap();
+        let repo = Repo::init(&td.path().join("r"), arbor_format::RepoMode::Archive).unwrap();
+        let p = repo.path().to_path_buf();
+        std::fs::create_dir_all(p.join("refs/remotes/o/a/b")).unwrap();
+        let leftovers = [
+            ".config.tmp-4242-0",
+            "refs/heads/.main.tmp-4242-1",
+            "refs/remotes/o/a/b/.c.tmp-4242-2",
+        ];
+        let kept = ["refs/heads/.keep.tmp-x-1", "refs/heads/.keep", ".keep"];
+        for f in leftovers.iter().chain(&kept) {
+            std::fs::write(p.join(f), "x").unwrap();
+        }
+        let dry = PruneOptions {
+            dry_run: true,
+            ..Default::default()
+        };
+        prune(&repo.lock(true).unwrap(), &dry).unwrap();
+        assert!(leftovers.iter().all(|f| p.join(f).exists()), "dry run");
+        prune(&repo.lock(true).unwrap(), &PruneOptions::default()).unwrap();
+        for f in leftovers {
+            assert!(!p.join(f).exists(), "{f} survived prune");
+        }
+        for f in kept {
+            assert!(p.join(f).exists(), "{f} was removed");
+        }
+    }
 }

@@ -423,7 +423,7 @@ pub fn resolve_rev(repo: &Repo, rev: &str) -> Result<Checksum> {
 /// fsync of the directory. Callers must make the target's objects durable
 /// first (as [`crate::txn::Transaction::commit`] does).
 #[context("Updating ref {}", u.spec)]
-pub fn apply_update(lock: &RepoLock, u: &RefUpdate) -> Result<()> {
+pub(crate) fn apply_update(lock: &RepoLock, u: &RefUpdate) -> Result<()> {
     let repo: &Repo = lock;
     let rel = u.spec.relpath();
     let (parent, base) = rel.rsplit_once('/').expect("relpath always has a slash");
@@ -449,8 +449,9 @@ pub fn apply_update(lock: &RepoLock, u: &RefUpdate) -> Result<()> {
 }
 
 /// Sets or deletes refs outside of any object transaction, under the
-/// repository lock the caller holds; each update is atomic (see
-/// [`apply_update`]).
+/// repository lock the caller holds and arbor's ref-update lock, checking
+/// every `expected_old` first; each update is atomic (a temp file, fsync,
+/// rename over the ref and fsync of its directory, or an unlink and fsync).
 pub fn update_refs(lock: &RepoLock, updates: &[RefUpdate]) -> Result<()> {
     apply_updates(lock, updates)
 }

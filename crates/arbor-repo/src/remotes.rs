@@ -6,7 +6,8 @@ use arbor_format::names::validate_remote_name;
 use fn_error_context::context;
 use serde::Serialize;
 
-use crate::repo::Repo;
+use crate::config::KeyFile;
+use crate::repo::{Repo, RepoLock};
 
 /// Options of `remote add`, following `ostree remote add`.
 #[derive(Debug, Default, Clone)]
@@ -40,9 +41,31 @@ fn group(name: &str) -> String {
     format!("remote \"{name}\"")
 }
 
-/// Adds a remote; the `config` is rewritten atomically.
+/// Adds a remote; the `config` is re-read and rewritten atomically under
+/// the lock ([`RepoLock::update_config`]), so concurrent changes all stay.
+///
+/// It changes the repository, so it needs the lock:
+///
+/// ```compile_fail
+/// # use arbor_repo::{remotes::{add_remote, RemoteAddOptions}, Repo};
+/// fn add(repo: &mut Repo) -> anyhow::Result<()> {
+///     add_remote(repo, "origin", "http://example.com/repo", &RemoteAddOptions::default())
+/// }
+/// ```
+///
+/// ```
+/// # use arbor_repo::{remotes::{add_remote, RemoteAddOptions}, Repo};
+/// fn add(repo: &Repo) -> anyhow::Result<()> {
+///     add_remote(&repo.lock(false)?, "origin", "http://example.com/repo", &RemoteAddOptions::default())
+/// }
+/// ```
 #[context("Adding remote {name}")]
-pub fn add_remote(repo: &mut Repo, name: &str, url: &str, opts: &RemoteAddOptions) -> Result<()> {
+pub fn add_remote(
+    lock: &RepoLock<'_>,
+    name: &str,
+    url: &str,
+    opts: &RemoteAddOptions,
+) -> Result<()> {
     validate_remote_name(name)?;
     if url.is_empty() {
         bail!("Remote URL must not be empty");
@@ -52,11 +75,15 @@ pub fn add_remote(repo: &mut Repo, name: &str, url: &str, opts: &RemoteAddOption
     for u in std::iter::once(url).chain(set_urls.map(|(_, v)| v.as_str())) {
         crate::remote_url::RemoteUrl::parse(u)?;
     }
-    let mut kf = repo.config().clone();
+    lock.update_config(|kf| add_to(kf, name, url, opts))
+}
+
+/// Adds the remote to `kf`; false if it exists and `if_not_exists`.
+fn add_to(kf: &mut KeyFile, name: &str, url: &str, opts: &RemoteAddOptions) -> Result<bool> {
     let g = group(name);
     if kf.groups().any(|x| x == g) {
         if opts.if_not_exists {
-            return Ok(());
+            return Ok(false);
         }
         if !opts.force {
             bail!("Remote configuration for \"{name}\" already exists");
@@ -99,20 +126,22 @@ pub fn add_remote(repo: &mut Repo, name: &str, url: &str, opts: &RemoteAddOption
     if !types.is_empty() {
         kf.set(&g, "sign-verify", &types.join(";"))?;
     }
-    repo.write_config(kf)
+    Ok(true)
 }
 
-/// Deletes a remote (`if_exists`: no error when absent).
+/// Deletes a remote (`if_exists`: no error when absent); as
+/// [`add_remote`], under the lock.
 #[context("Deleting remote {name}")]
-pub fn delete_remote(repo: &mut Repo, name: &str, if_exists: bool) -> Result<()> {
-    let mut kf = repo.config().clone();
-    if !kf.remove_group(&group(name)) {
-        if if_exists {
-            return Ok(());
+pub fn delete_remote(lock: &RepoLock<'_>, name: &str, if_exists: bool) -> Result<()> {
+    lock.update_config(|kf| {
+        if !kf.remove_group(&group(name)) {
+            if if_exists {
+                return Ok(false);
+            }
+            bail!("Remote \"{name}\" not found");
         }
-        bail!("Remote \"{name}\" not found");
-    }
-    repo.write_config(kf)
+        Ok(true)
+    })
 }
 
 /// All remotes, in config order.
@@ -146,5 +175,52 @@ pub fn get_remote(repo: &Repo, name: &str) -> Result<Remote> {
     match list_remotes(repo).into_iter().find(|r| r.name == name) {
         Some(r) => Ok(r),
         None => bail!("Remote \"{name}\" not found"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Handles opened before any add, as by concurrent `remote add`
+    /// processes: each add re-reads `config` under the lock, so none is
+    /// lost.
+    #[test]
+    fn concurrent_adds_all_survive() {
+        let td = tempfile::tempdir().unwrap();
+        let path = td.path().join("r");
+        Repo::init(&path, arbor_format::RepoMode::Archive).unwrap();
+        let handles: Vec<Repo> = (0..4).map(|_| Repo::open(&path).unwrap()).collect();
+        let barrier = std::sync::Barrier::new(handles.len());
+        std::thread::scope(|s| {
+            for (t, repo) in handles.iter().enumerate() {
+                let barrier = &barrier;
+                s.spawn(move || {
+                    barrier.wait();
+                    for i in 0..5 {
+                        let lock = repo.lock(false).unwrap();
+                        let name = format!("r{t}-{i}");
+                        add_remote(&lock, &name, "http://x/", &RemoteAddOptions::default())
+                            .unwrap();
+                        // This handle sees its own change at once.
+                        assert!(get_remote(repo, &name).is_ok());
+                    }
+                });
+            }
+        });
+        let mut names: Vec<String> = list_remotes(&Repo::open(&path).unwrap())
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        names.sort();
+        let mut want: Vec<String> = (0..4)
+            .flat_map(|t| (0..5).map(move |i| format!("r{t}-{i}")))
+            .collect();
+        want.sort();
+        assert_eq!(names, want);
+        // Deleting also edits the current file, not the copy read at open.
+        let stale = &handles[0];
+        delete_remote(&stale.lock(false).unwrap(), "r3-4", false).unwrap();
+        assert_eq!(list_remotes(stale).len(), 19);
     }
 }

@@ -3,6 +3,7 @@
 use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 use anyhow::{bail, Context, Result};
 use arbor_format::{Checksum, ObjectType, RepoMode};
@@ -39,9 +40,14 @@ pub struct Repo {
     pub(crate) dir: OwnedFd,
     pub(crate) objects: OwnedFd,
     mode: RepoMode,
-    config: KeyFile,
+    /// The `config` as last read or written by this handle; replaced (not
+    /// edited) under [`RepoLock::update_config`].
+    config: RwLock<Arc<KeyFile>>,
     fsync: bool,
 }
+
+/// arbor's section lock serialising read-modify-write of `config`.
+const CONFIG_LOCK: &str = ".arbor-config-lock";
 
 /// The repository locked: proof, required by every function that changes
 /// the repository, that the lock on `.lock` (the one ostree's
@@ -95,6 +101,37 @@ impl<'r> RepoLock<'r> {
     /// does not. Always taken after, and inside, the repository lock.
     pub(crate) fn section_lock(&self, name: &str) -> Result<arbor_fs::OfdLock> {
         arbor_fs::OfdLock::acquire(&self.repo.dir, name, 0o660, arbor_fs::LockMode::Exclusive)
+    }
+
+    /// Changes `config`: under arbor's config section lock, reads it from
+    /// disk (not the copy read at open, which another writer may have
+    /// replaced since), lets `change` edit it, and, if `change` returns
+    /// true, writes it atomically and makes it this handle's config.
+    ///
+    /// Two concurrent arbor writers both keep their change. (ostree writes
+    /// `config` without any lock; a concurrent ostree writer can still
+    /// lose one, as between two ostree writers.)
+    ///
+    /// Crash guarantee: temp file, fsync, rename, fsync of the directory:
+    /// after a crash `config` is the old or the new file.
+    #[context("Writing config")]
+    pub fn update_config(&self, change: impl FnOnce(&mut KeyFile) -> Result<bool>) -> Result<()> {
+        let _section = self.section_lock(CONFIG_LOCK)?;
+        let text = arbor_fs::read_to_string(&self.repo.dir, "config")?;
+        let mut kf = KeyFile::parse(&text).context("Reading config")?;
+        if change(&mut kf)? {
+            arbor_fs::atomic_write(&self.repo.dir, "config", kf.to_text().as_bytes(), 0o644)?;
+        }
+        *self.repo.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(kf);
+        Ok(())
+    }
+
+    /// Replaces `config` with `kf` (see [`RepoLock::update_config`]).
+    pub fn write_config(&self, kf: KeyFile) -> Result<()> {
+        self.update_config(|old| {
+            *old = kf;
+            Ok(true)
+        })
     }
 }
 
@@ -190,7 +227,7 @@ impl Repo {
             dir,
             objects,
             mode,
-            config,
+            config: RwLock::new(Arc::new(config)),
             fsync,
         })
     }
@@ -206,15 +243,21 @@ impl Repo {
     }
 
     /// `core.collection-id`, if the repository has one.
-    pub fn collection_id(&self) -> Option<&str> {
-        self.config
+    pub fn collection_id(&self) -> Option<String> {
+        self.config()
             .get("core", "collection-id")
             .filter(|c| !c.is_empty())
+            .map(str::to_string)
     }
 
-    /// The parsed `config`.
-    pub fn config(&self) -> &KeyFile {
-        &self.config
+    /// The parsed `config`, as last read or written by this handle.
+    pub fn config(&self) -> Arc<KeyFile> {
+        // Replaced whole, never edited in place: a poisoned lock still
+        // holds a complete config.
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Whether data is synced before publishing (`core.fsync`, default true).
@@ -230,17 +273,6 @@ impl Repo {
     /// The repository root directory.
     pub fn dir(&self) -> impl AsFd + '_ {
         &self.dir
-    }
-
-    /// Rewrites `config`.
-    ///
-    /// Crash guarantee: temp file, fsync, rename, fsync of the directory:
-    /// after a crash `config` is the old or the new file.
-    #[context("Writing config")]
-    pub fn write_config(&mut self, kf: KeyFile) -> Result<()> {
-        arbor_fs::atomic_write(&self.dir, "config", kf.to_text().as_bytes(), 0o644)?;
-        self.config = kf;
-        Ok(())
     }
 
     /// Takes the repository lock: shared for writers that only add objects,
@@ -358,7 +390,7 @@ mod tests {
         let td = tempfile::tempdir().unwrap();
         let p = td.path().join("repo");
         let repo = Repo::init_with(&p, RepoMode::Archive, Some("org.example.Os")).unwrap();
-        assert_eq!(repo.collection_id(), Some("org.example.Os"));
+        assert_eq!(repo.collection_id().as_deref(), Some("org.example.Os"));
         assert_eq!(
             std::fs::read_to_string(p.join("config")).unwrap(),
             "[core]\nrepo_version=1\nmode=archive-z2\ncollection-id=org.example.Os\n"

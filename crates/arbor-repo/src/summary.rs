@@ -297,6 +297,7 @@ fn collection_refs(repo: &Repo, main: Option<&str>) -> Result<ByCollection> {
 #[context("Generating summary")]
 pub fn generate_summary(repo: &Repo, opts: &SummaryOptions) -> Result<Summary> {
     let main = repo.collection_id();
+    let main = main.as_deref();
     let mut by = collection_refs(repo, main)?;
     let main_refs: Vec<(String, Checksum)> = match main {
         Some(m) => by.remove(m).unwrap_or_default().into_iter().collect(),

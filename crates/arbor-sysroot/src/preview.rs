@@ -68,7 +68,7 @@ pub fn preview_etc(
     // The copy of /etc goes in any case; failing to remove it does not
     // change the preview (the next preview or cleanup removes it).
     if let Err(e) = std::fs::remove_dir_all(&tmp) {
-        tracing::debug!("Removing the preview's scratch {}: {e}", tmp.display());
+        tracing::warn!("Removing the preview's scratch {}: {e}", tmp.display());
     }
     Ok(EtcPreview {
         commit,

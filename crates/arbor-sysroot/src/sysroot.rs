@@ -72,6 +72,10 @@ pub struct Sysroot {
     pub(crate) booted: Option<usize>,
     /// (device, inode) of the running root, when it runs from this sysroot.
     root_devino: Option<(u64, u64)>,
+    /// Test-only: the directory to treat as the running root (see
+    /// [`Sysroot::set_test_root`]).
+    #[cfg(feature = "fault-injection")]
+    test_root: Option<PathBuf>,
     /// See [`Sysroot::set_mutable_deployments`].
     mutable_deployments: bool,
 }
@@ -214,6 +218,8 @@ impl Sysroot {
             deployments: Vec::new(),
             booted: None,
             root_devino: None,
+            #[cfg(feature = "fault-injection")]
+            test_root: None,
             mutable_deployments: false,
         };
         s.load()?;
@@ -267,6 +273,17 @@ impl Sysroot {
     /// Index of the booted deployment.
     pub fn booted(&self) -> Option<usize> {
         self.booted
+    }
+
+    /// Test-only (`fault-injection` builds): treats `root` as the running
+    /// system's `/` when deciding which deployment is booted, as
+    /// [`ROOT_ENV`] does for a process, and reloads. For library tests,
+    /// which run in parallel in one process and so cannot share an
+    /// environment variable. Ignored for a sysroot that is `/`.
+    #[cfg(feature = "fault-injection")]
+    pub fn set_test_root(&mut self, root: Option<&Path>) -> Result<()> {
+        self.test_root = root.map(Path::to_path_buf);
+        self.load()
     }
 
     /// Re-reads the boot state and deployments from disk.
@@ -448,8 +465,12 @@ impl Sysroot {
         let here = rustix::fs::fstat(&self.fd)?;
         if (here.st_dev, here.st_ino) != devino(Path::new("/"))? {
             #[cfg(feature = "fault-injection")]
-            if let Some(r) = std::env::var_os(ROOT_ENV) {
-                return Ok(Some(devino(Path::new(&r))?));
+            if let Some(r) = self
+                .test_root
+                .clone()
+                .or_else(|| std::env::var_os(ROOT_ENV).map(PathBuf::from))
+            {
+                return Ok(Some(devino(&r)?));
             }
             return Ok(None);
         }
@@ -802,21 +823,21 @@ impl Sysroot {
     /// Every operation that writes takes it first, so a read-only sysroot
     /// is refused here, before anything changes.
     pub fn lock(&mut self) -> Result<SysrootLock<'_>> {
-        let fd = match rustix::fs::openat(
+        let open = || match rustix::fs::openat(
             &self.fd,
             "ostree/lock",
             OFlags::RDWR | OFlags::CREATE | OFlags::CLOEXEC,
             Mode::from_raw_mode(0o600),
         ) {
-            Ok(fd) => fd,
+            Ok(fd) => Ok(fd),
             Err(rustix::io::Errno::ROFS) => bail!(
                 "The sysroot {} is mounted read-only (as with sysroot.readonly): \
                  remount it writable (mount -o remount,rw /sysroot) and retry",
                 self.path.display()
             ),
-            Err(e) => return Err(e).context("Opening ostree/lock"),
+            Err(e) => Err(e).context("Opening ostree/lock"),
         };
-        let lock = arbor_fs::OfdLock::on_file(fd, "ostree/lock", arbor_fs::LockMode::Exclusive)
+        let lock = arbor_fs::OfdLock::on_file(open, "ostree/lock", arbor_fs::LockMode::Exclusive)
             .context("Locking the sysroot")?;
         Ok(SysrootLock {
             sysroot: self,

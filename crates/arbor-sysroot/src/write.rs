@@ -470,6 +470,12 @@ pub fn cleanup(s: &mut SysrootLock<'_>, prune: bool) -> Result<CleanupReport> {
     if let Some(bo) = fsutil::open_dir_optional(&boot, "ostree")? {
         for name in fsutil::list_names(&bo)? {
             if fsutil::file_type(&bo, &name)? != Some(rustix::fs::FileType::Directory) {
+                // A temporary of an interrupted write (e.g. of
+                // finalize-failure.stamp): every writer here holds the
+                // sysroot lock, as this cleanup does.
+                if arbor_fs::is_temporary_name(&name) {
+                    fsutil::remove_all(&bo, &name)?;
+                }
                 continue;
             }
             if used.contains(&name) {

@@ -43,7 +43,9 @@ pub enum UpgradeError {
         name: String,
     },
     /// The update is older than the deployed commit, and downgrades are
-    /// not allowed.
+    /// not allowed. For a remote ref the pull refuses first, comparing
+    /// with what the system repository's ref named before (normally the
+    /// deployed commit): `deployed` is then that commit.
     #[error(
         "Refusing to upgrade to {target} (timestamp {target_timestamp}): older than the \
          deployed {deployed} (timestamp {deployed_timestamp}); use --allow-downgrade"
@@ -53,10 +55,33 @@ pub enum UpgradeError {
         target: Checksum,
         /// Its timestamp.
         target_timestamp: u64,
-        /// The deployed (merge) commit.
+        /// The deployed (merge) commit, or for a remote ref the commit
+        /// its local copy named before the pull.
         deployed: Checksum,
         /// Its timestamp.
         deployed_timestamp: u64,
+    },
+    /// The merge deployment changed (another process switched, upgraded
+    /// or undeployed) between [`Upgrader::new`](crate::Upgrader::new) and
+    /// the deploy: deploying would undo that change. Nothing was changed;
+    /// start again from a new upgrader.
+    #[error(
+        "The deployments changed since the upgrade started (merge deployment {expected}, now \
+         {}): not deploying; retry the upgrade",
+        found.as_deref().unwrap_or("none")
+    )]
+    MergeChanged {
+        /// The merge deployment the upgrade started from (`CSUM.SERIAL`).
+        expected: String,
+        /// The merge deployment now, if any.
+        found: Option<String>,
+    },
+    /// Another process deployed (or staged) the update since the upgrade
+    /// started: nothing to do, and nothing was changed.
+    #[error("{commit} is already deployed or pending")]
+    AlreadyDeployed {
+        /// The update's commit.
+        commit: Checksum,
     },
     /// Any other error (I/O, network, a failed deploy), with its context.
     #[error(transparent)]

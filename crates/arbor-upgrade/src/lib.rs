@@ -3,18 +3,24 @@
 //!
 //! An upgrade finds the ref the merge deployment's origin follows, checks
 //! whether it names something new, fetches it, and deploys it with the
-//! origin carried forward. What it refuses and when, as ostree's upgrader
-//! (`ostree_sysroot_upgrader_*`) and `rpm-ostree upgrade` do:
+//! origin carried forward. What it refuses and when, after ostree's upgrader
+//! (`ostree_sysroot_upgrader_*`) and `rpm-ostree upgrade`:
 //!
-//! - an origin with `unconfigured-state` (a vendor image that must be
-//!   registered first), one without a refspec, one following a commit
-//!   rather than a ref: [`UpgradeError`], before anything is fetched;
-//! - an update older than the deployed commit (by commit timestamp),
+//! - an origin without a refspec, one with `unconfigured-state` (a vendor
+//!   image that must be registered first), one following a commit rather
+//!   than a ref: [`UpgradeError`], before anything is fetched (ostree
+//!   checks `unconfigured-state` before the refspec; arbor reports a
+//!   missing refspec first);
+//! - an update older than the deployed commit (by commit timestamp; an
+//!   equal one is accepted, as ostree's `_ostree_compare_timestamps`),
 //!   unless [`UpgradeOptions::allow_downgrade`];
 //! - "no update" when the ref names the merge deployment's commit, or the
 //!   commit of a pending (or staged) deployment already waiting to boot;
+//! - a deploy when the merge deployment changed since the upgrade started
+//!   (another process switched or upgraded): [`UpgradeError::MergeChanged`];
 //! - a commit override (`override-commit`) and the transient origin state
-//!   are dropped: an upgrade follows the ref again.
+//!   are dropped, so an upgrade follows the ref again: that is
+//!   rpm-ostree's behaviour (ostree's upgrader keeps an override).
 //!
 //! The steps are separate so a caller decides how far to go: [`Upgrader::check`]
 //! (reads the remote's summary, writes nothing), [`Upgrader::pull`]
@@ -26,7 +32,7 @@
 //! An update agent's round, staging what it finds:
 //!
 //! ```no_run
-//! use arbor_upgrade::{UpgradeCheck, UpgradeError, UpgradeOptions, Upgrader};
+//! use arbor_upgrade::{DeployUpdateOptions, UpgradeCheck, UpgradeError, UpgradeOptions, Upgrader};
 //!
 //! # fn main() -> Result<(), UpgradeError> {
 //! let mut sysroot = arbor_sysroot::Sysroot::open("/".as_ref())?;
@@ -38,7 +44,7 @@
 //!     r => r?,
 //! };
 //! if let UpgradeCheck::Available(update) = up.pull(&arbor_repo::NullProgress)? {
-//!     let report = up.deploy(&update, true)?;
+//!     let report = up.deploy(&update, &DeployUpdateOptions { stage: true })?;
 //!     println!("staged {}", report.deployment);
 //! }
 //! # Ok(())
@@ -67,4 +73,4 @@ mod tests;
 
 pub use error::UpgradeError;
 pub use switch::{switch, SwitchOptions};
-pub use upgrader::{Update, UpgradeCheck, UpgradeOptions, Upgrader};
+pub use upgrader::{DeployUpdateOptions, Update, UpgradeCheck, UpgradeOptions, Upgrader};

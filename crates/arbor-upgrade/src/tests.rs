@@ -11,9 +11,15 @@ use arbor_repo::{NullProgress, Repo};
 use arbor_sysroot::deploy::{deploy, DeployOptions};
 use arbor_sysroot::Sysroot;
 
-use crate::{switch, SwitchOptions, UpgradeCheck, UpgradeError, UpgradeOptions, Upgrader};
+use crate::{
+    switch, DeployUpdateOptions, SwitchOptions, UpgradeCheck, UpgradeError, UpgradeOptions,
+    Upgrader,
+};
 
 const STABLE: &str = "testos/stable";
+
+/// Deploy now, not staged.
+const NOW: DeployUpdateOptions = DeployUpdateOptions { stage: false };
 
 /// Deploying needs root (owners in the bare system repository, the
 /// immutable flag on deployment roots): the shared gate.
@@ -66,7 +72,8 @@ impl Machine {
             no_gpg_verify: true,
             ..Default::default()
         };
-        arbor_repo::remotes::add_remote(s.repo_mut(), "origin", &url, &opts).unwrap();
+        arbor_repo::remotes::add_remote(&s.repo().lock(false).unwrap(), "origin", &url, &opts)
+            .unwrap();
         let pull = arbor_pull::PullOptions {
             refs: vec![STABLE.to_string()],
             ..Default::default()
@@ -114,6 +121,28 @@ impl Machine {
 
     fn sysroot(&self) -> Sysroot {
         Sysroot::open(&self.sys).unwrap()
+    }
+
+    /// The sysroot as seen from a system booted into v1 (`v1.0`).
+    fn booted_in_v1(&self) -> Sysroot {
+        let mut s = self.sysroot();
+        let root = self
+            .sys
+            .join(format!("ostree/deploy/testos/deploy/{}.0", self.v1));
+        s.set_test_root(Some(&root)).unwrap();
+        let b = s.booted().expect("v1 is booted");
+        assert_eq!(s.deployments()[b].csum, self.v1);
+        s
+    }
+
+    /// Points the system repository's local ref `testos/local` at `c`.
+    fn set_local(&self, c: Checksum) {
+        let local = RefSpec::local(RefName::new("testos/local").unwrap());
+        arbor_repo::refs::update_refs(
+            &self.sysroot().repo().lock(false).unwrap(),
+            &[RefUpdate::set(local, c)],
+        )
+        .unwrap();
     }
 
     /// The deployments as `(commit, serial)`, in boot order.
@@ -235,9 +264,9 @@ fn check_reports_the_update_and_fetches_nothing() {
     let UpgradeCheck::Available(u) = up.check().unwrap() else {
         panic!("no update found");
     };
-    assert_eq!((u.from, u.to), (m.v1, v2));
+    assert_eq!((*u.from(), *u.to()), (m.v1, v2));
     // Not in the system repository: version and timestamp unknown.
-    assert_eq!((u.version, u.timestamp), (None, None));
+    assert_eq!((u.version(), u.timestamp()), (None, None));
     assert_eq!(m.tracked(), Some(m.v1));
     let err = arbor_repo::objects::load_commit(m.sysroot().repo(), &v2).unwrap_err();
     assert!(arbor_repo::reachable::is_not_found(&err), "{err:#}");
@@ -255,6 +284,17 @@ fn check_reports_the_update_and_fetches_nothing() {
             if remote == "origin" && name == "testos/gone"),
         "{err:?}"
     );
+    // The pull says the same, typed.
+    let err = upgrader(&mut s, false)
+        .unwrap()
+        .pull(&NullProgress)
+        .unwrap_err();
+    assert!(
+        matches!(&err, UpgradeError::NoRemoteRef { remote, name }
+            if remote == "origin" && name == "testos/gone"),
+        "{err:?}"
+    );
+    assert_eq!(m.deployments(), [(m.v1, 0)]);
 }
 
 #[test]
@@ -279,9 +319,9 @@ fn download_only_leaves_the_deployments_unchanged_then_deploy_upgrades() {
     let UpgradeCheck::Available(u) = up.pull(&NullProgress).unwrap() else {
         panic!("no update pulled");
     };
-    assert_eq!((u.from, u.to), (m.v1, v2));
-    assert_eq!(u.version.as_deref(), Some("2.0"));
-    assert_eq!(u.timestamp, Some(2_000_000));
+    assert_eq!((*u.from(), *u.to()), (m.v1, v2));
+    assert_eq!(u.version(), Some("2.0"));
+    assert_eq!(u.timestamp(), Some(2_000_000));
     // Downloaded: the ref moved; the deployments and boot entries did not.
     assert_eq!(m.tracked(), Some(v2));
     assert_eq!((m.deployments(), entries()), before);
@@ -298,7 +338,7 @@ fn download_only_leaves_the_deployments_unchanged_then_deploy_upgrades() {
     assert!(p.plan[0].upstream_changed);
     assert_eq!((m.deployments(), entries()), before);
     // Deploy: v2 is the default, its origin follows the ref (no override).
-    let r = up.deploy(&u, false).unwrap();
+    let r = up.deploy(&u, &NOW).unwrap();
     assert_eq!(r.checksum, v2.to_hex());
     assert_eq!(m.deployments(), [(v2, 0), (m.v1, 0)]);
     assert_eq!(
@@ -372,6 +412,151 @@ fn an_older_commit_is_refused_unless_downgrades_are_allowed() {
     let UpgradeCheck::Available(u) = up.pull(&NullProgress).unwrap() else {
         panic!("no update pulled");
     };
-    up.deploy(&u, false).unwrap();
+    up.deploy(&u, &NOW).unwrap();
     assert_eq!(m.deployments()[0], (old, 0));
+}
+
+#[test]
+fn a_staged_update_is_up_to_date_for_check_and_pull() {
+    if needs_root("a_staged_update_is_up_to_date_for_check_and_pull") {
+        return;
+    }
+    let m = Machine::new();
+    let v2 = m.release(STABLE, "2.0", 2_000_000);
+    let mut s = m.booted_in_v1();
+    let mut up = upgrader(&mut s, false).unwrap();
+    let UpgradeCheck::Available(u) = up.pull(&NullProgress).unwrap() else {
+        panic!("no update pulled");
+    };
+    up.deploy(&u, &DeployUpdateOptions { stage: true }).unwrap();
+    // Booted in v1, v2 staged: the merge deployment is still v1, yet v2
+    // waits to boot, so there is nothing to upgrade to.
+    let mut s = m.booted_in_v1();
+    assert!(s.deployments()[0].staged);
+    assert_eq!(s.deployments()[0].csum, v2);
+    let mut up = upgrader(&mut s, false).unwrap();
+    assert_eq!(up.merge_deployment().csum, m.v1);
+    assert_eq!(up.check().unwrap(), UpgradeCheck::UpToDate { commit: v2 });
+    assert_eq!(
+        up.pull(&NullProgress).unwrap(),
+        UpgradeCheck::UpToDate { commit: v2 }
+    );
+}
+
+#[test]
+fn a_deploy_refuses_when_another_process_changed_the_merge_deployment() {
+    if needs_root("a_deploy_refuses_when_another_process_changed_the_merge_deployment") {
+        return;
+    }
+    let m = Machine::new();
+    let v2 = m.release(STABLE, "2.0", 2_000_000);
+    let mut s = m.sysroot();
+    let mut up = upgrader(&mut s, false).unwrap();
+    let UpgradeCheck::Available(u) = up.pull(&NullProgress).unwrap() else {
+        panic!("no update pulled");
+    };
+    assert_eq!(*u.to(), v2);
+    // Meanwhile the admin switches to a local ref.
+    m.set_local(m.v1);
+    let opts = SwitchOptions {
+        stateroot: None,
+        refspec: "testos/local".into(),
+    };
+    switch(&mut m.sysroot(), &opts, &NullProgress).unwrap();
+    let switched = m.deployments();
+    assert_eq!(switched, [(m.v1, 1), (m.v1, 0)]);
+    let origin = m
+        .sys
+        .join(format!("ostree/deploy/testos/deploy/{}.1.origin", m.v1));
+    let text = std::fs::read_to_string(&origin).unwrap();
+    // The stale upgrade does not undo the switch.
+    let err = up.deploy(&u, &NOW).unwrap_err();
+    assert!(
+        matches!(&err, UpgradeError::MergeChanged { expected, found }
+            if *expected == format!("{}.0", m.v1)
+                && found.as_deref() == Some(&*format!("{}.1", m.v1))),
+        "{err:?}"
+    );
+    assert_eq!(m.deployments(), switched);
+    assert_eq!(std::fs::read_to_string(&origin).unwrap(), text);
+    // Only the origin changes (same commit and serial): refused too.
+    let mut s = m.sysroot();
+    let mut up = upgrader(&mut s, false).unwrap();
+    std::fs::write(&origin, format!("[origin]\nrefspec=origin:{STABLE}\n")).unwrap();
+    let err = up.deploy(&u, &NOW).unwrap_err();
+    assert!(matches!(&err, UpgradeError::MergeChanged { .. }), "{err:?}");
+    assert_eq!(m.deployments(), switched);
+}
+
+#[test]
+fn a_deploy_refuses_an_update_another_process_deployed() {
+    if needs_root("a_deploy_refuses_an_update_another_process_deployed") {
+        return;
+    }
+    let m = Machine::new();
+    let v2 = m.release(STABLE, "2.0", 2_000_000);
+    let mut s = m.booted_in_v1();
+    let mut up = upgrader(&mut s, false).unwrap();
+    let UpgradeCheck::Available(u) = up.pull(&NullProgress).unwrap() else {
+        panic!("no update pulled");
+    };
+    // Another upgrader deploys v2 first; the booted v1 stays the merge
+    // deployment.
+    let mut other = m.booted_in_v1();
+    let mut up2 = upgrader(&mut other, false).unwrap();
+    let UpgradeCheck::Available(u2) = up2.pull(&NullProgress).unwrap() else {
+        panic!("no update pulled");
+    };
+    up2.deploy(&u2, &NOW).unwrap();
+    let deployed = m.deployments();
+    assert_eq!(deployed, [(v2, 0), (m.v1, 0)]);
+    let err = up.deploy(&u, &NOW).unwrap_err();
+    assert!(
+        matches!(&err, UpgradeError::AlreadyDeployed { commit } if *commit == v2),
+        "{err:?}"
+    );
+    assert_eq!(m.deployments(), deployed);
+}
+
+#[test]
+fn an_update_as_old_as_the_deployed_commit_is_not_a_downgrade() {
+    if needs_root("an_update_as_old_as_the_deployed_commit_is_not_a_downgrade") {
+        return;
+    }
+    let m = Machine::new();
+    // The same timestamp as v1 (ostree's _ostree_compare_timestamps
+    // accepts it).
+    let v2 = m.release(STABLE, "1.1", 1_000_000);
+    let mut s = m.sysroot();
+    let mut up = upgrader(&mut s, false).unwrap();
+    let UpgradeCheck::Available(u) = up.pull(&NullProgress).unwrap() else {
+        panic!("no update pulled");
+    };
+    assert_eq!((*u.to(), u.timestamp()), (v2, Some(1_000_000)));
+    up.deploy(&u, &NOW).unwrap();
+    assert_eq!(m.deployments()[0], (v2, 0));
+}
+
+#[test]
+fn a_remote_ref_moving_back_is_a_typed_downgrade_refusal() {
+    if needs_root("a_remote_ref_moving_back_is_a_typed_downgrade_refusal") {
+        return;
+    }
+    let m = Machine::new();
+    // The remote's testos/stable moves to an older commit (a replayed
+    // one, by its timestamp).
+    let old = m.release(STABLE, "0.9", 500_000);
+    let mut s = m.sysroot();
+    let mut up = upgrader(&mut s, false).unwrap();
+    let err = up.pull(&NullProgress).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            UpgradeError::DowngradeRefused { target, target_timestamp: 500_000, deployed, deployed_timestamp: 1_000_000 }
+                if *target == old && *deployed == m.v1
+        ),
+        "{err:?}"
+    );
+    assert_eq!(m.tracked(), Some(m.v1));
+    assert_eq!(m.deployments(), [(m.v1, 0)]);
 }

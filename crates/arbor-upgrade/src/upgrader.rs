@@ -18,19 +18,46 @@ pub struct UpgradeOptions {
     pub allow_downgrade: bool,
 }
 
+/// How [`Upgrader::deploy`] deploys an update.
+#[derive(Debug, Clone, Default)]
+pub struct DeployUpdateOptions {
+    /// Stage the update (finalized at shutdown, on a booted system)
+    /// instead of making it the default deployment now.
+    pub stage: bool,
+}
+
 /// An update: the commit the origin's ref names, newer than what is
-/// deployed or pending.
+/// deployed or pending. Only [`Upgrader::check`] and [`Upgrader::pull`]
+/// make one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Update {
+    from: Checksum,
+    to: Checksum,
+    version: Option<String>,
+    timestamp: Option<u64>,
+}
+
+impl Update {
     /// The merge deployment's commit (what runs, or would be merged from).
-    pub from: Checksum,
+    pub fn from(&self) -> &Checksum {
+        &self.from
+    }
+
     /// The commit the ref names.
-    pub to: Checksum,
+    pub fn to(&self) -> &Checksum {
+        &self.to
+    }
+
     /// Its `version`, when the commit is in the system repository (a local
     /// ref, or once pulled).
-    pub version: Option<String>,
+    pub fn version(&self) -> Option<&str> {
+        self.version.as_deref()
+    }
+
     /// Its timestamp, when the commit is in the system repository.
-    pub timestamp: Option<u64>,
+    pub fn timestamp(&self) -> Option<u64> {
+        self.timestamp
+    }
 }
 
 /// Whether there is something to upgrade to.
@@ -127,16 +154,20 @@ impl<'s> Upgrader<'s> {
     /// The deployments do not change (`--download-only`).
     ///
     /// Errors: [`UpgradeError::DowngradeRefused`] when the update is older
-    /// than the deployed commit (as ostree's upgrader: the pull only
-    /// compares with the ref's previous value, and a local ref with
-    /// nothing) and downgrades are not allowed.
+    /// than the deployed commit and downgrades are not allowed. As ostree's
+    /// upgrader, for a remote ref the pull itself refuses first when the
+    /// ref would go back (it compares with the ref's previous value, then
+    /// `deployed` in the error is that value); a local ref is compared
+    /// with the deployed commit only. [`UpgradeError::NoRemoteRef`] when
+    /// the remote does not have the ref.
     pub fn pull(&mut self, progress: &dyn Progress) -> Result<UpgradeCheck> {
         let target = fetch(
             self.sysroot,
             &self.refspec(),
             self.allow_downgrade,
             progress,
-        )?;
+        )
+        .map_err(|e| self.typed_pull_error(e))?;
         let check = self.classify(target)?;
         if let UpgradeCheck::Available(u) = &check {
             self.refuse_downgrade(&u.to)?;
@@ -145,23 +176,45 @@ impl<'s> Upgrader<'s> {
     }
 
     /// Deploys `update` (pulled first) as the new default deployment, or
-    /// stages it (`stage`: finalized at shutdown), with the merge
+    /// stages it (`opts.stage`: finalized at shutdown), with the merge
     /// deployment's origin carried forward (without its commit override
     /// and transient state).
-    pub fn deploy(&mut self, update: &Update, stage: bool) -> Result<DeployReport> {
+    ///
+    /// Under the sysroot lock, the deployments are read again: if another
+    /// process changed the merge deployment since [`Upgrader::new`] (a
+    /// `switch`, another upgrade), deploying the origin captured then would
+    /// silently undo that change, so this refuses with
+    /// [`UpgradeError::MergeChanged`]; if the update is deployed or pending
+    /// by now, with [`UpgradeError::AlreadyDeployed`]. Either way nothing
+    /// changes.
+    pub fn deploy(&mut self, update: &Update, opts: &DeployUpdateOptions) -> Result<DeployReport> {
         resolve_commit(self.sysroot, &update.to.to_hex())?;
         self.refuse_downgrade(&update.to)?;
-        let opts = DeployOptions {
+        let deploy = DeployOptions {
             stateroot: Some(self.stateroot.clone()),
             revision: update.to.to_hex(),
             origin: Some(carried_origin(&self.merge, None)),
-            stage,
+            stage: opts.stage,
             ..Default::default()
         };
-        Ok(arbor_sysroot::deploy::deploy(
-            &mut self.sysroot.lock()?,
-            &opts,
-        )?)
+        let mut s = self.sysroot.lock()?;
+        s.load()?;
+        let merge = s.merge_deployment(&self.stateroot);
+        let current = merge.map(|m| &s.deployments()[m]);
+        if !current.is_some_and(|c| same_deployment(c, &self.merge)) {
+            return Err(UpgradeError::MergeChanged {
+                expected: self.merge.dir_name(),
+                found: current.map(Deployment::dir_name),
+            });
+        }
+        if is_deployed(
+            &self.merge.csum,
+            pending(&s, &self.stateroot).as_ref(),
+            &update.to,
+        ) {
+            return Err(UpgradeError::AlreadyDeployed { commit: update.to });
+        }
+        Ok(arbor_sysroot::deploy::deploy(&mut s, &deploy)?)
     }
 
     /// What deploying `update` (pulled first) would do to `/etc`, per path.
@@ -181,14 +234,39 @@ impl<'s> Upgrader<'s> {
         }
     }
 
+    /// The typed refusals among the pull's errors: a downgrade, a ref the
+    /// remote does not have.
+    fn typed_pull_error(&self, e: anyhow::Error) -> UpgradeError {
+        let found = |e: &anyhow::Error| {
+            for cause in e.chain() {
+                if let Some(d) = cause.downcast_ref::<arbor_pull::pull::DowngradeRefused>() {
+                    return Some(UpgradeError::DowngradeRefused {
+                        target: d.new,
+                        target_timestamp: d.new_timestamp,
+                        deployed: d.old,
+                        deployed_timestamp: d.old_timestamp,
+                    });
+                }
+                if let (Some(_), Follows::Remote { remote, name }) = (
+                    cause.downcast_ref::<arbor_pull::pull::NoSuchRemoteRef>(),
+                    &self.follows,
+                ) {
+                    return Some(UpgradeError::NoRemoteRef {
+                        remote: remote.clone(),
+                        name: name.clone(),
+                    });
+                }
+            }
+            None
+        };
+        found(&e).unwrap_or(UpgradeError::Other(e))
+    }
+
     /// Up to date when `target` is the merge deployment's commit or the
     /// pending (or staged) deployment's: it is already deployed.
     fn classify(&self, target: Checksum) -> Result<UpgradeCheck> {
         let s = &*self.sysroot;
-        let pending = s
-            .pending_and_rollback(&self.stateroot)
-            .0
-            .map(|p| s.deployments()[p].csum);
+        let pending = pending(s, &self.stateroot);
         if is_deployed(&self.merge.csum, pending.as_ref(), &target) {
             return Ok(UpgradeCheck::UpToDate { commit: target });
         }
@@ -252,6 +330,20 @@ fn follows(merge: &Deployment) -> Result<Follows> {
         },
         None => Follows::Local(refspec.to_string()),
     })
+}
+
+/// The commit of the pending (or staged) deployment of `stateroot`.
+fn pending(s: &Sysroot, stateroot: &str) -> Option<Checksum> {
+    s.pending_and_rollback(stateroot)
+        .0
+        .map(|p| s.deployments()[p].csum)
+}
+
+/// Whether two loads of a deployment are the same one with the same
+/// origin: another process has not replaced or re-pointed it.
+fn same_deployment(a: &Deployment, b: &Deployment) -> bool {
+    (&a.stateroot, a.csum, a.deployserial, a.staged, &a.origin)
+        == (&b.stateroot, b.csum, b.deployserial, b.staged, &b.origin)
 }
 
 /// Whether `target` is already deployed: the merge deployment's commit, or

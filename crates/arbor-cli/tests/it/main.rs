@@ -8,6 +8,20 @@ use {
     serde as _, tracing as _, tracing_subscriber as _,
 };
 
+/// The tests kill `arbor` at named crash points and simulate boots with
+/// `ARBOR_TEST_ROOT`, which only a build with the `fault-injection`
+/// feature honours; it is not enabled by default (it must never reach a
+/// release binary), so say how to get it rather than fail obscurely.
+#[test]
+fn built_with_fault_injection() {
+    if !cfg!(feature = "fault-injection") {
+        panic!(
+            "the integration tests need the fault-injection feature: \
+             run ./test.sh or pass --features arbor-cli/fault-injection"
+        );
+    }
+}
+
 mod cli;
 mod cli_query;
 mod coexist;

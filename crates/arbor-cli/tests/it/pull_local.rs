@@ -390,6 +390,61 @@ fn pull_local_checks_ref_bindings_as_a_remote_pull_does() {
     run_ok(&mut pull(&local, &src, &["os/main"]));
     assert_eq!(rev(&local, "os/main"), c);
     run_ok(&mut pull(&local, &src, &[&c]));
+
+    // --disable-verify-bindings lets both commands pull it under another
+    // name, as it lets both of ostree's.
+    let flag = "--disable-verify-bindings";
+    run_ok(&mut pull(&local, &src, &[flag, "other"]));
+    assert_eq!(rev(&local, "other"), c);
+    run_ok(
+        arbor()
+            .args(["pull", "--repo"])
+            .arg(&remote)
+            .args([flag, "local", "other"]),
+    );
+    assert_eq!(rev(&remote, "local:other"), c);
+    run_ok(arbor().args(["fsck", "--repo"]).arg(&remote));
+    run_ok(
+        ostree()
+            .arg("pull-local")
+            .arg(format!("--repo={}", o.display()))
+            .arg(flag)
+            .arg(&src)
+            .arg("other"),
+    );
+    let o_remote = td.path().join("ostree-remote");
+    ostree_init(&o_remote, "bare-user");
+    run_ok(
+        ostree()
+            .args(["remote", "add", "--no-gpg-verify"])
+            .arg(format!("--repo={}", o_remote.display()))
+            .arg("local")
+            .arg(format!("file://{}", src.display())),
+    );
+    let pull_o = |flags: &[&str]| {
+        let mut cmd = ostree();
+        cmd.arg("pull")
+            .arg(format!("--repo={}", o_remote.display()))
+            .args(flags)
+            .args(["local", "other"]);
+        cmd
+    };
+    let out = run_fail(&mut pull_o(&[]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("ref binding"), "ostree pull: {err}");
+    run_ok(&mut pull_o(&[flag]));
+    let o_rev = |repo: &Path, r: &str| {
+        run_ok(
+            ostree()
+                .arg("rev-parse")
+                .arg(format!("--repo={}", repo.display()))
+                .arg(r),
+        )
+        .trim()
+        .to_string()
+    };
+    assert_eq!(o_rev(&o, "other"), c);
+    assert_eq!(o_rev(&o_remote, "local:other"), c);
 }
 
 /// A commit whose tree is 10,000 directories deep, written object by object
@@ -483,4 +538,114 @@ fn pull_local_and_file_pull_walk_a_10000_level_tree() {
     for k in ["commits", "metadata_fetched", "content_fetched"] {
         assert_eq!(stats[k], remote_stats[k], "{k}");
     }
+}
+
+/// The file objects (`.file`) of repository `repo`.
+fn file_objects(repo: &Path) -> Vec<std::path::PathBuf> {
+    walk_files(&repo.join("objects"))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "file"))
+        .collect()
+}
+
+/// A commit complete in the destination is not walked again, as with
+/// ostree: an object deleted behind its back stays missing. A
+/// `state/C.commitpartial` marker makes the next pull walk it, repair it,
+/// and remove the marker.
+#[test]
+fn pull_local_skips_complete_commits_and_repairs_partial_ones() {
+    require_ostree();
+    let td = TempDir::new().unwrap();
+    let tree = td.path().join("tree");
+    make_vector_tree(&tree);
+    let src = td.path().join("src");
+    arbor_init(&src, "archive");
+    let c = arbor_commit(&src, &["-b", "main"], &tree);
+    let marker = format!("state/{c}.commitpartial");
+
+    let dest = td.path().join("dest");
+    arbor_init(&dest, "bare-user");
+    run_ok(&mut pull(&dest, &src, &["main"]));
+    let victim = file_objects(&dest).pop().expect("a file object");
+    std::fs::remove_file(&victim).unwrap();
+    run_ok(&mut pull(&dest, &src, &["main"]));
+    assert!(!victim.exists(), "a complete commit was walked again");
+
+    // ostree does the same.
+    let o = td.path().join("ostree-dest");
+    ostree_init(&o, "bare-user");
+    let o_pull = || {
+        let mut cmd = ostree();
+        cmd.arg("pull-local")
+            .arg(format!("--repo={}", o.display()))
+            .arg(&src)
+            .arg("main");
+        cmd
+    };
+    run_ok(&mut o_pull());
+    let o_victim = o.join(victim.strip_prefix(&dest).unwrap());
+    std::fs::remove_file(&o_victim).unwrap();
+    run_ok(&mut o_pull());
+    assert!(!o_victim.exists(), "ostree walked a complete commit again");
+
+    // The marker asks for a walk: the object comes back.
+    std::fs::write(dest.join(&marker), "").unwrap();
+    run_ok(&mut pull(&dest, &src, &["main"]));
+    assert!(victim.exists(), "the partial commit was not repaired");
+    assert!(!dest.join(&marker).exists(), "the marker stayed");
+    run_ok(arbor().args(["fsck", "--repo"]).arg(&dest));
+    std::fs::write(o.join(&marker), "").unwrap();
+    run_ok(&mut o_pull());
+    assert!(o_victim.exists() && !o.join(&marker).exists(), "ostree");
+}
+
+/// A ref name is read from the source's `refs/heads/` only, as ostree's
+/// `pull-local` reads it: `origin/y` is not `refs/remotes/origin/y`. Full
+/// checksums and unique prefixes still resolve (pulled under no ref).
+#[test]
+fn pull_local_reads_ref_names_from_refs_heads_only() {
+    require_ostree();
+    let td = TempDir::new().unwrap();
+    let tree = td.path().join("tree");
+    make_vector_tree(&tree);
+    let src = td.path().join("src");
+    arbor_init(&src, "archive");
+    let c = arbor_commit(&src, &["-b", "main", "--no-bindings"], &tree);
+    std::fs::create_dir_all(src.join("refs/remotes/origin")).unwrap();
+    std::fs::write(src.join("refs/remotes/origin/y"), format!("{c}\n")).unwrap();
+    let want = "Refspec 'origin/y' not found";
+
+    let dest = td.path().join("dest");
+    arbor_init(&dest, "bare-user");
+    let out = run_fail(&mut pull(&dest, &src, &["origin/y"]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(want), "{err}");
+    assert_untouched(&dest);
+
+    let o = td.path().join("ostree-dest");
+    ostree_init(&o, "bare-user");
+    let out = run_fail(
+        ostree()
+            .arg("pull-local")
+            .arg(format!("--repo={}", o.display()))
+            .arg(&src)
+            .arg("origin/y"),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(want), "ostree: {err}");
+
+    // Under refs/heads/ the same name pulls.
+    std::fs::create_dir_all(src.join("refs/heads/origin")).unwrap();
+    std::fs::write(src.join("refs/heads/origin/y"), format!("{c}\n")).unwrap();
+    run_ok(&mut pull(&dest, &src, &["origin/y"]));
+    assert_eq!(rev(&dest, "origin/y"), c);
+
+    // A unique prefix pulls the commit, under no ref.
+    let other = td.path().join("other");
+    arbor_init(&other, "bare-user");
+    run_ok(&mut pull(&other, &src, &[&c[..10]]));
+    assert!(dir_names(&other.join("refs/heads")).is_empty());
+    run_ok(arbor().args(["fsck", "--repo"]).arg(&other));
+    let commit = other.join(format!("objects/{}/{}.commit", &c[..2], &c[2..]));
+    assert!(commit.exists(), "{} missing", commit.display());
 }

@@ -490,6 +490,33 @@ fn a_new_deployment_discards_the_staged_one() {
         .all(|x| x["checksum"] == m.src.v1.as_str() && x["staged"] == false));
 }
 
+#[test]
+fn upgrade_check_finds_nothing_once_the_update_is_staged() {
+    if needs_root("upgrade_check_finds_nothing_once_the_update_is_staged") {
+        return;
+    }
+    let mut m = machine();
+    let sys = m.sys.clone();
+    m.src.release_v2();
+    let booted = booted_root(&sys, 0);
+    let with_boot = |args: &[&str]| {
+        let mut c = sys_arbor(&sys, args);
+        c.env("ARBOR_TEST_ROOT", &booted);
+        c
+    };
+    run_ok(&mut with_boot(&["upgrade", "--stage"]));
+    // Booted in v1 (the merge deployment), v2 staged: nothing to do.
+    let out = with_boot(&["upgrade", "--check"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(77), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("No update available."));
+    let out = run_ok(&mut with_boot(&["upgrade"]));
+    assert!(out.contains("No update available."), "{out}");
+    let v = status_json(&sys, Some(&booted));
+    let d = v["deployments"].as_array().unwrap();
+    assert_eq!(d.len(), 2);
+    assert_eq!(d[0]["staged"], true);
+}
+
 /// Every file below `dir` with its inode, mode and content.
 fn inode_snapshot(dir: &Path) -> Vec<(String, u64, u32, Vec<u8>)> {
     use std::os::unix::fs::MetadataExt;
@@ -785,10 +812,14 @@ fn cleanup_removes_temporary_names_a_killed_write_left() {
         ostree_dir.join(".boot.1.tmp-4242-0"),
         ostree_dir.join("boot.1.tmp"),
         deploy_dir.join(format!(".{}.0.origin.tmp-4242-1", m.src.v1)),
+        // Of /boot/ostree/finalize-failure.stamp.
+        sys.join("boot/ostree/.finalize-failure.stamp.tmp-4242-2"),
     ];
     std::os::unix::fs::symlink("boot.1.0", &leftovers[0]).unwrap();
     std::os::unix::fs::symlink("boot.1.0", &leftovers[1]).unwrap();
     std::fs::write(&leftovers[2], "[origin]\n").unwrap();
+    std::fs::create_dir_all(sys.join("boot/ostree")).unwrap();
+    std::fs::write(&leftovers[3], "error").unwrap();
     // Not ours: kept.
     let foreign = deploy_dir.join(".keep.tmp-x-1");
     std::fs::write(&foreign, "").unwrap();

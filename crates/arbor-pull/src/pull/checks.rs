@@ -62,12 +62,14 @@ pub(super) fn check_downgrade(
     }
     let old_commit = arbor_repo::objects::load_commit(repo, &old)?;
     if commit.timestamp < old_commit.timestamp {
-        bail!(
-            "Refusing to downgrade {spec} from {old} (timestamp {}) to the older {id} \
-             (timestamp {}); use --allow-downgrade to pull it anyway",
-            old_commit.timestamp,
-            commit.timestamp
-        );
+        return Err(super::error::DowngradeRefused {
+            spec: spec.to_string(),
+            old,
+            old_timestamp: old_commit.timestamp,
+            new: *id,
+            new_timestamp: commit.timestamp,
+        }
+        .into());
     }
     Ok(())
 }

@@ -11,8 +11,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use anyhow::{bail, Context, Result};
 use arbor_format::{Checksum, ObjectType, RefName};
 use arbor_repo::objects::{open_file_object, read_metadata_optional};
+use arbor_repo::refs::RefSpec;
 use arbor_repo::repo::RepoLock;
-use arbor_repo::{Progress, Repo};
+use arbor_repo::{Progress, Repo, RepoError};
 use fn_error_context::context;
 
 use super::source::{FileStream, Source, Transfer};
@@ -28,6 +29,8 @@ pub struct PullLocalOptions {
     pub remote: Option<String>,
     /// Parents to pull behind each commit: `None` for the whole history.
     pub depth: Option<u32>,
+    /// Skip the ref binding check (ostree's `--disable-verify-bindings`).
+    pub disable_verify_bindings: bool,
     /// Objects copied at once.
     pub workers: usize,
 }
@@ -38,6 +41,7 @@ impl Default for PullLocalOptions {
             refs: Vec::new(),
             remote: None,
             depth: Some(0),
+            disable_verify_bindings: false,
             workers: super::DEFAULT_WORKERS,
         }
     }
@@ -136,18 +140,34 @@ fn resolve_wanted(src: &Repo, refs: &[String]) -> Result<Vec<Wanted>> {
         return Ok(out);
     }
     for r in refs {
-        let name = if arbor_format::checksum::is_hex_checksum(r) {
-            None
-        } else {
-            Some(RefName::new(r.as_str()).with_context(|| format!("Cannot pull '{r}'"))?)
-        };
+        let (name, commit) = resolve_one(src, r)?;
         out.push(Wanted {
             name,
-            commit: arbor_repo::refs::resolve_rev(src, r)?,
+            commit,
             size: None,
         });
     }
     Ok(out)
+}
+
+/// One ref to pull from `src`: a full checksum, else a ref name read from
+/// `refs/heads/` only (as ostree's `pull-local`, a `file://` pull of
+/// `refs/heads/NAME`: `origin/x` is not `refs/remotes/origin/x`), else a
+/// unique prefix of a commit checksum, pulled as that checksum (no ref).
+fn resolve_one(src: &Repo, r: &str) -> Result<(Option<RefName>, Checksum)> {
+    if arbor_format::checksum::is_hex_checksum(r) {
+        return Ok((None, Checksum::from_hex(r)?));
+    }
+    let name = RefName::new(r).with_context(|| format!("Cannot pull '{r}'"))?;
+    if let Some(c) = arbor_repo::refs::read_ref(src, &RefSpec::local(name.clone()))? {
+        return Ok((Some(name), c));
+    }
+    let hex_prefix = r.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if hex_prefix {
+        // Ambiguous or unknown prefixes are refused here.
+        return Ok((None, arbor_repo::refs::resolve_rev(src, r)?));
+    }
+    Err(RepoError::RefNotFound(r.to_string()).into())
 }
 
 /// Pulls refs (or all local refs) from `src` into `dest`, verifying every
@@ -180,6 +200,7 @@ pub fn pull_local(
         checks: Checks {
             keys: None,
             collection_id: None,
+            verify_bindings: !opts.disable_verify_bindings,
             allow_downgrade: true,
             ref_remote: opts.remote.as_deref(),
         },

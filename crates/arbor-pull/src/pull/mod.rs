@@ -35,12 +35,14 @@ use serde::Serialize;
 use crate::fetcher::Fetcher;
 
 mod checks;
+pub mod error;
 mod local;
 mod remote;
 mod source;
 mod walk;
 
 use checks::{check_bindings, check_downgrade};
+pub use error::{DowngradeRefused, NoSuchRemoteRef};
 pub use local::{pull_local, PullLocalOptions};
 use remote::{fetch_summary, remote_settings, resolve_wanted, FetchedSummary};
 use source::Source;
@@ -67,6 +69,9 @@ pub struct PullOptions {
     pub dry_run: bool,
     /// Allow moving a ref to an older commit.
     pub allow_downgrade: bool,
+    /// Skip the ref and collection binding checks (ostree's
+    /// `--disable-verify-bindings`).
+    pub disable_verify_bindings: bool,
     /// Objects in flight at once.
     pub workers: usize,
 }
@@ -80,12 +85,18 @@ impl Default for PullOptions {
             mirror: false,
             dry_run: false,
             allow_downgrade: false,
+            disable_verify_bindings: false,
             workers: DEFAULT_WORKERS,
         }
     }
 }
 
 /// What a pull (remote or local) did or, with `dry_run`, would do.
+///
+/// Byte counts depend on the source: over HTTP (and `file://`)
+/// `content_bytes` and `bytes` are what travelled, the compressed
+/// `.filez` bytes of an archive repository; for `pull-local` they are the
+/// uncompressed content sizes read from the source repository.
 #[derive(Debug, Default, Serialize)]
 pub struct PullStats {
     /// Refs updated (or that would be), as `(name, checksum)`.
@@ -96,11 +107,14 @@ pub struct PullStats {
     pub metadata_fetched: u64,
     /// File objects fetched (with `dry_run`: that would be fetched).
     pub content_fetched: u64,
-    /// Bytes of the file objects (with `dry_run`: their sizes from HEAD).
+    /// Bytes of the file objects as the source yielded them: compressed
+    /// over HTTP, uncompressed for `pull-local` (with `dry_run`: their
+    /// sizes from HEAD).
     pub content_bytes: u64,
     /// Requests made: HTTP requests, or objects read from a local source.
     pub requests: u64,
-    /// Bytes received (read, from a local source).
+    /// Bytes received (compressed file objects and metadata over HTTP;
+    /// read from a local source, file contents uncompressed).
     pub bytes: u64,
     /// True for a dry run: nothing was written.
     pub dry_run: bool,
@@ -128,6 +142,9 @@ pub(super) struct Checks<'a> {
     pub(super) keys: Option<&'a TrustedKeys>,
     /// The collection commits must be bound to.
     pub(super) collection_id: Option<&'a str>,
+    /// Check ref and collection bindings (ostree's default; off with
+    /// `--disable-verify-bindings`).
+    pub(super) verify_bindings: bool,
     /// Allow moving a ref to an older commit.
     pub(super) allow_downgrade: bool,
     /// Remote whose `refs/remotes/` pulled refs go under (`None`:
@@ -310,6 +327,7 @@ pub fn pull(
         checks: Checks {
             keys: settings.keys.as_ref(),
             collection_id: settings.collection_id.as_deref(),
+            verify_bindings: !opts.disable_verify_bindings,
             allow_downgrade: opts.allow_downgrade,
             ref_remote: (!opts.mirror).then_some(remote_name),
         },
@@ -355,7 +373,10 @@ fn pull_commit(
             let limit = size.unwrap_or(MAX_METADATA_SIZE).min(MAX_METADATA_SIZE);
             match fetch_metadata_optional(cx.source, t, &id, limit)? {
                 Some(d) => (d, true),
-                None if !first && meta.is_none() => return Ok(None),
+                // A parent the source lacks ends the history pulled, even
+                // with detached metadata for it (as ostree:
+                // meta_fetch_on_complete, scan_one_metadata_object).
+                None if !first => return Ok(None),
                 None => bail!("{t} object {id} not found on {}", cx.source.name()),
             }
         }
@@ -368,7 +389,9 @@ fn pull_commit(
     // The ref binding applies to the commit the ref names; the collection
     // binding to every commit (parents too).
     let name = if first { wanted.name.as_ref() } else { None };
-    check_bindings(&commit, &id, name, cx.checks.collection_id)?;
+    if cx.checks.verify_bindings {
+        check_bindings(&commit, &id, name, cx.checks.collection_id)?;
+    }
     if let (Some(name), false) = (name, cx.checks.allow_downgrade) {
         check_downgrade(cx.sink.repo(), &commit, &id, &cx.checks.local_spec(name))?;
     }

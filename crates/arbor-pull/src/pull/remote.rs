@@ -151,7 +151,10 @@ pub(super) fn resolve_wanted(
         if let Some(summary) = summary {
             let e = summary
                 .lookup(name.as_str())
-                .ok_or_else(|| anyhow!("No such branch '{r}' in the remote summary"))?;
+                .ok_or_else(|| super::error::NoSuchRemoteRef {
+                    name: r.to_string(),
+                    in_summary: true,
+                })?;
             out.push(Wanted {
                 name: Some(name),
                 commit: e.checksum,
@@ -160,9 +163,13 @@ pub(super) fn resolve_wanted(
             continue;
         }
         let path = format!("refs/heads/{}", name.as_str());
-        let body = fetcher
-            .fetch_bytes(&path, 1024)?
-            .ok_or_else(|| anyhow!("Remote ref '{r}' not found"))?;
+        let body =
+            fetcher
+                .fetch_bytes(&path, 1024)?
+                .ok_or_else(|| super::error::NoSuchRemoteRef {
+                    name: r.to_string(),
+                    in_summary: false,
+                })?;
         let text = std::str::from_utf8(&body)
             .ok()
             .map(str::trim_end)

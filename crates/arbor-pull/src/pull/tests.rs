@@ -103,6 +103,7 @@ fn engine<'a>(repo: &'a RepoLock<'a>, source: &'a MemSource, depth: Option<u32>)
         checks: Checks {
             keys: None,
             collection_id: None,
+            verify_bindings: true,
             allow_downgrade: false,
             ref_remote: None,
         },
@@ -178,4 +179,68 @@ fn an_object_that_does_not_hash_to_its_name_is_refused() {
     assert!(!repo
         .has_object(ObjectType::Commit, &head)
         .expect("has_object"));
+}
+
+/// The commits of the chain ending at `head`, newest first.
+fn chain(src: &MemSource, head: Checksum) -> Vec<Checksum> {
+    let mut out = vec![head];
+    while let Some(p) = Commit::decode(&src.objects[&(ObjectType::Commit, out[out.len() - 1])])
+        .expect("commit")
+        .parent
+    {
+        out.push(p);
+    }
+    out
+}
+
+#[test]
+fn a_parent_missing_on_the_source_ends_the_history() {
+    // As ostree: a source may end in a dangling parent, with or without
+    // detached metadata for it (a shallow mirror keeps commitmeta).
+    for with_meta in [false, true] {
+        for depth in [Some(5), None] {
+            let td = tempfile::tempdir().expect("tempdir");
+            let repo = Repo::init(td.path(), RepoMode::BareUser).expect("init");
+            let repo = repo.lock(false).expect("lock");
+            let mut src = MemSource::default();
+            let head = src.history(2, 4);
+            let oldest = *chain(&src, head).last().expect("oldest");
+            src.objects.remove(&(ObjectType::Commit, oldest));
+            if with_meta {
+                src.objects
+                    .insert((ObjectType::CommitMeta, oldest), Metadata::new().encode());
+            }
+            let stats = engine(&repo, &src, depth)
+                .run(&wanted(head))
+                .unwrap_or_else(|e| panic!("{with_meta} {depth:?}: {e:#}"));
+            assert_eq!(stats.commits, 3, "{with_meta} {depth:?}");
+            assert_eq!(
+                arbor_repo::refs::list_refs(&repo).expect("refs"),
+                vec![("main".to_string(), head)]
+            );
+            assert!(!repo
+                .has_object(ObjectType::Commit, &oldest)
+                .expect("has_object"));
+        }
+    }
+}
+
+#[test]
+fn a_requested_commit_missing_on_the_source_fails() {
+    for depth in [Some(0), Some(5), None] {
+        let td = tempfile::tempdir().expect("tempdir");
+        let repo = Repo::init(td.path(), RepoMode::BareUser).expect("init");
+        let repo = repo.lock(false).expect("lock");
+        let mut src = MemSource::default();
+        let head = src.history(2, 2);
+        src.objects.remove(&(ObjectType::Commit, head));
+        let err = engine(&repo, &src, depth)
+            .run(&wanted(head))
+            .expect_err("a missing requested commit");
+        assert!(
+            format!("{err:#}").contains(&format!("commit object {head} not found on memory")),
+            "{depth:?}: {err:#}"
+        );
+        assert!(arbor_repo::refs::list_refs(&repo).expect("refs").is_empty());
+    }
 }

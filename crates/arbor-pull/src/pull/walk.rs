@@ -327,10 +327,23 @@ pub(super) fn store_file(
             size,
             content,
         } => {
+            check_declared_size(c, size)?;
             txn.write_file(&header, size, content, Some(*c))?;
             Ok(())
         }
     }
+}
+
+/// Refuses a file object declaring more content than any accepted, before
+/// anything is read or written.
+fn check_declared_size(c: &Checksum, size: u64) -> Result<()> {
+    if size > arbor_repo::txn::MAX_FILE_SIZE {
+        bail!(
+            "File object {c} declares {size} bytes, more than the {} accepted",
+            arbor_repo::txn::MAX_FILE_SIZE
+        );
+    }
+    Ok(())
 }
 
 /// A reader that refuses to go past `limit` bytes (one byte more is an
@@ -382,13 +395,7 @@ fn store_filez(txn: &Transaction<'_>, c: &Checksum, raw: &mut dyn Read) -> Resul
         object: *c,
     };
     let ah = read_filez_header(&mut body).map_err(|e| anyhow!("Invalid file object {c}: {e}"))?;
-    if ah.size > arbor_repo::txn::MAX_FILE_SIZE {
-        bail!(
-            "File object {c} declares {} bytes, more than the {} accepted",
-            ah.size,
-            arbor_repo::txn::MAX_FILE_SIZE
-        );
-    }
+    check_declared_size(c, ah.size)?;
     let header_len = body.read;
     if ah.header.is_symlink() {
         body.limit = header_len;
@@ -455,6 +462,36 @@ mod tests {
         b.read_to_end(&mut out)?;
         assert_eq!(b.read, out.len() as u64);
         Ok(out)
+    }
+
+    #[test]
+    fn a_declared_size_past_the_limit_is_refused_from_any_source() {
+        // An unpacked object (pull-local) is held to the same limit as a
+        // .filez stream, before anything is read.
+        let td = tempfile::tempdir().expect("tempdir");
+        let repo = arbor_repo::Repo::init(td.path(), RepoMode::BareUser).expect("init");
+        let repo = repo.lock(false).expect("lock");
+        let txn = Transaction::begin(&repo).expect("txn");
+        let c = Checksum::digest(b"huge");
+        let header = arbor_format::FileHeader {
+            uid: 0,
+            gid: 0,
+            mode: 0o100644,
+            symlink_target: String::new(),
+            xattrs: vec![],
+        };
+        let size = arbor_repo::txn::MAX_FILE_SIZE + 1;
+        let stream = FileStream::Unpacked {
+            header,
+            size,
+            // A little content: without the check, a short object error.
+            content: &mut std::io::repeat(0).take(1 << 20),
+        };
+        let err = store_file(&txn, &c, stream).expect_err("refused");
+        assert!(
+            format!("{err:#}").contains(&format!("declares {size} bytes")),
+            "{err:#}"
+        );
     }
 
     #[test]

@@ -561,11 +561,11 @@ pub(crate) mod tests {
     fn remote_config() {
         use crate::remotes::{add_remote, RemoteAddOptions};
         let td = tempfile::tempdir().unwrap();
-        let mut repo = Repo::init(&td.path().join("r"), arbor_format::RepoMode::Archive).unwrap();
+        let repo = Repo::init(&td.path().join("r"), arbor_format::RepoMode::Archive).unwrap();
         let keyfile = td.path().join("keys");
         let other = key_base64(&other_key().verifying_key());
         std::fs::write(&keyfile, format!("{other}\n")).unwrap();
-        let add = |repo: &mut Repo, name: &str, sv: Vec<String>, set: &[(&str, &str)]| {
+        let add = |repo: &Repo, name: &str, sv: Vec<String>, set: &[(&str, &str)]| {
             let opts = RemoteAddOptions {
                 no_gpg_verify: true,
                 sign_verify: sv,
@@ -575,17 +575,17 @@ pub(crate) mod tests {
                     .collect(),
                 ..Default::default()
             };
-            add_remote(repo, name, "http://x/repo", &opts).unwrap();
+            add_remote(&repo.lock(false).unwrap(), name, "http://x/repo", &opts).unwrap();
         };
-        add(&mut repo, "plain", vec![], &[]);
+        add(&repo, "plain", vec![], &[]);
         add(
-            &mut repo,
+            &repo,
             "inline",
             vec![format!("ed25519=inline:{PUBLIC}")],
             &[],
         );
         add(
-            &mut repo,
+            &repo,
             "both",
             vec![
                 format!("ed25519=inline:{PUBLIC}"),
@@ -593,22 +593,17 @@ pub(crate) mod tests {
             ],
             &[("sign-verify-summary", "true")],
         );
-        add(&mut repo, "nokeys", vec![], &[("sign-verify", "ed25519")]);
+        add(&repo, "nokeys", vec![], &[("sign-verify", "ed25519")]);
         add(
-            &mut repo,
+            &repo,
             "badkey",
             vec![],
             &[("sign-verify", "true"), (VERIFICATION_KEY, "AAAA")],
         );
-        add(
-            &mut repo,
-            "off",
-            vec![format!("ed25519=inline:{PUBLIC}")],
-            &[],
-        );
-        let mut kf = repo.config().clone();
+        add(&repo, "off", vec![format!("ed25519=inline:{PUBLIC}")], &[]);
+        let mut kf = (*repo.config()).clone();
         kf.set("remote \"off\"", SIGN_VERIFY, "false").unwrap();
-        repo.write_config(kf).unwrap();
+        repo.lock(false).unwrap().write_config(kf).unwrap();
 
         assert_eq!(
             TrustedKeys::from_remote_config(&repo, "plain").unwrap(),
