@@ -13,7 +13,9 @@
 // Dev-dependencies of the integration tests (tests/it), unused by the
 // unit tests (`-W unused-crate-dependencies`).
 #[cfg(test)]
-use {arbor_fs as _, arbor_testutil as _, base64 as _, flate2 as _, tar as _, ureq as _};
+use {
+    arbor_fs as _, arbor_testutil as _, base64 as _, flate2 as _, rustls as _, tar as _, ureq as _,
+};
 
 pub mod cli;
 pub mod cli_sysroot;

@@ -12,8 +12,8 @@ use {
 // Dev-dependencies, visible to the binary's test build.
 #[cfg(test)]
 use {
-    arbor_fs as _, arbor_testutil as _, base64 as _, flate2 as _, tar as _, tempfile as _,
-    ureq as _,
+    arbor_fs as _, arbor_testutil as _, base64 as _, flate2 as _, rustls as _, tar as _,
+    tempfile as _, ureq as _,
 };
 
 use std::process::ExitCode;
