@@ -140,12 +140,19 @@ const MAX_REF_SIZE: u64 = 256;
 /// Reads a ref file (following alias symlinks, as ostree does) without
 /// blocking on a FIFO or reading an unbounded file.
 fn read_small(p: &std::path::Path) -> std::io::Result<String> {
-    use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
     let f = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
         .open(p)?;
+    read_bounded(f)
+}
+
+/// The contents of an open ref file: a regular file of at most
+/// [`MAX_REF_SIZE`] bytes (both readers above open it without blocking on
+/// a FIFO).
+fn read_bounded(f: std::fs::File) -> std::io::Result<String> {
+    use std::io::Read;
     if !f.metadata()?.is_file() {
         return Err(std::io::Error::other("not a regular file"));
     }
@@ -252,7 +259,6 @@ fn walk_refs(
 
 /// [`read_small`] of `name` in `dir`.
 fn read_small_at(dir: &std::os::fd::OwnedFd, name: &str) -> std::io::Result<String> {
-    use std::io::Read;
     let fd = rustix::fs::openat(
         dir,
         name,
@@ -260,15 +266,7 @@ fn read_small_at(dir: &std::os::fd::OwnedFd, name: &str) -> std::io::Result<Stri
         rustix::fs::Mode::empty(),
     )?;
     let f = std::fs::File::from(fd);
-    if !f.metadata()?.is_file() {
-        return Err(std::io::Error::other("not a regular file"));
-    }
-    let mut s = String::new();
-    f.take(MAX_REF_SIZE + 1).read_to_string(&mut s)?;
-    if s.len() as u64 > MAX_REF_SIZE {
-        return Err(std::io::Error::other("too large to be a ref"));
-    }
-    Ok(s)
+    read_bounded(f)
 }
 
 /// All readable refs, sorted, plus the ones that could not be read (for
