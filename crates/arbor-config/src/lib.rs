@@ -11,8 +11,21 @@
 //!
 //! Modules:
 //! - [`model`]: the rendered configuration, normalized and validated.
+//! - [`input`]: Ignition 3.0.0–3.4.0 and MachineConfig parsing
+//!   ([`parse_input`]), strict, with errors naming file and JSON path.
+//! - [`render`]: merging inputs ([`render()`]) into a [`Rendered`]
+//!   canonical document and its `rendered-<sha256>` name.
+//! - [`canonical`]: RFC 8785 JSON and SHA-256.
 #![deny(missing_docs)]
 
+pub mod canonical;
+pub mod input;
 pub mod model;
+pub mod render;
 
+#[cfg(test)]
+mod tests;
+
+pub use input::{parse_input, InputError};
 pub use model::Config;
+pub use render::{render, rendered_name, to_ignition, Rendered};
