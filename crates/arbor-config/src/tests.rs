@@ -387,6 +387,32 @@ fn bad_inputs_are_refused_with_file_and_path() {
     );
 }
 
+/// Two equal keys in one object are refused (JSON and YAML), where a
+/// plain serde_json::Value would keep the last silently.
+#[test]
+fn duplicate_keys_are_refused() {
+    let j = br#"{"ignition": {"version": "3.4.0"}, "storage": {"files": [{"path": "/etc/a", "path": "/usr/b"}]}}"#;
+    refused(j, "$", "duplicate key \"path\"");
+    let y = MC_YAML.replace("  extensions:", "  kernelArguments: [a]\n  extensions:");
+    refused(y.as_bytes(), "$", "duplicate");
+}
+
+/// YAML alias expansion is bounded (a "billion laughs" document fails
+/// instead of exhausting memory).
+#[test]
+fn yaml_alias_bomb_is_refused() {
+    let mut y = String::from("apiVersion: machineconfiguration.openshift.io/v1\nkind: MachineConfig\na0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+    for i in 1..9 {
+        let p = i - 1;
+        y.push_str(&format!(
+            "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
+        ));
+    }
+    let e = parse_input("a.yaml", y.as_bytes()).unwrap_err();
+    assert_eq!(e.path, "$");
+    assert!(e.message.contains("invalid YAML"), "{e}");
+}
+
 #[test]
 fn oversized_documents_are_refused_before_parsing() {
     let big = vec![b' '; (16 << 20) + 1];

@@ -22,8 +22,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::Path;
 
-use serde_json::Value;
-
 pub use dataurl::Budget;
 pub use ignition::NEWEST as IGNITION_VERSION;
 pub use machineconfig::{API_VERSION as MACHINE_CONFIG_API_VERSION, KIND as MACHINE_CONFIG_KIND};
@@ -120,13 +118,13 @@ pub(crate) fn parse(name: &str, bytes: &[u8], budget: &mut Budget) -> Result<Par
     let src = json::Src { file: name };
     let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
     let (value, yaml) = if first == Some(&b'{') {
-        let v = serde_json::from_slice::<Value>(bytes)
+        let v = serde_json::from_slice::<json::StrictValue>(bytes)
             .map_err(|e| src.err("$", format!("invalid JSON: {e}")))?;
-        (v, false)
+        (v.0, false)
     } else {
-        let v = serde_norway::from_slice::<Value>(bytes)
+        let v = serde_norway::from_slice::<json::StrictValue>(bytes)
             .map_err(|e| src.err("$", format!("invalid YAML: {e}")))?;
-        (v, true)
+        (v.0, true)
     };
     let mut out = Parsed::default();
     let Some(obj) = value.as_object() else {
