@@ -117,6 +117,10 @@ fn decode_source(url: &str) -> Result<Vec<u8>, String> {
 /// Inflates a gzip stream (several members allowed, as gzip(1) writes),
 /// refusing output beyond the budget's limit as soon as it is reached.
 fn gunzip(compressed: &[u8], budget: &Budget) -> Result<Vec<u8>, String> {
+    gunzip_from(compressed, budget)
+}
+
+fn gunzip_from(compressed: impl Read, budget: &Budget) -> Result<Vec<u8>, String> {
     let limit = budget.limit();
     let mut out = Vec::new();
     flate2::read::MultiGzDecoder::new(compressed)
@@ -255,12 +259,27 @@ pub(crate) mod tests {
         member.repeat(1024)
     }
 
+    /// A reader that counts the bytes read through it.
+    struct Counting<'a>(&'a [u8], usize);
+
+    impl Read for Counting<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.0.read(buf)?;
+            self.1 += n;
+            Ok(n)
+        }
+    }
+
     #[test]
     fn gzip_bomb_refused() {
         let bomb = bomb();
         assert!(bomb.len() < 2 << 20, "{}", bomb.len());
-        let err = gunzip(&bomb, &Budget::default()).unwrap_err();
+        // Inflation stops at the limit: most of the bomb is never read
+        // (nor its 1 GiB of output produced).
+        let mut reader = Counting(&bomb[..], 0);
+        let err = gunzip_from(&mut reader, &Budget::default()).unwrap_err();
         assert!(err.contains("larger than 64 MiB"), "{err}");
+        assert!(reader.1 < bomb.len() / 4, "read {} of {}", reader.1, bomb.len());
         // Just under the limit passes.
         let ok = gz(&vec![0u8; 1 << 20]).repeat(64);
         assert_eq!(gunzip(&ok, &Budget::default()).unwrap().len(), 64 << 20);
