@@ -11,8 +11,11 @@
 //!
 //! Modules:
 //! - [`model`]: the rendered configuration, normalized and validated.
+//! - [`compose`]: what a config produces in `/etc`, and composing a
+//!   deployment's `/etc` from the OS defaults, local changes and the config.
 #![deny(missing_docs)]
 
 pub mod model;
 
 pub use model::Config;
+pub mod compose;
