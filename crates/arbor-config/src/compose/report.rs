@@ -119,7 +119,9 @@ pub(crate) fn lstat(dir: &OwnedFd, name: &str) -> Result<Option<Stat>> {
 type Sig = (u32, u32, u32, Vec<u8>);
 
 fn signature(etc: &OwnedFd, path: &str) -> Result<Option<Sig>> {
-    let (Some(dir), name) = open_parent(etc, path).unwrap_or((None, path)) else {
+    // A path whose directory is missing or leads out of this /etc is not
+    // there, as far as this /etc goes.
+    let Ok((Some(dir), name)) = open_parent(etc, path) else {
         return Ok(None);
     };
     let Some(st) = lstat(&dir, name)? else {

@@ -155,6 +155,8 @@ fn local_changes_dropped_without_keep_local() {
     compose(None, None, &d1, &Config::default(), true).unwrap();
     std::fs::write(d1.path("chrony/chrony.conf"), "admin\n").unwrap();
     std::fs::write(d1.path("added"), "admin\n").unwrap();
+    let passwd = d1.read("passwd") + "carol:x:1000:1000::/home/carol:/bin/sh\n";
+    std::fs::write(d1.path("passwd"), passwd).unwrap();
     let r = compose(Some(&d1), None, &d2, &Config::default(), false).unwrap();
     assert_eq!(
         snapshot(&d2.root.join("etc")),
@@ -164,6 +166,34 @@ fn local_changes_dropped_without_keep_local() {
         .paths
         .iter()
         .any(|p| p.path == "/etc/added" && p.change == Change::Removed));
+    let dropped = |p: &str| {
+        r.paths
+            .iter()
+            .any(|c| c.path == p && c.reason == Reason::LocalChangeDropped)
+    };
+    assert!(dropped("/etc/passwd") && dropped("/etc/added"), "{r:?}");
+    assert!(r.local_changes.iter().all(|l| !l.kept));
+}
+
+/// An OS directory the new OS no longer has, whose mode the admin
+/// changed, is carried whole by the /etc merge: the previous config's
+/// file inside it must not come along.
+#[test]
+fn whole_directory_carry_drops_previous_config_entries() {
+    let s = Sys::new();
+    let (d1, d2) = (s.os("d1"), s.os("d2"));
+    std::fs::remove_dir_all(d2.root.join("usr/etc/chrony")).unwrap();
+    let a = with_files(&[("/etc/chrony/conf.d/pool.conf", file("server a\n"))]);
+    compose(None, None, &d1, &a, true).unwrap();
+    std::fs::set_permissions(d1.path("chrony"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::write(d1.path("chrony/local.conf"), "mine\n").unwrap();
+    compose(Some(&d1), Some(&a), &d2, &Config::default(), true).unwrap();
+    assert_eq!(d2.read("chrony/local.conf"), "mine\n");
+    assert_eq!(d2.read("chrony/chrony.conf"), CHRONY);
+    assert!(
+        !d2.exists("chrony/conf.d"),
+        "the config's directory came along"
+    );
 }
 
 #[test]
@@ -233,13 +263,16 @@ fn var_entries_become_tmpfiles_lines() {
             },
         )]
         .into(),
-        directories: [(
-            "/var/lib/app data".to_string(),
-            DirEntry {
-                mode: 0o750,
-                ..Default::default()
-            },
-        )]
+        directories: [
+            (
+                "/var/lib/app data".to_string(),
+                DirEntry {
+                    mode: 0o750,
+                    ..Default::default()
+                },
+            ),
+            ("/var/lib/full%".to_string(), DirEntry::default()),
+        ]
         .into(),
         links: [(
             "/var/lib/app/current".to_string(),
@@ -266,6 +299,7 @@ fn var_entries_become_tmpfiles_lines() {
             "C /var/lib/app/token - - - /etc/arbor/var-files/var/lib/app/token",
             "z /var/lib/app/token 0600 7 0 -",
             "d /var/lib/app\\x20data 0750 0 0 -",
+            "d /var/lib/full%% 0000 0 0 -",
             "L+ /var/lib/app/current - - - /var/lib/app/v%%1",
         ]
     );

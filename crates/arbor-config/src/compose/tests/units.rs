@@ -179,3 +179,45 @@ fn enabling_without_install_section_or_unit_is_an_error() {
     };
     assert!(managed(&both, &d1.defaults(), None).is_err());
 }
+
+#[test]
+fn also_and_bad_install_names() {
+    let s = Sys::new();
+    let d1 = s.os("d1");
+    let a = "[Service]\nExecStart=/bin/a\n[Install]\nAlso=b.socket chrony.service\n";
+    let b = "[Socket]\nListenStream=1\n[Install]\nWantedBy=sockets.target\n";
+    let c = Config {
+        units: [
+            ("a.service".to_string(), unit(Some(a), Some(true))),
+            ("b.socket".to_string(), unit(Some(b), None)),
+        ]
+        .into(),
+        ..Default::default()
+    };
+    let m = managed(&c, &d1.defaults(), Some(&d1.rootfd())).unwrap();
+    let links: Vec<_> = m
+        .iter()
+        .filter(|(_, d)| matches!(d, Desired::Symlink { .. }))
+        .map(|(p, _)| p.as_str())
+        .collect();
+    assert_eq!(
+        links,
+        [
+            "systemd/system/multi-user.target.wants/chrony.service",
+            "systemd/system/sockets.target.wants/b.socket"
+        ]
+    );
+    for bad in [
+        "WantedBy=../../../tmp/x.target",
+        "Alias=/x.service",
+        "Also=.hidden",
+    ] {
+        let u = format!("[Service]\nExecStart=/bin/a\n[Install]\n{bad}\n");
+        let c = Config {
+            units: [("a.service".to_string(), unit(Some(&u), Some(true)))].into(),
+            ..Default::default()
+        };
+        let e = managed(&c, &d1.defaults(), None).unwrap_err();
+        assert!(format!("{e:#}").contains("not a unit name"), "{bad}: {e:#}");
+    }
+}
