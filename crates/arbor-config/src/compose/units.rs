@@ -87,9 +87,11 @@ pub(crate) fn parse_install(content: &str) -> Install {
     inst
 }
 
-/// Whether `n` can be a unit's file name (no `/`, no leading `.`).
+/// Whether `n` can be a unit's file name (no `/`, no leading `.`, and
+/// no `%`: specifiers are not expanded here, so they are refused rather
+/// than written literally).
 fn valid_unit_name(n: &str) -> bool {
-    !n.is_empty() && !n.starts_with('.') && !n.contains('/') && n.contains('.')
+    !n.is_empty() && !n.starts_with('.') && !n.contains(['/', '%']) && n.contains('.')
 }
 
 /// `foo@bar.service` → (`foo@.service`, `bar`); `foo@.service` →

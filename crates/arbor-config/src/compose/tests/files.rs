@@ -471,3 +471,33 @@ fn same_inputs_through_different_histories_give_identical_etc() {
         .read("passwd")
         .contains("alice:x:1000:1000::/home/alice:/bin/bash\n"));
 }
+
+#[test]
+fn os_directory_mode_reverts_on_removal() {
+    let s = Sys::new();
+    let (d1, d2) = (s.os("d1"), s.os("d2"));
+    let a = Config {
+        directories: [(
+            "/etc/ssh".to_string(),
+            DirEntry {
+                mode: 0o700,
+                ..Default::default()
+            },
+        )]
+        .into(),
+        ..Default::default()
+    };
+    compose(None, None, &d1, &a, true).unwrap();
+    let mode = |d: &Dep| d.path("ssh").metadata().unwrap().mode() & 0o7777;
+    assert_eq!(mode(&d1), 0o700);
+    assert_eq!(
+        d1.read("ssh/sshd_config"),
+        "Include /etc/ssh/sshd_config.d/*.conf\n"
+    );
+    // The merge of an admin file in it would set the directory's mode
+    // from the old /etc: the config's.
+    std::fs::write(d1.path("ssh/admin.conf"), "mine\n").unwrap();
+    compose(Some(&d1), Some(&a), &d2, &Config::default(), true).unwrap();
+    assert_eq!(mode(&d2), 0o755);
+    assert_eq!(d2.read("ssh/admin.conf"), "mine\n");
+}
