@@ -211,6 +211,7 @@ fn also_and_bad_install_names() {
         "WantedBy=../../../tmp/x.target",
         "Alias=/x.service",
         "Also=.hidden",
+        "Alias=%p-x.service",
     ] {
         let u = format!("[Service]\nExecStart=/bin/a\n[Install]\n{bad}\n");
         let c = Config {

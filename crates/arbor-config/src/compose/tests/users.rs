@@ -86,10 +86,21 @@ fn admin_local_user_kept_while_config_user_removed() {
     let s = Sys::new();
     let (d1, d2) = (s.os("d1"), s.os("d2"));
     let a = Config {
-        users: [("alice".to_string(), user(&["sudo"], &[]))].into(),
+        users: [
+            ("alice".to_string(), user(&["sudo"], &[])),
+            (
+                "root".to_string(),
+                User {
+                    password_hash: Some("$6$config".into()),
+                    ..user(&[], &[])
+                },
+            ),
+        ]
+        .into(),
         ..Default::default()
     };
     compose(None, None, &d1, &a, true).unwrap();
+    assert!(d1.read("shadow").starts_with("root:$6$config:19000:"));
     // The admin runs `useradd -G sudo carol` and changes root's shell.
     let edit = |f: &str, from: &str, to: &str| {
         let c = d1.read(f).replace(from, to);
