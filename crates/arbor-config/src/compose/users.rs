@@ -186,6 +186,43 @@ pub(crate) fn shell(root: Option<&OwnedFd>) -> Result<&'static str> {
     Ok("/bin/sh")
 }
 
+/// Refuses names and values that would corrupt the files or the paths
+/// made from them (the parser validates too; this is the last line).
+fn check_names(config: &Config) -> Result<()> {
+    let bad_name = |n: &str| {
+        n.is_empty()
+            || n.len() > 32
+            || n.starts_with(['-', '.', '+'])
+            || !n
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-$".contains(c))
+    };
+    let bad_value = |v: &str| v.contains([':', '\n', '\r']);
+    for (n, u) in &config.users {
+        if bad_name(n) {
+            bail!("User {n:?}: not a valid user name");
+        }
+        if u.password_hash.as_deref().is_some_and(bad_value) {
+            bail!("User {n}: the password hash contains ':' or a newline");
+        }
+        if u.ssh_authorized_keys
+            .iter()
+            .any(|k| k.trim_end_matches('\n').contains(['\n', '\r']))
+        {
+            bail!("User {n}: an ssh key spans several lines");
+        }
+    }
+    for (n, g) in &config.groups {
+        if bad_name(n) {
+            bail!("Group {n:?}: not a valid group name");
+        }
+        if g.password_hash.as_deref().is_some_and(bad_value) {
+            bail!("Group {n}: the password hash contains ':' or a newline");
+        }
+    }
+    Ok(())
+}
+
 /// Composes the four files: `base` plus the config's groups (in name
 /// order, then its users in name order). A user or group the base has is
 /// modified in place (password hash, supplementary groups); a new one is
@@ -194,6 +231,7 @@ pub(crate) fn shell(root: Option<&OwnedFd>) -> Result<&'static str> {
 /// gid equal to its uid when free), home `/home/NAME`, `shell`, and a
 /// locked password unless the config gives a hash.
 pub(crate) fn compose(base: &Base, config: &Config, shell: &str) -> Result<Composed> {
+    check_names(config)?;
     let mut t: [Table; 4] = std::array::from_fn(|i| Table::parse(base.files[i].as_deref()));
     let mut homes = Vec::new();
     let mut uids = t[PASSWD].ids();

@@ -211,3 +211,31 @@ fn conflicting_ids_and_unknown_groups_are_errors() {
         assert!(format!("{e:#}").contains(want), "{e:#}");
     }
 }
+
+#[test]
+fn malformed_names_and_values_are_refused() {
+    let s = Sys::new();
+    let d1 = s.os("d1");
+    let hash = |h: &str| User {
+        password_hash: Some(h.into()),
+        ..Default::default()
+    };
+    for (name, u, want) in [
+        ("../etc", User::default(), "not a valid user name"),
+        ("a:b", User::default(), "not a valid user name"),
+        ("alice", hash("$6$x:0:0"), "password hash"),
+        ("alice", hash("$6$x\nroot::0"), "password hash"),
+        (
+            "alice",
+            user(&[], &["ssh-ed25519 A\nssh-rsa B"]),
+            "several lines",
+        ),
+    ] {
+        let c = Config {
+            users: [(name.to_string(), u)].into(),
+            ..Default::default()
+        };
+        let e = managed(&c, &d1.defaults(), None).unwrap_err();
+        assert!(format!("{e:#}").contains(want), "{name}: {e:#}");
+    }
+}
