@@ -45,6 +45,28 @@ pub enum Reason {
     OsDefault,
 }
 
+impl std::fmt::Display for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Change::Added => "added",
+            Change::Modified => "modified",
+            Change::Removed => "removed",
+        })
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Reason::Config => "config",
+            Reason::RevertedToOsDefault => "reverted to OS default",
+            Reason::LocalChangeKept => "local change kept",
+            Reason::LocalChangeDropped => "local change dropped",
+            Reason::OsDefault => "OS default",
+        })
+    }
+}
+
 /// One path of the new `/etc` that differs from the old `/etc`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PathChange {

@@ -88,6 +88,12 @@ fn removed_file_returns_to_os_default() {
     let r = compose(Some(&d1), Some(&a), &d2, &Config::default(), true).unwrap();
     assert_eq!(d2.read("chrony/chrony.conf"), CHRONY);
     assert_eq!(r.paths[0].reason, Reason::RevertedToOsDefault);
+    assert_eq!(r.paths[0].reason.to_string(), "reverted to OS default");
+    let json = serde_json::to_value(&r).unwrap();
+    assert_eq!(
+        json["paths"][0],
+        serde_json::json!({"path": "/etc/chrony/chrony.conf", "change": "modified", "reason": "reverted-to-os-default"})
+    );
     assert!(r.local_changes.iter().all(|l| !l.kept), "{r:?}");
 }
 

@@ -61,6 +61,10 @@ fn user_created_then_removed_leaves_default_files() {
     );
     assert!(f[3].contains("\nsudo:*::alice,root\n"), "{}", f[3]);
     assert_eq!(d1.path("shadow").metadata().unwrap().mode() & 0o7777, 0o640);
+    if arbor_fs::is_root() {
+        assert_eq!(d1.path("shadow").metadata().unwrap().gid(), 42);
+        assert_eq!(d1.path("gshadow").metadata().unwrap().gid(), 42);
+    }
     assert_eq!(
         r.users
             .iter()
