@@ -37,9 +37,11 @@
 //! under `/var` (and user home directories) become lines of
 //! [`TMPFILES_PATH`], which `systemd-tmpfiles --create` (at boot, by
 //! `systemd-tmpfiles-setup.service`) acts on. They only ever create: a file
-//! or directory already in `/var` keeps its content (`C`, `d`), a symlink is
-//! replaced (`L+`), modes and owners are set (`z`, `d`), and nothing in
-//! `/var` is deleted when the entry leaves the config.
+//! already in `/var` keeps its content (`C` copies only where nothing is,
+//! so a later change of a `/var` file's content in the config reaches a
+//! machine only once the file is deleted there), a directory is created
+//! (`d`), a symlink is replaced (`L+`), modes and owners are set (`z`,
+//! `d`), and nothing in `/var` is deleted when the entry leaves the config.
 
 mod files;
 mod merge;
@@ -168,7 +170,7 @@ pub(crate) fn managed_with(
     for (name, uid, gid) in &db.homes {
         out.tmpfiles.push(format!(
             "d /home/{} 0700 {uid} {gid} -",
-            files::tf_escape(name)
+            files::tf_escape(name)?
         ));
     }
     files::storage(config, defaults, &db, &mut out)?;

@@ -243,3 +243,16 @@ pub(crate) fn unit(contents: Option<&str>, enabled: Option<bool>) -> Unit {
         ..Default::default()
     }
 }
+
+/// Whether `tool` runs here; says so on stderr when it does not (the
+/// test is then skipped visibly).
+pub(crate) fn have(tool: &str) -> bool {
+    let ok = std::process::Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("NOTE: skipping: {tool} is not installed");
+    }
+    ok
+}
