@@ -55,6 +55,9 @@ pub(crate) fn read_regular(dir: &OwnedFd, name: &str) -> Result<Option<Vec<u8>>>
 #[derive(Debug, Clone, Default)]
 struct Table {
     lines: Vec<Vec<Vec<u8>>>,
+    /// Whether the last line lacks its newline (kept so that a file
+    /// round-trips byte for byte until a line is appended).
+    unterminated: bool,
 }
 
 impl Table {
@@ -69,15 +72,20 @@ impl Table {
                 .split(|c| *c == b'\n')
                 .map(|l| l.split(|c| *c == b':').map(<[u8]>::to_vec).collect())
                 .collect(),
+            unterminated: !b.ends_with(b"\n"),
         }
     }
 
-    /// The content, each line ending with a newline.
+    /// The content, each line ending with a newline (but an unterminated
+    /// last line of the original).
     fn bytes(&self) -> Vec<u8> {
         let mut out = Vec::new();
         for l in &self.lines {
             out.extend_from_slice(&l.join(&b':'));
             out.push(b'\n');
+        }
+        if self.unterminated && !self.lines.is_empty() {
+            out.pop();
         }
         out
     }
@@ -117,6 +125,7 @@ impl Table {
     }
 
     fn push(&mut self, fields: &[&[u8]]) {
+        self.unterminated = false;
         self.lines.push(fields.iter().map(|f| f.to_vec()).collect());
     }
 
@@ -391,6 +400,10 @@ pub(crate) fn unapply(admin: &Base, default: &Base, composed: &Composed) -> Base
             }
             true
         });
+        // An unterminated last line the config's appending terminated.
+        if c.unterminated != d.unterminated && t.unterminated == c.unterminated {
+            t.unterminated = d.unterminated;
+        }
         out.files[f] = Some(if t.lines.is_empty() && a.is_empty() {
             Vec::new()
         } else {
@@ -452,4 +465,53 @@ pub(crate) fn ssh_keys(config: &Config, out: &mut Out) -> Result<()> {
         out.insert(SSHD_DROPIN, d, "ssh keys")?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_round_trip_byte_for_byte() {
+        for b in [
+            &b""[..],
+            b"\n",
+            b"root:x:0:0::/root:/bin/sh",
+            b"# comment\n\nroot:x:0:0::/root:/bin/sh\n+::::::\n",
+            b"a:x:1:\nb:x:2:a,b\n\n",
+        ] {
+            assert_eq!(
+                Table::parse(Some(b)).bytes(),
+                b,
+                "{:?}",
+                String::from_utf8_lossy(b)
+            );
+        }
+        let mut t = Table::parse(Some(b"root:x:0:"));
+        t.push(&[b"a", b"x", b"1", b""]);
+        assert_eq!(t.bytes(), b"root:x:0:\na:x:1:\n");
+    }
+
+    #[test]
+    fn unapply_of_unterminated_default_is_the_default() {
+        let default = Base {
+            files: [
+                Some(b"root:x:0:0::/root:/bin/sh".to_vec()),
+                None,
+                Some(b"root:x:0:".to_vec()),
+                None,
+            ],
+        };
+        let config = Config {
+            users: [("alice".to_string(), crate::model::User::default())].into(),
+            ..Default::default()
+        };
+        let c = compose(&default, &config, "/bin/sh").unwrap();
+        let admin = Base {
+            files: std::array::from_fn(|i| Some(c.contents[i].clone()).filter(|v| !v.is_empty())),
+        };
+        let back = unapply(&admin, &default, &c);
+        assert_eq!(back.files[0], default.files[0]);
+        assert_eq!(back.files[2], default.files[2]);
+    }
 }
