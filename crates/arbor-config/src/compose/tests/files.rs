@@ -590,3 +590,89 @@ fn var_entries_work_with_systemd_tmpfiles() {
         Path::new("/var/lib/app/v%1 x")
     );
 }
+
+#[test]
+fn conflicting_declarations_are_errors() {
+    let s = Sys::new();
+    let d1 = s.os("d1");
+    let cases = [
+        (
+            with_files(&[("/etc/a", file("x")), ("/etc/a/b", file("y"))]),
+            "/etc/a is declared as something else",
+        ),
+        (
+            Config {
+                files: [("/etc/systemd/system/x.service".to_string(), file("a"))].into(),
+                units: [("x.service".to_string(), unit(Some("b"), None))].into(),
+                ..Default::default()
+            },
+            "declared twice",
+        ),
+        (
+            Config {
+                files: [("/etc/passwd".to_string(), file("root:x:0:0::/:/bin/sh\n"))].into(),
+                users: [("alice".to_string(), user(&[], &[]))].into(),
+                ..Default::default()
+            },
+            "declared twice",
+        ),
+        (
+            with_files(&[("/etc/chrony/chrony.conf/x", file("y"))]),
+            "is not a directory",
+        ),
+    ];
+    for (c, want) in cases {
+        let e = managed(&c, &d1.defaults(), None).unwrap_err();
+        assert!(format!("{e:#}").contains(want), "{want}: {e:#}");
+    }
+}
+
+/// The same config on a new OS version (an upgrade): managed paths stay
+/// the config's, the admin's change is carried, the rest is the new OS.
+#[test]
+fn same_config_on_a_new_os_version() {
+    let s = Sys::new();
+    let (d1, d2) = (s.os("d1"), s.os("d2"));
+    std::fs::write(
+        d2.root.join("usr/etc/chrony/chrony.conf"),
+        "pool new.example iburst\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d2.root.join("usr/etc/sudoers"),
+        "root ALL=(ALL:ALL) ALL\n# new OS\n",
+    )
+    .unwrap();
+    let c = Config {
+        files: [(
+            "/etc/sudoers".to_string(),
+            FileEntry {
+                contents: None,
+                append: vec![b"%admin ALL=(ALL) ALL\n".to_vec()],
+                mode: 0o440,
+                ..Default::default()
+            },
+        )]
+        .into(),
+        users: [("alice".to_string(), user(&["sudo"], &["ssh-ed25519 K"]))].into(),
+        ..Default::default()
+    };
+    compose(None, None, &d1, &c, true).unwrap();
+    std::fs::write(d1.path("ssh/sshd_config"), "# admin\n").unwrap();
+    let r = compose(Some(&d1), Some(&c), &d2, &c, true).unwrap();
+    assert_eq!(d2.read("chrony/chrony.conf"), "pool new.example iburst\n");
+    assert_eq!(d2.read("ssh/sshd_config"), "# admin\n");
+    assert_eq!(
+        d2.read("sudoers"),
+        "root ALL=(ALL:ALL) ALL\n# new OS\n%admin ALL=(ALL) ALL\n"
+    );
+    assert_eq!(d1.read("passwd"), d2.read("passwd"));
+    let kept: Vec<_> = r
+        .local_changes
+        .iter()
+        .filter(|l| l.kept)
+        .map(|l| l.path.as_str())
+        .collect();
+    assert_eq!(kept, ["/etc/ssh/sshd_config"]);
+    assert!(r.units.is_empty() && r.users.is_empty());
+}
