@@ -242,97 +242,28 @@ fn check_names(config: &Config) -> Result<()> {
 pub(crate) fn compose(base: &Base, config: &Config, shell: &str) -> Result<Composed> {
     check_names(config)?;
     let mut t: [Table; 4] = std::array::from_fn(|i| Table::parse(base.files[i].as_deref()));
-    let mut homes = Vec::new();
     let mut uids = t[PASSWD].ids();
-    uids.extend(config.users.values().filter_map(|u| u.uid));
     let mut gids = t[GROUP].ids();
-    gids.extend(config.groups.values().filter_map(|g| g.gid));
-    for (name, g) in &config.groups {
-        let pw = g.password_hash.as_deref().unwrap_or("!").as_bytes();
-        if let Some(old) = t[GROUP].id(name) {
-            if g.gid.is_some_and(|x| x != old) {
-                bail!(
-                    "Group {name}: the OS has it with gid {old}, the config gives {}",
-                    g.gid.unwrap_or(old)
-                );
-            }
-            if let Some(h) = &g.password_hash {
-                if !t[GSHADOW].set(name, 1, h.as_bytes()) {
-                    t[GSHADOW].push(&[name.as_bytes(), h.as_bytes(), b"", b""]);
-                }
-            }
-            continue;
-        }
-        let gid = match g.gid {
-            Some(x) => x,
-            None => allocate(&mut gids, &format!("group {name}"))?,
-        };
-        t[GROUP].push(&[name.as_bytes(), b"x", gid.to_string().as_bytes(), b""]);
-        t[GSHADOW].push(&[name.as_bytes(), pw, b"", b""]);
-    }
-    for (name, u) in &config.users {
-        if let Some(old) = t[PASSWD].id(name) {
-            if u.uid.is_some_and(|x| x != old) {
-                bail!(
-                    "User {name}: the OS has it with uid {old}, the config gives {}",
-                    u.uid.unwrap_or(old)
-                );
-            }
-            if let Some(h) = &u.password_hash {
-                if !t[SHADOW].set(name, 1, h.as_bytes()) {
-                    t[SHADOW].push(&[
-                        name.as_bytes(),
-                        h.as_bytes(),
-                        b"",
-                        b"",
-                        b"",
-                        b"",
-                        b"",
-                        b"",
-                        b"",
-                    ]);
-                }
-            }
-        } else {
-            let uid = match u.uid {
-                Some(x) => x,
-                None => allocate(&mut uids, &format!("user {name}"))?,
-            };
-            let gid = match t[GROUP].id(name) {
-                Some(g) => g,
-                None => {
-                    let g = if gids.insert(uid) {
-                        uid
-                    } else {
-                        allocate(&mut gids, &format!("the group of user {name}"))?
-                    };
-                    t[GROUP].push(&[name.as_bytes(), b"x", g.to_string().as_bytes(), b""]);
-                    t[GSHADOW].push(&[name.as_bytes(), b"!", b"", b""]);
-                    g
-                }
-            };
-            let home = format!("/home/{name}");
-            t[PASSWD].push(&[
-                name.as_bytes(),
-                b"x",
-                uid.to_string().as_bytes(),
-                gid.to_string().as_bytes(),
-                b"",
-                home.as_bytes(),
-                shell.as_bytes(),
-            ]);
-            let pw = u.password_hash.as_deref().unwrap_or("!").as_bytes();
-            t[SHADOW].push(&[name.as_bytes(), pw, b"", b"", b"", b"", b"", b"", b""]);
-            homes.push((name.clone(), uid, gid));
-        }
-        for g in &u.groups {
-            if t[GROUP].find(g).is_none() {
-                bail!("User {name}: no group named '{g}' in the OS's /etc/group or the config");
-            }
-            t[GROUP].add_member(g, 3, name);
-            t[GSHADOW].add_member(g, 3, name);
-        }
-    }
+    reserve(
+        &mut uids,
+        config
+            .users
+            .iter()
+            .filter(|(n, _)| t[PASSWD].find(n).is_none())
+            .filter_map(|(n, u)| Some((n, u.uid?))),
+        "uid",
+    )?;
+    reserve(
+        &mut gids,
+        config
+            .groups
+            .iter()
+            .filter(|(n, _)| t[GROUP].find(n).is_none())
+            .filter_map(|(n, g)| Some((n, g.gid?))),
+        "gid",
+    )?;
+    compose_groups(&mut t, config, &mut gids)?;
+    let homes = compose_users(&mut t, config, &mut uids, &mut gids, shell)?;
     Ok(Composed {
         contents: std::array::from_fn(|i| {
             // A file neither the base nor the config has stays empty.
@@ -345,6 +276,112 @@ pub(crate) fn compose(base: &Base, config: &Config, shell: &str) -> Result<Compo
         tables: t,
         homes,
     })
+}
+
+/// Reserves the ids the config gives to new users (or groups): an id
+/// already taken is an error, as `useradd -u` without `-o` refuses it.
+fn reserve<'a>(
+    used: &mut BTreeSet<u32>,
+    ids: impl Iterator<Item = (&'a String, u32)>,
+    what: &str,
+) -> Result<()> {
+    for (name, id) in ids {
+        if !used.insert(id) {
+            bail!("{name}: {what} {id} is already taken");
+        }
+    }
+    Ok(())
+}
+
+/// The config's groups, in name order.
+fn compose_groups(t: &mut [Table; 4], config: &Config, gids: &mut BTreeSet<u32>) -> Result<()> {
+    for (name, g) in &config.groups {
+        if let Some(old) = t[GROUP].id(name) {
+            if let Some(x) = g.gid.filter(|x| *x != old) {
+                bail!("Group {name}: the OS has it with gid {old}, the config gives {x}");
+            }
+            if let Some(h) = &g.password_hash {
+                if !t[GSHADOW].set(name, 1, h.as_bytes()) {
+                    t[GSHADOW].push(&[name.as_bytes(), h.as_bytes(), b"", b""]);
+                }
+            }
+            continue;
+        }
+        let gid = match g.gid {
+            Some(x) => x,
+            None => allocate(gids, &format!("group {name}"))?,
+        };
+        let pw = g.password_hash.as_deref().unwrap_or("!").as_bytes();
+        t[GROUP].push(&[name.as_bytes(), b"x", gid.to_string().as_bytes(), b""]);
+        t[GSHADOW].push(&[name.as_bytes(), pw, b"", b""]);
+    }
+    Ok(())
+}
+
+/// The config's users, in name order; returns the new ones (name, uid,
+/// gid) for their home directories.
+fn compose_users(
+    t: &mut [Table; 4],
+    config: &Config,
+    uids: &mut BTreeSet<u32>,
+    gids: &mut BTreeSet<u32>,
+    shell: &str,
+) -> Result<Vec<(String, u32, u32)>> {
+    let mut homes = Vec::new();
+    for (name, u) in &config.users {
+        let n = name.as_bytes();
+        if let Some(old) = t[PASSWD].id(name) {
+            if let Some(x) = u.uid.filter(|x| *x != old) {
+                bail!("User {name}: the OS has it with uid {old}, the config gives {x}");
+            }
+            if let Some(h) = &u.password_hash {
+                if !t[SHADOW].set(name, 1, h.as_bytes()) {
+                    t[SHADOW].push(&[n, h.as_bytes(), b"", b"", b"", b"", b"", b"", b""]);
+                }
+            }
+        } else {
+            let uid = match u.uid {
+                Some(x) => x,
+                None => allocate(uids, &format!("user {name}"))?,
+            };
+            // The user private group, as `useradd -U`: its gid is the uid
+            // where free; an existing group of that name is used.
+            let gid = match t[GROUP].id(name) {
+                Some(g) => g,
+                None => {
+                    let g = if gids.insert(uid) {
+                        uid
+                    } else {
+                        allocate(gids, &format!("the group of user {name}"))?
+                    };
+                    t[GROUP].push(&[n, b"x", g.to_string().as_bytes(), b""]);
+                    t[GSHADOW].push(&[n, b"!", b"", b""]);
+                    g
+                }
+            };
+            let (uid_s, gid_s, home) = (uid.to_string(), gid.to_string(), format!("/home/{name}"));
+            t[PASSWD].push(&[
+                n,
+                b"x",
+                uid_s.as_bytes(),
+                gid_s.as_bytes(),
+                b"",
+                home.as_bytes(),
+                shell.as_bytes(),
+            ]);
+            let pw = u.password_hash.as_deref().unwrap_or("!").as_bytes();
+            t[SHADOW].push(&[n, pw, b"", b"", b"", b"", b"", b"", b""]);
+            homes.push((name.clone(), uid, gid));
+        }
+        for g in &u.groups {
+            if t[GROUP].find(g).is_none() {
+                bail!("User {name}: no group named '{g}' in the OS's /etc/group or the config");
+            }
+            t[GROUP].add_member(g, 3, name);
+            t[GSHADOW].add_member(g, 3, name);
+        }
+    }
+    Ok(homes)
 }
 
 /// Whether field `i` of file `f` is a comma-separated member list.

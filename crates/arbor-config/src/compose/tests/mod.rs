@@ -13,6 +13,7 @@ use crate::model::{Config, FileEntry, Unit, User};
 mod files;
 mod units;
 mod users;
+mod var;
 
 pub(crate) const PASSWD: &str = "root:x:0:0:root:/root:/bin/bash\n\
 daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n\

@@ -210,6 +210,43 @@ fn conflicting_ids_and_unknown_groups_are_errors() {
             },
             "'nope'",
         ),
+        (
+            Config {
+                users: [(
+                    "alice".to_string(),
+                    User {
+                        uid: Some(100),
+                        ..Default::default()
+                    },
+                )]
+                .into(),
+                ..Default::default()
+            },
+            "uid 100 is already taken",
+        ),
+        (
+            Config {
+                groups: [
+                    (
+                        "a".to_string(),
+                        crate::model::Group {
+                            gid: Some(2000),
+                            ..Default::default()
+                        },
+                    ),
+                    (
+                        "b".to_string(),
+                        crate::model::Group {
+                            gid: Some(2000),
+                            ..Default::default()
+                        },
+                    ),
+                ]
+                .into(),
+                ..Default::default()
+            },
+            "gid 2000 is already taken",
+        ),
     ] {
         let e = managed(&c, &d1.defaults(), None).unwrap_err();
         assert!(format!("{e:#}").contains(want), "{e:#}");
