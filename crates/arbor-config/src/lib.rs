@@ -16,9 +16,12 @@
 //! - [`render`]: merging inputs ([`render()`]) into a [`Rendered`]
 //!   canonical document and its `rendered-<sha256>` name.
 //! - [`canonical`]: RFC 8785 JSON and SHA-256.
+//! - [`compose`]: what a config produces in `/etc`, and composing a
+//!   deployment's `/etc` from the OS defaults, local changes and the config.
 #![deny(missing_docs)]
 
 pub mod canonical;
+pub mod compose;
 pub mod input;
 pub mod model;
 pub mod render;
