@@ -245,6 +245,11 @@ fn bad_inputs_are_refused_with_file_and_path() {
     refused(
         &doc(files(json!([{"path": "/etc/x", "mode": "0644"}]))),
         "$.storage.files[0].mode",
+        "write it as a decimal integer (420)",
+    );
+    refused(
+        &doc(files(json!([{"path": "/etc/x", "mode": -1}]))),
+        "$.storage.files[0].mode",
         "not a non-negative integer",
     );
     refused(
@@ -455,6 +460,21 @@ fn machine_config_yaml_and_json_render_the_same() {
     assert_eq!(
         name_of(&[("a.ign", doc(plain)), ("b.json", doc(kargs))]),
         y.name
+    );
+}
+
+/// YAML modes: `0o644` is octal; `0644` (octal in YAML 1.1 and for
+/// MCO's Go reader, a string for YAML 1.2) is refused with a hint rather
+/// than read as decimal 644.
+#[test]
+fn yaml_modes() {
+    let with = |m: &str| MC_YAML.replace("mode: 420", &format!("mode: {m}"));
+    let c = parse_input("a.yaml", with("0o600").as_bytes()).unwrap();
+    assert_eq!(c.files["/etc/chrony.conf"].mode, 0o600);
+    refused(
+        with("0644").as_bytes(),
+        "$.spec.config.storage.files[0].mode",
+        "as a decimal integer (420) or, in YAML, 0o644",
     );
 }
 
