@@ -290,3 +290,35 @@ fn conflicts_in_the_tree_span_files() {
 fn empty_config_is_empty() {
     assert!(Config::default().is_empty());
 }
+
+/// The canonical form is a stored format: names of rendered documents
+/// written by earlier versions must stay valid. Pinned bytes and names
+/// (checked with sha256sum) for the empty config and a small one.
+#[test]
+fn canonical_bytes_and_names_are_pinned() {
+    const EMPTY: &str = "{\"apiVersion\":\"machineconfiguration.openshift.io/v1\",\"kind\":\"MachineConfig\",\
+        \"spec\":{\"config\":{\"ignition\":{\"version\":\"3.4.0\"},\"passwd\":{\"groups\":[],\"users\":[]},\
+        \"storage\":{\"directories\":[],\"files\":[],\"links\":[]},\"systemd\":{\"units\":[]}},\
+        \"extensions\":[],\"kernelArguments\":[]}}";
+    let e = Rendered::empty();
+    assert_eq!(std::str::from_utf8(&e.canonical).unwrap(), EMPTY);
+    assert_eq!(
+        e.name,
+        "rendered-aeb9b5643af585e00d733acf1a5346e0ea1093f8679a684e7808143beccfa9a6"
+    );
+    let small = br#"{"ignition":{"version":"3.4.0"},"storage":{"files":[{"path":"/etc/motd","contents":{"source":"data:,hello%0A"}}]},"systemd":{"units":[{"name":"a.service","enabled":true}]}}"#;
+    let r = render_docs(&[("g.ign", small.to_vec())]).unwrap();
+    assert_eq!(
+        std::str::from_utf8(&r.canonical).unwrap(),
+        "{\"apiVersion\":\"machineconfiguration.openshift.io/v1\",\"kind\":\"MachineConfig\",\
+         \"spec\":{\"config\":{\"ignition\":{\"version\":\"3.4.0\"},\"passwd\":{\"groups\":[],\"users\":[]},\
+         \"storage\":{\"directories\":[],\"files\":[{\"append\":[],\"contents\":{\"source\":\"data:;base64,aGVsbG8K\"},\
+         \"group\":{\"id\":0},\"mode\":420,\"path\":\"/etc/motd\",\"user\":{\"id\":0}}],\"links\":[]},\
+         \"systemd\":{\"units\":[{\"dropins\":[],\"enabled\":true,\"mask\":false,\"name\":\"a.service\"}]}},\
+         \"extensions\":[],\"kernelArguments\":[]}}"
+    );
+    assert_eq!(
+        r.name,
+        "rendered-c2302513f4898bd448439fc2f0c9c5b5b881fe21714d5a76fa5c88e1210e11b6"
+    );
+}
