@@ -378,6 +378,32 @@ fn yaml_alias_bomb_is_refused() {
     assert!(e.message.contains("invalid YAML"), "{e}");
 }
 
+/// Deep nesting is an error, not a stack overflow (JSON and YAML).
+#[test]
+fn deep_nesting_is_refused() {
+    let json = format!("{{\"a\":{}{}}}", "[".repeat(2_000), "]".repeat(2_000));
+    refused(json.as_bytes(), "$", "invalid JSON");
+    let yaml = format!("a: {}{}\n", "[".repeat(2_000), "]".repeat(2_000));
+    refused(yaml.as_bytes(), "$", "invalid YAML");
+}
+
+/// libyaml's time grows with the flow depth on every token: 16 MiB of
+/// `[` would take hours. The pre-scan refuses it at once.
+#[test]
+fn deep_yaml_fails_fast() {
+    let yaml = format!("a: {}\n", "[".repeat((16 << 20) - 10));
+    let t = std::time::Instant::now();
+    refused(yaml.as_bytes(), "$", "nested deeper than 100 levels");
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        t.elapsed()
+    );
+    // A real document with brackets in scalars still parses.
+    let ok = MC_YAML.replace("  extensions:", "  # [[[ comment\n  extensions:");
+    parse_input("a.yaml", ok.as_bytes()).unwrap();
+}
+
 #[test]
 fn oversized_documents_are_refused_before_parsing() {
     let big = vec![b' '; (16 << 20) + 1];
