@@ -164,7 +164,7 @@ proptest! {
 }
 
 /// A rich document to mutate.
-const SEED: &str = r#"{"ignition":{"version":"3.2.0"},"storage":{"files":[{"path":"/etc/a","mode":420,"overwrite":true,"contents":{"source":"data:;base64,aGk=","compression":null,"verification":{"hash":"sha512-00"}},"append":[{"source":"data:,x%41"}],"user":{"id":1},"group":{"name":"g"}}],"directories":[{"path":"/var/d"}],"links":[{"path":"/etc/l","target":"/etc/a","hard":true}]},"systemd":{"units":[{"name":"a@.service","enabled":true,"mask":false,"dropins":[{"name":"x.conf","contents":"y"}]}]},"passwd":{"users":[{"name":"u","uid":5,"groups":["g"],"sshAuthorizedKeys":["k"]}],"groups":[{"name":"g","gid":7}]}}"#;
+const SEED: &str = r#"{"ignition":{"version":"3.2.0"},"storage":{"files":[{"path":"/etc/a","mode":420,"overwrite":true,"contents":{"source":"data:;base64,aGk=","compression":null,"verification":{"hash":"sha512-150a14ed5bea6cc731cf86c41566ac427a8db48ef1b9fd626664b3bfbb99071fa4c922f33dde38719b8c8354e2b7ab9d77e0e67fc12843920a712e73d558e197"}},"append":[{"source":"data:,x%41"}],"user":{"id":1},"group":{"name":"g"}}],"directories":[{"path":"/var/d"}],"links":[{"path":"/etc/l","target":"/etc/a","hard":true}]},"systemd":{"units":[{"name":"a@.service","enabled":true,"mask":false,"dropins":[{"name":"x.conf","contents":"y"}]}]},"passwd":{"users":[{"name":"u","uid":5,"groups":["g"],"sshAuthorizedKeys":["k"]}],"groups":[{"name":"g","gid":7}]}}"#;
 
 const TOKENS: &[&str] = &[
     "\"",
