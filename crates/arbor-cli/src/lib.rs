@@ -3,6 +3,7 @@
 //! - [`cli`]: the clap definitions, one options struct per subcommand.
 //! - [`cmds`]: one function per subcommand, each calling the libraries.
 //! - [`cli_sysroot`], [`sysroot_cmds`]: the sysroot commands (deploy, status...).
+//! - [`cli_config`], [`config_cmds`]: the declared configuration (`config apply`).
 //! - [`gvtext`]: the GVariant text subset `summary -m` values use.
 //! - [`render`]: pure functions from data to text (tested on fixtures).
 //! - [`progress`]: an indicatif progress bar on a TTY, silence otherwise.
@@ -18,8 +19,10 @@ use {
 };
 
 pub mod cli;
+pub mod cli_config;
 pub mod cli_sysroot;
 pub mod cmds;
+pub mod config_cmds;
 pub mod gvtext;
 pub mod progress;
 pub mod quickstart;

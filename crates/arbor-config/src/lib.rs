@@ -11,8 +11,18 @@
 //!
 //! Modules:
 //! - [`model`]: the rendered configuration, normalized and validated.
+//! - [`render`]: input files to one canonical rendered document.
+//! - [`compose`]: a deployment's `/etc` from defaults, local changes and a config.
+//! - [`store`]: the rendered documents the deployments record.
+//! - [`state`]: the state checksum of a deployment.
+//! - [`apply`]: `config apply`, and the composer deploys use.
 #![deny(missing_docs)]
 
+pub mod apply;
+pub mod compose;
 pub mod model;
+pub mod render;
+pub mod state;
+pub mod store;
 
 pub use model::Config;

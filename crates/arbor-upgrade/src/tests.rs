@@ -19,7 +19,10 @@ use crate::{
 const STABLE: &str = "testos/stable";
 
 /// Deploy now, not staged.
-const NOW: DeployUpdateOptions = DeployUpdateOptions { stage: false };
+const NOW: DeployUpdateOptions = DeployUpdateOptions {
+    stage: false,
+    composer: None,
+};
 
 /// Deploying needs root (owners in the bare system repository, the
 /// immutable flag on deployment roots): the shared gate.
@@ -387,6 +390,7 @@ fn an_older_commit_is_refused_unless_downgrades_are_allowed() {
     let opts = SwitchOptions {
         stateroot: None,
         refspec: "testos/local".into(),
+        composer: None,
     };
     switch(&mut s, &opts, &NullProgress).unwrap();
     assert_eq!(m.deployments()[0], (m.v1, 1));
@@ -428,7 +432,14 @@ fn a_staged_update_is_up_to_date_for_check_and_pull() {
     let UpgradeCheck::Available(u) = up.pull(&NullProgress).unwrap() else {
         panic!("no update pulled");
     };
-    up.deploy(&u, &DeployUpdateOptions { stage: true }).unwrap();
+    up.deploy(
+        &u,
+        &DeployUpdateOptions {
+            stage: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     // Booted in v1, v2 staged: the merge deployment is still v1, yet v2
     // waits to boot, so there is nothing to upgrade to.
     let mut s = m.booted_in_v1();
@@ -461,6 +472,7 @@ fn a_deploy_refuses_when_another_process_changed_the_merge_deployment() {
     let opts = SwitchOptions {
         stateroot: None,
         refspec: "testos/local".into(),
+        composer: None,
     };
     switch(&mut m.sysroot(), &opts, &NullProgress).unwrap();
     let switched = m.deployments();
