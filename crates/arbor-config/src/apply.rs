@@ -37,7 +37,7 @@ use arbor_sysroot::{Deployment, Sysroot};
 use fn_error_context::context;
 use serde::Serialize;
 
-use crate::compose::{compose_etc, ComposeInputs, ComposeReport};
+use crate::compose::{compose_etc, Change, ComposeInputs, ComposeReport};
 use crate::model::Config;
 use crate::render::{render, Rendered};
 use crate::state::{deployment_state, state_checksum};
@@ -124,7 +124,7 @@ impl EtcComposer for ConfigComposer {
             self.keep_local,
         )?;
         hit(CONFIG_COMPOSED);
-        let diff = EtcDiff::default();
+        let diff = carried(&report);
         *self.report.lock().unwrap_or_else(|p| p.into_inner()) = Some(report);
         Ok(diff)
     }
@@ -143,17 +143,15 @@ fn compose_into(
 ) -> Result<ComposeReport> {
     let new_defaults = arbor_fs::open_tree_dir(new_root, "usr/etc")?
         .context("The new deployment has no /usr/etc")?;
-    let old = match merge {
-        Some(m) => {
-            let mroot = s.deployment_dir(m)?;
-            match (
-                arbor_fs::open_tree_dir(&mroot, "usr/etc")?,
-                arbor_fs::open_tree_dir(&mroot, "etc")?,
-            ) {
-                (Some(d), Some(e)) => Some((d, e)),
-                _ => None,
-            }
-        }
+    let mroot = merge.map(|m| s.deployment_dir(m)).transpose()?;
+    let old = match &mroot {
+        Some(r) => match (
+            arbor_fs::open_tree_dir(r, "usr/etc")?,
+            arbor_fs::open_tree_dir(r, "etc")?,
+        ) {
+            (Some(d), Some(e)) => Some((d, e)),
+            _ => None,
+        },
         None => None,
     };
     // No merge deployment: no admin changes (the old /etc is its defaults).
@@ -164,15 +162,32 @@ fn compose_into(
             rustix::io::dup(&new_defaults)?,
         ),
     };
-    compose_etc(ComposeInputs {
+    compose_etc(&ComposeInputs {
         old_defaults: &old_defaults,
         old_etc: &old_etc,
         new_defaults: &new_defaults,
         new_etc,
+        root: Some(new_root),
         previous,
+        old_root: mroot.as_ref(),
         config,
         keep_local,
     })
+}
+
+/// The admin's changes a composition carried, as the plain merge reports
+/// them (paths relative to `/etc`).
+fn carried(report: &ComposeReport) -> EtcDiff {
+    let mut d = EtcDiff::default();
+    for c in report.local_changes.iter().filter(|c| c.kept) {
+        let p = c.path.strip_prefix("/etc/").unwrap_or(&c.path).to_string();
+        match c.change {
+            Change::Added => d.added.push(p),
+            Change::Modified => d.modified.push(p),
+            Change::Removed => d.removed.push(p),
+        }
+    }
+    d
 }
 
 /// Inputs of [`apply`].

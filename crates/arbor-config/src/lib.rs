@@ -12,7 +12,8 @@
 //! Modules:
 //! - [`model`]: the rendered configuration, normalized and validated.
 //! - [`render`]: input files to one canonical rendered document.
-//! - [`compose`]: a deployment's `/etc` from defaults, local changes and a config.
+//! - [`compose`]: what a config produces in `/etc`, and composing a
+//!   deployment's `/etc` from the OS defaults, local changes and the config.
 //! - [`store`]: the rendered documents the deployments record.
 //! - [`state`]: the state checksum of a deployment.
 //! - [`apply`]: `config apply`, and the composer deploys use.
