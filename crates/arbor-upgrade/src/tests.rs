@@ -575,7 +575,10 @@ fn a_remote_ref_moving_back_is_a_typed_downgrade_refusal() {
 
 /// A composer that records what it was given and marks the new /etc.
 #[derive(Debug, Default)]
-struct Recorder(std::sync::Mutex<Vec<(Option<String>, Option<String>, String)>>);
+struct Recorder(std::sync::Mutex<Vec<Seen>>);
+
+/// (merge deployment, the origin's `[test] marker`, kernel arguments).
+type Seen = (Option<String>, Option<String>, String);
 
 impl arbor_sysroot::compose::EtcComposer for Recorder {
     fn compose(
