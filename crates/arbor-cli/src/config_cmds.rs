@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use arbor_config::apply::{apply as do_apply, ApplyOptions, ApplyReport, Outcome};
+use arbor_config::compose::{Change, ComposeReport};
 
 use crate::cli_config::{ConfigApplyOpts, ConfigCmd};
 use crate::sysroot_cmds::open_sysroot;
@@ -83,15 +84,51 @@ pub fn render_apply(r: &ApplyReport, out: &mut impl Write) -> std::io::Result<()
         )?,
     }
     if let Some(c) = &r.changes {
-        let v = serde_json::to_value(c).map_err(std::io::Error::other)?;
-        writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&v).map_err(std::io::Error::other)?
-        )?;
+        render_changes(c, out)?;
     }
     if r.outcome != Outcome::DryRun {
         writeln!(out, "State: {} (was {})", r.state, r.previous_state)?;
+    }
+    Ok(())
+}
+
+/// A change as a word.
+fn word(c: Change) -> &'static str {
+    match c {
+        Change::Added => "added",
+        Change::Modified => "modified",
+        Change::Removed => "removed",
+    }
+}
+
+/// Renders what a composition changes, per path, unit and user, and the
+/// local changes carried or dropped.
+pub fn render_changes(c: &ComposeReport, out: &mut impl Write) -> std::io::Result<()> {
+    for p in &c.paths {
+        let why = serde_json::to_value(p.reason)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        writeln!(out, "  {:8} {} ({why})", word(p.change), p.path)?;
+    }
+    for u in &c.units {
+        let what = if u.declares.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", u.declares.join(", "))
+        };
+        writeln!(out, "  unit {} {}{what}", u.name, word(u.change))?;
+    }
+    for u in &c.users {
+        let id = u.id.map(|i| format!(" ({i})")).unwrap_or_default();
+        writeln!(out, "  {} {} {}{id}", u.kind, u.name, word(u.change))?;
+    }
+    for l in &c.local_changes {
+        let fate = if l.kept { "kept" } else { "dropped" };
+        writeln!(out, "  local change {fate}: {} {}", word(l.change), l.path)?;
+    }
+    if c.paths.is_empty() && c.units.is_empty() && c.users.is_empty() {
+        writeln!(out, "  nothing in /etc changes")?;
     }
     Ok(())
 }
