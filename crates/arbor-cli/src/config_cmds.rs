@@ -143,9 +143,10 @@ pub fn render_changes(c: &ComposeReport, out: &mut dyn Write) -> std::io::Result
         let id = u.id.map(|i| format!(" ({i})")).unwrap_or_default();
         writeln!(out, "  {} {} {}{id}", u.kind, u.name, word(u.change))?;
     }
-    for l in &c.local_changes {
-        let fate = if l.kept { "kept" } else { "dropped" };
-        writeln!(out, "  local change {fate}: {} {}", word(l.change), l.path)?;
+    // Dropped local changes are the previous config's own paths (or all,
+    // with local changes dropped on purpose): only the kept ones are news.
+    for l in c.local_changes.iter().filter(|l| l.kept) {
+        writeln!(out, "  local change kept: {} {}", word(l.change), l.path)?;
     }
     if c.paths.is_empty() && c.units.is_empty() && c.users.is_empty() {
         writeln!(out, "  nothing in /etc changes")?;
