@@ -27,7 +27,7 @@
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use arbor_fs::failpoint::{hit, CONFIG_COMPOSED, CONFIG_STORED, CONFIG_SWITCHED};
 use arbor_sysroot::compose::{EtcComposer, ThreeWayMerge};
 use arbor_sysroot::deploy::{carried_origin, DeployOptions, PREVIEW_PREFIX};
@@ -216,6 +216,8 @@ pub enum Outcome {
     Staged,
     /// The default deployment already has this state: nothing done.
     Unchanged,
+    /// A staged deployment already has this state: nothing done.
+    AlreadyStaged,
     /// Nothing done (`--dry-run`).
     DryRun,
 }
@@ -316,6 +318,23 @@ pub fn apply(s: &mut SysrootLock<'_>, opts: &ApplyOptions) -> Result<ApplyReport
     }
     if report.state == report.previous_state && !opts.drop_local {
         return Ok(report);
+    }
+    if opts.stage {
+        if s.booted().is_none() {
+            bail!("Cannot stage a deployment: not booted into this sysroot");
+        }
+        // Staged already with exactly this state: nothing to do either.
+        let staged = s
+            .deployments()
+            .first()
+            .filter(|d| d.staged && d.stateroot == stateroot);
+        if staged.is_some_and(|d| deployment_state(d, &empty_config_name()).state == report.state)
+            && !opts.drop_local
+        {
+            report.outcome = Outcome::AlreadyStaged;
+            report.deployment = staged.map(Deployment::dir_name);
+            return Ok(report);
+        }
     }
     let name = store::store(s, &stateroot, &rendered.canonical)?;
     hit(CONFIG_STORED);

@@ -577,12 +577,25 @@ fn staged_apply_is_composed_at_finalize_and_keeps_later_edits() {
         cmd.env("ARBOR_TEST_ROOT", &booted);
         cmd
     };
+    // Not booted: refused before anything is stored.
+    let err = run_fail(&mut c.apply_cmd(&c.sys, &["--stage"], &config_a()));
+    assert!(
+        String::from_utf8_lossy(&err.stderr).contains("not booted"),
+        "{err:?}"
+    );
+    assert_eq!(stored(&c.sys), Vec::<String>::new());
     let out = run_ok(&mut with_boot(c.apply_cmd(
         &c.sys,
         &["--stage"],
         &config_a(),
     )));
     assert!(out.contains("Staged rendered-"), "{out}");
+    let out = run_ok(&mut with_boot(c.apply_cmd(
+        &c.sys,
+        &["--stage"],
+        &config_a(),
+    )));
+    assert!(out.contains("already staged"), "{out}");
     // Edited after staging, in the running /etc: kept by the finalization.
     std::fs::write(booted.join("etc/edited-after-staging.conf"), "late\n").unwrap();
     std::fs::write(booted.join("etc/unchanged.conf"), "a=LATE\n").unwrap();
