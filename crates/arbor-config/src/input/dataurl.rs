@@ -31,16 +31,9 @@ impl Default for Budget {
 }
 
 impl Budget {
-    fn take(&mut self, n: usize) -> Result<(), String> {
-        let n = n as u64;
-        if n > self.remaining {
-            return Err(format!(
-                "the decoded contents of all files exceed {} MiB",
-                MAX_TOTAL_BYTES >> 20
-            ));
-        }
-        self.remaining -= n;
-        Ok(())
+    /// Charges `n` bytes, which [`Budget::limit`] allowed.
+    fn take(&mut self, n: usize) {
+        self.remaining = self.remaining.saturating_sub(n as u64);
     }
 
     fn limit(&self) -> u64 {
@@ -60,7 +53,7 @@ pub fn decode(url: &str, gzip: bool, budget: &mut Budget) -> Result<Vec<u8>, Str
     if bytes.len() as u64 > budget.limit() {
         return Err(too_large(budget));
     }
-    budget.take(bytes.len())?;
+    budget.take(bytes.len());
     Ok(bytes)
 }
 

@@ -128,7 +128,16 @@ pub fn check_mode(v: &serde_json::Value) -> Result<u32, String> {
         Some(n) => Err(format!(
             "mode {n} (0o{n:o}) is above 0o7777 (4095); modes are decimal in Ignition, e.g. 420 for 0644"
         )),
-        None => Err(format!("mode {v} is not a non-negative integer")),
+        None => match v.as_str() {
+            // YAML 1.1 (and Go's yaml, which MCO uses) read 0644 as octal;
+            // YAML 1.2 readers give a string: say how to write it.
+            Some(s) if s.starts_with('0') && u32::from_str_radix(s, 8).is_ok() => Err(format!(
+                "mode {s:?} is a string: write it as a decimal integer ({}) or, in YAML, 0o{}",
+                u32::from_str_radix(s, 8).unwrap_or_default(),
+                s.trim_start_matches('0')
+            )),
+            _ => Err(format!("mode {v} is not a non-negative integer")),
+        },
     }
 }
 
@@ -293,7 +302,11 @@ mod tests {
         assert!(check_mode(&json!(4096))
             .unwrap_err()
             .contains("above 0o7777"));
-        assert!(check_mode(&json!("0644")).is_err());
+        assert_eq!(
+            check_mode(&json!("0644")).unwrap_err(),
+            "mode \"0644\" is a string: write it as a decimal integer (420) or, in YAML, 0o644"
+        );
+        assert!(check_mode(&json!(420.5)).is_err());
     }
 
     #[test]
