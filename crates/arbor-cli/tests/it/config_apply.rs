@@ -335,6 +335,25 @@ fn sudoers_line_changed_leaves_no_trace() {
         .unwrap()
         .to_string();
     assert_eq!(stored(&c.sys), [format!("{name}.json")]);
+    // The document may hold password hashes: root only.
+    use std::os::unix::fs::PermissionsExt;
+    let store = c.sys.join("ostree/deploy/testos/arbor/rendered");
+    let doc = store.join(format!("{name}.json"));
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!((mode(&store), mode(&doc)), (0o700, 0o600));
+    // Verified against its name when read: a corrupt document stops the
+    // next apply before any deployment is made.
+    let mut bytes = std::fs::read(&doc).unwrap();
+    bytes.push(b' ');
+    std::fs::write(&doc, bytes).unwrap();
+    let before = deployments(&c.sys);
+    let err =
+        run_fail(&mut c.apply_cmd(&c.sys, &[], &[("sudo.ign", sudoers("%x ALL=(ALL) ALL\n"))]));
+    assert!(
+        String::from_utf8_lossy(&err.stderr).contains("corrupt"),
+        "{err:?}"
+    );
+    assert_eq!(deployments(&c.sys), before);
 }
 
 #[test]
