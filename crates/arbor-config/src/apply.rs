@@ -254,7 +254,7 @@ pub struct ApplyReport {
 /// `merge`'s kernel arguments without those `previous` added, plus those
 /// of `config`.
 fn kernel_arguments(merge: &Deployment, previous: Option<&Config>, config: &Config) -> Vec<String> {
-    let mut k = merge.kargs_without_ostree().args().to_vec();
+    let mut k = crate::state::state_kargs(merge);
     for a in previous
         .map(|p| p.kernel_arguments.as_slice())
         .unwrap_or_default()
@@ -424,7 +424,9 @@ mod tests {
             bootcsum: String::new(),
             bootserial: 0,
             origin: None,
-            kargs: arbor_sysroot::kargs::Kargs::parse("root=x quiet a=1 ostree=/o b=2"),
+            kargs: arbor_sysroot::kargs::Kargs::parse(
+                "root=x quiet a=1 ostree=/o b=2 init=/ostree/boot.1/os/c/0/usr/lib/ostree/ostree-prepare-root",
+            ),
             version: None,
             staged: false,
             bootconfig: Default::default(),
