@@ -170,9 +170,10 @@ fn percent_decode(s: &str) -> Result<Vec<u8>, String> {
         if c == b'%' {
             let hex = b
                 .get(i + 1..i + 3)
+                // from_str_radix alone would take a sign ("%+f").
+                .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
                 .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .filter(|_| b[i + 1].is_ascii_hexdigit() && b[i + 2].is_ascii_hexdigit());
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
             match hex {
                 Some(v) => out.push(v),
                 None => {
@@ -216,6 +217,7 @@ pub(crate) mod tests {
             ("data:hello", "no ','"),
             ("data:,a%2", "percent escape"),
             ("data:,a%zz", "percent escape"),
+            ("data:,a%+f", "percent escape"),
             ("data:;base64,@@@", "base64"),
             ("data:text,x", "media type"),
             ("data:;base64;x=y,aGk=", "last parameter"),

@@ -37,6 +37,9 @@ pub fn check_entry_path(p: &str) -> Result<(), String> {
     if p.contains('\0') {
         return Err("path contains a NUL byte".into());
     }
+    if p.chars().any(char::is_control) {
+        return Err(format!("{p:?} contains a control character"));
+    }
     if p.len() > MAX_PATH_BYTES {
         return Err(format!("path longer than {MAX_PATH_BYTES} bytes"));
     }
@@ -80,6 +83,9 @@ pub fn check_symlink_target(t: &str) -> Result<(), String> {
     }
     if t.contains('\0') {
         return Err("link target contains a NUL byte".into());
+    }
+    if t.chars().any(char::is_control) {
+        return Err(format!("link target {t:?} contains a control character"));
     }
     if t.len() > MAX_PATH_BYTES {
         return Err(format!("link target longer than {MAX_PATH_BYTES} bytes"));
@@ -172,8 +178,10 @@ pub fn check_unit_name(n: &str) -> Result<(), String> {
 
 /// A drop-in file name: `NAME.conf`, one path component.
 pub fn check_dropin_name(n: &str) -> Result<(), String> {
-    if n.contains('/') || n.contains('\0') {
-        return Err(format!("drop-in name {n:?} contains '/' or NUL"));
+    if n.contains('/') || n.chars().any(char::is_control) {
+        return Err(format!(
+            "drop-in name {n:?} contains '/' or a control character"
+        ));
     }
     if n.len() > MAX_NAME_BYTES {
         return Err(format!("drop-in name longer than {MAX_NAME_BYTES} bytes"));
@@ -258,6 +266,7 @@ mod tests {
             ("/opt/a", "outside /etc and /var"),
             ("/etcetera/a", "outside"),
             ("/etc/a\0b", "NUL"),
+            ("/etc/a\nb", "control character"),
         ] {
             let e = check_entry_path(bad).unwrap_err();
             assert!(e.contains(why), "{bad:?}: {e}");
@@ -331,7 +340,7 @@ mod tests {
             assert!(check_unit_name(bad).is_err(), "{bad:?}");
         }
         assert_eq!(check_dropin_name("10-x.conf"), Ok(()));
-        for bad in ["x", ".conf", "a/b.conf", "x.con"] {
+        for bad in ["x", ".conf", "a/b.conf", "x.con", "a\nb.conf"] {
             assert!(check_dropin_name(bad).is_err(), "{bad:?}");
         }
     }

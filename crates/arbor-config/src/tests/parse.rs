@@ -213,6 +213,13 @@ fn bad_inputs_are_refused_with_file_and_path() {
         "\"..\"",
     );
     refused(
+        &doc(ign(
+            json!({"storage": {"links": [{"path": "/etc/l", "target": "a\nb"}]}}),
+        )),
+        "$.storage.links[0].target",
+        "control character",
+    );
+    refused(
         &doc(files(json!([{"path": "etc/x"}]))),
         "$.storage.files[0].path",
         "absolute",

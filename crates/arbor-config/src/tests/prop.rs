@@ -162,3 +162,60 @@ proptest! {
         prop_assert_eq!(back, want);
     }
 }
+
+/// A rich document to mutate.
+const SEED: &str = r#"{"ignition":{"version":"3.2.0"},"storage":{"files":[{"path":"/etc/a","mode":420,"overwrite":true,"contents":{"source":"data:;base64,aGk=","compression":null,"verification":{"hash":"sha512-150a14ed5bea6cc731cf86c41566ac427a8db48ef1b9fd626664b3bfbb99071fa4c922f33dde38719b8c8354e2b7ab9d77e0e67fc12843920a712e73d558e197"}},"append":[{"source":"data:,x%41"}],"user":{"id":1},"group":{"name":"g"}}],"directories":[{"path":"/var/d"}],"links":[{"path":"/etc/l","target":"/etc/a","hard":true}]},"systemd":{"units":[{"name":"a@.service","enabled":true,"mask":false,"dropins":[{"name":"x.conf","contents":"y"}]}]},"passwd":{"users":[{"name":"u","uid":5,"groups":["g"],"sshAuthorizedKeys":["k"]}],"groups":[{"name":"g","gid":7}]}}"#;
+
+const TOKENS: &[&str] = &[
+    "\"",
+    "{",
+    "}",
+    "[",
+    "]",
+    ",",
+    ":",
+    "null",
+    "0",
+    "-1",
+    "1e400",
+    "4294967295",
+    "\"/etc/x\"",
+    "\"/usr/x\"",
+    "\"data:,%\"",
+    "\"gzip\"",
+    "true",
+    "\"\\u0000\"",
+    "\"3.0.0\"",
+    "\"2.0.0\"",
+    "",
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Mutated documents are parsed or refused, never a panic; when they
+    /// parse, they render and round-trip like any other.
+    #[test]
+    fn mutated_documents_never_panic(
+        edits in prop::collection::vec((0usize..SEED.len(), 0usize..8, 0usize..TOKENS.len()), 1..4),
+        yaml in any::<bool>(),
+    ) {
+        let mut text = SEED.to_owned();
+        for (at, del, tok) in edits {
+            let at = (0..=at.min(text.len())).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+            let end = (at + del).min(text.len());
+            let end = (end..=text.len()).find(|&i| text.is_char_boundary(i)).unwrap_or(text.len());
+            text.replace_range(at..end, TOKENS[tok]);
+        }
+        let text = if yaml {
+            // The same data as YAML-ish text: flow style with a MachineConfig head.
+            format!("apiVersion: machineconfiguration.openshift.io/v1\nkind: MachineConfig\nspec:\n  config: {text}\n")
+        } else {
+            text
+        };
+        if let Ok(r) = render(&[("m.ign".to_owned(), text.into_bytes())]) {
+            let again = render(&[("r.json".to_owned(), r.canonical.clone())]).unwrap();
+            prop_assert_eq!(again.name, r.name);
+        }
+    }
+}
