@@ -87,7 +87,7 @@ pub enum Cmd {
     Unpin(crate::cli_sysroot::IndexOpts),
     /// Show or change a deployment's kernel arguments.
     Kargs(crate::cli_sysroot::KargsOpts),
-    /// Declared configuration (Ignition v3 / MachineConfig): render.
+    /// Declared configuration (Ignition v3 / MachineConfig): render, apply.
     #[command(subcommand)]
     Config(crate::cli_config::ConfigCmd),
     /// Complete a staged deployment (run at shutdown by arbor-finalize-staged.service).

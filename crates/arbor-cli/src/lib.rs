@@ -3,7 +3,7 @@
 //! - [`cli`]: the clap definitions, one options struct per subcommand.
 //! - [`cmds`]: one function per subcommand, each calling the libraries.
 //! - [`cli_sysroot`], [`sysroot_cmds`]: the sysroot commands (deploy, status...).
-//! - [`cli_config`], [`config_cmds`]: `config` (render declared configuration).
+//! - [`cli_config`], [`config_cmds`]: `config` (render, apply declared configuration).
 //! - [`gvtext`]: the GVariant text subset `summary -m` values use.
 //! - [`render`]: pure functions from data to text (tested on fixtures).
 //! - [`progress`]: an indicatif progress bar on a TTY, silence otherwise.

@@ -18,13 +18,19 @@
 //! - [`canonical`]: RFC 8785 JSON and SHA-256.
 //! - [`compose`]: what a config produces in `/etc`, and composing a
 //!   deployment's `/etc` from the OS defaults, local changes and the config.
+//! - [`store`]: the rendered documents the deployments record.
+//! - [`state`]: the state checksum of a deployment.
+//! - [`apply`]: `config apply`, and the composer deploys use.
 #![deny(missing_docs)]
 
+pub mod apply;
 pub mod canonical;
 pub mod compose;
 pub mod input;
 pub mod model;
 pub mod render;
+pub mod state;
+pub mod store;
 
 #[cfg(test)]
 mod tests;
