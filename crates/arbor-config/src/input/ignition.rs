@@ -467,7 +467,12 @@ impl Parser<'_, '_> {
             }
             groups.push(g.to_owned());
         }
-        let password_hash = o.str("passwordHash")?.map(str::to_owned);
+        // Ignition writes an empty hash as "*" (locked), never as an
+        // empty shadow field (a passwordless login).
+        let password_hash = o.str("passwordHash")?.map(|h| match h {
+            "" => "*".to_owned(),
+            h => h.to_owned(),
+        });
         if let Some(h) = &password_hash {
             check_field("passwordHash", h, false).map_err(|e| o.err("passwordHash", e))?;
         }
@@ -508,7 +513,11 @@ impl Parser<'_, '_> {
             Some(g) => Some(check_id(g).map_err(|e| o.err("gid", e))?),
             None => None,
         };
-        let password_hash = o.str("passwordHash")?.map(str::to_owned);
+        // Ignition ignores an empty group hash (no passwordless group).
+        let password_hash = o
+            .str("passwordHash")?
+            .filter(|h| !h.is_empty())
+            .map(str::to_owned);
         if let Some(h) = &password_hash {
             check_field("passwordHash", h, false).map_err(|e| o.err("passwordHash", e))?;
         }

@@ -83,7 +83,7 @@ fn user() -> impl Strategy<Value = User> {
     (
         prop::option::of(0u32..u32::MAX),
         prop::collection::btree_set(name(), 0..3),
-        prop::option::of("[$./a-zA-Z0-9]{0,20}"),
+        prop::option::of("[$./a-zA-Z0-9]{1,20}"),
         prop::collection::btree_set("ssh-ed25519 [A-Za-z0-9+/]{4,20}( [a-z@.]{1,10})?", 0..3),
     )
         .prop_map(|(uid, groups, password_hash, keys)| User {
@@ -121,7 +121,7 @@ fn config() -> impl Strategy<Value = Config> {
             name(),
             (
                 prop::option::of(0u32..u32::MAX),
-                prop::option::of("[$./a-z0-9]{0,12}"),
+                prop::option::of("[$./a-z0-9]{1,12}"),
             )
                 .prop_map(|(gid, password_hash)| Group { gid, password_hash }),
             0..3,
