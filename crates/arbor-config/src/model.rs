@@ -99,7 +99,8 @@ pub struct Unit {
 pub struct User {
     /// Numeric id; `None`: the OS's, for a user the OS has, else allocated.
     pub uid: Option<u32>,
-    /// Supplementary groups (each in the OS's `/etc/group` or declared).
+    /// Supplementary groups (each in the OS's `/etc/group` or declared),
+    /// sorted and unique: membership has no order.
     pub groups: Vec<String>,
     /// crypt(3) hash for `/etc/shadow`; `None`: the account's password
     /// stays as the OS has it (locked for a new user).

@@ -467,6 +467,8 @@ impl Parser<'_, '_> {
             }
             groups.push(g.to_owned());
         }
+        // Membership has no order: one canonical form.
+        groups.sort();
         // Ignition writes an empty hash as "*" (locked), never as an
         // empty shadow field (a passwordless login).
         let password_hash = o.str("passwordHash")?.map(|h| match h {

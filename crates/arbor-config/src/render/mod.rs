@@ -13,8 +13,9 @@
 //!   name, each with one content (identical repeats are fine).
 //! - Users and groups merge by name: `uid`, `gid` and `passwordHash` may
 //!   be given by several files only identically; supplementary groups
-//!   and ssh keys are the union in file order (MCO likewise concatenates
-//!   the keys of all MachineConfigs).
+//!   are the union, sorted (membership has no order); ssh keys are the
+//!   union in file order (MCO likewise concatenates the keys of all
+//!   MachineConfigs).
 //! - Kernel arguments and extensions are concatenated in file order, a
 //!   repeated entry keeping its first place.
 //!
@@ -244,9 +245,9 @@ impl Merger {
         same_or_set(&mut e.password_hash, user.password_hash, || {
             conflict("passwordHash")
         })?;
-        for g in &user.groups {
-            push_unique(&mut e.groups, g);
-        }
+        e.groups.extend(user.groups);
+        e.groups.sort();
+        e.groups.dedup();
         for k in &user.ssh_authorized_keys {
             push_unique(&mut e.ssh_authorized_keys, k);
         }

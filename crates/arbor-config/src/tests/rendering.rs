@@ -252,7 +252,11 @@ fn units_users_and_groups_merge() {
                           ("b.ign", user(json!({"name": "core", "uid": 1000, "sshAuthorizedKeys": ["k2", "k3"], "groups": ["adm"]})))]).unwrap();
     let u = &r.config.users["core"];
     assert_eq!(u.ssh_authorized_keys, ["k1", "k2", "k3"]);
-    assert_eq!(u.groups, ["wheel", "adm"]);
+    assert_eq!(
+        u.groups,
+        ["adm", "wheel"],
+        "sorted: membership has no order"
+    );
     assert_eq!(u.uid, Some(1000));
     let e = render_docs(&[
         (

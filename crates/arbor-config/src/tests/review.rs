@@ -1,7 +1,7 @@
 //! Fixes from the review of input parsing and render: each test names
 //! the behaviour it pins.
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::*;
 use crate::parse_input;
@@ -27,4 +27,24 @@ fn empty_password_hash_locks_the_account() {
         name_of(&[("a.ign", doc(star))]),
         name_of(&[("a.ign", doc(empty))])
     );
+}
+
+/// Supplementary groups are a set: their order, in one file or across
+/// files, does not change the rendered name.
+#[test]
+fn user_group_order_does_not_change_the_name() {
+    let u = |groups: Value| {
+        doc(ign(
+            json!({"passwd": {"users": [{"name": "core", "groups": groups}]}}),
+        ))
+    };
+    let ab = name_of(&[("a.ign", u(json!(["wheel", "adm"])))]);
+    assert_eq!(ab, name_of(&[("a.ign", u(json!(["adm", "wheel"])))]));
+    let split = name_of(&[
+        ("a.ign", u(json!(["wheel"]))),
+        ("b.ign", u(json!(["adm", "wheel"]))),
+    ]);
+    assert_eq!(ab, split);
+    let c = parse_input("a.ign", &u(json!(["wheel", "adm"]))).unwrap();
+    assert_eq!(c.users["core"].groups, ["adm", "wheel"]);
 }
