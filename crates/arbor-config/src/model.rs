@@ -74,7 +74,8 @@ pub struct LinkEntry {
 /// `systemd.units[].dropins[]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Dropin {
-    /// Content; `None` declares the drop-in with no content (an empty file).
+    /// Content. Parsing never yields `None` nor an empty string: Ignition
+    /// skips a drop-in without contents, and so does arbor.
     pub contents: Option<String>,
 }
 
@@ -82,7 +83,8 @@ pub struct Dropin {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Unit {
     /// Unit file content (written to `/etc/systemd/system/NAME`); `None`:
-    /// the OS's unit.
+    /// the OS's unit. Never empty (`contents: ""` is read as absent, as
+    /// Ignition does: an empty unit file would mask the unit).
     pub contents: Option<String>,
     /// `Some(true)`: enabled as `systemctl enable` would (the symlinks of
     /// its `[Install]` section); `Some(false)`: the OS default's

@@ -381,8 +381,13 @@ impl Parser<'_, '_> {
         let name = o.req_str("name")?;
         check_unit_name(name).map_err(|e| o.err("name", e))?;
         self.unique(&o, format!("unit {name}"), "name", name)?;
+        // Ignition reads empty contents as none (util.NilOrEmpty): an
+        // empty unit file would mask the unit.
         let mut unit = Unit {
-            contents: o.str("contents")?.map(str::to_owned),
+            contents: o
+                .str("contents")?
+                .filter(|c| !c.is_empty())
+                .map(str::to_owned),
             enabled: o.bool("enabled")?,
             mask: o.bool("mask")?.unwrap_or(false),
             dropins: Default::default(),
@@ -395,10 +400,13 @@ impl Parser<'_, '_> {
             let dname = d.req_str("name")?;
             check_dropin_name(dname).map_err(|e| d.err("name", e))?;
             self.unique(&d, format!("dropin {name}/{dname}"), "name", dname)?;
-            let dropin = Dropin {
-                contents: d.str("contents")?.map(str::to_owned),
-            };
-            unit.dropins.insert(dname.to_owned(), dropin);
+            // Ignition skips a drop-in without (or with empty) contents.
+            if let Some(c) = d.str("contents")?.filter(|c| !c.is_empty()) {
+                let dropin = Dropin {
+                    contents: Some(c.to_owned()),
+                };
+                unit.dropins.insert(dname.to_owned(), dropin);
+            }
         }
         self.out.config.units.insert(name.to_owned(), unit);
         Ok(())

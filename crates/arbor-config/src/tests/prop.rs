@@ -24,10 +24,6 @@ fn bytes() -> impl Strategy<Value = Vec<u8>> {
     prop::collection::vec(any::<u8>(), 0..64)
 }
 
-fn text() -> impl Strategy<Value = String> {
-    "\\PC{0,40}"
-}
-
 fn file() -> impl Strategy<Value = FileEntry> {
     (
         prop::option::of(bytes()),
@@ -61,12 +57,17 @@ fn link() -> impl Strategy<Value = LinkEntry> {
     ]
 }
 
+/// Non-empty text: empty unit and drop-in contents are read as absent.
+fn some_text() -> impl Strategy<Value = String> {
+    "\\PC{1,40}"
+}
+
 fn unit() -> impl Strategy<Value = Unit> {
     (
-        prop::option::of(text()),
+        prop::option::of(some_text()),
         prop::option::of(any::<bool>()),
         any::<bool>(),
-        prop::collection::btree_map("[a-z0-9-]{1,8}\\.conf", prop::option::of(text()), 0..3),
+        prop::collection::btree_map("[a-z0-9-]{1,8}\\.conf", some_text(), 0..3),
     )
         .prop_map(|(contents, enabled, mask, d)| Unit {
             contents,
@@ -74,7 +75,7 @@ fn unit() -> impl Strategy<Value = Unit> {
             mask,
             dropins: d
                 .into_iter()
-                .map(|(k, contents)| (k, Dropin { contents }))
+                .map(|(k, c)| (k, Dropin { contents: Some(c) }))
                 .collect(),
         })
 }

@@ -215,7 +215,7 @@ fn units_users_and_groups_merge() {
         ("a.ign", unit(json!({"name": "x.service", "contents": "A", "enabled": true, "mask": true,
                               "dropins": [{"name": "1.conf", "contents": "d1"}]}))),
         ("b.ign", unit(json!({"name": "x.service", "enabled": false,
-                              "dropins": [{"name": "1.conf", "contents": "d1"}, {"name": "2.conf"}]}))),
+                              "dropins": [{"name": "1.conf", "contents": "d1"}, {"name": "2.conf", "contents": "d2"}]}))),
     ])
     .unwrap();
     let u = &r.config.units["x.service"];

@@ -48,3 +48,30 @@ fn user_group_order_does_not_change_the_name() {
     let c = parse_input("a.ign", &u(json!(["wheel", "adm"]))).unwrap();
     assert_eq!(c.users["core"].groups, ["adm", "wheel"]);
 }
+
+/// Empty unit contents are no contents (Ignition's NilOrEmpty): no
+/// zero-byte unit file, which systemd reads as masked. A drop-in without
+/// contents is skipped, as Ignition skips it.
+#[test]
+fn empty_unit_and_dropin_contents_are_absent() {
+    let u = |unit: Value| doc(ign(json!({"systemd": {"units": [unit]}})));
+    let c = parse_input(
+        "a.ign",
+        &u(
+            json!({"name": "a.service", "contents": "", "enabled": false,
+                   "dropins": [{"name": "1.conf", "contents": ""}, {"name": "2.conf"}]}),
+        ),
+    )
+    .unwrap();
+    assert_eq!(c.units["a.service"].contents, None);
+    assert!(c.units["a.service"].dropins.is_empty());
+    let absent = name_of(&[("a.ign", u(json!({"name": "a.service", "enabled": false})))]);
+    let empty = name_of(&[(
+        "a.ign",
+        u(
+            json!({"name": "a.service", "contents": "", "enabled": false,
+                 "dropins": [{"name": "1.conf", "contents": ""}, {"name": "2.conf"}]}),
+        ),
+    )]);
+    assert_eq!(absent, empty);
+}
