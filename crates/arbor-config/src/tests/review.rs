@@ -75,3 +75,25 @@ fn empty_unit_and_dropin_contents_are_absent() {
     )]);
     assert_eq!(absent, empty);
 }
+
+/// The YAML depth guard sees through node properties: a tag or an
+/// anchor before `[` or `{` used to hide the bracket from the scan, and
+/// libyaml then took seconds (quadratic) on 1 MiB of `!!seq [`.
+#[test]
+fn deep_yaml_behind_tags_and_anchors_fails_fast() {
+    for unit in ["!!seq [", "&a [", "!t &b {c: ", "!!map {d: "] {
+        let n = (1 << 20) / unit.len();
+        let yaml = format!("x: {}\n", unit.repeat(n));
+        let t = std::time::Instant::now();
+        let e = crate::parse_input("a.yaml", yaml.as_bytes()).unwrap_err();
+        assert!(
+            e.message.contains("nested deeper than 100 levels"),
+            "{unit}: {e}"
+        );
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(2),
+            "{unit}: {:?}",
+            t.elapsed()
+        );
+    }
+}
