@@ -7,8 +7,11 @@
 //! - Ignition spec 3.0.0 to 3.4.0; spec 1 and 2 are refused. Keys that the
 //!   declared version does not define are unknown keys.
 //! - A key whose value is `null` is absent (Ignition's reading of JSON).
-//!   Keys of the spec outside the supported subset are refused when set;
-//!   unknown keys are refused always.
+//!   Keys of the spec outside the supported subset are refused when set
+//!   to anything but a zero value (`false`, `""`, `[]`, `{}`, recursively:
+//!   Go's omitempty), except `shouldExist` (`false` deletes a user);
+//!   unknown keys are refused always. A MachineConfig's standard
+//!   Kubernetes `metadata` keys are accepted and ignored.
 //! - A document starting with `{` is JSON, anything else YAML (which must
 //!   then be a MachineConfig). Duplicate keys in an object are refused in
 //!   both. YAML nested deeper than 100 flow levels is refused before

@@ -193,7 +193,9 @@ fn bad_inputs_are_refused_with_file_and_path() {
         "not supported",
     );
     refused(
-        &doc(json!({"ignition": {"version": "3.4.0", "config": {"merge": []}}})),
+        &doc(
+            json!({"ignition": {"version": "3.4.0", "config": {"merge": [{"source": "data:,"}]}}}),
+        ),
         "$.ignition.config",
         "not supported",
     );
@@ -536,8 +538,8 @@ fn machine_config_refusals() {
     v["spec"]["kernelArguments"] = json!(["a b"]);
     refused(&doc(v), "$.spec.kernelArguments[0]", "whitespace");
     let mut v = mc_json();
-    v["metadata"]["uid"] = json!("x");
-    refused(&doc(v), "$.metadata.uid", "unknown key");
+    v["metadata"]["colour"] = json!("x");
+    refused(&doc(v), "$.metadata.colour", "unknown key");
     refused(
         b"storage:\n  files: []\n",
         "$",

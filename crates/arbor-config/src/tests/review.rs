@@ -97,3 +97,57 @@ fn deep_yaml_behind_tags_and_anchors_fails_fast() {
         );
     }
 }
+
+/// What `oc get machineconfig -o yaml` prints is accepted: Kubernetes
+/// metadata is ignored, and zero values of unsupported keys (`fips:
+/// false`, `""`, `[]`, `{}`, recursively) declare nothing, as Go's
+/// omitempty and Ignition's NilOrEmpty read them. A non-zero value is
+/// still refused with its path.
+#[test]
+fn ordinary_machine_configs_are_accepted() {
+    let plain = json!({"apiVersion": "machineconfiguration.openshift.io/v1", "kind": "MachineConfig",
+        "metadata": {"name": "99-x"},
+        "spec": {"config": {"ignition": {"version": "3.2.0"},
+                 "storage": {"files": [{"path": "/etc/x", "contents": {"source": "data:,a"}}]}}}});
+    let full = json!({"apiVersion": "machineconfiguration.openshift.io/v1", "kind": "MachineConfig",
+        "metadata": {"name": "99-x", "generation": 3, "resourceVersion": "1234",
+                     "uid": "0b5d-...", "creationTimestamp": "2026-01-01T00:00:00Z",
+                     "ownerReferences": [{"kind": "ControllerConfig", "name": "c"}],
+                     "managedFields": [{"manager": "m"}], "labels": {"a": "b"},
+                     "annotations": {"c": "d"}},
+        "spec": {"fips": false, "kernelType": "", "osImageURL": "", "kernelArguments": [],
+                 "extensions": [],
+                 "config": {"ignition": {"version": "3.2.0", "config": {"merge": [], "replace": {}},
+                                         "proxy": {}, "security": {"tls": {"certificateAuthorities": []}},
+                                         "timeouts": {}},
+                            "storage": {"disks": [], "filesystems": [], "raid": [], "luks": [],
+                                        "files": [{"path": "/etc/x", "contents": {"source": "data:,a",
+                                                   "httpHeaders": []}}]},
+                            "passwd": {}, "systemd": {}}}});
+    assert_eq!(
+        name_of(&[("a.yaml", doc(plain))]),
+        name_of(&[("a.yaml", doc(full.clone()))])
+    );
+    for (at, bad, path) in [
+        ("fips", json!(true), "$.spec.fips"),
+        ("kernelType", json!("realtime"), "$.spec.kernelType"),
+    ] {
+        let mut v = full.clone();
+        v["spec"][at] = bad;
+        refused(&doc(v), path, "not supported");
+    }
+    let mut v = full.clone();
+    v["spec"]["config"]["storage"]["disks"] = json!([{"device": "/dev/sda", "wipeTable": false}]);
+    refused(&doc(v), "$.spec.config.storage.disks", "not supported");
+    let mut v = full.clone();
+    v["spec"]["config"]["ignition"]["timeouts"] = json!({"httpTotal": 0});
+    refused(&doc(v), "$.spec.config.ignition.timeouts", "not supported");
+    // shouldExist: false deletes a user: not a zero value.
+    let mut v = full;
+    v["spec"]["config"]["passwd"] = json!({"users": [{"name": "a", "shouldExist": false}]});
+    refused(
+        &doc(v),
+        "$.spec.config.passwd.users[0].shouldExist",
+        "not supported",
+    );
+}
