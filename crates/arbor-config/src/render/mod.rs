@@ -43,6 +43,14 @@ pub const RENDERED_PREFIX: &str = "rendered-";
 /// The name used in errors about a stored rendered document.
 const CANONICAL_NAME: &str = "rendered document";
 
+/// Largest canonical document: [`render`] refuses a larger one, and
+/// [`Rendered::from_canonical`] reads up to this much back. Above
+/// [`input::MAX_INPUT_BYTES`] since a render merges several inputs and
+/// writes file contents in base64; the decoded contents' own bound
+/// ([`input::dataurl::MAX_TOTAL_BYTES`], 32 MiB, 43 MiB in base64) leaves
+/// room for the rest.
+pub const MAX_RENDERED_BYTES: u64 = 64 << 20;
+
 /// A rendered configuration: the merged [`Config`], its canonical
 /// document and its name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,7 +85,7 @@ impl Rendered {
     /// and that its bytes are exactly the canonical form of what it
     /// declares (so its name is its content's).
     pub fn from_canonical(bytes: &[u8]) -> Result<Rendered, InputError> {
-        let config = input::parse_input(CANONICAL_NAME, bytes)?;
+        let config = input::parse_input_within(CANONICAL_NAME, bytes, MAX_RENDERED_BYTES)?;
         let r = Rendered::from_config(config);
         if r.canonical != bytes {
             return Err(InputError::new(
@@ -112,7 +120,20 @@ pub fn render(inputs: &[(String, Vec<u8>)]) -> Result<Rendered, InputError> {
             .cloned()
             .unwrap_or_else(|| (String::new(), "$".into()))
     })?;
-    Ok(Rendered::from_config(m.config))
+    let r = Rendered::from_config(m.config);
+    if r.canonical.len() as u64 > MAX_RENDERED_BYTES {
+        let names: Vec<&str> = inputs.iter().map(|(n, _)| n.as_str()).collect();
+        return Err(InputError::new(
+            &names.join(", "),
+            "$",
+            format!(
+                "the rendered document would be {} bytes, more than the {} MiB limit (file contents count 4/3 in base64): declare less",
+                r.canonical.len(),
+                MAX_RENDERED_BYTES >> 20
+            ),
+        ));
+    }
+    Ok(r)
 }
 
 fn base_name(n: &str) -> &str {

@@ -281,7 +281,7 @@ fn bad_inputs_are_refused_with_file_and_path() {
             json!([{"path": "/etc/x", "contents": {"source": bomb_url, "compression": "gzip"}}]),
         )),
         "$.storage.files[0].contents.source",
-        "larger than 64 MiB",
+        "larger than 16 MiB",
     );
     refused(
         &doc(files(json!([{"path": "/etc/x", "user": {"id": -1}}]))),

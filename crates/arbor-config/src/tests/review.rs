@@ -151,3 +151,50 @@ fn ordinary_machine_configs_are_accepted() {
         "not supported",
     );
 }
+
+/// A render at the decoded-contents limit reads back: the canonical
+/// document (contents in base64) fits the bound `from_canonical` reads,
+/// which `apply` uses on the next apply and for drift.
+#[test]
+fn a_render_at_the_content_limit_reads_back() {
+    use crate::input::dataurl::{tests::gz, MAX_FILE_BYTES, MAX_TOTAL_BYTES};
+    use crate::render::MAX_RENDERED_BYTES;
+    let big = format!(
+        "data:;base64,{}",
+        b64(&gz(&vec![b'x'; MAX_FILE_BYTES as usize]))
+    );
+    let n = (MAX_TOTAL_BYTES / MAX_FILE_BYTES) as usize;
+    let f: Vec<Value> = (0..n)
+        .map(|i| json!({"path": format!("/etc/big{i}"), "contents": {"source": big, "compression": "gzip"}}))
+        .collect();
+    let r = render_docs(&[("a.ign", doc(files(Value::Array(f.clone()))))]).unwrap();
+    assert!((r.canonical.len() as u64) < MAX_RENDERED_BYTES);
+    let back = Rendered::from_canonical(&r.canonical).unwrap();
+    assert_eq!(back.name, r.name);
+    assert_eq!(back.config, r.config);
+    // One byte more is refused at render, not at the next apply.
+    let mut more = f;
+    more.push(json!({"path": "/etc/one", "contents": {"source": "data:,x"}}));
+    let e = render_docs(&[("a.ign", doc(files(Value::Array(more))))]).unwrap_err();
+    assert!(e.message.contains("exceed 32 MiB"), "{e}");
+}
+
+/// Declarations beyond file contents (unit texts of several inputs) can
+/// also make the canonical document too large to read back: refused at
+/// render.
+#[test]
+fn a_rendered_document_too_large_to_read_back_is_refused() {
+    use crate::render::MAX_RENDERED_BYTES;
+    let per = 14 << 20;
+    let n = (MAX_RENDERED_BYTES as usize) / per + 1;
+    let docs: Vec<(String, Vec<u8>)> = (0..n)
+        .map(|i| {
+            let text = "x".repeat(per);
+            let d = ign(json!({"systemd": {"units": [{"name": format!("u{i}.service"), "contents": text}]}}));
+            (format!("{i}.ign"), doc(d))
+        })
+        .collect();
+    let e = render(&docs).unwrap_err();
+    assert_eq!(e.path, "$");
+    assert!(e.message.contains("more than the 64 MiB limit"), "{e}");
+}
