@@ -395,6 +395,14 @@ impl Parser<'_, '_> {
         if o.get("mask").is_some() {
             self.out.mask_set.insert(name.to_owned());
         }
+        // Where each field is set, for errors about their combination.
+        for field in ["contents", "enabled", "mask"] {
+            if o.get(field).is_some() {
+                self.out
+                    .origin
+                    .insert(format!("{field} {name}"), o.at(field));
+            }
+        }
         for (dp, d) in o.array("dropins")? {
             let d = self.src.object(d, &dp, &["name", "contents"], &[])?;
             let dname = d.req_str("name")?;

@@ -19,6 +19,14 @@
 //! - Kernel arguments and extensions are concatenated in file order, a
 //!   repeated entry keeping its first place.
 //!
+//! The merged configuration is then checked for what apply could not
+//! write, so that the error names a file and JSON path: no entry below a
+//! declared file or link; a masked unit has no contents and is not
+//! enabled (whichever files set them); unit files and drop-ins are not
+//! also storage entries; hard links lie in `/etc`, point to a file in
+//! `/etc` (not a directory, not through or to a symbolic link), and do
+//! not loop.
+//!
 //! The canonical document is the RFC 8785 JSON of a `MachineConfig`
 //! without `metadata`: `spec.config` is Ignition [`IGNITION_VERSION`](crate::input::IGNITION_VERSION)
 //! with every default spelled out, file contents as `data:;base64,` of
@@ -300,6 +308,12 @@ impl Merger {
     fn unit(&mut self, file: &str, p: &Parsed, name: String, unit: Unit) -> Result<(), InputError> {
         let key = format!("unit {name}");
         let jpath = here(p, &key);
+        for field in ["contents", "enabled", "mask"] {
+            let fk = format!("{field} {name}");
+            if let Some(fp) = p.origin.get(&fk) {
+                self.origin.insert(fk, (file.to_owned(), fp.clone()));
+            }
+        }
         let Some(e) = self.config.units.get_mut(&name) else {
             for d in unit.dropins.keys() {
                 let dk = format!("dropin {name}/{d}");
@@ -443,18 +457,156 @@ fn check_tree_with(
             ));
         }
     }
-    for (p, l) in &c.links {
-        if l.hard && c.directories.contains_key(&l.target) {
-            let (f, jp) = origin(&format!("path {p}"));
-            return Err(InputError::new(
-                &f,
-                &format!("{jp}.target"),
+    check_hard_links(c, &origin)?;
+    check_units(c, &origin)
+}
+
+/// What is declared at `p` and cannot have entries below it, if anything.
+fn leaf_kind(c: &Config, p: &str) -> Option<&'static str> {
+    if c.files.contains_key(p) {
+        Some("a file")
+    } else {
+        match c.links.get(p) {
+            Some(l) if l.hard => Some("a hard link"),
+            Some(_) => Some("a symbolic link"),
+            None => None,
+        }
+    }
+}
+
+/// Hard links as apply can make them: in /etc, to a regular file in
+/// /etc, not through a declared link, not to themselves or in a cycle.
+fn check_hard_links(
+    c: &Config,
+    origin: &impl Fn(&str) -> (String, String),
+) -> Result<(), InputError> {
+    for (p, l) in c.links.iter().filter(|(_, l)| l.hard) {
+        let (f, jp) = origin(&format!("path {p}"));
+        let err = |at: &str, m: String| Err(InputError::new(&f, &format!("{jp}{at}"), m));
+        if p.starts_with("/var/") {
+            return err(
+                ".hard",
+                format!("{p}: hard links under /var are not supported (/var is shared by all deployments and only systemd-tmpfiles writes it)"),
+            );
+        }
+        if !l.target.starts_with("/etc/") {
+            return err(
+                ".target",
+                format!(
+                    "{p}: a hard link in /etc must point to a file in /etc, not {}",
+                    l.target
+                ),
+            );
+        }
+        if c.directories.contains_key(&l.target) {
+            return err(
+                ".target",
                 format!(
                     "hard link to {}, which is declared as a directory",
                     l.target
                 ),
-            ));
+            );
+        }
+        let mut anc = l.target.as_str();
+        while let Some((parent, _)) = anc.rsplit_once('/') {
+            anc = parent;
+            if let Some(what) = leaf_kind(c, anc) {
+                return err(
+                    ".target",
+                    format!(
+                        "hard link to {}, which is below {anc}, declared as {what}",
+                        l.target
+                    ),
+                );
+            }
+        }
+        // Follow declared hard links: the chain must end at a file.
+        let mut seen = vec![p.as_str()];
+        let mut to = l.target.as_str();
+        loop {
+            if seen.contains(&to) {
+                return err(
+                    ".target",
+                    format!("hard link {p} leads back to {to}: a hard link to itself or a cycle"),
+                );
+            }
+            match c.links.get(to) {
+                Some(next) if next.hard => {
+                    seen.push(to);
+                    to = &next.target;
+                }
+                Some(_) => {
+                    return err(
+                        ".target",
+                        format!("hard link to {to}, which is declared as a symbolic link"),
+                    )
+                }
+                None => break,
+            }
         }
     }
     Ok(())
 }
+
+/// Units as apply can write them: a masked unit has no contents and is
+/// not enabled (in any file), and the unit files and drop-ins are not
+/// declared as storage entries too (nor below a declared file or link).
+fn check_units(c: &Config, origin: &impl Fn(&str) -> (String, String)) -> Result<(), InputError> {
+    for (name, u) in &c.units {
+        if u.mask {
+            let (mf, mp) = origin(&format!("mask {name}"));
+            for (field, set) in [
+                ("contents", u.contents.is_some()),
+                ("enabled", u.enabled == Some(true)),
+            ] {
+                if set {
+                    let (f, p) = origin(&format!("{field} {name}"));
+                    return Err(InputError::new(
+                        &mf,
+                        &mp,
+                        format!(
+                            "unit {name} is masked, but {f} ({p}) gives it {}",
+                            if field == "enabled" {
+                                "enabled: true"
+                            } else {
+                                "contents"
+                            }
+                        ),
+                    ));
+                }
+            }
+        }
+        let mut written = Vec::new();
+        if u.mask || u.contents.is_some() {
+            written.push(format!("{UNIT_DIR}/{name}"));
+        }
+        written.extend(u.dropins.keys().map(|d| format!("{UNIT_DIR}/{name}.d/{d}")));
+        for w in &written {
+            let mut at = w.as_str();
+            let mut what =
+                leaf_kind(c, at).or(c.directories.contains_key(at).then_some("a directory"));
+            while what.is_none() {
+                let Some((parent, _)) = at.rsplit_once('/') else {
+                    break;
+                };
+                at = parent;
+                what = leaf_kind(c, at);
+            }
+            if let Some(what) = what {
+                let (f, p) = origin(&format!("path {at}"));
+                let (uf, up) = origin(&format!("unit {name}"));
+                return Err(InputError::new(
+                    &f,
+                    &p,
+                    format!(
+                        "{at} is declared as {what}, but unit {name} (in {uf} ({up})) writes {w}"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Where unit files and drop-ins are written.
+const UNIT_DIR: &str = "/etc/systemd/system";

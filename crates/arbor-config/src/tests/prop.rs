@@ -70,8 +70,9 @@ fn unit() -> impl Strategy<Value = Unit> {
         prop::collection::btree_map("[a-z0-9-]{1,8}\\.conf", some_text(), 0..3),
     )
         .prop_map(|(contents, enabled, mask, d)| Unit {
-            contents,
-            enabled,
+            // A masked unit has no contents and is not enabled.
+            contents: contents.filter(|_| !mask),
+            enabled: enabled.filter(|e| !(mask && *e)),
             mask,
             dropins: d
                 .into_iter()

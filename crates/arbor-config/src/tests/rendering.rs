@@ -212,7 +212,7 @@ fn merge_order_and_conflicts() {
 fn units_users_and_groups_merge() {
     let unit = |u: Value| doc(ign(json!({"systemd": {"units": [u]}})));
     let r = render_docs(&[
-        ("a.ign", unit(json!({"name": "x.service", "contents": "A", "enabled": true, "mask": true,
+        ("a.ign", unit(json!({"name": "x.service", "enabled": true, "mask": true,
                               "dropins": [{"name": "1.conf", "contents": "d1"}]}))),
         ("b.ign", unit(json!({"name": "x.service", "enabled": false,
                               "dropins": [{"name": "1.conf", "contents": "d1"}, {"name": "2.conf", "contents": "d2"}]}))),
@@ -221,7 +221,7 @@ fn units_users_and_groups_merge() {
     let u = &r.config.units["x.service"];
     assert_eq!(
         (u.contents.as_deref(), u.enabled, u.mask),
-        (Some("A"), Some(false), true)
+        (None, Some(false), true)
     );
     assert_eq!(u.dropins.len(), 2);
     let e = render_docs(&[

@@ -198,3 +198,145 @@ fn a_rendered_document_too_large_to_read_back_is_refused() {
     assert_eq!(e.path, "$");
     assert!(e.message.contains("more than the 64 MiB limit"), "{e}");
 }
+
+#[track_caller]
+fn render_refused(docs: &[(&str, Value)], file: &str, path: &str, msg: &str) {
+    let docs: Vec<(&str, Vec<u8>)> = docs.iter().map(|(n, v)| (*n, doc(v.clone()))).collect();
+    let e = render_docs(&docs).unwrap_err();
+    assert_eq!((e.file.as_str(), e.path.as_str()), (file, path), "{e}");
+    assert!(e.message.contains(msg), "{e}");
+}
+
+/// What apply would refuse (with no file or JSON path to show) is
+/// refused at render, naming both.
+#[test]
+fn render_refuses_what_apply_cannot_do() {
+    let unit = |u: Value| ign(json!({"systemd": {"units": [u]}}));
+    // Masked and with contents or enabled, in one file or across files.
+    render_refused(
+        &[(
+            "a.ign",
+            unit(json!({"name": "u.service", "mask": true, "contents": "[Unit]\n"})),
+        )],
+        "a.ign",
+        "$.systemd.units[0].mask",
+        "a.ign ($.systemd.units[0].contents) gives it contents",
+    );
+    render_refused(
+        &[(
+            "a.ign",
+            unit(json!({"name": "u.service", "mask": true, "enabled": true})),
+        )],
+        "a.ign",
+        "$.systemd.units[0].mask",
+        "enabled: true",
+    );
+    render_refused(
+        &[
+            (
+                "10-u.ign",
+                unit(json!({"name": "u.service", "contents": "[Unit]\n"})),
+            ),
+            ("20-u.ign", unit(json!({"name": "u.service", "mask": true}))),
+        ],
+        "20-u.ign",
+        "$.systemd.units[0].mask",
+        "10-u.ign ($.systemd.units[0].contents)",
+    );
+    // Disabled and masked is fine.
+    render_docs(&[(
+        "a.ign",
+        doc(unit(
+            json!({"name": "u.service", "mask": true, "enabled": false}),
+        )),
+    )])
+    .unwrap();
+    // A storage entry where a unit or drop-in is written.
+    let both = |storage: Value, u: Value| {
+        let mut d = ign(json!({"storage": storage}));
+        d["systemd"] = json!({"units": [u]});
+        d
+    };
+    render_refused(
+        &[(
+            "a.ign",
+            both(
+                json!({"files": [{"path": "/etc/systemd/system/a.service"}]}),
+                json!({"name": "a.service", "contents": "[Unit]\n"}),
+            ),
+        )],
+        "a.ign",
+        "$.storage.files[0]",
+        "unit a.service (in a.ign ($.systemd.units[0])) writes /etc/systemd/system/a.service",
+    );
+    render_refused(
+        &[
+            (
+                "a.ign",
+                both(
+                    json!({"links": [{"path": "/etc/systemd/system/a.service.d", "target": "/tmp"}]}),
+                    json!({"name": "x.service"}),
+                ),
+            ),
+            (
+                "b.ign",
+                unit(
+                    json!({"name": "a.service", "dropins": [{"name": "1.conf", "contents": "x"}]}),
+                ),
+            ),
+        ],
+        "a.ign",
+        "$.storage.links[0]",
+        "declared as a symbolic link, but unit a.service (in b.ign",
+    );
+    // A declared directory for the drop-ins is fine.
+    render_docs(&[(
+        "a.ign",
+        doc(both(
+            json!({"directories": [{"path": "/etc/systemd/system/a.service.d"}]}),
+            json!({"name": "a.service", "dropins": [{"name": "1.conf", "contents": "x"}]}),
+        )),
+    )])
+    .unwrap();
+    // Hard links apply cannot make.
+    let links = |l: Value| ign(json!({"storage": {"links": l, "files": [{"path": "/etc/f"}]}}));
+    for (l, at, msg) in [
+        (
+            json!([{"path": "/etc/s", "target": "/usr/share"}, {"path": "/etc/h", "target": "/etc/s/x", "hard": true}]),
+            "$.storage.links[1].target",
+            "below /etc/s, declared as a symbolic link",
+        ),
+        (
+            json!([{"path": "/etc/s", "target": "f"}, {"path": "/etc/h", "target": "/etc/s", "hard": true}]),
+            "$.storage.links[1].target",
+            "declared as a symbolic link",
+        ),
+        (
+            json!([{"path": "/etc/h", "target": "/etc/h", "hard": true}]),
+            "$.storage.links[0].target",
+            "to itself or a cycle",
+        ),
+        (
+            json!([{"path": "/etc/h1", "target": "/etc/h2", "hard": true}, {"path": "/etc/h2", "target": "/etc/h1", "hard": true}]),
+            "$.storage.links[0].target",
+            "to itself or a cycle",
+        ),
+        (
+            json!([{"path": "/var/h", "target": "/var/f", "hard": true}]),
+            "$.storage.links[0].hard",
+            "under /var are not supported",
+        ),
+        (
+            json!([{"path": "/etc/h", "target": "/var/f", "hard": true}]),
+            "$.storage.links[0].target",
+            "must point to a file in /etc",
+        ),
+    ] {
+        render_refused(&[("a.ign", links(l.clone()))], "a.ign", at, msg);
+        refused(&doc(links(l)), at, msg);
+    }
+    // A chain of hard links to a file is fine.
+    render_docs(&[("a.ign", doc(links(json!([{"path": "/etc/h1", "target": "/etc/h2", "hard": true},
+                                             {"path": "/etc/h2", "target": "/etc/f", "hard": true}]))))])
+        .unwrap();
+}
