@@ -203,10 +203,13 @@ impl Parser<'_, '_> {
         for (ap, a) in o.array("append")? {
             append.push(self.resource(a, &ap, true)?.unwrap_or_default());
         }
+        // Ignition: 0644, or the existing file's mode when there are no
+        // contents (and so no overwrite).
+        let mode = self.mode(&o, contents.is_some().then_some(0o644))?;
         let entry = FileEntry {
             contents,
             append,
-            mode: self.mode(&o, 0o644)?,
+            mode,
             user: self.owner(&o, "user")?,
             group: self.owner(&o, "group")?,
         };
@@ -287,10 +290,11 @@ impl Parser<'_, '_> {
         Ok(())
     }
 
-    fn mode(&self, o: &Obj, default: u32) -> Result<u32, InputError> {
+    /// `mode`, else `default` (`None`: the existing entry's mode).
+    fn mode(&self, o: &Obj, default: Option<u32>) -> Result<Option<u32>, InputError> {
         match o.get("mode") {
             None => Ok(default),
-            Some(m) => check_mode(m).map_err(|e| o.err("mode", e)),
+            Some(m) => check_mode(m).map(Some).map_err(|e| o.err("mode", e)),
         }
     }
 
@@ -319,8 +323,11 @@ impl Parser<'_, '_> {
         )?;
         let p = o.req_str("path")?;
         self.claim(&o, p)?;
+        // Ignition: 0755, or the existing directory's mode unless
+        // overwrite is set.
+        let overwrite = o.bool("overwrite")? == Some(true);
         let entry = DirEntry {
-            mode: self.mode(&o, 0o755)?,
+            mode: self.mode(&o, overwrite.then_some(0o755))?,
             user: self.owner(&o, "user")?,
             group: self.owner(&o, "group")?,
         };

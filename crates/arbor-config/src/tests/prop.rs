@@ -28,14 +28,19 @@ fn file() -> impl Strategy<Value = FileEntry> {
     (
         prop::option::of(bytes()),
         prop::collection::vec(bytes(), 0..3),
-        0u32..=0o7777,
+        prop::option::of(0u32..=0o7777),
         owner(),
         owner(),
     )
         .prop_map(|(contents, append, mode, user, group)| FileEntry {
+            // A file with contents has a mode (0o644 by default).
+            mode: if contents.is_some() {
+                Some(mode.unwrap_or(0o644))
+            } else {
+                mode
+            },
             contents,
             append,
-            mode,
             user,
             group,
         })
@@ -105,11 +110,8 @@ fn config() -> impl Strategy<Value = Config> {
         prop::collection::btree_map("/(etc|var)/f/[a-z0-9_-][a-z0-9._-]{0,7}", file(), 0..4),
         prop::collection::btree_map(
             "/(etc|var)/d/[a-z0-9_-][a-z0-9._-]{0,7}",
-            (0u32..=0o7777, owner(), owner()).prop_map(|(mode, user, group)| DirEntry {
-                mode,
-                user,
-                group,
-            }),
+            (prop::option::of(0u32..=0o7777), owner(), owner())
+                .prop_map(|(mode, user, group)| DirEntry { mode, user, group }),
             0..3,
         ),
         prop::collection::btree_map("/etc/l/[a-z0-9_-][a-z0-9._-]{0,7}", link(), 0..3),

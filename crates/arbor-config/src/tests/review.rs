@@ -340,3 +340,39 @@ fn render_refuses_what_apply_cannot_do() {
                                              {"path": "/etc/h2", "target": "/etc/f", "hard": true}]))))])
         .unwrap();
 }
+
+/// Ignition keeps an existing file's mode when a file has no mode and no
+/// contents (an `append`), and an existing directory's without mode and
+/// overwrite: a line appended to the 0440 `/etc/sudoers` must not make
+/// it 0644 (world-readable). With contents, the default is 0644.
+#[test]
+fn append_keeps_the_os_default_mode() {
+    use crate::compose::tests::{compose, Sys};
+    use std::os::unix::fs::PermissionsExt;
+    let d = ign(json!({"storage": {
+        "files": [{"path": "/etc/sudoers", "append": [{"source": "data:,%25admin%20ALL%3D(ALL)%20ALL%0A"}]},
+                  {"path": "/etc/new.conf", "append": [{"source": "data:,x"}]},
+                  {"path": "/etc/chrony/chrony.conf", "contents": {"source": "data:,pool%20x%0A"}}],
+        "directories": [{"path": "/etc/sudoers.d"}, {"path": "/etc/newdir"}]}}));
+    let r = render_docs(&[("a.ign", doc(d))]).unwrap();
+    assert_eq!(r.config.files["/etc/sudoers"].mode, None);
+    assert_eq!(r.config.files["/etc/chrony/chrony.conf"].mode, Some(0o644));
+    assert_eq!(r.config.directories["/etc/sudoers.d"].mode, None);
+    // The canonical form leaves the mode out, and reads back the same.
+    assert_eq!(Rendered::from_canonical(&r.canonical).unwrap(), r);
+    let s = Sys::new();
+    let d1 = s.os("d1");
+    std::fs::set_permissions(
+        d1.root.join("usr/etc/sudoers.d"),
+        std::fs::Permissions::from_mode(0o750),
+    )
+    .unwrap();
+    compose(None, None, &d1, &r.config, true).unwrap();
+    let mode = |rel: &str| d1.path(rel).metadata().unwrap().permissions().mode() & 0o7777;
+    assert!(d1.read("sudoers").ends_with("%admin ALL=(ALL) ALL\n"));
+    assert_eq!(mode("sudoers"), 0o440);
+    assert_eq!(mode("sudoers.d"), 0o750);
+    assert_eq!(mode("new.conf"), 0o644);
+    assert_eq!(mode("newdir"), 0o755);
+    assert_eq!(mode("chrony/chrony.conf"), 0o644);
+}
