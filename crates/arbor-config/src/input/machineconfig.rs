@@ -60,7 +60,7 @@ pub fn parse(src: Src, v: &Value, out: &mut Parsed, budget: &mut Budget) -> Resu
     }
     if let Some(m) = root.get("metadata") {
         let m = src.object(m, "$.metadata", K8S_METADATA, &[])?;
-        m.str("name")?;
+        out.merge_name = m.str("name")?.filter(|n| !n.is_empty()).map(str::to_owned);
         for k in ["labels", "annotations"] {
             match m.get(k) {
                 None | Some(Value::Object(_)) => {}

@@ -84,6 +84,8 @@ pub(crate) struct Parsed {
     pub overwrite: BTreeSet<String>,
     /// Units whose `mask` is set (true or false) rather than absent.
     pub mask_set: BTreeSet<String>,
+    /// A MachineConfig's `metadata.name`: its place in the merge order.
+    pub merge_name: Option<String>,
 }
 
 /// Parses one input document (Ignition v3 JSON, or a `MachineConfig` in

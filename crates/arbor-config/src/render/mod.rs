@@ -1,7 +1,14 @@
 //! Rendering: several input files merged into one canonical document and
 //! its name.
 //!
-//! Merge rules (inputs sorted by file name, then by the name as given):
+//! Merge order: as MCO, which merges MachineConfigs sorted by
+//! `metadata.name`, a MachineConfig document takes its place by its
+//! `metadata.name`; an Ignition file (which has no name), or a
+//! MachineConfig without one, by its file name (the last path
+//! component). Ties keep file-name order. So `99-x.yaml` holding
+//! `metadata.name: 00-x` merges before `50-y.ign`.
+//!
+//! Merge rules:
 //! - Files, directories and links share one namespace of paths. A path
 //!   declared again by a later file must be declared identically (same
 //!   kind, content and attributes, after defaults are filled), unless
@@ -117,10 +124,16 @@ pub fn render(inputs: &[(String, Vec<u8>)]) -> Result<Rendered, InputError> {
     let mut order: Vec<&(String, Vec<u8>)> = inputs.iter().collect();
     order.sort_by(|a, b| (base_name(&a.0), &a.0).cmp(&(base_name(&b.0), &b.0)));
     let mut budget = Budget::default();
-    let mut m = Merger::default();
+    let mut parsed = Vec::with_capacity(order.len());
     for (name, bytes) in order {
-        let parsed = input::parse(name, bytes, &mut budget)?;
-        m.add(name, parsed)?;
+        parsed.push((name.as_str(), input::parse(name, bytes, &mut budget)?));
+    }
+    // MCO's order: a MachineConfig by its metadata.name, any other
+    // document by its file name (stable: the file names break ties).
+    parsed.sort_by(|(a, pa), (b, pb)| merge_key(a, pa).cmp(merge_key(b, pb)));
+    let mut m = Merger::default();
+    for (name, p) in parsed {
+        m.add(name, p)?;
     }
     check_tree_with(&m.config, |key| {
         m.origin
@@ -142,6 +155,12 @@ pub fn render(inputs: &[(String, Vec<u8>)]) -> Result<Rendered, InputError> {
         ));
     }
     Ok(r)
+}
+
+/// Where a parsed input merges: MachineConfigs by `metadata.name` (as
+/// MCO orders them), other documents by file name.
+fn merge_key<'a>(file: &'a str, p: &'a Parsed) -> &'a str {
+    p.merge_name.as_deref().unwrap_or_else(|| base_name(file))
 }
 
 fn base_name(n: &str) -> &str {

@@ -376,3 +376,53 @@ fn append_keeps_the_os_default_mode() {
     assert_eq!(mode("newdir"), 0o755);
     assert_eq!(mode("chrony/chrony.conf"), 0o644);
 }
+
+/// MachineConfigs merge in metadata.name order, as MCO merges them;
+/// Ignition files (no name) by file name.
+#[test]
+fn machine_configs_merge_by_metadata_name() {
+    let mc = |name: &str, karg: &str, contents: &str, overwrite: bool| {
+        doc(
+            json!({"apiVersion": "machineconfiguration.openshift.io/v1", "kind": "MachineConfig",
+            "metadata": {"name": name},
+            "spec": {"kernelArguments": [karg],
+                     "config": {"ignition": {"version": "3.2.0"},
+                                "storage": {"files": [{"path": "/etc/x", "overwrite": overwrite,
+                                                       "contents": {"source": format!("data:,{contents}")}}]}}}}),
+        )
+    };
+    // File names say z then a; metadata names say a (00-) then z (99-).
+    let r = render_docs(&[
+        ("a.yaml", mc("99-z", "z=1", "late", true)),
+        ("z.yaml", mc("00-a", "a=1", "early", true)),
+    ])
+    .unwrap();
+    assert_eq!(r.config.kernel_arguments, ["a=1", "z=1"]);
+    assert_eq!(
+        r.config.files["/etc/x"].contents.as_deref(),
+        Some(&b"late"[..])
+    );
+    // An Ignition file takes its place by file name among the names.
+    let ignf = doc(files(
+        json!([{"path": "/etc/x", "overwrite": true, "contents": {"source": "data:,ign"}}]),
+    ));
+    let r = render_docs(&[
+        ("a.yaml", mc("99-z", "z=1", "late", true)),
+        ("50-b.ign", ignf.clone()),
+        ("z.yaml", mc("00-a", "a=1", "early", true)),
+    ])
+    .unwrap();
+    assert_eq!(
+        r.config.files["/etc/x"].contents.as_deref(),
+        Some(&b"late"[..])
+    );
+    let r = render_docs(&[
+        ("a.yaml", mc("10-z", "z=1", "mc", true)),
+        ("50-b.ign", ignf),
+    ])
+    .unwrap();
+    assert_eq!(
+        r.config.files["/etc/x"].contents.as_deref(),
+        Some(&b"ign"[..])
+    );
+}
