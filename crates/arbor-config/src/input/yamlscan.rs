@@ -145,6 +145,8 @@ mod tests {
         assert_eq!(d("- !t &a {b: [c]}\n"), 2);
         assert_eq!(d("a: !!seq[x]\n"), 1);
         assert_eq!(d("a: b!c[d\n"), 0);
+        assert_eq!(d("--- [[x]]\n"), 2);
+        assert_eq!(d("--- !!seq [[x]]\n"), 2);
     }
 
     #[test]
