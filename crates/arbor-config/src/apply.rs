@@ -354,7 +354,7 @@ pub fn apply(s: &mut SysrootLock<'_>, opts: &ApplyOptions) -> Result<ApplyReport
         },
     )?;
     hit(CONFIG_SWITCHED);
-    report.collected = store::gc(s)?;
+    report.collected = store::gc_after_switch(s);
     report.deployment = Some(r.deployment);
     report.changes = composer.take_report();
     report.outcome = if opts.stage {

@@ -287,6 +287,25 @@ pub(crate) fn stored(sys: &Path) -> Vec<String> {
     v
 }
 
+/// The boot entries (file name, content), the `boot/loader` link and the
+/// deployment directories (with origins) of `sys`: what a refused command
+/// must leave as it was.
+pub(crate) fn boot_snapshot(sys: &Path) -> Vec<(String, String)> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir(sys.join("boot/loader/entries")).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().into_owned();
+        v.push((format!("entries/{name}"), read(&e.path())));
+    }
+    let link = std::fs::read_link(sys.join("boot/loader")).unwrap();
+    v.push(("loader".into(), link.to_string_lossy().into_owned()));
+    for n in crate::util::dir_names(&sys.join("ostree/deploy/testos/deploy")) {
+        v.push((format!("deploy/{n}"), String::new()));
+    }
+    v.sort();
+    v
+}
+
 fn sudoers(line: &str) -> Vec<u8> {
     ign(json!({ "storage": { "files": [file("/etc/sudoers.d/90-admins", line)] } }))
 }
@@ -347,13 +366,20 @@ fn sudoers_line_changed_leaves_no_trace() {
     bytes.push(b' ');
     std::fs::write(&doc, bytes).unwrap();
     let before = deployments(&c.sys);
+    let boot_before = boot_snapshot(&c.sys);
+    let stored_before = stored(&c.sys);
     let err =
         run_fail(&mut c.apply_cmd(&c.sys, &[], &[("sudo.ign", sudoers("%x ALL=(ALL) ALL\n"))]));
     assert!(
         String::from_utf8_lossy(&err.stderr).contains("corrupt"),
         "{err:?}"
     );
+    // Nothing changed: the same deployments, boot entries, deployment
+    // directories and stored documents (the new one was not stored).
     assert_eq!(deployments(&c.sys), before);
+    assert_eq!(boot_snapshot(&c.sys), boot_before);
+    assert_eq!(stored(&c.sys), stored_before);
+    assert!(grep_sysroot(&c.sys, "%x ALL").is_empty());
 }
 
 #[test]
@@ -770,4 +796,50 @@ fn bad_input_creates_no_deployment() {
         !Path::new("/tmp").join(&marker).exists(),
         "wrote through the symlink"
     );
+}
+
+#[test]
+fn an_unreadable_origin_never_fails_a_switched_apply() {
+    require_ostree();
+    if needs_root("an_unreadable_origin_never_fails_a_switched_apply") {
+        return;
+    }
+    let c = Cfg::new();
+    c.apply(&config_a());
+    let junk = c.sys.join("ostree/deploy/testos/deploy/junk.origin");
+    std::fs::write(&junk, b"\xff\xfe").unwrap();
+    // The apply switched: it succeeds, and the collection, which cannot
+    // tell what the junk origin names, keeps every document.
+    let out = c.apply(&config_b());
+    assert!(out.contains("Applied rendered-"), "{out}");
+    let d = deployments(&c.sys);
+    assert_eq!(d.len(), 2);
+    let (b, a) = (
+        d[0]["config"].as_str().unwrap(),
+        d[1]["config"].as_str().unwrap(),
+    );
+    assert_ne!(a, b);
+    assert_eq!(
+        read(&root_of(&c.sys, 0).join("etc/chrony.conf")),
+        "server b.example\n"
+    );
+    ostree_reads(&c.sys);
+    // A third apply drops A's deployment (neither booted nor the merge
+    // deployment): its document stays while the junk origin is there.
+    c.apply(&[("e.ign", ign(json!({})))]);
+    assert!(stored(&c.sys).contains(&format!("{a}.json")));
+    // deploy and cleanup succeed too; without the junk, cleanup collects.
+    run_ok(arbor().args([
+        "deploy",
+        "--sysroot",
+        s(&c.sys),
+        "--os",
+        "testos",
+        "testos/stable",
+    ]));
+    run_ok(arbor().args(["cleanup", "--sysroot", s(&c.sys)]));
+    assert!(stored(&c.sys).contains(&format!("{a}.json")));
+    std::fs::remove_file(&junk).unwrap();
+    run_ok(arbor().args(["cleanup", "--sysroot", s(&c.sys)]));
+    assert!(!stored(&c.sys).contains(&format!("{a}.json")));
 }
