@@ -14,6 +14,13 @@
 //!   admin's changes the previous configuration did not manage, and the new
 //!   configuration (so a removed entry reverts to the OS default).
 //!
+//! It is a no-op (saying so) only when what boots next already has the
+//! new state: the stateroot's staged deployment if there is one, else its
+//! default. A staged deployment with another state never silently wins at
+//! shutdown: a new stage replaces it, a new default discards it (as
+//! `deploy` does), and when the default already has the new state,
+//! discarding it is the whole change ([`Outcome::StagedDiscarded`]).
+//!
 //! The same composer serves `deploy`, `upgrade`, `switch` and `finalize`:
 //! each new deployment whose origin names a configuration gets it applied
 //! on its own base. The running `/etc` is never patched in place.
@@ -214,9 +221,15 @@ pub enum Outcome {
     Deployed,
     /// A new staged deployment.
     Staged,
-    /// The default deployment already has this state: nothing done.
+    /// The default deployment already has this state (and none of the
+    /// stateroot is staged): nothing done.
     Unchanged,
-    /// A staged deployment already has this state: nothing done.
+    /// The default deployment already has this state; the stateroot's
+    /// staged deployment, which had another, was discarded (it would have
+    /// booted next).
+    StagedDiscarded,
+    /// The staged deployment (what boots next) already has this state:
+    /// nothing done.
     AlreadyStaged,
     /// Nothing done (`--dry-run`).
     DryRun,
@@ -240,10 +253,16 @@ pub struct ApplyReport {
     pub kernel_arguments: Vec<String>,
     /// `state-<sha256>` of the new deployment.
     pub state: String,
-    /// The default deployment's state before.
+    /// The state of what would have booted next: the stateroot's staged
+    /// deployment if there is one, else its default.
     pub previous_state: String,
-    /// `CSUM.SERIAL` of the new deployment.
+    /// `CSUM.SERIAL` of the new deployment (of the one that already has
+    /// the state, when nothing was deployed).
     pub deployment: Option<String>,
+    /// `CSUM.SERIAL` of the staged deployment this apply replaced (a new
+    /// stage replaces it, a new default discards it, as `deploy` does) or
+    /// discarded ([`Outcome::StagedDiscarded`]).
+    pub replaced_staged: Option<String>,
     /// What changed in `/etc` (per path, unit, user) versus the merge
     /// deployment's.
     pub changes: Option<ComposeReport>,
@@ -290,7 +309,15 @@ pub fn apply(s: &mut SysrootLock<'_>, opts: &ApplyOptions) -> Result<ApplyReport
         .transpose()?;
     let kargs = kernel_arguments(&merge, previous.as_ref(), &rendered.config);
     let state = state_checksum(&default.csum, &rendered.name, &[], &kargs);
-    let previous_state = deployment_state(&default, &empty_config_name()).state;
+    let empty = empty_config_name();
+    // What boots next: the stateroot's staged deployment, else the default.
+    let staged = s.deployments().first().filter(|d| d.staged).cloned();
+    let pending = staged.clone().filter(|d| d.stateroot == stateroot);
+    let default_state = deployment_state(&default, &empty).state;
+    let previous_state = match &pending {
+        Some(p) => deployment_state(p, &empty).state,
+        None => default_state.clone(),
+    };
     let mut report = ApplyReport {
         outcome: Outcome::Unchanged,
         stateroot: stateroot.clone(),
@@ -301,6 +328,7 @@ pub fn apply(s: &mut SysrootLock<'_>, opts: &ApplyOptions) -> Result<ApplyReport
         state,
         previous_state,
         deployment: None,
+        replaced_staged: None,
         changes: None,
         collected: Vec::new(),
     };
@@ -316,25 +344,28 @@ pub fn apply(s: &mut SysrootLock<'_>, opts: &ApplyOptions) -> Result<ApplyReport
         report.outcome = Outcome::DryRun;
         return Ok(report);
     }
-    if report.state == report.previous_state && !opts.drop_local {
+    // A no-op only when what boots next already has the state (with or
+    // without --stage: the staged deployment becomes the default at
+    // shutdown either way).
+    if !opts.drop_local && report.state == report.previous_state {
+        report.deployment = Some(pending.as_ref().unwrap_or(&default).dir_name());
+        if pending.is_some() {
+            report.outcome = Outcome::AlreadyStaged;
+        }
         return Ok(report);
     }
-    if opts.stage {
-        if s.booted().is_none() {
-            bail!("Cannot stage a deployment: not booted into this sysroot");
-        }
-        // Staged already with exactly this state: nothing to do either.
-        let staged = s
-            .deployments()
-            .first()
-            .filter(|d| d.staged && d.stateroot == stateroot);
-        if staged.is_some_and(|d| deployment_state(d, &empty_config_name()).state == report.state)
-            && !opts.drop_local
-        {
-            report.outcome = Outcome::AlreadyStaged;
-            report.deployment = staged.map(Deployment::dir_name);
-            return Ok(report);
-        }
+    // The default has it, a staged deployment with another state would
+    // boot next: discarding that stage is the whole change.
+    if let (false, true, Some(p)) = (opts.drop_local, report.state == default_state, &pending) {
+        discard_staged(s)?;
+        report.collected = store::gc_after_switch(s);
+        report.outcome = Outcome::StagedDiscarded;
+        report.deployment = Some(default.dir_name());
+        report.replaced_staged = Some(p.dir_name());
+        return Ok(report);
+    }
+    if opts.stage && s.booted().is_none() {
+        bail!("Cannot stage a deployment: not booted into this sysroot");
     }
     let name = store::store(s, &stateroot, &rendered.canonical)?;
     hit(CONFIG_STORED);
@@ -356,6 +387,8 @@ pub fn apply(s: &mut SysrootLock<'_>, opts: &ApplyOptions) -> Result<ApplyReport
     hit(CONFIG_SWITCHED);
     report.collected = store::gc_after_switch(s);
     report.deployment = Some(r.deployment);
+    // A new stage replaced it, a new default discarded it (as `deploy`).
+    report.replaced_staged = staged.map(|d| d.dir_name());
     report.changes = composer.take_report();
     report.outcome = if opts.stage {
         Outcome::Staged
@@ -363,6 +396,19 @@ pub fn apply(s: &mut SysrootLock<'_>, opts: &ApplyOptions) -> Result<ApplyReport
         Outcome::Deployed
     };
     Ok(report)
+}
+
+/// Discards the staged deployment (its record, then its directory), as a
+/// deploy that does not keep it does; the boot entries do not change.
+fn discard_staged(s: &mut SysrootLock<'_>) -> Result<()> {
+    let list: Vec<Deployment> = s
+        .deployments()
+        .iter()
+        .filter(|d| !d.staged)
+        .cloned()
+        .collect();
+    arbor_sysroot::write::write_deployments(s, list, false)?;
+    s.load()
 }
 
 /// What applying `config` would change, composed in a scratch copy of the

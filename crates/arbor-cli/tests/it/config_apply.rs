@@ -843,3 +843,93 @@ fn an_unreadable_origin_never_fails_a_switched_apply() {
     run_ok(arbor().args(["cleanup", "--sysroot", s(&c.sys)]));
     assert!(!stored(&c.sys).contains(&format!("{a}.json")));
 }
+
+/// The deployments `status --json` lists, booted into `booted`.
+fn deployments_booted(sys: &Path, booted: &Path) -> Vec<Value> {
+    let mut c = arbor();
+    c.env("ARBOR_TEST_ROOT", booted)
+        .args(["status", "--json", "--sysroot", s(sys)]);
+    let v: Value = serde_json::from_str(&run_ok(&mut c)).unwrap();
+    v["deployments"].as_array().unwrap().clone()
+}
+
+/// The `rendered-<sha256>` name of `docs`.
+fn rendered_name(c: &Cfg, docs: &[(&str, Vec<u8>)]) -> String {
+    let out = run_ok(arbor().args(["config", "render"]).args(c.inputs(docs)));
+    out.lines().last().unwrap().to_string()
+}
+
+#[test]
+fn a_stage_with_another_state_never_survives_an_apply() {
+    require_ostree();
+    if needs_root("a_stage_with_another_state_never_survives_an_apply") {
+        return;
+    }
+    let c = Cfg::new();
+    let booted = root_of(&c.sys, 0);
+    let apply = |args: &[&str], docs: &[(&str, Vec<u8>)]| {
+        let mut cmd = c.apply_cmd(&c.sys, args, docs);
+        cmd.env("ARBOR_TEST_ROOT", &booted);
+        run_ok(&mut cmd)
+    };
+    let listed = || deployments_booted(&c.sys, &booted);
+    let dirs = || crate::util::dir_names(&c.sys.join("ostree/deploy/testos/deploy"));
+    let empty = vec![("00.ign", ign(json!({})))];
+    let initial = (listed(), dirs(), boot_snapshot(&c.sys));
+    // Staged A, then what the default already has, with or without
+    // --stage: A would boot next, so it is discarded, and nothing else
+    // changes.
+    for args in [&[][..], &["--stage"][..]] {
+        let out = apply(&["--stage"], &config_a());
+        assert!(out.contains("Staged rendered-"), "{out}");
+        assert_eq!(listed()[0]["staged"], true);
+        let out = apply(args, &empty);
+        assert!(!out.contains("No change"), "{args:?}: {out}");
+        assert!(
+            out.contains("Discarded the staged deployment"),
+            "{args:?}: {out}"
+        );
+        assert_eq!(
+            (listed(), dirs(), boot_snapshot(&c.sys)),
+            initial,
+            "{args:?}"
+        );
+        // Now it is a no-op.
+        let out = apply(args, &empty);
+        assert!(out.contains("No change"), "{args:?}: {out}");
+    }
+    // Staged A, then B as the default: B replaces the stage.
+    apply(&["--stage"], &config_a());
+    let out = apply(&[], &config_b());
+    assert!(out.contains("Applied rendered-"), "{out}");
+    assert!(out.contains("Discarded the staged deployment"), "{out}");
+    let d = listed();
+    assert!(d.iter().all(|d| d["staged"] == false), "{d:?}");
+    assert_eq!(d[0]["config"], rendered_name(&c, &config_b()).as_str());
+    assert_eq!(d.len(), 2);
+    ostree_reads(&c.sys);
+    // Staged A, then staged C: one stage, C's.
+    let config_c = vec![(
+        "c.ign",
+        ign(json!({ "storage": { "files": [file("/etc/c.conf", "c\n")] } })),
+    )];
+    apply(&["--stage"], &config_a());
+    let out = apply(&["--stage"], &config_c);
+    assert!(out.contains("Staged rendered-"), "{out}");
+    assert!(out.contains("Discarded the staged deployment"), "{out}");
+    let d = listed();
+    assert_eq!(d.iter().filter(|d| d["staged"] == true).count(), 1);
+    assert_eq!(d[0]["staged"], true);
+    assert_eq!(d[0]["config"], rendered_name(&c, &config_c).as_str());
+    // C again without --stage: what boots next has it already.
+    let out = apply(&[], &config_c);
+    assert!(out.contains("already staged"), "{out}");
+    assert_eq!(listed(), d);
+    let mut fin = arbor();
+    fin.env("ARBOR_TEST_ROOT", &booted)
+        .args(["finalize", "--sysroot", s(&c.sys)]);
+    run_ok(&mut fin);
+    ostree_reads(&c.sys);
+    assert_eq!(read(&root_of(&c.sys, 0).join("etc/c.conf")), "c\n");
+    assert!(!root_of(&c.sys, 0).join("etc/a-only.conf").exists());
+}
