@@ -131,6 +131,13 @@ pub fn render_apply(r: &ApplyReport, out: &mut dyn Write) -> std::io::Result<()>
             r.deployment.as_deref().unwrap_or_default()
         )?,
     }
+    if let Some(p) = &r.staged_base {
+        writeln!(
+            out,
+            "Based on the staged deployment {p}: its commit {}, origin and kernel arguments are kept",
+            r.base
+        )?;
+    }
     if let Some(p) = &r.replaced_staged {
         writeln!(
             out,

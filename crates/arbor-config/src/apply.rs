@@ -2,14 +2,17 @@
 //! with this config", as a new deployment of the current base commit.
 //!
 //! [`apply`] renders the inputs, stores the canonical document
-//! ([`crate::store`]), then deploys the current default deployment's
-//! commit (its checksum: the base does not move) with
+//! ([`crate::store`]), then deploys the commit of what boots next (its
+//! checksum: the base does not move): the stateroot's staged deployment's
+//! if there is one (as rpm-ostree builds on its pending deployment: a
+//! staged upgrade is kept, never silently dropped), else the default
+//! deployment's, with
 //!
-//! - an origin carried from the default deployment plus
+//! - an origin carried from that deployment plus
 //!   `[arbor] rendered-config=rendered-<sha256>`;
-//! - the kernel arguments of the merge deployment, without those the
-//!   previous configuration added, plus those of the new one (so a removed
-//!   argument reverts);
+//! - the kernel arguments of the staged deployment, else of the merge
+//!   deployment, without those its configuration added, plus those of the
+//!   new one (so a removed argument reverts);
 //! - an `/etc` composed by [`ConfigComposer`]: the new defaults, the
 //!   admin's changes the previous configuration did not manage, and the new
 //!   configuration (so a removed entry reverts to the OS default).
@@ -242,11 +245,16 @@ pub struct ApplyReport {
     pub outcome: Outcome,
     /// Stateroot.
     pub stateroot: String,
-    /// The base commit.
+    /// The base commit: the staged deployment's if the stateroot has one,
+    /// else the default deployment's.
     pub base: String,
+    /// `CSUM.SERIAL` of the stateroot's staged deployment, when the new
+    /// deployment is based on it (its commit, origin and kernel arguments).
+    pub staged_base: Option<String>,
     /// `rendered-<sha256>` of the inputs.
     pub rendered: String,
-    /// The previous configuration (of the merge deployment).
+    /// The configuration the new one replaces (whose kernel arguments it
+    /// removes): the staged deployment's, else the merge deployment's.
     pub previous: Option<String>,
     /// Kernel arguments of the new deployment.
     #[serde(rename = "kernel-arguments")]
@@ -302,17 +310,30 @@ pub fn apply(s: &mut SysrootLock<'_>, opts: &ApplyOptions) -> Result<ApplyReport
         .merge_deployment(&stateroot)
         .map(|i| s.deployments()[i].clone())
         .unwrap_or_else(|| default.clone());
-    let previous_name = store::recorded_name(&merge).map(str::to_string);
-    let previous = previous_name
-        .as_deref()
-        .map(|n| load_config(s, &merge.stateroot, n))
-        .transpose()?;
-    let kargs = kernel_arguments(&merge, previous.as_ref(), &rendered.config);
-    let state = state_checksum(&default.csum, &rendered.name, &[], &kargs);
-    let empty = empty_config_name();
     // What boots next: the stateroot's staged deployment, else the default.
     let staged = s.deployments().first().filter(|d| d.staged).cloned();
     let pending = staged.clone().filter(|d| d.stateroot == stateroot);
+    // The new deployment builds on what boots next, as rpm-ostree does on
+    // its pending deployment: a staged deployment's commit and origin (a
+    // staged upgrade or switch is kept, not dropped), and its kernel
+    // arguments as the merge source.
+    let base = pending.as_ref().unwrap_or(&default).clone();
+    let karg_source = pending.as_ref().unwrap_or(&merge);
+    let previous_name = store::recorded_name(karg_source).map(str::to_string);
+    let previous = previous_name
+        .as_deref()
+        .map(|n| load_config(s, &stateroot, n))
+        .transpose()?;
+    let kargs = kernel_arguments(karg_source, previous.as_ref(), &rendered.config);
+    let state = state_checksum(&base.csum, &rendered.name, &[], &kargs);
+    // The /etc the new one is composed from is the merge deployment's,
+    // with the configuration that one has.
+    let merge_config = match (&pending, store::recorded_name(&merge)) {
+        (None, _) => previous.clone(),
+        (Some(_), Some(n)) => Some(load_config(s, &merge.stateroot, n)?),
+        (Some(_), None) => None,
+    };
+    let empty = empty_config_name();
     let default_state = deployment_state(&default, &empty).state;
     let previous_state = match &pending {
         Some(p) => deployment_state(p, &empty).state,
@@ -321,7 +342,8 @@ pub fn apply(s: &mut SysrootLock<'_>, opts: &ApplyOptions) -> Result<ApplyReport
     let mut report = ApplyReport {
         outcome: Outcome::Unchanged,
         stateroot: stateroot.clone(),
-        base: default.csum.to_hex(),
+        base: base.csum.to_hex(),
+        staged_base: pending.as_ref().map(Deployment::dir_name),
         rendered: rendered.name.clone(),
         previous: previous_name,
         kernel_arguments: kargs.clone(),
@@ -336,8 +358,8 @@ pub fn apply(s: &mut SysrootLock<'_>, opts: &ApplyOptions) -> Result<ApplyReport
         report.changes = Some(dry_run(
             s,
             &merge,
-            &default,
-            previous.as_ref(),
+            &base,
+            merge_config.as_ref(),
             &rendered.config,
             !opts.drop_local,
         )?);
@@ -348,7 +370,7 @@ pub fn apply(s: &mut SysrootLock<'_>, opts: &ApplyOptions) -> Result<ApplyReport
     // without --stage: the staged deployment becomes the default at
     // shutdown either way).
     if !opts.drop_local && report.state == report.previous_state {
-        report.deployment = Some(pending.as_ref().unwrap_or(&default).dir_name());
+        report.deployment = Some(base.dir_name());
         if pending.is_some() {
             report.outcome = Outcome::AlreadyStaged;
         }
@@ -369,14 +391,14 @@ pub fn apply(s: &mut SysrootLock<'_>, opts: &ApplyOptions) -> Result<ApplyReport
     }
     let name = store::store(s, &stateroot, &rendered.canonical)?;
     hit(CONFIG_STORED);
-    let mut origin = carried_origin(&default, None);
+    let mut origin = carried_origin(&base, None);
     store::set_recorded_name(&mut origin, &name)?;
     let composer = Arc::new(ConfigComposer::new(!opts.drop_local));
     let r = arbor_sysroot::deploy::deploy(
         s,
         &DeployOptions {
             stateroot: Some(stateroot),
-            revision: default.csum.to_hex(),
+            revision: base.csum.to_hex(),
             origin: Some(origin),
             exact_kargs: Some(kargs),
             stage: opts.stage,
@@ -416,12 +438,12 @@ fn discard_staged(s: &mut SysrootLock<'_>) -> Result<()> {
 fn dry_run(
     s: &SysrootLock<'_>,
     merge: &Deployment,
-    default: &Deployment,
+    base: &Deployment,
     previous: Option<&Config>,
     config: &Config,
     keep_local: bool,
 ) -> Result<ComposeReport> {
-    let root = s.deployment_dir(default)?;
+    let root = s.deployment_dir(base)?;
     let usr = arbor_fs::open_tree_dir(&root, "usr")?.context("The deployment has no /usr")?;
     let tmp = arbor_fs::open_dir(s.ostree_dir()?, "repo/tmp")?;
     let scratch = format!("{PREVIEW_PREFIX}{}", std::process::id());

@@ -933,3 +933,93 @@ fn a_stage_with_another_state_never_survives_an_apply() {
     assert_eq!(read(&root_of(&c.sys, 0).join("etc/c.conf")), "c\n");
     assert!(!root_of(&c.sys, 0).join("etc/a-only.conf").exists());
 }
+
+#[test]
+fn apply_builds_on_a_staged_upgrade() {
+    require_ostree();
+    if needs_root("apply_builds_on_a_staged_upgrade") {
+        return;
+    }
+    // (how v2 is staged, apply args): `upgrade --stage`, then a staged
+    // apply; a staged deploy with an extra kernel argument, then a plain
+    // apply.
+    let cases: [(&[&str], &[&str]); 2] = [
+        (&["upgrade", "--stage"], &["--stage"]),
+        (
+            &[
+                "deploy",
+                "--stage",
+                "--os",
+                "testos",
+                "--karg-append=pending=1",
+                "testos/stable",
+            ],
+            &[],
+        ),
+    ];
+    for (stage_v2, args) in cases {
+        let c = Cfg::new();
+        let booted = root_of(&c.sys, 0);
+        let with_boot = |mut cmd: Command| {
+            cmd.env("ARBOR_TEST_ROOT", &booted);
+            cmd
+        };
+        let v2 = c.release_v2();
+        let mut up = arbor();
+        up.args(stage_v2).args(["--sysroot", s(&c.sys)]);
+        run_ok(&mut with_boot(up));
+        let staged = deployments_booted(&c.sys, &booted)[0].clone();
+        assert_eq!(
+            (staged["staged"].clone(), staged["checksum"].clone()),
+            (json!(true), json!(v2)),
+            "{stage_v2:?}"
+        );
+        let mut kargs = staged["kernel-arguments"].as_array().unwrap().clone();
+        let out = run_ok(&mut with_boot(c.apply_cmd(&c.sys, args, &config_a())));
+        if args.is_empty() {
+            assert!(out.contains("Applied rendered-"), "{out}");
+        } else {
+            assert!(out.contains("Staged rendered-"), "{out}");
+            let mut fin = arbor();
+            fin.args(["finalize", "--sysroot", s(&c.sys)]);
+            run_ok(&mut with_boot(fin));
+        }
+        let d = deployments_booted(&c.sys, &booted);
+        assert!(d.iter().all(|d| d["staged"] == false), "{d:?}");
+        assert_eq!(d.len(), 2, "the new default and the booted one");
+        assert_eq!(d[0]["checksum"], v2.as_str(), "{stage_v2:?}");
+        assert_eq!(d[0]["origin"], staged["origin"], "{stage_v2:?}");
+        assert_eq!(d[0]["config"], rendered_name(&c, &config_a()).as_str());
+        kargs.push(json!("a=1"));
+        assert_eq!(d[0]["kernel-arguments"], json!(kargs), "{stage_v2:?}");
+        let root = root_of(&c.sys, 0);
+        assert_eq!(read(&root.join("usr/share/marker")), "v2\n");
+        assert_eq!(read(&root.join("etc/chrony.conf")), "server a.example\n");
+        let passwd = read(&root.join("etc/passwd"));
+        assert!(
+            passwd.contains("\nv2sys:") && passwd.contains("\nolduser:"),
+            "{passwd}"
+        );
+        // The output says so.
+        assert!(
+            out.contains("Based on the staged deployment") && out.contains(&v2),
+            "{stage_v2:?}: {out}"
+        );
+        assert!(
+            out.contains("Discarded the staged deployment"),
+            "{stage_v2:?}: {out}"
+        );
+        assert!(d[0]["origin"].is_string());
+        ostree_reads(&c.sys);
+    }
+    // A pending deployment that is not staged is the default: the apply
+    // builds on it as well.
+    let c = Cfg::new();
+    let v2 = c.release_v2();
+    run_ok(arbor().args(["upgrade", "--sysroot", s(&c.sys)]));
+    let out = c.apply(&config_a());
+    assert!(!out.contains("staged"), "{out}");
+    let d = deployments(&c.sys);
+    assert_eq!(d[0]["checksum"], v2.as_str());
+    assert_eq!(d[0]["config"], rendered_name(&c, &config_a()).as_str());
+}
