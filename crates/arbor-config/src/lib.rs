@@ -11,8 +11,10 @@
 //!
 //! Modules:
 //! - [`model`]: the rendered configuration, normalized and validated.
+//! - [`drift`]: what a deployment holds that its state does not declare.
 #![deny(missing_docs)]
 
+pub mod drift;
 pub mod model;
 
 pub use model::Config;
