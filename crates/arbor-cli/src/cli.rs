@@ -87,6 +87,9 @@ pub enum Cmd {
     Unpin(crate::cli_sysroot::IndexOpts),
     /// Show or change a deployment's kernel arguments.
     Kargs(crate::cli_sysroot::KargsOpts),
+    /// Show what a deployment holds that its base commit and configuration
+    /// do not declare (exit status 0: clean, 1: drift, 2: error).
+    Drift(crate::drift_cmd::DriftOpts),
     /// Complete a staged deployment (run at shutdown by arbor-finalize-staged.service).
     Finalize(crate::cli_sysroot::FinalizeOpts),
     /// Report (once) a finalization that failed at the previous shutdown

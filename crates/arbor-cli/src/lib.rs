@@ -3,6 +3,7 @@
 //! - [`cli`]: the clap definitions, one options struct per subcommand.
 //! - [`cmds`]: one function per subcommand, each calling the libraries.
 //! - [`cli_sysroot`], [`sysroot_cmds`]: the sysroot commands (deploy, status...).
+//! - [`drift_cmd`]: `drift` (exit status 0 clean, 1 drift, 2 error).
 //! - [`gvtext`]: the GVariant text subset `summary -m` values use.
 //! - [`render`]: pure functions from data to text (tested on fixtures).
 //! - [`progress`]: an indicatif progress bar on a TTY, silence otherwise.
@@ -20,6 +21,7 @@ use {
 pub mod cli;
 pub mod cli_sysroot;
 pub mod cmds;
+pub mod drift_cmd;
 pub mod gvtext;
 pub mod progress;
 pub mod quickstart;

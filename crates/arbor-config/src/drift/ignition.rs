@@ -13,6 +13,7 @@ use std::io::Read;
 use std::os::fd::OwnedFd;
 
 use anyhow::{Context, Result};
+use arbor_sysroot::{Deployment, Sysroot};
 use base64::Engine;
 use serde_json::{json, Value};
 
@@ -115,6 +116,14 @@ pub fn adopt(etc: &OwnedFd, drift: &[DriftEntry]) -> Result<Adopted> {
         document: doc,
         not_expressible: skipped,
     })
+}
+
+/// [`adopt`] for the `/etc` of deployment `d`.
+pub fn adopt_deployment(s: &Sysroot, d: &Deployment, drift: &[DriftEntry]) -> Result<Adopted> {
+    let root = s.deployment_dir(d)?;
+    let etc = arbor_fs::open_tree_dir(&root, "etc")?
+        .with_context(|| format!("Deployment {} has no /etc directory", d.dir_name()))?;
+    adopt(&etc, drift)
 }
 
 /// The content of `/etc/REL`, never through a symlink.

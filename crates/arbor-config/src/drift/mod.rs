@@ -245,3 +245,22 @@ pub fn drift_with(
         usr_bytes,
     })
 }
+
+/// The rendered configuration deployment `d` records (its name) and the
+/// `/etc` entries it manages; none recorded: the empty configuration.
+pub fn managed_overlay(_s: &Sysroot, d: &Deployment) -> Result<(Option<String>, Overlay)> {
+    match recorded_config_name(d) {
+        None => Ok((None, Overlay::default())),
+        Some(name) => bail!(
+            "Deployment {} records the configuration {name}, which this build cannot read yet",
+            d.dir_name()
+        ),
+    }
+}
+
+/// The drift of deployment `d` of `s` against its base commit and its
+/// recorded rendered configuration.
+pub fn drift(s: &Sysroot, d: &Deployment, opts: &DriftOptions) -> Result<DriftReport> {
+    let (name, overlay) = managed_overlay(s, d)?;
+    drift_with(s, d, name, &overlay, opts)
+}

@@ -1,0 +1,402 @@
+//! `arbor drift` on real sysroots: every kind of drift in /etc and /usr,
+//! `--json`, exit codes, agreement with `ostree admin config-diff`,
+//! `--to-config` (adopt) and `--revert`.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use serde_json::Value;
+
+use crate::sysroot::{deploy, deployment_dir, prepare, put, source, unseal_all, Source, Tool};
+use crate::util::{arbor, needs_root, ostree, require_ostree, run_ok, s};
+
+/// A sysroot with the source's v1 deployed by arbor.
+struct Fixture {
+    src: Source,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        unseal_all(self.dir.path());
+    }
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let src = source();
+        let dir = tempfile::tempdir().unwrap();
+        prepare(Tool::Arbor, &dir.path().join("s"), &src);
+        deploy(Tool::Arbor, &dir.path().join("s"), &["testos/stable"]);
+        Fixture { src, dir }
+    }
+
+    fn sysroot(&self) -> PathBuf {
+        self.dir.path().join("s")
+    }
+
+    fn root(&self) -> PathBuf {
+        deployment_dir(&self.sysroot(), &self.src.v1, 0)
+    }
+
+    fn drift(&self, args: &[&str]) -> Output {
+        arbor()
+            .arg("drift")
+            .arg("--sysroot")
+            .arg(self.sysroot())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// `drift --json ARGS`: the exit code and the parsed report.
+    fn json(&self, args: &[&str]) -> (i32, Value) {
+        let out = self.drift(&[&["--json"], args].concat());
+        let code = out.status.code().unwrap();
+        assert!(
+            code == 0 || code == 1,
+            "drift failed ({code}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (
+            code,
+            serde_json::from_slice(&out.stdout).expect("drift --json"),
+        )
+    }
+}
+
+/// Path → change names of one section of a JSON report.
+fn changes(report: &Value, section: &str) -> BTreeMap<String, Vec<String>> {
+    report[section]
+        .as_array()
+        .unwrap_or_else(|| panic!("no {section} in {report}"))
+        .iter()
+        .map(|e| {
+            let c = e["changes"].as_array().unwrap();
+            (
+                e["path"].as_str().unwrap().to_string(),
+                c.iter().map(|c| c.as_str().unwrap().to_string()).collect(),
+            )
+        })
+        .collect()
+}
+
+fn want(items: &[(&str, &[&str])]) -> BTreeMap<String, Vec<String>> {
+    items
+        .iter()
+        .map(|(p, c)| (p.to_string(), c.iter().map(|c| c.to_string()).collect()))
+        .collect()
+}
+
+fn chown(p: &Path, uid: u32) {
+    rustix::fs::chownat(
+        rustix::fs::CWD,
+        p,
+        Some(rustix::fs::Uid::from_raw(uid)),
+        None,
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .unwrap();
+}
+
+fn setxattr(p: &Path, name: &str, value: &[u8]) {
+    rustix::fs::lsetxattr(p, name, value, rustix::fs::XattrFlags::empty()).unwrap();
+}
+
+/// Replaces a file by a new inode (never writing into a hardlinked object).
+fn replace(p: &Path, content: &str) {
+    std::fs::remove_file(p).unwrap();
+    std::fs::write(p, content).unwrap();
+}
+
+/// The admin's edits of /etc, one per kind.
+fn edit_etc(etc: &Path) {
+    std::fs::write(etc.join("modified-by-admin.conf"), "b=ADMIN\n").unwrap();
+    crate::interop::chmod(&etc.join("unchanged.conf"), 0o600);
+    chown(&etc.join("changed-upstream.conf"), 1000);
+    setxattr(&etc.join("both-changed.conf"), "user.admin", b"1");
+    std::fs::remove_file(etc.join("removed-by-admin.conf")).unwrap();
+    put(&etc.join("added-by-admin.conf"), "new=ADMIN\n");
+    put(&etc.join("admin-dir/f"), "x\n");
+    std::fs::remove_dir_all(etc.join("d3")).unwrap();
+    put(&etc.join("d3"), "a file now\n");
+    symlink("unchanged.conf", etc.join("admin-link")).unwrap();
+}
+
+const ETC_DRIFT: &[(&str, &[&str])] = &[
+    ("/etc/added-by-admin.conf", &["added"]),
+    ("/etc/admin-dir", &["added"]),
+    ("/etc/admin-dir/f", &["added"]),
+    ("/etc/admin-link", &["added"]),
+    ("/etc/both-changed.conf", &["xattrs-changed"]),
+    ("/etc/changed-upstream.conf", &["owner-changed"]),
+    ("/etc/d3", &["type-changed"]),
+    ("/etc/modified-by-admin.conf", &["modified"]),
+    ("/etc/removed-by-admin.conf", &["deleted"]),
+    ("/etc/unchanged.conf", &["mode-changed"]),
+];
+
+#[test]
+fn drift_of_every_kind_in_etc_and_usr() {
+    if needs_root("drift of a bare sysroot") {
+        return;
+    }
+    require_ostree();
+    let f = Fixture::new();
+    let out = f.drift(&[]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("/etc: no drift"), "{text}");
+    assert!(text.contains("/usr: no drift"), "{text}");
+    let (code, r) = f.json(&[]);
+    assert_eq!(code, 0);
+    assert_eq!(r["etc"], Value::Array(vec![]));
+    assert_eq!(r["usr"], Value::Array(vec![]));
+    assert_eq!(r["commit"], f.src.v1.as_str());
+    assert_eq!(r["usr_compare"], "exact");
+    assert!(r["usr_files"].as_u64().unwrap() >= 4, "{r}");
+
+    edit_etc(&f.root().join("etc"));
+    let u = f.root().join("usr");
+    // Content written into the hardlinked object itself.
+    std::fs::write(u.join("bin/tool"), "#!/bin/sh\necho evil\n").unwrap();
+    // New inodes, so that each field is told apart.
+    let kernel = u.join("lib/modules/6.1.0-test/vmlinuz");
+    replace(&kernel, "FAKE KERNEL\n");
+    crate::interop::chmod(&kernel, 0o600);
+    let initramfs = u.join("lib/modules/6.1.0-test/initramfs.img");
+    replace(&initramfs, "FAKE INITRAMFS\n");
+    chown(&initramfs, 1000);
+    crate::interop::chmod(&initramfs, 0o644);
+    let osrel = u.join("lib/os.release.d/os-release-testos");
+    let content = std::fs::read_to_string(&osrel).unwrap();
+    replace(&osrel, &content);
+    crate::interop::chmod(&osrel, 0o644);
+    setxattr(&osrel, "user.mark", b"x");
+    std::fs::remove_file(u.join("lib/os-release")).unwrap();
+    symlink("elsewhere", u.join("lib/os-release")).unwrap();
+    put(&u.join("bin/dropped"), "x\n");
+    std::fs::remove_file(u.join("etc/d1/f.conf")).unwrap();
+    std::fs::remove_dir_all(u.join("etc/d2/sub")).unwrap();
+    put(&u.join("etc/d2/sub"), "not a dir\n");
+
+    let (code, r) = f.json(&[]);
+    assert_eq!(code, 1);
+    // /etc is compared with the deployment's /usr/etc: the defaults
+    // tampered with above show there too (and under /usr).
+    let mut etc = want(ETC_DRIFT);
+    etc.extend(want(&[
+        ("/etc/d1/f.conf", &["added"]),
+        ("/etc/d2/sub", &["type-changed"]),
+    ]));
+    assert_eq!(changes(&r, "etc"), etc, "{r:#}");
+    let usr = want(&[
+        ("/usr/bin/dropped", &["added"]),
+        ("/usr/bin/tool", &["modified"]),
+        ("/usr/etc/d1/f.conf", &["deleted"]),
+        ("/usr/etc/d2/sub", &["type-changed"]),
+        (
+            "/usr/lib/modules/6.1.0-test/initramfs.img",
+            &["owner-changed"],
+        ),
+        ("/usr/lib/modules/6.1.0-test/vmlinuz", &["mode-changed"]),
+        ("/usr/lib/os-release", &["modified"]),
+        (
+            "/usr/lib/os.release.d/os-release-testos",
+            &["xattrs-changed"],
+        ),
+    ]);
+    assert_eq!(changes(&r, "usr"), usr, "{r:#}");
+    // The hardlinked object: flagged, with why nothing more precise is said.
+    let tool = r["usr"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["path"] == "/usr/bin/tool")
+        .unwrap();
+    assert!(
+        tool["note"].as_str().unwrap().contains("hardlink"),
+        "{tool}"
+    );
+    let link = r["usr"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["path"] == "/usr/lib/os-release")
+        .unwrap();
+    assert_eq!(link["expected"]["target"], "os.release.d/os-release-testos");
+    assert_eq!(link["actual"]["target"], "elsewhere");
+
+    // --etc-only: /usr is not looked at.
+    let (code, r) = f.json(&["--etc-only"]);
+    assert_eq!(code, 1);
+    assert_eq!(r["usr"], Value::Null);
+    // The deployment by index, and the human form.
+    let out = f.drift(&["0"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("D    /etc/removed-by-admin.conf"), "{text}");
+    assert!(
+        text.contains("M    /etc/unchanged.conf  (mode 0644 -> 0600)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("T    /usr/etc/d2/sub  (directory -> file)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn drift_exit_codes() {
+    if needs_root("drift of a bare sysroot") {
+        return;
+    }
+    require_ostree();
+    let f = Fixture::new();
+    assert_eq!(f.drift(&[]).status.code(), Some(0));
+    put(&f.root().join("etc/extra.conf"), "x\n");
+    assert_eq!(f.drift(&[]).status.code(), Some(1));
+    // Errors: 2, whatever the cause, usage errors included.
+    for args in [
+        vec!["7"],
+        vec!["--bogus"],
+        vec!["--stage"],
+        vec!["notanumber"],
+    ] {
+        let out = f.drift(&args);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = arbor()
+        .args(["drift", "--sysroot"])
+        .arg(f.dir.path().join("nope"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("error: "));
+}
+
+/// `ostree admin config-diff` lines: path (relative to /etc) → letter.
+fn config_diff(sysroot: &Path) -> BTreeMap<String, String> {
+    let out = run_ok(ostree().args([
+        "admin",
+        "config-diff",
+        &format!("--sysroot={}", s(sysroot)),
+        "--os=testos",
+    ]));
+    out.lines()
+        .map(|l| {
+            let (letter, path) = l.split_once(char::is_whitespace).unwrap();
+            (format!("/etc/{}", path.trim()), letter.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn config_diff_agrees_on_etc() {
+    if needs_root("ostree admin config-diff") {
+        return;
+    }
+    require_ostree();
+    let f = Fixture::new();
+    assert_eq!(config_diff(&f.sysroot()), BTreeMap::new());
+    let etc = f.root().join("etc");
+    edit_etc(&etc);
+    std::fs::remove_dir_all(etc.join("d2")).unwrap();
+    let ostree_view = config_diff(&f.sysroot());
+    let (_, r) = f.json(&["--etc-only"]);
+    let ours: BTreeMap<String, String> = r["etc"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let c: Vec<&str> = e["changes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c.as_str().unwrap())
+                .collect();
+            let letter = match c[0] {
+                "added" => "A",
+                "deleted" => "D",
+                _ => "M",
+            };
+            (e["path"].as_str().unwrap().to_string(), letter.to_string())
+        })
+        .collect();
+    // What ostree cannot express: xattrs (config-diff ignores them) and
+    // the content of a deleted directory (it lists the directory only).
+    let expressible: BTreeMap<String, String> = ours
+        .into_iter()
+        .filter(|(p, _)| p != "/etc/both-changed.conf" && !p.starts_with("/etc/d2/"))
+        .collect();
+    assert_eq!(expressible, ostree_view, "drift: {r:#}");
+    assert_eq!(ostree_view.get("/etc/d2").map(String::as_str), Some("D"));
+    assert_eq!(
+        ostree_view.get("/etc/admin-dir/f").map(String::as_str),
+        Some("A")
+    );
+}
+
+#[test]
+fn to_config_writes_ignition_and_names_what_it_cannot_say() {
+    if needs_root("drift of a bare sysroot") {
+        return;
+    }
+    require_ostree();
+    let f = Fixture::new();
+    edit_etc(&f.root().join("etc"));
+    let file = f.dir.path().join("adopt.ign");
+    let out = f.drift(&["--etc-only", "--to-config", s(&file)]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("/etc/removed-by-admin.conf: deleted"), "{err}");
+    assert!(
+        err.contains("/etc/both-changed.conf: only its extended attributes"),
+        "{err}"
+    );
+    let doc: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(doc["ignition"]["version"], "3.4.0");
+    let files = doc["storage"]["files"].as_array().unwrap();
+    let by_path = |list: &[Value], p: &str| list.iter().find(|x| x["path"] == p).cloned();
+    let m = by_path(files, "/etc/modified-by-admin.conf").unwrap();
+    assert_eq!(m["contents"]["source"], "data:;base64,Yj1BRE1JTgo=");
+    assert_eq!(m["overwrite"], true);
+    assert_eq!(m["mode"], 0o644);
+    assert_eq!(
+        by_path(files, "/etc/unchanged.conf").unwrap()["mode"],
+        0o600
+    );
+    assert_eq!(
+        by_path(files, "/etc/changed-upstream.conf").unwrap()["user"]["id"],
+        1000
+    );
+    assert_eq!(
+        by_path(files, "/etc/d3").unwrap()["contents"]["source"],
+        "data:;base64,YSBmaWxlIG5vdwo="
+    );
+    assert!(by_path(files, "/etc/removed-by-admin.conf").is_none());
+    let dirs = doc["storage"]["directories"].as_array().unwrap();
+    assert_eq!(by_path(dirs, "/etc/admin-dir").unwrap()["mode"], 0o755);
+    let links = doc["storage"]["links"].as_array().unwrap();
+    assert_eq!(
+        by_path(links, "/etc/admin-link").unwrap()["target"],
+        "unchanged.conf"
+    );
+}
