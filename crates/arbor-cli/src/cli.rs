@@ -64,6 +64,9 @@ pub enum Cmd {
     Summary(SummaryOpts),
     /// Run a self-contained demonstration in DIR (no root needed).
     Quickstart(QuickstartOpts),
+    /// Declared configuration: apply Ignition / MachineConfig files.
+    #[command(subcommand)]
+    Config(crate::cli_config::ConfigCmd),
     /// Sysroot administration (init-fs, os-init).
     #[command(subcommand)]
     Admin(crate::cli_sysroot::AdminCmd),

@@ -52,6 +52,7 @@ pub fn dispatch(opt: Opt, out: &mut dyn Write) -> Result<ExitCode> {
         Cmd::Sign(o) => sign(o, out).map(|_| ExitCode::SUCCESS),
         Cmd::Summary(o) => summary(o, out).map(|_| ExitCode::SUCCESS),
         Cmd::Quickstart(o) => crate::quickstart::run(&o.dir, out).map(|_| ExitCode::SUCCESS),
+        Cmd::Config(c) => crate::config_cmds::run(c, out),
         Cmd::Admin(c) => crate::sysroot_cmds::admin(c, out).map(|_| ExitCode::SUCCESS),
         Cmd::Deploy(o) => crate::sysroot_cmds::deploy(o, out).map(|_| ExitCode::SUCCESS),
         Cmd::Status(o) => crate::sysroot_cmds::status(o, out).map(|_| ExitCode::SUCCESS),

@@ -3,6 +3,7 @@
 //! - [`cli`]: the clap definitions, one options struct per subcommand.
 //! - [`cmds`]: one function per subcommand, each calling the libraries.
 //! - [`cli_sysroot`], [`sysroot_cmds`]: the sysroot commands (deploy, status...).
+//! - [`cli_config`], [`config_cmds`]: the declared configuration (`config apply`).
 //! - [`drift_cmd`]: `drift` (exit status 0 clean, 1 drift, 2 error).
 //! - [`gvtext`]: the GVariant text subset `summary -m` values use.
 //! - [`render`]: pure functions from data to text (tested on fixtures).
@@ -19,8 +20,10 @@ use {
 };
 
 pub mod cli;
+pub mod cli_config;
 pub mod cli_sysroot;
 pub mod cmds;
+pub mod config_cmds;
 pub mod drift_cmd;
 pub mod gvtext;
 pub mod progress;

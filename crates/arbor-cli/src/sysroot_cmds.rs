@@ -1,10 +1,14 @@
 //! The sysroot commands: each calls `arbor_sysroot` and renders the result.
 
 use std::io::Write;
+use std::sync::Arc;
 
 use std::process::ExitCode;
 
 use anyhow::Result;
+use arbor_config::apply::{keep_config, ConfigComposer};
+use arbor_config::state::{deployment_state, DeploymentState};
+use arbor_config::store::recorded_name;
 use arbor_sysroot::deploy::{deploy as do_deploy, DeployOptions};
 use arbor_sysroot::preview::{preview_etc, EtcPreview};
 use arbor_sysroot::status::{status_entries, StatusEntry};
@@ -50,12 +54,18 @@ pub fn admin(c: AdminCmd, out: &mut impl Write) -> Result<()> {
     }
 }
 
-/// Renders `status` as `ostree admin status` does.
-pub fn render_status(entries: &[StatusEntry], out: &mut impl Write) -> std::io::Result<()> {
+/// Renders `status` as `ostree admin status` does, plus, for each
+/// deployment that records a declared configuration (`Some` in `states`),
+/// its state inputs and checksum.
+pub fn render_status(
+    entries: &[StatusEntry],
+    states: &[Option<DeploymentState>],
+    out: &mut impl Write,
+) -> std::io::Result<()> {
     if entries.is_empty() {
         return writeln!(out, "No deployments.");
     }
-    for e in entries {
+    for (i, e) in entries.iter().enumerate() {
         let state = if e.staged {
             " (staged)"
         } else if e.pending {
@@ -85,19 +95,57 @@ pub fn render_status(entries: &[StatusEntry], out: &mut impl Write) -> std::io::
         if let (true, Some(t)) = (e.has_origin, &e.source_title) {
             writeln!(out, "    `- {t}")?;
         }
+        if let Some(Some(st)) = states.get(i) {
+            writeln!(out, "    Base: {}", st.base)?;
+            writeln!(out, "    Extensions: [{}]", st.extensions.join(", "))?;
+            writeln!(out, "    Config: {}", st.config)?;
+            writeln!(
+                out,
+                "    Kernel arguments: {}",
+                st.kernel_arguments.join(" ")
+            )?;
+            writeln!(out, "    State: {}", st.state)?;
+        }
     }
     Ok(())
+}
+
+/// Collects the stored configurations no deployment names any more.
+fn collect_configs(s: &mut Sysroot) -> Result<Vec<String>> {
+    arbor_config::store::gc(&s.lock()?)
 }
 
 /// `status`.
 pub fn status(o: StatusOpts, out: &mut impl Write) -> Result<()> {
     let s = open_sysroot(&o.sysroot.sysroot)?;
     let entries = status_entries(&s);
+    let empty = arbor_config::apply::empty_config_name()?;
+    let states: Vec<DeploymentState> = s
+        .deployments()
+        .iter()
+        .map(|d| deployment_state(d, &empty))
+        .collect();
     if o.json {
-        serde_json::to_writer_pretty(&mut *out, &serde_json::json!({ "deployments": entries }))?;
+        let mut list = Vec::new();
+        for (e, st) in entries.iter().zip(&states) {
+            let mut v = serde_json::to_value(e)?;
+            if let (Some(m), serde_json::Value::Object(extra)) =
+                (v.as_object_mut(), serde_json::to_value(st)?)
+            {
+                m.extend(extra);
+            }
+            list.push(v);
+        }
+        serde_json::to_writer_pretty(&mut *out, &serde_json::json!({ "deployments": list }))?;
         writeln!(out)?;
     } else {
-        render_status(&entries, out)?;
+        let shown: Vec<Option<DeploymentState>> = s
+            .deployments()
+            .iter()
+            .zip(states)
+            .map(|(d, st)| recorded_name(d).map(|_| st))
+            .collect();
+        render_status(&entries, &shown, out)?;
     }
     Ok(())
 }
@@ -109,7 +157,7 @@ pub fn deploy(o: DeployOpts, out: &mut impl Write) -> Result<()> {
         let p = preview_etc(&mut s.lock()?, o.stateroot.as_deref(), &o.revision)?;
         return render_preview(&p, o.json, out);
     }
-    let opts = DeployOptions {
+    let mut opts = DeployOptions {
         stateroot: o.stateroot.clone(),
         revision: o.revision.clone(),
         origin: None,
@@ -117,8 +165,11 @@ pub fn deploy(o: DeployOpts, out: &mut impl Write) -> Result<()> {
         karg_append: o.karg_append.clone(),
         retain: o.retain,
         stage: o.stage,
+        ..Default::default()
     };
+    keep_config(&s, &mut opts)?;
     let r = do_deploy(&mut s.lock()?, &opts)?;
+    collect_configs(&mut s)?;
     if o.json {
         serde_json::to_writer_pretty(&mut *out, &r)?;
         writeln!(out)?;
@@ -197,11 +248,15 @@ pub fn cleanup(o: CleanupOpts, out: &mut impl Write) -> Result<()> {
     let mut s = s.lock()?;
     s.load()?;
     let r = arbor_sysroot::write::cleanup(&mut s, true)?;
+    let configs = arbor_config::store::gc(&s)?;
     for d in &r.deployments {
         writeln!(out, "Removed deployment {d}")?;
     }
     for b in &r.boot_dirs {
         writeln!(out, "Removed /boot/ostree/{b}")?;
+    }
+    for c in &configs {
+        writeln!(out, "Removed rendered configuration {c}")?;
     }
     writeln!(out, "Pruned {} objects", r.pruned_objects)?;
     Ok(())
@@ -239,8 +294,16 @@ pub fn upgrade(o: UpgradeOpts, out: &mut impl Write) -> Result<ExitCode> {
         writeln!(out, "Update downloaded: {} (not deployed)", update.to())?;
         return Ok(ExitCode::SUCCESS);
     }
-    let r = up.deploy(&update, &DeployUpdateOptions { stage: o.stage })?;
+    let r = up.deploy(
+        &update,
+        &DeployUpdateOptions {
+            stage: o.stage,
+            composer: Some(Arc::new(ConfigComposer::default())),
+        },
+    )?;
     let how = if o.stage { "Staged" } else { "Upgraded" };
+    drop(up);
+    collect_configs(&mut s)?;
     writeln!(
         out,
         "{how} {} to {} ({})",
@@ -255,8 +318,10 @@ pub fn switch(o: SwitchOpts, out: &mut impl Write) -> Result<()> {
     let opts = SwitchOptions {
         stateroot: o.os.stateroot,
         refspec: o.refspec,
+        composer: Some(Arc::new(ConfigComposer::default())),
     };
     let r = arbor_upgrade::switch(&mut s, &opts, &Bar::new())?;
+    collect_configs(&mut s)?;
     writeln!(
         out,
         "Switched {} to {} ({})",
@@ -288,6 +353,7 @@ pub fn undeploy(o: IndexOpts, out: &mut impl Write) -> Result<()> {
         .map(|d| d.dir_name())
         .unwrap_or_default();
     arbor_sysroot::ops::undeploy(&mut s.lock()?, o.index)?;
+    collect_configs(&mut s)?;
     writeln!(out, "Deleted deployment {name}")?;
     Ok(())
 }
@@ -329,7 +395,9 @@ pub fn kargs(o: KargsOpts, out: &mut impl Write) -> Result<()> {
 pub fn finalize(o: FinalizeOpts, out: &mut impl Write) -> Result<()> {
     use arbor_sysroot::staged::Finalized;
     let mut s = open_sysroot(&o.sysroot.sysroot)?;
-    match arbor_sysroot::staged::finalize(&mut s.lock()?)? {
+    let r = arbor_sysroot::staged::finalize_with(&mut s.lock()?, &ConfigComposer::default())?;
+    collect_configs(&mut s)?;
+    match r {
         Finalized::Nothing => writeln!(out, "No deployment staged.")?,
         Finalized::Locked => writeln!(out, "Not finalizing: the staged deployment is locked.")?,
         Finalized::Done { deployment, .. } => {

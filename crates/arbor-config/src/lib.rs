@@ -11,10 +11,21 @@
 //!
 //! Modules:
 //! - [`model`]: the rendered configuration, normalized and validated.
+//! - [`render`]: input files to one canonical rendered document.
+//! - [`compose`]: what a config produces in `/etc`, and composing a
+//!   deployment's `/etc` from the OS defaults, local changes and the config.
+//! - [`store`]: the rendered documents the deployments record.
+//! - [`state`]: the state checksum of a deployment.
+//! - [`apply`]: `config apply`, and the composer deploys use.
 //! - [`drift`]: what a deployment holds that its state does not declare.
 #![deny(missing_docs)]
 
+pub mod apply;
+pub mod compose;
 pub mod drift;
 pub mod model;
+pub mod render;
+pub mod state;
+pub mod store;
 
 pub use model::Config;

@@ -106,8 +106,31 @@ pub const SYSROOT_ALL: &[&str] = &[
     CLEANUP_REFS,
 ];
 
+// --- Declared configuration: `config apply` (arbor-config). ---
+
+/// The rendered document is stored; no deployment names it yet.
+pub const CONFIG_STORED: &str = "config::stored";
+/// The new deployment's /etc is composed from the configuration; its
+/// origin not yet written.
+pub const CONFIG_COMPOSED: &str = "config::composed";
+/// The new deployment is the default (or staged); unused documents not
+/// yet collected.
+pub const CONFIG_SWITCHED: &str = "config::switched";
+/// One unused rendered document was removed by the collection.
+pub const CONFIG_GC: &str = "config::gc";
+
+/// Every `config apply` crash point, in the order it reaches them (the
+/// deploy's [`SYSROOT_ALL`] points come between the second and third).
+pub const CONFIG_ALL: &[&str] = &[CONFIG_STORED, CONFIG_COMPOSED, CONFIG_SWITCHED, CONFIG_GC];
+
 /// Every point there is: [`hit`] accepts no other name.
-pub const EVERY: &[&[&str]] = &[TXN_ALL, SUMMARY_ALL, SYSROOT_ALL, &[BOOT_FROZEN]];
+pub const EVERY: &[&[&str]] = &[
+    TXN_ALL,
+    SUMMARY_ALL,
+    SYSROOT_ALL,
+    CONFIG_ALL,
+    &[BOOT_FROZEN],
+];
 
 /// Dies with `SIGKILL` if `name` is the armed point.
 #[cfg(feature = "fault-injection")]

@@ -10,6 +10,7 @@
 //! or replaces the leftover.
 
 use std::os::fd::OwnedFd;
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use arbor_format::Checksum;
@@ -21,6 +22,7 @@ use fn_error_context::context;
 use rustix::fs::{AtFlags, FileType};
 use serde::Serialize;
 
+use crate::compose::{EtcComposer, ThreeWayMerge};
 use crate::deployment::{parse_dir_name, validate_stateroot, Deployment};
 use crate::etc_merge::{self, EtcDiff, PlanEntry};
 use crate::fsutil;
@@ -40,12 +42,18 @@ pub struct DeployOptions {
     pub origin: Option<KeyFile>,
     /// `--karg`: the kernel arguments, replacing the merge deployment's.
     pub kargs: Option<Vec<String>>,
+    /// The exact kernel arguments (without `ostree=`), in order, instead
+    /// of the merge deployment's; `kargs` and `karg_append` then edit them.
+    pub exact_kargs: Option<Vec<String>>,
     /// `--karg-append`: arguments appended.
     pub karg_append: Vec<String>,
     /// `--retain`: keep every existing deployment.
     pub retain: bool,
     /// `--stage`: prepare now, switch at shutdown (`finalize`).
     pub stage: bool,
+    /// Composes the new `/etc` (default: [`ThreeWayMerge`]). A staged
+    /// deployment's `/etc` is composed by `finalize`, with its composer.
+    pub composer: Option<Arc<dyn EtcComposer>>,
 }
 
 /// What a deploy did (or, for a dry run, would do).
@@ -257,7 +265,13 @@ pub fn deploy(s: &mut SysrootLock<'_>, opts: &DeployOptions) -> Result<DeployRep
     if opts.stage && s.booted.is_none() {
         bail!("Cannot stage a deployment: not booted into this sysroot");
     }
-    for a in opts.kargs.iter().flatten().chain(&opts.karg_append) {
+    for a in opts
+        .kargs
+        .iter()
+        .flatten()
+        .chain(opts.exact_kargs.iter().flatten())
+        .chain(&opts.karg_append)
+    {
         Kargs::validate_arg(a)?;
         if a.split_once('=').map_or(a.as_str(), |(k, _)| k) == "ostree" {
             bail!("Invalid kernel argument {a:?}: ostree= is managed by arbor");
@@ -305,9 +319,37 @@ pub fn deploy(s: &mut SysrootLock<'_>, opts: &DeployOptions) -> Result<DeployRep
         let layout = kernel::find_kernel(&root)?;
         d.bootcsum = layout.bootcsum.clone();
         prepare_etc(&root)?;
+        // The origin is known before /etc is composed: a composer reads
+        // what the new deployment declares (its configuration) from it.
+        d.origin = Some(match &opts.origin {
+            Some(o) => o.clone(),
+            None => {
+                let mut o = KeyFile::default();
+                o.set("origin", "refspec", &opts.revision)?;
+                o
+            }
+        });
+        // As `ostree admin deploy`: the merge deployment's arguments (or
+        // the exact list given), each `--karg` replacing those with its
+        // key, then the appended ones.
+        d.kargs = match &opts.exact_kargs {
+            Some(k) => Kargs::parse(&k.join(" ")),
+            None => merge.as_ref().map(|m| m.kargs.clone()).unwrap_or_default(),
+        };
+        for a in opts.kargs.iter().flatten() {
+            d.kargs.replace(a);
+        }
+        for a in &opts.karg_append {
+            d.kargs.append(a);
+        }
         let mut etc = None;
-        if let (Some(m), false) = (&merge, opts.stage) {
-            etc = Some(merge_etc(s, m, &d)?);
+        if !opts.stage {
+            let composer: &dyn EtcComposer = match &opts.composer {
+                Some(c) => c.as_ref(),
+                None => &ThreeWayMerge,
+            };
+            let diff = composer.compose(s, merge.as_ref(), &d, &root)?;
+            etc = merge.is_some().then_some(diff);
         }
         // The boot entry's title needs it, read as ostree reads it once
         // /etc is in place; refused now, not at the switch (or at
@@ -315,14 +357,7 @@ pub fn deploy(s: &mut SysrootLock<'_>, opts: &DeployOptions) -> Result<DeployRep
         crate::write::os_name(&root)?;
         remove_updated_stamps(s, &d)?;
         hit(failpoint::DEPLOY_ETC_MERGED);
-        let origin = match &opts.origin {
-            Some(o) => o.clone(),
-            None => {
-                let mut o = KeyFile::default();
-                o.set("origin", "refspec", &opts.revision)?;
-                o
-            }
-        };
+        let origin = d.origin.as_ref().expect("set above");
         let parent = fsutil::open_dir(&s.fd, &format!("ostree/deploy/{stateroot}/deploy"))?;
         arbor_fs::atomic_write(
             &parent,
@@ -330,16 +365,6 @@ pub fn deploy(s: &mut SysrootLock<'_>, opts: &DeployOptions) -> Result<DeployRep
             origin.to_text().as_bytes(),
             0o644,
         )?;
-        d.origin = Some(origin);
-        // As `ostree admin deploy`: the merge deployment's arguments, each
-        // `--karg` replacing those with its key, then the appended ones.
-        d.kargs = merge.as_ref().map(|m| m.kargs.clone()).unwrap_or_default();
-        for a in opts.kargs.iter().flatten() {
-            d.kargs.replace(a);
-        }
-        for a in &opts.karg_append {
-            d.kargs.append(a);
-        }
         Ok(etc)
     })();
     let etc = match prepared {

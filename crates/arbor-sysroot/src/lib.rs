@@ -8,6 +8,7 @@
 //! Modules:
 //! - [`sysroot`]: loading the boot state and deployments; init-fs, os-init.
 //! - [`deploy`]: creating a deployment (checkout, /etc, origin).
+//! - [`compose`]: the extension point composing a new deployment's /etc.
 //! - [`preview`]: what a deploy would do to /etc, per path (`deploy --dry-run`).
 //! - [`status`]: the deployments as `status` reports them.
 //! - [`write`]: the atomic switch to a new deployment list; cleanup.
@@ -23,6 +24,7 @@
 #![deny(missing_docs)]
 
 pub mod bls;
+pub mod compose;
 pub mod deploy;
 pub mod deployment;
 pub mod etc_merge;

@@ -2,7 +2,8 @@
 //! and records it in `run/ostree/staged-deployment` (ostree's GVariant
 //! `a{sv}`: `target` and `merge-deployment` as `{name, osname, bootcsum}`,
 //! `kargs`, `locked`); [`finalize`], run at shutdown, merges /etc (so edits
-//! made after staging are kept) and writes the boot entries.
+//! made after staging are kept; [`finalize_with`] composes it with a
+//! given [`EtcComposer`]) and writes the boot entries.
 
 use std::os::fd::OwnedFd;
 
@@ -11,6 +12,7 @@ use arbor_format::{Checksum, Metadata, Value};
 use arbor_fs::failpoint::{self, hit};
 use fn_error_context::context;
 
+use crate::compose::EtcComposer;
 use crate::deployment::{parse_dir_name, Deployment};
 use crate::fsutil;
 use crate::sysroot::{Sysroot, SysrootLock, STAGED_STATE};
@@ -241,7 +243,13 @@ pub const FINALIZE_FAILURE_STAMP: &str = "ostree/finalize-failure.stamp";
 /// (and removing an old stamp on success), as ostree's
 /// `finalize-staged` does, so `boot-complete` reports it on the next boot.
 pub fn finalize(s: &mut SysrootLock<'_>) -> Result<Finalized> {
-    let r = finalize_inner(s);
+    finalize_with(s, &crate::compose::ThreeWayMerge)
+}
+
+/// [`finalize`], composing the staged deployment's `/etc` with `composer`
+/// (which reads what the staged deployment's origin declares).
+pub fn finalize_with(s: &mut SysrootLock<'_>, composer: &dyn EtcComposer) -> Result<Finalized> {
+    let r = finalize_inner(s, composer);
     let boot = fsutil::open_dir(&s.fd, "boot")?;
     match &r {
         Err(e) => {
@@ -289,7 +297,7 @@ pub fn boot_complete(s: &Sysroot) -> Result<()> {
 /// A crash at any point boots the old list; the staged deployment is then
 /// lost, and cleanup removes its directory (as with ostree).
 #[context("Finalizing the staged deployment")]
-fn finalize_inner(s: &mut SysrootLock<'_>) -> Result<Finalized> {
+fn finalize_inner(s: &mut SysrootLock<'_>, composer: &dyn EtcComposer) -> Result<Finalized> {
     s.load()?;
     let Some(state) = read_state(&s.fd)? else {
         return Ok(Finalized::Nothing);
@@ -333,9 +341,8 @@ fn finalize_inner(s: &mut SysrootLock<'_>) -> Result<Finalized> {
     // half-merged /etc on the next attempt.
     remove_state(s)?;
     hit(failpoint::FINALIZE_STATE_REMOVED);
-    if let Some(m) = &merge {
-        crate::deploy::merge_etc(s, m, &staged)?;
-    }
+    let root = s.deployment_dir(&staged)?;
+    composer.compose(s, merge.as_ref(), &staged, &root)?;
     crate::deploy::remove_updated_stamps(s, &staged)?;
     crate::deploy::seal(s, &staged)?;
     hit(failpoint::FINALIZE_ETC_MERGED);

@@ -44,7 +44,8 @@
 //!     r => r?,
 //! };
 //! if let UpgradeCheck::Available(update) = up.pull(&arbor_repo::NullProgress)? {
-//!     let report = up.deploy(&update, &DeployUpdateOptions { stage: true })?;
+//!     let opts = DeployUpdateOptions { stage: true, ..Default::default() };
+//!     let report = up.deploy(&update, &opts)?;
 //!     println!("staged {}", report.deployment);
 //! }
 //! # Ok(())

@@ -1,8 +1,11 @@
 //! [`switch()`]: deploy what another refspec names, and follow it from then
 //! on (`ostree admin switch`, `rpm-ostree rebase`).
 
+use std::sync::Arc;
+
 use arbor_repo::config::KeyFile;
 use arbor_repo::Progress;
+use arbor_sysroot::compose::EtcComposer;
 use arbor_sysroot::deploy::{carried_origin, DeployOptions, DeployReport};
 use arbor_sysroot::Sysroot;
 
@@ -17,6 +20,9 @@ pub struct SwitchOptions {
     /// The new origin: `REMOTE:REF` (pulled first), a local ref, or a
     /// commit.
     pub refspec: String,
+    /// Composes the new deployment's `/etc` (default: ostree's three-way
+    /// merge).
+    pub composer: Option<Arc<dyn EtcComposer>>,
 }
 
 /// Pulls `opts.refspec` (when it names a remote ref) and deploys it as the
@@ -43,6 +49,7 @@ pub fn switch(
         stateroot: Some(stateroot),
         revision: target.to_hex(),
         origin: Some(origin),
+        composer: opts.composer.clone(),
         ..Default::default()
     };
     Ok(arbor_sysroot::deploy::deploy(&mut s.lock()?, &deploy)?)

@@ -19,7 +19,10 @@ use crate::{
 const STABLE: &str = "testos/stable";
 
 /// Deploy now, not staged.
-const NOW: DeployUpdateOptions = DeployUpdateOptions { stage: false };
+const NOW: DeployUpdateOptions = DeployUpdateOptions {
+    stage: false,
+    composer: None,
+};
 
 /// Deploying needs root (owners in the bare system repository, the
 /// immutable flag on deployment roots): the shared gate.
@@ -387,6 +390,7 @@ fn an_older_commit_is_refused_unless_downgrades_are_allowed() {
     let opts = SwitchOptions {
         stateroot: None,
         refspec: "testos/local".into(),
+        composer: None,
     };
     switch(&mut s, &opts, &NullProgress).unwrap();
     assert_eq!(m.deployments()[0], (m.v1, 1));
@@ -428,7 +432,14 @@ fn a_staged_update_is_up_to_date_for_check_and_pull() {
     let UpgradeCheck::Available(u) = up.pull(&NullProgress).unwrap() else {
         panic!("no update pulled");
     };
-    up.deploy(&u, &DeployUpdateOptions { stage: true }).unwrap();
+    up.deploy(
+        &u,
+        &DeployUpdateOptions {
+            stage: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     // Booted in v1, v2 staged: the merge deployment is still v1, yet v2
     // waits to boot, so there is nothing to upgrade to.
     let mut s = m.booted_in_v1();
@@ -461,6 +472,7 @@ fn a_deploy_refuses_when_another_process_changed_the_merge_deployment() {
     let opts = SwitchOptions {
         stateroot: None,
         refspec: "testos/local".into(),
+        composer: None,
     };
     switch(&mut m.sysroot(), &opts, &NullProgress).unwrap();
     let switched = m.deployments();
@@ -559,4 +571,112 @@ fn a_remote_ref_moving_back_is_a_typed_downgrade_refusal() {
     );
     assert_eq!(m.tracked(), Some(m.v1));
     assert_eq!(m.deployments(), [(m.v1, 0)]);
+}
+
+/// A composer that records what it was given and marks the new /etc.
+#[derive(Debug, Default)]
+struct Recorder(std::sync::Mutex<Vec<Seen>>);
+
+/// (merge deployment, the origin's `[test] marker`, kernel arguments).
+type Seen = (Option<String>, Option<String>, String);
+
+impl arbor_sysroot::compose::EtcComposer for Recorder {
+    fn compose(
+        &self,
+        s: &Sysroot,
+        merge: Option<&arbor_sysroot::Deployment>,
+        new: &arbor_sysroot::Deployment,
+        new_root: &std::os::fd::OwnedFd,
+    ) -> anyhow::Result<arbor_sysroot::etc_merge::EtcDiff> {
+        let marker = new
+            .origin
+            .as_ref()
+            .and_then(|o| o.get("test", "marker"))
+            .map(str::to_string);
+        self.0.lock().unwrap().push((
+            merge.map(|m| m.dir_name()),
+            marker.clone(),
+            new.kargs_without_ostree().to_string(),
+        ));
+        let etc = arbor_fs::open_dir(new_root, "etc")?;
+        arbor_fs::atomic_write(
+            &etc,
+            "composed",
+            marker.unwrap_or_default().as_bytes(),
+            0o644,
+        )?;
+        // The default merge still runs: composers build on it or replace it.
+        arbor_sysroot::compose::ThreeWayMerge.compose(s, merge, new, new_root)
+    }
+}
+
+#[test]
+fn the_composer_of_an_upgrade_and_a_finalization_sees_the_new_origin() {
+    if needs_root("the_composer_of_an_upgrade_and_a_finalization_sees_the_new_origin") {
+        return;
+    }
+    let m = Machine::new();
+    // The origin carries a key of the composer's (as arbor-config's
+    // `[arbor] rendered-config`): the upgrade carries it forward, and the
+    // composer reads it from the new deployment before its /etc exists.
+    let origin = m.origin_path(&m.v1);
+    let text = std::fs::read_to_string(&origin).unwrap();
+    std::fs::write(&origin, format!("{text}[test]\nmarker=m1\n")).unwrap();
+    let v2 = m.release(STABLE, "2.0", 2_000_000);
+    let rec = std::sync::Arc::new(Recorder::default());
+    let mut s = m.sysroot();
+    let mut up = upgrader(&mut s, false).unwrap();
+    let UpgradeCheck::Available(u) = up.pull(&NullProgress).unwrap() else {
+        panic!("no update pulled");
+    };
+    let opts = DeployUpdateOptions {
+        stage: false,
+        composer: Some(rec.clone()),
+    };
+    up.deploy(&u, &opts).unwrap();
+    let root = |c: &Checksum, n: u32| m.sys.join(format!("ostree/deploy/testos/deploy/{c}.{n}"));
+    assert_eq!(
+        std::fs::read_to_string(root(&v2, 0).join("etc/composed")).unwrap(),
+        "m1"
+    );
+    assert_eq!(
+        rec.0.lock().unwrap().as_slice(),
+        [(
+            Some(format!("{}.0", m.v1)),
+            Some("m1".to_string()),
+            String::new()
+        )]
+    );
+    // Exact kernel arguments replace the merge deployment's.
+    let mut s = m.sysroot();
+    let d = DeployOptions {
+        stateroot: Some("testos".into()),
+        revision: v2.to_hex(),
+        exact_kargs: Some(vec!["a=1".into(), "b".into()]),
+        composer: Some(rec.clone()),
+        ..Default::default()
+    };
+    deploy(&mut s.lock().unwrap(), &d).unwrap();
+    assert_eq!(
+        m.sysroot().deployments()[0]
+            .kargs_without_ostree()
+            .to_string(),
+        "a=1 b"
+    );
+    // Staged: not composed until finalize, which uses the composer given.
+    let mut s = m.sysroot();
+    s.set_test_root(Some(&root(&v2, 1))).unwrap();
+    let d = DeployOptions {
+        stateroot: Some("testos".into()),
+        revision: v2.to_hex(),
+        stage: true,
+        composer: Some(rec.clone()),
+        ..Default::default()
+    };
+    deploy(&mut s.lock().unwrap(), &d).unwrap();
+    assert_eq!(rec.0.lock().unwrap().len(), 2);
+    assert!(!root(&v2, 2).join("etc/composed").exists());
+    arbor_sysroot::staged::finalize_with(&mut s.lock().unwrap(), rec.as_ref()).unwrap();
+    assert_eq!(rec.0.lock().unwrap().len(), 3);
+    assert!(root(&v2, 2).join("etc/composed").exists());
 }

@@ -1,8 +1,11 @@
 //! [`Upgrader`]: check, pull and deploy the update a stateroot's origin
 //! follows.
 
+use std::sync::Arc;
+
 use arbor_format::Checksum;
 use arbor_repo::Progress;
+use arbor_sysroot::compose::EtcComposer;
 use arbor_sysroot::deploy::{carried_origin, resolve_commit, DeployOptions, DeployReport};
 use arbor_sysroot::preview::EtcPreview;
 use arbor_sysroot::{Deployment, Sysroot};
@@ -24,6 +27,10 @@ pub struct DeployUpdateOptions {
     /// Stage the update (finalized at shutdown, on a booted system)
     /// instead of making it the default deployment now.
     pub stage: bool,
+    /// Composes the new deployment's `/etc` (default: ostree's three-way
+    /// merge); a declared-configuration composer re-applies the
+    /// configuration the carried origin names on the new base.
+    pub composer: Option<Arc<dyn EtcComposer>>,
 }
 
 /// An update: the commit the origin's ref names, newer than what is
@@ -195,6 +202,7 @@ impl<'s> Upgrader<'s> {
             revision: update.to.to_hex(),
             origin: Some(carried_origin(&self.merge, None)),
             stage: opts.stage,
+            composer: opts.composer.clone(),
             ..Default::default()
         };
         let mut s = self.sysroot.lock()?;

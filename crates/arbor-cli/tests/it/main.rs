@@ -26,6 +26,8 @@ mod cli;
 mod cli_query;
 mod coexist;
 mod commit_compat;
+mod config_apply;
+mod config_faults;
 mod config_drift;
 mod corruption;
 mod deep;

@@ -1,0 +1,433 @@
+//! Applying a declared configuration: "a fresh install of this version
+//! with this config", as a new deployment of the current base commit.
+//!
+//! [`apply`] renders the inputs, stores the canonical document
+//! ([`crate::store`]), then deploys the current default deployment's
+//! commit (its checksum: the base does not move) with
+//!
+//! - an origin carried from the default deployment plus
+//!   `[arbor] rendered-config=rendered-<sha256>`;
+//! - the kernel arguments of the merge deployment, without those the
+//!   previous configuration added, plus those of the new one (so a removed
+//!   argument reverts);
+//! - an `/etc` composed by [`ConfigComposer`]: the new defaults, the
+//!   admin's changes the previous configuration did not manage, and the new
+//!   configuration (so a removed entry reverts to the OS default).
+//!
+//! The same composer serves `deploy`, `upgrade`, `switch` and `finalize`:
+//! each new deployment whose origin names a configuration gets it applied
+//! on its own base. The running `/etc` is never patched in place.
+//!
+//! Crash guarantee: as a deploy's (the switch is one atomic rename); the
+//! stored document is durable before any origin names it, and unused
+//! documents are collected afterwards ([`crate::store::gc`]). Failpoints:
+//! [`CONFIG_STORED`], [`CONFIG_COMPOSED`], the deploy's own, then
+//! [`CONFIG_SWITCHED`] and [`arbor_fs::failpoint::CONFIG_GC`].
+
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result};
+use arbor_fs::failpoint::{hit, CONFIG_COMPOSED, CONFIG_STORED, CONFIG_SWITCHED};
+use arbor_sysroot::compose::{EtcComposer, ThreeWayMerge};
+use arbor_sysroot::deploy::{carried_origin, DeployOptions, PREVIEW_PREFIX};
+use arbor_sysroot::etc_merge::EtcDiff;
+use arbor_sysroot::sysroot::SysrootLock;
+use arbor_sysroot::{Deployment, Sysroot};
+use fn_error_context::context;
+use serde::Serialize;
+
+use crate::compose::{compose_etc, Change, ComposeInputs, ComposeReport};
+use crate::model::Config;
+use crate::render::{render, Rendered};
+use crate::state::{deployment_state, state_checksum};
+use crate::store;
+
+/// The rendered configuration `name` of `stateroot`, from the store.
+pub fn load_config(s: &Sysroot, stateroot: &str, name: &str) -> Result<Config> {
+    let bytes = store::load(s, stateroot, name)?;
+    Ok(Rendered::from_canonical(&bytes)
+        .with_context(|| format!("Parsing stored {name}"))?
+        .config)
+}
+
+/// The empty configuration's rendered name (what a deployment without a
+/// recorded configuration has).
+pub fn empty_config_name() -> Result<String> {
+    Ok(render(&[])?.name)
+}
+
+/// Composes a new deployment's `/etc` from the configuration its origin
+/// names (see the module docs). A deployment that names none, whose merge
+/// deployment names none either, gets ostree's three-way merge, exactly.
+#[derive(Debug)]
+pub struct ConfigComposer {
+    keep_local: bool,
+    report: Mutex<Option<ComposeReport>>,
+}
+
+impl Default for ConfigComposer {
+    fn default() -> Self {
+        ConfigComposer::new(true)
+    }
+}
+
+impl ConfigComposer {
+    /// A composer; `keep_local: false` drops the admin's changes (the
+    /// deployment gets exactly the defaults plus the configuration).
+    pub fn new(keep_local: bool) -> ConfigComposer {
+        ConfigComposer {
+            keep_local,
+            report: Mutex::new(None),
+        }
+    }
+
+    /// The report of the last composition, if it applied a configuration.
+    pub fn take_report(&self) -> Option<ComposeReport> {
+        self.report
+            .lock()
+            .map(|mut r| r.take())
+            .unwrap_or_else(|p| p.into_inner().take())
+    }
+}
+
+impl EtcComposer for ConfigComposer {
+    fn compose(
+        &self,
+        s: &Sysroot,
+        merge: Option<&Deployment>,
+        new: &Deployment,
+        new_root: &OwnedFd,
+    ) -> Result<EtcDiff> {
+        let previous_name = merge.and_then(store::recorded_name);
+        let new_name = store::recorded_name(new);
+        if previous_name.is_none() && new_name.is_none() && self.keep_local {
+            return ThreeWayMerge.compose(s, merge, new, new_root);
+        }
+        let previous = match (merge, previous_name) {
+            (Some(m), Some(n)) => Some(load_config(s, &m.stateroot, n)?),
+            _ => None,
+        };
+        let config = match new_name {
+            Some(n) => load_config(s, &new.stateroot, n)?,
+            None => Config::default(),
+        };
+        let new_etc =
+            arbor_fs::open_dir(new_root, "etc").context("The new deployment has no /etc")?;
+        let report = compose_into(
+            s,
+            merge,
+            new_root,
+            &new_etc,
+            previous.as_ref(),
+            &config,
+            self.keep_local,
+        )?;
+        hit(CONFIG_COMPOSED);
+        let diff = carried(&report);
+        *self.report.lock().unwrap_or_else(|p| p.into_inner()) = Some(report);
+        Ok(diff)
+    }
+}
+
+/// Composes `new_etc` on the defaults of `new_root`, with the admin's
+/// changes of `merge` (none without one).
+fn compose_into(
+    s: &Sysroot,
+    merge: Option<&Deployment>,
+    new_root: &OwnedFd,
+    new_etc: &OwnedFd,
+    previous: Option<&Config>,
+    config: &Config,
+    keep_local: bool,
+) -> Result<ComposeReport> {
+    let new_defaults = arbor_fs::open_tree_dir(new_root, "usr/etc")?
+        .context("The new deployment has no /usr/etc")?;
+    let mroot = merge.map(|m| s.deployment_dir(m)).transpose()?;
+    let old = match &mroot {
+        Some(r) => match (
+            arbor_fs::open_tree_dir(r, "usr/etc")?,
+            arbor_fs::open_tree_dir(r, "etc")?,
+        ) {
+            (Some(d), Some(e)) => Some((d, e)),
+            _ => None,
+        },
+        None => None,
+    };
+    // No merge deployment: no admin changes (the old /etc is its defaults).
+    let (old_defaults, old_etc) = match old {
+        Some(o) => o,
+        None => (
+            rustix::io::dup(&new_defaults)?,
+            rustix::io::dup(&new_defaults)?,
+        ),
+    };
+    compose_etc(&ComposeInputs {
+        old_defaults: &old_defaults,
+        old_etc: &old_etc,
+        new_defaults: &new_defaults,
+        new_etc,
+        root: Some(new_root),
+        previous,
+        old_root: mroot.as_ref(),
+        config,
+        keep_local,
+    })
+}
+
+/// The admin's changes a composition carried, as the plain merge reports
+/// them (paths relative to `/etc`).
+fn carried(report: &ComposeReport) -> EtcDiff {
+    let mut d = EtcDiff::default();
+    for c in report.local_changes.iter().filter(|c| c.kept) {
+        let p = c.path.strip_prefix("/etc/").unwrap_or(&c.path).to_string();
+        match c.change {
+            Change::Added => d.added.push(p),
+            Change::Modified => d.modified.push(p),
+            Change::Removed => d.removed.push(p),
+        }
+    }
+    d
+}
+
+/// Inputs of [`apply`].
+#[derive(Debug, Clone, Default)]
+pub struct ApplyOptions {
+    /// The input files: (name, content); rendered in name order.
+    pub inputs: Vec<(String, Vec<u8>)>,
+    /// Stage the new deployment (finalized at shutdown).
+    pub stage: bool,
+    /// Report what would change; change nothing.
+    pub dry_run: bool,
+    /// The stateroot (default: the booted one, or the only one).
+    pub stateroot: Option<String>,
+    /// Keep the admin's unmanaged changes (false: drop them, as
+    /// `drift --revert` does).
+    pub drop_local: bool,
+}
+
+/// What [`apply`] did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// A new default deployment.
+    Deployed,
+    /// A new staged deployment.
+    Staged,
+    /// The default deployment already has this state: nothing done.
+    Unchanged,
+    /// Nothing done (`--dry-run`).
+    DryRun,
+}
+
+/// The result of [`apply`].
+#[derive(Debug, Clone, Serialize)]
+pub struct ApplyReport {
+    /// What happened.
+    pub outcome: Outcome,
+    /// Stateroot.
+    pub stateroot: String,
+    /// The base commit.
+    pub base: String,
+    /// `rendered-<sha256>` of the inputs.
+    pub rendered: String,
+    /// The previous configuration (of the merge deployment).
+    pub previous: Option<String>,
+    /// Kernel arguments of the new deployment.
+    #[serde(rename = "kernel-arguments")]
+    pub kernel_arguments: Vec<String>,
+    /// `state-<sha256>` of the new deployment.
+    pub state: String,
+    /// The default deployment's state before.
+    pub previous_state: String,
+    /// `CSUM.SERIAL` of the new deployment.
+    pub deployment: Option<String>,
+    /// What changed in `/etc` (per path, unit, user) versus the merge
+    /// deployment's.
+    pub changes: Option<ComposeReport>,
+    /// Stored documents no deployment uses any more, removed.
+    pub collected: Vec<String>,
+}
+
+/// `merge`'s kernel arguments without those `previous` added, plus those
+/// of `config`.
+fn kernel_arguments(merge: &Deployment, previous: Option<&Config>, config: &Config) -> Vec<String> {
+    let mut k = merge.kargs_without_ostree().args().to_vec();
+    for a in previous
+        .map(|p| p.kernel_arguments.as_slice())
+        .unwrap_or_default()
+    {
+        if let Some(i) = k.iter().position(|x| x == a) {
+            k.remove(i);
+        }
+    }
+    k.extend(config.kernel_arguments.iter().cloned());
+    k
+}
+
+/// Applies `opts.inputs` to the stateroot (see the module docs).
+#[context("Applying the configuration")]
+pub fn apply(s: &mut SysrootLock<'_>, opts: &ApplyOptions) -> Result<ApplyReport> {
+    let rendered = render(&opts.inputs)?;
+    s.load()?;
+    let stateroot = s.default_stateroot(opts.stateroot.as_deref())?;
+    let default = s
+        .deployments()
+        .iter()
+        .find(|d| d.stateroot == stateroot && !d.staged)
+        .cloned()
+        .with_context(|| format!("No deployment of {stateroot} to apply a configuration to"))?;
+    let merge = s
+        .merge_deployment(&stateroot)
+        .map(|i| s.deployments()[i].clone())
+        .unwrap_or_else(|| default.clone());
+    let previous_name = store::recorded_name(&merge).map(str::to_string);
+    let previous = previous_name
+        .as_deref()
+        .map(|n| load_config(s, &merge.stateroot, n))
+        .transpose()?;
+    let kargs = kernel_arguments(&merge, previous.as_ref(), &rendered.config);
+    let state = state_checksum(&default.csum, &rendered.name, &[], &kargs);
+    let previous_state = deployment_state(&default, &empty_config_name()?).state;
+    let mut report = ApplyReport {
+        outcome: Outcome::Unchanged,
+        stateroot: stateroot.clone(),
+        base: default.csum.to_hex(),
+        rendered: rendered.name.clone(),
+        previous: previous_name,
+        kernel_arguments: kargs.clone(),
+        state,
+        previous_state,
+        deployment: None,
+        changes: None,
+        collected: Vec::new(),
+    };
+    if opts.dry_run {
+        report.changes = Some(dry_run(
+            s,
+            &merge,
+            &default,
+            previous.as_ref(),
+            &rendered.config,
+            !opts.drop_local,
+        )?);
+        report.outcome = Outcome::DryRun;
+        return Ok(report);
+    }
+    if report.state == report.previous_state && !opts.drop_local {
+        return Ok(report);
+    }
+    let name = store::store(s, &stateroot, &rendered.canonical)?;
+    hit(CONFIG_STORED);
+    let mut origin = carried_origin(&default, None);
+    store::set_recorded_name(&mut origin, &name)?;
+    let composer = Arc::new(ConfigComposer::new(!opts.drop_local));
+    let r = arbor_sysroot::deploy::deploy(
+        s,
+        &DeployOptions {
+            stateroot: Some(stateroot),
+            revision: default.csum.to_hex(),
+            origin: Some(origin),
+            exact_kargs: Some(kargs),
+            stage: opts.stage,
+            composer: Some(composer.clone()),
+            ..Default::default()
+        },
+    )?;
+    hit(CONFIG_SWITCHED);
+    report.collected = store::gc(s)?;
+    report.deployment = Some(r.deployment);
+    report.changes = composer.take_report();
+    report.outcome = if opts.stage {
+        Outcome::Staged
+    } else {
+        Outcome::Deployed
+    };
+    Ok(report)
+}
+
+/// What applying `config` would change, composed in a scratch copy of the
+/// defaults (removed afterwards; a leftover goes with the next cleanup).
+fn dry_run(
+    s: &SysrootLock<'_>,
+    merge: &Deployment,
+    default: &Deployment,
+    previous: Option<&Config>,
+    config: &Config,
+    keep_local: bool,
+) -> Result<ComposeReport> {
+    let root = s.deployment_dir(default)?;
+    let usr = arbor_fs::open_tree_dir(&root, "usr")?.context("The deployment has no /usr")?;
+    let tmp = arbor_fs::open_dir(s.ostree_dir()?, "repo/tmp")?;
+    let scratch = format!("{PREVIEW_PREFIX}{}", std::process::id());
+    arbor_fs::remove_all(&tmp, &scratch)?;
+    let dir = arbor_fs::ensure_dir_path(&tmp, &scratch, 0o700)?;
+    let r = (|| {
+        arbor_sysroot::etc_merge::copy_entry(&usr, &dir, "etc")?;
+        let etc = arbor_fs::open_dir(&dir, "etc")?;
+        compose_into(s, Some(merge), &root, &etc, previous, config, keep_local)
+    })();
+    arbor_fs::remove_all(&tmp, &scratch)?;
+    r
+}
+
+/// Makes `opts` (of a `deploy`) keep the configuration: the composer, and
+/// when it builds a fresh origin, the merge deployment's configuration
+/// recorded in it.
+pub fn keep_config(s: &Sysroot, opts: &mut DeployOptions) -> Result<()> {
+    opts.composer = Some(Arc::new(ConfigComposer::default()));
+    if opts.origin.is_some() {
+        return Ok(());
+    }
+    let stateroot = s.default_stateroot(opts.stateroot.as_deref())?;
+    let Some(m) = s.merge_deployment(&stateroot) else {
+        return Ok(());
+    };
+    if let Some(name) = store::recorded_name(&s.deployments()[m]) {
+        let mut o = arbor_repo::config::KeyFile::default();
+        o.set("origin", "refspec", &opts.revision)?;
+        store::set_recorded_name(&mut o, name)?;
+        opts.origin = Some(o);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn removed_kernel_arguments_revert() {
+        let mut merge = Deployment {
+            stateroot: "os".into(),
+            csum: arbor_format::Checksum::from_array([1; 32]),
+            deployserial: 0,
+            bootcsum: String::new(),
+            bootserial: 0,
+            origin: None,
+            kargs: arbor_sysroot::kargs::Kargs::parse("root=x quiet a=1 ostree=/o b=2"),
+            version: None,
+            staged: false,
+            bootconfig: Default::default(),
+        };
+        let prev = Config {
+            kernel_arguments: vec!["a=1".into(), "b=2".into()],
+            ..Default::default()
+        };
+        let new = Config {
+            kernel_arguments: vec!["b=2".into(), "c".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            kernel_arguments(&merge, Some(&prev), &new),
+            ["root=x", "quiet", "b=2", "c"]
+        );
+        // Nothing recorded before: appended.
+        merge.kargs = arbor_sysroot::kargs::Kargs::parse("root=x");
+        assert_eq!(kernel_arguments(&merge, None, &new), ["root=x", "b=2", "c"]);
+        assert_eq!(
+            kernel_arguments(&merge, Some(&new), &Config::default()),
+            ["root=x"]
+        );
+    }
+}

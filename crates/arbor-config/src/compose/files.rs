@@ -1,0 +1,245 @@
+//! `storage.files`, `storage.directories` and `storage.links`: entries
+//! under `/etc` become [`Desired`] paths, entries under `/var` become
+//! tmpfiles.d lines; and the directories the OS lacks for them.
+
+use std::os::fd::OwnedFd;
+
+use anyhow::{bail, Context, Result};
+use rustix::fs::FileType;
+use rustix::io::Errno;
+
+use super::users::{read_regular, Composed};
+use super::{resolve_group, resolve_user, Desired, Out, VAR_FILES_DIR};
+use crate::model::Config;
+
+/// Where a config path lies.
+enum Place<'a> {
+    /// Under `/etc`: the path relative to it.
+    Etc(&'a str),
+    /// Under `/var` (the absolute path).
+    Var,
+}
+
+fn place(path: &str) -> Result<Place<'_>> {
+    if let Some(rel) = path.strip_prefix("/etc/") {
+        if rel
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
+        {
+            bail!("{path}: not a normalized path");
+        }
+        return Ok(Place::Etc(rel));
+    }
+    if path.starts_with("/var/")
+        && !path
+            .split('/')
+            .skip(1)
+            .any(|c| c.is_empty() || c == "." || c == "..")
+    {
+        return Ok(Place::Var);
+    }
+    bail!("{path}: only paths below /etc and /var can be declared")
+}
+
+/// Escapes a path or name for a tmpfiles.d field (which systemd-tmpfiles
+/// unquotes and C-unescapes, then expands `%` specifiers in).
+pub(crate) fn tf_escape(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        match c {
+            '%' => out.push_str("%%"),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_whitespace() || c.is_control() || c == '"' || c == '\'' => {
+                let mut b = [0u8; 4];
+                for byte in c.encode_utf8(&mut b).bytes() {
+                    out.push_str(&format!("\\x{byte:02x}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Escapes the argument of an `L` or `C` line: taken verbatim to the end
+/// of the line, with `%` specifiers expanded.
+fn tf_argument(path: &str, s: &str) -> Result<String> {
+    if s.is_empty()
+        || s.contains('\n')
+        || s.starts_with(char::is_whitespace)
+        || s.ends_with(char::is_whitespace)
+    {
+        bail!("{path}: the target {s:?} cannot be written as a tmpfiles.d argument");
+    }
+    Ok(s.replace('%', "%%"))
+}
+
+/// The files, directories and links of `config`.
+pub(crate) fn storage(
+    config: &Config,
+    defaults: &OwnedFd,
+    db: &Composed,
+    out: &mut Out,
+) -> Result<()> {
+    for (path, f) in &config.files {
+        let what = format!("File {path}");
+        let uid = resolve_user(db, &f.user, &what)?;
+        let gid = resolve_group(db, &f.group, &what)?;
+        let mut content = match (&f.contents, place(path)?) {
+            (Some(c), _) => c.clone(),
+            (None, Place::Etc(rel)) => default_content(defaults, rel)?.unwrap_or_default(),
+            (None, Place::Var) => Vec::new(),
+        };
+        for a in &f.append {
+            content.extend_from_slice(a);
+        }
+        match place(path)? {
+            Place::Etc(rel) => out.insert(
+                rel,
+                Desired::File {
+                    content,
+                    mode: f.mode,
+                    uid,
+                    gid,
+                },
+                &format!("file {path}"),
+            )?,
+            Place::Var => {
+                // The content is kept in /etc (0600: it may be a secret),
+                // tmpfiles copies it, then sets mode and owner.
+                let keep = format!("{VAR_FILES_DIR}{path}");
+                out.insert(
+                    &keep,
+                    Desired::File {
+                        content,
+                        mode: 0o600,
+                        uid: 0,
+                        gid: 0,
+                    },
+                    &format!("file {path}"),
+                )?;
+                let p = tf_escape(path);
+                out.tmpfiles.push(format!(
+                    "C {p} - - - {}",
+                    tf_argument(path, &format!("/etc/{keep}"))?
+                ));
+                out.tmpfiles
+                    .push(format!("z {p} {:04o} {uid} {gid} -", f.mode));
+            }
+        }
+    }
+    for (path, d) in &config.directories {
+        let what = format!("Directory {path}");
+        let uid = resolve_user(db, &d.user, &what)?;
+        let gid = resolve_group(db, &d.group, &what)?;
+        match place(path)? {
+            Place::Etc(rel) => out.insert(
+                rel,
+                Desired::Dir {
+                    mode: d.mode,
+                    uid,
+                    gid,
+                },
+                &format!("directory {path}"),
+            )?,
+            Place::Var => out.tmpfiles.push(format!(
+                "d {} {:04o} {uid} {gid} -",
+                tf_escape(path),
+                d.mode
+            )),
+        }
+    }
+    for (path, l) in &config.links {
+        let what = format!("Link {path}");
+        match (place(path)?, l.hard) {
+            (Place::Etc(rel), false) => {
+                let uid = resolve_user(db, &l.user, &what)?;
+                let gid = resolve_group(db, &l.group, &what)?;
+                let d = Desired::Symlink { target: l.target.clone(), uid, gid };
+                out.insert(rel, d, &format!("link {path}"))?;
+            }
+            (Place::Etc(rel), true) => {
+                let Ok(Place::Etc(to)) = place(&l.target) else {
+                    bail!("Hard link {path}: its target {} is not below /etc (a hard link cannot cross from /etc)", l.target);
+                };
+                out.insert(rel, Desired::Hardlink { to: to.to_string() }, &format!("link {path}"))?;
+            }
+            (Place::Var, false) => out.tmpfiles.push(format!(
+                "L+ {} - - - {}",
+                tf_escape(path),
+                tf_argument(path, &l.target)?
+            )),
+            (Place::Var, true) => bail!(
+                "Hard link {path}: hard links under /var are not supported (/var is shared by all deployments and only systemd-tmpfiles writes it)"
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// The OS default's content of `rel` (a regular file, its directory
+/// resolved inside `/usr/etc` only), `None` where the OS has none.
+pub(crate) fn default_content(defaults: &OwnedFd, rel: &str) -> Result<Option<Vec<u8>>> {
+    let (dir, name) = match rel.rsplit_once('/') {
+        Some((p, n)) => match arbor_sysroot::fsutil::open_dir_in_etc(defaults, p) {
+            Ok(d) => (d, n),
+            Err(Errno::NOENT | Errno::NOTDIR | Errno::XDEV | Errno::LOOP) => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("Opening /usr/etc/{p}")),
+        },
+        None => (rustix::io::dup(defaults)?, rel),
+    };
+    read_regular(&dir, name).with_context(|| format!("Reading /usr/etc/{rel}"))
+}
+
+/// What `rel` is in the OS defaults, following directory symlinks only
+/// inside `/usr/etc`.
+fn default_type(defaults: &OwnedFd, rel: &str) -> Result<Option<FileType>> {
+    match arbor_sysroot::fsutil::open_dir_in_etc(defaults, rel) {
+        Ok(_) => Ok(Some(FileType::Directory)),
+        Err(Errno::NOENT) => Ok(None),
+        Err(Errno::NOTDIR) => Ok(Some(FileType::RegularFile)),
+        Err(Errno::XDEV | Errno::LOOP) => Ok(Some(FileType::Symlink)),
+        Err(e) => Err(e).with_context(|| format!("Opening /usr/etc/{rel}")),
+    }
+}
+
+/// Adds, for every managed path, each ancestor directory the OS defaults
+/// lack (0755 root), so that it goes away with the last entry below it.
+pub(crate) fn implicit_parents(defaults: &OwnedFd, out: &mut Out) -> Result<()> {
+    let paths: Vec<String> = out
+        .m
+        .iter()
+        .filter(|(_, d)| **d != Desired::Absent)
+        .map(|(p, _)| p.clone())
+        .collect();
+    for p in paths {
+        let mut prefix = String::new();
+        for c in p.split('/').take(p.split('/').count() - 1) {
+            if !prefix.is_empty() {
+                prefix.push('/');
+            }
+            prefix.push_str(c);
+            match out.m.get(&prefix) {
+                Some(Desired::Dir { .. }) => continue,
+                Some(Desired::Absent) | None => {}
+                Some(_) => bail!("/etc/{p} is declared, but /etc/{prefix} is declared as something else than a directory"),
+            }
+            match default_type(defaults, &prefix)? {
+                Some(FileType::Directory) => {}
+                None => {
+                    let d = Desired::Dir {
+                        mode: 0o755,
+                        uid: 0,
+                        gid: 0,
+                    };
+                    out.insert(&prefix, d, &format!("the directory of /etc/{p}"))?;
+                }
+                Some(FileType::Symlink) => bail!(
+                    "/etc/{p}: the OS default /etc/{prefix} is a symlink leading outside /etc"
+                ),
+                Some(_) => bail!("/etc/{p}: the OS default /etc/{prefix} is not a directory"),
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,181 @@
+//! Units: contents, enablement, disablement, masks, drop-ins.
+
+use super::*;
+use crate::model::Dropin;
+
+const FOO: &str = "[Unit]\nDescription=foo\n[Service]\nExecStart=/bin/foo\n\n[Install]\nWantedBy=multi-user.target \\\n  graphical.target\nRequiredBy=\nRequiredBy=network.target\nAlias=bar.service\n";
+
+#[test]
+fn install_section_parsing() {
+    let i = super::super::units::parse_install(FOO);
+    assert_eq!(
+        format!("{i:?}"),
+        r#"Install { deps: [("wants", "multi-user.target"), ("wants", "graphical.target"), ("requires", "network.target")], alias: ["bar.service"], also: [], default_instance: None, present: true }"#
+    );
+}
+
+#[test]
+fn unit_enabled_then_disabled_by_removal() {
+    let s = Sys::new();
+    let (d1, d2) = (s.os("d1"), s.os("d2"));
+    let a = Config {
+        units: [
+            ("foo.service".to_string(), unit(Some(FOO), Some(true))),
+            ("chrony.service".to_string(), unit(None, Some(true))),
+            ("getty@.service".to_string(), unit(None, Some(true))),
+        ]
+        .into(),
+        ..Default::default()
+    };
+    let r = compose(None, None, &d1, &a, true).unwrap();
+    assert_eq!(d1.read("systemd/system/foo.service"), FOO);
+    for l in [
+        "multi-user.target.wants/foo.service",
+        "graphical.target.wants/foo.service",
+        "network.target.requires/foo.service",
+        "bar.service",
+    ] {
+        assert_eq!(
+            d1.link(&format!("systemd/system/{l}")),
+            "/etc/systemd/system/foo.service",
+            "{l}"
+        );
+    }
+    assert_eq!(
+        d1.link("systemd/system/multi-user.target.wants/chrony.service"),
+        "/usr/lib/systemd/system/chrony.service"
+    );
+    assert_eq!(
+        d1.link("systemd/system/getty.target.wants/getty@tty1.service"),
+        "/usr/lib/systemd/system/getty@.service"
+    );
+    assert_eq!(r.units.len(), 3);
+    let r = compose(Some(&d1), Some(&a), &d2, &Config::default(), true).unwrap();
+    assert_eq!(
+        snapshot(&d2.root.join("etc")),
+        snapshot(&d2.root.join("usr/etc"))
+    );
+    assert!(r.units.iter().all(|u| u.change == Change::Removed));
+    assert!(r
+        .paths
+        .iter()
+        .any(|p| p.path == "/etc/systemd/system/graphical.target.wants"
+            && p.change == Change::Removed));
+}
+
+#[test]
+fn enabled_false_removes_os_links_and_removal_restores_them() {
+    let s = Sys::new();
+    let (d1, d2) = (s.os("d1"), s.os("d2"));
+    let a = Config {
+        units: [("ssh.service".to_string(), unit(None, Some(false)))].into(),
+        ..Default::default()
+    };
+    let m = managed(&a, &d1.defaults(), Some(&d1.rootfd())).unwrap();
+    assert_eq!(
+        m.keys().collect::<Vec<_>>(),
+        [
+            "systemd/system/multi-user.target.wants/ssh.service",
+            "systemd/system/sshd.service"
+        ]
+    );
+    compose(None, None, &d1, &a, true).unwrap();
+    assert!(!d1.exists("systemd/system/multi-user.target.wants/ssh.service"));
+    assert!(!d1.exists("systemd/system/sshd.service"));
+    compose(Some(&d1), Some(&a), &d2, &Config::default(), true).unwrap();
+    assert_eq!(
+        d2.link("systemd/system/multi-user.target.wants/ssh.service"),
+        "/usr/lib/systemd/system/ssh.service"
+    );
+    assert_eq!(
+        d2.link("systemd/system/sshd.service"),
+        "/usr/lib/systemd/system/ssh.service"
+    );
+}
+
+#[test]
+fn mask_and_dropins() {
+    let s = Sys::new();
+    let (d1, d2) = (s.os("d1"), s.os("d2"));
+    let a = Config {
+        units: [
+            (
+                "chrony.service".to_string(),
+                crate::model::Unit {
+                    mask: true,
+                    ..Default::default()
+                },
+            ),
+            (
+                "ssh.service".to_string(),
+                crate::model::Unit {
+                    dropins: [
+                        (
+                            "10-limits.conf".to_string(),
+                            Dropin {
+                                contents: Some("[Service]\nLimitNOFILE=4096\n".into()),
+                            },
+                        ),
+                        ("20-empty.conf".to_string(), Dropin { contents: None }),
+                    ]
+                    .into(),
+                    ..Default::default()
+                },
+            ),
+        ]
+        .into(),
+        ..Default::default()
+    };
+    compose(None, None, &d1, &a, true).unwrap();
+    assert_eq!(d1.link("systemd/system/chrony.service"), "/dev/null");
+    assert_eq!(
+        d1.read("systemd/system/ssh.service.d/10-limits.conf"),
+        "[Service]\nLimitNOFILE=4096\n"
+    );
+    assert_eq!(d1.read("systemd/system/ssh.service.d/20-empty.conf"), "");
+    compose(Some(&d1), Some(&a), &d2, &Config::default(), true).unwrap();
+    assert!(!d2.exists("systemd/system/chrony.service"));
+    assert!(!d2.exists("systemd/system/ssh.service.d"));
+}
+
+#[test]
+fn enabling_without_install_section_or_unit_is_an_error() {
+    let s = Sys::new();
+    let d1 = s.os("d1");
+    for (name, contents, want) in [
+        ("static.service", None, "no [Install] section"),
+        (
+            "own.service",
+            Some("[Service]\nExecStart=/bin/x\n"),
+            "no [Install] section",
+        ),
+        (
+            "missing.service",
+            None,
+            "neither the config nor the OS has it",
+        ),
+    ] {
+        let c = Config {
+            units: [(name.to_string(), unit(contents, Some(true)))].into(),
+            ..Default::default()
+        };
+        let e = managed(&c, &d1.defaults(), Some(&d1.rootfd())).unwrap_err();
+        assert!(
+            format!("{e:#}").contains(want) && format!("{e:#}").contains(name),
+            "{name}: {e:#}"
+        );
+    }
+    let both = Config {
+        units: [(
+            "x.service".to_string(),
+            crate::model::Unit {
+                mask: true,
+                contents: Some("x".into()),
+                ..Default::default()
+            },
+        )]
+        .into(),
+        ..Default::default()
+    };
+    assert!(managed(&both, &d1.defaults(), None).is_err());
+}

@@ -1,0 +1,202 @@
+//! Users, groups and ssh keys.
+
+use super::*;
+
+fn files_of(d: &Dep) -> Vec<String> {
+    ["passwd", "shadow", "group", "gshadow"]
+        .iter()
+        .map(|f| d.read(f))
+        .collect()
+}
+
+#[test]
+fn user_created_then_removed_leaves_default_files() {
+    let s = Sys::new();
+    let (d1, d2) = (s.os("d1"), s.os("d2"));
+    let a = Config {
+        users: [
+            (
+                "alice".to_string(),
+                User {
+                    password_hash: Some("$6$salt$hash".into()),
+                    ..user(&["sudo"], &["ssh-ed25519 AAAA alice"])
+                },
+            ),
+            (
+                "bob".to_string(),
+                User {
+                    uid: Some(1000),
+                    ..user(&[], &[])
+                },
+            ),
+            (
+                "root".to_string(),
+                User {
+                    password_hash: Some("$6$root".into()),
+                    ..user(&["sudo"], &[])
+                },
+            ),
+        ]
+        .into(),
+        groups: [("ops".to_string(), crate::model::Group::default())].into(),
+        ..Default::default()
+    };
+    let r = compose(None, None, &d1, &a, true).unwrap();
+    let f = files_of(&d1);
+    assert_eq!(
+        f[0],
+        format!("{PASSWD}alice:x:1001:1001::/home/alice:/bin/bash\nbob:x:1000:1002::/home/bob:/bin/bash\n")
+    );
+    assert!(f[1].starts_with("root:$6$root:19000:"), "{}", f[1]);
+    assert!(
+        f[1].ends_with("alice:$6$salt$hash:::::::\nbob:!:::::::\n"),
+        "{}",
+        f[1]
+    );
+    assert!(
+        f[2].contains("\nsudo:x:27:alice,root\n")
+            && f[2].ends_with("ops:x:1000:\nalice:x:1001:\nbob:x:1002:\n"),
+        "{}",
+        f[2]
+    );
+    assert!(f[3].contains("\nsudo:*::alice,root\n"), "{}", f[3]);
+    assert_eq!(d1.path("shadow").metadata().unwrap().mode() & 0o7777, 0o640);
+    assert_eq!(
+        r.users
+            .iter()
+            .map(|u| (u.name.as_str(), u.id))
+            .collect::<Vec<_>>(),
+        [
+            ("ops", Some(1000)),
+            ("alice", Some(1001)),
+            ("bob", Some(1000)),
+            ("root", Some(0))
+        ]
+    );
+    compose(Some(&d1), Some(&a), &d2, &Config::default(), true).unwrap();
+    assert_eq!(files_of(&d2), [PASSWD, SHADOW, GROUP, GSHADOW]);
+    assert_eq!(
+        snapshot(&d2.root.join("etc")),
+        snapshot(&d2.root.join("usr/etc"))
+    );
+}
+
+#[test]
+fn admin_local_user_kept_while_config_user_removed() {
+    let s = Sys::new();
+    let (d1, d2) = (s.os("d1"), s.os("d2"));
+    let a = Config {
+        users: [("alice".to_string(), user(&["sudo"], &[]))].into(),
+        ..Default::default()
+    };
+    compose(None, None, &d1, &a, true).unwrap();
+    // The admin runs `useradd -G sudo carol` and changes root's shell.
+    let edit = |f: &str, from: &str, to: &str| {
+        let c = d1.read(f).replace(from, to);
+        std::fs::write(d1.path(f), c).unwrap();
+    };
+    edit("passwd", "root:/bin/bash", "root:/bin/zsh");
+    edit(
+        "passwd",
+        "/home/alice:/bin/bash\n",
+        "/home/alice:/bin/bash\ncarol:x:1001:1001::/home/carol:/bin/bash\n",
+    );
+    edit(
+        "shadow",
+        "alice:!:::::::\n",
+        "alice:!:::::::\ncarol:!:20000:0:99999:7:::\n",
+    );
+    edit("group", "sudo:x:27:alice", "sudo:x:27:alice,carol");
+    edit("group", "alice:x:1000:\n", "alice:x:1000:\ncarol:x:1001:\n");
+    let r = compose(Some(&d1), Some(&a), &d2, &Config::default(), true).unwrap();
+    assert_eq!(
+        d2.read("passwd"),
+        PASSWD.replace("root:/bin/bash", "root:/bin/zsh")
+            + "carol:x:1001:1001::/home/carol:/bin/bash\n"
+    );
+    assert_eq!(
+        d2.read("shadow"),
+        format!("{SHADOW}carol:!:20000:0:99999:7:::\n")
+    );
+    assert_eq!(
+        d2.read("group"),
+        GROUP.replace("sudo:x:27:", "sudo:x:27:carol") + "carol:x:1001:\n"
+    );
+    assert_eq!(d2.read("gshadow"), GSHADOW);
+    assert!(r
+        .local_changes
+        .iter()
+        .any(|l| l.path == "/etc/passwd" && l.kept));
+    // A new config user goes on top of the carried files, next to carol.
+    let d3 = s.os("d3");
+    let b = Config {
+        users: [("dave".to_string(), user(&[], &[]))].into(),
+        ..Default::default()
+    };
+    compose(Some(&d2), None, &d3, &b, true).unwrap();
+    assert!(d3.read("passwd").ends_with(
+        "carol:x:1001:1001::/home/carol:/bin/bash\ndave:x:1000:1000::/home/dave:/bin/bash\n"
+    ));
+}
+
+#[test]
+fn ssh_key_rotated_leaves_no_trace() {
+    let s = Sys::new();
+    let (d1, d2, d3) = (s.os("d1"), s.os("d2"), s.os("d3"));
+    let old = "ssh-ed25519 AAAAC3NzaOLDKEY alice@laptop";
+    let new = "ssh-ed25519 AAAAC3NzaNEWKEY alice@laptop";
+    let a = Config {
+        users: [("alice".to_string(), user(&[], &[old]))].into(),
+        ..Default::default()
+    };
+    let b = Config {
+        users: [("alice".to_string(), user(&[], &[new]))].into(),
+        ..Default::default()
+    };
+    compose(None, None, &d1, &a, true).unwrap();
+    assert_eq!(d1.read("ssh/authorized_keys.d/alice"), format!("{old}\n"));
+    assert_eq!(d1.read(SSHD_DROPIN), SSHD_DROPIN_CONTENT);
+    compose(Some(&d1), Some(&a), &d2, &b, true).unwrap();
+    assert_eq!(
+        trace_of(&d2.root.join("etc"), "OLDKEY"),
+        Vec::<String>::new()
+    );
+    assert_eq!(d2.read("ssh/authorized_keys.d/alice"), format!("{new}\n"));
+    // The old deployment still has the old key set (a rollback restores it).
+    assert_eq!(d1.read("ssh/authorized_keys.d/alice"), format!("{old}\n"));
+    compose(Some(&d2), Some(&b), &d3, &Config::default(), true).unwrap();
+    assert!(!d3.exists("ssh/authorized_keys.d"));
+    assert!(!d3.exists(SSHD_DROPIN));
+}
+
+#[test]
+fn conflicting_ids_and_unknown_groups_are_errors() {
+    let s = Sys::new();
+    let d1 = s.os("d1");
+    for (c, want) in [
+        (
+            Config {
+                users: [(
+                    "root".to_string(),
+                    User {
+                        uid: Some(5),
+                        ..Default::default()
+                    },
+                )]
+                .into(),
+                ..Default::default()
+            },
+            "uid 0",
+        ),
+        (
+            Config {
+                users: [("alice".to_string(), user(&["nope"], &[]))].into(),
+                ..Default::default()
+            },
+            "'nope'",
+        ),
+    ] {
+        let e = managed(&c, &d1.defaults(), None).unwrap_err();
+        assert!(format!("{e:#}").contains(want), "{e:#}");
+    }
+}

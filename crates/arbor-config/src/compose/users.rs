@@ -1,0 +1,417 @@
+//! Users and groups: `passwd`, `shadow`, `group` and `gshadow` composed
+//! from a base (the OS defaults, or the admin's carried version) and the
+//! config, as `useradd`/`groupadd`/`usermod -aG` would leave them, but
+//! deterministically; and the reverse ([`unapply`]), which takes a
+//! previous config's users and groups back out of an `/etc` version.
+
+use std::collections::BTreeSet;
+use std::os::fd::OwnedFd;
+
+use anyhow::{bail, Context, Result};
+use rustix::fs::{AtFlags, FileType};
+use rustix::io::Errno;
+
+use super::{Desired, Out, AUTHORIZED_KEYS_DIR, SSHD_DROPIN, SSHD_DROPIN_CONTENT};
+use crate::model::Config;
+
+/// The four files, relative to `/etc`, in the order of [`Base::files`].
+pub(crate) const FILES: [&str; 4] = ["passwd", "shadow", "group", "gshadow"];
+const PASSWD: usize = 0;
+const SHADOW: usize = 1;
+const GROUP: usize = 2;
+const GSHADOW: usize = 3;
+/// The first id given to a new user or group (`UID_MIN`, `GID_MIN`).
+const ID_MIN: u32 = 1000;
+/// The last one (`UID_MAX`, `GID_MAX`).
+const ID_MAX: u32 = 60000;
+
+/// The contents of the four files (`None`: absent).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Base {
+    pub(crate) files: [Option<Vec<u8>>; 4],
+}
+
+impl Base {
+    /// Reads the four files of an `/etc` (or `/usr/etc`).
+    pub(crate) fn read(etc: &OwnedFd) -> Result<Base> {
+        let mut b = Base::default();
+        for (i, f) in FILES.iter().enumerate() {
+            b.files[i] = read_regular(etc, f)?;
+        }
+        Ok(b)
+    }
+}
+
+/// A regular file's content, `None` when absent or not a regular file.
+pub(crate) fn read_regular(dir: &OwnedFd, name: &str) -> Result<Option<Vec<u8>>> {
+    match arbor_sysroot::fsutil::file_type(dir, name)? {
+        Some(FileType::RegularFile) => arbor_sysroot::fsutil::read_optional(dir, name),
+        _ => Ok(None),
+    }
+}
+
+/// One of the four files, split into lines of `:`-separated fields,
+/// byte-exact (comments and odd lines are lines with one field).
+#[derive(Debug, Clone, Default)]
+struct Table {
+    lines: Vec<Vec<Vec<u8>>>,
+}
+
+impl Table {
+    fn parse(b: Option<&[u8]>) -> Table {
+        let b = b.unwrap_or_default();
+        let body = b.strip_suffix(b"\n").unwrap_or(b);
+        if body.is_empty() && b.is_empty() {
+            return Table::default();
+        }
+        Table {
+            lines: body
+                .split(|c| *c == b'\n')
+                .map(|l| l.split(|c| *c == b':').map(<[u8]>::to_vec).collect())
+                .collect(),
+        }
+    }
+
+    /// The content, each line ending with a newline.
+    fn bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for l in &self.lines {
+            out.extend_from_slice(&l.join(&b':'));
+            out.push(b'\n');
+        }
+        out
+    }
+
+    fn find(&self, name: &str) -> Option<usize> {
+        self.lines.iter().position(|l| l[0] == name.as_bytes())
+    }
+
+    fn field(&self, name: &str, i: usize) -> Option<&[u8]> {
+        self.find(name)
+            .and_then(|n| self.lines[n].get(i))
+            .map(Vec::as_slice)
+    }
+
+    fn id(&self, name: &str) -> Option<u32> {
+        std::str::from_utf8(self.field(name, 2)?).ok()?.parse().ok()
+    }
+
+    fn ids(&self) -> BTreeSet<u32> {
+        self.lines
+            .iter()
+            .filter_map(|l| std::str::from_utf8(l.get(2)?).ok()?.parse().ok())
+            .collect()
+    }
+
+    /// Sets field `i` of `name`'s line (padding with empty fields).
+    fn set(&mut self, name: &str, i: usize, v: &[u8]) -> bool {
+        let Some(n) = self.find(name) else {
+            return false;
+        };
+        let l = &mut self.lines[n];
+        while l.len() <= i {
+            l.push(Vec::new());
+        }
+        l[i] = v.to_vec();
+        true
+    }
+
+    fn push(&mut self, fields: &[&[u8]]) {
+        self.lines.push(fields.iter().map(|f| f.to_vec()).collect());
+    }
+
+    /// Adds `member` to the comma-separated list in field `i` of `name`.
+    fn add_member(&mut self, name: &str, i: usize, member: &str) {
+        let Some(cur) = self.field(name, i) else {
+            return;
+        };
+        let mut list = members(cur);
+        if !list.iter().any(|m| m == member.as_bytes()) {
+            list.push(member.as_bytes().to_vec());
+            self.set(name, i, &list.join(&b','));
+        }
+    }
+}
+
+fn members(v: &[u8]) -> Vec<Vec<u8>> {
+    v.split(|c| *c == b',')
+        .filter(|m| !m.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect()
+}
+
+/// The composed files and what owners by name resolve to.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Composed {
+    /// Contents of [`FILES`].
+    pub(crate) contents: [Vec<u8>; 4],
+    tables: [Table; 4],
+    /// The users the config creates: name, uid, primary gid.
+    pub(crate) homes: Vec<(String, u32, u32)>,
+}
+
+impl Composed {
+    /// A user's id.
+    pub(crate) fn uid(&self, name: &str) -> Option<u32> {
+        self.tables[PASSWD].id(name)
+    }
+
+    /// A group's id.
+    pub(crate) fn gid(&self, name: &str) -> Option<u32> {
+        self.tables[GROUP].id(name)
+    }
+}
+
+/// The smallest id in `ID_MIN..=ID_MAX` not in `used`, now used.
+fn allocate(used: &mut BTreeSet<u32>, what: &str) -> Result<u32> {
+    let id = (ID_MIN..=ID_MAX)
+        .find(|i| !used.contains(i))
+        .with_context(|| format!("No free id left for {what}"))?;
+    used.insert(id);
+    Ok(id)
+}
+
+/// The shell of a new user: `/bin/bash` where the tree has it.
+pub(crate) fn shell(root: Option<&OwnedFd>) -> Result<&'static str> {
+    let Some(root) = root else {
+        return Ok("/bin/sh");
+    };
+    for p in ["usr/bin/bash", "bin/bash"] {
+        match rustix::fs::statat(root, p, AtFlags::empty()) {
+            Ok(_) => return Ok("/bin/bash"),
+            Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => {}
+            Err(e) => return Err(e).with_context(|| format!("Looking for /{p}")),
+        }
+    }
+    Ok("/bin/sh")
+}
+
+/// Composes the four files: `base` plus the config's groups (in name
+/// order, then its users in name order). A user or group the base has is
+/// modified in place (password hash, supplementary groups); a new one is
+/// appended with the smallest free id from 1000 (ids given by the config
+/// are reserved first), a new user with a private group of its name (the
+/// gid equal to its uid when free), home `/home/NAME`, `shell`, and a
+/// locked password unless the config gives a hash.
+pub(crate) fn compose(base: &Base, config: &Config, shell: &str) -> Result<Composed> {
+    let mut t: [Table; 4] = std::array::from_fn(|i| Table::parse(base.files[i].as_deref()));
+    let mut homes = Vec::new();
+    let mut uids = t[PASSWD].ids();
+    uids.extend(config.users.values().filter_map(|u| u.uid));
+    let mut gids = t[GROUP].ids();
+    gids.extend(config.groups.values().filter_map(|g| g.gid));
+    for (name, g) in &config.groups {
+        let pw = g.password_hash.as_deref().unwrap_or("!").as_bytes();
+        if let Some(old) = t[GROUP].id(name) {
+            if g.gid.is_some_and(|x| x != old) {
+                bail!(
+                    "Group {name}: the OS has it with gid {old}, the config gives {}",
+                    g.gid.unwrap_or(old)
+                );
+            }
+            if let Some(h) = &g.password_hash {
+                if !t[GSHADOW].set(name, 1, h.as_bytes()) {
+                    t[GSHADOW].push(&[name.as_bytes(), h.as_bytes(), b"", b""]);
+                }
+            }
+            continue;
+        }
+        let gid = match g.gid {
+            Some(x) => x,
+            None => allocate(&mut gids, &format!("group {name}"))?,
+        };
+        t[GROUP].push(&[name.as_bytes(), b"x", gid.to_string().as_bytes(), b""]);
+        t[GSHADOW].push(&[name.as_bytes(), pw, b"", b""]);
+    }
+    for (name, u) in &config.users {
+        if let Some(old) = t[PASSWD].id(name) {
+            if u.uid.is_some_and(|x| x != old) {
+                bail!(
+                    "User {name}: the OS has it with uid {old}, the config gives {}",
+                    u.uid.unwrap_or(old)
+                );
+            }
+            if let Some(h) = &u.password_hash {
+                if !t[SHADOW].set(name, 1, h.as_bytes()) {
+                    t[SHADOW].push(&[
+                        name.as_bytes(),
+                        h.as_bytes(),
+                        b"",
+                        b"",
+                        b"",
+                        b"",
+                        b"",
+                        b"",
+                        b"",
+                    ]);
+                }
+            }
+        } else {
+            let uid = match u.uid {
+                Some(x) => x,
+                None => allocate(&mut uids, &format!("user {name}"))?,
+            };
+            let gid = match t[GROUP].id(name) {
+                Some(g) => g,
+                None => {
+                    let g = if gids.insert(uid) {
+                        uid
+                    } else {
+                        allocate(&mut gids, &format!("the group of user {name}"))?
+                    };
+                    t[GROUP].push(&[name.as_bytes(), b"x", g.to_string().as_bytes(), b""]);
+                    t[GSHADOW].push(&[name.as_bytes(), b"!", b"", b""]);
+                    g
+                }
+            };
+            let home = format!("/home/{name}");
+            t[PASSWD].push(&[
+                name.as_bytes(),
+                b"x",
+                uid.to_string().as_bytes(),
+                gid.to_string().as_bytes(),
+                b"",
+                home.as_bytes(),
+                shell.as_bytes(),
+            ]);
+            let pw = u.password_hash.as_deref().unwrap_or("!").as_bytes();
+            t[SHADOW].push(&[name.as_bytes(), pw, b"", b"", b"", b"", b"", b"", b""]);
+            homes.push((name.clone(), uid, gid));
+        }
+        for g in &u.groups {
+            if t[GROUP].find(g).is_none() {
+                bail!("User {name}: no group named '{g}' in the OS's /etc/group or the config");
+            }
+            t[GROUP].add_member(g, 3, name);
+            t[GSHADOW].add_member(g, 3, name);
+        }
+    }
+    Ok(Composed {
+        contents: std::array::from_fn(|i| {
+            // A file neither the base nor the config has stays empty.
+            if base.files[i].is_none() && t[i].lines.is_empty() {
+                Vec::new()
+            } else {
+                t[i].bytes()
+            }
+        }),
+        tables: t,
+        homes,
+    })
+}
+
+/// Whether field `i` of file `f` is a comma-separated member list.
+fn is_member_list(f: usize, i: usize) -> bool {
+    (f == GROUP || f == GSHADOW) && i == 3
+}
+
+/// Takes a previous config's users and groups back out of `admin` (one
+/// deployment's version of the four files): `default` is what that
+/// config was composed on and `composed` the result. Lines the config
+/// created are dropped; a field the config changed that still has the
+/// config's value gets the default's back; members the config added to a
+/// group are removed. What the admin changed stays.
+pub(crate) fn unapply(admin: &Base, default: &Base, composed: &Composed) -> Base {
+    let mut out = Base::default();
+    for f in 0..4 {
+        let Some(a) = &admin.files[f] else {
+            continue;
+        };
+        let d = Table::parse(default.files[f].as_deref());
+        let c = &composed.tables[f];
+        let mut t = Table::parse(Some(a));
+        t.lines.retain_mut(|l| {
+            let name = String::from_utf8_lossy(&l[0]).into_owned();
+            let (Some(cl), dl) = (c.find(&name).map(|n| &c.lines[n]), d.find(&name)) else {
+                return true;
+            };
+            let Some(dl) = dl.map(|n| &d.lines[n]) else {
+                return false;
+            };
+            for (i, v) in l.iter_mut().enumerate() {
+                let (dv, cv) = (
+                    dl.get(i).cloned().unwrap_or_default(),
+                    cl.get(i).cloned().unwrap_or_default(),
+                );
+                if dv == cv {
+                    continue;
+                }
+                if is_member_list(f, i) {
+                    let dm = members(&dv);
+                    let added: Vec<Vec<u8>> = members(&cv)
+                        .into_iter()
+                        .filter(|m| !dm.contains(m))
+                        .collect();
+                    let kept: Vec<Vec<u8>> = members(v)
+                        .into_iter()
+                        .filter(|m| !added.contains(m))
+                        .collect();
+                    *v = kept.join(&b',');
+                } else if *v == cv {
+                    *v = dv;
+                }
+            }
+            true
+        });
+        out.files[f] = Some(if t.lines.is_empty() && a.is_empty() {
+            Vec::new()
+        } else {
+            t.bytes()
+        });
+    }
+    out
+}
+
+/// Mode, owner and group of one of the four files: as the OS defaults
+/// have it, else 0644 root (0640 root:shadow for the shadow files).
+pub(crate) fn file_attrs(defaults: &OwnedFd, name: &str, db: &Composed) -> Result<(u32, u32, u32)> {
+    match rustix::fs::statat(defaults, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile => {
+            Ok((st.st_mode & 0o7777, st.st_uid, st.st_gid))
+        }
+        Ok(_) | Err(Errno::NOENT) => Ok(if name.contains("shadow") {
+            (0o640, 0, db.gid("shadow").unwrap_or(0))
+        } else {
+            (0o644, 0, 0)
+        }),
+        Err(e) => Err(e).with_context(|| format!("Inspecting /usr/etc/{name}")),
+    }
+}
+
+/// `/etc/ssh/authorized_keys.d/USER` per user with keys, and the sshd
+/// drop-in that makes sshd read them.
+pub(crate) fn ssh_keys(config: &Config, out: &mut Out) -> Result<()> {
+    let mut any = false;
+    for (name, u) in &config.users {
+        if u.ssh_authorized_keys.is_empty() {
+            continue;
+        }
+        any = true;
+        let mut content = String::new();
+        for k in &u.ssh_authorized_keys {
+            content.push_str(k.trim_end_matches('\n'));
+            content.push('\n');
+        }
+        let d = Desired::File {
+            content: content.into_bytes(),
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+        };
+        out.insert(
+            &format!("{AUTHORIZED_KEYS_DIR}/{name}"),
+            d,
+            &format!("the keys of user {name}"),
+        )?;
+    }
+    if any {
+        let d = Desired::File {
+            content: SSHD_DROPIN_CONTENT.as_bytes().to_vec(),
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+        };
+        out.insert(SSHD_DROPIN, d, "ssh keys")?;
+    }
+    Ok(())
+}

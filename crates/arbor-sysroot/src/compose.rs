@@ -1,0 +1,58 @@
+//! The extension point for composing a new deployment's `/etc`.
+//!
+//! A deploy (and the finalization of a staged deployment) checks out the
+//! commit, copies its `/usr/etc` to `/etc`, then asks an [`EtcComposer`]
+//! to make that `/etc` what the new deployment should have. The default,
+//! [`ThreeWayMerge`], carries the admin's changes of the merge deployment
+//! over (ostree's rule, [`crate::etc_merge`]); a declared-configuration
+//! composer (arbor-config's) rebuilds `/etc` from the defaults, the
+//! admin's unmanaged changes and the configuration the new deployment's
+//! origin names.
+//!
+//! When the composer runs, the new deployment's origin is known
+//! ([`Deployment::origin`] is set, though its file may not be written
+//! yet), its root holds the complete checkout, and nothing refers to it:
+//! a failure removes it again.
+
+use std::os::fd::OwnedFd;
+
+use anyhow::Result;
+
+use crate::deployment::Deployment;
+use crate::etc_merge::EtcDiff;
+use crate::sysroot::Sysroot;
+
+/// Composes the `/etc` of a new deployment.
+pub trait EtcComposer: std::fmt::Debug + Send + Sync {
+    /// Makes `new_root/etc` (a fresh copy of the new defaults, `usr/etc`)
+    /// the new deployment's `/etc`. `merge` is the deployment whose `/etc`
+    /// the admin edited (none for a stateroot's first deployment). Returns
+    /// the admin's changes that were carried over.
+    fn compose(
+        &self,
+        s: &Sysroot,
+        merge: Option<&Deployment>,
+        new: &Deployment,
+        new_root: &OwnedFd,
+    ) -> Result<EtcDiff>;
+}
+
+/// ostree's three-way merge: the admin's changes of the merge deployment
+/// over the new defaults. The default composer.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ThreeWayMerge;
+
+impl EtcComposer for ThreeWayMerge {
+    fn compose(
+        &self,
+        s: &Sysroot,
+        merge: Option<&Deployment>,
+        new: &Deployment,
+        _new_root: &OwnedFd,
+    ) -> Result<EtcDiff> {
+        match merge {
+            Some(m) => crate::deploy::merge_etc(s, m, new),
+            None => Ok(EtcDiff::default()),
+        }
+    }
+}
