@@ -37,7 +37,7 @@ pub struct DriftOpts {
     pub to_config: Option<PathBuf>,
     /// Create a deployment of the same state without the drift (the
     /// unmanaged /etc changes dropped) as the new default.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "json")]
     pub revert: bool,
     /// With --revert: switch to it at shutdown.
     #[arg(long, requires = "revert")]
@@ -59,7 +59,7 @@ pub fn run(o: DriftOpts, out: &mut impl Write) -> ExitCode {
 }
 
 fn drift(o: DriftOpts, out: &mut impl Write) -> Result<ExitCode> {
-    let s = open_sysroot(&o.sysroot.sysroot)?;
+    let mut s = open_sysroot(&o.sysroot.sysroot)?;
     let i = drift::select_deployment(&s, o.index)?;
     let d = &s.deployments()[i];
     let opts = DriftOptions {
@@ -68,6 +68,10 @@ fn drift(o: DriftOpts, out: &mut impl Write) -> Result<ExitCode> {
     let report = drift::drift(&s, d, &opts)?;
     if let Some(path) = &o.to_config {
         write_adopt(&s, d, &report, path)?;
+    }
+    if o.revert {
+        render(&report, out)?;
+        return revert(&mut s, i, &report, o.stage, &opts, out);
     }
     if o.json {
         serde_json::to_writer_pretty(&mut *out, &report)?;
@@ -81,6 +85,52 @@ fn drift(o: DriftOpts, out: &mut impl Write) -> Result<ExitCode> {
     } else {
         ExitCode::from(EXIT_DRIFT)
     })
+}
+
+/// `--revert`: the same state deployed again without the drift; then,
+/// unless staged, the new deployment checked (exit 1 if drift remains:
+/// `/usr` objects modified in the repository itself).
+fn revert(
+    s: &mut arbor_sysroot::Sysroot,
+    i: usize,
+    report: &DriftReport,
+    stage: bool,
+    opts: &DriftOptions,
+    out: &mut impl Write,
+) -> Result<ExitCode> {
+    if report.is_clean() {
+        writeln!(out, "Nothing to revert")?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let r = drift::revert::revert(&mut s.lock()?, i, stage)?;
+    if stage {
+        writeln!(
+            out,
+            "Staged deployment {} of the same state without the drift: it becomes the default at shutdown",
+            r.deployment
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    writeln!(
+        out,
+        "Deployed {} of the same state without the drift: it is the default (the drifted deployment is the rollback)",
+        r.deployment
+    )?;
+    s.load()?;
+    let d = s
+        .deployments()
+        .iter()
+        .find(|d| d.dir_name() == r.deployment && d.stateroot == r.stateroot)
+        .context("The new deployment is not listed")?;
+    let after = drift::drift(s, d, opts)?;
+    if after.is_clean() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!(
+        "warning: the new deployment still drifts (repository objects changed in place? run `arbor fsck`):"
+    );
+    render(&after, out)?;
+    Ok(ExitCode::from(EXIT_DRIFT))
 }
 
 /// `--to-config`: the Ignition document to `path`; what it cannot say on

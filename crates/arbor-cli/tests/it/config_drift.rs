@@ -400,3 +400,75 @@ fn to_config_writes_ignition_and_names_what_it_cannot_say() {
         "unchanged.conf"
     );
 }
+
+#[test]
+fn revert_deploys_the_same_state_without_the_drift() {
+    if needs_root("drift of a bare sysroot") {
+        return;
+    }
+    require_ostree();
+    let f = Fixture::new();
+    let out = f.drift(&["--revert"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Nothing to revert"));
+    edit_etc(&f.root().join("etc"));
+    let tool = f.root().join("usr/bin/tool");
+    replace(&tool, "#!/bin/sh\necho replaced\n");
+    let kargs_before = run_ok(arbor().args(["kargs", "--sysroot", s(&f.sysroot())]));
+    let out = f.drift(&["--revert"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("Deployed "), "{text}");
+    // The new default: same commit, same arguments, no drift; the drifted
+    // deployment is still there (index 1), with its drift.
+    let (code, r) = f.json(&[]);
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(r["commit"], f.src.v1.as_str());
+    assert_eq!(r["deployment"], format!("{}.1", f.src.v1));
+    assert_eq!(
+        run_ok(arbor().args(["kargs", "--sysroot", s(&f.sysroot())])),
+        kargs_before
+    );
+    let (code, old) = f.json(&["1"]);
+    assert_eq!(code, 1);
+    assert_eq!(changes(&old, "etc"), want(ETC_DRIFT));
+    let new_etc = deployment_dir(&f.sysroot(), &f.src.v1, 1).join("etc");
+    assert_eq!(
+        std::fs::read_to_string(new_etc.join("removed-by-admin.conf")).unwrap(),
+        "c=1\n"
+    );
+    assert!(!new_etc.join("added-by-admin.conf").exists());
+    // ostree reads the result.
+    run_ok(ostree().args(["admin", "status", &format!("--sysroot={}", s(&f.sysroot()))]));
+}
+
+#[test]
+fn revert_says_when_repository_objects_drifted() {
+    if needs_root("drift of a bare sysroot") {
+        return;
+    }
+    require_ostree();
+    let f = Fixture::new();
+    // Written through the hardlink: the repository's object changed too.
+    std::fs::write(f.root().join("usr/bin/tool"), "#!/bin/sh\necho evil\n").unwrap();
+    let out = f.drift(&["--revert"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("still drifts"), "{err}");
+    let (code, r) = f.json(&[]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        changes(&r, "usr"),
+        want(&[("/usr/bin/tool", &["modified"])])
+    );
+}

@@ -23,9 +23,10 @@ use arbor_format::Xattr;
 use arbor_fs::DirCursor;
 use rustix::fs::Stat;
 
-use super::expected::{Overlay, Slot, Want};
+use super::expected::{Overlay, Slot};
 use super::fsmeta::{self, kind, lstat};
 use super::{Change, DriftEntry, EntryKind, EntryMeta};
+use crate::compose::Desired;
 
 /// The xattr bare-user repositories keep their metadata in.
 const OSTREEMETA: &[u8] = b"user.ostreemeta";
@@ -38,7 +39,7 @@ enum Spec<'o> {
     /// The OS default (in `/usr/etc`).
     Default(Stat),
     /// A managed entry.
-    Managed(&'o Want),
+    Managed(&'o Desired),
     /// A directory implied by a managed path below it, with no default.
     ImpliedDir,
 }
@@ -47,10 +48,10 @@ impl Spec<'_> {
     fn kind(&self) -> EntryKind {
         match self {
             Spec::Default(st) => kind(st),
-            Spec::Managed(Want::File { .. } | Want::Hardlink { .. }) => EntryKind::File,
-            Spec::Managed(Want::Dir { .. }) | Spec::ImpliedDir => EntryKind::Dir,
-            Spec::Managed(Want::Symlink { .. }) => EntryKind::Symlink,
-            Spec::Managed(Want::Absent) => EntryKind::Other,
+            Spec::Managed(Desired::File { .. } | Desired::Hardlink { .. }) => EntryKind::File,
+            Spec::Managed(Desired::Dir { .. }) | Spec::ImpliedDir => EntryKind::Dir,
+            Spec::Managed(Desired::Symlink { .. }) => EntryKind::Symlink,
+            Spec::Managed(Desired::Absent) => EntryKind::Other,
         }
     }
 }
@@ -204,8 +205,8 @@ impl<'o> Walk<'o> {
             _ => None,
         };
         let spec = match managed.and_then(|m| m.get(&name)) {
-            Some(Slot::Want(Want::Absent)) => None,
-            Some(Slot::Want(w)) => Some(Spec::Managed(w)),
+            Some(Slot::Declared(Desired::Absent)) => None,
+            Some(Slot::Declared(w)) => Some(Spec::Managed(w)),
             Some(Slot::Implied) => match default {
                 Some(st) if kind(&st) == EntryKind::Dir => Some(Spec::Default(st)),
                 _ => Some(Spec::ImpliedDir),
@@ -297,7 +298,7 @@ impl<'o> Walk<'o> {
             }
             Spec::ImpliedDir => managed_meta(EntryKind::Dir, 0o755, 0, 0, None, None),
             Spec::Managed(w) => match w {
-                Want::File {
+                Desired::File {
                     content,
                     mode,
                     uid,
@@ -310,10 +311,10 @@ impl<'o> Walk<'o> {
                     Some(content.len() as u64),
                     None,
                 ),
-                Want::Dir { mode, uid, gid } => {
+                Desired::Dir { mode, uid, gid } => {
                     managed_meta(EntryKind::Dir, *mode, *uid, *gid, None, None)
                 }
-                Want::Symlink { target, uid, gid } => managed_meta(
+                Desired::Symlink { target, uid, gid } => managed_meta(
                     EntryKind::Symlink,
                     0o777,
                     *uid,
@@ -321,14 +322,14 @@ impl<'o> Walk<'o> {
                     None,
                     Some(target.clone()),
                 ),
-                Want::Hardlink { to } => {
+                Desired::Hardlink { to } => {
                     let st = self.link_target(to)?;
                     match st {
                         Some(st) => fsmeta::meta(&st, None),
                         None => managed_meta(EntryKind::File, 0, 0, 0, None, None),
                     }
                 }
-                Want::Absent => unreachable!("absent entries have no spec"),
+                Desired::Absent => unreachable!("absent entries have no spec"),
             },
         })
     }
@@ -375,7 +376,7 @@ impl<'o> Walk<'o> {
         a: &EntryMeta,
     ) -> Result<Vec<Change>> {
         let mut changes = Vec::new();
-        if let Spec::Managed(Want::Hardlink { to }) = spec {
+        if let Spec::Managed(Desired::Hardlink { to }) = spec {
             // Content, mode and owner are the linked file's, checked at its
             // own path; here: that it is the same inode.
             if let Some(t) = self.link_target(to)? {
@@ -408,7 +409,7 @@ impl<'o> Walk<'o> {
                         let mut d = fsmeta::open_regular(self.defaults_fd(), name)?;
                         !fsmeta::same_stream(&mut d, &mut f)?
                     }
-                    Spec::Managed(Want::File { content, .. }) => {
+                    Spec::Managed(Desired::File { content, .. }) => {
                         !fsmeta::same_bytes(&mut f, content)?
                     }
                     _ => false,

@@ -11,53 +11,13 @@ use std::collections::BTreeMap;
 
 use anyhow::{bail, Result};
 
-/// What the configuration wants at one path of `/etc`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Want {
-    /// A regular file with exactly this content and metadata.
-    File {
-        /// Content.
-        content: Vec<u8>,
-        /// Permission bits.
-        mode: u32,
-        /// Owner.
-        uid: u32,
-        /// Group.
-        gid: u32,
-    },
-    /// A directory (its entries are the defaults' plus managed ones).
-    Dir {
-        /// Permission bits.
-        mode: u32,
-        /// Owner.
-        uid: u32,
-        /// Group.
-        gid: u32,
-    },
-    /// A symbolic link.
-    Symlink {
-        /// Target, as written.
-        target: String,
-        /// Owner.
-        uid: u32,
-        /// Group.
-        gid: u32,
-    },
-    /// A hard link to another file (an absolute path, or one relative to
-    /// `/etc`).
-    Hardlink {
-        /// The file linked to.
-        to: String,
-    },
-    /// Nothing: the OS default removed.
-    Absent,
-}
+use crate::compose::Desired;
 
 /// One entry of a managed directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Slot {
     /// Declared.
-    Want(Want),
+    Declared(Desired),
     /// An ancestor of a declared path: a directory.
     Implied,
 }
@@ -88,8 +48,9 @@ fn components(path: &str) -> Result<Vec<&str>> {
 }
 
 impl Overlay {
-    /// Indexes `entries` (paths relative to `/etc`).
-    pub fn new(entries: impl IntoIterator<Item = (String, Want)>) -> Result<Overlay> {
+    /// Indexes `entries` (paths relative to `/etc`, as in
+    /// [`crate::compose::Managed`]).
+    pub fn new(entries: impl IntoIterator<Item = (String, Desired)>) -> Result<Overlay> {
         let mut o = Overlay::default();
         for (path, want) in entries {
             let comps = components(&path)?;
@@ -110,7 +71,7 @@ impl Overlay {
             o.children
                 .entry(dir)
                 .or_default()
-                .insert(last.to_string(), Slot::Want(want));
+                .insert(last.to_string(), Slot::Declared(want));
         }
         Ok(o)
     }
@@ -132,13 +93,13 @@ mod tests {
 
     #[test]
     fn ancestors_are_implied_and_declarations_win() {
-        let f = Want::File {
+        let f = Desired::File {
             content: b"x".to_vec(),
             mode: 0o644,
             uid: 0,
             gid: 0,
         };
-        let d = Want::Dir {
+        let d = Desired::Dir {
             mode: 0o700,
             uid: 0,
             gid: 0,
@@ -148,12 +109,12 @@ mod tests {
             ("/etc/a".to_string(), d.clone()),
         ])
         .unwrap();
-        assert_eq!(o.children("").unwrap()["a"], Slot::Want(d));
+        assert_eq!(o.children("").unwrap()["a"], Slot::Declared(d));
         assert_eq!(o.children("a").unwrap()["b"], Slot::Implied);
-        assert_eq!(o.children("a/b").unwrap()["c"], Slot::Want(f));
+        assert_eq!(o.children("a/b").unwrap()["c"], Slot::Declared(f));
         for bad in ["", "/etc/", "a/../b", "a//b", "./a"] {
             assert!(
-                Overlay::new([(bad.to_string(), Want::Absent)]).is_err(),
+                Overlay::new([(bad.to_string(), Desired::Absent)]).is_err(),
                 "{bad}"
             );
         }

@@ -20,6 +20,7 @@ pub mod etc;
 pub mod expected;
 mod fsmeta;
 pub mod ignition;
+pub mod revert;
 pub mod usr;
 
 #[cfg(test)]
@@ -29,7 +30,9 @@ use anyhow::{bail, Context, Result};
 use arbor_sysroot::{Deployment, Sysroot};
 use serde::{Deserialize, Serialize};
 
-pub use expected::{Overlay, Want};
+use crate::model::Config;
+
+pub use expected::Overlay;
 
 /// One kind of difference. A path can have several (`mode-changed` and
 /// `owner-changed`, say); `added`, `deleted` and `type-changed` come alone.
@@ -166,11 +169,6 @@ pub(crate) fn join(dir: &str, name: &str) -> String {
     }
 }
 
-/// The origin group and key naming a deployment's rendered configuration.
-pub const ORIGIN_GROUP: &str = "arbor";
-/// See [`ORIGIN_GROUP`].
-pub const ORIGIN_KEY: &str = "rendered-config";
-
 /// Options of [`drift`].
 #[derive(Debug, Clone, Default)]
 pub struct DriftOptions {
@@ -200,15 +198,6 @@ pub fn select_deployment(s: &Sysroot, index: Option<usize>) -> Result<usize> {
         );
     }
     Ok(i)
-}
-
-/// The name of the rendered configuration a deployment records
-/// (`[arbor] rendered-config` in its origin), if any.
-pub fn recorded_config_name(d: &Deployment) -> Option<String> {
-    d.origin
-        .as_ref()?
-        .get(ORIGIN_GROUP, ORIGIN_KEY)
-        .map(str::to_string)
 }
 
 /// The drift of deployment `d` of `s`, given the managed `/etc` entries of
@@ -247,15 +236,31 @@ pub fn drift_with(
 }
 
 /// The rendered configuration deployment `d` records (its name) and the
-/// `/etc` entries it manages; none recorded: the empty configuration.
-pub fn managed_overlay(_s: &Sysroot, d: &Deployment) -> Result<(Option<String>, Overlay)> {
-    match recorded_config_name(d) {
-        None => Ok((None, Overlay::default())),
-        Some(name) => bail!(
-            "Deployment {} records the configuration {name}, which this build cannot read yet",
-            d.dir_name()
-        ),
-    }
+/// `/etc` entries it manages ([`crate::compose::managed`] of it over the
+/// deployment's `/usr/etc`); none recorded: the empty configuration.
+pub fn managed_overlay(s: &Sysroot, d: &Deployment) -> Result<(Option<String>, Overlay)> {
+    let name = crate::store::recorded_name(d).map(str::to_string);
+    let config = match &name {
+        Some(n) => crate::apply::load_config(s, &d.stateroot, n)?,
+        None => Config::default(),
+    };
+    let root = s.deployment_dir(d)?;
+    let Some(defaults) = arbor_fs::open_tree_dir(&root, "usr/etc")? else {
+        if !config.is_empty() {
+            bail!(
+                "Deployment {} has a configuration but no /usr/etc",
+                d.dir_name()
+            );
+        }
+        return Ok((name, Overlay::default()));
+    };
+    let managed = crate::compose::managed(&config, &defaults, Some(&root)).with_context(|| {
+        format!(
+            "Composing what {} manages",
+            name.as_deref().unwrap_or("the empty configuration")
+        )
+    })?;
+    Ok((name, Overlay::new(managed)?))
 }
 
 /// The drift of deployment `d` of `s` against its base commit and its

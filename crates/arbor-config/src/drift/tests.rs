@@ -10,8 +10,9 @@ use arbor_repo::checkout::{checkout, CheckoutOptions};
 use arbor_repo::commit::{commit, CommitOptions, CommitSource};
 use arbor_repo::{NullProgress, Repo};
 
-use super::expected::{Overlay, Want};
+use super::expected::Overlay;
 use super::{etc::etc_drift, usr, DriftEntry, EntryKind};
+use crate::compose::Desired;
 
 fn open(p: &Path) -> OwnedFd {
     arbor_fs::open_dir(rustix::fs::CWD, &p.to_string_lossy()).unwrap()
@@ -157,8 +158,8 @@ fn several_changes_on_one_path() {
     );
 }
 
-fn file(content: &str, mode: u32) -> Want {
-    Want::File {
+fn file(content: &str, mode: u32) -> Desired {
+    Desired::File {
         content: content.as_bytes().to_vec(),
         mode,
         uid: 0,
@@ -173,8 +174,8 @@ fn managed_entries_are_expected() {
         rustix::process::getuid().as_raw(),
         rustix::process::getgid().as_raw(),
     );
-    let owned = |w: Want| match w {
-        Want::File { content, mode, .. } => Want::File {
+    let owned = |w: Desired| match w {
+        Desired::File { content, mode, .. } => Desired::File {
             content,
             mode,
             uid,
@@ -192,7 +193,7 @@ fn managed_entries_are_expected() {
     let mut entries = vec![
         ("a.conf".to_string(), owned(file("managed\n", 0o644))),
         ("cfg/new/x.conf".to_string(), owned(file("x\n", 0o600))),
-        ("gone.conf".to_string(), Want::Absent),
+        ("gone.conf".to_string(), Desired::Absent),
     ];
     if arbor_fs::is_root() {
         let o = Overlay::new(entries.clone()).unwrap();
@@ -205,7 +206,7 @@ fn managed_entries_are_expected() {
     put(&e.join("gone.conf"), "back\n");
     entries.push((
         "/etc/managed-link".to_string(),
-        Want::Symlink {
+        Desired::Symlink {
             target: "a.conf".into(),
             uid,
             gid,
@@ -234,7 +235,7 @@ fn hardlinks_are_checked_by_inode() {
     std::fs::hard_link(e.join("a.conf"), e.join("hl")).unwrap();
     let o = Overlay::new([(
         "hl".to_string(),
-        Want::Hardlink {
+        Desired::Hardlink {
             to: "/etc/a.conf".into(),
         },
     )])
