@@ -64,9 +64,6 @@ pub enum Cmd {
     Summary(SummaryOpts),
     /// Run a self-contained demonstration in DIR (no root needed).
     Quickstart(QuickstartOpts),
-    /// Declared configuration: apply Ignition / MachineConfig files.
-    #[command(subcommand)]
-    Config(crate::cli_config::ConfigCmd),
     /// Sysroot administration (init-fs, os-init).
     #[command(subcommand)]
     Admin(crate::cli_sysroot::AdminCmd),
@@ -90,6 +87,9 @@ pub enum Cmd {
     Unpin(crate::cli_sysroot::IndexOpts),
     /// Show or change a deployment's kernel arguments.
     Kargs(crate::cli_sysroot::KargsOpts),
+    /// Declared configuration (Ignition v3 / MachineConfig): render, apply.
+    #[command(subcommand)]
+    Config(crate::cli_config::ConfigCmd),
     /// Show what a deployment holds that its base commit and configuration
     /// do not declare (exit status 0: clean, 1: drift, 2: error).
     Drift(crate::drift_cmd::DriftOpts),

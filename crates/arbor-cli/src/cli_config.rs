@@ -1,5 +1,4 @@
-//! Command-line definitions of the declared-configuration commands
-//! (`config ...`).
+//! Command-line definitions of `arbor config` (declared configuration).
 
 use std::path::PathBuf;
 
@@ -10,9 +9,25 @@ use crate::cli_sysroot::{OsArg, SysrootArg};
 /// `config` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum ConfigCmd {
+    /// Merge Ignition v3 / MachineConfig files (in file-name order) and
+    /// print the canonical rendered document, then its name
+    /// (`rendered-<sha256>`).
+    Render(ConfigRenderOpts),
     /// Create a deployment of the current base commit with this
     /// configuration (OS defaults + unmanaged local changes + the config).
     Apply(ConfigApplyOpts),
+}
+
+/// `config render`.
+#[derive(Debug, Args)]
+pub struct ConfigRenderOpts {
+    /// Print one JSON object `{"name": ..., "config": <canonical document>}`.
+    #[arg(long)]
+    pub json: bool,
+    /// Input files: Ignition 3.0.0-3.4.0 JSON, or MachineConfig YAML/JSON.
+    /// None renders the empty configuration.
+    #[arg(value_name = "FILE")]
+    pub files: Vec<PathBuf>,
 }
 
 /// `config apply`.
@@ -35,4 +50,26 @@ pub struct ConfigApplyOpts {
     /// Ignition v3 or MachineConfig files (merged in name order).
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use crate::cli::{Cmd, Opt};
+
+    use super::*;
+
+    #[test]
+    fn parse_config_render() {
+        let o = Opt::try_parse_from(["arbor", "config", "render", "--json", "a.ign", "b.yaml"])
+            .unwrap();
+        match o.cmd {
+            Cmd::Config(ConfigCmd::Render(r)) => {
+                assert!(r.json);
+                assert_eq!(r.files, [PathBuf::from("a.ign"), PathBuf::from("b.yaml")]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }

@@ -52,7 +52,6 @@ pub fn dispatch(opt: Opt, out: &mut dyn Write) -> Result<ExitCode> {
         Cmd::Sign(o) => sign(o, out).map(|_| ExitCode::SUCCESS),
         Cmd::Summary(o) => summary(o, out).map(|_| ExitCode::SUCCESS),
         Cmd::Quickstart(o) => crate::quickstart::run(&o.dir, out).map(|_| ExitCode::SUCCESS),
-        Cmd::Config(c) => crate::config_cmds::run(c, out),
         Cmd::Admin(c) => crate::sysroot_cmds::admin(c, out).map(|_| ExitCode::SUCCESS),
         Cmd::Deploy(o) => crate::sysroot_cmds::deploy(o, out).map(|_| ExitCode::SUCCESS),
         Cmd::Status(o) => crate::sysroot_cmds::status(o, out).map(|_| ExitCode::SUCCESS),
@@ -64,6 +63,7 @@ pub fn dispatch(opt: Opt, out: &mut dyn Write) -> Result<ExitCode> {
         Cmd::Pin(o) => crate::sysroot_cmds::pin(o, true, out).map(|_| ExitCode::SUCCESS),
         Cmd::Unpin(o) => crate::sysroot_cmds::pin(o, false, out).map(|_| ExitCode::SUCCESS),
         Cmd::Kargs(o) => crate::sysroot_cmds::kargs(o, out).map(|_| ExitCode::SUCCESS),
+        Cmd::Config(c) => crate::config_cmds::config(c, out).map(|_| ExitCode::SUCCESS),
         Cmd::Drift(o) => Ok(crate::drift_cmd::run(o, out)),
         Cmd::Finalize(o) => crate::sysroot_cmds::finalize(o, out).map(|_| ExitCode::SUCCESS),
         Cmd::BootComplete(o) => {

@@ -1,37 +1,57 @@
-//! The declared-configuration commands: each calls `arbor_config` and
-//! renders the result.
+//! `arbor config`: render and apply declared configuration.
 
 use std::io::Write;
-use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
+use arbor_config::input::read_input_file;
+use arbor_config::render;
+
 use arbor_config::apply::{apply as do_apply, ApplyOptions, ApplyReport, Outcome};
 use arbor_config::compose::{Change, ComposeReport};
 
-use crate::cli_config::{ConfigApplyOpts, ConfigCmd};
+use crate::cli_config::{ConfigApplyOpts, ConfigCmd, ConfigRenderOpts};
 use crate::sysroot_cmds::open_sysroot;
 
-/// Dispatches a `config` subcommand.
-pub fn run(c: ConfigCmd, out: &mut impl Write) -> Result<ExitCode> {
-    match c {
-        ConfigCmd::Apply(o) => apply(o, out).map(|_| ExitCode::SUCCESS),
+/// Runs a `config` subcommand.
+pub fn config(cmd: ConfigCmd, out: &mut dyn Write) -> Result<()> {
+    match cmd {
+        ConfigCmd::Render(o) => config_render(o, out),
+        ConfigCmd::Apply(o) => apply(o, out),
     }
 }
 
-/// Reads the input files as (name, bytes), the name as given.
-fn read_inputs(files: &[std::path::PathBuf]) -> Result<Vec<(String, Vec<u8>)>> {
-    files
+/// `config render FILE...`: the canonical document and its name.
+fn config_render(o: ConfigRenderOpts, out: &mut dyn Write) -> Result<()> {
+    let inputs = o
+        .files
         .iter()
-        .map(|f| {
-            let bytes = std::fs::read(f).with_context(|| format!("Reading {}", f.display()))?;
-            Ok((f.to_string_lossy().into_owned(), bytes))
-        })
-        .collect()
+        .map(|p| read_input_file(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let r = render(&inputs)?;
+    if o.json {
+        // The canonical bytes are JSON themselves: embed them unchanged.
+        write!(
+            out,
+            "{{\"name\":{},\"config\":",
+            serde_json::to_string(&r.name)?
+        )?;
+        out.write_all(&r.canonical)?;
+        writeln!(out, "}}")?;
+    } else {
+        out.write_all(&r.canonical)?;
+        writeln!(out)?;
+        writeln!(out, "{}", r.name)?;
+    }
+    Ok(())
 }
 
 /// `config apply`.
-pub fn apply(o: ConfigApplyOpts, out: &mut impl Write) -> Result<()> {
-    let inputs = read_inputs(&o.files)?;
+pub fn apply(o: ConfigApplyOpts, out: &mut dyn Write) -> Result<()> {
+    let inputs = o
+        .files
+        .iter()
+        .map(|p| read_input_file(p))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut s = open_sysroot(&o.sysroot.sysroot)?;
     let opts = ApplyOptions {
         inputs,
@@ -51,7 +71,7 @@ pub fn apply(o: ConfigApplyOpts, out: &mut impl Write) -> Result<()> {
 }
 
 /// Renders an [`ApplyReport`] as text.
-pub fn render_apply(r: &ApplyReport, out: &mut impl Write) -> std::io::Result<()> {
+pub fn render_apply(r: &ApplyReport, out: &mut dyn Write) -> std::io::Result<()> {
     match r.outcome {
         Outcome::Unchanged => {
             writeln!(
@@ -103,7 +123,7 @@ fn word(c: Change) -> &'static str {
 
 /// Renders what a composition changes, per path, unit and user, and the
 /// local changes carried or dropped.
-pub fn render_changes(c: &ComposeReport, out: &mut impl Write) -> std::io::Result<()> {
+pub fn render_changes(c: &ComposeReport, out: &mut dyn Write) -> std::io::Result<()> {
     for p in &c.paths {
         let why = serde_json::to_value(p.reason)
             .ok()
@@ -123,9 +143,10 @@ pub fn render_changes(c: &ComposeReport, out: &mut impl Write) -> std::io::Resul
         let id = u.id.map(|i| format!(" ({i})")).unwrap_or_default();
         writeln!(out, "  {} {} {}{id}", u.kind, u.name, word(u.change))?;
     }
-    for l in &c.local_changes {
-        let fate = if l.kept { "kept" } else { "dropped" };
-        writeln!(out, "  local change {fate}: {} {}", word(l.change), l.path)?;
+    // Dropped local changes are the previous config's own paths (or all,
+    // with local changes dropped on purpose): only the kept ones are news.
+    for l in c.local_changes.iter().filter(|l| l.kept) {
+        writeln!(out, "  local change kept: {} {}", word(l.change), l.path)?;
     }
     if c.paths.is_empty() && c.units.is_empty() && c.users.is_empty() {
         writeln!(out, "  nothing in /etc changes")?;

@@ -3,7 +3,7 @@
 //! - [`cli`]: the clap definitions, one options struct per subcommand.
 //! - [`cmds`]: one function per subcommand, each calling the libraries.
 //! - [`cli_sysroot`], [`sysroot_cmds`]: the sysroot commands (deploy, status...).
-//! - [`cli_config`], [`config_cmds`]: the declared configuration (`config apply`).
+//! - [`cli_config`], [`config_cmds`]: `config` (render, apply declared configuration).
 //! - [`drift_cmd`]: `drift` (exit status 0 clean, 1 drift, 2 error).
 //! - [`gvtext`]: the GVariant text subset `summary -m` values use.
 //! - [`render`]: pure functions from data to text (tested on fixtures).

@@ -119,7 +119,7 @@ fn collect_configs(s: &mut Sysroot) -> Result<Vec<String>> {
 pub fn status(o: StatusOpts, out: &mut impl Write) -> Result<()> {
     let s = open_sysroot(&o.sysroot.sysroot)?;
     let entries = status_entries(&s);
-    let empty = arbor_config::apply::empty_config_name()?;
+    let empty = arbor_config::apply::empty_config_name();
     let states: Vec<DeploymentState> = s
         .deployments()
         .iter()

@@ -53,8 +53,8 @@ pub fn load_config(s: &Sysroot, stateroot: &str, name: &str) -> Result<Config> {
 
 /// The empty configuration's rendered name (what a deployment without a
 /// recorded configuration has).
-pub fn empty_config_name() -> Result<String> {
-    Ok(render(&[])?.name)
+pub fn empty_config_name() -> String {
+    Rendered::empty().name
 }
 
 /// Composes a new deployment's `/etc` from the configuration its origin
@@ -288,7 +288,7 @@ pub fn apply(s: &mut SysrootLock<'_>, opts: &ApplyOptions) -> Result<ApplyReport
         .transpose()?;
     let kargs = kernel_arguments(&merge, previous.as_ref(), &rendered.config);
     let state = state_checksum(&default.csum, &rendered.name, &[], &kargs);
-    let previous_state = deployment_state(&default, &empty_config_name()?).state;
+    let previous_state = deployment_state(&default, &empty_config_name()).state;
     let mut report = ApplyReport {
         outcome: Outcome::Unchanged,
         stateroot: stateroot.clone(),

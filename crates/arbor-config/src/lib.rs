@@ -11,7 +11,11 @@
 //!
 //! Modules:
 //! - [`model`]: the rendered configuration, normalized and validated.
-//! - [`render`]: input files to one canonical rendered document.
+//! - [`input`]: Ignition 3.0.0–3.4.0 and MachineConfig parsing
+//!   ([`parse_input`]), strict, with errors naming file and JSON path.
+//! - [`render`]: merging inputs ([`render()`]) into a [`Rendered`]
+//!   canonical document and its `rendered-<sha256>` name.
+//! - [`canonical`]: RFC 8785 JSON and SHA-256.
 //! - [`compose`]: what a config produces in `/etc`, and composing a
 //!   deployment's `/etc` from the OS defaults, local changes and the config.
 //! - [`store`]: the rendered documents the deployments record.
@@ -21,11 +25,18 @@
 #![deny(missing_docs)]
 
 pub mod apply;
+pub mod canonical;
 pub mod compose;
 pub mod drift;
+pub mod input;
 pub mod model;
 pub mod render;
 pub mod state;
 pub mod store;
 
+#[cfg(test)]
+mod tests;
+
+pub use input::{parse_input, InputError};
 pub use model::Config;
+pub use render::{render, rendered_name, to_ignition, Rendered};

@@ -60,19 +60,12 @@ pub fn canonical_state(
     extensions: &[String],
     kernel_arguments: &[String],
 ) -> Vec<u8> {
-    let s = |v: &str| serde_json::to_string(v).expect("a string always serializes");
-    let list = |v: &[String]| {
-        let items: Vec<String> = v.iter().map(|x| s(x)).collect();
-        format!("[{}]", items.join(","))
-    };
-    format!(
-        "{{\"base\":{},\"config\":{},\"extensions\":{},\"kernel-arguments\":{}}}",
-        s(&base.to_hex()),
-        s(config),
-        list(extensions),
-        list(kernel_arguments)
-    )
-    .into_bytes()
+    crate::canonical::to_canonical(&serde_json::json!({
+        "base": base.to_hex(),
+        "config": config,
+        "extensions": extensions,
+        "kernel-arguments": kernel_arguments,
+    }))
 }
 
 /// `state-<sha256>` of the four inputs.

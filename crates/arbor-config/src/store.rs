@@ -25,7 +25,6 @@
 use std::collections::BTreeSet;
 
 use anyhow::{bail, Context, Result};
-use arbor_format::Checksum;
 use arbor_repo::config::KeyFile;
 use arbor_sysroot::sysroot::SysrootLock;
 use arbor_sysroot::{Deployment, Sysroot};
@@ -38,7 +37,7 @@ pub const ORIGIN_KEY: &str = "rendered-config";
 /// The store, relative to `ostree/deploy/STATEROOT`.
 pub const STORE_DIR: &str = "arbor/rendered";
 /// The prefix of a rendered configuration's name.
-pub const NAME_PREFIX: &str = "rendered-";
+pub const NAME_PREFIX: &str = crate::render::RENDERED_PREFIX;
 /// The extension of a stored document.
 const EXT: &str = ".json";
 /// Mode of the documents (they may hold password hashes).
@@ -46,9 +45,9 @@ const FILE_MODE: u32 = 0o600;
 /// Mode of the directories this creates.
 const DIR_MODE: u32 = 0o700;
 
-/// `rendered-<sha256 hex of canonical>`.
+/// `rendered-<sha256 hex of canonical>` ([`crate::rendered_name`]).
 pub fn name_for(canonical: &[u8]) -> String {
-    format!("{NAME_PREFIX}{}", Checksum::digest(canonical).to_hex())
+    crate::render::rendered_name(canonical)
 }
 
 /// Checks that `name` is `rendered-` and 64 lowercase hex digits (it

@@ -674,7 +674,8 @@ fn bad_input_creates_no_deployment() {
     }
     let c = Cfg::new();
     c.apply(&config_a());
-    // A symlink in the running /etc leading out of it.
+    // A symlink in the running /etc leading out of it: the admin's, carried;
+    // a config path through it must not write outside /etc.
     let root = root_of(&c.sys, 0);
     std::os::unix::fs::symlink("/tmp", root.join("etc/escape")).unwrap();
     let before = deployments(&c.sys);
@@ -693,8 +694,11 @@ fn bad_input_creates_no_deployment() {
         ),
         (
             "escape.ign",
-            ign(json!({ "storage": { "files": [file("/etc/escape/x.conf", "x")] } })),
-            "escape",
+            ign(json!({ "storage": {
+                "links": [ { "path": "/etc/out", "target": "/tmp" } ],
+                "files": [file("/etc/out/x.conf", "x")],
+            } })),
+            "/etc/out/x.conf",
         ),
         ("broken.ign", b"{ not json".to_vec(), "broken.ign"),
     ];
@@ -708,4 +712,16 @@ fn bad_input_creates_no_deployment() {
     run_ok(arbor().args(["cleanup", "--sysroot", s(&c.sys)]));
     assert_eq!(stored(&c.sys).len(), 1);
     assert!(!Path::new("/tmp/x.conf").exists());
+    // Through the admin's symlink: /etc/escape becomes the directory the
+    // config declares (never a write into /tmp).
+    let marker = format!("arbor-escape-{}.conf", std::process::id());
+    let doc = ign(json!({ "storage": { "files": [file(&format!("/etc/escape/{marker}"), "x")] } }));
+    let _ = c
+        .apply_cmd(&c.sys, &[], &[("escape2.ign", doc)])
+        .output()
+        .unwrap();
+    assert!(
+        !Path::new("/tmp").join(&marker).exists(),
+        "wrote through the symlink"
+    );
 }

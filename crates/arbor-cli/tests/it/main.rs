@@ -29,6 +29,7 @@ mod commit_compat;
 mod config_apply;
 mod config_drift;
 mod config_faults;
+mod config_render;
 mod corruption;
 mod deep;
 mod durability;

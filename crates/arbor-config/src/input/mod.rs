@@ -1,0 +1,147 @@
+//! Input files: Ignition v3 configs (JSON) and OpenShift `MachineConfig`
+//! documents (YAML or JSON), parsed strictly into a [`Config`].
+//!
+//! Every refusal is an [`InputError`] naming the file and the JSON path
+//! (`a.ign: $.storage.files[2].contents.source: remote sources are not
+//! supported`). Rules:
+//! - Ignition spec 3.0.0 to 3.4.0; spec 1 and 2 are refused. Keys that the
+//!   declared version does not define are unknown keys.
+//! - A key whose value is `null` is absent (Ignition's reading of JSON).
+//!   Keys of the spec outside the supported subset are refused when set;
+//!   unknown keys are refused always.
+//! - A document is at most [`MAX_INPUT_BYTES`]; decoded file contents are
+//!   bounded per file and in total ([`dataurl`]).
+
+pub mod dataurl;
+mod ignition;
+mod json;
+pub(crate) mod machineconfig;
+pub mod validate;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+use std::path::Path;
+
+pub use dataurl::Budget;
+pub use ignition::NEWEST as IGNITION_VERSION;
+pub use machineconfig::{API_VERSION as MACHINE_CONFIG_API_VERSION, KIND as MACHINE_CONFIG_KIND};
+
+use crate::model::Config;
+
+/// Largest input document accepted (checked before parsing).
+pub const MAX_INPUT_BYTES: u64 = 16 << 20;
+
+/// A refused input: the file, the JSON path (`$` for the whole document)
+/// and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}: {path}: {message}")]
+pub struct InputError {
+    /// The input's name (as given to [`parse_input`] or `render`).
+    pub file: String,
+    /// JSONPath of the offending value, e.g. `$.storage.files[2].mode`.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl InputError {
+    /// An error in `file` at `path`.
+    pub fn new(file: &str, path: &str, message: impl Into<String>) -> Self {
+        InputError {
+            file: file.to_owned(),
+            path: path.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// One parsed input with what merging needs beyond the [`Config`].
+#[derive(Debug, Default)]
+pub(crate) struct Parsed {
+    /// The declarations.
+    pub config: Config,
+    /// JSON path of each declaration, keyed `path P`, `unit U`,
+    /// `dropin U/D`, `user N`, `group N`.
+    pub origin: BTreeMap<String, String>,
+    /// Entry paths declared with `overwrite: true`.
+    pub overwrite: BTreeSet<String>,
+    /// Units whose `mask` is set (true or false) rather than absent.
+    pub mask_set: BTreeSet<String>,
+}
+
+/// Parses one input document (Ignition v3 JSON, or a `MachineConfig` in
+/// YAML or JSON) named `name` (used in errors only).
+pub fn parse_input(name: &str, bytes: &[u8]) -> Result<Config, InputError> {
+    let parsed = parse(name, bytes, &mut Budget::default())?;
+    crate::render::check_tree(name, &parsed.config, &parsed.origin)?;
+    Ok(parsed.config)
+}
+
+/// Reads an input file, refusing one larger than [`MAX_INPUT_BYTES`]
+/// before reading it. Returns the path as given (the input's name) and
+/// its bytes.
+pub fn read_input_file(path: &Path) -> Result<(String, Vec<u8>), InputError> {
+    let name = path.display().to_string();
+    let io = |e: std::io::Error| InputError::new(&name, "$", format!("reading: {e}"));
+    let f = std::fs::File::open(path).map_err(io)?;
+    let len = f.metadata().map_err(io)?.len();
+    if len > MAX_INPUT_BYTES {
+        return Err(too_large(&name, len));
+    }
+    let mut bytes = Vec::new();
+    f.take(MAX_INPUT_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() as u64 > MAX_INPUT_BYTES {
+        return Err(too_large(&name, bytes.len() as u64));
+    }
+    Ok((name, bytes))
+}
+
+fn too_large(name: &str, len: u64) -> InputError {
+    InputError::new(
+        name,
+        "$",
+        format!(
+            "the document is {len} bytes, more than the {} MiB limit",
+            MAX_INPUT_BYTES >> 20
+        ),
+    )
+}
+
+/// Parses a document into its declarations, charging decoded contents to
+/// `budget`.
+pub(crate) fn parse(name: &str, bytes: &[u8], budget: &mut Budget) -> Result<Parsed, InputError> {
+    if bytes.len() as u64 > MAX_INPUT_BYTES {
+        return Err(too_large(name, bytes.len() as u64));
+    }
+    let src = json::Src { file: name };
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    let (value, yaml) = if first == Some(&b'{') {
+        let v = serde_json::from_slice::<json::StrictValue>(bytes)
+            .map_err(|e| src.err("$", format!("invalid JSON: {e}")))?;
+        (v.0, false)
+    } else {
+        let v = serde_norway::from_slice::<json::StrictValue>(bytes)
+            .map_err(|e| src.err("$", format!("invalid YAML: {e}")))?;
+        (v.0, true)
+    };
+    let mut out = Parsed::default();
+    let Some(obj) = value.as_object() else {
+        return Err(src.err(
+            "$",
+            format!("expected an object, found {}", json::kind(&value)),
+        ));
+    };
+    if obj.contains_key("apiVersion") || obj.contains_key("kind") {
+        machineconfig::parse(src, &value, &mut out, budget)?;
+    } else if yaml {
+        return Err(src.err(
+            "$",
+            "not a MachineConfig (no apiVersion/kind); Ignition configs must be JSON",
+        ));
+    } else {
+        ignition::parse(src, &value, "$", &mut out, budget)?;
+    }
+    Ok(out)
+}
