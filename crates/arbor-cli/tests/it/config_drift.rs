@@ -472,3 +472,87 @@ fn revert_says_when_repository_objects_drifted() {
         want(&[("/usr/bin/tool", &["modified"])])
     );
 }
+
+fn config_apply(sysroot: &Path, files: &[&Path]) -> String {
+    let mut c = arbor();
+    c.args(["config", "apply", "--sysroot", s(sysroot)]);
+    for f in files {
+        c.arg(f);
+    }
+    run_ok(&mut c)
+}
+
+const BASE_CONFIG: &str = r#"{
+  "ignition": {"version": "3.4.0"},
+  "storage": {
+    "files": [{"path": "/etc/managed.conf", "mode": 420,
+               "contents": {"source": "data:,m%3D1%0A"}}],
+    "directories": [{"path": "/etc/managed.d", "mode": 488}]
+  }
+}"#;
+
+#[test]
+fn adopt_round_trip_and_drift_of_a_configured_deployment() {
+    if needs_root("drift of a bare sysroot") {
+        return;
+    }
+    require_ostree();
+    let f = Fixture::new();
+    let inputs = f.dir.path().join("inputs");
+    std::fs::create_dir(&inputs).unwrap();
+    let base = inputs.join("10-base.ign");
+    std::fs::write(&base, BASE_CONFIG).unwrap();
+    config_apply(&f.sysroot(), &[&base]);
+    // The configured deployment is clean: managed entries are expected.
+    let (code, r) = f.json(&[]);
+    assert_eq!(code, 0, "{r:#}");
+    assert!(r["rendered_config"]
+        .as_str()
+        .unwrap()
+        .starts_with("rendered-"));
+    let etc = deployment_dir(&f.sysroot(), &f.src.v1, 1).join("etc");
+    assert_eq!(
+        std::fs::read_to_string(etc.join("managed.conf")).unwrap(),
+        "m=1\n"
+    );
+    // Drift of a managed file, and unmanaged changes.
+    std::fs::write(etc.join("managed.conf"), "m=LOCAL\n").unwrap();
+    crate::interop::chmod(&etc.join("managed.d"), 0o755);
+    std::fs::write(etc.join("modified-by-admin.conf"), "b=ADMIN\n").unwrap();
+    crate::interop::chmod(&etc.join("unchanged.conf"), 0o600);
+    chown(&etc.join("changed-upstream.conf"), 1000);
+    put(&etc.join("admin-dir/f"), "x\n");
+    symlink("unchanged.conf", etc.join("admin-link")).unwrap();
+    let (code, r) = f.json(&[]);
+    assert_eq!(code, 1);
+    let drifted = want(&[
+        ("/etc/admin-dir", &["added"]),
+        ("/etc/admin-dir/f", &["added"]),
+        ("/etc/admin-link", &["added"]),
+        ("/etc/changed-upstream.conf", &["owner-changed"]),
+        ("/etc/managed.conf", &["modified"]),
+        ("/etc/managed.d", &["mode-changed"]),
+        ("/etc/modified-by-admin.conf", &["modified"]),
+        ("/etc/unchanged.conf", &["mode-changed"]),
+    ]);
+    assert_eq!(changes(&r, "etc"), drifted, "{r:#}");
+    // Adopt: the drift as a config file, applied after the base config.
+    let adopt = inputs.join("90-adopt.ign");
+    let out = f.drift(&["--etc-only", "--to-config", s(&adopt)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    run_ok(arbor().args(["config", "render"]).arg(&base).arg(&adopt));
+    config_apply(&f.sysroot(), &[&base, &adopt]);
+    let (code, r) = f.json(&[]);
+    assert_eq!(code, 0, "adopted drift is managed: {r:#}");
+    assert_eq!(r["deployment"], format!("{}.2", f.src.v1));
+    let etc = deployment_dir(&f.sysroot(), &f.src.v1, 2).join("etc");
+    assert_eq!(
+        std::fs::read_to_string(etc.join("managed.conf")).unwrap(),
+        "m=LOCAL\n"
+    );
+}

@@ -5,8 +5,9 @@
 //! Files carry their content as a base64 `data:` URL, their mode and
 //! numeric owner, and `overwrite: true` (the adopted version wins over an
 //! earlier file declaring the same path); directories their mode and
-//! owner; symlinks their target. What Ignition cannot express is returned
-//! apart ([`Adopted::not_expressible`]): a deleted default (Ignition only
+//! owner, symlinks their target (both with `overwrite: true` too). What
+//! Ignition cannot express is returned apart
+//! ([`Adopted::not_expressible`]): a deleted default (Ignition only
 //! creates), xattrs, and devices, FIFOs and sockets.
 
 use std::io::Read;
@@ -83,6 +84,7 @@ pub fn adopt(etc: &OwnedFd, drift: &[DriftEntry]) -> Result<Adopted> {
             EntryKind::Dir => dirs.push(json!({
                 "path": e.path,
                 "mode": a.mode,
+                "overwrite": true,
                 "user": owner(a.uid),
                 "group": owner(a.gid),
             })),
