@@ -265,6 +265,9 @@ fn usr_fixture(mode: RepoMode) -> UsrFixture {
     chmod(&tree.join("usr/bin/suid"), 0o4755);
     put(&tree.join("usr/lib/data"), &"data\n".repeat(100_000));
     put(&tree.join("usr/lib/empty"), "");
+    // Not readable by its owner: a hardlinked bare-user object gets 0644.
+    put(&tree.join("usr/lib/write-only"), "w\n");
+    chmod(&tree.join("usr/lib/write-only"), 0o244);
     symlink("data", tree.join("usr/lib/link")).unwrap();
     put(&tree.join("usr/share/doc/a/README"), "readme\n");
     put(&tree.join("usr/etc/x.conf"), "x\n");
@@ -313,7 +316,7 @@ fn usr_every_kind(mode: RepoMode) {
     let f = usr_fixture(mode);
     let clean = usr::usr_drift(&f.repo, &f.commit, &open(&f.co)).unwrap();
     assert_eq!(clean.entries, vec![], "{mode}: {:#?}", clean.entries);
-    assert_eq!(clean.files, 7);
+    assert_eq!(clean.files, 8);
     assert!(clean.bytes >= 500_000);
     let u = f.co.join("usr");
     // A hardlinked object modified in place: same inode, new content.
@@ -412,4 +415,35 @@ fn usr_drift_bare_user_only() {
     let u = f.co.join("usr");
     rewrite(&u.join("bin/tool"), "other\n");
     assert_eq!(f.drift()["/usr/bin/tool"], vec!["modified"]);
+}
+
+/// A commit with its defaults in /etc (no /usr/etc) is deployed with that
+/// /etc moved to /usr/etc: compared there, not reported as added.
+#[test]
+fn legacy_etc_is_compared_as_usr_etc() {
+    let t = tempfile::tempdir().unwrap();
+    let tree = t.path().join("tree");
+    put(&tree.join("usr/bin/tool"), "x\n");
+    put(&tree.join("etc/a.conf"), "a\n");
+    let repo = Repo::init(&t.path().join("repo"), RepoMode::BareUser).unwrap();
+    let lock = repo.lock(true).unwrap();
+    let opts = CommitOptions {
+        timestamp: Some(0),
+        ..Default::default()
+    };
+    let c = commit(&lock, CommitSource::Dir(&tree), &opts, &NullProgress).unwrap();
+    drop(lock);
+    let co = t.path().join("co");
+    let opts = CheckoutOptions {
+        hardlink: true,
+        user_mode: true,
+        ..Default::default()
+    };
+    checkout(&repo, &c, &co, &opts, &NullProgress).unwrap();
+    std::fs::rename(co.join("etc"), co.join("usr/etc")).unwrap();
+    let d = usr::usr_drift(&repo, &c, &open(&co)).unwrap();
+    assert_eq!(d.entries, vec![], "{:#?}", d.entries);
+    std::fs::write(co.join("usr/etc/a.conf"), "changed\n").unwrap();
+    let d = usr::usr_drift(&repo, &c, &open(&co)).unwrap();
+    assert_eq!(by_path(&d.entries)["/usr/etc/a.conf"], vec!["modified"]);
 }
