@@ -211,7 +211,11 @@ impl<'o> Walk<'o> {
                 Some(st) if kind(&st) == EntryKind::Dir => Some(Spec::Default(st)),
                 _ => Some(Spec::ImpliedDir),
             },
-            None => default.map(Spec::Default),
+            // Devices, FIFOs and sockets of the defaults are never copied
+            // to /etc (ostree skips them too): not expected there.
+            None => default
+                .filter(|st| kind(st) != EntryKind::Other)
+                .map(Spec::Default),
         };
         if dir.is_empty() && name == UPDATED_STAMP && actual.is_none() {
             return Ok(true);

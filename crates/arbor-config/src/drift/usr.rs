@@ -28,7 +28,7 @@
 //! A commit whose defaults are in `/etc` rather than `/usr/etc` is deployed
 //! with that `/etc` moved to `/usr/etc`: it is compared there.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -280,7 +280,7 @@ impl<'a> Ctx<'a> {
         self.added(&fd, &job.path, &actual, &dt)?;
         for d in dt.dirs {
             let path = join(&job.path, &d.name);
-            if actual.contains_key(d.name.as_bytes()) {
+            if actual.contains(d.name.as_bytes()) {
                 let child = DirJob {
                     parent: fd.clone(),
                     name: d.name,
@@ -305,7 +305,7 @@ impl<'a> Ctx<'a> {
             .files
             .par_iter()
             .map(|f| {
-                let present = actual.contains_key(f.name.as_bytes());
+                let present = actual.contains(f.name.as_bytes());
                 self.file(&fd, &job.path, &f.name, &f.checksum, present)
                     .with_context(|| format!("Checking {}", join(&job.path, &f.name)))
             })
@@ -370,15 +370,15 @@ impl<'a> Ctx<'a> {
         &self,
         fd: &OwnedFd,
         path: &str,
-        actual: &BTreeMap<Vec<u8>, ()>,
+        actual: &BTreeSet<Vec<u8>>,
         dt: &DirTree,
     ) -> Result<()> {
-        for name in actual.keys() {
+        for name in actual {
             let known = std::str::from_utf8(name).is_ok_and(|n| {
                 dt.files
                     .binary_search_by(|f| f.name.as_str().cmp(n))
                     .is_ok()
-                    || dt.dirs.iter().any(|d| d.name == n)
+                    || dt.dirs.binary_search_by(|d| d.name.as_str().cmp(n)).is_ok()
             });
             if !known {
                 let mut out = Vec::new();
@@ -642,10 +642,10 @@ fn same_xattrs(a: &[Xattr], b: &[Xattr]) -> bool {
 }
 
 /// The names of a directory (as bytes), sorted.
-fn list(fd: &OwnedFd) -> Result<BTreeMap<Vec<u8>, ()>> {
+fn list(fd: &OwnedFd) -> Result<BTreeSet<Vec<u8>>> {
     Ok(arbor_fs::list_dir(fd)?
         .into_iter()
-        .map(|e| (e.name, ()))
+        .map(|e| e.name)
         .collect())
 }
 
