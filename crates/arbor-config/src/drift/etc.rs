@@ -250,7 +250,7 @@ impl<'o> Walk<'o> {
                         .push(entry(&rel, vec![Change::TypeChanged], Some(e), Some(a)));
                     return Ok(true);
                 }
-                let changes = self.compare(&name, &spec, &e, &st, &a)?;
+                let changes = self.compare(&name, &spec, defaults_below, &e, &st, &a)?;
                 let is_dir = a.kind == EntryKind::Dir;
                 if !changes.is_empty() {
                     self.out.push(entry(&rel, changes, Some(e), Some(a)));
@@ -371,10 +371,13 @@ impl<'o> Walk<'o> {
     }
 
     /// Differences between an entry and its spec, both of one kind.
+    /// `default_dir`: the defaults have a directory here, which a managed
+    /// directory keeps (with its xattrs: compose only sets owner and mode).
     fn compare(
         &self,
         name: &str,
         spec: &Spec<'_>,
+        default_dir: bool,
         e: &EntryMeta,
         st: &Stat,
         a: &EntryMeta,
@@ -398,6 +401,10 @@ impl<'o> Walk<'o> {
         }
         let expected_xattrs = match spec {
             Spec::Default(_) => without_ostreemeta(fsmeta::xattrs_at(self.defaults_fd(), name)?),
+            Spec::Managed(Desired::Dir { .. }) if default_dir => {
+                without_ostreemeta(fsmeta::xattrs_at(self.defaults_fd(), name)?)
+            }
+            // Written afresh by compose, which sets no xattrs.
             _ => Vec::new(),
         };
         if expected_xattrs != without_ostreemeta(fsmeta::xattrs_at(self.etc.fd(), name)?) {

@@ -76,7 +76,10 @@ fn etc_pair() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
 fn identical_etc_is_clean() {
     let (_t, d, e) = etc_pair();
     // A FIFO of the defaults is never copied to /etc: not missing there.
-    let st = std::process::Command::new("mkfifo").arg(d.join("fifo")).status().unwrap();
+    let st = std::process::Command::new("mkfifo")
+        .arg(d.join("fifo"))
+        .status()
+        .unwrap();
     assert!(st.success());
     let out = etc_drift(&open(&e), Some(&open(&d)), &Overlay::default()).unwrap();
     assert_eq!(out, vec![], "{out:#?}");
@@ -449,4 +452,31 @@ fn legacy_etc_is_compared_as_usr_etc() {
     std::fs::write(co.join("usr/etc/a.conf"), "changed\n").unwrap();
     let d = usr::usr_drift(&repo, &c, &open(&co)).unwrap();
     assert_eq!(by_path(&d.entries)["/usr/etc/a.conf"], vec!["modified"]);
+}
+
+/// A managed directory over a default one keeps the default's xattrs
+/// (compose sets owner and mode only); a managed file is written afresh.
+#[test]
+fn managed_directory_keeps_the_default_xattrs() {
+    let (_t, d, e) = etc_pair();
+    setxattr(&d.join("d"), "user.label", b"L");
+    setxattr(&e.join("d"), "user.label", b"L");
+    let (uid, gid) = (
+        rustix::process::getuid().as_raw(),
+        rustix::process::getgid().as_raw(),
+    );
+    chmod(&e.join("d"), 0o700);
+    let o = Overlay::new([(
+        "d".to_string(),
+        Desired::Dir {
+            mode: 0o700,
+            uid,
+            gid,
+        },
+    )])
+    .unwrap();
+    assert_eq!(etc_drift(&open(&e), Some(&open(&d)), &o).unwrap(), vec![]);
+    rustix::fs::lremovexattr(&e.join("d"), "user.label").unwrap();
+    let out = etc_drift(&open(&e), Some(&open(&d)), &o).unwrap();
+    assert_eq!(by_path(&out)["/etc/d"], vec!["xattrs-changed"]);
 }
