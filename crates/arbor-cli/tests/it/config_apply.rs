@@ -130,6 +130,12 @@ impl Cfg {
             &t2.join("usr/etc/chrony.conf"),
             "pool v2.pool.example iburst\n",
         );
+        // A system user new in v2: a config's users are composed on it.
+        let passwd = OS_ETC.iter().find(|(n, _)| *n == "passwd").unwrap().1;
+        put(
+            &t2.join("usr/etc/passwd"),
+            &format!("{passwd}v2sys:x:990:990::/:/usr/sbin/nologin\n"),
+        );
         let v2 = ostree_commit(&self.repo, &t2, "2.0", "1577923200");
         self.pull(&self.sys);
         v2
@@ -515,7 +521,12 @@ fn same_inputs_through_different_histories_give_the_same_state() {
         &root_of(&other, 0).join("etc"),
         true,
     );
-    assert!(!root_of(&c.sys, 0).join("etc/a-only.conf").exists());
+    let etc = root_of(&c.sys, 0).join("etc");
+    assert!(!etc.join("a-only.conf").exists());
+    assert_eq!(read(&etc.join("chrony.conf")), "server b.example\n");
+    assert!(read(&etc.join("passwd")).contains("\nnewuser:"));
+    assert!(!read(&etc.join("passwd")).contains("olduser"));
+    assert!(read(&etc.join("ssh/authorized_keys.d/newuser")).contains("BKEY"));
     // The text status shows the same inputs and checksum.
     let text = run_ok(arbor().args(["status", "--sysroot", s(&c.sys)]));
     assert!(
@@ -619,7 +630,10 @@ fn deploy_and_upgrade_of_a_new_base_keep_the_config() {
             "{what}"
         );
         assert_eq!(read(&etc.join("a-only.conf")), "a\n", "{what}");
-        assert!(read(&etc.join("passwd")).contains("\nolduser:"), "{what}");
+        let passwd = read(&etc.join("passwd"));
+        assert!(passwd.contains("\nolduser:"), "{what}: {passwd}");
+        // The config re-applied on v2's defaults, not v1's /etc carried.
+        assert!(passwd.contains("\nv2sys:"), "{what}: {passwd}");
         assert_eq!(read(&root_of(&c.sys, 0).join("usr/share/marker")), "v2\n");
     };
     check("upgrade");
