@@ -476,7 +476,7 @@ fn managed_directory_keeps_the_default_xattrs() {
     )])
     .unwrap();
     assert_eq!(etc_drift(&open(&e), Some(&open(&d)), &o).unwrap(), vec![]);
-    rustix::fs::lremovexattr(&e.join("d"), "user.label").unwrap();
+    rustix::fs::lremovexattr(e.join("d"), "user.label").unwrap();
     let out = etc_drift(&open(&e), Some(&open(&d)), &o).unwrap();
     assert_eq!(by_path(&out)["/etc/d"], vec!["xattrs-changed"]);
 }
