@@ -556,3 +556,46 @@ fn adopt_round_trip_and_drift_of_a_configured_deployment() {
         "m=LOCAL\n"
     );
 }
+
+#[test]
+fn staged_revert_drops_local_changes_at_finalize() {
+    if needs_root("drift of a bare sysroot") {
+        return;
+    }
+    require_ostree();
+    let f = Fixture::new();
+    let booted = crate::sysroot::booted_root(&f.sysroot(), 0);
+    let with_boot = |args: &[&str]| {
+        let mut c = arbor();
+        c.env("ARBOR_TEST_ROOT", &booted).args(args);
+        c
+    };
+    let etc = Path::new(&booted).join("etc");
+    edit_etc(&etc);
+    let sys = s(&f.sysroot()).to_string();
+    let out = with_boot(&["drift", "--sysroot", &sys, "--revert", "--stage"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Staged deployment"));
+    // Edited after staging, in the running /etc: dropped as well.
+    put(&etc.join("late.conf"), "late\n");
+    run_ok(&mut with_boot(&["finalize", "--sysroot", &sys]));
+    // Not booted any more: the default, the finalized revert, is clean.
+    let (code, r) = f.json(&[]);
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(r["deployment"], format!("{}.1", f.src.v1));
+    let new_etc = deployment_dir(&f.sysroot(), &f.src.v1, 1).join("etc");
+    assert!(!new_etc.join("late.conf").exists());
+    assert!(new_etc.join("removed-by-admin.conf").exists());
+    // The booted one still has its drift (it is the rollback).
+    let out = with_boot(&["drift", "--sysroot", &sys, "--etc-only"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}

@@ -15,6 +15,11 @@
 //! caller checks the new deployment again (`arbor fsck` and a re-pull
 //! repair such objects).
 //!
+//! Staged, the `/etc` is composed at shutdown by `finalize`: the origin
+//! then carries `[libostree-transient] arbor-drop-local-changes=true`
+//! ([`DROP_LOCAL_KEY`]), which the composer honours and no later
+//! deployment inherits.
+//!
 //! Crash guarantee: a deploy's (see `arbor_sysroot::deploy`).
 
 use std::sync::Arc;
@@ -24,7 +29,7 @@ use arbor_sysroot::deploy::{carried_origin, deploy, DeployOptions, DeployReport}
 use arbor_sysroot::sysroot::SysrootLock;
 use fn_error_context::context;
 
-use crate::apply::ConfigComposer;
+use crate::apply::{ConfigComposer, DROP_LOCAL_KEY, TRANSIENT_GROUP};
 
 /// Deploys the state of deployment `index` again without its drift (see
 /// the module documentation); `stage`: switch at shutdown.
@@ -37,10 +42,15 @@ pub fn revert(s: &mut SysrootLock<'_>, index: usize, stage: bool) -> Result<Depl
     if d.staged {
         bail!("Deployment {index} is staged: it has no drift yet");
     }
+    let mut origin = carried_origin(&d, None);
+    if stage {
+        // Composed at shutdown by `finalize`: the origin carries the request.
+        origin.set(TRANSIENT_GROUP, DROP_LOCAL_KEY, "true")?;
+    }
     let opts = DeployOptions {
         stateroot: Some(d.stateroot.clone()),
         revision: d.csum.to_hex(),
-        origin: Some(carried_origin(&d, None)),
+        origin: Some(origin),
         exact_kargs: Some(d.kargs_without_ostree().args().to_vec()),
         stage,
         composer: Some(Arc::new(ConfigComposer::new(false))),
