@@ -480,3 +480,46 @@ fn managed_directory_keeps_the_default_xattrs() {
     let out = etc_drift(&open(&e), Some(&open(&d)), &o).unwrap();
     assert_eq!(by_path(&out)["/etc/d"], vec!["xattrs-changed"]);
 }
+
+/// Makes `levels` nested directories `z` under `dir` (deeper than
+/// `PATH_MAX` can name), each with a file `f`.
+fn deep_chain(dir: &Path, levels: usize) {
+    let mut cur = open(dir);
+    for _ in 0..levels {
+        rustix::fs::mkdirat(&cur, "z", rustix::fs::Mode::from_raw_mode(0o755)).unwrap();
+        cur = arbor_fs::open_dir(&cur, "z").unwrap();
+        let f = rustix::fs::openat(
+            &cur,
+            "f",
+            rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CREATE,
+            rustix::fs::Mode::from_raw_mode(0o644),
+        )
+        .unwrap();
+        drop(f);
+    }
+}
+
+/// Both walks are iterative: a chain 3,000 levels deep is listed whole,
+/// added to /etc, deleted from it, added to /usr.
+#[test]
+fn deep_trees() {
+    const LEVELS: usize = 3000;
+    let (_t, d, e) = etc_pair();
+    let only = |out: &[DriftEntry], c: super::Change| {
+        assert_eq!(out.len(), 2 * LEVELS, "every directory and file");
+        assert!(out.iter().all(|x| x.changes == [c]));
+    };
+    deep_chain(&e, LEVELS);
+    let out = etc_drift(&open(&e), Some(&open(&d)), &Overlay::default()).unwrap();
+    only(&out, super::Change::Added);
+    arbor_fs::remove_all(open(&e), "z").unwrap();
+    deep_chain(&d, LEVELS);
+    let out = etc_drift(&open(&e), Some(&open(&d)), &Overlay::default()).unwrap();
+    only(&out, super::Change::Deleted);
+    arbor_fs::remove_all(open(&d), "z").unwrap();
+    let f = usr_fixture(RepoMode::BareUser);
+    deep_chain(&f.co.join("usr/share"), LEVELS);
+    let u = usr::usr_drift(&f.repo, &f.commit, &open(&f.co)).unwrap();
+    only(&u.entries, super::Change::Added);
+    arbor_fs::remove_all(open(&f.co.join("usr/share")), "z").unwrap();
+}
