@@ -24,9 +24,37 @@ impl Drop for Fixture {
     }
 }
 
+/// A source whose defaults include the passwd family, as every real OS's.
+fn source_with_users() -> Source {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    run_ok(ostree().args(["init", "--mode=archive", &format!("--repo={}", s(&repo))]));
+    let tree = dir.path().join("tree");
+    crate::sysroot::os_tree(
+        &tree,
+        &[
+            ("passwd", "root:x:0:0:root:/root:/bin/sh\n"),
+            ("group", "root:x:0:\n"),
+            ("shadow", "root:*:19000:0:99999:7:::\n"),
+            ("gshadow", "root:*::\n"),
+            ("hostname", "os\n"),
+        ],
+    );
+    let v1 = crate::sysroot::ostree_commit(&repo, &tree, "1.0", "1577836800");
+    Source {
+        dir,
+        repo,
+        v1,
+        v2: String::new(),
+    }
+}
+
 impl Fixture {
     fn new() -> Fixture {
-        let src = source();
+        Fixture::from_source(source())
+    }
+
+    fn from_source(src: Source) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         prepare(Tool::Arbor, &dir.path().join("s"), &src);
         deploy(Tool::Arbor, &dir.path().join("s"), &["testos/stable"]);
@@ -598,4 +626,67 @@ fn staged_revert_drops_local_changes_at_finalize() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
+}
+
+const RICH_CONFIG: &str = r#"{
+  "ignition": {"version": "3.4.0"},
+  "passwd": {
+    "users": [{"name": "alice", "groups": ["ops"],
+               "sshAuthorizedKeys": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBKEYALICE alice"]}],
+    "groups": [{"name": "ops"}]
+  },
+  "storage": {
+    "files": [{"path": "/etc/app/app.conf", "mode": 384, "contents": {"source": "data:,x%3D1%0A"}},
+              {"path": "/var/lib/app/seed", "contents": {"source": "data:,seed%0A"}}],
+    "links": [{"path": "/etc/app/current", "target": "app.conf"},
+              {"path": "/etc/app/hard", "target": "/etc/app/app.conf", "hard": true}]
+  },
+  "systemd": {"units": [{"name": "app.service", "enabled": true,
+    "contents": "[Service]\nExecStart=/usr/bin/tool\n[Install]\nWantedBy=multi-user.target\n",
+    "dropins": [{"name": "10-env.conf", "contents": "[Service]\nEnvironment=A=1\n"}]}]}
+}"#;
+
+/// Whatever a config manages (users, keys, units, enablement, links,
+/// /var entries), a fresh apply is clean, and so is the apply that
+/// removes it all again.
+#[test]
+fn applied_configs_are_clean() {
+    if needs_root("drift of a bare sysroot") {
+        return;
+    }
+    require_ostree();
+    let f = Fixture::from_source(source_with_users());
+    let rich = f.dir.path().join("rich.ign");
+    std::fs::write(&rich, RICH_CONFIG).unwrap();
+    config_apply(&f.sysroot(), &[&rich]);
+    let (code, r) = f.json(&["--etc-only"]);
+    assert_eq!(code, 0, "{r:#}");
+    let etc = deployment_dir(&f.sysroot(), &f.src.v1, 1).join("etc");
+    assert!(etc.join("ssh/authorized_keys.d/alice").exists());
+    // A local edit of what the config manages is drift.
+    std::fs::write(
+        etc.join("ssh/authorized_keys.d/alice"),
+        "ssh-ed25519 AAAA other\n",
+    )
+    .unwrap();
+    std::fs::remove_file(etc.join("systemd/system/app.service.d/10-env.conf")).unwrap();
+    let (code, r) = f.json(&["--etc-only"]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        changes(&r, "etc"),
+        want(&[
+            ("/etc/ssh/authorized_keys.d/alice", &["modified"]),
+            (
+                "/etc/systemd/system/app.service.d/10-env.conf",
+                &["deleted"]
+            ),
+        ]),
+        "{r:#}"
+    );
+    // The empty config: everything reverts; still clean.
+    let empty = f.dir.path().join("empty.ign");
+    std::fs::write(&empty, r#"{"ignition": {"version": "3.4.0"}}"#).unwrap();
+    config_apply(&f.sysroot(), &[&empty]);
+    let (code, r) = f.json(&["--etc-only"]);
+    assert_eq!(code, 0, "{r:#}");
 }
