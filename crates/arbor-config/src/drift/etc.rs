@@ -138,7 +138,16 @@ impl<'o> Walk<'o> {
     fn enter(&mut self, path: String, actual: bool, defaults: bool, expected: bool) -> Result<()> {
         let mut names = BTreeSet::new();
         if actual {
-            names.extend(arbor_fs::list_names(self.etc.fd())?);
+            for e in arbor_fs::list_dir(self.etc.fd())? {
+                match String::from_utf8(e.name) {
+                    Ok(n) => {
+                        names.insert(n);
+                    }
+                    // No configuration or default can name it: added, and
+                    // nothing below it is opened.
+                    Err(e) => self.non_utf8(&path, e.as_bytes())?,
+                }
+            }
         }
         if defaults {
             let d = self.defaults.as_ref().expect("entered only with defaults");
@@ -161,6 +170,23 @@ impl<'o> Walk<'o> {
             defaults,
             managed,
         });
+        Ok(())
+    }
+
+    /// Reports the non-UTF-8 entry `name` of the current `/etc` directory
+    /// (at `dir`) as added.
+    fn non_utf8(&mut self, dir: &str, name: &[u8]) -> Result<()> {
+        use std::os::unix::ffi::OsStrExt;
+        let os = std::ffi::OsStr::from_bytes(name);
+        let st = rustix::fs::statat(self.etc.fd(), os, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+            .with_context(|| format!("Inspecting {}", String::from_utf8_lossy(name)))?;
+        let rel = rel_join(dir, &String::from_utf8_lossy(name));
+        self.out.push(entry(
+            &rel,
+            vec![Change::Added],
+            None,
+            Some(fsmeta::meta(&st, None)),
+        ));
         Ok(())
     }
 

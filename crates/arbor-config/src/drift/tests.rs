@@ -99,6 +99,8 @@ fn etc_drift_of_every_kind() {
     std::fs::remove_dir_all(e.join("sub")).unwrap();
     put(&e.join("sub"), "now a file\n");
     setxattr(&e.join("d/x.conf"), "user.test", b"v");
+    let bad = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"bad\xff");
+    std::fs::write(e.join("d").join(bad), "?").unwrap();
     let root = arbor_fs::is_root();
     if root {
         rustix::fs::chownat(
@@ -125,6 +127,7 @@ fn etc_drift_of_every_kind() {
         ("/etc/newdir/inner/y", vec!["added"]),
         ("/etc/link", vec!["modified"]),
         ("/etc/sub", vec!["type-changed"]),
+        ("/etc/d/bad\u{fffd}", vec!["added"]),
     ]
     .into_iter()
     .map(|(p, c)| (p.to_string(), c))
