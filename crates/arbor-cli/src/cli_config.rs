@@ -72,4 +72,33 @@ mod tests {
             other => panic!("{other:?}"),
         }
     }
+
+    #[test]
+    fn parse_config_apply() {
+        let o = Opt::try_parse_from([
+            "arbor",
+            "config",
+            "apply",
+            "--sysroot",
+            "/s",
+            "--os",
+            "x",
+            "--stage",
+            "a.ign",
+        ])
+        .unwrap();
+        match o.cmd {
+            Cmd::Config(ConfigCmd::Apply(a)) => {
+                assert_eq!(a.sysroot.sysroot, PathBuf::from("/s"));
+                assert_eq!(a.os.stateroot.as_deref(), Some("x"));
+                assert!(a.stage && !a.dry_run && !a.json);
+                assert_eq!(a.files, [PathBuf::from("a.ign")]);
+            }
+            other => panic!("{other:?}"),
+        }
+        // At least one file; --stage and --dry-run exclude each other.
+        assert!(Opt::try_parse_from(["arbor", "config", "apply"]).is_err());
+        let both = ["arbor", "config", "apply", "--stage", "--dry-run", "a.ign"];
+        assert!(Opt::try_parse_from(both).is_err());
+    }
 }

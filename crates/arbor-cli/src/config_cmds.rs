@@ -81,6 +81,17 @@ pub fn render_apply(r: &ApplyReport, out: &mut dyn Write) -> std::io::Result<()>
             )?;
             return Ok(());
         }
+        Outcome::AlreadyStaged => {
+            writeln!(
+                out,
+                "No change: deployment {} of {} is already staged with {} ({})",
+                r.deployment.as_deref().unwrap_or_default(),
+                r.stateroot,
+                r.state,
+                r.rendered
+            )?;
+            return Ok(());
+        }
         Outcome::DryRun => {
             writeln!(
                 out,

@@ -27,7 +27,7 @@
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use arbor_fs::failpoint::{hit, CONFIG_COMPOSED, CONFIG_STORED, CONFIG_SWITCHED};
 use arbor_sysroot::compose::{EtcComposer, ThreeWayMerge};
 use arbor_sysroot::deploy::{carried_origin, DeployOptions, PREVIEW_PREFIX};
@@ -235,6 +235,8 @@ pub enum Outcome {
     Staged,
     /// The default deployment already has this state: nothing done.
     Unchanged,
+    /// A staged deployment already has this state: nothing done.
+    AlreadyStaged,
     /// Nothing done (`--dry-run`).
     DryRun,
 }
@@ -271,7 +273,7 @@ pub struct ApplyReport {
 /// `merge`'s kernel arguments without those `previous` added, plus those
 /// of `config`.
 fn kernel_arguments(merge: &Deployment, previous: Option<&Config>, config: &Config) -> Vec<String> {
-    let mut k = merge.kargs_without_ostree().args().to_vec();
+    let mut k = crate::state::state_kargs(merge);
     for a in previous
         .map(|p| p.kernel_arguments.as_slice())
         .unwrap_or_default()
@@ -335,6 +337,23 @@ pub fn apply(s: &mut SysrootLock<'_>, opts: &ApplyOptions) -> Result<ApplyReport
     }
     if report.state == report.previous_state && !opts.drop_local {
         return Ok(report);
+    }
+    if opts.stage {
+        if s.booted().is_none() {
+            bail!("Cannot stage a deployment: not booted into this sysroot");
+        }
+        // Staged already with exactly this state: nothing to do either.
+        let staged = s
+            .deployments()
+            .first()
+            .filter(|d| d.staged && d.stateroot == stateroot);
+        if staged.is_some_and(|d| deployment_state(d, &empty_config_name()).state == report.state)
+            && !opts.drop_local
+        {
+            report.outcome = Outcome::AlreadyStaged;
+            report.deployment = staged.map(Deployment::dir_name);
+            return Ok(report);
+        }
     }
     let name = store::store(s, &stateroot, &rendered.canonical)?;
     hit(CONFIG_STORED);
@@ -424,7 +443,9 @@ mod tests {
             bootcsum: String::new(),
             bootserial: 0,
             origin: None,
-            kargs: arbor_sysroot::kargs::Kargs::parse("root=x quiet a=1 ostree=/o b=2"),
+            kargs: arbor_sysroot::kargs::Kargs::parse(
+                "root=x quiet a=1 ostree=/o b=2 init=/ostree/boot.1/os/c/0/usr/lib/ostree/ostree-prepare-root",
+            ),
             version: None,
             staged: false,
             bootconfig: Default::default(),

@@ -13,7 +13,7 @@
 //! - [`model`]: the rendered configuration, normalized and validated.
 //! - [`input`]: Ignition 3.0.0–3.4.0 and MachineConfig parsing
 //!   ([`parse_input`]), strict, with errors naming file and JSON path.
-//! - [`render`]: merging inputs ([`render()`]) into a [`Rendered`]
+//! - [`mod@render`]: merging inputs ([`render()`]) into a [`Rendered`]
 //!   canonical document and its `rendered-<sha256>` name.
 //! - [`canonical`]: RFC 8785 JSON and SHA-256.
 //! - [`compose`]: what a config produces in `/etc`, and composing a

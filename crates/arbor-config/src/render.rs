@@ -188,7 +188,7 @@ impl Merger {
             match take_node(&mut self.config, &path) {
                 Some(old) if old == node => put_node(&mut self.config, path, old),
                 Some(old) if !p.overwrite.contains(&path) => {
-                    let (ofile, opath) = &self.origin[&key];
+                    let (ofile, opath) = &origin_of(&self.origin, &key);
                     let how = if std::mem::discriminant(&old) == std::mem::discriminant(&node) {
                         format!("declared differently by {ofile} ({opath})")
                     } else {
@@ -219,7 +219,7 @@ impl Merger {
                 self.origin.insert(key, (file.to_owned(), jpath));
                 continue;
             };
-            let o = &self.origin[&key];
+            let o = &origin_of(&self.origin, &key);
             let conflict = |what: &str| conflict(file, &jpath, &format!("user {name}"), what, o);
             same_or_set(&mut e.uid, user.uid, || conflict("uid"))?;
             same_or_set(&mut e.password_hash, user.password_hash, || {
@@ -240,7 +240,7 @@ impl Merger {
                 self.origin.insert(key, (file.to_owned(), jpath));
                 continue;
             };
-            let o = &self.origin[&key];
+            let o = &origin_of(&self.origin, &key);
             let conflict = |what: &str| conflict(file, &jpath, &format!("group {name}"), what, o);
             same_or_set(&mut e.gid, group.gid, || conflict("gid"))?;
             same_or_set(&mut e.password_hash, group.password_hash, || {
@@ -275,7 +275,7 @@ impl Merger {
             self.origin.insert(key, (file.to_owned(), jpath));
             return Ok(());
         };
-        let o = &self.origin[&key];
+        let o = &origin_of(&self.origin, &key);
         same_or_set(&mut e.contents, unit.contents, || {
             conflict(
                 file,
@@ -296,7 +296,7 @@ impl Merger {
             let dp = p.origin.get(&dk).cloned().unwrap_or_else(|| jpath.clone());
             match e.dropins.get(&dname) {
                 Some(old) if *old != d => {
-                    let o = &self.origin[&dk];
+                    let o = &origin_of(&self.origin, &dk);
                     return Err(conflict(
                         file,
                         &dp,
@@ -314,6 +314,14 @@ impl Merger {
         }
         Ok(())
     }
+}
+
+/// Where `key` was first declared (every merged key has an origin).
+fn origin_of(origin: &BTreeMap<String, (String, String)>, key: &str) -> (String, String) {
+    origin
+        .get(key)
+        .cloned()
+        .unwrap_or_else(|| ("an earlier file".into(), "$".into()))
 }
 
 fn conflict(

@@ -17,8 +17,9 @@
 //! - `extensions`: the extensions layered on the base, in order (none
 //!   exist yet: always `[]`).
 //! - `kernel-arguments`: the deployment's kernel arguments as its boot
-//!   entry lists them, in order, without `ostree=` (which names the boot
-//!   version, not the state).
+//!   entry lists them, in order, without `ostree=` and without the
+//!   `init=/ostree/boot.…/ostree-prepare-root` written for a kernel without
+//!   initramfs (both name the boot version, not the state).
 //!
 //! JCS for this object: the keys in the order above (sorted by UTF-16 code
 //! units), no whitespace, strings escaped as ECMAScript's `JSON.stringify`
@@ -85,7 +86,7 @@ pub fn deployment_state(d: &Deployment, empty_config: &str) -> DeploymentState {
     let config = crate::store::recorded_name(d)
         .unwrap_or(empty_config)
         .to_string();
-    let kernel_arguments = d.kargs_without_ostree().args().to_vec();
+    let kernel_arguments = state_kargs(d);
     let extensions = Vec::new();
     DeploymentState {
         base: d.csum.to_hex(),
@@ -94,6 +95,16 @@ pub fn deployment_state(d: &Deployment, empty_config: &str) -> DeploymentState {
         config,
         kernel_arguments,
     }
+}
+
+/// `d`'s kernel arguments without those naming the boot version.
+pub fn state_kargs(d: &Deployment) -> Vec<String> {
+    d.kargs_without_ostree()
+        .args()
+        .iter()
+        .filter(|a| !a.starts_with("init=/ostree/boot."))
+        .cloned()
+        .collect()
 }
 
 #[cfg(test)]

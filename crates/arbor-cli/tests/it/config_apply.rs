@@ -335,6 +335,25 @@ fn sudoers_line_changed_leaves_no_trace() {
         .unwrap()
         .to_string();
     assert_eq!(stored(&c.sys), [format!("{name}.json")]);
+    // The document may hold password hashes: root only.
+    use std::os::unix::fs::PermissionsExt;
+    let store = c.sys.join("ostree/deploy/testos/arbor/rendered");
+    let doc = store.join(format!("{name}.json"));
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!((mode(&store), mode(&doc)), (0o700, 0o600));
+    // Verified against its name when read: a corrupt document stops the
+    // next apply before any deployment is made.
+    let mut bytes = std::fs::read(&doc).unwrap();
+    bytes.push(b' ');
+    std::fs::write(&doc, bytes).unwrap();
+    let before = deployments(&c.sys);
+    let err =
+        run_fail(&mut c.apply_cmd(&c.sys, &[], &[("sudo.ign", sudoers("%x ALL=(ALL) ALL\n"))]));
+    assert!(
+        String::from_utf8_lossy(&err.stderr).contains("corrupt"),
+        "{err:?}"
+    );
+    assert_eq!(deployments(&c.sys), before);
 }
 
 #[test]
@@ -577,12 +596,25 @@ fn staged_apply_is_composed_at_finalize_and_keeps_later_edits() {
         cmd.env("ARBOR_TEST_ROOT", &booted);
         cmd
     };
+    // Not booted: refused before anything is stored.
+    let err = run_fail(&mut c.apply_cmd(&c.sys, &["--stage"], &config_a()));
+    assert!(
+        String::from_utf8_lossy(&err.stderr).contains("not booted"),
+        "{err:?}"
+    );
+    assert_eq!(stored(&c.sys), Vec::<String>::new());
     let out = run_ok(&mut with_boot(c.apply_cmd(
         &c.sys,
         &["--stage"],
         &config_a(),
     )));
     assert!(out.contains("Staged rendered-"), "{out}");
+    let out = run_ok(&mut with_boot(c.apply_cmd(
+        &c.sys,
+        &["--stage"],
+        &config_a(),
+    )));
+    assert!(out.contains("already staged"), "{out}");
     // Edited after staging, in the running /etc: kept by the finalization.
     std::fs::write(booted.join("etc/edited-after-staging.conf"), "late\n").unwrap();
     std::fs::write(booted.join("etc/unchanged.conf"), "a=LATE\n").unwrap();

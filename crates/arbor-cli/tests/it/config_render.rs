@@ -104,6 +104,18 @@ fn config_render_is_deterministic() {
     );
 }
 
+/// No input: the empty configuration, whose name is fixed.
+#[test]
+fn config_render_of_nothing_is_the_empty_config() {
+    let out = run_ok(arbor().args(["config", "render"]));
+    let (_, name) = split(&out);
+    assert_eq!(
+        name,
+        "rendered-aeb9b5643af585e00d733acf1a5346e0ea1093f8679a684e7808143beccfa9a6"
+    );
+    assert_eq!(name, arbor_config::Rendered::empty().name);
+}
+
 #[track_caller]
 fn refused(files: &[&Path], want: &str) {
     let out = run_fail(arbor().args(["config", "render"]).args(files));

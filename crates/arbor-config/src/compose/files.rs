@@ -41,28 +41,30 @@ fn place(path: &str) -> Result<Place<'_>> {
     bail!("{path}: only paths below /etc and /var can be declared")
 }
 
-/// Escapes a path or name for a tmpfiles.d field (which systemd-tmpfiles
-/// unquotes and C-unescapes, then expands `%` specifiers in).
-pub(crate) fn tf_escape(s: &str) -> String {
+/// Escapes a path or name for a tmpfiles.d field. systemd-tmpfiles (252)
+/// splits a line into words, taking the character after a backslash
+/// literally (no C escapes: `\x20` is `x20`), then expands `%`
+/// specifiers; a control character cannot be written.
+pub(crate) fn tf_escape(s: &str) -> Result<String> {
     let mut out = String::new();
     for c in s.chars() {
         match c {
             '%' => out.push_str("%%"),
-            '\\' => out.push_str("\\\\"),
-            c if c.is_whitespace() || c.is_control() || c == '"' || c == '\'' => {
-                let mut b = [0u8; 4];
-                for byte in c.encode_utf8(&mut b).bytes() {
-                    out.push_str(&format!("\\x{byte:02x}"));
-                }
+            c if c.is_control() => {
+                bail!("{s:?}: a control character cannot be written to tmpfiles.d")
+            }
+            c if c.is_whitespace() || c == '\\' || c == '"' || c == '\'' => {
+                out.push('\\');
+                out.push(c);
             }
             c => out.push(c),
         }
     }
-    out
+    Ok(out)
 }
 
-/// Escapes the argument of an `L` or `C` line: taken verbatim to the end
-/// of the line, with `%` specifiers expanded.
+/// Escapes the argument of an `L` or `C` line: the rest of the line,
+/// verbatim but for leading whitespace, with `%` specifiers expanded.
 fn tf_argument(path: &str, s: &str) -> Result<String> {
     if s.is_empty()
         || s.contains('\n')
@@ -118,9 +120,9 @@ pub(crate) fn storage(
                     },
                     &format!("file {path}"),
                 )?;
-                let p = tf_escape(path);
+                let p = tf_escape(path)?;
                 out.tmpfiles.push(format!(
-                    "C {p} - - - {}",
+                    "C {p} - - - - {}",
                     tf_argument(path, &format!("/etc/{keep}"))?
                 ));
                 out.tmpfiles
@@ -144,7 +146,7 @@ pub(crate) fn storage(
             )?,
             Place::Var => out.tmpfiles.push(format!(
                 "d {} {:04o} {uid} {gid} -",
-                tf_escape(path),
+                tf_escape(path)?,
                 d.mode
             )),
         }
@@ -165,8 +167,8 @@ pub(crate) fn storage(
                 out.insert(rel, Desired::Hardlink { to: to.to_string() }, &format!("link {path}"))?;
             }
             (Place::Var, false) => out.tmpfiles.push(format!(
-                "L+ {} - - - {}",
-                tf_escape(path),
+                "L+ {} - - - - {}",
+                tf_escape(path)?,
                 tf_argument(path, &l.target)?
             )),
             (Place::Var, true) => bail!(

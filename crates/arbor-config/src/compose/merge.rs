@@ -2,7 +2,6 @@
 //! the admin's changes the previous config did not manage, and the new
 //! config.
 
-use std::collections::BTreeSet;
 use std::os::fd::OwnedFd;
 
 use anyhow::{Context, Result};
@@ -124,11 +123,6 @@ fn attrs_of(new_defaults: &OwnedFd, old_etc: &OwnedFd, name: &str) -> Result<(u3
     Ok((0o644, 0, 0))
 }
 
-/// Whether `p` is `q` or below it.
-fn under(p: &str, q: &str) -> bool {
-    p == q || p.strip_prefix(q).is_some_and(|r| r.starts_with('/'))
-}
-
 /// Carries the admin's changes that no previous config path covers;
 /// returns them (the diff carried) and the full list for the report.
 fn carry_local(i: &ComposeInputs<'_>, prev: &Managed) -> Result<(EtcDiff, EtcDiff)> {
@@ -142,17 +136,10 @@ fn carry_local(i: &ComposeInputs<'_>, prev: &Managed) -> Result<(EtcDiff, EtcDif
         removed: d.removed.iter().filter(|p| keep(p)).cloned().collect(),
         added: d.added.iter().filter(|p| keep(p)).cloned().collect(),
     };
-    // A directory the admin added that a previous config path lies below
-    // is not copied whole (that would carry the old config's entries):
-    // what it holds is carried entry by entry, which creates it.
-    let split: BTreeSet<&String> = carried
-        .added
-        .iter()
-        .filter(|a| prev.keys().any(|p| p != *a && under(p, a)))
-        .collect();
-    let mut applied = carried.clone();
-    applied.added.retain(|a| !split.contains(a));
-    etc_merge::apply(&applied, i.old_etc, i.new_etc).context("Carrying the local /etc changes")?;
+    // A directory copied whole (one the admin added, or changed where the
+    // new OS has none) may hold previous config entries: the revert pass
+    // takes them out again.
+    etc_merge::apply(&carried, i.old_etc, i.new_etc).context("Carrying the local /etc changes")?;
     Ok((carried, d))
 }
 
@@ -165,10 +152,13 @@ fn revert_unmanaged(i: &ComposeInputs<'_>, prev: &Managed, new: &Managed) -> Res
         if new.contains_key(p) || FILES.contains(&p.as_str()) {
             continue;
         }
-        let (Some(dir), name) = open_parent(i.new_etc, p)? else {
+        // A path whose directory is missing, or now leads out of this
+        // /etc, holds nothing of the previous config to revert.
+        let (Ok((Some(dir), name)), Ok((def_dir, _))) =
+            (open_parent(i.new_etc, p), open_parent(i.new_defaults, p))
+        else {
             continue;
         };
-        let (def_dir, _) = open_parent(i.new_defaults, p)?;
         let default_type = match &def_dir {
             Some(dd) => fsutil::file_type(dd, name)?,
             None => None,

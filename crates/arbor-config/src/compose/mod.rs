@@ -12,13 +12,36 @@
 //! manage, and the new config; [`write_managed`] writes a [`Managed`] into
 //! an `/etc` without ever leaving it.
 //!
+//! # Contracts for callers
+//!
+//! - [`compose_etc`] expects `new_etc` to be a fresh copy of the new
+//!   defaults (as `deploy` makes it). For a first deployment (no merge
+//!   deployment), pass the new defaults as both `old_defaults` and
+//!   `old_etc`, `previous: None`. `drift --revert` is `keep_local: false`.
+//! - The expected `/etc` of a deployment (for drift) is its `/usr/etc`
+//!   with [`managed`]`(config, usr/etc, root)` laid over it: `File`, `Dir`,
+//!   `Symlink` exactly (type, content or target, mode, owner), `Hardlink`
+//!   the same inode as its `to`, `Absent` missing. The passwd family is
+//!   managed (whole files) only when the config declares users or groups;
+//!   where the admin changed them, the deployment holds the config applied
+//!   on the admin's version, which drift rightly reports.
+//! - Units found in the OS link to `/usr/lib/systemd/system/NAME` (or
+//!   `/lib/systemd/system/NAME` where `/lib` is a real directory), units
+//!   of the config or `/usr/etc` to `/etc/systemd/system/NAME`.
+//! - New users get the smallest free id from 1000 counted over the base
+//!   files and the ids the config gives; an adopted local user should so
+//!   carry its `uid` into the config to keep it.
+//! - SELinux labels and other xattrs of written paths are not set.
+//!
 //! `/var` is shared by every deployment and never written here: entries
 //! under `/var` (and user home directories) become lines of
 //! [`TMPFILES_PATH`], which `systemd-tmpfiles --create` (at boot, by
 //! `systemd-tmpfiles-setup.service`) acts on. They only ever create: a file
-//! or directory already in `/var` keeps its content (`C`, `d`), a symlink is
-//! replaced (`L+`), modes and owners are set (`z`, `d`), and nothing in
-//! `/var` is deleted when the entry leaves the config.
+//! already in `/var` keeps its content (`C` copies only where nothing is,
+//! so a later change of a `/var` file's content in the config reaches a
+//! machine only once the file is deleted there), a directory is created
+//! (`d`), a symlink is replaced (`L+`), modes and owners are set (`z`,
+//! `d`), and nothing in `/var` is deleted when the entry leaves the config.
 
 mod files;
 mod merge;
@@ -147,7 +170,7 @@ pub(crate) fn managed_with(
     for (name, uid, gid) in &db.homes {
         out.tmpfiles.push(format!(
             "d /home/{} 0700 {uid} {gid} -",
-            files::tf_escape(name)
+            files::tf_escape(name)?
         ));
     }
     files::storage(config, defaults, &db, &mut out)?;

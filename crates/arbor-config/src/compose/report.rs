@@ -45,6 +45,28 @@ pub enum Reason {
     OsDefault,
 }
 
+impl std::fmt::Display for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Change::Added => "added",
+            Change::Modified => "modified",
+            Change::Removed => "removed",
+        })
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Reason::Config => "config",
+            Reason::RevertedToOsDefault => "reverted to OS default",
+            Reason::LocalChangeKept => "local change kept",
+            Reason::LocalChangeDropped => "local change dropped",
+            Reason::OsDefault => "OS default",
+        })
+    }
+}
+
 /// One path of the new `/etc` that differs from the old `/etc`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PathChange {
@@ -119,7 +141,9 @@ pub(crate) fn lstat(dir: &OwnedFd, name: &str) -> Result<Option<Stat>> {
 type Sig = (u32, u32, u32, Vec<u8>);
 
 fn signature(etc: &OwnedFd, path: &str) -> Result<Option<Sig>> {
-    let (Some(dir), name) = open_parent(etc, path).unwrap_or((None, path)) else {
+    // A path whose directory is missing or leads out of this /etc is not
+    // there, as far as this /etc goes.
+    let Ok((Some(dir), name)) = open_parent(etc, path) else {
         return Ok(None);
     };
     let Some(st) = lstat(&dir, name)? else {

@@ -87,6 +87,13 @@ pub(crate) fn parse_install(content: &str) -> Install {
     inst
 }
 
+/// Whether `n` can be a unit's file name (no `/`, no leading `.`, and
+/// no `%`: specifiers are not expanded here, so they are refused rather
+/// than written literally).
+fn valid_unit_name(n: &str) -> bool {
+    !n.is_empty() && !n.starts_with('.') && !n.contains(['/', '%']) && n.contains('.')
+}
+
 /// `foo@bar.service` → (`foo@.service`, `bar`); `foo@.service` →
 /// (`foo@.service`, ``); a plain unit → `None`.
 fn split_instance(name: &str) -> Option<(String, String)> {
@@ -168,6 +175,17 @@ fn enable(
         Err(e) => return Err(e),
     };
     let inst = parse_install(&content);
+    for n in inst
+        .deps
+        .iter()
+        .map(|(_, n)| n)
+        .chain(&inst.alias)
+        .chain(&inst.also)
+    {
+        if !valid_unit_name(n) {
+            bail!("Unit {name}: [Install] names {n:?}, which is not a unit name");
+        }
+    }
     if !inst.present || (inst.deps.is_empty() && inst.alias.is_empty() && inst.also.is_empty()) {
         bail!("Unit {name} has no [Install] section (WantedBy=, RequiredBy=, Alias=, Also=): it cannot be enabled");
     }
@@ -256,7 +274,7 @@ pub(crate) fn units(
 ) -> Result<()> {
     let mut seen = BTreeSet::new();
     for (name, u) in &config.units {
-        if name.contains('/') || name.starts_with('.') || name.is_empty() {
+        if !valid_unit_name(name) {
             bail!("Unit {name:?}: not a unit name");
         }
         let file = |c: &[u8]| Desired::File {

@@ -55,6 +55,9 @@ pub(crate) fn read_regular(dir: &OwnedFd, name: &str) -> Result<Option<Vec<u8>>>
 #[derive(Debug, Clone, Default)]
 struct Table {
     lines: Vec<Vec<Vec<u8>>>,
+    /// Whether the last line lacks its newline (kept so that a file
+    /// round-trips byte for byte until a line is appended).
+    unterminated: bool,
 }
 
 impl Table {
@@ -69,15 +72,20 @@ impl Table {
                 .split(|c| *c == b'\n')
                 .map(|l| l.split(|c| *c == b':').map(<[u8]>::to_vec).collect())
                 .collect(),
+            unterminated: !b.ends_with(b"\n"),
         }
     }
 
-    /// The content, each line ending with a newline.
+    /// The content, each line ending with a newline (but an unterminated
+    /// last line of the original).
     fn bytes(&self) -> Vec<u8> {
         let mut out = Vec::new();
         for l in &self.lines {
             out.extend_from_slice(&l.join(&b':'));
             out.push(b'\n');
+        }
+        if self.unterminated && !self.lines.is_empty() {
+            out.pop();
         }
         out
     }
@@ -117,6 +125,7 @@ impl Table {
     }
 
     fn push(&mut self, fields: &[&[u8]]) {
+        self.unterminated = false;
         self.lines.push(fields.iter().map(|f| f.to_vec()).collect());
     }
 
@@ -186,6 +195,43 @@ pub(crate) fn shell(root: Option<&OwnedFd>) -> Result<&'static str> {
     Ok("/bin/sh")
 }
 
+/// Refuses names and values that would corrupt the files or the paths
+/// made from them (the parser validates too; this is the last line).
+fn check_names(config: &Config) -> Result<()> {
+    let bad_name = |n: &str| {
+        n.is_empty()
+            || n.len() > 32
+            || n.starts_with(['-', '.', '+'])
+            || !n
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-$".contains(c))
+    };
+    let bad_value = |v: &str| v.contains([':', '\n', '\r']);
+    for (n, u) in &config.users {
+        if bad_name(n) {
+            bail!("User {n:?}: not a valid user name");
+        }
+        if u.password_hash.as_deref().is_some_and(bad_value) {
+            bail!("User {n}: the password hash contains ':' or a newline");
+        }
+        if u.ssh_authorized_keys
+            .iter()
+            .any(|k| k.trim_end_matches('\n').contains(['\n', '\r']))
+        {
+            bail!("User {n}: an ssh key spans several lines");
+        }
+    }
+    for (n, g) in &config.groups {
+        if bad_name(n) {
+            bail!("Group {n:?}: not a valid group name");
+        }
+        if g.password_hash.as_deref().is_some_and(bad_value) {
+            bail!("Group {n}: the password hash contains ':' or a newline");
+        }
+    }
+    Ok(())
+}
+
 /// Composes the four files: `base` plus the config's groups (in name
 /// order, then its users in name order). A user or group the base has is
 /// modified in place (password hash, supplementary groups); a new one is
@@ -194,98 +240,30 @@ pub(crate) fn shell(root: Option<&OwnedFd>) -> Result<&'static str> {
 /// gid equal to its uid when free), home `/home/NAME`, `shell`, and a
 /// locked password unless the config gives a hash.
 pub(crate) fn compose(base: &Base, config: &Config, shell: &str) -> Result<Composed> {
+    check_names(config)?;
     let mut t: [Table; 4] = std::array::from_fn(|i| Table::parse(base.files[i].as_deref()));
-    let mut homes = Vec::new();
     let mut uids = t[PASSWD].ids();
-    uids.extend(config.users.values().filter_map(|u| u.uid));
     let mut gids = t[GROUP].ids();
-    gids.extend(config.groups.values().filter_map(|g| g.gid));
-    for (name, g) in &config.groups {
-        let pw = g.password_hash.as_deref().unwrap_or("!").as_bytes();
-        if let Some(old) = t[GROUP].id(name) {
-            if g.gid.is_some_and(|x| x != old) {
-                bail!(
-                    "Group {name}: the OS has it with gid {old}, the config gives {}",
-                    g.gid.unwrap_or(old)
-                );
-            }
-            if let Some(h) = &g.password_hash {
-                if !t[GSHADOW].set(name, 1, h.as_bytes()) {
-                    t[GSHADOW].push(&[name.as_bytes(), h.as_bytes(), b"", b""]);
-                }
-            }
-            continue;
-        }
-        let gid = match g.gid {
-            Some(x) => x,
-            None => allocate(&mut gids, &format!("group {name}"))?,
-        };
-        t[GROUP].push(&[name.as_bytes(), b"x", gid.to_string().as_bytes(), b""]);
-        t[GSHADOW].push(&[name.as_bytes(), pw, b"", b""]);
-    }
-    for (name, u) in &config.users {
-        if let Some(old) = t[PASSWD].id(name) {
-            if u.uid.is_some_and(|x| x != old) {
-                bail!(
-                    "User {name}: the OS has it with uid {old}, the config gives {}",
-                    u.uid.unwrap_or(old)
-                );
-            }
-            if let Some(h) = &u.password_hash {
-                if !t[SHADOW].set(name, 1, h.as_bytes()) {
-                    t[SHADOW].push(&[
-                        name.as_bytes(),
-                        h.as_bytes(),
-                        b"",
-                        b"",
-                        b"",
-                        b"",
-                        b"",
-                        b"",
-                        b"",
-                    ]);
-                }
-            }
-        } else {
-            let uid = match u.uid {
-                Some(x) => x,
-                None => allocate(&mut uids, &format!("user {name}"))?,
-            };
-            let gid = match t[GROUP].id(name) {
-                Some(g) => g,
-                None => {
-                    let g = if gids.insert(uid) {
-                        uid
-                    } else {
-                        allocate(&mut gids, &format!("the group of user {name}"))?
-                    };
-                    t[GROUP].push(&[name.as_bytes(), b"x", g.to_string().as_bytes(), b""]);
-                    t[GSHADOW].push(&[name.as_bytes(), b"!", b"", b""]);
-                    g
-                }
-            };
-            let home = format!("/home/{name}");
-            t[PASSWD].push(&[
-                name.as_bytes(),
-                b"x",
-                uid.to_string().as_bytes(),
-                gid.to_string().as_bytes(),
-                b"",
-                home.as_bytes(),
-                shell.as_bytes(),
-            ]);
-            let pw = u.password_hash.as_deref().unwrap_or("!").as_bytes();
-            t[SHADOW].push(&[name.as_bytes(), pw, b"", b"", b"", b"", b"", b"", b""]);
-            homes.push((name.clone(), uid, gid));
-        }
-        for g in &u.groups {
-            if t[GROUP].find(g).is_none() {
-                bail!("User {name}: no group named '{g}' in the OS's /etc/group or the config");
-            }
-            t[GROUP].add_member(g, 3, name);
-            t[GSHADOW].add_member(g, 3, name);
-        }
-    }
+    reserve(
+        &mut uids,
+        config
+            .users
+            .iter()
+            .filter(|(n, _)| t[PASSWD].find(n).is_none())
+            .filter_map(|(n, u)| Some((n, u.uid?))),
+        "uid",
+    )?;
+    reserve(
+        &mut gids,
+        config
+            .groups
+            .iter()
+            .filter(|(n, _)| t[GROUP].find(n).is_none())
+            .filter_map(|(n, g)| Some((n, g.gid?))),
+        "gid",
+    )?;
+    compose_groups(&mut t, config, &mut gids)?;
+    let homes = compose_users(&mut t, config, &mut uids, &mut gids, shell)?;
     Ok(Composed {
         contents: std::array::from_fn(|i| {
             // A file neither the base nor the config has stays empty.
@@ -298,6 +276,112 @@ pub(crate) fn compose(base: &Base, config: &Config, shell: &str) -> Result<Compo
         tables: t,
         homes,
     })
+}
+
+/// Reserves the ids the config gives to new users (or groups): an id
+/// already taken is an error, as `useradd -u` without `-o` refuses it.
+fn reserve<'a>(
+    used: &mut BTreeSet<u32>,
+    ids: impl Iterator<Item = (&'a String, u32)>,
+    what: &str,
+) -> Result<()> {
+    for (name, id) in ids {
+        if !used.insert(id) {
+            bail!("{name}: {what} {id} is already taken");
+        }
+    }
+    Ok(())
+}
+
+/// The config's groups, in name order.
+fn compose_groups(t: &mut [Table; 4], config: &Config, gids: &mut BTreeSet<u32>) -> Result<()> {
+    for (name, g) in &config.groups {
+        if let Some(old) = t[GROUP].id(name) {
+            if let Some(x) = g.gid.filter(|x| *x != old) {
+                bail!("Group {name}: the OS has it with gid {old}, the config gives {x}");
+            }
+            if let Some(h) = &g.password_hash {
+                if !t[GSHADOW].set(name, 1, h.as_bytes()) {
+                    t[GSHADOW].push(&[name.as_bytes(), h.as_bytes(), b"", b""]);
+                }
+            }
+            continue;
+        }
+        let gid = match g.gid {
+            Some(x) => x,
+            None => allocate(gids, &format!("group {name}"))?,
+        };
+        let pw = g.password_hash.as_deref().unwrap_or("!").as_bytes();
+        t[GROUP].push(&[name.as_bytes(), b"x", gid.to_string().as_bytes(), b""]);
+        t[GSHADOW].push(&[name.as_bytes(), pw, b"", b""]);
+    }
+    Ok(())
+}
+
+/// The config's users, in name order; returns the new ones (name, uid,
+/// gid) for their home directories.
+fn compose_users(
+    t: &mut [Table; 4],
+    config: &Config,
+    uids: &mut BTreeSet<u32>,
+    gids: &mut BTreeSet<u32>,
+    shell: &str,
+) -> Result<Vec<(String, u32, u32)>> {
+    let mut homes = Vec::new();
+    for (name, u) in &config.users {
+        let n = name.as_bytes();
+        if let Some(old) = t[PASSWD].id(name) {
+            if let Some(x) = u.uid.filter(|x| *x != old) {
+                bail!("User {name}: the OS has it with uid {old}, the config gives {x}");
+            }
+            if let Some(h) = &u.password_hash {
+                if !t[SHADOW].set(name, 1, h.as_bytes()) {
+                    t[SHADOW].push(&[n, h.as_bytes(), b"", b"", b"", b"", b"", b"", b""]);
+                }
+            }
+        } else {
+            let uid = match u.uid {
+                Some(x) => x,
+                None => allocate(uids, &format!("user {name}"))?,
+            };
+            // The user private group, as `useradd -U`: its gid is the uid
+            // where free; an existing group of that name is used.
+            let gid = match t[GROUP].id(name) {
+                Some(g) => g,
+                None => {
+                    let g = if gids.insert(uid) {
+                        uid
+                    } else {
+                        allocate(gids, &format!("the group of user {name}"))?
+                    };
+                    t[GROUP].push(&[n, b"x", g.to_string().as_bytes(), b""]);
+                    t[GSHADOW].push(&[n, b"!", b"", b""]);
+                    g
+                }
+            };
+            let (uid_s, gid_s, home) = (uid.to_string(), gid.to_string(), format!("/home/{name}"));
+            t[PASSWD].push(&[
+                n,
+                b"x",
+                uid_s.as_bytes(),
+                gid_s.as_bytes(),
+                b"",
+                home.as_bytes(),
+                shell.as_bytes(),
+            ]);
+            let pw = u.password_hash.as_deref().unwrap_or("!").as_bytes();
+            t[SHADOW].push(&[n, pw, b"", b"", b"", b"", b"", b"", b""]);
+            homes.push((name.clone(), uid, gid));
+        }
+        for g in &u.groups {
+            if t[GROUP].find(g).is_none() {
+                bail!("User {name}: no group named '{g}' in the OS's /etc/group or the config");
+            }
+            t[GROUP].add_member(g, 3, name);
+            t[GSHADOW].add_member(g, 3, name);
+        }
+    }
+    Ok(homes)
 }
 
 /// Whether field `i` of file `f` is a comma-separated member list.
@@ -353,6 +437,10 @@ pub(crate) fn unapply(admin: &Base, default: &Base, composed: &Composed) -> Base
             }
             true
         });
+        // An unterminated last line the config's appending terminated.
+        if c.unterminated != d.unterminated && t.unterminated == c.unterminated {
+            t.unterminated = d.unterminated;
+        }
         out.files[f] = Some(if t.lines.is_empty() && a.is_empty() {
             Vec::new()
         } else {
@@ -414,4 +502,53 @@ pub(crate) fn ssh_keys(config: &Config, out: &mut Out) -> Result<()> {
         out.insert(SSHD_DROPIN, d, "ssh keys")?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_round_trip_byte_for_byte() {
+        for b in [
+            &b""[..],
+            b"\n",
+            b"root:x:0:0::/root:/bin/sh",
+            b"# comment\n\nroot:x:0:0::/root:/bin/sh\n+::::::\n",
+            b"a:x:1:\nb:x:2:a,b\n\n",
+        ] {
+            assert_eq!(
+                Table::parse(Some(b)).bytes(),
+                b,
+                "{:?}",
+                String::from_utf8_lossy(b)
+            );
+        }
+        let mut t = Table::parse(Some(b"root:x:0:"));
+        t.push(&[b"a", b"x", b"1", b""]);
+        assert_eq!(t.bytes(), b"root:x:0:\na:x:1:\n");
+    }
+
+    #[test]
+    fn unapply_of_unterminated_default_is_the_default() {
+        let default = Base {
+            files: [
+                Some(b"root:x:0:0::/root:/bin/sh".to_vec()),
+                None,
+                Some(b"root:x:0:".to_vec()),
+                None,
+            ],
+        };
+        let config = Config {
+            users: [("alice".to_string(), crate::model::User::default())].into(),
+            ..Default::default()
+        };
+        let c = compose(&default, &config, "/bin/sh").unwrap();
+        let admin = Base {
+            files: std::array::from_fn(|i| Some(c.contents[i].clone()).filter(|v| !v.is_empty())),
+        };
+        let back = unapply(&admin, &default, &c);
+        assert_eq!(back.files[0], default.files[0]);
+        assert_eq!(back.files[2], default.files[2]);
+    }
 }

@@ -31,16 +31,9 @@ impl Default for Budget {
 }
 
 impl Budget {
-    fn take(&mut self, n: usize) -> Result<(), String> {
-        let n = n as u64;
-        if n > self.remaining {
-            return Err(format!(
-                "the decoded contents of all files exceed {} MiB",
-                MAX_TOTAL_BYTES >> 20
-            ));
-        }
-        self.remaining -= n;
-        Ok(())
+    /// Charges `n` bytes, which [`Budget::limit`] allowed.
+    fn take(&mut self, n: usize) {
+        self.remaining = self.remaining.saturating_sub(n as u64);
     }
 
     fn limit(&self) -> u64 {
@@ -60,7 +53,7 @@ pub fn decode(url: &str, gzip: bool, budget: &mut Budget) -> Result<Vec<u8>, Str
     if bytes.len() as u64 > budget.limit() {
         return Err(too_large(budget));
     }
-    budget.take(bytes.len())?;
+    budget.take(bytes.len());
     Ok(bytes)
 }
 
@@ -177,9 +170,10 @@ fn percent_decode(s: &str) -> Result<Vec<u8>, String> {
         if c == b'%' {
             let hex = b
                 .get(i + 1..i + 3)
+                // from_str_radix alone would take a sign ("%+f").
+                .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
                 .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .filter(|_| b[i + 1].is_ascii_hexdigit() && b[i + 2].is_ascii_hexdigit());
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
             match hex {
                 Some(v) => out.push(v),
                 None => {
@@ -223,6 +217,7 @@ pub(crate) mod tests {
             ("data:hello", "no ','"),
             ("data:,a%2", "percent escape"),
             ("data:,a%zz", "percent escape"),
+            ("data:,a%+f", "percent escape"),
             ("data:;base64,@@@", "base64"),
             ("data:text,x", "media type"),
             ("data:;base64;x=y,aGk=", "last parameter"),

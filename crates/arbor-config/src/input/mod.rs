@@ -17,6 +17,7 @@ mod ignition;
 mod json;
 pub(crate) mod machineconfig;
 pub mod validate;
+mod yamlscan;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
@@ -122,6 +123,16 @@ pub(crate) fn parse(name: &str, bytes: &[u8], budget: &mut Budget) -> Result<Par
             .map_err(|e| src.err("$", format!("invalid JSON: {e}")))?;
         (v.0, false)
     } else {
+        let depth = yamlscan::flow_depth(bytes, yamlscan::MAX_FLOW_DEPTH);
+        if depth > yamlscan::MAX_FLOW_DEPTH {
+            return Err(src.err(
+                "$",
+                format!(
+                    "invalid YAML: collections nested deeper than {} levels",
+                    yamlscan::MAX_FLOW_DEPTH
+                ),
+            ));
+        }
         let v = serde_norway::from_slice::<json::StrictValue>(bytes)
             .map_err(|e| src.err("$", format!("invalid YAML: {e}")))?;
         (v.0, true)

@@ -37,6 +37,9 @@ pub fn check_entry_path(p: &str) -> Result<(), String> {
     if p.contains('\0') {
         return Err("path contains a NUL byte".into());
     }
+    if p.chars().any(char::is_control) {
+        return Err(format!("{p:?} contains a control character"));
+    }
     if p.len() > MAX_PATH_BYTES {
         return Err(format!("path longer than {MAX_PATH_BYTES} bytes"));
     }
@@ -80,6 +83,9 @@ pub fn check_symlink_target(t: &str) -> Result<(), String> {
     }
     if t.contains('\0') {
         return Err("link target contains a NUL byte".into());
+    }
+    if t.chars().any(char::is_control) {
+        return Err(format!("link target {t:?} contains a control character"));
     }
     if t.len() > MAX_PATH_BYTES {
         return Err(format!("link target longer than {MAX_PATH_BYTES} bytes"));
@@ -128,7 +134,16 @@ pub fn check_mode(v: &serde_json::Value) -> Result<u32, String> {
         Some(n) => Err(format!(
             "mode {n} (0o{n:o}) is above 0o7777 (4095); modes are decimal in Ignition, e.g. 420 for 0644"
         )),
-        None => Err(format!("mode {v} is not a non-negative integer")),
+        None => match v.as_str() {
+            // YAML 1.1 (and Go's yaml, which MCO uses) read 0644 as octal;
+            // YAML 1.2 readers give a string: say how to write it.
+            Some(s) if s.starts_with('0') && u32::from_str_radix(s, 8).is_ok() => Err(format!(
+                "mode {s:?} is a string: write it as a decimal integer ({}) or, in YAML, 0o{}",
+                u32::from_str_radix(s, 8).unwrap_or_default(),
+                s.trim_start_matches('0')
+            )),
+            _ => Err(format!("mode {v} is not a non-negative integer")),
+        },
     }
 }
 
@@ -163,8 +178,10 @@ pub fn check_unit_name(n: &str) -> Result<(), String> {
 
 /// A drop-in file name: `NAME.conf`, one path component.
 pub fn check_dropin_name(n: &str) -> Result<(), String> {
-    if n.contains('/') || n.contains('\0') {
-        return Err(format!("drop-in name {n:?} contains '/' or NUL"));
+    if n.contains('/') || n.chars().any(char::is_control) {
+        return Err(format!(
+            "drop-in name {n:?} contains '/' or a control character"
+        ));
     }
     if n.len() > MAX_NAME_BYTES {
         return Err(format!("drop-in name longer than {MAX_NAME_BYTES} bytes"));
@@ -249,6 +266,7 @@ mod tests {
             ("/opt/a", "outside /etc and /var"),
             ("/etcetera/a", "outside"),
             ("/etc/a\0b", "NUL"),
+            ("/etc/a\nb", "control character"),
         ] {
             let e = check_entry_path(bad).unwrap_err();
             assert!(e.contains(why), "{bad:?}: {e}");
@@ -293,7 +311,11 @@ mod tests {
         assert!(check_mode(&json!(4096))
             .unwrap_err()
             .contains("above 0o7777"));
-        assert!(check_mode(&json!("0644")).is_err());
+        assert_eq!(
+            check_mode(&json!("0644")).unwrap_err(),
+            "mode \"0644\" is a string: write it as a decimal integer (420) or, in YAML, 0o644"
+        );
+        assert!(check_mode(&json!(420.5)).is_err());
     }
 
     #[test]
@@ -318,7 +340,7 @@ mod tests {
             assert!(check_unit_name(bad).is_err(), "{bad:?}");
         }
         assert_eq!(check_dropin_name("10-x.conf"), Ok(()));
-        for bad in ["x", ".conf", "a/b.conf", "x.con"] {
+        for bad in ["x", ".conf", "a/b.conf", "x.con", "a\nb.conf"] {
             assert!(check_dropin_name(bad).is_err(), "{bad:?}");
         }
     }

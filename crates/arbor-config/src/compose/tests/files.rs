@@ -88,6 +88,12 @@ fn removed_file_returns_to_os_default() {
     let r = compose(Some(&d1), Some(&a), &d2, &Config::default(), true).unwrap();
     assert_eq!(d2.read("chrony/chrony.conf"), CHRONY);
     assert_eq!(r.paths[0].reason, Reason::RevertedToOsDefault);
+    assert_eq!(r.paths[0].reason.to_string(), "reverted to OS default");
+    let json = serde_json::to_value(&r).unwrap();
+    assert_eq!(
+        json["paths"][0],
+        serde_json::json!({"path": "/etc/chrony/chrony.conf", "change": "modified", "reason": "reverted-to-os-default"})
+    );
     assert!(r.local_changes.iter().all(|l| !l.kept), "{r:?}");
 }
 
@@ -155,6 +161,8 @@ fn local_changes_dropped_without_keep_local() {
     compose(None, None, &d1, &Config::default(), true).unwrap();
     std::fs::write(d1.path("chrony/chrony.conf"), "admin\n").unwrap();
     std::fs::write(d1.path("added"), "admin\n").unwrap();
+    let passwd = d1.read("passwd") + "carol:x:1000:1000::/home/carol:/bin/sh\n";
+    std::fs::write(d1.path("passwd"), passwd).unwrap();
     let r = compose(Some(&d1), None, &d2, &Config::default(), false).unwrap();
     assert_eq!(
         snapshot(&d2.root.join("etc")),
@@ -164,6 +172,34 @@ fn local_changes_dropped_without_keep_local() {
         .paths
         .iter()
         .any(|p| p.path == "/etc/added" && p.change == Change::Removed));
+    let dropped = |p: &str| {
+        r.paths
+            .iter()
+            .any(|c| c.path == p && c.reason == Reason::LocalChangeDropped)
+    };
+    assert!(dropped("/etc/passwd") && dropped("/etc/added"), "{r:?}");
+    assert!(r.local_changes.iter().all(|l| !l.kept));
+}
+
+/// An OS directory the new OS no longer has, whose mode the admin
+/// changed, is carried whole by the /etc merge: the previous config's
+/// file inside it must not come along.
+#[test]
+fn whole_directory_carry_drops_previous_config_entries() {
+    let s = Sys::new();
+    let (d1, d2) = (s.os("d1"), s.os("d2"));
+    std::fs::remove_dir_all(d2.root.join("usr/etc/chrony")).unwrap();
+    let a = with_files(&[("/etc/chrony/conf.d/pool.conf", file("server a\n"))]);
+    compose(None, None, &d1, &a, true).unwrap();
+    std::fs::set_permissions(d1.path("chrony"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::write(d1.path("chrony/local.conf"), "mine\n").unwrap();
+    compose(Some(&d1), Some(&a), &d2, &Config::default(), true).unwrap();
+    assert_eq!(d2.read("chrony/local.conf"), "mine\n");
+    assert_eq!(d2.read("chrony/chrony.conf"), CHRONY);
+    assert!(
+        !d2.exists("chrony/conf.d"),
+        "the config's directory came along"
+    );
 }
 
 #[test]
@@ -217,81 +253,6 @@ fn path_through_symlink_leaving_etc_is_refused() {
     .collect();
     write_managed(&d1.etc(), &m).unwrap();
     assert_eq!(d1.read("chrony/y"), "ok");
-}
-
-#[test]
-fn var_entries_become_tmpfiles_lines() {
-    let s = Sys::new();
-    let d1 = s.os("d1");
-    let c = Config {
-        files: [(
-            "/var/lib/app/token".to_string(),
-            FileEntry {
-                mode: 0o600,
-                user: Owner::Id(7),
-                ..file("secret\n")
-            },
-        )]
-        .into(),
-        directories: [(
-            "/var/lib/app data".to_string(),
-            DirEntry {
-                mode: 0o750,
-                ..Default::default()
-            },
-        )]
-        .into(),
-        links: [(
-            "/var/lib/app/current".to_string(),
-            LinkEntry {
-                target: "/var/lib/app/v%1".into(),
-                ..Default::default()
-            },
-        )]
-        .into(),
-        users: [("alice".to_string(), user(&[], &[]))].into(),
-        ..Default::default()
-    };
-    compose(None, None, &d1, &c, true).unwrap();
-    let lines: Vec<String> = d1
-        .read(TMPFILES_PATH)
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .map(str::to_string)
-        .collect();
-    assert_eq!(
-        lines,
-        [
-            "d /home/alice 0700 1000 1000 -",
-            "C /var/lib/app/token - - - /etc/arbor/var-files/var/lib/app/token",
-            "z /var/lib/app/token 0600 7 0 -",
-            "d /var/lib/app\\x20data 0750 0 0 -",
-            "L+ /var/lib/app/current - - - /var/lib/app/v%%1",
-        ]
-    );
-    assert_eq!(d1.read("arbor/var-files/var/lib/app/token"), "secret\n");
-    assert_eq!(
-        d1.path("arbor/var-files/var/lib/app/token")
-            .metadata()
-            .unwrap()
-            .mode()
-            & 0o7777,
-        0o600
-    );
-    let hard = Config {
-        links: [(
-            "/var/x".to_string(),
-            LinkEntry {
-                target: "/var/y".into(),
-                hard: true,
-                ..Default::default()
-            },
-        )]
-        .into(),
-        ..Default::default()
-    };
-    let e = managed(&hard, &d1.defaults(), None).unwrap_err();
-    assert!(format!("{e:#}").contains("Hard link /var/x"), "{e:#}");
 }
 
 #[test]
@@ -436,4 +397,120 @@ fn same_inputs_through_different_histories_give_identical_etc() {
     assert!(h2
         .read("passwd")
         .contains("alice:x:1000:1000::/home/alice:/bin/bash\n"));
+}
+
+#[test]
+fn os_directory_mode_reverts_on_removal() {
+    let s = Sys::new();
+    let (d1, d2) = (s.os("d1"), s.os("d2"));
+    let a = Config {
+        directories: [(
+            "/etc/ssh".to_string(),
+            DirEntry {
+                mode: 0o700,
+                ..Default::default()
+            },
+        )]
+        .into(),
+        ..Default::default()
+    };
+    compose(None, None, &d1, &a, true).unwrap();
+    let mode = |d: &Dep| d.path("ssh").metadata().unwrap().mode() & 0o7777;
+    assert_eq!(mode(&d1), 0o700);
+    assert_eq!(
+        d1.read("ssh/sshd_config"),
+        "Include /etc/ssh/sshd_config.d/*.conf\n"
+    );
+    // The merge of an admin file in it would set the directory's mode
+    // from the old /etc: the config's.
+    std::fs::write(d1.path("ssh/admin.conf"), "mine\n").unwrap();
+    compose(Some(&d1), Some(&a), &d2, &Config::default(), true).unwrap();
+    assert_eq!(mode(&d2), 0o755);
+    assert_eq!(d2.read("ssh/admin.conf"), "mine\n");
+}
+
+#[test]
+fn conflicting_declarations_are_errors() {
+    let s = Sys::new();
+    let d1 = s.os("d1");
+    let cases = [
+        (
+            with_files(&[("/etc/a", file("x")), ("/etc/a/b", file("y"))]),
+            "/etc/a is declared as something else",
+        ),
+        (
+            Config {
+                files: [("/etc/systemd/system/x.service".to_string(), file("a"))].into(),
+                units: [("x.service".to_string(), unit(Some("b"), None))].into(),
+                ..Default::default()
+            },
+            "declared twice",
+        ),
+        (
+            Config {
+                files: [("/etc/passwd".to_string(), file("root:x:0:0::/:/bin/sh\n"))].into(),
+                users: [("alice".to_string(), user(&[], &[]))].into(),
+                ..Default::default()
+            },
+            "declared twice",
+        ),
+        (
+            with_files(&[("/etc/chrony/chrony.conf/x", file("y"))]),
+            "is not a directory",
+        ),
+    ];
+    for (c, want) in cases {
+        let e = managed(&c, &d1.defaults(), None).unwrap_err();
+        assert!(format!("{e:#}").contains(want), "{want}: {e:#}");
+    }
+}
+
+/// The same config on a new OS version (an upgrade): managed paths stay
+/// the config's, the admin's change is carried, the rest is the new OS.
+#[test]
+fn same_config_on_a_new_os_version() {
+    let s = Sys::new();
+    let (d1, d2) = (s.os("d1"), s.os("d2"));
+    std::fs::write(
+        d2.root.join("usr/etc/chrony/chrony.conf"),
+        "pool new.example iburst\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d2.root.join("usr/etc/sudoers"),
+        "root ALL=(ALL:ALL) ALL\n# new OS\n",
+    )
+    .unwrap();
+    let c = Config {
+        files: [(
+            "/etc/sudoers".to_string(),
+            FileEntry {
+                contents: None,
+                append: vec![b"%admin ALL=(ALL) ALL\n".to_vec()],
+                mode: 0o440,
+                ..Default::default()
+            },
+        )]
+        .into(),
+        users: [("alice".to_string(), user(&["sudo"], &["ssh-ed25519 K"]))].into(),
+        ..Default::default()
+    };
+    compose(None, None, &d1, &c, true).unwrap();
+    std::fs::write(d1.path("ssh/sshd_config"), "# admin\n").unwrap();
+    let r = compose(Some(&d1), Some(&c), &d2, &c, true).unwrap();
+    assert_eq!(d2.read("chrony/chrony.conf"), "pool new.example iburst\n");
+    assert_eq!(d2.read("ssh/sshd_config"), "# admin\n");
+    assert_eq!(
+        d2.read("sudoers"),
+        "root ALL=(ALL:ALL) ALL\n# new OS\n%admin ALL=(ALL) ALL\n"
+    );
+    assert_eq!(d1.read("passwd"), d2.read("passwd"));
+    let kept: Vec<_> = r
+        .local_changes
+        .iter()
+        .filter(|l| l.kept)
+        .map(|l| l.path.as_str())
+        .collect();
+    assert_eq!(kept, ["/etc/ssh/sshd_config"]);
+    assert!(r.units.is_empty() && r.users.is_empty());
 }

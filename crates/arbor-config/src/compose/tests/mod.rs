@@ -13,6 +13,7 @@ use crate::model::{Config, FileEntry, Unit, User};
 mod files;
 mod units;
 mod users;
+mod var;
 
 pub(crate) const PASSWD: &str = "root:x:0:0:root:/root:/bin/bash\n\
 daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n\
@@ -242,4 +243,17 @@ pub(crate) fn unit(contents: Option<&str>, enabled: Option<bool>) -> Unit {
         enabled,
         ..Default::default()
     }
+}
+
+/// Whether `tool` runs here; says so on stderr when it does not (the
+/// test is then skipped visibly).
+pub(crate) fn have(tool: &str) -> bool {
+    let ok = std::process::Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("NOTE: skipping: {tool} is not installed");
+    }
+    ok
 }

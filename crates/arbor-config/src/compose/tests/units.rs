@@ -179,3 +179,112 @@ fn enabling_without_install_section_or_unit_is_an_error() {
     };
     assert!(managed(&both, &d1.defaults(), None).is_err());
 }
+
+#[test]
+fn also_and_bad_install_names() {
+    let s = Sys::new();
+    let d1 = s.os("d1");
+    let a = "[Service]\nExecStart=/bin/a\n[Install]\nAlso=b.socket chrony.service\n";
+    let b = "[Socket]\nListenStream=1\n[Install]\nWantedBy=sockets.target\n";
+    let c = Config {
+        units: [
+            ("a.service".to_string(), unit(Some(a), Some(true))),
+            ("b.socket".to_string(), unit(Some(b), None)),
+        ]
+        .into(),
+        ..Default::default()
+    };
+    let m = managed(&c, &d1.defaults(), Some(&d1.rootfd())).unwrap();
+    let links: Vec<_> = m
+        .iter()
+        .filter(|(_, d)| matches!(d, Desired::Symlink { .. }))
+        .map(|(p, _)| p.as_str())
+        .collect();
+    assert_eq!(
+        links,
+        [
+            "systemd/system/multi-user.target.wants/chrony.service",
+            "systemd/system/sockets.target.wants/b.socket"
+        ]
+    );
+    for bad in [
+        "WantedBy=../../../tmp/x.target",
+        "Alias=/x.service",
+        "Also=.hidden",
+        "Alias=%p-x.service",
+    ] {
+        let u = format!("[Service]\nExecStart=/bin/a\n[Install]\n{bad}\n");
+        let c = Config {
+            units: [("a.service".to_string(), unit(Some(&u), Some(true)))].into(),
+            ..Default::default()
+        };
+        let e = managed(&c, &d1.defaults(), None).unwrap_err();
+        assert!(format!("{e:#}").contains("not a unit name"), "{bad}: {e:#}");
+    }
+}
+
+/// The enablement symlinks are the ones `systemctl --root enable` makes.
+#[test]
+fn enablement_links_match_systemctl() {
+    if !have("systemctl") {
+        return;
+    }
+    let s = Sys::new();
+    let d1 = s.os("d1");
+    let a = "[Service]\nExecStart=/bin/a\n[Install]\nWantedBy=multi-user.target\nAlso=b.socket chrony.service\n";
+    let b = "[Socket]\nListenStream=1\n[Install]\nWantedBy=sockets.target\nRequiredBy=x.target\n";
+    let c = Config {
+        units: [
+            ("a.service".to_string(), unit(Some(a), Some(true))),
+            ("b.socket".to_string(), unit(Some(b), None)),
+            ("foo.service".to_string(), unit(Some(FOO), Some(true))),
+            ("getty@.service".to_string(), unit(None, Some(true))),
+            ("ssh.service".to_string(), unit(None, Some(true))),
+        ]
+        .into(),
+        ..Default::default()
+    };
+    // systemctl's view: the OS units, the config's in /etc, nothing enabled.
+    let r = s.dir.path().join("systemctl-root");
+    std::fs::create_dir_all(r.join("etc/systemd/system")).unwrap();
+    std::fs::create_dir_all(r.join("usr/lib")).unwrap();
+    let cp = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(d1.root.join("usr/lib/systemd"))
+        .arg(r.join("usr/lib/"))
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    for (n, u) in &c.units {
+        if let Some(t) = &u.contents {
+            std::fs::write(r.join("etc/systemd/system").join(n), t).unwrap();
+        }
+    }
+    let o = std::process::Command::new("systemctl")
+        .arg(format!("--root={}", r.display()))
+        .args([
+            "enable",
+            "a.service",
+            "foo.service",
+            "getty@.service",
+            "ssh.service",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let theirs: BTreeMap<String, String> = snapshot(&r.join("etc"))
+        .into_iter()
+        .filter(|(_, (mode, ..))| mode & 0o170000 == 0o120000)
+        .map(|(p, (.., t))| (p, String::from_utf8(t).unwrap()))
+        .collect();
+    let ours: BTreeMap<String, String> = managed(&c, &d1.defaults(), Some(&d1.rootfd()))
+        .unwrap()
+        .into_iter()
+        .filter_map(|(p, d)| match d {
+            Desired::Symlink { target, .. } => Some((p, target)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ours, theirs);
+    assert!(ours.contains_key("systemd/system/sshd.service"), "{ours:?}");
+}

@@ -61,6 +61,10 @@ fn user_created_then_removed_leaves_default_files() {
     );
     assert!(f[3].contains("\nsudo:*::alice,root\n"), "{}", f[3]);
     assert_eq!(d1.path("shadow").metadata().unwrap().mode() & 0o7777, 0o640);
+    if arbor_fs::is_root() {
+        assert_eq!(d1.path("shadow").metadata().unwrap().gid(), 42);
+        assert_eq!(d1.path("gshadow").metadata().unwrap().gid(), 42);
+    }
     assert_eq!(
         r.users
             .iter()
@@ -86,10 +90,21 @@ fn admin_local_user_kept_while_config_user_removed() {
     let s = Sys::new();
     let (d1, d2) = (s.os("d1"), s.os("d2"));
     let a = Config {
-        users: [("alice".to_string(), user(&["sudo"], &[]))].into(),
+        users: [
+            ("alice".to_string(), user(&["sudo"], &[])),
+            (
+                "root".to_string(),
+                User {
+                    password_hash: Some("$6$config".into()),
+                    ..user(&[], &[])
+                },
+            ),
+        ]
+        .into(),
         ..Default::default()
     };
     compose(None, None, &d1, &a, true).unwrap();
+    assert!(d1.read("shadow").starts_with("root:$6$config:19000:"));
     // The admin runs `useradd -G sudo carol` and changes root's shell.
     let edit = |f: &str, from: &str, to: &str| {
         let c = d1.read(f).replace(from, to);
@@ -195,8 +210,73 @@ fn conflicting_ids_and_unknown_groups_are_errors() {
             },
             "'nope'",
         ),
+        (
+            Config {
+                users: [(
+                    "alice".to_string(),
+                    User {
+                        uid: Some(100),
+                        ..Default::default()
+                    },
+                )]
+                .into(),
+                ..Default::default()
+            },
+            "uid 100 is already taken",
+        ),
+        (
+            Config {
+                groups: [
+                    (
+                        "a".to_string(),
+                        crate::model::Group {
+                            gid: Some(2000),
+                            ..Default::default()
+                        },
+                    ),
+                    (
+                        "b".to_string(),
+                        crate::model::Group {
+                            gid: Some(2000),
+                            ..Default::default()
+                        },
+                    ),
+                ]
+                .into(),
+                ..Default::default()
+            },
+            "gid 2000 is already taken",
+        ),
     ] {
         let e = managed(&c, &d1.defaults(), None).unwrap_err();
         assert!(format!("{e:#}").contains(want), "{e:#}");
+    }
+}
+
+#[test]
+fn malformed_names_and_values_are_refused() {
+    let s = Sys::new();
+    let d1 = s.os("d1");
+    let hash = |h: &str| User {
+        password_hash: Some(h.into()),
+        ..Default::default()
+    };
+    for (name, u, want) in [
+        ("../etc", User::default(), "not a valid user name"),
+        ("a:b", User::default(), "not a valid user name"),
+        ("alice", hash("$6$x:0:0"), "password hash"),
+        ("alice", hash("$6$x\nroot::0"), "password hash"),
+        (
+            "alice",
+            user(&[], &["ssh-ed25519 A\nssh-rsa B"]),
+            "several lines",
+        ),
+    ] {
+        let c = Config {
+            users: [(name.to_string(), u)].into(),
+            ..Default::default()
+        };
+        let e = managed(&c, &d1.defaults(), None).unwrap_err();
+        assert!(format!("{e:#}").contains(want), "{name}: {e:#}");
     }
 }

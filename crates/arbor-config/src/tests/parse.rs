@@ -1,51 +1,11 @@
-//! Parsing and rendering tests on in-memory documents.
+//! Parsing: the supported subset, versions, refusals.
 
-use base64::Engine;
 use serde_json::{json, Value};
 
-use crate::input::dataurl::tests::{bomb, gz};
-use crate::model::{Config, FileEntry, Owner};
-use crate::{parse_input, render, to_ignition, InputError, Rendered};
-
-fn doc(v: Value) -> Vec<u8> {
-    serde_json::to_vec(&v).unwrap()
-}
-
-fn ign(storage_etc: Value) -> Value {
-    let mut v = json!({"ignition": {"version": "3.4.0"}});
-    v.as_object_mut()
-        .unwrap()
-        .extend(storage_etc.as_object().unwrap().clone());
-    v
-}
-
-fn files(f: Value) -> Value {
-    ign(json!({"storage": {"files": f}}))
-}
-
-fn render_docs(docs: &[(&str, Vec<u8>)]) -> Result<Rendered, InputError> {
-    let inputs: Vec<(String, Vec<u8>)> = docs
-        .iter()
-        .map(|(n, b)| (n.to_string(), b.clone()))
-        .collect();
-    render(&inputs)
-}
-
-fn name_of(docs: &[(&str, Vec<u8>)]) -> String {
-    render_docs(docs).unwrap().name
-}
-
-fn b64(b: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(b)
-}
-
-#[track_caller]
-fn refused(bytes: &[u8], path: &str, msg: &str) {
-    let e = parse_input("a.ign", bytes).unwrap_err();
-    assert_eq!((e.file.as_str(), e.path.as_str()), ("a.ign", path), "{e}");
-    assert!(e.message.contains(msg), "{e}");
-    assert_eq!(e.to_string(), format!("a.ign: {path}: {}", e.message));
-}
+use super::*;
+use crate::input::dataurl::tests::bomb;
+use crate::model::{FileEntry, Owner};
+use crate::parse_input;
 
 #[test]
 fn parses_the_supported_subset() {
@@ -253,6 +213,13 @@ fn bad_inputs_are_refused_with_file_and_path() {
         "\"..\"",
     );
     refused(
+        &doc(ign(
+            json!({"storage": {"links": [{"path": "/etc/l", "target": "a\nb"}]}}),
+        )),
+        "$.storage.links[0].target",
+        "control character",
+    );
+    refused(
         &doc(files(json!([{"path": "etc/x"}]))),
         "$.storage.files[0].path",
         "absolute",
@@ -284,6 +251,11 @@ fn bad_inputs_are_refused_with_file_and_path() {
     );
     refused(
         &doc(files(json!([{"path": "/etc/x", "mode": "0644"}]))),
+        "$.storage.files[0].mode",
+        "write it as a decimal integer (420)",
+    );
+    refused(
+        &doc(files(json!([{"path": "/etc/x", "mode": -1}]))),
         "$.storage.files[0].mode",
         "not a non-negative integer",
     );
@@ -413,6 +385,32 @@ fn yaml_alias_bomb_is_refused() {
     assert!(e.message.contains("invalid YAML"), "{e}");
 }
 
+/// Deep nesting is an error, not a stack overflow (JSON and YAML).
+#[test]
+fn deep_nesting_is_refused() {
+    let json = format!("{{\"a\":{}{}}}", "[".repeat(2_000), "]".repeat(2_000));
+    refused(json.as_bytes(), "$", "invalid JSON");
+    let yaml = format!("a: {}{}\n", "[".repeat(2_000), "]".repeat(2_000));
+    refused(yaml.as_bytes(), "$", "invalid YAML");
+}
+
+/// libyaml's time grows with the flow depth on every token: 16 MiB of
+/// `[` would take hours. The pre-scan refuses it at once.
+#[test]
+fn deep_yaml_fails_fast() {
+    let yaml = format!("a: {}\n", "[".repeat((16 << 20) - 10));
+    let t = std::time::Instant::now();
+    refused(yaml.as_bytes(), "$", "nested deeper than 100 levels");
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        t.elapsed()
+    );
+    // A real document with brackets in scalars still parses.
+    let ok = MC_YAML.replace("  extensions:", "  # [[[ comment\n  extensions:");
+    parse_input("a.yaml", ok.as_bytes()).unwrap();
+}
+
 #[test]
 fn oversized_documents_are_refused_before_parsing() {
     let big = vec![b' '; (16 << 20) + 1];
@@ -498,6 +496,21 @@ fn machine_config_yaml_and_json_render_the_same() {
     );
 }
 
+/// YAML modes: `0o644` is octal; `0644` (octal in YAML 1.1 and for
+/// MCO's Go reader, a string for YAML 1.2) is refused with a hint rather
+/// than read as decimal 644.
+#[test]
+fn yaml_modes() {
+    let with = |m: &str| MC_YAML.replace("mode: 420", &format!("mode: {m}"));
+    let c = parse_input("a.yaml", with("0o600").as_bytes()).unwrap();
+    assert_eq!(c.files["/etc/chrony.conf"].mode, 0o600);
+    refused(
+        with("0644").as_bytes(),
+        "$.spec.config.storage.files[0].mode",
+        "as a decimal integer (420) or, in YAML, 0o644",
+    );
+}
+
 #[test]
 fn machine_config_refusals() {
     let mut v = mc_json();
@@ -530,288 +543,4 @@ fn machine_config_refusals() {
         "$",
         "Ignition configs must be JSON",
     );
-}
-
-#[test]
-fn canonical_form_ignores_spelling() {
-    let base = files(json!([{"path": "/etc/x", "contents": {"source": "data:,hello%0A"}}]));
-    let n = name_of(&[("a.ign", doc(base.clone()))]);
-    // Keys reordered and whitespace.
-    let text = "{ \"storage\" : { \"files\" : [ { \"contents\" : { \"source\" : \"data:,hello%0A\" } ,\n\t\"path\" : \"/etc/x\" } ] } ,\n \"ignition\" : { \"version\" : \"3.4.0\" } }";
-    assert_eq!(name_of(&[("a.ign", text.as_bytes().to_vec())]), n);
-    // Defaults spelled out.
-    let explicit = files(json!([{"path": "/etc/x", "mode": 420, "overwrite": false,
-        "user": {"id": 0}, "group": {}, "append": [],
-        "contents": {"source": "data:,hello%0A", "compression": null}}]));
-    assert_eq!(name_of(&[("a.ign", doc(explicit))]), n);
-    // Base64 and gzip encodings of the same bytes.
-    let b = files(
-        json!([{"path": "/etc/x", "contents": {"source": format!("data:text/plain;base64,{}", b64(b"hello\n"))}}]),
-    );
-    assert_eq!(name_of(&[("a.ign", doc(b))]), n);
-    let g = files(
-        json!([{"path": "/etc/x", "contents": {"compression": "gzip",
-        "source": format!("data:;base64,{}", b64(&gz(b"hello\n")))}}]),
-    );
-    assert_eq!(name_of(&[("a.ign", doc(g))]), n);
-    // Another spec version.
-    let mut v30 = base.clone();
-    v30["ignition"]["version"] = json!("3.0.0");
-    assert_eq!(name_of(&[("a.ign", doc(v30))]), n);
-    // A different content is a different name.
-    let other = files(json!([{"path": "/etc/x", "contents": {"source": "data:,hello"}}]));
-    assert_ne!(name_of(&[("a.ign", doc(other))]), n);
-    let mode =
-        files(json!([{"path": "/etc/x", "mode": 384, "contents": {"source": "data:,hello%0A"}}]));
-    assert_ne!(name_of(&[("a.ign", doc(mode))]), n);
-}
-
-#[test]
-fn canonical_document_shape() {
-    let r = render_docs(&[(
-        "a.ign",
-        doc(files(
-            json!([{"path": "/etc/x", "contents": {"source": "data:,hi"}}]),
-        )),
-    )])
-    .unwrap();
-    let text = std::str::from_utf8(&r.canonical).unwrap();
-    assert!(text.starts_with("{\"apiVersion\":\"machineconfiguration.openshift.io/v1\",\"kind\":\"MachineConfig\",\"spec\":{\"config\":{\"ignition\":{\"version\":\"3.4.0\"}"), "{text}");
-    assert!(text.contains("{\"append\":[],\"contents\":{\"source\":\"data:;base64,aGk=\"},\"group\":{\"id\":0},\"mode\":420,\"path\":\"/etc/x\",\"user\":{\"id\":0}}"), "{text}");
-    assert!(!text.contains("metadata"));
-    assert_eq!(
-        r.name,
-        format!("rendered-{}", crate::canonical::sha256_hex(&r.canonical))
-    );
-    assert_eq!(r.name.len(), "rendered-".len() + 64);
-}
-
-#[test]
-fn empty_render_has_a_fixed_name() {
-    let e = render(&[]).unwrap();
-    assert_eq!(e, Rendered::empty());
-    assert!(e.config.is_empty());
-    let only_version = name_of(&[("a.ign", doc(json!({"ignition": {"version": "3.0.0"}})))]);
-    assert_eq!(only_version, e.name);
-}
-
-/// render(render(x).canonical) gives the same bytes and name, and the
-/// canonical document reads back with from_canonical; anything else
-/// (pretty-printed, or a plain Ignition config) does not.
-#[test]
-fn round_trip_and_from_canonical() {
-    let full = json!({
-        "apiVersion": "machineconfiguration.openshift.io/v1", "kind": "MachineConfig",
-        "spec": {"kernelArguments": ["b", "a", "b"], "extensions": ["z", "y"],
-                 "config": ign(json!({
-        "storage": {
-            "files": [{"path": "/etc/b", "contents": {"source": "data:,x"}, "append": [{"source": "data:,y"}]},
-                      {"path": "/etc/a", "mode": 256, "user": {"name": "core"}},
-                      {"path": "/var/lib/e", "contents": {"source": "data:,"}}],
-            "directories": [{"path": "/var/d", "group": {"name": "wheel"}}],
-            "links": [{"path": "/etc/s", "target": "b"}, {"path": "/etc/h", "target": "/etc/b", "hard": true}]
-        },
-        "systemd": {"units": [{"name": "b.service", "enabled": false, "dropins": [{"name": "x.conf"}]},
-                              {"name": "a.timer", "contents": "[Timer]\n", "mask": false}]},
-        "passwd": {"users": [{"name": "u2", "sshAuthorizedKeys": ["k2", "k1"]}, {"name": "u1", "uid": 5}],
-                   "groups": [{"name": "g", "passwordHash": "!"}]}}))}
-    });
-    let r = render_docs(&[("x.json", doc(full))]).unwrap();
-    assert_eq!(r.config.kernel_arguments, ["b", "a"]);
-    let again = render_docs(&[("rendered.json", r.canonical.clone())]).unwrap();
-    assert_eq!(again.canonical, r.canonical);
-    assert_eq!(again.name, r.name);
-    assert_eq!(again.config, r.config);
-    assert_eq!(Rendered::from_canonical(&r.canonical).unwrap(), r);
-    let pretty =
-        serde_json::to_vec_pretty(&serde_json::from_slice::<Value>(&r.canonical).unwrap()).unwrap();
-    assert!(Rendered::from_canonical(&pretty)
-        .unwrap_err()
-        .message
-        .contains("not a canonical"));
-    let ign_only = doc(to_ignition(&r.config));
-    assert!(Rendered::from_canonical(&ign_only).is_err());
-    // to_ignition parses back to the same declarations (but kargs and extensions).
-    let back = parse_input("drift.ign", &ign_only).unwrap();
-    let mut want = r.config.clone();
-    want.kernel_arguments.clear();
-    want.extensions.clear();
-    assert_eq!(back, want);
-}
-
-#[test]
-fn render_is_deterministic_across_input_order() {
-    let a = doc(files(
-        json!([{"path": "/etc/a", "contents": {"source": "data:,1"}}]),
-    ));
-    let b = doc(files(
-        json!([{"path": "/etc/b", "contents": {"source": "data:,2"}}]),
-    ));
-    assert_eq!(
-        name_of(&[("10-a.ign", a.clone()), ("20-b.ign", b.clone())]),
-        name_of(&[("20-b.ign", b), ("10-a.ign", a)])
-    );
-}
-
-fn mc_kargs(k: &[&str], x: &[&str]) -> Vec<u8> {
-    doc(
-        json!({"apiVersion": "machineconfiguration.openshift.io/v1", "kind": "MachineConfig",
-               "spec": {"kernelArguments": k, "extensions": x}}),
-    )
-}
-
-#[test]
-fn merge_order_and_conflicts() {
-    let one = |content: &str, overwrite: bool| {
-        doc(files(json!([{"path": "/etc/x", "overwrite": overwrite,
-                          "contents": {"source": format!("data:,{content}")}}])))
-    };
-    // Identical duplicates are fine.
-    let r = render_docs(&[("a.ign", one("1", false)), ("b.ign", one("1", false))]).unwrap();
-    assert_eq!(
-        r.config.files["/etc/x"].contents.as_deref(),
-        Some(&b"1"[..])
-    );
-    // Different contents: an error naming both files, in name order
-    // whatever the argument order.
-    for docs in [
-        [("b.ign", one("2", false)), ("a.ign", one("1", false))],
-        [("a.ign", one("1", false)), ("b.ign", one("2", false))],
-    ] {
-        let e = render_docs(&docs).unwrap_err();
-        assert_eq!(
-            (e.file.as_str(), e.path.as_str()),
-            ("b.ign", "$.storage.files[0]"),
-            "{e}"
-        );
-        assert!(
-            e.message.contains("a.ign ($.storage.files[0])") && e.message.contains("overwrite"),
-            "{e}"
-        );
-    }
-    // The later file's overwrite replaces the entry; the earlier's does not.
-    let r = render_docs(&[("b.ign", one("2", true)), ("a.ign", one("1", false))]).unwrap();
-    assert_eq!(
-        r.config.files["/etc/x"].contents.as_deref(),
-        Some(&b"2"[..])
-    );
-    assert!(render_docs(&[("a.ign", one("1", true)), ("b.ign", one("2", false))]).is_err());
-    // Sorting is by base name: dir/z sorts after other/a.
-    let r = render_docs(&[
-        ("dir/z.ign", one("2", true)),
-        ("other/a.ign", one("1", false)),
-    ])
-    .unwrap();
-    assert_eq!(
-        r.config.files["/etc/x"].contents.as_deref(),
-        Some(&b"2"[..])
-    );
-    // A kind change is a conflict too, and overwrite allows it.
-    let dir = |ow: bool| {
-        doc(ign(
-            json!({"storage": {"directories": [{"path": "/etc/x", "overwrite": ow}]}}),
-        ))
-    };
-    let e = render_docs(&[("a.ign", one("1", false)), ("b.ign", dir(false))]).unwrap_err();
-    assert!(e.message.contains("declared as a file by a.ign"), "{e}");
-    let r = render_docs(&[("a.ign", one("1", false)), ("b.ign", dir(true))]).unwrap();
-    assert!(r.config.files.is_empty() && r.config.directories.contains_key("/etc/x"));
-    // Kernel arguments and extensions: concatenated in file order, first kept.
-    let r = render_docs(&[
-        ("b.yaml", mc_kargs(&["x", "quiet"], &["e2"])),
-        ("a.yaml", mc_kargs(&["quiet", "y"], &["e1", "e2"])),
-    ])
-    .unwrap();
-    assert_eq!(r.config.kernel_arguments, ["quiet", "y", "x"]);
-    assert_eq!(r.config.extensions, ["e1", "e2"]);
-}
-
-#[test]
-fn units_users_and_groups_merge() {
-    let unit = |u: Value| doc(ign(json!({"systemd": {"units": [u]}})));
-    let r = render_docs(&[
-        ("a.ign", unit(json!({"name": "x.service", "contents": "A", "enabled": true, "mask": true,
-                              "dropins": [{"name": "1.conf", "contents": "d1"}]}))),
-        ("b.ign", unit(json!({"name": "x.service", "enabled": false,
-                              "dropins": [{"name": "1.conf", "contents": "d1"}, {"name": "2.conf"}]}))),
-    ])
-    .unwrap();
-    let u = &r.config.units["x.service"];
-    assert_eq!(
-        (u.contents.as_deref(), u.enabled, u.mask),
-        (Some("A"), Some(false), true)
-    );
-    assert_eq!(u.dropins.len(), 2);
-    let e = render_docs(&[
-        ("a.ign", unit(json!({"name": "x.service", "contents": "A"}))),
-        ("b.ign", unit(json!({"name": "x.service", "contents": "B"}))),
-    ])
-    .unwrap_err();
-    assert_eq!(e.file, "b.ign");
-    assert!(e.message.contains("a.ign ($.systemd.units[0])"), "{e}");
-    let e = render_docs(&[
-        (
-            "a.ign",
-            unit(json!({"name": "x.service", "dropins": [{"name": "1.conf", "contents": "a"}]})),
-        ),
-        (
-            "b.ign",
-            unit(json!({"name": "x.service", "dropins": [{"name": "1.conf", "contents": "b"}]})),
-        ),
-    ])
-    .unwrap_err();
-    assert!(
-        e.message.contains("drop-in x.service/1.conf") && e.message.contains("a.ign"),
-        "{e}"
-    );
-
-    let user = |u: Value| doc(ign(json!({"passwd": {"users": [u]}})));
-    let r = render_docs(&[("a.ign", user(json!({"name": "core", "sshAuthorizedKeys": ["k1", "k2"], "groups": ["wheel"]}))),
-                          ("b.ign", user(json!({"name": "core", "uid": 1000, "sshAuthorizedKeys": ["k2", "k3"], "groups": ["adm"]})))]).unwrap();
-    let u = &r.config.users["core"];
-    assert_eq!(u.ssh_authorized_keys, ["k1", "k2", "k3"]);
-    assert_eq!(u.groups, ["wheel", "adm"]);
-    assert_eq!(u.uid, Some(1000));
-    let e = render_docs(&[
-        (
-            "a.ign",
-            user(json!({"name": "core", "passwordHash": "$6$a"})),
-        ),
-        (
-            "b.ign",
-            user(json!({"name": "core", "passwordHash": "$6$b"})),
-        ),
-    ])
-    .unwrap_err();
-    assert!(
-        e.message.contains("passwordHash differs") && e.message.contains("a.ign"),
-        "{e}"
-    );
-    let group = |g: Value| doc(ign(json!({"passwd": {"groups": [g]}})));
-    let e = render_docs(&[
-        ("a.ign", group(json!({"name": "g", "gid": 1}))),
-        ("b.ign", group(json!({"name": "g", "gid": 2}))),
-    ])
-    .unwrap_err();
-    assert!(e.message.contains("gid differs"), "{e}");
-}
-
-#[test]
-fn conflicts_in_the_tree_span_files() {
-    let link = doc(ign(
-        json!({"storage": {"links": [{"path": "/etc/ssh", "target": "/usr/share"}]}}),
-    ));
-    let file = doc(files(json!([{"path": "/etc/ssh/sshd_config"}])));
-    let e = render_docs(&[("a.ign", link), ("b.ign", file)]).unwrap_err();
-    assert_eq!(
-        (e.file.as_str(), e.path.as_str()),
-        ("b.ign", "$.storage.files[0]"),
-        "{e}"
-    );
-    assert!(e.message.contains("a.ign ($.storage.links[0])"), "{e}");
-}
-
-#[test]
-fn empty_config_is_empty() {
-    assert!(Config::default().is_empty());
 }
