@@ -145,6 +145,19 @@ fn write_adopt(
     let mut text = serde_json::to_string_pretty(&adopted.document)?;
     text.push('\n');
     std::fs::write(path, text).with_context(|| format!("Writing {}", path.display()))?;
+    let count = |k: &str| {
+        adopted.document["storage"][k]
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    eprintln!(
+        "Wrote {} file(s), {} directory(ies) and {} link(s) to {}: apply it with the \
+         configuration's files, named to sort after them (inputs merge in file-name order)",
+        count("files"),
+        count("directories"),
+        count("links"),
+        path.display()
+    );
     if !adopted.not_expressible.is_empty() {
         eprintln!(
             "warning: {} path(s) of the /etc drift cannot be expressed in Ignition and are not in {}:",
