@@ -691,3 +691,37 @@ fn applied_configs_are_clean() {
     let (code, r) = f.json(&["--etc-only"]);
     assert_eq!(code, 0, "{r:#}");
 }
+
+/// A deployment `ostree admin deploy` made is clean too, and its drift is
+/// found the same way.
+#[test]
+fn drift_of_an_ostree_deployment() {
+    if needs_root("drift of a bare sysroot") {
+        return;
+    }
+    require_ostree();
+    let src = source();
+    let dir = tempfile::tempdir().unwrap();
+    let sys = dir.path().join("s");
+    prepare(Tool::Ostree, &sys, &src);
+    deploy(Tool::Ostree, &sys, &["testos/stable"]);
+    let drift = |args: &[&str]| {
+        let out = arbor()
+            .args(["drift", "--json", "--sysroot", s(&sys)])
+            .args(args)
+            .output()
+            .unwrap();
+        let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+        (out.status.code().unwrap(), r)
+    };
+    let (code, r) = drift(&[]);
+    assert_eq!(code, 0, "{r:#}");
+    let root = deployment_dir(&sys, &src.v1, 0);
+    edit_etc(&root.join("etc"));
+    put(&root.join("usr/bin/extra"), "x\n");
+    let (code, r) = drift(&[]);
+    assert_eq!(code, 1);
+    assert_eq!(changes(&r, "etc"), want(ETC_DRIFT));
+    assert_eq!(changes(&r, "usr"), want(&[("/usr/bin/extra", &["added"])]));
+    unseal_all(dir.path());
+}
