@@ -44,6 +44,7 @@ pub struct DriftOpts {
     pub stage: bool,
     /// Deployment index (0 = the default, as in `status`); default: the
     /// booted deployment, else the default one.
+    #[arg(value_name = "DEPLOYMENT")]
     pub index: Option<usize>,
 }
 
@@ -279,6 +280,31 @@ mod tests {
             size: None,
             target: target.map(str::to_string),
         })
+    }
+
+    #[test]
+    fn parses_options() {
+        use clap::Parser;
+        let parse = |args: &[&str]| {
+            crate::cli::Opt::try_parse_from([&["arbor", "drift"], args].concat()).map(|o| o.cmd)
+        };
+        match parse(&["--sysroot", "/s", "--json", "--etc-only", "1"]).unwrap() {
+            crate::cli::Cmd::Drift(o) => {
+                assert!(o.json && o.etc_only && !o.revert);
+                assert_eq!(o.index, Some(1));
+                assert_eq!(o.sysroot.sysroot, std::path::Path::new("/s"));
+            }
+            c => panic!("{c:?}"),
+        }
+        for bad in [
+            &["--stage"][..],
+            &["--revert", "--to-config", "f"],
+            &["--revert", "--json"],
+            &["x"],
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{bad:?}");
+        }
     }
 
     #[test]
