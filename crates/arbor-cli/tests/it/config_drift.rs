@@ -292,11 +292,13 @@ fn drift_exit_codes() {
     put(&f.root().join("etc/extra.conf"), "x\n");
     assert_eq!(f.drift(&[]).status.code(), Some(1));
     // Errors: 2, whatever the cause, usage errors included.
+    // (Staging needs a booted system: an error here.)
     for args in [
         vec!["7"],
         vec!["--bogus"],
         vec!["--stage"],
         vec!["notanumber"],
+        vec!["--revert", "--stage"],
     ] {
         let out = f.drift(&args);
         assert_eq!(

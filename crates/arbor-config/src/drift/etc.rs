@@ -10,6 +10,10 @@
 //! symlink target), mode, owner and xattrs changed. A directory added or
 //! deleted is listed with everything below it.
 //!
+//! The defaults are the deployment's `/usr/etc` as it is on disk: a change
+//! there is `/usr` drift (see [`super::usr`]), and shows here too, as the
+//! `/etc` entries that no longer match it.
+//!
 //! Not drift: `/etc/.updated` missing (a deploy removes it so that
 //! `ConditionNeedsUpdate=` units run), and the `user.ostreemeta` xattr
 //! (repository bookkeeping that a bare-user checkout leaves on `/usr/etc`
