@@ -8,7 +8,6 @@ use std::process::ExitCode;
 use anyhow::Result;
 use arbor_config::apply::{keep_config, ConfigComposer};
 use arbor_config::state::{deployment_state, DeploymentState};
-use arbor_config::store::recorded_name;
 use arbor_sysroot::deploy::{deploy as do_deploy, DeployOptions};
 use arbor_sysroot::preview::{preview_etc, EtcPreview};
 use arbor_sysroot::status::{status_entries, StatusEntry};
@@ -54,12 +53,23 @@ pub fn admin(c: AdminCmd, out: &mut impl Write) -> Result<()> {
     }
 }
 
+/// The labels of the state lines `status` adds to ostree's text, per
+/// deployment, in order.
+pub const STATE_LABELS: [&str; 5] = [
+    "BaseCommit:",
+    "Extensions:",
+    "Config:",
+    "KernelArguments:",
+    "State:",
+];
+
 /// Renders `status` as `ostree admin status` does, plus, for each
-/// deployment that records a declared configuration (`Some` in `states`),
-/// its state inputs and checksum.
+/// deployment, the inputs of its state and its state checksum (lines that
+/// ostree does not print: they follow ostree's lines, so stripping the
+/// [`STATE_LABELS`] lines gives `ostree admin status`'s text).
 pub fn render_status(
     entries: &[StatusEntry],
-    states: &[Option<DeploymentState>],
+    states: &[DeploymentState],
     out: &mut impl Write,
 ) -> std::io::Result<()> {
     if entries.is_empty() {
@@ -95,16 +105,13 @@ pub fn render_status(
         if let (true, Some(t)) = (e.has_origin, &e.source_title) {
             writeln!(out, "    `- {t}")?;
         }
-        if let Some(Some(st)) = states.get(i) {
-            writeln!(out, "    Base: {}", st.base)?;
-            writeln!(out, "    Extensions: [{}]", st.extensions.join(", "))?;
-            writeln!(out, "    Config: {}", st.config)?;
-            writeln!(
-                out,
-                "    Kernel arguments: {}",
-                st.kernel_arguments.join(" ")
-            )?;
-            writeln!(out, "    State: {}", st.state)?;
+        if let Some(st) = states.get(i) {
+            let [base, ext, config, kargs, state] = STATE_LABELS;
+            writeln!(out, "    {base} {}", st.base)?;
+            writeln!(out, "    {ext} [{}]", st.extensions.join(", "))?;
+            writeln!(out, "    {config} {}", st.config)?;
+            writeln!(out, "    {kargs} {}", st.kernel_arguments.join(" "))?;
+            writeln!(out, "    {state} {}", st.state)?;
         }
     }
     Ok(())
@@ -139,13 +146,7 @@ pub fn status(o: StatusOpts, out: &mut impl Write) -> Result<()> {
         serde_json::to_writer_pretty(&mut *out, &serde_json::json!({ "deployments": list }))?;
         writeln!(out)?;
     } else {
-        let shown: Vec<Option<DeploymentState>> = s
-            .deployments()
-            .iter()
-            .zip(states)
-            .map(|(d, st)| recorded_name(d).map(|_| st))
-            .collect();
-        render_status(&entries, &shown, out)?;
+        render_status(&entries, &states, out)?;
     }
     Ok(())
 }

@@ -554,7 +554,7 @@ fn same_inputs_through_different_histories_give_the_same_state() {
     );
     assert!(text.contains("    Extensions: []\n"), "{text}");
     assert!(
-        text.contains("    Kernel arguments: root=LABEL=rootfs b=2\n"),
+        text.contains("    KernelArguments: root=LABEL=rootfs b=2\n"),
         "{text}"
     );
     ostree_reads(&c.sys);

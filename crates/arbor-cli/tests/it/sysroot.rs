@@ -353,7 +353,11 @@ pub(crate) fn assert_same_map(
 }
 
 fn status_lines(tool: Tool, sysroot: &Path) -> String {
-    admin(tool, sysroot, &["status"])
+    let text = admin(tool, sysroot, &["status"]);
+    match tool {
+        Tool::Arbor => crate::util::ostree_view_of_status(&text),
+        Tool::Ostree => text,
+    }
 }
 
 /// Sysroot tests need root (bare system repositories, `ostree admin`,

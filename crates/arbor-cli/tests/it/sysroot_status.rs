@@ -48,7 +48,7 @@ fn arbor_status(sys: &Path, booted: Option<&str>) -> String {
     if let Some(b) = booted {
         c.env("ARBOR_TEST_ROOT", b);
     }
-    run_ok(&mut c)
+    crate::util::ostree_view_of_status(&run_ok(&mut c))
 }
 
 #[test]

@@ -454,3 +454,50 @@ pub fn rev_opt(repo: &Path, rev: &str) -> Option<String> {
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
+
+/// `arbor status`'s text without the state lines arbor adds after
+/// ostree's lines of each deployment (`BaseCommit:` ... `State:`), which
+/// must be there, once per deployment, with a `state-` checksum: what is
+/// left is `ostree admin status`'s text.
+#[track_caller]
+pub fn ostree_view_of_status(text: &str) -> String {
+    const LABELS: [&str; 5] = [
+        "BaseCommit:",
+        "Extensions:",
+        "Config:",
+        "KernelArguments:",
+        "State:",
+    ];
+    let deployments = text
+        .lines()
+        .filter(|l| !l.starts_with("    ") && !l.is_empty() && *l != "No deployments.")
+        .count();
+    let mut kept = String::new();
+    let mut found = [0usize; 5];
+    for l in text.lines() {
+        match LABELS
+            .iter()
+            .position(|lab| l.strip_prefix("    ").is_some_and(|r| r.starts_with(lab)))
+        {
+            Some(i) => {
+                found[i] += 1;
+                if i == 4 {
+                    let v = &l["    State: ".len()..];
+                    assert!(
+                        v.len() == "state-".len() + 64 && v.starts_with("state-"),
+                        "{text}"
+                    );
+                }
+            }
+            None => {
+                kept.push_str(l);
+                kept.push('\n');
+            }
+        }
+    }
+    assert_eq!(
+        found, [deployments; 5],
+        "state lines per deployment:\n{text}"
+    );
+    kept
+}

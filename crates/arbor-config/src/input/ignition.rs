@@ -246,7 +246,8 @@ impl Parser<'_, '_> {
                 ))
             }
         };
-        let Some(url) = o.str("source")? else {
+        // Ignition reads an empty source as none (util.NilOrEmpty).
+        let Some(url) = o.str("source")?.filter(|u| !u.is_empty()) else {
             if required {
                 return Err(self.src.err(path, "missing required key \"source\""));
             }

@@ -9,8 +9,18 @@
 //! - A key whose value is `null` is absent (Ignition's reading of JSON).
 //!   Keys of the spec outside the supported subset are refused when set;
 //!   unknown keys are refused always.
+//! - A document starting with `{` is JSON, anything else YAML (which must
+//!   then be a MachineConfig). Duplicate keys in an object are refused in
+//!   both. YAML nested deeper than 100 flow levels is refused before
+//!   parsing (libyaml's cost grows with that depth on every token).
 //! - A document is at most [`MAX_INPUT_BYTES`]; decoded file contents are
-//!   bounded per file and in total ([`dataurl`]).
+//!   bounded per file and in total ([`dataurl`]). Sources are inline
+//!   `data:` URLs only (an empty source is none, as in Ignition);
+//!   `verification.hash` (sha512, and sha256 from 3.1) is checked on the
+//!   decompressed bytes.
+//! - Paths are absolute, normalized, strictly below `/etc` or `/var`, free
+//!   of control characters; no entry may lie below a declared file or
+//!   link; a hard link's target is such a path too (absolute).
 
 pub mod dataurl;
 mod ignition;

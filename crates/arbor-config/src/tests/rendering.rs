@@ -29,6 +29,13 @@ fn canonical_form_ignores_spelling() {
         "source": format!("data:;base64,{}", b64(&gz(b"hello\n")))}}]),
     );
     assert_eq!(name_of(&[("a.ign", doc(g))]), n);
+    // An empty source is no source, as in Ignition.
+    let none = files(json!([{"path": "/etc/x"}]));
+    let empty = files(json!([{"path": "/etc/x", "contents": {"source": ""}}]));
+    assert_eq!(
+        name_of(&[("a.ign", doc(empty))]),
+        name_of(&[("a.ign", doc(none))])
+    );
     // Another spec version.
     let mut v30 = base.clone();
     v30["ignition"]["version"] = json!("3.0.0");

@@ -19,24 +19,22 @@
 //!   repeated entry keeping its first place.
 //!
 //! The canonical document is the RFC 8785 JSON of a `MachineConfig`
-//! without `metadata`: `spec.config` is Ignition [`IGNITION_VERSION`]
+//! without `metadata`: `spec.config` is Ignition [`IGNITION_VERSION`](crate::input::IGNITION_VERSION)
 //! with every default spelled out, file contents as `data:;base64,` of
 //! the decoded bytes, arrays sorted by path or name;
 //! `spec.kernelArguments` and `spec.extensions` in order. Its name is
 //! `rendered-<sha256 of those bytes>`.
 
+mod emit;
+
 use std::collections::BTreeMap;
 
-use base64::Engine;
-use serde_json::{json, Map, Value};
+pub use emit::{to_ignition, to_machine_config};
 
 use crate::canonical::{sha256_hex, to_canonical};
 use crate::input::machineconfig::push_unique;
-use crate::input::{
-    self, Budget, InputError, Parsed, IGNITION_VERSION, MACHINE_CONFIG_API_VERSION,
-    MACHINE_CONFIG_KIND,
-};
-use crate::model::{Config, DirEntry, FileEntry, LinkEntry, Owner};
+use crate::input::{self, Budget, InputError, Parsed};
+use crate::model::{Config, DirEntry, FileEntry, Group, LinkEntry, Unit, User};
 
 /// Prefix of a rendered configuration's name.
 pub const RENDERED_PREFIX: &str = "rendered-";
@@ -165,87 +163,34 @@ struct Merger {
 
 impl Merger {
     fn add(&mut self, file: &str, mut p: Parsed) -> Result<(), InputError> {
-        let here = |p: &Parsed, key: &str| p.origin.get(key).cloned().unwrap_or_else(|| "$".into());
         let mut nodes: Vec<(String, Node)> = Vec::new();
+        let c = &mut p.config;
         nodes.extend(
-            std::mem::take(&mut p.config.files)
+            std::mem::take(&mut c.files)
                 .into_iter()
                 .map(|(k, v)| (k, Node::File(v))),
         );
         nodes.extend(
-            std::mem::take(&mut p.config.directories)
+            std::mem::take(&mut c.directories)
                 .into_iter()
                 .map(|(k, v)| (k, Node::Dir(v))),
         );
         nodes.extend(
-            std::mem::take(&mut p.config.links)
+            std::mem::take(&mut c.links)
                 .into_iter()
                 .map(|(k, v)| (k, Node::Link(v))),
         );
         for (path, node) in nodes {
-            let key = format!("path {path}");
-            let jpath = here(&p, &key);
-            match take_node(&mut self.config, &path) {
-                Some(old) if old == node => put_node(&mut self.config, path, old),
-                Some(old) if !p.overwrite.contains(&path) => {
-                    let (ofile, opath) = &origin_of(&self.origin, &key);
-                    let how = if std::mem::discriminant(&old) == std::mem::discriminant(&node) {
-                        format!("declared differently by {ofile} ({opath})")
-                    } else {
-                        format!("declared as {} by {ofile} ({opath})", old.what())
-                    };
-                    return Err(InputError::new(
-                        file,
-                        &jpath,
-                        format!(
-                            "{path} is {how}; set \"overwrite\": true here to replace that declaration"
-                        ),
-                    ));
-                }
-                _ => {
-                    put_node(&mut self.config, path, node);
-                    self.origin.insert(key, (file.to_owned(), jpath));
-                }
-            }
+            self.node(file, &p, path, node)?;
         }
         for (name, unit) in std::mem::take(&mut p.config.units) {
             self.unit(file, &p, name, unit)?;
         }
         for (name, user) in std::mem::take(&mut p.config.users) {
-            let key = format!("user {name}");
-            let jpath = here(&p, &key);
-            let Some(e) = self.config.users.get_mut(&name) else {
-                self.config.users.insert(name, user);
-                self.origin.insert(key, (file.to_owned(), jpath));
-                continue;
-            };
-            let o = &origin_of(&self.origin, &key);
-            let conflict = |what: &str| conflict(file, &jpath, &format!("user {name}"), what, o);
-            same_or_set(&mut e.uid, user.uid, || conflict("uid"))?;
-            same_or_set(&mut e.password_hash, user.password_hash, || {
-                conflict("passwordHash")
-            })?;
-            for g in &user.groups {
-                push_unique(&mut e.groups, g);
-            }
-            for k in &user.ssh_authorized_keys {
-                push_unique(&mut e.ssh_authorized_keys, k);
-            }
+            self.user(file, &p, name, user)?;
         }
         for (name, group) in std::mem::take(&mut p.config.groups) {
-            let key = format!("group {name}");
-            let jpath = here(&p, &key);
-            let Some(e) = self.config.groups.get_mut(&name) else {
-                self.config.groups.insert(name, group);
-                self.origin.insert(key, (file.to_owned(), jpath));
-                continue;
-            };
-            let o = &origin_of(&self.origin, &key);
-            let conflict = |what: &str| conflict(file, &jpath, &format!("group {name}"), what, o);
-            same_or_set(&mut e.gid, group.gid, || conflict("gid"))?;
-            same_or_set(&mut e.password_hash, group.password_hash, || {
-                conflict("passwordHash")
-            })?;
+            self.group(file, &p, name, group)?;
         }
         for a in &p.config.kernel_arguments {
             push_unique(&mut self.config.kernel_arguments, a);
@@ -256,15 +201,83 @@ impl Merger {
         Ok(())
     }
 
-    fn unit(
+    /// A file, directory or link: identical, or replacing with overwrite.
+    fn node(&mut self, file: &str, p: &Parsed, path: String, node: Node) -> Result<(), InputError> {
+        let key = format!("path {path}");
+        let jpath = here(p, &key);
+        match take_node(&mut self.config, &path) {
+            Some(old) if old == node => put_node(&mut self.config, path, old),
+            Some(old) if !p.overwrite.contains(&path) => {
+                let (ofile, opath) = &origin_of(&self.origin, &key);
+                let how = if std::mem::discriminant(&old) == std::mem::discriminant(&node) {
+                    format!("declared differently by {ofile} ({opath})")
+                } else {
+                    format!("declared as {} by {ofile} ({opath})", old.what())
+                };
+                return Err(InputError::new(
+                    file,
+                    &jpath,
+                    format!(
+                        "{path} is {how}; set \"overwrite\": true here to replace that declaration"
+                    ),
+                ));
+            }
+            _ => {
+                put_node(&mut self.config, path, node);
+                self.origin.insert(key, (file.to_owned(), jpath));
+            }
+        }
+        Ok(())
+    }
+
+    fn user(&mut self, file: &str, p: &Parsed, name: String, user: User) -> Result<(), InputError> {
+        let key = format!("user {name}");
+        let jpath = here(p, &key);
+        let Some(e) = self.config.users.get_mut(&name) else {
+            self.config.users.insert(name, user);
+            self.origin.insert(key, (file.to_owned(), jpath));
+            return Ok(());
+        };
+        let o = &origin_of(&self.origin, &key);
+        let conflict = |what: &str| conflict(file, &jpath, &format!("user {name}"), what, o);
+        same_or_set(&mut e.uid, user.uid, || conflict("uid"))?;
+        same_or_set(&mut e.password_hash, user.password_hash, || {
+            conflict("passwordHash")
+        })?;
+        for g in &user.groups {
+            push_unique(&mut e.groups, g);
+        }
+        for k in &user.ssh_authorized_keys {
+            push_unique(&mut e.ssh_authorized_keys, k);
+        }
+        Ok(())
+    }
+
+    fn group(
         &mut self,
         file: &str,
         p: &Parsed,
         name: String,
-        unit: crate::model::Unit,
+        group: Group,
     ) -> Result<(), InputError> {
+        let key = format!("group {name}");
+        let jpath = here(p, &key);
+        let Some(e) = self.config.groups.get_mut(&name) else {
+            self.config.groups.insert(name, group);
+            self.origin.insert(key, (file.to_owned(), jpath));
+            return Ok(());
+        };
+        let o = &origin_of(&self.origin, &key);
+        let conflict = |what: &str| conflict(file, &jpath, &format!("group {name}"), what, o);
+        same_or_set(&mut e.gid, group.gid, || conflict("gid"))?;
+        same_or_set(&mut e.password_hash, group.password_hash, || {
+            conflict("passwordHash")
+        })
+    }
+
+    fn unit(&mut self, file: &str, p: &Parsed, name: String, unit: Unit) -> Result<(), InputError> {
         let key = format!("unit {name}");
-        let jpath = p.origin.get(&key).cloned().unwrap_or_else(|| "$".into());
+        let jpath = here(p, &key);
         let Some(e) = self.config.units.get_mut(&name) else {
             for d in unit.dropins.keys() {
                 let dk = format!("dropin {name}/{d}");
@@ -314,6 +327,11 @@ impl Merger {
         }
         Ok(())
     }
+}
+
+/// The JSON path of `key`'s declaration in `p`.
+fn here(p: &Parsed, key: &str) -> String {
+    p.origin.get(key).cloned().unwrap_or_else(|| "$".into())
 }
 
 /// Where `key` was first declared (every merged key has an origin).
@@ -417,138 +435,4 @@ fn check_tree_with(
         }
     }
     Ok(())
-}
-
-fn owner(o: &Owner) -> Value {
-    match o {
-        Owner::Id(id) => json!({ "id": id }),
-        Owner::Name(n) => json!({ "name": n }),
-    }
-}
-
-fn data_url(bytes: &[u8]) -> Value {
-    json!({
-        "source": format!("data:;base64,{}", base64::engine::general_purpose::STANDARD.encode(bytes))
-    })
-}
-
-/// The Ignition [`IGNITION_VERSION`] config declaring `config`'s files,
-/// directories, links, units, users and groups, every default explicit
-/// (kernel arguments and extensions are not Ignition: see
-/// [`to_machine_config`]). It parses back through
-/// [`input::parse_input`] to the same declarations.
-pub fn to_ignition(config: &Config) -> Value {
-    let files: Vec<Value> = config
-        .files
-        .iter()
-        .map(|(p, f)| {
-            let mut o = Map::new();
-            o.insert("path".into(), json!(p));
-            if let Some(c) = &f.contents {
-                o.insert("contents".into(), data_url(c));
-            }
-            o.insert(
-                "append".into(),
-                f.append.iter().map(|a| data_url(a)).collect(),
-            );
-            o.insert("mode".into(), json!(f.mode));
-            o.insert("user".into(), owner(&f.user));
-            o.insert("group".into(), owner(&f.group));
-            Value::Object(o)
-        })
-        .collect();
-    let dirs: Vec<Value> = config
-        .directories
-        .iter()
-        .map(|(p, d)| json!({"path": p, "mode": d.mode, "user": owner(&d.user), "group": owner(&d.group)}))
-        .collect();
-    let links: Vec<Value> = config
-        .links
-        .iter()
-        .map(|(p, l)| {
-            if l.hard {
-                json!({"path": p, "target": l.target, "hard": true})
-            } else {
-                json!({"path": p, "target": l.target, "hard": false,
-                       "user": owner(&l.user), "group": owner(&l.group)})
-            }
-        })
-        .collect();
-    let units: Vec<Value> = config
-        .units
-        .iter()
-        .map(|(n, u)| {
-            let mut o = Map::new();
-            o.insert("name".into(), json!(n));
-            if let Some(c) = &u.contents {
-                o.insert("contents".into(), json!(c));
-            }
-            if let Some(e) = u.enabled {
-                o.insert("enabled".into(), json!(e));
-            }
-            o.insert("mask".into(), json!(u.mask));
-            let dropins: Vec<Value> = u
-                .dropins
-                .iter()
-                .map(|(dn, d)| match &d.contents {
-                    Some(c) => json!({"name": dn, "contents": c}),
-                    None => json!({ "name": dn }),
-                })
-                .collect();
-            o.insert("dropins".into(), Value::Array(dropins));
-            Value::Object(o)
-        })
-        .collect();
-    let users: Vec<Value> = config
-        .users
-        .iter()
-        .map(|(n, u)| {
-            let mut o = Map::new();
-            o.insert("name".into(), json!(n));
-            if let Some(uid) = u.uid {
-                o.insert("uid".into(), json!(uid));
-            }
-            o.insert("groups".into(), json!(u.groups));
-            if let Some(h) = &u.password_hash {
-                o.insert("passwordHash".into(), json!(h));
-            }
-            o.insert("sshAuthorizedKeys".into(), json!(u.ssh_authorized_keys));
-            Value::Object(o)
-        })
-        .collect();
-    let groups: Vec<Value> = config
-        .groups
-        .iter()
-        .map(|(n, g)| {
-            let mut o = Map::new();
-            o.insert("name".into(), json!(n));
-            if let Some(gid) = g.gid {
-                o.insert("gid".into(), json!(gid));
-            }
-            if let Some(h) = &g.password_hash {
-                o.insert("passwordHash".into(), json!(h));
-            }
-            Value::Object(o)
-        })
-        .collect();
-    json!({
-        "ignition": {"version": IGNITION_VERSION},
-        "storage": {"files": files, "directories": dirs, "links": links},
-        "systemd": {"units": units},
-        "passwd": {"users": users, "groups": groups},
-    })
-}
-
-/// The rendered MachineConfig document (without `metadata`): what the
-/// canonical bytes serialize.
-pub fn to_machine_config(config: &Config) -> Value {
-    json!({
-        "apiVersion": MACHINE_CONFIG_API_VERSION,
-        "kind": MACHINE_CONFIG_KIND,
-        "spec": {
-            "config": to_ignition(config),
-            "kernelArguments": config.kernel_arguments,
-            "extensions": config.extensions,
-        }
-    })
 }
