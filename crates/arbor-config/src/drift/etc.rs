@@ -14,8 +14,9 @@
 //! there is `/usr` drift (see [`super::usr`]), and shows here too, as the
 //! `/etc` entries that no longer match it.
 //!
-//! Not drift: `/etc/.updated` missing (a deploy removes it so that
-//! `ConditionNeedsUpdate=` units run), and the `user.ostreemeta` xattr
+//! Not drift: `/etc/.updated`, missing or not (a deploy removes it so that
+//! `ConditionNeedsUpdate=` units run, and `systemd-update-done` writes it
+//! back at boot), and the `user.ostreemeta` xattr
 //! (repository bookkeeping that a bare-user checkout leaves on `/usr/etc`
 //! and that the copy to `/etc` carries only as root).
 
@@ -34,7 +35,8 @@ use crate::compose::Desired;
 
 /// The xattr bare-user repositories keep their metadata in.
 const OSTREEMETA: &[u8] = b"user.ostreemeta";
-/// Removed from every new deployment's `/etc` (as ostree does).
+/// systemd's `ConditionNeedsUpdate=` stamp: removed from every new
+/// deployment's `/etc` (as ostree does), written back at its first boot.
 const UPDATED_STAMP: &str = ".updated";
 
 /// What belongs at one path.
@@ -247,7 +249,7 @@ impl<'o> Walk<'o> {
                 .filter(|st| kind(st) != EntryKind::Other)
                 .map(Spec::Default),
         };
-        if dir.is_empty() && name == UPDATED_STAMP && actual.is_none() {
+        if dir.is_empty() && name == UPDATED_STAMP {
             return Ok(true);
         }
         // Below a directory, the defaults count if the default there is a
