@@ -101,6 +101,22 @@ impl ConfigComposer {
     }
 }
 
+/// The origin group of [`DROP_LOCAL_KEY`]: ostree's transient state,
+/// which no later deployment carries (ostree and arbor both drop it).
+pub const TRANSIENT_GROUP: &str = "libostree-transient";
+/// `[libostree-transient] arbor-drop-local-changes=true`: compose this
+/// deployment's `/etc` without the admin's changes, whichever composer
+/// runs (`drift --revert --stage`, composed at shutdown by `finalize`).
+pub const DROP_LOCAL_KEY: &str = "arbor-drop-local-changes";
+
+/// Whether `d`'s origin asks for its `/etc` without local changes.
+pub fn drops_local_changes(d: &Deployment) -> bool {
+    d.origin
+        .as_ref()
+        .and_then(|o| o.get_bool(TRANSIENT_GROUP, DROP_LOCAL_KEY, false).ok())
+        .unwrap_or(false)
+}
+
 impl EtcComposer for ConfigComposer {
     fn compose(
         &self,
@@ -111,7 +127,10 @@ impl EtcComposer for ConfigComposer {
     ) -> Result<EtcDiff> {
         let previous_name = merge.and_then(store::recorded_name);
         let new_name = store::recorded_name(new);
-        if previous_name.is_none() && new_name.is_none() && self.keep_local {
+        // A staged deployment is composed by `finalize`, in another process,
+        // with the default composer: its origin says whether to drop.
+        let keep_local = self.keep_local && !drops_local_changes(new);
+        if previous_name.is_none() && new_name.is_none() && keep_local {
             return ThreeWayMerge.compose(s, merge, new, new_root);
         }
         let previous = match (merge, previous_name) {
@@ -131,7 +150,7 @@ impl EtcComposer for ConfigComposer {
             &new_etc,
             previous.as_ref(),
             &config,
-            self.keep_local,
+            keep_local,
         )?;
         hit(CONFIG_COMPOSED);
         let diff = carried(&report);
