@@ -428,7 +428,12 @@ impl<'o> Walk<'o> {
         if e.mode != a.mode && a.kind != EntryKind::Symlink {
             changes.push(Change::ModeChanged);
         }
-        if (e.uid, e.gid) != (a.uid, a.gid) {
+        // As non-root, compose cannot give what it writes an owner (it is
+        // the caller's, as in a bare-user checkout): a managed entry's
+        // owner is then not part of what was declared on disk.
+        let owner_applies =
+            rustix::process::geteuid().is_root() || !matches!(spec, Spec::Managed(_));
+        if owner_applies && (e.uid, e.gid) != (a.uid, a.gid) {
             changes.push(Change::OwnerChanged);
         }
         let expected_xattrs = match spec {
