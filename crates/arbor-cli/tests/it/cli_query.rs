@@ -488,3 +488,36 @@ fn every_json_output_parses() {
         assert!(shape_ok, "{cmd} --json: unexpected shape {v}");
     }
 }
+
+/// The quickstart needs no root: run as `nobody` (when the suite runs as
+/// root, as CI does), its sysroot is bare-user and compose cannot give
+/// files an owner; the tour, drift included, must still come out right.
+#[test]
+fn quickstart_runs_without_root() {
+    require_ostree();
+    if !rustix::process::geteuid().is_root() {
+        // Already unprivileged: quickstart_stays_in_its_directory covers it.
+        return;
+    }
+    let td = TempDir::new().unwrap();
+    std::fs::set_permissions(
+        td.path(),
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o777),
+    )
+    .unwrap();
+    let dir = td.path().join("qs");
+    let out = run_ok(std::process::Command::new("runuser").args([
+        "-u",
+        "nobody",
+        "--",
+        env!("CARGO_BIN_EXE_arbor"),
+        "quickstart",
+        dir.to_str().unwrap(),
+    ]));
+    has!(
+        out,
+        "M    /etc/hostname  (content)\nM    /etc/motd  (content)\nexit status 1\n"
+    );
+    has!(out, "/etc: no drift\nexit status 0\n");
+    has!(out, "/etc/hostname\nedge-42\n\n# Done.");
+}
