@@ -11,7 +11,7 @@ use rustix::fs::FileType;
 
 use super::report::{self, ComposeReport};
 use super::users::{self, Base, FILES};
-use super::write::{open_parent, write_managed};
+use super::write::{parent_in_etc, write_managed};
 use super::{managed_with, Desired, Managed};
 use crate::model::Config;
 
@@ -154,11 +154,10 @@ fn revert_unmanaged(i: &ComposeInputs<'_>, prev: &Managed, new: &Managed) -> Res
         }
         // A path whose directory is missing, or now leads out of this
         // /etc, holds nothing of the previous config to revert.
-        let (Ok((Some(dir), name)), Ok((def_dir, _))) =
-            (open_parent(i.new_etc, p), open_parent(i.new_defaults, p))
-        else {
+        let Some((dir, name)) = parent_in_etc(i.new_etc, p)? else {
             continue;
         };
+        let def_dir = parent_in_etc(i.new_defaults, p)?.map(|(d, _)| d);
         let default_type = match &def_dir {
             Some(dd) => fsutil::file_type(dd, name)?,
             None => None,

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use super::merge::ComposeInputs;
 use super::users::FILES;
-use super::write::open_parent;
+use super::write::parent_in_etc;
 use super::Managed;
 
 /// How one thing changed.
@@ -143,7 +143,7 @@ type Sig = (u32, u32, u32, Vec<u8>);
 fn signature(etc: &OwnedFd, path: &str) -> Result<Option<Sig>> {
     // A path whose directory is missing or leads out of this /etc is not
     // there, as far as this /etc goes.
-    let Ok((Some(dir), name)) = open_parent(etc, path) else {
+    let Some((dir, name)) = parent_in_etc(etc, path)? else {
         return Ok(None);
     };
     let Some(st) = lstat(&dir, name)? else {

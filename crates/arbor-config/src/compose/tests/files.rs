@@ -514,3 +514,25 @@ fn same_config_on_a_new_os_version() {
     assert_eq!(kept, ["/etc/ssh/sshd_config"]);
     assert!(r.units.is_empty() && r.users.is_empty());
 }
+
+#[test]
+fn revert_through_a_symlink_loop_is_an_error() {
+    // The previous config had /etc/app/a.conf; the new OS makes /etc/app
+    // a symlink loop. Only a missing directory, or one leading out of
+    // /etc, means "nothing to revert there"; a loop is an error.
+    let s = Sys::new();
+    let (d1, d2) = (s.os("d1"), s.os("d2"));
+    let a = with_files(&[("/etc/app/a.conf", file("a\n"))]);
+    compose(None, None, &d1, &a, true).unwrap();
+    std::os::unix::fs::symlink("app", d2.root.join("usr/etc/app")).unwrap();
+    let e = compose(Some(&d1), Some(&a), &d2, &Config::default(), true).unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(
+        msg.contains("Opening /etc/app") && msg.contains("symbolic links"),
+        "{msg}"
+    );
+    // A directory gone from the new OS is nothing to revert.
+    let d3 = s.os("d3");
+    compose(Some(&d1), Some(&a), &d3, &Config::default(), true).unwrap();
+    assert!(!d3.exists("app"));
+}
