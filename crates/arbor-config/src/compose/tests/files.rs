@@ -306,7 +306,11 @@ fn hard_link_and_symlink() {
         .into(),
         ..Default::default()
     };
-    assert!(managed(&bad, &d1.defaults(), None).is_err());
+    let e = format!("{:#}", managed(&bad, &d1.defaults(), None).unwrap_err());
+    assert!(
+        e.contains("Hard link /etc/x") && e.contains("/var/y is not below /etc"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -177,7 +177,11 @@ fn enabling_without_install_section_or_unit_is_an_error() {
         .into(),
         ..Default::default()
     };
-    assert!(managed(&both, &d1.defaults(), None).is_err());
+    let e = format!("{:#}", managed(&both, &d1.defaults(), None).unwrap_err());
+    assert!(
+        e.contains("Unit x.service: a masked unit cannot also have contents"),
+        "{e}"
+    );
 }
 
 #[test]
