@@ -9,6 +9,7 @@ use arbor_sysroot::etc_merge::{self, EtcDiff};
 use arbor_sysroot::fsutil;
 use rustix::fs::FileType;
 
+use super::files::IMPLICIT_DIR;
 use super::report::{self, ComposeReport};
 use super::users::{self, Base, FILES};
 use super::write::{parent_in_etc, write_managed};
@@ -145,8 +146,9 @@ fn carry_local(i: &ComposeInputs<'_>, prev: &Managed) -> Result<(EtcDiff, EtcDif
 
 /// Returns each path the previous config managed and the new one does
 /// not to the new default (copied from `new_defaults`) or removes it
-/// where the OS has none; an implicit directory that still holds the
-/// admin's files stays. Deepest paths first.
+/// where the OS has none; a directory that still holds the admin's files
+/// stays, with the default's metadata (0755 root where the OS has none).
+/// Deepest paths first.
 fn revert_unmanaged(i: &ComposeInputs<'_>, prev: &Managed, new: &Managed) -> Result<()> {
     for (p, d) in prev.iter().rev() {
         if new.contains_key(p) || FILES.contains(&p.as_str()) {
@@ -164,13 +166,20 @@ fn revert_unmanaged(i: &ComposeInputs<'_>, prev: &Managed, new: &Managed) -> Res
         };
         let now = fsutil::file_type(&dir, name)?;
         match (d, default_type) {
-            (Desired::Dir { .. }, None) => {
-                if now == Some(FileType::Directory)
-                    && fsutil::list_names(fsutil::open_dir(&dir, name)?)?.is_empty()
-                {
+            (Desired::Dir { .. }, None) if now == Some(FileType::Directory) => {
+                if fsutil::list_names(fsutil::open_dir(&dir, name)?)?.is_empty() {
                     fsutil::remove_all(&dir, name)?;
+                } else {
+                    // It stays for the admin's files in it, as the
+                    // directory the OS lacks that any path needs: 0755
+                    // root, not what the previous config made it.
+                    write_managed(
+                        i.new_etc,
+                        &[(p.clone(), IMPLICIT_DIR)].into_iter().collect(),
+                    )?;
                 }
             }
+            (Desired::Dir { .. }, None) => {}
             (Desired::Dir { .. }, Some(FileType::Directory))
                 if now == Some(FileType::Directory) =>
             {

@@ -540,3 +540,30 @@ fn revert_through_a_symlink_loop_is_an_error() {
     compose(Some(&d1), Some(&a), &d3, &Config::default(), true).unwrap();
     assert!(!d3.exists("app"));
 }
+
+#[test]
+fn declared_directory_left_for_admin_files_gets_default_metadata() {
+    // /etc/foo (0750, owned by daemon) leaves the config while it holds an
+    // admin's file: it stays, as the OS would make a directory it lacks.
+    let s = Sys::new();
+    let (d1, d2) = (s.os("d1"), s.os("d2"));
+    let mut a = with_files(&[("/etc/foo/a.conf", file("a\n"))]);
+    a.directories.insert(
+        "/etc/foo".into(),
+        DirEntry {
+            mode: 0o750,
+            user: Owner::Id(1),
+            group: Owner::Id(1),
+        },
+    );
+    compose(None, None, &d1, &a, true).unwrap();
+    std::fs::write(d1.path("foo/local.conf"), "mine\n").unwrap();
+    compose(Some(&d1), Some(&a), &d2, &Config::default(), true).unwrap();
+    assert_eq!(d2.read("foo/local.conf"), "mine\n");
+    assert!(!d2.exists("foo/a.conf"));
+    let m = d2.path("foo").metadata().unwrap();
+    assert_eq!(m.mode() & 0o7777, 0o755);
+    if arbor_fs::is_root() {
+        assert_eq!((m.uid(), m.gid()), (0, 0));
+    }
+}
