@@ -394,7 +394,8 @@ fn is_member_list(f: usize, i: usize) -> bool {
 /// config was composed on and `composed` the result. Lines the config
 /// created are dropped; a field the config changed that still has the
 /// config's value gets the default's back; members the config added to a
-/// group are removed. What the admin changed stays.
+/// group are removed. What the admin changed stays. A file the OS lacks
+/// that holds nothing but the config's lines is `None` again.
 pub(crate) fn unapply(admin: &Base, default: &Base, composed: &Composed) -> Base {
     let mut out = Base::default();
     for f in 0..4 {
@@ -441,11 +442,15 @@ pub(crate) fn unapply(admin: &Base, default: &Base, composed: &Composed) -> Base
         if c.unterminated != d.unterminated && t.unterminated == c.unterminated {
             t.unterminated = d.unterminated;
         }
-        out.files[f] = Some(if t.lines.is_empty() && a.is_empty() {
-            Vec::new()
+        out.files[f] = if t.lines.is_empty() && default.files[f].is_none() && !c.lines.is_empty() {
+            // The config created the file (the OS has none) and nothing
+            // else is in it: no file.
+            None
+        } else if t.lines.is_empty() && a.is_empty() {
+            Some(Vec::new())
         } else {
-            t.bytes()
-        });
+            Some(t.bytes())
+        };
     }
     out
 }

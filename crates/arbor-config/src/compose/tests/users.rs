@@ -280,3 +280,49 @@ fn malformed_names_and_values_are_refused() {
         assert!(format!("{e:#}").contains(want), "{name}: {e:#}");
     }
 }
+
+#[test]
+fn shadow_files_the_os_lacks_go_away_with_the_config_users() {
+    let s = Sys::new();
+    let (d1, d2) = (s.os("d1"), s.os("d2"));
+    for d in [&d1, &d2] {
+        for f in ["shadow", "gshadow"] {
+            std::fs::remove_file(d.root.join("usr/etc").join(f)).unwrap();
+        }
+    }
+    let a = Config {
+        users: [("alice".to_string(), user(&[], &[]))].into(),
+        ..Default::default()
+    };
+    compose(None, None, &d1, &a, true).unwrap();
+    assert_eq!(d1.read("gshadow"), "alice:!::\n");
+    assert_eq!(d1.read("shadow"), "alice:!:::::::\n");
+    let r = compose(Some(&d1), Some(&a), &d2, &Config::default(), true).unwrap();
+    assert!(!d2.exists("gshadow") && !d2.exists("shadow"));
+    assert_eq!(files_of2(&d2), [PASSWD, GROUP]);
+    assert!(
+        !r.local_changes.iter().any(|l| l.kept),
+        "{:?}",
+        r.local_changes
+    );
+    assert_eq!(
+        snapshot(&d2.root.join("etc")),
+        snapshot(&d2.root.join("usr/etc"))
+    );
+    // An admin's line in it is carried, with the file.
+    let (d3, d4) = (s.os("d3"), s.os("d4"));
+    for d in [&d3, &d4] {
+        for f in ["shadow", "gshadow"] {
+            std::fs::remove_file(d.root.join("usr/etc").join(f)).unwrap();
+        }
+    }
+    compose(Some(&d2), None, &d3, &a, true).unwrap();
+    std::fs::write(d3.path("gshadow"), "alice:!::\nadm:!::\n").unwrap();
+    compose(Some(&d3), Some(&a), &d4, &Config::default(), true).unwrap();
+    assert_eq!(d4.read("gshadow"), "adm:!::\n");
+    assert!(!d4.exists("shadow"));
+}
+
+fn files_of2(d: &Dep) -> [String; 2] {
+    [d.read("passwd"), d.read("group")]
+}
