@@ -11,6 +11,7 @@ use rustix::fs::FileType;
 
 use super::files::IMPLICIT_DIR;
 use super::report::{self, ComposeReport};
+use super::units;
 use super::users::{self, Base, FILES};
 use super::write::{parent_in_etc, write_managed};
 use super::{managed_with, Desired, Managed};
@@ -54,7 +55,8 @@ pub struct ComposeInputs<'a> {
 ///    differs from the old default only by the admin's own changes, and
 ///    is carried then, else the new default is kept;
 /// 3. the new config's [`Managed`] is written over it (users composed on
-///    the carried files where the admin changed them).
+///    the carried files where the admin changed them), and the admin's
+///    carried enablement symlinks of the units it disables are removed.
 ///
 /// With no local changes, the result depends only on the new defaults
 /// and the config, whatever the history. Returns what changed against
@@ -65,7 +67,7 @@ pub fn compose_etc(i: &ComposeInputs<'_>) -> Result<ComposeReport> {
             .context("Recomputing what the previous config managed")?,
         None => Managed::new(),
     };
-    let (carried, local) = carry_local(i, &prev_managed)?;
+    let (mut carried, mut local) = carry_local(i, &prev_managed)?;
     // The passwd family, previous config taken out.
     let old_default_base = Base::read(i.old_defaults)?;
     let old_etc_base = Base::read(i.old_etc)?;
@@ -101,6 +103,7 @@ pub fn compose_etc(i: &ComposeInputs<'_>) -> Result<ComposeReport> {
     let new_managed = managed_with(i.config, i.new_defaults, i.root, &base)?;
     revert_unmanaged(i, &prev_managed, &new_managed)?;
     write_managed(i.new_etc, &new_managed)?;
+    drop_disabled_links(i, &new_managed, &mut carried, &mut local)?;
     report::build(
         i,
         &prev_managed,
@@ -109,6 +112,36 @@ pub fn compose_etc(i: &ComposeInputs<'_>) -> Result<ComposeReport> {
         &local,
         &local_users,
     )
+}
+
+/// Removes the admin's enablement symlinks (carried local changes) of
+/// the units the new config disables: `enabled: false` wins over
+/// `systemctl enable` by hand, as it does over the OS's enablement. They
+/// are reported as local changes dropped.
+fn drop_disabled_links(
+    i: &ComposeInputs<'_>,
+    new: &Managed,
+    carried: &mut EtcDiff,
+    local: &mut EtcDiff,
+) -> Result<()> {
+    let links = units::local_enablement_links(i.config, i.new_etc, new)?;
+    for p in &links {
+        if let Some((dir, name)) = parent_in_etc(i.new_etc, p)? {
+            fsutil::remove_all(&dir, name)
+                .with_context(|| format!("Removing the local enablement link /etc/{p}"))?;
+        }
+        carried.added.retain(|c| c != p);
+        carried.modified.retain(|c| c != p);
+        // A link inside a directory the admin added is listed as that
+        // directory: it is listed on its own here.
+        if ![&local.added, &local.modified, &local.removed]
+            .iter()
+            .any(|l| l.contains(p))
+        {
+            local.added.push(p.clone());
+        }
+    }
+    Ok(())
 }
 
 /// Mode and owner of a carried passwd-family file: the new default's,
