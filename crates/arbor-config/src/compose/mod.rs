@@ -28,9 +28,12 @@
 //! - Units found in the OS link to `/usr/lib/systemd/system/NAME` (or
 //!   `/lib/systemd/system/NAME` where `/lib` is a real directory), units
 //!   of the config or `/usr/etc` to `/etc/systemd/system/NAME`.
-//! - New users get the smallest free id from 1000 counted over the base
-//!   files and the ids the config gives; an adopted local user should so
-//!   carry its `uid` into the config to keep it.
+//! - A new user (or group) gets an id from a hash of its name in
+//!   1000..=60000, probing upward past the ids the base files hold and the
+//!   config gives, so that it does not depend on the config's other users
+//!   (see `users::compose` for the rare collision). A user the base files
+//!   already have (an OS user, or the admin's local user carried) keeps
+//!   its id, also on later applies (see `users::unapply`).
 //! - SELinux labels and other xattrs of written paths are not set.
 //!
 //! `/var` is shared by every deployment and never written here: entries

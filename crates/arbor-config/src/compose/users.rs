@@ -171,9 +171,26 @@ impl Composed {
     }
 }
 
-/// The smallest id in `ID_MIN..=ID_MAX` not in `used`, now used.
-fn allocate(used: &mut BTreeSet<u32>, what: &str) -> Result<u32> {
-    let id = (ID_MIN..=ID_MAX)
+/// The id a new user or group `name` prefers: `ID_MIN` plus the first
+/// four bytes of the SHA-256 of its name (big-endian) modulo the size of
+/// `ID_MIN..=ID_MAX`. It depends on the name alone, so that adding or
+/// removing another user never moves it.
+pub(crate) fn preferred_id(name: &str) -> u32 {
+    let range = ID_MAX - ID_MIN + 1;
+    let d = ring::digest::digest(&ring::digest::SHA256, name.as_bytes());
+    let mut first = [0u8; 4];
+    first.copy_from_slice(&d.as_ref()[..4]);
+    ID_MIN + u32::from_be_bytes(first) % range
+}
+
+/// The id of a new user or group `name`: [`preferred_id`], or where it is
+/// in `used` the next free one above it (wrapping from `ID_MAX` to
+/// `ID_MIN`); now used.
+fn allocate(used: &mut BTreeSet<u32>, name: &str, what: &str) -> Result<u32> {
+    let range = ID_MAX - ID_MIN + 1;
+    let start = preferred_id(name) - ID_MIN;
+    let id = (0..range)
+        .map(|k| ID_MIN + (start + k) % range)
         .find(|i| !used.contains(i))
         .with_context(|| format!("No free id left for {what}"))?;
     used.insert(id);
@@ -234,11 +251,18 @@ fn check_names(config: &Config) -> Result<()> {
 
 /// Composes the four files: `base` plus the config's groups (in name
 /// order, then its users in name order). A user or group the base has is
-/// modified in place (password hash, supplementary groups); a new one is
-/// appended with the smallest free id from 1000 (ids given by the config
-/// are reserved first), a new user with a private group of its name (the
-/// gid equal to its uid when free), home `/home/NAME`, `shell`, and a
-/// locked password unless the config gives a hash.
+/// modified in place (password hash, supplementary groups) and keeps its
+/// id; a new one is appended with the id [`allocate`] gives it (ids the
+/// config gives are reserved first), a new user with a private group of
+/// its name (the gid equal to its uid when free, else allocated as a
+/// group's), home `/home/NAME`, `shell`, and a locked password unless the
+/// config gives a hash.
+///
+/// A new id depends on the name and the ids `base` holds only, never on
+/// the config's other users, but in one rare case: two new names whose
+/// preferred ids collide (or whose probes meet) get them in the order
+/// above (groups, then users, each in name order), so the later one's id
+/// depends on the earlier one being declared.
 pub(crate) fn compose(base: &Base, config: &Config, shell: &str) -> Result<Composed> {
     check_names(config)?;
     let mut t: [Table; 4] = std::array::from_fn(|i| Table::parse(base.files[i].as_deref()));
@@ -309,7 +333,7 @@ fn compose_groups(t: &mut [Table; 4], config: &Config, gids: &mut BTreeSet<u32>)
         }
         let gid = match g.gid {
             Some(x) => x,
-            None => allocate(gids, &format!("group {name}"))?,
+            None => allocate(gids, name, &format!("group {name}"))?,
         };
         let pw = g.password_hash.as_deref().unwrap_or("!").as_bytes();
         t[GROUP].push(&[name.as_bytes(), b"x", gid.to_string().as_bytes(), b""]);
@@ -342,7 +366,7 @@ fn compose_users(
         } else {
             let uid = match u.uid {
                 Some(x) => x,
-                None => allocate(uids, &format!("user {name}"))?,
+                None => allocate(uids, name, &format!("user {name}"))?,
             };
             // The user private group, as `useradd -U`: its gid is the uid
             // where free; an existing group of that name is used.
@@ -352,7 +376,7 @@ fn compose_users(
                     let g = if gids.insert(uid) {
                         uid
                     } else {
-                        allocate(gids, &format!("the group of user {name}"))?
+                        allocate(gids, name, &format!("the group of user {name}"))?
                     };
                     t[GROUP].push(&[n, b"x", g.to_string().as_bytes(), b""]);
                     t[GSHADOW].push(&[n, b"!", b"", b""]);

@@ -335,7 +335,7 @@ fn owner_by_name() {
         matches!(
             m["app.conf"],
             Desired::File {
-                uid: 1000,
+                uid: 13334,
                 gid: 102,
                 ..
             }
@@ -355,7 +355,7 @@ fn owner_by_name() {
     }
     compose(None, None, &d1, &c, true).unwrap();
     let md = d1.path("app.conf").metadata().unwrap();
-    assert_eq!((md.uid(), md.gid()), (1000, 102));
+    assert_eq!((md.uid(), md.gid()), (13334, 102));
 }
 
 #[test]
@@ -400,7 +400,7 @@ fn same_inputs_through_different_histories_give_identical_etc() {
     assert_eq!(h2.read("passwd"), direct.read("passwd"));
     assert!(h2
         .read("passwd")
-        .contains("alice:x:1000:1000::/home/alice:/bin/bash\n"));
+        .contains("alice:x:13334:13334::/home/alice:/bin/bash\n"));
 }
 
 #[test]

@@ -45,7 +45,7 @@ fn user_created_then_removed_leaves_default_files() {
     let f = files_of(&d1);
     assert_eq!(
         f[0],
-        format!("{PASSWD}alice:x:1001:1001::/home/alice:/bin/bash\nbob:x:1000:1002::/home/bob:/bin/bash\n")
+        format!("{PASSWD}alice:x:13334:13334::/home/alice:/bin/bash\nbob:x:1000:1000::/home/bob:/bin/bash\n")
     );
     assert!(f[1].starts_with("root:$6$root:19000:"), "{}", f[1]);
     assert!(
@@ -55,7 +55,7 @@ fn user_created_then_removed_leaves_default_files() {
     );
     assert!(
         f[2].contains("\nsudo:x:27:alice,root\n")
-            && f[2].ends_with("ops:x:1000:\nalice:x:1001:\nbob:x:1002:\n"),
+            && f[2].ends_with("ops:x:5037:\nalice:x:13334:\nbob:x:1000:\n"),
         "{}",
         f[2]
     );
@@ -71,8 +71,8 @@ fn user_created_then_removed_leaves_default_files() {
             .map(|u| (u.name.as_str(), u.id))
             .collect::<Vec<_>>(),
         [
-            ("ops", Some(1000)),
-            ("alice", Some(1001)),
+            ("ops", Some(5037)),
+            ("alice", Some(13334)),
             ("bob", Some(1000)),
             ("root", Some(0))
         ]
@@ -122,7 +122,11 @@ fn admin_local_user_kept_while_config_user_removed() {
         "alice:!:::::::\ncarol:!:20000:0:99999:7:::\n",
     );
     edit("group", "sudo:x:27:alice", "sudo:x:27:alice,carol");
-    edit("group", "alice:x:1000:\n", "alice:x:1000:\ncarol:x:1001:\n");
+    edit(
+        "group",
+        "alice:x:13334:\n",
+        "alice:x:13334:\ncarol:x:1001:\n",
+    );
     let r = compose(Some(&d1), Some(&a), &d2, &Config::default(), true).unwrap();
     assert_eq!(
         d2.read("passwd"),
@@ -150,7 +154,7 @@ fn admin_local_user_kept_while_config_user_removed() {
     };
     compose(Some(&d2), None, &d3, &b, true).unwrap();
     assert!(d3.read("passwd").ends_with(
-        "carol:x:1001:1001::/home/carol:/bin/bash\ndave:x:1000:1000::/home/dave:/bin/bash\n"
+        "carol:x:1001:1001::/home/carol:/bin/bash\ndave:x:22585:22585::/home/dave:/bin/bash\n"
     ));
 }
 
@@ -325,4 +329,44 @@ fn shadow_files_the_os_lacks_go_away_with_the_config_users() {
 
 fn files_of2(d: &Dep) -> [String; 2] {
     [d.read("passwd"), d.read("group")]
+}
+
+fn users_named(names: &[&str]) -> Config {
+    Config {
+        users: names
+            .iter()
+            .map(|n| (n.to_string(), user(&[], &[])))
+            .collect(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn new_user_ids_do_not_depend_on_other_config_users() {
+    let s = Sys::new();
+    let (d1, d2, d3) = (s.os("d1"), s.os("d2"), s.os("d3"));
+    let a = users_named(&["alice"]);
+    compose(None, None, &d1, &a, true).unwrap();
+    assert!(d1
+        .read("passwd")
+        .ends_with("alice:x:13334:13334::/home/alice:/bin/bash\n"));
+    // "aaron" sorts first: alice keeps her ids.
+    let b = users_named(&["aaron", "alice"]);
+    compose(Some(&d1), Some(&a), &d2, &b, true).unwrap();
+    assert!(d2.read("passwd").ends_with(
+        "aaron:x:4998:4998::/home/aaron:/bin/bash\nalice:x:13334:13334::/home/alice:/bin/bash\n"
+    ));
+    // An id the OS holds is skipped, upward.
+    let p = d3.root.join("usr/etc/passwd");
+    let mut t = std::fs::read_to_string(&p).unwrap();
+    t.push_str("svc:x:13334:13334::/:/usr/sbin/nologin\n");
+    std::fs::write(&p, t).unwrap();
+    let p = d3.root.join("usr/etc/group");
+    let mut t = std::fs::read_to_string(&p).unwrap();
+    t.push_str("svc:x:13334:\n");
+    std::fs::write(&p, t).unwrap();
+    compose(None, None, &d3, &a, true).unwrap();
+    assert!(d3
+        .read("passwd")
+        .ends_with("alice:x:13335:13335::/home/alice:/bin/bash\n"));
 }
