@@ -416,11 +416,15 @@ fn is_member_list(f: usize, i: usize) -> bool {
 /// Takes a previous config's users and groups back out of `admin` (one
 /// deployment's version of the four files): `default` is what that
 /// config was composed on and `composed` the result. Lines the config
-/// created are dropped; a field the config changed that still has the
+/// created are dropped (not those it [`adopted`]); a field the config changed that still has the
 /// config's value gets the default's back; members the config added to a
 /// group are removed. What the admin changed stays. A file the OS lacks
 /// that holds nothing but the config's lines is `None` again.
 pub(crate) fn unapply(admin: &Base, default: &Base, composed: &Composed) -> Base {
+    let adopted = [
+        adopted(admin, default, composed, PASSWD),
+        adopted(admin, default, composed, GROUP),
+    ];
     let mut out = Base::default();
     for f in 0..4 {
         let Some(a) = &admin.files[f] else {
@@ -428,6 +432,7 @@ pub(crate) fn unapply(admin: &Base, default: &Base, composed: &Composed) -> Base
         };
         let d = Table::parse(default.files[f].as_deref());
         let c = &composed.tables[f];
+        let keep_new = &adopted[if f == PASSWD || f == SHADOW { 0 } else { 1 }];
         let mut t = Table::parse(Some(a));
         t.lines.retain_mut(|l| {
             let name = String::from_utf8_lossy(&l[0]).into_owned();
@@ -435,7 +440,7 @@ pub(crate) fn unapply(admin: &Base, default: &Base, composed: &Composed) -> Base
                 return true;
             };
             let Some(dl) = dl.map(|n| &d.lines[n]) else {
-                return false;
+                return keep_new.contains(&name);
             };
             for (i, v) in l.iter_mut().enumerate() {
                 let (dv, cv) = (
@@ -477,6 +482,27 @@ pub(crate) fn unapply(admin: &Base, default: &Base, composed: &Composed) -> Base
         };
     }
     out
+}
+
+/// The users (`f` = [`PASSWD`]) or groups ([`GROUP`]) that `composed`
+/// creates on `default` but that `admin` holds with another id: the
+/// config did not create those lines but adopted them (the admin's
+/// local user, there before the config declared it, which the compose
+/// on the admin's version kept with its id). They stay, so that a user's
+/// id never changes between applies. A line the config created has the
+/// id the config gives it on `default`; it differs only where an admin's
+/// local user held that id then (then the line is taken for adopted and
+/// outlives the config: the rare price of never moving an id).
+fn adopted(admin: &Base, default: &Base, composed: &Composed, f: usize) -> BTreeSet<String> {
+    let a = Table::parse(admin.files[f].as_deref());
+    let d = Table::parse(default.files[f].as_deref());
+    let c = &composed.tables[f];
+    c.lines
+        .iter()
+        .map(|l| String::from_utf8_lossy(&l[0]).into_owned())
+        .filter(|n| d.find(n).is_none())
+        .filter(|n| a.find(n).is_some() && a.field(n, 2) != c.field(n, 2))
+        .collect()
 }
 
 /// Mode, owner and group of one of the four files: as the OS defaults

@@ -370,3 +370,42 @@ fn new_user_ids_do_not_depend_on_other_config_users() {
         .read("passwd")
         .ends_with("alice:x:13335:13335::/home/alice:/bin/bash\n"));
 }
+
+#[test]
+fn adopted_local_user_keeps_its_id_across_applies() {
+    let s = Sys::new();
+    let (d0, d1, d2, d3) = (s.os("d0"), s.os("d1"), s.os("d2"), s.os("d3"));
+    compose(None, None, &d0, &Config::default(), true).unwrap();
+    // The admin runs `useradd -u 1005 alice`; the config then declares her.
+    let add = |f: &str, line: &str| {
+        let c = d0.read(f) + line;
+        std::fs::write(d0.path(f), c).unwrap();
+    };
+    add("passwd", "alice:x:1005:1005:Alice:/home/alice:/bin/bash\n");
+    add("shadow", "alice:!:20000:0:99999:7:::\n");
+    add("group", "alice:x:1005:\n");
+    add("gshadow", "alice:!::\n");
+    let a = Config {
+        users: [("alice".to_string(), user(&["sudo"], &[]))].into(),
+        ..Default::default()
+    };
+    compose(Some(&d0), None, &d1, &a, true).unwrap();
+    let line = "alice:x:1005:1005:Alice:/home/alice:/bin/bash\n";
+    assert!(d1.read("passwd").ends_with(line), "{}", d1.read("passwd"));
+    // A second apply (the config grows) un-applies the first: alice's
+    // line was the admin's, so it stays, with its id.
+    let mut a2 = a.clone();
+    a2.files.insert("/etc/x.conf".into(), file("x\n"));
+    let r = compose(Some(&d1), Some(&a), &d2, &a2, true).unwrap();
+    assert!(d2.read("passwd").ends_with(line), "{}", d2.read("passwd"));
+    assert!(d2.read("group").contains("alice:x:1005:\n"));
+    assert!(d2.read("group").contains("\nsudo:x:27:alice\n"));
+    assert!(d2.read("shadow").ends_with("alice:!:20000:0:99999:7:::\n"));
+    assert!(!r.users.iter().any(|u| u.name == "alice"), "{:?}", r.users);
+    // Out of the config, she is the admin's local user again (the
+    // config's group membership goes).
+    compose(Some(&d2), Some(&a2), &d3, &Config::default(), true).unwrap();
+    assert!(d3.read("passwd").ends_with(line));
+    assert!(d3.read("group").contains("\nsudo:x:27:\n"));
+    assert!(d3.read("group").ends_with("alice:x:1005:\n"));
+}
