@@ -409,3 +409,44 @@ fn adopted_local_user_keeps_its_id_across_applies() {
     assert!(d3.read("group").contains("\nsudo:x:27:\n"));
     assert!(d3.read("group").ends_with("alice:x:1005:\n"));
 }
+
+#[test]
+fn a_uid_change_is_reported() {
+    // The new OS takes alice's id for a system user of its own: she
+    // moves to the next free id, and the report says so.
+    let s = Sys::new();
+    let (d1, d2) = (s.os("d1"), s.os("d2"));
+    let a = users_named(&["alice"]);
+    let r = compose(None, None, &d1, &a, true).unwrap();
+    let alice = |r: &ComposeReport| {
+        r.users
+            .iter()
+            .find(|u| u.kind == "user" && u.name == "alice")
+            .cloned()
+    };
+    let u = alice(&r).unwrap();
+    assert_eq!(
+        (u.change, u.id, u.previous_id),
+        (Change::Added, Some(13334), None)
+    );
+    let p = d2.root.join("usr/etc/passwd");
+    let t = std::fs::read_to_string(&p).unwrap() + "svc:x:13334:13334::/:/usr/sbin/nologin\n";
+    std::fs::write(&p, t).unwrap();
+    let r = compose(Some(&d1), Some(&a), &d2, &a, true).unwrap();
+    assert!(
+        d2.read("passwd")
+            .ends_with("alice:x:13335:13335::/home/alice:/bin/bash\n"),
+        "{}",
+        d2.read("passwd")
+    );
+    let u = alice(&r).unwrap();
+    assert_eq!(
+        (u.change, u.id, u.previous_id),
+        (Change::Modified, Some(13335), Some(13334))
+    );
+    // The same again: nothing to report.
+    let d3 = s.os("d3");
+    std::fs::copy(&p, d3.root.join("usr/etc/passwd")).unwrap();
+    let r = compose(Some(&d2), Some(&a), &d3, &a, true).unwrap();
+    assert_eq!(alice(&r), None);
+}
