@@ -73,7 +73,8 @@ pub fn compose_etc(i: &ComposeInputs<'_>) -> Result<ComposeReport> {
     let old_etc_base = Base::read(i.old_etc)?;
     let unapplied = match i.previous {
         Some(p) if !p.users.is_empty() || !p.groups.is_empty() => {
-            let prev_db = users::compose(&old_default_base, p, users::shell(i.old_root)?)?;
+            let alt = users::Alt::read(i.old_root)?;
+            let prev_db = users::compose(&old_default_base, &alt, p, users::shell(i.old_root)?)?;
             users::unapply(&old_etc_base, &old_default_base, &prev_db)
         }
         _ => old_etc_base,

@@ -12,7 +12,7 @@ use rustix::io::Errno;
 use serde::Serialize;
 
 use super::merge::ComposeInputs;
-use super::users::FILES;
+use super::users::{compose, Alt, Base, Composed, FILES};
 use super::write::parent_in_etc;
 use super::Managed;
 
@@ -288,8 +288,11 @@ fn units_and_users(i: &ComposeInputs<'_>, out: &mut ComposeReport) -> Result<()>
             declares,
         });
     }
-    let db = super::users::compose(&super::users::Base::read(i.new_etc)?, &empty, "/bin/sh")?;
-    let old = super::users::compose(&super::users::Base::read(i.old_etc)?, &empty, "/bin/sh")?;
+    let ids = |etc: &OwnedFd, root: Option<&OwnedFd>| -> Result<Composed> {
+        let (base, alt) = (Base::read(etc)?, Alt::read(root)?);
+        compose(&base, &alt, &empty, "/bin/sh")
+    };
+    let (db, old) = (ids(i.new_etc, i.root)?, ids(i.old_etc, i.old_root)?);
     let groups: BTreeSet<&String> = prev.groups.keys().chain(i.config.groups.keys()).collect();
     for n in groups {
         let id = i.config.groups.contains_key(n).then(|| db.gid(n)).flatten();

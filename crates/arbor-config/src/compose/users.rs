@@ -42,6 +42,37 @@ impl Base {
     }
 }
 
+/// nss-altfiles' read-only databases of a deployment, `/usr/lib/passwd`
+/// and `/usr/lib/group` (Fedora CoreOS and RHCOS keep their system users
+/// and groups there, not in `/etc`): names are looked up there after the
+/// four files, and their ids are never given to a new user or group.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Alt {
+    passwd: Table,
+    group: Table,
+}
+
+impl Alt {
+    /// Reads them from the deployment root `root` (none without it, or
+    /// where the OS has none).
+    pub(crate) fn read(root: Option<&OwnedFd>) -> Result<Alt> {
+        let Some(root) = root else {
+            return Ok(Alt::default());
+        };
+        let Some(lib) = arbor_sysroot::fsutil::open_tree_dir(root, "usr/lib")? else {
+            return Ok(Alt::default());
+        };
+        let read = |n: &str| -> Result<Table> {
+            let b = read_regular(&lib, n).with_context(|| format!("Reading /usr/lib/{n}"))?;
+            Ok(Table::parse(b.as_deref()))
+        };
+        Ok(Alt {
+            passwd: read("passwd")?,
+            group: read("group")?,
+        })
+    }
+}
+
 /// A regular file's content, `None` when absent or not a regular file.
 pub(crate) fn read_regular(dir: &OwnedFd, name: &str) -> Result<Option<Vec<u8>>> {
     match arbor_sysroot::fsutil::file_type(dir, name)? {
@@ -155,19 +186,24 @@ pub(crate) struct Composed {
     /// Contents of [`FILES`].
     pub(crate) contents: [Vec<u8>; 4],
     tables: [Table; 4],
+    alt: Alt,
     /// The users the config creates: name, uid, primary gid.
     pub(crate) homes: Vec<(String, u32, u32)>,
 }
 
 impl Composed {
-    /// A user's id.
+    /// A user's id (in `passwd`, else in `/usr/lib/passwd`).
     pub(crate) fn uid(&self, name: &str) -> Option<u32> {
-        self.tables[PASSWD].id(name)
+        self.tables[PASSWD]
+            .id(name)
+            .or_else(|| self.alt.passwd.id(name))
     }
 
-    /// A group's id.
+    /// A group's id (in `group`, else in `/usr/lib/group`).
     pub(crate) fn gid(&self, name: &str) -> Option<u32> {
-        self.tables[GROUP].id(name)
+        self.tables[GROUP]
+            .id(name)
+            .or_else(|| self.alt.group.id(name))
     }
 }
 
@@ -263,17 +299,19 @@ fn check_names(config: &Config) -> Result<()> {
 /// preferred ids collide (or whose probes meet) get them in the order
 /// above (groups, then users, each in name order), so the later one's id
 /// depends on the earlier one being declared.
-pub(crate) fn compose(base: &Base, config: &Config, shell: &str) -> Result<Composed> {
+pub(crate) fn compose(base: &Base, alt: &Alt, config: &Config, shell: &str) -> Result<Composed> {
     check_names(config)?;
     let mut t: [Table; 4] = std::array::from_fn(|i| Table::parse(base.files[i].as_deref()));
     let mut uids = t[PASSWD].ids();
+    uids.extend(alt.passwd.ids());
     let mut gids = t[GROUP].ids();
+    gids.extend(alt.group.ids());
     reserve(
         &mut uids,
         config
             .users
             .iter()
-            .filter(|(n, _)| t[PASSWD].find(n).is_none())
+            .filter(|(n, _)| t[PASSWD].find(n).is_none() && alt.passwd.find(n).is_none())
             .filter_map(|(n, u)| Some((n, u.uid?))),
         "uid",
     )?;
@@ -282,12 +320,12 @@ pub(crate) fn compose(base: &Base, config: &Config, shell: &str) -> Result<Compo
         config
             .groups
             .iter()
-            .filter(|(n, _)| t[GROUP].find(n).is_none())
+            .filter(|(n, _)| t[GROUP].find(n).is_none() && alt.group.find(n).is_none())
             .filter_map(|(n, g)| Some((n, g.gid?))),
         "gid",
     )?;
-    compose_groups(&mut t, config, &mut gids)?;
-    let homes = compose_users(&mut t, config, &mut uids, &mut gids, shell)?;
+    compose_groups(&mut t, alt, config, &mut gids)?;
+    let homes = compose_users(&mut t, alt, config, &mut uids, &mut gids, shell)?;
     Ok(Composed {
         contents: std::array::from_fn(|i| {
             // A file neither the base nor the config has stays empty.
@@ -298,6 +336,7 @@ pub(crate) fn compose(base: &Base, config: &Config, shell: &str) -> Result<Compo
             }
         }),
         tables: t,
+        alt: alt.clone(),
         homes,
     })
 }
@@ -318,9 +357,14 @@ fn reserve<'a>(
 }
 
 /// The config's groups, in name order.
-fn compose_groups(t: &mut [Table; 4], config: &Config, gids: &mut BTreeSet<u32>) -> Result<()> {
+fn compose_groups(
+    t: &mut [Table; 4],
+    alt: &Alt,
+    config: &Config,
+    gids: &mut BTreeSet<u32>,
+) -> Result<()> {
     for (name, g) in &config.groups {
-        if let Some(old) = t[GROUP].id(name) {
+        if let Some(old) = t[GROUP].id(name).or_else(|| alt.group.id(name)) {
             if let Some(x) = g.gid.filter(|x| *x != old) {
                 bail!("Group {name}: the OS has it with gid {old}, the config gives {x}");
             }
@@ -346,6 +390,7 @@ fn compose_groups(t: &mut [Table; 4], config: &Config, gids: &mut BTreeSet<u32>)
 /// gid) for their home directories.
 fn compose_users(
     t: &mut [Table; 4],
+    alt: &Alt,
     config: &Config,
     uids: &mut BTreeSet<u32>,
     gids: &mut BTreeSet<u32>,
@@ -354,7 +399,7 @@ fn compose_users(
     let mut homes = Vec::new();
     for (name, u) in &config.users {
         let n = name.as_bytes();
-        if let Some(old) = t[PASSWD].id(name) {
+        if let Some(old) = t[PASSWD].id(name).or_else(|| alt.passwd.id(name)) {
             if let Some(x) = u.uid.filter(|x| *x != old) {
                 bail!("User {name}: the OS has it with uid {old}, the config gives {x}");
             }
@@ -370,7 +415,7 @@ fn compose_users(
             };
             // The user private group, as `useradd -U`: its gid is the uid
             // where free; an existing group of that name is used.
-            let gid = match t[GROUP].id(name) {
+            let gid = match t[GROUP].id(name).or_else(|| alt.group.id(name)) {
                 Some(g) => g,
                 None => {
                     let g = if gids.insert(uid) {
@@ -399,7 +444,15 @@ fn compose_users(
         }
         for g in &u.groups {
             if t[GROUP].find(g).is_none() {
-                bail!("User {name}: no group named '{g}' in the OS's /etc/group or the config");
+                // A group of /usr/lib/group gets its line in /etc/group
+                // to hold the member, as the admin would copy it there.
+                let Some(n) = alt.group.find(g) else {
+                    bail!("User {name}: no group named '{g}' in the OS's /etc/group, /usr/lib/group or the config");
+                };
+                let mut line = alt.group.lines[n].clone();
+                line.resize(4, Vec::new());
+                t[GROUP].push(&line.iter().map(Vec::as_slice).collect::<Vec<_>>());
+                t[GSHADOW].push(&[g.as_bytes(), b"!", b"", b""]);
             }
             t[GROUP].add_member(g, 3, name);
             t[GSHADOW].add_member(g, 3, name);
@@ -439,7 +492,13 @@ pub(crate) fn unapply(admin: &Base, default: &Base, composed: &Composed) -> Base
             let (Some(cl), dl) = (c.find(&name).map(|n| &c.lines[n]), d.find(&name)) else {
                 return true;
             };
-            let Some(dl) = dl.map(|n| &d.lines[n]) else {
+            // A line the config copied from /usr/lib/group (to add a
+            // member) reverts as if the OS default had it there.
+            let from_alt = (f == GROUP && dl.is_none())
+                .then(|| composed.alt.group.find(&name))
+                .flatten()
+                .map(|n| composed.alt.group.lines[n].clone());
+            let Some(dl) = dl.map(|n| d.lines[n].clone()).or(from_alt.clone()) else {
                 return keep_new.contains(&name);
             };
             for (i, v) in l.iter_mut().enumerate() {
@@ -465,7 +524,12 @@ pub(crate) fn unapply(admin: &Base, default: &Base, composed: &Composed) -> Base
                     *v = dv;
                 }
             }
-            true
+            // Back to the /usr/lib/group line: not needed in /etc.
+            let same = |a: &[Vec<u8>], b: &[Vec<u8>]| {
+                (0..a.len().max(b.len()))
+                    .all(|i| a.get(i).unwrap_or(&Vec::new()) == b.get(i).unwrap_or(&Vec::new()))
+            };
+            !(from_alt.is_some() && same(l, &dl))
         });
         // An unterminated last line the config's appending terminated.
         if c.unterminated != d.unterminated && t.unterminated == c.unterminated {
@@ -598,7 +662,7 @@ mod tests {
             users: [("alice".to_string(), crate::model::User::default())].into(),
             ..Default::default()
         };
-        let c = compose(&default, &config, "/bin/sh").unwrap();
+        let c = compose(&default, &Alt::default(), &config, "/bin/sh").unwrap();
         let admin = Base {
             files: std::array::from_fn(|i| Some(c.contents[i].clone()).filter(|v| !v.is_empty())),
         };

@@ -450,3 +450,63 @@ fn a_uid_change_is_reported() {
     let r = compose(Some(&d2), Some(&a), &d3, &a, true).unwrap();
     assert_eq!(alice(&r), None);
 }
+
+/// Adds nss-altfiles' `/usr/lib/passwd` and `/usr/lib/group` to `d`, as
+/// Fedora CoreOS has them.
+fn with_altfiles(d: &Dep) {
+    let lib = d.root.join("usr/lib");
+    std::fs::write(
+        lib.join("passwd"),
+        "chrony:x:994:992::/var/lib/chrony:/sbin/nologin\nsvc:x:13334:13334::/:/sbin/nologin\n",
+    )
+    .unwrap();
+    std::fs::write(lib.join("group"), "wheel:x:10:\nchrony:x:992:\n").unwrap();
+}
+
+#[test]
+fn altfiles_users_and_groups_are_looked_up_and_reserved() {
+    let s = Sys::new();
+    let (d1, d2) = (s.os("d1"), s.os("d2"));
+    with_altfiles(&d1);
+    with_altfiles(&d2);
+    let c = Config {
+        files: [(
+            "/etc/chrony.keys".to_string(),
+            FileEntry {
+                user: crate::model::Owner::Name("chrony".into()),
+                group: crate::model::Owner::Name("chrony".into()),
+                ..file("k\n")
+            },
+        )]
+        .into(),
+        users: [("alice".to_string(), user(&["wheel"], &[]))].into(),
+        groups: [("chrony".to_string(), crate::model::Group::default())].into(),
+        ..Default::default()
+    };
+    let m = managed(&c, &d1.defaults(), Some(&d1.rootfd())).unwrap();
+    assert!(
+        matches!(
+            m["chrony.keys"],
+            Desired::File {
+                uid: 994,
+                gid: 992,
+                ..
+            }
+        ),
+        "{:?}",
+        m["chrony.keys"]
+    );
+    compose(None, None, &d1, &c, true).unwrap();
+    // 13334, alice's preferred id, is svc's in /usr/lib/passwd.
+    assert!(d1.read("passwd").ends_with(&format!(
+        "{PASSWD}alice:x:13335:13335::/home/alice:/bin/bash\n"
+    )));
+    assert_eq!(
+        d1.read("group"),
+        format!("{GROUP}alice:x:13335:\nwheel:x:10:alice\n")
+    );
+    assert!(d1.read("gshadow").ends_with("alice:!::\nwheel:!::alice\n"));
+    // Out of the config, nothing of it is left in /etc.
+    compose(Some(&d1), Some(&c), &d2, &Config::default(), true).unwrap();
+    assert_eq!(files_of(&d2), [PASSWD, SHADOW, GROUP, GSHADOW]);
+}
