@@ -52,8 +52,9 @@ pub struct ComposeInputs<'a> {
 ///    (or disappears where the OS has none);
 /// 2. `passwd`, `shadow`, `group`, `gshadow`: the previous config's users
 ///    and groups are taken out of the old version first; what remains
-///    differs from the old default only by the admin's own changes, and
-///    is carried then, else the new default is kept;
+///    differs from the old default only by the admin's own changes, which
+///    are carried line by line onto the new default (`users::merge_lines`),
+///    else the new default is kept;
 /// 3. the new config's [`Managed`] is written over it (users composed on
 ///    the carried files where the admin changed them), and the admin's
 ///    carried enablement symlinks of the units it disables are removed.
@@ -88,9 +89,13 @@ pub fn compose_etc(i: &ComposeInputs<'_>) -> Result<ComposeReport> {
         {
             continue;
         }
-        base.files[n] = unapplied.files[n].clone();
+        let content = users::merge_lines(
+            old_default_base.files[n].as_deref(),
+            unapplied.files[n].as_deref().unwrap_or_default(),
+            base.files[n].as_deref(),
+        );
+        base.files[n] = Some(content.clone());
         local_users.push(name.to_string());
-        let content = unapplied.files[n].clone().unwrap_or_default();
         let (mode, uid, gid) = attrs_of(i.new_defaults, i.old_etc, name)?;
         let d = Desired::File {
             content,

@@ -548,6 +548,53 @@ pub(crate) fn unapply(admin: &Base, default: &Base, composed: &Composed) -> Base
     out
 }
 
+/// The admin's version `admin` of one of the four files, its changes
+/// against `old` (the OS default it was made from) carried onto `new`
+/// (the new OS default) line by line, a line being keyed by its name
+/// (first field): a line the admin changed or added is the admin's, one
+/// the admin deleted stays deleted, every other line is `new`'s (so a
+/// user the new OS adds reaches `shadow` too), and the admin's added
+/// lines follow `new`'s. Where the OS did not change the file, `admin`
+/// as it is, byte for byte. Comment and blank lines are `new`'s.
+pub(crate) fn merge_lines(old: Option<&[u8]>, admin: &[u8], new: Option<&[u8]>) -> Vec<u8> {
+    if old == new {
+        return admin.to_vec();
+    }
+    let (o, a, n) = (
+        Table::parse(old),
+        Table::parse(Some(admin)),
+        Table::parse(new),
+    );
+    let named = |l: &Vec<Vec<u8>>| l.len() > 1;
+    let get = |t: &Table, k: &[u8]| t.lines.iter().find(|l| named(l) && l[0] == k).cloned();
+    let mut out = Table {
+        lines: Vec::new(),
+        unterminated: n.unterminated,
+    };
+    for l in &n.lines {
+        if !named(l) {
+            out.lines.push(l.clone());
+            continue;
+        }
+        match (get(&o, &l[0]), get(&a, &l[0])) {
+            (Some(ol), Some(al)) if al != ol => out.lines.push(al),
+            (Some(_), None) => {}
+            (None, Some(al)) => out.lines.push(al),
+            _ => out.lines.push(l.clone()),
+        }
+    }
+    for l in a
+        .lines
+        .iter()
+        .filter(|l| named(l) && get(&n, &l[0]).is_none())
+    {
+        if get(&o, &l[0]).as_ref() != Some(l) {
+            out.push(&l.iter().map(Vec::as_slice).collect::<Vec<_>>());
+        }
+    }
+    out.bytes()
+}
+
 /// The users (`f` = [`PASSWD`]) or groups ([`GROUP`]) that `composed`
 /// creates on `default` but that `admin` holds with another id: the
 /// config did not create those lines but adopted them (the admin's
@@ -646,6 +693,27 @@ mod tests {
         let mut t = Table::parse(Some(b"root:x:0:"));
         t.push(&[b"a", b"x", b"1", b""]);
         assert_eq!(t.bytes(), b"root:x:0:\na:x:1:\n");
+    }
+
+    #[test]
+    fn merge_lines_carries_the_admins_line_changes() {
+        let old = b"# c\na:1\nb:1\nc:1\nd:1\n";
+        let new = b"# c2\na:1\nb:2\nc:1\nd:1\ne:1\n";
+        // The admin changed a, deleted c, added x; the OS changed b,
+        // added e.
+        let admin = b"# c\na:9\nb:1\nx:1\nd:1\n";
+        assert_eq!(
+            String::from_utf8(merge_lines(Some(old), admin, Some(new))).unwrap(),
+            "# c2\na:9\nb:2\nd:1\ne:1\nx:1\n"
+        );
+        // The OS unchanged: the admin's bytes as they are.
+        assert_eq!(merge_lines(Some(old), admin, Some(old)), admin);
+        // A line the OS removed goes, unless the admin changed it.
+        let new = b"a:1\nb:1\n";
+        assert_eq!(
+            String::from_utf8(merge_lines(Some(old), b"a:1\nb:1\nc:7\nd:1\n", Some(new))).unwrap(),
+            "a:1\nb:1\nc:7\n"
+        );
     }
 
     #[test]

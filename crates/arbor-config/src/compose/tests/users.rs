@@ -510,3 +510,31 @@ fn altfiles_users_and_groups_are_looked_up_and_reserved() {
     compose(Some(&d1), Some(&c), &d2, &Config::default(), true).unwrap();
     assert_eq!(files_of(&d2), [PASSWD, SHADOW, GROUP, GSHADOW]);
 }
+
+#[test]
+fn local_password_change_keeps_the_new_os_users() {
+    // The admin changes root's password (shadow only); the new OS adds a
+    // system user to passwd and shadow: both reach the new /etc.
+    let s = Sys::new();
+    let (d0, d1) = (s.os("d0"), s.os("d1"));
+    compose(None, None, &d0, &Config::default(), true).unwrap();
+    let sh = d0.read("shadow").replace("root:*:", "root:$6$new:");
+    std::fs::write(d0.path("shadow"), sh).unwrap();
+    for (f, line) in [
+        ("passwd", "v2sys:x:990:990::/:/sbin/nologin\n"),
+        ("shadow", "v2sys:!:19000::::::\n"),
+    ] {
+        let p = d1.root.join("usr/etc").join(f);
+        let t = std::fs::read_to_string(&p).unwrap() + line;
+        std::fs::write(&p, t).unwrap();
+    }
+    let a = users_named(&["alice"]);
+    compose(Some(&d0), None, &d1, &a, true).unwrap();
+    assert!(d1
+        .read("passwd")
+        .contains("\nv2sys:x:990:990::/:/sbin/nologin\n"));
+    assert_eq!(
+        d1.read("shadow"),
+        SHADOW.replace("root:*:", "root:$6$new:") + "v2sys:!:19000::::::\nalice:!:::::::\n"
+    );
+}
