@@ -182,7 +182,10 @@ pub fn render_changes(c: &ComposeReport, out: &mut dyn Write) -> std::io::Result
         writeln!(out, "  unit {} {}{what}", u.name, word(u.change))?;
     }
     for u in &c.users {
-        let id = u.id.map(|i| format!(" ({i})")).unwrap_or_default();
+        let id = match (u.previous_id, u.id) {
+            (Some(p), Some(i)) if p != i => format!(" ({p} -> {i})"),
+            (_, i) => i.map(|i| format!(" ({i})")).unwrap_or_default(),
+        };
         writeln!(out, "  {} {} {}{id}", u.kind, u.name, word(u.change))?;
     }
     // Dropped local changes are the previous config's own paths (or all,
