@@ -90,6 +90,9 @@ pub enum Cmd {
     /// Declared configuration (Ignition v3 / MachineConfig): render, apply.
     #[command(subcommand)]
     Config(crate::cli_config::ConfigCmd),
+    /// Show what a deployment holds that its base commit and configuration
+    /// do not declare (exit status 0: clean, 1: drift, 2: error).
+    Drift(crate::drift_cmd::DriftOpts),
     /// Complete a staged deployment (run at shutdown by arbor-finalize-staged.service).
     Finalize(crate::cli_sysroot::FinalizeOpts),
     /// Report (once) a finalization that failed at the previous shutdown

@@ -64,6 +64,7 @@ pub fn dispatch(opt: Opt, out: &mut dyn Write) -> Result<ExitCode> {
         Cmd::Unpin(o) => crate::sysroot_cmds::pin(o, false, out).map(|_| ExitCode::SUCCESS),
         Cmd::Kargs(o) => crate::sysroot_cmds::kargs(o, out).map(|_| ExitCode::SUCCESS),
         Cmd::Config(c) => crate::config_cmds::config(c, out).map(|_| ExitCode::SUCCESS),
+        Cmd::Drift(o) => Ok(crate::drift_cmd::run(o, out)),
         Cmd::Finalize(o) => crate::sysroot_cmds::finalize(o, out).map(|_| ExitCode::SUCCESS),
         Cmd::BootComplete(o) => {
             let s = crate::sysroot_cmds::open_sysroot(&o.sysroot.sysroot)?;

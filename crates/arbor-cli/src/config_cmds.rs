@@ -81,10 +81,27 @@ pub fn render_apply(r: &ApplyReport, out: &mut dyn Write) -> std::io::Result<()>
             )?;
             return Ok(());
         }
+        Outcome::StagedDiscarded => {
+            writeln!(
+                out,
+                "No new deployment: the default deployment {} of {} already has {} ({})",
+                r.deployment.as_deref().unwrap_or_default(),
+                r.stateroot,
+                r.state,
+                r.rendered
+            )?;
+            writeln!(
+                out,
+                "Discarded the staged deployment {}, which had {} and would have booted next",
+                r.replaced_staged.as_deref().unwrap_or_default(),
+                r.previous_state
+            )?;
+            return Ok(());
+        }
         Outcome::AlreadyStaged => {
             writeln!(
                 out,
-                "No change: deployment {} of {} is already staged with {} ({})",
+                "No change: deployment {} of {} is already staged with {} ({}): it becomes the default at shutdown",
                 r.deployment.as_deref().unwrap_or_default(),
                 r.stateroot,
                 r.state,
@@ -113,6 +130,20 @@ pub fn render_apply(r: &ApplyReport, out: &mut dyn Write) -> std::io::Result<()>
             r.stateroot,
             r.deployment.as_deref().unwrap_or_default()
         )?,
+    }
+    if let Some(p) = &r.staged_base {
+        writeln!(
+            out,
+            "Based on the staged deployment {p}: its commit {}, origin and kernel arguments are kept",
+            r.base
+        )?;
+    }
+    if let Some(p) = &r.replaced_staged {
+        writeln!(
+            out,
+            "Discarded the staged deployment {p}: deployment {} replaces it",
+            r.deployment.as_deref().unwrap_or_default()
+        )?;
     }
     if let Some(c) = &r.changes {
         render_changes(c, out)?;
@@ -151,7 +182,10 @@ pub fn render_changes(c: &ComposeReport, out: &mut dyn Write) -> std::io::Result
         writeln!(out, "  unit {} {}{what}", u.name, word(u.change))?;
     }
     for u in &c.users {
-        let id = u.id.map(|i| format!(" ({i})")).unwrap_or_default();
+        let id = match (u.previous_id, u.id) {
+            (Some(p), Some(i)) if p != i => format!(" ({p} -> {i})"),
+            (_, i) => i.map(|i| format!(" ({i})")).unwrap_or_default(),
+        };
         writeln!(out, "  {} {} {}{id}", u.kind, u.name, word(u.change))?;
     }
     // Dropped local changes are the previous config's own paths (or all,

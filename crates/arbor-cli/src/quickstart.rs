@@ -193,6 +193,185 @@ fn step(out: &mut dyn Write, comment: &str, args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Runs `arbor drift ARGS`, which must exit with `want` (0: clean,
+/// 1: drift found), and prints that exit status as a shell would show it.
+fn drift_step(out: &mut dyn Write, comment: &str, args: &[&str], want: u8) -> Result<()> {
+    writeln!(out, "\n# {comment}")?;
+    writeln!(
+        out,
+        "$ arbor {}; echo \"exit status $?\"",
+        shell_words(args)
+    )?;
+    out.flush()?;
+    let mut argv = vec!["arbor"];
+    argv.extend_from_slice(args);
+    let code = crate::cmds::dispatch(Opt::try_parse_from(&argv)?, out)?;
+    if code != std::process::ExitCode::from(want) {
+        bail!("'arbor {}' did not exit with {want}", shell_words(args));
+    }
+    writeln!(out, "exit status {want}")?;
+    Ok(())
+}
+
+/// The machine's declared configuration (a MachineConfig, as OpenShift
+/// writes them): a sudoers drop-in, a unit enabled at boot, a user with an
+/// ssh key and a kernel argument.
+const BASE_CONFIG: &str = "\
+apiVersion: machineconfiguration.openshift.io/v1
+kind: MachineConfig
+metadata:
+  name: 10-base
+spec:
+  kernelArguments: [quiet]
+  config:
+    ignition:
+      version: 3.4.0
+    storage:
+      files:
+        - path: /etc/sudoers.d/wheel
+          mode: 0o440
+          contents:
+            source: data:,%25wheel%20ALL%3D(ALL)%20ALL%0A
+    systemd:
+      units:
+        - name: hello.service
+          enabled: true
+          contents: |
+            [Unit]
+            Description=Say hello at boot
+            [Service]
+            Type=oneshot
+            ExecStart=/usr/bin/echo hello
+            [Install]
+            WantedBy=multi-user.target
+    passwd:
+      users:
+        - name: ops
+          sshAuthorizedKeys:
+            - ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDemoKeyOnlyForTheQuickstart0000000000 ops@demo
+";
+
+/// The state checksum of the default deployment, from `status --json`.
+fn default_state(sys: &str) -> Result<String> {
+    let mut buf = Vec::new();
+    let opt = Opt::try_parse_from(["arbor", "status", "--json", "--sysroot", sys])?;
+    crate::cmds::dispatch(opt, &mut buf)?;
+    let v: serde_json::Value = serde_json::from_slice(&buf)?;
+    v["deployments"][0]["state"]
+        .as_str()
+        .map(str::to_string)
+        .context("status --json has no state")
+}
+
+/// Declared configuration: render, apply, drift by hand, adopt, revert.
+fn config_tour(dir: &Path, sys: &str, out: &mut dyn Write) -> Result<()> {
+    let cfg = dir.join("config");
+    std::fs::create_dir_all(&cfg)?;
+    let base = cfg.join("10-base.yaml").to_string_lossy().into_owned();
+    let adopted = cfg.join("50-adopted.ign").to_string_lossy().into_owned();
+    std::fs::write(&base, BASE_CONFIG)?;
+    writeln!(
+        out,
+        "\n# Declared configuration: the machine's config as a MachineConfig document\n$ cat {}",
+        shell_words(&[&base])
+    )?;
+    write!(out, "{BASE_CONFIG}")?;
+    step(
+        out,
+        "Render it: the canonical document and its name (same inputs, same name, on any machine)",
+        &["config", "render", &base],
+    )?;
+    step(
+        out,
+        "What applying it would change, per path, unit and user (nothing is changed)",
+        &["config", "apply", "--sysroot", sys, "--dry-run", &base],
+    )?;
+    step(
+        out,
+        "Apply it: a new deployment of the same base commit, /etc rebuilt from the OS defaults plus the config",
+        &["config", "apply", "--sysroot", sys, &base],
+    )?;
+    let before = default_state(sys)?;
+    step(
+        out,
+        "One checksum names the whole state: base commit, extensions, config, kernel arguments",
+        &["status", "--sysroot", sys],
+    )?;
+    // The admin changes a file that nothing declares.
+    let s = crate::sysroot_cmds::open_sysroot(Path::new(sys))?;
+    let hostname = Path::new(sys)
+        .join(s.deployments()[0].relpath())
+        .join("etc/hostname");
+    writeln!(
+        out,
+        "\n# The admin renames the machine by hand (nothing declares /etc/hostname)\n$ echo edge-42 > {}",
+        shell_words(&[&hostname.to_string_lossy()])
+    )?;
+    std::fs::write(&hostname, "edge-42\n")?;
+    drift_step(
+        out,
+        "Drift: everything on the machine that nothing declared (exit status 1: drift found)",
+        &["drift", "--sysroot", sys, "--etc-only"],
+        1,
+    )?;
+    drift_step(
+        out,
+        "Adopt it: write the drift as an Ignition file, to review and add to the config",
+        &[
+            "drift",
+            "--sysroot",
+            sys,
+            "--etc-only",
+            "--to-config",
+            &adopted,
+        ],
+        1,
+    )?;
+    step(
+        out,
+        "Apply the config with the adopted file",
+        &["config", "apply", "--sysroot", sys, &base, &adopted],
+    )?;
+    drift_step(
+        out,
+        "Nothing undeclared is left (exit status 0)",
+        &["drift", "--sysroot", sys, "--etc-only"],
+        0,
+    )?;
+    let after = default_state(sys)?;
+    writeln!(
+        out,
+        "\n# The state checksum before and after adopting the hostname:\n#   before: {before}\n#   after:  {after}"
+    )?;
+    step(
+        out,
+        "Remove 10-base.yaml from the config: its sudoers file, unit, user, key and kernel argument revert to the OS defaults",
+        &["config", "apply", "--sysroot", sys, &adopted],
+    )?;
+    let s = crate::sysroot_cmds::open_sysroot(Path::new(sys))?;
+    let etc = Path::new(sys)
+        .join(s.deployments()[0].relpath())
+        .join("etc");
+    let gone = [
+        "sudoers.d/wheel",
+        "systemd/system/hello.service",
+        "ssh/authorized_keys.d/ops",
+    ];
+    for p in gone {
+        if etc.join(p).exists() {
+            bail!("/etc/{p} is still there after its removal from the config");
+        }
+    }
+    writeln!(
+        out,
+        "\n# Gone from the new deployment's /etc: {}\n$ cat {}",
+        gone.map(|p| format!("/etc/{p}")).join(", "),
+        shell_words(&[&etc.join("hostname").to_string_lossy()])
+    )?;
+    write!(out, "{}", std::fs::read_to_string(etc.join("hostname"))?)?;
+    Ok(())
+}
+
 /// The quickstart itself.
 pub fn run(dir: &Path, out: &mut dyn Write) -> Result<()> {
     if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
@@ -278,6 +457,7 @@ pub fn run(dir: &Path, out: &mut dyn Write) -> Result<()> {
     for (comment, args) in sysroot_rollback(&sys, &sysrepo) {
         step(out, comment, &args)?;
     }
+    config_tour(dir, &sys, out)?;
     writeln!(
         out,
         "\n# Done. Everything is in {}; remove it when finished.",

@@ -119,7 +119,7 @@ pub fn render_status(
 
 /// Collects the stored configurations no deployment names any more.
 fn collect_configs(s: &mut Sysroot) -> Result<Vec<String>> {
-    arbor_config::store::gc(&s.lock()?)
+    Ok(arbor_config::store::gc_after_switch(&s.lock()?))
 }
 
 /// `status`.

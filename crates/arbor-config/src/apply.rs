@@ -2,17 +2,27 @@
 //! with this config", as a new deployment of the current base commit.
 //!
 //! [`apply`] renders the inputs, stores the canonical document
-//! ([`crate::store`]), then deploys the current default deployment's
-//! commit (its checksum: the base does not move) with
+//! ([`crate::store`]), then deploys the commit of what boots next (its
+//! checksum: the base does not move): the stateroot's staged deployment's
+//! if there is one (as rpm-ostree builds on its pending deployment: a
+//! staged upgrade is kept, never silently dropped), else the default
+//! deployment's, with
 //!
-//! - an origin carried from the default deployment plus
+//! - an origin carried from that deployment plus
 //!   `[arbor] rendered-config=rendered-<sha256>`;
-//! - the kernel arguments of the merge deployment, without those the
-//!   previous configuration added, plus those of the new one (so a removed
-//!   argument reverts);
+//! - the kernel arguments of the staged deployment, else of the merge
+//!   deployment, without those its configuration added, plus those of the
+//!   new one (so a removed argument reverts);
 //! - an `/etc` composed by [`ConfigComposer`]: the new defaults, the
 //!   admin's changes the previous configuration did not manage, and the new
 //!   configuration (so a removed entry reverts to the OS default).
+//!
+//! It is a no-op (saying so) only when what boots next already has the
+//! new state: the stateroot's staged deployment if there is one, else its
+//! default. A staged deployment with another state never silently wins at
+//! shutdown: a new stage replaces it, a new default discards it (as
+//! `deploy` does), and when the default already has the new state,
+//! discarding it is the whole change ([`Outcome::StagedDiscarded`]).
 //!
 //! The same composer serves `deploy`, `upgrade`, `switch` and `finalize`:
 //! each new deployment whose origin names a configuration gets it applied
@@ -91,6 +101,22 @@ impl ConfigComposer {
     }
 }
 
+/// The origin group of [`DROP_LOCAL_KEY`]: ostree's transient state,
+/// which no later deployment carries (ostree and arbor both drop it).
+pub const TRANSIENT_GROUP: &str = "libostree-transient";
+/// `[libostree-transient] arbor-drop-local-changes=true`: compose this
+/// deployment's `/etc` without the admin's changes, whichever composer
+/// runs (`drift --revert --stage`, composed at shutdown by `finalize`).
+pub const DROP_LOCAL_KEY: &str = "arbor-drop-local-changes";
+
+/// Whether `d`'s origin asks for its `/etc` without local changes.
+pub fn drops_local_changes(d: &Deployment) -> bool {
+    d.origin
+        .as_ref()
+        .and_then(|o| o.get_bool(TRANSIENT_GROUP, DROP_LOCAL_KEY, false).ok())
+        .unwrap_or(false)
+}
+
 impl EtcComposer for ConfigComposer {
     fn compose(
         &self,
@@ -101,7 +127,10 @@ impl EtcComposer for ConfigComposer {
     ) -> Result<EtcDiff> {
         let previous_name = merge.and_then(store::recorded_name);
         let new_name = store::recorded_name(new);
-        if previous_name.is_none() && new_name.is_none() && self.keep_local {
+        // A staged deployment is composed by `finalize`, in another process,
+        // with the default composer: its origin says whether to drop.
+        let keep_local = self.keep_local && !drops_local_changes(new);
+        if previous_name.is_none() && new_name.is_none() && keep_local {
             return ThreeWayMerge.compose(s, merge, new, new_root);
         }
         let previous = match (merge, previous_name) {
@@ -121,7 +150,7 @@ impl EtcComposer for ConfigComposer {
             &new_etc,
             previous.as_ref(),
             &config,
-            self.keep_local,
+            keep_local,
         )?;
         hit(CONFIG_COMPOSED);
         let diff = carried(&report);
@@ -214,9 +243,15 @@ pub enum Outcome {
     Deployed,
     /// A new staged deployment.
     Staged,
-    /// The default deployment already has this state: nothing done.
+    /// The default deployment already has this state (and none of the
+    /// stateroot is staged): nothing done.
     Unchanged,
-    /// A staged deployment already has this state: nothing done.
+    /// The default deployment already has this state; the stateroot's
+    /// staged deployment, which had another, was discarded (it would have
+    /// booted next).
+    StagedDiscarded,
+    /// The staged deployment (what boots next) already has this state:
+    /// nothing done.
     AlreadyStaged,
     /// Nothing done (`--dry-run`).
     DryRun,
@@ -229,21 +264,32 @@ pub struct ApplyReport {
     pub outcome: Outcome,
     /// Stateroot.
     pub stateroot: String,
-    /// The base commit.
+    /// The base commit: the staged deployment's if the stateroot has one,
+    /// else the default deployment's.
     pub base: String,
+    /// `CSUM.SERIAL` of the stateroot's staged deployment, when the new
+    /// deployment is based on it (its commit, origin and kernel arguments).
+    pub staged_base: Option<String>,
     /// `rendered-<sha256>` of the inputs.
     pub rendered: String,
-    /// The previous configuration (of the merge deployment).
+    /// The configuration the new one replaces (whose kernel arguments it
+    /// removes): the staged deployment's, else the merge deployment's.
     pub previous: Option<String>,
     /// Kernel arguments of the new deployment.
     #[serde(rename = "kernel-arguments")]
     pub kernel_arguments: Vec<String>,
     /// `state-<sha256>` of the new deployment.
     pub state: String,
-    /// The default deployment's state before.
+    /// The state of what would have booted next: the stateroot's staged
+    /// deployment if there is one, else its default.
     pub previous_state: String,
-    /// `CSUM.SERIAL` of the new deployment.
+    /// `CSUM.SERIAL` of the new deployment (of the one that already has
+    /// the state, when nothing was deployed).
     pub deployment: Option<String>,
+    /// `CSUM.SERIAL` of the staged deployment this apply replaced (a new
+    /// stage replaces it, a new default discards it, as `deploy` does) or
+    /// discarded ([`Outcome::StagedDiscarded`]).
+    pub replaced_staged: Option<String>,
     /// What changed in `/etc` (per path, unit, user) versus the merge
     /// deployment's.
     pub changes: Option<ComposeReport>,
@@ -283,24 +329,47 @@ pub fn apply(s: &mut SysrootLock<'_>, opts: &ApplyOptions) -> Result<ApplyReport
         .merge_deployment(&stateroot)
         .map(|i| s.deployments()[i].clone())
         .unwrap_or_else(|| default.clone());
-    let previous_name = store::recorded_name(&merge).map(str::to_string);
+    // What boots next: the stateroot's staged deployment, else the default.
+    let staged = s.deployments().first().filter(|d| d.staged).cloned();
+    let pending = staged.clone().filter(|d| d.stateroot == stateroot);
+    // The new deployment builds on what boots next, as rpm-ostree does on
+    // its pending deployment: a staged deployment's commit and origin (a
+    // staged upgrade or switch is kept, not dropped), and its kernel
+    // arguments as the merge source.
+    let base = pending.as_ref().unwrap_or(&default).clone();
+    let karg_source = pending.as_ref().unwrap_or(&merge);
+    let previous_name = store::recorded_name(karg_source).map(str::to_string);
     let previous = previous_name
         .as_deref()
-        .map(|n| load_config(s, &merge.stateroot, n))
+        .map(|n| load_config(s, &stateroot, n))
         .transpose()?;
-    let kargs = kernel_arguments(&merge, previous.as_ref(), &rendered.config);
-    let state = state_checksum(&default.csum, &rendered.name, &[], &kargs);
-    let previous_state = deployment_state(&default, &empty_config_name()).state;
+    let kargs = kernel_arguments(karg_source, previous.as_ref(), &rendered.config);
+    let state = state_checksum(&base.csum, &rendered.name, &[], &kargs);
+    // The /etc the new one is composed from is the merge deployment's,
+    // with the configuration that one has.
+    let merge_config = match (&pending, store::recorded_name(&merge)) {
+        (None, _) => previous.clone(),
+        (Some(_), Some(n)) => Some(load_config(s, &merge.stateroot, n)?),
+        (Some(_), None) => None,
+    };
+    let empty = empty_config_name();
+    let default_state = deployment_state(&default, &empty).state;
+    let previous_state = match &pending {
+        Some(p) => deployment_state(p, &empty).state,
+        None => default_state.clone(),
+    };
     let mut report = ApplyReport {
         outcome: Outcome::Unchanged,
         stateroot: stateroot.clone(),
-        base: default.csum.to_hex(),
+        base: base.csum.to_hex(),
+        staged_base: pending.as_ref().map(Deployment::dir_name),
         rendered: rendered.name.clone(),
         previous: previous_name,
         kernel_arguments: kargs.clone(),
         state,
         previous_state,
         deployment: None,
+        replaced_staged: None,
         changes: None,
         collected: Vec::new(),
     };
@@ -308,44 +377,47 @@ pub fn apply(s: &mut SysrootLock<'_>, opts: &ApplyOptions) -> Result<ApplyReport
         report.changes = Some(dry_run(
             s,
             &merge,
-            &default,
-            previous.as_ref(),
+            &base,
+            merge_config.as_ref(),
             &rendered.config,
             !opts.drop_local,
         )?);
         report.outcome = Outcome::DryRun;
         return Ok(report);
     }
-    if report.state == report.previous_state && !opts.drop_local {
+    // A no-op only when what boots next already has the state (with or
+    // without --stage: the staged deployment becomes the default at
+    // shutdown either way).
+    if !opts.drop_local && report.state == report.previous_state {
+        report.deployment = Some(base.dir_name());
+        if pending.is_some() {
+            report.outcome = Outcome::AlreadyStaged;
+        }
         return Ok(report);
     }
-    if opts.stage {
-        if s.booted().is_none() {
-            bail!("Cannot stage a deployment: not booted into this sysroot");
-        }
-        // Staged already with exactly this state: nothing to do either.
-        let staged = s
-            .deployments()
-            .first()
-            .filter(|d| d.staged && d.stateroot == stateroot);
-        if staged.is_some_and(|d| deployment_state(d, &empty_config_name()).state == report.state)
-            && !opts.drop_local
-        {
-            report.outcome = Outcome::AlreadyStaged;
-            report.deployment = staged.map(Deployment::dir_name);
-            return Ok(report);
-        }
+    // The default has it, a staged deployment with another state would
+    // boot next: discarding that stage is the whole change.
+    if let (false, true, Some(p)) = (opts.drop_local, report.state == default_state, &pending) {
+        discard_staged(s)?;
+        report.collected = store::gc_after_switch(s);
+        report.outcome = Outcome::StagedDiscarded;
+        report.deployment = Some(default.dir_name());
+        report.replaced_staged = Some(p.dir_name());
+        return Ok(report);
+    }
+    if opts.stage && s.booted().is_none() {
+        bail!("Cannot stage a deployment: not booted into this sysroot");
     }
     let name = store::store(s, &stateroot, &rendered.canonical)?;
     hit(CONFIG_STORED);
-    let mut origin = carried_origin(&default, None);
+    let mut origin = carried_origin(&base, None);
     store::set_recorded_name(&mut origin, &name)?;
     let composer = Arc::new(ConfigComposer::new(!opts.drop_local));
     let r = arbor_sysroot::deploy::deploy(
         s,
         &DeployOptions {
             stateroot: Some(stateroot),
-            revision: default.csum.to_hex(),
+            revision: base.csum.to_hex(),
             origin: Some(origin),
             exact_kargs: Some(kargs),
             stage: opts.stage,
@@ -354,8 +426,10 @@ pub fn apply(s: &mut SysrootLock<'_>, opts: &ApplyOptions) -> Result<ApplyReport
         },
     )?;
     hit(CONFIG_SWITCHED);
-    report.collected = store::gc(s)?;
+    report.collected = store::gc_after_switch(s);
     report.deployment = Some(r.deployment);
+    // A new stage replaced it, a new default discarded it (as `deploy`).
+    report.replaced_staged = staged.map(|d| d.dir_name());
     report.changes = composer.take_report();
     report.outcome = if opts.stage {
         Outcome::Staged
@@ -365,17 +439,30 @@ pub fn apply(s: &mut SysrootLock<'_>, opts: &ApplyOptions) -> Result<ApplyReport
     Ok(report)
 }
 
+/// Discards the staged deployment (its record, then its directory), as a
+/// deploy that does not keep it does; the boot entries do not change.
+fn discard_staged(s: &mut SysrootLock<'_>) -> Result<()> {
+    let list: Vec<Deployment> = s
+        .deployments()
+        .iter()
+        .filter(|d| !d.staged)
+        .cloned()
+        .collect();
+    arbor_sysroot::write::write_deployments(s, list, false)?;
+    s.load()
+}
+
 /// What applying `config` would change, composed in a scratch copy of the
 /// defaults (removed afterwards; a leftover goes with the next cleanup).
 fn dry_run(
     s: &SysrootLock<'_>,
     merge: &Deployment,
-    default: &Deployment,
+    base: &Deployment,
     previous: Option<&Config>,
     config: &Config,
     keep_local: bool,
 ) -> Result<ComposeReport> {
-    let root = s.deployment_dir(default)?;
+    let root = s.deployment_dir(base)?;
     let usr = arbor_fs::open_tree_dir(&root, "usr")?.context("The deployment has no /usr")?;
     let tmp = arbor_fs::open_dir(s.ostree_dir()?, "repo/tmp")?;
     let scratch = format!("{PREVIEW_PREFIX}{}", std::process::id());

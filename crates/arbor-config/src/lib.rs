@@ -21,11 +21,13 @@
 //! - [`store`]: the rendered documents the deployments record.
 //! - [`state`]: the state checksum of a deployment.
 //! - [`apply`]: `config apply`, and the composer deploys use.
+//! - [`drift`]: what a deployment holds that its state does not declare.
 #![deny(missing_docs)]
 
 pub mod apply;
 pub mod canonical;
 pub mod compose;
+pub mod drift;
 pub mod input;
 pub mod model;
 pub mod render;

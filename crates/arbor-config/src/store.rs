@@ -116,7 +116,9 @@ pub fn load(s: &Sysroot, stateroot: &str, name: &str) -> Result<Vec<u8>> {
 /// Removes, in every stateroot, the stored documents that no origin file
 /// in its `deploy/` names (staged and not-yet-cleaned deployments count:
 /// their origin files are there), and the temporaries of interrupted
-/// writes. Returns the removed names (`STATEROOT/NAME`).
+/// writes. Returns the removed names (`STATEROOT/NAME`). A stateroot with
+/// an origin file that cannot be read or parsed keeps all its documents
+/// (with a warning): that origin could name any of them.
 #[context("Collecting unused rendered configurations")]
 pub fn gc(s: &SysrootLock<'_>) -> Result<Vec<String>> {
     let mut removed = Vec::new();
@@ -129,7 +131,11 @@ pub fn gc(s: &SysrootLock<'_>) -> Result<Vec<String>> {
         else {
             continue;
         };
-        let used = names_in_origins(&deploy, &root)?;
+        // An origin that cannot be read may name any document: keep them
+        // all (nothing is removed on doubt).
+        let Some(used) = names_in_origins(&deploy, &root)? else {
+            continue;
+        };
         let mut changed = false;
         for file in arbor_fs::list_names(&store)? {
             let keep = file
@@ -158,30 +164,81 @@ pub fn gc(s: &SysrootLock<'_>) -> Result<Vec<String>> {
     Ok(removed)
 }
 
-/// The rendered names the origin files of `deploy/ROOT/deploy` name. An
-/// unreadable origin keeps everything (nothing is removed on doubt).
-fn names_in_origins(deploy: &std::os::fd::OwnedFd, root: &str) -> Result<BTreeSet<String>> {
+/// [`gc`] after a command switched deployments: its failure is a warning,
+/// never the command's (the switch stands; the next collection retries).
+pub fn gc_after_switch(s: &SysrootLock<'_>) -> Vec<String> {
+    gc(s).unwrap_or_else(|e| {
+        tracing::warn!("{e:#}");
+        Vec::new()
+    })
+}
+
+/// The rendered names the origin files of `deploy/ROOT/deploy` name;
+/// `None` (with a warning) when one of them cannot be read or parsed: it
+/// could name any document.
+fn names_in_origins(deploy: &std::os::fd::OwnedFd, root: &str) -> Result<Option<BTreeSet<String>>> {
     let mut used = BTreeSet::new();
     let Some(dd) = arbor_fs::open_dir_optional(deploy, &format!("{root}/deploy"))? else {
-        return Ok(used);
+        return Ok(Some(used));
     };
     for name in arbor_fs::list_names(&dd)? {
         if !name.ends_with(".origin") || arbor_fs::is_temporary_name(&name) {
             continue;
         }
-        let text = arbor_fs::read_optional(&dd, &name)?.unwrap_or_default();
-        let text = String::from_utf8(text).with_context(|| format!("{name} is not UTF-8"))?;
-        let kf = KeyFile::parse(&text).with_context(|| format!("Parsing {name}"))?;
-        if let Some(n) = kf.get(ORIGIN_GROUP, ORIGIN_KEY) {
-            used.insert(n.to_string());
+        match origin_name(&dd, &name) {
+            Ok(Some(n)) => {
+                used.insert(n);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(
+                    "deploy/{root}/deploy/{name}: {e:#}: keeping every rendered configuration of {root}"
+                );
+                return Ok(None);
+            }
         }
     }
-    Ok(used)
+    Ok(Some(used))
+}
+
+/// The rendered name the origin file `name` in `dd` records, if any.
+fn origin_name(dd: &std::os::fd::OwnedFd, name: &str) -> Result<Option<String>> {
+    let text = arbor_fs::read_optional(dd, name)?.unwrap_or_default();
+    let text = String::from_utf8(text).context("not UTF-8")?;
+    let kf = KeyFile::parse(&text).context("not a key file")?;
+    Ok(kf.get(ORIGIN_GROUP, ORIGIN_KEY).map(str::to_string))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unreadable_origin_keeps_everything() {
+        let t = tempfile::tempdir().unwrap();
+        let dd = t.path().join("os/deploy");
+        std::fs::create_dir_all(&dd).unwrap();
+        let name = name_for(b"{}");
+        std::fs::write(
+            dd.join("a.0.origin"),
+            format!("[origin]\nrefspec=r\n\n[arbor]\nrendered-config={name}\n"),
+        )
+        .unwrap();
+        std::fs::write(dd.join("b.0.origin"), "[origin]\nrefspec=r\n").unwrap();
+        let deploy = arbor_fs::open_dir(rustix::fs::CWD, t.path().to_str().unwrap()).unwrap();
+        assert_eq!(
+            names_in_origins(&deploy, "os").unwrap(),
+            Some(BTreeSet::from([name.clone()]))
+        );
+        for junk in [&b"\xff\xfe"[..], b"key=before-any-group\n"] {
+            std::fs::write(dd.join("junk.origin"), junk).unwrap();
+            assert_eq!(names_in_origins(&deploy, "os").unwrap(), None);
+        }
+        assert_eq!(
+            names_in_origins(&deploy, "none").unwrap(),
+            Some(BTreeSet::new())
+        );
+    }
 
     #[test]
     fn names_are_validated() {

@@ -397,20 +397,66 @@ fn quickstart_stays_in_its_directory() {
         "Welcome to Arbor Demo OS 1\nMaintenance window: Sundays 02:00\n"
     );
     let sys = td.path().join("qs/sysroot");
+    let v2 = log.as_array().unwrap()[0]["checksum"].as_str().unwrap();
+    let v1 = log.as_array().unwrap()[1]["checksum"].as_str().unwrap();
+    // The status printed after the rollback lists v1 first.
+    let after_rollback = &out[out.find("# The boot order after the rollback").unwrap()..];
+    let (i1, i2) = (
+        after_rollback.find(&format!("demo {v1}.0")),
+        after_rollback.find(&format!("demo {v2}.0")),
+    );
+    assert!(
+        i1.is_some() && i2.is_some() && i1 < i2,
+        "rolled back to v1 first:\n{after_rollback}"
+    );
+    // Declared configuration: rendered, applied, drift found (exit 1),
+    // adopted, clean (exit 0), a removal reverted; the state checksum
+    // changed with the adoption.
+    for step in ["config render", "config apply", "drift"] {
+        has!(out, &format!("\n$ arbor {step} "));
+    }
+    has!(out, "exit status 1\n");
+    has!(out, "/etc: no drift\nexit status 0\n");
+    has!(out, "M    /etc/hostname  (content)");
+    let before = out
+        .split("#   before: ")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap();
+    let after = out
+        .split("#   after:  ")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap();
+    assert!(before.starts_with("state-") && after.starts_with("state-") && before != after);
+    has!(
+        out,
+        "removed  /etc/sudoers.d/wheel (reverted-to-os-default)"
+    );
+    // The adopted hostname survived the removal of 10-base.yaml.
+    has!(out, "/etc/hostname\nedge-42\n\n# Done.");
+    // ostree reads the final sysroot: v1 with the last config is the default.
     let st = run_ok(crate::util::ostree().args([
         "admin",
         "status",
         &format!("--sysroot={}", sys.display()),
     ]));
-    let v2 = &log.as_array().unwrap()[0]["checksum"];
-    let v1 = &log.as_array().unwrap()[1]["checksum"];
-    let (i1, i2) = (
-        st.find(&format!("demo {}.0", v1.as_str().unwrap())),
-        st.find(&format!("demo {}.0", v2.as_str().unwrap())),
-    );
     assert!(
-        i1.is_some() && i2.is_some() && i1 < i2,
-        "rolled back to v1 first:\n{st}"
+        st.lines()
+            .next()
+            .is_some_and(|l| l.contains(&format!("demo {v1}."))),
+        "{st}"
+    );
+    let ours = run_ok(arbor().args(["status", "--json", "--sysroot", sys.to_str().unwrap()]));
+    let ours: serde_json::Value = serde_json::from_str(&ours).unwrap();
+    let last = ours["deployments"][0]["state"].as_str().unwrap();
+    assert!(
+        last != after && last != before,
+        "the removal changed the state"
     );
     Repo(sys.join("ostree/repo")).ostree("fsck", &[]);
     let again = run_fail(arbor().current_dir(td.path()).args(["quickstart", "qs"]));
@@ -441,4 +487,37 @@ fn every_json_output_parses() {
         let shape_ok = if array { v.is_array() } else { v.is_object() };
         assert!(shape_ok, "{cmd} --json: unexpected shape {v}");
     }
+}
+
+/// The quickstart needs no root: run as `nobody` (when the suite runs as
+/// root, as CI does), its sysroot is bare-user and compose cannot give
+/// files an owner; the tour, drift included, must still come out right.
+#[test]
+fn quickstart_runs_without_root() {
+    require_ostree();
+    if !rustix::process::geteuid().is_root() {
+        // Already unprivileged: quickstart_stays_in_its_directory covers it.
+        return;
+    }
+    let td = TempDir::new().unwrap();
+    std::fs::set_permissions(
+        td.path(),
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o777),
+    )
+    .unwrap();
+    let dir = td.path().join("qs");
+    let out = run_ok(std::process::Command::new("runuser").args([
+        "-u",
+        "nobody",
+        "--",
+        env!("CARGO_BIN_EXE_arbor"),
+        "quickstart",
+        dir.to_str().unwrap(),
+    ]));
+    has!(
+        out,
+        "M    /etc/hostname  (content)\nM    /etc/motd  (content)\nexit status 1\n"
+    );
+    has!(out, "/etc: no drift\nexit status 0\n");
+    has!(out, "/etc/hostname\nedge-42\n\n# Done.");
 }

@@ -287,6 +287,25 @@ pub(crate) fn stored(sys: &Path) -> Vec<String> {
     v
 }
 
+/// The boot entries (file name, content), the `boot/loader` link and the
+/// deployment directories (with origins) of `sys`: what a refused command
+/// must leave as it was.
+pub(crate) fn boot_snapshot(sys: &Path) -> Vec<(String, String)> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir(sys.join("boot/loader/entries")).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().into_owned();
+        v.push((format!("entries/{name}"), read(&e.path())));
+    }
+    let link = std::fs::read_link(sys.join("boot/loader")).unwrap();
+    v.push(("loader".into(), link.to_string_lossy().into_owned()));
+    for n in crate::util::dir_names(&sys.join("ostree/deploy/testos/deploy")) {
+        v.push((format!("deploy/{n}"), String::new()));
+    }
+    v.sort();
+    v
+}
+
 fn sudoers(line: &str) -> Vec<u8> {
     ign(json!({ "storage": { "files": [file("/etc/sudoers.d/90-admins", line)] } }))
 }
@@ -347,13 +366,20 @@ fn sudoers_line_changed_leaves_no_trace() {
     bytes.push(b' ');
     std::fs::write(&doc, bytes).unwrap();
     let before = deployments(&c.sys);
+    let boot_before = boot_snapshot(&c.sys);
+    let stored_before = stored(&c.sys);
     let err =
         run_fail(&mut c.apply_cmd(&c.sys, &[], &[("sudo.ign", sudoers("%x ALL=(ALL) ALL\n"))]));
     assert!(
         String::from_utf8_lossy(&err.stderr).contains("corrupt"),
         "{err:?}"
     );
+    // Nothing changed: the same deployments, boot entries, deployment
+    // directories and stored documents (the new one was not stored).
     assert_eq!(deployments(&c.sys), before);
+    assert_eq!(boot_snapshot(&c.sys), boot_before);
+    assert_eq!(stored(&c.sys), stored_before);
+    assert!(grep_sysroot(&c.sys, "%x ALL").is_empty());
 }
 
 #[test]
@@ -770,4 +796,230 @@ fn bad_input_creates_no_deployment() {
         !Path::new("/tmp").join(&marker).exists(),
         "wrote through the symlink"
     );
+}
+
+#[test]
+fn an_unreadable_origin_never_fails_a_switched_apply() {
+    require_ostree();
+    if needs_root("an_unreadable_origin_never_fails_a_switched_apply") {
+        return;
+    }
+    let c = Cfg::new();
+    c.apply(&config_a());
+    let junk = c.sys.join("ostree/deploy/testos/deploy/junk.origin");
+    std::fs::write(&junk, b"\xff\xfe").unwrap();
+    // The apply switched: it succeeds, and the collection, which cannot
+    // tell what the junk origin names, keeps every document.
+    let out = c.apply(&config_b());
+    assert!(out.contains("Applied rendered-"), "{out}");
+    let d = deployments(&c.sys);
+    assert_eq!(d.len(), 2);
+    let (b, a) = (
+        d[0]["config"].as_str().unwrap(),
+        d[1]["config"].as_str().unwrap(),
+    );
+    assert_ne!(a, b);
+    assert_eq!(
+        read(&root_of(&c.sys, 0).join("etc/chrony.conf")),
+        "server b.example\n"
+    );
+    ostree_reads(&c.sys);
+    // A third apply drops A's deployment (neither booted nor the merge
+    // deployment): its document stays while the junk origin is there.
+    c.apply(&[("e.ign", ign(json!({})))]);
+    assert!(stored(&c.sys).contains(&format!("{a}.json")));
+    // deploy and cleanup succeed too; without the junk, cleanup collects.
+    run_ok(arbor().args([
+        "deploy",
+        "--sysroot",
+        s(&c.sys),
+        "--os",
+        "testos",
+        "testos/stable",
+    ]));
+    run_ok(arbor().args(["cleanup", "--sysroot", s(&c.sys)]));
+    assert!(stored(&c.sys).contains(&format!("{a}.json")));
+    std::fs::remove_file(&junk).unwrap();
+    run_ok(arbor().args(["cleanup", "--sysroot", s(&c.sys)]));
+    assert!(!stored(&c.sys).contains(&format!("{a}.json")));
+}
+
+/// The deployments `status --json` lists, booted into `booted`.
+fn deployments_booted(sys: &Path, booted: &Path) -> Vec<Value> {
+    let mut c = arbor();
+    c.env("ARBOR_TEST_ROOT", booted)
+        .args(["status", "--json", "--sysroot", s(sys)]);
+    let v: Value = serde_json::from_str(&run_ok(&mut c)).unwrap();
+    v["deployments"].as_array().unwrap().clone()
+}
+
+/// The `rendered-<sha256>` name of `docs`.
+fn rendered_name(c: &Cfg, docs: &[(&str, Vec<u8>)]) -> String {
+    let out = run_ok(arbor().args(["config", "render"]).args(c.inputs(docs)));
+    out.lines().last().unwrap().to_string()
+}
+
+#[test]
+fn a_stage_with_another_state_never_survives_an_apply() {
+    require_ostree();
+    if needs_root("a_stage_with_another_state_never_survives_an_apply") {
+        return;
+    }
+    let c = Cfg::new();
+    let booted = root_of(&c.sys, 0);
+    let apply = |args: &[&str], docs: &[(&str, Vec<u8>)]| {
+        let mut cmd = c.apply_cmd(&c.sys, args, docs);
+        cmd.env("ARBOR_TEST_ROOT", &booted);
+        run_ok(&mut cmd)
+    };
+    let listed = || deployments_booted(&c.sys, &booted);
+    let dirs = || crate::util::dir_names(&c.sys.join("ostree/deploy/testos/deploy"));
+    let empty = vec![("00.ign", ign(json!({})))];
+    let initial = (listed(), dirs(), boot_snapshot(&c.sys));
+    // Staged A, then what the default already has, with or without
+    // --stage: A would boot next, so it is discarded, and nothing else
+    // changes.
+    for args in [&[][..], &["--stage"][..]] {
+        let out = apply(&["--stage"], &config_a());
+        assert!(out.contains("Staged rendered-"), "{out}");
+        assert_eq!(listed()[0]["staged"], true);
+        let out = apply(args, &empty);
+        assert!(!out.contains("No change"), "{args:?}: {out}");
+        assert!(
+            out.contains("Discarded the staged deployment"),
+            "{args:?}: {out}"
+        );
+        assert_eq!(
+            (listed(), dirs(), boot_snapshot(&c.sys)),
+            initial,
+            "{args:?}"
+        );
+        // Now it is a no-op.
+        let out = apply(args, &empty);
+        assert!(out.contains("No change"), "{args:?}: {out}");
+    }
+    // Staged A, then B as the default: B replaces the stage.
+    apply(&["--stage"], &config_a());
+    let out = apply(&[], &config_b());
+    assert!(out.contains("Applied rendered-"), "{out}");
+    assert!(out.contains("Discarded the staged deployment"), "{out}");
+    let d = listed();
+    assert!(d.iter().all(|d| d["staged"] == false), "{d:?}");
+    assert_eq!(d[0]["config"], rendered_name(&c, &config_b()).as_str());
+    assert_eq!(d.len(), 2);
+    ostree_reads(&c.sys);
+    // Staged A, then staged C: one stage, C's.
+    let config_c = vec![(
+        "c.ign",
+        ign(json!({ "storage": { "files": [file("/etc/c.conf", "c\n")] } })),
+    )];
+    apply(&["--stage"], &config_a());
+    let out = apply(&["--stage"], &config_c);
+    assert!(out.contains("Staged rendered-"), "{out}");
+    assert!(out.contains("Discarded the staged deployment"), "{out}");
+    let d = listed();
+    assert_eq!(d.iter().filter(|d| d["staged"] == true).count(), 1);
+    assert_eq!(d[0]["staged"], true);
+    assert_eq!(d[0]["config"], rendered_name(&c, &config_c).as_str());
+    // C again without --stage: what boots next has it already.
+    let out = apply(&[], &config_c);
+    assert!(out.contains("already staged"), "{out}");
+    assert_eq!(listed(), d);
+    let mut fin = arbor();
+    fin.env("ARBOR_TEST_ROOT", &booted)
+        .args(["finalize", "--sysroot", s(&c.sys)]);
+    run_ok(&mut fin);
+    ostree_reads(&c.sys);
+    assert_eq!(read(&root_of(&c.sys, 0).join("etc/c.conf")), "c\n");
+    assert!(!root_of(&c.sys, 0).join("etc/a-only.conf").exists());
+}
+
+#[test]
+fn apply_builds_on_a_staged_upgrade() {
+    require_ostree();
+    if needs_root("apply_builds_on_a_staged_upgrade") {
+        return;
+    }
+    // (how v2 is staged, apply args): `upgrade --stage`, then a staged
+    // apply; a staged deploy with an extra kernel argument, then a plain
+    // apply.
+    let cases: [(&[&str], &[&str]); 2] = [
+        (&["upgrade", "--stage"], &["--stage"]),
+        (
+            &[
+                "deploy",
+                "--stage",
+                "--os",
+                "testos",
+                "--karg-append=pending=1",
+                "testos/stable",
+            ],
+            &[],
+        ),
+    ];
+    for (stage_v2, args) in cases {
+        let c = Cfg::new();
+        let booted = root_of(&c.sys, 0);
+        let with_boot = |mut cmd: Command| {
+            cmd.env("ARBOR_TEST_ROOT", &booted);
+            cmd
+        };
+        let v2 = c.release_v2();
+        let mut up = arbor();
+        up.args(stage_v2).args(["--sysroot", s(&c.sys)]);
+        run_ok(&mut with_boot(up));
+        let staged = deployments_booted(&c.sys, &booted)[0].clone();
+        assert_eq!(
+            (staged["staged"].clone(), staged["checksum"].clone()),
+            (json!(true), json!(v2)),
+            "{stage_v2:?}"
+        );
+        let mut kargs = staged["kernel-arguments"].as_array().unwrap().clone();
+        let out = run_ok(&mut with_boot(c.apply_cmd(&c.sys, args, &config_a())));
+        if args.is_empty() {
+            assert!(out.contains("Applied rendered-"), "{out}");
+        } else {
+            assert!(out.contains("Staged rendered-"), "{out}");
+            let mut fin = arbor();
+            fin.args(["finalize", "--sysroot", s(&c.sys)]);
+            run_ok(&mut with_boot(fin));
+        }
+        let d = deployments_booted(&c.sys, &booted);
+        assert!(d.iter().all(|d| d["staged"] == false), "{d:?}");
+        assert_eq!(d.len(), 2, "the new default and the booted one");
+        assert_eq!(d[0]["checksum"], v2.as_str(), "{stage_v2:?}");
+        assert_eq!(d[0]["origin"], staged["origin"], "{stage_v2:?}");
+        assert_eq!(d[0]["config"], rendered_name(&c, &config_a()).as_str());
+        kargs.push(json!("a=1"));
+        assert_eq!(d[0]["kernel-arguments"], json!(kargs), "{stage_v2:?}");
+        let root = root_of(&c.sys, 0);
+        assert_eq!(read(&root.join("usr/share/marker")), "v2\n");
+        assert_eq!(read(&root.join("etc/chrony.conf")), "server a.example\n");
+        let passwd = read(&root.join("etc/passwd"));
+        assert!(
+            passwd.contains("\nv2sys:") && passwd.contains("\nolduser:"),
+            "{passwd}"
+        );
+        // The output says so.
+        assert!(
+            out.contains("Based on the staged deployment") && out.contains(&v2),
+            "{stage_v2:?}: {out}"
+        );
+        assert!(
+            out.contains("Discarded the staged deployment"),
+            "{stage_v2:?}: {out}"
+        );
+        assert!(d[0]["origin"].is_string());
+        ostree_reads(&c.sys);
+    }
+    // A pending deployment that is not staged is the default: the apply
+    // builds on it as well.
+    let c = Cfg::new();
+    let v2 = c.release_v2();
+    run_ok(arbor().args(["upgrade", "--sysroot", s(&c.sys)]));
+    let out = c.apply(&config_a());
+    assert!(!out.contains("staged"), "{out}");
+    let d = deployments(&c.sys);
+    assert_eq!(d[0]["checksum"], v2.as_str());
+    assert_eq!(d[0]["config"], rendered_name(&c, &config_a()).as_str());
 }

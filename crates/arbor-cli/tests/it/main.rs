@@ -27,6 +27,7 @@ mod cli_query;
 mod coexist;
 mod commit_compat;
 mod config_apply;
+mod config_drift;
 mod config_faults;
 mod config_render;
 mod corruption;

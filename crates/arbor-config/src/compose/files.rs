@@ -234,6 +234,13 @@ fn default_type(defaults: &OwnedFd, rel: &str) -> Result<Option<FileType>> {
     }
 }
 
+/// A directory the OS lacks that a managed path needs.
+pub(crate) const IMPLICIT_DIR: Desired = Desired::Dir {
+    mode: 0o755,
+    uid: 0,
+    gid: 0,
+};
+
 /// Adds, for every managed path, each ancestor directory the OS defaults
 /// lack (0755 root), so that it goes away with the last entry below it.
 pub(crate) fn implicit_parents(defaults: &OwnedFd, out: &mut Out) -> Result<()> {
@@ -257,14 +264,7 @@ pub(crate) fn implicit_parents(defaults: &OwnedFd, out: &mut Out) -> Result<()> 
             }
             match default_type(defaults, &prefix)? {
                 Some(FileType::Directory) => {}
-                None => {
-                    let d = Desired::Dir {
-                        mode: 0o755,
-                        uid: 0,
-                        gid: 0,
-                    };
-                    out.insert(&prefix, d, &format!("the directory of /etc/{p}"))?;
-                }
+                None => out.insert(&prefix, IMPLICIT_DIR, &format!("the directory of /etc/{p}"))?,
                 Some(FileType::Symlink) => bail!(
                     "/etc/{p}: the OS default /etc/{prefix} is a symlink leading outside /etc"
                 ),

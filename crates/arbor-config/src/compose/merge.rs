@@ -9,9 +9,11 @@ use arbor_sysroot::etc_merge::{self, EtcDiff};
 use arbor_sysroot::fsutil;
 use rustix::fs::FileType;
 
+use super::files::IMPLICIT_DIR;
 use super::report::{self, ComposeReport};
+use super::units;
 use super::users::{self, Base, FILES};
-use super::write::{open_parent, write_managed};
+use super::write::{parent_in_etc, write_managed};
 use super::{managed_with, Desired, Managed};
 use crate::model::Config;
 
@@ -50,10 +52,12 @@ pub struct ComposeInputs<'a> {
 ///    (or disappears where the OS has none);
 /// 2. `passwd`, `shadow`, `group`, `gshadow`: the previous config's users
 ///    and groups are taken out of the old version first; what remains
-///    differs from the old default only by the admin's own changes, and
-///    is carried then, else the new default is kept;
+///    differs from the old default only by the admin's own changes, which
+///    are carried line by line onto the new default (`users::merge_lines`),
+///    else the new default is kept;
 /// 3. the new config's [`Managed`] is written over it (users composed on
-///    the carried files where the admin changed them).
+///    the carried files where the admin changed them), and the admin's
+///    carried enablement symlinks of the units it disables are removed.
 ///
 /// With no local changes, the result depends only on the new defaults
 /// and the config, whatever the history. Returns what changed against
@@ -64,13 +68,14 @@ pub fn compose_etc(i: &ComposeInputs<'_>) -> Result<ComposeReport> {
             .context("Recomputing what the previous config managed")?,
         None => Managed::new(),
     };
-    let (carried, local) = carry_local(i, &prev_managed)?;
+    let (mut carried, mut local) = carry_local(i, &prev_managed)?;
     // The passwd family, previous config taken out.
     let old_default_base = Base::read(i.old_defaults)?;
     let old_etc_base = Base::read(i.old_etc)?;
     let unapplied = match i.previous {
         Some(p) if !p.users.is_empty() || !p.groups.is_empty() => {
-            let prev_db = users::compose(&old_default_base, p, users::shell(i.old_root)?)?;
+            let alt = users::Alt::read(i.old_root)?;
+            let prev_db = users::compose(&old_default_base, &alt, p, users::shell(i.old_root)?)?;
             users::unapply(&old_etc_base, &old_default_base, &prev_db)
         }
         _ => old_etc_base,
@@ -84,9 +89,13 @@ pub fn compose_etc(i: &ComposeInputs<'_>) -> Result<ComposeReport> {
         {
             continue;
         }
-        base.files[n] = unapplied.files[n].clone();
+        let content = users::merge_lines(
+            old_default_base.files[n].as_deref(),
+            unapplied.files[n].as_deref().unwrap_or_default(),
+            base.files[n].as_deref(),
+        );
+        base.files[n] = Some(content.clone());
         local_users.push(name.to_string());
-        let content = unapplied.files[n].clone().unwrap_or_default();
         let (mode, uid, gid) = attrs_of(i.new_defaults, i.old_etc, name)?;
         let d = Desired::File {
             content,
@@ -100,6 +109,7 @@ pub fn compose_etc(i: &ComposeInputs<'_>) -> Result<ComposeReport> {
     let new_managed = managed_with(i.config, i.new_defaults, i.root, &base)?;
     revert_unmanaged(i, &prev_managed, &new_managed)?;
     write_managed(i.new_etc, &new_managed)?;
+    drop_disabled_links(i, &new_managed, &mut carried, &mut local)?;
     report::build(
         i,
         &prev_managed,
@@ -108,6 +118,36 @@ pub fn compose_etc(i: &ComposeInputs<'_>) -> Result<ComposeReport> {
         &local,
         &local_users,
     )
+}
+
+/// Removes the admin's enablement symlinks (carried local changes) of
+/// the units the new config disables: `enabled: false` wins over
+/// `systemctl enable` by hand, as it does over the OS's enablement. They
+/// are reported as local changes dropped.
+fn drop_disabled_links(
+    i: &ComposeInputs<'_>,
+    new: &Managed,
+    carried: &mut EtcDiff,
+    local: &mut EtcDiff,
+) -> Result<()> {
+    let links = units::local_enablement_links(i.config, i.new_etc, new)?;
+    for p in &links {
+        if let Some((dir, name)) = parent_in_etc(i.new_etc, p)? {
+            fsutil::remove_all(&dir, name)
+                .with_context(|| format!("Removing the local enablement link /etc/{p}"))?;
+        }
+        carried.added.retain(|c| c != p);
+        carried.modified.retain(|c| c != p);
+        // A link inside a directory the admin added is listed as that
+        // directory: it is listed on its own here.
+        if ![&local.added, &local.modified, &local.removed]
+            .iter()
+            .any(|l| l.contains(p))
+        {
+            local.added.push(p.clone());
+        }
+    }
+    Ok(())
 }
 
 /// Mode and owner of a carried passwd-family file: the new default's,
@@ -145,8 +185,9 @@ fn carry_local(i: &ComposeInputs<'_>, prev: &Managed) -> Result<(EtcDiff, EtcDif
 
 /// Returns each path the previous config managed and the new one does
 /// not to the new default (copied from `new_defaults`) or removes it
-/// where the OS has none; an implicit directory that still holds the
-/// admin's files stays. Deepest paths first.
+/// where the OS has none; a directory that still holds the admin's files
+/// stays, with the default's metadata (0755 root where the OS has none).
+/// Deepest paths first.
 fn revert_unmanaged(i: &ComposeInputs<'_>, prev: &Managed, new: &Managed) -> Result<()> {
     for (p, d) in prev.iter().rev() {
         if new.contains_key(p) || FILES.contains(&p.as_str()) {
@@ -154,24 +195,30 @@ fn revert_unmanaged(i: &ComposeInputs<'_>, prev: &Managed, new: &Managed) -> Res
         }
         // A path whose directory is missing, or now leads out of this
         // /etc, holds nothing of the previous config to revert.
-        let (Ok((Some(dir), name)), Ok((def_dir, _))) =
-            (open_parent(i.new_etc, p), open_parent(i.new_defaults, p))
-        else {
+        let Some((dir, name)) = parent_in_etc(i.new_etc, p)? else {
             continue;
         };
+        let def_dir = parent_in_etc(i.new_defaults, p)?.map(|(d, _)| d);
         let default_type = match &def_dir {
             Some(dd) => fsutil::file_type(dd, name)?,
             None => None,
         };
         let now = fsutil::file_type(&dir, name)?;
         match (d, default_type) {
-            (Desired::Dir { .. }, None) => {
-                if now == Some(FileType::Directory)
-                    && fsutil::list_names(fsutil::open_dir(&dir, name)?)?.is_empty()
-                {
+            (Desired::Dir { .. }, None) if now == Some(FileType::Directory) => {
+                if fsutil::list_names(fsutil::open_dir(&dir, name)?)?.is_empty() {
                     fsutil::remove_all(&dir, name)?;
+                } else {
+                    // It stays for the admin's files in it, as the
+                    // directory the OS lacks that any path needs: 0755
+                    // root, not what the previous config made it.
+                    write_managed(
+                        i.new_etc,
+                        &[(p.clone(), IMPLICIT_DIR)].into_iter().collect(),
+                    )?;
                 }
             }
+            (Desired::Dir { .. }, None) => {}
             (Desired::Dir { .. }, Some(FileType::Directory))
                 if now == Some(FileType::Directory) =>
             {

@@ -28,9 +28,17 @@
 //! - Units found in the OS link to `/usr/lib/systemd/system/NAME` (or
 //!   `/lib/systemd/system/NAME` where `/lib` is a real directory), units
 //!   of the config or `/usr/etc` to `/etc/systemd/system/NAME`.
-//! - New users get the smallest free id from 1000 counted over the base
-//!   files and the ids the config gives; an adopted local user should so
-//!   carry its `uid` into the config to keep it.
+//! - A new user (or group) gets an id from a hash of its name in
+//!   1000..=60000, probing upward past the ids the base files hold and the
+//!   config gives, so that it does not depend on the config's other users
+//!   (see `users::compose` for the rare collision). A user the base files
+//!   already have (an OS user, or the admin's local user carried) keeps
+//!   its id, also on later applies (see `users::unapply`).
+//! - nss-altfiles' `/usr/lib/passwd` and `/usr/lib/group` of the
+//!   deployment root (Fedora CoreOS, RHCOS) are read-only: names are
+//!   looked up there too, their ids are never given, a config user or
+//!   group found only there keeps its id and gets no `/etc` line, and a
+//!   group found only there is copied into `/etc/group` to take a member.
 //! - SELinux labels and other xattrs of written paths are not set.
 //!
 //! `/var` is shared by every deployment and never written here: entries
@@ -150,7 +158,7 @@ pub(crate) fn managed_with(
     base: &users::Base,
 ) -> Result<Managed> {
     let mut out = Out::default();
-    let db = users::compose(base, config, users::shell(root)?)?;
+    let db = users::compose(base, &users::Alt::read(root)?, config, users::shell(root)?)?;
     if !config.users.is_empty() || !config.groups.is_empty() {
         for (i, name) in users::FILES.iter().enumerate() {
             let (mode, uid, gid) = users::file_attrs(defaults, name, &db)?;
@@ -233,7 +241,7 @@ pub(crate) fn resolve_user(db: &users::Composed, o: &Owner, what: &str) -> Resul
     match o {
         Owner::Id(n) => Ok(*n),
         Owner::Name(n) => db.uid(n).ok_or_else(|| {
-            anyhow::anyhow!("{what}: no user named '{n}' in the OS's /etc/passwd or the config")
+            anyhow::anyhow!("{what}: no user named '{n}' in the OS's /etc/passwd, /usr/lib/passwd or the config")
         }),
     }
 }
@@ -243,7 +251,9 @@ pub(crate) fn resolve_group(db: &users::Composed, o: &Owner, what: &str) -> Resu
     match o {
         Owner::Id(n) => Ok(*n),
         Owner::Name(n) => db.gid(n).ok_or_else(|| {
-            anyhow::anyhow!("{what}: no group named '{n}' in the OS's /etc/group or the config")
+            anyhow::anyhow!(
+                "{what}: no group named '{n}' in the OS's /etc/group, /usr/lib/group or the config"
+            )
         }),
     }
 }

@@ -12,8 +12,8 @@ use rustix::io::Errno;
 use serde::Serialize;
 
 use super::merge::ComposeInputs;
-use super::users::FILES;
-use super::write::open_parent;
+use super::users::{compose, Alt, Base, Composed, FILES};
+use super::write::parent_in_etc;
 use super::Managed;
 
 /// How one thing changed.
@@ -101,6 +101,10 @@ pub struct UserChange {
     pub change: Change,
     /// Its id in the new `/etc` (`None` when removed).
     pub id: Option<u32>,
+    /// Its id in the old `/etc` (`None` where it had none). A user whose
+    /// declaration is unchanged but whose id differs (the new OS took its
+    /// id) is reported `modified`.
+    pub previous_id: Option<u32>,
 }
 
 /// One local change of the admin (relative to the OS defaults of the
@@ -143,7 +147,7 @@ type Sig = (u32, u32, u32, Vec<u8>);
 fn signature(etc: &OwnedFd, path: &str) -> Result<Option<Sig>> {
     // A path whose directory is missing or leads out of this /etc is not
     // there, as far as this /etc goes.
-    let Ok((Some(dir), name)) = open_parent(etc, path) else {
+    let Some((dir, name)) = parent_in_etc(etc, path)? else {
         return Ok(None);
     };
     let Some(st) = lstat(&dir, name)? else {
@@ -284,31 +288,50 @@ fn units_and_users(i: &ComposeInputs<'_>, out: &mut ComposeReport) -> Result<()>
             declares,
         });
     }
-    let base = super::users::Base::read(i.new_etc)?;
-    let db = super::users::compose(&base, &empty, "/bin/sh")?;
+    let ids = |etc: &OwnedFd, root: Option<&OwnedFd>| -> Result<Composed> {
+        let (base, alt) = (Base::read(etc)?, Alt::read(root)?);
+        compose(&base, &alt, &empty, "/bin/sh")
+    };
+    let (db, old) = (ids(i.new_etc, i.root)?, ids(i.old_etc, i.old_root)?);
     let groups: BTreeSet<&String> = prev.groups.keys().chain(i.config.groups.keys()).collect();
     for n in groups {
-        if let Some(change) = change_of(prev.groups.get(n), i.config.groups.get(n)) {
-            let id = i.config.groups.contains_key(n).then(|| db.gid(n)).flatten();
+        let id = i.config.groups.contains_key(n).then(|| db.gid(n)).flatten();
+        let ids = (old.gid(n), id);
+        if let Some(change) = id_change(prev.groups.get(n), i.config.groups.get(n), ids) {
             out.users.push(UserChange {
                 kind: "group".into(),
                 name: n.clone(),
                 change,
                 id,
+                previous_id: ids.0,
             });
         }
     }
     let users: BTreeSet<&String> = prev.users.keys().chain(i.config.users.keys()).collect();
     for n in users {
-        if let Some(change) = change_of(prev.users.get(n), i.config.users.get(n)) {
-            let id = i.config.users.contains_key(n).then(|| db.uid(n)).flatten();
+        let id = i.config.users.contains_key(n).then(|| db.uid(n)).flatten();
+        let ids = (old.uid(n), id);
+        if let Some(change) = id_change(prev.users.get(n), i.config.users.get(n), ids) {
             out.users.push(UserChange {
                 kind: "user".into(),
                 name: n.clone(),
                 change,
                 id,
+                previous_id: ids.0,
             });
         }
     }
     Ok(())
+}
+
+/// The change of a declaration, or `modified` where it is the same but
+/// the id (old, new) is not.
+fn id_change<T: PartialEq>(
+    old: Option<&T>,
+    new: Option<&T>,
+    (old_id, new_id): (Option<u32>, Option<u32>),
+) -> Option<Change> {
+    change_of(old, new).or_else(|| {
+        (new.is_some() && old_id.is_some() && old_id != new_id).then_some(Change::Modified)
+    })
 }

@@ -223,12 +223,23 @@ fn enable(
     Ok(())
 }
 
-/// `Absent` for each enablement symlink of `name` the OS defaults have:
-/// in a `*.wants`, `*.requires` or `*.upholds` directory (named `name`,
-/// or an instance of the template `name`), or an alias linking to it.
+/// `Absent` for each enablement symlink of `name` the OS defaults have.
 fn disable(name: &str, defaults: &OwnedFd, out: &mut Out) -> Result<()> {
-    let Some(dir) = arbor_sysroot::fsutil::open_tree_dir(defaults, UNIT_DIR)? else {
-        return Ok(());
+    let origin = format!("unit {name} (enabled: false)");
+    for p in enablement_links(name, defaults)? {
+        out.insert(&p, Desired::Absent, &origin)?;
+    }
+    Ok(())
+}
+
+/// The enablement symlinks of `name` in `etc` (an `/etc` or `/usr/etc`),
+/// relative to it: in a `*.wants`, `*.requires` or `*.upholds` directory
+/// (named `name`, or an instance of the template `name`), or an alias
+/// linking to it.
+fn enablement_links(name: &str, etc: &OwnedFd) -> Result<Vec<String>> {
+    let mut found = Vec::new();
+    let Some(dir) = arbor_sysroot::fsutil::open_tree_dir(etc, UNIT_DIR)? else {
+        return Ok(found);
     };
     let is_template = split_instance(name).is_some_and(|(_, i)| i.is_empty());
     let links_here = |d: &OwnedFd, e: &str| -> Result<bool> {
@@ -242,7 +253,6 @@ fn disable(name: &str, defaults: &OwnedFd, out: &mut Out) -> Result<()> {
     names.sort();
     for sub in names {
         let ft = arbor_sysroot::fsutil::file_type(&dir, &sub)?;
-        let origin = format!("unit {name} (enabled: false)");
         if ft == Some(FileType::Directory)
             && DEP_KEYS
                 .iter()
@@ -255,14 +265,38 @@ fn disable(name: &str, defaults: &OwnedFd, out: &mut Out) -> Result<()> {
                 if arbor_sysroot::fsutil::file_type(&d, &e)? == Some(FileType::Symlink)
                     && links_here(&d, &e)?
                 {
-                    out.insert(&format!("{UNIT_DIR}/{sub}/{e}"), Desired::Absent, &origin)?;
+                    found.push(format!("{UNIT_DIR}/{sub}/{e}"));
                 }
             }
         } else if ft == Some(FileType::Symlink) && sub != name && links_here(&dir, &sub)? {
-            out.insert(&format!("{UNIT_DIR}/{sub}"), Desired::Absent, &origin)?;
+            found.push(format!("{UNIT_DIR}/{sub}"));
         }
     }
-    Ok(())
+    Ok(found)
+}
+
+/// The enablement symlinks in `etc` of the units `config` disables that
+/// `managed` does not cover: links the admin made (`systemctl enable` by
+/// hand), carried into a composed `/etc`, which the config's
+/// `enabled: false` overrides.
+pub(crate) fn local_enablement_links(
+    config: &Config,
+    etc: &OwnedFd,
+    managed: &super::Managed,
+) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for (name, _) in config
+        .units
+        .iter()
+        .filter(|(_, u)| u.enabled == Some(false))
+    {
+        for p in enablement_links(name, etc)? {
+            if !managed.contains_key(&p) && !out.contains(&p) {
+                out.push(p);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Unit files, drop-ins, masks, enablement and disablement of `config`.

@@ -42,6 +42,37 @@ impl Base {
     }
 }
 
+/// nss-altfiles' read-only databases of a deployment, `/usr/lib/passwd`
+/// and `/usr/lib/group` (Fedora CoreOS and RHCOS keep their system users
+/// and groups there, not in `/etc`): names are looked up there after the
+/// four files, and their ids are never given to a new user or group.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Alt {
+    passwd: Table,
+    group: Table,
+}
+
+impl Alt {
+    /// Reads them from the deployment root `root` (none without it, or
+    /// where the OS has none).
+    pub(crate) fn read(root: Option<&OwnedFd>) -> Result<Alt> {
+        let Some(root) = root else {
+            return Ok(Alt::default());
+        };
+        let Some(lib) = arbor_sysroot::fsutil::open_tree_dir(root, "usr/lib")? else {
+            return Ok(Alt::default());
+        };
+        let read = |n: &str| -> Result<Table> {
+            let b = read_regular(&lib, n).with_context(|| format!("Reading /usr/lib/{n}"))?;
+            Ok(Table::parse(b.as_deref()))
+        };
+        Ok(Alt {
+            passwd: read("passwd")?,
+            group: read("group")?,
+        })
+    }
+}
+
 /// A regular file's content, `None` when absent or not a regular file.
 pub(crate) fn read_regular(dir: &OwnedFd, name: &str) -> Result<Option<Vec<u8>>> {
     match arbor_sysroot::fsutil::file_type(dir, name)? {
@@ -155,25 +186,47 @@ pub(crate) struct Composed {
     /// Contents of [`FILES`].
     pub(crate) contents: [Vec<u8>; 4],
     tables: [Table; 4],
+    alt: Alt,
     /// The users the config creates: name, uid, primary gid.
     pub(crate) homes: Vec<(String, u32, u32)>,
 }
 
 impl Composed {
-    /// A user's id.
+    /// A user's id (in `passwd`, else in `/usr/lib/passwd`).
     pub(crate) fn uid(&self, name: &str) -> Option<u32> {
-        self.tables[PASSWD].id(name)
+        self.tables[PASSWD]
+            .id(name)
+            .or_else(|| self.alt.passwd.id(name))
     }
 
-    /// A group's id.
+    /// A group's id (in `group`, else in `/usr/lib/group`).
     pub(crate) fn gid(&self, name: &str) -> Option<u32> {
-        self.tables[GROUP].id(name)
+        self.tables[GROUP]
+            .id(name)
+            .or_else(|| self.alt.group.id(name))
     }
 }
 
-/// The smallest id in `ID_MIN..=ID_MAX` not in `used`, now used.
-fn allocate(used: &mut BTreeSet<u32>, what: &str) -> Result<u32> {
-    let id = (ID_MIN..=ID_MAX)
+/// The id a new user or group `name` prefers: `ID_MIN` plus the first
+/// four bytes of the SHA-256 of its name (big-endian) modulo the size of
+/// `ID_MIN..=ID_MAX`. It depends on the name alone, so that adding or
+/// removing another user never moves it.
+pub(crate) fn preferred_id(name: &str) -> u32 {
+    let range = ID_MAX - ID_MIN + 1;
+    let d = ring::digest::digest(&ring::digest::SHA256, name.as_bytes());
+    let mut first = [0u8; 4];
+    first.copy_from_slice(&d.as_ref()[..4]);
+    ID_MIN + u32::from_be_bytes(first) % range
+}
+
+/// The id of a new user or group `name`: [`preferred_id`], or where it is
+/// in `used` the next free one above it (wrapping from `ID_MAX` to
+/// `ID_MIN`); now used.
+fn allocate(used: &mut BTreeSet<u32>, name: &str, what: &str) -> Result<u32> {
+    let range = ID_MAX - ID_MIN + 1;
+    let start = preferred_id(name) - ID_MIN;
+    let id = (0..range)
+        .map(|k| ID_MIN + (start + k) % range)
         .find(|i| !used.contains(i))
         .with_context(|| format!("No free id left for {what}"))?;
     used.insert(id);
@@ -234,22 +287,31 @@ fn check_names(config: &Config) -> Result<()> {
 
 /// Composes the four files: `base` plus the config's groups (in name
 /// order, then its users in name order). A user or group the base has is
-/// modified in place (password hash, supplementary groups); a new one is
-/// appended with the smallest free id from 1000 (ids given by the config
-/// are reserved first), a new user with a private group of its name (the
-/// gid equal to its uid when free), home `/home/NAME`, `shell`, and a
-/// locked password unless the config gives a hash.
-pub(crate) fn compose(base: &Base, config: &Config, shell: &str) -> Result<Composed> {
+/// modified in place (password hash, supplementary groups) and keeps its
+/// id; a new one is appended with the id [`allocate`] gives it (ids the
+/// config gives are reserved first), a new user with a private group of
+/// its name (the gid equal to its uid when free, else allocated as a
+/// group's), home `/home/NAME`, `shell`, and a locked password unless the
+/// config gives a hash.
+///
+/// A new id depends on the name and the ids `base` holds only, never on
+/// the config's other users, but in one rare case: two new names whose
+/// preferred ids collide (or whose probes meet) get them in the order
+/// above (groups, then users, each in name order), so the later one's id
+/// depends on the earlier one being declared.
+pub(crate) fn compose(base: &Base, alt: &Alt, config: &Config, shell: &str) -> Result<Composed> {
     check_names(config)?;
     let mut t: [Table; 4] = std::array::from_fn(|i| Table::parse(base.files[i].as_deref()));
     let mut uids = t[PASSWD].ids();
+    uids.extend(alt.passwd.ids());
     let mut gids = t[GROUP].ids();
+    gids.extend(alt.group.ids());
     reserve(
         &mut uids,
         config
             .users
             .iter()
-            .filter(|(n, _)| t[PASSWD].find(n).is_none())
+            .filter(|(n, _)| t[PASSWD].find(n).is_none() && alt.passwd.find(n).is_none())
             .filter_map(|(n, u)| Some((n, u.uid?))),
         "uid",
     )?;
@@ -258,12 +320,12 @@ pub(crate) fn compose(base: &Base, config: &Config, shell: &str) -> Result<Compo
         config
             .groups
             .iter()
-            .filter(|(n, _)| t[GROUP].find(n).is_none())
+            .filter(|(n, _)| t[GROUP].find(n).is_none() && alt.group.find(n).is_none())
             .filter_map(|(n, g)| Some((n, g.gid?))),
         "gid",
     )?;
-    compose_groups(&mut t, config, &mut gids)?;
-    let homes = compose_users(&mut t, config, &mut uids, &mut gids, shell)?;
+    compose_groups(&mut t, alt, config, &mut gids)?;
+    let homes = compose_users(&mut t, alt, config, &mut uids, &mut gids, shell)?;
     Ok(Composed {
         contents: std::array::from_fn(|i| {
             // A file neither the base nor the config has stays empty.
@@ -274,6 +336,7 @@ pub(crate) fn compose(base: &Base, config: &Config, shell: &str) -> Result<Compo
             }
         }),
         tables: t,
+        alt: alt.clone(),
         homes,
     })
 }
@@ -294,9 +357,14 @@ fn reserve<'a>(
 }
 
 /// The config's groups, in name order.
-fn compose_groups(t: &mut [Table; 4], config: &Config, gids: &mut BTreeSet<u32>) -> Result<()> {
+fn compose_groups(
+    t: &mut [Table; 4],
+    alt: &Alt,
+    config: &Config,
+    gids: &mut BTreeSet<u32>,
+) -> Result<()> {
     for (name, g) in &config.groups {
-        if let Some(old) = t[GROUP].id(name) {
+        if let Some(old) = t[GROUP].id(name).or_else(|| alt.group.id(name)) {
             if let Some(x) = g.gid.filter(|x| *x != old) {
                 bail!("Group {name}: the OS has it with gid {old}, the config gives {x}");
             }
@@ -309,7 +377,7 @@ fn compose_groups(t: &mut [Table; 4], config: &Config, gids: &mut BTreeSet<u32>)
         }
         let gid = match g.gid {
             Some(x) => x,
-            None => allocate(gids, &format!("group {name}"))?,
+            None => allocate(gids, name, &format!("group {name}"))?,
         };
         let pw = g.password_hash.as_deref().unwrap_or("!").as_bytes();
         t[GROUP].push(&[name.as_bytes(), b"x", gid.to_string().as_bytes(), b""]);
@@ -322,6 +390,7 @@ fn compose_groups(t: &mut [Table; 4], config: &Config, gids: &mut BTreeSet<u32>)
 /// gid) for their home directories.
 fn compose_users(
     t: &mut [Table; 4],
+    alt: &Alt,
     config: &Config,
     uids: &mut BTreeSet<u32>,
     gids: &mut BTreeSet<u32>,
@@ -330,7 +399,7 @@ fn compose_users(
     let mut homes = Vec::new();
     for (name, u) in &config.users {
         let n = name.as_bytes();
-        if let Some(old) = t[PASSWD].id(name) {
+        if let Some(old) = t[PASSWD].id(name).or_else(|| alt.passwd.id(name)) {
             if let Some(x) = u.uid.filter(|x| *x != old) {
                 bail!("User {name}: the OS has it with uid {old}, the config gives {x}");
             }
@@ -342,17 +411,17 @@ fn compose_users(
         } else {
             let uid = match u.uid {
                 Some(x) => x,
-                None => allocate(uids, &format!("user {name}"))?,
+                None => allocate(uids, name, &format!("user {name}"))?,
             };
             // The user private group, as `useradd -U`: its gid is the uid
             // where free; an existing group of that name is used.
-            let gid = match t[GROUP].id(name) {
+            let gid = match t[GROUP].id(name).or_else(|| alt.group.id(name)) {
                 Some(g) => g,
                 None => {
                     let g = if gids.insert(uid) {
                         uid
                     } else {
-                        allocate(gids, &format!("the group of user {name}"))?
+                        allocate(gids, name, &format!("the group of user {name}"))?
                     };
                     t[GROUP].push(&[n, b"x", g.to_string().as_bytes(), b""]);
                     t[GSHADOW].push(&[n, b"!", b"", b""]);
@@ -375,7 +444,15 @@ fn compose_users(
         }
         for g in &u.groups {
             if t[GROUP].find(g).is_none() {
-                bail!("User {name}: no group named '{g}' in the OS's /etc/group or the config");
+                // A group of /usr/lib/group gets its line in /etc/group
+                // to hold the member, as the admin would copy it there.
+                let Some(n) = alt.group.find(g) else {
+                    bail!("User {name}: no group named '{g}' in the OS's /etc/group, /usr/lib/group or the config");
+                };
+                let mut line = alt.group.lines[n].clone();
+                line.resize(4, Vec::new());
+                t[GROUP].push(&line.iter().map(Vec::as_slice).collect::<Vec<_>>());
+                t[GSHADOW].push(&[g.as_bytes(), b"!", b"", b""]);
             }
             t[GROUP].add_member(g, 3, name);
             t[GSHADOW].add_member(g, 3, name);
@@ -392,10 +469,15 @@ fn is_member_list(f: usize, i: usize) -> bool {
 /// Takes a previous config's users and groups back out of `admin` (one
 /// deployment's version of the four files): `default` is what that
 /// config was composed on and `composed` the result. Lines the config
-/// created are dropped; a field the config changed that still has the
+/// created are dropped (not those it [`adopted`]); a field the config changed that still has the
 /// config's value gets the default's back; members the config added to a
-/// group are removed. What the admin changed stays.
+/// group are removed. What the admin changed stays. A file the OS lacks
+/// that holds nothing but the config's lines is `None` again.
 pub(crate) fn unapply(admin: &Base, default: &Base, composed: &Composed) -> Base {
+    let adopted = [
+        adopted(admin, default, composed, PASSWD),
+        adopted(admin, default, composed, GROUP),
+    ];
     let mut out = Base::default();
     for f in 0..4 {
         let Some(a) = &admin.files[f] else {
@@ -403,14 +485,21 @@ pub(crate) fn unapply(admin: &Base, default: &Base, composed: &Composed) -> Base
         };
         let d = Table::parse(default.files[f].as_deref());
         let c = &composed.tables[f];
+        let keep_new = &adopted[if f == PASSWD || f == SHADOW { 0 } else { 1 }];
         let mut t = Table::parse(Some(a));
         t.lines.retain_mut(|l| {
             let name = String::from_utf8_lossy(&l[0]).into_owned();
             let (Some(cl), dl) = (c.find(&name).map(|n| &c.lines[n]), d.find(&name)) else {
                 return true;
             };
-            let Some(dl) = dl.map(|n| &d.lines[n]) else {
-                return false;
+            // A line the config copied from /usr/lib/group (to add a
+            // member) reverts as if the OS default had it there.
+            let from_alt = (f == GROUP && dl.is_none())
+                .then(|| composed.alt.group.find(&name))
+                .flatten()
+                .map(|n| composed.alt.group.lines[n].clone());
+            let Some(dl) = dl.map(|n| d.lines[n].clone()).or(from_alt.clone()) else {
+                return keep_new.contains(&name);
             };
             for (i, v) in l.iter_mut().enumerate() {
                 let (dv, cv) = (
@@ -435,19 +524,96 @@ pub(crate) fn unapply(admin: &Base, default: &Base, composed: &Composed) -> Base
                     *v = dv;
                 }
             }
-            true
+            // Back to the /usr/lib/group line: not needed in /etc.
+            let same = |a: &[Vec<u8>], b: &[Vec<u8>]| {
+                (0..a.len().max(b.len()))
+                    .all(|i| a.get(i).unwrap_or(&Vec::new()) == b.get(i).unwrap_or(&Vec::new()))
+            };
+            !(from_alt.is_some() && same(l, &dl))
         });
         // An unterminated last line the config's appending terminated.
         if c.unterminated != d.unterminated && t.unterminated == c.unterminated {
             t.unterminated = d.unterminated;
         }
-        out.files[f] = Some(if t.lines.is_empty() && a.is_empty() {
-            Vec::new()
+        out.files[f] = if t.lines.is_empty() && default.files[f].is_none() && !c.lines.is_empty() {
+            // The config created the file (the OS has none) and nothing
+            // else is in it: no file.
+            None
+        } else if t.lines.is_empty() && a.is_empty() {
+            Some(Vec::new())
         } else {
-            t.bytes()
-        });
+            Some(t.bytes())
+        };
     }
     out
+}
+
+/// The admin's version `admin` of one of the four files, its changes
+/// against `old` (the OS default it was made from) carried onto `new`
+/// (the new OS default) line by line, a line being keyed by its name
+/// (first field): a line the admin changed or added is the admin's, one
+/// the admin deleted stays deleted, every other line is `new`'s (so a
+/// user the new OS adds reaches `shadow` too), and the admin's added
+/// lines follow `new`'s. Where the OS did not change the file, `admin`
+/// as it is, byte for byte. Comment and blank lines are `new`'s.
+pub(crate) fn merge_lines(old: Option<&[u8]>, admin: &[u8], new: Option<&[u8]>) -> Vec<u8> {
+    if old == new {
+        return admin.to_vec();
+    }
+    let (o, a, n) = (
+        Table::parse(old),
+        Table::parse(Some(admin)),
+        Table::parse(new),
+    );
+    let named = |l: &Vec<Vec<u8>>| l.len() > 1;
+    let get = |t: &Table, k: &[u8]| t.lines.iter().find(|l| named(l) && l[0] == k).cloned();
+    let mut out = Table {
+        lines: Vec::new(),
+        unterminated: n.unterminated,
+    };
+    for l in &n.lines {
+        if !named(l) {
+            out.lines.push(l.clone());
+            continue;
+        }
+        match (get(&o, &l[0]), get(&a, &l[0])) {
+            (Some(ol), Some(al)) if al != ol => out.lines.push(al),
+            (Some(_), None) => {}
+            (None, Some(al)) => out.lines.push(al),
+            _ => out.lines.push(l.clone()),
+        }
+    }
+    for l in a
+        .lines
+        .iter()
+        .filter(|l| named(l) && get(&n, &l[0]).is_none())
+    {
+        if get(&o, &l[0]).as_ref() != Some(l) {
+            out.push(&l.iter().map(Vec::as_slice).collect::<Vec<_>>());
+        }
+    }
+    out.bytes()
+}
+
+/// The users (`f` = [`PASSWD`]) or groups ([`GROUP`]) that `composed`
+/// creates on `default` but that `admin` holds with another id: the
+/// config did not create those lines but adopted them (the admin's
+/// local user, there before the config declared it, which the compose
+/// on the admin's version kept with its id). They stay, so that a user's
+/// id never changes between applies. A line the config created has the
+/// id the config gives it on `default`; it differs only where an admin's
+/// local user held that id then (then the line is taken for adopted and
+/// outlives the config: the rare price of never moving an id).
+fn adopted(admin: &Base, default: &Base, composed: &Composed, f: usize) -> BTreeSet<String> {
+    let a = Table::parse(admin.files[f].as_deref());
+    let d = Table::parse(default.files[f].as_deref());
+    let c = &composed.tables[f];
+    c.lines
+        .iter()
+        .map(|l| String::from_utf8_lossy(&l[0]).into_owned())
+        .filter(|n| d.find(n).is_none())
+        .filter(|n| a.find(n).is_some() && a.field(n, 2) != c.field(n, 2))
+        .collect()
 }
 
 /// Mode, owner and group of one of the four files: as the OS defaults
@@ -530,6 +696,27 @@ mod tests {
     }
 
     #[test]
+    fn merge_lines_carries_the_admins_line_changes() {
+        let old = b"# c\na:1\nb:1\nc:1\nd:1\n";
+        let new = b"# c2\na:1\nb:2\nc:1\nd:1\ne:1\n";
+        // The admin changed a, deleted c, added x; the OS changed b,
+        // added e.
+        let admin = b"# c\na:9\nb:1\nx:1\nd:1\n";
+        assert_eq!(
+            String::from_utf8(merge_lines(Some(old), admin, Some(new))).unwrap(),
+            "# c2\na:9\nb:2\nd:1\ne:1\nx:1\n"
+        );
+        // The OS unchanged: the admin's bytes as they are.
+        assert_eq!(merge_lines(Some(old), admin, Some(old)), admin);
+        // A line the OS removed goes, unless the admin changed it.
+        let new = b"a:1\nb:1\n";
+        assert_eq!(
+            String::from_utf8(merge_lines(Some(old), b"a:1\nb:1\nc:7\nd:1\n", Some(new))).unwrap(),
+            "a:1\nb:1\nc:7\n"
+        );
+    }
+
+    #[test]
     fn unapply_of_unterminated_default_is_the_default() {
         let default = Base {
             files: [
@@ -543,7 +730,7 @@ mod tests {
             users: [("alice".to_string(), crate::model::User::default())].into(),
             ..Default::default()
         };
-        let c = compose(&default, &config, "/bin/sh").unwrap();
+        let c = compose(&default, &Alt::default(), &config, "/bin/sh").unwrap();
         let admin = Base {
             files: std::array::from_fn(|i| Some(c.contents[i].clone()).filter(|v| !v.is_empty())),
         };

@@ -41,6 +41,24 @@ pub(crate) fn open_parent<'a>(etc: &OwnedFd, path: &'a str) -> Result<(Option<Ow
     }
 }
 
+/// The directory holding `path` in `etc` as [`open_parent`] opens it, or
+/// `None` where `path` cannot be in this `/etc`: its directory is
+/// missing, is not a directory, or leads out of this `/etc`. Any other
+/// error (a symlink loop, I/O) is returned.
+pub(crate) fn parent_in_etc<'a>(
+    etc: &OwnedFd,
+    path: &'a str,
+) -> Result<Option<(OwnedFd, &'a str)>> {
+    let Some((parent, name)) = path.rsplit_once('/') else {
+        return Ok(Some((rustix::io::dup(etc)?, path)));
+    };
+    match fsutil::open_dir_in_etc(etc, parent) {
+        Ok(fd) => Ok(Some((fd, name))),
+        Err(Errno::NOENT | Errno::NOTDIR | Errno::XDEV) => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("Opening /etc/{parent}")),
+    }
+}
+
 fn chown_fd(fd: &OwnedFd, uid: u32, gid: u32) -> Result<()> {
     if arbor_fs::is_root() {
         rustix::fs::fchown(fd, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))?;

@@ -306,7 +306,11 @@ fn hard_link_and_symlink() {
         .into(),
         ..Default::default()
     };
-    assert!(managed(&bad, &d1.defaults(), None).is_err());
+    let e = format!("{:#}", managed(&bad, &d1.defaults(), None).unwrap_err());
+    assert!(
+        e.contains("Hard link /etc/x") && e.contains("/var/y is not below /etc"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -331,7 +335,7 @@ fn owner_by_name() {
         matches!(
             m["app.conf"],
             Desired::File {
-                uid: 1000,
+                uid: 13334,
                 gid: 102,
                 ..
             }
@@ -351,7 +355,7 @@ fn owner_by_name() {
     }
     compose(None, None, &d1, &c, true).unwrap();
     let md = d1.path("app.conf").metadata().unwrap();
-    assert_eq!((md.uid(), md.gid()), (1000, 102));
+    assert_eq!((md.uid(), md.gid()), (13334, 102));
 }
 
 #[test]
@@ -396,7 +400,7 @@ fn same_inputs_through_different_histories_give_identical_etc() {
     assert_eq!(h2.read("passwd"), direct.read("passwd"));
     assert!(h2
         .read("passwd")
-        .contains("alice:x:1000:1000::/home/alice:/bin/bash\n"));
+        .contains("alice:x:13334:13334::/home/alice:/bin/bash\n"));
 }
 
 #[test]
@@ -513,4 +517,53 @@ fn same_config_on_a_new_os_version() {
         .collect();
     assert_eq!(kept, ["/etc/ssh/sshd_config"]);
     assert!(r.units.is_empty() && r.users.is_empty());
+}
+
+#[test]
+fn revert_through_a_symlink_loop_is_an_error() {
+    // The previous config had /etc/app/a.conf; the new OS makes /etc/app
+    // a symlink loop. Only a missing directory, or one leading out of
+    // /etc, means "nothing to revert there"; a loop is an error.
+    let s = Sys::new();
+    let (d1, d2) = (s.os("d1"), s.os("d2"));
+    let a = with_files(&[("/etc/app/a.conf", file("a\n"))]);
+    compose(None, None, &d1, &a, true).unwrap();
+    std::os::unix::fs::symlink("app", d2.root.join("usr/etc/app")).unwrap();
+    let e = compose(Some(&d1), Some(&a), &d2, &Config::default(), true).unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(
+        msg.contains("Opening /etc/app") && msg.contains("symbolic links"),
+        "{msg}"
+    );
+    // A directory gone from the new OS is nothing to revert.
+    let d3 = s.os("d3");
+    compose(Some(&d1), Some(&a), &d3, &Config::default(), true).unwrap();
+    assert!(!d3.exists("app"));
+}
+
+#[test]
+fn declared_directory_left_for_admin_files_gets_default_metadata() {
+    // /etc/foo (0750, owned by daemon) leaves the config while it holds an
+    // admin's file: it stays, as the OS would make a directory it lacks.
+    let s = Sys::new();
+    let (d1, d2) = (s.os("d1"), s.os("d2"));
+    let mut a = with_files(&[("/etc/foo/a.conf", file("a\n"))]);
+    a.directories.insert(
+        "/etc/foo".into(),
+        DirEntry {
+            mode: 0o750,
+            user: Owner::Id(1),
+            group: Owner::Id(1),
+        },
+    );
+    compose(None, None, &d1, &a, true).unwrap();
+    std::fs::write(d1.path("foo/local.conf"), "mine\n").unwrap();
+    compose(Some(&d1), Some(&a), &d2, &Config::default(), true).unwrap();
+    assert_eq!(d2.read("foo/local.conf"), "mine\n");
+    assert!(!d2.exists("foo/a.conf"));
+    let m = d2.path("foo").metadata().unwrap();
+    assert_eq!(m.mode() & 0o7777, 0o755);
+    if arbor_fs::is_root() {
+        assert_eq!((m.uid(), m.gid()), (0, 0));
+    }
 }

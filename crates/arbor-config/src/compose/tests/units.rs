@@ -177,7 +177,11 @@ fn enabling_without_install_section_or_unit_is_an_error() {
         .into(),
         ..Default::default()
     };
-    assert!(managed(&both, &d1.defaults(), None).is_err());
+    let e = format!("{:#}", managed(&both, &d1.defaults(), None).unwrap_err());
+    assert!(
+        e.contains("Unit x.service: a masked unit cannot also have contents"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -287,4 +291,56 @@ fn enablement_links_match_systemctl() {
         .collect();
     assert_eq!(ours, theirs);
     assert!(ours.contains_key("systemd/system/sshd.service"), "{ours:?}");
+}
+
+#[test]
+fn disabled_unit_drops_the_admins_enablement_links() {
+    let s = Sys::new();
+    let (d0, d1) = (s.os("d0"), s.os("d1"));
+    compose(None, None, &d0, &Config::default(), true).unwrap();
+    // The admin enables chrony by hand (a wants link, a requires link in
+    // a directory of its own, an alias) and another unit.
+    let target = "/usr/lib/systemd/system/chrony.service";
+    let sys = d0.path("systemd/system");
+    std::fs::create_dir(sys.join("foo.target.requires")).unwrap();
+    for l in [
+        "multi-user.target.wants/chrony.service",
+        "foo.target.requires/chrony.service",
+        "ntp.service",
+    ] {
+        std::os::unix::fs::symlink(target, sys.join(l)).unwrap();
+    }
+    std::os::unix::fs::symlink(
+        "/usr/lib/systemd/system/static.service",
+        sys.join("multi-user.target.wants/static.service"),
+    )
+    .unwrap();
+    let a = Config {
+        units: [("chrony.service".to_string(), unit(None, Some(false)))].into(),
+        ..Default::default()
+    };
+    let r = compose(Some(&d0), None, &d1, &a, true).unwrap();
+    for l in [
+        "systemd/system/multi-user.target.wants/chrony.service",
+        "systemd/system/foo.target.requires/chrony.service",
+        "systemd/system/ntp.service",
+    ] {
+        assert!(!d1.exists(l), "{l}");
+        let p = format!("/etc/{l}");
+        assert!(
+            r.local_changes.iter().any(|c| c.path == p && !c.kept),
+            "{p}: {:?}",
+            r.local_changes
+        );
+        assert!(
+            r.paths.iter().any(|c| c.path == p
+                && c.change == Change::Removed
+                && c.reason == Reason::LocalChangeDropped),
+            "{p}: {:?}",
+            r.paths
+        );
+    }
+    assert!(d1.exists("systemd/system/foo.target.requires"));
+    assert!(d1.exists("systemd/system/multi-user.target.wants/static.service"));
+    assert!(d1.exists("systemd/system/multi-user.target.wants/ssh.service"));
 }

@@ -55,7 +55,7 @@ fn var_entries_become_tmpfiles_lines() {
     assert_eq!(
         lines,
         [
-            "d /home/alice 0700 1000 1000 -",
+            "d /home/alice 0700 13334 13334 -",
             "C /var/lib/app/token - - - - /etc/arbor/var-files/var/lib/app/token",
             "z /var/lib/app/token 0600 7 0 -",
             "d /var/lib/app\\ data 0750 0 0 -",
@@ -149,13 +149,13 @@ fn var_entries_work_with_systemd_tmpfiles() {
         std::fs::read_to_string(var.join("app/token")).unwrap(),
         "v1\n"
     );
-    assert_eq!(meta(&var.join("app/token")), (0o640, 7, 1000));
+    assert_eq!(meta(&var.join("app/token")), (0o640, 7, 13334));
     assert_eq!(meta(&var.join("a dir%\\x")), (0o750, 1, 0));
     assert_eq!(
         std::fs::read_link(var.join("app/current")).unwrap(),
         Path::new("/var/lib/app/v%1 x")
     );
-    assert_eq!(meta(&d1.root.join("home/alice")), (0o700, 1000, 1000));
+    assert_eq!(meta(&d1.root.join("home/alice")), (0o700, 13334, 13334));
     // A later boot: the symlink is put back, an existing file is kept.
     std::fs::write(var.join("app/token"), "local\n").unwrap();
     std::fs::remove_file(var.join("app/current")).unwrap();
