@@ -551,7 +551,7 @@ fn declared_directory_left_for_admin_files_gets_default_metadata() {
     a.directories.insert(
         "/etc/foo".into(),
         DirEntry {
-            mode: 0o750,
+            mode: Some(0o750),
             user: Owner::Id(1),
             group: Owner::Id(1),
         },
