@@ -131,6 +131,25 @@ fn copy_after_link_error(e: Errno, require_hardlinks: bool) -> bool {
     !require_hardlinks && matches!(e, Errno::MLINK | Errno::XDEV | Errno::PERM)
 }
 
+/// Threads of a checkout. Its time goes in waiting for the disk (a
+/// directory lookup, an inode or a small metadata object read cold per
+/// file), not in CPU, so it keeps many reads in flight rather than one per
+/// core. On a 2-CPU virtual machine, a cold deployment checkout of a
+/// Debian tree (5,400 files) takes a quarter less time with 16 threads
+/// than with 2, and half less when other work competes for the disk. The
+/// result does not depend on the number of threads.
+const CHECKOUT_THREADS: usize = 16;
+
+/// A pool of [`CHECKOUT_THREADS`] threads for this checkout, or `None`
+/// (run on the global pool) if the threads cannot be started.
+fn io_pool() -> Option<rayon::ThreadPool> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(CHECKOUT_THREADS.max(rayon::current_num_threads()))
+        .thread_name(|i| format!("checkout-{i}"))
+        .build()
+        .ok()
+}
+
 struct Ctx<'a> {
     repo: &'a Repo,
     opts: &'a CheckoutOptions,
@@ -238,7 +257,11 @@ impl Ctx<'_> {
     fn populate(&self, dir: &OwnedFd, tree: &Checksum) -> Result<()> {
         let error = Mutex::new(None);
         let root = rustix::io::dup(dir)?;
-        rayon::scope(|s| self.spawn_dir(s, &error, DirTask::Root(root, *tree)));
+        let walk = || rayon::scope(|s| self.spawn_dir(s, &error, DirTask::Root(root, *tree)));
+        match io_pool() {
+            Some(pool) => pool.install(walk),
+            None => walk(),
+        }
         match error.into_inner().unwrap_or_else(PoisonError::into_inner) {
             Some(e) => Err(e),
             None => Ok(()),
