@@ -727,3 +727,89 @@ fn drift_of_an_ostree_deployment() {
     assert_eq!(changes(&r, "usr"), want(&[("/usr/bin/extra", &["added"])]));
     unseal_all(dir.path());
 }
+
+/// `arbor ARGS` as the unprivileged user `nobody`.
+fn as_nobody(args: &[&str]) -> String {
+    run_ok(
+        std::process::Command::new("runuser")
+            .args(["-u", "nobody", "--", env!("CARGO_BIN_EXE_arbor")])
+            .args(args),
+    )
+}
+
+fn open_to_all(p: &Path) {
+    std::fs::set_permissions(
+        p,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o777),
+    )
+    .unwrap();
+}
+
+#[test]
+fn managed_owners_follow_how_the_sysroot_was_composed() {
+    if needs_root("a sysroot composed by nobody, checked by root") {
+        return;
+    }
+    require_ostree();
+    // Bare (root composed): the declared owner is checked.
+    let f = Fixture::new();
+    let base = f.dir.path().join("10-base.ign");
+    std::fs::write(&base, BASE_CONFIG).unwrap();
+    config_apply(&f.sysroot(), &[&base]);
+    assert_eq!(f.json(&[]).0, 0);
+    let etc = deployment_dir(&f.sysroot(), &f.src.v1, 1).join("etc");
+    chown(&etc.join("managed.conf"), 1000);
+    let (code, r) = f.json(&["--etc-only"]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        changes(&r, "etc"),
+        want(&[("/etc/managed.conf", &["owner-changed"])])
+    );
+    // Bare-user, composed by nobody, checked by root: what nobody wrote is
+    // nobody's, and that is no drift; root's is.
+    let src = source();
+    open_to_all(src.dir.path());
+    let td = tempfile::tempdir().unwrap();
+    open_to_all(td.path());
+    let sys = td.path().join("s");
+    let cfg = td.path().join("10-base.ign");
+    std::fs::write(&cfg, BASE_CONFIG).unwrap();
+    as_nobody(&["admin", "init-fs", s(&sys)]);
+    as_nobody(&["admin", "os-init", "--sysroot", s(&sys), "testos"]);
+    let repo = sys.join("ostree/repo");
+    as_nobody(&[
+        "pull-local",
+        "--repo",
+        s(&repo),
+        s(&src.repo),
+        "testos/stable",
+    ]);
+    as_nobody(&[
+        "deploy",
+        "--sysroot",
+        s(&sys),
+        "--os",
+        "testos",
+        "testos/stable",
+    ]);
+    as_nobody(&["config", "apply", "--sysroot", s(&sys), s(&cfg)]);
+    let drift = |args: &[&str]| {
+        let out = arbor()
+            .args(["drift", "--json", "--sysroot", s(&sys)])
+            .args(args)
+            .output()
+            .unwrap();
+        let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+        (out.status.code().unwrap(), r)
+    };
+    let (code, r) = drift(&[]);
+    assert_eq!(code, 0, "{r:#}");
+    let etc = deployment_dir(&sys, &src.v1, 1).join("etc");
+    chown(&etc.join("managed.conf"), 0);
+    let (code, r) = drift(&["--etc-only"]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        changes(&r, "etc"),
+        want(&[("/etc/managed.conf", &["owner-changed"])])
+    );
+}

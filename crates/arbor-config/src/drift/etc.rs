@@ -78,6 +78,7 @@ struct Frame<'o> {
 
 struct Walk<'o> {
     etc_root: OwnedFd,
+    owners: ManagedOwners,
     etc: DirCursor,
     defaults: Option<DirCursor>,
     overlay: &'o Overlay,
@@ -85,16 +86,50 @@ struct Walk<'o> {
     out: Vec<DriftEntry>,
 }
 
+/// Who owns what compose writes in `/etc` (managed entries and the
+/// directories it creates for them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ManagedOwners {
+    /// The owners the configuration declares: compose ran as root (a
+    /// `bare` sysroot, or a root-owned deployment).
+    Declared,
+    /// One owner for everything compose wrote: it ran unprivileged and
+    /// could not give another (a user-mode deployment, owned by `uid:gid`).
+    Writer(u32, u32),
+}
+
+impl ManagedOwners {
+    /// What compose could give the entries of the deployment whose root
+    /// directory is `root`, checked out from a repository of `mode`:
+    /// declared owners where it ran as root (a `bare` repository, whose
+    /// checkouts need root, or a deployment root owns), else the owner of
+    /// the deployment (the unprivileged user who deployed and composed).
+    pub fn for_deployment(mode: arbor_format::RepoMode, root: &OwnedFd) -> Result<ManagedOwners> {
+        if mode == arbor_format::RepoMode::Bare {
+            return Ok(ManagedOwners::Declared);
+        }
+        let st = rustix::fs::fstat(root).context("Inspecting the deployment directory")?;
+        Ok(if st.st_uid == 0 {
+            ManagedOwners::Declared
+        } else {
+            ManagedOwners::Writer(st.st_uid, st.st_gid)
+        })
+    }
+}
+
 /// Compares `etc` (a deployment's `/etc`) with `defaults` (its `/usr/etc`,
-/// `None` if it has none) overlaid with `overlay`. Entries come in walk
-/// order: parents first, names sorted.
+/// `None` if it has none) overlaid with `overlay`, managed entries being
+/// owned as `owners` says. Entries come in walk order: parents first,
+/// names sorted.
 pub fn etc_drift(
     etc: &OwnedFd,
     defaults: Option<&OwnedFd>,
     overlay: &Overlay,
+    owners: ManagedOwners,
 ) -> Result<Vec<DriftEntry>> {
     let mut w = Walk {
         etc_root: rustix::io::dup(etc)?,
+        owners,
         etc: DirCursor::new(etc)?,
         defaults: defaults.map(DirCursor::new).transpose()?,
         overlay,
@@ -323,6 +358,19 @@ impl<'o> Walk<'o> {
     }
 
     fn expected_meta(&self, name: &str, spec: &Spec<'_>) -> Result<EntryMeta> {
+        let mut m = self.declared_meta(name, spec)?;
+        if let ManagedOwners::Writer(uid, gid) = self.owners {
+            let written = matches!(spec, Spec::ImpliedDir)
+                || matches!(spec, Spec::Managed(w) if !matches!(w, Desired::Hardlink { .. }));
+            if written {
+                (m.uid, m.gid) = (uid, gid);
+            }
+        }
+        Ok(m)
+    }
+
+    /// [`Self::expected_meta`] with the owners the configuration declares.
+    fn declared_meta(&self, name: &str, spec: &Spec<'_>) -> Result<EntryMeta> {
         Ok(match spec {
             Spec::Default(st) => {
                 let target = if kind(st) == EntryKind::Symlink {
@@ -428,12 +476,8 @@ impl<'o> Walk<'o> {
         if e.mode != a.mode && a.kind != EntryKind::Symlink {
             changes.push(Change::ModeChanged);
         }
-        // As non-root, compose cannot give what it writes an owner (it is
-        // the caller's, as in a bare-user checkout): a managed entry's
-        // owner is then not part of what was declared on disk.
-        let owner_applies =
-            rustix::process::geteuid().is_root() || !matches!(spec, Spec::Managed(_));
-        if owner_applies && (e.uid, e.gid) != (a.uid, a.gid) {
+        // `e` has the owner compose could give (see [`ManagedOwners`]).
+        if (e.uid, e.gid) != (a.uid, a.gid) {
             changes.push(Change::OwnerChanged);
         }
         let expected_xattrs = match spec {

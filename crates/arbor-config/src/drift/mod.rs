@@ -213,7 +213,9 @@ pub fn drift_with(
     let etc_dir = arbor_fs::open_tree_dir(&root, "etc")?
         .with_context(|| format!("Deployment {} has no /etc directory", d.dir_name()))?;
     let defaults = arbor_fs::open_tree_dir(&root, "usr/etc")?;
-    let etc = etc::etc_drift(&etc_dir, defaults.as_ref(), overlay).context("Comparing /etc")?;
+    let owners = etc::ManagedOwners::for_deployment(s.repo().mode(), &root)?;
+    let etc =
+        etc::etc_drift(&etc_dir, defaults.as_ref(), overlay, owners).context("Comparing /etc")?;
     let (usr, usr_compare, usr_files, usr_bytes) = if opts.etc_only {
         (None, None, 0, 0)
     } else {

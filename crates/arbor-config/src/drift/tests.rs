@@ -10,12 +10,25 @@ use arbor_repo::checkout::{checkout, CheckoutOptions};
 use arbor_repo::commit::{commit, CommitOptions, CommitSource};
 use arbor_repo::{NullProgress, Repo};
 
+use super::etc::{etc_drift, ManagedOwners};
 use super::expected::Overlay;
-use super::{etc::etc_drift, usr, DriftEntry, EntryKind};
+use super::{usr, DriftEntry, EntryKind};
 use crate::compose::Desired;
 
 fn open(p: &Path) -> OwnedFd {
     arbor_fs::open_dir(rustix::fs::CWD, &p.to_string_lossy()).unwrap()
+}
+
+/// What compose gives managed entries when the tests' caller composes.
+fn owners() -> ManagedOwners {
+    if rustix::process::geteuid().is_root() {
+        ManagedOwners::Declared
+    } else {
+        ManagedOwners::Writer(
+            rustix::process::geteuid().as_raw(),
+            rustix::process::getegid().as_raw(),
+        )
+    }
 }
 
 fn put(p: &Path, content: &str) {
@@ -83,7 +96,7 @@ fn identical_etc_is_clean() {
         .status()
         .unwrap();
     assert!(st.success());
-    let out = etc_drift(&open(&e), Some(&open(&d)), &Overlay::default()).unwrap();
+    let out = etc_drift(&open(&e), Some(&open(&d)), &Overlay::default(), owners()).unwrap();
     assert_eq!(out, vec![], "{out:#?}");
 }
 
@@ -114,7 +127,7 @@ fn etc_drift_of_every_kind() {
         )
         .unwrap();
     }
-    let out = etc_drift(&open(&e), Some(&open(&d)), &Overlay::default()).unwrap();
+    let out = etc_drift(&open(&e), Some(&open(&d)), &Overlay::default(), owners()).unwrap();
     let mut want: BTreeMap<String, Vec<&str>> = [
         ("/etc/a.conf", vec!["modified"]),
         ("/etc/d/b.conf", vec!["mode-changed"]),
@@ -162,7 +175,7 @@ fn several_changes_on_one_path() {
     std::fs::write(e.join("a.conf"), "a=22\n").unwrap();
     chmod(&e.join("a.conf"), 0o600);
     setxattr(&e.join("a.conf"), "user.x", b"1");
-    let out = etc_drift(&open(&e), Some(&open(&d)), &Overlay::default()).unwrap();
+    let out = etc_drift(&open(&e), Some(&open(&d)), &Overlay::default(), owners()).unwrap();
     assert_eq!(
         by_path(&out)["/etc/a.conf"],
         vec!["modified", "mode-changed", "xattrs-changed"]
@@ -208,7 +221,7 @@ fn managed_entries_are_expected() {
     ];
     if arbor_fs::is_root() {
         let o = Overlay::new(entries.clone()).unwrap();
-        let out = etc_drift(&open(&e), Some(&open(&d)), &o).unwrap();
+        let out = etc_drift(&open(&e), Some(&open(&d)), &o, owners()).unwrap();
         assert_eq!(out, vec![], "{out:#?}");
     }
     // Drift from the managed state: content, an absent default back, and
@@ -225,7 +238,7 @@ fn managed_entries_are_expected() {
     ));
     symlink("other", e.join("managed-link")).unwrap();
     let o = Overlay::new(entries).unwrap();
-    let out = etc_drift(&open(&e), Some(&open(&d)), &o).unwrap();
+    let out = etc_drift(&open(&e), Some(&open(&d)), &o, owners()).unwrap();
     let got = by_path(&out);
     assert_eq!(got["/etc/cfg/new/x.conf"], vec!["modified"], "{out:#?}");
     assert_eq!(got["/etc/gone.conf"], vec!["added"]);
@@ -233,7 +246,7 @@ fn managed_entries_are_expected() {
     assert!(!got.contains_key("/etc/a.conf"), "{out:#?}");
     // Missing managed entries are deleted, with the implied directories.
     std::fs::remove_dir_all(e.join("cfg")).unwrap();
-    let out = etc_drift(&open(&e), Some(&open(&d)), &o).unwrap();
+    let out = etc_drift(&open(&e), Some(&open(&d)), &o, owners()).unwrap();
     let got = by_path(&out);
     for p in ["/etc/cfg", "/etc/cfg/new", "/etc/cfg/new/x.conf"] {
         assert_eq!(got[p], vec!["deleted"], "{p}: {out:#?}");
@@ -251,10 +264,13 @@ fn hardlinks_are_checked_by_inode() {
         },
     )])
     .unwrap();
-    assert_eq!(etc_drift(&open(&e), Some(&open(&d)), &o).unwrap(), vec![]);
+    assert_eq!(
+        etc_drift(&open(&e), Some(&open(&d)), &o, owners()).unwrap(),
+        vec![]
+    );
     std::fs::remove_file(e.join("hl")).unwrap();
     std::fs::copy(e.join("a.conf"), e.join("hl")).unwrap();
-    let out = etc_drift(&open(&e), Some(&open(&d)), &o).unwrap();
+    let out = etc_drift(&open(&e), Some(&open(&d)), &o, owners()).unwrap();
     assert_eq!(by_path(&out)["/etc/hl"], vec!["modified"]);
 }
 
@@ -480,9 +496,12 @@ fn managed_directory_keeps_the_default_xattrs() {
         },
     )])
     .unwrap();
-    assert_eq!(etc_drift(&open(&e), Some(&open(&d)), &o).unwrap(), vec![]);
+    assert_eq!(
+        etc_drift(&open(&e), Some(&open(&d)), &o, owners()).unwrap(),
+        vec![]
+    );
     rustix::fs::lremovexattr(e.join("d"), "user.label").unwrap();
-    let out = etc_drift(&open(&e), Some(&open(&d)), &o).unwrap();
+    let out = etc_drift(&open(&e), Some(&open(&d)), &o, owners()).unwrap();
     assert_eq!(by_path(&out)["/etc/d"], vec!["xattrs-changed"]);
 }
 
@@ -515,11 +534,11 @@ fn deep_trees() {
         assert!(out.iter().all(|x| x.changes == [c]));
     };
     deep_chain(&e, LEVELS);
-    let out = etc_drift(&open(&e), Some(&open(&d)), &Overlay::default()).unwrap();
+    let out = etc_drift(&open(&e), Some(&open(&d)), &Overlay::default(), owners()).unwrap();
     only(&out, super::Change::Added);
     arbor_fs::remove_all(open(&e), "z").unwrap();
     deep_chain(&d, LEVELS);
-    let out = etc_drift(&open(&e), Some(&open(&d)), &Overlay::default()).unwrap();
+    let out = etc_drift(&open(&e), Some(&open(&d)), &Overlay::default(), owners()).unwrap();
     only(&out, super::Change::Deleted);
     arbor_fs::remove_all(open(&d), "z").unwrap();
     let f = usr_fixture(RepoMode::BareUser);
