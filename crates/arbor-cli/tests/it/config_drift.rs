@@ -223,6 +223,9 @@ fn drift_of_every_kind_in_etc_and_usr() {
     etc.extend(want(&[
         ("/etc/d1/f.conf", &["added"]),
         ("/etc/d2/sub", &["type-changed"]),
+        // The directory /etc keeps there: what it holds is declared by
+        // nothing any more.
+        ("/etc/d2/sub/g.conf", &["added"]),
     ]));
     assert_eq!(changes(&r, "etc"), etc, "{r:#}");
     let usr = want(&[

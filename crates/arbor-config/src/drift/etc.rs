@@ -313,8 +313,13 @@ impl<'o> Walk<'o> {
                 let e = self.expected_meta(&name, &spec)?;
                 let a = self.actual_meta(&name, &st)?;
                 if e.kind != a.kind {
+                    let is_dir = a.kind == EntryKind::Dir;
                     self.out
                         .push(entry(&rel, vec![Change::TypeChanged], Some(e), Some(a)));
+                    if is_dir {
+                        // Nothing declares what it holds: all of it is added.
+                        self.descend(&name, rel, true, false, false)?;
+                    }
                     return Ok(true);
                 }
                 let changes = self.compare(&name, &spec, defaults_below, &e, &st, &a)?;

@@ -75,6 +75,7 @@ fn etc_pair() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
     put(&d.join("d/b.conf"), "b=1\n");
     put(&d.join("d/owned.conf"), "o=1\n");
     put(&d.join("d/x.conf"), "x=1\n");
+    put(&d.join("d/t.conf"), "t=1\n");
     put(&d.join("sub/deep/c.conf"), "c=1\n");
     put(&d.join("gone-dir/inner/f"), "f\n");
     put(&d.join(".updated"), "");
@@ -114,6 +115,8 @@ fn etc_drift_of_every_kind() {
     std::fs::remove_dir_all(e.join("sub")).unwrap();
     put(&e.join("sub"), "now a file\n");
     setxattr(&e.join("d/x.conf"), "user.test", b"v");
+    std::fs::remove_file(e.join("d/t.conf")).unwrap();
+    put(&e.join("d/t.conf/payload"), "p\n");
     let bad = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"bad\xff");
     std::fs::write(e.join("d").join(bad), "?").unwrap();
     let root = arbor_fs::is_root();
@@ -142,6 +145,9 @@ fn etc_drift_of_every_kind() {
         ("/etc/newdir/inner/y", vec!["added"]),
         ("/etc/link", vec!["modified"]),
         ("/etc/sub", vec!["type-changed"]),
+        // A directory where a file belongs: what it holds is added.
+        ("/etc/d/t.conf", vec!["type-changed"]),
+        ("/etc/d/t.conf/payload", vec!["added"]),
         ("/etc/d/bad\u{fffd}", vec!["added"]),
     ]
     .into_iter()
@@ -361,6 +367,7 @@ fn usr_every_kind(mode: RepoMode) {
     std::fs::create_dir(u.join("share/doc")).unwrap();
     std::fs::remove_file(u.join("etc/x.conf")).unwrap();
     std::fs::create_dir(u.join("etc/x.conf")).unwrap();
+    put(&u.join("etc/x.conf/payload"), "p\n");
     // A new inode without the setuid bit: the commit's mode in a user-mode
     // checkout (which drops it), a change in a bare one.
     rewrite(&u.join("bin/suid"), "#!/bin/sh\n");
@@ -383,6 +390,8 @@ fn usr_every_kind(mode: RepoMode) {
         ("/usr/share/doc/a", vec!["deleted"]),
         ("/usr/share/doc/a/README", vec!["deleted"]),
         ("/usr/etc/x.conf", vec!["type-changed"]),
+        // A directory where a file belongs: what it holds is added.
+        ("/usr/etc/x.conf/payload", vec!["added"]),
     ]
     .into_iter()
     .map(|(p, c)| (p.to_string(), c))

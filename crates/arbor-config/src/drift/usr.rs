@@ -450,6 +450,13 @@ impl<'a> Ctx<'a> {
             }
         };
         self.files.fetch_add(1, Ordering::Relaxed);
+        if kind(&st) == EntryKind::Dir {
+            // A directory where the commit has a file: a type change, and
+            // all it holds is added.
+            let mut out = Vec::new();
+            added_below(dir, dpath, name, &mut out)?;
+            lock(&self.found).append(&mut out);
+        }
         match self.mode {
             CompareMode::Exact => self.file_exact(dir, name, path, &st, expected),
             CompareMode::User => self.file_user(dir, name, path, &st, expected),
@@ -676,6 +683,12 @@ fn list_added(dir: &OwnedFd, dpath: &str, name: &[u8], out: &mut Vec<DriftEntry>
     if kind(&st) != EntryKind::Dir {
         return Ok(());
     }
+    added_below(dir, dpath, name, out)
+}
+
+/// Reports everything below the directory `name` of `dir` (at `dpath`) as
+/// added.
+fn added_below(dir: &OwnedFd, dpath: &str, name: &str, out: &mut Vec<DriftEntry>) -> Result<()> {
     walk_below(dir, name, |rel, fd, n, st| {
         let target = if kind(st) == EntryKind::Symlink {
             Some(fsmeta::readlink(fd, n)?)
