@@ -816,3 +816,44 @@ fn managed_owners_follow_how_the_sysroot_was_composed() {
         want(&[("/etc/managed.conf", &["owner-changed"])])
     );
 }
+
+#[test]
+fn a_config_written_through_a_default_symlink_is_clean() {
+    if needs_root("drift of a bare sysroot") {
+        return;
+    }
+    require_ostree();
+    let mut src = source_with_users();
+    // v1 again, with /usr/etc/viasym -> real (a directory of /etc).
+    let tree = src.dir.path().join("tree-viasym");
+    crate::sysroot::os_tree(&tree, &[("real/a.conf", "a\n"), ("hostname", "os\n")]);
+    symlink("real", tree.join("usr/etc/viasym")).unwrap();
+    src.v1 = crate::sysroot::ostree_commit(&src.repo, &tree, "1.1", "1577836900");
+    let f = Fixture::from_source(src);
+    let cfg = f.dir.path().join("10-viasym.ign");
+    std::fs::write(
+        &cfg,
+        r#"{"ignition": {"version": "3.4.0"}, "storage": {"files": [
+             {"path": "/etc/viasym/new.conf", "mode": 420,
+              "contents": {"source": "data:,n%3D1%0A"}},
+             {"path": "/etc/viasym/sub/deep.conf", "mode": 384,
+              "contents": {"source": "data:,d%0A"}}]}}"#,
+    )
+    .unwrap();
+    config_apply(&f.sysroot(), &[&cfg]);
+    let etc = deployment_dir(&f.sysroot(), &f.src.v1, 1).join("etc");
+    assert_eq!(
+        std::fs::read_to_string(etc.join("real/new.conf")).unwrap(),
+        "n=1\n"
+    );
+    let (code, r) = f.json(&[]);
+    assert_eq!(code, 0, "a fresh apply is drift-clean: {r:#}");
+    // And what it manages there is still checked.
+    std::fs::write(etc.join("real/new.conf"), "n=LOCAL\n").unwrap();
+    let (code, r) = f.json(&["--etc-only"]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        changes(&r, "etc"),
+        want(&[("/etc/real/new.conf", &["modified"])])
+    );
+}

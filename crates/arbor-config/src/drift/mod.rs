@@ -262,7 +262,18 @@ pub fn managed_overlay(s: &Sysroot, d: &Deployment) -> Result<(Option<String>, O
             name.as_deref().unwrap_or("the empty configuration")
         )
     })?;
-    Ok((name, Overlay::new(managed)?))
+    // Keyed by where compose writes them (through the defaults' symlinks).
+    let mut resolved = Vec::with_capacity(managed.len());
+    for (path, want) in managed {
+        let want = match want {
+            crate::compose::Desired::Hardlink { to } => crate::compose::Desired::Hardlink {
+                to: expected::resolve_managed_path(&defaults, &to)?,
+            },
+            w => w,
+        };
+        resolved.push((expected::resolve_managed_path(&defaults, &path)?, want));
+    }
+    Ok((name, Overlay::new(resolved)?))
 }
 
 /// The drift of deployment `d` of `s` against its base commit and its
