@@ -857,3 +857,43 @@ fn a_config_written_through_a_default_symlink_is_clean() {
         want(&[("/etc/real/new.conf", &["modified"])])
     );
 }
+
+#[test]
+fn drift_status_survives_a_closed_stdout() {
+    if needs_root("drift of a bare sysroot") {
+        return;
+    }
+    require_ostree();
+    let f = Fixture::new();
+    put(&f.root().join("etc/extra.conf"), "x\n");
+    let status = |args: &[&str], closed: bool| {
+        let mut c = arbor();
+        c.arg("drift").arg("--sysroot").arg(f.sysroot()).args(args);
+        if closed {
+            // A pipe whose reader is gone: writing fails with EPIPE.
+            let (r, w) = std::io::pipe().unwrap();
+            drop(r);
+            c.stdout(std::process::Stdio::from(w));
+        } else {
+            // No stdout at all.
+            let mut sh = std::process::Command::new("sh");
+            sh.args(["-c", "exec \"$@\" >&-", "sh"])
+                .arg(c.get_program())
+                .args(c.get_args());
+            c = sh;
+        }
+        let out = c.stderr(std::process::Stdio::piped()).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for closed in [true, false] {
+        for args in [&["--json"][..], &[], &["--etc-only"]] {
+            let (code, err) = status(args, closed);
+            assert_eq!(code, Some(1), "{args:?} closed={closed}: {err}");
+        }
+        let (code, err) = status(&["--json", "7"], closed);
+        assert_eq!(code, Some(2), "error, closed={closed}: {err}");
+    }
+}
