@@ -62,6 +62,14 @@ impl Spec<'_> {
     }
 }
 
+/// What a managed hard link's missing target should be.
+enum LinkSpec<'o> {
+    /// Declared by the configuration (a file).
+    Managed(&'o Desired),
+    /// The OS default: its directory and name in `/usr/etc`, and `lstat`.
+    Default((OwnedFd, String), Stat),
+}
+
 /// A directory of the walk.
 struct Frame<'o> {
     /// Relative to `/etc` (`""`: `/etc`).
@@ -78,6 +86,7 @@ struct Frame<'o> {
 
 struct Walk<'o> {
     etc_root: OwnedFd,
+    defaults_root: Option<OwnedFd>,
     owners: ManagedOwners,
     etc: DirCursor,
     defaults: Option<DirCursor>,
@@ -129,6 +138,7 @@ pub fn etc_drift(
 ) -> Result<Vec<DriftEntry>> {
     let mut w = Walk {
         etc_root: rustix::io::dup(etc)?,
+        defaults_root: defaults.map(rustix::io::dup).transpose()?,
         owners,
         etc: DirCursor::new(etc)?,
         defaults: defaults.map(DirCursor::new).transpose()?,
@@ -411,13 +421,16 @@ impl<'o> Walk<'o> {
                     None,
                     Some(target.clone()),
                 ),
-                Desired::Hardlink { to } => {
-                    let st = self.link_target(to)?;
-                    match st {
-                        Some(st) => fsmeta::meta(&st, None),
+                Desired::Hardlink { to } => match self.link_target(to)? {
+                    Some(st) => fsmeta::meta(&st, None),
+                    None => match self.orphan_spec(to)? {
+                        Some(LinkSpec::Managed(w)) => {
+                            return self.expected_meta(name, &Spec::Managed(w))
+                        }
+                        Some(LinkSpec::Default(_, st)) => fsmeta::meta(&st, None),
                         None => managed_meta(EntryKind::File, 0, 0, 0, None, None),
-                    }
-                }
+                    },
+                },
                 Desired::Absent => unreachable!("absent entries have no spec"),
             },
         })
@@ -430,6 +443,74 @@ impl<'o> Walk<'o> {
             None
         };
         Ok(fsmeta::meta(st, target))
+    }
+
+    /// What the hard link's target `to` should be, for a link whose target
+    /// is missing from `/etc`: its managed declaration, else its default.
+    fn orphan_spec(&self, to: &str) -> Result<Option<LinkSpec<'o>>> {
+        let rel = to.strip_prefix("/etc/").unwrap_or(to);
+        let (parent, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+        if let Some(Slot::Declared(w)) = self.overlay.children(parent).and_then(|m| m.get(name)) {
+            return Ok(matches!(w, Desired::File { .. }).then_some(LinkSpec::Managed(w)));
+        }
+        let Some(root) = &self.defaults_root else {
+            return Ok(None);
+        };
+        let dir = if parent.is_empty() {
+            rustix::io::dup(root)?
+        } else {
+            match arbor_fs::open_tree_dir(root, parent)? {
+                Some(d) => d,
+                None => return Ok(None),
+            }
+        };
+        Ok(match lstat(&dir, name)? {
+            Some(st) if kind(&st) == EntryKind::File => {
+                Some(LinkSpec::Default((dir, name.to_string()), st))
+            }
+            _ => None,
+        })
+    }
+
+    /// A managed hard link whose target is missing, against what the
+    /// target should be: content, mode, owner and xattrs.
+    fn compare_orphan(
+        &self,
+        name: &str,
+        to: &str,
+        e: &EntryMeta,
+        a: &EntryMeta,
+    ) -> Result<Vec<Change>> {
+        let Some(spec) = self.orphan_spec(to)? else {
+            return Ok(Vec::new());
+        };
+        let mut changes = Vec::new();
+        if e.mode != a.mode {
+            changes.push(Change::ModeChanged);
+        }
+        if (e.uid, e.gid) != (a.uid, a.gid) {
+            changes.push(Change::OwnerChanged);
+        }
+        let actual_x = without_ostreemeta(fsmeta::xattrs_at(self.etc.fd(), name)?);
+        let mut f = fsmeta::open_regular(self.etc.fd(), name)?;
+        let (expected_x, same) = match &spec {
+            LinkSpec::Managed(Desired::File { content, .. }) => {
+                (Vec::new(), fsmeta::same_bytes(&mut f, content)?)
+            }
+            LinkSpec::Managed(_) => unreachable!("only files are kept"),
+            LinkSpec::Default((dir, n), _) => {
+                let x = without_ostreemeta(fsmeta::xattrs_at(dir, n)?);
+                let mut d = fsmeta::open_regular(dir, n)?;
+                (x, e.size == a.size && fsmeta::same_stream(&mut d, &mut f)?)
+            }
+        };
+        if expected_x != actual_x {
+            changes.push(Change::XattrsChanged);
+        }
+        if !same {
+            changes.push(Change::Modified);
+        }
+        Ok(changes)
     }
 
     /// The `lstat` of a hard link's target inside `/etc`, `None` when it
@@ -471,10 +552,14 @@ impl<'o> Walk<'o> {
         if let Spec::Managed(Desired::Hardlink { to }) = spec {
             // Content, mode and owner are the linked file's, checked at its
             // own path; here: that it is the same inode.
-            if let Some(t) = self.link_target(to)? {
-                if (t.st_dev, t.st_ino) != (st.st_dev, st.st_ino) {
-                    changes.push(Change::Modified);
+            match self.link_target(to)? {
+                Some(t) => {
+                    if (t.st_dev, t.st_ino) != (st.st_dev, st.st_ino) {
+                        changes.push(Change::Modified);
+                    }
                 }
+                // Its target is gone: it is what is left of it.
+                None => return self.compare_orphan(name, to, e, a),
             }
             return Ok(changes);
         }

@@ -280,6 +280,64 @@ fn hardlinks_are_checked_by_inode() {
     assert_eq!(by_path(&out)["/etc/hl"], vec!["modified"]);
 }
 
+#[test]
+fn a_hardlink_whose_target_is_gone_is_checked_as_the_target() {
+    let (_t, d, e) = etc_pair();
+    let (uid, gid) = match owners() {
+        ManagedOwners::Declared => (0, 0),
+        ManagedOwners::Writer(u, g) => (u, g),
+    };
+    let x = Desired::File {
+        content: b"x=managed\n".to_vec(),
+        mode: 0o640,
+        uid,
+        gid,
+    };
+    std::fs::write(e.join("x.conf"), "x=managed\n").unwrap();
+    chmod(&e.join("x.conf"), 0o640);
+    std::fs::hard_link(e.join("x.conf"), e.join("hl")).unwrap();
+    std::fs::hard_link(e.join("a.conf"), e.join("hl-default")).unwrap();
+    let o = Overlay::new([
+        ("x.conf".to_string(), x),
+        (
+            "hl".to_string(),
+            Desired::Hardlink {
+                to: "x.conf".into(),
+            },
+        ),
+        (
+            "hl-default".to_string(),
+            Desired::Hardlink {
+                to: "a.conf".into(),
+            },
+        ),
+    ])
+    .unwrap();
+    assert_eq!(
+        etc_drift(&open(&e), Some(&open(&d)), &o, owners()).unwrap(),
+        vec![]
+    );
+    // Target and link removed, the link written anew: no target to share
+    // an inode with, so the link is compared with what the target should be.
+    for (target, link) in [("x.conf", "hl"), ("a.conf", "hl-default")] {
+        std::fs::remove_file(e.join(target)).unwrap();
+        std::fs::remove_file(e.join(link)).unwrap();
+        std::fs::write(e.join(link), "EVIL\n").unwrap();
+        chmod(&e.join(link), 0o4777);
+    }
+    let out = etc_drift(&open(&e), Some(&open(&d)), &o, owners()).unwrap();
+    let got = by_path(&out);
+    assert_eq!(got["/etc/x.conf"], vec!["deleted"], "{out:#?}");
+    assert_eq!(got["/etc/a.conf"], vec!["deleted"], "{out:#?}");
+    assert_eq!(got["/etc/hl"], vec!["modified", "mode-changed"], "{out:#?}");
+    assert_eq!(got["/etc/hl-default"], vec!["modified", "mode-changed"]);
+    // The same content and mode as the target should have: nothing to say.
+    std::fs::write(e.join("hl"), "x=managed\n").unwrap();
+    chmod(&e.join("hl"), 0o640);
+    let got = by_path(&etc_drift(&open(&e), Some(&open(&d)), &o, owners()).unwrap());
+    assert!(!got.contains_key("/etc/hl"), "{got:#?}");
+}
+
 /// A bare (as root) or bare-user repository with a commit of a small OS
 /// tree, and its deployment-style checkout in `co`.
 struct UsrFixture {
