@@ -511,6 +511,38 @@ fn usr_drift_bare_user_only() {
     assert_eq!(f.drift()["/usr/bin/tool"], vec!["modified"]);
 }
 
+/// A user-mode checkout has one shape: no xattrs but user.ostreemeta, and
+/// the owner of whoever checked out (or wrote the repository).
+#[test]
+fn usr_user_mode_checks_owner_and_xattrs() {
+    for mode in [RepoMode::BareUser, RepoMode::BareUserOnly] {
+        let f = usr_fixture(mode);
+        assert_eq!(f.drift(), BTreeMap::new(), "{mode}");
+        let u = f.co.join("usr");
+        setxattr(&u.join("lib/write-only"), "user.evil", b"1");
+        setxattr(&u.join("share/doc"), "user.evil", b"1");
+        let mut want: BTreeMap<String, Vec<&str>> = [
+            ("/usr/lib/write-only", vec!["xattrs-changed"]),
+            ("/usr/share/doc", vec!["xattrs-changed"]),
+        ]
+        .into_iter()
+        .map(|(p, c)| (p.to_string(), c))
+        .collect();
+        if arbor_fs::is_root() {
+            rustix::fs::chownat(
+                rustix::fs::CWD,
+                u.join("bin/tool"),
+                Some(rustix::fs::Uid::from_raw(1000)),
+                None,
+                rustix::fs::AtFlags::empty(),
+            )
+            .unwrap();
+            want.insert("/usr/bin/tool".into(), vec!["owner-changed"]);
+        }
+        assert_eq!(f.drift(), want, "{mode}");
+    }
+}
+
 /// A commit with its defaults in /etc (no /usr/etc) is deployed with that
 /// /etc moved to /usr/etc: compared there, not reported as added.
 #[test]

@@ -22,8 +22,10 @@
 //!   match is the commit's checksum), type, symlink target and permission
 //!   bits are compared, the latter allowing exactly the two forms the
 //!   checkout produces (a copy: mode without setuid/setgid; a hardlinked
-//!   bare-user object: `mode & 0o775 | 0o400`); owner and xattrs are not
-//!   ([`CompareMode::User`]).
+//!   bare-user object: `mode & 0o775 | 0o400`). The owner must be one the
+//!   checkout gives (the deployment's, or the repository writer's for a
+//!   hardlinked object), and no xattr but `user.ostreemeta` (and an SELinux
+//!   label) may be there ([`CompareMode::User`]).
 //!
 //! A commit whose defaults are in `/etc` rather than `/usr/etc` is deployed
 //! with that `/etc` moved to `/usr/etc`: it is compared there.
@@ -54,8 +56,9 @@ use super::{join, Change, DriftEntry, EntryKind, EntryMeta};
 pub enum CompareMode {
     /// Everything: content, type, mode, owner, xattrs (a `bare` repository).
     Exact,
-    /// Content, type, symlink target and permission bits; not owner and
-    /// xattrs (a user-mode checkout).
+    /// Content, type, symlink target and permission bits as a user-mode
+    /// checkout leaves them; the owner the checkout gives, and no xattrs
+    /// but its own.
     User,
 }
 
@@ -85,6 +88,9 @@ pub struct UsrDrift {
 struct Ctx<'a> {
     repo: &'a Repo,
     mode: CompareMode,
+    /// User mode: the owners a checkout entry can have (the deploying
+    /// user's, and the repository writer's for hardlinked objects).
+    owners: Vec<(u32, u32)>,
     bare_user: bool,
     dirmetas: Mutex<HashMap<Checksum, Arc<DirMeta>>>,
     found: Mutex<Vec<DriftEntry>>,
@@ -113,9 +119,19 @@ pub fn usr_drift(repo: &Repo, commit: &Checksum, root: &OwnedFd) -> Result<UsrDr
         bail!("Commit {commit} has no /usr");
     };
     let extra = legacy_etc(repo, &top, usr)?;
+    let mut owners = Vec::new();
+    for st in [
+        rustix::fs::fstat(root)?,
+        rustix::fs::statat(repo.dir(), "objects", rustix::fs::AtFlags::SYMLINK_NOFOLLOW)?,
+    ] {
+        if !owners.contains(&(st.st_uid, st.st_gid)) {
+            owners.push((st.st_uid, st.st_gid));
+        }
+    }
     let ctx = Ctx {
         repo,
         mode: CompareMode::for_repo(repo.mode()),
+        owners,
         bare_user: repo.mode() == RepoMode::BareUser,
         dirmetas: Mutex::new(HashMap::new()),
         found: Mutex::new(Vec::new()),
@@ -348,7 +364,15 @@ impl<'a> Ctx<'a> {
                 }
                 dm
             }
-            CompareMode::User => self.dirmeta(meta)?,
+            CompareMode::User => {
+                if !self.user_owner(st) {
+                    changes.push(Change::OwnerChanged);
+                }
+                if foreign_xattrs(&fsmeta::xattrs_fd(fd)?) {
+                    changes.push(Change::XattrsChanged);
+                }
+                self.dirmeta(meta)?
+            }
         };
         if dm.mode & 0o7777 != st.st_mode & 0o7777 {
             changes.push(Change::ModeChanged);
@@ -623,8 +647,27 @@ impl<'a> Ctx<'a> {
                 changes.push(Change::ModeChanged);
             }
         }
+        if !self.user_owner(st) {
+            changes.push(Change::OwnerChanged);
+        }
+        if foreign_xattrs(&fsmeta::xattrs_at(dir, name)?) {
+            changes.push(Change::XattrsChanged);
+        }
         Ok((!changes.is_empty()).then(|| entry(path, changes, Some(expected_meta), Some(actual))))
     }
+
+    /// Whether a user-mode checkout can have given `st` its owner.
+    fn user_owner(&self, st: &Stat) -> bool {
+        self.owners.contains(&(st.st_uid, st.st_gid))
+    }
+}
+
+/// Whether a user-mode checkout entry has xattrs the checkout never
+/// writes: any but `user.ostreemeta` (a bare-user object's metadata) and
+/// `security.selinux` (the label the system's policy gives every new file).
+fn foreign_xattrs(x: &[Xattr]) -> bool {
+    x.iter()
+        .any(|a| a.name != b"user.ostreemeta" && a.name != b"security.selinux")
 }
 
 /// Metadata differences between the expected header and the observed one.
