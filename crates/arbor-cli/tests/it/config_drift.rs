@@ -897,3 +897,29 @@ fn drift_status_survives_a_closed_stdout() {
         assert_eq!(code, Some(2), "error, closed={closed}: {err}");
     }
 }
+
+#[test]
+fn to_config_leaves_out_names_that_are_not_utf8() {
+    if needs_root("drift of a bare sysroot") {
+        return;
+    }
+    require_ostree();
+    let f = Fixture::new();
+    let bad = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"bad\xffname");
+    std::fs::write(f.root().join("etc").join(bad), "x\n").unwrap();
+    let (code, r) = f.json(&["--etc-only"]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        changes(&r, "etc"),
+        want(&[("/etc/bad\\xffname", &["added"])])
+    );
+    let adopt = f.dir.path().join("90-adopt.ign");
+    let out = f.drift(&["--etc-only", "--to-config", s(&adopt)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("/etc/bad\\xffname: its name is not UTF-8"),
+        "{err}"
+    );
+    assert!(std::fs::read_to_string(&adopt).unwrap().contains("3.4.0"));
+}

@@ -231,13 +231,15 @@ impl<'o> Walk<'o> {
         let os = std::ffi::OsStr::from_bytes(name);
         let st = rustix::fs::statat(self.etc.fd(), os, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
             .with_context(|| format!("Inspecting {}", String::from_utf8_lossy(name)))?;
-        let rel = rel_join(dir, &String::from_utf8_lossy(name));
-        self.out.push(entry(
+        let rel = rel_join(dir, &super::escape_name(name));
+        let mut e = entry(
             &rel,
             vec![Change::Added],
             None,
             Some(fsmeta::meta(&st, None)),
-        ));
+        );
+        e.note = Some(super::NOT_UTF8_NOTE.to_string());
+        self.out.push(e);
         Ok(())
     }
 

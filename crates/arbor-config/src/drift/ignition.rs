@@ -8,7 +8,8 @@
 //! owner, symlinks their target (both with `overwrite: true` too). What
 //! Ignition cannot express is returned apart
 //! ([`Adopted::not_expressible`]): a deleted default (Ignition only
-//! creates), xattrs, and devices, FIFOs and sockets.
+//! creates), xattrs, devices, FIFOs and sockets, and names that are not
+//! UTF-8.
 
 use std::io::Read;
 use std::os::fd::OwnedFd;
@@ -44,6 +45,13 @@ pub fn adopt(etc: &OwnedFd, drift: &[DriftEntry]) -> Result<Adopted> {
         let Some(rel) = e.path.strip_prefix("/etc/") else {
             continue;
         };
+        if e.note.as_deref() == Some(super::NOT_UTF8_NOTE) {
+            skipped.push((
+                e.path.clone(),
+                "its name is not UTF-8: no configuration can name it".into(),
+            ));
+            continue;
+        }
         let Some(a) = &e.actual else {
             skipped.push((
                 e.path.clone(),

@@ -160,6 +160,24 @@ impl DriftReport {
     }
 }
 
+/// The [`DriftEntry::note`] of an entry whose name is not UTF-8.
+pub const NOT_UTF8_NOTE: &str = "its name is not UTF-8 (shown with \\xNN escapes for the \
+     invalid bytes): no configuration can name it, and what it holds is not listed";
+
+/// A file name for display: its UTF-8 parts as they are, each invalid byte
+/// as `\xNN`.
+pub(crate) fn escape_name(name: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    for chunk in name.utf8_chunks() {
+        s.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            let _ = write!(s, "\\x{b:02x}");
+        }
+    }
+    s
+}
+
 /// Joins an absolute directory path and a name.
 pub(crate) fn join(dir: &str, name: &str) -> String {
     if dir.ends_with('/') {

@@ -148,7 +148,7 @@ fn etc_drift_of_every_kind() {
         // A directory where a file belongs: what it holds is added.
         ("/etc/d/t.conf", vec!["type-changed"]),
         ("/etc/d/t.conf/payload", vec!["added"]),
-        ("/etc/d/bad\u{fffd}", vec!["added"]),
+        ("/etc/d/bad\\xff", vec!["added"]),
     ]
     .into_iter()
     .map(|(p, c)| (p.to_string(), c))
@@ -541,6 +541,50 @@ fn usr_user_mode_checks_owner_and_xattrs() {
         }
         assert_eq!(f.drift(), want, "{mode}");
     }
+}
+
+/// Names that are not UTF-8 are listed (escaped, with a note), in /etc and
+/// below an added /usr directory alike, never skipped.
+#[test]
+fn non_utf8_names_are_listed_escaped() {
+    let bad = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"bad\xffname");
+    let f = usr_fixture(RepoMode::BareUser);
+    let u = f.co.join("usr");
+    put(&u.join("lib/newdir/ok"), "ok\n");
+    std::fs::write(u.join("lib/newdir").join(bad), "?").unwrap();
+    std::fs::write(u.join("lib").join(bad), "?").unwrap();
+    let d = usr::usr_drift(&f.repo, &f.commit, &open(&f.co)).unwrap();
+    let got = by_path(&d.entries);
+    for p in [
+        "/usr/lib/newdir",
+        "/usr/lib/newdir/ok",
+        "/usr/lib/newdir/bad\\xffname",
+        "/usr/lib/bad\\xffname",
+    ] {
+        assert_eq!(got.get(p), Some(&vec!["added"]), "{p}: {got:#?}");
+    }
+    let noted = |p: &str| {
+        d.entries
+            .iter()
+            .find(|e| e.path == p)
+            .unwrap()
+            .note
+            .as_deref()
+            == Some(super::NOT_UTF8_NOTE)
+    };
+    assert!(noted("/usr/lib/newdir/bad\\xffname") && noted("/usr/lib/bad\\xffname"));
+    assert!(!noted("/usr/lib/newdir/ok"));
+    let (_t, dd, e) = etc_pair();
+    std::fs::write(e.join(bad), "?").unwrap();
+    let out = etc_drift(&open(&e), Some(&open(&dd)), &Overlay::default(), owners()).unwrap();
+    assert_eq!(out.len(), 1, "{out:#?}");
+    assert_eq!(out[0].path, "/etc/bad\\xffname");
+    assert_eq!(out[0].note.as_deref(), Some(super::NOT_UTF8_NOTE));
+    // Not expressible in a configuration: left out, said why.
+    let a = super::ignition::adopt(&open(&e), &out).unwrap();
+    assert_eq!(a.document.get("storage"), None);
+    assert_eq!(a.not_expressible.len(), 1);
+    assert_eq!(a.not_expressible[0].0, "/etc/bad\\xffname");
 }
 
 /// A commit with its defaults in /etc (no /usr/etc) is deployed with that

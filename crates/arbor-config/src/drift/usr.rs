@@ -704,8 +704,9 @@ fn list(fd: &OwnedFd) -> Result<BTreeSet<Vec<u8>>> {
 fn list_added(dir: &OwnedFd, dpath: &str, name: &[u8], out: &mut Vec<DriftEntry>) -> Result<()> {
     let Ok(name) = std::str::from_utf8(name) else {
         // Not a name any commit can hold; nothing below it is opened.
-        let shown = String::from_utf8_lossy(name);
-        out.push(entry(join(dpath, &shown), vec![Change::Added], None, None));
+        if let Some(st) = lstat_raw(dir, name)? {
+            out.push(non_utf8_added(dpath, name, &st));
+        }
         return Ok(());
     };
     let Some(st) = lstat(dir, name)? else {
@@ -733,6 +734,10 @@ fn list_added(dir: &OwnedFd, dpath: &str, name: &[u8], out: &mut Vec<DriftEntry>
 /// added.
 fn added_below(dir: &OwnedFd, dpath: &str, name: &str, out: &mut Vec<DriftEntry>) -> Result<()> {
     walk_below(dir, name, |rel, fd, n, st| {
+        let Ok(n) = std::str::from_utf8(n) else {
+            out.push(non_utf8_added(&join(dpath, rel), n, st));
+            return Ok(());
+        };
         let target = if kind(st) == EntryKind::Symlink {
             Some(fsmeta::readlink(fd, n)?)
         } else {
@@ -749,13 +754,40 @@ fn added_below(dir: &OwnedFd, dpath: &str, name: &str, out: &mut Vec<DriftEntry>
     })
 }
 
+/// `lstat` of a name that may not be UTF-8, `None` when absent.
+fn lstat_raw(dir: &OwnedFd, name: &[u8]) -> Result<Option<Stat>> {
+    match rustix::fs::statat(
+        dir,
+        <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name),
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    ) {
+        Ok(st) => Ok(Some(st)),
+        Err(rustix::io::Errno::NOENT) => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("Inspecting {}", super::escape_name(name))),
+    }
+}
+
+/// The added entry of the non-UTF-8 `name` (at `dpath`), escaped and
+/// noted.
+fn non_utf8_added(dpath: &str, name: &[u8], st: &Stat) -> DriftEntry {
+    let mut e = entry(
+        join(dpath, &super::escape_name(name)),
+        vec![Change::Added],
+        None,
+        Some(fsmeta::meta(st, None)),
+    );
+    e.note = Some(super::NOT_UTF8_NOTE.to_string());
+    e
+}
+
 /// Visits everything below the directory `name` of `dir` (`rel` is the
 /// visited entry's directory relative to `dir`), parents first, names
-/// sorted; one descriptor whatever the depth.
+/// sorted; one descriptor whatever the depth. An entry whose name is not
+/// UTF-8 is visited, never entered.
 pub(crate) fn walk_below(
     dir: &OwnedFd,
     name: &str,
-    mut visit: impl FnMut(&str, &OwnedFd, &str, &Stat) -> Result<()>,
+    mut visit: impl FnMut(&str, &OwnedFd, &[u8], &Stat) -> Result<()>,
 ) -> Result<()> {
     let mut cur = DirCursor::new(dir)?;
     cur.descend(name)?;
@@ -768,22 +800,27 @@ pub(crate) fn walk_below(
             }
             continue;
         };
-        let Some(st) = lstat(cur.fd(), &n)? else {
+        let Ok(utf8) = std::str::from_utf8(&n) else {
+            if let Some(st) = lstat_raw(cur.fd(), &n)? {
+                visit(&cur.path(), cur.fd(), &n, &st)?;
+            }
+            continue;
+        };
+        let Some(st) = lstat(cur.fd(), utf8)? else {
             continue;
         };
         visit(&cur.path(), cur.fd(), &n, &st)?;
         if kind(&st) == EntryKind::Dir {
-            cur.descend(&n)?;
+            cur.descend(utf8)?;
             stack.push(sorted_names(cur.fd())?);
         }
     }
     Ok(())
 }
 
-/// UTF-8 names of a directory in reverse order (popped in order).
-fn sorted_names(fd: &OwnedFd) -> Result<Vec<String>> {
-    let mut v = arbor_fs::list_names(fd)?;
-    v.sort();
+/// The names of a directory in reverse order (popped in order).
+fn sorted_names(fd: &OwnedFd) -> Result<Vec<Vec<u8>>> {
+    let mut v: Vec<Vec<u8>> = list(fd)?.into_iter().collect();
     v.reverse();
     Ok(v)
 }
