@@ -9,9 +9,10 @@ use crate::cli_sysroot::{OsArg, SysrootArg};
 /// `config` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum ConfigCmd {
-    /// Merge Ignition v3 / MachineConfig files (in file-name order) and
-    /// print the canonical rendered document, then its name
-    /// (`rendered-<sha256>`).
+    /// Merge Ignition v3 / MachineConfig files and print the canonical
+    /// rendered document, then its name (`rendered-<sha256>`). Merge
+    /// order, as MCO's: a MachineConfig by its metadata.name, an Ignition
+    /// file by its file name; later entries win.
     Render(ConfigRenderOpts),
     /// Create a deployment of the current base commit with this
     /// configuration (OS defaults + unmanaged local changes + the config).
@@ -47,7 +48,8 @@ pub struct ConfigApplyOpts {
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
-    /// Ignition v3 or MachineConfig files (merged in name order).
+    /// Ignition v3 or MachineConfig files (merged in order of
+    /// MachineConfig metadata.name, else file name, as `config render`).
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
 }

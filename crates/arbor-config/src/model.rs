@@ -6,10 +6,14 @@
 //! components) and lie under `/etc` or `/var`. Every map is keyed and
 //! ordered by that key, so iteration order is canonical.
 //!
-//! Defaults are filled in at render time (a file's mode 0644, a
-//! directory's 0755, owner root), so a declaration that spells a default
-//! out and one that leaves it implicit are the same state. Merge-only
-//! flags (Ignition's `overwrite`) are not part of the state.
+//! Defaults are filled in at render time (a file's mode 0644 when it has
+//! contents, owner root), so a declaration that spells a default out and
+//! one that leaves it implicit are the same state. Where Ignition keeps
+//! an existing file's or directory's mode (no mode, and no contents or
+//! no overwrite), the mode is `None`: the OS default's mode, resolved
+//! when `/etc` is composed (a line appended to `/etc/sudoers` keeps it
+//! 0440). Merge-only flags (Ignition's `overwrite`) are not part of the
+//! state.
 
 use std::collections::BTreeMap;
 
@@ -38,8 +42,11 @@ pub struct FileEntry {
     pub contents: Option<Vec<u8>>,
     /// Decoded fragments appended, in order.
     pub append: Vec<Vec<u8>>,
-    /// Permission bits (at most 0o7777); default 0o644.
-    pub mode: u32,
+    /// Permission bits (at most 0o7777). `None` (no `mode` and no
+    /// `contents`, as Ignition reads it): the OS default's mode (the file
+    /// in `/usr/etc`), 0o644 where the OS has none (and under `/var`). With
+    /// contents, a missing mode is 0o644.
+    pub mode: Option<u32>,
     /// Owner; default root.
     pub user: Owner,
     /// Group; default root.
@@ -49,8 +56,10 @@ pub struct FileEntry {
 /// `storage.directories[]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DirEntry {
-    /// Permission bits; default 0o755.
-    pub mode: u32,
+    /// Permission bits. `None` (no `mode`, no `overwrite`, as Ignition
+    /// reads it): the OS default directory's mode, 0o755 where the OS has
+    /// none (and under `/var`); with `overwrite` a missing mode is 0o755.
+    pub mode: Option<u32>,
     /// Owner; default root.
     pub user: Owner,
     /// Group; default root.
@@ -74,7 +83,8 @@ pub struct LinkEntry {
 /// `systemd.units[].dropins[]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Dropin {
-    /// Content; `None` declares the drop-in with no content (an empty file).
+    /// Content. Parsing never yields `None` nor an empty string: Ignition
+    /// skips a drop-in without contents, and so does arbor.
     pub contents: Option<String>,
 }
 
@@ -82,7 +92,8 @@ pub struct Dropin {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Unit {
     /// Unit file content (written to `/etc/systemd/system/NAME`); `None`:
-    /// the OS's unit.
+    /// the OS's unit. Never empty (`contents: ""` is read as absent, as
+    /// Ignition does: an empty unit file would mask the unit).
     pub contents: Option<String>,
     /// `Some(true)`: enabled as `systemctl enable` would (the symlinks of
     /// its `[Install]` section); `Some(false)`: the OS default's
@@ -99,7 +110,8 @@ pub struct Unit {
 pub struct User {
     /// Numeric id; `None`: the OS's, for a user the OS has, else allocated.
     pub uid: Option<u32>,
-    /// Supplementary groups (each in the OS's `/etc/group` or declared).
+    /// Supplementary groups (each in the OS's `/etc/group` or declared),
+    /// sorted and unique: membership has no order.
     pub groups: Vec<String>,
     /// crypt(3) hash for `/etc/shadow`; `None`: the account's password
     /// stays as the OS has it (locked for a new user).

@@ -30,6 +30,7 @@ mod config_apply;
 mod config_drift;
 mod config_faults;
 mod config_render;
+mod config_stage;
 mod corruption;
 mod deep;
 mod durability;

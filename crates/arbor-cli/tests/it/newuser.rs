@@ -742,3 +742,32 @@ fn checkout_h_refuses_modes_that_cannot_link() {
         );
     }
 }
+
+/// A non-root user commits a read-only file (mode 0400, as a real OS's
+/// `shadow` is stored) into a bare-user repository: `user.ostreemeta` is
+/// set before the mode takes write permission away, as ostree does.
+#[test]
+fn non_root_bare_user_commit_of_a_read_only_file() {
+    require_ostree();
+    if !rustix::process::geteuid().is_root() {
+        // Needs `runuser` to become an unprivileged user.
+        return;
+    }
+    let td = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        td.path(),
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o777),
+    )
+    .unwrap();
+    let script = format!(
+        "set -e; cd {dir}; mkdir -p t/etc; echo secret > t/etc/shadow; chmod 0400 t/etc/shadow; \
+         {arbor} init --repo r --mode bare-user; {arbor} commit --repo r -b b t",
+        dir = s(td.path()),
+        arbor = env!("CARGO_BIN_EXE_arbor")
+    );
+    run_ok(std::process::Command::new("runuser").args(["-u", "nobody", "--", "sh", "-c", &script]));
+    let repo = td.path().join("r");
+    ostree_ok("fsck", &repo, &[]);
+    let ls = ostree_ok("ls", &repo, &["b", "/etc/shadow"]);
+    assert!(ls.starts_with("-00400 "), "{ls}");
+}

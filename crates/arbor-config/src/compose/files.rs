@@ -100,7 +100,12 @@ pub(crate) fn storage(
                 rel,
                 Desired::File {
                     content,
-                    mode: f.mode,
+                    mode: match f.mode {
+                        Some(m) => m,
+                        None => {
+                            default_mode(defaults, rel, FileType::RegularFile)?.unwrap_or(0o644)
+                        }
+                    },
                     uid,
                     gid,
                 },
@@ -125,8 +130,10 @@ pub(crate) fn storage(
                     "C {p} - - - - {}",
                     tf_argument(path, &format!("/etc/{keep}"))?
                 ));
-                out.tmpfiles
-                    .push(format!("z {p} {:04o} {uid} {gid} -", f.mode));
+                out.tmpfiles.push(format!(
+                    "z {p} {:04o} {uid} {gid} -",
+                    f.mode.unwrap_or(0o644)
+                ));
             }
         }
     }
@@ -138,7 +145,10 @@ pub(crate) fn storage(
             Place::Etc(rel) => out.insert(
                 rel,
                 Desired::Dir {
-                    mode: d.mode,
+                    mode: match d.mode {
+                        Some(m) => m,
+                        None => default_mode(defaults, rel, FileType::Directory)?.unwrap_or(0o755),
+                    },
                     uid,
                     gid,
                 },
@@ -147,7 +157,7 @@ pub(crate) fn storage(
             Place::Var => out.tmpfiles.push(format!(
                 "d {} {:04o} {uid} {gid} -",
                 tf_escape(path)?,
-                d.mode
+                d.mode.unwrap_or(0o755)
             )),
         }
     }
@@ -179,18 +189,41 @@ pub(crate) fn storage(
     Ok(())
 }
 
-/// The OS default's content of `rel` (a regular file, its directory
-/// resolved inside `/usr/etc` only), `None` where the OS has none.
-pub(crate) fn default_content(defaults: &OwnedFd, rel: &str) -> Result<Option<Vec<u8>>> {
-    let (dir, name) = match rel.rsplit_once('/') {
+/// The directory of `rel` in the OS defaults (resolved inside `/usr/etc`
+/// only) and its last component; `None` where that directory is missing
+/// or leads out of `/usr/etc`.
+fn default_parent<'r>(defaults: &OwnedFd, rel: &'r str) -> Result<Option<(OwnedFd, &'r str)>> {
+    Ok(Some(match rel.rsplit_once('/') {
         Some((p, n)) => match arbor_sysroot::fsutil::open_dir_in_etc(defaults, p) {
             Ok(d) => (d, n),
             Err(Errno::NOENT | Errno::NOTDIR | Errno::XDEV | Errno::LOOP) => return Ok(None),
             Err(e) => return Err(e).with_context(|| format!("Opening /usr/etc/{p}")),
         },
         None => (rustix::io::dup(defaults)?, rel),
+    }))
+}
+
+/// The OS default's content of `rel` (a regular file, its directory
+/// resolved inside `/usr/etc` only), `None` where the OS has none.
+pub(crate) fn default_content(defaults: &OwnedFd, rel: &str) -> Result<Option<Vec<u8>>> {
+    let Some((dir, name)) = default_parent(defaults, rel)? else {
+        return Ok(None);
     };
     read_regular(&dir, name).with_context(|| format!("Reading /usr/etc/{rel}"))
+}
+
+/// The permission bits of `rel` in the OS defaults when it is of type
+/// `want` there (a mode left to the existing entry's: Ignition keeps an
+/// existing file's or directory's mode), `None` where the OS has none.
+fn default_mode(defaults: &OwnedFd, rel: &str, want: FileType) -> Result<Option<u32>> {
+    let Some((dir, name)) = default_parent(defaults, rel)? else {
+        return Ok(None);
+    };
+    match rustix::fs::statat(&dir, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) if FileType::from_raw_mode(st.st_mode) == want => Ok(Some(st.st_mode & 0o7777)),
+        Ok(_) | Err(Errno::NOENT) => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("Reading /usr/etc/{rel}")),
+    }
 }
 
 /// What `rel` is in the OS defaults, following directory symlinks only

@@ -59,7 +59,7 @@ mod users;
 mod write;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;

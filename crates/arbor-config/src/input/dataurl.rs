@@ -12,9 +12,15 @@ use std::io::Read;
 use base64::Engine;
 
 /// Largest decoded (decompressed) content of one file or fragment.
-pub const MAX_FILE_BYTES: u64 = 64 << 20;
-/// Largest decoded content of all files of one render together.
-pub const MAX_TOTAL_BYTES: u64 = 256 << 20;
+/// Configuration files are small; this bounds a gzip bomb's output.
+pub const MAX_FILE_BYTES: u64 = 16 << 20;
+/// Largest decoded content of all files of one render together: in the
+/// canonical document it takes 4/3 as much (base64), which must stay
+/// below [`crate::render::MAX_RENDERED_BYTES`] with the rest of the
+/// declarations, and a render holds it about four times over (decoded,
+/// encoded, serialized, canonical): `config render` of 2 x 16 MiB
+/// (gzip) peaks at 240 MB (was 1.3 GB for 4 x 64 MiB).
+pub const MAX_TOTAL_BYTES: u64 = 32 << 20;
 
 /// What is left of the decoded bytes a render may produce.
 #[derive(Debug)]
@@ -248,7 +254,7 @@ pub(crate) mod tests {
     }
 
     /// A gzip bomb: 1 GiB of zeros as 1024 concatenated gzip members of
-    /// 1 MiB each (about 1 MiB in all): refused at the 64 MiB limit.
+    /// 1 MiB each (about 1 MiB in all): refused at the 16 MiB limit.
     pub(crate) fn bomb() -> Vec<u8> {
         let member = gz(&vec![0u8; 1 << 20]);
         member.repeat(1024)
@@ -273,7 +279,7 @@ pub(crate) mod tests {
         // (nor its 1 GiB of output produced).
         let mut reader = Counting(&bomb[..], 0);
         let err = gunzip_from(&mut reader, &Budget::default()).unwrap_err();
-        assert!(err.contains("larger than 64 MiB"), "{err}");
+        assert!(err.contains("larger than 16 MiB"), "{err}");
         assert!(
             reader.1 < bomb.len() / 4,
             "read {} of {}",
@@ -281,8 +287,9 @@ pub(crate) mod tests {
             bomb.len()
         );
         // Just under the limit passes.
-        let ok = gz(&vec![0u8; 1 << 20]).repeat(64);
-        assert_eq!(gunzip(&ok, &Budget::default()).unwrap().len(), 64 << 20);
+        let ok = gz(&vec![0u8; 1 << 20]).repeat(16);
+        assert_eq!(gunzip(&ok, &Budget::default()).unwrap().len(), 16 << 20);
+        assert_eq!(MAX_FILE_BYTES, 16 << 20);
     }
 
     #[test]

@@ -203,10 +203,13 @@ impl Parser<'_, '_> {
         for (ap, a) in o.array("append")? {
             append.push(self.resource(a, &ap, true)?.unwrap_or_default());
         }
+        // Ignition: 0644, or the existing file's mode when there are no
+        // contents (and so no overwrite).
+        let mode = self.mode(&o, contents.is_some().then_some(0o644))?;
         let entry = FileEntry {
             contents,
             append,
-            mode: self.mode(&o, 0o644)?,
+            mode,
             user: self.owner(&o, "user")?,
             group: self.owner(&o, "group")?,
         };
@@ -287,10 +290,11 @@ impl Parser<'_, '_> {
         Ok(())
     }
 
-    fn mode(&self, o: &Obj, default: u32) -> Result<u32, InputError> {
+    /// `mode`, else `default` (`None`: the existing entry's mode).
+    fn mode(&self, o: &Obj, default: Option<u32>) -> Result<Option<u32>, InputError> {
         match o.get("mode") {
             None => Ok(default),
-            Some(m) => check_mode(m).map_err(|e| o.err("mode", e)),
+            Some(m) => check_mode(m).map(Some).map_err(|e| o.err("mode", e)),
         }
     }
 
@@ -319,8 +323,11 @@ impl Parser<'_, '_> {
         )?;
         let p = o.req_str("path")?;
         self.claim(&o, p)?;
+        // Ignition: 0755, or the existing directory's mode unless
+        // overwrite is set.
+        let overwrite = o.bool("overwrite")? == Some(true);
         let entry = DirEntry {
-            mode: self.mode(&o, 0o755)?,
+            mode: self.mode(&o, overwrite.then_some(0o755))?,
             user: self.owner(&o, "user")?,
             group: self.owner(&o, "group")?,
         };
@@ -381,8 +388,13 @@ impl Parser<'_, '_> {
         let name = o.req_str("name")?;
         check_unit_name(name).map_err(|e| o.err("name", e))?;
         self.unique(&o, format!("unit {name}"), "name", name)?;
+        // Ignition reads empty contents as none (util.NilOrEmpty): an
+        // empty unit file would mask the unit.
         let mut unit = Unit {
-            contents: o.str("contents")?.map(str::to_owned),
+            contents: o
+                .str("contents")?
+                .filter(|c| !c.is_empty())
+                .map(str::to_owned),
             enabled: o.bool("enabled")?,
             mask: o.bool("mask")?.unwrap_or(false),
             dropins: Default::default(),
@@ -390,15 +402,26 @@ impl Parser<'_, '_> {
         if o.get("mask").is_some() {
             self.out.mask_set.insert(name.to_owned());
         }
+        // Where each field is set, for errors about their combination.
+        for field in ["contents", "enabled", "mask"] {
+            if o.get(field).is_some() {
+                self.out
+                    .origin
+                    .insert(format!("{field} {name}"), o.at(field));
+            }
+        }
         for (dp, d) in o.array("dropins")? {
             let d = self.src.object(d, &dp, &["name", "contents"], &[])?;
             let dname = d.req_str("name")?;
             check_dropin_name(dname).map_err(|e| d.err("name", e))?;
             self.unique(&d, format!("dropin {name}/{dname}"), "name", dname)?;
-            let dropin = Dropin {
-                contents: d.str("contents")?.map(str::to_owned),
-            };
-            unit.dropins.insert(dname.to_owned(), dropin);
+            // Ignition skips a drop-in without (or with empty) contents.
+            if let Some(c) = d.str("contents")?.filter(|c| !c.is_empty()) {
+                let dropin = Dropin {
+                    contents: Some(c.to_owned()),
+                };
+                unit.dropins.insert(dname.to_owned(), dropin);
+            }
         }
         self.out.config.units.insert(name.to_owned(), unit);
         Ok(())
@@ -467,7 +490,14 @@ impl Parser<'_, '_> {
             }
             groups.push(g.to_owned());
         }
-        let password_hash = o.str("passwordHash")?.map(str::to_owned);
+        // Membership has no order: one canonical form.
+        groups.sort();
+        // Ignition writes an empty hash as "*" (locked), never as an
+        // empty shadow field (a passwordless login).
+        let password_hash = o.str("passwordHash")?.map(|h| match h {
+            "" => "*".to_owned(),
+            h => h.to_owned(),
+        });
         if let Some(h) = &password_hash {
             check_field("passwordHash", h, false).map_err(|e| o.err("passwordHash", e))?;
         }
@@ -508,7 +538,11 @@ impl Parser<'_, '_> {
             Some(g) => Some(check_id(g).map_err(|e| o.err("gid", e))?),
             None => None,
         };
-        let password_hash = o.str("passwordHash")?.map(str::to_owned);
+        // Ignition ignores an empty group hash (no passwordless group).
+        let password_hash = o
+            .str("passwordHash")?
+            .filter(|h| !h.is_empty())
+            .map(str::to_owned);
         if let Some(h) = &password_hash {
             check_field("passwordHash", h, false).map_err(|e| o.err("passwordHash", e))?;
         }

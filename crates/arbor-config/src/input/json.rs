@@ -1,6 +1,7 @@
 //! Strict access to a JSON object tree: every key is either read, refused
 //! as unsupported (with the reason), or an unknown-key error; `null`
-//! counts as absent, as in Ignition.
+//! counts as absent, as in Ignition, and so does a zero value of an
+//! unsupported key ([`is_zero`]).
 
 use serde_json::{Map, Value};
 
@@ -19,8 +20,9 @@ impl<'s> Src<'s> {
         InputError::new(self.file, path, msg)
     }
 
-    /// `v` as an object whose keys are all in `known` or, when not null,
-    /// refused with the message `unsupported` gives for them.
+    /// `v` as an object whose keys are all in `known` or, unless their
+    /// value is a zero value ([`is_zero`]), refused with the message
+    /// `unsupported` gives for them.
     pub fn object<'v>(
         &self,
         v: &'v Value,
@@ -37,7 +39,7 @@ impl<'s> Src<'s> {
             }
             let p = format!("{path}.{k}");
             match unsupported.iter().find(|(n, _)| n == k) {
-                Some(_) if val.is_null() => {}
+                Some(_) if is_zero(val) && !ZERO_MEANS_SOMETHING.contains(&k.as_str()) => {}
                 Some((_, why)) => return Err(self.err(&p, *why)),
                 None => return Err(self.err(&p, "unknown key")),
             }
@@ -47,6 +49,25 @@ impl<'s> Src<'s> {
             map,
             path: path.to_owned(),
         })
+    }
+}
+
+/// Unsupported keys whose zero value still declares something: a user's
+/// `shouldExist: false` deletes the user.
+const ZERO_MEANS_SOMETHING: &[&str] = &["shouldExist"];
+
+/// Whether `v` is a zero value: `null`, `false`, `""`, or an array or
+/// object of zero values only (`[]`, `{}`, `{"merge": []}`). An
+/// unsupported key holding one declares nothing, as Go's `omitempty` and
+/// Ignition's `NilOrEmpty` read it, so that ordinary MachineConfigs
+/// (`fips: false`, `kernelType: ""`, `"disks": []`) are accepted.
+pub fn is_zero(v: &Value) -> bool {
+    match v {
+        Value::Null | Value::Bool(false) => true,
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.iter().all(is_zero),
+        Value::Object(o) => o.values().all(is_zero),
+        Value::Bool(true) | Value::Number(_) => false,
     }
 }
 

@@ -1,7 +1,9 @@
 //! OpenShift `MachineConfig` documents: `spec.config` (Ignition 3.0.0 to
-//! 3.4.0), `spec.kernelArguments`, `spec.extensions`. `metadata` (name,
-//! labels, annotations) is accepted and ignored: the rendered name comes
-//! from the content.
+//! 3.4.0), `spec.kernelArguments`, `spec.extensions`. `metadata` (the
+//! standard Kubernetes keys) is accepted and ignored: the rendered name
+//! comes from the content. The other `spec` keys are refused unless they
+//! hold a zero value (`fips: false`, `osImageURL: ""`), which declares
+//! nothing.
 
 use serde_json::Value;
 
@@ -17,6 +19,26 @@ pub const KIND: &str = "MachineConfig";
 
 const NOT_OURS: &str =
     "not supported: arbor takes spec.config, spec.kernelArguments and spec.extensions only";
+
+/// Kubernetes `ObjectMeta` keys (`kubectl get -o yaml` prints those the
+/// API server fills in): accepted and ignored, like the name.
+const K8S_METADATA: &[&str] = &[
+    "name",
+    "labels",
+    "annotations",
+    "generateName",
+    "namespace",
+    "selfLink",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "ownerReferences",
+    "finalizers",
+    "managedFields",
+];
 
 /// Parses a MachineConfig document into `out`.
 pub fn parse(src: Src, v: &Value, out: &mut Parsed, budget: &mut Budget) -> Result<(), InputError> {
@@ -37,8 +59,8 @@ pub fn parse(src: Src, v: &Value, out: &mut Parsed, budget: &mut Budget) -> Resu
         None => return Err(root.err("kind", format!("missing (expected {KIND:?})"))),
     }
     if let Some(m) = root.get("metadata") {
-        let m = src.object(m, "$.metadata", &["name", "labels", "annotations"], &[])?;
-        m.str("name")?;
+        let m = src.object(m, "$.metadata", K8S_METADATA, &[])?;
+        out.merge_name = m.str("name")?.filter(|n| !n.is_empty()).map(str::to_owned);
         for k in ["labels", "annotations"] {
             match m.get(k) {
                 None | Some(Value::Object(_)) => {}

@@ -7,14 +7,20 @@
 //! - Ignition spec 3.0.0 to 3.4.0; spec 1 and 2 are refused. Keys that the
 //!   declared version does not define are unknown keys.
 //! - A key whose value is `null` is absent (Ignition's reading of JSON).
-//!   Keys of the spec outside the supported subset are refused when set;
-//!   unknown keys are refused always.
+//!   Keys of the spec outside the supported subset are refused when set
+//!   to anything but a zero value (`false`, `""`, `[]`, `{}`, recursively:
+//!   Go's omitempty), except `shouldExist` (`false` deletes a user);
+//!   unknown keys are refused always. A MachineConfig's standard
+//!   Kubernetes `metadata` keys are accepted and ignored.
 //! - A document starting with `{` is JSON, anything else YAML (which must
 //!   then be a MachineConfig). Duplicate keys in an object are refused in
 //!   both. YAML nested deeper than 100 flow levels is refused before
 //!   parsing (libyaml's cost grows with that depth on every token).
 //! - A document is at most [`MAX_INPUT_BYTES`]; decoded file contents are
-//!   bounded per file and in total ([`dataurl`]). Sources are inline
+//!   bounded per file and in total ([`dataurl`]), so that a render's
+//!   canonical document (contents in base64, 4/3 of their size) stays
+//!   well within [`crate::render::MAX_RENDERED_BYTES`], the bound at
+//!   which a stored rendered document is read back. Sources are inline
 //!   `data:` URLs only (an empty source is none, as in Ignition);
 //!   `verification.hash` (sha512, and sha256 from 3.1) is checked on the
 //!   decompressed bytes.
@@ -78,12 +84,21 @@ pub(crate) struct Parsed {
     pub overwrite: BTreeSet<String>,
     /// Units whose `mask` is set (true or false) rather than absent.
     pub mask_set: BTreeSet<String>,
+    /// A MachineConfig's `metadata.name`: its place in the merge order.
+    pub merge_name: Option<String>,
 }
 
 /// Parses one input document (Ignition v3 JSON, or a `MachineConfig` in
 /// YAML or JSON) named `name` (used in errors only).
 pub fn parse_input(name: &str, bytes: &[u8]) -> Result<Config, InputError> {
-    let parsed = parse(name, bytes, &mut Budget::default())?;
+    parse_input_within(name, bytes, MAX_INPUT_BYTES)
+}
+
+/// [`parse_input`] of a document of at most `max` bytes (a stored
+/// rendered document may be larger than an input: see
+/// [`crate::render::MAX_RENDERED_BYTES`]).
+pub(crate) fn parse_input_within(name: &str, bytes: &[u8], max: u64) -> Result<Config, InputError> {
+    let parsed = parse_within(name, bytes, &mut Budget::default(), max)?;
     crate::render::check_tree(name, &parsed.config, &parsed.origin)?;
     Ok(parsed.config)
 }
@@ -97,25 +112,25 @@ pub fn read_input_file(path: &Path) -> Result<(String, Vec<u8>), InputError> {
     let f = std::fs::File::open(path).map_err(io)?;
     let len = f.metadata().map_err(io)?.len();
     if len > MAX_INPUT_BYTES {
-        return Err(too_large(&name, len));
+        return Err(too_large(&name, len, MAX_INPUT_BYTES));
     }
     let mut bytes = Vec::new();
     f.take(MAX_INPUT_BYTES + 1)
         .read_to_end(&mut bytes)
         .map_err(io)?;
     if bytes.len() as u64 > MAX_INPUT_BYTES {
-        return Err(too_large(&name, bytes.len() as u64));
+        return Err(too_large(&name, bytes.len() as u64, MAX_INPUT_BYTES));
     }
     Ok((name, bytes))
 }
 
-fn too_large(name: &str, len: u64) -> InputError {
+fn too_large(name: &str, len: u64, max: u64) -> InputError {
     InputError::new(
         name,
         "$",
         format!(
             "the document is {len} bytes, more than the {} MiB limit",
-            MAX_INPUT_BYTES >> 20
+            max >> 20
         ),
     )
 }
@@ -123,8 +138,18 @@ fn too_large(name: &str, len: u64) -> InputError {
 /// Parses a document into its declarations, charging decoded contents to
 /// `budget`.
 pub(crate) fn parse(name: &str, bytes: &[u8], budget: &mut Budget) -> Result<Parsed, InputError> {
-    if bytes.len() as u64 > MAX_INPUT_BYTES {
-        return Err(too_large(name, bytes.len() as u64));
+    parse_within(name, bytes, budget, MAX_INPUT_BYTES)
+}
+
+/// [`parse`] of a document of at most `max` bytes.
+fn parse_within(
+    name: &str,
+    bytes: &[u8],
+    budget: &mut Budget,
+    max: u64,
+) -> Result<Parsed, InputError> {
+    if bytes.len() as u64 > max {
+        return Err(too_large(name, bytes.len() as u64, max));
     }
     let src = json::Src { file: name };
     let first = bytes.iter().find(|b| !b.is_ascii_whitespace());

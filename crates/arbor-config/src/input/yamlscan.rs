@@ -8,7 +8,8 @@
 //! It follows just enough of YAML to find structural brackets: quoted
 //! scalars (which may span lines), comments, block scalars (`|`, `>`),
 //! and that in block context a bracket opens a collection only where a
-//! value starts (line start, after `- `, `: `, `? `); inside a flow
+//! value starts (line start, after `- `, `: `, `? `, and after node
+//! properties such as `!!seq ` or `&anchor ` there); inside a flow
 //! collection every bracket outside quotes is structural.
 
 /// Deepest flow nesting accepted (serde's own limit is 128).
@@ -81,6 +82,19 @@ pub fn flow_depth(text: &[u8], limit: usize) -> usize {
                     }
                 }
                 b']' | b'}' if depth > 0 => depth -= 1,
+                // Node properties (`!tag`, `&anchor`) precede the value
+                // they qualify: a bracket after them still opens a
+                // collection.
+                b'!' | b'&' if depth == 0 && value_start => {
+                    while let Some(&n) = line.get(i) {
+                        if matches!(n, b' ' | b'\t' | b'[' | b'{' | b']' | b'}' | b',') {
+                            break;
+                        }
+                        i += 1;
+                    }
+                    prev = c;
+                    continue;
+                }
                 b'|' | b'>' if depth == 0 && value_start => {
                     block_scalar = Some(indent);
                     break;
@@ -125,6 +139,14 @@ mod tests {
         assert_eq!(d("a: |\n  [Unit\n  [[[[\n\n  x\nb: [c]\n"), 1);
         assert_eq!(d("contents: >-\n    [[[\nnext: {a: 1}\n"), 1);
         assert_eq!(d("a: 'multi\n  [[[ line'\n"), 0);
+        // Node properties keep the value's start.
+        assert_eq!(d("a: !!seq [!!seq [x]]\n"), 2);
+        assert_eq!(d("a: &x [&y [z]]\n"), 2);
+        assert_eq!(d("- !t &a {b: [c]}\n"), 2);
+        assert_eq!(d("a: !!seq[x]\n"), 1);
+        assert_eq!(d("a: b!c[d\n"), 0);
+        assert_eq!(d("--- [[x]]\n"), 2);
+        assert_eq!(d("--- !!seq [[x]]\n"), 2);
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! The rendered document: a [`Config`] as Ignition [`IGNITION_VERSION`]
 //! and as a MachineConfig, every default explicit, arrays in key order.
+//! A mode that is the existing entry's (`None`) is absent, which is how
+//! Ignition reads it back.
 
 use base64::Engine;
 use serde_json::{json, Map, Value};
@@ -27,7 +29,9 @@ fn file(path: &str, f: &FileEntry) -> Value {
     }
     let append = f.append.iter().map(|a| data_url(a)).collect();
     o.insert("append".into(), append);
-    o.insert("mode".into(), json!(f.mode));
+    if let Some(m) = f.mode {
+        o.insert("mode".into(), json!(m));
+    }
     o.insert("user".into(), owner(&f.user));
     o.insert("group".into(), owner(&f.group));
     Value::Object(o)
@@ -97,7 +101,13 @@ fn group(name: &str, g: &Group) -> Value {
 /// [`to_machine_config`]). It parses back through
 /// [`crate::input::parse_input`] to the same declarations.
 pub fn to_ignition(config: &Config) -> Value {
-    let dir = |(p, d): (&String, &crate::model::DirEntry)| json!({"path": p, "mode": d.mode, "user": owner(&d.user), "group": owner(&d.group)});
+    let dir = |(p, d): (&String, &crate::model::DirEntry)| {
+        let mut o = json!({"path": p, "user": owner(&d.user), "group": owner(&d.group)});
+        if let Some(m) = d.mode {
+            o["mode"] = json!(m);
+        }
+        o
+    };
     let files: Vec<Value> = config.files.iter().map(|(p, f)| file(p, f)).collect();
     let dirs: Vec<Value> = config.directories.iter().map(dir).collect();
     let links: Vec<Value> = config.links.iter().map(|(p, l)| link(p, l)).collect();

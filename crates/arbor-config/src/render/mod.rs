@@ -1,7 +1,14 @@
 //! Rendering: several input files merged into one canonical document and
 //! its name.
 //!
-//! Merge rules (inputs sorted by file name, then by the name as given):
+//! Merge order: as MCO, which merges MachineConfigs sorted by
+//! `metadata.name`, a MachineConfig document takes its place by its
+//! `metadata.name`; an Ignition file (which has no name), or a
+//! MachineConfig without one, by its file name (the last path
+//! component). Ties keep file-name order. So `99-x.yaml` holding
+//! `metadata.name: 00-x` merges before `50-y.ign`.
+//!
+//! Merge rules:
 //! - Files, directories and links share one namespace of paths. A path
 //!   declared again by a later file must be declared identically (same
 //!   kind, content and attributes, after defaults are filled), unless
@@ -13,10 +20,19 @@
 //!   name, each with one content (identical repeats are fine).
 //! - Users and groups merge by name: `uid`, `gid` and `passwordHash` may
 //!   be given by several files only identically; supplementary groups
-//!   and ssh keys are the union in file order (MCO likewise concatenates
-//!   the keys of all MachineConfigs).
+//!   are the union, sorted (membership has no order); ssh keys are the
+//!   union in file order (MCO likewise concatenates the keys of all
+//!   MachineConfigs).
 //! - Kernel arguments and extensions are concatenated in file order, a
 //!   repeated entry keeping its first place.
+//!
+//! The merged configuration is then checked for what apply could not
+//! write, so that the error names a file and JSON path: no entry below a
+//! declared file or link; a masked unit has no contents and is not
+//! enabled (whichever files set them); unit files and drop-ins are not
+//! also storage entries; hard links lie in `/etc`, point to a file in
+//! `/etc` (not a directory, not through or to a symbolic link), and do
+//! not loop.
 //!
 //! The canonical document is the RFC 8785 JSON of a `MachineConfig`
 //! without `metadata`: `spec.config` is Ignition [`IGNITION_VERSION`](crate::input::IGNITION_VERSION)
@@ -41,6 +57,14 @@ pub const RENDERED_PREFIX: &str = "rendered-";
 
 /// The name used in errors about a stored rendered document.
 const CANONICAL_NAME: &str = "rendered document";
+
+/// Largest canonical document: [`render`] refuses a larger one, and
+/// [`Rendered::from_canonical`] reads up to this much back. Above
+/// [`input::MAX_INPUT_BYTES`] since a render merges several inputs and
+/// writes file contents in base64; the decoded contents' own bound
+/// ([`input::dataurl::MAX_TOTAL_BYTES`], 32 MiB, 43 MiB in base64) leaves
+/// room for the rest.
+pub const MAX_RENDERED_BYTES: u64 = 64 << 20;
 
 /// A rendered configuration: the merged [`Config`], its canonical
 /// document and its name.
@@ -76,7 +100,7 @@ impl Rendered {
     /// and that its bytes are exactly the canonical form of what it
     /// declares (so its name is its content's).
     pub fn from_canonical(bytes: &[u8]) -> Result<Rendered, InputError> {
-        let config = input::parse_input(CANONICAL_NAME, bytes)?;
+        let config = input::parse_input_within(CANONICAL_NAME, bytes, MAX_RENDERED_BYTES)?;
         let r = Rendered::from_config(config);
         if r.canonical != bytes {
             return Err(InputError::new(
@@ -100,10 +124,16 @@ pub fn render(inputs: &[(String, Vec<u8>)]) -> Result<Rendered, InputError> {
     let mut order: Vec<&(String, Vec<u8>)> = inputs.iter().collect();
     order.sort_by(|a, b| (base_name(&a.0), &a.0).cmp(&(base_name(&b.0), &b.0)));
     let mut budget = Budget::default();
-    let mut m = Merger::default();
+    let mut parsed = Vec::with_capacity(order.len());
     for (name, bytes) in order {
-        let parsed = input::parse(name, bytes, &mut budget)?;
-        m.add(name, parsed)?;
+        parsed.push((name.as_str(), input::parse(name, bytes, &mut budget)?));
+    }
+    // MCO's order: a MachineConfig by its metadata.name, any other
+    // document by its file name (stable: the file names break ties).
+    parsed.sort_by(|(a, pa), (b, pb)| merge_key(a, pa).cmp(merge_key(b, pb)));
+    let mut m = Merger::default();
+    for (name, p) in parsed {
+        m.add(name, p)?;
     }
     check_tree_with(&m.config, |key| {
         m.origin
@@ -111,7 +141,26 @@ pub fn render(inputs: &[(String, Vec<u8>)]) -> Result<Rendered, InputError> {
             .cloned()
             .unwrap_or_else(|| (String::new(), "$".into()))
     })?;
-    Ok(Rendered::from_config(m.config))
+    let r = Rendered::from_config(m.config);
+    if r.canonical.len() as u64 > MAX_RENDERED_BYTES {
+        let names: Vec<&str> = inputs.iter().map(|(n, _)| n.as_str()).collect();
+        return Err(InputError::new(
+            &names.join(", "),
+            "$",
+            format!(
+                "the rendered document would be {} bytes, more than the {} MiB limit (file contents count 4/3 in base64): declare less",
+                r.canonical.len(),
+                MAX_RENDERED_BYTES >> 20
+            ),
+        ));
+    }
+    Ok(r)
+}
+
+/// Where a parsed input merges: MachineConfigs by `metadata.name` (as
+/// MCO orders them), other documents by file name.
+fn merge_key<'a>(file: &'a str, p: &'a Parsed) -> &'a str {
+    p.merge_name.as_deref().unwrap_or_else(|| base_name(file))
 }
 
 fn base_name(n: &str) -> &str {
@@ -244,9 +293,9 @@ impl Merger {
         same_or_set(&mut e.password_hash, user.password_hash, || {
             conflict("passwordHash")
         })?;
-        for g in &user.groups {
-            push_unique(&mut e.groups, g);
-        }
+        e.groups.extend(user.groups);
+        e.groups.sort();
+        e.groups.dedup();
         for k in &user.ssh_authorized_keys {
             push_unique(&mut e.ssh_authorized_keys, k);
         }
@@ -278,6 +327,12 @@ impl Merger {
     fn unit(&mut self, file: &str, p: &Parsed, name: String, unit: Unit) -> Result<(), InputError> {
         let key = format!("unit {name}");
         let jpath = here(p, &key);
+        for field in ["contents", "enabled", "mask"] {
+            let fk = format!("{field} {name}");
+            if let Some(fp) = p.origin.get(&fk) {
+                self.origin.insert(fk, (file.to_owned(), fp.clone()));
+            }
+        }
         let Some(e) = self.config.units.get_mut(&name) else {
             for d in unit.dropins.keys() {
                 let dk = format!("dropin {name}/{d}");
@@ -421,18 +476,156 @@ fn check_tree_with(
             ));
         }
     }
-    for (p, l) in &c.links {
-        if l.hard && c.directories.contains_key(&l.target) {
-            let (f, jp) = origin(&format!("path {p}"));
-            return Err(InputError::new(
-                &f,
-                &format!("{jp}.target"),
+    check_hard_links(c, &origin)?;
+    check_units(c, &origin)
+}
+
+/// What is declared at `p` and cannot have entries below it, if anything.
+fn leaf_kind(c: &Config, p: &str) -> Option<&'static str> {
+    if c.files.contains_key(p) {
+        Some("a file")
+    } else {
+        match c.links.get(p) {
+            Some(l) if l.hard => Some("a hard link"),
+            Some(_) => Some("a symbolic link"),
+            None => None,
+        }
+    }
+}
+
+/// Hard links as apply can make them: in /etc, to a regular file in
+/// /etc, not through a declared link, not to themselves or in a cycle.
+fn check_hard_links(
+    c: &Config,
+    origin: &impl Fn(&str) -> (String, String),
+) -> Result<(), InputError> {
+    for (p, l) in c.links.iter().filter(|(_, l)| l.hard) {
+        let (f, jp) = origin(&format!("path {p}"));
+        let err = |at: &str, m: String| Err(InputError::new(&f, &format!("{jp}{at}"), m));
+        if p.starts_with("/var/") {
+            return err(
+                ".hard",
+                format!("{p}: hard links under /var are not supported (/var is shared by all deployments and only systemd-tmpfiles writes it)"),
+            );
+        }
+        if !l.target.starts_with("/etc/") {
+            return err(
+                ".target",
+                format!(
+                    "{p}: a hard link in /etc must point to a file in /etc, not {}",
+                    l.target
+                ),
+            );
+        }
+        if c.directories.contains_key(&l.target) {
+            return err(
+                ".target",
                 format!(
                     "hard link to {}, which is declared as a directory",
                     l.target
                 ),
-            ));
+            );
+        }
+        let mut anc = l.target.as_str();
+        while let Some((parent, _)) = anc.rsplit_once('/') {
+            anc = parent;
+            if let Some(what) = leaf_kind(c, anc) {
+                return err(
+                    ".target",
+                    format!(
+                        "hard link to {}, which is below {anc}, declared as {what}",
+                        l.target
+                    ),
+                );
+            }
+        }
+        // Follow declared hard links: the chain must end at a file.
+        let mut seen = vec![p.as_str()];
+        let mut to = l.target.as_str();
+        loop {
+            if seen.contains(&to) {
+                return err(
+                    ".target",
+                    format!("hard link {p} leads back to {to}: a hard link to itself or a cycle"),
+                );
+            }
+            match c.links.get(to) {
+                Some(next) if next.hard => {
+                    seen.push(to);
+                    to = &next.target;
+                }
+                Some(_) => {
+                    return err(
+                        ".target",
+                        format!("hard link to {to}, which is declared as a symbolic link"),
+                    )
+                }
+                None => break,
+            }
         }
     }
     Ok(())
 }
+
+/// Units as apply can write them: a masked unit has no contents and is
+/// not enabled (in any file), and the unit files and drop-ins are not
+/// declared as storage entries too (nor below a declared file or link).
+fn check_units(c: &Config, origin: &impl Fn(&str) -> (String, String)) -> Result<(), InputError> {
+    for (name, u) in &c.units {
+        if u.mask {
+            let (mf, mp) = origin(&format!("mask {name}"));
+            for (field, set) in [
+                ("contents", u.contents.is_some()),
+                ("enabled", u.enabled == Some(true)),
+            ] {
+                if set {
+                    let (f, p) = origin(&format!("{field} {name}"));
+                    return Err(InputError::new(
+                        &mf,
+                        &mp,
+                        format!(
+                            "unit {name} is masked, but {f} ({p}) gives it {}",
+                            if field == "enabled" {
+                                "enabled: true"
+                            } else {
+                                "contents"
+                            }
+                        ),
+                    ));
+                }
+            }
+        }
+        let mut written = Vec::new();
+        if u.mask || u.contents.is_some() {
+            written.push(format!("{UNIT_DIR}/{name}"));
+        }
+        written.extend(u.dropins.keys().map(|d| format!("{UNIT_DIR}/{name}.d/{d}")));
+        for w in &written {
+            let mut at = w.as_str();
+            let mut what =
+                leaf_kind(c, at).or(c.directories.contains_key(at).then_some("a directory"));
+            while what.is_none() {
+                let Some((parent, _)) = at.rsplit_once('/') else {
+                    break;
+                };
+                at = parent;
+                what = leaf_kind(c, at);
+            }
+            if let Some(what) = what {
+                let (f, p) = origin(&format!("path {at}"));
+                let (uf, up) = origin(&format!("unit {name}"));
+                return Err(InputError::new(
+                    &f,
+                    &p,
+                    format!(
+                        "{at} is declared as {what}, but unit {name} (in {uf} ({up})) writes {w}"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Where unit files and drop-ins are written.
+const UNIT_DIR: &str = "/etc/systemd/system";

@@ -3,6 +3,7 @@
 mod parse;
 mod prop;
 mod rendering;
+mod review;
 
 use base64::Engine;
 use serde_json::Value;

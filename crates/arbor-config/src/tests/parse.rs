@@ -32,12 +32,12 @@ fn parses_the_supported_subset() {
         FileEntry {
             contents: Some(b"x=y\n".to_vec()),
             append: vec![b"Z\n".to_vec()],
-            mode: 0o600,
+            mode: Some(0o600),
             user: Owner::Name("core".into()),
             group: Owner::Id(10),
         }
     );
-    assert_eq!(c.directories["/var/lib/x"].mode, 0o700);
+    assert_eq!(c.directories["/var/lib/x"].mode, Some(0o700));
     assert!(!c.links["/etc/l"].hard && c.links["/etc/h"].hard);
     assert_eq!(c.units["x.service"].enabled, Some(true));
     assert!(c.units["getty@.service"].mask);
@@ -193,7 +193,9 @@ fn bad_inputs_are_refused_with_file_and_path() {
         "not supported",
     );
     refused(
-        &doc(json!({"ignition": {"version": "3.4.0", "config": {"merge": []}}})),
+        &doc(
+            json!({"ignition": {"version": "3.4.0", "config": {"merge": [{"source": "data:,"}]}}}),
+        ),
         "$.ignition.config",
         "not supported",
     );
@@ -279,7 +281,7 @@ fn bad_inputs_are_refused_with_file_and_path() {
             json!([{"path": "/etc/x", "contents": {"source": bomb_url, "compression": "gzip"}}]),
         )),
         "$.storage.files[0].contents.source",
-        "larger than 64 MiB",
+        "larger than 16 MiB",
     );
     refused(
         &doc(files(json!([{"path": "/etc/x", "user": {"id": -1}}]))),
@@ -503,7 +505,7 @@ fn machine_config_yaml_and_json_render_the_same() {
 fn yaml_modes() {
     let with = |m: &str| MC_YAML.replace("mode: 420", &format!("mode: {m}"));
     let c = parse_input("a.yaml", with("0o600").as_bytes()).unwrap();
-    assert_eq!(c.files["/etc/chrony.conf"].mode, 0o600);
+    assert_eq!(c.files["/etc/chrony.conf"].mode, Some(0o600));
     refused(
         with("0644").as_bytes(),
         "$.spec.config.storage.files[0].mode",
@@ -536,8 +538,8 @@ fn machine_config_refusals() {
     v["spec"]["kernelArguments"] = json!(["a b"]);
     refused(&doc(v), "$.spec.kernelArguments[0]", "whitespace");
     let mut v = mc_json();
-    v["metadata"]["uid"] = json!("x");
-    refused(&doc(v), "$.metadata.uid", "unknown key");
+    v["metadata"]["colour"] = json!("x");
+    refused(&doc(v), "$.metadata.colour", "unknown key");
     refused(
         b"storage:\n  files: []\n",
         "$",

@@ -24,22 +24,23 @@ fn bytes() -> impl Strategy<Value = Vec<u8>> {
     prop::collection::vec(any::<u8>(), 0..64)
 }
 
-fn text() -> impl Strategy<Value = String> {
-    "\\PC{0,40}"
-}
-
 fn file() -> impl Strategy<Value = FileEntry> {
     (
         prop::option::of(bytes()),
         prop::collection::vec(bytes(), 0..3),
-        0u32..=0o7777,
+        prop::option::of(0u32..=0o7777),
         owner(),
         owner(),
     )
         .prop_map(|(contents, append, mode, user, group)| FileEntry {
+            // A file with contents has a mode (0o644 by default).
+            mode: if contents.is_some() {
+                Some(mode.unwrap_or(0o644))
+            } else {
+                mode
+            },
             contents,
             append,
-            mode,
             user,
             group,
         })
@@ -61,20 +62,26 @@ fn link() -> impl Strategy<Value = LinkEntry> {
     ]
 }
 
+/// Non-empty text: empty unit and drop-in contents are read as absent.
+fn some_text() -> impl Strategy<Value = String> {
+    "\\PC{1,40}"
+}
+
 fn unit() -> impl Strategy<Value = Unit> {
     (
-        prop::option::of(text()),
+        prop::option::of(some_text()),
         prop::option::of(any::<bool>()),
         any::<bool>(),
-        prop::collection::btree_map("[a-z0-9-]{1,8}\\.conf", prop::option::of(text()), 0..3),
+        prop::collection::btree_map("[a-z0-9-]{1,8}\\.conf", some_text(), 0..3),
     )
         .prop_map(|(contents, enabled, mask, d)| Unit {
-            contents,
-            enabled,
+            // A masked unit has no contents and is not enabled.
+            contents: contents.filter(|_| !mask),
+            enabled: enabled.filter(|e| !(mask && *e)),
             mask,
             dropins: d
                 .into_iter()
-                .map(|(k, contents)| (k, Dropin { contents }))
+                .map(|(k, c)| (k, Dropin { contents: Some(c) }))
                 .collect(),
         })
 }
@@ -83,7 +90,7 @@ fn user() -> impl Strategy<Value = User> {
     (
         prop::option::of(0u32..u32::MAX),
         prop::collection::btree_set(name(), 0..3),
-        prop::option::of("[$./a-zA-Z0-9]{0,20}"),
+        prop::option::of("[$./a-zA-Z0-9]{1,20}"),
         prop::collection::btree_set("ssh-ed25519 [A-Za-z0-9+/]{4,20}( [a-z@.]{1,10})?", 0..3),
     )
         .prop_map(|(uid, groups, password_hash, keys)| User {
@@ -103,11 +110,8 @@ fn config() -> impl Strategy<Value = Config> {
         prop::collection::btree_map("/(etc|var)/f/[a-z0-9_-][a-z0-9._-]{0,7}", file(), 0..4),
         prop::collection::btree_map(
             "/(etc|var)/d/[a-z0-9_-][a-z0-9._-]{0,7}",
-            (0u32..=0o7777, owner(), owner()).prop_map(|(mode, user, group)| DirEntry {
-                mode,
-                user,
-                group,
-            }),
+            (prop::option::of(0u32..=0o7777), owner(), owner())
+                .prop_map(|(mode, user, group)| DirEntry { mode, user, group }),
             0..3,
         ),
         prop::collection::btree_map("/etc/l/[a-z0-9_-][a-z0-9._-]{0,7}", link(), 0..3),
@@ -121,7 +125,7 @@ fn config() -> impl Strategy<Value = Config> {
             name(),
             (
                 prop::option::of(0u32..u32::MAX),
-                prop::option::of("[$./a-z0-9]{0,12}"),
+                prop::option::of("[$./a-z0-9]{1,12}"),
             )
                 .prop_map(|(gid, password_hash)| Group { gid, password_hash }),
             0..3,

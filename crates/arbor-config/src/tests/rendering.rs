@@ -212,16 +212,16 @@ fn merge_order_and_conflicts() {
 fn units_users_and_groups_merge() {
     let unit = |u: Value| doc(ign(json!({"systemd": {"units": [u]}})));
     let r = render_docs(&[
-        ("a.ign", unit(json!({"name": "x.service", "contents": "A", "enabled": true, "mask": true,
+        ("a.ign", unit(json!({"name": "x.service", "enabled": true, "mask": true,
                               "dropins": [{"name": "1.conf", "contents": "d1"}]}))),
         ("b.ign", unit(json!({"name": "x.service", "enabled": false,
-                              "dropins": [{"name": "1.conf", "contents": "d1"}, {"name": "2.conf"}]}))),
+                              "dropins": [{"name": "1.conf", "contents": "d1"}, {"name": "2.conf", "contents": "d2"}]}))),
     ])
     .unwrap();
     let u = &r.config.units["x.service"];
     assert_eq!(
         (u.contents.as_deref(), u.enabled, u.mask),
-        (Some("A"), Some(false), true)
+        (None, Some(false), true)
     );
     assert_eq!(u.dropins.len(), 2);
     let e = render_docs(&[
@@ -252,7 +252,11 @@ fn units_users_and_groups_merge() {
                           ("b.ign", user(json!({"name": "core", "uid": 1000, "sshAuthorizedKeys": ["k2", "k3"], "groups": ["adm"]})))]).unwrap();
     let u = &r.config.users["core"];
     assert_eq!(u.ssh_authorized_keys, ["k1", "k2", "k3"]);
-    assert_eq!(u.groups, ["wheel", "adm"]);
+    assert_eq!(
+        u.groups,
+        ["adm", "wheel"],
+        "sorted: membership has no order"
+    );
     assert_eq!(u.uid, Some(1000));
     let e = render_docs(&[
         (

@@ -299,12 +299,17 @@ impl Transaction<'_> {
             f.write_all(&t)?;
         } else {
             copy_hashing(content, &mut f, hasher, size)?;
-            let perms = (header.mode & 0o775) | 0o400;
-            rustix::fs::fchmod(&f, Mode::from_raw_mode(perms))?;
         }
+        // The xattr first, as ostree: setting a `user.` xattr needs write
+        // permission on the inode, which a mode such as 0400 takes away
+        // from a non-root writer.
         let meta = bare_user_meta_encode(header.uid, header.gid, header.mode, &header.xattrs);
         rustix::fs::fsetxattr(&f, BARE_USER_XATTR, &meta, rustix::fs::XattrFlags::empty())
             .context("Setting user.ostreemeta (does the filesystem support user xattrs?)")?;
+        if !header.is_symlink() {
+            let perms = (header.mode & 0o775) | 0o400;
+            rustix::fs::fchmod(&f, Mode::from_raw_mode(perms))?;
+        }
         rustix::fs::futimens(&f, &zero_times())?;
         Ok(())
     }

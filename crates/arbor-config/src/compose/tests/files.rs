@@ -13,7 +13,7 @@ fn sudoers_line_changed_leaves_no_trace() {
         (
             "/etc/sudoers.d/wheel",
             FileEntry {
-                mode: 0o440,
+                mode: Some(0o440),
                 ..file(wheel)
             },
         ),
@@ -22,7 +22,7 @@ fn sudoers_line_changed_leaves_no_trace() {
             FileEntry {
                 contents: None,
                 append: vec![wheel.into()],
-                mode: 0o440,
+                mode: Some(0o440),
                 ..Default::default()
             },
         ),
@@ -31,7 +31,7 @@ fn sudoers_line_changed_leaves_no_trace() {
         (
             "/etc/sudoers.d/admin",
             FileEntry {
-                mode: 0o440,
+                mode: Some(0o440),
                 ..file(admin)
             },
         ),
@@ -40,7 +40,7 @@ fn sudoers_line_changed_leaves_no_trace() {
             FileEntry {
                 contents: None,
                 append: vec![admin.into()],
-                mode: 0o440,
+                mode: Some(0o440),
                 ..Default::default()
             },
         ),
@@ -105,7 +105,7 @@ fn directory_and_implicit_parents_disappear_on_removal() {
         directories: [(
             "/etc/app/conf.d/extra".to_string(),
             DirEntry {
-                mode: 0o750,
+                mode: Some(0o750),
                 ..Default::default()
             },
         )]
@@ -411,7 +411,7 @@ fn os_directory_mode_reverts_on_removal() {
         directories: [(
             "/etc/ssh".to_string(),
             DirEntry {
-                mode: 0o700,
+                mode: Some(0o700),
                 ..Default::default()
             },
         )]
@@ -491,7 +491,7 @@ fn same_config_on_a_new_os_version() {
             FileEntry {
                 contents: None,
                 append: vec![b"%admin ALL=(ALL) ALL\n".to_vec()],
-                mode: 0o440,
+                mode: Some(0o440),
                 ..Default::default()
             },
         )]
@@ -551,7 +551,7 @@ fn declared_directory_left_for_admin_files_gets_default_metadata() {
     a.directories.insert(
         "/etc/foo".into(),
         DirEntry {
-            mode: 0o750,
+            mode: Some(0o750),
             user: Owner::Id(1),
             group: Owner::Id(1),
         },

@@ -214,7 +214,7 @@ pub(crate) fn trace_of(dir: &Path, needle: &str) -> Vec<String> {
 pub(crate) fn file(content: &str) -> FileEntry {
     FileEntry {
         contents: Some(content.as_bytes().to_vec()),
-        mode: 0o644,
+        mode: Some(0o644),
         ..Default::default()
     }
 }

@@ -11,7 +11,7 @@ fn var_entries_become_tmpfiles_lines() {
         files: [(
             "/var/lib/app/token".to_string(),
             FileEntry {
-                mode: 0o600,
+                mode: Some(0o600),
                 user: Owner::Id(7),
                 ..file("secret\n")
             },
@@ -21,11 +21,17 @@ fn var_entries_become_tmpfiles_lines() {
             (
                 "/var/lib/app data".to_string(),
                 DirEntry {
-                    mode: 0o750,
+                    mode: Some(0o750),
                     ..Default::default()
                 },
             ),
-            ("/var/lib/full%".to_string(), DirEntry::default()),
+            (
+                "/var/lib/full%".to_string(),
+                DirEntry {
+                    mode: Some(0),
+                    ..Default::default()
+                },
+            ),
         ]
         .into(),
         links: [(
@@ -95,7 +101,7 @@ fn var_entries_work_with_systemd_tmpfiles() {
         files: [(
             "/var/lib/app/token".to_string(),
             FileEntry {
-                mode: 0o640,
+                mode: Some(0o640),
                 user: Owner::Id(7),
                 group: Owner::Name("alice".into()),
                 ..file("v1\n")
@@ -105,7 +111,7 @@ fn var_entries_work_with_systemd_tmpfiles() {
         directories: [(
             "/var/lib/a dir%\\x".to_string(),
             DirEntry {
-                mode: 0o750,
+                mode: Some(0o750),
                 user: Owner::Id(1),
                 ..Default::default()
             },
