@@ -26,6 +26,7 @@ mod cli;
 mod cli_query;
 mod coexist;
 mod commit_compat;
+mod config_adopt;
 mod config_apply;
 mod config_drift;
 mod config_faults;
