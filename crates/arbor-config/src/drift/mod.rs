@@ -16,6 +16,7 @@
 //! [`DriftReport`] is the serde form `arbor drift --json` prints;
 //! [`ignition`] turns the `/etc` part into an Ignition document (adopt).
 
+mod added;
 pub mod etc;
 pub mod expected;
 mod fsmeta;
