@@ -55,6 +55,7 @@ mod sysroot_faults;
 mod sysroot_kernel;
 mod sysroot_ops;
 mod sysroot_refuse;
+mod sysroot_staged;
 mod sysroot_status;
 mod sysroot_sync;
 mod testserver;
