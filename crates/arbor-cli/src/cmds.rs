@@ -24,8 +24,13 @@ pub fn run(opt: Opt) -> Result<ExitCode> {
     let stdout = io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     let code = dispatch(opt, &mut out)?;
-    out.flush()?;
-    Ok(code)
+    match out.flush() {
+        Ok(()) => Ok(code),
+        // A command's own failure status (drift found, an error) wins over
+        // output that could not be written.
+        Err(_) if code != ExitCode::SUCCESS => Ok(code),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Runs a parsed command, writing its output to `out`.

@@ -74,18 +74,24 @@ fn drift(o: DriftOpts, out: &mut impl Write) -> Result<ExitCode> {
         render(&report, out)?;
         return revert(&mut s, i, &report, o.stage, &opts, out);
     }
+    let mut text = Vec::new();
     if o.json {
-        serde_json::to_writer_pretty(&mut *out, &report)?;
-        writeln!(out)?;
+        serde_json::to_writer_pretty(&mut text, &report)?;
+        writeln!(text)?;
     } else {
-        render(&report, out)?;
+        render(&report, &mut text)?;
     }
-    out.flush()?;
-    Ok(if report.is_clean() {
+    let code = if report.is_clean() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_DRIFT)
-    })
+    };
+    // The status is the finding: output that cannot be written (a closed
+    // pipe) is said on stderr, never turned into another status.
+    if let Err(e) = out.write_all(&text).and_then(|()| out.flush()) {
+        eprintln!("warning: the report was not written: {e}");
+    }
+    Ok(code)
 }
 
 /// `--revert`: the same state deployed again without the drift; then,

@@ -96,8 +96,9 @@ pub struct Unit {
     /// Ignition does: an empty unit file would mask the unit).
     pub contents: Option<String>,
     /// `Some(true)`: enabled as `systemctl enable` would (the symlinks of
-    /// its `[Install]` section); `Some(false)`: the OS default's
-    /// enablement symlinks removed; `None`: left as the OS has it.
+    /// its `[Install]` section); `Some(false)`: every enablement symlink
+    /// of the unit removed, the OS default's and the admin's; `None`: left
+    /// as the OS (and the admin) have it.
     pub enabled: Option<bool>,
     /// Masked (`/etc/systemd/system/NAME -> /dev/null`).
     pub mask: bool,

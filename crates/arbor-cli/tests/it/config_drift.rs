@@ -9,13 +9,14 @@ use std::process::Output;
 
 use serde_json::Value;
 
+use crate::config_adopt::{config_apply, BASE_CONFIG};
 use crate::sysroot::{deploy, deployment_dir, prepare, put, source, unseal_all, Source, Tool};
 use crate::util::{arbor, needs_root, ostree, require_ostree, run_ok, s};
 
 /// A sysroot with the source's v1 deployed by arbor.
-struct Fixture {
-    src: Source,
-    dir: tempfile::TempDir,
+pub(crate) struct Fixture {
+    pub(crate) src: Source,
+    pub(crate) dir: tempfile::TempDir,
 }
 
 impl Drop for Fixture {
@@ -25,7 +26,7 @@ impl Drop for Fixture {
 }
 
 /// A source whose defaults include the passwd family, as every real OS's.
-fn source_with_users() -> Source {
+pub(crate) fn source_with_users() -> Source {
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("repo");
     run_ok(ostree().args(["init", "--mode=archive", &format!("--repo={}", s(&repo))]));
@@ -50,26 +51,26 @@ fn source_with_users() -> Source {
 }
 
 impl Fixture {
-    fn new() -> Fixture {
+    pub(crate) fn new() -> Fixture {
         Fixture::from_source(source())
     }
 
-    fn from_source(src: Source) -> Fixture {
+    pub(crate) fn from_source(src: Source) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         prepare(Tool::Arbor, &dir.path().join("s"), &src);
         deploy(Tool::Arbor, &dir.path().join("s"), &["testos/stable"]);
         Fixture { src, dir }
     }
 
-    fn sysroot(&self) -> PathBuf {
+    pub(crate) fn sysroot(&self) -> PathBuf {
         self.dir.path().join("s")
     }
 
-    fn root(&self) -> PathBuf {
+    pub(crate) fn root(&self) -> PathBuf {
         deployment_dir(&self.sysroot(), &self.src.v1, 0)
     }
 
-    fn drift(&self, args: &[&str]) -> Output {
+    pub(crate) fn drift(&self, args: &[&str]) -> Output {
         arbor()
             .arg("drift")
             .arg("--sysroot")
@@ -80,7 +81,7 @@ impl Fixture {
     }
 
     /// `drift --json ARGS`: the exit code and the parsed report.
-    fn json(&self, args: &[&str]) -> (i32, Value) {
+    pub(crate) fn json(&self, args: &[&str]) -> (i32, Value) {
         let out = self.drift(&[&["--json"], args].concat());
         let code = out.status.code().unwrap();
         assert!(
@@ -96,7 +97,7 @@ impl Fixture {
 }
 
 /// Path → change names of one section of a JSON report.
-fn changes(report: &Value, section: &str) -> BTreeMap<String, Vec<String>> {
+pub(crate) fn changes(report: &Value, section: &str) -> BTreeMap<String, Vec<String>> {
     report[section]
         .as_array()
         .unwrap_or_else(|| panic!("no {section} in {report}"))
@@ -111,14 +112,14 @@ fn changes(report: &Value, section: &str) -> BTreeMap<String, Vec<String>> {
         .collect()
 }
 
-fn want(items: &[(&str, &[&str])]) -> BTreeMap<String, Vec<String>> {
+pub(crate) fn want(items: &[(&str, &[&str])]) -> BTreeMap<String, Vec<String>> {
     items
         .iter()
         .map(|(p, c)| (p.to_string(), c.iter().map(|c| c.to_string()).collect()))
         .collect()
 }
 
-fn chown(p: &Path, uid: u32) {
+pub(crate) fn chown(p: &Path, uid: u32) {
     rustix::fs::chownat(
         rustix::fs::CWD,
         p,
@@ -129,18 +130,18 @@ fn chown(p: &Path, uid: u32) {
     .unwrap();
 }
 
-fn setxattr(p: &Path, name: &str, value: &[u8]) {
+pub(crate) fn setxattr(p: &Path, name: &str, value: &[u8]) {
     rustix::fs::lsetxattr(p, name, value, rustix::fs::XattrFlags::empty()).unwrap();
 }
 
 /// Replaces a file by a new inode (never writing into a hardlinked object).
-fn replace(p: &Path, content: &str) {
+pub(crate) fn replace(p: &Path, content: &str) {
     std::fs::remove_file(p).unwrap();
     std::fs::write(p, content).unwrap();
 }
 
 /// The admin's edits of /etc, one per kind.
-fn edit_etc(etc: &Path) {
+pub(crate) fn edit_etc(etc: &Path) {
     std::fs::write(etc.join("modified-by-admin.conf"), "b=ADMIN\n").unwrap();
     crate::interop::chmod(&etc.join("unchanged.conf"), 0o600);
     chown(&etc.join("changed-upstream.conf"), 1000);
@@ -153,7 +154,7 @@ fn edit_etc(etc: &Path) {
     symlink("unchanged.conf", etc.join("admin-link")).unwrap();
 }
 
-const ETC_DRIFT: &[(&str, &[&str])] = &[
+pub(crate) const ETC_DRIFT: &[(&str, &[&str])] = &[
     ("/etc/added-by-admin.conf", &["added"]),
     ("/etc/admin-dir", &["added"]),
     ("/etc/admin-dir/f", &["added"]),
@@ -167,7 +168,7 @@ const ETC_DRIFT: &[(&str, &[&str])] = &[
 ];
 
 #[test]
-fn drift_of_every_kind_in_etc_and_usr() {
+pub(crate) fn drift_of_every_kind_in_etc_and_usr() {
     if needs_root("drift of a bare sysroot") {
         return;
     }
@@ -223,6 +224,9 @@ fn drift_of_every_kind_in_etc_and_usr() {
     etc.extend(want(&[
         ("/etc/d1/f.conf", &["added"]),
         ("/etc/d2/sub", &["type-changed"]),
+        // The directory /etc keeps there: what it holds is declared by
+        // nothing any more.
+        ("/etc/d2/sub/g.conf", &["added"]),
     ]));
     assert_eq!(changes(&r, "etc"), etc, "{r:#}");
     let usr = want(&[
@@ -282,7 +286,7 @@ fn drift_of_every_kind_in_etc_and_usr() {
 }
 
 #[test]
-fn drift_exit_codes() {
+pub(crate) fn drift_exit_codes() {
     if needs_root("drift of a bare sysroot") {
         return;
     }
@@ -318,7 +322,7 @@ fn drift_exit_codes() {
 }
 
 /// `ostree admin config-diff` lines: path (relative to /etc) → letter.
-fn config_diff(sysroot: &Path) -> BTreeMap<String, String> {
+pub(crate) fn config_diff(sysroot: &Path) -> BTreeMap<String, String> {
     let out = run_ok(ostree().args([
         "admin",
         "config-diff",
@@ -334,7 +338,7 @@ fn config_diff(sysroot: &Path) -> BTreeMap<String, String> {
 }
 
 #[test]
-fn config_diff_agrees_on_etc() {
+pub(crate) fn config_diff_agrees_on_etc() {
     if needs_root("ostree admin config-diff") {
         return;
     }
@@ -379,334 +383,71 @@ fn config_diff_agrees_on_etc() {
     );
 }
 
-#[test]
-fn to_config_writes_ignition_and_names_what_it_cannot_say() {
-    if needs_root("drift of a bare sysroot") {
-        return;
-    }
-    require_ostree();
-    let f = Fixture::new();
-    edit_etc(&f.root().join("etc"));
-    let file = f.dir.path().join("adopt.ign");
-    let out = f.drift(&["--etc-only", "--to-config", s(&file)]);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let err = String::from_utf8(out.stderr).unwrap();
-    assert!(err.contains("/etc/removed-by-admin.conf: deleted"), "{err}");
-    assert!(
-        err.contains("/etc/both-changed.conf: only its extended attributes"),
-        "{err}"
-    );
-    let doc: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
-    assert_eq!(doc["ignition"]["version"], "3.4.0");
-    let files = doc["storage"]["files"].as_array().unwrap();
-    let by_path = |list: &[Value], p: &str| list.iter().find(|x| x["path"] == p).cloned();
-    let m = by_path(files, "/etc/modified-by-admin.conf").unwrap();
-    assert_eq!(m["contents"]["source"], "data:;base64,Yj1BRE1JTgo=");
-    assert_eq!(m["overwrite"], true);
-    assert_eq!(m["mode"], 0o644);
-    assert_eq!(
-        by_path(files, "/etc/unchanged.conf").unwrap()["mode"],
-        0o600
-    );
-    assert_eq!(
-        by_path(files, "/etc/changed-upstream.conf").unwrap()["user"]["id"],
-        1000
-    );
-    assert_eq!(
-        by_path(files, "/etc/d3").unwrap()["contents"]["source"],
-        "data:;base64,YSBmaWxlIG5vdwo="
-    );
-    assert!(by_path(files, "/etc/removed-by-admin.conf").is_none());
-    let dirs = doc["storage"]["directories"].as_array().unwrap();
-    assert_eq!(by_path(dirs, "/etc/admin-dir").unwrap()["mode"], 0o755);
-    let links = doc["storage"]["links"].as_array().unwrap();
-    assert_eq!(
-        by_path(links, "/etc/admin-link").unwrap()["target"],
-        "unchanged.conf"
-    );
+/// `arbor ARGS` as the unprivileged user `nobody`.
+pub(crate) fn as_nobody(args: &[&str]) -> String {
+    run_ok(
+        std::process::Command::new("runuser")
+            .args(["-u", "nobody", "--", env!("CARGO_BIN_EXE_arbor")])
+            .args(args),
+    )
 }
 
-#[test]
-fn revert_deploys_the_same_state_without_the_drift() {
-    if needs_root("drift of a bare sysroot") {
-        return;
-    }
-    require_ostree();
-    let f = Fixture::new();
-    let out = f.drift(&["--revert"]);
-    assert_eq!(out.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("Nothing to revert"));
-    edit_etc(&f.root().join("etc"));
-    let tool = f.root().join("usr/bin/tool");
-    replace(&tool, "#!/bin/sh\necho replaced\n");
-    let kargs_before = run_ok(arbor().args(["kargs", "--sysroot", s(&f.sysroot())]));
-    let out = f.drift(&["--revert"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("Deployed "), "{text}");
-    // The new default: same commit, same arguments, no drift; the drifted
-    // deployment is still there (index 1), with its drift.
-    let (code, r) = f.json(&[]);
-    assert_eq!(code, 0, "{r:#}");
-    assert_eq!(r["commit"], f.src.v1.as_str());
-    assert_eq!(r["deployment"], format!("{}.1", f.src.v1));
-    assert_eq!(
-        run_ok(arbor().args(["kargs", "--sysroot", s(&f.sysroot())])),
-        kargs_before
-    );
-    let (code, old) = f.json(&["1"]);
-    assert_eq!(code, 1);
-    assert_eq!(changes(&old, "etc"), want(ETC_DRIFT));
-    let new_etc = deployment_dir(&f.sysroot(), &f.src.v1, 1).join("etc");
-    assert_eq!(
-        std::fs::read_to_string(new_etc.join("removed-by-admin.conf")).unwrap(),
-        "c=1\n"
-    );
-    assert!(!new_etc.join("added-by-admin.conf").exists());
-    // ostree reads the result.
-    run_ok(ostree().args(["admin", "status", &format!("--sysroot={}", s(&f.sysroot()))]));
-}
-
-#[test]
-fn revert_says_when_repository_objects_drifted() {
-    if needs_root("drift of a bare sysroot") {
-        return;
-    }
-    require_ostree();
-    let f = Fixture::new();
-    // Written through the hardlink: the repository's object changed too.
-    std::fs::write(f.root().join("usr/bin/tool"), "#!/bin/sh\necho evil\n").unwrap();
-    let out = f.drift(&["--revert"]);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let err = String::from_utf8(out.stderr).unwrap();
-    assert!(err.contains("still drifts"), "{err}");
-    let (code, r) = f.json(&[]);
-    assert_eq!(code, 1);
-    assert_eq!(
-        changes(&r, "usr"),
-        want(&[("/usr/bin/tool", &["modified"])])
-    );
-}
-
-fn config_apply(sysroot: &Path, files: &[&Path]) -> String {
-    let mut c = arbor();
-    c.args(["config", "apply", "--sysroot", s(sysroot)]);
-    for f in files {
-        c.arg(f);
-    }
-    run_ok(&mut c)
-}
-
-const BASE_CONFIG: &str = r#"{
-  "ignition": {"version": "3.4.0"},
-  "storage": {
-    "files": [{"path": "/etc/managed.conf", "mode": 420,
-               "contents": {"source": "data:,m%3D1%0A"}}],
-    "directories": [{"path": "/etc/managed.d", "mode": 488}]
-  }
-}"#;
-
-#[test]
-fn adopt_round_trip_and_drift_of_a_configured_deployment() {
-    if needs_root("drift of a bare sysroot") {
-        return;
-    }
-    require_ostree();
-    let f = Fixture::new();
-    let inputs = f.dir.path().join("inputs");
-    std::fs::create_dir(&inputs).unwrap();
-    let base = inputs.join("10-base.ign");
-    std::fs::write(&base, BASE_CONFIG).unwrap();
-    config_apply(&f.sysroot(), &[&base]);
-    // The configured deployment is clean: managed entries are expected.
-    let (code, r) = f.json(&[]);
-    assert_eq!(code, 0, "{r:#}");
-    assert!(r["rendered_config"]
-        .as_str()
-        .unwrap()
-        .starts_with("rendered-"));
-    let etc = deployment_dir(&f.sysroot(), &f.src.v1, 1).join("etc");
-    assert_eq!(
-        std::fs::read_to_string(etc.join("managed.conf")).unwrap(),
-        "m=1\n"
-    );
-    // Drift of a managed file, and unmanaged changes.
-    std::fs::write(etc.join("managed.conf"), "m=LOCAL\n").unwrap();
-    crate::interop::chmod(&etc.join("managed.d"), 0o755);
-    std::fs::write(etc.join("modified-by-admin.conf"), "b=ADMIN\n").unwrap();
-    crate::interop::chmod(&etc.join("unchanged.conf"), 0o600);
-    chown(&etc.join("changed-upstream.conf"), 1000);
-    put(&etc.join("admin-dir/f"), "x\n");
-    symlink("unchanged.conf", etc.join("admin-link")).unwrap();
-    let (code, r) = f.json(&[]);
-    assert_eq!(code, 1);
-    let drifted = want(&[
-        ("/etc/admin-dir", &["added"]),
-        ("/etc/admin-dir/f", &["added"]),
-        ("/etc/admin-link", &["added"]),
-        ("/etc/changed-upstream.conf", &["owner-changed"]),
-        ("/etc/managed.conf", &["modified"]),
-        ("/etc/managed.d", &["mode-changed"]),
-        ("/etc/modified-by-admin.conf", &["modified"]),
-        ("/etc/unchanged.conf", &["mode-changed"]),
-    ]);
-    assert_eq!(changes(&r, "etc"), drifted, "{r:#}");
-    // Adopt: the drift as a config file, applied after the base config.
-    let adopt = inputs.join("90-adopt.ign");
-    let out = f.drift(&["--etc-only", "--to-config", s(&adopt)]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8(out.stderr).unwrap();
-    assert!(
-        err.starts_with("Wrote 5 file(s), 2 directory(ies) and 1 link(s)"),
-        "{err}"
-    );
-    assert!(!err.contains("warning"), "{err}");
-    run_ok(arbor().args(["config", "render"]).arg(&base).arg(&adopt));
-    config_apply(&f.sysroot(), &[&base, &adopt]);
-    let (code, r) = f.json(&[]);
-    assert_eq!(code, 0, "adopted drift is managed: {r:#}");
-    assert_eq!(r["deployment"], format!("{}.2", f.src.v1));
-    let etc = deployment_dir(&f.sysroot(), &f.src.v1, 2).join("etc");
-    assert_eq!(
-        std::fs::read_to_string(etc.join("managed.conf")).unwrap(),
-        "m=LOCAL\n"
-    );
-}
-
-#[test]
-fn staged_revert_drops_local_changes_at_finalize() {
-    if needs_root("drift of a bare sysroot") {
-        return;
-    }
-    require_ostree();
-    let f = Fixture::new();
-    let booted = crate::sysroot::booted_root(&f.sysroot(), 0);
-    let with_boot = |args: &[&str]| {
-        let mut c = arbor();
-        c.env("ARBOR_TEST_ROOT", &booted).args(args);
-        c
-    };
-    let etc = Path::new(&booted).join("etc");
-    edit_etc(&etc);
-    let sys = s(&f.sysroot()).to_string();
-    let out = with_boot(&["drift", "--sysroot", &sys, "--revert", "--stage"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("Staged deployment"));
-    // Edited after staging, in the running /etc: dropped as well.
-    put(&etc.join("late.conf"), "late\n");
-    run_ok(&mut with_boot(&["finalize", "--sysroot", &sys]));
-    // Not booted any more: the default, the finalized revert, is clean.
-    let (code, r) = f.json(&[]);
-    assert_eq!(code, 0, "{r:#}");
-    assert_eq!(r["deployment"], format!("{}.1", f.src.v1));
-    let new_etc = deployment_dir(&f.sysroot(), &f.src.v1, 1).join("etc");
-    assert!(!new_etc.join("late.conf").exists());
-    assert!(new_etc.join("removed-by-admin.conf").exists());
-    // The booted one still has its drift (it is the rollback).
-    let out = with_boot(&["drift", "--sysroot", &sys, "--etc-only"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-}
-
-const RICH_CONFIG: &str = r#"{
-  "ignition": {"version": "3.4.0"},
-  "passwd": {
-    "users": [{"name": "alice", "groups": ["ops"],
-               "sshAuthorizedKeys": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBKEYALICE alice"]}],
-    "groups": [{"name": "ops"}]
-  },
-  "storage": {
-    "files": [{"path": "/etc/app/app.conf", "mode": 384, "contents": {"source": "data:,x%3D1%0A"}},
-              {"path": "/var/lib/app/seed", "contents": {"source": "data:,seed%0A"}}],
-    "links": [{"path": "/etc/app/current", "target": "app.conf"},
-              {"path": "/etc/app/hard", "target": "/etc/app/app.conf", "hard": true}]
-  },
-  "systemd": {"units": [{"name": "app.service", "enabled": true,
-    "contents": "[Service]\nExecStart=/usr/bin/tool\n[Install]\nWantedBy=multi-user.target\n",
-    "dropins": [{"name": "10-env.conf", "contents": "[Service]\nEnvironment=A=1\n"}]}]}
-}"#;
-
-/// Whatever a config manages (users, keys, units, enablement, links,
-/// /var entries), a fresh apply is clean, and so is the apply that
-/// removes it all again.
-#[test]
-fn applied_configs_are_clean() {
-    if needs_root("drift of a bare sysroot") {
-        return;
-    }
-    require_ostree();
-    let f = Fixture::from_source(source_with_users());
-    let rich = f.dir.path().join("rich.ign");
-    std::fs::write(&rich, RICH_CONFIG).unwrap();
-    config_apply(&f.sysroot(), &[&rich]);
-    let (code, r) = f.json(&["--etc-only"]);
-    assert_eq!(code, 0, "{r:#}");
-    let etc = deployment_dir(&f.sysroot(), &f.src.v1, 1).join("etc");
-    assert!(etc.join("ssh/authorized_keys.d/alice").exists());
-    // A local edit of what the config manages is drift.
-    std::fs::write(
-        etc.join("ssh/authorized_keys.d/alice"),
-        "ssh-ed25519 AAAA other\n",
+pub(crate) fn open_to_all(p: &Path) {
+    std::fs::set_permissions(
+        p,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o777),
     )
     .unwrap();
-    std::fs::remove_file(etc.join("systemd/system/app.service.d/10-env.conf")).unwrap();
+}
+
+#[test]
+pub(crate) fn managed_owners_follow_how_the_sysroot_was_composed() {
+    if needs_root("a sysroot composed by nobody, checked by root") {
+        return;
+    }
+    require_ostree();
+    // Bare (root composed): the declared owner is checked.
+    let f = Fixture::new();
+    let base = f.dir.path().join("10-base.ign");
+    std::fs::write(&base, BASE_CONFIG).unwrap();
+    config_apply(&f.sysroot(), &[&base]);
+    assert_eq!(f.json(&[]).0, 0);
+    let etc = deployment_dir(&f.sysroot(), &f.src.v1, 1).join("etc");
+    chown(&etc.join("managed.conf"), 1000);
     let (code, r) = f.json(&["--etc-only"]);
     assert_eq!(code, 1);
     assert_eq!(
         changes(&r, "etc"),
-        want(&[
-            ("/etc/ssh/authorized_keys.d/alice", &["modified"]),
-            (
-                "/etc/systemd/system/app.service.d/10-env.conf",
-                &["deleted"]
-            ),
-        ]),
-        "{r:#}"
+        want(&[("/etc/managed.conf", &["owner-changed"])])
     );
-    // The empty config: everything reverts; still clean.
-    let empty = f.dir.path().join("empty.ign");
-    std::fs::write(&empty, r#"{"ignition": {"version": "3.4.0"}}"#).unwrap();
-    config_apply(&f.sysroot(), &[&empty]);
-    let (code, r) = f.json(&["--etc-only"]);
-    assert_eq!(code, 0, "{r:#}");
-}
-
-/// A deployment `ostree admin deploy` made is clean too, and its drift is
-/// found the same way.
-#[test]
-fn drift_of_an_ostree_deployment() {
-    if needs_root("drift of a bare sysroot") {
-        return;
-    }
-    require_ostree();
+    // Bare-user, composed by nobody, checked by root: what nobody wrote is
+    // nobody's, and that is no drift; root's is.
     let src = source();
-    let dir = tempfile::tempdir().unwrap();
-    let sys = dir.path().join("s");
-    prepare(Tool::Ostree, &sys, &src);
-    deploy(Tool::Ostree, &sys, &["testos/stable"]);
+    open_to_all(src.dir.path());
+    let td = tempfile::tempdir().unwrap();
+    open_to_all(td.path());
+    let sys = td.path().join("s");
+    let cfg = td.path().join("10-base.ign");
+    std::fs::write(&cfg, BASE_CONFIG).unwrap();
+    as_nobody(&["admin", "init-fs", s(&sys)]);
+    as_nobody(&["admin", "os-init", "--sysroot", s(&sys), "testos"]);
+    let repo = sys.join("ostree/repo");
+    as_nobody(&[
+        "pull-local",
+        "--repo",
+        s(&repo),
+        s(&src.repo),
+        "testos/stable",
+    ]);
+    as_nobody(&[
+        "deploy",
+        "--sysroot",
+        s(&sys),
+        "--os",
+        "testos",
+        "testos/stable",
+    ]);
+    as_nobody(&["config", "apply", "--sysroot", s(&sys), s(&cfg)]);
     let drift = |args: &[&str]| {
         let out = arbor()
             .args(["drift", "--json", "--sysroot", s(&sys)])
@@ -718,12 +459,119 @@ fn drift_of_an_ostree_deployment() {
     };
     let (code, r) = drift(&[]);
     assert_eq!(code, 0, "{r:#}");
-    let root = deployment_dir(&sys, &src.v1, 0);
-    edit_etc(&root.join("etc"));
-    put(&root.join("usr/bin/extra"), "x\n");
-    let (code, r) = drift(&[]);
+    let etc = deployment_dir(&sys, &src.v1, 1).join("etc");
+    chown(&etc.join("managed.conf"), 0);
+    let (code, r) = drift(&["--etc-only"]);
     assert_eq!(code, 1);
-    assert_eq!(changes(&r, "etc"), want(ETC_DRIFT));
-    assert_eq!(changes(&r, "usr"), want(&[("/usr/bin/extra", &["added"])]));
-    unseal_all(dir.path());
+    assert_eq!(
+        changes(&r, "etc"),
+        want(&[("/etc/managed.conf", &["owner-changed"])])
+    );
+}
+
+#[test]
+pub(crate) fn a_config_written_through_a_default_symlink_is_clean() {
+    if needs_root("drift of a bare sysroot") {
+        return;
+    }
+    require_ostree();
+    let mut src = source_with_users();
+    // v1 again, with /usr/etc/viasym -> real (a directory of /etc).
+    let tree = src.dir.path().join("tree-viasym");
+    crate::sysroot::os_tree(&tree, &[("real/a.conf", "a\n"), ("hostname", "os\n")]);
+    symlink("real", tree.join("usr/etc/viasym")).unwrap();
+    src.v1 = crate::sysroot::ostree_commit(&src.repo, &tree, "1.1", "1577836900");
+    let f = Fixture::from_source(src);
+    let cfg = f.dir.path().join("10-viasym.ign");
+    std::fs::write(
+        &cfg,
+        r#"{"ignition": {"version": "3.4.0"}, "storage": {"files": [
+             {"path": "/etc/viasym/new.conf", "mode": 420,
+              "contents": {"source": "data:,n%3D1%0A"}},
+             {"path": "/etc/viasym/sub/deep.conf", "mode": 384,
+              "contents": {"source": "data:,d%0A"}}]}}"#,
+    )
+    .unwrap();
+    config_apply(&f.sysroot(), &[&cfg]);
+    let etc = deployment_dir(&f.sysroot(), &f.src.v1, 1).join("etc");
+    assert_eq!(
+        std::fs::read_to_string(etc.join("real/new.conf")).unwrap(),
+        "n=1\n"
+    );
+    let (code, r) = f.json(&[]);
+    assert_eq!(code, 0, "a fresh apply is drift-clean: {r:#}");
+    // And what it manages there is still checked.
+    std::fs::write(etc.join("real/new.conf"), "n=LOCAL\n").unwrap();
+    let (code, r) = f.json(&["--etc-only"]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        changes(&r, "etc"),
+        want(&[("/etc/real/new.conf", &["modified"])])
+    );
+}
+
+#[test]
+pub(crate) fn drift_status_survives_a_closed_stdout() {
+    if needs_root("drift of a bare sysroot") {
+        return;
+    }
+    require_ostree();
+    let f = Fixture::new();
+    put(&f.root().join("etc/extra.conf"), "x\n");
+    let status = |args: &[&str], closed: bool| {
+        let mut c = arbor();
+        c.arg("drift").arg("--sysroot").arg(f.sysroot()).args(args);
+        if closed {
+            // A pipe whose reader is gone: writing fails with EPIPE.
+            let (r, w) = std::io::pipe().unwrap();
+            drop(r);
+            c.stdout(std::process::Stdio::from(w));
+        } else {
+            // No stdout at all.
+            let mut sh = std::process::Command::new("sh");
+            sh.args(["-c", "exec \"$@\" >&-", "sh"])
+                .arg(c.get_program())
+                .args(c.get_args());
+            c = sh;
+        }
+        let out = c.stderr(std::process::Stdio::piped()).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for closed in [true, false] {
+        for args in [&["--json"][..], &[], &["--etc-only"]] {
+            let (code, err) = status(args, closed);
+            assert_eq!(code, Some(1), "{args:?} closed={closed}: {err}");
+        }
+        let (code, err) = status(&["--json", "7"], closed);
+        assert_eq!(code, Some(2), "error, closed={closed}: {err}");
+    }
+}
+
+#[test]
+pub(crate) fn to_config_leaves_out_names_that_are_not_utf8() {
+    if needs_root("drift of a bare sysroot") {
+        return;
+    }
+    require_ostree();
+    let f = Fixture::new();
+    let bad = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"bad\xffname");
+    std::fs::write(f.root().join("etc").join(bad), "x\n").unwrap();
+    let (code, r) = f.json(&["--etc-only"]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        changes(&r, "etc"),
+        want(&[("/etc/bad\\xffname", &["added"])])
+    );
+    let adopt = f.dir.path().join("90-adopt.ign");
+    let out = f.drift(&["--etc-only", "--to-config", s(&adopt)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("/etc/bad\\xffname: its name is not UTF-8"),
+        "{err}"
+    );
+    assert!(std::fs::read_to_string(&adopt).unwrap().contains("3.4.0"));
 }

@@ -62,6 +62,14 @@ impl Spec<'_> {
     }
 }
 
+/// What a managed hard link's missing target should be.
+enum LinkSpec<'o> {
+    /// Declared by the configuration (a file).
+    Managed(&'o Desired),
+    /// The OS default: its directory and name in `/usr/etc`, and `lstat`.
+    Default((OwnedFd, String), Stat),
+}
+
 /// A directory of the walk.
 struct Frame<'o> {
     /// Relative to `/etc` (`""`: `/etc`).
@@ -78,6 +86,8 @@ struct Frame<'o> {
 
 struct Walk<'o> {
     etc_root: OwnedFd,
+    defaults_root: Option<OwnedFd>,
+    owners: ManagedOwners,
     etc: DirCursor,
     defaults: Option<DirCursor>,
     overlay: &'o Overlay,
@@ -85,16 +95,51 @@ struct Walk<'o> {
     out: Vec<DriftEntry>,
 }
 
+/// Who owns what compose writes in `/etc` (managed entries and the
+/// directories it creates for them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ManagedOwners {
+    /// The owners the configuration declares: compose ran as root (a
+    /// `bare` sysroot, or a root-owned deployment).
+    Declared,
+    /// One owner for everything compose wrote: it ran unprivileged and
+    /// could not give another (a user-mode deployment, owned by `uid:gid`).
+    Writer(u32, u32),
+}
+
+impl ManagedOwners {
+    /// What compose could give the entries of the deployment whose root
+    /// directory is `root`, checked out from a repository of `mode`:
+    /// declared owners where it ran as root (a `bare` repository, whose
+    /// checkouts need root, or a deployment root owns), else the owner of
+    /// the deployment (the unprivileged user who deployed and composed).
+    pub fn for_deployment(mode: arbor_format::RepoMode, root: &OwnedFd) -> Result<ManagedOwners> {
+        if mode == arbor_format::RepoMode::Bare {
+            return Ok(ManagedOwners::Declared);
+        }
+        let st = rustix::fs::fstat(root).context("Inspecting the deployment directory")?;
+        Ok(if st.st_uid == 0 {
+            ManagedOwners::Declared
+        } else {
+            ManagedOwners::Writer(st.st_uid, st.st_gid)
+        })
+    }
+}
+
 /// Compares `etc` (a deployment's `/etc`) with `defaults` (its `/usr/etc`,
-/// `None` if it has none) overlaid with `overlay`. Entries come in walk
-/// order: parents first, names sorted.
+/// `None` if it has none) overlaid with `overlay`, managed entries being
+/// owned as `owners` says. Entries come in walk order: parents first,
+/// names sorted.
 pub fn etc_drift(
     etc: &OwnedFd,
     defaults: Option<&OwnedFd>,
     overlay: &Overlay,
+    owners: ManagedOwners,
 ) -> Result<Vec<DriftEntry>> {
     let mut w = Walk {
         etc_root: rustix::io::dup(etc)?,
+        defaults_root: defaults.map(rustix::io::dup).transpose()?,
+        owners,
         etc: DirCursor::new(etc)?,
         defaults: defaults.map(DirCursor::new).transpose()?,
         overlay,
@@ -186,13 +231,15 @@ impl<'o> Walk<'o> {
         let os = std::ffi::OsStr::from_bytes(name);
         let st = rustix::fs::statat(self.etc.fd(), os, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
             .with_context(|| format!("Inspecting {}", String::from_utf8_lossy(name)))?;
-        let rel = rel_join(dir, &String::from_utf8_lossy(name));
-        self.out.push(entry(
+        let rel = rel_join(dir, &super::escape_name(name));
+        let mut e = entry(
             &rel,
             vec![Change::Added],
             None,
             Some(fsmeta::meta(&st, None)),
-        ));
+        );
+        e.note = Some(super::NOT_UTF8_NOTE.to_string());
+        self.out.push(e);
         Ok(())
     }
 
@@ -278,8 +325,13 @@ impl<'o> Walk<'o> {
                 let e = self.expected_meta(&name, &spec)?;
                 let a = self.actual_meta(&name, &st)?;
                 if e.kind != a.kind {
+                    let is_dir = a.kind == EntryKind::Dir;
                     self.out
                         .push(entry(&rel, vec![Change::TypeChanged], Some(e), Some(a)));
+                    if is_dir {
+                        // Nothing declares what it holds: all of it is added.
+                        self.descend(&name, rel, true, false, false)?;
+                    }
                     return Ok(true);
                 }
                 let changes = self.compare(&name, &spec, defaults_below, &e, &st, &a)?;
@@ -323,6 +375,19 @@ impl<'o> Walk<'o> {
     }
 
     fn expected_meta(&self, name: &str, spec: &Spec<'_>) -> Result<EntryMeta> {
+        let mut m = self.declared_meta(name, spec)?;
+        if let ManagedOwners::Writer(uid, gid) = self.owners {
+            let written = matches!(spec, Spec::ImpliedDir)
+                || matches!(spec, Spec::Managed(w) if !matches!(w, Desired::Hardlink { .. }));
+            if written {
+                (m.uid, m.gid) = (uid, gid);
+            }
+        }
+        Ok(m)
+    }
+
+    /// [`Self::expected_meta`] with the owners the configuration declares.
+    fn declared_meta(&self, name: &str, spec: &Spec<'_>) -> Result<EntryMeta> {
         Ok(match spec {
             Spec::Default(st) => {
                 let target = if kind(st) == EntryKind::Symlink {
@@ -358,13 +423,16 @@ impl<'o> Walk<'o> {
                     None,
                     Some(target.clone()),
                 ),
-                Desired::Hardlink { to } => {
-                    let st = self.link_target(to)?;
-                    match st {
-                        Some(st) => fsmeta::meta(&st, None),
+                Desired::Hardlink { to } => match self.link_target(to)? {
+                    Some(st) => fsmeta::meta(&st, None),
+                    None => match self.orphan_spec(to)? {
+                        Some(LinkSpec::Managed(w)) => {
+                            return self.expected_meta(name, &Spec::Managed(w))
+                        }
+                        Some(LinkSpec::Default(_, st)) => fsmeta::meta(&st, None),
                         None => managed_meta(EntryKind::File, 0, 0, 0, None, None),
-                    }
-                }
+                    },
+                },
                 Desired::Absent => unreachable!("absent entries have no spec"),
             },
         })
@@ -377,6 +445,74 @@ impl<'o> Walk<'o> {
             None
         };
         Ok(fsmeta::meta(st, target))
+    }
+
+    /// What the hard link's target `to` should be, for a link whose target
+    /// is missing from `/etc`: its managed declaration, else its default.
+    fn orphan_spec(&self, to: &str) -> Result<Option<LinkSpec<'o>>> {
+        let rel = to.strip_prefix("/etc/").unwrap_or(to);
+        let (parent, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+        if let Some(Slot::Declared(w)) = self.overlay.children(parent).and_then(|m| m.get(name)) {
+            return Ok(matches!(w, Desired::File { .. }).then_some(LinkSpec::Managed(w)));
+        }
+        let Some(root) = &self.defaults_root else {
+            return Ok(None);
+        };
+        let dir = if parent.is_empty() {
+            rustix::io::dup(root)?
+        } else {
+            match arbor_fs::open_tree_dir(root, parent)? {
+                Some(d) => d,
+                None => return Ok(None),
+            }
+        };
+        Ok(match lstat(&dir, name)? {
+            Some(st) if kind(&st) == EntryKind::File => {
+                Some(LinkSpec::Default((dir, name.to_string()), st))
+            }
+            _ => None,
+        })
+    }
+
+    /// A managed hard link whose target is missing, against what the
+    /// target should be: content, mode, owner and xattrs.
+    fn compare_orphan(
+        &self,
+        name: &str,
+        to: &str,
+        e: &EntryMeta,
+        a: &EntryMeta,
+    ) -> Result<Vec<Change>> {
+        let Some(spec) = self.orphan_spec(to)? else {
+            return Ok(Vec::new());
+        };
+        let mut changes = Vec::new();
+        if e.mode != a.mode {
+            changes.push(Change::ModeChanged);
+        }
+        if (e.uid, e.gid) != (a.uid, a.gid) {
+            changes.push(Change::OwnerChanged);
+        }
+        let actual_x = without_ostreemeta(fsmeta::xattrs_at(self.etc.fd(), name)?);
+        let mut f = fsmeta::open_regular(self.etc.fd(), name)?;
+        let (expected_x, same) = match &spec {
+            LinkSpec::Managed(Desired::File { content, .. }) => {
+                (Vec::new(), fsmeta::same_bytes(&mut f, content)?)
+            }
+            LinkSpec::Managed(_) => unreachable!("only files are kept"),
+            LinkSpec::Default((dir, n), _) => {
+                let x = without_ostreemeta(fsmeta::xattrs_at(dir, n)?);
+                let mut d = fsmeta::open_regular(dir, n)?;
+                (x, e.size == a.size && fsmeta::same_stream(&mut d, &mut f)?)
+            }
+        };
+        if expected_x != actual_x {
+            changes.push(Change::XattrsChanged);
+        }
+        if !same {
+            changes.push(Change::Modified);
+        }
+        Ok(changes)
     }
 
     /// The `lstat` of a hard link's target inside `/etc`, `None` when it
@@ -418,22 +554,22 @@ impl<'o> Walk<'o> {
         if let Spec::Managed(Desired::Hardlink { to }) = spec {
             // Content, mode and owner are the linked file's, checked at its
             // own path; here: that it is the same inode.
-            if let Some(t) = self.link_target(to)? {
-                if (t.st_dev, t.st_ino) != (st.st_dev, st.st_ino) {
-                    changes.push(Change::Modified);
+            match self.link_target(to)? {
+                Some(t) => {
+                    if (t.st_dev, t.st_ino) != (st.st_dev, st.st_ino) {
+                        changes.push(Change::Modified);
+                    }
                 }
+                // Its target is gone: it is what is left of it.
+                None => return self.compare_orphan(name, to, e, a),
             }
             return Ok(changes);
         }
         if e.mode != a.mode && a.kind != EntryKind::Symlink {
             changes.push(Change::ModeChanged);
         }
-        // As non-root, compose cannot give what it writes an owner (it is
-        // the caller's, as in a bare-user checkout): a managed entry's
-        // owner is then not part of what was declared on disk.
-        let owner_applies =
-            rustix::process::geteuid().is_root() || !matches!(spec, Spec::Managed(_));
-        if owner_applies && (e.uid, e.gid) != (a.uid, a.gid) {
+        // `e` has the owner compose could give (see [`ManagedOwners`]).
+        if (e.uid, e.gid) != (a.uid, a.gid) {
             changes.push(Change::OwnerChanged);
         }
         let expected_xattrs = match spec {

@@ -7,9 +7,12 @@
 //! have one, else a new `0755` root-owned directory, as Ignition creates
 //! missing parents.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::os::fd::OwnedFd;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
+use rustix::fs::{AtFlags, FileType};
+use rustix::io::Errno;
 
 use crate::compose::Desired;
 
@@ -87,9 +90,105 @@ impl Overlay {
     }
 }
 
+/// Where compose writes the managed `path` (relative to `/etc`): its
+/// directory resolved through the symlinks of `defaults` (the OS `/etc`
+/// it writes over) as long as they stay inside `/etc`, as compose opens
+/// it (`compose::write::open_parent`); the last component is never
+/// followed. A path compose would refuse (its directory leads out of
+/// `/etc`, is a loop or not a directory) is returned as it is.
+pub fn resolve_managed_path(defaults: &OwnedFd, path: &str) -> Result<String> {
+    let Some((parent, name)) = path.rsplit_once('/') else {
+        return Ok(path.to_string());
+    };
+    // `None`: at the deployment's `/` (after an absolute target).
+    let mut at: Option<Vec<String>> = Some(Vec::new());
+    let mut todo: VecDeque<String> = parent.split('/').map(str::to_string).collect();
+    let mut links = 0;
+    while let Some(c) = todo.pop_front() {
+        let Some(done) = at.as_mut() else {
+            match c.as_str() {
+                "" | "." | ".." => {}
+                "etc" => at = Some(Vec::new()),
+                _ => return Ok(path.to_string()),
+            }
+            continue;
+        };
+        match c.as_str() {
+            "" | "." => continue,
+            ".." => {
+                if done.pop().is_none() {
+                    at = None;
+                }
+                continue;
+            }
+            _ => {}
+        }
+        let rel = if done.is_empty() {
+            c.clone()
+        } else {
+            format!("{}/{c}", done.join("/"))
+        };
+        match rustix::fs::statat(defaults, rel.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Symlink => {
+                links += 1;
+                if links > 40 {
+                    return Ok(path.to_string());
+                }
+                let target = rustix::fs::readlinkat(defaults, rel.as_str(), Vec::new())?;
+                let Ok(target) = target.into_string() else {
+                    return Ok(path.to_string());
+                };
+                if target.starts_with('/') {
+                    at = None;
+                }
+                for part in target.split('/').rev() {
+                    todo.push_front(part.to_string());
+                }
+            }
+            Ok(_) => done.push(c),
+            // Missing: compose creates it and what follows as named.
+            Err(Errno::NOENT) => {
+                done.push(c);
+                done.extend(todo.drain(..));
+                break;
+            }
+            Err(Errno::NOTDIR) => return Ok(path.to_string()),
+            Err(e) => return Err(e).with_context(|| format!("Inspecting /usr/etc/{rel}")),
+        }
+    }
+    let Some(mut done) = at else {
+        return Ok(path.to_string());
+    };
+    done.push(name.to_string());
+    Ok(done.join("/"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn managed_paths_resolve_through_default_symlinks() {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path();
+        std::fs::create_dir_all(d.join("real/sub")).unwrap();
+        std::os::unix::fs::symlink("real", d.join("viasym")).unwrap();
+        std::os::unix::fs::symlink("/etc/real/sub", d.join("abs")).unwrap();
+        std::os::unix::fs::symlink("/usr/lib", d.join("out")).unwrap();
+        std::os::unix::fs::symlink("real", d.join("last")).unwrap();
+        let fd = arbor_fs::open_dir(rustix::fs::CWD, &d.to_string_lossy()).unwrap();
+        for (p, want) in [
+            ("viasym/new.conf", "real/new.conf"),
+            ("viasym/sub/x", "real/sub/x"),
+            ("abs/x", "real/sub/x"),
+            ("viasym/missing/deeper/x", "real/missing/deeper/x"),
+            ("out/x", "out/x"),
+            ("last", "last"),
+            ("plain/x", "plain/x"),
+        ] {
+            assert_eq!(resolve_managed_path(&fd, p).unwrap(), want, "{p}");
+        }
+    }
 
     #[test]
     fn ancestors_are_implied_and_declarations_win() {

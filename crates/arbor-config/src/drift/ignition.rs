@@ -8,7 +8,9 @@
 //! owner, symlinks their target (both with `overwrite: true` too). What
 //! Ignition cannot express is returned apart
 //! ([`Adopted::not_expressible`]): a deleted default (Ignition only
-//! creates), xattrs, and devices, FIFOs and sockets.
+//! creates), a directory replaced by a file or symlink (`config apply`
+//! refuses a non-directory where a directory belongs), xattrs, devices,
+//! FIFOs and sockets, and names that are not UTF-8.
 
 use std::io::Read;
 use std::os::fd::OwnedFd;
@@ -44,6 +46,13 @@ pub fn adopt(etc: &OwnedFd, drift: &[DriftEntry]) -> Result<Adopted> {
         let Some(rel) = e.path.strip_prefix("/etc/") else {
             continue;
         };
+        if e.note.as_deref() == Some(super::NOT_UTF8_NOTE) {
+            skipped.push((
+                e.path.clone(),
+                "its name is not UTF-8: no configuration can name it".into(),
+            ));
+            continue;
+        }
         let Some(a) = &e.actual else {
             skipped.push((
                 e.path.clone(),
@@ -51,6 +60,20 @@ pub fn adopt(etc: &OwnedFd, drift: &[DriftEntry]) -> Result<Adopted> {
             ));
             continue;
         };
+        if e.has(Change::TypeChanged)
+            && e.expected
+                .as_ref()
+                .is_some_and(|x| x.kind == EntryKind::Dir)
+            && a.kind != EntryKind::Dir
+        {
+            skipped.push((
+                e.path.clone(),
+                "a directory of the defaults or the configuration replaced by a file or \
+                 symlink: a configuration cannot put one where a directory belongs"
+                    .into(),
+            ));
+            continue;
+        }
         if e.changes == [Change::XattrsChanged] {
             skipped.push((
                 e.path.clone(),

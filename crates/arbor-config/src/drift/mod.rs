@@ -16,6 +16,7 @@
 //! [`DriftReport`] is the serde form `arbor drift --json` prints;
 //! [`ignition`] turns the `/etc` part into an Ignition document (adopt).
 
+mod added;
 pub mod etc;
 pub mod expected;
 mod fsmeta;
@@ -160,6 +161,24 @@ impl DriftReport {
     }
 }
 
+/// The [`DriftEntry::note`] of an entry whose name is not UTF-8.
+pub const NOT_UTF8_NOTE: &str = "its name is not UTF-8 (shown with \\xNN escapes for the \
+     invalid bytes): no configuration can name it, and what it holds is not listed";
+
+/// A file name for display: its UTF-8 parts as they are, each invalid byte
+/// as `\xNN`.
+pub(crate) fn escape_name(name: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    for chunk in name.utf8_chunks() {
+        s.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            let _ = write!(s, "\\x{b:02x}");
+        }
+    }
+    s
+}
+
 /// Joins an absolute directory path and a name.
 pub(crate) fn join(dir: &str, name: &str) -> String {
     if dir.ends_with('/') {
@@ -213,7 +232,9 @@ pub fn drift_with(
     let etc_dir = arbor_fs::open_tree_dir(&root, "etc")?
         .with_context(|| format!("Deployment {} has no /etc directory", d.dir_name()))?;
     let defaults = arbor_fs::open_tree_dir(&root, "usr/etc")?;
-    let etc = etc::etc_drift(&etc_dir, defaults.as_ref(), overlay).context("Comparing /etc")?;
+    let owners = etc::ManagedOwners::for_deployment(s.repo().mode(), &root)?;
+    let etc =
+        etc::etc_drift(&etc_dir, defaults.as_ref(), overlay, owners).context("Comparing /etc")?;
     let (usr, usr_compare, usr_files, usr_bytes) = if opts.etc_only {
         (None, None, 0, 0)
     } else {
@@ -260,7 +281,18 @@ pub fn managed_overlay(s: &Sysroot, d: &Deployment) -> Result<(Option<String>, O
             name.as_deref().unwrap_or("the empty configuration")
         )
     })?;
-    Ok((name, Overlay::new(managed)?))
+    // Keyed by where compose writes them (through the defaults' symlinks).
+    let mut resolved = Vec::with_capacity(managed.len());
+    for (path, want) in managed {
+        let want = match want {
+            crate::compose::Desired::Hardlink { to } => crate::compose::Desired::Hardlink {
+                to: expected::resolve_managed_path(&defaults, &to)?,
+            },
+            w => w,
+        };
+        resolved.push((expected::resolve_managed_path(&defaults, &path)?, want));
+    }
+    Ok((name, Overlay::new(resolved)?))
 }
 
 /// The drift of deployment `d` of `s` against its base commit and its

@@ -10,12 +10,25 @@ use arbor_repo::checkout::{checkout, CheckoutOptions};
 use arbor_repo::commit::{commit, CommitOptions, CommitSource};
 use arbor_repo::{NullProgress, Repo};
 
+use super::etc::{etc_drift, ManagedOwners};
 use super::expected::Overlay;
-use super::{etc::etc_drift, usr, DriftEntry, EntryKind};
+use super::{usr, DriftEntry, EntryKind};
 use crate::compose::Desired;
 
 fn open(p: &Path) -> OwnedFd {
     arbor_fs::open_dir(rustix::fs::CWD, &p.to_string_lossy()).unwrap()
+}
+
+/// What compose gives managed entries when the tests' caller composes.
+fn owners() -> ManagedOwners {
+    if rustix::process::geteuid().is_root() {
+        ManagedOwners::Declared
+    } else {
+        ManagedOwners::Writer(
+            rustix::process::geteuid().as_raw(),
+            rustix::process::getegid().as_raw(),
+        )
+    }
 }
 
 fn put(p: &Path, content: &str) {
@@ -62,6 +75,7 @@ fn etc_pair() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
     put(&d.join("d/b.conf"), "b=1\n");
     put(&d.join("d/owned.conf"), "o=1\n");
     put(&d.join("d/x.conf"), "x=1\n");
+    put(&d.join("d/t.conf"), "t=1\n");
     put(&d.join("sub/deep/c.conf"), "c=1\n");
     put(&d.join("gone-dir/inner/f"), "f\n");
     put(&d.join(".updated"), "");
@@ -83,7 +97,7 @@ fn identical_etc_is_clean() {
         .status()
         .unwrap();
     assert!(st.success());
-    let out = etc_drift(&open(&e), Some(&open(&d)), &Overlay::default()).unwrap();
+    let out = etc_drift(&open(&e), Some(&open(&d)), &Overlay::default(), owners()).unwrap();
     assert_eq!(out, vec![], "{out:#?}");
 }
 
@@ -101,6 +115,8 @@ fn etc_drift_of_every_kind() {
     std::fs::remove_dir_all(e.join("sub")).unwrap();
     put(&e.join("sub"), "now a file\n");
     setxattr(&e.join("d/x.conf"), "user.test", b"v");
+    std::fs::remove_file(e.join("d/t.conf")).unwrap();
+    put(&e.join("d/t.conf/payload"), "p\n");
     let bad = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"bad\xff");
     std::fs::write(e.join("d").join(bad), "?").unwrap();
     let root = arbor_fs::is_root();
@@ -114,7 +130,7 @@ fn etc_drift_of_every_kind() {
         )
         .unwrap();
     }
-    let out = etc_drift(&open(&e), Some(&open(&d)), &Overlay::default()).unwrap();
+    let out = etc_drift(&open(&e), Some(&open(&d)), &Overlay::default(), owners()).unwrap();
     let mut want: BTreeMap<String, Vec<&str>> = [
         ("/etc/a.conf", vec!["modified"]),
         ("/etc/d/b.conf", vec!["mode-changed"]),
@@ -129,7 +145,10 @@ fn etc_drift_of_every_kind() {
         ("/etc/newdir/inner/y", vec!["added"]),
         ("/etc/link", vec!["modified"]),
         ("/etc/sub", vec!["type-changed"]),
-        ("/etc/d/bad\u{fffd}", vec!["added"]),
+        // A directory where a file belongs: what it holds is added.
+        ("/etc/d/t.conf", vec!["type-changed"]),
+        ("/etc/d/t.conf/payload", vec!["added"]),
+        ("/etc/d/bad\\xff", vec!["added"]),
     ]
     .into_iter()
     .map(|(p, c)| (p.to_string(), c))
@@ -162,7 +181,7 @@ fn several_changes_on_one_path() {
     std::fs::write(e.join("a.conf"), "a=22\n").unwrap();
     chmod(&e.join("a.conf"), 0o600);
     setxattr(&e.join("a.conf"), "user.x", b"1");
-    let out = etc_drift(&open(&e), Some(&open(&d)), &Overlay::default()).unwrap();
+    let out = etc_drift(&open(&e), Some(&open(&d)), &Overlay::default(), owners()).unwrap();
     assert_eq!(
         by_path(&out)["/etc/a.conf"],
         vec!["modified", "mode-changed", "xattrs-changed"]
@@ -208,7 +227,7 @@ fn managed_entries_are_expected() {
     ];
     if arbor_fs::is_root() {
         let o = Overlay::new(entries.clone()).unwrap();
-        let out = etc_drift(&open(&e), Some(&open(&d)), &o).unwrap();
+        let out = etc_drift(&open(&e), Some(&open(&d)), &o, owners()).unwrap();
         assert_eq!(out, vec![], "{out:#?}");
     }
     // Drift from the managed state: content, an absent default back, and
@@ -225,7 +244,7 @@ fn managed_entries_are_expected() {
     ));
     symlink("other", e.join("managed-link")).unwrap();
     let o = Overlay::new(entries).unwrap();
-    let out = etc_drift(&open(&e), Some(&open(&d)), &o).unwrap();
+    let out = etc_drift(&open(&e), Some(&open(&d)), &o, owners()).unwrap();
     let got = by_path(&out);
     assert_eq!(got["/etc/cfg/new/x.conf"], vec!["modified"], "{out:#?}");
     assert_eq!(got["/etc/gone.conf"], vec!["added"]);
@@ -233,7 +252,7 @@ fn managed_entries_are_expected() {
     assert!(!got.contains_key("/etc/a.conf"), "{out:#?}");
     // Missing managed entries are deleted, with the implied directories.
     std::fs::remove_dir_all(e.join("cfg")).unwrap();
-    let out = etc_drift(&open(&e), Some(&open(&d)), &o).unwrap();
+    let out = etc_drift(&open(&e), Some(&open(&d)), &o, owners()).unwrap();
     let got = by_path(&out);
     for p in ["/etc/cfg", "/etc/cfg/new", "/etc/cfg/new/x.conf"] {
         assert_eq!(got[p], vec!["deleted"], "{p}: {out:#?}");
@@ -251,11 +270,72 @@ fn hardlinks_are_checked_by_inode() {
         },
     )])
     .unwrap();
-    assert_eq!(etc_drift(&open(&e), Some(&open(&d)), &o).unwrap(), vec![]);
+    assert_eq!(
+        etc_drift(&open(&e), Some(&open(&d)), &o, owners()).unwrap(),
+        vec![]
+    );
     std::fs::remove_file(e.join("hl")).unwrap();
     std::fs::copy(e.join("a.conf"), e.join("hl")).unwrap();
-    let out = etc_drift(&open(&e), Some(&open(&d)), &o).unwrap();
+    let out = etc_drift(&open(&e), Some(&open(&d)), &o, owners()).unwrap();
     assert_eq!(by_path(&out)["/etc/hl"], vec!["modified"]);
+}
+
+#[test]
+fn a_hardlink_whose_target_is_gone_is_checked_as_the_target() {
+    let (_t, d, e) = etc_pair();
+    let (uid, gid) = match owners() {
+        ManagedOwners::Declared => (0, 0),
+        ManagedOwners::Writer(u, g) => (u, g),
+    };
+    let x = Desired::File {
+        content: b"x=managed\n".to_vec(),
+        mode: 0o640,
+        uid,
+        gid,
+    };
+    std::fs::write(e.join("x.conf"), "x=managed\n").unwrap();
+    chmod(&e.join("x.conf"), 0o640);
+    std::fs::hard_link(e.join("x.conf"), e.join("hl")).unwrap();
+    std::fs::hard_link(e.join("a.conf"), e.join("hl-default")).unwrap();
+    let o = Overlay::new([
+        ("x.conf".to_string(), x),
+        (
+            "hl".to_string(),
+            Desired::Hardlink {
+                to: "x.conf".into(),
+            },
+        ),
+        (
+            "hl-default".to_string(),
+            Desired::Hardlink {
+                to: "a.conf".into(),
+            },
+        ),
+    ])
+    .unwrap();
+    assert_eq!(
+        etc_drift(&open(&e), Some(&open(&d)), &o, owners()).unwrap(),
+        vec![]
+    );
+    // Target and link removed, the link written anew: no target to share
+    // an inode with, so the link is compared with what the target should be.
+    for (target, link) in [("x.conf", "hl"), ("a.conf", "hl-default")] {
+        std::fs::remove_file(e.join(target)).unwrap();
+        std::fs::remove_file(e.join(link)).unwrap();
+        std::fs::write(e.join(link), "EVIL\n").unwrap();
+        chmod(&e.join(link), 0o4777);
+    }
+    let out = etc_drift(&open(&e), Some(&open(&d)), &o, owners()).unwrap();
+    let got = by_path(&out);
+    assert_eq!(got["/etc/x.conf"], vec!["deleted"], "{out:#?}");
+    assert_eq!(got["/etc/a.conf"], vec!["deleted"], "{out:#?}");
+    assert_eq!(got["/etc/hl"], vec!["modified", "mode-changed"], "{out:#?}");
+    assert_eq!(got["/etc/hl-default"], vec!["modified", "mode-changed"]);
+    // The same content and mode as the target should have: nothing to say.
+    std::fs::write(e.join("hl"), "x=managed\n").unwrap();
+    chmod(&e.join("hl"), 0o640);
+    let got = by_path(&etc_drift(&open(&e), Some(&open(&d)), &o, owners()).unwrap());
+    assert!(!got.contains_key("/etc/hl"), "{got:#?}");
 }
 
 /// A bare (as root) or bare-user repository with a commit of a small OS
@@ -345,6 +425,7 @@ fn usr_every_kind(mode: RepoMode) {
     std::fs::create_dir(u.join("share/doc")).unwrap();
     std::fs::remove_file(u.join("etc/x.conf")).unwrap();
     std::fs::create_dir(u.join("etc/x.conf")).unwrap();
+    put(&u.join("etc/x.conf/payload"), "p\n");
     // A new inode without the setuid bit: the commit's mode in a user-mode
     // checkout (which drops it), a change in a bare one.
     rewrite(&u.join("bin/suid"), "#!/bin/sh\n");
@@ -367,6 +448,8 @@ fn usr_every_kind(mode: RepoMode) {
         ("/usr/share/doc/a", vec!["deleted"]),
         ("/usr/share/doc/a/README", vec!["deleted"]),
         ("/usr/etc/x.conf", vec!["type-changed"]),
+        // A directory where a file belongs: what it holds is added.
+        ("/usr/etc/x.conf/payload", vec!["added"]),
     ]
     .into_iter()
     .map(|(p, c)| (p.to_string(), c))
@@ -428,6 +511,82 @@ fn usr_drift_bare_user_only() {
     assert_eq!(f.drift()["/usr/bin/tool"], vec!["modified"]);
 }
 
+/// A user-mode checkout has one shape: no xattrs but user.ostreemeta, and
+/// the owner of whoever checked out (or wrote the repository).
+#[test]
+fn usr_user_mode_checks_owner_and_xattrs() {
+    for mode in [RepoMode::BareUser, RepoMode::BareUserOnly] {
+        let f = usr_fixture(mode);
+        assert_eq!(f.drift(), BTreeMap::new(), "{mode}");
+        let u = f.co.join("usr");
+        setxattr(&u.join("lib/write-only"), "user.evil", b"1");
+        setxattr(&u.join("share/doc"), "user.evil", b"1");
+        let mut want: BTreeMap<String, Vec<&str>> = [
+            ("/usr/lib/write-only", vec!["xattrs-changed"]),
+            ("/usr/share/doc", vec!["xattrs-changed"]),
+        ]
+        .into_iter()
+        .map(|(p, c)| (p.to_string(), c))
+        .collect();
+        if arbor_fs::is_root() {
+            rustix::fs::chownat(
+                rustix::fs::CWD,
+                u.join("bin/tool"),
+                Some(rustix::fs::Uid::from_raw(1000)),
+                None,
+                rustix::fs::AtFlags::empty(),
+            )
+            .unwrap();
+            want.insert("/usr/bin/tool".into(), vec!["owner-changed"]);
+        }
+        assert_eq!(f.drift(), want, "{mode}");
+    }
+}
+
+/// Names that are not UTF-8 are listed (escaped, with a note), in /etc and
+/// below an added /usr directory alike, never skipped.
+#[test]
+fn non_utf8_names_are_listed_escaped() {
+    let bad = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"bad\xffname");
+    let f = usr_fixture(RepoMode::BareUser);
+    let u = f.co.join("usr");
+    put(&u.join("lib/newdir/ok"), "ok\n");
+    std::fs::write(u.join("lib/newdir").join(bad), "?").unwrap();
+    std::fs::write(u.join("lib").join(bad), "?").unwrap();
+    let d = usr::usr_drift(&f.repo, &f.commit, &open(&f.co)).unwrap();
+    let got = by_path(&d.entries);
+    for p in [
+        "/usr/lib/newdir",
+        "/usr/lib/newdir/ok",
+        "/usr/lib/newdir/bad\\xffname",
+        "/usr/lib/bad\\xffname",
+    ] {
+        assert_eq!(got.get(p), Some(&vec!["added"]), "{p}: {got:#?}");
+    }
+    let noted = |p: &str| {
+        d.entries
+            .iter()
+            .find(|e| e.path == p)
+            .unwrap()
+            .note
+            .as_deref()
+            == Some(super::NOT_UTF8_NOTE)
+    };
+    assert!(noted("/usr/lib/newdir/bad\\xffname") && noted("/usr/lib/bad\\xffname"));
+    assert!(!noted("/usr/lib/newdir/ok"));
+    let (_t, dd, e) = etc_pair();
+    std::fs::write(e.join(bad), "?").unwrap();
+    let out = etc_drift(&open(&e), Some(&open(&dd)), &Overlay::default(), owners()).unwrap();
+    assert_eq!(out.len(), 1, "{out:#?}");
+    assert_eq!(out[0].path, "/etc/bad\\xffname");
+    assert_eq!(out[0].note.as_deref(), Some(super::NOT_UTF8_NOTE));
+    // Not expressible in a configuration: left out, said why.
+    let a = super::ignition::adopt(&open(&e), &out).unwrap();
+    assert_eq!(a.document.get("storage"), None);
+    assert_eq!(a.not_expressible.len(), 1);
+    assert_eq!(a.not_expressible[0].0, "/etc/bad\\xffname");
+}
+
 /// A commit with its defaults in /etc (no /usr/etc) is deployed with that
 /// /etc moved to /usr/etc: compared there, not reported as added.
 #[test]
@@ -480,9 +639,12 @@ fn managed_directory_keeps_the_default_xattrs() {
         },
     )])
     .unwrap();
-    assert_eq!(etc_drift(&open(&e), Some(&open(&d)), &o).unwrap(), vec![]);
+    assert_eq!(
+        etc_drift(&open(&e), Some(&open(&d)), &o, owners()).unwrap(),
+        vec![]
+    );
     rustix::fs::lremovexattr(e.join("d"), "user.label").unwrap();
-    let out = etc_drift(&open(&e), Some(&open(&d)), &o).unwrap();
+    let out = etc_drift(&open(&e), Some(&open(&d)), &o, owners()).unwrap();
     assert_eq!(by_path(&out)["/etc/d"], vec!["xattrs-changed"]);
 }
 
@@ -515,11 +677,11 @@ fn deep_trees() {
         assert!(out.iter().all(|x| x.changes == [c]));
     };
     deep_chain(&e, LEVELS);
-    let out = etc_drift(&open(&e), Some(&open(&d)), &Overlay::default()).unwrap();
+    let out = etc_drift(&open(&e), Some(&open(&d)), &Overlay::default(), owners()).unwrap();
     only(&out, super::Change::Added);
     arbor_fs::remove_all(open(&e), "z").unwrap();
     deep_chain(&d, LEVELS);
-    let out = etc_drift(&open(&e), Some(&open(&d)), &Overlay::default()).unwrap();
+    let out = etc_drift(&open(&e), Some(&open(&d)), &Overlay::default(), owners()).unwrap();
     only(&out, super::Change::Deleted);
     arbor_fs::remove_all(open(&d), "z").unwrap();
     let f = usr_fixture(RepoMode::BareUser);

@@ -22,8 +22,10 @@
 //!   match is the commit's checksum), type, symlink target and permission
 //!   bits are compared, the latter allowing exactly the two forms the
 //!   checkout produces (a copy: mode without setuid/setgid; a hardlinked
-//!   bare-user object: `mode & 0o775 | 0o400`); owner and xattrs are not
-//!   ([`CompareMode::User`]).
+//!   bare-user object: `mode & 0o775 | 0o400`). The owner must be one the
+//!   checkout gives (the deployment's, or the repository writer's for a
+//!   hardlinked object), and no xattr but `user.ostreemeta` (and an SELinux
+//!   label) may be there ([`CompareMode::User`]).
 //!
 //! A commit whose defaults are in `/etc` rather than `/usr/etc` is deployed
 //! with that `/etc` moved to `/usr/etc`: it is compared there.
@@ -37,13 +39,13 @@ use anyhow::{bail, Context, Result};
 use arbor_format::{
     Checksum, DirMeta, DirTree, DirTreeDir, FileHeader, ObjectType, RepoMode, Xattr,
 };
-use arbor_fs::DirCursor;
 use arbor_repo::objects::{load_commit, load_dirmeta, load_dirtree, open_file_object};
 use arbor_repo::Repo;
 use rayon::prelude::*;
 use rustix::fs::Stat;
 use serde::{Deserialize, Serialize};
 
+use super::added::{added_below, list, list_added};
 use super::fsmeta::{self, kind, kind_of_mode, lstat};
 use super::{join, Change, DriftEntry, EntryKind, EntryMeta};
 
@@ -54,8 +56,9 @@ use super::{join, Change, DriftEntry, EntryKind, EntryMeta};
 pub enum CompareMode {
     /// Everything: content, type, mode, owner, xattrs (a `bare` repository).
     Exact,
-    /// Content, type, symlink target and permission bits; not owner and
-    /// xattrs (a user-mode checkout).
+    /// Content, type, symlink target and permission bits as a user-mode
+    /// checkout leaves them; the owner the checkout gives, and no xattrs
+    /// but its own.
     User,
 }
 
@@ -85,6 +88,9 @@ pub struct UsrDrift {
 struct Ctx<'a> {
     repo: &'a Repo,
     mode: CompareMode,
+    /// User mode: the owners a checkout entry can have (the deploying
+    /// user's, and the repository writer's for hardlinked objects).
+    owners: Vec<(u32, u32)>,
     bare_user: bool,
     dirmetas: Mutex<HashMap<Checksum, Arc<DirMeta>>>,
     found: Mutex<Vec<DriftEntry>>,
@@ -113,9 +119,19 @@ pub fn usr_drift(repo: &Repo, commit: &Checksum, root: &OwnedFd) -> Result<UsrDr
         bail!("Commit {commit} has no /usr");
     };
     let extra = legacy_etc(repo, &top, usr)?;
+    let mut owners = Vec::new();
+    for st in [
+        rustix::fs::fstat(root)?,
+        rustix::fs::statat(repo.dir(), "objects", rustix::fs::AtFlags::SYMLINK_NOFOLLOW)?,
+    ] {
+        if !owners.contains(&(st.st_uid, st.st_gid)) {
+            owners.push((st.st_uid, st.st_gid));
+        }
+    }
     let ctx = Ctx {
         repo,
         mode: CompareMode::for_repo(repo.mode()),
+        owners,
         bare_user: repo.mode() == RepoMode::BareUser,
         dirmetas: Mutex::new(HashMap::new()),
         found: Mutex::new(Vec::new()),
@@ -174,7 +190,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn entry(
+pub(super) fn entry(
     path: String,
     changes: Vec<Change>,
     e: Option<EntryMeta>,
@@ -348,7 +364,15 @@ impl<'a> Ctx<'a> {
                 }
                 dm
             }
-            CompareMode::User => self.dirmeta(meta)?,
+            CompareMode::User => {
+                if !self.user_owner(st) {
+                    changes.push(Change::OwnerChanged);
+                }
+                if foreign_xattrs(&fsmeta::xattrs_fd(fd)?) {
+                    changes.push(Change::XattrsChanged);
+                }
+                self.dirmeta(meta)?
+            }
         };
         if dm.mode & 0o7777 != st.st_mode & 0o7777 {
             changes.push(Change::ModeChanged);
@@ -450,6 +474,13 @@ impl<'a> Ctx<'a> {
             }
         };
         self.files.fetch_add(1, Ordering::Relaxed);
+        if kind(&st) == EntryKind::Dir {
+            // A directory where the commit has a file: a type change, and
+            // all it holds is added.
+            let mut out = Vec::new();
+            added_below(dir, dpath, name, &mut out)?;
+            lock(&self.found).append(&mut out);
+        }
         match self.mode {
             CompareMode::Exact => self.file_exact(dir, name, path, &st, expected),
             CompareMode::User => self.file_user(dir, name, path, &st, expected),
@@ -616,8 +647,27 @@ impl<'a> Ctx<'a> {
                 changes.push(Change::ModeChanged);
             }
         }
+        if !self.user_owner(st) {
+            changes.push(Change::OwnerChanged);
+        }
+        if foreign_xattrs(&fsmeta::xattrs_at(dir, name)?) {
+            changes.push(Change::XattrsChanged);
+        }
         Ok((!changes.is_empty()).then(|| entry(path, changes, Some(expected_meta), Some(actual))))
     }
+
+    /// Whether a user-mode checkout can have given `st` its owner.
+    fn user_owner(&self, st: &Stat) -> bool {
+        self.owners.contains(&(st.st_uid, st.st_gid))
+    }
+}
+
+/// Whether a user-mode checkout entry has xattrs the checkout never
+/// writes: any but `user.ostreemeta` (a bare-user object's metadata) and
+/// `security.selinux` (the label the system's policy gives every new file).
+fn foreign_xattrs(x: &[Xattr]) -> bool {
+    x.iter()
+        .any(|a| a.name != b"user.ostreemeta" && a.name != b"security.selinux")
 }
 
 /// Metadata differences between the expected header and the observed one.
@@ -639,95 +689,4 @@ fn meta_changes(e: &FileHeader, o: &FileHeader, owner_and_xattrs: bool) -> Vec<C
 
 fn same_xattrs(a: &[Xattr], b: &[Xattr]) -> bool {
     a == b
-}
-
-/// The names of a directory (as bytes), sorted.
-fn list(fd: &OwnedFd) -> Result<BTreeSet<Vec<u8>>> {
-    Ok(arbor_fs::list_dir(fd)?
-        .into_iter()
-        .map(|e| e.name)
-        .collect())
-}
-
-/// Reports the entry `name` of `dir` (at `dpath`) as added, with
-/// everything below it.
-fn list_added(dir: &OwnedFd, dpath: &str, name: &[u8], out: &mut Vec<DriftEntry>) -> Result<()> {
-    let Ok(name) = std::str::from_utf8(name) else {
-        // Not a name any commit can hold; nothing below it is opened.
-        let shown = String::from_utf8_lossy(name);
-        out.push(entry(join(dpath, &shown), vec![Change::Added], None, None));
-        return Ok(());
-    };
-    let Some(st) = lstat(dir, name)? else {
-        return Ok(());
-    };
-    let target = if kind(&st) == EntryKind::Symlink {
-        Some(fsmeta::readlink(dir, name)?)
-    } else {
-        None
-    };
-    let path = join(dpath, name);
-    out.push(entry(
-        path.clone(),
-        vec![Change::Added],
-        None,
-        Some(fsmeta::meta(&st, target)),
-    ));
-    if kind(&st) != EntryKind::Dir {
-        return Ok(());
-    }
-    walk_below(dir, name, |rel, fd, n, st| {
-        let target = if kind(st) == EntryKind::Symlink {
-            Some(fsmeta::readlink(fd, n)?)
-        } else {
-            None
-        };
-        let p = join(&join(dpath, rel), n);
-        out.push(entry(
-            p,
-            vec![Change::Added],
-            None,
-            Some(fsmeta::meta(st, target)),
-        ));
-        Ok(())
-    })
-}
-
-/// Visits everything below the directory `name` of `dir` (`rel` is the
-/// visited entry's directory relative to `dir`), parents first, names
-/// sorted; one descriptor whatever the depth.
-pub(crate) fn walk_below(
-    dir: &OwnedFd,
-    name: &str,
-    mut visit: impl FnMut(&str, &OwnedFd, &str, &Stat) -> Result<()>,
-) -> Result<()> {
-    let mut cur = DirCursor::new(dir)?;
-    cur.descend(name)?;
-    let mut stack = vec![sorted_names(cur.fd())?];
-    while let Some(top) = stack.last_mut() {
-        let Some(n) = top.pop() else {
-            stack.pop();
-            if !stack.is_empty() {
-                cur.ascend()?;
-            }
-            continue;
-        };
-        let Some(st) = lstat(cur.fd(), &n)? else {
-            continue;
-        };
-        visit(&cur.path(), cur.fd(), &n, &st)?;
-        if kind(&st) == EntryKind::Dir {
-            cur.descend(&n)?;
-            stack.push(sorted_names(cur.fd())?);
-        }
-    }
-    Ok(())
-}
-
-/// UTF-8 names of a directory in reverse order (popped in order).
-fn sorted_names(fd: &OwnedFd) -> Result<Vec<String>> {
-    let mut v = arbor_fs::list_names(fd)?;
-    v.sort();
-    v.reverse();
-    Ok(v)
 }

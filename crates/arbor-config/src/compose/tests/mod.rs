@@ -245,15 +245,16 @@ pub(crate) fn unit(contents: Option<&str>, enabled: Option<bool>) -> Unit {
     }
 }
 
-/// Whether `tool` runs here; says so on stderr when it does not (the
-/// test is then skipped visibly).
-pub(crate) fn have(tool: &str) -> bool {
+/// Requires `tool` (from Debian's `systemd`, which `.ci/run` installs):
+/// these tests compare with the real tool and fail loudly without it,
+/// because silently skipping would hide regressions.
+pub(crate) fn require(tool: &str) {
     let ok = std::process::Command::new(tool)
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success());
-    if !ok {
-        eprintln!("NOTE: skipping: {tool} is not installed");
-    }
-    ok
+    assert!(
+        ok,
+        "`{tool}` is required for this test (apt-get install systemd)"
+    );
 }

@@ -230,9 +230,7 @@ fn also_and_bad_install_names() {
 /// The enablement symlinks are the ones `systemctl --root enable` makes.
 #[test]
 fn enablement_links_match_systemctl() {
-    if !have("systemctl") {
-        return;
-    }
+    require("systemctl");
     let s = Sys::new();
     let d1 = s.os("d1");
     let a = "[Service]\nExecStart=/bin/a\n[Install]\nWantedBy=multi-user.target\nAlso=b.socket chrony.service\n";

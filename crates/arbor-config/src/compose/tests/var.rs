@@ -92,7 +92,8 @@ fn var_entries_become_tmpfiles_lines() {
 /// (of Debian bookworm, systemd 252): run on the deployment as root.
 #[test]
 fn var_entries_work_with_systemd_tmpfiles() {
-    if !have("systemd-tmpfiles") || arbor_testutil::needs_root("systemd-tmpfiles --root") {
+    require("systemd-tmpfiles");
+    if arbor_testutil::needs_root("systemd-tmpfiles --root") {
         return;
     }
     let s = Sys::new();
