@@ -358,7 +358,9 @@ fn deep_usr_etc_deploys() {
 
 /// `arbor ARGS` under a soft limit of 1024 open descriptors (the usual
 /// default) with the hard limit high (raised where root may), and one
-/// rayon thread, so that the walks go depth first.
+/// rayon thread for the walks on the global pool (commit's). Checkout runs
+/// on its own pool of 16 threads; on a chain (one directory per level)
+/// that changes nothing: each level still waits for its parent.
 fn arbor_fd_limited(args: &[&str]) -> Command {
     let mut c = Command::new("bash");
     c.args([
