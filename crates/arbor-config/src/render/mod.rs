@@ -499,6 +499,9 @@ fn check_hard_links(
     c: &Config,
     origin: &impl Fn(&str) -> (String, String),
 ) -> Result<(), InputError> {
+    // Links whose chain is known to end at a file: each chain is followed
+    // once, so a long chain costs linear time, not cubic.
+    let mut ends_at_file: std::collections::HashSet<&str> = std::collections::HashSet::new();
     for (p, l) in c.links.iter().filter(|(_, l)| l.hard) {
         let (f, jp) = origin(&format!("path {p}"));
         let err = |at: &str, m: String| Err(InputError::new(&f, &format!("{jp}{at}"), m));
@@ -541,9 +544,13 @@ fn check_hard_links(
         }
         // Follow declared hard links: the chain must end at a file.
         let mut seen = vec![p.as_str()];
+        let mut seen_set: std::collections::HashSet<&str> = [p.as_str()].into();
         let mut to = l.target.as_str();
         loop {
-            if seen.contains(&to) {
+            if ends_at_file.contains(to) {
+                break;
+            }
+            if seen_set.contains(to) {
                 return err(
                     ".target",
                     format!("hard link {p} leads back to {to}: a hard link to itself or a cycle"),
@@ -552,6 +559,7 @@ fn check_hard_links(
             match c.links.get(to) {
                 Some(next) if next.hard => {
                     seen.push(to);
+                    seen_set.insert(to);
                     to = &next.target;
                 }
                 Some(_) => {
@@ -563,6 +571,7 @@ fn check_hard_links(
                 None => break,
             }
         }
+        ends_at_file.extend(seen);
     }
     Ok(())
 }

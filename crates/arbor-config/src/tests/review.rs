@@ -426,3 +426,35 @@ fn machine_configs_merge_by_metadata_name() {
         Some(&b"ign"[..])
     );
 }
+
+/// A long chain of hard links (each to the next, the last to a file) is
+/// checked in linear time: 20,000 links render in well under a second of
+/// checking (following each chain from every link was cubic: 6,000 links
+/// took minutes), and a cycle at the end of a long chain is still found.
+#[test]
+fn a_long_hard_link_chain_renders_quickly() {
+    const N: usize = 20_000;
+    let chain = |last: &str| -> Vec<u8> {
+        let links: Vec<Value> = (0..N)
+            .map(|i| {
+                let to = if i + 1 < N {
+                    format!("/etc/h/l{}", i + 1)
+                } else {
+                    last.to_string()
+                };
+                json!({"path": format!("/etc/h/l{i}"), "target": to, "hard": true})
+            })
+            .collect();
+        doc(ign(
+            json!({"storage": {"links": links, "files": [{"path": "/etc/h/file"}]}}),
+        ))
+    };
+    let start = std::time::Instant::now();
+    render_docs(&[("a.ign", chain("/etc/h/file"))]).unwrap();
+    let took = start.elapsed();
+    assert!(took < std::time::Duration::from_secs(20), "{took:?}");
+    let e = render_docs(&[("a.ign", chain("/etc/h/l0"))])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("a hard link to itself or a cycle"), "{e}");
+}
