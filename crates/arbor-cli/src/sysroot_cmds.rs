@@ -118,8 +118,16 @@ pub fn render_status(
 }
 
 /// Collects the stored configurations no deployment names any more.
+/// Runs after a switch that has happened: nothing here fails the command
+/// (a lock that cannot be taken is a warning; the next command collects).
 fn collect_configs(s: &mut Sysroot) -> Result<Vec<String>> {
-    Ok(arbor_config::store::gc_after_switch(&s.lock()?))
+    match s.lock() {
+        Ok(l) => Ok(arbor_config::store::gc_after_switch(&l)),
+        Err(e) => {
+            tracing::warn!("Not collecting unused configurations: {e:#}");
+            Ok(Vec::new())
+        }
+    }
 }
 
 /// `status`.

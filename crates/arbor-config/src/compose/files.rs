@@ -112,6 +112,14 @@ pub(crate) fn storage(
                 &format!("file {path}"),
             )?,
             Place::Var => {
+                // tmpfiles' `C` never touches an existing file: an append
+                // (to whatever /var holds) cannot be expressed.
+                if !f.append.is_empty() {
+                    bail!(
+                        "File {path}: append under /var is not supported (/var is shared by all \
+                         deployments; systemd-tmpfiles only creates files there)"
+                    );
+                }
                 // The content is kept in /etc (0600: it may be a secret),
                 // tmpfiles copies it, then sets mode and owner.
                 let keep = format!("{VAR_FILES_DIR}{path}");
@@ -130,10 +138,10 @@ pub(crate) fn storage(
                     "C {p} - - - - {}",
                     tf_argument(path, &format!("/etc/{keep}"))?
                 ));
-                out.tmpfiles.push(format!(
-                    "z {p} {:04o} {uid} {gid} -",
-                    f.mode.unwrap_or(0o644)
-                ));
+                // No mode declared: `-` keeps an existing file's (as
+                // Ignition does); a new copy has the default 0644.
+                out.tmpfiles
+                    .push(format!("z {p} {} {uid} {gid} -", tf_mode(f.mode)));
             }
         }
     }
@@ -155,9 +163,9 @@ pub(crate) fn storage(
                 &format!("directory {path}"),
             )?,
             Place::Var => out.tmpfiles.push(format!(
-                "d {} {:04o} {uid} {gid} -",
+                "d {} {} {uid} {gid} -",
                 tf_escape(path)?,
-                d.mode.unwrap_or(0o755)
+                tf_mode(d.mode)
             )),
         }
     }
@@ -187,6 +195,12 @@ pub(crate) fn storage(
         }
     }
     Ok(())
+}
+
+/// A tmpfiles.d mode field: the declared mode, or `-` (an existing entry
+/// keeps its mode; a new one gets tmpfiles' default, 0644 or 0755).
+fn tf_mode(mode: Option<u32>) -> String {
+    mode.map_or_else(|| "-".to_string(), |m| format!("{m:04o}"))
 }
 
 /// The directory of `rel` in the OS defaults (resolved inside `/usr/etc`

@@ -171,3 +171,38 @@ fn var_entries_work_with_systemd_tmpfiles() {
         Path::new("/var/lib/app/v%1 x")
     );
 }
+
+/// A `/var` entry without a declared mode keeps the mode of what `/var`
+/// already holds (tmpfiles `-`, as Ignition keeps an existing entry's
+/// mode); an append under `/var` cannot be expressed and is refused.
+#[test]
+fn var_entries_without_a_mode_keep_the_existing_one_and_appends_are_refused() {
+    let s = Sys::new();
+    let d1 = s.os("d1");
+    let c = Config {
+        files: [(
+            "/var/lib/app/conf".to_string(),
+            FileEntry {
+                mode: None,
+                ..file("x\n")
+            },
+        )]
+        .into(),
+        directories: [("/var/lib/app".to_string(), DirEntry::default())].into(),
+        ..Default::default()
+    };
+    compose(None, None, &d1, &c, true).unwrap();
+    let text = d1.read(TMPFILES_PATH);
+    assert!(text.contains("\nd /var/lib/app - 0 0 -\n"), "{text}");
+    assert!(text.contains("\nz /var/lib/app/conf - 0 0 -\n"), "{text}");
+    let mut f = file("");
+    f.contents = None;
+    f.append = vec![b"more\n".to_vec()];
+    let c = Config {
+        files: [("/var/log/app.log".to_string(), f)].into(),
+        ..Default::default()
+    };
+    let d2 = s.os("d2");
+    let e = format!("{:#}", compose(None, None, &d2, &c, true).unwrap_err());
+    assert!(e.contains("append under /var is not supported"), "{e}");
+}
