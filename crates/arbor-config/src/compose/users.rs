@@ -499,7 +499,16 @@ pub(crate) fn unapply(admin: &Base, default: &Base, composed: &Composed) -> Base
                 .flatten()
                 .map(|n| composed.alt.group.lines[n].clone());
             let Some(dl) = dl.map(|n| d.lines[n].clone()).or(from_alt.clone()) else {
-                return keep_new.contains(&name);
+                if !keep_new.contains(&name) {
+                    return false;
+                }
+                // An adopted line stays, but a password the config gave it
+                // must not outlive the config: the admin's own is not
+                // known any more, so the account is locked.
+                if (f == SHADOW || f == GSHADOW) && l.get(1) == cl.get(1) && l.len() > 1 {
+                    l[1] = b"!".to_vec();
+                }
+                return true;
             };
             for (i, v) in l.iter_mut().enumerate() {
                 let (dv, cv) = (
@@ -596,14 +605,16 @@ pub(crate) fn merge_lines(old: Option<&[u8]>, admin: &[u8], new: Option<&[u8]>) 
 }
 
 /// The users (`f` = [`PASSWD`]) or groups ([`GROUP`]) that `composed`
-/// creates on `default` but that `admin` holds with another id: the
-/// config did not create those lines but adopted them (the admin's
-/// local user, there before the config declared it, which the compose
-/// on the admin's version kept with its id). They stay, so that a user's
-/// id never changes between applies. A line the config created has the
-/// id the config gives it on `default`; it differs only where an admin's
-/// local user held that id then (then the line is taken for adopted and
-/// outlives the config: the rare price of never moving an id).
+/// creates on `default` but that `admin` holds as another line (another
+/// id, name, home, shell or GECOS): the config did not create those lines
+/// but adopted them (the admin's local user, there before the config
+/// declared it, which the compose on the admin's version kept as it was).
+/// They stay, so that a user's id and the admin's fields never change
+/// between applies (a password the config set is locked on the way out).
+/// A line the config created is exactly what the config makes on
+/// `default`; it differs only where an admin's local user held its id
+/// then, or the admin edited it (then it is taken for adopted and
+/// outlives the config: the admin's change, reported by drift).
 fn adopted(admin: &Base, default: &Base, composed: &Composed, f: usize) -> BTreeSet<String> {
     let a = Table::parse(admin.files[f].as_deref());
     let d = Table::parse(default.files[f].as_deref());
@@ -612,7 +623,12 @@ fn adopted(admin: &Base, default: &Base, composed: &Composed, f: usize) -> BTree
         .iter()
         .map(|l| String::from_utf8_lossy(&l[0]).into_owned())
         .filter(|n| d.find(n).is_none())
-        .filter(|n| a.find(n).is_some() && a.field(n, 2) != c.field(n, 2))
+        .filter(|n| match (a.find(n), c.find(n)) {
+            // Created lines are exactly what the config makes on the
+            // default; any other line of that name was the admin's.
+            (Some(i), Some(j)) => a.lines[i] != c.lines[j],
+            _ => false,
+        })
         .collect()
 }
 

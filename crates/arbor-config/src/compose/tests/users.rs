@@ -538,3 +538,57 @@ fn local_password_change_keeps_the_new_os_users() {
         SHADOW.replace("root:*:", "root:$6$new:") + "v2sys:!:19000::::::\nalice:!:::::::\n"
     );
 }
+
+/// An adopted local user whose id is the one the config gives (here
+/// declared) keeps the admin's line (GECOS, home, shell, password)
+/// across applies; a password the config set on her is locked once the
+/// config drops her, never left as a credential nothing declares.
+#[test]
+fn adopted_user_with_the_declared_id_and_a_config_password() {
+    let s = Sys::new();
+    let (d0, d1, d2) = (s.os("d0"), s.os("d1"), s.os("d2"));
+    compose(None, None, &d0, &Config::default(), true).unwrap();
+    let add = |f: &str, line: &str| {
+        let c = d0.read(f) + line;
+        std::fs::write(d0.path(f), c).unwrap();
+    };
+    let line = "alice:x:1005:1005:Alice:/srv/alice:/bin/zsh\n";
+    add("passwd", line);
+    add("shadow", "alice:$6$secret:20000:0:99999:7:::\n");
+    add("group", "alice:x:1005:\n");
+    add("gshadow", "alice:!::\n");
+    let mut alice = user(&[], &[]);
+    alice.uid = Some(1005);
+    let a = Config {
+        users: [("alice".to_string(), alice.clone())].into(),
+        ..Default::default()
+    };
+    compose(Some(&d0), None, &d1, &a, true).unwrap();
+    assert!(d1.read("passwd").ends_with(line), "{}", d1.read("passwd"));
+    // A second apply that only adds a file keeps her line and password.
+    let mut a2 = a.clone();
+    a2.files.insert("/etc/x.conf".into(), file("x\n"));
+    compose(Some(&d1), Some(&a), &d2, &a2, true).unwrap();
+    assert!(d2.read("passwd").ends_with(line), "{}", d2.read("passwd"));
+    assert!(
+        d2.read("shadow").contains("alice:$6$secret:"),
+        "{}",
+        d2.read("shadow")
+    );
+    // The config sets her password, then drops her: she stays (the
+    // admin's user), locked.
+    let mut pw = alice;
+    pw.password_hash = Some("$6$fromconfig".into());
+    let a3 = Config {
+        users: [("alice".to_string(), pw)].into(),
+        ..Default::default()
+    };
+    let (d4, d5) = (s.os("d4"), s.os("d5"));
+    compose(Some(&d2), Some(&a2), &d4, &a3, true).unwrap();
+    assert!(d4.read("shadow").contains("alice:$6$fromconfig:"));
+    compose(Some(&d4), Some(&a3), &d5, &Config::default(), true).unwrap();
+    assert!(d5.read("passwd").ends_with(line), "{}", d5.read("passwd"));
+    let shadow = d5.read("shadow");
+    assert!(!shadow.contains("fromconfig"), "{shadow}");
+    assert!(shadow.contains("alice:!:"), "{shadow}");
+}
