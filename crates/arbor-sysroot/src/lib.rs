@@ -6,7 +6,8 @@
 //! and arbor reads what ostree writes.
 //!
 //! Modules:
-//! - [`sysroot`]: loading the boot state and deployments; init-fs, os-init.
+//! - [`sysroot`]: loading the boot state and deployments; init-fs.
+//! - [`lock`]: the sysroot lock ([`sysroot::SysrootLock`]); os-init.
 //! - [`deploy`]: creating a deployment (checkout, /etc, origin).
 //! - [`compose`]: the extension point composing a new deployment's /etc.
 //! - [`preview`]: what a deploy would do to /etc, per path (`deploy --dry-run`).
@@ -32,6 +33,7 @@ pub mod freeze;
 pub mod fsutil;
 pub mod kargs;
 pub mod kernel;
+pub mod lock;
 pub mod ops;
 pub mod preview;
 pub mod staged;
