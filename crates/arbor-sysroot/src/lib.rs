@@ -12,7 +12,7 @@
 //! - [`compose`]: the extension point composing a new deployment's /etc.
 //! - [`preview`]: what a deploy would do to /etc, per path (`deploy --dry-run`).
 //! - [`status`]: the deployments as `status` reports them.
-//! - [`write`]: the atomic switch to a new deployment list; cleanup.
+//! - [`mod@write`]: the atomic switch to a new deployment list; cleanup.
 //! - [`ops`]: rollback, undeploy, pin, kernel arguments.
 //! - [`staged`]: staged deployments and their finalization at shutdown.
 //! - [`etc_merge`]: the three-way /etc merge.

@@ -239,9 +239,11 @@ pub enum Finalized {
 /// (ostree's `ostree/finalize-failure.stamp`), for the next boot to report.
 pub const FINALIZE_FAILURE_STAMP: &str = "ostree/finalize-failure.stamp";
 
-/// [`finalize_inner`], recording a failure in [`FINALIZE_FAILURE_STAMP`]
-/// (and removing an old stamp on success), as ostree's
-/// `finalize-staged` does, so `boot-complete` reports it on the next boot.
+/// Completes the staged deployment (`finalize_inner`: removes the record,
+/// composes /etc, writes the boot entries, cleans up), recording a
+/// failure in [`FINALIZE_FAILURE_STAMP`] (and removing an old stamp on
+/// success), as ostree's `finalize-staged` does, so `boot-complete`
+/// reports it on the next boot.
 pub fn finalize(s: &mut SysrootLock<'_>) -> Result<Finalized> {
     finalize_with(s, &crate::compose::ThreeWayMerge)
 }
