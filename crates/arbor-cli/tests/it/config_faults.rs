@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 
 use crate::config_apply::{file, ign, mc_kargs, ostree_reads, root_of, stored, Cfg};
 use crate::sysroot::{needs_root, unseal_all};
+use crate::util::Rng;
 use crate::util::{arbor, ostree, run_ok, s};
 
 fn config(n: &str) -> Vec<(&'static str, Vec<u8>)> {
@@ -263,18 +264,6 @@ fn every_crash_point_of_config_apply_leaves_old_or_new() {
     }
     eprintln!("{cases} crash cases, {} points reached", reached.len());
     unseal_all(&probe);
-}
-
-/// A tiny deterministic generator (seed printed for reproduction).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
 }
 
 #[test]

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::sysroot::needs_root;
 use crate::sysroot_ops::{machine, sys_arbor, Machine};
+use crate::util::Rng;
 use crate::util::{arbor, ostree, run_ok, s};
 
 /// `arbor SUB --sysroot SYS ARGS`, booted into `root` (a deployment
@@ -445,18 +446,6 @@ fn every_crash_point_leaves_old_or_new() {
         assert!(reached.contains(p), "crash point {p} was never reached");
     }
     eprintln!("{cases} crash cases, {} points reached", reached.len());
-}
-
-/// A tiny deterministic generator (seed printed for reproduction).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
 }
 
 #[test]

@@ -501,3 +501,15 @@ pub fn ostree_view_of_status(text: &str) -> String {
     );
     kept
 }
+
+/// A tiny deterministic generator (seed printed for reproduction).
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
