@@ -515,6 +515,7 @@ mod tests {
                 "root=x quiet a=1 ostree=/o b=2 init=/ostree/boot.1/os/c/0/usr/lib/ostree/ostree-prepare-root",
             ),
             version: None,
+            layers: None,
             staged: false,
             bootconfig: Default::default(),
         };

@@ -22,12 +22,14 @@
 //! - [`state`]: the state checksum of a deployment.
 //! - [`apply`]: `config apply`, and the composer deploys use.
 //! - [`drift`]: what a deployment holds that its state does not declare.
+//! - [`extensions`]: a base plus extensions, composed at the object level.
 #![deny(missing_docs)]
 
 pub mod apply;
 pub mod canonical;
 pub mod compose;
 pub mod drift;
+pub mod extensions;
 pub mod input;
 pub mod model;
 pub mod render;

@@ -123,12 +123,32 @@ pub const CONFIG_GC: &str = "config::gc";
 /// deploy's [`SYSROOT_ALL`] points come between the second and third).
 pub const CONFIG_ALL: &[&str] = &[CONFIG_STORED, CONFIG_COMPOSED, CONFIG_SWITCHED, CONFIG_GC];
 
+// --- Extensions (arbor-config). ---
+
+/// A directory or tar extension is committed under its
+/// `arbor/extensions/NAME/COMMIT` ref; nothing composed yet.
+pub const EXT_IMPORTED: &str = "ext::imported";
+/// The composed commit and its `arbor/composed/` ref are written; not
+/// deployed yet.
+pub const EXT_COMPOSED: &str = "ext::composed";
+/// The composed commit is deployed (default or staged); unused refs not
+/// yet collected.
+pub const EXT_SWITCHED: &str = "ext::switched";
+/// The refs no deployment uses were deleted.
+pub const EXT_GC: &str = "ext::gc";
+
+/// Every extension crash point, in the order `extension add` reaches them
+/// (the deploy's [`SYSROOT_ALL`] points come between the second and
+/// third).
+pub const EXT_ALL: &[&str] = &[EXT_IMPORTED, EXT_COMPOSED, EXT_SWITCHED, EXT_GC];
+
 /// Every point there is: [`hit`] accepts no other name.
 pub const EVERY: &[&[&str]] = &[
     TXN_ALL,
     SUMMARY_ALL,
     SYSROOT_ALL,
     CONFIG_ALL,
+    EXT_ALL,
     &[BOOT_FROZEN],
 ];
 

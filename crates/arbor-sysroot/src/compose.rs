@@ -20,7 +20,7 @@ use anyhow::Result;
 
 use crate::deployment::Deployment;
 use crate::etc_merge::EtcDiff;
-use crate::sysroot::Sysroot;
+use crate::sysroot::{Sysroot, SysrootLock};
 
 /// Composes the `/etc` of a new deployment.
 pub trait EtcComposer: std::fmt::Debug + Send + Sync {
@@ -55,4 +55,23 @@ impl EtcComposer for ThreeWayMerge {
             None => Ok(EtcDiff::default()),
         }
     }
+}
+
+/// The extension point for what a deploy checks out: given the commit a
+/// deploy (an upgrade, a switch) is about to deploy, returns the commit to
+/// deploy instead. arbor-config's extension layering composes the merge
+/// deployment's extensions on the base of `commit`
+/// ([`crate::layered::base_of`]), so an upgrade re-composes them on the new
+/// base. It runs under the sysroot lock before anything of the new
+/// deployment is written; an error stops the deploy with nothing changed.
+pub trait CommitLayering: std::fmt::Debug + Send + Sync {
+    /// The commit to deploy for `commit` in `stateroot`; `merge` is the
+    /// deployment the new one starts from (none for a first deployment).
+    fn layer(
+        &self,
+        s: &SysrootLock<'_>,
+        stateroot: &str,
+        merge: Option<&Deployment>,
+        commit: &arbor_format::Checksum,
+    ) -> Result<arbor_format::Checksum>;
 }

@@ -54,6 +54,9 @@ pub struct DeployOptions {
     /// Composes the new `/etc` (default: [`ThreeWayMerge`]). A staged
     /// deployment's `/etc` is composed by `finalize`, with its composer.
     pub composer: Option<Arc<dyn EtcComposer>>,
+    /// Replaces the resolved revision with the commit to deploy (a
+    /// composed commit of the base plus extensions); none: the revision.
+    pub layering: Option<Arc<dyn crate::compose::CommitLayering>>,
 }
 
 /// What a deploy did (or, for a dry run, would do).
@@ -291,6 +294,7 @@ pub fn deploy(s: &mut SysrootLock<'_>, opts: &DeployOptions) -> Result<DeployRep
         origin: None,
         kargs: Kargs::default(),
         version: s.commit_version(&csum),
+        layers: None,
         staged: false,
         bootconfig: Default::default(),
     };

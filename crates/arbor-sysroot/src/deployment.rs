@@ -28,6 +28,9 @@ pub struct Deployment {
     pub kargs: Kargs,
     /// The commit's `version` metadata.
     pub version: Option<String>,
+    /// The base and extensions its commit records, when it is a composed
+    /// commit ([`crate::layered`]).
+    pub layers: Option<crate::layered::Layers>,
     /// Staged: checked out, waiting for `finalize` (no boot entry yet).
     pub staged: bool,
     /// The boot entry it was loaded from (empty for a new deployment):
@@ -98,6 +101,19 @@ impl Deployment {
         let mut k = self.kargs.clone();
         k.remove_key("ostree");
         k
+    }
+
+    /// The base commit: the one its composed commit records, else its
+    /// commit.
+    pub fn base_commit(&self) -> Checksum {
+        self.layers.as_ref().map_or(self.csum, |l| l.base)
+    }
+
+    /// Its extensions, in order (none for a plain commit).
+    pub fn extensions(&self) -> &[crate::layered::ExtensionRef] {
+        self.layers
+            .as_ref()
+            .map_or(&[][..], |l| l.extensions.as_slice())
     }
 
     /// Same deployment (stateroot, commit and serial).

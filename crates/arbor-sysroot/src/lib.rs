@@ -33,6 +33,7 @@ pub mod freeze;
 pub mod fsutil;
 pub mod kargs;
 pub mod kernel;
+pub mod layered;
 pub mod lock;
 pub mod ops;
 pub mod preview;

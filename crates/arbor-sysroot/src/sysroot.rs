@@ -328,6 +328,7 @@ impl Sysroot {
             origin: None,
             kargs: Kargs::parse(&state.kargs.join(" ")),
             version: None,
+            layers: None,
             staged: true,
             bootconfig: BootEntry::default(),
         };
@@ -341,6 +342,7 @@ impl Sysroot {
         }
         d.origin = self.read_origin(&d)?;
         d.version = self.commit_version(&d.csum);
+        // H2: d.layers from the commit
         Ok(Some(d))
     }
 
@@ -417,12 +419,14 @@ impl Sysroot {
             origin: None,
             kargs,
             version: None,
+            layers: None,
             staged: false,
             bootconfig: e.clone(),
         };
         validate_stateroot(&d.stateroot)?;
         d.origin = self.read_origin(&d)?;
         d.version = self.commit_version(&d.csum);
+        // H2: d.layers from the commit
         Ok(d)
     }
 

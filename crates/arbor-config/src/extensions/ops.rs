@@ -1,0 +1,1 @@
+//! `extension add`, `remove`, `list`, and the layering (H3).

@@ -1,0 +1,1 @@
+//! Naming extensions and importing directories and tar streams (H3).

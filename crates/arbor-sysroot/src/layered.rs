@@ -1,0 +1,165 @@
+//! Deployments of composed commits: a base commit plus extensions.
+//!
+//! A deployment with extensions runs a *composed commit* (built by
+//! arbor-config from the base's and the extensions' trees). The composed
+//! commit describes itself in its metadata, so a deployment's base and
+//! extension list are read from its commit ([`Layers::from_commit`]) and a
+//! rollback restores the previous list with the previous deployment:
+//!
+//! - [`BASE_COMMIT_KEY`] (`s`): the base commit, 64 hex;
+//! - [`EXTENSIONS_KEY`] (`as`): one `NAME:COMMIT` string per extension, in
+//!   the order they were composed.
+//!
+//! Two families of local refs keep what deployments need through `prune`
+//! and `cleanup` (arbor's and ostree's `prune --refs-only` alike):
+//! [`COMPOSED_REF_PREFIX`]`<COMPOSED-HEX>` for each composed commit, and
+//! [`EXTENSION_REF_PREFIX`]`<NAME>/<COMMIT-HEX>` for each listed extension
+//! (re-composed on every upgrade). [`collect_refs`] deletes those no
+//! deployment uses.
+
+use anyhow::{bail, Context, Result};
+use arbor_format::metadata::Value;
+use arbor_format::{Checksum, Commit};
+
+/// Commit metadata key: the base commit of a composed commit.
+pub const BASE_COMMIT_KEY: &str = "arbor.base-commit";
+/// Commit metadata key: the extensions of a composed commit (`as` of
+/// `NAME:COMMIT`).
+pub const EXTENSIONS_KEY: &str = "arbor.extensions";
+/// Ref prefix of composed commits: `arbor/composed/<COMMIT-HEX>`.
+pub const COMPOSED_REF_PREFIX: &str = "arbor/composed/";
+/// Ref prefix of listed extensions: `arbor/extensions/<NAME>/<COMMIT-HEX>`.
+pub const EXTENSION_REF_PREFIX: &str = "arbor/extensions/";
+
+/// One extension of a composed commit.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ExtensionRef {
+    /// Its name (unique in a list).
+    pub name: String,
+    /// Its commit.
+    pub commit: Checksum,
+}
+
+impl ExtensionRef {
+    /// `NAME:COMMIT`, the form in [`EXTENSIONS_KEY`] and in state checksums.
+    pub fn to_entry(&self) -> String {
+        format!("{}:{}", self.name, self.commit.to_hex())
+    }
+
+    /// Parses `NAME:COMMIT`.
+    pub fn parse(entry: &str) -> Result<ExtensionRef> {
+        let (name, commit) = entry
+            .split_once(':')
+            .with_context(|| format!("Invalid extension entry {entry:?}: expected NAME:COMMIT"))?;
+        validate_name(name)?;
+        let commit = Checksum::from_hex(commit)
+            .with_context(|| format!("Invalid extension entry {entry:?}"))?;
+        Ok(ExtensionRef {
+            name: name.to_string(),
+            commit,
+        })
+    }
+
+    /// The ref that keeps this extension's commit:
+    /// `arbor/extensions/<NAME>/<COMMIT-HEX>`.
+    pub fn ref_name(&self) -> String {
+        format!(
+            "{EXTENSION_REF_PREFIX}{}/{}",
+            self.name,
+            self.commit.to_hex()
+        )
+    }
+}
+
+/// Checks an extension name: `[A-Za-z0-9][A-Za-z0-9._-]{0,63}`.
+pub fn validate_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if !ok {
+        bail!(
+            "Invalid extension name {name:?}: expected a letter or digit, then up to 63 \
+             letters, digits, '.', '_' or '-'"
+        );
+    }
+    Ok(())
+}
+
+/// The base and extensions of a composed commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layers {
+    /// The base commit.
+    pub base: Checksum,
+    /// The extensions, in order (never empty for a composed commit).
+    pub extensions: Vec<ExtensionRef>,
+}
+
+impl Layers {
+    /// The layers a commit's metadata records; `None` for a commit that
+    /// was not composed (no [`BASE_COMMIT_KEY`]). Malformed keys are an
+    /// error.
+    pub fn from_commit(commit: &Commit) -> Result<Option<Layers>> {
+        let Some(base) = commit.metadata.get(BASE_COMMIT_KEY) else {
+            return Ok(None);
+        };
+        let base = base
+            .as_str()
+            .with_context(|| format!("{BASE_COMMIT_KEY} is not a string"))?;
+        let base =
+            Checksum::from_hex(base).with_context(|| format!("Invalid {BASE_COMMIT_KEY}"))?;
+        let extensions = match commit.metadata.get(EXTENSIONS_KEY) {
+            Some(Value::StrArray(v)) => v
+                .iter()
+                .map(|e| ExtensionRef::parse(e))
+                .collect::<Result<Vec<_>>>()?,
+            Some(_) => bail!("{EXTENSIONS_KEY} is not a string array"),
+            None => bail!("A commit with {BASE_COMMIT_KEY} lacks {EXTENSIONS_KEY}"),
+        };
+        Ok(Some(Layers { base, extensions }))
+    }
+}
+
+/// The base of `commit`: its [`BASE_COMMIT_KEY`] if it is a composed
+/// commit, else the commit itself.
+pub fn base_of(repo: &arbor_repo::Repo, commit: &Checksum) -> Result<Checksum> {
+    let c = arbor_repo::objects::load_commit(repo, commit)?;
+    Ok(Layers::from_commit(&c)?.map_or(*commit, |l| l.base))
+}
+
+/// Deletes the [`COMPOSED_REF_PREFIX`] refs whose commit no deployment
+/// (staged included) runs, and the [`EXTENSION_REF_PREFIX`] refs whose
+/// extension no deployment lists. Returns the refs deleted.
+pub fn collect_refs(s: &crate::sysroot::SysrootLock<'_>) -> Result<Vec<String>> {
+    let _ = s;
+    unimplemented!("H2")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_round_trip() {
+        let e = ExtensionRef {
+            name: "tools".into(),
+            commit: Checksum::from_array([7; 32]),
+        };
+        assert_eq!(ExtensionRef::parse(&e.to_entry()).unwrap(), e);
+        assert_eq!(
+            e.ref_name(),
+            format!("arbor/extensions/tools/{}", "07".repeat(32))
+        );
+        for bad in [
+            "",
+            "tools",
+            ":ab",
+            "a/b:00",
+            &format!(".x:{}", "0".repeat(64)),
+        ] {
+            assert!(ExtensionRef::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
