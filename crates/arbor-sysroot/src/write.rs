@@ -585,6 +585,7 @@ mod tests {
             origin: None,
             kargs: crate::kargs::Kargs::parse("quiet"),
             version: None,
+            layers: None,
             staged: false,
             bootconfig: Default::default(),
         };
