@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# Extensions, side by side in one run, on the Debian corpus's v1 committed as in deploy.sh (its
+# /etc as /usr/etc, plus the same 16 MiB fake kernel), and a 200-file extension (a tool, its unit,
+# an extension-release file matching Debian 12, and 196 data files under /usr/share), both
+# committed by ostree into one bare repository:
+#  (a) composing the extension onto the base, warm cache, in that repository:
+#      `arbor extension compose --repo R BASE benchext=EXT` vs
+#      (i)  `ostree checkout` of the base, `ostree checkout --union` of the extension on it, then
+#           `ostree commit` of the result (the checkout-and-recommit route), and
+#      (ii) `ostree commit --tree=ref=BASE --tree=ref=EXT` with the composed commit's metadata
+#           (which must give arbor's checksum: the script checks it);
+#  (b) end to end: `arbor extension add` (compose + deploy) vs `ostree admin deploy` of the
+#      equivalent precomposed commit (the same checksum), each on a fresh copy of its tool's
+#      sysroot with v1 deployed, after `sync` and dropped caches.
+# Targets: (a)(i) >= 20x faster, (a)(ii) >= 3x faster, (b) >= 2x faster. Needs root (bare repos).
+# Env: RUNS=5 WARMUP=1 ARBOR=<repo>/target/release/arbor LOOPFS=1 PARTS="compose add"
+set -euo pipefail
+[ $# -ge 1 ] && [ $# -le 2 ] || { echo "usage: $0 CORPUS [WORKDIR]  (env: RUNS WARMUP ARBOR)" >&2; exit 2; }
+[ "$(id -u)" = 0 ] || { echo "$0: needs root (sysroot repositories are bare)" >&2; exit 1; }
+RUNS=${RUNS:-5} WARMUP=${WARMUP:-1}
+HERE=$(dirname "$(realpath "$0")")
+ARBOR=$(realpath -m "${ARBOR:-$HERE/../target/release/arbor}")
+C=$(realpath "$1")
+W=$(realpath -m "${2:-$(mktemp -d)}")
+. "$HERE/lib.sh"
+for t in ostree hyperfine python3 /usr/bin/time; do
+  command -v $t >/dev/null || { echo "missing $t (apt-get install ostree hyperfine time)" >&2; exit 1; }
+done
+[ -x "$ARBOR" ] || { echo "arbor binary not found at $ARBOR: run 'cargo build --release'" >&2; exit 1; }
+[ -d "$C/v1" ] || { echo "$C has no v1/" >&2; exit 1; }
+mkdir -p "$W"
+RES=$W/results
+if [ "${LOOPFS:-1}" = 1 ]; then   # a fresh journaled ext4, as deploy.sh
+  mountpoint -q "$W/fs" && umount "$W/fs"
+  rm -f "$W/fs.img" && truncate -s 8G "$W/fs.img" && mkfs.ext4 -q -F "$W/fs.img"
+  mkdir -p "$W/fs" && mount -o loop "$W/fs.img" "$W/fs"
+  trap 'cd "$W"; ! mountpoint -q "$W/fs" || umount "$W/fs"' EXIT
+  cd "$W/fs"
+else
+  cd "$W"
+  find . -xdev -type d -path '*/ostree/deploy/*/deploy/*' -prune -exec chattr -i {} + 2>/dev/null || true
+  rm -rf src o r o.v1 r.v1 trash tree-v1 kernel ext co
+fi
+rm -rf "$RES" && mkdir -p "$RES" trash
+B=testos/bench A="'$ARBOR'" TS=1700000000
+
+K=kernel/usr/lib/modules/6.1.0-bench
+mkdir -p $K && head -c 12M /dev/urandom >$K/vmlinuz && head -c 4M /dev/urandom >$K/initramfs.img
+ostree init --repo=src --mode=bare
+rm -rf tree-v1 && cp -a "$C/v1" tree-v1 && mv tree-v1/etc tree-v1/usr/etc
+V1=$(ostree commit --repo=src -b $B -s v1 --add-metadata-string=version=1 --timestamp=@$TS \
+  --tree=dir=tree-v1 --tree=dir=kernel)
+
+# The extension: 200 files, some in directories the base has (usr/bin, the systemd units), most
+# in new ones; its extension-release file matches the base's os-release (ID=debian VERSION_ID=12).
+rm -rf ext && mkdir -p ext/usr/bin ext/usr/lib/systemd/system ext/usr/lib/extension-release.d
+printf '#!/bin/sh\necho benchext\n' >ext/usr/bin/benchext && chmod 755 ext/usr/bin/benchext
+printf '[Unit]\nDescription=benchext\n[Service]\nExecStart=/usr/bin/benchext\n' \
+  >ext/usr/lib/systemd/system/benchext.service
+printf 'ID=debian\nVERSION_ID=12\n' >ext/usr/lib/extension-release.d/extension-release.benchext
+for d in $(seq -w 0 13); do
+  mkdir -p ext/usr/share/benchext/d$d
+  for f in $(seq -w 0 13); do
+    [ $((10#$d * 14 + 10#$f)) -lt 196 ] || break
+    head -c $((1024 + 10#$f * 97)) /dev/urandom >ext/usr/share/benchext/d$d/f$f
+  done
+done
+nfiles=$(find ext -type f | wc -l)
+[ "$nfiles" = 200 ] || { echo "the extension has $nfiles files, not 200" >&2; exit 1; }
+EXT=$(ostree commit --repo=src -b bench/benchext -s benchext --owner-uid=0 --owner-gid=0 \
+  --timestamp=@$TS --tree=dir=ext)
+
+# The composed commit as ostree makes it (the plan's flags; arbor must give the same checksum).
+tree_ref() {
+  echo "ostree commit --repo=src --orphan --no-bindings --parent=$V1 --timestamp=@$TS" \
+    "-s 'Extensions: benchext' --add-metadata-string=version=1" \
+    "--add-metadata-string=arbor.base-commit=$V1" \
+    "--add-metadata=\"arbor.extensions=['benchext:$EXT']\" --tree=ref=$V1 --tree=ref=$EXT"
+}
+COMPOSED=$(eval "$(tree_ref)")
+OURS=$("$ARBOR" extension compose --repo src $V1 benchext=$EXT)
+[ "$OURS" = "$COMPOSED" ] || { echo "arbor composed $OURS, ostree $COMPOSED" >&2; exit 1; }
+
+mk() { # TOOL DIR: v1 deployed; the extension (arbor) or the composed commit (ostree) pulled
+  if [ $1 = ostree ]; then
+    mkdir -p $2 && ostree admin init-fs $2 >/dev/null && ostree admin os-init testos --sysroot=$2 >/dev/null
+    ostree --repo=$2/ostree/repo pull-local src $V1 $COMPOSED >/dev/null
+    ostree --repo=$2/ostree/repo refs --create=bench/v1 $V1
+    ostree --repo=$2/ostree/repo refs --create=bench/composed $COMPOSED
+    ostree admin deploy --sysroot=$2 --os=testos --karg=root=LABEL=rootfs $V1 >/dev/null
+  else
+    "$ARBOR" admin init-fs $2 && "$ARBOR" admin os-init --sysroot $2 testos >/dev/null
+    "$ARBOR" pull-local --repo $2/ostree/repo src $V1 $EXT >/dev/null
+    ostree --repo=$2/ostree/repo refs --create=bench/v1 $V1
+    ostree --repo=$2/ostree/repo refs --create=bench/benchext $EXT
+    "$ARBOR" deploy --sysroot $2 --os testos --karg=root=LABEL=rootfs $V1 >/dev/null
+  fi
+}
+prep() { echo "{ [ ! -e $1 ] || mv $1 trash/\$(date +%s%N); } && cp -a $1.v1 $1 && sync && echo 3 >/proc/sys/vm/drop_caches"; }
+rss() { bash -c "$2" >/dev/null; /usr/bin/time -f %M -o "$RES/$1.rss" bash -c "$3" >/dev/null 2>>"$RES/rss.log" || true; }
+part() { [[ " ${PARTS:-compose add} " == *" $1 "* ]]; }
+
+# (a) composition, warm cache, in the same repository.
+if part compose; then
+bench ostree.checkout-union-commit "rm -rf co" \
+  "ostree checkout --repo=src $V1 co && ostree checkout --repo=src --union $EXT co && ostree commit --repo=src --orphan --timestamp=@$TS -s recommit --tree=dir=co"
+rss ostree.checkout-union-commit "rm -rf co" \
+  "ostree checkout --repo=src $V1 co && ostree checkout --repo=src --union $EXT co && ostree commit --repo=src --orphan --timestamp=@$TS -s recommit --tree=dir=co"
+rm -rf co
+bench ostree.tree-ref "" "$(tree_ref)"
+rss ostree.tree-ref "" "$(tree_ref)"
+bench arbor.compose "" "$A extension compose --repo src $V1 benchext=$EXT"
+rss arbor.compose "" "$A extension compose --repo src $V1 benchext=$EXT"
+fi
+
+# (b) extension add (compose + deploy) vs deploying the precomposed commit.
+if part add; then
+mk ostree o.v1 && mk arbor r.v1
+bench ostree.deploy-composed "$(prep o)" "ostree admin deploy --sysroot=o --os=testos $COMPOSED"
+rss ostree.deploy-composed "$(prep o)" "ostree admin deploy --sysroot=o --os=testos $COMPOSED"
+bench arbor.extension-add "$(prep r)" "$A extension add --sysroot r bench/benchext"
+rss arbor.extension-add "$(prep r)" "$A extension add --sysroot r bench/benchext"
+got=$("$ARBOR" status --json --sysroot r | python3 -c 'import json,sys; print(json.load(sys.stdin)["deployments"][0]["checksum"])')
+[ "$got" = "$COMPOSED" ] || { echo "extension add deployed $got, not $COMPOSED" >&2; exit 1; }
+[ -x r/ostree/deploy/testos/deploy/$COMPOSED.0/usr/bin/benchext ] \
+  || { echo "extension add did not deploy the tool" >&2; exit 1; }
+fi
+
+{
+  echo "# $(ostree --version | awk '/Version/{print "ostree", $2}' | tr -d "'")" \
+    "arbor=$(git -C "$HERE" describe --always --dirty 2>/dev/null || echo no-commit) corpus=$(basename "$C")" \
+    "runs=$RUNS warmup=$WARMUP cpus=$(nproc) extension_files=$nfiles composed=$COMPOSED $(date -u +%FT%TZ)"
+  python3 - "$RES" <<'PY'
+import json, os, sys
+res = sys.argv[1]
+def load(n):
+    r = json.load(open(f"{res}/{n}.json"))["results"][0]
+    p = f"{res}/{n}.rss"
+    rss = int(open(p).read().split()[-1]) / 1024 if os.path.exists(p) else float("nan")
+    psi = open(f"{res}/{n}.psi").read().strip()
+    return r, rss, psi
+t = lambda r: f"{r['median']:8.3f} {'(%.3f-%.3f)' % (r['min'], r['max']):>15}"
+print(f"{'comparison':34} {'reference_s':>11} {'(min-max)':>15} {'arbor_s':>8} {'(min-max)':>15} {'ratio':>6} {'ref_MiB':>7} {'arbor_MiB':>9} {'psi%':>7}  target")
+for name, ref, ours, target, ok in [
+    ("compose vs checkout+union+commit", "ostree.checkout-union-commit", "arbor.compose", ">=20x faster", lambda x: x >= 20),
+    ("compose vs commit --tree=ref", "ostree.tree-ref", "arbor.compose", ">=3x faster", lambda x: x >= 3),
+    ("extension add vs admin deploy", "ostree.deploy-composed", "arbor.extension-add", ">=2x faster", lambda x: x >= 2),
+]:
+    if not os.path.exists(f"{res}/{ref}.json") or not os.path.exists(f"{res}/{ours}.json"):
+        continue
+    (o, orss, opsi), (a, arss, apsi) = load(ref), load(ours)
+    ratio = o["median"] / a["median"]
+    print(f"{name:34} {t(o)} {t(a)} {ratio:6.2f} {orss:7.1f} {arss:9.1f} {opsi + '/' + apsi:>7}  {target} {'ok' if ok(ratio) else 'MISS'}")
+PY
+} | tee "$RES/extensions.txt"
