@@ -90,6 +90,10 @@ pub enum Cmd {
     /// Declared configuration (Ignition v3 / MachineConfig): render, apply.
     #[command(subcommand)]
     Config(crate::cli_config::ConfigCmd),
+    /// Extensions: a base commit plus an explicit list of extra trees,
+    /// composed at the object level and re-applied on every upgrade.
+    #[command(subcommand)]
+    Extension(crate::cli_extension::ExtensionCmd),
     /// Show what a deployment holds that its base commit and configuration
     /// do not declare (exit status 0: clean, 1: drift, 2: error).
     Drift(crate::drift_cmd::DriftOpts),

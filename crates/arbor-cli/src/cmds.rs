@@ -69,6 +69,7 @@ pub fn dispatch(opt: Opt, out: &mut dyn Write) -> Result<ExitCode> {
         Cmd::Unpin(o) => crate::sysroot_cmds::pin(o, false, out).map(|_| ExitCode::SUCCESS),
         Cmd::Kargs(o) => crate::sysroot_cmds::kargs(o, out).map(|_| ExitCode::SUCCESS),
         Cmd::Config(c) => crate::config_cmds::config(c, out).map(|_| ExitCode::SUCCESS),
+        Cmd::Extension(c) => crate::extension_cmds::extension(c, out).map(|_| ExitCode::SUCCESS),
         Cmd::Drift(o) => Ok(crate::drift_cmd::run(o, out)),
         Cmd::Finalize(o) => crate::sysroot_cmds::finalize(o, out).map(|_| ExitCode::SUCCESS),
         Cmd::BootComplete(o) => {
@@ -115,6 +116,7 @@ fn commit(o: CommitOpts, out: &mut impl Write) -> Result<()> {
             None => crate::time::source_date_epoch()?,
         },
         metadata_strings,
+        metadata_values: Vec::new(),
         owner_uid: o.owner_uid,
         owner_gid: o.owner_gid,
         canonical_permissions: o.canonical_permissions,

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use arbor_config::apply::{keep_config, ConfigComposer};
+use arbor_config::extensions::ops::ExtensionLayering;
 use arbor_config::state::{deployment_state, DeploymentState};
 use arbor_sysroot::deploy::{deploy as do_deploy, DeployOptions};
 use arbor_sysroot::preview::{preview_etc, EtcPreview};
@@ -63,10 +64,17 @@ pub const STATE_LABELS: [&str; 5] = [
     "State:",
 ];
 
+/// The label of the line `status` prints per extension of a deployment
+/// (`Extension: NAME (COMMIT)`, after `BaseCommit:`), as `rpm-ostree
+/// status` lists LayeredPackages.
+pub const EXTENSION_LABEL: &str = "Extension:";
+
 /// Renders `status` as `ostree admin status` does, plus, for each
 /// deployment, the inputs of its state and its state checksum (lines that
 /// ostree does not print: they follow ostree's lines, so stripping the
-/// [`STATE_LABELS`] lines gives `ostree admin status`'s text).
+/// [`STATE_LABELS`] and [`EXTENSION_LABEL`] lines gives `ostree admin
+/// status`'s text). A deployment of a composed commit shows its base
+/// commit (`BaseCommit:`) and one [`EXTENSION_LABEL`] line per extension.
 pub fn render_status(
     entries: &[StatusEntry],
     states: &[DeploymentState],
@@ -108,6 +116,11 @@ pub fn render_status(
         if let Some(st) = states.get(i) {
             let [base, ext, config, kargs, state] = STATE_LABELS;
             writeln!(out, "    {base} {}", st.base)?;
+            for e in &st.extensions {
+                // NAME:COMMIT, as the state lists them.
+                let (name, commit) = e.split_once(':').unwrap_or((e, ""));
+                writeln!(out, "    {EXTENSION_LABEL} {name} ({commit})")?;
+            }
             writeln!(out, "    {ext} [{}]", st.extensions.join(", "))?;
             writeln!(out, "    {config} {}", st.config)?;
             writeln!(out, "    {kargs} {}", st.kernel_arguments.join(" "))?;
@@ -177,6 +190,7 @@ pub fn deploy(o: DeployOpts, out: &mut impl Write) -> Result<()> {
         ..Default::default()
     };
     keep_config(&s, &mut opts)?;
+    opts.layering = Some(Arc::new(ExtensionLayering::default()));
     let r = do_deploy(&mut s.lock()?, &opts)?;
     collect_configs(&mut s)?;
     if o.json {
@@ -308,6 +322,7 @@ pub fn upgrade(o: UpgradeOpts, out: &mut impl Write) -> Result<ExitCode> {
         &DeployUpdateOptions {
             stage: o.stage,
             composer: Some(Arc::new(ConfigComposer::default())),
+            layering: None,
         },
     )?;
     let how = if o.stage { "Staged" } else { "Upgraded" };
@@ -328,6 +343,7 @@ pub fn switch(o: SwitchOpts, out: &mut impl Write) -> Result<()> {
         stateroot: o.os.stateroot,
         refspec: o.refspec,
         composer: Some(Arc::new(ConfigComposer::default())),
+        layering: None,
     };
     let r = arbor_upgrade::switch(&mut s, &opts, &Bar::new())?;
     collect_configs(&mut s)?;
@@ -414,4 +430,51 @@ pub fn finalize(o: FinalizeOpts, out: &mut impl Write) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_shows_the_base_and_each_extension() {
+        let e = StatusEntry {
+            index: 0,
+            stateroot: "os".into(),
+            checksum: "cc".repeat(32),
+            deployserial: 0,
+            booted: false,
+            staged: false,
+            pending: false,
+            rollback: false,
+            pinned: false,
+            version: None,
+            origin: Some("os:main".into()),
+            has_origin: true,
+            source_title: None,
+            bootcsum: String::new(),
+            kargs: String::new(),
+        };
+        let st = DeploymentState {
+            base: "bb".repeat(32),
+            extensions: vec![
+                format!("tools:{}", "01".repeat(32)),
+                format!("debug:{}", "02".repeat(32)),
+            ],
+            config: "rendered-x".into(),
+            kernel_arguments: vec!["quiet".into()],
+            state: format!("state-{}", "ee".repeat(32)),
+        };
+        let mut out = Vec::new();
+        render_status(&[e], &[st], &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let want = format!(
+            "    BaseCommit: {}\n    Extension: tools ({})\n    Extension: debug ({})\n    \
+             Extensions: [tools:{1}, debug:{2}]\n",
+            "bb".repeat(32),
+            "01".repeat(32),
+            "02".repeat(32)
+        );
+        assert!(text.contains(&want), "{text}");
+    }
 }

@@ -13,6 +13,10 @@
 //! - the kernel arguments of the staged deployment, else of the merge
 //!   deployment, without those its configuration added, plus those of the
 //!   new one (so a removed argument reverts);
+//! - the extensions of that deployment without those the previous
+//!   configuration declared, plus the `extensions` entries (`[NAME=]REF`)
+//!   of the new one, composed on its base commit (the new deployment runs
+//!   the composed commit, see [`crate::extensions`]);
 //! - an `/etc` composed by [`ConfigComposer`]: the new defaults, the
 //!   admin's changes the previous configuration did not manage, and the new
 //!   configuration (so a removed entry reverts to the OS default).
@@ -42,6 +46,7 @@ use arbor_fs::failpoint::{hit, CONFIG_COMPOSED, CONFIG_STORED, CONFIG_SWITCHED};
 use arbor_sysroot::compose::{EtcComposer, ThreeWayMerge};
 use arbor_sysroot::deploy::{carried_origin, DeployOptions, PREVIEW_PREFIX};
 use arbor_sysroot::etc_merge::EtcDiff;
+use arbor_sysroot::layered::ExtensionRef;
 use arbor_sysroot::sysroot::SysrootLock;
 use arbor_sysroot::{Deployment, Sysroot};
 use fn_error_context::context;
@@ -265,8 +270,13 @@ pub struct ApplyReport {
     /// Stateroot.
     pub stateroot: String,
     /// The base commit: the staged deployment's if the stateroot has one,
-    /// else the default deployment's.
+    /// else the default deployment's (its base commit, when it runs a
+    /// composed commit).
     pub base: String,
+    /// The extensions of the new deployment, `NAME:COMMIT` in order: the
+    /// base deployment's, without those the previous configuration
+    /// declared, with those this one declares.
+    pub extensions: Vec<String>,
     /// `CSUM.SERIAL` of the stateroot's staged deployment, when the new
     /// deployment is based on it (its commit, origin and kernel arguments).
     pub staged_base: Option<String>,
@@ -313,6 +323,36 @@ fn kernel_arguments(merge: &Deployment, previous: Option<&Config>, config: &Conf
     k
 }
 
+/// The extension list of a deployment built on `base` with `config`:
+/// `base`'s list without the names `previous` declared, with `config`'s
+/// entries (`[NAME=]REF`, resolved in the sysroot repository now; a name
+/// already listed is replaced in place, a new one appended), as kernel
+/// arguments are handled.
+fn declared_extensions(
+    s: &Sysroot,
+    base: &Deployment,
+    previous: Option<&Config>,
+    config: &Config,
+) -> Result<Vec<ExtensionRef>> {
+    use crate::extensions::source::{name_of, resolve, split_entry, SourceKind};
+    let mut list = base.extensions().to_vec();
+    for e in previous
+        .map(|p| p.extensions.as_slice())
+        .unwrap_or_default()
+    {
+        let (n, rev) = split_entry(e);
+        let name = name_of(n, rev, SourceKind::Rev)?;
+        list.retain(|x| x.name != name);
+    }
+    for e in &config.extensions {
+        let (n, rev) = split_entry(e);
+        let name = name_of(n, rev, SourceKind::Rev)?;
+        let commit = resolve(s.repo(), &name, rev)?;
+        crate::extensions::ops::put(&mut list, ExtensionRef { name, commit });
+    }
+    Ok(list)
+}
+
 /// Applies `opts.inputs` to the stateroot (see the module docs).
 #[context("Applying the configuration")]
 pub fn apply(s: &mut SysrootLock<'_>, opts: &ApplyOptions) -> Result<ApplyReport> {
@@ -344,7 +384,14 @@ pub fn apply(s: &mut SysrootLock<'_>, opts: &ApplyOptions) -> Result<ApplyReport
         .map(|n| load_config(s, &stateroot, n))
         .transpose()?;
     let kargs = kernel_arguments(karg_source, previous.as_ref(), &rendered.config);
-    let state = state_checksum(&base.csum, &rendered.name, &[], &kargs);
+    let extensions = declared_extensions(s, &base, previous.as_ref(), &rendered.config)?;
+    let base_commit = base.base_commit();
+    let state = state_checksum(
+        &base_commit,
+        &rendered.name,
+        &crate::state::entries(&extensions),
+        &kargs,
+    );
     // The /etc the new one is composed from is the merge deployment's,
     // with the configuration that one has.
     let merge_config = match (&pending, store::recorded_name(&merge)) {
@@ -361,7 +408,8 @@ pub fn apply(s: &mut SysrootLock<'_>, opts: &ApplyOptions) -> Result<ApplyReport
     let mut report = ApplyReport {
         outcome: Outcome::Unchanged,
         stateroot: stateroot.clone(),
-        base: base.csum.to_hex(),
+        base: base_commit.to_hex(),
+        extensions: crate::state::entries(&extensions),
         staged_base: pending.as_ref().map(Deployment::dir_name),
         rendered: rendered.name.clone(),
         previous: previous_name,
@@ -410,6 +458,15 @@ pub fn apply(s: &mut SysrootLock<'_>, opts: &ApplyOptions) -> Result<ApplyReport
     }
     let name = store::store(s, &stateroot, &rendered.canonical)?;
     hit(CONFIG_STORED);
+    let commit = if extensions == base.extensions() {
+        base.csum
+    } else {
+        let lock = s.repo().lock(false)?;
+        for e in &extensions {
+            crate::extensions::source::keep(&lock, e, true)?;
+        }
+        crate::extensions::compose::compose(&lock, &base_commit, &extensions)?.commit
+    };
     let mut origin = carried_origin(&base, None);
     store::set_recorded_name(&mut origin, &name)?;
     let composer = Arc::new(ConfigComposer::new(!opts.drop_local));
@@ -417,7 +474,7 @@ pub fn apply(s: &mut SysrootLock<'_>, opts: &ApplyOptions) -> Result<ApplyReport
         s,
         &DeployOptions {
             stateroot: Some(stateroot),
-            revision: base.csum.to_hex(),
+            revision: commit.to_hex(),
             origin: Some(origin),
             exact_kargs: Some(kargs),
             stage: opts.stage,
@@ -426,6 +483,9 @@ pub fn apply(s: &mut SysrootLock<'_>, opts: &ApplyOptions) -> Result<ApplyReport
         },
     )?;
     hit(CONFIG_SWITCHED);
+    if !extensions.is_empty() || !base.extensions().is_empty() {
+        crate::extensions::ops::collect_after_switch(s);
+    }
     report.collected = store::gc_after_switch(s);
     report.deployment = Some(r.deployment);
     // A new stage replaced it, a new default discarded it (as `deploy`).

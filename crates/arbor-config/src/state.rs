@@ -6,16 +6,17 @@
 //! 8785 (JCS) canonical JSON of this object:
 //!
 //! ```json
-//! {"base":"<commit, 64 hex>","config":"rendered-<sha256>","extensions":[],"kernel-arguments":["quiet","root=LABEL=r"]}
+//! {"base":"<commit, 64 hex>","config":"rendered-<sha256>","extensions":["tools:<commit, 64 hex>"],"kernel-arguments":["quiet","root=LABEL=r"]}
 //! ```
 //!
-//! - `base`: the deployment's commit checksum.
+//! - `base`: the deployment's base commit: the commit its composed commit
+//!   records (`arbor.base-commit`), else its commit.
 //! - `config`: the name of its rendered configuration (the `[arbor]
 //!   rendered-config` key of its origin); a deployment without one has
 //!   the empty configuration's name, so "no configuration" and "an empty
 //!   configuration" are the same state.
-//! - `extensions`: the extensions layered on the base, in order (none
-//!   exist yet: always `[]`).
+//! - `extensions`: the extensions layered on the base, in order, each as
+//!   `NAME:COMMIT` (64 hex); `[]` for a deployment of a plain commit.
 //! - `kernel-arguments`: the deployment's kernel arguments as its boot
 //!   entry lists them, in order, without `ostree=` and without the
 //!   `init=/ostree/boot.…/ostree-prepare-root` written for a kernel without
@@ -27,7 +28,8 @@
 //! `\u00xx` with lowercase hex, everything else literal UTF-8).
 //!
 //! Two deployments with the same state checksum have the same `/usr` (the
-//! base commit), the same managed `/etc` (the rendered configuration
+//! base commit composed with the same extensions: composition is
+//! deterministic), the same managed `/etc` (the rendered configuration
 //! applied to that commit's defaults) and the same kernel command line,
 //! whatever their histories.
 
@@ -43,7 +45,7 @@ pub const STATE_PREFIX: &str = "state-";
 pub struct DeploymentState {
     /// The base commit.
     pub base: String,
-    /// Extensions (always empty for now).
+    /// Extensions, `NAME:COMMIT` in order.
     pub extensions: Vec<String>,
     /// `rendered-<sha256>`.
     pub config: String,
@@ -87,14 +89,20 @@ pub fn deployment_state(d: &Deployment, empty_config: &str) -> DeploymentState {
         .unwrap_or(empty_config)
         .to_string();
     let kernel_arguments = state_kargs(d);
-    let extensions = Vec::new();
+    let extensions = entries(d.extensions());
+    let base = d.base_commit();
     DeploymentState {
-        base: d.csum.to_hex(),
-        state: state_checksum(&d.csum, &config, &extensions, &kernel_arguments),
+        base: base.to_hex(),
+        state: state_checksum(&base, &config, &extensions, &kernel_arguments),
         extensions,
         config,
         kernel_arguments,
     }
+}
+
+/// The `NAME:COMMIT` entries of `list`.
+pub fn entries(list: &[arbor_sysroot::layered::ExtensionRef]) -> Vec<String> {
+    list.iter().map(|e| e.to_entry()).collect()
 }
 
 /// `d`'s kernel arguments without those naming the boot version.
@@ -151,5 +159,68 @@ mod tests {
         for o in &others {
             assert_ne!(o, &st);
         }
+    }
+
+    #[test]
+    fn extensions_are_pinned_in_order() {
+        let base = Checksum::from_hex(&"ab".repeat(32)).unwrap();
+        let exts = [
+            format!("tools:{}", "01".repeat(32)),
+            format!("a:{}", "02".repeat(32)),
+        ];
+        let doc = canonical_state(&base, "rendered-x", &exts, &[]);
+        let want = format!(
+            "{{\"base\":\"{}\",\"config\":\"rendered-x\",\"extensions\":[\"tools:{}\",\"a:{}\"],\
+             \"kernel-arguments\":[]}}",
+            "ab".repeat(32),
+            "01".repeat(32),
+            "02".repeat(32)
+        );
+        assert_eq!(String::from_utf8(doc).unwrap(), want);
+        let mut swapped = exts.clone();
+        swapped.reverse();
+        assert_ne!(
+            state_checksum(&base, "rendered-x", &exts, &[]),
+            state_checksum(&base, "rendered-x", &swapped, &[])
+        );
+    }
+
+    #[test]
+    fn a_composed_deployment_states_its_base_and_list() {
+        use arbor_sysroot::layered::{ExtensionRef, Layers};
+        let base = Checksum::from_array([1; 32]);
+        let tools = ExtensionRef {
+            name: "tools".into(),
+            commit: Checksum::from_array([2; 32]),
+        };
+        let mut d = Deployment {
+            stateroot: "os".into(),
+            csum: Checksum::from_array([3; 32]),
+            deployserial: 0,
+            bootcsum: String::new(),
+            bootserial: 0,
+            origin: None,
+            kargs: arbor_sysroot::kargs::Kargs::parse("root=x ostree=/o"),
+            version: None,
+            layers: Some(Layers {
+                base,
+                extensions: vec![tools.clone()],
+            }),
+            staged: false,
+            bootconfig: Default::default(),
+        };
+        let st = deployment_state(&d, "rendered-e");
+        assert_eq!(st.base, base.to_hex());
+        assert_eq!(st.extensions, [tools.to_entry()]);
+        assert_eq!(
+            st.state,
+            state_checksum(&base, "rendered-e", &[tools.to_entry()], &["root=x".into()])
+        );
+        // Without layers: the commit itself, no extensions.
+        d.layers = None;
+        let plain = deployment_state(&d, "rendered-e");
+        assert_eq!(plain.base, d.csum.to_hex());
+        assert!(plain.extensions.is_empty());
+        assert_ne!(plain.state, st.state);
     }
 }

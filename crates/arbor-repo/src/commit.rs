@@ -71,6 +71,9 @@ pub struct CommitOptions {
     pub timestamp: Option<u64>,
     /// `--add-metadata-string KEY=VALUE`, in command-line order.
     pub metadata_strings: Vec<(String, String)>,
+    /// `--add-metadata KEY=VALUE` (typed values), in command-line order;
+    /// ostree puts them after every `--add-metadata-string` key.
+    pub metadata_values: Vec<(String, Value)>,
     /// `--owner-uid`.
     pub owner_uid: Option<u32>,
     /// `--owner-gid`.
@@ -583,6 +586,9 @@ pub fn commit(
     let mut metadata = Metadata::new();
     for (k, v) in &opts.metadata_strings {
         metadata.push(k.clone(), Value::Str(v.clone()));
+    }
+    for (k, v) in &opts.metadata_values {
+        metadata.push(k.clone(), v.clone());
     }
     if !opts.no_bindings {
         // After the user's keys, in ostree's order: the ref binding, then

@@ -22,6 +22,7 @@ const STABLE: &str = "testos/stable";
 const NOW: DeployUpdateOptions = DeployUpdateOptions {
     stage: false,
     composer: None,
+    layering: None,
 };
 
 /// Deploying needs root (owners in the bare system repository, the
@@ -333,7 +334,7 @@ fn download_only_leaves_the_deployments_unchanged_then_deploy_upgrades() {
         .sys
         .join(format!("ostree/deploy/testos/deploy/{}.0/etc/a.conf", m.v1));
     std::fs::write(&etc, "a=ADMIN\n").unwrap();
-    let p = up.preview_etc(&u).unwrap();
+    let p = up.preview_etc(&u, &DeployUpdateOptions::default()).unwrap();
     assert_eq!(p.commit, v2);
     assert_eq!(p.merge_deployment, Some(format!("{}.0", m.v1)));
     let paths: Vec<_> = p.plan.iter().map(|e| (&*e.path, &*e.change)).collect();
@@ -391,6 +392,7 @@ fn an_older_commit_is_refused_unless_downgrades_are_allowed() {
         stateroot: None,
         refspec: "testos/local".into(),
         composer: None,
+        layering: None,
     };
     switch(&mut s, &opts, &NullProgress).unwrap();
     assert_eq!(m.deployments()[0], (m.v1, 1));
@@ -473,6 +475,7 @@ fn a_deploy_refuses_when_another_process_changed_the_merge_deployment() {
         stateroot: None,
         refspec: "testos/local".into(),
         composer: None,
+        layering: None,
     };
     switch(&mut m.sysroot(), &opts, &NullProgress).unwrap();
     let switched = m.deployments();
@@ -632,6 +635,7 @@ fn the_composer_of_an_upgrade_and_a_finalization_sees_the_new_origin() {
     let opts = DeployUpdateOptions {
         stage: false,
         composer: Some(rec.clone()),
+        layering: None,
     };
     up.deploy(&u, &opts).unwrap();
     let root = |c: &Checksum, n: u32| m.sys.join(format!("ostree/deploy/testos/deploy/{c}.{n}"));

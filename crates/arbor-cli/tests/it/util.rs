@@ -457,8 +457,9 @@ pub fn rev_opt(repo: &Path, rev: &str) -> Option<String> {
 
 /// `arbor status`'s text without the state lines arbor adds after
 /// ostree's lines of each deployment (`BaseCommit:` ... `State:`), which
-/// must be there, once per deployment, with a `state-` checksum: what is
-/// left is `ostree admin status`'s text.
+/// must be there, once per deployment, with a `state-` checksum, and the
+/// `Extension: NAME (COMMIT)` lines of deployments with extensions: what
+/// is left is `ostree admin status`'s text.
 #[track_caller]
 pub fn ostree_view_of_status(text: &str) -> String {
     const LABELS: [&str; 5] = [
@@ -475,6 +476,9 @@ pub fn ostree_view_of_status(text: &str) -> String {
     let mut kept = String::new();
     let mut found = [0usize; 5];
     for l in text.lines() {
+        if l.starts_with("    Extension: ") {
+            continue;
+        }
         match LABELS
             .iter()
             .position(|lab| l.strip_prefix("    ").is_some_and(|r| r.starts_with(lab)))
