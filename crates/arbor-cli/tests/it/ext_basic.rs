@@ -411,6 +411,12 @@ fn add_a_directory_extension_and_read_it_everywhere() {
         "/usr/bin/tools-tool",
     ]));
     assert!(ls.starts_with("-00755 0 0 "), "{ls}");
+    // The directory import is deterministic: adding the same directory
+    // again changes nothing.
+    let boot = crate::config_apply::boot_snapshot(&e.sys);
+    e.ok("add", &[s(&dir)]);
+    assert_eq!(layers(&e.sys), l);
+    assert_eq!(crate::config_apply::boot_snapshot(&e.sys), boot);
 }
 
 #[test]
@@ -473,7 +479,6 @@ fn add_a_tar_file_and_a_tar_stream() {
     e.ok("add", &[s(&tar)]);
     let l = layers(&e.sys);
     let c_file = commit_of(&l[0].2, "fromtar");
-    // The same tree from a directory gives the same commit.
     let root = root_of(&e.sys, 0);
     assert_eq!(
         read(&root.join("usr/bin/fromtar-tool")),
