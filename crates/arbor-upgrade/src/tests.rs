@@ -955,3 +955,30 @@ fn a_staged_composed_deployment_is_pending_and_keeps_its_refs() {
         .collect();
     assert_eq!(refs, [format!("arbor/composed/{staged}"), tool.ref_name()]);
 }
+
+#[test]
+fn a_switch_deploys_through_the_hook() {
+    if needs_root("a_switch_deploys_through_the_hook") {
+        return;
+    }
+    let m = Machine::new();
+    let tool = m.ext("tool");
+    m.set_local(m.v1);
+    let hook = Hook::new(std::slice::from_ref(&tool));
+    let opts = SwitchOptions {
+        stateroot: None,
+        refspec: "testos/local".into(),
+        composer: None,
+        layering: Some(hook.clone()),
+    };
+    let r = switch(&mut m.sysroot(), &opts, &NullProgress).unwrap();
+    assert_eq!(*hook.calls.lock().unwrap(), [(Some(m.v1), m.v1)]);
+    let s = m.sysroot();
+    let d = &s.deployments()[0];
+    assert_eq!(d.csum.to_hex(), r.checksum);
+    assert_eq!(
+        (d.base_commit(), d.extensions()),
+        (m.v1, std::slice::from_ref(&tool))
+    );
+    assert_eq!(d.refspec(), Some("testos/local"));
+}
