@@ -322,6 +322,7 @@ pub fn upgrade(o: UpgradeOpts, out: &mut impl Write) -> Result<ExitCode> {
         &DeployUpdateOptions {
             stage: o.stage,
             composer: Some(Arc::new(ConfigComposer::default())),
+            layering: None,
         },
     )?;
     let how = if o.stage { "Staged" } else { "Upgraded" };
@@ -342,6 +343,7 @@ pub fn switch(o: SwitchOpts, out: &mut impl Write) -> Result<()> {
         stateroot: o.os.stateroot,
         refspec: o.refspec,
         composer: Some(Arc::new(ConfigComposer::default())),
+        layering: None,
     };
     let r = arbor_upgrade::switch(&mut s, &opts, &Bar::new())?;
     collect_configs(&mut s)?;
