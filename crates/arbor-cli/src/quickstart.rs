@@ -120,7 +120,7 @@ pub fn make_tree(root: &Path, version: u32) -> Result<usize> {
         n += 1;
     }
     let os_release = format!(
-        "NAME=\"Arbor Demo OS\"\nVERSION_ID={version}\nID=arbor-demo\nPRETTY_NAME=\"Arbor Demo OS\"\n"
+        "NAME=\"Arbor Demo OS\"\nVERSION_ID={version}\nID=arbor-demo\nSYSEXT_LEVEL=1\nPRETTY_NAME=\"Arbor Demo OS\"\n"
     );
     write_file(root, "usr/lib/os-release", &os_release, 0o644)?;
     write_file(root, "usr/etc/hostname", "arbor-demo\n", 0o644)?;
@@ -372,6 +372,120 @@ fn config_tour(dir: &Path, sys: &str, out: &mut dyn Write) -> Result<()> {
     Ok(())
 }
 
+/// The extension's ref in the served repository.
+const EXT_BRANCH: &str = "demo/x86_64/extensions/demo-top";
+
+/// Generates the sample extension in `root`: one tool, its unit, and the
+/// extension-release file that ties it to the demo OS (any version with
+/// `SYSEXT_LEVEL=1`).
+pub fn make_extension(root: &Path) -> Result<()> {
+    write_file(
+        root,
+        "usr/bin/demo-top",
+        "#!/bin/sh\necho \"demo-top 1.0: all quiet\"\n",
+        0o755,
+    )?;
+    write_file(
+        root,
+        "usr/lib/systemd/system/demo-top.service",
+        "[Unit]\nDescription=Demo top\n\n[Service]\nExecStart=/usr/bin/demo-top\n\n\
+         [Install]\nWantedBy=multi-user.target\n",
+        0o644,
+    )?;
+    write_file(
+        root,
+        "usr/lib/extension-release.d/extension-release.demo-top",
+        "ID=arbor-demo\nSYSEXT_LEVEL=1\n",
+        0o644,
+    )?;
+    Ok(())
+}
+
+/// Extensions: publish one, add it to the machine, upgrade (it is
+/// re-applied on the new base), roll back, remove it.
+fn extension_tour(
+    dir: &Path,
+    repo: &str,
+    sys: &str,
+    sysrepo: &str,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let tree = dir.join("tree-demo-top");
+    make_extension(&tree)?;
+    let tree = tree.to_string_lossy().into_owned();
+    let origin_ref = format!("origin:{EXT_BRANCH}");
+    writeln!(
+        out,
+        "\n# Extensions: a tree published next to the OS (one tool and its unit, with an\n\
+         # extension-release file naming the OS it fits), listed per machine, re-applied on every upgrade"
+    )?;
+    let steps: Steps<'_> = vec![
+        (
+            "Publish the extension on its own branch",
+            vec![
+                "commit", "--repo", repo, "-b", EXT_BRANCH, "-s", "demo-top 1.0", &tree,
+            ],
+        ),
+        (
+            "Update the summary",
+            vec!["summary", "--repo", repo, "--update"],
+        ),
+        (
+            "The machine fetches it",
+            vec!["pull", "--repo", sysrepo, "origin", EXT_BRANCH],
+        ),
+        (
+            "Add it: the base composed with the extension at the object level, deployed (the name is the ref's last component)",
+            vec!["extension", "add", "--sysroot", sys, &origin_ref],
+        ),
+        (
+            "What boots next: its base and its extensions",
+            vec!["extension", "list", "--sysroot", sys],
+        ),
+        (
+            "Status shows the base commit and each extension; the state checksum covers the list",
+            vec!["status", "--sysroot", sys],
+        ),
+        (
+            "Upgrade: version 2 is deployed with the extension composed on it again",
+            vec!["upgrade", "--sysroot", sys],
+        ),
+    ];
+    for (comment, args) in steps {
+        step(out, comment, &args)?;
+    }
+    let s = crate::sysroot_cmds::open_sysroot(Path::new(sys))?;
+    let tool = Path::new(sys)
+        .join(s.deployments()[0].relpath())
+        .join("usr/bin/demo-top");
+    writeln!(
+        out,
+        "\n# The tool is in the upgraded deployment\n$ cat {}",
+        shell_words(&[&tool.to_string_lossy()])
+    )?;
+    write!(out, "{}", std::fs::read_to_string(&tool)?)?;
+    let steps: Steps<'_> = vec![
+        (
+            "Roll back: version 1 with its extension list",
+            vec!["rollback", "--sysroot", sys],
+        ),
+        (
+            "Remove the extension: a deployment of the plain base, every file of the extension gone",
+            vec!["extension", "remove", "--sysroot", sys, "demo-top"],
+        ),
+        ("Back to the plain base", vec!["status", "--sysroot", sys]),
+    ];
+    for (comment, args) in steps {
+        step(out, comment, &args)?;
+    }
+    let s = crate::sysroot_cmds::open_sysroot(Path::new(sys))?;
+    let root = Path::new(sys).join(s.deployments()[0].relpath());
+    if root.join("usr/bin/demo-top").exists() {
+        bail!("/usr/bin/demo-top is still there after the extension was removed");
+    }
+    Ok(())
+}
+
 /// The quickstart itself.
 pub fn run(dir: &Path, out: &mut dyn Write) -> Result<()> {
     if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
@@ -457,6 +571,7 @@ pub fn run(dir: &Path, out: &mut dyn Write) -> Result<()> {
     for (comment, args) in sysroot_rollback(&sys, &sysrepo) {
         step(out, comment, &args)?;
     }
+    extension_tour(dir, &repo, &sys, &sysrepo, out)?;
     config_tour(dir, &sys, out)?;
     writeln!(
         out,

@@ -130,12 +130,16 @@ pub fn render_status(
     Ok(())
 }
 
-/// Collects the stored configurations no deployment names any more.
-/// Runs after a switch that has happened: nothing here fails the command
-/// (a lock that cannot be taken is a warning; the next command collects).
+/// Collects the extension and composed refs and the stored
+/// configurations no deployment uses any more. Runs after a switch that
+/// has happened: nothing here fails the command (a lock that cannot be
+/// taken is a warning; the next command collects).
 fn collect_configs(s: &mut Sysroot) -> Result<Vec<String>> {
     match s.lock() {
-        Ok(l) => Ok(arbor_config::store::gc_after_switch(&l)),
+        Ok(l) => {
+            arbor_config::extensions::ops::collect_after_switch(&l);
+            Ok(arbor_config::store::gc_after_switch(&l))
+        }
         Err(e) => {
             tracing::warn!("Not collecting unused configurations: {e:#}");
             Ok(Vec::new())
@@ -322,7 +326,7 @@ pub fn upgrade(o: UpgradeOpts, out: &mut impl Write) -> Result<ExitCode> {
         &DeployUpdateOptions {
             stage: o.stage,
             composer: Some(Arc::new(ConfigComposer::default())),
-            layering: None,
+            layering: Some(Arc::new(ExtensionLayering::default())),
         },
     )?;
     let how = if o.stage { "Staged" } else { "Upgraded" };
@@ -343,7 +347,7 @@ pub fn switch(o: SwitchOpts, out: &mut impl Write) -> Result<()> {
         stateroot: o.os.stateroot,
         refspec: o.refspec,
         composer: Some(Arc::new(ConfigComposer::default())),
-        layering: None,
+        layering: Some(Arc::new(ExtensionLayering::default())),
     };
     let r = arbor_upgrade::switch(&mut s, &opts, &Bar::new())?;
     collect_configs(&mut s)?;

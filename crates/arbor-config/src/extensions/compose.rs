@@ -1,16 +1,65 @@
-//! The object-level union of a base commit and its extensions (H1).
+//! The object-level union of a base commit and its extensions.
 //!
-//! See /work/issue13-plan.md, "Composition rules".
+//! The composed tree is built from dirtree and dirmeta objects only (no
+//! checkout, no file content read or hashed): a directory only one tree
+//! has keeps its existing (dirtree, dirmeta) checksums, and only the
+//! directories where trees meet are loaded and get new dirtrees. The
+//! result equals what `ostree commit --tree=ref=BASE --tree=ref=EXT...`
+//! writes for the same trees, as long as no rule below refuses them.
+//!
+//! Rules (the trees are taken in order: base, then each extension):
+//! - a directory present in several trees must have the same dirmeta
+//!   (mode, owner, xattrs), else it is a conflict (ostree would silently
+//!   take the last one's);
+//! - a path that is a file (regular or symlink) in two trees must have the
+//!   same file object, unless the later extension lists the path (or a
+//!   directory above it) in its commit metadata [`OVERRIDES_KEY`], then
+//!   the later one wins; a file against a directory is always an error;
+//! - an extension's top level may hold only `usr`, `opt` and `etc`; its
+//!   `etc/...` is composed into `usr/etc/...` (the OS defaults, which the
+//!   /etc three-way merge brings to /etc), under the same rules (an
+//!   override of `/etc/X` means `/usr/etc/X`);
+//! - whiteouts (names starting with `.wh.`) are refused anywhere in an
+//!   extension;
+//! - each extension must fit the base ([`super::release::check`]);
+//! - every extension commit is complete: not partial, every dirtree and
+//!   dirmeta hashes to its name and parses, every file object exists.
+//!
+//! The composed commit: metadata `version` (the base's, when it has one),
+//! [`BASE_COMMIT_KEY`], [`EXTENSIONS_KEY`] in that order; subject
+//! `Extensions: a, b`; empty body; parent and timestamp the base's; no ref
+//! bindings. Nothing depends on time, randomness or hash-map order, so the
+//! same inputs give the same checksum on any machine.
 
-use anyhow::Result;
-use arbor_format::Checksum;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::rc::Rc;
+
+use anyhow::{anyhow, bail, Context, Result};
+use arbor_format::commit::VERSION_KEY;
+use arbor_format::metadata::Value;
+use arbor_format::RefName;
+use arbor_format::{Checksum, Commit, DirTree, DirTreeDir, DirTreeFile, Metadata, ObjectType};
+use arbor_repo::refs::{RefSpec, RefUpdate};
 use arbor_repo::repo::RepoLock;
+use arbor_repo::txn::Transaction;
 use arbor_repo::Repo;
-use arbor_sysroot::layered::{ExtensionRef, Layers};
+use arbor_sysroot::layered::{
+    validate_name, ExtensionRef, Layers, BASE_COMMIT_KEY, COMPOSED_REF_PREFIX, EXTENSIONS_KEY,
+};
+use fn_error_context::context;
+
+use super::release::short;
+use super::verify::{join, load_commit, load_dirmeta, load_dirtree, require_complete};
 
 /// Commit metadata key of an extension: the paths it may replace (`as` of
 /// absolute paths; an entry covers that path and everything below it).
 pub const OVERRIDES_KEY: &str = "arbor.extension.overrides";
+
+/// The only top-level directories an extension may have.
+pub const ALLOWED_TOP_LEVEL: [&str; 3] = ["usr", "opt", "etc"];
+
+/// Prefix of the names of whiteout files (refused).
+pub const WHITEOUT_PREFIX: &str = ".wh.";
 
 /// A composed commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,17 +75,610 @@ pub struct Composed {
 /// Composes `extensions` on `base`, writes the dirtrees, the commit and
 /// its `arbor/composed/<HEX>` ref in one transaction. An empty list
 /// writes nothing and returns the base.
+///
+/// Crash guarantee: that of [`Transaction::commit`]; the ref appears only
+/// with the complete commit, and a crash leaves at worst unreferenced
+/// dirtrees for `prune`.
 pub fn compose(
     lock: &RepoLock<'_>,
     base: &Checksum,
     extensions: &[ExtensionRef],
 ) -> Result<Composed> {
-    let _ = (lock, base, extensions);
-    unimplemented!("H1")
+    let built = build(lock.repo(), base, extensions)?;
+    let Some(commit_bytes) = built.commit_bytes else {
+        return Ok(built.composed);
+    };
+    let c = built.composed.commit;
+    let name = RefName::new(format!("{COMPOSED_REF_PREFIX}{}", c.to_hex()))?;
+    let txn = Transaction::begin(lock)?;
+    for tree in &built.trees {
+        txn.write_metadata(ObjectType::DirTree, tree)?;
+    }
+    let written = txn.write_metadata(ObjectType::Commit, &commit_bytes)?;
+    debug_assert_eq!(written, c);
+    txn.commit(&[RefUpdate::set(RefSpec::local(name), c)])
+        .with_context(|| format!("Writing composed commit {c}"))?;
+    Ok(built.composed)
 }
 
 /// What [`compose`] would produce (every check included), writing nothing.
 pub fn plan(repo: &Repo, base: &Checksum, extensions: &[ExtensionRef]) -> Result<Composed> {
-    let _ = (repo, base, extensions);
-    unimplemented!("H1")
+    Ok(build(repo, base, extensions)?.composed)
+}
+
+/// A composition, in memory.
+struct Built {
+    composed: Composed,
+    /// Encoded dirtrees of the directories where trees meet.
+    trees: Vec<Vec<u8>>,
+    /// The encoded commit (`None` for an empty list).
+    commit_bytes: Option<Vec<u8>>,
+}
+
+#[context(
+    "Composing {} on base {}",
+    if extensions.is_empty() { "no extensions".to_string() } else { names(extensions) },
+    short(base)
+)]
+fn build(repo: &Repo, base: &Checksum, extensions: &[ExtensionRef]) -> Result<Built> {
+    let base_commit = load_commit(repo, base)?;
+    if extensions.is_empty() {
+        return Ok(Built {
+            composed: Composed {
+                commit: *base,
+                layers: Layers {
+                    base: *base,
+                    extensions: Vec::new(),
+                },
+                dirtrees: 0,
+            },
+            trees: Vec::new(),
+            commit_bytes: None,
+        });
+    }
+    require_complete(repo, base)?;
+    if let Some(layers) = Layers::from_commit(&base_commit)? {
+        bail!(
+            "{base} is itself a composed commit (base {}): compose on its base",
+            layers.base
+        );
+    }
+    let mut seen = HashSet::new();
+    for e in extensions {
+        validate_name(&e.name)?;
+        if !seen.insert(e.name.as_str()) {
+            bail!("Extension {} is listed twice", e.name);
+        }
+    }
+    let mut u = Union::new(repo, base, &base_commit)?;
+    let mut commits = Vec::with_capacity(extensions.len());
+    for (i, e) in extensions.iter().enumerate() {
+        let c = u.check_extension(i, e)?;
+        super::release::check(repo, base, e)?;
+        commits.push(c);
+    }
+    for (i, (e, c)) in extensions.iter().zip(&commits).enumerate() {
+        u.merge_extension(i, e, c)
+            .with_context(|| format!("Adding extension {}", e.name))?;
+    }
+    let (root_tree, trees) = u.finish();
+    let mut metadata = Metadata::new();
+    if let Some(v) = base_commit.metadata.get_str(VERSION_KEY) {
+        metadata.push(VERSION_KEY, Value::Str(v.to_string()));
+    }
+    metadata.push(BASE_COMMIT_KEY, Value::Str(base.to_hex()));
+    let entries = extensions.iter().map(ExtensionRef::to_entry).collect();
+    metadata.push(EXTENSIONS_KEY, Value::StrArray(entries));
+    let commit = Commit {
+        metadata,
+        parent: Some(*base),
+        related: Vec::new(),
+        subject: format!("Extensions: {}", names(extensions)),
+        body: String::new(),
+        timestamp: base_commit.timestamp,
+        root_tree,
+        root_meta: base_commit.root_meta,
+    };
+    let bytes = commit.encode();
+    Ok(Built {
+        composed: Composed {
+            commit: Checksum::digest(&bytes),
+            layers: Layers {
+                base: *base,
+                extensions: extensions.to_vec(),
+            },
+            dirtrees: trees.len(),
+        },
+        trees,
+        commit_bytes: Some(bytes),
+    })
+}
+
+fn names(extensions: &[ExtensionRef]) -> String {
+    let v: Vec<&str> = extensions.iter().map(|e| e.name.as_str()).collect();
+    v.join(", ")
+}
+
+/// Which tree an entry comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Src {
+    Base,
+    Ext(usize),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct FileEnt {
+    checksum: Checksum,
+    src: Src,
+}
+
+/// A subdirectory of a directory where trees meet.
+#[derive(Debug, Clone, Copy)]
+enum Child {
+    /// A directory only one tree has (so far): kept as its checksums.
+    Lazy {
+        tree: Checksum,
+        meta: Checksum,
+        src: Src,
+    },
+    /// A directory where trees meet: an index into [`Union::nodes`].
+    Node(usize),
+}
+
+/// A directory where trees meet, loaded.
+#[derive(Debug)]
+struct Node {
+    meta: Checksum,
+    meta_src: Src,
+    files: BTreeMap<String, FileEnt>,
+    dirs: BTreeMap<String, Child>,
+}
+
+/// One subdirectory of an extension to merge into a node.
+struct Pending {
+    parent: usize,
+    name: String,
+    tree: Checksum,
+    meta: Checksum,
+    path: String,
+}
+
+/// The tree being composed. Nodes live in an arena: a node's children
+/// always have larger indices than the node (a child is loaded after its
+/// parent), which [`Union::finish`] relies on, and nothing recurses, so
+/// trees of any depth are fine.
+struct Union<'r> {
+    repo: &'r Repo,
+    base_short: String,
+    names: Vec<String>,
+    /// Dirtrees read (and verified), by checksum.
+    trees: HashMap<Checksum, Rc<DirTree>>,
+    /// Extension dirtrees already checked (whiteouts, file objects).
+    checked: HashSet<Checksum>,
+    /// Dirmetas already verified.
+    metas: HashSet<Checksum>,
+    /// Each extension's overrides (normalised absolute paths).
+    overrides: Vec<Vec<String>>,
+    nodes: Vec<Node>,
+}
+
+impl<'r> Union<'r> {
+    fn new(repo: &'r Repo, base: &Checksum, base_commit: &Commit) -> Result<Union<'r>> {
+        let mut u = Union {
+            repo,
+            base_short: short(base),
+            names: Vec::new(),
+            trees: HashMap::new(),
+            checked: HashSet::new(),
+            metas: HashSet::new(),
+            overrides: Vec::new(),
+            nodes: Vec::new(),
+        };
+        u.verify_meta(&base_commit.root_meta)?;
+        let root = u.load_node(&base_commit.root_tree, base_commit.root_meta, Src::Base)?;
+        u.nodes.push(root);
+        Ok(u)
+    }
+
+    fn src_name(&self, s: Src) -> String {
+        match s {
+            Src::Base => format!("base {}", self.base_short),
+            Src::Ext(i) => format!("extension {}", self.names[i]),
+        }
+    }
+
+    fn tree(&mut self, c: &Checksum) -> Result<Rc<DirTree>> {
+        if let Some(t) = self.trees.get(c) {
+            return Ok(t.clone());
+        }
+        let t = Rc::new(load_dirtree(self.repo, c)?);
+        self.trees.insert(*c, t.clone());
+        Ok(t)
+    }
+
+    fn verify_meta(&mut self, c: &Checksum) -> Result<()> {
+        if !self.metas.contains(c) {
+            load_dirmeta(self.repo, c)?;
+            self.metas.insert(*c);
+        }
+        Ok(())
+    }
+
+    fn load_node(&mut self, tree: &Checksum, meta: Checksum, src: Src) -> Result<Node> {
+        let dt = self.tree(tree)?;
+        let files = dt
+            .files
+            .iter()
+            .map(|f| {
+                let ent = FileEnt {
+                    checksum: f.checksum,
+                    src,
+                };
+                (f.name.clone(), ent)
+            })
+            .collect();
+        let dirs = dt
+            .dirs
+            .iter()
+            .map(|d| {
+                let child = Child::Lazy {
+                    tree: d.tree,
+                    meta: d.meta,
+                    src,
+                };
+                (d.name.clone(), child)
+            })
+            .collect();
+        Ok(Node {
+            meta,
+            meta_src: src,
+            files,
+            dirs,
+        })
+    }
+
+    /// Checks extension `i` once, all of it: complete, top level allowed,
+    /// no whiteouts, every dirtree and dirmeta verified, every file object
+    /// present. Returns its commit.
+    fn check_extension(&mut self, i: usize, e: &ExtensionRef) -> Result<Commit> {
+        let what = || format!("Checking extension {} ({})", e.name, e.commit);
+        require_complete(self.repo, &e.commit).with_context(what)?;
+        let commit = load_commit(self.repo, &e.commit).with_context(what)?;
+        self.names.push(e.name.clone());
+        self.overrides.push(overrides(&commit).with_context(what)?);
+        self.walk_extension(&commit).with_context(what)?;
+        debug_assert_eq!(self.names.len(), i + 1);
+        Ok(commit)
+    }
+
+    fn walk_extension(&mut self, commit: &Commit) -> Result<()> {
+        self.verify_meta(&commit.root_meta).context("At /")?;
+        let root = self.tree(&commit.root_tree).context("At /")?;
+        if let Some(f) = root.files.first() {
+            bail!("/{}: only directories {ALLOWED_TOP_LEVEL:?} are allowed at the top level of an extension", f.name);
+        }
+        if let Some(d) = root
+            .dirs
+            .iter()
+            .find(|d| !ALLOWED_TOP_LEVEL.contains(&d.name.as_str()))
+        {
+            bail!(
+                "/{}: only {ALLOWED_TOP_LEVEL:?} are allowed at the top level of an extension",
+                d.name
+            );
+        }
+        // Iterative, so a tree of any depth is fine.
+        let mut stack = vec![(commit.root_tree, "/".to_string())];
+        while let Some((tree, path)) = stack.pop() {
+            if !self.checked.insert(tree) {
+                continue;
+            }
+            let dt = self.tree(&tree).with_context(|| format!("At {path}"))?;
+            for f in &dt.files {
+                whiteout(&path, &f.name)?;
+                if !self.repo.has_object(ObjectType::File, &f.checksum)? {
+                    bail!(
+                        "{}: file object {} is missing",
+                        join(&path, &f.name),
+                        f.checksum
+                    );
+                }
+            }
+            for d in dt.dirs.iter().rev() {
+                whiteout(&path, &d.name)?;
+                let p = join(&path, &d.name);
+                self.verify_meta(&d.meta)
+                    .with_context(|| format!("At {p}"))?;
+                stack.push((d.tree, p));
+            }
+        }
+        Ok(())
+    }
+
+    /// Merges extension `i` (checked already) into the union.
+    fn merge_extension(&mut self, i: usize, e: &ExtensionRef, commit: &Commit) -> Result<()> {
+        let src = Src::Ext(i);
+        if self.nodes[0].meta != commit.root_meta {
+            let (m, s) = (self.nodes[0].meta, self.nodes[0].meta_src);
+            return Err(self.meta_conflict("/", (m, s), (commit.root_meta, src)));
+        }
+        let root = self.tree(&commit.root_tree)?;
+        let mut etc = None;
+        for d in &root.dirs {
+            if d.name == "etc" {
+                etc = Some(d.clone());
+                continue;
+            }
+            self.merge_dir(
+                Pending {
+                    parent: 0,
+                    name: d.name.clone(),
+                    tree: d.tree,
+                    meta: d.meta,
+                    path: format!("/{}", d.name),
+                },
+                src,
+            )?;
+        }
+        if let Some(etc) = etc {
+            let usr = match self.nodes[0].dirs.get("usr") {
+                Some(_) => self.expand(0, "usr")?,
+                None => bail!(
+                    "Extension {} has /etc, composed into /usr/etc, but there is no /usr",
+                    e.name
+                ),
+            };
+            self.merge_dir(
+                Pending {
+                    parent: usr,
+                    name: "etc".into(),
+                    tree: etc.tree,
+                    meta: etc.meta,
+                    path: "/usr/etc".into(),
+                },
+                src,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Merges one directory of an extension (and all below it) into the
+    /// node `p.parent`.
+    fn merge_dir(&mut self, first: Pending, src: Src) -> Result<()> {
+        let mut work = vec![first];
+        while let Some(p) = work.pop() {
+            let node = &self.nodes[p.parent];
+            if let Some(f) = node.files.get(&p.name) {
+                let s = f.src;
+                bail!(
+                    "{}: a file in {} but a directory in {}",
+                    p.path,
+                    self.src_name(s),
+                    self.src_name(src)
+                );
+            }
+            let (old_meta, old_src, old_tree) = match node.dirs.get(&p.name) {
+                None => {
+                    let child = Child::Lazy {
+                        tree: p.tree,
+                        meta: p.meta,
+                        src,
+                    };
+                    self.nodes[p.parent].dirs.insert(p.name, child);
+                    continue;
+                }
+                Some(Child::Lazy { tree, meta, src }) => (*meta, *src, Some(*tree)),
+                Some(Child::Node(j)) => (self.nodes[*j].meta, self.nodes[*j].meta_src, None),
+            };
+            if old_meta != p.meta {
+                return Err(self.meta_conflict(&p.path, (old_meta, old_src), (p.meta, src)));
+            }
+            if old_tree == Some(p.tree) {
+                continue; // the same directory, all of it
+            }
+            let idx = self.expand(p.parent, &p.name)?;
+            let dt = self.tree(&p.tree)?;
+            for f in &dt.files {
+                self.merge_file(idx, f, &join(&p.path, &f.name), src)?;
+            }
+            for d in dt.dirs.iter().rev() {
+                work.push(Pending {
+                    parent: idx,
+                    name: d.name.clone(),
+                    tree: d.tree,
+                    meta: d.meta,
+                    path: join(&p.path, &d.name),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn merge_file(&mut self, idx: usize, f: &DirTreeFile, path: &str, src: Src) -> Result<()> {
+        if let Some(Child::Lazy { src: s, .. }) = self.nodes[idx].dirs.get(&f.name) {
+            let s = *s;
+            bail!(
+                "{path}: a directory in {} but a file in {}",
+                self.src_name(s),
+                self.src_name(src)
+            );
+        }
+        if let Some(Child::Node(j)) = self.nodes[idx].dirs.get(&f.name) {
+            let s = self.nodes[*j].meta_src;
+            bail!(
+                "{path}: a directory in {} but a file in {}",
+                self.src_name(s),
+                self.src_name(src)
+            );
+        }
+        let covered = match src {
+            Src::Ext(i) => self.overrides[i].iter().any(|o| covers(o, path)),
+            Src::Base => false,
+        };
+        match self.nodes[idx].files.get_mut(&f.name) {
+            None => {
+                let ent = FileEnt {
+                    checksum: f.checksum,
+                    src,
+                };
+                self.nodes[idx].files.insert(f.name.clone(), ent);
+            }
+            Some(old) if old.checksum == f.checksum => {}
+            Some(old) if covered => {
+                old.checksum = f.checksum;
+                old.src = src;
+            }
+            Some(old) => {
+                let s = old.src;
+                bail!(
+                    "{path}: provided by both {} and {} (an extension replaces a file only \
+                     when its {OVERRIDES_KEY} lists the path)",
+                    self.src_name(s),
+                    self.src_name(src)
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the subdirectory `name` of node `parent` a node (loading its
+    /// dirtree if it was lazy); returns its index.
+    fn expand(&mut self, parent: usize, name: &str) -> Result<usize> {
+        match self.nodes[parent].dirs.get(name) {
+            Some(Child::Node(j)) => Ok(*j),
+            Some(Child::Lazy { tree, meta, src }) => {
+                let (tree, meta, src) = (*tree, *meta, *src);
+                let node = self.load_node(&tree, meta, src)?;
+                let idx = self.nodes.len();
+                self.nodes.push(node);
+                self.nodes[parent]
+                    .dirs
+                    .insert(name.to_string(), Child::Node(idx));
+                Ok(idx)
+            }
+            None => Err(anyhow!("No directory {name:?} to expand")),
+        }
+    }
+
+    fn meta_conflict(
+        &mut self,
+        path: &str,
+        a: (Checksum, Src),
+        b: (Checksum, Src),
+    ) -> anyhow::Error {
+        let describe = |u: &mut Self, (c, s): (Checksum, Src)| -> String {
+            let what = match load_dirmeta(u.repo, &c) {
+                Ok(m) => {
+                    let names: Vec<String> = m
+                        .xattrs
+                        .iter()
+                        .map(|x| String::from_utf8_lossy(&x.name).into_owned())
+                        .collect();
+                    format!(
+                        "mode {:04o} uid {} gid {} xattrs [{}]",
+                        m.mode & 0o7777,
+                        m.uid,
+                        m.gid,
+                        names.join(", ")
+                    )
+                }
+                Err(e) => format!("dirmeta {c} ({e:#})"),
+            };
+            format!("{} has {what}", u.src_name(s))
+        };
+        let (da, db) = (describe(self, a), describe(self, b));
+        anyhow!("{path}: directory metadata differs: {da}, {db}")
+    }
+
+    /// Writes nothing: encodes every node, children first. Returns the
+    /// root dirtree and the encoded dirtrees.
+    fn finish(self) -> (Checksum, Vec<Vec<u8>>) {
+        let mut sums = vec![None; self.nodes.len()];
+        let mut out = Vec::with_capacity(self.nodes.len());
+        for (idx, node) in self.nodes.iter().enumerate().rev() {
+            let files = node
+                .files
+                .iter()
+                .map(|(name, f)| DirTreeFile {
+                    name: name.clone(),
+                    checksum: f.checksum,
+                })
+                .collect();
+            let dirs = node
+                .dirs
+                .iter()
+                .map(|(name, c)| {
+                    let (tree, meta) = match c {
+                        Child::Lazy { tree, meta, .. } => (*tree, *meta),
+                        Child::Node(j) => (
+                            sums[*j].expect("children have larger indices"),
+                            self.nodes[*j].meta,
+                        ),
+                    };
+                    DirTreeDir {
+                        name: name.clone(),
+                        tree,
+                        meta,
+                    }
+                })
+                .collect();
+            let bytes = DirTree { files, dirs }.encode();
+            sums[idx] = Some(Checksum::digest(&bytes));
+            out.push(bytes);
+        }
+        (sums[0].expect("the root is node 0"), out)
+    }
+}
+
+fn whiteout(path: &str, name: &str) -> Result<()> {
+    if name.starts_with(WHITEOUT_PREFIX) {
+        bail!(
+            "{}: whiteouts ({WHITEOUT_PREFIX}*) are not supported in extensions",
+            join(path, name)
+        );
+    }
+    Ok(())
+}
+
+/// An extension's [`OVERRIDES_KEY`], normalised: absolute, no `.`/`..`/
+/// empty components, `/etc...` as `/usr/etc...`.
+fn overrides(commit: &Commit) -> Result<Vec<String>> {
+    let list = match commit.metadata.get(OVERRIDES_KEY) {
+        None => return Ok(Vec::new()),
+        Some(Value::StrArray(v)) => v,
+        Some(v) => bail!("{OVERRIDES_KEY} is {}, expected as", v.type_str()),
+    };
+    list.iter().map(|p| normalize_override(p)).collect()
+}
+
+/// Normalises one override path (see [`overrides`]).
+pub fn normalize_override(p: &str) -> Result<String> {
+    let Some(rest) = p.strip_prefix('/') else {
+        bail!("{OVERRIDES_KEY} entry {p:?} is not an absolute path");
+    };
+    let comps: Vec<&str> = rest.split('/').filter(|c| !c.is_empty()).collect();
+    if comps.iter().any(|c| *c == "." || *c == "..") {
+        bail!("{OVERRIDES_KEY} entry {p:?} has . or .. components");
+    }
+    let mut out = String::new();
+    if comps.first() == Some(&"etc") {
+        out.push_str("/usr");
+    }
+    for c in comps {
+        out.push('/');
+        out.push_str(c);
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    Ok(out)
+}
+
+/// Whether the override `o` (normalised) covers `path`.
+fn covers(o: &str, path: &str) -> bool {
+    o == "/"
+        || path == o
+        || path
+            .strip_prefix(o)
+            .is_some_and(|rest| rest.starts_with('/'))
 }

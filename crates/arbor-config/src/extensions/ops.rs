@@ -455,3 +455,6 @@ impl CommitLayering for ExtensionLayering {
         Ok(composed.commit)
     }
 }
+
+#[cfg(test)]
+mod tests;

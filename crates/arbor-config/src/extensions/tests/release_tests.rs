@@ -1,0 +1,225 @@
+//! systemd-sysext's release checks: the parser, the rules, and the files
+//! found in trees.
+
+use super::*;
+use crate::extensions::release::{parse_os_release, systemd_architecture, validate};
+
+fn kv(text: &str) -> BTreeMap<String, String> {
+    parse_os_release(text)
+}
+
+#[test]
+fn os_release_parsing() {
+    let text = r#"
+# a comment
+; another
+NAME="Debian GNU/Linux"
+ID=debian
+  VERSION_ID='12'
+PRETTY_NAME="Debian \"bookworm\" \\ \$HOME \`x\` \q"
+UNQUOTED=a\ b\"c   
+MIXED="a"'b'c
+CONT="one \
+two"
+EMPTY=
+not an assignment
+ID_LIKE=first
+ID_LIKE=second
+1BAD=x
+"#;
+    let m = kv(text);
+    let get = |k: &str| m.get(k).map(String::as_str);
+    assert_eq!(get("NAME"), Some("Debian GNU/Linux"));
+    assert_eq!(get("ID"), Some("debian"));
+    assert_eq!(get("VERSION_ID"), Some("12"));
+    assert_eq!(
+        get("PRETTY_NAME"),
+        Some(r#"Debian "bookworm" \ $HOME `x` \q"#)
+    );
+    assert_eq!(get("UNQUOTED"), Some("a b\"c"));
+    assert_eq!(get("MIXED"), Some("abc"));
+    assert_eq!(get("CONT"), Some("one two"));
+    assert_eq!(get("EMPTY"), Some(""));
+    assert_eq!(get("ID_LIKE"), Some("second"));
+    assert_eq!(get("1BAD"), None);
+    assert_eq!(m.len(), 9, "{m:?}");
+    let quoted = kv("X=\"multi\nline\"\nY=1");
+    assert_eq!(quoted.get("X").map(String::as_str), Some("multi\nline"));
+    assert_eq!(quoted.get("Y").map(String::as_str), Some("1"));
+}
+
+#[test]
+fn systemd_rules() {
+    let host = kv("ID=debian\nVERSION_ID=12\nSYSEXT_LEVEL=1.0");
+    let rolling = kv("ID=arch");
+    let versioned = kv("ID=debian\nVERSION_ID=12");
+    let levelled = kv("ID=debian\nSYSEXT_LEVEL=2");
+    let arch = "x86-64";
+    // (host, extension, Ok or the parts the error must show)
+    type Case<'a> = (&'a BTreeMap<String, String>, &'a str, Option<&'a [&'a str]>);
+    let cases: Vec<Case<'_>> = vec![
+        (&host, "ID=_any", None),
+        (&host, "ID=_any\nVERSION_ID=99", None),
+        (&host, "ID=debian\nVERSION_ID=12", None),
+        (&host, "ID=debian\nSYSEXT_LEVEL=1.0\nVERSION_ID=11", None),
+        (
+            &host,
+            "ID=debian\nSYSEXT_LEVEL=1.1",
+            Some(&["SYSEXT_LEVEL", "\"1.1\"", "\"1.0\""]),
+        ),
+        (
+            &host,
+            "ID=fedora\nVERSION_ID=12",
+            Some(&["ID=\"fedora\"", "ID=\"debian\""]),
+        ),
+        (
+            &host,
+            "ID=debian\nVERSION_ID=13",
+            Some(&["VERSION_ID=\"13\"", "VERSION_ID=\"12\""]),
+        ),
+        (
+            &host,
+            "ID=debian",
+            Some(&["neither SYSEXT_LEVEL nor VERSION_ID", "\"12\""]),
+        ),
+        (&host, "VERSION_ID=12", Some(&["no ID", "\"debian\""])),
+        (&host, "", Some(&["carries no data"])),
+        (
+            &host,
+            "ID=_any\nARCHITECTURE=arm64",
+            Some(&["ARCHITECTURE=\"arm64\"", "\"x86-64\""]),
+        ),
+        (&host, "ID=debian\nVERSION_ID=12\nARCHITECTURE=x86-64", None),
+        (&host, "ID=debian\nVERSION_ID=12\nARCHITECTURE=_any", None),
+        (&rolling, "ID=arch", None),
+        (
+            &rolling,
+            "ID=debian",
+            Some(&["ID=\"debian\"", "ID=\"arch\""]),
+        ),
+        (
+            &versioned,
+            "ID=debian\nSYSEXT_LEVEL=1.0\nVERSION_ID=12",
+            None,
+        ),
+        (
+            &versioned,
+            "ID=debian\nSYSEXT_LEVEL=1.0",
+            Some(&["no VERSION_ID", "\"12\""]),
+        ),
+        (&levelled, "ID=debian\nSYSEXT_LEVEL=2", None),
+        (
+            &levelled,
+            "ID=debian\nSYSEXT_LEVEL=3",
+            Some(&["\"3\"", "\"2\""]),
+        ),
+    ];
+    for (host, ext, want) in cases {
+        let r = validate("tools", host, &kv(ext), arch);
+        match (r, want) {
+            (Ok(()), None) => {}
+            (Ok(()), Some(w)) => panic!("{ext:?} on {host:?} accepted, want {w:?}"),
+            (Err(e), None) => panic!("{ext:?} on {host:?}: {e:#}"),
+            (Err(e), Some(parts)) => {
+                let e = format!("{e:#}");
+                assert!(e.contains("Extension tools"), "{e}");
+                for p in parts {
+                    assert!(e.contains(p), "{ext:?}: {e} lacks {p}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn architecture_uses_systemd_names() {
+    if std::env::consts::ARCH == "x86_64" {
+        assert_eq!(systemd_architecture(), "x86-64");
+    }
+    let host = kv("ID=debian\nVERSION_ID=12");
+    let ext = kv(&format!(
+        "ID=debian\nVERSION_ID=12\nARCHITECTURE={}",
+        systemd_architecture()
+    ));
+    validate("t", &host, &ext, systemd_architecture()).unwrap();
+}
+
+const REL: &str = "usr/lib/extension-release.d/extension-release";
+
+#[test]
+fn release_files_in_trees() {
+    let fx = Fx::bare_user();
+    let base = fx.commit(BASE);
+    // A matching file.
+    let ok = fx.commit(&format!("f {REL}.tools ID=debian\\nVERSION_ID=12"));
+    fx.compose(&base, &[("tools", ok)]).unwrap();
+    // A mismatch is refused through compose, with both values.
+    let bad = fx.commit(&format!("f {REL}.tools ID=fedora\\nVERSION_ID=40"));
+    let e = fx.compose_err(&base, &[("tools", bad)]);
+    assert!(e.contains("ID=\"fedora\""), "{e}");
+    assert!(e.contains("ID=\"debian\""), "{e}");
+    let bad = fx.commit(&format!("f {REL}.tools ID=debian\\nVERSION_ID=11"));
+    let e = fx.compose_err(&base, &[("tools", bad)]);
+    assert!(
+        e.contains("VERSION_ID=\"11\"") && e.contains("VERSION_ID=\"12\""),
+        "{e}"
+    );
+    // The file's suffix must be the extension's name.
+    let e = fx.compose_err(&base, &[("other", ok)]);
+    assert!(e.contains("Extension other carries"), "{e}");
+    assert!(e.contains("names extension \"tools\""), "{e}");
+    // One file only.
+    let two = fx.commit(&format!("f {REL}.tools ID=_any\nf {REL}.more ID=_any"));
+    let e = fx.compose_err(&base, &[("tools", two)]);
+    assert!(e.contains("2 extension-release files"), "{e}");
+    // Without a release file, anything goes.
+    let none = fx.commit("f usr/lib/extension-release.d/README x");
+    fx.compose(&base, &[("tools", none)]).unwrap();
+}
+
+#[test]
+fn base_os_release_lookup() {
+    let fx = Fx::bare_user();
+    let ext = fx.commit(&format!("f {REL}.tools ID=debian\\nVERSION_ID=12"));
+    // usr/etc/os-release when usr/lib has none.
+    let etc = fx.commit("f usr/etc/os-release ID=debian\\nVERSION_ID=12\nd opt");
+    fx.compose(&etc, &[("tools", ext)]).unwrap();
+    // usr/lib/os-release first.
+    let both = fx.commit(
+        "f usr/lib/os-release ID=debian\\nVERSION_ID=13
+         f usr/etc/os-release ID=debian\\nVERSION_ID=12",
+    );
+    let e = fx.compose_err(&both, &[("tools", ext)]);
+    assert!(e.contains("VERSION_ID=\"13\""), "{e}");
+    // A symlink is followed inside the tree, absolute or relative.
+    for target in ["/usr/share/os/release", "../share/os/release"] {
+        let linked = fx.commit(&format!(
+            "l usr/lib/os-release {target}\nf usr/share/os/release ID=debian\\nVERSION_ID=12"
+        ));
+        fx.compose(&linked, &[("tools", ext)]).unwrap();
+    }
+    // ..and never out of it: /../../ stays at the tree's root.
+    let escaping = fx.commit(
+        "l usr/lib/os-release ../../../../../usr/share/os/release
+         f usr/share/os/release ID=debian\\nVERSION_ID=12",
+    );
+    fx.compose(&escaping, &[("tools", ext)]).unwrap();
+    // A loop is an error, not a hang.
+    let looping = fx.commit("l usr/lib/os-release os-release2\nl usr/lib/os-release2 os-release");
+    let e = fx.compose_err(&looping, &[("tools", ext)]);
+    assert!(e.contains("more than 8 symlinks"), "{e}");
+    // No os-release at all: refused when the extension has a release file.
+    let bare = fx.commit("f usr/bin/sh x");
+    let e = fx.compose_err(&bare, &[("tools", ext)]);
+    assert!(e.contains("has no os-release"), "{e}");
+}
+
+#[test]
+fn oversized_release_file_is_refused() {
+    let fx = Fx::bare_user();
+    let base = fx.commit(BASE);
+    let big = format!("ID=debian\\nVERSION_ID=12\\nX={}", "y".repeat(70_000));
+    let ext = fx.commit(&format!("f {REL}.tools {big}"));
+    let e = fx.compose_err(&base, &[("tools", ext)]);
+    assert!(e.contains("more than the 65536 allowed"), "{e}");
+}
