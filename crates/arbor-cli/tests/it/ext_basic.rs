@@ -756,7 +756,10 @@ fn drift_compares_usr_with_the_composed_commit() {
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["usr"], Value::Array(vec![]), "{r:#}");
     let root = root_of(&e.sys, 0);
-    crate::config_drift::replace(&root.join("usr/bin/tools-tool"), "#!/bin/sh\necho evil\n");
+    let tool = root.join("usr/bin/tools-tool");
+    crate::config_drift::replace(&tool, "#!/bin/sh\necho evil\n");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
     let out = drift(&[]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();

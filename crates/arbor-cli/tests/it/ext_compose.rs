@@ -91,24 +91,26 @@ fn the_composed_commit_is_the_same_on_every_path_and_equals_ostree() {
     let one = layers(&e.sys)[0].clone();
     assert_eq!(one.1, e.v1);
     assert_eq!(one.2, [format!("a:{ca}"), format!("b:{cb}")]);
-    // Sysroot 2: a MachineConfig listing both.
-    let sys2 = e.dir.path().join("sysroot2");
-    e.new_sysroot(&sys2);
-    pull_exts(&sys2);
-    config_apply(
-        &e,
-        &sys2,
-        &mc_extensions(&["origin:exts/a", "origin:exts/b"]),
-    );
-    let two = layers(&sys2)[0].clone();
-    assert_eq!(two, one, "add a then b vs a config listing both");
-    let root = root_of(&sys2, 0);
+    let root = root_of(&e.sys, 0);
     assert_eq!(read(&root.join("usr/share/a/x/y/z")), "deep\n");
     assert_eq!(
         std::fs::read_link(root.join("usr/bin/b-link")).unwrap(),
         Path::new("../lib/b/lib.so")
     );
     assert_eq!(read(&root.join("opt/b/data")), "b\n");
+    // Sysroot 2: one add listing both.
+    let sys2 = e.dir.path().join("sysroot2");
+    e.new_sysroot(&sys2);
+    pull_exts(&sys2);
+    run_ok(arbor().args([
+        "extension",
+        "add",
+        "--sysroot",
+        s(&sys2),
+        "origin:exts/a",
+        "origin:exts/b",
+    ]));
+    assert_eq!(layers(&sys2)[0], one, "add a then b vs add a b");
     // `extension compose` in a third repository (an archive one, pulled).
     let r3 = e.fresh("repo3").join("r");
     run_ok(ostree().args(["init", "--mode=bare-user", &format!("--repo={}", s(&r3))]));
@@ -160,6 +162,33 @@ fn the_composed_commit_is_the_same_on_every_path_and_equals_ostree() {
     both_fscks(&sys2);
     run_ok(arbor().args(["fsck", "--repo", s(&r3)]));
     run_ok(ostree().args(["fsck", &format!("--repo={}", s(&r3))]));
+}
+
+#[test]
+fn a_config_listing_extensions_gives_the_same_commit_as_adding_them() {
+    if needs_root("a_config_listing_extensions_gives_the_same_commit_as_adding_them") {
+        return;
+    }
+    let e = Ext::new();
+    let (ca, cb) = two_extensions(&e);
+    pull_exts(&e.sys);
+    e.ok("add", &["origin:exts/a"]);
+    e.ok("add", &["origin:exts/b"]);
+    let one = layers(&e.sys)[0].clone();
+    // Another sysroot, another history: a MachineConfig listing both.
+    let sys2 = e.dir.path().join("sysroot2");
+    e.new_sysroot(&sys2);
+    pull_exts(&sys2);
+    config_apply(
+        &e,
+        &sys2,
+        &mc_extensions(&["origin:exts/a", "origin:exts/b"]),
+    );
+    let two = layers(&sys2)[0].clone();
+    assert_eq!(two, one, "add a then b vs a config listing both");
+    assert_eq!(two.2, [format!("a:{ca}"), format!("b:{cb}")]);
+    assert!(root_of(&sys2, 0).join("usr/share/a/x/y/z").is_file());
+    both_fscks(&sys2);
     // Removing the config's extensions: back to the base (the declared
     // part is gone, nothing else was listed).
     config_apply(&e, &sys2, &mc_extensions(&[]));
@@ -301,7 +330,8 @@ fn sysext_release_checks_name_both_values() {
         assert_eq!(boot_snapshot(&e.sys), before, "{msg}");
     };
     let rel = |name: &str, content: &str| {
-        let d = e.ext_dir(name, &[("usr/share/x/f", name)], None);
+        let f = format!("usr/share/{name}/f");
+        let d = e.ext_dir(name, &[(f.as_str(), name)], None);
         put(
             &d.join(format!(
                 "usr/lib/extension-release.d/extension-release.{name}"
