@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Extensions, side by side in one run, on the Debian corpus's v1 committed as in deploy.sh (its
 # /etc as /usr/etc, plus the same 16 MiB fake kernel), and a 200-file extension (a tool, its unit,
-# an extension-release file matching Debian 12, and 196 data files under /usr/share), both
+# an extension-release file matching Debian 12, and 197 data files under /usr/share), both
 # committed by ostree into one bare repository:
 #  (a) composing the extension onto the base, warm cache, in that repository:
 #      `arbor extension compose --repo R BASE benchext=EXT` vs
@@ -13,7 +13,7 @@
 #      equivalent precomposed commit (the same checksum), each on a fresh copy of its tool's
 #      sysroot with v1 deployed, after `sync` and dropped caches.
 # Targets: (a)(i) >= 20x faster, (a)(ii) >= 3x faster, (b) >= 2x faster. Needs root (bare repos).
-# Env: RUNS=5 WARMUP=1 ARBOR=<repo>/target/release/arbor LOOPFS=1 PARTS="compose add"
+# Env: RUNS=5 WARMUP=1 FAST_RUNS=30 ARBOR=<repo>/target/release/arbor LOOPFS=1 PARTS="compose add"
 set -euo pipefail
 [ $# -ge 1 ] && [ $# -le 2 ] || { echo "usage: $0 CORPUS [WORKDIR]  (env: RUNS WARMUP ARBOR)" >&2; exit 2; }
 [ "$(id -u)" = 0 ] || { echo "$0: needs root (sysroot repositories are bare)" >&2; exit 1; }
@@ -58,10 +58,10 @@ printf '#!/bin/sh\necho benchext\n' >ext/usr/bin/benchext && chmod 755 ext/usr/b
 printf '[Unit]\nDescription=benchext\n[Service]\nExecStart=/usr/bin/benchext\n' \
   >ext/usr/lib/systemd/system/benchext.service
 printf 'ID=debian\nVERSION_ID=12\n' >ext/usr/lib/extension-release.d/extension-release.benchext
-for d in $(seq -w 0 13); do
+for d in $(seq -w 0 14); do
   mkdir -p ext/usr/share/benchext/d$d
   for f in $(seq -w 0 13); do
-    [ $((10#$d * 14 + 10#$f)) -lt 196 ] || break
+    [ $((10#$d * 14 + 10#$f)) -lt 197 ] || break
     head -c $((1024 + 10#$f * 97)) /dev/urandom >ext/usr/share/benchext/d$d/f$f
   done
 done
@@ -98,18 +98,30 @@ mk() { # TOOL DIR: v1 deployed; the extension (arbor) or the composed commit (os
 }
 prep() { echo "{ [ ! -e $1 ] || mv $1 trash/\$(date +%s%N); } && cp -a $1.v1 $1 && sync && echo 3 >/proc/sys/vm/drop_caches"; }
 rss() { bash -c "$2" >/dev/null; /usr/bin/time -f %M -o "$RES/$1.rss" bash -c "$3" >/dev/null 2>>"$RES/rss.log" || true; }
+# bench_n NAME CMD: lib.sh's bench without a shell (-N), FAST_RUNS (30) runs and 3 warm-ups: for
+# commands of a few milliseconds, where the shell's start-up would dominate the time (as config.sh).
+bench_n() {
+  local name=$1 cmd=$2 p0 t0
+  echo ">> $name: $cmd" >&2
+  p0=$(psi) t0=$(date +%s%N)
+  hyperfine -N --runs "${FAST_RUNS:-30}" --warmup 3 --style basic --export-json "$RES/$name.json" "$cmd" \
+    >>"$RES/hyperfine.log" 2>&1 || { tail -20 "$RES/hyperfine.log" >&2; return 1; }
+  echo "$(( ($(psi) - p0) * 100000 / ($(date +%s%N) - t0) ))" >"$RES/$name.psi"
+  echo "$name" >>"$RES/order"
+}
 part() { [[ " ${PARTS:-compose add} " == *" $1 "* ]]; }
 
-# (a) composition, warm cache, in the same repository.
+# (a) composition, warm cache, in the same repository (the two that take milliseconds without a
+# shell: hyperfine -N, FAST_RUNS runs).
 if part compose; then
 bench ostree.checkout-union-commit "rm -rf co" \
   "ostree checkout --repo=src $V1 co && ostree checkout --repo=src --union $EXT co && ostree commit --repo=src --orphan --timestamp=@$TS -s recommit --tree=dir=co"
 rss ostree.checkout-union-commit "rm -rf co" \
   "ostree checkout --repo=src $V1 co && ostree checkout --repo=src --union $EXT co && ostree commit --repo=src --orphan --timestamp=@$TS -s recommit --tree=dir=co"
 rm -rf co
-bench ostree.tree-ref "" "$(tree_ref)"
+bench_n ostree.tree-ref "$(tree_ref)"
 rss ostree.tree-ref "" "$(tree_ref)"
-bench arbor.compose "" "$A extension compose --repo src $V1 benchext=$EXT"
+bench_n arbor.compose "$A extension compose --repo src $V1 benchext=$EXT"
 rss arbor.compose "" "$A extension compose --repo src $V1 benchext=$EXT"
 fi
 
