@@ -308,6 +308,7 @@ pub fn upgrade(o: UpgradeOpts, out: &mut impl Write) -> Result<ExitCode> {
         &DeployUpdateOptions {
             stage: o.stage,
             composer: Some(Arc::new(ConfigComposer::default())),
+            layering: None,
         },
     )?;
     let how = if o.stage { "Staged" } else { "Upgraded" };
@@ -328,6 +329,7 @@ pub fn switch(o: SwitchOpts, out: &mut impl Write) -> Result<()> {
         stateroot: o.os.stateroot,
         refspec: o.refspec,
         composer: Some(Arc::new(ConfigComposer::default())),
+        layering: None,
     };
     let r = arbor_upgrade::switch(&mut s, &opts, &Bar::new())?;
     collect_configs(&mut s)?;

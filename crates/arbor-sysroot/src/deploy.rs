@@ -256,7 +256,27 @@ pub fn resolve_commit(s: &Sysroot, revision: &str) -> Result<Checksum> {
     Ok(c)
 }
 
-/// Deploys `opts.revision` as the new default deployment.
+/// The commit `layering` returns for `resolved`, checked as a resolved
+/// revision is: present and complete in the system repository.
+pub fn layered_commit(
+    s: &SysrootLock<'_>,
+    layering: &dyn crate::compose::CommitLayering,
+    stateroot: &str,
+    merge: Option<&Deployment>,
+    resolved: &Checksum,
+) -> Result<Checksum> {
+    let c = layering
+        .layer(s, stateroot, merge, resolved)
+        .with_context(|| format!("Layering commit {resolved}"))?;
+    if c != *resolved {
+        resolve_commit(s, &c.to_hex())?;
+    }
+    Ok(c)
+}
+
+/// Deploys `opts.revision` as the new default deployment: with
+/// `opts.layering`, the commit the hook returns for it (the report's
+/// `checksum` and the new deployment are that commit's).
 #[context("Deploying {}", opts.revision)]
 pub fn deploy(s: &mut SysrootLock<'_>, opts: &DeployOptions) -> Result<DeployReport> {
     s.load()?;
@@ -280,10 +300,16 @@ pub fn deploy(s: &mut SysrootLock<'_>, opts: &DeployOptions) -> Result<DeployRep
             bail!("Invalid kernel argument {a:?}: ostree= is managed by arbor");
         }
     }
-    let csum = resolve_commit(s, &opts.revision)?;
+    let resolved = resolve_commit(s, &opts.revision)?;
     let merge = s
         .merge_deployment(&stateroot)
         .map(|i| s.deployments[i].clone());
+    // The hook runs before anything of the new deployment is written: its
+    // error leaves the sysroot as it was.
+    let csum = match &opts.layering {
+        Some(l) => layered_commit(s, l.as_ref(), &stateroot, merge.as_ref(), &resolved)?,
+        None => resolved,
+    };
     let serial = allocate_deployserial(s, &stateroot, &csum)?;
     let mut d = Deployment {
         stateroot: stateroot.clone(),
@@ -293,11 +319,12 @@ pub fn deploy(s: &mut SysrootLock<'_>, opts: &DeployOptions) -> Result<DeployRep
         bootserial: 0,
         origin: None,
         kargs: Kargs::default(),
-        version: s.commit_version(&csum),
+        version: None,
         layers: None,
         staged: false,
         bootconfig: Default::default(),
     };
+    (d.version, d.layers) = s.commit_details(&csum);
     let deploy_dir = fsutil::open_dir(&s.fd, &format!("ostree/deploy/{stateroot}/deploy"))?;
     let name = d.dir_name();
     fsutil::remove_deployment_dir(&deploy_dir, &name)?;

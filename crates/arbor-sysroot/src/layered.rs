@@ -15,7 +15,21 @@
 //! [`COMPOSED_REF_PREFIX`]`<COMPOSED-HEX>` for each composed commit, and
 //! [`EXTENSION_REF_PREFIX`]`<NAME>/<COMMIT-HEX>` for each listed extension
 //! (re-composed on every upgrade). [`collect_refs`] deletes those no
-//! deployment uses.
+//! deployment uses; [`crate::write::cleanup`] runs it before pruning, and
+//! its prune also keeps each composed deployment's base commit (which no
+//! ref names once the base's branch moves on; the composed commit's parent
+//! is its base, but a sysroot prune keeps no parents). ostree's own
+//! `admin cleanup` does not know that: it keeps the composed commit, not
+//! its base.
+//!
+//! Loading is lenient, as `status` must work on any sysroot: a deployment
+//! whose commit cannot be read, or whose commit has malformed
+//! [`BASE_COMMIT_KEY`]/[`EXTENSIONS_KEY`] values, is loaded without layers
+//! (a plain commit: its base is itself, it lists no extension), and the
+//! reason is logged at debug level ([`crate::Sysroot::commit_details`]).
+//!
+//! The deploy hook that produces composed commits is
+//! [`crate::compose::CommitLayering`] (`DeployOptions::layering`).
 
 use anyhow::{bail, Context, Result};
 use arbor_format::metadata::Value;
@@ -100,7 +114,7 @@ pub struct Layers {
 impl Layers {
     /// The layers a commit's metadata records; `None` for a commit that
     /// was not composed (no [`BASE_COMMIT_KEY`]). Malformed keys are an
-    /// error.
+    /// error (which deployment loading logs and ignores).
     pub fn from_commit(commit: &Commit) -> Result<Option<Layers>> {
         let Some(base) = commit.metadata.get(BASE_COMMIT_KEY) else {
             return Ok(None);
@@ -131,10 +145,56 @@ pub fn base_of(repo: &arbor_repo::Repo, commit: &Checksum) -> Result<Checksum> {
 
 /// Deletes the [`COMPOSED_REF_PREFIX`] refs whose commit no deployment
 /// (staged included) runs, and the [`EXTENSION_REF_PREFIX`] refs whose
-/// extension no deployment lists. Returns the refs deleted.
+/// extension no deployment lists. Returns the refs deleted, sorted.
+///
+/// The deployments are those `s` holds as loaded (every stateroot, the
+/// staged one on a booted system). Only refs named as arbor names them are
+/// considered: `arbor/composed/<HEX>` and `arbor/extensions/<NAME>/<HEX>`
+/// pointing at the commit `HEX`; anything else under those prefixes
+/// (another layout, a ref re-pointed by hand) is left alone. All deletions
+/// are one ref transaction, under the repository lock.
 pub fn collect_refs(s: &crate::sysroot::SysrootLock<'_>) -> Result<Vec<String>> {
-    let _ = s;
-    unimplemented!("H2")
+    use arbor_format::RefName;
+    use arbor_repo::refs::{RefSpec, RefUpdate};
+    use std::collections::BTreeSet;
+    let deployments = s.deployments();
+    let running: BTreeSet<Checksum> = deployments.iter().map(|d| d.csum).collect();
+    let listed: BTreeSet<&ExtensionRef> = deployments.iter().flat_map(|d| d.extensions()).collect();
+    let repo = s.repo();
+    let mut doomed = Vec::new();
+    let composed = COMPOSED_REF_PREFIX.trim_end_matches('/');
+    for (name, c) in arbor_repo::refs::list_refs_under(repo, &format!("heads/{composed}"))? {
+        if Checksum::from_hex(&name).ok() == Some(c) && !running.contains(&c) {
+            doomed.push(format!("{COMPOSED_REF_PREFIX}{name}"));
+        }
+    }
+    let extensions = EXTENSION_REF_PREFIX.trim_end_matches('/');
+    for (name, c) in arbor_repo::refs::list_refs_under(repo, &format!("heads/{extensions}"))? {
+        let Some((ext, hex)) = name.split_once('/') else {
+            continue;
+        };
+        if validate_name(ext).is_err() || Checksum::from_hex(hex).ok() != Some(c) {
+            continue;
+        }
+        let e = ExtensionRef {
+            name: ext.to_string(),
+            commit: c,
+        };
+        if !listed.contains(&e) {
+            doomed.push(e.ref_name());
+        }
+    }
+    doomed.sort();
+    if !doomed.is_empty() {
+        let updates = doomed
+            .iter()
+            .map(|n| Ok(RefUpdate::delete(RefSpec::local(RefName::new(n.clone())?))))
+            .collect::<Result<Vec<_>>>()?;
+        arbor_repo::refs::update_refs(&repo.lock(false)?, &updates)
+            .context("Deleting unused extension refs")?;
+        tracing::debug!("deleted unused refs: {doomed:?}");
+    }
+    Ok(doomed)
 }
 
 #[cfg(test)]
@@ -163,3 +223,7 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "layered_tests.rs"]
+mod sysroot_tests;

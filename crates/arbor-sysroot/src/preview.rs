@@ -18,7 +18,10 @@ use anyhow::Result;
 use arbor_format::{Checksum, RepoMode};
 use arbor_repo::checkout::{checkout, CheckoutOptions};
 
-use crate::deploy::{etc_changes, remove_stale_previews, resolve_commit, PREVIEW_PREFIX};
+use crate::compose::CommitLayering;
+use crate::deploy::{
+    etc_changes, layered_commit, remove_stale_previews, resolve_commit, PREVIEW_PREFIX,
+};
 use crate::etc_merge::PlanEntry;
 use crate::fsutil;
 use crate::sysroot::{Sysroot, SysrootLock};
@@ -40,16 +43,40 @@ pub struct EtcPreview {
 /// or a commit in the system repository) in `stateroot` (default as
 /// [`Sysroot::default_stateroot`]). Under the sysroot lock, so the merge
 /// deployment does not change while it is read.
+///
+/// Without the deploy's [`CommitLayering`] hook this previews the revision
+/// itself; [`preview_layered`] previews what a deploy with the hook
+/// deploys.
 pub fn preview_etc(
     s: &mut SysrootLock<'_>,
     stateroot: Option<&str>,
     revision: &str,
 ) -> Result<EtcPreview> {
+    preview_layered(s, stateroot, revision, None)
+}
+
+/// [`preview_etc`] of the commit a deploy with `layering` would deploy
+/// (the preview's `commit` is that one, e.g. a composed commit). The hook
+/// runs as in a deploy, so it may write to the repository (arbor-config's
+/// composes the commit and sets its `arbor/composed/` ref); the deployments
+/// do not change, and the next ref collection ([`crate::layered::collect_refs`],
+/// every cleanup) deletes that ref, the next prune the commit.
+pub fn preview_layered(
+    s: &mut SysrootLock<'_>,
+    stateroot: Option<&str>,
+    revision: &str,
+    layering: Option<&dyn CommitLayering>,
+) -> Result<EtcPreview> {
     s.load()?;
     let s = &*s;
     let stateroot = s.default_stateroot(stateroot)?;
-    let commit = resolve_commit(s, revision)?;
-    let Some(m) = s.merge_deployment(&stateroot) else {
+    let resolved = resolve_commit(s, revision)?;
+    let m = s.merge_deployment(&stateroot);
+    let commit = match layering {
+        Some(l) => layered_commit(s, l, &stateroot, m.map(|m| &s.deployments[m]), &resolved)?,
+        None => resolved,
+    };
+    let Some(m) = m else {
         return Ok(EtcPreview {
             commit,
             merge_deployment: None,

@@ -341,8 +341,7 @@ impl Sysroot {
             return Ok(None);
         }
         d.origin = self.read_origin(&d)?;
-        d.version = self.commit_version(&d.csum);
-        // H2: d.layers from the commit
+        (d.version, d.layers) = self.commit_details(&d.csum);
         Ok(Some(d))
     }
 
@@ -425,8 +424,7 @@ impl Sysroot {
         };
         validate_stateroot(&d.stateroot)?;
         d.origin = self.read_origin(&d)?;
-        d.version = self.commit_version(&d.csum);
-        // H2: d.layers from the commit
+        (d.version, d.layers) = self.commit_details(&d.csum);
         Ok(d)
     }
 
@@ -443,13 +441,37 @@ impl Sysroot {
 
     /// The `version` metadata of a commit, if the commit is present.
     pub fn commit_version(&self, c: &arbor_format::Checksum) -> Option<String> {
-        match arbor_repo::objects::load_commit(&self.repo, c) {
-            Ok(commit) => commit.version().map(str::to_string),
+        self.commit_details(c).0
+    }
+
+    /// What a deployment shows of its commit, read once: the `version`
+    /// metadata and, for a composed commit, its base and extensions
+    /// ([`crate::layered::Layers::from_commit`]).
+    ///
+    /// Lenient, as `status` must work on any sysroot: a commit that cannot
+    /// be read (pruned, corrupt) gives neither; a commit whose
+    /// `arbor.base-commit`/`arbor.extensions` are malformed gives no
+    /// layers (the deployment then shows and upgrades as a plain commit).
+    /// Both are logged at debug level.
+    pub fn commit_details(
+        &self,
+        c: &arbor_format::Checksum,
+    ) -> (Option<String>, Option<crate::layered::Layers>) {
+        let commit = match arbor_repo::objects::load_commit(&self.repo, c) {
+            Ok(commit) => commit,
             Err(e) => {
                 tracing::debug!("commit {c}: {e:#}");
+                return (None, None);
+            }
+        };
+        let layers = match crate::layered::Layers::from_commit(&commit) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::debug!("commit {c}: ignoring its layers: {e:#}");
                 None
             }
-        }
+        };
+        (commit.version().map(str::to_string), layers)
     }
 
     /// The (device, inode) of the directory the running system booted

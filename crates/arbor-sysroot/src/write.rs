@@ -393,7 +393,9 @@ pub struct CleanupReport {
 /// order: the inactive boot versions, deployment directories (and their
 /// `.origin`) not in the list, unused `/boot/ostree/*` directories; then
 /// resets the repository refs `ostree/B/S/INDEX` to the deployments'
-/// commits and, with `prune`, deletes objects no ref reaches.
+/// commits, deletes the extension refs no deployment uses
+/// ([`crate::layered::collect_refs`]) and, with `prune`, deletes objects no
+/// ref (nor a composed deployment's base commit) reaches.
 #[context("Cleaning up the sysroot")]
 pub fn cleanup(s: &mut SysrootLock<'_>, prune: bool) -> Result<CleanupReport> {
     let mut report = CleanupReport::default();
@@ -537,15 +539,28 @@ pub fn cleanup(s: &mut SysrootLock<'_>, prune: bool) -> Result<CleanupReport> {
     if !updates.is_empty() {
         arbor_repo::refs::update_refs(&s.repo.lock(false)?, &updates)?;
     }
+    // The extension refs no deployment uses, before the prune they would
+    // otherwise hold back.
+    crate::layered::collect_refs(s)?;
     hit(failpoint::CLEANUP_REFS);
     if prune {
-        let r = arbor_repo::prune::prune(
+        // A composed deployment's base commit has no ref once its branch
+        // moves on; it is kept (re-composing the deployment's extensions
+        // starts from it), as its `arbor/extensions/` refs keep the
+        // extensions' commits.
+        let bases: Vec<arbor_format::Checksum> = s
+            .deployments
+            .iter()
+            .filter_map(|d| d.layers.as_ref().map(|l| l.base))
+            .collect();
+        let r = arbor_repo::prune::prune_keeping(
             &s.repo.lock(true)?,
             &arbor_repo::prune::PruneOptions {
                 refs_only: true,
                 depth: 0,
                 ..Default::default()
             },
+            &bases,
         )?;
         report.pruned_objects = r.deleted;
     }

@@ -16,11 +16,23 @@
 //!   unless [`UpgradeOptions::allow_downgrade`];
 //! - "no update" when the ref names the merge deployment's commit, or the
 //!   commit of a pending (or staged) deployment already waiting to boot;
+//!   for a deployment of a composed commit (a base plus extensions, see
+//!   [`arbor_sysroot::layered`]) that is its *base* commit, the one the
+//!   origin's ref named when it was composed;
 //! - a deploy when the merge deployment changed since the upgrade started
 //!   (another process switched or upgraded): [`UpgradeError::MergeChanged`];
 //! - a commit override (`override-commit`) and the transient origin state
 //!   are dropped, so an upgrade follows the ref again: that is
 //!   rpm-ostree's behaviour (ostree's upgrader keeps an override).
+//!
+//! Extensions: the origin follows the base's ref, so an update is a new
+//! base. [`DeployUpdateOptions::layering`] and [`SwitchOptions::layering`]
+//! pass the deploy's [`CommitLayering`](arbor_sysroot::compose::CommitLayering)
+//! hook, which re-composes the merge deployment's extensions on the new base
+//! (arbor-config's `ExtensionLayering`); an extension that does not fit
+//! stops the deploy with nothing changed. Without the hook the new base is
+//! deployed as it is. The downgrade check compares the ref's commit with the
+//! deployed commit by timestamp: a composed commit has its base's.
 //!
 //! The steps are separate so a caller decides how far to go: [`Upgrader::check`]
 //! (reads the remote's summary, writes nothing), [`Upgrader::pull`]

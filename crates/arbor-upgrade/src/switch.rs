@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use arbor_repo::config::KeyFile;
 use arbor_repo::Progress;
-use arbor_sysroot::compose::EtcComposer;
+use arbor_sysroot::compose::{CommitLayering, EtcComposer};
 use arbor_sysroot::deploy::{carried_origin, DeployOptions, DeployReport};
 use arbor_sysroot::Sysroot;
 
@@ -23,6 +23,10 @@ pub struct SwitchOptions {
     /// Composes the new deployment's `/etc` (default: ostree's three-way
     /// merge).
     pub composer: Option<Arc<dyn EtcComposer>>,
+    /// Replaces the commit the refspec names with the commit to deploy:
+    /// arbor-config's extension layering composes the merge deployment's
+    /// extensions on it. None: that commit itself.
+    pub layering: Option<Arc<dyn CommitLayering>>,
 }
 
 /// Pulls `opts.refspec` (when it names a remote ref) and deploys it as the
@@ -50,6 +54,7 @@ pub fn switch(
         revision: target.to_hex(),
         origin: Some(origin),
         composer: opts.composer.clone(),
+        layering: opts.layering.clone(),
         ..Default::default()
     };
     Ok(arbor_sysroot::deploy::deploy(&mut s.lock()?, &deploy)?)

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use arbor_format::Checksum;
 use arbor_repo::Progress;
-use arbor_sysroot::compose::EtcComposer;
+use arbor_sysroot::compose::{CommitLayering, EtcComposer};
 use arbor_sysroot::deploy::{carried_origin, resolve_commit, DeployOptions, DeployReport};
 use arbor_sysroot::preview::EtcPreview;
 use arbor_sysroot::{Deployment, Sysroot};
@@ -31,6 +31,11 @@ pub struct DeployUpdateOptions {
     /// merge); a declared-configuration composer re-applies the
     /// configuration the carried origin names on the new base.
     pub composer: Option<Arc<dyn EtcComposer>>,
+    /// Replaces the update (a base commit) with the commit to deploy:
+    /// arbor-config's extension layering re-composes the merge
+    /// deployment's extensions on it. None: the update itself is deployed
+    /// (a composed deployment's extensions are dropped).
+    pub layering: Option<Arc<dyn CommitLayering>>,
 }
 
 /// An update: the commit the origin's ref names, newer than what is
@@ -45,12 +50,16 @@ pub struct Update {
 }
 
 impl Update {
-    /// The merge deployment's commit (what runs, or would be merged from).
+    /// The merge deployment's base commit (what runs, or would be merged
+    /// from; for a composed deployment, the base its extensions are
+    /// composed on).
     pub fn from(&self) -> &Checksum {
         &self.from
     }
 
-    /// The commit the ref names.
+    /// The commit the ref names (a base commit: a deploy with
+    /// [`DeployUpdateOptions::layering`] deploys what the hook returns
+    /// for it).
     pub fn to(&self) -> &Checksum {
         &self.to
     }
@@ -70,8 +79,8 @@ impl Update {
 /// Whether there is something to upgrade to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UpgradeCheck {
-    /// The ref names the merge deployment's commit, or that of a pending
-    /// (or staged) deployment.
+    /// The ref names the merge deployment's base commit, or that of a
+    /// pending (or staged) deployment.
     UpToDate {
         /// The commit the ref names.
         commit: Checksum,
@@ -203,6 +212,7 @@ impl<'s> Upgrader<'s> {
             origin: Some(carried_origin(&self.merge, None)),
             stage: opts.stage,
             composer: opts.composer.clone(),
+            layering: opts.layering.clone(),
             ..Default::default()
         };
         let mut s = self.sysroot.lock()?;
@@ -216,7 +226,7 @@ impl<'s> Upgrader<'s> {
             });
         }
         if is_deployed(
-            &self.merge.csum,
+            &self.merge.base_commit(),
             pending(&s, &self.stateroot).as_ref(),
             &update.to,
         ) {
@@ -225,12 +235,20 @@ impl<'s> Upgrader<'s> {
         Ok(arbor_sysroot::deploy::deploy(&mut s, &deploy)?)
     }
 
-    /// What deploying `update` (pulled first) would do to `/etc`, per path.
-    pub fn preview_etc(&mut self, update: &Update) -> Result<EtcPreview> {
-        Ok(arbor_sysroot::preview::preview_etc(
+    /// What deploying `update` (pulled first) with `opts` would do to
+    /// `/etc`, per path: with `opts.layering`, the preview is of the commit
+    /// the hook returns (see [`arbor_sysroot::preview::preview_layered`]:
+    /// the hook may write that commit to the repository).
+    pub fn preview_etc(
+        &mut self,
+        update: &Update,
+        opts: &DeployUpdateOptions,
+    ) -> Result<EtcPreview> {
+        Ok(arbor_sysroot::preview::preview_layered(
             &mut self.sysroot.lock()?,
             Some(&self.stateroot),
             &update.to.to_hex(),
+            opts.layering.as_deref(),
         )?)
     }
 
@@ -270,12 +288,13 @@ impl<'s> Upgrader<'s> {
         found(&e).unwrap_or(UpgradeError::Other(e))
     }
 
-    /// Up to date when `target` is the merge deployment's commit or the
-    /// pending (or staged) deployment's: it is already deployed.
+    /// Up to date when `target` is the merge deployment's base commit or
+    /// the pending (or staged) deployment's: it is already deployed (for a
+    /// composed deployment, with its extensions on it).
     fn classify(&self, target: Checksum) -> Result<UpgradeCheck> {
         let s = &*self.sysroot;
         let pending = pending(s, &self.stateroot);
-        if is_deployed(&self.merge.csum, pending.as_ref(), &target) {
+        if is_deployed(&self.merge.base_commit(), pending.as_ref(), &target) {
             return Ok(UpgradeCheck::UpToDate { commit: target });
         }
         let (version, timestamp) = match local_commit(s, &target) {
@@ -283,7 +302,7 @@ impl<'s> Upgrader<'s> {
             None => (None, None),
         };
         Ok(UpgradeCheck::Available(Update {
-            from: self.merge.csum,
+            from: self.merge.base_commit(),
             to: target,
             version,
             timestamp,
@@ -291,7 +310,11 @@ impl<'s> Upgrader<'s> {
     }
 
     /// Refuses a `target` older than the merge deployment's commit, unless
-    /// downgrades are allowed.
+    /// downgrades are allowed. The timestamps compared are `target`'s (the
+    /// ref's, a base commit) and the deployed commit's: a composed commit
+    /// carries its base's timestamp, and unlike the base commit (which a
+    /// prune outside arbor may have removed) it is always present while
+    /// deployed. The error names the deployed base.
     fn refuse_downgrade(&self, target: &Checksum) -> Result<()> {
         if self.allow_downgrade {
             return Ok(());
@@ -302,7 +325,7 @@ impl<'s> Upgrader<'s> {
             return Err(UpgradeError::DowngradeRefused {
                 target: *target,
                 target_timestamp: new.timestamp,
-                deployed: self.merge.csum,
+                deployed: self.merge.base_commit(),
                 deployed_timestamp: old.timestamp,
             });
         }
@@ -340,11 +363,11 @@ fn follows(merge: &Deployment) -> Result<Follows> {
     })
 }
 
-/// The commit of the pending (or staged) deployment of `stateroot`.
+/// The base commit of the pending (or staged) deployment of `stateroot`.
 fn pending(s: &Sysroot, stateroot: &str) -> Option<Checksum> {
     s.pending_and_rollback(stateroot)
         .0
-        .map(|p| s.deployments()[p].csum)
+        .map(|p| s.deployments()[p].base_commit())
 }
 
 /// Whether two loads of a deployment are the same one with the same
@@ -354,8 +377,8 @@ fn same_deployment(a: &Deployment, b: &Deployment) -> bool {
         == (&b.stateroot, b.csum, b.deployserial, b.staged, &b.origin)
 }
 
-/// Whether `target` is already deployed: the merge deployment's commit, or
-/// the pending one's.
+/// Whether `target` is already deployed: the merge deployment's base
+/// commit, or the pending one's.
 fn is_deployed(merge: &Checksum, pending: Option<&Checksum>, target: &Checksum) -> bool {
     target == merge || pending == Some(target)
 }
