@@ -219,11 +219,32 @@ pub fn check_kernel_argument(a: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// An extension name: `[A-Za-z0-9][A-Za-z0-9._+-]*`, at most 255 bytes.
+/// An extension entry `[NAME=]REF` (see `crate::extensions::source`): an
+/// optional name (`[A-Za-z0-9][A-Za-z0-9._-]{0,63}`), then a ref, `[REMOTE:]`
+/// and `/`-separated components `[A-Za-z0-9_][A-Za-z0-9._+-]*`, or a
+/// checksum; at most 255 bytes. That the ref exists is checked when the
+/// configuration is applied.
 pub fn check_extension_name(n: &str) -> Result<(), String> {
-    let mut chars = n.chars();
-    let ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '+' | '-'))
+    fn word(w: &str, plus: bool) -> bool {
+        let mut chars = w.chars();
+        chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+            && chars.all(|c| {
+                c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') || (plus && c == '+')
+            })
+    }
+    let (name, rev) = match n.split_once('=') {
+        Some((name, rev)) => (Some(name), rev),
+        None => (None, n),
+    };
+    let rev = match rev.split_once(':') {
+        Some((remote, r)) if word(remote, false) => r,
+        Some(_) => "",
+        None => rev,
+    };
+    let ok = name.is_none_or(|x| word(x, false) && x.len() <= 64 && !x.starts_with('_'))
+        && rev.split('/').all(|c| word(c, true))
         && n.len() <= MAX_NAME_BYTES;
     if ok {
         Ok(())
@@ -245,6 +266,27 @@ pub fn check_field(what: &str, v: &str, colon_ok: bool) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn extension_entries_are_name_equals_ref() {
+        let hex = "ab".repeat(32);
+        let named_hex = format!("t={hex}");
+        for ok in [
+            "usbguard",
+            "t2=exts/tools",
+            "t=origin:exts/x86_64/tools",
+            "origin:exts/x86_64/kernel-devel+extra",
+            hex.as_str(),
+            named_hex.as_str(),
+        ] {
+            assert_eq!(check_extension_name(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "", "=x", "a b", ".x=y", "t=", "t=a//b", "t=:x", "a=b=c", "-x",
+        ] {
+            assert!(check_extension_name(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn entry_paths() {

@@ -145,6 +145,14 @@ impl Machine {
         s.set_test_root(Some(&root)).unwrap();
     }
 
+    /// The sysroot as seen from the booted default deployment (which
+    /// sees the staged one).
+    fn booted(&self) -> Sysroot {
+        let mut s = self.sysroot();
+        self.boot_default(&mut s);
+        s
+    }
+
     /// The default deployment (the first one not staged).
     fn default(&self) -> arbor_sysroot::Deployment {
         let s = self.sysroot();
@@ -318,7 +326,7 @@ fn staged_then_added_again_builds_on_the_staged_list() {
         )
         .unwrap();
     assert_eq!(r.outcome, Outcome::Staged);
-    let s = m.sysroot();
+    let s = m.booted();
     let staged = s.deployments().first().unwrap().clone();
     assert!(staged.staged);
     assert_eq!(Machine::names(&staged), ["tools"]);
@@ -336,7 +344,7 @@ fn staged_then_added_again_builds_on_the_staged_list() {
         .unwrap();
     assert_eq!(r.outcome, Outcome::Staged);
     assert_eq!(r.replaced_staged, Some(staged.dir_name()));
-    let s = m.sysroot();
+    let s = m.booted();
     let staged = s.deployments().first().unwrap().clone();
     assert_eq!(Machine::names(&staged), ["tools", "other"]);
 }
