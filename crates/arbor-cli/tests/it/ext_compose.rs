@@ -201,14 +201,29 @@ fn a_config_adds_to_what_extension_add_listed() {
         return;
     }
     let e = Ext::new();
-    let (ca, cb) = two_extensions(&e);
+    let (ca, _) = two_extensions(&e);
+    // Without an extension-release file, any name fits.
+    let plain = e.ext_dir("plain", &[("usr/share/plain/f", "p\n")], None);
+    let cp = ext_commit(&e.srepo(), "exts/plain", &plain, &[]);
     pull_exts(&e.sys);
     e.ok("add", &["origin:exts/a"]);
-    config_apply(&e, &e.sys, &mc_extensions(&["bee=origin:exts/b"]));
+    // An explicit name must match the extension-release file's.
+    let before = boot_snapshot(&e.sys);
+    let f = e.fresh("config").join("50-extensions.json");
+    std::fs::write(&f, mc_extensions(&["bee=origin:exts/b"])).unwrap();
+    let err = run_fail(arbor().args(["config", "apply", "--sysroot", s(&e.sys), s(&f)]));
+    assert!(
+        stderr(&err).contains("extension-release.b"),
+        "{}",
+        stderr(&err)
+    );
+    assert_eq!(boot_snapshot(&e.sys), before);
+    config_apply(&e, &e.sys, &mc_extensions(&["bee=exts/plain"]));
     assert_eq!(
         layers(&e.sys)[0].2,
-        [format!("a:{ca}"), format!("bee:{cb}")]
+        [format!("a:{ca}"), format!("bee:{cp}")]
     );
+    assert_eq!(read(&root_of(&e.sys, 0).join("usr/share/plain/f")), "p\n");
     // A config without extensions drops only what the previous one declared.
     config_apply(&e, &e.sys, &mc_extensions(&[]));
     assert_eq!(layers(&e.sys)[0].2, [format!("a:{ca}")]);
