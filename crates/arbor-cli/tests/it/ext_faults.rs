@@ -85,8 +85,12 @@ fn every_crash_point_of_extension_add_and_upgrade_leaves_old_or_new() {
         return;
     }
     let e = Ext::new();
+    // Two deployments with extensions, so that each operation drops one
+    // (alpha alone) whose composed ref must then be collected.
     let a = e.tool_dir("alpha");
     e.ok("add", &[s(&a)]);
+    let g = e.tool_dir("gamma");
+    e.ok("add", &[s(&g)]);
     let b = e.tool_dir("beta");
     let template = e.dir.path().join("template");
     cp_a(&e.sys, &template);
