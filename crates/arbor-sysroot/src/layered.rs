@@ -15,7 +15,21 @@
 //! [`COMPOSED_REF_PREFIX`]`<COMPOSED-HEX>` for each composed commit, and
 //! [`EXTENSION_REF_PREFIX`]`<NAME>/<COMMIT-HEX>` for each listed extension
 //! (re-composed on every upgrade). [`collect_refs`] deletes those no
-//! deployment uses.
+//! deployment uses; [`crate::write::cleanup`] runs it before pruning, and
+//! its prune also keeps each composed deployment's base commit (which no
+//! ref names once the base's branch moves on; the composed commit's parent
+//! is its base, but a sysroot prune keeps no parents). ostree's own
+//! `admin cleanup` does not know that: it keeps the composed commit, not
+//! its base.
+//!
+//! Loading is lenient, as `status` must work on any sysroot: a deployment
+//! whose commit cannot be read, or whose commit has malformed
+//! [`BASE_COMMIT_KEY`]/[`EXTENSIONS_KEY`] values, is loaded without layers
+//! (a plain commit: its base is itself, it lists no extension), and the
+//! reason is logged at debug level ([`crate::Sysroot::commit_details`]).
+//!
+//! The deploy hook that produces composed commits is
+//! [`crate::compose::CommitLayering`] (`DeployOptions::layering`).
 
 use anyhow::{bail, Context, Result};
 use arbor_format::metadata::Value;
@@ -100,7 +114,7 @@ pub struct Layers {
 impl Layers {
     /// The layers a commit's metadata records; `None` for a commit that
     /// was not composed (no [`BASE_COMMIT_KEY`]). Malformed keys are an
-    /// error.
+    /// error (which deployment loading logs and ignores).
     pub fn from_commit(commit: &Commit) -> Result<Option<Layers>> {
         let Some(base) = commit.metadata.get(BASE_COMMIT_KEY) else {
             return Ok(None);

@@ -851,6 +851,17 @@ fn a_composed_deployment_is_up_to_date_while_its_base_is_then_upgrades_through_t
         up.pull(&NullProgress).unwrap(),
         UpgradeCheck::UpToDate { commit: m.v1 }
     );
+    drop(up);
+    // The same, booted into it (the merge deployment is then the booted
+    // one, with no pending one).
+    let mut booted = m.sysroot();
+    let root = m.sys.join(format!("ostree/deploy/testos/deploy/{c1}.0"));
+    booted.set_test_root(Some(&root)).unwrap();
+    assert_eq!(booted.booted(), Some(0));
+    let b = upgrader(&mut booted, false).unwrap();
+    assert_eq!(b.check().unwrap(), UpgradeCheck::UpToDate { commit: m.v1 });
+    drop(b);
+    let mut up = upgrader(&mut s, false).unwrap();
     // The base moves: an update from base to base, deployed re-composed.
     let v2 = m.release(STABLE, "2.0", 2_000_000);
     let UpgradeCheck::Available(u) = up.pull(&NullProgress).unwrap() else {
@@ -913,6 +924,12 @@ fn a_staged_composed_deployment_is_pending_and_keeps_its_refs() {
     };
     let r = up.deploy(&u, &opts).unwrap();
     let staged = Checksum::from_hex(&r.checksum).unwrap();
+    // Deploying the same update again: it waits to boot already.
+    let err = up.deploy(&u, &opts).unwrap_err();
+    assert!(
+        matches!(&err, UpgradeError::AlreadyDeployed { commit } if *commit == v2),
+        "{err:?}"
+    );
     let unused = m.ext("unused");
     let mut s = m.booted_in_v1();
     let d = &s.deployments()[0];
@@ -937,4 +954,31 @@ fn a_staged_composed_deployment_is_pending_and_keeps_its_refs() {
         .filter(|n| n.starts_with("arbor/"))
         .collect();
     assert_eq!(refs, [format!("arbor/composed/{staged}"), tool.ref_name()]);
+}
+
+#[test]
+fn a_switch_deploys_through_the_hook() {
+    if needs_root("a_switch_deploys_through_the_hook") {
+        return;
+    }
+    let m = Machine::new();
+    let tool = m.ext("tool");
+    m.set_local(m.v1);
+    let hook = Hook::new(std::slice::from_ref(&tool));
+    let opts = SwitchOptions {
+        stateroot: None,
+        refspec: "testos/local".into(),
+        composer: None,
+        layering: Some(hook.clone()),
+    };
+    let r = switch(&mut m.sysroot(), &opts, &NullProgress).unwrap();
+    assert_eq!(*hook.calls.lock().unwrap(), [(Some(m.v1), m.v1)]);
+    let s = m.sysroot();
+    let d = &s.deployments()[0];
+    assert_eq!(d.csum.to_hex(), r.checksum);
+    assert_eq!(
+        (d.base_commit(), d.extensions()),
+        (m.v1, std::slice::from_ref(&tool))
+    );
+    assert_eq!(d.refspec(), Some("testos/local"));
 }

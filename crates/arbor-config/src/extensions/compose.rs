@@ -5,7 +5,8 @@
 //! has keeps its existing (dirtree, dirmeta) checksums, and only the
 //! directories where trees meet are loaded and get new dirtrees. The
 //! result equals what `ostree commit --tree=ref=BASE --tree=ref=EXT...`
-//! writes for the same trees, as long as no rule below refuses them.
+//! writes for the same trees, as long as no rule below refuses them and
+//! no extension has a top-level `etc` (which ostree would not move).
 //!
 //! Rules (the trees are taken in order: base, then each extension):
 //! - a directory present in several trees must have the same dirmeta
@@ -651,7 +652,8 @@ fn overrides(commit: &Commit) -> Result<Vec<String>> {
     list.iter().map(|p| normalize_override(p)).collect()
 }
 
-/// Normalises one override path (see [`overrides`]).
+/// Normalises one [`OVERRIDES_KEY`] entry: absolute, no `.`/`..`/empty
+/// components, `/etc...` as `/usr/etc...` (where extensions' etc goes).
 pub fn normalize_override(p: &str) -> Result<String> {
     let Some(rest) = p.strip_prefix('/') else {
         bail!("{OVERRIDES_KEY} entry {p:?} is not an absolute path");

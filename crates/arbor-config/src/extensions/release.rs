@@ -107,11 +107,9 @@ pub fn validate(
     if ext_id != host_id {
         bail!("Extension {name} has ID={ext_id:?}, but the base has ID={host_id:?}");
     }
+    // A base with neither VERSION_ID nor SYSEXT_LEVEL (a rolling release)
+    // is matched by ID alone: neither branch below applies.
     let (host_version, host_level) = (get(host, "VERSION_ID"), get(host, "SYSEXT_LEVEL"));
-    if host_version.is_empty() && host_level.is_empty() {
-        // A rolling release: ID is all there is to match.
-        return Ok(());
-    }
     let ext_level = get(ext, "SYSEXT_LEVEL");
     if !host_level.is_empty() && !ext_level.is_empty() {
         if host_level != ext_level {

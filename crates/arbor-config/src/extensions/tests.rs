@@ -433,10 +433,12 @@ fn only_directories_where_trees_meet_get_new_dirtrees() {
     let base = fx.commit(BASE);
     let ext = fx.commit(
         "f usr/lib/a/new new
-         f usr/lib/brand/new/dir/x x",
+         f usr/lib/brand/new/dir/x x
+         f usr/share/doc/base/README readme",
     );
     let c = fx.compose(&base, &[("x", ext)]).unwrap();
-    // /, /usr, /usr/lib, /usr/lib/a: nothing else was loaded.
+    // /, /usr, /usr/lib, /usr/lib/a: nothing else was loaded (the
+    // extension's /usr/share is the base's, so it was not either).
     assert_eq!(c.dirtrees, 4);
     assert_eq!(
         fx.dir_of(&c.commit, "/usr/lib/a/b"),

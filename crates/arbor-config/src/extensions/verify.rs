@@ -63,7 +63,7 @@ pub(crate) fn join(path: &str, name: &str) -> String {
 
 /// Verifies every object of `commit` (metadata and file content, in
 /// parallel): a corrupt or incomplete extension is refused. The error
-/// names the first bad object (in path order) and its path.
+/// names the first bad object (in tree-walk order) and its path.
 #[context("Verifying commit {commit}")]
 pub fn verify_commit(repo: &Repo, commit: &Checksum) -> Result<()> {
     require_complete(repo, commit)?;

@@ -204,6 +204,27 @@ fn base_os_release_lookup() {
          f usr/share/os/release ID=debian\\nVERSION_ID=12",
     );
     fx.compose(&escaping, &[("tools", ext)]).unwrap();
+    // Up to 8 symlinks in a row are followed, not 9.
+    let chain = |n: usize| {
+        let mut spec = String::from("f usr/lib/real ID=debian\\nVERSION_ID=12\n");
+        for i in 0..n {
+            let to = if i + 1 == n {
+                "real".to_string()
+            } else {
+                format!("l{}", i + 1)
+            };
+            let from = if i == 0 {
+                "os-release".to_string()
+            } else {
+                format!("l{i}")
+            };
+            spec.push_str(&format!("l usr/lib/{from} {to}\n"));
+        }
+        fx.commit(&spec)
+    };
+    fx.compose(&chain(8), &[("tools", ext)]).unwrap();
+    let e = fx.compose_err(&chain(9), &[("tools", ext)]);
+    assert!(e.contains("more than 8 symlinks"), "{e}");
     // A loop is an error, not a hang.
     let looping = fx.commit("l usr/lib/os-release os-release2\nl usr/lib/os-release2 os-release");
     let e = fx.compose_err(&looping, &[("tools", ext)]);

@@ -130,6 +130,13 @@ fn override_covers_a_subtree_and_nothing_else() {
     let bad = fx.commit_with(spec, None, &["/usr/../etc"]);
     let e = fx.compose_err(&base, &[("p", bad)]);
     assert!(e.contains(". or .. components"), "{e}");
+    let plain = fx.commit(spec);
+    let bad = fx.with_metadata(&plain, OVERRIDES_KEY, Value::Str("/usr".into()));
+    let e = fx.compose_err(&base, &[("p", bad)]);
+    assert!(
+        e.contains(&format!("{OVERRIDES_KEY} is s, expected as")),
+        "{e}"
+    );
 }
 
 #[test]
