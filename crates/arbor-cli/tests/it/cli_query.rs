@@ -409,6 +409,16 @@ fn quickstart_stays_in_its_directory() {
         i1.is_some() && i2.is_some() && i1 < i2,
         "rolled back to v1 first:\n{after_rollback}"
     );
+    // An extension: added (status shows it), re-applied by the upgrade
+    // (its tool is in the new deployment), removed.
+    for step in ["extension add", "extension list", "extension remove"] {
+        has!(out, &format!("\n$ arbor {step} "));
+    }
+    has!(out, "    Extension: demo-top (");
+    has!(
+        out,
+        "usr/bin/demo-top\n#!/bin/sh\necho \"demo-top 1.0: all quiet\"\n"
+    );
     // Declared configuration: rendered, applied, drift found (exit 1),
     // adopted, clean (exit 0), a removal reverted; the state checksum
     // changed with the adoption.
