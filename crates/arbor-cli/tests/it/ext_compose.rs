@@ -61,6 +61,8 @@ fn two_extensions(e: &Ext) -> (String, String) {
     );
     std::fs::create_dir_all(b.join("usr/bin")).unwrap();
     std::os::unix::fs::symlink("../lib/b/lib.so", b.join("usr/bin/b-link")).unwrap();
+    // An xattr on a file: kept through every repository mode below.
+    crate::config_drift::setxattr(&a.join("usr/bin/a-tool"), "user.ext", b"a");
     let ca = ext_commit(&e.repo, "exts/a", &a, &[]);
     let cb = ext_commit(&e.repo, "exts/b", &b, &[]);
     (ca, cb)
@@ -98,6 +100,10 @@ fn the_composed_commit_is_the_same_on_every_path_and_equals_ostree() {
         Path::new("../lib/b/lib.so")
     );
     assert_eq!(read(&root.join("opt/b/data")), "b\n");
+    assert_eq!(
+        crate::util::user_xattrs(&root.join("usr/bin/a-tool")),
+        [(b"user.ext".to_vec(), b"a".to_vec())]
+    );
     // Sysroot 2: one add listing both.
     let sys2 = e.dir.path().join("sysroot2");
     e.new_sysroot(&sys2);
