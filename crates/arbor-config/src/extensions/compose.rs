@@ -86,20 +86,43 @@ pub fn compose(
     extensions: &[ExtensionRef],
 ) -> Result<Composed> {
     let built = build(lock.repo(), base, extensions)?;
-    let Some(commit_bytes) = built.commit_bytes else {
+    let Some(commit_bytes) = &built.commit_bytes else {
         return Ok(built.composed);
     };
     let c = built.composed.commit;
     let name = RefName::new(format!("{COMPOSED_REF_PREFIX}{}", c.to_hex()))?;
+    if already_written(lock.repo(), &built, &name)? {
+        return Ok(built.composed);
+    }
     let txn = Transaction::begin(lock)?;
     for tree in &built.trees {
         txn.write_metadata(ObjectType::DirTree, tree)?;
     }
-    let written = txn.write_metadata(ObjectType::Commit, &commit_bytes)?;
+    let written = txn.write_metadata(ObjectType::Commit, commit_bytes)?;
     debug_assert_eq!(written, c);
     txn.commit(&[RefUpdate::set(RefSpec::local(name), c)])
         .with_context(|| format!("Writing composed commit {c}"))?;
     Ok(built.composed)
+}
+
+/// Whether the composition is already in the repository: its commit, each
+/// dirtree it made, and its ref naming the commit (an earlier `compose` of
+/// the same inputs). Then there is nothing to write and no transaction
+/// (nor its syncs) to pay for; anything missing is written again.
+fn already_written(repo: &Repo, built: &Built, name: &RefName) -> Result<bool> {
+    let c = built.composed.commit;
+    if arbor_repo::refs::read_ref(repo, &RefSpec::local(name.clone()))? != Some(c)
+        || !repo.has_object(ObjectType::Commit, &c)?
+        || repo.is_partial(&c)?
+    {
+        return Ok(false);
+    }
+    for tree in &built.trees {
+        if !repo.has_object(ObjectType::DirTree, &Checksum::digest(tree))? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// What [`compose`] would produce (every check included), writing nothing.

@@ -496,3 +496,31 @@ fn empty_list_is_the_base_and_writes_nothing() {
     assert!(arbor_repo::refs::list_refs(&fx.repo).unwrap().is_empty());
     assert_eq!(fx.paths(&base), before);
 }
+
+#[test]
+fn composing_again_writes_only_what_is_missing() {
+    let fx = Fx::bare_user();
+    let base = fx.commit(BASE);
+    let ext = fx.commit("f usr/bin/t t");
+    let done = fx.compose(&base, &[("t", ext)]).unwrap();
+    let refname = format!("arbor/composed/{}", done.commit);
+    let objects = fx.dir.path().join("repo/objects");
+    let (usr_tree, _) = fx.dir_of(&done.commit, "/usr");
+    let hex = usr_tree.to_hex();
+    let usr_path = objects
+        .join(&hex[..2])
+        .join(format!("{}.dirtree", &hex[2..]));
+    // Complete: composing again changes nothing.
+    assert_eq!(fx.compose(&base, &[("t", ext)]).unwrap(), done);
+    // A lost ref, then a lost dirtree, are written again.
+    std::fs::remove_file(fx.dir.path().join("repo/refs/heads").join(&refname)).unwrap();
+    assert_eq!(fx.compose(&base, &[("t", ext)]).unwrap(), done);
+    assert_eq!(
+        arbor_repo::refs::list_refs(&fx.repo).unwrap(),
+        vec![(refname, done.commit)]
+    );
+    std::fs::remove_file(&usr_path).unwrap();
+    assert_eq!(fx.compose(&base, &[("t", ext)]).unwrap(), done);
+    assert!(usr_path.exists());
+    assert!(fx.paths(&done.commit).contains_key("/usr/bin/t"));
+}
