@@ -42,6 +42,11 @@ pub const BASE_COMMIT_KEY: &str = "arbor.base-commit";
 pub const EXTENSIONS_KEY: &str = "arbor.extensions";
 /// Ref prefix of composed commits: `arbor/composed/<COMMIT-HEX>`.
 pub const COMPOSED_REF_PREFIX: &str = "arbor/composed/";
+/// Ref prefix of the bases of composed commits: `arbor/bases/<COMMIT-HEX>`,
+/// set with the composed commit, so that a depth-0 prune (ostree's own
+/// `admin cleanup`) keeps the base a later `extension add` or `remove`
+/// composes on.
+pub const BASE_REF_PREFIX: &str = "arbor/bases/";
 /// Ref prefix of listed extensions: `arbor/extensions/<NAME>/<COMMIT-HEX>`.
 pub const EXTENSION_REF_PREFIX: &str = "arbor/extensions/";
 
