@@ -136,8 +136,10 @@ pub fn render_status(
 /// taken is a warning; the next command collects).
 fn collect_configs(s: &mut Sysroot) -> Result<Vec<String>> {
     match s.lock() {
-        Ok(l) => {
-            arbor_config::extensions::ops::collect_after_switch(&l);
+        Ok(mut l) => {
+            // Reads the deployments again: another command may have
+            // deployed since this one released the lock.
+            arbor_config::extensions::ops::collect_after_switch(&mut l);
             Ok(arbor_config::store::gc_after_switch(&l))
         }
         Err(e) => {
