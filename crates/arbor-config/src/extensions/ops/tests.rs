@@ -530,3 +530,50 @@ fn a_composed_commit_as_target_is_refused_unless_it_is_the_current_list() {
     assert_eq!(m.sysroot().deployments().len(), n2);
     assert!(n2 >= n);
 }
+
+/// A MachineConfig `50-ext` with these extension entries and kernel
+/// arguments.
+fn machine_config(exts: &[&str], kargs: &[&str]) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "apiVersion": "machineconfiguration.openshift.io/v1",
+        "kind": "MachineConfig",
+        "metadata": {"name": "50-ext"},
+        "spec": {"extensions": exts, "kernelArguments": kargs},
+    }))
+    .unwrap()
+}
+
+fn apply_config(s: &mut Sysroot, mc: Vec<u8>) -> anyhow::Result<crate::apply::ApplyReport> {
+    apply(
+        &mut s.lock()?,
+        &ApplyOptions {
+            inputs: vec![("50-ext.json".into(), mc)],
+            ..Default::default()
+        },
+    )
+}
+
+#[test]
+fn config_apply_drops_what_the_config_of_the_default_declared_when_booted_is_older() {
+    if needs_root("deploying") {
+        return;
+    }
+    // Booted v1 with C0; apply C1 (extensions [t]): default v1+t; apply
+    // C2 (none): t is gone, though the booted deployment's C0 never
+    // declared it.
+    let m = Machine::new();
+    m.commit(&m.ext_dir("tools", "#!t\n"), Some("exts/tools"), "t", 5);
+    apply_config(&mut m.sysroot(), machine_config(&[], &["c0"])).unwrap();
+    let mut s = m.booted();
+    apply_config(&mut s, machine_config(&["t=exts/tools"], &["c1"])).unwrap();
+    let d = m.default();
+    assert_eq!(Machine::names(&d), ["t"]);
+    let b = s.booted().map(|i| s.deployments()[i].clone()).unwrap();
+    assert!(!b.same(&d), "booted is not the default");
+    let r = apply_config(&mut s, machine_config(&[], &["c2"])).unwrap();
+    assert!(r.extensions.is_empty(), "{:?}", r.extensions);
+    let d = m.default();
+    assert!(d.extensions().is_empty());
+    assert_eq!(d.csum, m.base);
+    assert!(m.file(&d, "usr/bin/tools").is_none());
+}
