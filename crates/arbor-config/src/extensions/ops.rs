@@ -459,17 +459,26 @@ pub struct DeploymentExtensions {
 pub struct ListReport {
     /// Stateroot.
     pub stateroot: String,
-    /// What boots next (the staged deployment, else the default).
+    /// What boots next in this stateroot (its staged deployment, else its
+    /// default): what `add`, `remove` and `upgrade` build on.
     pub next: DeploymentExtensions,
     /// The booted deployment, when it is another one.
     pub booted: Option<DeploymentExtensions>,
+    /// `STATEROOT CSUM.SERIAL` of another stateroot's staged deployment,
+    /// which boots next instead of `next` (at shutdown it becomes the
+    /// default).
+    pub staged_elsewhere: Option<String>,
 }
 
-/// What boots next in the stateroot, and the booted deployment when it is
-/// another one.
+/// What boots next in the stateroot, the booted deployment when it is
+/// another one, and another stateroot's staged deployment when that one
+/// boots next instead.
 pub fn list(s: &Sysroot, stateroot: Option<&str>) -> Result<ListReport> {
     let stateroot = s.default_stateroot(stateroot)?;
-    let (next, _) = next_of(s, &stateroot)?;
+    let (next, staged) = next_of(s, &stateroot)?;
+    let staged_elsewhere = staged
+        .filter(|d| d.stateroot != stateroot)
+        .map(|d| format!("{} {}", d.stateroot, d.dir_name()));
     let booted = s.booted().map(|i| s.deployments()[i].clone());
     let view = |d: &Deployment| DeploymentExtensions {
         deployment: d.dir_name(),
@@ -482,6 +491,7 @@ pub fn list(s: &Sysroot, stateroot: Option<&str>) -> Result<ListReport> {
         stateroot,
         next: view(&next),
         booted: booted.as_ref().filter(|b| !b.same(&next)).map(view),
+        staged_elsewhere,
     })
 }
 

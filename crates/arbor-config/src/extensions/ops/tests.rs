@@ -695,3 +695,33 @@ fn override_needs_exactly_one_directory_or_tar_source() {
     let r = add_with(vec![dir("a")]).unwrap();
     assert_eq!(r.outcome, Outcome::Deployed);
 }
+
+#[test]
+fn list_says_when_another_stateroot_boots_next() {
+    if needs_root("deploying") {
+        return;
+    }
+    let m = Machine::new();
+    m.add_dir("tools", "#!t\n");
+    m.sysroot().lock().unwrap().os_init("other").unwrap();
+    let mut s = m.booted();
+    let l = list(&s, Some("testos")).unwrap();
+    assert_eq!(l.staged_elsewhere, None);
+    let opts = DeployOptions {
+        stateroot: Some("other".into()),
+        revision: BASE.into(),
+        stage: true,
+        ..Default::default()
+    };
+    deploy(&mut s.lock().unwrap(), &opts).unwrap();
+    let s = m.booted();
+    let staged = s.deployments()[0].clone();
+    assert!(staged.staged && staged.stateroot == "other");
+    let l = list(&s, Some("testos")).unwrap();
+    assert_eq!(Machine::names(&m.default()), ["tools"]);
+    assert_eq!(l.next.extensions.len(), 1);
+    assert_eq!(
+        l.staged_elsewhere,
+        Some(format!("other {}", staged.dir_name()))
+    );
+}
