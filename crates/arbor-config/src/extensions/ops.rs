@@ -313,13 +313,10 @@ fn add_listed(
 }
 
 /// Deletes the extension and composed refs no deployment uses, after a
-/// dry run or a failed add (the deployments reloaded first); a warning,
-/// never an error.
+/// dry run or a failed add ([`arbor_sysroot::layered::collect_refs`]
+/// reloads the deployments first); a warning, never an error.
 fn collect_unused(s: &mut SysrootLock<'_>) -> Vec<String> {
-    let r = s
-        .load()
-        .and_then(|()| arbor_sysroot::layered::collect_refs(s));
-    r.unwrap_or_else(|e| {
+    arbor_sysroot::layered::collect_refs(s).unwrap_or_else(|e| {
         tracing::warn!("Not collecting unused extension refs: {e:#}");
         Vec::new()
     })
