@@ -25,9 +25,11 @@
 //! own, [`EXT_SWITCHED`], [`EXT_GC`].
 //!
 //! [`ExtensionLayering`] is the hook `deploy`, `upgrade` and `switch` get:
-//! it composes the merge deployment's extensions on the base of whatever
-//! they are about to deploy, so an upgrade re-applies them on the new base
-//! (an extension that no longer fits stops it, nothing written).
+//! it composes the extensions of what boots next on the base they are
+//! about to deploy, so an upgrade re-applies them on the new base (an
+//! extension that no longer fits stops it, nothing written). A composed
+//! commit as their target is refused unless it is what the list composes
+//! to (see [`ExtensionLayering`]).
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -420,11 +422,21 @@ pub fn list(s: &Sysroot, stateroot: Option<&str>) -> Result<ListReport> {
 }
 
 /// The [`CommitLayering`] of `deploy`, `upgrade` and `switch`: composes
-/// the merge deployment's extensions (or [`ExtensionLayering::extensions`]
-/// when set) on the base of the commit about to be deployed.
+/// the extensions of what boots next in the target stateroot (its staged
+/// deployment, else its default; or [`ExtensionLayering::extensions`]
+/// when set) on the commit about to be deployed. Taking the list from
+/// what boots next, not from the booted (merge) deployment, keeps an
+/// `extension add --stage` or `extension remove` that has not booted yet:
+/// the upgrade builds on it, as `extension add` and `config apply` do.
+///
+/// The target must be a base. A composed commit as target (`deploy
+/// arbor/composed/HEX`) is refused, naming its base and extensions,
+/// unless it is exactly what the list composes to (redeploying the
+/// current composed commit): deploy its base instead, and the listed
+/// extensions are re-applied.
 #[derive(Debug, Default, Clone)]
 pub struct ExtensionLayering {
-    /// The list to compose instead of the merge deployment's.
+    /// The list to compose instead of what boots next's.
     pub extensions: Option<Vec<ExtensionRef>>,
 }
 
@@ -432,14 +444,38 @@ impl CommitLayering for ExtensionLayering {
     fn layer(
         &self,
         s: &SysrootLock<'_>,
-        _stateroot: &str,
-        merge: Option<&Deployment>,
+        stateroot: &str,
+        _merge: Option<&Deployment>,
         commit: &Checksum,
     ) -> Result<Checksum> {
         let list = match &self.extensions {
             Some(l) => l.clone(),
-            None => merge.map(|m| m.extensions().to_vec()).unwrap_or_default(),
+            None => next_of(s, stateroot)
+                .map(|(next, _)| next.extensions().to_vec())
+                .unwrap_or_default(),
         };
+        let c = arbor_repo::objects::load_commit(s.repo(), commit)?;
+        if let Some(layers) = arbor_sysroot::layered::Layers::from_commit(&c)? {
+            if layers.extensions != list {
+                let listed = |l: &[ExtensionRef]| {
+                    if l.is_empty() {
+                        "none".to_string()
+                    } else {
+                        l.iter()
+                            .map(|e| e.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    }
+                };
+                bail!(
+                    "{commit} is a composed commit (base {}, extensions {}): deploy its base; \
+                     the extensions listed ({}) are re-applied",
+                    layers.base,
+                    listed(&layers.extensions),
+                    listed(&list)
+                );
+            }
+        }
         if list.is_empty() {
             return Ok(*commit);
         }

@@ -124,6 +124,21 @@ impl Fx {
 
     /// What real ostree commits for the same composition (see the plan).
     fn ostree_compose(&self, base: &Checksum, list: &[(&str, Checksum)]) -> Checksum {
+        let trees: Vec<String> = list
+            .iter()
+            .map(|(_, c)| format!("--tree=ref={c}"))
+            .collect();
+        self.ostree_compose_trees(base, list, &trees)
+    }
+
+    /// [`Fx::ostree_compose`]'s commit (metadata of `list`) of the base
+    /// and the `trees` arguments (`--tree=...`) given.
+    fn ostree_compose_trees(
+        &self,
+        base: &Checksum,
+        list: &[(&str, Checksum)],
+        trees: &[String],
+    ) -> Checksum {
         let b = load_commit(&self.repo, base).unwrap();
         let names: Vec<&str> = list.iter().map(|(n, _)| *n).collect();
         let entries: Vec<String> = list.iter().map(|(n, c)| format!("'{n}:{c}'")).collect();
@@ -144,7 +159,7 @@ impl Fx {
             entries.join(",")
         ));
         args.push(format!("--tree=ref={base}"));
-        args.extend(list.iter().map(|(_, c)| format!("--tree=ref={c}")));
+        args.extend(trees.iter().cloned());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         Checksum::from_hex(self.ostree(&args).trim()).unwrap()
     }
@@ -471,7 +486,10 @@ fn compose_writes_commit_and_ref_plan_writes_nothing() {
     assert_eq!(done, planned);
     assert_eq!(
         arbor_repo::refs::list_refs(&fx.repo).unwrap(),
-        vec![(format!("arbor/composed/{}", done.commit), done.commit)]
+        vec![
+            (format!("arbor/bases/{base}"), base),
+            (format!("arbor/composed/{}", done.commit), done.commit)
+        ]
     );
     let commit = load_commit(&fx.repo, &done.commit).unwrap();
     assert_eq!(commit.parent, Some(base));
@@ -512,13 +530,18 @@ fn composing_again_writes_only_what_is_missing() {
         .join(format!("{}.dirtree", &hex[2..]));
     // Complete: composing again changes nothing.
     assert_eq!(fx.compose(&base, &[("t", ext)]).unwrap(), done);
-    // A lost ref, then a lost dirtree, are written again.
-    std::fs::remove_file(fx.dir.path().join("repo/refs/heads").join(&refname)).unwrap();
+    let all_refs = vec![
+        (format!("arbor/bases/{base}"), base),
+        (refname.clone(), done.commit),
+    ];
+    let heads = fx.dir.path().join("repo/refs/heads");
+    // A lost ref (either), then a lost dirtree, are written again.
+    std::fs::remove_file(heads.join(&refname)).unwrap();
     assert_eq!(fx.compose(&base, &[("t", ext)]).unwrap(), done);
-    assert_eq!(
-        arbor_repo::refs::list_refs(&fx.repo).unwrap(),
-        vec![(refname, done.commit)]
-    );
+    assert_eq!(arbor_repo::refs::list_refs(&fx.repo).unwrap(), all_refs);
+    std::fs::remove_file(heads.join(format!("arbor/bases/{base}"))).unwrap();
+    assert_eq!(fx.compose(&base, &[("t", ext)]).unwrap(), done);
+    assert_eq!(arbor_repo::refs::list_refs(&fx.repo).unwrap(), all_refs);
     std::fs::remove_file(&usr_path).unwrap();
     assert_eq!(fx.compose(&base, &[("t", ext)]).unwrap(), done);
     assert!(usr_path.exists());

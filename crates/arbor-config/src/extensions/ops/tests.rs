@@ -425,3 +425,155 @@ fn config_declared_extensions_are_the_declared_part() {
     assert!(m.file(&d, "usr/bin/tools").is_none());
     assert_eq!(m.file(&d, "usr/bin/local").as_deref(), Some("#!l\n"));
 }
+
+/// Deploys the base ref with the layering (an upgrade).
+fn upgrade(s: &mut Sysroot, stage: bool) -> anyhow::Result<()> {
+    let opts = DeployOptions {
+        stateroot: Some("testos".into()),
+        revision: BASE.into(),
+        layering: Some(Arc::new(ExtensionLayering::default())),
+        stage,
+        ..Default::default()
+    };
+    deploy(&mut s.lock()?, &opts)?;
+    Ok(())
+}
+
+#[test]
+fn an_upgrade_builds_on_what_boots_next_not_on_the_booted_list() {
+    if needs_root("deploying") {
+        return;
+    }
+    // Booted v1; `extension add --stage tools`; `upgrade --stage`: the
+    // new staged deployment is v2 with tools.
+    let m = Machine::new();
+    let p = m.ext_dir("tools", "#!t\n");
+    let r = m
+        .add(
+            vec![Source::Dir {
+                name: "tools".into(),
+                path: p,
+            }],
+            true,
+        )
+        .unwrap();
+    assert_eq!(r.outcome, Outcome::Staged);
+    let v2 = m.release("2.0", 2_000_000);
+    let mut s = m.booted();
+    assert!(s
+        .booted()
+        .is_some_and(|b| s.deployments()[b].extensions().is_empty()));
+    upgrade(&mut s, true).unwrap();
+    let s = m.booted();
+    let staged = s.deployments().first().unwrap().clone();
+    assert!(staged.staged);
+    assert_eq!(staged.base_commit(), v2);
+    assert_eq!(Machine::names(&staged), ["tools"]);
+
+    // Booted v1+tools; `extension remove tools`; `deploy`: tools does
+    // not come back.
+    let m = Machine::new();
+    m.add_dir("tools", "#!t\n");
+    let mut s = m.booted();
+    let r = remove(&mut s.lock().unwrap(), &["tools".into()], false, None).unwrap();
+    assert_eq!(r.outcome, Outcome::Deployed);
+    let v2 = m.release("2.0", 2_000_000);
+    upgrade(&mut s, false).unwrap();
+    let d = m.default();
+    assert_eq!(d.base_commit(), v2);
+    assert_eq!(d.csum, v2);
+    assert!(d.extensions().is_empty());
+    assert!(m.file(&d, "usr/bin/tools").is_none());
+}
+
+#[test]
+fn a_composed_commit_as_target_is_refused_unless_it_is_the_current_list() {
+    if needs_root("deploying") {
+        return;
+    }
+    let m = Machine::new();
+    m.add_dir("tools", "#!t\n");
+    let composed = m.default().csum;
+    let deploy_rev = |rev: String| {
+        let mut s = m.sysroot();
+        let opts = DeployOptions {
+            stateroot: Some("testos".into()),
+            revision: rev,
+            layering: Some(Arc::new(ExtensionLayering::default())),
+            ..Default::default()
+        };
+        deploy(&mut s.lock()?, &opts)
+    };
+    // Redeploying the current composed commit: allowed, as is.
+    deploy_rev(composed.to_hex()).unwrap();
+    assert_eq!(m.default().csum, composed);
+    // Another list: refused, naming its base and extensions.
+    m.add_dir("other", "#!o\n");
+    let n = m.sysroot().deployments().len();
+    let e = deploy_rev(composed.to_hex()).unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(msg.contains("is a composed commit"), "{msg}");
+    assert!(msg.contains(&m.base.to_hex()), "{msg}");
+    assert!(msg.contains("extensions tools"), "{msg}");
+    assert!(msg.contains("deploy its base"), "{msg}");
+    // An empty list: refused too (not deployed as is).
+    let mut s = m.sysroot();
+    remove(
+        &mut s.lock().unwrap(),
+        &["tools".into(), "other".into()],
+        false,
+        None,
+    )
+    .unwrap();
+    let n2 = m.sysroot().deployments().len();
+    assert!(deploy_rev(composed.to_hex()).is_err());
+    assert_eq!(m.sysroot().deployments().len(), n2);
+    assert!(n2 >= n);
+}
+
+/// A MachineConfig `50-ext` with these extension entries and kernel
+/// arguments.
+fn machine_config(exts: &[&str], kargs: &[&str]) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "apiVersion": "machineconfiguration.openshift.io/v1",
+        "kind": "MachineConfig",
+        "metadata": {"name": "50-ext"},
+        "spec": {"extensions": exts, "kernelArguments": kargs},
+    }))
+    .unwrap()
+}
+
+fn apply_config(s: &mut Sysroot, mc: Vec<u8>) -> anyhow::Result<crate::apply::ApplyReport> {
+    apply(
+        &mut s.lock()?,
+        &ApplyOptions {
+            inputs: vec![("50-ext.json".into(), mc)],
+            ..Default::default()
+        },
+    )
+}
+
+#[test]
+fn config_apply_drops_what_the_config_of_the_default_declared_when_booted_is_older() {
+    if needs_root("deploying") {
+        return;
+    }
+    // Booted v1 with C0; apply C1 (extensions [t]): default v1+t; apply
+    // C2 (none): t is gone, though the booted deployment's C0 never
+    // declared it.
+    let m = Machine::new();
+    m.commit(&m.ext_dir("tools", "#!t\n"), Some("exts/tools"), "t", 5);
+    apply_config(&mut m.sysroot(), machine_config(&[], &["c0"])).unwrap();
+    let mut s = m.booted();
+    apply_config(&mut s, machine_config(&["t=exts/tools"], &["c1"])).unwrap();
+    let d = m.default();
+    assert_eq!(Machine::names(&d), ["t"]);
+    let b = s.booted().map(|i| s.deployments()[i].clone()).unwrap();
+    assert!(!b.same(&d), "booted is not the default");
+    let r = apply_config(&mut s, machine_config(&[], &["c2"])).unwrap();
+    assert!(r.extensions.is_empty(), "{:?}", r.extensions);
+    let d = m.default();
+    assert!(d.extensions().is_empty());
+    assert_eq!(d.csum, m.base);
+    assert!(m.file(&d, "usr/bin/tools").is_none());
+}
