@@ -39,9 +39,9 @@ fn files_match_the_list(sys: &Path, now: &Layers, what: &str) {
     }
 }
 
-/// Every deployment's composed commit and listed extensions are held by
-/// their refs; with `exact`, no composed or extension ref is left that no
-/// deployment uses.
+/// Every deployment's composed commit, its base and its listed
+/// extensions are held by their refs; with `exact`, no composed, base or
+/// extension ref is left that no deployment uses.
 #[track_caller]
 fn refs_hold_deployments(sys: &Path, exact: bool, what: &str) {
     let r = refs(&sys.join("ostree/repo"));
@@ -52,6 +52,7 @@ fn refs_hold_deployments(sys: &Path, exact: bool, what: &str) {
             continue;
         }
         want.push(format!("arbor/composed/{checksum}"));
+        want.push(format!("arbor/bases/{base}"));
         for e in exts {
             let (name, commit) = e.split_once(':').unwrap();
             want.push(format!("arbor/extensions/{name}/{commit}"));
@@ -63,7 +64,11 @@ fn refs_hold_deployments(sys: &Path, exact: bool, what: &str) {
     if exact {
         let ours: Vec<&String> = r
             .iter()
-            .filter(|x| x.starts_with("arbor/composed/") || x.starts_with("arbor/extensions/"))
+            .filter(|x| {
+                ["arbor/composed/", "arbor/extensions/", "arbor/bases/"]
+                    .iter()
+                    .any(|p| x.starts_with(p))
+            })
             .filter(|x| !want.contains(x))
             .collect();
         assert!(ours.is_empty(), "{what}: unused refs left: {ours:?}");
