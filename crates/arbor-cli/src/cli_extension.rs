@@ -49,8 +49,9 @@ pub struct ExtensionAddOpts {
     /// below it): recorded as its `arbor.extension.overrides` (repeatable).
     #[arg(long = "override", value_name = "PATH")]
     pub overrides: Vec<String>,
-    /// `[REMOTE:]REF` or checksum in the system repository, DIR, FILE.tar,
-    /// or `-` (a tar stream on stdin).
+    /// `[REMOTE:]REF` or checksum in the system repository, a directory or
+    /// a `.tar` file (a path: starting with `/` or `.`, e.g. `./ext`,
+    /// `./x.tar`; anything else is a ref), or `-` (a tar stream on stdin).
     #[arg(required = true, value_name = "REF|DIR|FILE.tar|-")]
     pub sources: Vec<String>,
 }

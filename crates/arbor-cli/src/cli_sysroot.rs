@@ -59,9 +59,17 @@ pub struct DeployOpts {
     /// run by arbor-finalize-staged.service); needs a booted system.
     #[arg(long, conflicts_with = "dry_run")]
     pub stage: bool,
-    /// Show what the /etc merge would do, per file; change nothing.
+    /// Show what the /etc merge would do, per file, for the commit the
+    /// deploy would deploy (with the extensions composed on it); change
+    /// nothing in the deployments.
     #[arg(long)]
     pub dry_run: bool,
+    /// Deploy the revision as it is. By default the extensions of what
+    /// boots next (`arbor extension list`) are composed on the revision's
+    /// base, and the new deployment lists them; with this flag it lists
+    /// none (later upgrades keep it so, until `arbor extension add`).
+    #[arg(long)]
+    pub no_extensions: bool,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -123,6 +131,12 @@ pub struct SwitchOpts {
     pub sysroot: SysrootArg,
     #[command(flatten)]
     pub os: OsArg,
+    /// Deploy the new ref's commit as it is. By default the extensions of
+    /// what boots next (`arbor extension list`) are composed on it, and the
+    /// new deployment lists them; with this flag it lists none (later
+    /// upgrades keep it so, until `arbor extension add`).
+    #[arg(long)]
+    pub no_extensions: bool,
     /// New origin: `REMOTE:REF`, a local ref, or a commit.
     pub refspec: String,
 }

@@ -10,7 +10,7 @@ use arbor_config::apply::{keep_config, ConfigComposer};
 use arbor_config::extensions::ops::ExtensionLayering;
 use arbor_config::state::{deployment_state, DeploymentState};
 use arbor_sysroot::deploy::{deploy as do_deploy, DeployOptions};
-use arbor_sysroot::preview::{preview_etc, EtcPreview};
+use arbor_sysroot::preview::{preview_layered, EtcPreview};
 use arbor_sysroot::status::{status_entries, StatusEntry};
 use arbor_sysroot::Sysroot;
 use arbor_upgrade::{DeployUpdateOptions, SwitchOptions, UpgradeCheck, UpgradeOptions, Upgrader};
@@ -136,8 +136,10 @@ pub fn render_status(
 /// taken is a warning; the next command collects).
 fn collect_configs(s: &mut Sysroot) -> Result<Vec<String>> {
     match s.lock() {
-        Ok(l) => {
-            arbor_config::extensions::ops::collect_after_switch(&l);
+        Ok(mut l) => {
+            // Reads the deployments again: another command may have
+            // deployed since this one released the lock.
+            arbor_config::extensions::ops::collect_after_switch(&mut l);
             Ok(arbor_config::store::gc_after_switch(&l))
         }
         Err(e) => {
@@ -179,8 +181,18 @@ pub fn status(o: StatusOpts, out: &mut impl Write) -> Result<()> {
 /// `deploy`.
 pub fn deploy(o: DeployOpts, out: &mut impl Write) -> Result<()> {
     let mut s = open_sysroot(&o.sysroot.sysroot)?;
+    // What the deploy deploys: the revision, or (by default) the
+    // extensions of what boots next composed on its base.
+    let layering = (!o.no_extensions).then(ExtensionLayering::default);
     if o.dry_run {
-        let p = preview_etc(&mut s.lock()?, o.stateroot.as_deref(), &o.revision)?;
+        let p = preview_layered(
+            &mut s.lock()?,
+            o.stateroot.as_deref(),
+            &o.revision,
+            layering
+                .as_ref()
+                .map(|l| l as &dyn arbor_sysroot::compose::CommitLayering),
+        )?;
         return render_preview(&p, o.json, out);
     }
     let mut opts = DeployOptions {
@@ -194,7 +206,7 @@ pub fn deploy(o: DeployOpts, out: &mut impl Write) -> Result<()> {
         ..Default::default()
     };
     keep_config(&s, &mut opts)?;
-    opts.layering = Some(Arc::new(ExtensionLayering::default()));
+    opts.layering = layering.map(|l| Arc::new(l) as _);
     let r = do_deploy(&mut s.lock()?, &opts)?;
     collect_configs(&mut s)?;
     if o.json {
@@ -347,7 +359,7 @@ pub fn switch(o: SwitchOpts, out: &mut impl Write) -> Result<()> {
         stateroot: o.os.stateroot,
         refspec: o.refspec,
         composer: Some(Arc::new(ConfigComposer::default())),
-        layering: Some(Arc::new(ExtensionLayering::default())),
+        layering: (!o.no_extensions).then(|| Arc::new(ExtensionLayering::default()) as _),
     };
     let r = arbor_upgrade::switch(&mut s, &opts, &Bar::new())?;
     collect_configs(&mut s)?;

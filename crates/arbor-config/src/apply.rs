@@ -587,6 +587,7 @@ mod tests {
             ),
             version: None,
             layers: None,
+            layers_unknown: false,
             staged: false,
             bootconfig: Default::default(),
         };

@@ -206,6 +206,7 @@ mod tests {
                 base,
                 extensions: vec![tools.clone()],
             }),
+            layers_unknown: false,
             staged: false,
             bootconfig: Default::default(),
         };

@@ -59,14 +59,24 @@ impl EtcComposer for ThreeWayMerge {
 
 /// The extension point for what a deploy checks out: given the commit a
 /// deploy (an upgrade, a switch) is about to deploy, returns the commit to
-/// deploy instead. arbor-config's extension layering composes the merge
-/// deployment's extensions on the base of `commit`
-/// ([`crate::layered::base_of`]), so an upgrade re-composes them on the new
-/// base. It runs under the sysroot lock before anything of the new
-/// deployment is written; an error stops the deploy with nothing changed.
+/// deploy instead. arbor-config's extension layering composes an extension
+/// list on the base of `commit` ([`crate::layered::base_of`]), so an
+/// upgrade re-composes it on the new base. It runs under the sysroot lock,
+/// on the deployments as just loaded (the staged one included), before
+/// anything of the new deployment is written; an error stops the deploy
+/// with nothing changed.
+///
+/// Which list: an implementation should take it from what boots next in
+/// `stateroot` ([`crate::Sysroot::next_deployment`]: the staged
+/// deployment, else the first of the stateroot), not from `merge`. The
+/// merge deployment is the one whose `/etc` is merged, the *booted* one on
+/// a booted system: with a pending (or staged) deployment whose list
+/// differs, composing `merge`'s list would silently undo the last
+/// `extension add`/`remove` that has not booted yet.
 pub trait CommitLayering: std::fmt::Debug + Send + Sync {
     /// The commit to deploy for `commit` in `stateroot`; `merge` is the
-    /// deployment the new one starts from (none for a first deployment).
+    /// deployment whose `/etc` the new one merges (none for a first
+    /// deployment), `s.next_deployment(stateroot)` what boots next.
     fn layer(
         &self,
         s: &SysrootLock<'_>,

@@ -321,10 +321,11 @@ pub fn deploy(s: &mut SysrootLock<'_>, opts: &DeployOptions) -> Result<DeployRep
         kargs: Kargs::default(),
         version: None,
         layers: None,
+        layers_unknown: false,
         staged: false,
         bootconfig: Default::default(),
     };
-    (d.version, d.layers) = s.commit_details(&csum);
+    s.read_commit_details(&mut d);
     let deploy_dir = fsutil::open_dir(&s.fd, &format!("ostree/deploy/{stateroot}/deploy"))?;
     let name = d.dir_name();
     fsutil::remove_deployment_dir(&deploy_dir, &name)?;

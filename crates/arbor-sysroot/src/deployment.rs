@@ -31,6 +31,12 @@ pub struct Deployment {
     /// The base and extensions its commit records, when it is a composed
     /// commit ([`crate::layered`]).
     pub layers: Option<crate::layered::Layers>,
+    /// Its commit could not be read when it was loaded (pruned, corrupt):
+    /// `layers` is `None`, yet it may be a composed commit whose base and
+    /// extensions are unknown. `status` shows it as a plain commit; what
+    /// deletes (ref collection, the bases a cleanup's prune keeps) skips
+    /// while any deployment is so ([`crate::layered::collect_refs`]).
+    pub layers_unknown: bool,
     /// Staged: checked out, waiting for `finalize` (no boot entry yet).
     pub staged: bool,
     /// The boot entry it was loaded from (empty for a new deployment):

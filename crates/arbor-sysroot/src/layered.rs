@@ -10,23 +10,35 @@
 //! - [`EXTENSIONS_KEY`] (`as`): one `NAME:COMMIT` string per extension, in
 //!   the order they were composed.
 //!
-//! Two families of local refs keep what deployments need through `prune`
-//! and `cleanup` (arbor's and ostree's `prune --refs-only` alike):
-//! [`COMPOSED_REF_PREFIX`]`<COMPOSED-HEX>` for each composed commit, and
+//! A composed commit's parent is its base. The keys are honoured only on
+//! such a commit: a commit whose [`BASE_COMMIT_KEY`] is not its parent
+//! (say, a composed commit's metadata copied onto a vendor's release) is a
+//! plain commit, its own base, with no extensions ([`Layers::from_commit`],
+//! [`base_of`]).
+//!
+//! Three families of local refs keep what deployments need through `prune`
+//! and `cleanup` (arbor's, and ostree's `prune --refs-only` and
+//! `admin cleanup`, which prune at depth 0, alike):
+//! [`COMPOSED_REF_PREFIX`]`<COMPOSED-HEX>` for each composed commit,
+//! [`BASE_REF_PREFIX`]`<BASE-HEX>` for its base (which no other ref names
+//! once the base's branch moves on, and which a later `extension add` or
+//! `remove` composes on), both set with the composed commit, and
 //! [`EXTENSION_REF_PREFIX`]`<NAME>/<COMMIT-HEX>` for each listed extension
 //! (re-composed on every upgrade). [`collect_refs`] deletes those no
-//! deployment uses; [`crate::write::cleanup`] runs it before pruning, and
-//! its prune also keeps each composed deployment's base commit (which no
-//! ref names once the base's branch moves on; the composed commit's parent
-//! is its base, but a sysroot prune keeps no parents). ostree's own
-//! `admin cleanup` does not know that: it keeps the composed commit, not
-//! its base.
+//! deployment uses; [`crate::write::cleanup`] runs it before pruning. Its
+//! prune also keeps each composed deployment's base commit directly, which
+//! covers composed commits written before their base had a ref.
 //!
 //! Loading is lenient, as `status` must work on any sysroot: a deployment
-//! whose commit cannot be read, or whose commit has malformed
-//! [`BASE_COMMIT_KEY`]/[`EXTENSIONS_KEY`] values, is loaded without layers
-//! (a plain commit: its base is itself, it lists no extension), and the
-//! reason is logged at debug level ([`crate::Sysroot::commit_details`]).
+//! whose commit has malformed [`BASE_COMMIT_KEY`]/[`EXTENSIONS_KEY`]
+//! values is loaded without layers (a plain commit: its base is itself, it
+//! lists no extension), and the reason is logged at debug level
+//! ([`crate::Sysroot::commit_details`]). A deployment whose commit cannot
+//! be read at all is loaded without layers too, but marked
+//! [`crate::Deployment::layers_unknown`]: it may be a composed commit whose
+//! base and extensions are unknown, so [`collect_refs`] and the cleanup's
+//! prune, which would delete what it needs, do nothing while any
+//! deployment is so (with a warning).
 //!
 //! The deploy hook that produces composed commits is
 //! [`crate::compose::CommitLayering`] (`DeployOptions::layering`).
@@ -118,8 +130,9 @@ pub struct Layers {
 
 impl Layers {
     /// The layers a commit's metadata records; `None` for a commit that
-    /// was not composed (no [`BASE_COMMIT_KEY`]). Malformed keys are an
-    /// error (which deployment loading logs and ignores).
+    /// was not composed: no [`BASE_COMMIT_KEY`], or one that is not the
+    /// commit's parent (a composed commit's parent is its base). Malformed
+    /// keys are an error (which deployment loading logs and ignores).
     pub fn from_commit(commit: &Commit) -> Result<Option<Layers>> {
         let Some(base) = commit.metadata.get(BASE_COMMIT_KEY) else {
             return Ok(None);
@@ -129,6 +142,9 @@ impl Layers {
             .with_context(|| format!("{BASE_COMMIT_KEY} is not a string"))?;
         let base =
             Checksum::from_hex(base).with_context(|| format!("Invalid {BASE_COMMIT_KEY}"))?;
+        if commit.parent != Some(base) {
+            return Ok(None);
+        }
         let extensions = match commit.metadata.get(EXTENSIONS_KEY) {
             Some(Value::StrArray(v)) => v
                 .iter()
@@ -142,35 +158,56 @@ impl Layers {
 }
 
 /// The base of `commit`: its [`BASE_COMMIT_KEY`] if it is a composed
-/// commit, else the commit itself.
+/// commit (the key names its parent, [`Layers::from_commit`]), else the
+/// commit itself.
 pub fn base_of(repo: &arbor_repo::Repo, commit: &Checksum) -> Result<Checksum> {
     let c = arbor_repo::objects::load_commit(repo, commit)?;
     Ok(Layers::from_commit(&c)?.map_or(*commit, |l| l.base))
 }
 
 /// Deletes the [`COMPOSED_REF_PREFIX`] refs whose commit no deployment
-/// (staged included) runs, and the [`EXTENSION_REF_PREFIX`] refs whose
-/// extension no deployment lists. Returns the refs deleted, sorted.
+/// (staged included) runs, the [`BASE_REF_PREFIX`] refs whose commit is no
+/// deployment's base ([`crate::Deployment::base_commit`]), and the
+/// [`EXTENSION_REF_PREFIX`] refs whose extension no deployment lists.
+/// Returns the refs deleted, sorted.
 ///
-/// The deployments are those `s` holds as loaded (every stateroot, the
-/// staged one on a booted system). Only refs named as arbor names them are
-/// considered: `arbor/composed/<HEX>` and `arbor/extensions/<NAME>/<HEX>`
-/// pointing at the commit `HEX`; anything else under those prefixes
-/// (another layout, a ref re-pointed by hand) is left alone. All deletions
-/// are one ref transaction, under the repository lock.
-pub fn collect_refs(s: &crate::sysroot::SysrootLock<'_>) -> Result<Vec<String>> {
+/// The deployments are read again first (every stateroot, the staged one
+/// on a booted system): the lock may have been released and taken again
+/// since `s` was loaded, and another command may have deployed a composed
+/// commit meanwhile, whose refs a stale list would delete. While any
+/// deployment's layers are unknown (its commit could not be read,
+/// [`crate::Deployment::layers_unknown`]) nothing is deleted: a warning
+/// says why. Only refs named as arbor names them are considered:
+/// `arbor/composed/<HEX>`, `arbor/bases/<HEX>` and
+/// `arbor/extensions/<NAME>/<HEX>` pointing at the commit `HEX`; anything
+/// else under those prefixes (another layout, a ref re-pointed by hand) is
+/// left alone. All deletions are one ref transaction, under the repository
+/// lock.
+pub fn collect_refs(s: &mut crate::sysroot::SysrootLock<'_>) -> Result<Vec<String>> {
     use arbor_format::RefName;
     use arbor_repo::refs::{RefSpec, RefUpdate};
     use std::collections::BTreeSet;
+    s.load()?;
     let deployments = s.deployments();
+    if let Some(d) = deployments.iter().find(|d| d.layers_unknown) {
+        tracing::warn!(
+            "Not deleting unused extension refs: the commit of deployment {} cannot be \
+             read, so the base and extensions it needs are unknown",
+            d.dir_name()
+        );
+        return Ok(Vec::new());
+    }
     let running: BTreeSet<Checksum> = deployments.iter().map(|d| d.csum).collect();
+    let bases: BTreeSet<Checksum> = deployments.iter().map(|d| d.base_commit()).collect();
     let listed: BTreeSet<&ExtensionRef> = deployments.iter().flat_map(|d| d.extensions()).collect();
     let repo = s.repo();
     let mut doomed = Vec::new();
-    let composed = COMPOSED_REF_PREFIX.trim_end_matches('/');
-    for (name, c) in arbor_repo::refs::list_refs_under(repo, &format!("heads/{composed}"))? {
-        if Checksum::from_hex(&name).ok() == Some(c) && !running.contains(&c) {
-            doomed.push(format!("{COMPOSED_REF_PREFIX}{name}"));
+    for (prefix, keep) in [(COMPOSED_REF_PREFIX, &running), (BASE_REF_PREFIX, &bases)] {
+        let dir = prefix.trim_end_matches('/');
+        for (name, c) in arbor_repo::refs::list_refs_under(repo, &format!("heads/{dir}"))? {
+            if Checksum::from_hex(&name).ok() == Some(c) && !keep.contains(&c) {
+                doomed.push(format!("{prefix}{name}"));
+            }
         }
     }
     let extensions = EXTENSION_REF_PREFIX.trim_end_matches('/');

@@ -49,7 +49,8 @@ pub(crate) fn commit_dir(repo: &Repo, dir: &Path, branch: Option<&str>, ts: u64)
 
 /// A composed commit of `base` plus `exts` made by hand: the union of
 /// their trees, with the base's version and timestamp, `arbor.base-commit`,
-/// `arbor.extensions`, the base as parent; its `arbor/composed/` ref set.
+/// `arbor.extensions`, the base as parent; its `arbor/composed/` and
+/// `arbor/bases/` refs set (as arbor-config's engine sets them).
 pub(crate) fn compose_by_hand(repo: &Repo, base: &Checksum, exts: &[ExtensionRef]) -> Checksum {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path().join("union");
@@ -90,8 +91,12 @@ pub(crate) fn compose_by_hand(repo: &Repo, base: &Checksum, exts: &[ExtensionRef
     let txn = Transaction::begin(&lock).unwrap();
     let csum = txn.write_metadata(ObjectType::Commit, &c.encode()).unwrap();
     let r = RefName::new(format!("{COMPOSED_REF_PREFIX}{csum}")).unwrap();
-    txn.commit(&[RefUpdate::set(RefSpec::local(r), csum)])
-        .unwrap();
+    let b = RefName::new(format!("{BASE_REF_PREFIX}{base}")).unwrap();
+    txn.commit(&[
+        RefUpdate::set(RefSpec::local(r), csum),
+        RefUpdate::set(RefSpec::local(b), *base),
+    ])
+    .unwrap();
     csum
 }
 
@@ -389,22 +394,31 @@ fn collect_refs_deletes_what_no_deployment_uses_and_leaves_odd_names_alone() {
     for n in &odd {
         set_ref(&repo, n, old);
     }
+    // The base of a composed commit no deployment runs any more.
+    let v0 = fx.base(500);
+    let v0_composed = compose_by_hand(&repo, &v0, std::slice::from_ref(&unused));
     let s = &mut fx.sysroot();
-    let s = s.lock().unwrap();
+    let mut s = s.lock().unwrap();
     assert_eq!(s.deployments().len(), 3);
-    let mut deleted = vec![format!("arbor/composed/{old}"), unused.ref_name()];
+    let mut deleted = vec![
+        format!("arbor/composed/{old}"),
+        format!("arbor/composed/{v0_composed}"),
+        format!("arbor/bases/{v0}"),
+        unused.ref_name(),
+    ];
     deleted.sort();
-    assert_eq!(collect_refs(&s).unwrap(), deleted);
+    assert_eq!(collect_refs(&mut s).unwrap(), deleted);
     let mut kept: Vec<String> = [rollback, default, other]
         .iter()
         .map(|c| format!("arbor/composed/{c}"))
+        .chain([format!("arbor/bases/{v1}")])
         .chain([a.ref_name(), a2.ref_name(), b.ref_name()])
         .chain(odd.iter().cloned())
         .collect();
     kept.sort();
     assert_eq!(local_refs(&repo), kept);
     // Nothing more to collect.
-    assert_eq!(collect_refs(&s).unwrap(), Vec::<String>::new());
+    assert_eq!(collect_refs(&mut s).unwrap(), Vec::<String>::new());
 }
 
 #[test]
@@ -478,4 +492,169 @@ fn rollback_of_a_composed_deployment_gives_back_the_previous_layers() {
         );
     }
     assert!(refs.contains(&b.ref_name()));
+}
+
+/// Runs `ostree ARGS..`, which must succeed.
+fn ostree_ok(args: &[&str]) {
+    let o = std::process::Command::new("ostree")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "ostree {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn collect_refs_reads_the_deployments_again_before_deleting() {
+    if needs_root("collect_refs_reads_the_deployments_again_before_deleting") {
+        return;
+    }
+    let fx = Fx::new();
+    let v1 = fx.base(1_000);
+    fx.deploy("testos/stable", None).unwrap();
+    // A loads the deployments (v1 alone), as a command that switched and
+    // released the lock to collect later.
+    let mut a = fx.sysroot();
+    // B, another process, deploys a composed commit with its refs.
+    let repo = fx.repo();
+    let tool = fx.ext("tool", "TOOL\n");
+    let v2 = fx.base(2_000);
+    let composed = compose_by_hand(&repo, &v2, std::slice::from_ref(&tool));
+    fx.deploy(&composed.to_hex(), None).unwrap();
+    // A takes the lock again and collects: B's refs stay.
+    let mut lock = a.lock().unwrap();
+    assert_eq!(collect_refs(&mut lock).unwrap(), Vec::<String>::new());
+    let refs = local_refs(&repo);
+    for r in [
+        format!("arbor/composed/{composed}"),
+        format!("arbor/bases/{v2}"),
+        tool.ref_name(),
+    ] {
+        assert!(refs.contains(&r), "{r} was deleted: {refs:?}");
+    }
+    assert_eq!(lock.deployments()[0].csum, composed);
+    assert_eq!(lock.deployments()[1].csum, v1);
+}
+
+#[test]
+fn a_composed_deployments_base_survives_depth_0_prunes_while_it_is_deployed() {
+    if needs_root("a_composed_deployments_base_survives_depth_0_prunes_while_it_is_deployed") {
+        return;
+    }
+    let fx = Fx::new();
+    let v1 = fx.base(1_000);
+    let tool = fx.ext("tool", "TOOL\n");
+    let repo = fx.repo();
+    let composed = compose_by_hand(&repo, &v1, std::slice::from_ref(&tool));
+    fx.deploy(&composed.to_hex(), None).unwrap();
+    // The base's branch moves on: the composed commit's parent is v1, and
+    // its ref, `arbor/bases/V1`, keeps it through ostree's prunes.
+    let v2 = fx.base(2_000);
+    crate::write::cleanup(&mut fx.sysroot().lock().unwrap(), true).unwrap();
+    let repo_arg = format!("--repo={}", fx.sys.join("ostree/repo").display());
+    ostree_ok(&[&repo_arg, "prune", "--refs-only", "--depth=0"]);
+    let sysroot_arg = format!("--sysroot={}", fx.sys.display());
+    ostree_ok(&["admin", "cleanup", &sysroot_arg]);
+    let load = |c: &Checksum| arbor_repo::objects::load_commit(&repo, c);
+    for c in [composed, v1, tool.commit, v2] {
+        load(&c).unwrap_or_else(|e| panic!("{c} was pruned: {e:#}"));
+    }
+    // Once no deployment has v1 as its base, its ref goes, then v1.
+    fx.deploy("testos/stable", None).unwrap();
+    assert!(local_refs(&repo).contains(&format!("arbor/bases/{v1}")));
+    crate::ops::undeploy(&mut fx.sysroot().lock().unwrap(), 1).unwrap();
+    assert_eq!(fx.sysroot().deployments().len(), 1);
+    assert!(!local_refs(&repo).contains(&format!("arbor/bases/{v1}")));
+    let err = load(&v1).unwrap_err();
+    assert!(arbor_repo::reachable::is_not_found(&err), "{err:#}");
+}
+
+#[test]
+fn an_unreadable_deployment_commit_stops_ref_collection_and_pruning() {
+    if needs_root("an_unreadable_deployment_commit_stops_ref_collection_and_pruning") {
+        return;
+    }
+    let fx = Fx::new();
+    let v1 = fx.base(1_000);
+    let tool = fx.ext("tool", "TOOL\n");
+    let repo = fx.repo();
+    let composed = compose_by_hand(&repo, &v1, std::slice::from_ref(&tool));
+    fx.deploy(&composed.to_hex(), None).unwrap();
+    fx.base(2_000);
+    // An object no ref reaches: a prune would delete it.
+    let loose_dir = fx.dir.path().join("loose");
+    put(&loose_dir.join("usr/share/loose"), "LOOSE\n");
+    let loose = commit_dir(&repo, &loose_dir, None, 3);
+    // The composed commit's object goes missing.
+    let hex = composed.to_hex();
+    std::fs::remove_file(fx.sys.join(format!(
+        "ostree/repo/objects/{}/{}.commit",
+        &hex[..2],
+        &hex[2..]
+    )))
+    .unwrap();
+    // Loading stays lenient (status works), and says the layers are
+    // unknown.
+    let mut s = fx.sysroot();
+    let d = &s.deployments()[0];
+    assert_eq!(
+        (d.csum, &d.layers, d.layers_unknown),
+        (composed, &None, true)
+    );
+    assert_eq!(d.base_commit(), composed);
+    let before = local_refs(&repo);
+    let mut lock = s.lock().unwrap();
+    assert_eq!(collect_refs(&mut lock).unwrap(), Vec::<String>::new());
+    let r = crate::write::cleanup(&mut lock, true).unwrap();
+    assert_eq!(r.pruned_objects, 0);
+    assert_eq!(local_refs(&repo), before);
+    assert!(before.contains(&tool.ref_name()), "{before:?}");
+    for c in [v1, tool.commit, loose] {
+        arbor_repo::objects::load_commit(&repo, &c)
+            .unwrap_or_else(|e| panic!("{c} was pruned: {e:#}"));
+    }
+}
+
+#[test]
+fn a_commit_whose_recorded_base_is_not_its_parent_is_plain() {
+    if needs_root("a_commit_whose_recorded_base_is_not_its_parent_is_plain") {
+        return;
+    }
+    let fx = Fx::new();
+    let v1 = fx.base(1_000);
+    let tool = fx.ext("tool", "TOOL\n");
+    let repo = fx.repo();
+    let composed = compose_by_hand(&repo, &v1, std::slice::from_ref(&tool));
+    assert_eq!(base_of(&repo, &composed).unwrap(), v1);
+    // A vendor publishes the composed commit's tree and metadata as a
+    // release of its own: no parent, or another parent than the base.
+    let c = arbor_repo::objects::load_commit(&repo, &composed).unwrap();
+    let mut vendor = Vec::new();
+    for parent in [None, Some(composed)] {
+        let v = Commit {
+            parent,
+            timestamp: c.timestamp + 1,
+            ..c.clone()
+        };
+        assert_eq!(Layers::from_commit(&v).unwrap(), None);
+        let lock = repo.lock(false).unwrap();
+        let txn = Transaction::begin(&lock).unwrap();
+        let csum = txn.write_metadata(ObjectType::Commit, &v.encode()).unwrap();
+        txn.commit(&[]).unwrap();
+        drop(lock);
+        assert_eq!(base_of(&repo, &csum).unwrap(), csum);
+        vendor.push(csum);
+    }
+    fx.deploy(&vendor[0].to_hex(), None).unwrap();
+    let s = fx.sysroot();
+    let d = &s.deployments()[0];
+    assert_eq!(
+        (d.csum, &d.layers, d.layers_unknown),
+        (vendor[0], &None, false)
+    );
+    assert_eq!(d.base_commit(), vendor[0]);
+    assert!(d.extensions().is_empty());
 }

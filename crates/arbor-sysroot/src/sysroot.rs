@@ -83,6 +83,17 @@ pub struct Sysroot {
     mutable_deployments: bool,
 }
 
+/// What a deployment shows of its commit ([`Sysroot::commit_details`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitDetails {
+    /// The commit's `version` metadata.
+    pub version: Option<String>,
+    /// Its base and extensions, for a composed commit.
+    pub layers: Option<crate::layered::Layers>,
+    /// The commit could not be read: neither is known.
+    pub unreadable: bool,
+}
+
 /// A parsed `ostree=/ostree/boot.B/STATEROOT/BOOTCSUM/SERIAL` argument.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bootlink {
@@ -329,6 +340,7 @@ impl Sysroot {
             kargs: Kargs::parse(&state.kargs.join(" ")),
             version: None,
             layers: None,
+            layers_unknown: false,
             staged: true,
             bootconfig: BootEntry::default(),
         };
@@ -341,7 +353,7 @@ impl Sysroot {
             return Ok(None);
         }
         d.origin = self.read_origin(&d)?;
-        (d.version, d.layers) = self.commit_details(&d.csum);
+        self.read_commit_details(&mut d);
         Ok(Some(d))
     }
 
@@ -419,12 +431,13 @@ impl Sysroot {
             kargs,
             version: None,
             layers: None,
+            layers_unknown: false,
             staged: false,
             bootconfig: e.clone(),
         };
         validate_stateroot(&d.stateroot)?;
         d.origin = self.read_origin(&d)?;
-        (d.version, d.layers) = self.commit_details(&d.csum);
+        self.read_commit_details(&mut d);
         Ok(d)
     }
 
@@ -441,7 +454,7 @@ impl Sysroot {
 
     /// The `version` metadata of a commit, if the commit is present.
     pub fn commit_version(&self, c: &arbor_format::Checksum) -> Option<String> {
-        self.commit_details(c).0
+        self.commit_details(c).version
     }
 
     /// What a deployment shows of its commit, read once: the `version`
@@ -449,19 +462,21 @@ impl Sysroot {
     /// ([`crate::layered::Layers::from_commit`]).
     ///
     /// Lenient, as `status` must work on any sysroot: a commit that cannot
-    /// be read (pruned, corrupt) gives neither; a commit whose
+    /// be read (pruned, corrupt) gives neither, and is marked
+    /// [`CommitDetails::unreadable`]; a commit whose
     /// `arbor.base-commit`/`arbor.extensions` are malformed gives no
-    /// layers (the deployment then shows and upgrades as a plain commit).
-    /// Both are logged at debug level.
-    pub fn commit_details(
-        &self,
-        c: &arbor_format::Checksum,
-    ) -> (Option<String>, Option<crate::layered::Layers>) {
+    /// layers (the deployment then shows and upgrades as a plain commit:
+    /// arbor never writes such a commit). Both are logged at debug level.
+    pub fn commit_details(&self, c: &arbor_format::Checksum) -> CommitDetails {
         let commit = match arbor_repo::objects::load_commit(&self.repo, c) {
             Ok(commit) => commit,
             Err(e) => {
                 tracing::debug!("commit {c}: {e:#}");
-                return (None, None);
+                return CommitDetails {
+                    version: None,
+                    layers: None,
+                    unreadable: true,
+                };
             }
         };
         let layers = match crate::layered::Layers::from_commit(&commit) {
@@ -471,7 +486,18 @@ impl Sysroot {
                 None
             }
         };
-        (commit.version().map(str::to_string), layers)
+        CommitDetails {
+            version: commit.version().map(str::to_string),
+            layers,
+            unreadable: false,
+        }
+    }
+
+    /// Sets `d.version`, `d.layers` and `d.layers_unknown` from its commit
+    /// ([`Sysroot::commit_details`]).
+    pub(crate) fn read_commit_details(&self, d: &mut Deployment) {
+        let c = self.commit_details(&d.csum);
+        (d.version, d.layers, d.layers_unknown) = (c.version, c.layers, c.unreadable);
     }
 
     /// The (device, inode) of the directory the running system booted
@@ -616,6 +642,16 @@ impl Sysroot {
             Some(b) if self.deployments[b].stateroot == stateroot => Some(b),
             _ => self.pending_and_rollback(stateroot).0,
         }
+    }
+
+    /// What boots next in `stateroot`: its staged deployment if any, else
+    /// its first deployment in the list (the default, or the one that
+    /// boots when the stateroot is selected). Not the merge deployment: on
+    /// a booted system with a pending deployment, the merge deployment is
+    /// the booted one, while the pending one boots next. What a new
+    /// deployment carries (its extension list) comes from here.
+    pub fn next_deployment(&self, stateroot: &str) -> Option<&Deployment> {
+        self.deployments.iter().find(|d| d.stateroot == stateroot)
     }
 
     /// Opens a deployment's root directory.

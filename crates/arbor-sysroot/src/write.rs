@@ -394,8 +394,10 @@ pub struct CleanupReport {
 /// `.origin`) not in the list, unused `/boot/ostree/*` directories; then
 /// resets the repository refs `ostree/B/S/INDEX` to the deployments'
 /// commits, deletes the extension refs no deployment uses
-/// ([`crate::layered::collect_refs`]) and, with `prune`, deletes objects no
-/// ref (nor a composed deployment's base commit) reaches.
+/// ([`crate::layered::collect_refs`], which reads the deployments again)
+/// and, with `prune`, deletes objects no ref (nor a composed deployment's
+/// base commit) reaches: not while a deployment's commit cannot be read
+/// ([`Deployment::layers_unknown`]; a warning says so).
 #[context("Cleaning up the sysroot")]
 pub fn cleanup(s: &mut SysrootLock<'_>, prune: bool) -> Result<CleanupReport> {
     let mut report = CleanupReport::default();
@@ -543,11 +545,21 @@ pub fn cleanup(s: &mut SysrootLock<'_>, prune: bool) -> Result<CleanupReport> {
     // otherwise hold back.
     crate::layered::collect_refs(s)?;
     hit(failpoint::CLEANUP_REFS);
-    if prune {
-        // A composed deployment's base commit has no ref once its branch
-        // moves on; it is kept (re-composing the deployment's extensions
-        // starts from it), as its `arbor/extensions/` refs keep the
-        // extensions' commits.
+    let unknown = s.deployments.iter().find(|d| d.layers_unknown);
+    if let (true, Some(d)) = (prune, unknown) {
+        // Its base (and extensions) may be reachable from no ref: not
+        // knowing them, prune nothing.
+        tracing::warn!(
+            "Not pruning: the commit of deployment {} cannot be read, so the base \
+             and extensions it needs are unknown",
+            d.dir_name()
+        );
+    } else if prune {
+        // A composed deployment's base commit is kept by its
+        // `arbor/bases/` ref; kept here too, for composed commits written
+        // before that ref existed (re-composing the deployment's
+        // extensions starts from it), as its `arbor/extensions/` refs keep
+        // the extensions' commits.
         let bases: Vec<arbor_format::Checksum> = s
             .deployments
             .iter()
@@ -601,6 +613,7 @@ mod tests {
             kargs: crate::kargs::Kargs::parse("quiet"),
             version: None,
             layers: None,
+            layers_unknown: false,
             staged: false,
             bootconfig: Default::default(),
         };

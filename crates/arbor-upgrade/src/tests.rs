@@ -713,10 +713,12 @@ fn commit_plain(repo: &Repo, dir: &Path, ts: u64) -> Checksum {
 /// A composed commit of `base` plus `exts` made by hand (as arbor-config's
 /// engine documents it: the union of the trees, the base's version and
 /// timestamp, `arbor.base-commit`, `arbor.extensions`, the base as
-/// parent), with its `arbor/composed/` ref.
+/// parent), with its `arbor/composed/` and `arbor/bases/` refs.
 fn compose_by_hand(repo: &Repo, base: &Checksum, exts: &[ExtensionRef]) -> Checksum {
     use arbor_format::metadata::Value;
-    use arbor_sysroot::layered::{BASE_COMMIT_KEY, COMPOSED_REF_PREFIX, EXTENSIONS_KEY};
+    use arbor_sysroot::layered::{
+        BASE_COMMIT_KEY, BASE_REF_PREFIX, COMPOSED_REF_PREFIX, EXTENSIONS_KEY,
+    };
     let t = tempfile::tempdir().unwrap();
     let dir = t.path().join("union");
     let opts = arbor_repo::checkout::CheckoutOptions {
@@ -757,23 +759,38 @@ fn compose_by_hand(repo: &Repo, base: &Checksum, exts: &[ExtensionRef]) -> Check
         .write_metadata(arbor_format::ObjectType::Commit, &c.encode())
         .unwrap();
     let r = RefName::new(format!("{COMPOSED_REF_PREFIX}{csum}")).unwrap();
-    txn.commit(&[RefUpdate::set(RefSpec::local(r), csum)])
-        .unwrap();
+    let b = RefName::new(format!("{BASE_REF_PREFIX}{base}")).unwrap();
+    txn.commit(&[
+        RefUpdate::set(RefSpec::local(r), csum),
+        RefUpdate::set(RefSpec::local(b), *base),
+    ])
+    .unwrap();
     csum
 }
 
-/// The hook of the tests: composes `exts` on the base of the commit it is
-/// given; records (merge deployment's commit, commit given).
+/// The hook of the tests, as arbor-config's extension layering: composes
+/// on the base of the commit it is given the list of what boots next in
+/// the stateroot (not the merge deployment's), or `exts` when set; records
+/// (merge deployment's commit, commit given).
 #[derive(Debug)]
 struct Hook {
-    exts: Vec<ExtensionRef>,
+    exts: Option<Vec<ExtensionRef>>,
     calls: Mutex<Vec<(Option<Checksum>, Checksum)>>,
 }
 
 impl Hook {
+    /// Composes `exts`.
     fn new(exts: &[ExtensionRef]) -> Arc<Hook> {
         Arc::new(Hook {
-            exts: exts.to_vec(),
+            exts: Some(exts.to_vec()),
+            calls: Mutex::default(),
+        })
+    }
+
+    /// Composes the list of what boots next.
+    fn next() -> Arc<Hook> {
+        Arc::new(Hook {
+            exts: None,
             calls: Mutex::default(),
         })
     }
@@ -783,7 +800,7 @@ impl CommitLayering for Hook {
     fn layer(
         &self,
         s: &arbor_sysroot::sysroot::SysrootLock<'_>,
-        _stateroot: &str,
+        stateroot: &str,
         merge: Option<&arbor_sysroot::Deployment>,
         commit: &Checksum,
     ) -> anyhow::Result<Checksum> {
@@ -791,8 +808,18 @@ impl CommitLayering for Hook {
             .lock()
             .unwrap()
             .push((merge.map(|m| m.csum), *commit));
+        let exts = match &self.exts {
+            Some(l) => l.clone(),
+            None => s
+                .next_deployment(stateroot)
+                .map(|d| d.extensions().to_vec())
+                .unwrap_or_default(),
+        };
         let base = arbor_sysroot::layered::base_of(s.repo(), commit)?;
-        Ok(compose_by_hand(s.repo(), &base, &self.exts))
+        if exts.is_empty() {
+            return Ok(base);
+        }
+        Ok(compose_by_hand(s.repo(), &base, &exts))
     }
 }
 
@@ -868,7 +895,7 @@ fn a_composed_deployment_is_up_to_date_while_its_base_is_then_upgrades_through_t
         panic!("no update pulled");
     };
     assert_eq!((*u.from(), *u.to()), (m.v1, v2));
-    let hook = Hook::new(std::slice::from_ref(&tool));
+    let hook = Hook::next();
     let opts = DeployUpdateOptions {
         layering: Some(hook.clone()),
         ..Default::default()
@@ -942,9 +969,9 @@ fn a_staged_composed_deployment_is_pending_and_keeps_its_refs() {
     assert_eq!(up.check().unwrap(), UpgradeCheck::UpToDate { commit: v2 });
     drop(up);
     // The staged deployment's refs stay; the unused extension's goes.
-    let lock = s.lock().unwrap();
+    let mut lock = s.lock().unwrap();
     assert_eq!(
-        arbor_sysroot::layered::collect_refs(&lock).unwrap(),
+        arbor_sysroot::layered::collect_refs(&mut lock).unwrap(),
         [unused.ref_name()]
     );
     let refs: Vec<String> = arbor_repo::refs::list_refs(lock.repo())
@@ -953,7 +980,14 @@ fn a_staged_composed_deployment_is_pending_and_keeps_its_refs() {
         .map(|(n, _)| n)
         .filter(|n| n.starts_with("arbor/"))
         .collect();
-    assert_eq!(refs, [format!("arbor/composed/{staged}"), tool.ref_name()]);
+    assert_eq!(
+        refs,
+        [
+            format!("arbor/bases/{v2}"),
+            format!("arbor/composed/{staged}"),
+            tool.ref_name()
+        ]
+    );
 }
 
 #[test]
@@ -981,4 +1015,58 @@ fn a_switch_deploys_through_the_hook() {
         (m.v1, std::slice::from_ref(&tool))
     );
     assert_eq!(d.refspec(), Some("testos/local"));
+}
+
+#[test]
+fn an_upgrade_re_composes_the_list_of_the_pending_deployment_not_the_booted_one() {
+    if needs_root("an_upgrade_re_composes_the_list_of_the_pending_deployment_not_the_booted_one") {
+        return;
+    }
+    let m = Machine::new();
+    let a = m.ext("a");
+    // Booted into v1 + a; then v1 + a + b deployed (pending, not booted).
+    let booted = m.deploy_composed(std::slice::from_ref(&a));
+    let b = m.ext("b");
+    let mut s = m.sysroot();
+    let root = m
+        .sys
+        .join(format!("ostree/deploy/testos/deploy/{booted}.0"));
+    s.set_test_root(Some(&root)).unwrap();
+    let opts = DeployOptions {
+        stateroot: Some("testos".into()),
+        revision: format!("origin:{STABLE}"),
+        layering: Some(Hook::new(&[a.clone(), b.clone()])),
+        ..Default::default()
+    };
+    let pending = deploy(&mut s.lock().unwrap(), &opts).unwrap();
+    s.load().unwrap();
+    assert_eq!(s.booted(), Some(1));
+    assert_eq!(s.deployments()[0].csum.to_hex(), pending.checksum);
+    assert_eq!(s.deployments()[0].extensions(), [a.clone(), b.clone()]);
+    // The upgrade merges the booted deployment's /etc, and re-composes the
+    // list of what boots next on the new base.
+    let v2 = m.release(STABLE, "2.0", 2_000_000);
+    let mut up = upgrader(&mut s, false).unwrap();
+    assert_eq!(up.merge_deployment().csum, booted);
+    let UpgradeCheck::Available(u) = up.pull(&NullProgress).unwrap() else {
+        panic!("no update pulled");
+    };
+    let hook = Hook::next();
+    let opts = DeployUpdateOptions {
+        layering: Some(hook.clone()),
+        ..Default::default()
+    };
+    let r = up.deploy(&u, &opts).unwrap();
+    assert_eq!(*hook.calls.lock().unwrap(), [(Some(booted), v2)]);
+    drop(up);
+    s.load().unwrap();
+    let d = &s.deployments()[0];
+    assert_eq!(d.csum.to_hex(), r.checksum);
+    assert_eq!(
+        d.layers,
+        Some(Layers {
+            base: v2,
+            extensions: vec![a, b]
+        })
+    );
 }

@@ -769,3 +769,77 @@ fn drift_compares_usr_with_the_composed_commit() {
         "{r:#}"
     );
 }
+
+#[test]
+fn deploy_dry_run_previews_the_composed_commit_and_no_extensions_opts_out() {
+    if needs_root("deploy_dry_run_previews_the_composed_commit_and_no_extensions_opts_out") {
+        return;
+    }
+    let e = Ext::new();
+    let dir = e.tool_dir("tools");
+    e.ok("add", &[s(&dir)]);
+    let l = layers(&e.sys);
+    let composed = l[0].0.clone();
+    assert_eq!(l[0].1, e.v1);
+    let sys_cmd = |args: &[&str]| {
+        let mut c = arbor();
+        c.arg(args[0])
+            .args(["--sysroot", s(&e.sys), "--os", "testos"])
+            .args(&args[1..]);
+        c
+    };
+    // The preview shows what the deploy deploys: the list re-composed on
+    // the revision's base (the same composed commit), unless opted out.
+    let out = run_ok(&mut sys_cmd(&[
+        "deploy",
+        "--dry-run",
+        "origin:testos/stable",
+    ]));
+    assert!(out.contains(&format!("Would deploy {composed}")), "{out}");
+    let out = run_ok(&mut sys_cmd(&[
+        "deploy",
+        "--dry-run",
+        "--no-extensions",
+        "origin:testos/stable",
+    ]));
+    assert!(out.contains(&format!("Would deploy {}", e.v1)), "{out}");
+    assert_eq!(layers(&e.sys), l, "a dry run changes nothing");
+    // switch: re-composes by default, deploys the ref's commit as it is
+    // with --no-extensions.
+    run_ok(ostree().args([
+        &format!("--repo={}", s(&e.srepo())),
+        "refs",
+        "--create=testos/local",
+        &e.v1,
+    ]));
+    run_ok(&mut sys_cmd(&["switch", "testos/local"]));
+    let tools = commit_of(&l[0].2, "tools");
+    assert_eq!(
+        layers(&e.sys)[0],
+        (
+            composed.clone(),
+            e.v1.clone(),
+            vec![format!("tools:{tools}")]
+        )
+    );
+    run_ok(&mut sys_cmd(&[
+        "switch",
+        "--no-extensions",
+        "origin:testos/stable",
+    ]));
+    assert_eq!(layers(&e.sys)[0], (e.v1.clone(), e.v1.clone(), vec![]));
+    assert!(!root_of(&e.sys, 0).join("usr/bin/tools-tool").exists());
+    // deploy: the same.
+    e.ok("add", &[s(&dir)]);
+    assert_eq!(layers(&e.sys)[0].0, composed);
+    run_ok(&mut sys_cmd(&[
+        "deploy",
+        "--no-extensions",
+        "origin:testos/stable",
+    ]));
+    assert_eq!(layers(&e.sys)[0], (e.v1.clone(), e.v1.clone(), vec![]));
+    run_ok(&mut sys_cmd(&["deploy", "testos/local"]));
+    assert_eq!(layers(&e.sys)[0], (e.v1.clone(), e.v1.clone(), vec![]));
+    ostree_reads(&e.sys);
+    both_fscks(&e.sys);
+}

@@ -364,7 +364,7 @@ fn change(
 /// Deletes the extension and composed refs no deployment uses; runs after
 /// a switch that has happened, so it never fails (a warning instead).
 /// Reaches [`EXT_GC`].
-pub fn collect_after_switch(s: &SysrootLock<'_>) -> Vec<String> {
+pub fn collect_after_switch(s: &mut SysrootLock<'_>) -> Vec<String> {
     let r = arbor_sysroot::layered::collect_refs(s).unwrap_or_else(|e| {
         tracing::warn!("Not collecting unused extension refs: {e:#}");
         Vec::new()
