@@ -58,9 +58,10 @@ pub fn preview_etc(
 /// [`preview_etc`] of the commit a deploy with `layering` would deploy
 /// (the preview's `commit` is that one, e.g. a composed commit). The hook
 /// runs as in a deploy, so it may write to the repository (arbor-config's
-/// composes the commit and sets its `arbor/composed/` ref); the deployments
-/// do not change, and the next ref collection ([`crate::layered::collect_refs`],
-/// every cleanup) deletes that ref, the next prune the commit.
+/// composes the commit and sets its `arbor/composed/` and `arbor/bases/`
+/// refs); the deployments do not change, and the next ref collection
+/// ([`crate::layered::collect_refs`], every cleanup) deletes the refs no
+/// deployment needs, the next prune the commit.
 pub fn preview_layered(
     s: &mut SysrootLock<'_>,
     stateroot: Option<&str>,

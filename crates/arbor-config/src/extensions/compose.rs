@@ -170,6 +170,18 @@ pub fn plan(repo: &Repo, base: &Checksum, extensions: &[ExtensionRef]) -> Result
     Ok(build(repo, base, extensions, MAX_METADATA_SIZE)?.composed)
 }
 
+/// [`plan`] with another limit than [`MAX_METADATA_SIZE`] on the size of
+/// a composed dirtree (for tests: building a 128 MiB directory is slow).
+#[cfg(test)]
+pub(super) fn plan_with_limit(
+    repo: &Repo,
+    base: &Checksum,
+    extensions: &[ExtensionRef],
+    max_object: u64,
+) -> Result<Composed> {
+    Ok(build(repo, base, extensions, max_object)?.composed)
+}
+
 /// A composition, in memory.
 struct Built {
     composed: Composed,

@@ -227,6 +227,19 @@ fn add_list_remove() {
     let e = remove(&mut s.lock().unwrap(), &["nope".into()], false, None).unwrap_err();
     assert!(format!("{e:#}").contains("No extension nope"), "{e:#}");
     assert!(format!("{e:#}").contains("listed: tools"), "{e:#}");
+    // A name given twice: said so, not "no extension tools".
+    let e = remove(
+        &mut s.lock().unwrap(),
+        &["tools".into(), "tools".into()],
+        false,
+        None,
+    )
+    .unwrap_err();
+    assert!(
+        format!("{e:#}").contains("Extension tools given twice"),
+        "{e:#}"
+    );
+    assert_eq!(m.default().extensions().len(), 1);
     // Removing the last one deploys the base itself: the files are gone.
     let r = remove(&mut s.lock().unwrap(), &["tools".into()], false, None).unwrap();
     assert_eq!(r.outcome, Outcome::Deployed);
@@ -576,4 +589,139 @@ fn config_apply_drops_what_the_config_of_the_default_declared_when_booted_is_old
     assert!(d.extensions().is_empty());
     assert_eq!(d.csum, m.base);
     assert!(m.file(&d, "usr/bin/tools").is_none());
+}
+
+/// The refs under `arbor/extensions/`.
+fn extension_refs(m: &Machine) -> Vec<String> {
+    arbor_repo::refs::list_refs(m.sysroot().repo())
+        .unwrap()
+        .into_iter()
+        .map(|(n, _)| n)
+        .filter(|n| n.starts_with("arbor/extensions/"))
+        .collect()
+}
+
+#[test]
+fn dry_runs_and_refused_adds_leave_no_extension_ref_behind() {
+    if needs_root("deploying") {
+        return;
+    }
+    let m = Machine::new();
+    m.add_dir("kept", "#!k\n");
+    let before = extension_refs(&m);
+    assert_eq!(before.len(), 1);
+    let dir = |name: &str| Source::Dir {
+        name: name.into(),
+        path: m.ext_dir(name, "#!x\n"),
+    };
+    let add_with = |sources: Vec<Source>, stage: bool, dry_run: bool| {
+        let mut s = m.sysroot();
+        add(
+            &mut s.lock().unwrap(),
+            AddOptions {
+                sources,
+                stage,
+                dry_run,
+                ..Default::default()
+            },
+        )
+    };
+    // A dry run imports, reports, and deletes the ref again.
+    let r = add_with(vec![dir("tools")], false, true).unwrap();
+    assert_eq!(r.outcome, Outcome::DryRun);
+    assert_eq!(r.imported.len(), 1);
+    assert_eq!(
+        r.collected_refs,
+        [format!("arbor/extensions/tools/{}", r.imported[0].commit)]
+    );
+    assert_eq!(extension_refs(&m), before);
+    // A failed add: the directory was imported before the missing ref
+    // stopped it.
+    let e = add_with(
+        vec![
+            dir("tools"),
+            Source::Rev {
+                name: "x".into(),
+                rev: "exts/missing".into(),
+            },
+        ],
+        false,
+        false,
+    )
+    .unwrap_err();
+    assert!(format!("{e:#}").contains("exts/missing"), "{e:#}");
+    assert_eq!(extension_refs(&m), before);
+    // Staging when not booted: refused before importing.
+    let e = add_with(vec![dir("tools")], true, false).unwrap_err();
+    assert!(format!("{e:#}").contains("not booted"), "{e:#}");
+    assert_eq!(extension_refs(&m), before);
+}
+
+#[test]
+fn override_needs_exactly_one_directory_or_tar_source() {
+    if needs_root("deploying") {
+        return;
+    }
+    let m = Machine::new();
+    m.commit(&m.ext_dir("tools", "#!t\n"), Some("exts/tools"), "t", 5);
+    let add_with = |sources: Vec<Source>| {
+        let mut s = m.sysroot();
+        add(
+            &mut s.lock().unwrap(),
+            AddOptions {
+                sources,
+                overrides: vec!["/usr/bin/sh".into()],
+                ..Default::default()
+            },
+        )
+    };
+    let dir = |name: &str| Source::Dir {
+        name: name.into(),
+        path: m.ext_dir(name, "#!x\n"),
+    };
+    let rev = Source::Rev {
+        name: "tools".into(),
+        rev: "exts/tools".into(),
+    };
+    for sources in [vec![rev], vec![dir("a"), dir("b")]] {
+        let e = add_with(sources).unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(msg.contains("--override"), "{msg}");
+        assert!(msg.contains("arbor.extension.overrides"), "{msg}");
+    }
+    assert!(m.default().extensions().is_empty());
+    assert!(extension_refs(&m).is_empty());
+    // One directory: its commit records the override.
+    let r = add_with(vec![dir("a")]).unwrap();
+    assert_eq!(r.outcome, Outcome::Deployed);
+}
+
+#[test]
+fn list_says_when_another_stateroot_boots_next() {
+    if needs_root("deploying") {
+        return;
+    }
+    let m = Machine::new();
+    m.add_dir("tools", "#!t\n");
+    m.sysroot().lock().unwrap().os_init("other").unwrap();
+    let mut s = m.booted();
+    let l = list(&s, Some("testos")).unwrap();
+    assert_eq!(l.staged_elsewhere, None);
+    let opts = DeployOptions {
+        stateroot: Some("other".into()),
+        revision: BASE.into(),
+        stage: true,
+        ..Default::default()
+    };
+    deploy(&mut s.lock().unwrap(), &opts).unwrap();
+    let s = m.booted();
+    let staged = s.deployments()[0].clone();
+    assert!(staged.staged && staged.stateroot == "other");
+    let l = list(&s, Some("testos")).unwrap();
+    assert_eq!(Machine::names(&m.default()), ["tools"]);
+    assert_eq!(l.next.extensions.len(), 1);
+    assert_eq!(
+        l.staged_elsewhere,
+        Some(format!("other {}", staged.dir_name()))
+    );
 }

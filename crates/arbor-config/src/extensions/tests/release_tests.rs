@@ -225,6 +225,40 @@ fn release_files_in_trees() {
 }
 
 #[test]
+fn a_release_file_symlink_is_resolved_inside_the_extension() {
+    let fx = Fx::bare_user();
+    let base = fx.commit(BASE);
+    // Pointing outside the extension (to the base's os-release, to the
+    // host's files): resolved inside the extension, where there is
+    // nothing, so refused.
+    for target in [
+        "/usr/lib/os-release",
+        "../../os-release",
+        "../../../../../../../../etc/passwd",
+        "/proc/self/environ",
+    ] {
+        let ext = fx.commit(&format!("l {REL}.tools {target}\nf usr/bin/t t"));
+        let e = fx.compose_err(&base, &[("tools", ext)]);
+        assert!(
+            e.contains(&format!(
+                "Extension tools: /{REL}.tools is not a regular file inside the extension"
+            )),
+            "{target}: {e}"
+        );
+    }
+    // Pointing at a file of the extension: that file is checked.
+    let ext = fx.commit(&format!(
+        "l {REL}.tools /usr/share/tools/release\nf usr/share/tools/release ID=fedora"
+    ));
+    let e = fx.compose_err(&base, &[("tools", ext)]);
+    assert!(e.contains("ID=\"fedora\""), "{e}");
+    let ext = fx.commit(&format!(
+        "l {REL}.tools ../../share/tools/release\nf usr/share/tools/release ID=_any"
+    ));
+    fx.compose(&base, &[("tools", ext)]).unwrap();
+}
+
+#[test]
 fn base_os_release_lookup() {
     let fx = Fx::bare_user();
     let ext = fx.commit(&format!("f {REL}.tools ID=debian\\nVERSION_ID=12"));
