@@ -5,8 +5,11 @@
 //! has keeps its existing (dirtree, dirmeta) checksums, and only the
 //! directories where trees meet are loaded and get new dirtrees. The
 //! result equals what `ostree commit --tree=ref=BASE --tree=ref=EXT...`
-//! writes for the same trees, as long as no rule below refuses them and
-//! no extension has a top-level `etc` (which ostree would not move).
+//! writes for the same trees, as long as no rule below refuses them, with
+//! one exception: an extension's top-level `etc` is moved to `usr/etc`,
+//! which ostree does not do. The composition of such an extension equals
+//! `ostree commit --tree=ref=BASE --tree=dir=D` where D is the extension
+//! checked out with its `etc` moved into `usr/etc`.
 //!
 //! Rules (the trees are taken in order: base, then each extension):
 //! - a directory present in several trees must have the same dirmeta
@@ -20,8 +23,17 @@
 //!   `etc/...` is composed into `usr/etc/...` (the OS defaults, which the
 //!   /etc three-way merge brings to /etc), under the same rules (an
 //!   override of `/etc/X` means `/usr/etc/X`);
-//! - whiteouts (names starting with `.wh.`) are refused anywhere in an
-//!   extension;
+//! - whiteouts (names starting with `.wh.`, or `.ostree-wh.` as ostree
+//!   quotes overlay whiteouts) are refused anywhere in an extension;
+//! - an extension must not carry an os-release (`usr/lib/os-release`,
+//!   `usr/etc/os-release`, `etc/os-release`), override or not, as
+//!   systemd-sysext refuses such extensions;
+//! - an extension with both `etc/X` and `usr/etc/X` must give them the
+//!   same content (override or not);
+//! - no path may be longer than [`MAX_PATH`] bytes (nothing deeper can
+//!   be checked out), which also bounds the work on hostile deep trees;
+//! - each composed dirtree must fit [`MAX_METADATA_SIZE`], which every
+//!   reader of the repository enforces;
 //! - each extension must fit the base ([`super::release::check`]);
 //! - every extension commit is complete: not partial, every dirtree and
 //!   dirmeta hashes to its name and parses, every file object exists.
@@ -29,7 +41,8 @@
 //! The composed commit: metadata `version` (the base's, when it has one),
 //! [`BASE_COMMIT_KEY`], [`EXTENSIONS_KEY`] in that order; subject
 //! `Extensions: a, b`; empty body; parent and timestamp the base's; no ref
-//! bindings. Nothing depends on time, randomness or hash-map order, so the
+//! bindings. [`compose`] also sets `arbor/composed/<HEX>` and
+//! `arbor/bases/<BASE-HEX>` in the transaction that writes it. Nothing depends on time, randomness or hash-map order, so the
 //! same inputs give the same checksum on any machine.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -39,18 +52,23 @@ use anyhow::{anyhow, bail, Context, Result};
 use arbor_format::commit::VERSION_KEY;
 use arbor_format::metadata::Value;
 use arbor_format::RefName;
-use arbor_format::{Checksum, Commit, DirTree, DirTreeDir, DirTreeFile, Metadata, ObjectType};
+use arbor_format::{
+    Checksum, Commit, DirMeta, DirTree, DirTreeDir, DirTreeFile, Metadata, ObjectType,
+};
+use arbor_repo::objects::MAX_METADATA_SIZE;
 use arbor_repo::refs::{RefSpec, RefUpdate};
 use arbor_repo::repo::RepoLock;
 use arbor_repo::txn::Transaction;
 use arbor_repo::Repo;
 use arbor_sysroot::layered::{
-    validate_name, ExtensionRef, Layers, BASE_COMMIT_KEY, COMPOSED_REF_PREFIX, EXTENSIONS_KEY,
+    validate_name, ExtensionRef, Layers, BASE_COMMIT_KEY, BASE_REF_PREFIX, COMPOSED_REF_PREFIX,
+    EXTENSIONS_KEY,
 };
 use fn_error_context::context;
 
 use super::release::short;
-use super::verify::{join, load_commit, load_dirmeta, load_dirtree, require_complete};
+pub use super::verify::MAX_PATH;
+use super::verify::{child_path, join, load_commit, load_dirmeta, load_dirtree, require_complete};
 
 /// Commit metadata key of an extension: the paths it may replace (`as` of
 /// absolute paths; an entry covers that path and everything below it).
@@ -61,6 +79,12 @@ pub const ALLOWED_TOP_LEVEL: [&str; 3] = ["usr", "opt", "etc"];
 
 /// Prefix of the names of whiteout files (refused).
 pub const WHITEOUT_PREFIX: &str = ".wh.";
+/// Prefix of ostree's quoted overlay whiteouts (refused too).
+pub const OSTREE_WHITEOUT_PREFIX: &str = ".ostree-wh.";
+/// Paths an extension must not carry (systemd-sysext refuses extensions
+/// with an os-release).
+pub const FORBIDDEN_PATHS: [&str; 3] =
+    ["usr/lib/os-release", "usr/etc/os-release", "etc/os-release"];
 
 /// A composed commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,9 +97,9 @@ pub struct Composed {
     pub dirtrees: usize,
 }
 
-/// Composes `extensions` on `base`, writes the dirtrees, the commit and
-/// its `arbor/composed/<HEX>` ref in one transaction. An empty list
-/// writes nothing and returns the base.
+/// Composes `extensions` on `base`, writes the dirtrees, the commit, its
+/// `arbor/composed/<HEX>` ref and the base's `arbor/bases/<BASE-HEX>` ref
+/// in one transaction. An empty list writes nothing and returns the base.
 ///
 /// Crash guarantee: that of [`Transaction::commit`]; the ref appears only
 /// with the complete commit, and a crash leaves at worst unreferenced
@@ -85,13 +109,22 @@ pub fn compose(
     base: &Checksum,
     extensions: &[ExtensionRef],
 ) -> Result<Composed> {
-    let built = build(lock.repo(), base, extensions)?;
+    let built = build(lock.repo(), base, extensions, MAX_METADATA_SIZE)?;
     let Some(commit_bytes) = &built.commit_bytes else {
         return Ok(built.composed);
     };
     let c = built.composed.commit;
-    let name = RefName::new(format!("{COMPOSED_REF_PREFIX}{}", c.to_hex()))?;
-    if already_written(lock.repo(), &built, &name)? {
+    let refs = [
+        (
+            RefName::new(format!("{COMPOSED_REF_PREFIX}{}", c.to_hex()))?,
+            c,
+        ),
+        (
+            RefName::new(format!("{BASE_REF_PREFIX}{}", base.to_hex()))?,
+            *base,
+        ),
+    ];
+    if already_written(lock.repo(), &built, &refs)? {
         return Ok(built.composed);
     }
     let txn = Transaction::begin(lock)?;
@@ -100,21 +133,28 @@ pub fn compose(
     }
     let written = txn.write_metadata(ObjectType::Commit, commit_bytes)?;
     debug_assert_eq!(written, c);
-    txn.commit(&[RefUpdate::set(RefSpec::local(name), c)])
+    let updates: Vec<RefUpdate> = refs
+        .into_iter()
+        .map(|(name, target)| RefUpdate::set(RefSpec::local(name), target))
+        .collect();
+    txn.commit(&updates)
         .with_context(|| format!("Writing composed commit {c}"))?;
     Ok(built.composed)
 }
 
 /// Whether the composition is already in the repository: its commit, each
-/// dirtree it made, and its ref naming the commit (an earlier `compose` of
-/// the same inputs). Then there is nothing to write and no transaction
-/// (nor its syncs) to pay for; anything missing is written again.
-fn already_written(repo: &Repo, built: &Built, name: &RefName) -> Result<bool> {
+/// dirtree it made, and its refs (composed and base) naming their commits
+/// (an earlier `compose` of the same inputs). Then there is nothing to
+/// write and no transaction (nor its syncs) to pay for; anything missing
+/// is written again.
+fn already_written(repo: &Repo, built: &Built, refs: &[(RefName, Checksum)]) -> Result<bool> {
     let c = built.composed.commit;
-    if arbor_repo::refs::read_ref(repo, &RefSpec::local(name.clone()))? != Some(c)
-        || !repo.has_object(ObjectType::Commit, &c)?
-        || repo.is_partial(&c)?
-    {
+    for (name, target) in refs {
+        if arbor_repo::refs::read_ref(repo, &RefSpec::local(name.clone()))? != Some(*target) {
+            return Ok(false);
+        }
+    }
+    if !repo.has_object(ObjectType::Commit, &c)? || repo.is_partial(&c)? {
         return Ok(false);
     }
     for tree in &built.trees {
@@ -127,7 +167,19 @@ fn already_written(repo: &Repo, built: &Built, name: &RefName) -> Result<bool> {
 
 /// What [`compose`] would produce (every check included), writing nothing.
 pub fn plan(repo: &Repo, base: &Checksum, extensions: &[ExtensionRef]) -> Result<Composed> {
-    Ok(build(repo, base, extensions)?.composed)
+    Ok(build(repo, base, extensions, MAX_METADATA_SIZE)?.composed)
+}
+
+/// [`plan`] with another limit than [`MAX_METADATA_SIZE`] on the size of
+/// a composed dirtree (for tests: building a 128 MiB directory is slow).
+#[cfg(test)]
+pub(super) fn plan_with_limit(
+    repo: &Repo,
+    base: &Checksum,
+    extensions: &[ExtensionRef],
+    max_object: u64,
+) -> Result<Composed> {
+    Ok(build(repo, base, extensions, max_object)?.composed)
 }
 
 /// A composition, in memory.
@@ -144,7 +196,12 @@ struct Built {
     if extensions.is_empty() { "no extensions".to_string() } else { names(extensions) },
     short(base)
 )]
-fn build(repo: &Repo, base: &Checksum, extensions: &[ExtensionRef]) -> Result<Built> {
+fn build(
+    repo: &Repo,
+    base: &Checksum,
+    extensions: &[ExtensionRef],
+    max_object: u64,
+) -> Result<Built> {
     let base_commit = load_commit(repo, base)?;
     if extensions.is_empty() {
         return Ok(Built {
@@ -185,7 +242,7 @@ fn build(repo: &Repo, base: &Checksum, extensions: &[ExtensionRef]) -> Result<Bu
         u.merge_extension(i, e, c)
             .with_context(|| format!("Adding extension {}", e.name))?;
     }
-    let (root_tree, trees) = u.finish();
+    let (root_tree, trees) = u.finish(max_object)?;
     let mut metadata = Metadata::new();
     if let Some(v) = base_commit.metadata.get_str(VERSION_KEY) {
         metadata.push(VERSION_KEY, Value::Str(v.to_string()));
@@ -252,6 +309,9 @@ enum Child {
 /// A directory where trees meet, loaded.
 #[derive(Debug)]
 struct Node {
+    /// The parent node and this directory's name in it (the root: 0, "").
+    parent: usize,
+    name: String,
     meta: Checksum,
     meta_src: Src,
     files: BTreeMap<String, FileEnt>,
@@ -299,7 +359,12 @@ impl<'r> Union<'r> {
             nodes: Vec::new(),
         };
         u.verify_meta(&base_commit.root_meta)?;
-        let root = u.load_node(&base_commit.root_tree, base_commit.root_meta, Src::Base)?;
+        let root = u.load_node(
+            (0, ""),
+            &base_commit.root_tree,
+            base_commit.root_meta,
+            Src::Base,
+        )?;
         u.nodes.push(root);
         Ok(u)
     }
@@ -308,6 +373,19 @@ impl<'r> Union<'r> {
         match s {
             Src::Base => format!("base {}", self.base_short),
             Src::Ext(i) => format!("extension {}", self.names[i]),
+        }
+    }
+
+    /// Names the two sources of a clash at `path` (composed). When both are
+    /// the same extension, the clash is between its `usr/etc/X` (merged
+    /// first) and its `etc/X`: both paths are named.
+    fn pair(&self, path: &str, a: Src, b: Src) -> (String, String) {
+        let (na, nb) = (self.src_name(a), self.src_name(b));
+        match path.strip_prefix("/usr") {
+            Some(etc) if a == b && etc.starts_with("/etc") => {
+                (format!("{na}'s {path}"), format!("{nb}'s {etc}"))
+            }
+            _ => (na, nb),
         }
     }
 
@@ -328,7 +406,13 @@ impl<'r> Union<'r> {
         Ok(())
     }
 
-    fn load_node(&mut self, tree: &Checksum, meta: Checksum, src: Src) -> Result<Node> {
+    fn load_node(
+        &mut self,
+        (parent, name): (usize, &str),
+        tree: &Checksum,
+        meta: Checksum,
+        src: Src,
+    ) -> Result<Node> {
         let dt = self.tree(tree)?;
         let files = dt
             .files
@@ -354,6 +438,8 @@ impl<'r> Union<'r> {
             })
             .collect();
         Ok(Node {
+            parent,
+            name: name.to_string(),
             meta,
             meta_src: src,
             files,
@@ -371,6 +457,7 @@ impl<'r> Union<'r> {
         self.names.push(e.name.clone());
         self.overrides.push(overrides(&commit).with_context(what)?);
         self.walk_extension(&commit).with_context(what)?;
+        self.refuse_forbidden(&commit).with_context(what)?;
         debug_assert_eq!(self.names.len(), i + 1);
         Ok(commit)
     }
@@ -410,10 +497,41 @@ impl<'r> Union<'r> {
             }
             for d in dt.dirs.iter().rev() {
                 whiteout(&path, &d.name)?;
-                let p = join(&path, &d.name);
+                let p = child_path(&path, &d.name)?;
                 self.verify_meta(&d.meta)
                     .with_context(|| format!("At {p}"))?;
                 stack.push((d.tree, p));
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses an extension carrying any of [`FORBIDDEN_PATHS`] (as any
+    /// kind of entry).
+    fn refuse_forbidden(&mut self, commit: &Commit) -> Result<()> {
+        for path in FORBIDDEN_PATHS {
+            let (dir, name) = path.rsplit_once('/').expect("the paths have a directory");
+            let mut tree = Some(commit.root_tree);
+            for comp in dir.split('/') {
+                tree = match tree {
+                    Some(t) => self
+                        .tree(&t)?
+                        .dirs
+                        .iter()
+                        .find(|d| d.name == comp)
+                        .map(|d| d.tree),
+                    None => None,
+                };
+            }
+            let Some(t) = tree else { continue };
+            let dt = self.tree(&t)?;
+            if dt.files.iter().any(|f| f.name == name) || dt.dirs.iter().any(|d| d.name == name) {
+                bail!(
+                    "/{path}: an extension must not carry an os-release (systemd-sysext \
+                     refuses such extensions; use {}/{}NAME)",
+                    super::release::EXTENSION_RELEASE_DIR,
+                    super::release::EXTENSION_RELEASE_PREFIX
+                );
             }
         }
         Ok(())
@@ -473,13 +591,8 @@ impl<'r> Union<'r> {
         while let Some(p) = work.pop() {
             let node = &self.nodes[p.parent];
             if let Some(f) = node.files.get(&p.name) {
-                let s = f.src;
-                bail!(
-                    "{}: a file in {} but a directory in {}",
-                    p.path,
-                    self.src_name(s),
-                    self.src_name(src)
-                );
+                let (a, b) = self.pair(&p.path, f.src, src);
+                bail!("{}: a file in {a} but a directory in {b}", p.path);
             }
             let (old_meta, old_src, old_tree) = match node.dirs.get(&p.name) {
                 None => {
@@ -511,7 +624,7 @@ impl<'r> Union<'r> {
                     name: d.name.clone(),
                     tree: d.tree,
                     meta: d.meta,
-                    path: join(&p.path, &d.name),
+                    path: child_path(&p.path, &d.name)?,
                 });
             }
         }
@@ -519,21 +632,14 @@ impl<'r> Union<'r> {
     }
 
     fn merge_file(&mut self, idx: usize, f: &DirTreeFile, path: &str, src: Src) -> Result<()> {
-        if let Some(Child::Lazy { src: s, .. }) = self.nodes[idx].dirs.get(&f.name) {
-            let s = *s;
-            bail!(
-                "{path}: a directory in {} but a file in {}",
-                self.src_name(s),
-                self.src_name(src)
-            );
-        }
-        if let Some(Child::Node(j)) = self.nodes[idx].dirs.get(&f.name) {
-            let s = self.nodes[*j].meta_src;
-            bail!(
-                "{path}: a directory in {} but a file in {}",
-                self.src_name(s),
-                self.src_name(src)
-            );
+        let dir_src = match self.nodes[idx].dirs.get(&f.name) {
+            Some(Child::Lazy { src: s, .. }) => Some(*s),
+            Some(Child::Node(j)) => Some(self.nodes[*j].meta_src),
+            None => None,
+        };
+        if let Some(s) = dir_src {
+            let (a, b) = self.pair(path, s, src);
+            bail!("{path}: a directory in {a} but a file in {b}");
         }
         let covered = match src {
             Src::Ext(i) => self.overrides[i].iter().any(|o| covers(o, path)),
@@ -548,6 +654,11 @@ impl<'r> Union<'r> {
                 self.nodes[idx].files.insert(f.name.clone(), ent);
             }
             Some(old) if old.checksum == f.checksum => {}
+            Some(old) if old.src == src => {
+                // Only etc/X and usr/etc/X of one extension meet here.
+                let (a, b) = self.pair(path, src, src);
+                bail!("{path}: {a} and {b} have different content (an extension may not give both; no override allows it)");
+            }
             Some(old) if covered => {
                 old.checksum = f.checksum;
                 old.src = src;
@@ -572,7 +683,7 @@ impl<'r> Union<'r> {
             Some(Child::Node(j)) => Ok(*j),
             Some(Child::Lazy { tree, meta, src }) => {
                 let (tree, meta, src) = (*tree, *meta, *src);
-                let node = self.load_node(&tree, meta, src)?;
+                let node = self.load_node((parent, name), &tree, meta, src)?;
                 let idx = self.nodes.len();
                 self.nodes.push(node);
                 self.nodes[parent]
@@ -590,33 +701,93 @@ impl<'r> Union<'r> {
         a: (Checksum, Src),
         b: (Checksum, Src),
     ) -> anyhow::Error {
-        let describe = |u: &mut Self, (c, s): (Checksum, Src)| -> String {
-            let what = match load_dirmeta(u.repo, &c) {
-                Ok(m) => {
-                    let names: Vec<String> = m
-                        .xattrs
-                        .iter()
-                        .map(|x| String::from_utf8_lossy(&x.name).into_owned())
-                        .collect();
-                    format!(
-                        "mode {:04o} uid {} gid {} xattrs [{}]",
-                        m.mode & 0o7777,
-                        m.uid,
-                        m.gid,
-                        names.join(", ")
-                    )
-                }
-                Err(e) => format!("dirmeta {c} ({e:#})"),
-            };
-            format!("{} has {what}", u.src_name(s))
+        let (na, nb) = self.pair(path, a.1, b.1);
+        let (ma, mb) = match (load_dirmeta(self.repo, &a.0), load_dirmeta(self.repo, &b.0)) {
+            (Ok(ma), Ok(mb)) => (ma, mb),
+            (ra, rb) => {
+                let show = |r: Result<DirMeta>, c: Checksum| match r {
+                    Ok(_) => format!("dirmeta {c}"),
+                    Err(e) => format!("dirmeta {c} ({e:#})"),
+                };
+                return anyhow!(
+                    "{path}: directory metadata differs: {na} has {}, {nb} has {}",
+                    show(ra, a.0),
+                    show(rb, b.0)
+                );
+            }
         };
-        let (da, db) = (describe(self, a), describe(self, b));
-        anyhow!("{path}: directory metadata differs: {da}, {db}")
+        let summary = |m: &DirMeta| {
+            let names: Vec<String> = m.xattrs.iter().map(|x| escape(&x.name)).collect();
+            format!(
+                "mode {:04o} uid {} gid {} xattrs [{}]",
+                m.mode & 0o7777,
+                m.uid,
+                m.gid,
+                names.join(", ")
+            )
+        };
+        let mut diffs = Vec::new();
+        if ma.mode != mb.mode {
+            diffs.push(format!(
+                "mode {:04o} vs {:04o}",
+                ma.mode & 0o7777,
+                mb.mode & 0o7777
+            ));
+        }
+        if (ma.uid, ma.gid) != (mb.uid, mb.gid) {
+            diffs.push(format!(
+                "owner {}:{} vs {}:{}",
+                ma.uid, ma.gid, mb.uid, mb.gid
+            ));
+        }
+        let xa: BTreeMap<&[u8], &[u8]> = ma
+            .xattrs
+            .iter()
+            .map(|x| (&x.name[..], &x.value[..]))
+            .collect();
+        let xb: BTreeMap<&[u8], &[u8]> = mb
+            .xattrs
+            .iter()
+            .map(|x| (&x.name[..], &x.value[..]))
+            .collect();
+        let keys: std::collections::BTreeSet<&[u8]> = xa.keys().chain(xb.keys()).copied().collect();
+        let value = |v: Option<&&[u8]>| match v {
+            Some(v) => format!("\"{}\"", escape(v)),
+            None => "absent".to_string(),
+        };
+        for k in keys {
+            let (va, vb) = (xa.get(k), xb.get(k));
+            if va != vb {
+                diffs.push(format!(
+                    "xattr {} {} vs {}",
+                    escape(k),
+                    value(va),
+                    value(vb)
+                ));
+            }
+        }
+        let mut msg = format!(
+            "{path}: directory metadata differs: {na} has {}, {nb} has {} (differs: {})",
+            summary(&ma),
+            summary(&mb),
+            diffs.join("; ")
+        );
+        if path == "/" || path == "/usr" {
+            msg.push_str(&format!(
+                "; hint: the extension's directories must have the base's mode and owner: \
+                 chmod {:04o}, chown {}:{}",
+                ma.mode & 0o7777,
+                ma.uid,
+                ma.gid
+            ));
+        }
+        anyhow!("{msg}")
     }
 
-    /// Writes nothing: encodes every node, children first. Returns the
+    /// Writes nothing: encodes every node, children first, refusing one
+    /// larger than `max_object` bytes (readers refuse those). Returns the
     /// root dirtree and the encoded dirtrees.
-    fn finish(self) -> (Checksum, Vec<Vec<u8>>) {
+    fn finish(self, max_object: u64) -> Result<(Checksum, Vec<Vec<u8>>)> {
         let mut sums = vec![None; self.nodes.len()];
         let mut out = Vec::with_capacity(self.nodes.len());
         for (idx, node) in self.nodes.iter().enumerate().rev() {
@@ -647,21 +818,57 @@ impl<'r> Union<'r> {
                 })
                 .collect();
             let bytes = DirTree { files, dirs }.encode();
+            if bytes.len() as u64 > max_object {
+                bail!(
+                    "{}: the composed directory would be a dirtree object of {} bytes, more \
+                     than the {max_object} bytes a repository object may have",
+                    self.node_path(idx),
+                    bytes.len()
+                );
+            }
             sums[idx] = Some(Checksum::digest(&bytes));
             out.push(bytes);
         }
-        (sums[0].expect("the root is node 0"), out)
+        Ok((sums[0].expect("the root is node 0"), out))
+    }
+
+    /// The path of node `idx`.
+    fn node_path(&self, mut idx: usize) -> String {
+        let mut names = Vec::new();
+        while idx != 0 {
+            names.push(self.nodes[idx].name.as_str());
+            idx = self.nodes[idx].parent;
+        }
+        names.reverse();
+        format!("/{}", names.join("/"))
     }
 }
 
 fn whiteout(path: &str, name: &str) -> Result<()> {
-    if name.starts_with(WHITEOUT_PREFIX) {
+    if name.starts_with(WHITEOUT_PREFIX) || name.starts_with(OSTREE_WHITEOUT_PREFIX) {
         bail!(
-            "{}: whiteouts ({WHITEOUT_PREFIX}*) are not supported in extensions",
+            "{}: whiteouts ({WHITEOUT_PREFIX}* and {OSTREE_WHITEOUT_PREFIX}*) are not supported \
+             in extensions",
             join(path, name)
         );
     }
     Ok(())
+}
+
+/// Bytes shown escaped (`\xNN` for anything not printable ASCII),
+/// truncated to 64 bytes.
+fn escape(b: &[u8]) -> String {
+    const MAX: usize = 64;
+    let mut out: String = b
+        .iter()
+        .take(MAX)
+        .flat_map(|c| std::ascii::escape_default(*c))
+        .map(char::from)
+        .collect();
+    if b.len() > MAX {
+        out.push_str(&format!("...({} bytes)", b.len()));
+    }
+    out
 }
 
 /// An extension's [`OVERRIDES_KEY`], normalised: absolute, no `.`/`..`/

@@ -8,10 +8,14 @@
 //! `src/shared/extension-util.c`), in systemd's order:
 //!
 //! 1. a file without any key is refused;
-//! 2. `ARCHITECTURE`, when set and not `_any`, must be this machine's
-//!    architecture under systemd's name (`x86-64`, `arm64`, ...);
+//! 2. `ARCHITECTURE`, when set and not `_any`, must be the architecture
+//!    of the machine running the composition (the running kernel's
+//!    `uname -m`, under systemd's name: `x86-64`, `arm64`, ...; see
+//!    [`systemd_architecture`]): composing on a build host of another
+//!    architecture checks against the build host;
 //! 3. `ID` must be set; `ID=_any` fits every base (nothing more is checked);
-//!    otherwise it must equal the base's `ID`;
+//!    otherwise it must equal the base's `ID` or one of the words of the
+//!    base's `ID_LIKE`;
 //! 4. a base with neither `VERSION_ID` nor `SYSEXT_LEVEL` (a rolling
 //!    release) accepts the extension;
 //! 5. if both have `SYSEXT_LEVEL`, they must be equal;
@@ -68,7 +72,7 @@ pub fn check(repo: &Repo, base: &Checksum, ext: &ExtensionRef) -> Result<()> {
             OS_RELEASE_PATHS[1]
         )
     })?;
-    validate(&ext.name, &host, &ext_release, systemd_architecture())
+    validate(&ext.name, &host, &ext_release, &systemd_architecture())
 }
 
 /// The first 12 hex digits of a checksum, as sources are named in errors.
@@ -104,8 +108,12 @@ pub fn validate(
     if host_id.is_empty() {
         bail!("Extension {name} has ID={ext_id:?}, but the base's os-release has no ID");
     }
-    if ext_id != host_id {
-        bail!("Extension {name} has ID={ext_id:?}, but the base has ID={host_id:?}");
+    let host_like = get(host, "ID_LIKE");
+    if ext_id != host_id && !host_like.split_whitespace().any(|w| w == ext_id) {
+        bail!(
+            "Extension {name} has ID={ext_id:?}, but the base has ID={host_id:?} and \
+             ID_LIKE={host_like:?}"
+        );
     }
     // A base with neither VERSION_ID nor SYSEXT_LEVEL (a rolling release)
     // is matched by ID alone: neither branch below applies.
@@ -136,29 +144,51 @@ pub fn validate(
     Ok(())
 }
 
-/// This machine's architecture under systemd's name (systemd's
-/// `architecture_to_string`), e.g. `x86-64` on x86_64.
-pub fn systemd_architecture() -> &'static str {
-    let little = cfg!(target_endian = "little");
-    match std::env::consts::ARCH {
-        "x86_64" => "x86-64",
-        "x86" => "x86",
-        "aarch64" if little => "arm64",
-        "aarch64" => "arm64-be",
-        "arm" if little => "arm",
-        "arm" => "arm-be",
-        "powerpc64" if little => "ppc64-le",
-        "powerpc64" => "ppc64",
-        "powerpc" => "ppc",
+/// The architecture of the machine running this (the running kernel's
+/// machine, as `uname -m` prints it) under systemd's name, as
+/// systemd-sysext compares `ARCHITECTURE` with it.
+pub fn systemd_architecture() -> String {
+    let uname = rustix::system::uname();
+    let machine = uname.machine().to_string_lossy();
+    systemd_architecture_of(&machine, cfg!(target_endian = "little")).to_string()
+}
+
+/// systemd's name (`architecture_to_string`) of a kernel machine name
+/// (`uname -m`; systemd's `uname_architecture` table). `little` is the
+/// byte order, for the machine names shared by both orders (mips). An
+/// unknown machine keeps its kernel name.
+pub fn systemd_architecture_of(machine: &str, little: bool) -> &str {
+    match machine {
+        "x86_64" | "amd64" => "x86-64",
+        "i386" | "i486" | "i586" | "i686" | "x86" => "x86",
+        "aarch64" | "arm64" => "arm64",
+        "aarch64_be" => "arm64-be",
+        "ppc64" => "ppc64",
+        "ppc64le" => "ppc64-le",
+        "ppc" => "ppc",
+        "ppcle" => "ppc-le",
         "s390x" => "s390x",
+        "s390" => "s390",
         "riscv64" => "riscv64",
         "riscv32" => "riscv32",
         "loongarch64" => "loongarch64",
+        "sparc64" => "sparc64",
+        "sparc" => "sparc",
         "mips64" if little => "mips64-le",
         "mips64" => "mips64",
         "mips" if little => "mips-le",
         "mips" => "mips",
-        "sparc64" => "sparc64",
+        "alpha" => "alpha",
+        "ia64" => "ia64",
+        "parisc64" => "parisc64",
+        "parisc" => "parisc",
+        "m68k" => "m68k",
+        "arc" => "arc",
+        "arceb" => "arc-be",
+        "sh64" => "sh64",
+        m if m.starts_with("sh") => "sh",
+        m if m.starts_with("arm") && m.ends_with('b') => "arm-be",
+        m if m.starts_with("arm") => "arm",
         other => other,
     }
 }

@@ -124,6 +124,21 @@ impl Fx {
 
     /// What real ostree commits for the same composition (see the plan).
     fn ostree_compose(&self, base: &Checksum, list: &[(&str, Checksum)]) -> Checksum {
+        let trees: Vec<String> = list
+            .iter()
+            .map(|(_, c)| format!("--tree=ref={c}"))
+            .collect();
+        self.ostree_compose_trees(base, list, &trees)
+    }
+
+    /// [`Fx::ostree_compose`]'s commit (metadata of `list`) of the base
+    /// and the `trees` arguments (`--tree=...`) given.
+    fn ostree_compose_trees(
+        &self,
+        base: &Checksum,
+        list: &[(&str, Checksum)],
+        trees: &[String],
+    ) -> Checksum {
         let b = load_commit(&self.repo, base).unwrap();
         let names: Vec<&str> = list.iter().map(|(n, _)| *n).collect();
         let entries: Vec<String> = list.iter().map(|(n, c)| format!("'{n}:{c}'")).collect();
@@ -144,7 +159,7 @@ impl Fx {
             entries.join(",")
         ));
         args.push(format!("--tree=ref={base}"));
-        args.extend(list.iter().map(|(_, c)| format!("--tree=ref={c}")));
+        args.extend(trees.iter().cloned());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         Checksum::from_hex(self.ostree(&args).trim()).unwrap()
     }
@@ -415,16 +430,41 @@ fn like_ostree_xattrs_in_bare_user() {
 
 #[test]
 fn deterministic_across_repositories() {
-    let make = || {
-        let fx = Fx::bare_user();
-        let base = fx.commit_with(BASE, Some("12.1"), &[]);
-        let a = fx.commit("f usr/bin/a a");
-        let b = fx.commit("f usr/lib/a/b/new b");
-        let c = fx.compose(&base, &[("a", a), ("b", b)]).unwrap();
-        (fx, c)
-    };
-    let ((_f1, c1), (_f2, c2)) = (make(), make());
+    // One repository commits base, a, b in that order and composes once.
+    let one = Fx::bare_user();
+    let base1 = one.commit_with(BASE, Some("12.1"), &[]);
+    let a1 = one.commit("f usr/bin/a a");
+    let b1 = one.commit("f usr/lib/a/b/new b");
+    let c1 = one.compose(&base1, &[("a", a1), ("b", b1)]).unwrap();
+    // The other, a different repository mode, builds its own history: b
+    // first, unrelated commits, an older base, a, then the base; it
+    // composes a alone and a composition on the older base first.
+    let two = Fx::new(RepoMode::Archive);
+    let b2 = two.commit("f usr/lib/a/b/new b");
+    two.commit("f usr/bin/unrelated u");
+    let old_base = two.commit_with(&format!("{BASE}\nf usr/bin/old old"), Some("12.0"), &[]);
+    let a2 = two.commit("f usr/bin/a a");
+    two.compose(&old_base, &[("a", a2)]).unwrap();
+    let base2 = two.commit_with(BASE, Some("12.1"), &[]);
+    two.compose(&base2, &[("a", a2)]).unwrap();
+    let c2 = two.compose(&base2, &[("a", a2), ("b", b2)]).unwrap();
+    assert_eq!((base1, a1, b1), (base2, a2, b2));
     assert_eq!(c1, c2);
+    // Byte for byte, and every dirtree it made.
+    let read =
+        |fx: &Fx, t, c: &Checksum| arbor_repo::objects::read_metadata(&fx.repo, t, c).unwrap();
+    assert_eq!(
+        read(&one, ObjectType::Commit, &c1.commit),
+        read(&two, ObjectType::Commit, &c2.commit)
+    );
+    assert_eq!(one.paths(&c1.commit), two.paths(&c2.commit));
+    for dir in ["/", "/usr", "/usr/lib", "/usr/lib/a", "/usr/lib/a/b"] {
+        assert_eq!(
+            one.dir_of(&c1.commit, dir),
+            two.dir_of(&c2.commit, dir),
+            "{dir}"
+        );
+    }
 }
 
 #[test]
@@ -471,7 +511,10 @@ fn compose_writes_commit_and_ref_plan_writes_nothing() {
     assert_eq!(done, planned);
     assert_eq!(
         arbor_repo::refs::list_refs(&fx.repo).unwrap(),
-        vec![(format!("arbor/composed/{}", done.commit), done.commit)]
+        vec![
+            (format!("arbor/bases/{base}"), base),
+            (format!("arbor/composed/{}", done.commit), done.commit)
+        ]
     );
     let commit = load_commit(&fx.repo, &done.commit).unwrap();
     assert_eq!(commit.parent, Some(base));
@@ -512,13 +555,18 @@ fn composing_again_writes_only_what_is_missing() {
         .join(format!("{}.dirtree", &hex[2..]));
     // Complete: composing again changes nothing.
     assert_eq!(fx.compose(&base, &[("t", ext)]).unwrap(), done);
-    // A lost ref, then a lost dirtree, are written again.
-    std::fs::remove_file(fx.dir.path().join("repo/refs/heads").join(&refname)).unwrap();
+    let all_refs = vec![
+        (format!("arbor/bases/{base}"), base),
+        (refname.clone(), done.commit),
+    ];
+    let heads = fx.dir.path().join("repo/refs/heads");
+    // A lost ref (either), then a lost dirtree, are written again.
+    std::fs::remove_file(heads.join(&refname)).unwrap();
     assert_eq!(fx.compose(&base, &[("t", ext)]).unwrap(), done);
-    assert_eq!(
-        arbor_repo::refs::list_refs(&fx.repo).unwrap(),
-        vec![(refname, done.commit)]
-    );
+    assert_eq!(arbor_repo::refs::list_refs(&fx.repo).unwrap(), all_refs);
+    std::fs::remove_file(heads.join(format!("arbor/bases/{base}"))).unwrap();
+    assert_eq!(fx.compose(&base, &[("t", ext)]).unwrap(), done);
+    assert_eq!(arbor_repo::refs::list_refs(&fx.repo).unwrap(), all_refs);
     std::fs::remove_file(&usr_path).unwrap();
     assert_eq!(fx.compose(&base, &[("t", ext)]).unwrap(), done);
     assert!(usr_path.exists());

@@ -52,6 +52,27 @@ pub fn require_complete(repo: &Repo, commit: &Checksum) -> Result<()> {
     Ok(())
 }
 
+/// Longest path (in bytes) walked in a tree: Linux's `PATH_MAX`. A deeper
+/// path cannot be checked out anyway, and the cap bounds the work a
+/// hostile deep tree costs (each level's path is built from its parent's).
+pub const MAX_PATH: usize = 4096;
+
+/// [`join`], refusing a path longer than [`MAX_PATH`] (the error shows
+/// the start of the path).
+pub(crate) fn child_path(path: &str, name: &str) -> Result<String> {
+    if path.len() + 1 + name.len() > MAX_PATH {
+        let mut end = 200.min(path.len());
+        while !path.is_char_boundary(end) {
+            end -= 1;
+        }
+        bail!(
+            "{}/...: path longer than {MAX_PATH} bytes (PATH_MAX), which cannot be checked out",
+            &path[..end]
+        );
+    }
+    Ok(join(path, name))
+}
+
 /// Joins a tree path and an entry name (`/` is the root).
 pub(crate) fn join(path: &str, name: &str) -> String {
     if path == "/" {
@@ -86,7 +107,7 @@ pub fn verify_commit(repo: &Repo, commit: &Checksum) -> Result<()> {
             }
         }
         for d in dt.dirs.iter().rev() {
-            let p = join(&path, &d.name);
+            let p = child_path(&path, &d.name)?;
             if metas.insert(d.meta) {
                 load_dirmeta(repo, &d.meta).with_context(|| format!("At {p}"))?;
             }

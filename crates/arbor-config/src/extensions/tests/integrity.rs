@@ -5,6 +5,8 @@ use std::time::Instant;
 
 use arbor_format::{Commit, DirTree, DirTreeDir, DirTreeFile, Metadata};
 
+use arbor_repo::objects::MAX_METADATA_SIZE;
+
 use super::*;
 use crate::extensions::verify::verify_commit;
 
@@ -123,6 +125,18 @@ fn verify_commit_finds_corrupted_file_objects() {
 /// Writes a commit whose tree is `usr/deep/d/d/.../d` (`depth` levels
 /// of `d`) holding one file `name`, straight as objects.
 fn deep_commit(fx: &Fx, depth: usize, name: &str, file: Checksum, meta: Checksum) -> Checksum {
+    deep_commit_named(fx, depth, "d", name, file, meta)
+}
+
+/// [`deep_commit`] with directories named `dir` instead of `d`.
+fn deep_commit_named(
+    fx: &Fx,
+    depth: usize,
+    dir_name: &str,
+    name: &str,
+    file: Checksum,
+    meta: Checksum,
+) -> Checksum {
     let lock = fx.repo.lock(false).unwrap();
     let txn = Transaction::begin(&lock).unwrap();
     let write = |t: &DirTree| {
@@ -145,7 +159,7 @@ fn deep_commit(fx: &Fx, depth: usize, name: &str, file: Checksum, meta: Checksum
         dirs: vec![],
     });
     for _ in 0..depth {
-        tree = write(&dir("d", tree));
+        tree = write(&dir(dir_name, tree));
     }
     let root = write(&dir("usr", write(&dir("deep", tree))));
     let commit = Commit {
@@ -234,4 +248,114 @@ fn a_50000_file_extension_composes_fast() {
         fx.dir_of(&c.commit, "/usr/share/many"),
         fx.dir_of(&ext, "/usr/share/many")
     );
+}
+
+#[test]
+fn a_deep_tree_of_long_names_is_refused_quickly() {
+    let fx = Fx::bare_user();
+    let seed = fx.commit("f usr/x one\nf usr/y two");
+    let meta = load_commit(&fx.repo, &seed).unwrap().root_meta;
+    let (one, two) = (
+        file_checksum(&fx, &seed, "/usr/x"),
+        file_checksum(&fx, &seed, "/usr/y"),
+    );
+    let long = "n".repeat(255);
+    let base = deep_commit_named(&fx, 2000, &long, "one", one, meta);
+    let ext = deep_commit_named(&fx, 2000, &long, "two", two, meta);
+    let start = Instant::now();
+    let e = fx.compose_err(&base, &[("deep", ext)]);
+    let took = start.elapsed();
+    eprintln!("refusing a 2000-deep tree of 255-byte names took {took:?}");
+    assert!(
+        e.contains("path longer than 4096 bytes"),
+        "{}",
+        &e[..e.len().min(2000)]
+    );
+    assert!(
+        e.contains(&format!("/usr/deep/{}", &long[..100])),
+        "{}",
+        &e[..e.len().min(2000)]
+    );
+    assert!(
+        e.len() < 2000,
+        "the error shows the start of the path only: {}",
+        e.len()
+    );
+    assert!(took.as_secs() < 5, "{took:?}");
+    let e = format!("{:#}", verify_commit(&fx.repo, &ext).unwrap_err());
+    assert!(
+        e.contains("path longer than 4096 bytes"),
+        "{}",
+        &e[..e.len().min(2000)]
+    );
+    // 15 levels of 255 bytes (under 4096) are fine.
+    let base = deep_commit_named(&fx, 15, &long, "one", one, meta);
+    let ext = deep_commit_named(&fx, 15, &long, "two", two, meta);
+    fx.compose(&base, &[("deep", ext)]).unwrap();
+}
+
+#[test]
+fn a_composed_dirtree_over_the_object_size_limit_is_refused() {
+    use crate::extensions::compose::plan_with_limit;
+    let fx = Fx::bare_user();
+    let base = fx.commit(BASE);
+    let spec: String = (0..200)
+        .map(|i| format!("f usr/lib/many-{i:03} {i}\n"))
+        .collect();
+    let ext = fx.commit(&spec);
+    let e = format!(
+        "{:#}",
+        plan_with_limit(&fx.repo, &base, &exts(&[("many", ext)]), 4096).unwrap_err()
+    );
+    assert!(
+        e.contains("/usr/lib: the composed directory would be a dirtree object of"),
+        "{e}"
+    );
+    assert!(e.contains("more than the 4096 bytes"), "{e}");
+    // The real limit (128 MiB) lets it through.
+    plan_with_limit(&fx.repo, &base, &exts(&[("many", ext)]), MAX_METADATA_SIZE).unwrap();
+    fx.compose(&base, &[("many", ext)]).unwrap();
+}
+
+/// Commits `spec` plus `count` files `PREFIX-N` in the directory `dir`
+/// (with real ostree, which is much faster than a debug build).
+fn commit_with_many(fx: &Fx, spec: &str, dir: &str, prefix: &str, count: usize) -> Checksum {
+    let tree = TempDir::new_in(fx.dir.path()).unwrap();
+    write_tree(tree.path(), spec);
+    let d = tree.path().join(dir);
+    std::fs::create_dir_all(&d).unwrap();
+    for f in 0..count {
+        std::fs::write(d.join(format!("{prefix}-{f:05}")), format!("{prefix}/{f}")).unwrap();
+    }
+    chmod_dirs(tree.path());
+    let out = fx.ostree(&[
+        "commit",
+        "--orphan",
+        "--no-bindings",
+        "--owner-uid=0",
+        "--owner-gid=0",
+        &format!("--timestamp=@{TS}"),
+        "--subject=many",
+        "--fsync=false",
+        &format!("--tree=dir={}", tree.path().display()),
+    ]);
+    Checksum::from_hex(out.trim()).unwrap()
+}
+
+#[test]
+fn a_50000_file_extension_into_a_base_directory_composes_fast_like_ostree() {
+    let fx = Fx::bare_user();
+    let base = commit_with_many(&fx, BASE, "usr/lib/x", "base", 5_000);
+    let ext = commit_with_many(&fx, "", "usr/lib/x", "ext", 50_000);
+    let start = Instant::now();
+    let c = fx.compose(&base, &[("many", ext)]).unwrap();
+    let took = start.elapsed();
+    eprintln!("composing 50,000 files into a 5,000-file base directory took {took:?}");
+    assert!(took.as_secs() < 20, "{took:?}");
+    // /, /usr, /usr/lib, /usr/lib/x.
+    assert_eq!(c.dirtrees, 4);
+    let theirs = fx.ostree_compose(&base, &[("many", ext)]);
+    assert_eq!(c.commit, theirs, "composed commit differs from ostree's");
+    let x = load_dirtree(&fx.repo, &fx.dir_of(&c.commit, "/usr/lib/x").0).unwrap();
+    assert_eq!(x.files.len(), 55_000);
 }

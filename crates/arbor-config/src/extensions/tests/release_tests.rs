@@ -2,7 +2,9 @@
 //! found in trees.
 
 use super::*;
-use crate::extensions::release::{parse_os_release, systemd_architecture, validate};
+use crate::extensions::release::{
+    parse_os_release, systemd_architecture, systemd_architecture_of, validate,
+};
 
 fn kv(text: &str) -> BTreeMap<String, String> {
     parse_os_release(text)
@@ -54,6 +56,7 @@ fn systemd_rules() {
     let rolling = kv("ID=arch");
     let versioned = kv("ID=debian\nVERSION_ID=12");
     let levelled = kv("ID=debian\nSYSEXT_LEVEL=2");
+    let derived = kv("ID=raspbian\nID_LIKE=\"ubuntu debian\"\nVERSION_ID=12");
     let arch = "x86-64";
     // (host, extension, Ok or the parts the error must show)
     type Case<'a> = (&'a BTreeMap<String, String>, &'a str, Option<&'a [&'a str]>);
@@ -108,6 +111,20 @@ fn systemd_rules() {
             Some(&["no VERSION_ID", "\"12\""]),
         ),
         (&levelled, "ID=debian\nSYSEXT_LEVEL=2", None),
+        // ID_LIKE: the extension's ID may be any word of the base's.
+        (&derived, "ID=debian\nVERSION_ID=12", None),
+        (&derived, "ID=ubuntu\nVERSION_ID=12", None),
+        (&derived, "ID=raspbian\nVERSION_ID=12", None),
+        (
+            &derived,
+            "ID=debian\nVERSION_ID=13",
+            Some(&["VERSION_ID=\"13\"", "VERSION_ID=\"12\""]),
+        ),
+        (
+            &derived,
+            "ID=deb\nVERSION_ID=12",
+            Some(&["ID=\"deb\"", "ID=\"raspbian\"", "ID_LIKE=\"ubuntu debian\""]),
+        ),
         (
             &levelled,
             "ID=debian\nSYSEXT_LEVEL=3",
@@ -136,12 +153,42 @@ fn architecture_uses_systemd_names() {
     if std::env::consts::ARCH == "x86_64" {
         assert_eq!(systemd_architecture(), "x86-64");
     }
+    // The kernel's machine names, mapped as systemd's uname_architecture.
+    for (machine, little, name) in [
+        ("x86_64", true, "x86-64"),
+        ("i686", true, "x86"),
+        ("i386", true, "x86"),
+        ("aarch64", true, "arm64"),
+        ("aarch64_be", false, "arm64-be"),
+        ("armv7l", true, "arm"),
+        ("armv8l", true, "arm"),
+        ("armv7b", false, "arm-be"),
+        ("ppc64le", true, "ppc64-le"),
+        ("ppc64", false, "ppc64"),
+        ("s390x", false, "s390x"),
+        ("riscv64", true, "riscv64"),
+        ("loongarch64", true, "loongarch64"),
+        ("mips64", true, "mips64-le"),
+        ("mips64", false, "mips64"),
+        ("sparc64", false, "sparc64"),
+        ("sh4", true, "sh"),
+        ("parisc64", false, "parisc64"),
+        ("something-new", true, "something-new"),
+    ] {
+        assert_eq!(
+            systemd_architecture_of(machine, little),
+            name,
+            "{machine} {little}"
+        );
+    }
     let host = kv("ID=debian\nVERSION_ID=12");
-    let ext = kv(&format!(
-        "ID=debian\nVERSION_ID=12\nARCHITECTURE={}",
-        systemd_architecture()
-    ));
-    validate("t", &host, &ext, systemd_architecture()).unwrap();
+    let arch = systemd_architecture();
+    let ext = kv(&format!("ID=debian\nVERSION_ID=12\nARCHITECTURE={arch}"));
+    validate("t", &host, &ext, &arch).unwrap();
+    let ext = kv("ID=debian\nVERSION_ID=12\nARCHITECTURE=arm64");
+    let e = format!("{:#}", validate("t", &host, &ext, "x86-64").unwrap_err());
+    assert!(e.contains("ARCHITECTURE=\"arm64\""), "{e}");
+    assert!(e.contains("\"x86-64\""), "{e}");
 }
 
 const REL: &str = "usr/lib/extension-release.d/extension-release";
@@ -175,6 +222,40 @@ fn release_files_in_trees() {
     // Without a release file, anything goes.
     let none = fx.commit("f usr/lib/extension-release.d/README x");
     fx.compose(&base, &[("tools", none)]).unwrap();
+}
+
+#[test]
+fn a_release_file_symlink_is_resolved_inside_the_extension() {
+    let fx = Fx::bare_user();
+    let base = fx.commit(BASE);
+    // Pointing outside the extension (to the base's os-release, to the
+    // host's files): resolved inside the extension, where there is
+    // nothing, so refused.
+    for target in [
+        "/usr/lib/os-release",
+        "../../os-release",
+        "../../../../../../../../etc/passwd",
+        "/proc/self/environ",
+    ] {
+        let ext = fx.commit(&format!("l {REL}.tools {target}\nf usr/bin/t t"));
+        let e = fx.compose_err(&base, &[("tools", ext)]);
+        assert!(
+            e.contains(&format!(
+                "Extension tools: /{REL}.tools is not a regular file inside the extension"
+            )),
+            "{target}: {e}"
+        );
+    }
+    // Pointing at a file of the extension: that file is checked.
+    let ext = fx.commit(&format!(
+        "l {REL}.tools /usr/share/tools/release\nf usr/share/tools/release ID=fedora"
+    ));
+    let e = fx.compose_err(&base, &[("tools", ext)]);
+    assert!(e.contains("ID=\"fedora\""), "{e}");
+    let ext = fx.commit(&format!(
+        "l {REL}.tools ../../share/tools/release\nf usr/share/tools/release ID=_any"
+    ));
+    fx.compose(&base, &[("tools", ext)]).unwrap();
 }
 
 #[test]

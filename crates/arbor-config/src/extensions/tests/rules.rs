@@ -73,7 +73,32 @@ fn directory_metadata_conflicts() {
             "f usr/share/x x\nx usr/share user.label ext",
             "xattrs [user.label]",
         ),
+        (
+            "xattrvalue",
+            "f usr/share/x x\nx usr/share user.label ext",
+            "(differs: xattr user.label \"base\" vs \"ext\")",
+        ),
+        (
+            "xattrbytes",
+            "f usr/share/x x\nx usr/share user.label base\x01",
+            "(differs: xattr user.label \"base\" vs \"base\\x01\")",
+        ),
         ("missing-xattr", "f usr/share/x x", "xattrs []"),
+        (
+            "missing-xattr",
+            "f usr/share/x x",
+            "(differs: xattr user.label \"base\" vs absent)",
+        ),
+        (
+            "mode",
+            "f usr/lib/x x\nm usr/lib 0700",
+            "(differs: mode 0755 vs 0700)",
+        ),
+        (
+            "owner",
+            "f usr/lib/x x\no usr/lib 42 43",
+            "(differs: owner 0:0 vs 42:43)",
+        ),
         ("root", "f usr/lib/x x\nm . 0700", "mode 0700"),
     ];
     for (name, spec, shown) in cases {
@@ -90,9 +115,44 @@ fn directory_metadata_conflicts() {
     let ext = fx.commit("f usr/lib/x x\nm usr/lib 0700");
     let e = fx.compose_err(&base, &[("m", ext)]);
     assert!(e.contains("/usr/lib: directory metadata differs"), "{e}");
+    assert!(!e.contains("hint"), "{e}");
+    // At / and /usr (an imported `mktemp -d` is 0700), a hint.
+    let hint = "hint: the extension's directories must have the base's mode and owner: \
+                chmod 0755, chown 0:0";
     let ext = fx.commit("f usr/lib/x x\nm . 0700");
     let e = fx.compose_err(&base, &[("m", ext)]);
     assert!(e.contains("/: directory metadata differs"), "{e}");
+    assert!(e.contains(hint), "{e}");
+    let ext = fx.commit("f usr/lib/x x\no usr 1000 1000");
+    let e = fx.compose_err(&base, &[("m", ext)]);
+    assert!(e.contains("/usr: directory metadata differs"), "{e}");
+    assert!(e.contains(hint), "{e}");
+}
+
+#[test]
+fn directory_metadata_conflicts_between_extensions() {
+    let fx = Fx::bare_user();
+    let base = fx.commit(BASE);
+    // Lazy: extension a's /usr/lib/tool is only a's when b arrives.
+    let a = fx.commit("f usr/lib/tool/x x");
+    let b = fx.commit("f usr/lib/tool/y y\nm usr/lib/tool 0700");
+    let e = fx.compose_err(&base, &[("a", a), ("b", b)]);
+    assert!(
+        e.contains("/usr/lib/tool: directory metadata differs: extension a has mode 0755"),
+        "{e}"
+    );
+    assert!(e.contains("extension b has mode 0700"), "{e}");
+    // Expanded: b met a there (same metadata), then c differs.
+    let b = fx.commit("f usr/lib/tool/y y");
+    let c = fx.commit("f usr/lib/tool/z z\nm usr/lib/tool 0750");
+    fx.compose(&base, &[("a", a), ("b", b)]).unwrap();
+    let e = fx.compose_err(&base, &[("a", a), ("b", b), ("c", c)]);
+    assert!(
+        e.contains("/usr/lib/tool: directory metadata differs: extension a has mode 0755"),
+        "{e}"
+    );
+    assert!(e.contains("extension c has mode 0750"), "{e}");
+    assert!(e.contains("(differs: mode 0755 vs 0750)"), "{e}");
 }
 
 #[test]
@@ -179,13 +239,18 @@ fn whiteouts_are_refused() {
         ),
         ("d opt/x/.wh.dir", "/opt/x/.wh.dir"),
         ("f etc/.wh.passwd x", "/etc/.wh.passwd"),
+        (
+            "f usr/lib/.ostree-wh.libfoo.so.1 x",
+            "/usr/lib/.ostree-wh.libfoo.so.1",
+        ),
+        ("d opt/.ostree-wh.dir", "/opt/.ostree-wh.dir"),
     ] {
         let ext = fx.commit(spec);
         let e = fx.compose_err(&base, &[("w", ext)]);
         assert!(e.contains(&format!("{path}: whiteouts")), "{e}");
     }
     // A name merely containing .wh. is fine.
-    let ext = fx.commit("f usr/lib/x.wh.y x");
+    let ext = fx.commit("f usr/lib/x.wh.y x\nf usr/lib/x.ostree-wh.y x");
     fx.compose(&base, &[("w", ext)]).unwrap();
 }
 
@@ -241,10 +306,109 @@ fn etc_is_composed_into_usr_etc() {
         fx.file_of(&c.commit, "/usr/etc/base.conf"),
         fx.file_of(&over, "/etc/base.conf")
     );
-    // And etc and usr/etc of one extension clash like two trees.
+    // And etc/X and usr/etc/X of one extension with different content are
+    // refused, naming both paths, override or not.
     let both = fx.commit("f etc/x one\nf usr/etc/x two");
     let e = fx.compose_err(&base, &[("both", both)]);
-    assert!(e.contains("/usr/etc/x: provided by both"), "{e}");
+    assert!(
+        e.contains("/usr/etc/x: extension both's /usr/etc/x and extension both's /etc/x have different content"),
+        "{e}"
+    );
+    assert!(!e.contains("extension both and extension both"), "{e}");
+    for over in [&["/etc/x"][..], &["/usr/etc/x"], &["/"]] {
+        let both = fx.commit_with("f etc/x one\nf usr/etc/x two", None, over);
+        let e = fx.compose_err(&base, &[("both", both)]);
+        assert!(
+            e.contains("/usr/etc/x: extension both's /usr/etc/x and extension both's /etc/x"),
+            "{over:?}: {e}"
+        );
+    }
+    // The same content is fine; a file against a directory names both too.
+    let same = fx.commit("f etc/x one\nf usr/etc/x one");
+    fx.compose(&base, &[("same", same)]).unwrap();
+    let kinds = fx.commit("f etc/x/y one\nf usr/etc/x two");
+    let e = fx.compose_err(&base, &[("kinds", kinds)]);
+    assert!(
+        e.contains("/usr/etc/x: a file in extension kinds's /usr/etc/x but a directory in extension kinds's /etc/x"),
+        "{e}"
+    );
+}
+
+/// What `ostree commit --tree=ref=BASE --tree=dir=D` gives, D being the
+/// extension checked out with its etc moved into usr/etc: the one way the
+/// composition differs from `--tree=ref=EXT`.
+#[test]
+fn etc_relocation_equals_ostree_with_etc_moved() {
+    let fx = Fx::bare_user();
+    let base = fx.commit_with(BASE, Some("12.1"), &[]);
+    let ext = fx.commit(
+        "f etc/tool/tool.conf conf
+         f etc/tool.d/a a
+         f usr/etc/tool.d/b b
+         l etc/tool.d/link a
+         f usr/bin/tool tool",
+    );
+    let ours = fx.compose(&base, &[("tool", ext)]).unwrap();
+    let co = fx.dir.path().join("checkout");
+    fx.ostree(&[
+        "checkout",
+        "-U",
+        "--force-copy",
+        &ext.to_hex(),
+        co.to_str().unwrap(),
+    ]);
+    let moved = fx.dir.path().join("moved");
+    std::fs::create_dir(&moved).unwrap();
+    std::fs::rename(co.join("usr"), moved.join("usr")).unwrap();
+    // Merge etc/* into usr/etc (usr/etc/tool.d exists in both).
+    let status = Command::new("cp")
+        .args(["-a", "--"])
+        .arg(co.join("etc/."))
+        .arg(moved.join("usr/etc"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let theirs = fx.ostree_compose_trees(
+        &base,
+        &[("tool", ext)],
+        &[format!("--tree=dir={}", moved.display())],
+    );
+    // (--force-copy: a hardlinked bare-user checkout carries
+    // user.ostreemeta, which a --tree=dir commit would record.)
+    assert_eq!(ours.commit, theirs);
+    // Whereas --tree=ref=EXT keeps /etc.
+    assert_ne!(ours.commit, fx.ostree_compose(&base, &[("tool", ext)]));
+}
+
+#[test]
+fn os_release_in_an_extension_is_refused_even_with_an_override() {
+    let fx = Fx::bare_user();
+    let base = fx.commit(BASE);
+    for path in ["usr/lib/os-release", "usr/etc/os-release", "etc/os-release"] {
+        for over in [&[][..], &["/"][..]] {
+            let ext = fx.commit_with(&format!("f {path} ID=evil"), None, over);
+            let e = fx.compose_err(&base, &[("o", ext)]);
+            assert!(
+                e.contains(&format!(
+                    "/{path}: an extension must not carry an os-release"
+                )),
+                "{e}"
+            );
+        }
+    }
+    // Even as a symlink, or a directory.
+    let ext = fx.commit("l usr/lib/os-release ../../etc/passwd");
+    let e = fx.compose_err(&base, &[("o", ext)]);
+    assert!(
+        e.contains("/usr/lib/os-release: an extension must not"),
+        "{e}"
+    );
+    let ext = fx.commit("d etc/os-release");
+    let e = fx.compose_err(&base, &[("o", ext)]);
+    assert!(e.contains("/etc/os-release: an extension must not"), "{e}");
+    // Elsewhere is fine.
+    let ext = fx.commit("f usr/share/doc/os-release x");
+    fx.compose(&base, &[("o", ext)]).unwrap();
 }
 
 #[test]
