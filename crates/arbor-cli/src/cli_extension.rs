@@ -45,12 +45,15 @@ pub struct ExtensionAddOpts {
     /// without `.tar`).
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
-    /// A path a directory or tar extension may replace (and everything
-    /// below it): recorded as its `arbor.extension.overrides` (repeatable).
+    /// A path the extension may replace (and everything below it),
+    /// recorded in its commit as `arbor.extension.overrides` (repeatable):
+    /// only with exactly one source, a directory or tar stream (a commit
+    /// made elsewhere declares its overrides in its own metadata).
     #[arg(long = "override", value_name = "PATH")]
     pub overrides: Vec<String>,
-    /// `[REMOTE:]REF` or checksum in the system repository, DIR, FILE.tar,
-    /// or `-` (a tar stream on stdin).
+    /// `[REMOTE:]REF` or checksum in the system repository, a directory or
+    /// a `.tar` file (a path: starting with `/` or `.`, e.g. `./ext`,
+    /// `./x.tar`; anything else is a ref), or `-` (a tar stream on stdin).
     #[arg(required = true, value_name = "REF|DIR|FILE.tar|-")]
     pub sources: Vec<String>,
 }

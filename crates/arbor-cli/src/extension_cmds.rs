@@ -149,6 +149,13 @@ pub fn render_list(r: &ListReport, out: &mut dyn Write) -> std::io::Result<()> {
     if let Some(b) = &r.booted {
         one(b, out)?;
     }
+    if let Some(d) = &r.staged_elsewhere {
+        writeln!(
+            out,
+            "Note: {d} (staged) boots next, not {} {}",
+            r.stateroot, r.next.deployment
+        )?;
+    }
     Ok(())
 }
 

@@ -450,6 +450,10 @@ fn extension_tour(
             "Upgrade: version 2 is deployed with the extension composed on it again",
             vec!["upgrade", "--sysroot", sys],
         ),
+        (
+            "Status after the upgrade: the new default's base commit is version 2, the extension re-applied on it",
+            vec!["status", "--sysroot", sys],
+        ),
     ];
     for (comment, args) in steps {
         step(out, comment, &args)?;

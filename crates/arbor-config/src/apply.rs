@@ -13,8 +13,8 @@
 //! - the kernel arguments of the staged deployment, else of the merge
 //!   deployment, without those its configuration added, plus those of the
 //!   new one (so a removed argument reverts);
-//! - the extensions of that deployment without those the previous
-//!   configuration declared, plus the `extensions` entries (`[NAME=]REF`)
+//! - the extensions of that deployment without those the configuration
+//!   recorded on that same deployment declared, plus the `extensions` entries (`[NAME=]REF`)
 //!   of the new one, composed on its base commit (the new deployment runs
 //!   the composed commit, see [`crate::extensions`]);
 //! - an `/etc` composed by [`ConfigComposer`]: the new defaults, the
@@ -35,14 +35,14 @@
 //! Crash guarantee: as a deploy's (the switch is one atomic rename); the
 //! stored document is durable before any origin names it, and unused
 //! documents are collected afterwards ([`crate::store::gc`]). Failpoints:
-//! [`CONFIG_STORED`], [`CONFIG_COMPOSED`], the deploy's own, then
-//! [`CONFIG_SWITCHED`] and [`arbor_fs::failpoint::CONFIG_GC`].
+//! [`CONFIG_STORED`], [`EXT_COMPOSED`] (when the list changes), [`CONFIG_COMPOSED`], the
+//! deploy's own, then [`CONFIG_SWITCHED`] and [`arbor_fs::failpoint::CONFIG_GC`].
 
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context, Result};
-use arbor_fs::failpoint::{hit, CONFIG_COMPOSED, CONFIG_STORED, CONFIG_SWITCHED};
+use arbor_fs::failpoint::{hit, CONFIG_COMPOSED, CONFIG_STORED, CONFIG_SWITCHED, EXT_COMPOSED};
 use arbor_sysroot::compose::{EtcComposer, ThreeWayMerge};
 use arbor_sysroot::deploy::{carried_origin, DeployOptions, PREVIEW_PREFIX};
 use arbor_sysroot::etc_merge::EtcDiff;
@@ -384,7 +384,16 @@ pub fn apply(s: &mut SysrootLock<'_>, opts: &ApplyOptions) -> Result<ApplyReport
         .map(|n| load_config(s, &stateroot, n))
         .transpose()?;
     let kargs = kernel_arguments(karg_source, previous.as_ref(), &rendered.config);
-    let extensions = declared_extensions(s, &base, previous.as_ref(), &rendered.config)?;
+    // The extension list is taken from `base`: the names to drop are
+    // those the configuration recorded on `base` declared (the booted
+    // deployment's may be older: booted C0, default C1 with [E], applying
+    // C2 must drop E).
+    let base_previous = match store::recorded_name(&base) {
+        n if n == previous_name.as_deref() => previous.clone(),
+        Some(n) => Some(load_config(s, &stateroot, n)?),
+        None => None,
+    };
+    let extensions = declared_extensions(s, &base, base_previous.as_ref(), &rendered.config)?;
     let base_commit = base.base_commit();
     let state = state_checksum(
         &base_commit,
@@ -465,7 +474,9 @@ pub fn apply(s: &mut SysrootLock<'_>, opts: &ApplyOptions) -> Result<ApplyReport
         for e in &extensions {
             crate::extensions::source::keep(&lock, e, true)?;
         }
-        crate::extensions::compose::compose(&lock, &base_commit, &extensions)?.commit
+        let c = crate::extensions::compose::compose(&lock, &base_commit, &extensions)?.commit;
+        hit(EXT_COMPOSED);
+        c
     };
     let mut origin = carried_origin(&base, None);
     store::set_recorded_name(&mut origin, &name)?;

@@ -419,6 +419,34 @@ fn quickstart_stays_in_its_directory() {
         out,
         "usr/bin/demo-top\n#!/bin/sh\necho \"demo-top 1.0: all quiet\"\n"
     );
+    // The upgrade of the extension tour deployed, and the status after it
+    // shows the new default on version 2 with the extension re-applied.
+    let tour = &out[out.find("\n$ arbor extension add ").unwrap()..];
+    let upgraded = &tour[tour.find("\n$ arbor upgrade ").unwrap()..];
+    assert!(upgraded.contains("\nUpgraded demo to "), "{upgraded}");
+    let status = &upgraded[upgraded.find("# Status after the upgrade").unwrap()..];
+    let first: Vec<&str> = status
+        .lines()
+        .skip_while(|l| !l.starts_with("  demo ") && !l.starts_with("* demo "))
+        .enumerate()
+        .take_while(|(i, l)| *i == 0 || l.starts_with("    "))
+        .map(|(_, l)| l)
+        .collect();
+    assert!(
+        first.contains(&format!("    BaseCommit: {v2}").as_str()),
+        "{first:#?}\n{status}"
+    );
+    assert!(
+        first
+            .iter()
+            .any(|l| l.starts_with("    Extension: demo-top (")),
+        "{first:#?}"
+    );
+    assert_eq!(
+        first.iter().filter(|l| l.contains("demo-top")).count(),
+        1,
+        "one representation of the list: {first:#?}"
+    );
     // Declared configuration: rendered, applied, drift found (exit 1),
     // adopted, clean (exit 0), a removal reverted; the state checksum
     // changed with the adoption.

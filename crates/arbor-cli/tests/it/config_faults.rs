@@ -17,8 +17,11 @@ use crate::sysroot::{needs_root, unseal_all};
 use crate::util::Rng;
 use crate::util::{arbor, ostree, run_ok, s};
 
+/// Configuration `n`; the third declares an extension (`exts/tools`,
+/// committed into the sysroot's repository by [`templates`]), so applying
+/// it composes, and every crash point of the extension part is covered.
 fn config(n: &str) -> Vec<(&'static str, Vec<u8>)> {
-    vec![
+    let mut v = vec![
         (
             "10.ign",
             ign(json!({
@@ -27,7 +30,46 @@ fn config(n: &str) -> Vec<(&'static str, Vec<u8>)> {
             })),
         ),
         ("20.json", mc_kargs(&[&format!("k={n}")])),
-    ]
+    ];
+    if n == "3" {
+        v.push((
+            "30.json",
+            serde_json::to_vec(&json!({
+                "apiVersion": "machineconfiguration.openshift.io/v1",
+                "kind": "MachineConfig",
+                "metadata": { "name": "60-ext" },
+                "spec": { "extensions": ["exts/tools"] }
+            }))
+            .unwrap(),
+        ));
+    }
+    v
+}
+
+/// Commits the extension `exts/tools` (a tool and its unit) into the
+/// sysroot's repository.
+fn commit_extension(dir: &Path, sys: &Path) {
+    let tree = dir.join("ext-tools");
+    std::fs::create_dir_all(tree.join("usr/bin")).unwrap();
+    std::fs::create_dir_all(tree.join("usr/lib/systemd/system")).unwrap();
+    std::fs::write(tree.join("usr/bin/tools"), "#!/bin/sh\n").unwrap();
+    std::fs::write(
+        tree.join("usr/lib/systemd/system/tools.service"),
+        "[Service]\nExecStart=/usr/bin/tools\n",
+    )
+    .unwrap();
+    run_ok(ostree().args([
+        "commit",
+        &format!("--repo={}", s(&sys.join("ostree/repo"))),
+        "-b",
+        "exts/tools",
+        "--owner-uid=0",
+        "--owner-gid=0",
+        "--no-bindings",
+        "-s",
+        "tools",
+        &format!("--tree=dir={}", s(&tree)),
+    ]));
 }
 
 fn with_root(mut c: Command, root: Option<&Path>) -> Command {
@@ -118,6 +160,32 @@ fn no_leftovers(sys: &Path, root: Option<&Path>, what: &str) {
     docs.sort();
     docs.dedup();
     assert_eq!(stored(sys), docs, "{what}: unnamed documents");
+    // Composed and extension refs: exactly those the deployments use.
+    let mut want_refs: Vec<String> = list
+        .iter()
+        .flat_map(|d| {
+            let exts = d["extensions"].as_array().unwrap();
+            let composed = (!exts.is_empty())
+                .then(|| format!("arbor/composed/{}", d["checksum"].as_str().unwrap()));
+            exts.iter()
+                .map(|e| {
+                    let (n, c) = e.as_str().unwrap().split_once(':').unwrap();
+                    format!("arbor/extensions/{n}/{c}")
+                })
+                .chain(composed)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    want_refs.sort();
+    want_refs.dedup();
+    let refs = run_ok(ostree().args(["refs", &format!("--repo={}", s(&sys.join("ostree/repo")))]));
+    let mut refs: Vec<String> = refs
+        .lines()
+        .filter(|r| r.starts_with("arbor/composed/") || r.starts_with("arbor/extensions/"))
+        .map(str::to_string)
+        .collect();
+    refs.sort();
+    assert_eq!(refs, want_refs, "{what}: unused extension refs");
     let tmp = Command::new("find")
         .arg(sys.join("ostree"))
         .arg(sys.join("boot"))
@@ -142,6 +210,7 @@ struct Templates {
 
 fn templates() -> Templates {
     let c = Cfg::new();
+    commit_extension(c.dir.path(), &c.sys);
     c.apply(&config("1"));
     c.apply(&config("2"));
     let base = c.dir.path().to_path_buf();
@@ -174,12 +243,25 @@ fn every_crash_point_of_config_apply_leaves_old_or_new() {
     t.c.apply_on(&probe, &[], &config("3"));
     let after = states(&probe, None);
     assert_eq!(after[1], before[0]);
+    let composed = &crate::config_apply::status(&probe)["deployments"][0];
+    assert_eq!(
+        composed["extensions"].as_array().unwrap().len(),
+        1,
+        "{composed}"
+    );
+    assert_ne!(composed["checksum"], composed["base"], "{composed}");
     let staged_root = t
         .staged
         .join(format!("ostree/deploy/testos/deploy/{}", t.booted));
     let staged_before = states(&t.staged, Some(&staged_root));
+    // The extension part: composing, and collecting refs after the switch.
+    let ext_points = [
+        arbor_fs::failpoint::EXT_COMPOSED,
+        arbor_fs::failpoint::EXT_GC,
+    ];
     let points: Vec<&str> = arbor_fs::failpoint::CONFIG_ALL
         .iter()
+        .chain(&ext_points)
         .chain(arbor_fs::failpoint::SYSROOT_ALL)
         .chain(arbor_fs::failpoint::TXN_ALL)
         .copied()
@@ -259,7 +341,7 @@ fn every_crash_point_of_config_apply_leaves_old_or_new() {
             std::fs::remove_dir_all(&sys).unwrap();
         }
     }
-    for p in arbor_fs::failpoint::CONFIG_ALL {
+    for p in arbor_fs::failpoint::CONFIG_ALL.iter().chain(&ext_points) {
         assert!(reached.contains(p), "crash point {p} was never reached");
     }
     eprintln!("{cases} crash cases, {} points reached", reached.len());

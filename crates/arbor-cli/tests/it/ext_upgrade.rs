@@ -6,7 +6,9 @@
 use std::path::{Path, PathBuf};
 
 use crate::config_apply::{boot_snapshot, deployments, read, root_of};
-use crate::ext_basic::{both_fscks, commit_of, compose_cli, layers, refs, Ext};
+use crate::ext_basic::{
+    both_fscks, commit_of, compose_cli, ext_base_tree, layers, refs, release_commit, Ext,
+};
 use crate::sysroot::needs_root;
 use crate::util::{arbor, ostree, run_fail, run_ok, s};
 
@@ -37,6 +39,12 @@ pub(crate) fn object_path(repo: &Path, checksum: &str, kind: &str) -> PathBuf {
         &checksum[..2],
         &checksum[2..]
     ))
+}
+
+/// `arbor pull` of the origin's `testos/stable` into the sysroot
+/// repository: the ref moves on, no deployment changes.
+fn pull(e: &Ext) {
+    run_ok(arbor().args(["pull", "--repo", s(&e.srepo()), "origin", "testos/stable"]));
 }
 
 fn has_commit(repo: &Path, c: &str) -> bool {
@@ -211,13 +219,118 @@ fn cleanup_keeps_what_deployments_need_and_removes_the_rest() {
     assert!(has_commit(&repo, &c_net) && has_commit(&repo, &l[0].0) && has_commit(&repo, &e.v1));
     assert!(object_path(&repo, &net_file, "file").exists());
     both_fscks(&e.sys);
-    // ostree's own prune keeps it too (the refs hold it).
-    run_ok(ostree().args(["prune", &format!("--repo={}", s(&repo)), "--refs-only"]));
+    // ostree's own prune keeps it too (the refs hold it), even once the
+    // origin ref no longer names the base and only the refs themselves
+    // count (depth 0: no parents).
+    let v2 = e.release("v2\n", "1", "1577923200");
+    pull(&e);
+    assert!(!deployments(&e.sys)
+        .iter()
+        .any(|d| d["checksum"] == e.v1.as_str()));
+    run_ok(ostree().args([
+        "prune",
+        &format!("--repo={}", s(&repo)),
+        "--refs-only",
+        "--depth=0",
+    ]));
     both_fscks(&e.sys);
     assert!(has_commit(&repo, &c_net) && has_commit(&repo, &l[0].0));
+    assert!(
+        has_commit(&repo, &e.v1),
+        "the base of the composed deployment was pruned"
+    );
     // And the deployment still upgrades with net on a new base.
-    let v2 = e.release("v2\n", "1", "1577923200");
     run_ok(&mut upgrade(&e.sys));
     assert_eq!(layers(&e.sys)[0].1, v2);
     assert_eq!(layers(&e.sys)[0].2, [format!("net:{c_net}")]);
+}
+
+/// A new base that ships a path an extension provides, with different
+/// content: the upgrade stops naming the path and both sources, and the
+/// boot state is as it was.
+#[test]
+fn a_new_base_clashing_with_an_extension_stops_the_upgrade() {
+    if needs_root("a_new_base_clashing_with_an_extension_stops_the_upgrade") {
+        return;
+    }
+    let e = Ext::new();
+    let dir = e.tool_dir("tools");
+    e.ok("add", &[s(&dir)]);
+    let before = layers(&e.sys);
+    let boot = boot_snapshot(&e.sys);
+    let t = e.fresh("release");
+    ext_base_tree(&t, "v2\n", "1");
+    crate::sysroot::put(&t.join("usr/bin/tools-tool"), "#!/bin/sh\necho base\n");
+    let v2 = release_commit(&e.repo, "testos/stable", &t, "v2", "1577923200");
+    let err = run_fail(&mut upgrade(&e.sys));
+    let msg = String::from_utf8_lossy(&err.stderr);
+    for w in ["usr/bin/tools-tool", "base", "extension tools"] {
+        assert!(msg.contains(w), "{w} missing from: {msg}");
+    }
+    assert_eq!(layers(&e.sys), before);
+    assert_eq!(boot_snapshot(&e.sys), boot);
+    assert!(
+        !refs(&e.srepo())
+            .iter()
+            .any(|r| r.starts_with("arbor/composed/") && !r.ends_with(&before[0].0)),
+        "{:?}",
+        refs(&e.srepo())
+    );
+    assert!(!deployments(&e.sys).iter().any(|d| d["base"] == v2.as_str()));
+    both_fscks(&e.sys);
+}
+
+/// After the origin ref moved on, the old base is only the base of
+/// composed deployments; ostree's own cleanup (and a depth-0 prune) keep
+/// it (`arbor/bases/HEX`), so rolling back and then removing or adding an
+/// extension, which compose on that base, still work.
+#[test]
+fn ostree_cleanup_keeps_the_base_of_composed_deployments_after_the_ref_moved() {
+    if needs_root("ostree_cleanup_keeps_the_base_of_composed_deployments_after_the_ref_moved") {
+        return;
+    }
+    let e = Ext::new();
+    let repo = e.srepo();
+    let tools = e.tool_dir("tools");
+    e.ok("add", &[s(&tools)]);
+    let net = e.tool_dir("net");
+    e.ok("add", &[s(&net)]);
+    let l = layers(&e.sys);
+    assert!(
+        l.iter()
+            .all(|(c, b, x)| c != &e.v1 && b == &e.v1 && !x.is_empty()),
+        "every deployment is composed on v1: {l:?}"
+    );
+    e.release("v2\n", "1", "1577923200");
+    pull(&e);
+    run_ok(ostree().args(["admin", "cleanup", &format!("--sysroot={}", s(&e.sys))]));
+    run_ok(ostree().args([
+        "prune",
+        &format!("--repo={}", s(&repo)),
+        "--refs-only",
+        "--depth=0",
+    ]));
+    assert!(has_commit(&repo, &e.v1), "the base v1 was pruned");
+    assert!(
+        refs(&repo).contains(&format!("arbor/bases/{}", e.v1)),
+        "{:?}",
+        refs(&repo)
+    );
+    both_fscks(&e.sys);
+    run_ok(arbor().args(["rollback", "--sysroot", s(&e.sys)]));
+    let l = layers(&e.sys);
+    assert_eq!(l[0].2.len(), 1, "{l:?}");
+    e.ok("remove", &["tools"]);
+    assert_eq!(layers(&e.sys)[0], (e.v1.clone(), e.v1.clone(), vec![]));
+    let root = root_of(&e.sys, 0);
+    assert_eq!(read(&root.join("usr/share/marker")), "v1\n");
+    assert!(!root.join("usr/bin/tools-tool").exists());
+    both_fscks(&e.sys);
+    e.ok("add", &[s(&net)]);
+    let l = layers(&e.sys);
+    assert_eq!(l[0].1, e.v1);
+    commit_of(&l[0].2, "net");
+    assert!(root_of(&e.sys, 0).join("usr/bin/net-tool").is_file());
+    crate::config_apply::ostree_reads(&e.sys);
+    both_fscks(&e.sys);
 }

@@ -462,19 +462,13 @@ pub fn rev_opt(repo: &Path, rev: &str) -> Option<String> {
 /// is left is `ostree admin status`'s text.
 #[track_caller]
 pub fn ostree_view_of_status(text: &str) -> String {
-    const LABELS: [&str; 5] = [
-        "BaseCommit:",
-        "Extensions:",
-        "Config:",
-        "KernelArguments:",
-        "State:",
-    ];
+    const LABELS: [&str; 4] = ["BaseCommit:", "Config:", "KernelArguments:", "State:"];
     let deployments = text
         .lines()
         .filter(|l| !l.starts_with("    ") && !l.is_empty() && *l != "No deployments.")
         .count();
     let mut kept = String::new();
-    let mut found = [0usize; 5];
+    let mut found = [0usize; 4];
     for l in text.lines() {
         if l.starts_with("    Extension: ") {
             continue;
@@ -485,7 +479,7 @@ pub fn ostree_view_of_status(text: &str) -> String {
         {
             Some(i) => {
                 found[i] += 1;
-                if i == 4 {
+                if i == 3 {
                     let v = &l["    State: ".len()..];
                     assert!(
                         v.len() == "state-".len() + 64 && v.starts_with("state-"),
@@ -500,7 +494,7 @@ pub fn ostree_view_of_status(text: &str) -> String {
         }
     }
     assert_eq!(
-        found, [deployments; 5],
+        found, [deployments; 4],
         "state lines per deployment:\n{text}"
     );
     kept

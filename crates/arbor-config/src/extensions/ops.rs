@@ -25,9 +25,11 @@
 //! own, [`EXT_SWITCHED`], [`EXT_GC`].
 //!
 //! [`ExtensionLayering`] is the hook `deploy`, `upgrade` and `switch` get:
-//! it composes the merge deployment's extensions on the base of whatever
-//! they are about to deploy, so an upgrade re-applies them on the new base
-//! (an extension that no longer fits stops it, nothing written).
+//! it composes the extensions of what boots next on the base they are
+//! about to deploy, so an upgrade re-applies them on the new base (an
+//! extension that no longer fits stops it, nothing written). A composed
+//! commit as their target is refused unless it is what the list composes
+//! to (see [`ExtensionLayering`]).
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -45,7 +47,7 @@ use arbor_sysroot::{Deployment, Sysroot};
 use fn_error_context::context;
 use serde::Serialize;
 
-use super::compose::{compose, plan};
+use super::compose::{compose, plan, OVERRIDES_KEY};
 use super::source;
 use crate::apply::ConfigComposer;
 
@@ -107,7 +109,8 @@ pub struct AddOptions {
     /// The stateroot (default: the booted one, or the only one).
     pub stateroot: Option<String>,
     /// Report the composed commit; deploy nothing. Directory and tar
-    /// sources are still committed (their commit names them).
+    /// sources are still committed (their commit names them), then their
+    /// refs deleted again (the objects go at the next prune).
     pub dry_run: bool,
 }
 
@@ -202,13 +205,34 @@ pub fn put(list: &mut Vec<ExtensionRef>, ext: ExtensionRef) {
 }
 
 /// Adds the extensions of `opts` to what boots next (see the module docs).
+///
+/// Refused before anything is imported: `stage` on a system not booted
+/// into this sysroot, a name given twice, `overrides` unless exactly one
+/// source is given and it is a directory or a tar stream. A dry run, or
+/// an add that fails after importing, deletes the extension refs no
+/// deployment uses again (those it set), under the same lock.
 #[context("Adding extensions")]
 pub fn add(s: &mut SysrootLock<'_>, opts: AddOptions) -> Result<ChangeReport> {
     s.load()?;
     let stateroot = s.default_stateroot(opts.stateroot.as_deref())?;
-    let (next, _) = next_of(s, &stateroot)?;
+    next_of(s, &stateroot)?;
+    if opts.stage && !opts.dry_run && s.booted().is_none() {
+        bail!("Cannot stage a deployment: not booted into this sysroot");
+    }
     for o in &opts.overrides {
         source::validate_override(o)?;
+    }
+    if !opts.overrides.is_empty()
+        && !matches!(
+            opts.sources.as_slice(),
+            [Source::Dir { .. } | Source::Tar { .. }]
+        )
+    {
+        bail!(
+            "--override applies to the commit made of one directory or tar stream: give exactly \
+             one such source (an extension committed elsewhere declares its overrides in its \
+             commit metadata, key {OVERRIDES_KEY})"
+        );
     }
     let mut names = std::collections::BTreeSet::new();
     for src in &opts.sources {
@@ -217,6 +241,26 @@ pub fn add(s: &mut SysrootLock<'_>, opts: AddOptions) -> Result<ChangeReport> {
             bail!("Extension {} given twice", src.name());
         }
     }
+    let mut refs_set = false;
+    let mut r = add_listed(s, &stateroot, opts, &mut refs_set);
+    if refs_set && r.as_ref().map_or(true, |r| r.outcome == Outcome::DryRun) {
+        let collected = collect_unused(s);
+        if let Ok(r) = &mut r {
+            r.collected_refs = collected;
+        }
+    }
+    r
+}
+
+/// [`add`] once its options are checked; sets `refs_set` when it set an
+/// extension ref.
+fn add_listed(
+    s: &mut SysrootLock<'_>,
+    stateroot: &str,
+    opts: AddOptions,
+    refs_set: &mut bool,
+) -> Result<ChangeReport> {
+    let (next, _) = next_of(s, stateroot)?;
     let mut list = next.extensions().to_vec();
     let mut imported = Vec::new();
     let mut added = Vec::new();
@@ -230,12 +274,14 @@ pub fn add(s: &mut SysrootLock<'_>, opts: AddOptions) -> Result<ChangeReport> {
                     ExtensionRef { name, commit }
                 }
                 Source::Dir { name, path } => {
+                    *refs_set = true;
                     let e =
                         source::import(&lock, &name, CommitSource::Dir(&path), &opts.overrides)?;
                     imported.push(e.clone());
                     e
                 }
                 Source::Tar { name, mut reader } => {
+                    *refs_set = true;
                     let e = source::import(
                         &lock,
                         &name,
@@ -254,20 +300,31 @@ pub fn add(s: &mut SysrootLock<'_>, opts: AddOptions) -> Result<ChangeReport> {
         if !opts.dry_run {
             // A revision's objects are verified once, when its ref is set.
             for e in &added {
-                source::keep(&lock, e, !imported.contains(e))?;
+                *refs_set |= source::keep(&lock, e, !imported.contains(e))?;
             }
         }
     }
     for e in added {
         put(&mut list, e);
     }
-    let mut r = change(s, &stateroot, list, opts.stage, opts.dry_run)?;
+    let mut r = change(s, stateroot, list, opts.stage, opts.dry_run)?;
     r.imported = infos(&imported);
     Ok(r)
 }
 
+/// Deletes the extension and composed refs no deployment uses, after a
+/// dry run or a failed add ([`arbor_sysroot::layered::collect_refs`]
+/// reloads the deployments first); a warning, never an error.
+fn collect_unused(s: &mut SysrootLock<'_>) -> Vec<String> {
+    arbor_sysroot::layered::collect_refs(s).unwrap_or_else(|e| {
+        tracing::warn!("Not collecting unused extension refs: {e:#}");
+        Vec::new()
+    })
+}
+
 /// Removes the extensions `names` from what boots next (see the module
-/// docs). An unknown name is an error listing the known ones.
+/// docs). An unknown name is an error listing the known ones; a name
+/// given twice is an error.
 #[context("Removing extensions")]
 pub fn remove(
     s: &mut SysrootLock<'_>,
@@ -278,6 +335,12 @@ pub fn remove(
     s.load()?;
     let stateroot = s.default_stateroot(stateroot)?;
     let (next, _) = next_of(s, &stateroot)?;
+    let mut given = std::collections::BTreeSet::new();
+    for n in names {
+        if !given.insert(n) {
+            bail!("Extension {n} given twice");
+        }
+    }
     let mut list = next.extensions().to_vec();
     for n in names {
         let Some(i) = list.iter().position(|e| &e.name == n) else {
@@ -393,17 +456,26 @@ pub struct DeploymentExtensions {
 pub struct ListReport {
     /// Stateroot.
     pub stateroot: String,
-    /// What boots next (the staged deployment, else the default).
+    /// What boots next in this stateroot (its staged deployment, else its
+    /// default): what `add`, `remove` and `upgrade` build on.
     pub next: DeploymentExtensions,
     /// The booted deployment, when it is another one.
     pub booted: Option<DeploymentExtensions>,
+    /// `STATEROOT CSUM.SERIAL` of another stateroot's staged deployment,
+    /// which boots next instead of `next` (at shutdown it becomes the
+    /// default).
+    pub staged_elsewhere: Option<String>,
 }
 
-/// What boots next in the stateroot, and the booted deployment when it is
-/// another one.
+/// What boots next in the stateroot, the booted deployment when it is
+/// another one, and another stateroot's staged deployment when that one
+/// boots next instead.
 pub fn list(s: &Sysroot, stateroot: Option<&str>) -> Result<ListReport> {
     let stateroot = s.default_stateroot(stateroot)?;
-    let (next, _) = next_of(s, &stateroot)?;
+    let (next, staged) = next_of(s, &stateroot)?;
+    let staged_elsewhere = staged
+        .filter(|d| d.stateroot != stateroot)
+        .map(|d| format!("{} {}", d.stateroot, d.dir_name()));
     let booted = s.booted().map(|i| s.deployments()[i].clone());
     let view = |d: &Deployment| DeploymentExtensions {
         deployment: d.dir_name(),
@@ -416,15 +488,26 @@ pub fn list(s: &Sysroot, stateroot: Option<&str>) -> Result<ListReport> {
         stateroot,
         next: view(&next),
         booted: booted.as_ref().filter(|b| !b.same(&next)).map(view),
+        staged_elsewhere,
     })
 }
 
 /// The [`CommitLayering`] of `deploy`, `upgrade` and `switch`: composes
-/// the merge deployment's extensions (or [`ExtensionLayering::extensions`]
-/// when set) on the base of the commit about to be deployed.
+/// the extensions of what boots next in the target stateroot (its staged
+/// deployment, else its default; or [`ExtensionLayering::extensions`]
+/// when set) on the commit about to be deployed. Taking the list from
+/// what boots next, not from the booted (merge) deployment, keeps an
+/// `extension add --stage` or `extension remove` that has not booted yet:
+/// the upgrade builds on it, as `extension add` and `config apply` do.
+///
+/// The target must be a base. A composed commit as target (`deploy
+/// arbor/composed/HEX`) is refused, naming its base and extensions,
+/// unless it is exactly what the list composes to (redeploying the
+/// current composed commit): deploy its base instead, and the listed
+/// extensions are re-applied.
 #[derive(Debug, Default, Clone)]
 pub struct ExtensionLayering {
-    /// The list to compose instead of the merge deployment's.
+    /// The list to compose instead of what boots next's.
     pub extensions: Option<Vec<ExtensionRef>>,
 }
 
@@ -432,14 +515,38 @@ impl CommitLayering for ExtensionLayering {
     fn layer(
         &self,
         s: &SysrootLock<'_>,
-        _stateroot: &str,
-        merge: Option<&Deployment>,
+        stateroot: &str,
+        _merge: Option<&Deployment>,
         commit: &Checksum,
     ) -> Result<Checksum> {
         let list = match &self.extensions {
             Some(l) => l.clone(),
-            None => merge.map(|m| m.extensions().to_vec()).unwrap_or_default(),
+            None => next_of(s, stateroot)
+                .map(|(next, _)| next.extensions().to_vec())
+                .unwrap_or_default(),
         };
+        let c = arbor_repo::objects::load_commit(s.repo(), commit)?;
+        if let Some(layers) = arbor_sysroot::layered::Layers::from_commit(&c)? {
+            if layers.extensions != list {
+                let listed = |l: &[ExtensionRef]| {
+                    if l.is_empty() {
+                        "none".to_string()
+                    } else {
+                        l.iter()
+                            .map(|e| e.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    }
+                };
+                bail!(
+                    "{commit} is a composed commit (base {}, extensions {}): deploy its base; \
+                     the extensions listed ({}) are re-applied",
+                    layers.base,
+                    listed(&layers.extensions),
+                    listed(&list)
+                );
+            }
+        }
         if list.is_empty() {
             return Ok(*commit);
         }

@@ -14,6 +14,10 @@
 //!
 //! The name must match `[A-Za-z0-9][A-Za-z0-9._-]{0,63}`.
 //!
+//! Which kind of source a string is, is decided from the string alone as
+//! well ([`kind_of`]): a path starts with `/` or `.`, anything else but
+//! `-` is a revision.
+//!
 //! A directory or a tar stream is committed into the sysroot repository
 //! first ([`import`]), as `ostree commit --owner-uid=0 --owner-gid=0`
 //! would (modes and xattrs kept, no ref binding), with timestamp 0 so the
@@ -22,8 +26,6 @@
 //! metadata under [`OVERRIDES_KEY`] (`as`). A revision is resolved in the
 //! sysroot repository ([`resolve`]) and its objects verified once, when
 //! its extension ref is first set.
-
-use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use arbor_format::metadata::Value;
@@ -47,9 +49,16 @@ pub fn split_entry(entry: &str) -> (Option<&str>, &str) {
     }
 }
 
-/// What kind of source a string names: `-` is a tar stream on standard
-/// input, `*.tar` a tar file, an existing directory a directory, anything
-/// else a revision in the sysroot repository.
+/// What kind of source a string names, from the string alone (nothing in
+/// the current directory can change it):
+///
+/// - `-` is a tar stream on standard input;
+/// - a string starting with `/` or `.` is a path (no ref can start with
+///   either): a tar file when it ends in `.tar`, else a directory;
+/// - anything else is a revision in the sysroot repository (`[REMOTE:]REF`
+///   or a checksum), even when a directory or file of that name exists:
+///   `exts/tools` and `tools.tar` are refs; write `./exts/tools` or
+///   `./tools.tar` for the directory or the tar file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SourceKind {
     /// A revision: `[REMOTE:]REF` or a checksum.
@@ -62,10 +71,14 @@ pub enum SourceKind {
 
 /// The kind of `source` (see [`SourceKind`]).
 pub fn kind_of(source: &str) -> SourceKind {
-    if source == "-" || source.ends_with(".tar") {
+    if source == "-" {
         SourceKind::Tar
-    } else if Path::new(source).is_dir() {
-        SourceKind::Dir
+    } else if source.starts_with('/') || source.starts_with('.') {
+        if source.ends_with(".tar") {
+            SourceKind::Tar
+        } else {
+            SourceKind::Dir
+        }
     } else {
         SourceKind::Rev
     }
@@ -218,9 +231,36 @@ mod tests {
         assert_eq!(split_entry("t=origin:a/b"), (Some("t"), "origin:a/b"));
         assert_eq!(split_entry("origin:a/b"), (None, "origin:a/b"));
         assert_eq!(kind_of("-"), SourceKind::Tar);
-        assert_eq!(kind_of("a.tar"), SourceKind::Tar);
+        assert_eq!(kind_of("./a.tar"), SourceKind::Tar);
+        assert_eq!(kind_of("/srv/a.tar"), SourceKind::Tar);
         assert_eq!(kind_of("/"), SourceKind::Dir);
+        assert_eq!(kind_of("../x"), SourceKind::Dir);
         assert_eq!(kind_of("origin:x"), SourceKind::Rev);
+        assert_eq!(kind_of("exts/tools"), SourceKind::Rev);
+        // A ref `foo.tar` is a ref; `./foo.tar` the file.
+        assert_eq!(kind_of("foo.tar"), SourceKind::Rev);
+    }
+
+    #[test]
+    fn a_directory_in_the_current_directory_never_shadows_a_ref() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("exts/tools")).unwrap();
+        std::fs::create_dir_all(d.path().join("tools")).unwrap();
+        std::fs::write(d.path().join("t.tar"), "").unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        std::env::set_current_dir(d.path()).unwrap();
+        let kinds = ["exts/tools", "tools", "t.tar", "./tools", "./t.tar"].map(kind_of);
+        std::env::set_current_dir(cwd).unwrap();
+        assert_eq!(
+            kinds,
+            [
+                SourceKind::Rev,
+                SourceKind::Rev,
+                SourceKind::Rev,
+                SourceKind::Dir,
+                SourceKind::Tar
+            ]
+        );
     }
 
     #[test]

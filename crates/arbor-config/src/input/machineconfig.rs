@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::dataurl::Budget;
 use super::json::Src;
-use super::validate::{check_extension_name, check_kernel_argument};
+use super::validate::{check_kernel_argument, extension_entry_name};
 use super::{ignition, InputError, Parsed};
 
 /// `apiVersion` of a MachineConfig.
@@ -91,7 +91,21 @@ pub fn parse(src: Src, v: &Value, out: &mut Parsed, budget: &mut Budget) -> Resu
         push_unique(&mut out.config.kernel_arguments, a);
     }
     for (p, x) in spec.strings("extensions")? {
-        check_extension_name(x).map_err(|e| src.err(&p, e))?;
+        let name = extension_entry_name(x).map_err(|e| src.err(&p, e))?;
+        if let Some(other) = out
+            .config
+            .extensions
+            .iter()
+            .find(|o| *o != x && extension_entry_name(o).is_ok_and(|n| n == name))
+        {
+            return Err(src.err(
+                &p,
+                format!("extension {name} given twice: {other:?} and {x:?}"),
+            ));
+        }
+        out.origin
+            .entry(format!("extension {name}"))
+            .or_insert_with(|| p.clone());
         push_unique(&mut out.config.extensions, x);
     }
     Ok(())

@@ -220,37 +220,45 @@ pub fn check_kernel_argument(a: &str) -> Result<(), String> {
 }
 
 /// An extension entry `[NAME=]REF` (see `crate::extensions::source`): an
-/// optional name (`[A-Za-z0-9][A-Za-z0-9._-]{0,63}`), then a ref, `[REMOTE:]`
-/// and `/`-separated components `[A-Za-z0-9_][A-Za-z0-9._+-]*`, or a
-/// checksum; at most 255 bytes. That the ref exists is checked when the
-/// configuration is applied.
-pub fn check_extension_name(n: &str) -> Result<(), String> {
-    fn word(w: &str, plus: bool) -> bool {
+/// optional name, then a ref (`[REMOTE:]` and `/`-separated components
+/// `[A-Za-z0-9_][A-Za-z0-9._-]*`, ostree's ref syntax) or a 64-hex
+/// checksum; at most 255 bytes. Its name is derived as `extension add`
+/// and `config apply` derive it ([`crate::extensions::source::name_of`]):
+/// the explicit one, else the ref's last component, and must be a valid
+/// extension name (`[A-Za-z0-9][A-Za-z0-9._-]{0,63}`); a checksum needs
+/// an explicit name. Returns the name. That the ref exists is checked
+/// when the configuration is applied.
+pub fn extension_entry_name(n: &str) -> Result<String, String> {
+    use crate::extensions::source::{name_of, split_entry, SourceKind};
+    fn word(w: &str) -> bool {
         let mut chars = w.chars();
         chars
             .next()
             .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
-            && chars.all(|c| {
-                c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') || (plus && c == '+')
-            })
+            && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
     }
-    let (name, rev) = match n.split_once('=') {
-        Some((name, rev)) => (Some(name), rev),
-        None => (None, n),
-    };
-    let rev = match rev.split_once(':') {
-        Some((remote, r)) if word(remote, false) => r,
-        Some(_) => "",
-        None => rev,
-    };
-    let ok = name.is_none_or(|x| word(x, false) && x.len() <= 64 && !x.starts_with('_'))
-        && rev.split('/').all(|c| word(c, true))
-        && n.len() <= MAX_NAME_BYTES;
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("{n:?} is not a valid extension name"))
+    let invalid = |why: &str| Err(format!("{n:?} is not a valid extension entry: {why}"));
+    if n.len() > MAX_NAME_BYTES {
+        return invalid(&format!("longer than {MAX_NAME_BYTES} bytes"));
     }
+    let (name, source) = split_entry(n);
+    let rev = match source.split_once(':') {
+        Some((remote, r)) if word(remote) => r,
+        Some(_) => return invalid("expected [NAME=][REMOTE:]REF or [NAME=]CHECKSUM"),
+        None => source,
+    };
+    if !rev.split('/').all(word) {
+        return invalid(
+            "a ref is '/'-separated components of letters, digits, '.', '_' and '-', \
+             each starting with a letter, digit or '_'",
+        );
+    }
+    name_of(name, source, SourceKind::Rev).map_err(|e| format!("{n:?}: {e:#}"))
+}
+
+/// [`extension_entry_name`], for its verdict only.
+pub fn check_extension_name(n: &str) -> Result<(), String> {
+    extension_entry_name(n).map(|_| ())
 }
 
 /// A line of `/etc/shadow`-family text (password hash, ssh key): no
@@ -275,17 +283,94 @@ mod tests {
             "usbguard",
             "t2=exts/tools",
             "t=origin:exts/x86_64/tools",
-            "origin:exts/x86_64/kernel-devel+extra",
-            hex.as_str(),
+            "origin:exts/x86_64/kernel-devel_extra",
+            "x=exts/_private",
             named_hex.as_str(),
         ] {
             assert_eq!(check_extension_name(ok), Ok(()), "{ok}");
         }
+        assert_eq!(
+            extension_entry_name("origin:exts/x86_64/tools").as_deref(),
+            Ok("tools")
+        );
+        assert_eq!(extension_entry_name("t=exts/tools").as_deref(), Ok("t"));
+        let long = format!("exts/{}", "a".repeat(65));
         for bad in [
-            "", "=x", "a b", ".x=y", "t=", "t=a//b", "t=:x", "a=b=c", "-x",
+            "",
+            "=x",
+            "a b",
+            ".x=y",
+            "t=",
+            "t=a//b",
+            "t=:x",
+            "a=b=c",
+            "-x",
+            // ostree's ref syntax has no '+'.
+            "origin:exts/x86_64/kernel-devel+extra",
+            // A checksum gives no name.
+            hex.as_str(),
+            // Derived names must be valid names.
+            "exts/_private",
+            long.as_str(),
+            "_x=exts/tools",
         ] {
             assert!(check_extension_name(bad).is_err(), "{bad}");
         }
+        assert!(extension_entry_name(&hex).unwrap_err().contains("name it"));
+    }
+
+    #[test]
+    fn two_extension_entries_giving_one_name_are_refused_naming_both() {
+        let mc = |name: &str, exts: &[&str]| {
+            serde_json::to_vec(&serde_json::json!({
+                "apiVersion": "machineconfiguration.openshift.io/v1",
+                "kind": "MachineConfig",
+                "metadata": {"name": name},
+                "spec": {"extensions": exts},
+            }))
+            .unwrap()
+        };
+        let render = |inputs: Vec<(&str, Vec<u8>)>| {
+            crate::render::render(
+                &inputs
+                    .into_iter()
+                    .map(|(n, b)| (n.to_string(), b))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        // One document.
+        let e = render(vec![(
+            "a.json",
+            mc("50-a", &["exts/tools", "tools=other/t"]),
+        )])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("extension tools given twice"), "{e}");
+        assert!(
+            e.contains("exts/tools") && e.contains("tools=other/t"),
+            "{e}"
+        );
+        assert!(e.contains("a.json"), "{e}");
+        // Two documents.
+        let e = render(vec![
+            ("a.json", mc("50-a", &["exts/tools"])),
+            ("b.json", mc("60-b", &["x=y", "origin:exts/tools"])),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("extension tools given twice"), "{e}");
+        assert!(
+            e.contains("exts/tools") && e.contains("origin:exts/tools"),
+            "{e}"
+        );
+        assert!(e.contains("a.json") && e.contains("b.json"), "{e}");
+        // The same entry twice is one entry.
+        let r = render(vec![
+            ("a.json", mc("50-a", &["exts/tools"])),
+            ("b.json", mc("60-b", &["exts/tools"])),
+        ])
+        .unwrap();
+        assert_eq!(r.config.extensions, ["exts/tools"]);
     }
 
     #[test]

@@ -245,6 +245,25 @@ impl Merger {
             push_unique(&mut self.config.kernel_arguments, a);
         }
         for x in &p.config.extensions {
+            // Validated at parse time; two entries may not give one name.
+            let name = crate::input::validate::extension_entry_name(x).unwrap_or_default();
+            let key = format!("extension {name}");
+            let jpath = here(&p, &key);
+            if let Some(other) = self.config.extensions.iter().find(|o| {
+                *o != x && crate::input::validate::extension_entry_name(o).is_ok_and(|n| n == name)
+            }) {
+                let (ofile, opath) = origin_of(&self.origin, &key);
+                return Err(InputError::new(
+                    file,
+                    &jpath,
+                    format!(
+                        "extension {name} given twice: {x:?} here and {other:?} in {ofile} ({opath})"
+                    ),
+                ));
+            }
+            self.origin
+                .entry(key)
+                .or_insert_with(|| (file.to_owned(), jpath));
             push_unique(&mut self.config.extensions, x);
         }
         Ok(())

@@ -131,7 +131,7 @@ fn config() -> impl Strategy<Value = Config> {
             0..3,
         ),
         prop::collection::btree_set("[a-z_.]{1,8}(=[a-zA-Z0-9,]{0,8})?", 0..4),
-        prop::collection::btree_set("[a-z0-9][a-z0-9.+-]{0,8}", 0..3),
+        prop::collection::btree_set("[a-z0-9][a-z0-9._-]{0,8}", 0..3),
     )
         .prop_map(
             |(files, directories, links, units, users, groups, kargs, exts)| Config {

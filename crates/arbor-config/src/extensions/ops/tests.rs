@@ -227,6 +227,19 @@ fn add_list_remove() {
     let e = remove(&mut s.lock().unwrap(), &["nope".into()], false, None).unwrap_err();
     assert!(format!("{e:#}").contains("No extension nope"), "{e:#}");
     assert!(format!("{e:#}").contains("listed: tools"), "{e:#}");
+    // A name given twice: said so, not "no extension tools".
+    let e = remove(
+        &mut s.lock().unwrap(),
+        &["tools".into(), "tools".into()],
+        false,
+        None,
+    )
+    .unwrap_err();
+    assert!(
+        format!("{e:#}").contains("Extension tools given twice"),
+        "{e:#}"
+    );
+    assert_eq!(m.default().extensions().len(), 1);
     // Removing the last one deploys the base itself: the files are gone.
     let r = remove(&mut s.lock().unwrap(), &["tools".into()], false, None).unwrap();
     assert_eq!(r.outcome, Outcome::Deployed);
@@ -424,4 +437,291 @@ fn config_declared_extensions_are_the_declared_part() {
     assert_eq!(Machine::names(&d), ["local"]);
     assert!(m.file(&d, "usr/bin/tools").is_none());
     assert_eq!(m.file(&d, "usr/bin/local").as_deref(), Some("#!l\n"));
+}
+
+/// Deploys the base ref with the layering (an upgrade).
+fn upgrade(s: &mut Sysroot, stage: bool) -> anyhow::Result<()> {
+    let opts = DeployOptions {
+        stateroot: Some("testos".into()),
+        revision: BASE.into(),
+        layering: Some(Arc::new(ExtensionLayering::default())),
+        stage,
+        ..Default::default()
+    };
+    deploy(&mut s.lock()?, &opts)?;
+    Ok(())
+}
+
+#[test]
+fn an_upgrade_builds_on_what_boots_next_not_on_the_booted_list() {
+    if needs_root("deploying") {
+        return;
+    }
+    // Booted v1; `extension add --stage tools`; `upgrade --stage`: the
+    // new staged deployment is v2 with tools.
+    let m = Machine::new();
+    let p = m.ext_dir("tools", "#!t\n");
+    let r = m
+        .add(
+            vec![Source::Dir {
+                name: "tools".into(),
+                path: p,
+            }],
+            true,
+        )
+        .unwrap();
+    assert_eq!(r.outcome, Outcome::Staged);
+    let v2 = m.release("2.0", 2_000_000);
+    let mut s = m.booted();
+    assert!(s
+        .booted()
+        .is_some_and(|b| s.deployments()[b].extensions().is_empty()));
+    upgrade(&mut s, true).unwrap();
+    let s = m.booted();
+    let staged = s.deployments().first().unwrap().clone();
+    assert!(staged.staged);
+    assert_eq!(staged.base_commit(), v2);
+    assert_eq!(Machine::names(&staged), ["tools"]);
+
+    // Booted v1+tools; `extension remove tools`; `deploy`: tools does
+    // not come back.
+    let m = Machine::new();
+    m.add_dir("tools", "#!t\n");
+    let mut s = m.booted();
+    let r = remove(&mut s.lock().unwrap(), &["tools".into()], false, None).unwrap();
+    assert_eq!(r.outcome, Outcome::Deployed);
+    let v2 = m.release("2.0", 2_000_000);
+    upgrade(&mut s, false).unwrap();
+    let d = m.default();
+    assert_eq!(d.base_commit(), v2);
+    assert_eq!(d.csum, v2);
+    assert!(d.extensions().is_empty());
+    assert!(m.file(&d, "usr/bin/tools").is_none());
+}
+
+#[test]
+fn a_composed_commit_as_target_is_refused_unless_it_is_the_current_list() {
+    if needs_root("deploying") {
+        return;
+    }
+    let m = Machine::new();
+    m.add_dir("tools", "#!t\n");
+    let composed = m.default().csum;
+    let deploy_rev = |rev: String| {
+        let mut s = m.sysroot();
+        let opts = DeployOptions {
+            stateroot: Some("testos".into()),
+            revision: rev,
+            layering: Some(Arc::new(ExtensionLayering::default())),
+            ..Default::default()
+        };
+        deploy(&mut s.lock()?, &opts)
+    };
+    // Redeploying the current composed commit: allowed, as is.
+    deploy_rev(composed.to_hex()).unwrap();
+    assert_eq!(m.default().csum, composed);
+    // Another list: refused, naming its base and extensions.
+    m.add_dir("other", "#!o\n");
+    let n = m.sysroot().deployments().len();
+    let e = deploy_rev(composed.to_hex()).unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(msg.contains("is a composed commit"), "{msg}");
+    assert!(msg.contains(&m.base.to_hex()), "{msg}");
+    assert!(msg.contains("extensions tools"), "{msg}");
+    assert!(msg.contains("deploy its base"), "{msg}");
+    // An empty list: refused too (not deployed as is).
+    let mut s = m.sysroot();
+    remove(
+        &mut s.lock().unwrap(),
+        &["tools".into(), "other".into()],
+        false,
+        None,
+    )
+    .unwrap();
+    let n2 = m.sysroot().deployments().len();
+    assert!(deploy_rev(composed.to_hex()).is_err());
+    assert_eq!(m.sysroot().deployments().len(), n2);
+    assert!(n2 >= n);
+}
+
+/// A MachineConfig `50-ext` with these extension entries and kernel
+/// arguments.
+fn machine_config(exts: &[&str], kargs: &[&str]) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "apiVersion": "machineconfiguration.openshift.io/v1",
+        "kind": "MachineConfig",
+        "metadata": {"name": "50-ext"},
+        "spec": {"extensions": exts, "kernelArguments": kargs},
+    }))
+    .unwrap()
+}
+
+fn apply_config(s: &mut Sysroot, mc: Vec<u8>) -> anyhow::Result<crate::apply::ApplyReport> {
+    apply(
+        &mut s.lock()?,
+        &ApplyOptions {
+            inputs: vec![("50-ext.json".into(), mc)],
+            ..Default::default()
+        },
+    )
+}
+
+#[test]
+fn config_apply_drops_what_the_config_of_the_default_declared_when_booted_is_older() {
+    if needs_root("deploying") {
+        return;
+    }
+    // Booted v1 with C0; apply C1 (extensions [t]): default v1+t; apply
+    // C2 (none): t is gone, though the booted deployment's C0 never
+    // declared it.
+    let m = Machine::new();
+    m.commit(&m.ext_dir("tools", "#!t\n"), Some("exts/tools"), "t", 5);
+    apply_config(&mut m.sysroot(), machine_config(&[], &["c0"])).unwrap();
+    let mut s = m.booted();
+    apply_config(&mut s, machine_config(&["t=exts/tools"], &["c1"])).unwrap();
+    let d = m.default();
+    assert_eq!(Machine::names(&d), ["t"]);
+    let b = s.booted().map(|i| s.deployments()[i].clone()).unwrap();
+    assert!(!b.same(&d), "booted is not the default");
+    let r = apply_config(&mut s, machine_config(&[], &["c2"])).unwrap();
+    assert!(r.extensions.is_empty(), "{:?}", r.extensions);
+    let d = m.default();
+    assert!(d.extensions().is_empty());
+    assert_eq!(d.csum, m.base);
+    assert!(m.file(&d, "usr/bin/tools").is_none());
+}
+
+/// The refs under `arbor/extensions/`.
+fn extension_refs(m: &Machine) -> Vec<String> {
+    arbor_repo::refs::list_refs(m.sysroot().repo())
+        .unwrap()
+        .into_iter()
+        .map(|(n, _)| n)
+        .filter(|n| n.starts_with("arbor/extensions/"))
+        .collect()
+}
+
+#[test]
+fn dry_runs_and_refused_adds_leave_no_extension_ref_behind() {
+    if needs_root("deploying") {
+        return;
+    }
+    let m = Machine::new();
+    m.add_dir("kept", "#!k\n");
+    let before = extension_refs(&m);
+    assert_eq!(before.len(), 1);
+    let dir = |name: &str| Source::Dir {
+        name: name.into(),
+        path: m.ext_dir(name, "#!x\n"),
+    };
+    let add_with = |sources: Vec<Source>, stage: bool, dry_run: bool| {
+        let mut s = m.sysroot();
+        add(
+            &mut s.lock().unwrap(),
+            AddOptions {
+                sources,
+                stage,
+                dry_run,
+                ..Default::default()
+            },
+        )
+    };
+    // A dry run imports, reports, and deletes the ref again.
+    let r = add_with(vec![dir("tools")], false, true).unwrap();
+    assert_eq!(r.outcome, Outcome::DryRun);
+    assert_eq!(r.imported.len(), 1);
+    assert_eq!(
+        r.collected_refs,
+        [format!("arbor/extensions/tools/{}", r.imported[0].commit)]
+    );
+    assert_eq!(extension_refs(&m), before);
+    // A failed add: the directory was imported before the missing ref
+    // stopped it.
+    let e = add_with(
+        vec![
+            dir("tools"),
+            Source::Rev {
+                name: "x".into(),
+                rev: "exts/missing".into(),
+            },
+        ],
+        false,
+        false,
+    )
+    .unwrap_err();
+    assert!(format!("{e:#}").contains("exts/missing"), "{e:#}");
+    assert_eq!(extension_refs(&m), before);
+    // Staging when not booted: refused before importing.
+    let e = add_with(vec![dir("tools")], true, false).unwrap_err();
+    assert!(format!("{e:#}").contains("not booted"), "{e:#}");
+    assert_eq!(extension_refs(&m), before);
+}
+
+#[test]
+fn override_needs_exactly_one_directory_or_tar_source() {
+    if needs_root("deploying") {
+        return;
+    }
+    let m = Machine::new();
+    m.commit(&m.ext_dir("tools", "#!t\n"), Some("exts/tools"), "t", 5);
+    let add_with = |sources: Vec<Source>| {
+        let mut s = m.sysroot();
+        add(
+            &mut s.lock().unwrap(),
+            AddOptions {
+                sources,
+                overrides: vec!["/usr/bin/sh".into()],
+                ..Default::default()
+            },
+        )
+    };
+    let dir = |name: &str| Source::Dir {
+        name: name.into(),
+        path: m.ext_dir(name, "#!x\n"),
+    };
+    let rev = Source::Rev {
+        name: "tools".into(),
+        rev: "exts/tools".into(),
+    };
+    for sources in [vec![rev], vec![dir("a"), dir("b")]] {
+        let e = add_with(sources).unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(msg.contains("--override"), "{msg}");
+        assert!(msg.contains("arbor.extension.overrides"), "{msg}");
+    }
+    assert!(m.default().extensions().is_empty());
+    assert!(extension_refs(&m).is_empty());
+    // One directory: its commit records the override.
+    let r = add_with(vec![dir("a")]).unwrap();
+    assert_eq!(r.outcome, Outcome::Deployed);
+}
+
+#[test]
+fn list_says_when_another_stateroot_boots_next() {
+    if needs_root("deploying") {
+        return;
+    }
+    let m = Machine::new();
+    m.add_dir("tools", "#!t\n");
+    m.sysroot().lock().unwrap().os_init("other").unwrap();
+    let mut s = m.booted();
+    let l = list(&s, Some("testos")).unwrap();
+    assert_eq!(l.staged_elsewhere, None);
+    let opts = DeployOptions {
+        stateroot: Some("other".into()),
+        revision: BASE.into(),
+        stage: true,
+        ..Default::default()
+    };
+    deploy(&mut s.lock().unwrap(), &opts).unwrap();
+    let s = m.booted();
+    let staged = s.deployments()[0].clone();
+    assert!(staged.staged && staged.stateroot == "other");
+    let l = list(&s, Some("testos")).unwrap();
+    assert_eq!(Machine::names(&m.default()), ["tools"]);
+    assert_eq!(l.next.extensions.len(), 1);
+    assert_eq!(
+        l.staged_elsewhere,
+        Some(format!("other {}", staged.dir_name()))
+    );
 }
