@@ -67,7 +67,8 @@ pub struct DeployOpts {
     /// Deploy the revision as it is. By default the extensions of what
     /// boots next (`arbor extension list`) are composed on the revision's
     /// base, and the new deployment lists them; with this flag it lists
-    /// none (later upgrades keep it so, until `arbor extension add`).
+    /// none (later upgrades keep it so, until `arbor extension add`). The
+    /// revision must then be a plain commit: a composed one is refused.
     #[arg(long)]
     pub no_extensions: bool,
     /// Print the result as JSON.
@@ -134,7 +135,8 @@ pub struct SwitchOpts {
     /// Deploy the new ref's commit as it is. By default the extensions of
     /// what boots next (`arbor extension list`) are composed on it, and the
     /// new deployment lists them; with this flag it lists none (later
-    /// upgrades keep it so, until `arbor extension add`).
+    /// upgrades keep it so, until `arbor extension add`). The commit must
+    /// then be a plain one: a composed commit is refused.
     #[arg(long)]
     pub no_extensions: bool,
     /// New origin: `REMOTE:REF`, a local ref, or a commit.

@@ -171,20 +171,31 @@ pub fn status(o: StatusOpts, out: &mut impl Write) -> Result<()> {
     Ok(())
 }
 
+/// The layering of `deploy` and `switch`: the extensions of what boots
+/// next composed on the target's base, or (`--no-extensions`) the target
+/// as it is, which must be a plain commit.
+fn layering_of(no_extensions: bool) -> ExtensionLayering {
+    if no_extensions {
+        ExtensionLayering::plain()
+    } else {
+        ExtensionLayering::default()
+    }
+}
+
 /// `deploy`.
 pub fn deploy(o: DeployOpts, out: &mut impl Write) -> Result<()> {
     let mut s = open_sysroot(&o.sysroot.sysroot)?;
     // What the deploy deploys: the revision, or (by default) the
     // extensions of what boots next composed on its base.
-    let layering = (!o.no_extensions).then(ExtensionLayering::default);
+    // With --no-extensions, a plain commit as it is (a composed one is
+    // refused).
+    let layering = layering_of(o.no_extensions);
     if o.dry_run {
         let p = preview_layered(
             &mut s.lock()?,
             o.stateroot.as_deref(),
             &o.revision,
-            layering
-                .as_ref()
-                .map(|l| l as &dyn arbor_sysroot::compose::CommitLayering),
+            Some(&layering),
         )?;
         return render_preview(&p, o.json, out);
     }
@@ -199,7 +210,7 @@ pub fn deploy(o: DeployOpts, out: &mut impl Write) -> Result<()> {
         ..Default::default()
     };
     keep_config(&s, &mut opts)?;
-    opts.layering = layering.map(|l| Arc::new(l) as _);
+    opts.layering = Some(Arc::new(layering));
     let r = do_deploy(&mut s.lock()?, &opts)?;
     collect_configs(&mut s)?;
     if o.json {
@@ -352,7 +363,7 @@ pub fn switch(o: SwitchOpts, out: &mut impl Write) -> Result<()> {
         stateroot: o.os.stateroot,
         refspec: o.refspec,
         composer: Some(Arc::new(ConfigComposer::default())),
-        layering: (!o.no_extensions).then(|| Arc::new(ExtensionLayering::default()) as _),
+        layering: Some(Arc::new(layering_of(o.no_extensions))),
     };
     let r = arbor_upgrade::switch(&mut s, &opts, &Bar::new())?;
     collect_configs(&mut s)?;

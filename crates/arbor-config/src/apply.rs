@@ -377,6 +377,7 @@ pub fn apply(s: &mut SysrootLock<'_>, opts: &ApplyOptions) -> Result<ApplyReport
     // staged upgrade or switch is kept, not dropped), and its kernel
     // arguments as the merge source.
     let base = pending.as_ref().unwrap_or(&default).clone();
+    crate::extensions::ops::refuse_unknown(&base)?;
     let karg_source = pending.as_ref().unwrap_or(&merge);
     let previous_name = store::recorded_name(karg_source).map(str::to_string);
     let previous = previous_name
@@ -467,32 +468,41 @@ pub fn apply(s: &mut SysrootLock<'_>, opts: &ApplyOptions) -> Result<ApplyReport
     }
     let name = store::store(s, &stateroot, &rendered.canonical)?;
     hit(CONFIG_STORED);
-    let commit = if extensions == base.extensions() {
-        base.csum
-    } else {
-        let lock = s.repo().lock(false)?;
-        for e in &extensions {
-            crate::extensions::source::keep(&lock, e, true)?;
-        }
-        let c = crate::extensions::compose::compose(&lock, &base_commit, &extensions)?.commit;
-        hit(EXT_COMPOSED);
-        c
-    };
-    let mut origin = carried_origin(&base, None);
-    store::set_recorded_name(&mut origin, &name)?;
     let composer = Arc::new(ConfigComposer::new(!opts.drop_local));
-    let r = arbor_sysroot::deploy::deploy(
-        s,
-        &DeployOptions {
-            stateroot: Some(stateroot),
-            revision: commit.to_hex(),
-            origin: Some(origin),
-            exact_kargs: Some(kargs),
-            stage: opts.stage,
-            composer: Some(composer.clone()),
-            ..Default::default()
-        },
-    )?;
+    let layered = extensions != base.extensions();
+    let deployed = (|| {
+        let commit = if layered {
+            let lock = s.repo().lock(false)?;
+            for e in &extensions {
+                crate::extensions::source::keep(&lock, e, true)?;
+            }
+            let c = crate::extensions::compose::compose(&lock, &base_commit, &extensions)?.commit;
+            hit(EXT_COMPOSED);
+            c
+        } else {
+            base.csum
+        };
+        let mut origin = carried_origin(&base, None);
+        store::set_recorded_name(&mut origin, &name)?;
+        arbor_sysroot::deploy::deploy(
+            s,
+            &DeployOptions {
+                stateroot: Some(stateroot),
+                revision: commit.to_hex(),
+                origin: Some(origin),
+                exact_kargs: Some(kargs),
+                stage: opts.stage,
+                composer: Some(composer.clone()),
+                ..Default::default()
+            },
+        )
+    })();
+    // The extension and composed refs set before a failure are deleted
+    // again (those no deployment uses).
+    if deployed.is_err() && layered {
+        crate::extensions::ops::collect_unused(s);
+    }
+    let r = deployed?;
     hit(CONFIG_SWITCHED);
     if !extensions.is_empty() || !base.extensions().is_empty() {
         crate::extensions::ops::collect_after_switch(s);
@@ -549,18 +559,21 @@ fn dry_run(
 }
 
 /// Makes `opts` (of a `deploy`) keep the configuration: the composer, and
-/// when it builds a fresh origin, the merge deployment's configuration
-/// recorded in it.
+/// when it builds a fresh origin, the configuration recorded by what boots
+/// next ([`Sysroot::next_deployment`], as rpm-ostree takes the origin from
+/// its pending deployment) recorded in it.
 pub fn keep_config(s: &Sysroot, opts: &mut DeployOptions) -> Result<()> {
     opts.composer = Some(Arc::new(ConfigComposer::default()));
     if opts.origin.is_some() {
         return Ok(());
     }
     let stateroot = s.default_stateroot(opts.stateroot.as_deref())?;
-    let Some(m) = s.merge_deployment(&stateroot) else {
+    // The configuration of what boots next, from which the extension list
+    // comes too ([`crate::extensions::ops::ExtensionLayering`]).
+    let Some(next) = s.next_deployment(&stateroot) else {
         return Ok(());
     };
-    if let Some(name) = store::recorded_name(&s.deployments()[m]) {
+    if let Some(name) = store::recorded_name(next) {
         let mut o = arbor_repo::config::KeyFile::default();
         o.set("origin", "refspec", &opts.revision)?;
         store::set_recorded_name(&mut o, name)?;

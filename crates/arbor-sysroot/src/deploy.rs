@@ -300,6 +300,7 @@ pub fn deploy(s: &mut SysrootLock<'_>, opts: &DeployOptions) -> Result<DeployRep
             bail!("Invalid kernel argument {a:?}: ostree= is managed by arbor");
         }
     }
+    crate::layered::refuse_internal_ref(&opts.revision)?;
     let resolved = resolve_commit(s, &opts.revision)?;
     let merge = s
         .merge_deployment(&stateroot)

@@ -47,6 +47,23 @@ use anyhow::{bail, Context, Result};
 use arbor_format::metadata::Value;
 use arbor_format::{Checksum, Commit};
 
+/// Refuses a deploy or switch target naming one of arbor's internal refs
+/// ([`COMPOSED_REF_PREFIX`], [`BASE_REF_PREFIX`], [`EXTENSION_REF_PREFIX`]):
+/// the new deployment's origin would follow that ref, which arbor moves
+/// and deletes itself, so every later upgrade would fail.
+pub fn refuse_internal_ref(revision: &str) -> Result<()> {
+    for prefix in [COMPOSED_REF_PREFIX, BASE_REF_PREFIX, EXTENSION_REF_PREFIX] {
+        if revision.starts_with(prefix) {
+            bail!(
+                "{revision} is one of arbor's internal refs ({prefix}*), not a deploy target: \
+                 deploy the ref or commit the deployment follows (see 'arbor status'); \
+                 'arbor rollback' returns to the previous deployment"
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Commit metadata key: the base commit of a composed commit.
 pub const BASE_COMMIT_KEY: &str = "arbor.base-commit";
 /// Commit metadata key: the extensions of a composed commit (`as` of

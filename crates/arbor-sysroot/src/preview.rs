@@ -71,6 +71,7 @@ pub fn preview_layered(
     s.load()?;
     let s = &*s;
     let stateroot = s.default_stateroot(stateroot)?;
+    crate::layered::refuse_internal_ref(revision)?;
     let resolved = resolve_commit(s, revision)?;
     let m = s.merge_deployment(&stateroot);
     let commit = match layering {

@@ -30,7 +30,8 @@ pub struct SwitchOptions {
 }
 
 /// Pulls `opts.refspec` (when it names a remote ref) and deploys it as the
-/// new default; the new deployment's origin is the merge deployment's with
+/// new default; the new deployment's origin is that of what boots next
+/// ([`Sysroot::next_deployment`]) with
 /// the refspec replaced (and `unconfigured-state` dropped, as ostree's
 /// switch starts from a fresh origin), or a fresh origin when the
 /// stateroot has no deployment yet.
@@ -40,9 +41,12 @@ pub fn switch(
     progress: &dyn Progress,
 ) -> Result<DeployReport> {
     let stateroot = s.default_stateroot(opts.stateroot.as_deref())?;
+    arbor_sysroot::layered::refuse_internal_ref(&opts.refspec)?;
     let target = fetch(s, &opts.refspec, false, progress)?;
-    let origin = match s.merge_deployment(&stateroot) {
-        Some(m) => carried_origin(&s.deployments()[m], Some(&opts.refspec)),
+    // The origin of what boots next, as its extension list; /etc merges
+    // from the merge deployment.
+    let origin = match s.next_deployment(&stateroot) {
+        Some(next) => carried_origin(next, Some(&opts.refspec)),
         None => {
             let mut k = KeyFile::default();
             k.set("origin", "refspec", &opts.refspec)?;

@@ -1070,3 +1070,61 @@ fn an_upgrade_re_composes_the_list_of_the_pending_deployment_not_the_booted_one(
         })
     );
 }
+
+/// Booted into v1, with a pending deployment whose origin records more
+/// (say a declared configuration, `[arbor] rendered-config`): an upgrade,
+/// then a switch, carry the origin of what boots next, not the booted
+/// one's, with the followed (or new) refspec set; /etc still merges from
+/// the booted deployment.
+#[test]
+fn an_upgrade_and_a_switch_carry_the_origin_of_the_pending_deployment() {
+    if needs_root("an_upgrade_and_a_switch_carry_the_origin_of_the_pending_deployment") {
+        return;
+    }
+    let m = Machine::new();
+    let mut s = m.booted_in_v1();
+    let mut origin = arbor_repo::config::KeyFile::default();
+    origin
+        .set("origin", "refspec", &format!("origin:{STABLE}"))
+        .unwrap();
+    origin.set("arbor", "rendered-config", "pending").unwrap();
+    let opts = DeployOptions {
+        stateroot: Some("testos".into()),
+        revision: format!("origin:{STABLE}"),
+        origin: Some(origin),
+        ..Default::default()
+    };
+    deploy(&mut s.lock().unwrap(), &opts).unwrap();
+    s.load().unwrap();
+    assert_eq!(s.booted(), Some(1));
+    let v2 = m.release(STABLE, "2.0", 2_000_000);
+    let mut up = upgrader(&mut s, false).unwrap();
+    assert_eq!(up.merge_deployment().csum, m.v1);
+    let UpgradeCheck::Available(u) = up.pull(&NullProgress).unwrap() else {
+        panic!("no update pulled");
+    };
+    let r = up.deploy(&u, &NOW).unwrap();
+    assert_eq!(r.merge_deployment, Some(format!("{}.0", m.v1)));
+    drop(up);
+    s.load().unwrap();
+    let d = &s.deployments()[0];
+    assert_eq!(d.csum, v2);
+    let o = d.origin.as_ref().unwrap();
+    assert_eq!(o.get("arbor", "rendered-config"), Some("pending"), "{o:?}");
+    assert_eq!(
+        o.get("origin", "refspec"),
+        Some(&*format!("origin:{STABLE}"))
+    );
+    m.set_local(m.v1);
+    let opts = SwitchOptions {
+        stateroot: None,
+        refspec: "testos/local".into(),
+        composer: None,
+        layering: None,
+    };
+    switch(&mut s, &opts, &NullProgress).unwrap();
+    s.load().unwrap();
+    let o = s.deployments()[0].origin.as_ref().unwrap();
+    assert_eq!(o.get("arbor", "rendered-config"), Some("pending"), "{o:?}");
+    assert_eq!(o.get("origin", "refspec"), Some("testos/local"));
+}

@@ -192,9 +192,11 @@ impl<'s> Upgrader<'s> {
     }
 
     /// Deploys `update` (pulled first) as the new default deployment, or
-    /// stages it (`opts.stage`: finalized at shutdown), with the merge
-    /// deployment's origin carried forward (without its commit override
-    /// and transient state).
+    /// stages it (`opts.stage`: finalized at shutdown), with the origin of
+    /// what boots next ([`Sysroot::next_deployment`]: the pending or
+    /// staged deployment, else the merge one) carried forward with the
+    /// followed refspec (without its commit override and transient
+    /// state); `/etc` merges from the merge deployment.
     ///
     /// Under the sysroot lock, the deployments are read again: if another
     /// process changed the merge deployment since [`Upgrader::new`] (a
@@ -206,15 +208,7 @@ impl<'s> Upgrader<'s> {
     pub fn deploy(&mut self, update: &Update, opts: &DeployUpdateOptions) -> Result<DeployReport> {
         resolve_commit(self.sysroot, &update.to.to_hex())?;
         self.refuse_downgrade(&update.to)?;
-        let deploy = DeployOptions {
-            stateroot: Some(self.stateroot.clone()),
-            revision: update.to.to_hex(),
-            origin: Some(carried_origin(&self.merge, None)),
-            stage: opts.stage,
-            composer: opts.composer.clone(),
-            layering: opts.layering.clone(),
-            ..Default::default()
-        };
+        let refspec = self.refspec();
         let mut s = self.sysroot.lock()?;
         s.load()?;
         let merge = s.merge_deployment(&self.stateroot);
@@ -232,6 +226,23 @@ impl<'s> Upgrader<'s> {
         ) {
             return Err(UpgradeError::AlreadyDeployed { commit: update.to });
         }
+        // The origin comes from what boots next, as the extension list
+        // does (rpm-ostree's origin merge deployment is the pending one):
+        // a pending deployment's recorded configuration is kept; /etc
+        // still merges from the merge deployment.
+        let next = s
+            .next_deployment(&self.stateroot)
+            .unwrap_or(&self.merge)
+            .clone();
+        let deploy = DeployOptions {
+            stateroot: Some(self.stateroot.clone()),
+            revision: update.to.to_hex(),
+            origin: Some(carried_origin(&next, Some(&refspec))),
+            stage: opts.stage,
+            composer: opts.composer.clone(),
+            layering: opts.layering.clone(),
+            ..Default::default()
+        };
         Ok(arbor_sysroot::deploy::deploy(&mut s, &deploy)?)
     }
 

@@ -134,3 +134,51 @@ fn a_config_dropping_its_extension_removes_it_when_booted_is_not_next() {
     let root = crate::config_apply::root_of(&e.sys, 0);
     assert!(!root.join("usr/bin/etool-tool").exists());
 }
+
+/// Booted into D (config C0, declaring nothing); `config apply` of E
+/// (declaring etool) makes a pending default; `deploy REF` then records
+/// what boots next's config (E), not the booted one's, so a later
+/// `config apply` of a config declaring nothing drops etool.
+#[test]
+fn a_deploy_records_the_config_of_what_boots_next() {
+    if needs_root("a_deploy_records_the_config_of_what_boots_next") {
+        return;
+    }
+    let e = Ext::new();
+    let ed = e.tool_dir("etool");
+    let c_e = ext_commit(&e.srepo(), "exts/etool", &ed, &[]);
+    let apply = |doc: Vec<u8>, booted: Option<&str>| {
+        let f = e.fresh("config").join("50-extensions.json");
+        std::fs::write(&f, doc).unwrap();
+        let mut cmd = arbor();
+        cmd.args(["config", "apply", "--sysroot", s(&e.sys), s(&f)]);
+        match booted {
+            Some(b) => run_booted(&mut cmd, b),
+            None => run_ok(&mut cmd),
+        }
+    };
+    apply(mc_extensions(&[]), None);
+    let booted = booted_root(&e.sys, 0);
+    apply(mc_extensions(&["etool=exts/etool"]), Some(&booted));
+    let v2 = e.release("v2\n", "1", "1577923200");
+    pull(&e.sys, &["testos/stable"]);
+    run_booted(
+        arbor().args([
+            "deploy",
+            "--sysroot",
+            s(&e.sys),
+            "--os",
+            "testos",
+            "origin:testos/stable",
+        ]),
+        &booted,
+    );
+    let l = layers(&e.sys);
+    assert_eq!((&l[0].1, &l[0].2), (&v2, &vec![format!("etool:{c_e}")]));
+    apply(mc_extensions(&[]), Some(&booted));
+    let l = layers(&e.sys);
+    assert_eq!(l[0].1, v2);
+    assert!(l[0].2.is_empty(), "etool still listed: {l:?}");
+    let root = crate::config_apply::root_of(&e.sys, 0);
+    assert!(!root.join("usr/bin/etool-tool").exists());
+}

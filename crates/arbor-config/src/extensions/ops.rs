@@ -243,7 +243,8 @@ pub fn add(s: &mut SysrootLock<'_>, opts: AddOptions) -> Result<ChangeReport> {
     }
     let mut refs_set = false;
     let mut r = add_listed(s, &stateroot, opts, &mut refs_set);
-    if refs_set && r.as_ref().map_or(true, |r| r.outcome == Outcome::DryRun) {
+    // Any error: compose() may have set composed and base refs too.
+    if r.is_err() || (refs_set && r.as_ref().is_ok_and(|r| r.outcome == Outcome::DryRun)) {
         let collected = collect_unused(s);
         if let Ok(r) = &mut r {
             r.collected_refs = collected;
@@ -261,6 +262,7 @@ fn add_listed(
     refs_set: &mut bool,
 ) -> Result<ChangeReport> {
     let (next, _) = next_of(s, stateroot)?;
+    refuse_unknown(&next)?;
     let mut list = next.extensions().to_vec();
     let mut imported = Vec::new();
     let mut added = Vec::new();
@@ -312,10 +314,11 @@ fn add_listed(
     Ok(r)
 }
 
-/// Deletes the extension and composed refs no deployment uses, after a
-/// dry run or a failed add ([`arbor_sysroot::layered::collect_refs`]
-/// reloads the deployments first); a warning, never an error.
-fn collect_unused(s: &mut SysrootLock<'_>) -> Vec<String> {
+/// Deletes the extension, composed and base refs no deployment uses,
+/// after a dry run or a failed operation
+/// ([`arbor_sysroot::layered::collect_refs`] reloads the deployments
+/// first); a warning, never an error.
+pub(crate) fn collect_unused(s: &mut SysrootLock<'_>) -> Vec<String> {
     arbor_sysroot::layered::collect_refs(s).unwrap_or_else(|e| {
         tracing::warn!("Not collecting unused extension refs: {e:#}");
         Vec::new()
@@ -335,6 +338,7 @@ pub fn remove(
     s.load()?;
     let stateroot = s.default_stateroot(stateroot)?;
     let (next, _) = next_of(s, &stateroot)?;
+    refuse_unknown(&next)?;
     let mut given = std::collections::BTreeSet::new();
     for n in names {
         if !given.insert(n) {
@@ -357,7 +361,28 @@ pub fn remove(
         };
         list.remove(i);
     }
-    change(s, &stateroot, list, stage, false)
+    let r = change(s, &stateroot, list, stage, false);
+    if r.is_err() {
+        collect_unused(s);
+    }
+    r
+}
+
+/// Refuses to take the extension list of `d` when its commit cannot be
+/// read ([`Deployment::layers_unknown`]): its list is unknown, and an
+/// empty one would silently drop its extensions.
+pub fn refuse_unknown(d: &Deployment) -> Result<()> {
+    if d.layers_unknown {
+        bail!(
+            "Cannot read the commit {} of deployment {} {}: its extensions are unknown. \
+             Restore the commit (pull it again), or deploy a plain commit without \
+             extensions ('arbor deploy --no-extensions' or 'arbor switch --no-extensions')",
+            d.csum,
+            d.stateroot,
+            d.dir_name()
+        );
+    }
+    Ok(())
 }
 
 /// Deploys `list` on the base of what boots next (unless unchanged).
@@ -369,6 +394,7 @@ fn change(
     dry_run: bool,
 ) -> Result<ChangeReport> {
     let (next, staged) = next_of(s, stateroot)?;
+    refuse_unknown(&next)?;
     let base = next.base_commit();
     let mut r = ChangeReport {
         outcome: Outcome::Unchanged,
@@ -500,15 +526,46 @@ pub fn list(s: &Sysroot, stateroot: Option<&str>) -> Result<ListReport> {
 /// `extension add --stage` or `extension remove` that has not booted yet:
 /// the upgrade builds on it, as `extension add` and `config apply` do.
 ///
-/// The target must be a base. A composed commit as target (`deploy
-/// arbor/composed/HEX`) is refused, naming its base and extensions,
-/// unless it is exactly what the list composes to (redeploying the
-/// current composed commit): deploy its base instead, and the listed
-/// extensions are re-applied.
+/// The target must be a base. A composed commit as target (by checksum)
+/// is refused, naming its base and extensions, unless it is exactly what
+/// the list composes to (redeploying the current composed commit):
+/// deploy its base instead, and the listed extensions are re-applied.
+/// When what boots next has an unreadable commit
+/// ([`Deployment::layers_unknown`]) its list is unknown: refused
+/// ([`refuse_unknown`]) rather than dropped.
+///
+/// [`ExtensionLayering::plain`] (`--no-extensions`) deploys a plain
+/// commit as it is and refuses a composed one.
 #[derive(Debug, Default, Clone)]
 pub struct ExtensionLayering {
     /// The list to compose instead of what boots next's.
     pub extensions: Option<Vec<ExtensionRef>>,
+    /// Deploy the target as it is, with no extensions: a composed commit
+    /// is refused, naming its base.
+    pub plain: bool,
+}
+
+impl ExtensionLayering {
+    /// The layering of `--no-extensions`: plain commits deploy as they
+    /// are, a composed commit is refused.
+    pub fn plain() -> ExtensionLayering {
+        ExtensionLayering {
+            extensions: None,
+            plain: true,
+        }
+    }
+}
+
+/// Names of `l`, for messages ("none" when empty).
+fn listed(l: &[ExtensionRef]) -> String {
+    if l.is_empty() {
+        "none".to_string()
+    } else {
+        l.iter()
+            .map(|e| e.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 impl CommitLayering for ExtensionLayering {
@@ -519,30 +576,41 @@ impl CommitLayering for ExtensionLayering {
         _merge: Option<&Deployment>,
         commit: &Checksum,
     ) -> Result<Checksum> {
-        let list = match &self.extensions {
-            Some(l) => l.clone(),
-            None => next_of(s, stateroot)
-                .map(|(next, _)| next.extensions().to_vec())
-                .unwrap_or_default(),
-        };
         let c = arbor_repo::objects::load_commit(s.repo(), commit)?;
-        if let Some(layers) = arbor_sysroot::layered::Layers::from_commit(&c)? {
-            if layers.extensions != list {
-                let listed = |l: &[ExtensionRef]| {
-                    if l.is_empty() {
-                        "none".to_string()
-                    } else {
-                        l.iter()
-                            .map(|e| e.name.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    }
-                };
+        let layers = arbor_sysroot::layered::Layers::from_commit(&c)?;
+        if self.plain {
+            if let Some(layers) = layers {
                 bail!(
-                    "{commit} is a composed commit (base {}, extensions {}): deploy its base; \
-                     the extensions listed ({}) are re-applied",
+                    "{commit} is a composed commit (base {}, extensions {}): --no-extensions \
+                     deploys plain commits only; deploy its base {} with --no-extensions for \
+                     no extensions, or without it to re-apply the extensions listed",
                     layers.base,
                     listed(&layers.extensions),
+                    layers.base
+                );
+            }
+            return Ok(*commit);
+        }
+        let list = match &self.extensions {
+            Some(l) => l.clone(),
+            None => match next_of(s, stateroot) {
+                Ok((next, _)) => {
+                    refuse_unknown(&next)?;
+                    next.extensions().to_vec()
+                }
+                Err(_) => Vec::new(),
+            },
+        };
+        if let Some(layers) = layers {
+            if layers.extensions != list {
+                bail!(
+                    "{commit} is a composed commit (base {}, extensions {}): deploy its base {} \
+                     instead, and the extensions listed ({}) are re-applied; --no-extensions \
+                     deploys plain commits only; 'arbor rollback' returns to the previous \
+                     deployment",
+                    layers.base,
+                    listed(&layers.extensions),
+                    layers.base,
                     listed(&list)
                 );
             }
