@@ -24,8 +24,9 @@ pub struct SwitchOptions {
     /// merge).
     pub composer: Option<Arc<dyn EtcComposer>>,
     /// Replaces the commit the refspec names with the commit to deploy:
-    /// arbor-config's extension layering composes the merge deployment's
-    /// extensions on it. None: that commit itself.
+    /// arbor-config's extension layering composes the extensions of what
+    /// boots next in the stateroot (its staged deployment, else its
+    /// default) on it. None: that commit itself.
     pub layering: Option<Arc<dyn CommitLayering>>,
 }
 

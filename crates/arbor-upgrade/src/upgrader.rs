@@ -32,8 +32,9 @@ pub struct DeployUpdateOptions {
     /// configuration the carried origin names on the new base.
     pub composer: Option<Arc<dyn EtcComposer>>,
     /// Replaces the update (a base commit) with the commit to deploy:
-    /// arbor-config's extension layering re-composes the merge
-    /// deployment's extensions on it. None: the update itself is deployed
+    /// arbor-config's extension layering re-composes the extensions of
+    /// what boots next in the stateroot (its staged deployment, else its
+    /// default) on it. None: the update itself is deployed
     /// (a composed deployment's extensions are dropped).
     pub layering: Option<Arc<dyn CommitLayering>>,
 }
