@@ -78,24 +78,15 @@ fn keep_history(
 
 /// Deletes unreachable objects under the exclusive repository lock.
 ///
+/// As ostree's traversal, a ref whose commit is not in the repository
+/// keeps nothing (and is no error).
+///
 /// Crash guarantee: commit objects are deleted first and that is made
 /// durable (`syncfs`) before the trees and files below them are deleted,
 /// so a crash or power loss leaves no commit with missing objects, only
 /// unreachable leftovers that the next prune removes.
-pub fn prune(lock: &RepoLock<'_>, opts: &PruneOptions) -> Result<PruneReport> {
-    prune_keeping(lock, opts, &[])
-}
-
-/// [`prune`], also keeping `roots` (with `opts.depth`) as if refs named
-/// them: a caller's commits that no ref names (a sysroot keeps the base
-/// commits of its composed deployments). A root that is not in the
-/// repository is skipped.
 #[context("Pruning {}", lock.path().display())]
-pub fn prune_keeping(
-    lock: &RepoLock<'_>,
-    opts: &PruneOptions,
-    roots: &[Checksum],
-) -> Result<PruneReport> {
+pub fn prune(lock: &RepoLock<'_>, opts: &PruneOptions) -> Result<PruneReport> {
     if !lock.is_exclusive() {
         anyhow::bail!("Pruning needs the exclusive repository lock");
     }
@@ -103,19 +94,18 @@ pub fn prune_keeping(
     let mut ignored = Vec::new();
     let objects = crate::fsck::list_objects(repo, &mut ignored)?;
     let mut keep = ObjectSet::new();
-    for (_, c) in crate::refs::list_refs(repo)? {
+    for (name, c) in crate::refs::list_refs(repo)? {
+        match load_commit(repo, &c) {
+            Ok(_) => {}
+            Err(e) if crate::reachable::is_not_found(&e) => {
+                tracing::debug!("prune: the commit {c} of ref {name} is not in the repository");
+                continue;
+            }
+            Err(e) => return Err(e),
+        }
         match opts.keep_younger_than {
             Some(cutoff) => keep_history(repo, &c, cutoff, opts.depth, &mut keep)?,
             None => add_commit(repo, &c, opts.depth, &mut keep)?,
-        }
-    }
-    for c in roots {
-        match load_commit(repo, c) {
-            Ok(_) => add_commit(repo, c, opts.depth, &mut keep)?,
-            Err(e) if crate::reachable::is_not_found(&e) => {
-                tracing::debug!("prune: root {c} is not in the repository");
-            }
-            Err(e) => return Err(e),
         }
     }
     for (t, c) in &objects {

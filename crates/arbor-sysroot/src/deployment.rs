@@ -33,9 +33,10 @@ pub struct Deployment {
     pub layers: Option<crate::layered::Layers>,
     /// Its commit could not be read when it was loaded (pruned, corrupt):
     /// `layers` is `None`, yet it may be a composed commit whose base and
-    /// extensions are unknown. `status` shows it as a plain commit; what
-    /// deletes (ref collection, the bases a cleanup's prune keeps) skips
-    /// while any deployment is so ([`crate::layered::collect_refs`]).
+    /// extensions are unknown. `status` shows it as a plain commit; ref
+    /// collection deletes no ref while any deployment is so
+    /// ([`crate::layered::collect_refs`]), and those refs keep what it
+    /// may need through a prune.
     pub layers_unknown: bool,
     /// Staged: checked out, waiting for `finalize` (no boot entry yet).
     pub staged: bool,

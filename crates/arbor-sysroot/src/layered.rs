@@ -25,9 +25,9 @@
 //! `remove` composes on), both set with the composed commit, and
 //! [`EXTENSION_REF_PREFIX`]`<NAME>/<COMMIT-HEX>` for each listed extension
 //! (re-composed on every upgrade). [`collect_refs`] deletes those no
-//! deployment uses; [`crate::write::cleanup`] runs it before pruning. Its
-//! prune also keeps each composed deployment's base commit directly, which
-//! covers composed commits written before their base had a ref.
+//! deployment uses and sets those missing for a composed deployment (a
+//! composed commit written before its base had a ref, a ref deleted by
+//! hand); [`crate::write::cleanup`] runs it before pruning.
 //!
 //! Loading is lenient, as `status` must work on any sysroot: a deployment
 //! whose commit has malformed [`BASE_COMMIT_KEY`]/[`EXTENSIONS_KEY`]
@@ -36,9 +36,10 @@
 //! ([`crate::Sysroot::commit_details`]). A deployment whose commit cannot
 //! be read at all is loaded without layers too, but marked
 //! [`crate::Deployment::layers_unknown`]: it may be a composed commit whose
-//! base and extensions are unknown, so [`collect_refs`] and the cleanup's
-//! prune, which would delete what it needs, do nothing while any
-//! deployment is so (with a warning).
+//! base and extensions are unknown, so [`collect_refs`] deletes no ref
+//! while any deployment is so (with a warning naming it and the remedy:
+//! pull its commit again, or undeploy it). The cleanup's prune still runs:
+//! the refs left in place keep what such a deployment can need.
 //!
 //! The deploy hook that produces composed commits is
 //! [`crate::compose::CommitLayering`] (`DeployOptions::layering`).
@@ -182,46 +183,67 @@ pub fn base_of(repo: &arbor_repo::Repo, commit: &Checksum) -> Result<Checksum> {
     Ok(Layers::from_commit(&c)?.map_or(*commit, |l| l.base))
 }
 
-/// Deletes the [`COMPOSED_REF_PREFIX`] refs whose commit no deployment
-/// (staged included) runs, the [`BASE_REF_PREFIX`] refs whose commit is no
+/// Brings the extension refs in line with the deployments: deletes the
+/// [`COMPOSED_REF_PREFIX`] refs whose commit no deployment (staged
+/// included) runs, the [`BASE_REF_PREFIX`] refs whose commit is no
 /// deployment's base ([`crate::Deployment::base_commit`]), and the
-/// [`EXTENSION_REF_PREFIX`] refs whose extension no deployment lists.
-/// Returns the refs deleted, sorted.
+/// [`EXTENSION_REF_PREFIX`] refs whose extension no deployment lists;
+/// and sets those a deployment needs that are missing (a composition
+/// written before base refs existed, a ref deleted by hand): for each
+/// composed deployment its `arbor/composed/<HEX>`, its base's
+/// `arbor/bases/<HEX>` and each listed extension's
+/// `arbor/extensions/<NAME>/<HEX>`, when that commit is in the
+/// repository. With those refs, a prune (arbor's, or ostree's at depth 0)
+/// keeps everything a deployment's re-composition needs. Returns the refs
+/// deleted, sorted (the refs set are logged at debug level).
 ///
 /// The deployments are read again first (every stateroot, the staged one
 /// on a booted system): the lock may have been released and taken again
 /// since `s` was loaded, and another command may have deployed a composed
 /// commit meanwhile, whose refs a stale list would delete. While any
 /// deployment's layers are unknown (its commit could not be read,
-/// [`crate::Deployment::layers_unknown`]) nothing is deleted: a warning
-/// says why. Only refs named as arbor names them are considered:
-/// `arbor/composed/<HEX>`, `arbor/bases/<HEX>` and
-/// `arbor/extensions/<NAME>/<HEX>` pointing at the commit `HEX`; anything
-/// else under those prefixes (another layout, a ref re-pointed by hand) is
-/// left alone. All deletions are one ref transaction, under the repository
-/// lock.
+/// [`crate::Deployment::layers_unknown`]) nothing is deleted (the refs
+/// set still are): a warning names the deployment and the remedy. Only
+/// refs named as arbor names them are considered: `arbor/composed/<HEX>`,
+/// `arbor/bases/<HEX>` and `arbor/extensions/<NAME>/<HEX>` pointing at
+/// the commit `HEX`; anything else under those prefixes (another layout,
+/// a ref re-pointed by hand) is neither deleted nor reset. All changes are
+/// one ref transaction, under the repository lock.
 pub fn collect_refs(s: &mut crate::sysroot::SysrootLock<'_>) -> Result<Vec<String>> {
-    use arbor_format::RefName;
+    use arbor_format::{ObjectType, RefName};
     use arbor_repo::refs::{RefSpec, RefUpdate};
-    use std::collections::BTreeSet;
+    use std::collections::{BTreeMap, BTreeSet};
     s.load()?;
     let deployments = s.deployments();
-    if let Some(d) = deployments.iter().find(|d| d.layers_unknown) {
+    let unknown = deployments.iter().find(|d| d.layers_unknown);
+    if let Some(d) = unknown {
         tracing::warn!(
-            "Not deleting unused extension refs: the commit of deployment {} cannot be \
-             read, so the base and extensions it needs are unknown",
-            d.dir_name()
+            "Not deleting unused extension refs: {}",
+            unknown_layers_remedy(s, d)
         );
-        return Ok(Vec::new());
     }
     let running: BTreeSet<Checksum> = deployments.iter().map(|d| d.csum).collect();
     let bases: BTreeSet<Checksum> = deployments.iter().map(|d| d.base_commit()).collect();
     let listed: BTreeSet<&ExtensionRef> = deployments.iter().flat_map(|d| d.extensions()).collect();
+    // The refs the composed deployments need: name -> commit.
+    let mut needed: BTreeMap<String, Checksum> = BTreeMap::new();
+    for d in deployments {
+        let Some(l) = &d.layers else {
+            continue;
+        };
+        needed.insert(format!("{COMPOSED_REF_PREFIX}{}", d.csum.to_hex()), d.csum);
+        needed.insert(format!("{BASE_REF_PREFIX}{}", l.base.to_hex()), l.base);
+        for e in &l.extensions {
+            needed.insert(e.ref_name(), e.commit);
+        }
+    }
     let repo = s.repo();
+    let mut existing: BTreeSet<String> = BTreeSet::new();
     let mut doomed = Vec::new();
     for (prefix, keep) in [(COMPOSED_REF_PREFIX, &running), (BASE_REF_PREFIX, &bases)] {
         let dir = prefix.trim_end_matches('/');
         for (name, c) in arbor_repo::refs::list_refs_under(repo, &format!("heads/{dir}"))? {
+            existing.insert(format!("{prefix}{name}"));
             if Checksum::from_hex(&name).ok() == Some(c) && !keep.contains(&c) {
                 doomed.push(format!("{prefix}{name}"));
             }
@@ -229,6 +251,7 @@ pub fn collect_refs(s: &mut crate::sysroot::SysrootLock<'_>) -> Result<Vec<Strin
     }
     let extensions = EXTENSION_REF_PREFIX.trim_end_matches('/');
     for (name, c) in arbor_repo::refs::list_refs_under(repo, &format!("heads/{extensions}"))? {
+        existing.insert(format!("{EXTENSION_REF_PREFIX}{name}"));
         let Some((ext, hex)) = name.split_once('/') else {
             continue;
         };
@@ -243,17 +266,45 @@ pub fn collect_refs(s: &mut crate::sysroot::SysrootLock<'_>) -> Result<Vec<Strin
             doomed.push(e.ref_name());
         }
     }
+    if unknown.is_some() {
+        doomed.clear();
+    }
     doomed.sort();
-    if !doomed.is_empty() {
-        let updates = doomed
+    let mut added = Vec::new();
+    for (name, c) in &needed {
+        if !existing.contains(name) && repo.has_object(ObjectType::Commit, c)? {
+            added.push((name.clone(), *c));
+        }
+    }
+    if !doomed.is_empty() || !added.is_empty() {
+        let mut updates = added
             .iter()
-            .map(|n| Ok(RefUpdate::delete(RefSpec::local(RefName::new(n.clone())?))))
+            .map(|(n, c)| Ok(RefUpdate::set(RefSpec::local(RefName::new(n.clone())?), *c)))
             .collect::<Result<Vec<_>>>()?;
+        for n in &doomed {
+            updates.push(RefUpdate::delete(RefSpec::local(RefName::new(n.clone())?)));
+        }
         arbor_repo::refs::update_refs(&repo.lock(false)?, &updates)
-            .context("Deleting unused extension refs")?;
-        tracing::debug!("deleted unused refs: {doomed:?}");
+            .context("Updating the extension refs")?;
+        tracing::debug!("set missing refs: {added:?}; deleted unused refs: {doomed:?}");
     }
     Ok(doomed)
+}
+
+/// Why a deployment's layers are unknown, and what to do about it.
+pub(crate) fn unknown_layers_remedy(s: &crate::Sysroot, d: &crate::Deployment) -> String {
+    let index = s
+        .deployments()
+        .iter()
+        .position(|x| x.same(d))
+        .map_or_else(|| "?".to_string(), |i| i.to_string());
+    format!(
+        "the commit {} of deployment {index} ({}) cannot be read, so the base and \
+         extensions it needs are unknown: pull that commit again from its remote, or \
+         undeploy the deployment (`arbor undeploy {index}`)",
+        d.csum,
+        d.dir_name(),
+    )
 }
 
 #[cfg(test)]

@@ -573,8 +573,8 @@ fn a_composed_deployments_base_survives_depth_0_prunes_while_it_is_deployed() {
 }
 
 #[test]
-fn an_unreadable_deployment_commit_stops_ref_collection_and_pruning() {
-    if needs_root("an_unreadable_deployment_commit_stops_ref_collection_and_pruning") {
+fn an_unreadable_deployment_commit_stops_ref_deletion_but_not_pruning() {
+    if needs_root("an_unreadable_deployment_commit_stops_ref_deletion_but_not_pruning") {
         return;
     }
     let fx = Fx::new();
@@ -584,7 +584,9 @@ fn an_unreadable_deployment_commit_stops_ref_collection_and_pruning() {
     let composed = compose_by_hand(&repo, &v1, std::slice::from_ref(&tool));
     fx.deploy(&composed.to_hex(), None).unwrap();
     fx.base(2_000);
-    // An object no ref reaches: a prune would delete it.
+    // An extension no deployment lists: its ref would be deleted.
+    let unused = fx.ext("unused", "UNUSED\n");
+    // An object no ref reaches: the prune deletes it.
     let loose_dir = fx.dir.path().join("loose");
     put(&loose_dir.join("usr/share/loose"), "LOOSE\n");
     let loose = commit_dir(&repo, &loose_dir, None, 3);
@@ -605,17 +607,128 @@ fn an_unreadable_deployment_commit_stops_ref_collection_and_pruning() {
         (composed, &None, true)
     );
     assert_eq!(d.base_commit(), composed);
+    assert!(crate::layered::unknown_layers_remedy(&s, d)
+        .contains(&format!("deployment 0 ({}) cannot be read", d.dir_name())));
     let before = local_refs(&repo);
     let mut lock = s.lock().unwrap();
     assert_eq!(collect_refs(&mut lock).unwrap(), Vec::<String>::new());
+    // The cleanup prunes what no ref reaches, and keeps every ref.
     let r = crate::write::cleanup(&mut lock, true).unwrap();
-    assert_eq!(r.pruned_objects, 0);
+    assert!(r.pruned_objects > 0);
+    let err = arbor_repo::objects::load_commit(&repo, &loose).unwrap_err();
+    assert!(arbor_repo::reachable::is_not_found(&err), "{err:#}");
     assert_eq!(local_refs(&repo), before);
     assert!(before.contains(&tool.ref_name()), "{before:?}");
-    for c in [v1, tool.commit, loose] {
+    assert!(before.contains(&unused.ref_name()), "{before:?}");
+    assert!(before.contains(&format!("arbor/bases/{v1}")), "{before:?}");
+    for c in [v1, tool.commit, unused.commit] {
         arbor_repo::objects::load_commit(&repo, &c)
             .unwrap_or_else(|e| panic!("{c} was pruned: {e:#}"));
     }
+}
+
+#[test]
+fn collect_refs_sets_the_missing_refs_of_composed_deployments() {
+    if needs_root("collect_refs_sets_the_missing_refs_of_composed_deployments") {
+        return;
+    }
+    let fx = Fx::new();
+    let v1 = fx.base(1_000);
+    let tool = fx.ext("tool", "TOOL\n");
+    let repo = fx.repo();
+    let composed = compose_by_hand(&repo, &v1, std::slice::from_ref(&tool));
+    fx.deploy(&composed.to_hex(), None).unwrap();
+    let v2 = fx.base(2_000);
+    // A composition written before base refs existed, refs lost by hand;
+    // an extension whose commit is gone gets no ref.
+    let needed = [
+        format!("arbor/composed/{composed}"),
+        format!("arbor/bases/{v1}"),
+        tool.ref_name(),
+    ];
+    let delete: Vec<RefUpdate> = needed
+        .iter()
+        .map(|n| RefUpdate::delete(RefSpec::local(RefName::new(n.clone()).unwrap())))
+        .collect();
+    arbor_repo::refs::update_refs(&repo.lock(false).unwrap(), &delete).unwrap();
+    for n in &needed {
+        assert!(!local_refs(&repo).contains(n), "{n}");
+    }
+    let mut s = fx.sysroot();
+    let mut lock = s.lock().unwrap();
+    assert_eq!(collect_refs(&mut lock).unwrap(), Vec::<String>::new());
+    let refs = local_refs(&repo);
+    for n in &needed {
+        assert!(refs.contains(n), "{n} was not set: {refs:?}");
+    }
+    // Now ostree's own depth-0 prune keeps the base and the extension too.
+    drop(lock);
+    let repo_arg = format!("--repo={}", fx.sys.join("ostree/repo").display());
+    ostree_ok(&[&repo_arg, "prune", "--refs-only", "--depth=0"]);
+    for c in [composed, v1, tool.commit, v2] {
+        arbor_repo::objects::load_commit(&repo, &c)
+            .unwrap_or_else(|e| panic!("{c} was pruned: {e:#}"));
+    }
+}
+
+#[test]
+fn collect_refs_sets_no_ref_for_a_missing_commit() {
+    if needs_root("collect_refs_sets_no_ref_for_a_missing_commit") {
+        return;
+    }
+    let fx = Fx::new();
+    let v1 = fx.base(1_000);
+    let tool = fx.ext("tool", "TOOL\n");
+    let repo = fx.repo();
+    let composed = compose_by_hand(&repo, &v1, std::slice::from_ref(&tool));
+    fx.deploy(&composed.to_hex(), None).unwrap();
+    // The extension's ref and commit object are gone (the deployment's
+    // files are in its checkout).
+    let spec = RefSpec::local(RefName::new(tool.ref_name()).unwrap());
+    arbor_repo::refs::update_refs(&repo.lock(false).unwrap(), &[RefUpdate::delete(spec)]).unwrap();
+    let hex = tool.commit.to_hex();
+    std::fs::remove_file(fx.sys.join(format!(
+        "ostree/repo/objects/{}/{}.commit",
+        &hex[..2],
+        &hex[2..]
+    )))
+    .unwrap();
+    let mut s = fx.sysroot();
+    collect_refs(&mut s.lock().unwrap()).unwrap();
+    assert!(!local_refs(&repo).contains(&tool.ref_name()));
+}
+
+#[test]
+fn cleanup_reads_the_deployments_again() {
+    if needs_root("cleanup_reads_the_deployments_again") {
+        return;
+    }
+    let fx = Fx::new();
+    let v1 = fx.base(1_000);
+    fx.deploy("testos/stable", None).unwrap();
+    // A loads the deployments (v1 alone), as a command that released the
+    // lock and cleans up later.
+    let mut a = fx.sysroot();
+    // B, another process, deploys v2.
+    let v2 = fx.base(2_000);
+    fx.deploy("testos/stable", None).unwrap();
+    let after_b = fx.sysroot();
+    let dirs: Vec<String> = after_b.deployments().iter().map(|d| d.dir_name()).collect();
+    assert_eq!(after_b.deployments().len(), 2);
+    // A takes the lock again and cleans up: B's deployment, its boot
+    // version and its deployment ref stay.
+    let mut lock = a.lock().unwrap();
+    crate::write::cleanup(&mut lock, true).unwrap();
+    let s = fx.sysroot();
+    let csums: Vec<Checksum> = s.deployments().iter().map(|d| d.csum).collect();
+    assert_eq!(csums, [v2, v1]);
+    for d in &dirs {
+        let p = fx.sys.join(format!("ostree/deploy/testos/deploy/{d}"));
+        assert!(p.is_dir(), "{} was removed", p.display());
+    }
+    let refs = arbor_repo::refs::list_refs_under(&fx.repo(), "heads/ostree").unwrap();
+    assert!(refs.iter().any(|(_, c)| *c == v2), "{refs:?}");
+    arbor_repo::objects::load_commit(&fx.repo(), &v2).unwrap();
 }
 
 #[test]

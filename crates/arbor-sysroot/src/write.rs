@@ -393,13 +393,21 @@ pub struct CleanupReport {
 /// order: the inactive boot versions, deployment directories (and their
 /// `.origin`) not in the list, unused `/boot/ostree/*` directories; then
 /// resets the repository refs `ostree/B/S/INDEX` to the deployments'
-/// commits, deletes the extension refs no deployment uses
-/// ([`crate::layered::collect_refs`], which reads the deployments again)
-/// and, with `prune`, deletes objects no ref (nor a composed deployment's
-/// base commit) reaches: not while a deployment's commit cannot be read
-/// ([`Deployment::layers_unknown`]; a warning says so).
+/// commits, deletes the extension refs no deployment uses and sets those
+/// missing ([`crate::layered::collect_refs`]) and, with `prune`, deletes
+/// objects no ref reaches (at depth 0, as ostree's `admin cleanup`).
+///
+/// The deployments are read again first, so all of this follows the
+/// boot configuration on disk, not a list loaded before the lock was
+/// last taken. While a deployment's commit cannot be read
+/// ([`Deployment::layers_unknown`]) no extension ref is deleted, and the
+/// prune still runs: those refs keep whatever that deployment can need
+/// (a warning names it and the remedy).
 #[context("Cleaning up the sysroot")]
 pub fn cleanup(s: &mut SysrootLock<'_>, prune: bool) -> Result<CleanupReport> {
+    // The list may be stale (the lock released and taken again since it
+    // was read): what is removed below is decided on a fresh one.
+    s.load()?;
     let mut report = CleanupReport::default();
     let (b, sub) = (s.bootversion, s.subbootversion);
     let boot = fsutil::open_dir(&s.fd, "boot")?;
@@ -545,34 +553,25 @@ pub fn cleanup(s: &mut SysrootLock<'_>, prune: bool) -> Result<CleanupReport> {
     // otherwise hold back.
     crate::layered::collect_refs(s)?;
     hit(failpoint::CLEANUP_REFS);
-    let unknown = s.deployments.iter().find(|d| d.layers_unknown);
-    if let (true, Some(d)) = (prune, unknown) {
-        // Its base (and extensions) may be reachable from no ref: not
-        // knowing them, prune nothing.
-        tracing::warn!(
-            "Not pruning: the commit of deployment {} cannot be read, so the base \
-             and extensions it needs are unknown",
-            d.dir_name()
-        );
-    } else if prune {
-        // A composed deployment's base commit is kept by its
-        // `arbor/bases/` ref; kept here too, for composed commits written
-        // before that ref existed (re-composing the deployment's
-        // extensions starts from it), as its `arbor/extensions/` refs keep
-        // the extensions' commits.
-        let bases: Vec<arbor_format::Checksum> = s
-            .deployments
-            .iter()
-            .filter_map(|d| d.layers.as_ref().map(|l| l.base))
-            .collect();
-        let r = arbor_repo::prune::prune_keeping(
+    if prune {
+        // Safe with a deployment whose commit cannot be read: collect_refs
+        // deleted no ref then, and the `arbor/composed/`, `arbor/bases/`
+        // and `arbor/extensions/` refs (set with every composition,
+        // restored by collect_refs when missing) keep every commit a
+        // composed deployment can need.
+        if let Some(d) = s.deployments.iter().find(|d| d.layers_unknown) {
+            tracing::warn!(
+                "Pruning with the extension refs kept: {}",
+                crate::layered::unknown_layers_remedy(s, d)
+            );
+        }
+        let r = arbor_repo::prune::prune(
             &s.repo.lock(true)?,
             &arbor_repo::prune::PruneOptions {
                 refs_only: true,
                 depth: 0,
                 ..Default::default()
             },
-            &bases,
         )?;
         report.pruned_objects = r.deleted;
     }

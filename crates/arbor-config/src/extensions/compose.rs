@@ -30,8 +30,11 @@
 //!   systemd-sysext refuses such extensions;
 //! - an extension with both `etc/X` and `usr/etc/X` must give them the
 //!   same content (override or not);
-//! - no path may be longer than [`MAX_PATH`] bytes (nothing deeper can
-//!   be checked out), which also bounds the work on hostile deep trees;
+//! - no directory path may reach [`MAX_PATH`] bytes (`PATH_MAX`, NUL
+//!   included): this bounds the work on hostile deep trees, and is no
+//!   exact checkout check (file names are not counted, and each dirtree
+//!   is measured once, at the first path the walk meets it; see
+//!   [`MAX_PATH`]);
 //! - each composed dirtree must fit [`MAX_METADATA_SIZE`], which every
 //!   reader of the repository enforces;
 //! - each extension must fit the base ([`super::release::check`]);
@@ -726,53 +729,16 @@ impl<'r> Union<'r> {
                 names.join(", ")
             )
         };
-        let mut diffs = Vec::new();
-        if ma.mode != mb.mode {
-            diffs.push(format!(
-                "mode {:04o} vs {:04o}",
-                ma.mode & 0o7777,
-                mb.mode & 0o7777
-            ));
-        }
-        if (ma.uid, ma.gid) != (mb.uid, mb.gid) {
-            diffs.push(format!(
-                "owner {}:{} vs {}:{}",
-                ma.uid, ma.gid, mb.uid, mb.gid
-            ));
-        }
-        let xa: BTreeMap<&[u8], &[u8]> = ma
-            .xattrs
-            .iter()
-            .map(|x| (&x.name[..], &x.value[..]))
-            .collect();
-        let xb: BTreeMap<&[u8], &[u8]> = mb
-            .xattrs
-            .iter()
-            .map(|x| (&x.name[..], &x.value[..]))
-            .collect();
-        let keys: std::collections::BTreeSet<&[u8]> = xa.keys().chain(xb.keys()).copied().collect();
-        let value = |v: Option<&&[u8]>| match v {
-            Some(v) => format!("\"{}\"", escape(v)),
-            None => "absent".to_string(),
-        };
-        for k in keys {
-            let (va, vb) = (xa.get(k), xb.get(k));
-            if va != vb {
-                diffs.push(format!(
-                    "xattr {} {} vs {}",
-                    escape(k),
-                    value(va),
-                    value(vb)
-                ));
-            }
-        }
         let mut msg = format!(
             "{path}: directory metadata differs: {na} has {}, {nb} has {} (differs: {})",
             summary(&ma),
             summary(&mb),
-            diffs.join("; ")
+            meta_differences(&ma, &mb).join("; ")
         );
-        if path == "/" || path == "/usr" {
+        // Only a mode or owner difference gets the chmod/chown hint: an
+        // xattr (say security.selinux) is not fixed by either.
+        let owner_or_mode = ma.mode != mb.mode || (ma.uid, ma.gid) != (mb.uid, mb.gid);
+        if (path == "/" || path == "/usr") && owner_or_mode {
             msg.push_str(&format!(
                 "; hint: the extension's directories must have the base's mode and owner: \
                  chmod {:04o}, chown {}:{}",
@@ -913,4 +879,89 @@ fn covers(o: &str, path: &str) -> bool {
         || path
             .strip_prefix(o)
             .is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// What differs between two dirmetas, one item per difference: mode,
+/// owner, each xattr whose value differs or is absent on one side; when
+/// none of those does (the same xattrs, listed in another order or with
+/// a name repeated), that.
+pub(crate) fn meta_differences(ma: &DirMeta, mb: &DirMeta) -> Vec<String> {
+    let mut diffs = Vec::new();
+    if ma.mode != mb.mode {
+        diffs.push(format!(
+            "mode {:04o} vs {:04o}",
+            ma.mode & 0o7777,
+            mb.mode & 0o7777
+        ));
+    }
+    if (ma.uid, ma.gid) != (mb.uid, mb.gid) {
+        diffs.push(format!(
+            "owner {}:{} vs {}:{}",
+            ma.uid, ma.gid, mb.uid, mb.gid
+        ));
+    }
+    let xa: BTreeMap<&[u8], &[u8]> = ma
+        .xattrs
+        .iter()
+        .map(|x| (&x.name[..], &x.value[..]))
+        .collect();
+    let xb: BTreeMap<&[u8], &[u8]> = mb
+        .xattrs
+        .iter()
+        .map(|x| (&x.name[..], &x.value[..]))
+        .collect();
+    let keys: std::collections::BTreeSet<&[u8]> = xa.keys().chain(xb.keys()).copied().collect();
+    let value = |v: Option<&&[u8]>| match v {
+        Some(v) => format!("\"{}\"", escape(v)),
+        None => "absent".to_string(),
+    };
+    for k in keys {
+        let (va, vb) = (xa.get(k), xb.get(k));
+        if va != vb {
+            diffs.push(format!(
+                "xattr {} {} vs {}",
+                escape(k),
+                value(va),
+                value(vb)
+            ));
+        }
+    }
+    if diffs.is_empty() && ma.xattrs != mb.xattrs {
+        fn sorted(m: &DirMeta) -> Vec<(&[u8], &[u8])> {
+            let mut v: Vec<(&[u8], &[u8])> = m
+                .xattrs
+                .iter()
+                .map(|x| (&x.name[..], &x.value[..]))
+                .collect();
+            v.sort();
+            v
+        }
+        let repeated = |m: &DirMeta| {
+            let mut names: Vec<&[u8]> = m.xattrs.iter().map(|x| &x.name[..]).collect();
+            names.sort();
+            let mut r: Vec<String> = names
+                .windows(2)
+                .filter(|w| w[0] == w[1])
+                .map(|w| escape(w[0]))
+                .collect();
+            r.dedup();
+            r
+        };
+        if sorted(ma) == sorted(mb) {
+            diffs.push("xattr order".to_string());
+        } else {
+            let (ra, rb) = (repeated(ma), repeated(mb));
+            diffs.push(format!(
+                "repeated xattr names [{}] vs [{}]",
+                ra.join(", "),
+                rb.join(", ")
+            ));
+        }
+    }
+    if diffs.is_empty() {
+        // Equal fields with different checksums: cannot happen for two
+        // decoded dirmetas, but say so rather than print nothing.
+        diffs.push("encoding only".to_string());
+    }
+    diffs
 }

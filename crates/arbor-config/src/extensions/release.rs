@@ -150,45 +150,55 @@ pub fn validate(
 pub fn systemd_architecture() -> String {
     let uname = rustix::system::uname();
     let machine = uname.machine().to_string_lossy();
-    systemd_architecture_of(&machine, cfg!(target_endian = "little")).to_string()
+    systemd_architecture_of(&machine, usize::BITS).to_string()
 }
 
 /// systemd's name (`architecture_to_string`) of a kernel machine name
-/// (`uname -m`; systemd's `uname_architecture` table). `little` is the
-/// byte order, for the machine names shared by both orders (mips). An
-/// unknown machine keeps its kernel name.
-pub fn systemd_architecture_of(machine: &str, little: bool) -> &str {
+/// (`uname -m`), as systemd's `uname_architecture` maps it (its
+/// `arch_map` in `src/basic/architecture.c`, the union over every
+/// architecture it is built for). `pointer_bits` is the pointer width of
+/// the running program, which decides the bare `riscv` (riscv32 or
+/// riscv64) as it does for systemd. Byte order plays no part: systemd
+/// maps `mips` and `mips64` to `mips` and `mips64` on either order. A
+/// machine name systemd does not list keeps its kernel name.
+pub fn systemd_architecture_of(machine: &str, pointer_bits: u32) -> &str {
     match machine {
-        "x86_64" | "amd64" => "x86-64",
-        "i386" | "i486" | "i586" | "i686" | "x86" => "x86",
-        "aarch64" | "arm64" => "arm64",
+        "aarch64" => "arm64",
         "aarch64_be" => "arm64-be",
-        "ppc64" => "ppc64",
-        "ppc64le" => "ppc64-le",
-        "ppc" => "ppc",
-        "ppcle" => "ppc-le",
-        "s390x" => "s390x",
-        "s390" => "s390",
-        "riscv64" => "riscv64",
-        "riscv32" => "riscv32",
-        "loongarch64" => "loongarch64",
-        "sparc64" => "sparc64",
-        "sparc" => "sparc",
-        "mips64" if little => "mips64-le",
-        "mips64" => "mips64",
-        "mips" if little => "mips-le",
-        "mips" => "mips",
+        "armv8l" | "armv7ml" | "armv7l" | "armv6l" | "armv5tl" | "armv5tel" | "armv5tejl"
+        | "armv4tl" | "armv4l" => "arm",
+        "armv8b" | "armv7mb" | "armv7b" | "armv6b" | "armv5tejb" | "armv5teb" | "armv5tb"
+        | "armv4tb" | "armv4b" => "arm-be",
         "alpha" => "alpha",
+        "arc" => "arc",
+        "arceb" => "arc-be",
+        "crisv32" => "cris",
+        "x86_64" => "x86-64",
+        "i686" | "i586" | "i486" | "i386" => "x86",
+        "x32" => "x32",
         "ia64" => "ia64",
         "parisc64" => "parisc64",
         "parisc" => "parisc",
+        "loongarch64" => "loongarch64",
         "m68k" => "m68k",
-        "arc" => "arc",
-        "arceb" => "arc-be",
-        "sh64" => "sh64",
-        m if m.starts_with("sh") => "sh",
-        m if m.starts_with("arm") && m.ends_with('b') => "arm-be",
-        m if m.starts_with("arm") => "arm",
+        "mips64" => "mips64",
+        "mips" => "mips",
+        "nios2" => "nios2",
+        "ppc64le" => "ppc64-le",
+        "ppc64" => "ppc64",
+        "ppcle" => "ppc-le",
+        "ppc" => "ppc",
+        "riscv64" => "riscv64",
+        "riscv32" => "riscv32",
+        "riscv" if pointer_bits == 32 => "riscv32",
+        "riscv" if pointer_bits == 64 => "riscv64",
+        "s390x" => "s390x",
+        "s390" => "s390",
+        "sh5" => "sh64",
+        "sh4a" | "sh4" | "sh3" | "sh2a" | "sh2" => "sh",
+        "sparc64" => "sparc64",
+        "sparc" => "sparc",
+        "tilegx" => "tilegx",
         other => other,
     }
 }

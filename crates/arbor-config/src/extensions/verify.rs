@@ -52,22 +52,32 @@ pub fn require_complete(repo: &Repo, commit: &Checksum) -> Result<()> {
     Ok(())
 }
 
-/// Longest path (in bytes) walked in a tree: Linux's `PATH_MAX`. A deeper
-/// path cannot be checked out anyway, and the cap bounds the work a
-/// hostile deep tree costs (each level's path is built from its parent's).
+/// Linux's `PATH_MAX`, which counts the terminating NUL: a directory
+/// path walked in a tree must be shorter (at most 4095 bytes).
+///
+/// The cap bounds the work a hostile deep tree costs (each level's path
+/// is built from its parent's, so a deep tree of long names would cost
+/// quadratic time and memory); it does not promise that everything can
+/// be checked out: only directory paths are measured (a file's name is
+/// not added to its directory's path), and a walk visits each dirtree
+/// once, at the first path it meets it, so a dirtree shared by a short
+/// and a long path is measured at the short one. Checkout refuses what
+/// is still too long, and the deployment's own prefix adds to every path.
 pub const MAX_PATH: usize = 4096;
 
-/// [`join`], refusing a path longer than [`MAX_PATH`] (the error shows
-/// the start of the path).
+/// [`join`], refusing a directory path of [`MAX_PATH`] bytes or more
+/// (the error shows the start of the path).
 pub(crate) fn child_path(path: &str, name: &str) -> Result<String> {
-    if path.len() + 1 + name.len() > MAX_PATH {
+    if path.len() + 1 + name.len() >= MAX_PATH {
         let mut end = 200.min(path.len());
         while !path.is_char_boundary(end) {
             end -= 1;
         }
         bail!(
-            "{}/...: path longer than {MAX_PATH} bytes (PATH_MAX), which cannot be checked out",
-            &path[..end]
+            "{}/...: path longer than {} bytes (PATH_MAX is {MAX_PATH} with the NUL), \
+             which cannot be checked out",
+            &path[..end],
+            MAX_PATH - 1
         );
     }
     Ok(join(path, name))

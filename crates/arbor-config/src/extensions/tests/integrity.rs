@@ -267,7 +267,7 @@ fn a_deep_tree_of_long_names_is_refused_quickly() {
     let took = start.elapsed();
     eprintln!("refusing a 2000-deep tree of 255-byte names took {took:?}");
     assert!(
-        e.contains("path longer than 4096 bytes"),
+        e.contains("path longer than 4095 bytes (PATH_MAX is 4096 with the NUL)"),
         "{}",
         &e[..e.len().min(2000)]
     );
@@ -284,7 +284,7 @@ fn a_deep_tree_of_long_names_is_refused_quickly() {
     assert!(took.as_secs() < 5, "{took:?}");
     let e = format!("{:#}", verify_commit(&fx.repo, &ext).unwrap_err());
     assert!(
-        e.contains("path longer than 4096 bytes"),
+        e.contains("path longer than 4095 bytes (PATH_MAX is 4096 with the NUL)"),
         "{}",
         &e[..e.len().min(2000)]
     );
@@ -292,6 +292,18 @@ fn a_deep_tree_of_long_names_is_refused_quickly() {
     let base = deep_commit_named(&fx, 15, &long, "one", one, meta);
     let ext = deep_commit_named(&fx, 15, &long, "two", two, meta);
     fx.compose(&base, &[("deep", ext)]).unwrap();
+}
+
+/// `PATH_MAX` counts the NUL: a directory path of 4095 bytes is the
+/// longest accepted.
+#[test]
+fn a_path_of_path_max_bytes_is_refused() {
+    use crate::extensions::verify::child_path;
+    let parent = format!("/{}", "p".repeat(4000));
+    let name = |total: usize| "n".repeat(total - parent.len() - 1);
+    assert_eq!(child_path(&parent, &name(4095)).unwrap().len(), 4095);
+    let e = format!("{:#}", child_path(&parent, &name(4096)).unwrap_err());
+    assert!(e.contains("path longer than 4095 bytes"), "{e}");
 }
 
 #[test]

@@ -153,32 +153,47 @@ fn architecture_uses_systemd_names() {
     if std::env::consts::ARCH == "x86_64" {
         assert_eq!(systemd_architecture(), "x86-64");
     }
-    // The kernel's machine names, mapped as systemd's uname_architecture.
-    for (machine, little, name) in [
-        ("x86_64", true, "x86-64"),
-        ("i686", true, "x86"),
-        ("i386", true, "x86"),
-        ("aarch64", true, "arm64"),
-        ("aarch64_be", false, "arm64-be"),
-        ("armv7l", true, "arm"),
-        ("armv8l", true, "arm"),
-        ("armv7b", false, "arm-be"),
-        ("ppc64le", true, "ppc64-le"),
-        ("ppc64", false, "ppc64"),
-        ("s390x", false, "s390x"),
-        ("riscv64", true, "riscv64"),
-        ("loongarch64", true, "loongarch64"),
-        ("mips64", true, "mips64-le"),
-        ("mips64", false, "mips64"),
-        ("sparc64", false, "sparc64"),
-        ("sh4", true, "sh"),
-        ("parisc64", false, "parisc64"),
-        ("something-new", true, "something-new"),
+    // The kernel's machine names, mapped as systemd's uname_architecture
+    // (src/basic/architecture.c), whatever the byte order.
+    for (machine, bits, name) in [
+        ("x86_64", 64, "x86-64"),
+        ("i686", 32, "x86"),
+        ("i386", 32, "x86"),
+        ("x32", 32, "x32"),
+        ("aarch64", 64, "arm64"),
+        ("aarch64_be", 64, "arm64-be"),
+        ("armv7l", 32, "arm"),
+        ("armv8l", 32, "arm"),
+        ("armv5tejl", 32, "arm"),
+        ("armv7b", 32, "arm-be"),
+        ("armv4tb", 32, "arm-be"),
+        ("ppc64le", 64, "ppc64-le"),
+        ("ppc64", 64, "ppc64"),
+        ("ppcle", 32, "ppc-le"),
+        ("s390x", 64, "s390x"),
+        ("riscv64", 64, "riscv64"),
+        ("riscv32", 32, "riscv32"),
+        ("riscv", 64, "riscv64"),
+        ("riscv", 32, "riscv32"),
+        ("loongarch64", 64, "loongarch64"),
+        ("mips64", 64, "mips64"),
+        ("mips", 32, "mips"),
+        ("sparc64", 64, "sparc64"),
+        ("sh5", 64, "sh64"),
+        ("sh4a", 32, "sh"),
+        ("sh4", 32, "sh"),
+        ("sh2a", 32, "sh"),
+        ("crisv32", 32, "cris"),
+        ("nios2", 32, "nios2"),
+        ("tilegx", 64, "tilegx"),
+        ("arceb", 32, "arc-be"),
+        ("parisc64", 64, "parisc64"),
+        ("something-new", 64, "something-new"),
     ] {
         assert_eq!(
-            systemd_architecture_of(machine, little),
+            systemd_architecture_of(machine, bits),
             name,
-            "{machine} {little}"
+            "{machine} {bits}"
         );
     }
     let host = kv("ID=debian\nVERSION_ID=12");

@@ -129,6 +129,66 @@ fn directory_metadata_conflicts() {
     assert!(e.contains(hint), "{e}");
 }
 
+/// The chmod/chown hint at / and /usr only when the mode or owner
+/// differs: an xattr difference (say security.selinux) is not fixed by it.
+#[test]
+fn directory_metadata_hint_only_for_mode_or_owner() {
+    if arbor_testutil::needs_root("fixture directories owned by root") {
+        return;
+    }
+    let fx = Fx::bare_user();
+    let base = fx.commit(BASE);
+    for dir in [".", "usr"] {
+        let ext = fx.commit(&format!("f usr/lib/x x\nx {dir} user.label ext"));
+        let e = fx.compose_err(&base, &[("x", ext)]);
+        assert!(e.contains("directory metadata differs"), "{e}");
+        assert!(
+            e.contains("(differs: xattr user.label absent vs \"ext\")"),
+            "{e}"
+        );
+        assert!(!e.contains("hint"), "{dir}: {e}");
+        // With a mode difference too, the hint.
+        let ext = fx.commit(&format!(
+            "f usr/lib/x x\nx {dir} user.label ext\nm {dir} 0700"
+        ));
+        let e = fx.compose_err(&base, &[("x", ext)]);
+        assert!(
+            e.contains("hint: the extension's directories"),
+            "{dir}: {e}"
+        );
+    }
+}
+
+/// Dirmetas that differ only in the order of their xattrs, or in a
+/// repeated name, say so rather than print an empty difference.
+#[test]
+fn directory_metadata_difference_in_xattr_order_is_named() {
+    use super::super::compose::meta_differences;
+    use arbor_format::{xattrs::Xattr, DirMeta};
+    let x = |n: &str, v: &str| Xattr {
+        name: n.as_bytes().to_vec(),
+        value: v.as_bytes().to_vec(),
+    };
+    let meta = |xattrs| DirMeta {
+        uid: 0,
+        gid: 0,
+        mode: 0o40755,
+        xattrs,
+    };
+    let sorted = meta(vec![x("user.a", "1"), x("user.b", "2")]);
+    let swapped = meta(vec![x("user.b", "2"), x("user.a", "1")]);
+    assert_eq!(meta_differences(&sorted, &swapped), ["xattr order"]);
+    let repeated = meta(vec![x("user.a", "1"), x("user.a", "1"), x("user.b", "2")]);
+    assert_eq!(
+        meta_differences(&sorted, &repeated),
+        ["repeated xattr names [] vs [user.a]"]
+    );
+    assert_eq!(
+        meta_differences(&sorted, &meta(vec![x("user.a", "1")])),
+        ["xattr user.b \"2\" vs absent"]
+    );
+}
+
 #[test]
 fn directory_metadata_conflicts_between_extensions() {
     let fx = Fx::bare_user();
