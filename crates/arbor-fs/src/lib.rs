@@ -24,7 +24,9 @@ pub mod failpoint;
 pub mod lock;
 pub mod walk;
 
-pub use atomic::{atomic_write, fsync_dir, is_temporary_name, symlink_replace};
+pub use atomic::{
+    atomic_write, atomic_write_all, fsync_dir, is_temporary_name, symlink_replace, StagedWrites,
+};
 pub use dir::{
     copy_file, ensure_dir_path, ensure_dir_path_durable, fd_path, file_type, is_root, list_dir,
     list_names, open_dir, open_dir_optional, open_file, open_tree_dir, read_optional,

@@ -111,8 +111,23 @@ pub(crate) fn apply_updates(lock: &RepoLock, updates: &[RefUpdate]) -> Result<()
     if updates.is_empty() {
         return Ok(());
     }
-    let repo: &Repo = lock;
+    if let Some(mut staged) = stage_sets(lock, updates)? {
+        // Several refs set: each atomic as alone, with two barriers in all
+        // instead of two per ref.
+        let repo: &Repo = lock;
+        rustix::fs::syncfs(&repo.dir).context("Syncing new refs")?;
+        return staged.publish(lock);
+    }
     let _lock = lock.section_lock(REFS_LOCK).context("Locking refs")?;
+    check_expected(lock, updates)?;
+    for u in updates {
+        apply_update(lock, u)?;
+    }
+    Ok(())
+}
+
+/// Fails unless every ref with an `expected_old` is still at it.
+fn check_expected(repo: &Repo, updates: &[RefUpdate]) -> Result<()> {
     for u in updates {
         if let Some(old) = u.expected_old {
             let cur = read_ref(repo, &u.spec)?;
@@ -127,10 +142,58 @@ pub(crate) fn apply_updates(lock: &RepoLock, updates: &[RefUpdate]) -> Result<()
             }
         }
     }
-    for u in updates {
-        apply_update(lock, u)?;
-    }
     Ok(())
+}
+
+/// Ref updates written under temporary names, renamed into place by
+/// [`StagedRefs::publish`] once the caller's barrier made them durable;
+/// arbor's ref-update lock is held from the check to the publication.
+#[derive(Debug)]
+pub(crate) struct StagedRefs {
+    files: arbor_fs::StagedWrites,
+    _lock: arbor_fs::OfdLock,
+}
+
+impl StagedRefs {
+    /// Renames the staged refs into place, then syncs the filesystem.
+    pub(crate) fn publish(&mut self, repo: &Repo) -> Result<()> {
+        self.files.publish().context("Updating refs")?;
+        rustix::fs::syncfs(&repo.dir).context("Syncing refs")?;
+        Ok(())
+    }
+}
+
+/// When `updates` only set refs (at least two, or one inside a
+/// transaction, `min`), checks them and writes each new ref under a
+/// temporary name (no sync: the caller's barrier makes them durable).
+/// `None`: a mix with deletions, applied in order by [`apply_update`].
+pub(crate) fn stage_sets_min(
+    lock: &RepoLock,
+    updates: &[RefUpdate],
+    min: usize,
+) -> Result<Option<StagedRefs>> {
+    if updates.len() < min.max(1) || updates.iter().any(|u| u.target.is_none()) {
+        return Ok(None);
+    }
+    let repo: &Repo = lock;
+    let guard = lock.section_lock(REFS_LOCK).context("Locking refs")?;
+    check_expected(repo, updates)?;
+    let mut files = arbor_fs::StagedWrites::default();
+    for u in updates {
+        let rel = u.spec.relpath();
+        let (parent, base) = rel.rsplit_once('/').expect("relpath always has a slash");
+        let dir = arbor_fs::ensure_dir_path_durable(&repo.dir, &format!("refs/{parent}"), 0o775)?;
+        let c = u.target.expect("only sets");
+        files.stage(&dir, base, format!("{c}\n").as_bytes(), 0o644)?;
+    }
+    Ok(Some(StagedRefs {
+        files,
+        _lock: guard,
+    }))
+}
+
+fn stage_sets(lock: &RepoLock, updates: &[RefUpdate]) -> Result<Option<StagedRefs>> {
+    stage_sets_min(lock, updates, 2)
 }
 
 /// Largest ref file we read: a checksum and a newline, with room for
@@ -449,7 +512,8 @@ pub(crate) fn apply_update(lock: &RepoLock, u: &RefUpdate) -> Result<()> {
 /// Sets or deletes refs outside of any object transaction, under the
 /// repository lock the caller holds and arbor's ref-update lock, checking
 /// every `expected_old` first; each update is atomic (a temp file, fsync,
-/// rename over the ref and fsync of its directory, or an unlink and fsync).
+/// rename over the ref and fsync of its directory, or an unlink and fsync;
+/// several refs set at once share two `syncfs` barriers instead).
 pub fn update_refs(lock: &RepoLock, updates: &[RefUpdate]) -> Result<()> {
     apply_updates(lock, updates)
 }

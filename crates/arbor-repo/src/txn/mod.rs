@@ -462,6 +462,15 @@ impl<'r> Transaction<'r> {
             }
         }
         failpoint::hit(failpoint::TXN_AFTER_PUBLISH);
+        // The new refs are written under temporary names now, so that the
+        // barrier below makes them durable with the objects' renames; they
+        // are renamed into place after it (one more barrier), never before
+        // the objects they name are durably published.
+        let mut staged_refs = if fsync {
+            crate::refs::stage_sets_min(self.lock, refs, 1)?
+        } else {
+            None
+        };
         tracing::debug!("objects published; syncing");
         if fsync {
             rustix::fs::syncfs(&self.repo.objects).context("Syncing published objects")?;
@@ -481,7 +490,10 @@ impl<'r> Transaction<'r> {
                 }
             }
         }
-        crate::refs::apply_updates(self.lock, refs)?;
+        match &mut staged_refs {
+            Some(staged) => staged.publish(self.repo)?,
+            None => crate::refs::apply_updates(self.lock, refs)?,
+        }
         failpoint::hit(failpoint::TXN_AFTER_REFS);
         self.committed = true;
         Ok(())
