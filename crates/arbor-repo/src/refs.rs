@@ -111,7 +111,14 @@ pub(crate) fn apply_updates(lock: &RepoLock, updates: &[RefUpdate]) -> Result<()
     if updates.is_empty() {
         return Ok(());
     }
-    if let Some(mut staged) = stage_sets(lock, updates)? {
+    // A repository with fsync disabled keeps the per-ref path: the batch's
+    // syncfs would flush the whole filesystem.
+    let staged = if lock.fsync_enabled() {
+        stage_sets(lock, updates)?
+    } else {
+        None
+    };
+    if let Some(mut staged) = staged {
         // Several refs set: each atomic as alone, with two barriers in all
         // instead of two per ref.
         let repo: &Repo = lock;

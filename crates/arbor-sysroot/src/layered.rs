@@ -238,12 +238,14 @@ pub fn collect_refs(s: &mut crate::sysroot::SysrootLock<'_>) -> Result<Vec<Strin
         }
     }
     let repo = s.repo();
-    let mut existing: BTreeSet<String> = BTreeSet::new();
+    // Every ref under the three prefixes, with its target: a needed name
+    // that is missing or names another commit is (re)set below.
+    let mut existing: BTreeMap<String, Checksum> = BTreeMap::new();
     let mut doomed = Vec::new();
     for (prefix, keep) in [(COMPOSED_REF_PREFIX, &running), (BASE_REF_PREFIX, &bases)] {
         let dir = prefix.trim_end_matches('/');
         for (name, c) in arbor_repo::refs::list_refs_under(repo, &format!("heads/{dir}"))? {
-            existing.insert(format!("{prefix}{name}"));
+            existing.insert(format!("{prefix}{name}"), c);
             if Checksum::from_hex(&name).ok() == Some(c) && !keep.contains(&c) {
                 doomed.push(format!("{prefix}{name}"));
             }
@@ -251,7 +253,7 @@ pub fn collect_refs(s: &mut crate::sysroot::SysrootLock<'_>) -> Result<Vec<Strin
     }
     let extensions = EXTENSION_REF_PREFIX.trim_end_matches('/');
     for (name, c) in arbor_repo::refs::list_refs_under(repo, &format!("heads/{extensions}"))? {
-        existing.insert(format!("{EXTENSION_REF_PREFIX}{name}"));
+        existing.insert(format!("{EXTENSION_REF_PREFIX}{name}"), c);
         let Some((ext, hex)) = name.split_once('/') else {
             continue;
         };
@@ -272,7 +274,7 @@ pub fn collect_refs(s: &mut crate::sysroot::SysrootLock<'_>) -> Result<Vec<Strin
     doomed.sort();
     let mut added = Vec::new();
     for (name, c) in &needed {
-        if !existing.contains(name) && repo.has_object(ObjectType::Commit, c)? {
+        if existing.get(name) != Some(c) && repo.has_object(ObjectType::Commit, c)? {
             added.push((name.clone(), *c));
         }
     }

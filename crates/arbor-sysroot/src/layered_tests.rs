@@ -628,6 +628,62 @@ fn an_unreadable_deployment_commit_stops_ref_deletion_but_not_pruning() {
 }
 
 #[test]
+fn a_corrupt_deployment_commit_stops_pruning_not_cleanup() {
+    if needs_root("a_corrupt_deployment_commit_stops_pruning_not_cleanup") {
+        return;
+    }
+    let fx = Fx::new();
+    let v1 = fx.base(1_000);
+    let tool = fx.ext("tool", "TOOL\n");
+    let repo = fx.repo();
+    let composed = compose_by_hand(&repo, &v1, std::slice::from_ref(&tool));
+    fx.deploy(&composed.to_hex(), None).unwrap();
+    let loose_dir = fx.dir.path().join("loose");
+    put(&loose_dir.join("usr/share/loose"), "LOOSE\n");
+    let loose = commit_dir(&repo, &loose_dir, None, 3);
+    // The composed commit's object is present but truncated: it cannot be
+    // read, and a prune walking from its ref would fail.
+    let hex = composed.to_hex();
+    let path = fx.sys.join(format!(
+        "ostree/repo/objects/{}/{}.commit",
+        &hex[..2],
+        &hex[2..]
+    ));
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    let mut s = fx.sysroot();
+    assert!(s.deployments()[0].layers_unknown);
+    let before = local_refs(&repo);
+    let mut lock = s.lock().unwrap();
+    // The cleanup succeeds, prunes nothing and keeps every ref.
+    let r = crate::write::cleanup(&mut lock, true).unwrap();
+    assert_eq!(r.pruned_objects, 0);
+    arbor_repo::objects::load_commit(&repo, &loose).unwrap();
+    assert_eq!(local_refs(&repo), before);
+}
+
+#[test]
+fn collect_refs_resets_a_base_ref_pointing_elsewhere() {
+    if needs_root("collect_refs_resets_a_base_ref_pointing_elsewhere") {
+        return;
+    }
+    let fx = Fx::new();
+    let v1 = fx.base(1_000);
+    let v2 = fx.base(2_000);
+    let tool = fx.ext("tool", "TOOL\n");
+    let repo = fx.repo();
+    let composed = compose_by_hand(&repo, &v1, std::slice::from_ref(&tool));
+    fx.deploy(&composed.to_hex(), None).unwrap();
+    let name = format!("arbor/bases/{v1}");
+    let p = fx.sys.join("ostree/repo/refs/heads").join(&name);
+    std::fs::write(&p, format!("{v2}\n")).unwrap();
+    let mut s = fx.sysroot();
+    let mut lock = s.lock().unwrap();
+    collect_refs(&mut lock).unwrap();
+    assert_eq!(std::fs::read_to_string(&p).unwrap(), format!("{v1}\n"));
+}
+
+#[test]
 fn collect_refs_sets_the_missing_refs_of_composed_deployments() {
     if needs_root("collect_refs_sets_the_missing_refs_of_composed_deployments") {
         return;

@@ -559,11 +559,19 @@ pub fn cleanup(s: &mut SysrootLock<'_>, prune: bool) -> Result<CleanupReport> {
         // and `arbor/extensions/` refs (set with every composition,
         // restored by collect_refs when missing) keep every commit a
         // composed deployment can need.
-        if let Some(d) = s.deployments.iter().find(|d| d.layers_unknown) {
-            tracing::warn!(
-                "Pruning with the extension refs kept: {}",
-                crate::layered::unknown_layers_remedy(s, d)
-            );
+        // A commit that is missing is skipped by the prune (as ostree's
+        // traversal does); one that is present but cannot be read would
+        // fail every prune: skip pruning then, saying what to do.
+        let unknown = s.deployments.iter().find(|d| d.layers_unknown);
+        if let Some(d) = unknown {
+            let remedy = crate::layered::unknown_layers_remedy(s, d);
+            if s.repo
+                .has_object(arbor_format::ObjectType::Commit, &d.csum)?
+            {
+                tracing::warn!("Not pruning: {remedy}");
+                return Ok(report);
+            }
+            tracing::warn!("Pruning with the extension refs kept: {remedy}");
         }
         let r = arbor_repo::prune::prune(
             &s.repo.lock(true)?,

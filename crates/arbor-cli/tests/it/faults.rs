@@ -182,6 +182,14 @@ fn failpoints_in(mode: &str) {
         // The crash left its staging directory behind (nothing cleaned it).
         assert_eq!(staging_dirs(&repo).len(), 1, "{what}");
         assert_fsck_clean(&repo, true, &format!("{what}, after crash"));
+        // A ref staged under a temporary name (the transaction writes them
+        // before its last object sync) is no ref, for arbor and ostree.
+        for out in [
+            run_ok(arbor().args(["refs", "--repo"]).arg(&repo)),
+            run_ok(ostree().args(["refs", "--repo"]).arg(&repo)),
+        ] {
+            assert_eq!(out.trim(), BRANCH, "{what}: refs listed");
+        }
         let r = read_branch(&repo);
         if *point == failpoint::TXN_AFTER_REFS {
             assert_eq!(r, expected, "{what}: ref must be the new commit");
@@ -225,6 +233,23 @@ fn failpoints_in(mode: &str) {
         assert_fsck_clean(&repo, true, &format!("{what}, after rerun"));
         // No half-written leftovers: exactly the objects of a clean run.
         assert_eq!(object_files(&repo), expected_objects, "{what}");
+        // A prune removes the temporaries a crash left among the refs.
+        run_ok(arbor().args(["prune", "--refs-only", "--repo"]).arg(&repo));
+        let mut dirs = vec![repo.join("refs")];
+        while let Some(d) = dirs.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let e = e.unwrap();
+                let name = e.file_name().into_string().unwrap();
+                assert!(
+                    !arbor_fs::is_temporary_name(&name),
+                    "{what}: {name} left in {}",
+                    d.display()
+                );
+                if e.file_type().unwrap().is_dir() {
+                    dirs.push(e.path());
+                }
+            }
+        }
     }
 }
 
