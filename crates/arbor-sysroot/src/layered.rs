@@ -339,3 +339,7 @@ mod tests {
 #[cfg(test)]
 #[path = "layered_tests.rs"]
 mod sysroot_tests;
+
+#[cfg(test)]
+#[path = "layered_refs_tests.rs"]
+mod refs_tests;

@@ -6,8 +6,8 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::ext_basic::{commit_of, ext_commit, layers, Ext};
 use crate::ext_compose::mc_extensions;
+use crate::ext_util::{commit_of, ext_commit, layers, Ext};
 use crate::sysroot::{booted_root, needs_root, status_json};
 use crate::util::{arbor, run_ok, s};
 

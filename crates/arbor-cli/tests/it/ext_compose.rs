@@ -11,7 +11,7 @@ use std::path::Path;
 use serde_json::json;
 
 use crate::config_apply::{boot_snapshot, deployments, read, root_of};
-use crate::ext_basic::{both_fscks, commit_of, compose_cli, ext_commit, layers, Ext};
+use crate::ext_util::{both_fscks, commit_of, compose_cli, ext_commit, layers, Ext};
 use crate::sysroot::{needs_root, put};
 use crate::util::{arbor, ostree, run_fail, run_ok, s};
 

@@ -2,7 +2,7 @@
 //! commit the deploy then deploys; `--no-extensions` deploys the plain
 //! commit.
 
-use crate::ext_basic::{ext_base_tree, layers, refs, release_commit, Ext};
+use crate::ext_util::{ext_base_tree, layers, refs, release_commit, Ext};
 use crate::sysroot::needs_root;
 use crate::util::{arbor, run_fail, run_ok, s};
 

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::config_apply::{ostree_reads, root_of};
-use crate::ext_basic::{both_fscks, ext_commit, layers, refs, Ext};
+use crate::ext_util::{both_fscks, ext_commit, layers, refs, Ext};
 use crate::sysroot::{needs_root, unseal_all};
 use crate::util::{arbor, run_ok, s};
 

@@ -7,8 +7,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::config_apply::{boot_snapshot, root_of};
-use crate::ext_basic::{both_fscks, ext_commit, layers, refs, Ext};
 use crate::ext_upgrade::{object_of, object_path};
+use crate::ext_util::{both_fscks, ext_commit, layers, refs, Ext};
 use crate::sysroot::needs_root;
 use crate::util::{run_fail, run_ok, s};
 

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::config_apply::{boot_snapshot, deployments, read, root_of};
-use crate::ext_basic::{
+use crate::ext_util::{
     both_fscks, commit_of, compose_cli, ext_base_tree, layers, refs, release_commit, Ext,
 };
 use crate::sysroot::needs_root;
