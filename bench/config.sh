@@ -18,6 +18,7 @@ ARBOR=$(realpath -m "${ARBOR:-$HERE/../target/release/arbor}")
 C=$(realpath "$1")
 W=$(realpath -m "${2:-$(mktemp -d)}")
 . "$HERE/lib.sh"
+. "$HERE/common.sh"
 for t in ostree hyperfine python3 openssl /usr/bin/time; do
   command -v $t >/dev/null || { echo "missing $t (apt-get install ostree hyperfine time)" >&2; exit 1; }
 done
@@ -70,20 +71,6 @@ mk() { # TOOL DIR: v1 pulled and deployed
   fi
 }
 mk ostree o.v1 && mk arbor r.v1
-prep() { echo "{ [ ! -e $1 ] || mv $1 trash/\$(date +%s%N); } && cp -a $1.v1 $1 && sync && echo 3 >/proc/sys/vm/drop_caches"; }
-rss() { bash -c "$2" >/dev/null; /usr/bin/time -f %M -o "$RES/$1.rss" bash -c "$3" >/dev/null 2>>"$RES/rss.log" || true; }
-
-# bench_n NAME CMD: lib.sh's bench without a shell (-N), FAST_RUNS (30) runs and 3 warm-ups: for
-# commands of a few milliseconds, where the shell's start-up would dominate the time.
-bench_n() {
-  local name=$1 cmd=$2 p0 t0
-  echo ">> $name: $cmd" >&2
-  p0=$(psi) t0=$(date +%s%N)
-  hyperfine -N --runs "${FAST_RUNS:-30}" --warmup 3 --style basic --export-json "$RES/$name.json" "$cmd" \
-    >>"$RES/hyperfine.log" 2>&1 || { tail -20 "$RES/hyperfine.log" >&2; return 1; }
-  echo "$(( ($(psi) - p0) * 100000 / ($(date +%s%N) - t0) ))" >"$RES/$name.psi"
-  echo "$name" >>"$RES/order"
-}
 part() { [[ " ${PARTS:-apply drift} " == *" $1 "* ]]; }
 # (a) a deploy plus 50 files vs a deploy.
 if part apply; then
@@ -116,27 +103,9 @@ fi
   echo "# $(ostree --version | awk '/Version/{print "ostree", $2}' | tr -d "'")" \
     "arbor=$(git -C "$HERE" describe --always --dirty 2>/dev/null || echo no-commit) corpus=$(basename "$C")" \
     "runs=$RUNS warmup=$WARMUP cpus=$(nproc) deployment_bytes=$bytes $(date -u +%FT%TZ)"
-  python3 - "$RES" <<'PY'
-import json, os, sys
-res = sys.argv[1]
-def load(n):
-    r = json.load(open(f"{res}/{n}.json"))["results"][0]
-    p = f"{res}/{n}.rss"
-    rss = int(open(p).read().split()[-1]) / 1024 if os.path.exists(p) else float("nan")
-    psi = open(f"{res}/{n}.psi").read().strip()
-    return r, rss, psi
-t = lambda r: f"{r['median']:8.3f} {'(%.3f-%.3f)' % (r['min'], r['max']):>15}"
-print(f"{'comparison':28} {'reference_s':>11} {'(min-max)':>15} {'arbor_s':>8} {'(min-max)':>15} {'ratio':>6} {'ref_MiB':>7} {'arbor_MiB':>9} {'psi%':>7}  target")
-for name, ref, ours, target, ok in [
-    ("apply-50-files vs deploy", "ostree.deploy", "arbor.apply", ">=2x faster", lambda x: x >= 2),
-    ("drift vs sha256sum 2 cores", "sha256.2cores", "arbor.drift", "within 1.5x", lambda x: x >= 1 / 1.5),
-    ("drift vs openssl 2 cores", "openssl.2cores", "arbor.drift", "within 1.5x", lambda x: x >= 1 / 1.5),
-    ("drift --etc-only vs config-diff", "ostree.config-diff", "arbor.drift-etc", ">=3x faster", lambda x: x >= 3),
-]:
-    if not os.path.exists(f"{res}/{ref}.json"):
-        continue
-    (o, orss, opsi), (a, arss, apsi) = load(ref), load(ours)
-    ratio = o["median"] / a["median"]
-    print(f"{name:28} {t(o)} {t(a)} {ratio:6.2f} {orss:7.1f} {arss:9.1f} {opsi + '/' + apsi:>7}  {target} {'ok' if ok(ratio) else 'MISS'}")
-PY
+  ratios 32 "
+    apply-50-files vs deploy|ostree.deploy|arbor.apply|>=2x faster|2
+    drift vs sha256sum 2 cores|sha256.2cores|arbor.drift|within 1.5x|1 / 1.5
+    drift vs openssl 2 cores|openssl.2cores|arbor.drift|within 1.5x|1 / 1.5
+    drift --etc-only vs config-diff|ostree.config-diff|arbor.drift-etc|>=3x faster|3"
 } | tee "$RES/config.txt"

@@ -16,6 +16,7 @@ ARBOR=$(realpath -m "${ARBOR:-$HERE/../target/release/arbor}")
 C=$(realpath "$1")
 W=$(realpath -m "${2:-$(mktemp -d)}")
 . "$HERE/lib.sh"
+. "$HERE/common.sh"
 for t in ostree hyperfine python3 /usr/bin/time; do
   command -v $t >/dev/null || { echo "missing $t (apt-get install ostree hyperfine time)" >&2; exit 1; }
 done
@@ -67,7 +68,6 @@ mk() { # TOOL DIR
   fi
 }
 mk ostree o.v1 && mk arbor r.v1
-prep() { echo "{ [ ! -e $1 ] || mv $1 trash/\$(date +%s%N); } && cp -a $1.v1 $1 && sync && echo 3 >/proc/sys/vm/drop_caches"; }
 run() { # TOOL PREPARE CMD
   bench "$1.deploy-v2" "$2" "$3"
   bash -c "$2" >/dev/null

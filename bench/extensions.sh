@@ -28,6 +28,7 @@ ARBOR=$(realpath -m "${ARBOR:-$HERE/../target/release/arbor}")
 C=$(realpath "$1")
 W=$(realpath -m "${2:-$(mktemp -d)}")
 . "$HERE/lib.sh"
+. "$HERE/common.sh"
 for t in ostree hyperfine python3 /usr/bin/time; do
   command -v $t >/dev/null || { echo "missing $t (apt-get install ostree hyperfine time)" >&2; exit 1; }
 done
@@ -101,22 +102,6 @@ mk() { # TOOL DIR: v1 deployed; the extension (arbor) or the composed commit (os
     "$ARBOR" deploy --sysroot $2 --os testos --karg=root=LABEL=rootfs $V1 >/dev/null
   fi
 }
-prep() { echo "{ [ ! -e $1 ] || mv $1 trash/\$(date +%s%N); } && cp -a $1.v1 $1 && sync && echo 3 >/proc/sys/vm/drop_caches"; }
-rss() { bash -c "$2" >/dev/null; /usr/bin/time -f %M -o "$RES/$1.rss" bash -c "$3" >/dev/null 2>>"$RES/rss.log" || true; }
-# bench_n NAME CMD: lib.sh's bench without a shell (-N), FAST_RUNS (30) runs and 3 warm-ups: for
-# commands of a few milliseconds, where the shell's start-up would dominate the time (as config.sh).
-# An optional third argument is a --prepare command (run without a shell too: `bash -c '...'`).
-bench_n() {
-  local name=$1 cmd=$2 p0 t0 prep=()
-  [ -z "${3:-}" ] || prep=(--prepare "$3")
-  echo ">> $name: $cmd" >&2
-  p0=$(psi) t0=$(date +%s%N)
-  hyperfine -N --runs "${FAST_RUNS:-30}" --warmup 3 --style basic --export-json "$RES/$name.json" \
-    "${prep[@]}" "$cmd" \
-    >>"$RES/hyperfine.log" 2>&1 || { tail -20 "$RES/hyperfine.log" >&2; return 1; }
-  echo "$(( ($(psi) - p0) * 100000 / ($(date +%s%N) - t0) ))" >"$RES/$name.psi"
-  echo "$name" >>"$RES/order"
-}
 part() { [[ " ${PARTS:-compose add} " == *" $1 "* ]]; }
 
 # (a) composition, warm cache, in the same repository (the two that take milliseconds without a
@@ -166,28 +151,10 @@ fi
   echo "# $(ostree --version | awk '/Version/{print "ostree", $2}' | tr -d "'")" \
     "arbor=$(git -C "$HERE" describe --always --dirty 2>/dev/null || echo no-commit) corpus=$(basename "$C")" \
     "runs=$RUNS warmup=$WARMUP cpus=$(nproc) extension_files=$nfiles composed=$COMPOSED $(date -u +%FT%TZ)"
-  python3 - "$RES" <<'PY'
-import json, os, sys
-res = sys.argv[1]
-def load(n):
-    r = json.load(open(f"{res}/{n}.json"))["results"][0]
-    p = f"{res}/{n}.rss"
-    rss = int(open(p).read().split()[-1]) / 1024 if os.path.exists(p) else float("nan")
-    psi = open(f"{res}/{n}.psi").read().strip()
-    return r, rss, psi
-t = lambda r: f"{r['median']:8.3f} {'(%.3f-%.3f)' % (r['min'], r['max']):>15}"
-print(f"{'comparison':38} {'reference_s':>11} {'(min-max)':>15} {'arbor_s':>8} {'(min-max)':>15} {'ratio':>6} {'ref_MiB':>7} {'arbor_MiB':>9} {'psi%':>7}  target")
-for name, ref, ours, target, ok in [
-    ("first compose vs checkout+union+commit", "ostree.checkout-union-commit", "arbor.compose-first", ">=20x faster", lambda x: x >= 20),
-    ("first compose vs first --tree=ref", "ostree.tree-ref-first", "arbor.compose-first", ">=3x faster", lambda x: x >= 3),
-    ("compose vs checkout+union+commit", "ostree.checkout-union-commit", "arbor.compose", ">=20x faster", lambda x: x >= 20),
-    ("repeated compose vs --tree=ref", "ostree.tree-ref", "arbor.compose", ">=3x faster", lambda x: x >= 3),
-    ("extension add vs admin deploy", "ostree.deploy-composed", "arbor.extension-add", ">=2x faster", lambda x: x >= 2),
-]:
-    if not os.path.exists(f"{res}/{ref}.json") or not os.path.exists(f"{res}/{ours}.json"):
-        continue
-    (o, orss, opsi), (a, arss, apsi) = load(ref), load(ours)
-    ratio = o["median"] / a["median"]
-    print(f"{name:38} {t(o)} {t(a)} {ratio:6.2f} {orss:7.1f} {arss:9.1f} {opsi + '/' + apsi:>7}  {target} {'ok' if ok(ratio) else 'MISS'}")
-PY
+  ratios 38 "
+    first compose vs checkout+union+commit|ostree.checkout-union-commit|arbor.compose-first|>=20x faster|20
+    first compose vs first --tree=ref|ostree.tree-ref-first|arbor.compose-first|>=3x faster|3
+    compose vs checkout+union+commit|ostree.checkout-union-commit|arbor.compose|>=20x faster|20
+    repeated compose vs --tree=ref|ostree.tree-ref|arbor.compose|>=3x faster|3
+    extension add vs admin deploy|ostree.deploy-composed|arbor.extension-add|>=2x faster|2"
 } | tee "$RES/extensions.txt"
