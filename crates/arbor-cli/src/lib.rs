@@ -5,6 +5,7 @@
 //! - [`cli_sysroot`], [`sysroot_cmds`]: the sysroot commands (deploy, status...).
 //! - [`cli_config`], [`config_cmds`]: `config` (render, apply declared configuration).
 //! - [`cli_extension`], [`extension_cmds`]: `extension` (add, remove, list, compose).
+//! - [`cli_image`], [`image_cmds`]: `image build` (disk images, arbor-image).
 //! - [`drift_cmd`]: `drift` (exit status 0 clean, 1 drift, 2 error).
 //! - [`gvtext`]: the GVariant text subset `summary -m` values use.
 //! - [`render`]: pure functions from data to text (tested on fixtures).
@@ -23,12 +24,14 @@ use {
 pub mod cli;
 pub mod cli_config;
 pub mod cli_extension;
+pub mod cli_image;
 pub mod cli_sysroot;
 pub mod cmds;
 pub mod config_cmds;
 pub mod drift_cmd;
 pub mod extension_cmds;
 pub mod gvtext;
+pub mod image_cmds;
 pub mod progress;
 pub mod quickstart;
 pub mod render;

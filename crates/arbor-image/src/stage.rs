@@ -1,0 +1,148 @@
+//! The trees the images are made of: a fresh sysroot with the commit
+//! deployed (or a copy of an existing one), split into the root
+//! filesystem's tree (with an empty `/boot`) and the boot partition's.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, ensure, Context, Result};
+use arbor_format::Checksum;
+use arbor_repo::Repo;
+use arbor_sysroot::deploy::{deploy, DeployOptions};
+use arbor_sysroot::Sysroot;
+use fn_error_context::context;
+
+use crate::tools;
+
+/// The staged trees.
+#[derive(Debug)]
+pub struct Staged {
+    /// The root filesystem's contents (the physical sysroot, `/boot` empty).
+    pub root: PathBuf,
+    /// The boot partition's contents (`loader`, `loader.N/`, `ostree/`).
+    pub boot: PathBuf,
+    /// The default deployment's directory (what `/` is when booted).
+    pub deployment: PathBuf,
+    /// `STATEROOT/CSUM.SERIAL` of that deployment.
+    pub name: String,
+}
+
+/// What to deploy into a fresh sysroot.
+#[derive(Debug)]
+pub struct Fresh<'a> {
+    /// The source repository.
+    pub repo: &'a Path,
+    /// The revision (ref or checksum) as given.
+    pub rev: &'a str,
+    /// The resolved commit.
+    pub commit: &'a Checksum,
+    /// The stateroot.
+    pub stateroot: &'a str,
+    /// The exact kernel arguments (without `ostree=`).
+    pub kargs: Vec<String>,
+}
+
+/// Creates a sysroot at `work/sysroot`, pulls the commit (and its ref, if
+/// `rev` is one) from the source repository, deploys it, and moves its
+/// `/boot` contents to `work/boot`.
+#[context("Deploying {} into a fresh sysroot", f.rev)]
+pub fn fresh(f: &Fresh<'_>, work: &Path) -> Result<Staged> {
+    let sysroot = work.join("sysroot");
+    arbor_sysroot::sysroot::init_fs(&sysroot)?;
+    let mut s = Sysroot::open(&sysroot)?;
+    // The image is never booted from this directory; its root filesystem
+    // is made from it and then it is deleted, so leave it deletable.
+    s.set_mutable_deployments(true);
+    s.lock()?.os_init(f.stateroot)?;
+    {
+        let src = Repo::open(f.repo)?;
+        let opts = arbor_pull::PullLocalOptions {
+            refs: vec![f.rev.to_string()],
+            ..Default::default()
+        };
+        arbor_pull::pull_local(
+            &s.repo().lock(false)?,
+            &src,
+            &opts,
+            &arbor_repo::progress::NullProgress,
+        )
+        .context("Pulling the commit into the image's repository")?;
+    }
+    let opts = DeployOptions {
+        stateroot: Some(f.stateroot.to_string()),
+        revision: f.rev.to_string(),
+        exact_kargs: Some(f.kargs.clone()),
+        ..Default::default()
+    };
+    let r = deploy(&mut s.lock()?, &opts)?;
+    ensure!(
+        r.checksum == f.commit.to_hex(),
+        "Deployed {} instead of {}",
+        r.checksum,
+        f.commit
+    );
+    let deployment = sysroot.join(format!(
+        "ostree/deploy/{}/deploy/{}",
+        r.stateroot, r.deployment
+    ));
+    let boot = work.join("boot");
+    std::fs::rename(sysroot.join("boot"), &boot).context("Moving /boot aside")?;
+    std::fs::create_dir(sysroot.join("boot")).context("Creating the empty /boot")?;
+    Ok(Staged {
+        root: sysroot,
+        boot,
+        deployment,
+        name: format!("{}/{}", r.stateroot, r.deployment),
+    })
+}
+
+/// Copies the sysroot at `from` (made by `ostree admin deploy`, say): the
+/// root tree as hard links (`cp -al`), `/boot` as a copy, with
+/// `loader.N/grub.cfg` generated when it is missing. It must have exactly
+/// one `loader.N` with entries.
+#[context("Copying the sysroot {}", from.display())]
+pub fn existing(from: &Path, work: &Path) -> Result<(Staged, Checksum)> {
+    let mut loaders = Vec::new();
+    for e in std::fs::read_dir(from.join("boot")).context("Reading its /boot")? {
+        let n = e?.file_name().to_string_lossy().into_owned();
+        if n.starts_with("loader.") && from.join("boot").join(&n).join("entries").is_dir() {
+            loaders.push(n);
+        }
+    }
+    if loaders.len() != 1 {
+        bail!(
+            "{} must have exactly one boot/loader.N with entries, found {}",
+            from.display(),
+            if loaders.is_empty() {
+                "none".to_string()
+            } else {
+                loaders.join(", ")
+            }
+        );
+    }
+    let s = Sysroot::open(from)?;
+    let d = s
+        .deployments()
+        .first()
+        .with_context(|| format!("{} has no deployment", from.display()))?
+        .clone();
+    let root = work.join("root");
+    let boot = work.join("boot");
+    let mut cmd = tools::command("cp");
+    cmd.arg("-al").arg(from).arg(&root);
+    tools::run("cp", &mut cmd)?;
+    std::fs::remove_dir_all(root.join("boot")).context("Emptying the copy's /boot")?;
+    std::fs::create_dir(root.join("boot")).context("Creating the empty /boot")?;
+    let mut cmd = tools::command("cp");
+    cmd.arg("-a").arg(from.join("boot")).arg(&boot);
+    tools::run("cp", &mut cmd)?;
+    crate::grub::write_loader_config(&boot)?;
+    Ok((
+        Staged {
+            deployment: root.join(d.relpath()),
+            root,
+            boot,
+            name: format!("{}/{}", d.stateroot, d.dir_name()),
+        },
+        d.csum,
+    ))
+}
