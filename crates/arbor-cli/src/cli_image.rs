@@ -25,8 +25,8 @@ pub enum RootArg {
 #[derive(Debug, Args)]
 pub struct ImageBuildOpts {
     /// The source repository.
-    #[arg(long, value_name = "PATH")]
-    pub repo: PathBuf,
+    #[arg(long, value_name = "PATH", required_unless_present = "from_sysroot")]
+    pub repo: Option<PathBuf>,
     /// Formats, comma-separated: raw (disk.raw), qcow2 (disk.qcow2), erofs (root.erofs).
     #[arg(long, value_name = "FMT[,FMT...]")]
     pub format: String,
@@ -40,9 +40,9 @@ pub struct ImageBuildOpts {
     /// Stateroot (default: the commit's arbor.stateroot metadata, else "default").
     #[arg(long, value_name = "NAME")]
     pub stateroot: Option<String>,
-    /// Use this sysroot (e.g. made by `ostree admin deploy`) instead of
-    /// deploying REF into a fresh one.
-    #[arg(long, value_name = "DIR")]
+    /// Use this sysroot (e.g. made by `ostree admin deploy`; its default
+    /// deployment) instead of deploying REF into a fresh one.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["repo", "rev", "stateroot", "karg", "root"])]
     pub from_sysroot: Option<PathBuf>,
     /// Size of the root filesystem in MiB (default: twice its content + 512 MiB).
     #[arg(long, value_name = "MIB")]
@@ -51,8 +51,8 @@ pub struct ImageBuildOpts {
     #[arg(short = 'o', long = "output", value_name = "DIR|-")]
     pub output: PathBuf,
     /// The ref or commit to build.
-    #[arg(value_name = "REF")]
-    pub rev: String,
+    #[arg(value_name = "REF", required_unless_present = "from_sysroot")]
+    pub rev: Option<String>,
 }
 
 #[cfg(test)]
@@ -87,7 +87,23 @@ mod tests {
         };
         assert_eq!(b.karg, ["quiet", "rw"]);
         assert_eq!(b.output.to_str(), Some("-"));
-        assert_eq!(b.rev, "os/x");
+        assert_eq!(b.rev.as_deref(), Some("os/x"));
         assert!(Opt::try_parse_from(["arbor", "image", "build", "--repo", "r", "x"]).is_err());
+        let from = [
+            "arbor",
+            "image",
+            "build",
+            "--format",
+            "raw",
+            "-o",
+            "d",
+            "--from-sysroot",
+            "s",
+        ];
+        assert!(Opt::try_parse_from(from).is_ok());
+        assert!(Opt::try_parse_from(from.iter().chain(&["os/x"])).is_err());
+        assert!(
+            Opt::try_parse_from(["arbor", "image", "build", "--format", "raw", "-o", "d"]).is_err()
+        );
     }
 }

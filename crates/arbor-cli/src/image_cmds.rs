@@ -31,8 +31,8 @@ fn build(o: ImageBuildOpts, out: &mut impl Write) -> Result<()> {
         None
     };
     let opts = BuildOptions {
-        repo: o.repo,
-        rev: o.rev,
+        repo: o.repo.unwrap_or_default(),
+        rev: o.rev.unwrap_or_default(),
         formats: formats.clone(),
         kargs: o.karg,
         root_by: match o.root {

@@ -185,8 +185,15 @@ pub fn kargs_for(opts: &BuildOptions, commit: &str) -> Vec<String> {
 }
 
 /// Builds the images (see the crate documentation).
-#[context("Building images of {}", opts.rev)]
 pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
+    let what = match &opts.from_sysroot {
+        Some(s) => s.display().to_string(),
+        None => opts.rev.clone(),
+    };
+    build_checked(opts).with_context(|| format!("Building images of {what}"))
+}
+
+fn build_checked(opts: &BuildOptions) -> Result<BuildReport> {
     if opts.formats.is_empty() {
         bail!("No image format requested");
     }

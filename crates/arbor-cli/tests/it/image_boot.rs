@@ -4,12 +4,13 @@
 //! the entry's (fake) kernel, which it then refuses as too short.
 
 use std::io::Read;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::image_build::{basic_tree, build_cmd, image_source};
-use crate::util::{run_ok, s};
+use crate::util::{arbor, run_ok, s};
 
 /// How long GRUB may take to show the menu and try the entry under TCG.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -19,7 +20,33 @@ fn raw_image_boots_grub_to_the_menu_in_qemu() {
     let (dir, repo, _) = image_source(basic_tree);
     let out = dir.path().join("out");
     run_ok(&mut build_cmd(&repo, "raw", &out, &[]));
-    let disk = out.join("disk.raw");
+    grub_reaches_the_entry(&out.join("disk.raw"));
+}
+
+/// The same from a sysroot `ostree admin deploy` made: the menu arbor
+/// generated from ostree's entries.
+#[test]
+fn image_of_an_ostree_sysroot_boots_grub_to_the_menu_in_qemu() {
+    let (dir, repo, _) = image_source(basic_tree);
+    let sys = crate::image_interop::ostree_sysroot(dir.path(), &repo);
+    let out = dir.path().join("out");
+    run_ok(arbor().args([
+        "image",
+        "build",
+        "--format",
+        "raw",
+        "--from-sysroot",
+        s(&sys),
+        "-o",
+        s(&out),
+    ]));
+    grub_reaches_the_entry(&out.join("disk.raw"));
+    crate::sysroot::unseal_all(dir.path());
+}
+
+/// Boots `disk` until GRUB shows the entry and its `linux` has read the
+/// entry's fake kernel (or [`BOOT_TIMEOUT`]), then kills the VM.
+fn grub_reaches_the_entry(disk: &Path) {
     eprintln!(
         "VM: booting {} under TCG (serial console), up to {BOOT_TIMEOUT:?}",
         disk.display()
@@ -34,7 +61,7 @@ fn raw_image_boots_grub_to_the_menu_in_qemu() {
             "-no-reboot",
             "-drive",
         ])
-        .arg(format!("file={},format=raw", s(&disk)))
+        .arg(format!("file={},format=raw", s(disk)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
