@@ -27,11 +27,12 @@
 //! renamed into place at the end: an error leaves the output directory as
 //! it was.
 //!
-//! Modules: [`uuid`], [`gpt`], [`grub`], [`ext4`], [`disk`], [`stage`],
+//! Modules: [`uuid`], [`gpt`], [`grub`], [`ext4`], [`ext4_times`], [`disk`], [`stage`],
 //! [`tools`].
 
 pub mod disk;
 pub mod ext4;
+pub mod ext4_times;
 pub mod gpt;
 pub mod grub;
 pub mod stage;
@@ -304,33 +305,70 @@ fn make_formats(
     if let Some(t) = erofs? {
         done.push((Format::Erofs, t));
     }
-    if disk {
-        let boot_len = std::fs::metadata(w.join("boot.img"))?.len();
-        let root_len = std::fs::metadata(w.join("root.img"))?.len();
-        let gpt = disk::layout(commit, boot_len, root_len);
-        let boot_img =
-            std::fs::read(grub_dir.join("boot.img")).context("Reading GRUB's boot.img")?;
-        let core_img = std::fs::read(w.join("core.img")).context("Reading core.img")?;
-        let raw = w.join(Format::Raw.file_name());
-        disk::assemble(
-            &gpt,
-            &boot_img,
-            &core_img,
-            &w.join("boot.img"),
-            &w.join("root.img"),
-            &raw,
-        )?;
-        std::fs::remove_file(w.join("root.img"))?;
-        if want(Format::Raw) {
-            done.push((Format::Raw, Instant::now()));
-        }
-        if want(Format::Qcow2) {
-            make_qcow2(&raw, &w.join(Format::Qcow2.file_name()))?;
-            done.push((Format::Qcow2, Instant::now()));
-        }
-    }
+    // Read before the staged trees (which may hold GRUB's files) go.
+    let boot_img = if disk {
+        std::fs::read(grub_dir.join("boot.img")).context("Reading GRUB's boot.img")?
+    } else {
+        Vec::new()
+    };
+    // The staged trees are no longer needed: deleting tens of thousands
+    // of files takes seconds, so do it while the disk is assembled.
+    let (disks, cleanup) = rayon::join(
+        || -> Result<Vec<(Format, Instant)>> {
+            let mut done = Vec::new();
+            if disk {
+                assemble_disks(opts, commit, w, &boot_img, &mut done)?;
+            }
+            Ok(done)
+        },
+        || remove_staged(st, w),
+    );
+    done.extend(disks?);
+    cleanup?;
     done.sort();
     Ok(done)
+}
+
+/// `disk.raw` from the two filesystems and GRUB, then `disk.qcow2`.
+fn assemble_disks(
+    opts: &BuildOptions,
+    commit: &str,
+    w: &Path,
+    boot_img: &[u8],
+    done: &mut Vec<(Format, Instant)>,
+) -> Result<()> {
+    let want = |f| opts.formats.contains(&f);
+    let boot_len = std::fs::metadata(w.join("boot.img"))?.len();
+    let root_len = std::fs::metadata(w.join("root.img"))?.len();
+    let gpt = disk::layout(commit, boot_len, root_len);
+    let core_img = std::fs::read(w.join("core.img")).context("Reading core.img")?;
+    let raw = w.join(Format::Raw.file_name());
+    disk::assemble(
+        &gpt,
+        boot_img,
+        &core_img,
+        &w.join("boot.img"),
+        &w.join("root.img"),
+        &raw,
+    )?;
+    std::fs::remove_file(w.join("root.img"))?;
+    if want(Format::Raw) {
+        done.push((Format::Raw, Instant::now()));
+    }
+    if want(Format::Qcow2) {
+        make_qcow2(&raw, &w.join(Format::Qcow2.file_name()))?;
+        done.push((Format::Qcow2, Instant::now()));
+    }
+    Ok(())
+}
+
+/// Deletes the staged trees (both inside the work directory `w`).
+fn remove_staged(st: &stage::Staged, w: &Path) -> Result<()> {
+    for d in [&st.root, &st.boot] {
+        anyhow::ensure!(d.starts_with(w), "{} is not a staged copy", d.display());
+        std::fs::remove_dir_all(d).with_context(|| format!("Removing {}", d.display()))?;
+    }
+    Ok(())
 }
 
 fn round_up(n: u64, to: u64) -> u64 {

@@ -52,6 +52,9 @@ pub fn fresh(f: &Fresh<'_>, work: &Path) -> Result<Staged> {
     // The image is never booted from this directory; its root filesystem
     // is made from it and then it is deleted, so leave it deletable.
     s.set_mutable_deployments(true);
+    // Nor does a crash need to leave it consistent: an error removes it.
+    // (In memory only: the image's repository config keeps core.fsync.)
+    s.repo_mut().set_fsync(false);
     s.lock()?.os_init(f.stateroot)?;
     {
         let src = Repo::open(f.repo)?;

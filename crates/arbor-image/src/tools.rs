@@ -9,8 +9,6 @@ use anyhow::{bail, Context, Result};
 /// The tools, with the Debian package providing each.
 pub const TOOLS: &[(&str, &str)] = &[
     ("mkfs.ext4", "e2fsprogs"),
-    ("debugfs", "e2fsprogs"),
-    ("dumpe2fs", "e2fsprogs"),
     (
         "grub-mkimage",
         "grub-common (and grub-pc-bin for the i386-pc modules)",
