@@ -407,3 +407,29 @@ fn root_by_label_and_kargs() {
         "{e}"
     );
 }
+
+#[test]
+fn stateroot_from_the_option_else_the_commit_metadata() {
+    let (dir, repo, c) = image_source(basic_tree);
+    let a = dir.path().join("a");
+    let text = run_ok(&mut build_cmd(&repo, "erofs", &a, &["--stateroot", "myos"]));
+    assert!(text.contains(&format!("Built {c} (myos/{c}.0)")), "{text}");
+    // A commit naming its stateroot (arbor.stateroot), on the same branch.
+    let c2 = run_ok(ostree().args([
+        &format!("--repo={}", s(&repo)),
+        "commit",
+        "-b",
+        "testos/stable",
+        "--tree=ref=testos/stable",
+        "--add-metadata-string=arbor.stateroot=fromcommit",
+        &format!("--timestamp=@{TS}"),
+    ]))
+    .trim()
+    .to_string();
+    let b = dir.path().join("b");
+    let text = run_ok(&mut build_cmd(&repo, "erofs", &b, &[]));
+    assert!(
+        text.contains(&format!("Built {c2} (fromcommit/{c2}.0)")),
+        "{text}"
+    );
+}
