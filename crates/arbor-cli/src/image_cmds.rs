@@ -57,6 +57,10 @@ fn build(o: ImageBuildOpts, out: &mut impl Write) -> Result<()> {
 /// The files and the timings.
 fn render(r: &BuildReport, w: &mut impl Write) -> Result<()> {
     writeln!(w, "Built {} ({})", r.commit, r.deployment)?;
+    writeln!(
+        w,
+        "Wall times (the formats are built in parallel after the deploy):"
+    )?;
     writeln!(w, "  deploy: {:.2} s", r.deploy.as_secs_f64())?;
     for (f, t) in &r.per_format {
         writeln!(

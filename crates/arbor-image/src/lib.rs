@@ -132,7 +132,7 @@ pub struct BuildOptions {
     pub from_sysroot: Option<PathBuf>,
     /// Size of the root filesystem in bytes (default: from its content).
     pub root_size: Option<u64>,
-    /// The output directory (created if missing).
+    /// The output directory (created if missing; its parent must exist).
     pub output: PathBuf,
 }
 
@@ -198,9 +198,13 @@ fn build_checked(opts: &BuildOptions) -> Result<BuildReport> {
     if opts.formats.is_empty() {
         bail!("No image format requested");
     }
-    let created = !opts.output.exists();
-    std::fs::create_dir_all(&opts.output)
-        .with_context(|| format!("Creating {}", opts.output.display()))?;
+    // Only the directory itself is created (and removed again on an
+    // error), never missing parents.
+    let created = match std::fs::create_dir(&opts.output) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+        Err(e) => return Err(e).with_context(|| format!("Creating {}", opts.output.display())),
+    };
     let r = build_in(opts);
     if r.is_err() && created {
         let _ = std::fs::remove_dir_all(&opts.output);

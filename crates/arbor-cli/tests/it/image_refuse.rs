@@ -140,3 +140,17 @@ fn a_full_output_filesystem_leaves_nothing_behind() {
         .unwrap();
     assert!(used < 64, "{used} KiB still used on the tmpfs: {out}");
 }
+
+#[test]
+fn only_the_output_directory_itself_is_created() {
+    let (dir, repo, _) = image_source(basic_tree);
+    let out = dir.path().join("missing/out");
+    fails_with(
+        &mut build_cmd(&repo, "erofs", &out, &[]),
+        &["Creating", "missing/out"],
+    );
+    assert!(!dir.path().join("missing").exists());
+    let ok = dir.path().join("out");
+    run_ok(&mut build_cmd(&repo, "erofs", &ok, &[]));
+    assert_eq!(dir_names(&ok), ["root.erofs"]);
+}
