@@ -45,6 +45,7 @@ mod ext_lifecycle;
 mod ext_upgrade;
 mod ext_util;
 mod faults;
+mod grub;
 mod hostile;
 mod http_interop;
 mod interop;
