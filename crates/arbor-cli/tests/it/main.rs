@@ -35,6 +35,7 @@ mod config_stage;
 mod corruption;
 mod deep;
 mod durability;
+mod export;
 mod ext_basic;
 mod ext_booted;
 mod ext_compose;
