@@ -46,6 +46,7 @@ mod ext_lifecycle;
 mod ext_upgrade;
 mod ext_util;
 mod faults;
+mod generate;
 mod grub;
 mod hostile;
 mod http_interop;
