@@ -135,6 +135,14 @@ fn grub_cfg_follows_every_boot_switch() {
         &m.src.v2,
     ]));
     assert!(!sys.join("boot/loader/grub.cfg").exists());
+    // What an image build does with a sysroot ostree deployed: the menu
+    // of its active loader.N, from the library.
+    let active = std::fs::read_link(sys.join("boot/loader")).unwrap();
+    let boot = std::fs::File::open(sys.join("boot")).unwrap();
+    arbor_sysroot::grub::write_grub_config(&boot, active.to_str().unwrap()).unwrap();
+    assert_grub_matches_entries(&sys, "write_grub_config after ostree admin deploy");
+    assert_eq!(entries(&sys).len(), 2);
+    std::fs::remove_file(sys.join("boot/loader/grub.cfg")).unwrap();
     run_ok(&mut sys_arbor(&sys, &["rollback"]));
     assert_grub_matches_entries(&sys, "rollback after ostree admin deploy");
 }
