@@ -147,8 +147,7 @@ fn header(path: &str, m: &Meta<'_>) -> (tar::Header, Vec<u8>) {
             pax_record(&mut pax, b"linkpath", target);
         }
     }
-    let xattrs = m.xattrs;
-    for x in xattrs {
+    for x in m.xattrs {
         let mut key = b"SCHILY.xattr.".to_vec();
         key.extend_from_slice(&x.name);
         pax_record(&mut pax, &key, &x.value);
@@ -166,8 +165,8 @@ fn set_ustar_path(h: &mut tar::Header, path: &str) -> bool {
     let (prefix, name): (&[u8], &[u8]) = if b.len() <= USTAR_NAME {
         (&[], b)
     } else {
-        // The last `/` that leaves a name of at most 100 bytes and a
-        // prefix of at most 155.
+        // The first `/` that leaves a (non-empty) name of at most 100
+        // bytes, if the prefix before it has at most 155.
         match (0..b.len())
             .filter(|&i| b[i] == b'/' && i <= USTAR_PREFIX && b.len() - i - 1 <= USTAR_NAME)
             .find(|&i| b.len() - i - 1 > 0)
