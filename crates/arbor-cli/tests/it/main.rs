@@ -48,6 +48,7 @@ mod ext_util;
 mod faults;
 mod generate;
 mod grub;
+mod grub_boot;
 mod hostile;
 mod http_interop;
 mod interop;
