@@ -17,6 +17,7 @@
 //! - [`staged`]: staged deployments and their finalization at shutdown.
 //! - [`etc_merge`]: the three-way /etc merge.
 //! - [`kernel`], [`bls`], [`kargs`]: boot files, entries, kernel arguments.
+//! - [`grub`]: the GRUB menu generated from the BLS entries of each `loader.N`.
 //!
 //! Locking: every function that changes the sysroot takes a
 //! [`sysroot::SysrootLock`] (from [`Sysroot::lock`]), the proof that the
@@ -31,6 +32,7 @@ pub mod deployment;
 pub mod etc_merge;
 pub mod freeze;
 pub mod fsutil;
+pub mod grub;
 pub mod kargs;
 pub mod kernel;
 pub mod layered;

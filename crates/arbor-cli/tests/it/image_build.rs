@@ -244,7 +244,7 @@ fn raw_disk_has_the_layout_the_filesystems_and_grub() {
     );
     let stub = debugfs(&boot, "cat /grub/grub.cfg");
     assert!(
-        stub.contains("configfile /loader/grub.cfg") && stub.contains("serial"),
+        stub.contains("loader/grub.cfg") && stub.contains("configfile") && stub.contains("serial"),
         "{stub}"
     );
     assert!(debugfs(&boot, "ls /grub/i386-pc").contains("normal.mod"));
