@@ -61,7 +61,15 @@ fn render(r: &BuildReport, w: &mut impl Write) -> Result<()> {
         w,
         "Wall times (the formats are built in parallel after the deploy):"
     )?;
-    writeln!(w, "  deploy: {:.2} s", r.deploy.as_secs_f64())?;
+    write!(w, "  deploy: {:.2} s", r.deploy.as_secs_f64())?;
+    if r.linked_objects > 0 {
+        write!(
+            w,
+            " ({} objects hard-linked from the source)",
+            r.linked_objects
+        )?;
+    }
+    writeln!(w)?;
     for (f, t) in &r.per_format {
         writeln!(
             w,

@@ -147,6 +147,9 @@ pub struct BuildReport {
     pub deployment: String,
     /// Time to deploy (or copy) the sysroot.
     pub deploy: Duration,
+    /// Content objects hard-linked from a bare source repository on the
+    /// same filesystem instead of copied.
+    pub linked_objects: usize,
     /// Per format, the time from the end of the deploy until its file was
     /// complete (formats are built in parallel).
     pub per_format: Vec<(Format, Duration)>,
@@ -254,6 +257,7 @@ fn build_in(opts: &BuildOptions) -> Result<BuildReport> {
     Ok(BuildReport {
         commit: commit.to_hex(),
         timestamp: epoch,
+        linked_objects: staged.linked,
         deployment: staged.name,
         deploy,
         per_format,
@@ -440,8 +444,13 @@ fn make_boot_fs(
 #[context("Making root.erofs")]
 fn make_erofs(tree: &Path, commit: &str, epoch: u64, out: &Path) -> Result<()> {
     let mut cmd = tools::command("mkfs.erofs");
-    cmd.env("SOURCE_DATE_EPOCH", epoch.to_string())
+    // Every inode's time is -T's (--ignore-mtime; SOURCE_DATE_EPOCH must
+    // not be set, mkfs.erofs 1.5 then clamps instead): by default source
+    // mtimes older than -T are kept, and those differ with how the
+    // objects got into the repository (a symlink's, say).
+    cmd.env_remove("SOURCE_DATE_EPOCH")
         .arg("--quiet")
+        .arg("--ignore-mtime")
         .arg(format!("-T{epoch}"))
         .arg(format!("-U{}", format_uuid(&derived_uuid("erofs", commit))))
         .arg(out)

@@ -24,6 +24,8 @@ pub struct Staged {
     pub deployment: PathBuf,
     /// `STATEROOT/CSUM.SERIAL` of that deployment.
     pub name: String,
+    /// Content objects hard-linked from the source repository.
+    pub linked: usize,
 }
 
 /// What to deploy into a fresh sysroot.
@@ -56,8 +58,10 @@ pub fn fresh(f: &Fresh<'_>, work: &Path) -> Result<Staged> {
     // (In memory only: the image's repository config keeps core.fsync.)
     s.repo_mut().set_fsync(false);
     s.lock()?.os_init(f.stateroot)?;
+    let linked;
     {
         let src = Repo::open(f.repo)?;
+        linked = seed_file_objects(&src, f.repo, &sysroot.join("ostree/repo"), f.commit)?;
         let opts = arbor_pull::PullLocalOptions {
             refs: vec![f.rev.to_string()],
             ..Default::default()
@@ -95,7 +99,57 @@ pub fn fresh(f: &Fresh<'_>, work: &Path) -> Result<Staged> {
         boot,
         deployment,
         name: format!("{}/{}", r.stateroot, r.deployment),
+        linked,
     })
+}
+
+/// When the source and the image's repository are both `bare` on one
+/// filesystem, hard-links the commit's content objects into the image's
+/// repository before the pull, which then copies only the metadata: as
+/// ostree's `pull-local` does for repositories of the same mode (a local
+/// pull trusts its source). Nothing is ever written through these links
+/// (the deployment's `/etc` is a copy), and deleting the temporary sysroot
+/// then only drops link counts instead of freeing the blocks of a whole
+/// OS tree. Any other case leaves everything to the pull.
+#[context("Linking the commit's objects from {}", src_path.display())]
+fn seed_file_objects(src: &Repo, src_path: &Path, dest: &Path, commit: &Checksum) -> Result<usize> {
+    use std::os::unix::fs::MetadataExt;
+    let dest_repo = Repo::open(dest)?;
+    let (so, dobj) = (src_path.join("objects"), dest.join("objects"));
+    if src.mode() != arbor_format::RepoMode::Bare
+        || dest_repo.mode() != arbor_format::RepoMode::Bare
+        || std::fs::metadata(&so)?.dev() != std::fs::metadata(&dobj)?.dev()
+    {
+        return Ok(0);
+    }
+    let mut linked = 0;
+    let mut set = arbor_repo::reachable::ObjectSet::new();
+    arbor_repo::reachable::add_commit(src, commit, 0, &mut set)?;
+    for (t, c) in set {
+        if t != arbor_format::ObjectType::File {
+            continue;
+        }
+        let rel = src.object_relpath(t, &c);
+        let to = dobj.join(&rel);
+        if let Some(dir) = to.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        match std::fs::hard_link(so.join(&rel), &to) {
+            Ok(()) => linked += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            // Not linkable after all (another filesystem under objects/,
+            // a protected hard link): the pull copies the rest.
+            Err(e)
+                if [rustix::io::Errno::XDEV, rustix::io::Errno::PERM]
+                    .iter()
+                    .any(|x| e.raw_os_error() == Some(x.raw_os_error())) =>
+            {
+                return Ok(linked)
+            }
+            Err(e) => return Err(e).with_context(|| format!("Linking {rel}")),
+        }
+    }
+    Ok(linked)
 }
 
 /// Copies the sysroot at `from` (made by `ostree admin deploy`, say): the
@@ -145,6 +199,7 @@ pub fn existing(from: &Path, work: &Path) -> Result<(Staged, Checksum)> {
             root,
             boot,
             name: format!("{}/{}", d.stateroot, d.dir_name()),
+            linked: 0,
         },
         d.csum,
     ))

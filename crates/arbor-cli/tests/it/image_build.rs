@@ -433,3 +433,66 @@ fn stateroot_from_the_option_else_the_commit_metadata() {
         "{text}"
     );
 }
+
+/// A bare source repository on the same filesystem: the commit's content
+/// objects are hard-linked into the image's repository instead of copied.
+/// The images are the same bytes as from the archive repository, and the
+/// source's objects are left as they were (one link each again).
+#[test]
+fn a_bare_source_gives_the_same_images_and_is_left_alone() {
+    use std::os::unix::fs::MetadataExt;
+    let (dir, repo, _) = image_source(basic_tree);
+    let bare = dir.path().join("bare");
+    run_ok(ostree().args(["init", "--mode=bare", &format!("--repo={}", s(&bare))]));
+    run_ok(ostree().args([
+        &format!("--repo={}", s(&bare)),
+        "pull-local",
+        s(&repo),
+        "testos/stable",
+    ]));
+    let objects = || {
+        let out = run_ok(
+            Command::new("find")
+                .arg(bare.join("objects"))
+                .args(["-name", "*.file"]),
+        );
+        out.lines()
+            .map(|p| {
+                let m = std::fs::symlink_metadata(p).unwrap();
+                (
+                    p.to_string(),
+                    m.ino(),
+                    m.nlink(),
+                    m.mode(),
+                    if m.is_symlink() {
+                        std::fs::read_link(p)
+                            .unwrap()
+                            .into_os_string()
+                            .into_encoded_bytes()
+                    } else {
+                        std::fs::read(p).unwrap()
+                    },
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let before = objects();
+    assert!(before.len() > 5);
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let from_archive = run_ok(&mut build_cmd(&repo, "raw,erofs", &a, &[]));
+    let from_bare = run_ok(&mut build_cmd(&bare, "raw,erofs", &b, &[]));
+    assert!(!from_archive.contains("hard-linked"), "{from_archive}");
+    let n = before.len();
+    assert!(
+        from_bare.contains(&format!("({n} objects hard-linked from the source)")),
+        "{from_bare}"
+    );
+    for f in ["disk.raw", "root.erofs"] {
+        assert_eq!(
+            sha256(&a.join(f)),
+            sha256(&b.join(f)),
+            "{f}: bare and archive sources differ"
+        );
+    }
+    assert_eq!(objects(), before, "the source repository's objects changed");
+}
