@@ -102,6 +102,10 @@ pub enum Cmd {
     /// Report (once) a finalization that failed at the previous shutdown
     /// (run at boot by arbor-boot-complete.service).
     BootComplete(crate::cli_sysroot::FinalizeOpts),
+    /// Boot-time root setup (in the initramfs): make the deployment named
+    /// by ostree= on the kernel command line the new root at SYSROOT, as
+    /// ostree-prepare-root does (also the static binary arbor-prepare-root).
+    PrepareRoot(crate::cli_sysroot::PrepareRootOpts),
 }
 
 /// `serve`.

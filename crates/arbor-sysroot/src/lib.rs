@@ -17,6 +17,8 @@
 //! - [`staged`]: staged deployments and their finalization at shutdown.
 //! - [`etc_merge`]: the three-way /etc merge.
 //! - [`kernel`], [`bls`], [`kargs`]: boot files, entries, kernel arguments.
+//! - [`writable`]: a read-only `/sysroot` made writable in a private mount
+//!   namespace, for the commands that write on a booted system.
 //!
 //! Locking: every function that changes the sysroot takes a
 //! [`sysroot::SysrootLock`] (from [`Sysroot::lock`]), the proof that the
@@ -40,6 +42,7 @@ pub mod preview;
 pub mod staged;
 pub mod status;
 pub mod sysroot;
+pub mod writable;
 pub mod write;
 
 pub use deployment::Deployment;
