@@ -126,3 +126,145 @@ pub fn check_prepared(s: &BTreeMap<String, String>, e: &Expect<'_>) -> ((u64, u6
         .collect();
     ((dev.parse().unwrap(), ino.parse().unwrap()), booted)
 }
+
+pub const KVER: &str = "6.1.0-test";
+
+pub fn put(p: &Path, content: &str) {
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, content).unwrap();
+}
+
+#[track_caller]
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("spawning");
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A bootable OS tree as the image build lays it out: kernel, os-release,
+/// /usr/etc, and the ostree conventions `sysroot/` and `ostree -> sysroot/ostree`.
+pub fn os_tree(dir: &Path, prepare_root_conf: Option<&str>) {
+    put(
+        &dir.join(format!("usr/lib/modules/{KVER}/vmlinuz")),
+        "KERNEL\n",
+    );
+    put(
+        &dir.join(format!("usr/lib/modules/{KVER}/initramfs.img")),
+        "INITRD\n",
+    );
+    put(&dir.join("usr/lib/os-release"), "ID=testos\nNAME=TestOS\n");
+    put(&dir.join("usr/etc/hostname"), "testos\n");
+    if let Some(c) = prepare_root_conf {
+        put(&dir.join("usr/lib/ostree/prepare-root.conf"), c);
+    }
+    for d in ["sysroot", "var", "run", "proc"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    std::os::unix::fs::symlink("sysroot/ostree", dir.join("ostree")).unwrap();
+}
+
+/// A sysroot deployed by `ostree admin deploy`: (sysroot, deployment
+/// relpath, the kernel command line of its boot entry).
+pub fn ostree_sysroot(top: &Path, conf: Option<&str>) -> (PathBuf, String, String) {
+    let tree = top.join("tree");
+    os_tree(&tree, conf);
+    let sys = top.join("sys");
+    std::fs::create_dir_all(&sys).unwrap();
+    run_ok(Command::new("ostree").args(["admin", "init-fs"]).arg(&sys));
+    run_ok(
+        Command::new("ostree")
+            .args(["admin", "os-init", "testos"])
+            .arg(format!("--sysroot={}", sys.display())),
+    );
+    run_ok(
+        Command::new("ostree")
+            .arg(format!("--repo={}/ostree/repo", sys.display()))
+            .args([
+                "commit",
+                "-b",
+                "testos/stable",
+                "--owner-uid=0",
+                "--owner-gid=0",
+                "-s",
+                "v1",
+            ])
+            .arg(format!("--tree=dir={}", tree.display())),
+    );
+    run_ok(
+        Command::new("ostree")
+            .env("OSTREE_SYSROOT_DEBUG", "mutable-deployments")
+            .args([
+                "admin",
+                "deploy",
+                "--os=testos",
+                "--karg=root=LABEL=root",
+                "--karg=rw",
+            ])
+            .arg(format!("--sysroot={}", sys.display()))
+            .arg("testos/stable"),
+    );
+    let (deployment, cmdline) = boot_entry(&sys, "testos");
+    (sys, deployment, cmdline)
+}
+
+/// The only deployment of `stateroot` and its boot entry's options.
+pub fn boot_entry(sys: &Path, stateroot: &str) -> (String, String) {
+    let deploy_dir = sys.join(format!("ostree/deploy/{stateroot}/deploy"));
+    let name = std::fs::read_dir(&deploy_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .find(|n| !n.ends_with(".origin"))
+        .unwrap();
+    let entries = sys.join("boot/loader/entries");
+    let entry = std::fs::read_dir(&entries)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let text = std::fs::read_to_string(entry).unwrap();
+    let options = text
+        .lines()
+        .find_map(|l| l.strip_prefix("options "))
+        .unwrap()
+        .to_string();
+    (
+        format!("ostree/deploy/{stateroot}/deploy/{name}"),
+        format!("BOOT_IMAGE=/vmlinuz {options} console=ttyS0\n"),
+    )
+}
+
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// The static arbor-prepare-root, built once per test process with the
+/// documented command into its own target directory.
+pub fn static_binary() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("static-prepare-root");
+        run_ok(
+            Command::new(option_env!("CARGO").unwrap_or("cargo"))
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .env("CARGO_TARGET_DIR", &target)
+                .args([
+                    "rustc",
+                    "--release",
+                    "-p",
+                    "arbor-boot",
+                    "--bin",
+                    "arbor-prepare-root",
+                ])
+                .args(["--", "-C", "target-feature=+crt-static"]),
+        );
+        target.join("release/arbor-prepare-root")
+    })
+    .clone()
+}
