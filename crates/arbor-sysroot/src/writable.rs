@@ -69,7 +69,19 @@ fn booted_mounts(sysroot: &Path) -> Result<Option<(PathBuf, PathBuf)>> {
         Err(rustix::io::Errno::NOENT) => false,
         Err(e) => return Err(e).context(format!("Inspecting {}", crate::sysroot::RUN_BOOTED)),
     };
-    if !booted || devino(sysroot)? != devino(Path::new("/"))? {
+    if !booted {
+        return Ok(None);
+    }
+    // A sysroot that cannot be inspected is not the booted one; opening it
+    // reports the error.
+    let here = match devino(sysroot) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::debug!("Not the booted sysroot: {e:#}");
+            return Ok(None);
+        }
+    };
+    if here != devino(Path::new("/"))? {
         return Ok(None);
     }
     Ok(Some((PHYSICAL_ROOT.into(), "/boot".into())))
