@@ -39,6 +39,9 @@ pub enum Cmd {
     Ls(LsOpts),
     /// Print a file of a commit to stdout.
     Cat(CatOpts),
+    /// Write a commit as a tar stream (owners, modes, xattrs as PAX
+    /// records; byte-stable; `commit --tar` of it gives the same tree).
+    Export(ExportOpts),
     /// List, create or delete refs.
     Refs(RefsOpts),
     /// Print the checksum a revision resolves to.
@@ -102,10 +105,28 @@ pub enum Cmd {
     /// Report (once) a finalization that failed at the previous shutdown
     /// (run at boot by arbor-boot-complete.service).
     BootComplete(crate::cli_sysroot::FinalizeOpts),
+    /// Generate man pages or shell completions from this definition
+    /// (for packaging: dist/install.sh).
+    #[command(subcommand, hide = true)]
+    Generate(crate::generate::GenerateCmd),
     /// Boot-time root setup (in the initramfs): make the deployment named
     /// by ostree= on the kernel command line the new root at SYSROOT, as
     /// ostree-prepare-root does (also the static binary arbor-prepare-root).
     PrepareRoot(crate::cli_sysroot::PrepareRootOpts),
+}
+
+/// `export`.
+#[derive(Debug, Args)]
+pub struct ExportOpts {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// Revision: a ref, `REMOTE:REF`, a checksum or a unique checksum prefix, optionally
+    /// with ^ suffixes.
+    pub rev: String,
+    /// Where to write the tar stream: a file (written under a temporary
+    /// name, then renamed), or "-" for stdout.
+    #[arg(short = 'o', long, value_name = "FILE|-", default_value = "-")]
+    pub output: PathBuf,
 }
 
 /// `serve`.

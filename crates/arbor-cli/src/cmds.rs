@@ -45,6 +45,7 @@ pub fn dispatch(opt: Opt, out: &mut dyn Write) -> Result<ExitCode> {
         Cmd::Show(o) => show(o, out).map(|_| ExitCode::SUCCESS),
         Cmd::Ls(o) => ls(o, out).map(|_| ExitCode::SUCCESS),
         Cmd::Cat(o) => cat(o, out).map(|_| ExitCode::SUCCESS),
+        Cmd::Export(o) => crate::export_cmd::export(o, out).map(|_| ExitCode::SUCCESS),
         Cmd::Refs(o) => refs(o, out).map(|_| ExitCode::SUCCESS),
         Cmd::RevParse(o) => rev_parse(o, out).map(|_| ExitCode::SUCCESS),
         Cmd::Diff(o) => diff(o, out).map(|_| ExitCode::SUCCESS),
@@ -77,6 +78,7 @@ pub fn dispatch(opt: Opt, out: &mut dyn Write) -> Result<ExitCode> {
             let s = crate::sysroot_cmds::open_sysroot_writable(&o.sysroot.sysroot)?;
             arbor_sysroot::staged::boot_complete(&s).map(|_| ExitCode::SUCCESS)
         }
+        Cmd::Generate(c) => crate::generate::generate(c, out).map(|_| ExitCode::SUCCESS),
     }?;
     Ok(code)
 }

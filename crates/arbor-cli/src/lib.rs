@@ -6,6 +6,8 @@
 //! - [`cli_config`], [`config_cmds`]: `config` (render, apply declared configuration).
 //! - [`cli_extension`], [`extension_cmds`]: `extension` (add, remove, list, compose).
 //! - [`drift_cmd`]: `drift` (exit status 0 clean, 1 drift, 2 error).
+//! - [`export_cmd`]: `export` (a commit as a tar stream).
+//! - [`generate`]: the hidden `generate` (man pages, shell completions).
 //! - [`gvtext`]: the GVariant text subset `summary -m` values use.
 //! - [`render`]: pure functions from data to text (tested on fixtures).
 //! - [`progress`]: an indicatif progress bar on a TTY, silence otherwise.
@@ -27,7 +29,9 @@ pub mod cli_sysroot;
 pub mod cmds;
 pub mod config_cmds;
 pub mod drift_cmd;
+pub mod export_cmd;
 pub mod extension_cmds;
+pub mod generate;
 pub mod gvtext;
 pub mod progress;
 pub mod quickstart;

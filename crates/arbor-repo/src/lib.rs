@@ -14,6 +14,7 @@
 //! - [`remote_url`]: the one parser and checker of remote URLs (and redirects).
 //! - [`commit`]: building commits from a directory or a tar stream.
 //! - [`checkout`]: materialising a commit (copy or hardlink) safely.
+//! - [`export`]: a commit as a byte-stable tar stream (`arbor export`).
 //! - [`sign`]: ed25519 signatures of commits and summaries, trusted keys.
 //! - [`summary`]: generating and publishing `summary` and `summary.sig`.
 //! - [`fsck`], [`prune`], [`diff`], [`tree`]: verification, garbage collection,
@@ -37,6 +38,7 @@ pub mod commit;
 pub mod config;
 pub mod diff;
 pub mod error;
+pub mod export;
 pub mod fsck;
 pub mod mutex;
 pub mod objects;

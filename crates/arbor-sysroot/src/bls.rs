@@ -1,7 +1,12 @@
 //! Boot Loader Specification entries (`/boot/loader.N/entries/ostree-*.conf`),
 //! read and written the way ostree's bootconfig parser does.
 
-use anyhow::{bail, Result};
+use std::os::fd::AsFd;
+
+use anyhow::{bail, Context, Result};
+use rustix::fs::FileType;
+
+use crate::fsutil;
 
 /// Keys ostree writes first, in this order; any other keys follow in the
 /// order they were set.
@@ -108,6 +113,33 @@ impl BootEntry {
         }
         out
     }
+}
+
+/// The `ostree-*.conf` entries (regular files) of an `entries` directory,
+/// sorted as ostree sorts them: by `version`, highest first (the default
+/// entry first), entries without a version last.
+pub fn read_entries(entries: impl AsFd) -> Result<Vec<(String, BootEntry)>> {
+    let fd = entries.as_fd();
+    let mut out = Vec::new();
+    for name in fsutil::list_names(fd)? {
+        if !(name.starts_with("ostree-") && name.ends_with(".conf")) {
+            continue;
+        }
+        if fsutil::file_type(fd, &name)? != Some(FileType::RegularFile) {
+            continue;
+        }
+        let text = fsutil::read_to_string(fd, &name)?;
+        let e = BootEntry::parse(&text).with_context(|| format!("Parsing {name}"))?;
+        out.push((name, e));
+    }
+    out.sort_by(
+        |(_, a), (_, b)| match (a.get("version"), b.get("version")) {
+            (Some(x), Some(y)) => vercmp(y, x),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, _) => std::cmp::Ordering::Greater,
+        },
+    );
+    Ok(out)
 }
 
 /// Compares two version strings like glibc's `strverscmp` does for the

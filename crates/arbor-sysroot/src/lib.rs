@@ -17,6 +17,7 @@
 //! - [`staged`]: staged deployments and their finalization at shutdown.
 //! - [`etc_merge`]: the three-way /etc merge.
 //! - [`kernel`], [`bls`], [`kargs`]: boot files, entries, kernel arguments.
+//! - [`grub`]: the GRUB menu generated from the BLS entries of each `loader.N`.
 //! - [`writable`]: a read-only `/sysroot` made writable in a private mount
 //!   namespace, for the commands that write on a booted system.
 //!
@@ -33,6 +34,7 @@ pub mod deployment;
 pub mod etc_merge;
 pub mod freeze;
 pub mod fsutil;
+pub mod grub;
 pub mod kargs;
 pub mod kernel;
 pub mod layered;

@@ -389,26 +389,7 @@ impl Sysroot {
         let Some(fd) = fsutil::open_dir_optional(&self.fd, &dir)? else {
             return Ok(Vec::new());
         };
-        let mut out = Vec::new();
-        for name in fsutil::list_names(&fd)? {
-            if !(name.starts_with("ostree-") && name.ends_with(".conf")) {
-                continue;
-            }
-            if fsutil::file_type(&fd, &name)? != Some(FileType::RegularFile) {
-                continue;
-            }
-            let text = fsutil::read_to_string(&fd, &name)?;
-            let e = BootEntry::parse(&text).with_context(|| format!("Parsing {dir}/{name}"))?;
-            out.push((name, e));
-        }
-        out.sort_by(
-            |(_, a), (_, b)| match (a.get("version"), b.get("version")) {
-                (Some(x), Some(y)) => bls::vercmp(y, x),
-                (Some(_), None) => std::cmp::Ordering::Less,
-                (None, _) => std::cmp::Ordering::Greater,
-            },
-        );
-        Ok(out)
+        bls::read_entries(&fd).with_context(|| format!("Reading {dir}"))
     }
 
     fn parse_entry(&self, e: &BootEntry) -> Result<Deployment> {

@@ -1,5 +1,8 @@
 //! Writing a new deployment list: the atomic boot switch.
 //!
+//! The new `loader.N` holds the BLS entries and the GRUB menu generated
+//! from them ([`crate::grub`]).
+//!
 //! Crash guarantee: until the final `rename` of `boot/loader.tmp` over
 //! `boot/loader` (or of `ostree/boot.B.tmp` over `ostree/boot.B` when only
 //! the bootlinks change), the machine boots exactly the old list; after it,
@@ -309,6 +312,9 @@ pub fn write_deployments(
             let name = format!("ostree-{}-{}.conf", list.len() - i, d.stateroot);
             arbor_fs::atomic_write(&entries, &name, e.to_text().as_bytes(), 0o644)?;
         }
+        // The GRUB menu of these entries, inside the directory the
+        // rename below swaps in: GRUB sees it exactly when it sees them.
+        crate::grub::write_grub_config(&boot, &format!("loader.{nb}"))?;
         hit(failpoint::ENTRIES_WRITTEN);
         let sub = create_bootlinks(s, nb, &list)?;
         let ostree = s.ostree_dir()?;

@@ -161,6 +161,8 @@ fn check_consistent(sys: &Path, root: Option<&Path>, allowed: &[Vec<String>], wh
     }
     let unstaged = list.iter().filter(|d| !d.ends_with('*')).count();
     assert_eq!(n, unstaged, "{what}: one entry per deployment");
+    // GRUB's menu sits beside the entries and offers exactly them.
+    crate::grub::assert_grub_matches_entries(sys, what);
     let fsck = arbor().args(["fsck", "--repo", s(&repo)]).output().unwrap();
     assert!(fsck.status.success(), "{what}: fsck: {fsck:?}");
     which

@@ -233,12 +233,12 @@ fn raw_image_boots_and_status_marks_it() {
         Some(f.v1.as_str()),
         "ostree admin status"
     );
-    let mounts = vm.ok("findmnt -rno TARGET,OPTIONS /sysroot /usr /etc /var", CMD);
+    let mounts = vm.ok("findmnt -rno TARGET,OPTIONS", CMD);
     eprintln!("{mounts}");
     let opt = |t: &str| {
         mounts
             .lines()
-            .find(|l| l.split(' ').next() == Some(t))
+            .rfind(|l| l.split(' ').next() == Some(t))
             .map(|l| l.split(' ').nth(1).unwrap_or("").to_string())
     };
     assert!(
