@@ -122,7 +122,7 @@ mv "$T/boot/vmlinuz-$kver" "$M/vmlinuz"
 mv "$T/boot/initrd.img-$kver" "$M/initramfs.img"
 rm -rf "$T"/boot/* "$T"/vmlinuz* "$T"/initrd.img*
 mv "$T/etc" "$T/usr/etc"
-mkdir -m 755 "$T/etc"   # empty: the deployment's /etc is made from /usr/etc
+# No /etc in the commit: the deployment's /etc is made from /usr/etc (ostree refuses a tree with both)
 for d in home:var/home root:var/roothome opt:var/opt srv:var/srv mnt:var/mnt media:run/media; do
   rm -rf "${T:?}/${d%%:*}" && ln -s "${d#*:}" "$T/${d%%:*}"
 done

@@ -112,6 +112,10 @@ pub enum Cmd {
     /// (for packaging: dist/install.sh).
     #[command(subcommand, hide = true)]
     Generate(crate::generate::GenerateCmd),
+    /// Boot-time root setup (in the initramfs): make the deployment named
+    /// by ostree= on the kernel command line the new root at SYSROOT, as
+    /// ostree-prepare-root does (also the static binary arbor-prepare-root).
+    PrepareRoot(crate::cli_sysroot::PrepareRootOpts),
 }
 
 /// `export`.

@@ -184,3 +184,12 @@ pub struct FinalizeOpts {
     #[command(flatten)]
     pub sysroot: SysrootArg,
 }
+
+/// `prepare-root`.
+#[derive(Debug, Args)]
+pub struct PrepareRootOpts {
+    /// The mounted physical root (initramfs-tools' /root); it becomes the
+    /// deployment.
+    #[arg(value_name = "SYSROOT")]
+    pub sysroot: std::path::PathBuf,
+}

@@ -73,8 +73,9 @@ pub fn dispatch(opt: Opt, out: &mut dyn Write) -> Result<ExitCode> {
         Cmd::Extension(c) => crate::extension_cmds::extension(c, out).map(|_| ExitCode::SUCCESS),
         Cmd::Drift(o) => Ok(crate::drift_cmd::run(o, out)),
         Cmd::Finalize(o) => crate::sysroot_cmds::finalize(o, out).map(|_| ExitCode::SUCCESS),
+        Cmd::PrepareRoot(o) => crate::sysroot_cmds::prepare_root(o, out).map(|_| ExitCode::SUCCESS),
         Cmd::BootComplete(o) => {
-            let s = crate::sysroot_cmds::open_sysroot(&o.sysroot.sysroot)?;
+            let s = crate::sysroot_cmds::open_sysroot_writable(&o.sysroot.sysroot)?;
             arbor_sysroot::staged::boot_complete(&s).map(|_| ExitCode::SUCCESS)
         }
         Cmd::Image(c) => crate::image_cmds::image(c, out).map(|_| ExitCode::SUCCESS),

@@ -5,9 +5,10 @@
 // checked by `-W unused-crate-dependencies` for) the package's
 // dependencies; this target names them so that the lint stays quiet here.
 use {
-    anyhow as _, arbor_config as _, arbor_format as _, arbor_pull as _, arbor_repo as _,
-    arbor_sysroot as _, arbor_upgrade as _, chrono as _, clap as _, indicatif as _, rustix as _,
-    serde as _, serde_json as _, tracing as _, tracing_subscriber as _,
+    anyhow as _, arbor_boot as _, arbor_config as _, arbor_format as _, arbor_pull as _,
+    arbor_repo as _, arbor_sysroot as _, arbor_upgrade as _, chrono as _, clap as _,
+    indicatif as _, rustix as _, serde as _, serde_json as _, tracing as _,
+    tracing_subscriber as _,
 };
 // Dev-dependencies, visible to the binary's test build.
 #[cfg(test)]

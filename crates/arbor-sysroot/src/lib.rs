@@ -18,6 +18,8 @@
 //! - [`etc_merge`]: the three-way /etc merge.
 //! - [`kernel`], [`bls`], [`kargs`]: boot files, entries, kernel arguments.
 //! - [`grub`]: the GRUB menu generated from the BLS entries of each `loader.N`.
+//! - [`writable`]: a read-only `/sysroot` made writable in a private mount
+//!   namespace, for the commands that write on a booted system.
 //!
 //! Locking: every function that changes the sysroot takes a
 //! [`sysroot::SysrootLock`] (from [`Sysroot::lock`]), the proof that the
@@ -42,6 +44,7 @@ pub mod preview;
 pub mod staged;
 pub mod status;
 pub mod sysroot;
+pub mod writable;
 pub mod write;
 
 pub use deployment::Deployment;

@@ -4,8 +4,8 @@
 // Dependencies of the arbor binary these tests run, not used here
 // (`-W unused-crate-dependencies`).
 use {
-    arbor_cli as _, arbor_config as _, arbor_pull as _, arbor_upgrade as _, chrono as _, clap as _,
-    indicatif as _, serde as _, tracing as _, tracing_subscriber as _,
+    arbor_boot as _, arbor_cli as _, arbor_config as _, arbor_pull as _, arbor_upgrade as _,
+    chrono as _, clap as _, indicatif as _, serde as _, tracing as _, tracing_subscriber as _,
 };
 
 /// The tests kill `arbor` at named crash points and simulate boots with
@@ -22,6 +22,7 @@ fn built_with_fault_injection() {
     }
 }
 
+mod boot_prepare_root;
 mod cli;
 mod cli_query;
 mod coexist;

@@ -313,7 +313,7 @@ impl Vm {
                     if let Some(st) = line.trim_end().strip_prefix("@@done ") {
                         let st: i32 = st.trim().parse().unwrap_or(-1);
                         for l in out.lines() {
-                            eprintln!("    > {l}");
+                            eprintln!("    > {}", printable(l));
                         }
                         return (st, out);
                     }
@@ -449,4 +449,32 @@ pub fn ostree_status_booted(console: &str) -> Option<String> {
                 .find(|w| w.len() >= 64 && w[..64].chars().all(|c| c.is_ascii_hexdigit()))
                 .map(|w| w[..64].to_string())
         })
+}
+
+/// A line of a command's output as the log shows it: terminal escape
+/// sequences (progress bars) removed, and only the end of a very long line.
+fn printable(line: &str) -> String {
+    let mut out = String::new();
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                // Parameters, then one final byte in @..~.
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    let n = out.chars().count();
+    if n > 240 {
+        format!("...{}", out.chars().skip(n - 200).collect::<String>())
+    } else {
+        out
+    }
 }

@@ -375,16 +375,39 @@ fn power_loss_during_upgrade_boots_old_or_new() {
             if booted == f.v1 { "old" } else { "new" }
         ));
         vm.ok("arbor fsck --repo /ostree/repo", CMD);
-        if booted == f.v2 {
-            // Back to the old one for the next kill point.
-            vm.ok("arbor rollback && arbor cleanup", CMD);
-            vm.reboot(BOOT);
-            vm.boot();
-            let (b, _) = vm.wait_booted(BOOT);
-            assert_eq!(b, f.v1);
-        }
+        back_to_old(&mut vm, f, booted == f.v2);
     }
     vm.kill();
+}
+
+/// Undoes an upgrade completely, so the next kill point pulls and deploys
+/// again: boots the old deployment if the new one is booted, undeploys the
+/// new one, deletes its ref and prunes its objects.
+fn back_to_old(vm: &mut Vm, f: &Fixture, new_booted: bool) {
+    if new_booted {
+        vm.ok("arbor rollback", CMD);
+        vm.reboot(BOOT);
+        vm.boot();
+        let (b, _) = vm.wait_booted(BOOT);
+        assert_eq!(b, f.v1, "the rollback is booted");
+    }
+    let st: serde_json::Value =
+        serde_json::from_str(&vm.ok("arbor status --json", CMD)).expect("status --json");
+    let deps = st["deployments"].as_array().expect("deployments").clone();
+    for (i, d) in deps.iter().enumerate().rev() {
+        if d["checksum"] == f.v2.as_str() {
+            vm.ok(&format!("arbor undeploy {i}"), CMD);
+        }
+    }
+    vm.ok(
+        "arbor refs --repo /ostree/repo --delete host:vm/os; arbor cleanup",
+        CMD,
+    );
+    let (st, _) = vm.run(&format!("arbor show --repo /ostree/repo {}", f.v2), CMD);
+    assert_ne!(
+        st, 0,
+        "the new commit is pruned, so the next upgrade pulls it again"
+    );
 }
 
 /// Test 5: the erofs image holds exactly the deployment's tree; two builds

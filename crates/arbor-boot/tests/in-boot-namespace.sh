@@ -1,0 +1,29 @@
+#!/bin/sh
+# Run as: unshare --mount --propagation private sh in-boot-namespace.sh SYSROOT CMDLINE_FILE CMD...
+# Inside a private mount namespace, mimics the initramfs: SYSROOT a mount
+# point, a private /run, CMDLINE_FILE as /proc/cmdline; runs `CMD... SYSROOT`
+# and then prints what the tests check. The host's mounts never change.
+set -eu
+sysroot=$1 cmdline=$2
+shift 2
+mount --bind "$sysroot" "$sysroot"
+mount -t tmpfs tmpfs /run
+mount --bind "$cmdline" /proc/cmdline
+"$@" "$sysroot"
+echo "== mountinfo"
+cat /proc/self/mountinfo
+echo "== root"
+stat -c '%d %i' "$sysroot"
+echo "== booted"
+od -An -v -tx1 /run/ostree-booted | tr -d ' \n'
+echo
+echo "== writable"
+for d in etc var usr sysroot; do
+	if touch "$sysroot/$d/.probe" 2>/dev/null; then
+		rm "$sysroot/$d/.probe"
+		echo "$d rw"
+	else
+		echo "$d ro"
+	fi
+done
+echo "== end"
