@@ -15,9 +15,15 @@ export ARBOR_GLIB_ORACLE="$oracle_dir/glib_oracle"
 # dev-dependency enabling it would leak it into release builds of the
 # binary; the integration tests fail without it).
 cargo build --workspace --all-targets --features arbor-cli/fault-injection
-cargo test --workspace --features arbor-cli/fault-injection -- --test-threads 2
+cargo test --workspace --exclude arbor-vmtest --features arbor-cli/fault-injection -- --test-threads 2
 # Without the feature, a crash point's variable is ignored: the unit test
 # of arbor-fs alone, and the real binary, which must commit despite it.
 cargo test -p arbor-fs --lib -- --test-threads 2 failpoint
 cargo build -p arbor-cli --bin arbor
 ./.ci/check-no-failpoints target/debug/arbor
+# Machines that boot: a Debian OS tree (debootstrap, cached in
+# /var/cache/arbor-os), disk images by `arbor image build`, booted in QEMU
+# (upgrade, rollback, power loss). The release binaries are built by the
+# test itself. ARBOR_VM_SEED repeats a power-loss run, ARBOR_VM_KILLS sets
+# its number of kill points (default 5).
+cargo test -p arbor-vmtest --test vm -- --test-threads 2

@@ -33,10 +33,33 @@ pub fn run(opt: Opt) -> Result<ExitCode> {
     }
 }
 
+/// The repository a command writes to, if it writes to one (not the
+/// sysroot commands: they open their sysroot writable themselves).
+fn writes_repo(cmd: &Cmd) -> Option<&std::path::Path> {
+    use crate::cli::RemoteCmd;
+    let repo = match cmd {
+        Cmd::Commit(o) => &o.repo,
+        Cmd::Refs(o) if o.create.is_some() || o.delete => &o.repo,
+        Cmd::Prune(o) => &o.repo,
+        Cmd::PullLocal(o) => &o.repo,
+        Cmd::Pull(o) => &o.repo,
+        Cmd::Remote(RemoteCmd::Add(o)) => &o.repo,
+        Cmd::Remote(RemoteCmd::Delete(o)) => &o.repo,
+        Cmd::Sign(o) if !o.verify => &o.repo,
+        Cmd::Summary(o) if o.update => &o.repo,
+        _ => return None,
+    };
+    Some(&repo.repo)
+}
+
 /// Runs a parsed command, writing its output to `out`.
 pub fn dispatch(opt: Opt, out: &mut dyn Write) -> Result<ExitCode> {
     let mut out = out;
     let out = &mut out;
+    // On a booted machine `/ostree/repo` is on the read-only `/sysroot`.
+    if let Some(repo) = writes_repo(&opt.cmd) {
+        arbor_sysroot::writable::ensure_repo_writable(repo)?;
+    }
     let code = match opt.cmd {
         Cmd::Init(o) => init(o).map(|_| ExitCode::SUCCESS),
         Cmd::Commit(o) => commit(o, out).map(|_| ExitCode::SUCCESS),

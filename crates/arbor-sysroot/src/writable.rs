@@ -53,6 +53,27 @@ pub fn ensure_writable(sysroot: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The same for a repository: a command that writes to a repository on
+/// the booted machine's physical root (`/ostree/repo` is
+/// `/sysroot/ostree/repo`) enters the private, writable namespace of
+/// [`ensure_writable`] first. Any other repository is left alone, and so
+/// is a path that cannot be resolved (opening it reports the error).
+pub fn ensure_repo_writable(repo: &Path) -> Result<()> {
+    #[cfg(feature = "fault-injection")]
+    let physical = std::env::var_os(TEST_PHYSICAL_ROOT_ENV)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PHYSICAL_ROOT.into());
+    #[cfg(not(feature = "fault-injection"))]
+    let physical = PathBuf::from(PHYSICAL_ROOT);
+    let Ok(real) = std::fs::canonicalize(repo) else {
+        return Ok(());
+    };
+    if !real.starts_with(&physical) {
+        return Ok(());
+    }
+    ensure_writable(Path::new("/"))
+}
+
 /// The booted system's physical root and `/boot`, if `sysroot` is the
 /// booted system.
 fn booted_mounts(sysroot: &Path) -> Result<Option<(PathBuf, PathBuf)>> {

@@ -286,3 +286,62 @@ if touch "$sys/probe" 2>/dev/null; then echo "after: writable"; else echo "after
     let st: serde_json::Value = serde_json::from_str(json).unwrap();
     assert_eq!(st["deployments"].as_array().unwrap().len(), 2, "{json}");
 }
+
+#[test]
+fn repository_commands_remount_a_read_only_sysroot_in_their_own_namespace() {
+    if needs_root("repository_commands_remount_a_read_only_sysroot_in_their_own_namespace") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let (sys, _) = arbor_sysroot(t.path());
+    // /ostree/repo of a booted machine is on the read-only /sysroot: the
+    // repository commands that write (remote add, pull-local, refs
+    // --create) get a private writable namespace, as the sysroot
+    // commands do; without the booted machine's physical root they still
+    // fail, and the caller's namespace stays read-only.
+    let script = r#"
+set -u
+sys=$1 arbor=$2
+src=$(mktemp -d) && "$arbor" init --repo "$src/r" --mode archive >/dev/null &&
+  mkdir "$src/t" && echo x >"$src/t/f" &&
+  c=$("$arbor" commit --repo "$src/r" -b other "$src/t") || exit 2
+mount --bind "$sys" "$sys" && mount -o remount,bind,ro "$sys" || exit 2
+r=$sys/ostree/repo
+writes() {
+  "$arbor" remote add --repo "$r" --no-gpg-verify host http://127.0.0.1:9/ &&
+  "$arbor" pull-local --repo "$r" "$src/r" other >/dev/null &&
+  "$arbor" refs --repo "$r" --create copied "$c"
+}
+if writes 2>/tmp/err.$$; then echo "plain: written"; else echo "plain: $(tail -1 /tmp/err.$$)"; fi
+rm -f /tmp/err.$$
+if ARBOR_TEST_PHYSICAL_ROOT="$sys" writes; then echo "booted: written"; else echo "booted: failed"; fi
+if touch "$sys/probe" 2>/dev/null; then echo "after: writable"; else echo "after: read-only"; fi
+"$arbor" refs --repo "$r" copied
+"$arbor" remote list --repo "$r"
+"#;
+    let out = run_ok(
+        Command::new("unshare")
+            .args([
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                script,
+                "sh",
+            ])
+            .arg(&sys)
+            .arg(env!("CARGO_BIN_EXE_arbor")),
+    );
+    eprintln!("{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with("plain: ") && lines[0].contains("Read-only file system"),
+        "{out}"
+    );
+    assert_eq!(
+        lines[1..],
+        ["booted: written", "after: read-only", "copied", "host"],
+        "{out}"
+    );
+}

@@ -436,4 +436,132 @@ fn images_are_reproducible_and_erofs_is_the_deployment() {
         );
     }
     let _ = std::fs::remove_dir_all(&again);
+
+    // The erofs image, mounted read-only, holds the deployment's /usr
+    // exactly (content, modes, owners, xattrs, symlinks).
+    let co = f.dir.join("checkout-usr");
+    let _ = std::fs::remove_dir_all(&co);
+    sh(Command::new(&f.arbor)
+        .args(["checkout", "-H", "--subpath", "/usr", "--repo"])
+        .arg(&f.repo)
+        .arg("vm/os")
+        .arg(&co));
+    let script = r#"
+set -eu
+m=$(mktemp -d)
+mount -t erofs -o loop,ro "$1" "$m"
+grep -q '^ID=debian' "$m/usr/lib/os-release"
+touch "$m/usr/x" 2>/dev/null && { echo "erofs is writable"; exit 1; }
+diff -r --no-dereference "$m/usr" "$2" && echo "usr identical"
+(cd "$m/usr" && find . -printf '%p %m %U %G %l\n' | sort) >"$m.a"
+(cd "$2" && find . -printf '%p %m %U %G %l\n' | sort) >"$m.b"
+cmp "$m.a" "$m.b" && echo "metadata identical"
+(cd "$m/usr" && getfattr -R -d -m - --absolute-names . 2>/dev/null | sort) >"$m.c"
+(cd "$2" && getfattr -R -d -m - --absolute-names . 2>/dev/null | sort) >"$m.d"
+cmp "$m.c" "$m.d" && echo "xattrs identical"
+umount "$m"
+"#;
+    let out = sh(Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script,
+            "sh",
+        ])
+        .arg(f.images.join("root.erofs"))
+        .arg(&co));
+    eprintln!("[vm] root.erofs: {}", out.trim().replace('\n', ", "));
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["usr identical", "metadata identical", "xattrs identical"]
+    );
+    let _ = std::fs::remove_dir_all(&co);
+
+    // export round-trips: the OS commit as a tar stream, committed again,
+    // has the same root tree and metadata.
+    let tar = f.dir.join("export.tar");
+    sh(Command::new(&f.arbor)
+        .args(["export", "--repo"])
+        .arg(&f.repo)
+        .arg("vm/os")
+        .arg("-o")
+        .arg(&tar));
+    let again = f.dir.join("reimport");
+    let _ = std::fs::remove_dir_all(&again);
+    sh(Command::new(&f.arbor)
+        .args(["init", "--mode", "bare", "--repo"])
+        .arg(&again));
+    let c2 = sh(Command::new(&f.arbor)
+        .args(["commit", "-b", "again", "--repo"])
+        .arg(&again)
+        .arg("--tar")
+        .arg(&tar));
+    let root = |repo: &Path, rev: &str| {
+        sh(Command::new("ostree")
+            .arg(format!("--repo={}", repo.display()))
+            .args(["ls", "-d", "-C", rev, "/"]))
+    };
+    assert_eq!(
+        root(&f.repo, &f.v1),
+        root(&again, c2.trim()),
+        "export then commit --tar gives the same root tree"
+    );
+    eprintln!(
+        "[vm] export round-trips: root {}",
+        root(&f.repo, &f.v1).trim()
+    );
+    let _ = std::fs::remove_dir_all(&again);
+    let _ = std::fs::remove_file(&tar);
+}
+
+/// Test 6: a sysroot that `ostree admin deploy` made (Debian's ostree, with
+/// no bootloader of its own) becomes an image with `image build
+/// --from-sysroot`, and boots through arbor's GRUB menu and
+/// `arbor-prepare-root`; both tools mark its deployment booted.
+#[test]
+fn ostree_deployed_sysroot_boots_through_arbor_prepare_root() {
+    let f = fixture();
+    let d = f.dir.join("ostree-sysroot");
+    let _ = std::fs::remove_dir_all(&d);
+    let sys = d.join("sysroot");
+    std::fs::create_dir_all(&sys).unwrap();
+    let ostree = |args: &[&str]| sh(Command::new("ostree").args(args));
+    let s = sys.to_str().unwrap();
+    let repo = format!("--repo={s}/ostree/repo");
+    ostree(&["admin", "init-fs", s]);
+    ostree(&["admin", "os-init", "--sysroot", s, "debian"]);
+    ostree(&["config", &repo, "set", "sysroot.bootloader", "none"]);
+    ostree(&["pull-local", &repo, f.repo.to_str().unwrap(), &f.v1]);
+    ostree(&["refs", &repo, "--create=vm/os", &f.v1]);
+    ostree(&[
+        "admin",
+        "deploy",
+        "--sysroot",
+        s,
+        "--os=debian",
+        "--karg=root=LABEL=root",
+        "--karg=rw",
+        "--karg=console=ttyS0,115200n8",
+        "vm/os",
+    ]);
+    let out = d.join("images");
+    sh(Command::new(&f.arbor)
+        .args(["image", "build", "--format", "raw", "--from-sysroot"])
+        .arg(&sys)
+        .arg("-o")
+        .arg(&out));
+    let mut vm = Vm::new("ostree-sysroot", &d, &out.join("disk.raw"), &f.kernel);
+    vm.boot();
+    let (booted, console) = vm.wait_booted(BOOT);
+    assert_eq!(booted, f.v1);
+    assert_eq!(status_booted(&console).as_deref(), Some(f.v1.as_str()));
+    assert_eq!(
+        ostree_status_booted(&console).as_deref(),
+        Some(f.v1.as_str())
+    );
+    vm.kill();
+    let _ = std::fs::remove_dir_all(&d);
 }
