@@ -80,5 +80,15 @@ fn render(r: &BuildReport, w: &mut impl Write) -> Result<()> {
         )?;
     }
     writeln!(w, "  total: {:.2} s", r.total.as_secs_f64())?;
+    writeln!(w, "Stages (start + duration, in the order they ended):")?;
+    for s in &r.stages {
+        writeln!(
+            w,
+            "  {:>5.2} + {:.2} s  {}",
+            s.start.as_secs_f64(),
+            s.took.as_secs_f64(),
+            s.name
+        )?;
+    }
     Ok(())
 }

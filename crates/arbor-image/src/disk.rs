@@ -1,14 +1,13 @@
 //! Assembling `disk.raw`: the GPT of the layout (BIOS boot, boot, root),
-//! GRUB's boot code and core.img, and the two filesystem images copied in
-//! without their holes.
+//! GRUB's boot code and core.img; the two filesystems are made in place
+//! at their partitions' offsets.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use fn_error_context::context;
-use rustix::fs::SeekFrom;
 
 use crate::gpt::{Gpt, Partition, SECTOR};
 use crate::uuid::{derived_uuid, parse_uuid};
@@ -52,47 +51,33 @@ pub fn layout(commit: &str, boot: u64, root: u64) -> Gpt {
     }
 }
 
-/// Copies `src` into `out` at byte `offset`, data extents only (holes stay
-/// holes: a mostly empty filesystem image costs only its data).
-#[context("Copying {} into the disk image", src.display())]
-pub fn copy_sparse(src: &Path, out: &File, offset: u64) -> Result<()> {
-    let f = File::open(src)?;
-    let len = f.metadata()?.len();
-    let mut pos = 0u64;
-    while pos < len {
-        let data = match rustix::fs::seek(&f, SeekFrom::Data(pos)) {
-            Ok(d) => d,
-            Err(rustix::io::Errno::NXIO) => break,
-            Err(e) => return Err(e).context("Seeking to data"),
-        };
-        let hole = rustix::fs::seek(&f, SeekFrom::Hole(data)).context("Seeking to a hole")?;
-        let (mut from, mut to) = (data, offset + data);
-        while from < hole {
-            let want = usize::try_from(hole - from)
-                .unwrap_or(usize::MAX)
-                .min(1 << 30);
-            let n = rustix::fs::copy_file_range(&f, Some(&mut from), out, Some(&mut to), want)
-                .context("copy_file_range")?;
-            anyhow::ensure!(n > 0, "Short copy from {}", src.display());
-        }
-        pos = hole;
-    }
+/// Creates `out`: a sparse file of the disk's size, into whose
+/// partitions the filesystems are then made in place ([`crate::ext4::mkfs`]
+/// at each partition's offset).
+#[context("Creating {}", out.display())]
+pub fn create(gpt: &Gpt, out: &Path) -> Result<()> {
+    let f = File::create(out)?;
+    f.set_len(gpt.disk_sectors * SECTOR)?;
     Ok(())
 }
 
-/// Writes `disk.raw` at `out`: the table, the MBR with GRUB's boot code,
-/// core.img in the BIOS boot partition, and the two filesystems.
-#[context("Assembling {}", out.display())]
-pub fn assemble(
-    gpt: &Gpt,
-    boot_img: &[u8],
-    core_img: &[u8],
-    boot_fs: &Path,
-    root_fs: &Path,
-    out: &Path,
-) -> Result<()> {
-    let f = File::create(out)?;
-    f.set_len(gpt.disk_sectors * SECTOR)?;
+/// The byte offset of partition `i` (0: bios, 1: boot, 2: root).
+pub fn offset(gpt: &Gpt, i: usize) -> u64 {
+    gpt.partitions[i].first_lba * SECTOR
+}
+
+/// Writes the table, the MBR with GRUB's boot code and core.img in the
+/// BIOS boot partition into the disk `out` made by [`create`] (after its
+/// filesystems: nothing else is written). Not synced: the caller syncs
+/// the file it publishes.
+#[context("Writing the partition table and GRUB into {}", out.display())]
+pub fn finish(gpt: &Gpt, boot_img: &[u8], core_img: &[u8], out: &Path) -> Result<()> {
+    let f = File::options().write(true).open(out)?;
+    anyhow::ensure!(
+        f.metadata()?.len() == gpt.disk_sectors * SECTOR,
+        "{} is not the disk's size",
+        out.display()
+    );
     for c in gpt.chunks() {
         f.write_all_at(&c.data, c.offset)?;
     }
@@ -106,8 +91,5 @@ pub fn assemble(
     )?;
     f.write_all_at(&mbr, 0)?;
     f.write_all_at(&core, bios.first_lba * SECTOR)?;
-    copy_sparse(boot_fs, &f, gpt.partitions[1].first_lba * SECTOR)?;
-    copy_sparse(root_fs, &f, gpt.partitions[2].first_lba * SECTOR)?;
-    f.sync_all().context("Syncing")?;
     Ok(())
 }

@@ -78,16 +78,26 @@ pub fn tree_bytes(root: &Path) -> Result<u64> {
     Ok(total)
 }
 
-/// Makes `out` (created, `fs.size` bytes, sparse) an ext4 filesystem
-/// holding `fs.src`; `work` is a scratch directory for the configuration.
+/// Makes the `fs.size` bytes at byte `offset` of the existing file `out`
+/// (a partition of a disk image, or a whole file of that size) an ext4
+/// filesystem holding `fs.src` (`mke2fs -E offset=`, so a disk image gets
+/// its filesystems without a copy); `work` is a scratch directory for the
+/// configuration. Nothing outside that range is written, nothing synced.
+/// The inode times are the source's: [`crate::ext4_times::set_times`]
+/// sets them afterwards.
 #[context("Making the {} filesystem", fs.label)]
-pub fn mkfs(fs: &Ext4<'_>, out: &Path, work: &Path) -> Result<()> {
+pub fn mkfs(fs: &Ext4<'_>, out: &Path, offset: u64, work: &Path) -> Result<()> {
     let conf = work.join(format!("mke2fs-{}.conf", fs.label));
     std::fs::write(&conf, MKE2FS_CONF).context("Writing the mke2fs configuration")?;
-    let f = std::fs::File::create(out).with_context(|| format!("Creating {}", out.display()))?;
-    f.set_len(fs.size)
-        .with_context(|| format!("Sizing {}", out.display()))?;
-    drop(f);
+    let len = std::fs::metadata(out)
+        .with_context(|| format!("Reading {}", out.display()))?
+        .len();
+    anyhow::ensure!(
+        fs.size % BLOCK == 0 && offset + fs.size <= len,
+        "{} bytes at {offset} do not fit in {} ({len} bytes)",
+        fs.size,
+        out.display()
+    );
     let uuid = format_uuid(&fs.uuid);
     let epoch = fs.epoch.to_string();
     let mut cmd = tools::command("mkfs.ext4");
@@ -100,11 +110,14 @@ pub fn mkfs(fs: &Ext4<'_>, out: &Path, work: &Path) -> Result<()> {
         .arg(&uuid)
         .arg("-E")
         .arg(format!(
-            "hash_seed={uuid},root_owner=0:0,lazy_itable_init=0,lazy_journal_init=0,nodiscard"
+            "hash_seed={uuid},root_owner=0:0,lazy_itable_init=0,lazy_journal_init=1,nodiscard,\
+             offset={offset}"
         ))
         .arg("-d")
         .arg(fs.src)
-        .arg(out);
+        .arg(out)
+        // In KiB: a bare number would count -b blocks.
+        .arg(format!("{}k", fs.size / 1024));
     tools::run("mkfs.ext4", &mut cmd)?;
-    crate::ext4_times::set_times(out, fs.epoch)
+    Ok(())
 }

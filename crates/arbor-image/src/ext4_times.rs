@@ -104,15 +104,17 @@ fn geometry(sb: &[u8]) -> Result<Geometry> {
 
 /// Sets `i_atime`, `i_ctime`, `i_mtime` and `i_crtime` (their extra
 /// nanosecond fields to zero) of the root directory and of every used
-/// non-reserved inode of the ext4 image `img` to `epoch`.
+/// non-reserved inode of the ext4 filesystem at byte `offset` of `img`
+/// (a partition of a disk image) to `epoch`. Nothing is synced: the
+/// caller syncs the file it publishes.
 #[context("Setting the inode times of {}", img.display())]
-pub fn set_times(img: &Path, epoch: u64) -> Result<()> {
+pub fn set_times(img: &Path, offset: u64, epoch: u64) -> Result<()> {
     let Ok(t) = u32::try_from(epoch) else {
         bail!("Timestamp {epoch} is past 2106");
     };
     let f = File::options().read(true).write(true).open(img)?;
     let mut sb = vec![0u8; 1024];
-    f.read_exact_at(&mut sb, SUPERBLOCK)?;
+    f.read_exact_at(&mut sb, offset + SUPERBLOCK)?;
     let g = geometry(&sb)?;
     ensure!(
         g.inode_size >= GOOD_OLD_INODE_SIZE,
@@ -120,7 +122,7 @@ pub fn set_times(img: &Path, epoch: u64) -> Result<()> {
         g.inode_size
     );
     let mut gdt = vec![0u8; usize::try_from(g.groups)? * g.desc_size];
-    f.read_exact_at(&mut gdt, g.gdt)?;
+    f.read_exact_at(&mut gdt, offset + g.gdt)?;
     for group in 0..g.groups {
         let d = &gdt[usize::try_from(group)? * g.desc_size..][..g.desc_size];
         if u16_at(d, 0x12) & BG_INODE_UNINIT != 0 {
@@ -133,8 +135,8 @@ pub fn set_times(img: &Path, epoch: u64) -> Result<()> {
                 0
             }
         };
-        let bitmap_at = (u64::from(u32_at(d, 0x4)) | hi(0x24)) * g.block;
-        let table_at = (u64::from(u32_at(d, 0x8)) | hi(0x28)) * g.block;
+        let bitmap_at = offset + (u64::from(u32_at(d, 0x4)) | hi(0x24)) * g.block;
+        let table_at = offset + (u64::from(u32_at(d, 0x8)) | hi(0x28)) * g.block;
         let mut bitmap = vec![0u8; usize::try_from(g.inodes_per_group.div_ceil(8))?];
         f.read_exact_at(&mut bitmap, bitmap_at)?;
         let mut table = vec![0u8; usize::try_from(g.inodes_per_group)? * g.inode_size];
@@ -154,7 +156,6 @@ pub fn set_times(img: &Path, epoch: u64) -> Result<()> {
             f.write_all_at(&table, table_at)?;
         }
     }
-    f.sync_all()?;
     Ok(())
 }
 

@@ -5,8 +5,8 @@
 //! makes the requested formats, in parallel where they are independent:
 //!
 //! ```text
-//! deploy ──┬─ root.img (mkfs.ext4 -d)  ─┐
-//!          ├─ boot.img (mkfs.ext4 -d) ──┼─ disk.raw (GPT + GRUB) ── disk.qcow2 (qemu-img)
+//! deploy ──┬─ root fs (mkfs.ext4 -d) ──┐  (both made in place inside disk.raw)
+//!          ├─ boot fs (mkfs.ext4 -d) ──┼─ disk.raw (GPT + GRUB) ── disk.qcow2 (qemu-img)
 //!          └─ root.erofs (mkfs.erofs)   │
 //! ```
 //!
@@ -155,8 +155,55 @@ pub struct BuildReport {
     pub per_format: Vec<(Format, Duration)>,
     /// The whole build.
     pub total: Duration,
+    /// Each stage's start and duration from the build's start (stages
+    /// run in parallel, so they overlap), in the order they ended.
+    pub stages: Vec<Stage>,
     /// The files written, in the output directory.
     pub files: Vec<PathBuf>,
+}
+
+/// One timed stage of a build.
+#[derive(Debug, Clone)]
+pub struct Stage {
+    /// What it did.
+    pub name: String,
+    /// When it started, from the build's start.
+    pub start: Duration,
+    /// How long it took.
+    pub took: Duration,
+}
+
+/// Records the stages of one build, from several threads.
+#[derive(Debug)]
+pub struct Stages {
+    t0: Instant,
+    done: std::sync::Mutex<Vec<Stage>>,
+}
+
+impl Stages {
+    fn new(t0: Instant) -> Stages {
+        Stages {
+            t0,
+            done: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Runs `f` as the stage `name`.
+    pub fn time<T>(&self, name: impl Into<String>, f: impl FnOnce() -> T) -> T {
+        let start = Instant::now();
+        let r = f();
+        let s = Stage {
+            name: name.into(),
+            start: start.duration_since(self.t0),
+            took: start.elapsed(),
+        };
+        self.done.lock().unwrap_or_else(|e| e.into_inner()).push(s);
+        r
+    }
+
+    fn into_vec(self) -> Vec<Stage> {
+        self.done.into_inner().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// The default kernel arguments after `root=`.
@@ -217,13 +264,14 @@ fn build_checked(opts: &BuildOptions) -> Result<BuildReport> {
 
 fn build_in(opts: &BuildOptions) -> Result<BuildReport> {
     let t0 = Instant::now();
+    let stages = Stages::new(t0);
     let work = tempfile::Builder::new()
         .prefix(".arbor-image-")
         .tempdir_in(&opts.output)
         .context("Creating the work directory")?;
     let w = work.path();
     let (staged, commit) = match &opts.from_sysroot {
-        Some(from) => stage::existing(from, w)?,
+        Some(from) => stages.time("copy the sysroot", || stage::existing(from, w))?,
         None => {
             let src = Repo::open(&opts.repo)?;
             let commit = arbor_repo::refs::resolve_rev(&src, &opts.rev)
@@ -243,17 +291,21 @@ fn build_in(opts: &BuildOptions) -> Result<BuildReport> {
                 stateroot: &stateroot,
                 kargs: kargs_for(opts, &commit.to_hex()),
             };
-            (stage::fresh(&f, w)?, commit)
+            (stage::fresh(&f, w, &stages)?, commit)
         }
     };
     let deploy = t0.elapsed();
     let epoch = commit_timestamp(&staged.root, &commit)?;
     let t1 = Instant::now();
-    let per_format = make_formats(opts, &staged, &commit.to_hex(), epoch, w)?
+    let per_format = make_formats(opts, &staged, &commit.to_hex(), epoch, w, &stages)?
         .into_iter()
         .map(|(f, t)| (f, t.duration_since(t1)))
         .collect::<Vec<_>>();
-    let files = publish(&opts.formats, w, &opts.output)?;
+    let files = stages.time("publish (sync, rename)", || {
+        publish(&opts.formats, w, &opts.output)
+    })?;
+    stages.time("remove the work directory", || drop(work));
+    let total = t0.elapsed();
     Ok(BuildReport {
         commit: commit.to_hex(),
         timestamp: epoch,
@@ -261,7 +313,8 @@ fn build_in(opts: &BuildOptions) -> Result<BuildReport> {
         deployment: staged.name,
         deploy,
         per_format,
-        total: t0.elapsed(),
+        total,
+        stages: stages.into_vec(),
         files,
     })
 }
@@ -279,37 +332,36 @@ fn make_formats(
     commit: &str,
     epoch: u64,
     w: &Path,
+    stages: &Stages,
 ) -> Result<Vec<(Format, Instant)>> {
     let want = |f| opts.formats.contains(&f);
     let disk = want(Format::Raw) || want(Format::Qcow2);
     let mut done = Vec::new();
     let grub_dir = grub::platform_dir(&st.deployment);
+    let raw = w.join(Format::Raw.file_name());
     let (fs, erofs) = rayon::join(
-        || -> Result<()> {
+        || -> Result<Option<gpt::Gpt>> {
             if !disk {
-                return Ok(());
+                return Ok(None);
             }
-            let (root, boot) = rayon::join(
-                || make_root_fs(opts, st, commit, epoch, w),
-                || make_boot_fs(st, commit, epoch, w, &grub_dir),
-            );
-            root?;
-            boot
+            make_disk_filesystems(opts, st, commit, epoch, w, &grub_dir, &raw, stages).map(Some)
         },
         || -> Result<Option<Instant>> {
             if !want(Format::Erofs) {
                 return Ok(None);
             }
-            make_erofs(
-                &st.deployment,
-                commit,
-                epoch,
-                &w.join(Format::Erofs.file_name()),
-            )?;
+            stages.time("mkfs.erofs", || {
+                make_erofs(
+                    &st.deployment,
+                    commit,
+                    epoch,
+                    &w.join(Format::Erofs.file_name()),
+                )
+            })?;
             Ok(Some(Instant::now()))
         },
     );
-    fs?;
+    let gpt = fs?;
     if let Some(t) = erofs? {
         done.push((Format::Erofs, t));
     }
@@ -320,16 +372,16 @@ fn make_formats(
         Vec::new()
     };
     // The staged trees are no longer needed: deleting tens of thousands
-    // of files takes seconds, so do it while the disk is assembled.
+    // of files takes seconds, so do it while the disk is finished.
     let (disks, cleanup) = rayon::join(
         || -> Result<Vec<(Format, Instant)>> {
             let mut done = Vec::new();
-            if disk {
-                assemble_disks(opts, commit, w, &boot_img, &mut done)?;
+            if let Some(gpt) = &gpt {
+                finish_disks(opts, gpt, w, &raw, &boot_img, &mut done, stages)?;
             }
             Ok(done)
         },
-        || remove_staged(st, w),
+        || stages.time("remove the staged trees", || remove_staged(st, w)),
     );
     done.extend(disks?);
     cleanup?;
@@ -337,82 +389,132 @@ fn make_formats(
     Ok(done)
 }
 
-/// `disk.raw` from the two filesystems and GRUB, then `disk.qcow2`.
-fn assemble_disks(
+/// Creates `raw` (the disk, sparse) and makes the root and boot
+/// filesystems in place at their partitions' offsets, in parallel; also
+/// `core.img`. Returns the partition table, written by [`finish_disks`].
+fn make_disk_filesystems(
     opts: &BuildOptions,
+    st: &stage::Staged,
     commit: &str,
+    epoch: u64,
     w: &Path,
+    grub_dir: &Path,
+    raw: &Path,
+    stages: &Stages,
+) -> Result<gpt::Gpt> {
+    // The sizes first: the partition table places the filesystems.
+    let (root_size, boot_size) = rayon::join(
+        || -> Result<u64> {
+            Ok(match opts.root_size {
+                Some(s) => round_up(s, 1 << 20),
+                None => stages.time("measure the root tree", || -> Result<u64> {
+                    Ok(round_up(
+                        2 * ext4::tree_bytes(&st.root)? + ROOT_EXTRA,
+                        ROOT_ROUND,
+                    ))
+                })?,
+            })
+        },
+        || stages.time("boot tree, core.img", || prepare_boot(st, w, grub_dir)),
+    );
+    let gpt = disk::layout(commit, boot_size?, root_size?);
+    disk::create(&gpt, raw)?;
+    let fs = |label: &str, src: &Path, i: usize| -> Result<()> {
+        let fs = ext4::Ext4 {
+            label,
+            uuid: derived_uuid(&format!("{label}-fs"), commit),
+            size: gpt.partitions[i].sectors * gpt::SECTOR,
+            src,
+            epoch,
+        };
+        let at = disk::offset(&gpt, i);
+        stages.time(format!("mkfs.ext4 {label}"), || ext4::mkfs(&fs, raw, at, w))?;
+        stages.time(format!("inode times {label}"), || {
+            ext4_times::set_times(raw, at, epoch)
+        })
+    };
+    let (root, boot) = rayon::join(|| fs("root", &st.root, 2), || fs("boot", &st.boot, 1));
+    root?;
+    boot?;
+    Ok(gpt)
+}
+
+/// The table and GRUB into `disk.raw`, then `disk.qcow2`.
+fn finish_disks(
+    opts: &BuildOptions,
+    gpt: &gpt::Gpt,
+    w: &Path,
+    raw: &Path,
     boot_img: &[u8],
     done: &mut Vec<(Format, Instant)>,
+    stages: &Stages,
 ) -> Result<()> {
     let want = |f| opts.formats.contains(&f);
-    let boot_len = std::fs::metadata(w.join("boot.img"))?.len();
-    let root_len = std::fs::metadata(w.join("root.img"))?.len();
-    let gpt = disk::layout(commit, boot_len, root_len);
     let core_img = std::fs::read(w.join("core.img")).context("Reading core.img")?;
-    let raw = w.join(Format::Raw.file_name());
-    disk::assemble(
-        &gpt,
-        boot_img,
-        &core_img,
-        &w.join("boot.img"),
-        &w.join("root.img"),
-        &raw,
-    )?;
-    std::fs::remove_file(w.join("root.img"))?;
+    stages.time("partition table, GRUB", || {
+        disk::finish(gpt, boot_img, &core_img, raw)
+    })?;
     if want(Format::Raw) {
         done.push((Format::Raw, Instant::now()));
     }
     if want(Format::Qcow2) {
-        make_qcow2(&raw, &w.join(Format::Qcow2.file_name()))?;
+        stages.time("qemu-img convert", || {
+            make_qcow2(raw, &w.join(Format::Qcow2.file_name()))
+        })?;
         done.push((Format::Qcow2, Instant::now()));
     }
     Ok(())
 }
 
-/// Deletes the staged trees (both inside the work directory `w`).
+/// Deletes the staged trees (both inside the work directory `w`), the
+/// directories in parallel: tens of thousands of unlinks are the longest
+/// stage after the filesystems are made, and they wait mostly on the
+/// kernel's directory and journal locks, not on one CPU.
 fn remove_staged(st: &stage::Staged, w: &Path) -> Result<()> {
+    use rayon::prelude::*;
     for d in [&st.root, &st.boot] {
         anyhow::ensure!(d.starts_with(w), "{} is not a staged copy", d.display());
-        std::fs::remove_dir_all(d).with_context(|| format!("Removing {}", d.display()))?;
     }
-    Ok(())
+    // A pool of its own: the build's pool has a thread waiting on qemu-img.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(REMOVE_THREADS)
+        .build()
+        .context("Starting the removal threads")?;
+    pool.install(|| {
+        [&st.root, &st.boot]
+            .par_iter()
+            .try_for_each(|d| remove_tree(d))
+    })
+}
+
+/// Threads removing the staged trees.
+const REMOVE_THREADS: usize = 4;
+
+/// `rm -r` of `dir`, its subdirectories in parallel.
+fn remove_tree(dir: &Path) -> Result<()> {
+    use rayon::prelude::*;
+    let mut dirs = Vec::new();
+    for e in std::fs::read_dir(dir).with_context(|| format!("Reading {}", dir.display()))? {
+        let e = e?;
+        if e.file_type()?.is_dir() {
+            dirs.push(e.path());
+        } else {
+            std::fs::remove_file(e.path())
+                .with_context(|| format!("Removing {}", e.path().display()))?;
+        }
+    }
+    dirs.par_iter().try_for_each(|d| remove_tree(d))?;
+    std::fs::remove_dir(dir).with_context(|| format!("Removing {}", dir.display()))
 }
 
 fn round_up(n: u64, to: u64) -> u64 {
     n.div_ceil(to) * to
 }
 
-fn make_root_fs(
-    opts: &BuildOptions,
-    st: &stage::Staged,
-    commit: &str,
-    epoch: u64,
-    w: &Path,
-) -> Result<()> {
-    let size = match opts.root_size {
-        Some(s) => round_up(s, 1 << 20),
-        None => round_up(2 * ext4::tree_bytes(&st.root)? + ROOT_EXTRA, ROOT_ROUND),
-    };
-    let fs = ext4::Ext4 {
-        label: "root",
-        uuid: derived_uuid("root-fs", commit),
-        size,
-        src: &st.root,
-        epoch,
-    };
-    ext4::mkfs(&fs, &w.join("root.img"), w)
-}
-
-/// The boot filesystem: the sysroot's `/boot` plus `grub/` (the stub and
-/// GRUB's i386-pc modules); also `core.img`.
-fn make_boot_fs(
-    st: &stage::Staged,
-    commit: &str,
-    epoch: u64,
-    w: &Path,
-    grub_dir: &Path,
-) -> Result<()> {
+/// Completes the boot filesystem's tree: the sysroot's `/boot` plus
+/// `grub/` (the stub and GRUB's i386-pc modules); also makes `core.img`.
+/// Returns the boot filesystem's size.
+fn prepare_boot(st: &stage::Staged, w: &Path, grub_dir: &Path) -> Result<u64> {
     grub::make_core(grub_dir, &w.join("core.img"))?;
     let g = st.boot.join("grub");
     let mods = g.join("i386-pc");
@@ -429,15 +531,7 @@ fn make_boot_fs(
     }
     std::fs::write(g.join("grub.cfg"), grub::stub()).context("Writing grub/grub.cfg")?;
     grub::write_loader_config(&st.boot)?;
-    let size = round_up(2 * ext4::tree_bytes(&st.boot)? + BOOT_EXTRA, 1 << 20).max(BOOT_MIN);
-    let fs = ext4::Ext4 {
-        label: "boot",
-        uuid: derived_uuid("boot-fs", commit),
-        size,
-        src: &st.boot,
-        epoch,
-    };
-    ext4::mkfs(&fs, &w.join("boot.img"), w)
+    Ok(round_up(2 * ext4::tree_bytes(&st.boot)? + BOOT_EXTRA, 1 << 20).max(BOOT_MIN))
 }
 
 /// `root.erofs`: the deployment's tree, every timestamp `epoch`.
@@ -462,7 +556,9 @@ fn make_erofs(tree: &Path, commit: &str, epoch: u64, out: &Path) -> Result<()> {
 #[context("Converting to qcow2")]
 fn make_qcow2(raw: &Path, out: &Path) -> Result<()> {
     let mut cmd = tools::command("qemu-img");
-    cmd.args(["convert", "-f", "raw", "-O", "qcow2"])
+    // `-t unsafe`: no flush at the end (the same bytes); the file is
+    // synced when it is published.
+    cmd.args(["convert", "-t", "unsafe", "-f", "raw", "-O", "qcow2"])
         .arg(raw)
         .arg(out);
     tools::run("qemu-img", &mut cmd)?;

@@ -47,7 +47,7 @@ pub struct Fresh<'a> {
 /// `rev` is one) from the source repository, deploys it, and moves its
 /// `/boot` contents to `work/boot`.
 #[context("Deploying {} into a fresh sysroot", f.rev)]
-pub fn fresh(f: &Fresh<'_>, work: &Path) -> Result<Staged> {
+pub fn fresh(f: &Fresh<'_>, work: &Path, stages: &crate::Stages) -> Result<Staged> {
     let sysroot = work.join("sysroot");
     arbor_sysroot::sysroot::init_fs(&sysroot)?;
     let mut s = Sysroot::open(&sysroot)?;
@@ -61,18 +61,22 @@ pub fn fresh(f: &Fresh<'_>, work: &Path) -> Result<Staged> {
     let linked;
     {
         let src = Repo::open(f.repo)?;
-        linked = seed_file_objects(&src, f.repo, &sysroot.join("ostree/repo"), f.commit)?;
+        linked = stages.time("link objects", || {
+            seed_file_objects(&src, f.repo, &sysroot.join("ostree/repo"), f.commit)
+        })?;
         let opts = arbor_pull::PullLocalOptions {
             refs: vec![f.rev.to_string()],
             ..Default::default()
         };
-        arbor_pull::pull_local(
-            &s.repo().lock(false)?,
-            &src,
-            &opts,
-            &arbor_repo::progress::NullProgress,
-        )
-        .context("Pulling the commit into the image's repository")?;
+        stages.time("pull-local", || {
+            arbor_pull::pull_local(
+                &s.repo().lock(false)?,
+                &src,
+                &opts,
+                &arbor_repo::progress::NullProgress,
+            )
+            .context("Pulling the commit into the image's repository")
+        })?;
     }
     let opts = DeployOptions {
         stateroot: Some(f.stateroot.to_string()),
@@ -80,7 +84,7 @@ pub fn fresh(f: &Fresh<'_>, work: &Path) -> Result<Staged> {
         exact_kargs: Some(f.kargs.clone()),
         ..Default::default()
     };
-    let r = deploy(&mut s.lock()?, &opts)?;
+    let r = stages.time("deploy", || deploy(&mut s.lock()?, &opts))?;
     ensure!(
         r.checksum == f.commit.to_hex(),
         "Deployed {} instead of {}",
