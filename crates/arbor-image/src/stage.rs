@@ -24,7 +24,7 @@ pub struct Staged {
     pub deployment: PathBuf,
     /// `STATEROOT/CSUM.SERIAL` of that deployment.
     pub name: String,
-    /// Content objects hard-linked from the source repository.
+    /// Content and tree objects hard-linked from the source repository.
     pub linked: usize,
 }
 
@@ -62,7 +62,7 @@ pub fn fresh(f: &Fresh<'_>, work: &Path, stages: &crate::Stages) -> Result<Stage
     {
         let src = Repo::open(f.repo)?;
         linked = stages.time("link objects", || {
-            seed_file_objects(&src, f.repo, &sysroot.join("ostree/repo"), f.commit)
+            seed_objects(&src, f.repo, &sysroot.join("ostree/repo"), f.commit)
         })?;
         let opts = arbor_pull::PullLocalOptions {
             refs: vec![f.rev.to_string()],
@@ -108,15 +108,15 @@ pub fn fresh(f: &Fresh<'_>, work: &Path, stages: &crate::Stages) -> Result<Stage
 }
 
 /// When the source and the image's repository are both `bare` on one
-/// filesystem, hard-links the commit's content objects into the image's
-/// repository before the pull, which then copies only the metadata: as
+/// filesystem, hard-links the commit's content and tree objects into the image's
+/// repository before the pull, which then copies only the commit: as
 /// ostree's `pull-local` does for repositories of the same mode (a local
 /// pull trusts its source). Nothing is ever written through these links
 /// (the deployment's `/etc` is a copy), and deleting the temporary sysroot
 /// then only drops link counts instead of freeing the blocks of a whole
 /// OS tree. Any other case leaves everything to the pull.
 #[context("Linking the commit's objects from {}", src_path.display())]
-fn seed_file_objects(src: &Repo, src_path: &Path, dest: &Path, commit: &Checksum) -> Result<usize> {
+fn seed_objects(src: &Repo, src_path: &Path, dest: &Path, commit: &Checksum) -> Result<usize> {
     use std::os::unix::fs::MetadataExt;
     let dest_repo = Repo::open(dest)?;
     let (so, dobj) = (src_path.join("objects"), dest.join("objects"));
@@ -130,7 +130,12 @@ fn seed_file_objects(src: &Repo, src_path: &Path, dest: &Path, commit: &Checksum
     let mut set = arbor_repo::reachable::ObjectSet::new();
     arbor_repo::reachable::add_commit(src, commit, 0, &mut set)?;
     for (t, c) in set {
-        if t != arbor_format::ObjectType::File {
+        // The trees too (the pull still reads each one to walk it, but
+        // neither copies nor rewrites them); the commit is left to the
+        // pull, which fetches it with its detached metadata and checks
+        // it as any pull does.
+        use arbor_format::ObjectType::{DirMeta, DirTree, File};
+        if !matches!(t, File | DirTree | DirMeta) {
             continue;
         }
         let rel = src.object_relpath(t, &c);
