@@ -121,3 +121,72 @@ pub fn mkfs(fs: &Ext4<'_>, out: &Path, offset: u64, work: &Path) -> Result<()> {
     tools::run("mkfs.ext4", &mut cmd)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::FileExt;
+
+    /// A filesystem made at an offset of a larger file: the bytes around
+    /// it stay as they were, and the range alone is a valid ext4 holding
+    /// the tree, every inode time the epoch.
+    #[test]
+    fn mkfs_at_an_offset_writes_only_its_range() {
+        let t = tempfile::tempdir().unwrap();
+        let src = t.path().join("src");
+        std::fs::create_dir_all(src.join("d")).unwrap();
+        std::fs::write(src.join("d/f"), vec![7u8; 100_000]).unwrap();
+        let img = t.path().join("disk");
+        let (at, size, tail) = (3 << 20, 32 << 20, 2 << 20);
+        let f = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&img)
+            .unwrap();
+        f.set_len(at + size + tail).unwrap();
+        let (head_mark, tail_mark) = (vec![0xa5u8; at as usize], vec![0x5au8; tail as usize]);
+        f.write_all_at(&head_mark, 0).unwrap();
+        f.write_all_at(&tail_mark, at + size).unwrap();
+        let fs = Ext4 {
+            label: "t",
+            uuid: [1; 16],
+            size,
+            src: &src,
+            epoch: 1_000_000_000,
+        };
+        mkfs(&fs, &img, at, t.path()).unwrap();
+        crate::ext4_times::set_times(&img, at, fs.epoch).unwrap();
+        let mut b = vec![0u8; at as usize];
+        f.read_exact_at(&mut b, 0).unwrap();
+        assert!(b == head_mark, "bytes before the filesystem changed");
+        let mut b = vec![0u8; tail as usize];
+        f.read_exact_at(&mut b, at + size).unwrap();
+        assert!(b == tail_mark, "bytes after the filesystem changed");
+        assert_eq!(f.metadata().unwrap().len(), at + size + tail);
+        // The range alone.
+        let part = t.path().join("part");
+        let mut p = vec![0u8; size as usize];
+        f.read_exact_at(&mut p, at).unwrap();
+        std::fs::write(&part, &p).unwrap();
+        let out = tools::command("e2fsck")
+            .arg("-fn")
+            .arg(&part)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let out = tools::command("debugfs")
+            .args(["-R", "stat /d/f"])
+            .arg(&part)
+            .output()
+            .unwrap();
+        let stat = String::from_utf8_lossy(&out.stdout);
+        assert!(stat.contains("Size: 100000"), "{stat}");
+        assert!(stat.contains("mtime: 0x3b9aca00"), "{stat}");
+        assert!(stat.contains("ctime: 0x3b9aca00"), "{stat}");
+    }
+}
