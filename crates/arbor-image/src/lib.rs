@@ -147,7 +147,7 @@ pub struct BuildReport {
     pub deployment: String,
     /// Time to deploy (or copy) the sysroot.
     pub deploy: Duration,
-    /// Content and tree objects hard-linked from a bare source repository on the
+    /// Content objects hard-linked from a bare source repository on the
     /// same filesystem instead of copied.
     pub linked_objects: usize,
     /// Per format, the time from the end of the deploy until its file was

@@ -24,7 +24,8 @@ pub struct Staged {
     pub deployment: PathBuf,
     /// `STATEROOT/CSUM.SERIAL` of that deployment.
     pub name: String,
-    /// Content and tree objects hard-linked from the source repository.
+    /// Content objects hard-linked from the source repository (its tree
+    /// objects are linked too, not counted).
     pub linked: usize,
 }
 
@@ -114,7 +115,8 @@ pub fn fresh(f: &Fresh<'_>, work: &Path, stages: &crate::Stages) -> Result<Stage
 /// pull trusts its source). Nothing is ever written through these links
 /// (the deployment's `/etc` is a copy), and deleting the temporary sysroot
 /// then only drops link counts instead of freeing the blocks of a whole
-/// OS tree. Any other case leaves everything to the pull.
+/// OS tree. Any other case leaves everything to the pull. Returns how
+/// many content objects it linked.
 #[context("Linking the commit's objects from {}", src_path.display())]
 fn seed_objects(src: &Repo, src_path: &Path, dest: &Path, commit: &Checksum) -> Result<usize> {
     use std::os::unix::fs::MetadataExt;
@@ -144,7 +146,7 @@ fn seed_objects(src: &Repo, src_path: &Path, dest: &Path, commit: &Checksum) -> 
             std::fs::create_dir_all(dir)?;
         }
         match std::fs::hard_link(so.join(&rel), &to) {
-            Ok(()) => linked += 1,
+            Ok(()) => linked += usize::from(t == File),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             // Not linkable after all (another filesystem under objects/,
             // a protected hard link): the pull copies the rest.
