@@ -391,7 +391,7 @@ fn make_formats(
 
 /// Creates `raw` (the disk, sparse) and makes the root and boot
 /// filesystems in place at their partitions' offsets, in parallel; also
-/// `core.img`. Returns the partition table, written by [`finish_disks`].
+/// `core.img` (in `w`). Returns the partition table, written by [`finish_disks`].
 fn make_disk_filesystems(
     opts: &BuildOptions,
     st: &stage::Staged,
@@ -415,7 +415,7 @@ fn make_disk_filesystems(
                 })?,
             })
         },
-        || stages.time("boot tree, core.img", || prepare_boot(st, w, grub_dir)),
+        || stages.time("boot tree", || prepare_boot(st, grub_dir)),
     );
     let gpt = disk::layout(commit, boot_size?, root_size?);
     disk::create(&gpt, raw)?;
@@ -433,7 +433,16 @@ fn make_disk_filesystems(
             ext4_times::set_times(raw, at, epoch)
         })
     };
-    let (root, boot) = rayon::join(|| fs("root", &st.root, 2), || fs("boot", &st.boot, 1));
+    // core.img while the root filesystem (the longest stage) is made.
+    let (root, boot) = rayon::join(
+        || fs("root", &st.root, 2),
+        || -> Result<()> {
+            fs("boot", &st.boot, 1)?;
+            stages.time("core.img", || {
+                grub::make_core(grub_dir, &w.join("core.img"))
+            })
+        },
+    );
     root?;
     boot?;
     Ok(gpt)
@@ -512,10 +521,9 @@ fn round_up(n: u64, to: u64) -> u64 {
 }
 
 /// Completes the boot filesystem's tree: the sysroot's `/boot` plus
-/// `grub/` (the stub and GRUB's i386-pc modules); also makes `core.img`.
-/// Returns the boot filesystem's size.
-fn prepare_boot(st: &stage::Staged, w: &Path, grub_dir: &Path) -> Result<u64> {
-    grub::make_core(grub_dir, &w.join("core.img"))?;
+/// `grub/` (the stub and GRUB's i386-pc modules). Returns the boot
+/// filesystem's size.
+fn prepare_boot(st: &stage::Staged, grub_dir: &Path) -> Result<u64> {
     let g = st.boot.join("grub");
     let mods = g.join("i386-pc");
     std::fs::create_dir_all(&mods).context("Creating grub/i386-pc")?;
