@@ -1,12 +1,21 @@
 #!/bin/sh
 # Run as: unshare --mount --propagation private sh in-boot-namespace.sh SYSROOT CMDLINE_FILE CMD...
+# With BOOT_NS_READONLY_COPY_OF=DIR, SYSROOT is a read-only tmpfs holding a copy of DIR.
 # Inside a private mount namespace, mimics the initramfs: SYSROOT a mount
 # point, a private /run, CMDLINE_FILE as /proc/cmdline; runs `CMD... SYSROOT`
 # and then prints what the tests check. The host's mounts never change.
 set -eu
 sysroot=$1 cmdline=$2
 shift 2
-mount --bind "$sysroot" "$sysroot"
+if [ -n "${BOOT_NS_READONLY_COPY_OF:-}" ]; then
+	# The physical root as initramfs-tools mounts it without `rw`: a
+	# read-only filesystem (a copy of the given sysroot on a tmpfs).
+	mount -t tmpfs tmpfs "$sysroot"
+	cp -a "$BOOT_NS_READONLY_COPY_OF/." "$sysroot/"
+	mount -o remount,ro "$sysroot"
+else
+	mount --bind "$sysroot" "$sysroot"
+fi
 mount -t tmpfs tmpfs /run
 mount --bind "$cmdline" /proc/cmdline
 "$@" "$sysroot"

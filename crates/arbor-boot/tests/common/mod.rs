@@ -21,9 +21,21 @@ pub fn run_in_boot_namespace(
     cmdline: &str,
     cmd: &[&str],
 ) -> Result<BTreeMap<String, String>, String> {
+    run_in_boot_namespace_env(sysroot, cmdline, cmd, &[])
+}
+
+/// [`run_in_boot_namespace`] with environment variables for the script
+/// (`BOOT_NS_READONLY_COPY_OF`) and the command.
+pub fn run_in_boot_namespace_env(
+    sysroot: &Path,
+    cmdline: &str,
+    cmd: &[&str],
+    env: &[(&str, &Path)],
+) -> Result<BTreeMap<String, String>, String> {
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), cmdline).unwrap();
     let out = Command::new("unshare")
+        .envs(env.iter().copied())
         .args(["--mount", "--propagation", "private", "sh"])
         .arg(ns_script())
         .arg(sysroot)
