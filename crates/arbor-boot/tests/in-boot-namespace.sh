@@ -26,6 +26,10 @@ stat -c '%d %i' "$sysroot"
 echo "== booted"
 od -An -v -tx1 /run/ostree-booted | tr -d ' \n'
 echo
+echo "== stamps"
+for f in ostree/initramfs-mount-var ostree-sysroot-ro.stamp; do
+	if test -e "/run/$f"; then echo "$f"; fi
+done
 echo "== writable"
 for d in etc var usr sysroot; do
 	if touch "$sysroot/$d/.probe" 2>/dev/null; then
