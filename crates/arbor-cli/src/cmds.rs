@@ -92,6 +92,8 @@ pub(crate) fn access(cmd: &Cmd) -> Access<'_> {
         | Cmd::Config(ConfigCmd::Render(_))
         | Cmd::Extension(ExtensionCmd::List(_))
         | Cmd::Generate(_)
+        // Reads the repository, builds in (and writes) its output only.
+        | Cmd::Image(_)
         // At boot, in the initramfs: mounts, writes no repository.
         | Cmd::PrepareRoot(_) => Reads,
         Cmd::Admin(AdminCmd::OsInit(o)) => WritesSysroot(&o.sysroot.sysroot),
@@ -910,6 +912,7 @@ mod tests {
             ("boot-complete", &[], 's'),
             ("prepare-root", &["/root"], 'r'),
             ("generate man", &["/d"], 'r'),
+            ("image build", &["--repo=/r", "--format=raw", "-o", "/o", "x"], 'r'),
             ("generate completions", &["bash", "/d"], 'r'),
         ];
         let mut leaves = Vec::new();
