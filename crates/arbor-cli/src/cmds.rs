@@ -912,7 +912,11 @@ mod tests {
             ("boot-complete", &[], 's'),
             ("prepare-root", &["/root"], 'r'),
             ("generate man", &["/d"], 'r'),
-            ("image build", &["--repo=/r", "--format=raw", "-o", "/o", "x"], 'r'),
+            (
+                "image build",
+                &["--repo=/r", "--format=raw", "-o", "/o", "x"],
+                'r',
+            ),
             ("generate completions", &["bash", "/d"], 'r'),
         ];
         let mut leaves = Vec::new();
