@@ -15,7 +15,7 @@ pub enum ImageCmd {
 /// How the kernel command line names the root filesystem.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum RootArg {
-    /// root=UUID=<root filesystem UUID>.
+    /// `root=UUID=<root filesystem UUID>`.
     Uuid,
     /// root=LABEL=root.
     Label,
