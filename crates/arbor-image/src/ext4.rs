@@ -93,7 +93,7 @@ pub fn mkfs(fs: &Ext4<'_>, out: &Path, offset: u64, work: &Path) -> Result<()> {
         .with_context(|| format!("Reading {}", out.display()))?
         .len();
     anyhow::ensure!(
-        fs.size % BLOCK == 0 && offset + fs.size <= len,
+        fs.size.is_multiple_of(BLOCK) && offset + fs.size <= len,
         "{} bytes at {offset} do not fit in {} ({len} bytes)",
         fs.size,
         out.display()

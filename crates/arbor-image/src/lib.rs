@@ -344,7 +344,7 @@ fn make_formats(
             if !disk {
                 return Ok(None);
             }
-            make_disk_filesystems(opts, st, commit, epoch, w, &grub_dir, &raw, stages).map(Some)
+            make_disk_filesystems(opts, st, commit, epoch, w, &grub_dir, stages).map(Some)
         },
         || -> Result<Option<Instant>> {
             if !want(Format::Erofs) {
@@ -389,7 +389,7 @@ fn make_formats(
     Ok(done)
 }
 
-/// Creates `raw` (the disk, sparse) and makes the root and boot
+/// Creates `disk.raw` in `w` (sparse) and makes the root and boot
 /// filesystems in place at their partitions' offsets, in parallel; also
 /// `core.img` (in `w`). Returns the partition table, written by [`finish_disks`].
 fn make_disk_filesystems(
@@ -399,9 +399,9 @@ fn make_disk_filesystems(
     epoch: u64,
     w: &Path,
     grub_dir: &Path,
-    raw: &Path,
     stages: &Stages,
 ) -> Result<gpt::Gpt> {
+    let raw = &w.join(Format::Raw.file_name());
     // The sizes first: the partition table places the filesystems.
     let (root_size, boot_size) = rayon::join(
         || -> Result<u64> {
