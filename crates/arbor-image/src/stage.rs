@@ -128,39 +128,49 @@ fn seed_objects(src: &Repo, src_path: &Path, dest: &Path, commit: &Checksum) -> 
     {
         return Ok(0);
     }
-    let mut linked = 0;
     let mut set = arbor_repo::reachable::ObjectSet::new();
     arbor_repo::reachable::add_commit(src, commit, 0, &mut set)?;
-    for (t, c) in set {
-        // The trees too (the pull still reads each one to walk it, but
-        // neither copies nor rewrites them); the commit is left to the
-        // pull, which fetches it with its detached metadata and checks
-        // it as any pull does.
-        use arbor_format::ObjectType::{DirMeta, DirTree, File};
-        if !matches!(t, File | DirTree | DirMeta) {
-            continue;
-        }
-        let rel = src.object_relpath(t, &c);
-        let to = dobj.join(&rel);
-        if let Some(dir) = to.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        match std::fs::hard_link(so.join(&rel), &to) {
-            Ok(()) => linked += usize::from(t == File),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+    // The trees too (the pull still reads each one to walk it, but
+    // neither copies nor rewrites them); the commit is left to the pull,
+    // which fetches it with its detached metadata and checks it as any
+    // pull does.
+    use arbor_format::ObjectType::{DirMeta, DirTree, File};
+    let objects: Vec<(bool, String)> = set
+        .into_iter()
+        .filter(|(t, _)| matches!(t, File | DirTree | DirMeta))
+        .map(|(t, c)| (t == File, src.object_relpath(t, &c)))
+        .collect();
+    let dirs: std::collections::BTreeSet<&str> = objects
+        .iter()
+        .filter_map(|(_, rel)| rel.rsplit_once('/').map(|(d, _)| d))
+        .collect();
+    for d in dirs {
+        std::fs::create_dir_all(dobj.join(d))?;
+    }
+    // Thousands of links: several threads (they wait on directory locks
+    // more than on a CPU).
+    let link = |(file, rel): &(bool, String)| -> Result<usize> {
+        match std::fs::hard_link(so.join(rel), dobj.join(rel)) {
+            Ok(()) => Ok(usize::from(*file)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(0),
             // Not linkable after all (another filesystem under objects/,
-            // a protected hard link): the pull copies the rest.
+            // a protected hard link): the pull copies it.
             Err(e)
                 if [rustix::io::Errno::XDEV, rustix::io::Errno::PERM]
                     .iter()
                     .any(|x| e.raw_os_error() == Some(x.raw_os_error())) =>
             {
-                return Ok(linked)
+                Ok(0)
             }
-            Err(e) => return Err(e).with_context(|| format!("Linking {rel}")),
+            Err(e) => Err(e).with_context(|| format!("Linking {rel}")),
         }
-    }
-    Ok(linked)
+    };
+    use rayon::prelude::*;
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(4)
+        .build()
+        .context("Starting the linking threads")?
+        .install(|| objects.par_iter().map(link).sum())
 }
 
 /// Copies the sysroot at `from` (made by `ostree admin deploy`, say): the
