@@ -243,3 +243,94 @@ fn export_refuses_a_missing_rev_and_leaves_no_file() {
     assert!(String::from_utf8_lossy(&r.stderr).contains("nope"));
     assert_eq!(crate::util::dir_names(t.path()), ["repo"]);
 }
+
+/// `-o` naming a device, a FIFO, or a symlink: written to, never replaced
+/// (as `tar -cf` or a shell redirection would); a symlink to a regular
+/// file stays a symlink, its target gets the stream.
+#[test]
+fn export_writes_into_devices_fifos_and_through_symlinks() {
+    if needs_root("export_writes_into_devices_fifos_and_through_symlinks") {
+        return;
+    }
+    use std::os::unix::fs::FileTypeExt;
+    let t = tempfile::tempdir().unwrap();
+    let tree = t.path().join("tree");
+    std::fs::create_dir_all(tree.join("usr")).unwrap();
+    std::fs::write(tree.join("usr/f"), "data\n").unwrap();
+    let repo = t.path().join("repo");
+    arbor_init(&repo, "archive");
+    arbor_commit(&repo, &[&["-b", "main"], COMMIT_FLAGS].concat(), &tree);
+    let want = export_bytes(&repo, "main");
+    let export_to = |p: &Path| {
+        run_ok(arbor().args(["export", "--repo", s(&repo), "main", "-o", s(p)]));
+    };
+    // A character device (a copy of /dev/null): stays one.
+    let null = t.path().join("null");
+    run_ok(Command::new("mknod").arg(&null).args(["c", "1", "3"]));
+    export_to(&null);
+    let md = std::fs::symlink_metadata(&null).unwrap();
+    assert!(md.file_type().is_char_device(), "{md:?}");
+    // A FIFO: its reader gets the stream, the FIFO stays.
+    let fifo = t.path().join("fifo");
+    run_ok(Command::new("mkfifo").arg(&fifo));
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(fifo).unwrap())
+    };
+    export_to(&fifo);
+    assert!(
+        reader.join().unwrap() == want,
+        "the FIFO's reader got other bytes"
+    );
+    assert!(std::fs::symlink_metadata(&fifo)
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    // A symlink to the device: the device gets it, the link stays.
+    let to_null = t.path().join("to-null");
+    symlink(&null, &to_null).unwrap();
+    export_to(&to_null);
+    assert!(std::fs::symlink_metadata(&to_null)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert!(std::fs::metadata(&null)
+        .unwrap()
+        .file_type()
+        .is_char_device());
+    // A symlink to a regular file (relative): the file is replaced.
+    std::fs::create_dir(t.path().join("d")).unwrap();
+    std::fs::write(t.path().join("d/real.tar"), "old").unwrap();
+    let lnk = t.path().join("lnk");
+    symlink("d/real.tar", &lnk).unwrap();
+    export_to(&lnk);
+    assert_eq!(std::fs::read_link(&lnk).unwrap(), Path::new("d/real.tar"));
+    assert!(std::fs::read(t.path().join("d/real.tar")).unwrap() == want);
+    assert_eq!(crate::util::dir_names(&t.path().join("d")), ["real.tar"]);
+}
+
+/// A reader that closes early (`arbor export | head -c 10`): the export
+/// fails (a truncated archive is not a success).
+#[test]
+fn export_into_a_closed_pipe_fails() {
+    let t = tempfile::tempdir().unwrap();
+    let tree = t.path().join("tree");
+    std::fs::create_dir_all(tree.join("usr")).unwrap();
+    std::fs::write(tree.join("usr/f"), vec![b'x'; 1 << 20]).unwrap();
+    let repo = t.path().join("repo");
+    arbor_init(&repo, "archive");
+    arbor_commit(&repo, &[&["-b", "main"], COMMIT_FLAGS].concat(), &tree);
+    let bin = env!("CARGO_BIN_EXE_arbor");
+    let sh = |cmd: &str| {
+        Command::new("bash")
+            .args(["-c", cmd])
+            .env("A", bin)
+            .env("R", &repo)
+            .output()
+            .unwrap()
+    };
+    let o = sh(r#"set -o pipefail; "$A" export --repo "$R" main | head -c 10 >/dev/null"#);
+    assert!(!o.status.success(), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("error:") && err.contains("truncated"), "{err}");
+}
