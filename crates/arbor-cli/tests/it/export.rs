@@ -334,3 +334,30 @@ fn export_into_a_closed_pipe_fails() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("error:") && err.contains("truncated"), "{err}");
 }
+
+/// An xattr name with `=` (or a newline) cannot be a PAX record key (the
+/// key ends at the first `=`): refused, naming the file and the xattr,
+/// instead of coming back under another name.
+#[test]
+fn export_refuses_an_xattr_name_a_pax_key_cannot_carry() {
+    let t = tempfile::tempdir().unwrap();
+    let tree = t.path().join("tree");
+    std::fs::create_dir_all(tree.join("usr")).unwrap();
+    std::fs::write(tree.join("usr/f"), "data\n").unwrap();
+    xattr(&tree.join("usr/f"), "user.a=b", b"v");
+    let repo = t.path().join("repo");
+    arbor_init(&repo, "archive");
+    arbor_commit(&repo, &[&["-b", "main"], COMMIT_FLAGS].concat(), &tree);
+    let out = t.path().join("out.tar");
+    let r = arbor()
+        .args(["export", "--repo", s(&repo), "main", "-o", s(&out)])
+        .output()
+        .unwrap();
+    assert!(!r.status.success(), "{r:?}");
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        err.contains("/usr/f") && err.contains("\"user.a=b\""),
+        "{err}"
+    );
+    assert!(!out.exists());
+}
