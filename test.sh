@@ -25,5 +25,6 @@ cargo build -p arbor-cli --bin arbor
 # /var/cache/arbor-os), disk images by `arbor image build`, booted in QEMU
 # (upgrade, rollback, power loss). The release binaries are built by the
 # test itself. ARBOR_VM_SEED repeats a power-loss run, ARBOR_VM_KILLS sets
-# its number of kill points (default 5).
-cargo test -p arbor-vmtest --test vm -- --test-threads 2
+# its number of kill points (default 5). --nocapture: every VM action is
+# printed as it happens ([vm NAME#BOOT] ...), so CI shows what each VM did.
+cargo test -p arbor-vmtest --test vm -- --test-threads 2 --nocapture

@@ -57,24 +57,28 @@ set -euo pipefail
 rm -rf alt && mkdir -p alt/mnt && cd alt
 truncate -s 4G disk.raw
 printf 'label: gpt\nsize=1MiB, type=21686148-6449-6E6F-744E-656564454649\nsize=384MiB, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4\ntype=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709\n' | sfdisk -q disk.raw
-dev=\$(losetup -f --show -P disk.raw)
-trap 'umount -R mnt 2>/dev/null || true; losetup -d \$dev' EXIT
-mkfs.ext4 -q -L boot \${dev}p2 && mkfs.ext4 -q -L root \${dev}p3
-mount \${dev}p3 mnt && mkdir -p mnt/boot && mount \${dev}p2 mnt/boot
+# One loop device for the disk, one per filesystem at its offset (no partition scan here).
+part() { sfdisk -J disk.raw | python3 -c "import json,sys; p=json.load(sys.stdin)['partitiontable']['partitions'][\$1-1]; print(p['start']*512, p['size']*512)"; }
+dev=\$(losetup -f --show disk.raw)
+read -r o s < <(part 2); p2=\$(losetup -f --show -o \$o --sizelimit \$s disk.raw)
+read -r o s < <(part 3); p3=\$(losetup -f --show -o \$o --sizelimit \$s disk.raw)
+trap 'umount -R mnt 2>/dev/null || true; losetup -d \$p2 \$p3 \$dev' EXIT
+mkfs.ext4 -q -L boot \$p2 && mkfs.ext4 -q -L root \$p3
+mount \$p3 mnt && mkdir -p mnt/boot && mount \$p2 mnt/boot
 ostree admin init-fs mnt >/dev/null
 ostree admin os-init --sysroot=mnt debian >/dev/null
 ostree --repo=mnt/ostree/repo pull-local ../repo $C >/dev/null
 ostree --repo=mnt/ostree/repo refs --create=bench/os $C
 ostree config --repo=mnt/ostree/repo set sysroot.bootloader none
 ostree admin deploy --sysroot=mnt --os=debian --karg=root=LABEL=root --karg=console=ttyS0 bench/os >/dev/null
-grub-install -q --target=i386-pc --boot-directory=mnt/boot \$dev 2>/dev/null
+grub-install --target=i386-pc --boot-directory=mnt/boot --modules="part_gpt ext2" --force \$dev 2>/dev/null
 printf 'set timeout=1\nconfigfile /loader/grub.cfg\n' >mnt/boot/grub/grub.cfg
 umount -R mnt
 qemu-img convert -f raw -O qcow2 disk.raw disk.qcow2
 EOF
   chmod +x alt.sh
-  bench ostree.loop-deploy-convert "rm -rf alt" "./alt.sh"
-  rss ostree.loop-deploy-convert "rm -rf alt" "./alt.sh"
+  bench ostree.loop-deploy-convert "{ chattr -R -i alt 2>/dev/null; rm -rf alt; }" "./alt.sh"
+  rss ostree.loop-deploy-convert "{ chattr -R -i alt 2>/dev/null; rm -rf alt; }" "./alt.sh"
   bench arbor.image-raw+qcow2 "rm -rf out" "'$ARBOR' image build --repo repo --format raw,qcow2 -o out bench/os"
 fi
 

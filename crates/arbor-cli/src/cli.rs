@@ -105,6 +105,9 @@ pub enum Cmd {
     /// Report (once) a finalization that failed at the previous shutdown
     /// (run at boot by arbor-boot-complete.service).
     BootComplete(crate::cli_sysroot::FinalizeOpts),
+    /// Disk images built from a commit.
+    #[command(subcommand)]
+    Image(crate::cli_image::ImageCmd),
     /// Generate man pages or shell completions from this definition
     /// (for packaging: dist/install.sh).
     #[command(subcommand, hide = true)]

@@ -101,6 +101,7 @@ pub fn dispatch(opt: Opt, out: &mut dyn Write) -> Result<ExitCode> {
             let s = crate::sysroot_cmds::open_sysroot_writable(&o.sysroot.sysroot)?;
             arbor_sysroot::staged::boot_complete(&s).map(|_| ExitCode::SUCCESS)
         }
+        Cmd::Image(c) => crate::image_cmds::image(c, out).map(|_| ExitCode::SUCCESS),
         Cmd::Generate(c) => crate::generate::generate(c, out).map(|_| ExitCode::SUCCESS),
     }?;
     Ok(code)

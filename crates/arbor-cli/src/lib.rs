@@ -5,6 +5,7 @@
 //! - [`cli_sysroot`], [`sysroot_cmds`]: the sysroot commands (deploy, status...).
 //! - [`cli_config`], [`config_cmds`]: `config` (render, apply declared configuration).
 //! - [`cli_extension`], [`extension_cmds`]: `extension` (add, remove, list, compose).
+//! - [`cli_image`], [`image_cmds`]: `image build` (disk images, arbor-image).
 //! - [`drift_cmd`]: `drift` (exit status 0 clean, 1 drift, 2 error).
 //! - [`export_cmd`]: `export` (a commit as a tar stream).
 //! - [`generate`]: the hidden `generate` (man pages, shell completions).
@@ -25,6 +26,7 @@ use {
 pub mod cli;
 pub mod cli_config;
 pub mod cli_extension;
+pub mod cli_image;
 pub mod cli_sysroot;
 pub mod cmds;
 pub mod config_cmds;
@@ -33,6 +35,7 @@ pub mod export_cmd;
 pub mod extension_cmds;
 pub mod generate;
 pub mod gvtext;
+pub mod image_cmds;
 pub mod progress;
 pub mod quickstart;
 pub mod render;
