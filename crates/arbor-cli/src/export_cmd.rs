@@ -60,11 +60,12 @@ pub fn export(o: ExportOpts, out: &mut impl Write) -> Result<()> {
     written.with_context(|| format!("Writing {}", o.output.display()))
 }
 
-/// A closed stdout is a failure here, unlike for the listing commands
+/// A closed stdout is a failure for a command that writes an archive
+/// (`export -o -`, `image build -o -`), unlike for the listing commands
 /// (`arbor log | head`, which `main` lets end quietly): the reader got a
 /// truncated archive. The error no longer carries the `BrokenPipe` I/O
 /// error `main` looks for.
-fn truncated_on_broken_pipe(e: anyhow::Error) -> anyhow::Error {
+pub(crate) fn truncated_on_broken_pipe(e: anyhow::Error) -> anyhow::Error {
     let pipe = e.chain().any(|c| {
         c.downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)

@@ -345,6 +345,25 @@ fn erofs_holds_the_deployment_and_rebuilds_are_byte_identical() {
     assert_eq!(suid.permissions().mode() & 0o7777, 0o4755);
 }
 
+/// `image build -o - | head -c 10`: the build fails (the reader got a
+/// truncated archive) instead of exiting 0.
+#[test]
+fn dash_into_a_closed_pipe_fails() {
+    let (_dir, repo, _) = image_source(basic_tree);
+    let mut c = build_cmd(&repo, "erofs", Path::new("-"), &[]);
+    c.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut ten = [0u8; 10];
+    std::io::Read::read_exact(&mut stdout, &mut ten).unwrap();
+    drop(stdout);
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("error:") && err.contains("truncated"), "{err}");
+}
+
 #[test]
 fn dash_writes_a_tar_stream_of_the_files() {
     let (dir, repo, _) = image_source(basic_tree);
