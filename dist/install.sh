@@ -5,7 +5,7 @@
 #   PREFIX/bin/arbor                               the CLI
 #   PREFIX/lib/arbor/arbor-prepare-root            boot-time root setup (if built)
 #   PREFIX/lib/systemd/system/arbor-*.service      dist/systemd/
-#   /usr/share/initramfs-tools/{hooks,scripts/...} dist/initramfs-tools/ (the paths
+#   /usr/share/initramfs-tools/{hooks,scripts/...} dist/initramfs-tools/ (with arbor-prepare-root only; the paths
 #                                                  initramfs-tools reads, whatever PREFIX)
 #   PREFIX/share/man/man1/arbor*.1                 generated from the CLI definition
 #   PREFIX/share/bash-completion/completions/arbor, zsh and fish completions, likewise
@@ -62,7 +62,7 @@ if [ -n "$prepare_root" ]; then
 	install -D -m 0755 "$prepare_root" "$root/lib/arbor/arbor-prepare-root"
 	echo "installed $prefix/lib/arbor/arbor-prepare-root (from $prepare_root)"
 else
-	echo "note: no arbor-prepare-root built: the initramfs hook will need one at $prefix/lib/arbor/arbor-prepare-root" >&2
+	echo "note: no arbor-prepare-root built: the initramfs integration is left out (build it, see the README)" >&2
 fi
 
 # Units and initramfs files name /usr/bin/arbor and /usr/lib/arbor/:
@@ -81,8 +81,11 @@ for unit in "$here"/systemd/*; do
 done
 
 # Every file under dist/initramfs-tools/, at the same relative path under
-# /usr/share/initramfs-tools (executable ones stay executable).
-if [ -d "$here/initramfs-tools" ]; then
+# /usr/share/initramfs-tools (executable ones stay executable); only with
+# the binary they put into the initramfs.
+if [ -d "$here/initramfs-tools" ] && [ -z "$prepare_root" ]; then
+	echo "note: no arbor-prepare-root: initramfs-tools hook and script not installed" >&2
+elif [ -d "$here/initramfs-tools" ]; then
 	(cd "$here/initramfs-tools" && find . -type f | LC_ALL=C sort) | while read -r f; do
 		f=${f#./}
 		dest=$destdir/usr/share/initramfs-tools/$f

@@ -6,14 +6,20 @@
 #
 # Stage 1, cached (debootstrap, about 75 s and 800 MB with a reachable mirror): a bookworm minbase
 # with the kernel (linux-image-amd64), systemd, udev, initramfs-tools and ostree (the interop peer
-# on the booted machine), in $ARBOR_OS_CACHE (default /var/cache/arbor-os)/<key>, where the key is
-# a hash of everything stage 1 depends on (suite, mirror, package list, this recipe's version).
+# on the booted machine), in $ARBOR_OS_CACHE (default /var/cache/arbor-os)/SUITE-<key>-<date>, where
+# the key is a hash of everything stage 1 depends on (suite, mirror, package list, debootstrap's
+# version, this recipe's version) and <date> the Date of the mirror's dists/SUITE/InRelease (when
+# it cannot be fetched, the newest cached tree of the same key is used, and the script says so).
+# Stage 1 holds a lock on the cache (concurrent runs wait) and runs debootstrap in its own mount
+# namespace (a killed run leaves no /proc, /sys mounts in the half-built tree).
 # Stage 2, every run (about a minute, most of it update-initramfs): a copy of that tree gets arbor
 # (dist/install.sh: the binary, its units, the initramfs-tools hook and boot script, man pages and
 # completions), the --extra trees (test units...), a small initramfs (virtio and ext4 modules
 # only), and the ostree layout: /etc moved to /usr/etc, the kernel and initramfs under
 # /usr/lib/modules/VERSION/, /home, /root, /opt, /srv, /mnt and /usr/local as symlinks into /var
-# (as Fedora CoreOS lays them out, created at boot by tmpfiles.d), /var empty, /sysroot and the
+# (as Fedora CoreOS lays them out, created at boot by tmpfiles.d), /var empty (its directories
+# recreated at boot by tmpfiles.d, the dpkg database moved to /usr/lib/sysimage/dpkg with a
+# /var/lib/dpkg link), /tmp a tmpfs (tmp.mount, as Fedora CoreOS), /sysroot and the
 # /ostree -> sysroot/ostree symlink. Then `arbor commit` to REPO (bare, so run as root) on REF.
 # The commit checksum is printed on stdout; everything else goes to stderr.
 #
@@ -26,7 +32,7 @@ TOP=$(realpath "$HERE/../..")
 SUITE=bookworm
 MIRROR=${ARBOR_OS_MIRROR:-http://deb.debian.org/debian}
 CACHE=${ARBOR_OS_CACHE:-/var/cache/arbor-os}
-RECIPE=3
+RECIPE=4
 PACKAGES=linux-image-amd64,systemd,systemd-sysv,udev,initramfs-tools,zstd,kmod,e2fsprogs,ostree
 MODULES="virtio_pci virtio_blk virtio_scsi sd_mod ata_piix ext4 crc32c_generic"
 
@@ -49,22 +55,36 @@ while [ $# -gt 0 ]; do
 done
 [ -n "$repo" ] && [ -n "$ref" ] || { echo "mkdebian.sh: --repo and --ref are required" >&2; exit 2; }
 [ "$(id -u)" = 0 ] || { echo "mkdebian.sh: needs root (debootstrap, chroot, a bare repository)" >&2; exit 1; }
-for t in debootstrap chroot unshare sha256sum; do
-  command -v $t >/dev/null || { echo "mkdebian.sh: missing $t (apt-get install debootstrap util-linux coreutils)" >&2; exit 1; }
+for t in debootstrap chroot unshare sha256sum flock curl; do
+  command -v $t >/dev/null || { echo "mkdebian.sh: missing $t (apt-get install debootstrap util-linux coreutils curl)" >&2; exit 1; }
 done
 arbor=$(realpath "${arbor:-$TOP/target/release/arbor}")
 [ -x "$arbor" ] || { echo "mkdebian.sh: no arbor binary at $arbor (cargo build --release)" >&2; exit 1; }
 [ $ssh = 1 ] && PACKAGES=$PACKAGES,openssh-server
 log() { echo "mkdebian: $*" >&2; }
 
-# Stage 1: the cached debootstrap.
-key=$(printf '%s\n' "$RECIPE" "$SUITE" "$MIRROR" "$PACKAGES" | sha256sum | cut -c1-16)
-base=$CACHE/$SUITE-$key
+# Stage 1: the cached debootstrap, under a lock (the VM tests and bench/image.sh both run this).
+mkdir -p "$CACHE"
+exec 9>"$CACHE/lock"
+flock 9
+dbs_version=$(dpkg-query -W -f='${Version}' debootstrap 2>/dev/null || debootstrap --version)
+key=$(printf '%s\n' "$RECIPE" "$SUITE" "$MIRROR" "$PACKAGES" "$dbs_version" | sha256sum | cut -c1-16)
+if release_date=$(curl -fsS --max-time 30 "$MIRROR/dists/$SUITE/InRelease" | sed -n 's/^Date: //p' | head -1) \
+    && [ -n "$release_date" ]; then
+  base=$CACHE/$SUITE-$key-$(date -u -d "$release_date" +%Y%m%dT%H%M%SZ)
+else
+  base=$(ls -d "$CACHE/$SUITE-$key"-*/done 2>/dev/null | LC_ALL=C sort | tail -1)
+  base=${base%/done}
+  [ -n "$base" ] || { echo "mkdebian.sh: cannot fetch $MIRROR/dists/$SUITE/InRelease, and no tree is cached" >&2; exit 1; }
+  log "cannot fetch $MIRROR/dists/$SUITE/InRelease: using the newest cached tree, $base"
+fi
 if [ ! -e "$base/done" ]; then
   log "stage 1: debootstrap $SUITE ($PACKAGES) into $base (cached for later runs)"
   t0=$(date +%s)
   rm -rf "$base.tmp" && mkdir -p "$base.tmp"
-  debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$base.tmp/tree" "$MIRROR" >"$base.tmp/debootstrap.log" 2>&1 \
+  # Its own mount namespace: debootstrap mounts /proc and /sys in the target.
+  unshare --mount --propagation private \
+    debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$base.tmp/tree" "$MIRROR" >"$base.tmp/debootstrap.log" 2>&1 \
     || { tail -20 "$base.tmp/debootstrap.log" >&2; echo "mkdebian.sh: debootstrap failed (log: $base.tmp/debootstrap.log)" >&2; exit 1; }
   T=$base.tmp/tree
   rm -rf "$T"/var/cache/apt/archives/*.deb "$T"/var/lib/apt/lists/* "$T"/usr/share/doc/* "$T"/usr/share/man/* \
@@ -73,6 +93,7 @@ if [ ! -e "$base/done" ]; then
   rm -rf "$base" && mv "$base.tmp" "$base" && touch "$base/done"
   log "stage 1 took $(( $(date +%s) - t0 )) s"
 fi
+exec 9>&-
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(cat "$base/built-at")}
 
 # Stage 2: a copy of the tree, arbor installed, initramfs, ostree layout, commit.
@@ -95,6 +116,9 @@ else
   fi
 fi
 if [ -n "$prepare_root" ]; then install -D -m 755 "$prepare_root" "$T/usr/lib/arbor/arbor-prepare-root"; fi
+for f in usr/lib/arbor/arbor-prepare-root usr/share/initramfs-tools/hooks/arbor usr/share/initramfs-tools/scripts/local-bottom/arbor; do
+  [ -e "$T/$f" ] || { echo "mkdebian.sh: /$f missing: the image could not boot (--prepare-root BIN, see the README)" >&2; exit 1; }
+done
 for x in "${extras[@]}"; do cp -a "$x/." "$T/"; done
 
 # Configuration of the OS itself (before /etc moves).
@@ -139,8 +163,33 @@ d /var/usrlocal 0755 root root -
 d /var/usrlocal/bin 0755 root root -
 d /run/media 0755 root root -
 EOF
+# /var is the stateroot's, empty in a new one: the dpkg database moves under /usr (read-only with
+# the rest of the OS, as rpm-ostree's /usr/share/rpm), and every other directory of the tree's
+# /var is recreated at boot by tmpfiles.d with its mode and owner (/var/log/journal 2755
+# root:systemd-journal, ...), unless a tmpfiles.d line of the OS already creates it.
+install -d "$T/usr/lib/sysimage"
+mv "$T/var/lib/dpkg" "$T/usr/lib/sysimage/dpkg"
+known=$(cat "$T"/usr/lib/tmpfiles.d/*.conf | awk '$1 ~ /^[dDvqQLC]/ { print $2 }')
+{
+  echo "# The directories of the OS tree's /var (arbor's OS tree, dist/os/mkdebian.sh)."
+  echo "L /var/lib/dpkg - - - - ../../usr/lib/sysimage/dpkg"
+  # Owners by name, from the tree's own passwd and group (already under /usr/etc).
+  (cd "$T" && find var -mindepth 1 -type d -printf 'd /%p %m %U %G -\n') | LC_ALL=C sort -k2,2 \
+    | awk -v known="$known" -v passwd="$T/usr/etc/passwd" -v group="$T/usr/etc/group" '
+        BEGIN {
+          n = split(known, k, "\n"); for (i = 1; i <= n; i++) seen[k[i]] = 1
+          FS = ":"; while ((getline l < passwd) > 0) { split(l, f); user[f[3]] = f[1] }
+          while ((getline l < group) > 0) { split(l, f); grp[f[3]] = f[1] }
+          FS = " "
+        }
+        !($2 in seen) { if ($4 in user) $4 = user[$4]; if ($5 in grp) $5 = grp[$5]; print }'
+} >"$T/usr/lib/tmpfiles.d/arbor-var.conf"
 rm -rf "$T/var" && mkdir -m 755 "$T/var"
+# /tmp: a tmpfs at boot (Debian ships tmp.mount disabled); the directory is its mount point.
 rm -rf "$T/tmp" && mkdir -m 1777 "$T/tmp"
+ln -sfn /usr/share/systemd/tmp.mount "$T/usr/etc/systemd/system/tmp.mount"
+install -d "$T/usr/etc/systemd/system/local-fs.target.wants"
+ln -sfn /usr/share/systemd/tmp.mount "$T/usr/etc/systemd/system/local-fs.target.wants/tmp.mount"
 rm -rf "$T/sysroot" && mkdir -m 755 "$T/sysroot"
 rm -rf "$T/ostree" && ln -s sysroot/ostree "$T/ostree"
 rm -rf "${T:?}"/proc/* "${T:?}"/sys/* "${T:?}"/dev/* "${T:?}"/run/*

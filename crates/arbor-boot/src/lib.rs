@@ -109,8 +109,29 @@ pub fn prepare_root(p: &PrepareRoot) -> Result<Prepared> {
         resolve_deployment(&fd, karg)?
     };
     let deploy = sysroot.join(&d.relpath);
+    // The stateroot's /var is mounted by path: it must be a directory of
+    // the sysroot, not a symlink (which the mount would follow from the
+    // initramfs's root).
+    {
+        let fd = std::fs::File::open(&sysroot)
+            .with_context(|| format!("Opening the sysroot {}", sysroot.display()))?;
+        resolve::require_real_dir(&fd, &d.var_relpath())?;
+    }
     let readonly = readonly_configured(&sysroot, &deploy)?;
     require_mount_point(&sysroot)?;
+    // initramfs-tools mounts the root read-only unless `rw` is on the
+    // command line, and nothing remounts it later (the OS's fstab has no
+    // line for it; ostree has ostree-remount for that): remount the
+    // filesystem writable here, so that /etc and /var are. /sysroot is
+    // made read-only again below (per mount) when configured.
+    if is_readonly(&sysroot)? {
+        rustix::mount::mount_remount(&sysroot, MountFlags::empty(), "").with_context(|| {
+            format!(
+                "Remounting the physical root {} writable (it is mounted read-only)",
+                sysroot.display()
+            )
+        })?;
+    }
     for dir in ["sysroot", "usr", "etc", "var"] {
         require_dir(&deploy.join(dir))?;
     }
@@ -172,15 +193,17 @@ pub fn prepare_root(p: &PrepareRoot) -> Result<Prepared> {
 /// `sysroot.readonly`: the deployment's `usr/lib` then `etc`
 /// `ostree/prepare-root.conf` (a later file overrides), else the repository
 /// config's legacy `[sysroot] readonly` when that says true, else true.
+/// Symlinks in the deployment resolve inside it (and in the repository
+/// config's path inside the sysroot), never in the initramfs.
 fn readonly_configured(sysroot: &Path, deploy: &Path) -> Result<bool> {
     let mut value = None;
     for base in ["usr/lib", "etc"] {
-        let path = deploy.join(base).join(CONFIG);
-        let Some(text) = read_optional(&path)? else {
+        let rel = format!("{base}/{CONFIG}");
+        let Some(text) = read_in_root(deploy, &rel)? else {
             continue;
         };
         if let Some(v) = state::sysroot_readonly(&text)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+            .map_err(|e| anyhow::anyhow!("{}/{rel}: {e}", deploy.display()))?
         {
             value = Some(v);
         }
@@ -188,18 +211,44 @@ fn readonly_configured(sysroot: &Path, deploy: &Path) -> Result<bool> {
     if value != Some(false) {
         return Ok(true);
     }
-    let repo_config = sysroot.join("ostree/repo/config");
-    Ok(read_optional(&repo_config)?
+    Ok(read_in_root(sysroot, "ostree/repo/config")?
         .and_then(|t| state::sysroot_readonly(&t).ok().flatten())
         .unwrap_or(false))
 }
 
-fn read_optional(path: &Path) -> Result<Option<String>> {
-    match std::fs::read_to_string(path) {
-        Ok(t) => Ok(Some(t)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("Reading {}", path.display())),
-    }
+/// The text of `rel` under the directory `root`, resolved as if `root`
+/// were `/` (openat2 `RESOLVE_IN_ROOT`: an absolute symlink or a `..`
+/// stays inside `root`); `None` if it does not exist.
+fn read_in_root(root: &Path, rel: &str) -> Result<Option<String>> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    let path = root.join(rel);
+    let dir = rustix::fs::open(
+        root,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .with_context(|| format!("Opening {}", root.display()))?;
+    let fd = match rustix::fs::openat2(
+        &dir,
+        rel,
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+    ) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("Opening {}", path.display())),
+    };
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut std::fs::File::from(fd), &mut text)
+        .with_context(|| format!("Reading {}", path.display()))?;
+    Ok(Some(text))
+}
+
+/// Whether `path` is on a read-only mount or filesystem.
+fn is_readonly(path: &Path) -> Result<bool> {
+    let st = rustix::fs::statvfs(path).with_context(|| format!("Inspecting {}", path.display()))?;
+    Ok(st.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY))
 }
 
 /// The physical root must be a mount point: it is detached once bound
@@ -250,11 +299,15 @@ fn remount(path: &Path, rdonly: bool) -> Result<()> {
 
 /// As ostree ≤ 2022: when `/boot` is on the physical root (its
 /// `boot/loader` is a symlink there), bind it on the deployment's `boot/`.
-/// A separate boot partition is mounted later by fstab.
+/// A separate boot partition is mounted later by fstab. Both `boot`
+/// directories must be real directories (lstat, as ostree): a symlink
+/// would be followed from the initramfs's root by the mount.
 fn bind_boot(phys: &Path, root: &Path) -> Result<()> {
+    let is_dir = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir());
     let loader = phys.join("boot/loader");
-    let on_root = std::fs::symlink_metadata(&loader).is_ok_and(|m| m.file_type().is_symlink());
-    if on_root && root.join("boot").is_dir() {
+    let on_root = is_dir(&phys.join("boot"))
+        && std::fs::symlink_metadata(&loader).is_ok_and(|m| m.file_type().is_symlink());
+    if on_root && is_dir(&root.join("boot")) {
         bind(&phys.join("boot"), &root.join("boot"))?;
     }
     Ok(())

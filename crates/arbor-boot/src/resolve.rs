@@ -77,6 +77,29 @@ pub fn resolve_deployment(sysroot: impl AsFd, karg: &str) -> Result<ResolvedDepl
     parse_deployment_path(&resolved).with_context(|| format!("ostree={karg} resolves to {rel}"))
 }
 
+/// Checks that `rel` is a directory under `sysroot` reached without any
+/// symlink (each component is looked at with lstat): what is mounted by
+/// path, as the stateroot's `var`, must not lead out of the sysroot.
+pub fn require_real_dir(sysroot: impl AsFd, rel: &std::path::Path) -> Result<()> {
+    let sysroot = sysroot.as_fd();
+    let mut here = PathBuf::new();
+    for c in rel.components() {
+        here.push(c);
+        let st = rustix::fs::statat(sysroot, &here, AtFlags::SYMLINK_NOFOLLOW)
+            .with_context(|| format!("Inspecting {} in the sysroot", here.display()))?;
+        match FileType::from_raw_mode(st.st_mode) {
+            FileType::Directory => {}
+            FileType::Symlink => bail!(
+                "{} is a symbolic link: {} must be a directory of the sysroot",
+                here.display(),
+                rel.display()
+            ),
+            _ => bail!("{} is not a directory", here.display()),
+        }
+    }
+    Ok(())
+}
+
 /// Follows every symlink of `path` relative to `root`, returning the
 /// components of the final path (which may not exist; the caller checks).
 fn walk(root: rustix::fd::BorrowedFd<'_>, path: &str) -> Result<Vec<String>> {
@@ -257,5 +280,34 @@ mod tests {
         let msg = resolve_err(p, "/ostree/boot.0/os/bb/0");
         assert!(msg.contains("Finding the boot link"), "{msg}");
         assert!(resolve_err(p, "/").contains("names the sysroot itself"));
+    }
+
+    #[test]
+    fn a_stateroot_var_that_is_a_symlink_is_refused() {
+        let t = sysroot();
+        let p = t.path();
+        let d = resolve_deployment(open(p), "/ostree/boot.1/os/bb/0").unwrap();
+        require_real_dir(open(p), &d.var_relpath()).unwrap();
+        let var = p.join("ostree/deploy/os/var");
+        for target in ["../../..", "/etc"] {
+            std::fs::remove_dir_all(&var).ok();
+            std::fs::remove_file(&var).ok();
+            symlink(target, &var).unwrap();
+            let e = format!(
+                "{:#}",
+                require_real_dir(open(p), &d.var_relpath()).unwrap_err()
+            );
+            assert!(
+                e.contains("ostree/deploy/os/var is a symbolic link"),
+                "{target}: {e}"
+            );
+        }
+        std::fs::remove_file(&var).unwrap();
+        std::fs::write(&var, "").unwrap();
+        let e = format!(
+            "{:#}",
+            require_real_dir(open(p), &d.var_relpath()).unwrap_err()
+        );
+        assert!(e.contains("is not a directory"), "{e}");
     }
 }

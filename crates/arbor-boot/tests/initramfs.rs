@@ -21,6 +21,20 @@ fn dist() -> PathBuf {
 /// script), in a private mount namespace whose /boot holds the kernel config
 /// mkinitramfs checks for its compressor (a CI machine has none).
 fn mkinitramfs(dir: &Path, binary: &Path) -> PathBuf {
+    let (out, initrd) = mkinitramfs_output(dir, binary, false);
+    assert!(
+        out.status.success(),
+        "mkinitramfs: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    initrd
+}
+
+/// [`mkinitramfs`]'s run, whatever its outcome; with `booted`, the
+/// namespace's /run has an `ostree-booted` (a machine booted into a
+/// deployment).
+fn mkinitramfs_output(dir: &Path, binary: &Path, booted: bool) -> (std::process::Output, PathBuf) {
     let conf = dir.join("conf");
     std::fs::create_dir_all(conf.join("scripts/local-bottom")).unwrap();
     std::fs::create_dir_all(conf.join("hooks")).unwrap();
@@ -35,29 +49,60 @@ fn mkinitramfs(dir: &Path, binary: &Path) -> PathBuf {
         conf.join("scripts/local-bottom/arbor"),
     )
     .unwrap();
-    let out = dir.join("initrd.img");
+    let initrd = dir.join("initrd.img");
     let script = r#"set -e
 mount -t tmpfs tmpfs /boot
 printf 'CONFIG_RD_GZIP=y\nCONFIG_RD_ZSTD=y\n' > "/boot/config-$1"
+mount -t tmpfs tmpfs /run
+if [ "$4" = booted ]; then : >/run/ostree-booted; fi
 mkinitramfs -d "$2" -o "$3" "$1"
 "#;
-    run_ok(
-        Command::new("unshare")
-            .args([
-                "--mount",
-                "--propagation",
-                "private",
-                "sh",
-                "-c",
-                script,
-                "sh",
-                KVER,
-            ])
-            .arg(&conf)
-            .arg(&out)
-            .env("ARBOR_PREPARE_ROOT", binary),
+    let out = Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script,
+            "sh",
+            KVER,
+        ])
+        .arg(&conf)
+        .arg(&initrd)
+        .arg(if booted { "booted" } else { "not-booted" })
+        .env("ARBOR_PREPARE_ROOT", binary)
+        .output()
+        .expect("running unshare");
+    (out, initrd)
+}
+
+#[test]
+fn a_missing_binary_fails_the_hook_only_on_a_booted_deployment() {
+    assert!(
+        is_root(),
+        "mkinitramfs in a private mount namespace: run as root"
     );
-    out
+    let t = tempfile::tempdir().unwrap();
+    let missing = t.path().join("no-such-arbor-prepare-root");
+    // An ordinary machine: a warning, an initramfs without arbor.
+    let (out, initrd) = mkinitramfs_output(&t.path().join("a"), &missing, false);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("W: arbor:") && err.contains("is missing"),
+        "{err}"
+    );
+    let list = run_ok(Command::new("lsinitramfs").arg(&initrd));
+    assert!(
+        !list.lines().any(|l| l == "usr/bin/arbor-prepare-root"),
+        "{list}"
+    );
+    // A machine booted into a deployment: the initramfs could not boot it.
+    let (out, _) = mkinitramfs_output(&t.path().join("b"), &missing, true);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("E: arbor:"), "{err}");
 }
 
 #[test]
@@ -113,12 +158,35 @@ mount -t proc proc "$x/proc"
 mount --bind "$cmdline" "$x/proc/cmdline"
 mount -t tmpfs tmpfs "$x/run"
 mount --bind "$sys" "$x/root"
-chroot "$x" /bin/sh -c 'export rootmnt=/root quiet=y; /scripts/local-bottom/arbor'
-echo "status $?"
+st=0
+chroot "$x" /bin/sh -c 'export rootmnt=/root quiet=y; /scripts/local-bottom/arbor' >"$x/run/script.out" 2>&1 || st=$?
+echo "status $st"
 stat -c '%d %i' "$x/root"
 stat -c '%d %i' "$x/root/sysroot/$4" 2>/dev/null || echo "no deployment under /root/sysroot"
 if test -s "$x/run/ostree-booted"; then echo booted; fi
+echo "== output"
+cat "$x/run/script.out"
 "#;
+    // A boot link that resolves to nothing: the script calls initramfs-tools'
+    // panic (which, with `panic` unset here, ends the shell with an error
+    // instead of opening the emergency shell).
+    let broken = "root=LABEL=root rw ostree=/ostree/boot.1/testos/nothing/0";
+    std::fs::write(&cmdline_file, broken).unwrap();
+    let out = run_ok(
+        Command::new("unshare")
+            .args(["--mount", "--pid", "--fork", "--propagation", "private"])
+            .args(["sh", "-c", script, "sh"])
+            .args([&x, &sys, &cmdline_file])
+            .arg(&deployment),
+    );
+    let (head, output) = out.split_once("== output\n").unwrap();
+    assert!(!head.starts_with("status 0\n"), "{out}");
+    assert!(!head.contains("booted"), "{out}");
+    assert!(
+        output.contains("arbor-prepare-root: error: Finding the boot link")
+            && output.contains("arbor-prepare-root failed"),
+        "the script did not panic with the error: {out}"
+    );
     for (line, booted) in [(cmdline.as_str(), true), ("root=LABEL=root rw", false)] {
         std::fs::write(&cmdline_file, line).unwrap();
         let out = run_ok(
@@ -137,7 +205,7 @@ if test -s "$x/run/ostree-booted"; then echo booted; fi
         } else {
             // Without ostree=, the script leaves /root alone.
             assert_eq!(l[2], "no deployment under /root/sysroot", "{out}");
-            assert_eq!(l.get(3), None, "{out}");
+            assert_eq!(l.get(3), Some(&"== output"), "{out}");
         }
     }
 }

@@ -118,3 +118,134 @@ fn bad_command_lines_fail_before_any_mount() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("Usage: arbor-prepare-root SYSROOT"));
 }
+
+/// The mounts of a prepare-root run's mountinfo section, the last on each
+/// point winning: mount point → root of the mount.
+fn mounts(
+    s: &std::collections::BTreeMap<String, String>,
+) -> std::collections::BTreeMap<String, String> {
+    arbor_boot::mountinfo::parse(&s["mountinfo"])
+        .map(|m| (m.mount_point, m.root))
+        .collect()
+}
+
+#[test]
+fn a_stateroot_var_symlink_is_refused_before_any_mount() {
+    assert!(
+        is_root(),
+        "prepare-root tests mount (in a private namespace): run as root"
+    );
+    let bin = env!("CARGO_BIN_EXE_arbor-prepare-root");
+    for target in ["../../..", "/etc"] {
+        let t = tempfile::tempdir().unwrap();
+        let (sys, _, cmdline) = ostree_sysroot(t.path(), None);
+        let var = sys.join("ostree/deploy/testos/var");
+        std::fs::remove_dir_all(&var).unwrap();
+        std::os::unix::fs::symlink(target, &var).unwrap();
+        let err = run_in_boot_namespace(&sys, &cmdline, &[bin]).unwrap_err();
+        assert!(
+            err.contains("ostree/deploy/testos/var is a symbolic link"),
+            "var -> {target}: {err}"
+        );
+    }
+}
+
+#[test]
+fn the_boot_directory_is_bound_only_when_both_are_real_directories() {
+    assert!(
+        is_root(),
+        "prepare-root tests mount (in a private namespace): run as root"
+    );
+    let bin = env!("CARGO_BIN_EXE_arbor-prepare-root");
+    // ostree admin deploy leaves /boot on the physical root (boot/loader a
+    // symlink there): a real boot/ in the deployment gets it bound.
+    let t = tempfile::tempdir().unwrap();
+    let (sys, deployment, cmdline) = ostree_sysroot(t.path(), None);
+    std::fs::create_dir(sys.join(&deployment).join("boot")).unwrap();
+    let s = run_in_boot_namespace(&sys, &cmdline, &[bin]).unwrap();
+    let m = mounts(&s);
+    let boot = &m[&format!("{}/boot", sys.display())];
+    assert!(boot.ends_with("/sys/boot"), "{boot}");
+    // A deployment whose boot is a symlink (out of it, or onto its /usr):
+    // nothing is bound through it.
+    for target in ["/etc", "usr"] {
+        let t = tempfile::tempdir().unwrap();
+        let (sys, deployment, cmdline) = ostree_sysroot(t.path(), None);
+        std::os::unix::fs::symlink(target, sys.join(&deployment).join("boot")).unwrap();
+        let s = run_in_boot_namespace(&sys, &cmdline, &[bin]).unwrap();
+        let on_boot: Vec<_> = mounts(&s)
+            .into_iter()
+            .filter(|(_, root)| root.ends_with("/sys/boot"))
+            .collect();
+        assert!(on_boot.is_empty(), "boot -> {target}: {on_boot:?}");
+        let e = Expect {
+            sysroot: &sys,
+            deployment: &deployment,
+            stateroot: "testos",
+            readonly: true,
+        };
+        check_prepared(&s, &e);
+    }
+}
+
+#[test]
+fn config_symlinks_resolve_inside_the_deployment() {
+    assert!(
+        is_root(),
+        "prepare-root tests mount (in a private namespace): run as root"
+    );
+    // etc/ostree/prepare-root.conf -> /usr/lib/arbor-test.conf names the
+    // deployment's file, not one of the initramfs (which has none).
+    let t = tempfile::tempdir().unwrap();
+    let (sys, deployment, cmdline) = ostree_sysroot(t.path(), None);
+    let d = sys.join(&deployment);
+    common::put(
+        &d.join("usr/lib/arbor-test.conf"),
+        "[sysroot]\nreadonly=false\n",
+    );
+    std::fs::create_dir_all(d.join("etc/ostree")).unwrap();
+    std::os::unix::fs::symlink(
+        "/usr/lib/arbor-test.conf",
+        d.join("etc/ostree/prepare-root.conf"),
+    )
+    .unwrap();
+    let bin = env!("CARGO_BIN_EXE_arbor-prepare-root");
+    let s = run_in_boot_namespace(&sys, &cmdline, &[bin]).unwrap();
+    let e = Expect {
+        sysroot: &sys,
+        deployment: &deployment,
+        stateroot: "testos",
+        readonly: false,
+    };
+    check_prepared(&s, &e);
+}
+
+#[test]
+fn a_read_only_physical_root_is_remounted_writable() {
+    assert!(
+        is_root(),
+        "prepare-root tests mount (in a private namespace): run as root"
+    );
+    // initramfs-tools mounts the root read-only without `rw`: /etc and /var
+    // must still be writable, /sysroot read-only per mount.
+    let t = tempfile::tempdir().unwrap();
+    let (sys, deployment, cmdline) = ostree_sysroot(t.path(), None);
+    let cmdline = cmdline.replace(" rw ", " ");
+    let ro = t.path().join("ro");
+    std::fs::create_dir(&ro).unwrap();
+    let bin = env!("CARGO_BIN_EXE_arbor-prepare-root");
+    let s = common::run_in_boot_namespace_env(
+        &ro,
+        &cmdline,
+        &[bin],
+        &[("BOOT_NS_READONLY_COPY_OF", &sys)],
+    )
+    .unwrap();
+    let e = Expect {
+        sysroot: &ro,
+        deployment: &deployment,
+        stateroot: "testos",
+        readonly: true,
+    };
+    check_prepared(&s, &e);
+}

@@ -10,7 +10,7 @@ use arbor_config::apply::{apply as do_apply, ApplyOptions, ApplyReport, Outcome}
 use arbor_config::compose::{Change, ComposeReport};
 
 use crate::cli_config::{ConfigApplyOpts, ConfigCmd, ConfigRenderOpts};
-use crate::sysroot_cmds::open_sysroot_writable;
+use crate::sysroot_cmds::open_sysroot;
 
 /// Runs a `config` subcommand.
 pub fn config(cmd: ConfigCmd, out: &mut dyn Write) -> Result<()> {
@@ -52,7 +52,7 @@ pub fn apply(o: ConfigApplyOpts, out: &mut dyn Write) -> Result<()> {
         .iter()
         .map(|p| read_input_file(p))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut s = open_sysroot_writable(&o.sysroot.sysroot)?;
+    let mut s = open_sysroot(&o.sysroot.sysroot)?;
     let opts = ApplyOptions {
         inputs,
         stage: o.stage,

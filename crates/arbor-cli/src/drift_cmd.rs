@@ -13,7 +13,7 @@ use arbor_config::drift::{
 use clap::Args;
 
 use crate::cli_sysroot::SysrootArg;
-use crate::sysroot_cmds::{open_sysroot, open_sysroot_writable};
+use crate::sysroot_cmds::open_sysroot;
 
 /// Exit status when drift is found.
 pub const EXIT_DRIFT: u8 = 1;
@@ -60,11 +60,7 @@ pub fn run(o: DriftOpts, out: &mut impl Write) -> ExitCode {
 }
 
 fn drift(o: DriftOpts, out: &mut impl Write) -> Result<ExitCode> {
-    let mut s = if o.revert {
-        open_sysroot_writable(&o.sysroot.sysroot)?
-    } else {
-        open_sysroot(&o.sysroot.sysroot)?
-    };
+    let mut s = open_sysroot(&o.sysroot.sysroot)?;
     let i = drift::select_deployment(&s, o.index)?;
     let d = &s.deployments()[i];
     let opts = DriftOptions {

@@ -15,7 +15,7 @@ use arbor_repo::refs::{RefSpec, RefUpdate};
 use crate::cli_extension::{
     ExtensionAddOpts, ExtensionCmd, ExtensionComposeOpts, ExtensionListOpts, ExtensionRemoveOpts,
 };
-use crate::sysroot_cmds::{open_sysroot, open_sysroot_writable};
+use crate::sysroot_cmds::open_sysroot;
 
 /// `extension ...`.
 pub fn extension(cmd: ExtensionCmd, out: &mut dyn Write) -> Result<()> {
@@ -69,14 +69,14 @@ fn add(o: ExtensionAddOpts, out: &mut dyn Write) -> Result<()> {
         stateroot: o.os.stateroot.clone(),
         dry_run: o.dry_run,
     };
-    let mut s = open_sysroot_writable(&o.sysroot.sysroot)?;
+    let mut s = open_sysroot(&o.sysroot.sysroot)?;
     let r = ops::add(&mut s.lock()?, opts)?;
     print_change(&r, o.json, out)
 }
 
 /// `extension remove`.
 fn remove(o: ExtensionRemoveOpts, out: &mut dyn Write) -> Result<()> {
-    let mut s = open_sysroot_writable(&o.sysroot.sysroot)?;
+    let mut s = open_sysroot(&o.sysroot.sysroot)?;
     let r = ops::remove(&mut s.lock()?, &o.names, o.stage, o.os.stateroot.as_deref())?;
     print_change(&r, o.json, out)
 }

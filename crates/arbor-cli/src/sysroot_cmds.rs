@@ -37,20 +37,12 @@ pub fn open_sysroot(path: &std::path::Path) -> Result<Sysroot> {
     Ok(s)
 }
 
-/// [`open_sysroot`] for a command that changes the sysroot: on a booted
-/// system whose `/sysroot` is read-only, first enters a private mount
-/// namespace where it is writable ([`arbor_sysroot::writable`]).
-pub fn open_sysroot_writable(path: &std::path::Path) -> Result<Sysroot> {
-    arbor_sysroot::writable::ensure_writable(path)?;
-    open_sysroot(path)
-}
-
 /// `admin init-fs`, `admin os-init`.
 pub fn admin(c: AdminCmd, out: &mut impl Write) -> Result<()> {
     match c {
         AdminCmd::InitFs(o) => arbor_sysroot::sysroot::init_fs(&o.dir),
         AdminCmd::OsInit(o) => {
-            let mut s = open_sysroot_writable(&o.sysroot.sysroot)?;
+            let mut s = open_sysroot(&o.sysroot.sysroot)?;
             s.lock()?.os_init(&o.stateroot)?;
             writeln!(
                 out,
@@ -198,7 +190,7 @@ fn layering_of(no_extensions: bool) -> ExtensionLayering {
 
 /// `deploy`.
 pub fn deploy(o: DeployOpts, out: &mut impl Write) -> Result<()> {
-    let mut s = open_sysroot_writable(&o.sysroot.sysroot)?;
+    let mut s = open_sysroot(&o.sysroot.sysroot)?;
     // What the deploy deploys: the revision, or (by default) the
     // extensions of what boots next composed on its base.
     // With --no-extensions, a plain commit as it is (a composed one is
@@ -301,7 +293,7 @@ fn render_preview(p: &EtcPreview, json: bool, out: &mut impl Write) -> Result<()
 
 /// `cleanup`.
 pub fn cleanup(o: CleanupOpts, out: &mut impl Write) -> Result<()> {
-    let mut s = open_sysroot_writable(&o.sysroot.sysroot)?;
+    let mut s = open_sysroot(&o.sysroot.sysroot)?;
     let mut s = s.lock()?;
     s.load()?;
     let r = arbor_sysroot::write::cleanup(&mut s, true)?;
@@ -322,7 +314,7 @@ pub fn cleanup(o: CleanupOpts, out: &mut impl Write) -> Result<()> {
 /// `upgrade`: exit code 77 with `--check` when no update is available
 /// (as `rpm-ostree upgrade --check`), 0 otherwise.
 pub fn upgrade(o: UpgradeOpts, out: &mut impl Write) -> Result<ExitCode> {
-    let mut s = open_sysroot_writable(&o.sysroot.sysroot)?;
+    let mut s = open_sysroot(&o.sysroot.sysroot)?;
     let opts = UpgradeOptions {
         stateroot: o.os.stateroot,
         allow_downgrade: o.allow_downgrade,
@@ -372,7 +364,7 @@ pub fn upgrade(o: UpgradeOpts, out: &mut impl Write) -> Result<ExitCode> {
 
 /// `switch`.
 pub fn switch(o: SwitchOpts, out: &mut impl Write) -> Result<()> {
-    let mut s = open_sysroot_writable(&o.sysroot.sysroot)?;
+    let mut s = open_sysroot(&o.sysroot.sysroot)?;
     let opts = SwitchOptions {
         stateroot: o.os.stateroot,
         refspec: o.refspec,
@@ -391,7 +383,7 @@ pub fn switch(o: SwitchOpts, out: &mut impl Write) -> Result<()> {
 
 /// `rollback`.
 pub fn rollback(o: RollbackOpts, out: &mut impl Write) -> Result<()> {
-    let mut s = open_sysroot_writable(&o.sysroot.sysroot)?;
+    let mut s = open_sysroot(&o.sysroot.sysroot)?;
     let (from, _) = arbor_sysroot::ops::rollback(&mut s.lock()?)?;
     let d = &s.deployments()[0];
     writeln!(
@@ -405,7 +397,7 @@ pub fn rollback(o: RollbackOpts, out: &mut impl Write) -> Result<()> {
 
 /// `undeploy`.
 pub fn undeploy(o: IndexOpts, out: &mut impl Write) -> Result<()> {
-    let mut s = open_sysroot_writable(&o.sysroot.sysroot)?;
+    let mut s = open_sysroot(&o.sysroot.sysroot)?;
     let name = s
         .deployments()
         .get(o.index)
@@ -419,7 +411,7 @@ pub fn undeploy(o: IndexOpts, out: &mut impl Write) -> Result<()> {
 
 /// `pin`, `unpin`.
 pub fn pin(o: IndexOpts, pinned: bool, out: &mut impl Write) -> Result<()> {
-    let mut s = open_sysroot_writable(&o.sysroot.sysroot)?;
+    let mut s = open_sysroot(&o.sysroot.sysroot)?;
     let changed = arbor_sysroot::ops::set_pinned(&mut s.lock()?, o.index, pinned)?;
     let state = if pinned { "pinned" } else { "unpinned" };
     if changed {
@@ -437,11 +429,8 @@ pub fn kargs(o: KargsOpts, out: &mut impl Write) -> Result<()> {
         replace: o.replace,
         delete: o.delete,
     };
-    let mut s = if edit.is_empty() {
-        open_sysroot(&o.sysroot.sysroot)?
-    } else {
-        open_sysroot_writable(&o.sysroot.sysroot)?
-    };
+    // Made writable first by `dispatch` when there are edits.
+    let mut s = open_sysroot(&o.sysroot.sysroot)?;
     let k = if edit.is_empty() {
         let Some(d) = s.deployments().get(o.index) else {
             anyhow::bail!("No deployment {}", o.index);
@@ -457,7 +446,7 @@ pub fn kargs(o: KargsOpts, out: &mut impl Write) -> Result<()> {
 /// `finalize`.
 pub fn finalize(o: FinalizeOpts, out: &mut impl Write) -> Result<()> {
     use arbor_sysroot::staged::Finalized;
-    let mut s = open_sysroot_writable(&o.sysroot.sysroot)?;
+    let mut s = open_sysroot(&o.sysroot.sysroot)?;
     let r = arbor_sysroot::staged::finalize_with(&mut s.lock()?, &ConfigComposer::default())?;
     collect_configs(&mut s)?;
     match r {

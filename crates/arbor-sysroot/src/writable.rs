@@ -37,7 +37,13 @@ pub const TEST_PHYSICAL_ROOT_ENV: &str = "ARBOR_TEST_PHYSICAL_ROOT";
 /// this always enters a new namespace before remounting, so that the
 /// change never leaks into the caller's. It must run while the process
 /// has one thread: other threads would stay in the old namespace.
+///
+/// Only root can remount: for another user this does nothing, and opening
+/// or locking the sysroot reports the real error (read-only, permission).
 pub fn ensure_writable(sysroot: &Path) -> Result<()> {
+    if !rustix::process::geteuid().is_root() {
+        return Ok(());
+    }
     let Some((physical, boot)) = booted_mounts(sysroot)? else {
         return Ok(());
     };
@@ -56,8 +62,10 @@ pub fn ensure_writable(sysroot: &Path) -> Result<()> {
 /// The same for a repository: a command that writes to a repository on
 /// the booted machine's physical root (`/ostree/repo` is
 /// `/sysroot/ostree/repo`) enters the private, writable namespace of
-/// [`ensure_writable`] first. Any other repository is left alone, and so
-/// is a path that cannot be resolved (opening it reports the error).
+/// [`ensure_writable`] first. Any other repository is left alone. A path
+/// that does not exist yet (`init`) counts by its nearest existing parent;
+/// one that cannot be resolved at all is left alone (opening it reports
+/// the error).
 pub fn ensure_repo_writable(repo: &Path) -> Result<()> {
     #[cfg(feature = "fault-injection")]
     let physical = std::env::var_os(TEST_PHYSICAL_ROOT_ENV)
@@ -65,7 +73,11 @@ pub fn ensure_repo_writable(repo: &Path) -> Result<()> {
         .unwrap_or_else(|| PHYSICAL_ROOT.into());
     #[cfg(not(feature = "fault-injection"))]
     let physical = PathBuf::from(PHYSICAL_ROOT);
-    let Ok(real) = std::fs::canonicalize(repo) else {
+    let absolute = std::path::absolute(repo).unwrap_or_else(|_| repo.to_path_buf());
+    let Some(real) = absolute
+        .ancestors()
+        .find_map(|p| std::fs::canonicalize(p).ok())
+    else {
         return Ok(());
     };
     if !real.starts_with(&physical) {
@@ -171,5 +183,21 @@ mod tests {
         }
         assert!(!is_readonly(t.path()).unwrap());
         assert!(!is_readonly(&t.path().join("missing")).unwrap());
+    }
+
+    #[test]
+    fn no_namespace_is_entered_with_other_threads_running() {
+        // The test harness's own threads count too; one more that waits
+        // makes sure there are two whatever the harness does.
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let other = std::thread::spawn(move || rx.recv());
+        let e = format!("{:#}", enter_private_namespace().unwrap_err());
+        drop(tx);
+        other.join().unwrap().ok();
+        assert!(
+            e.contains("Cannot enter a private mount namespace: the process runs")
+                && e.contains("threads"),
+            "{e}"
+        );
     }
 }

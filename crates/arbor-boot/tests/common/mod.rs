@@ -21,9 +21,21 @@ pub fn run_in_boot_namespace(
     cmdline: &str,
     cmd: &[&str],
 ) -> Result<BTreeMap<String, String>, String> {
+    run_in_boot_namespace_env(sysroot, cmdline, cmd, &[])
+}
+
+/// [`run_in_boot_namespace`] with environment variables for the script
+/// (`BOOT_NS_READONLY_COPY_OF`) and the command.
+pub fn run_in_boot_namespace_env(
+    sysroot: &Path,
+    cmdline: &str,
+    cmd: &[&str],
+    env: &[(&str, &Path)],
+) -> Result<BTreeMap<String, String>, String> {
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), cmdline).unwrap();
     let out = Command::new("unshare")
+        .envs(env.iter().copied())
         .args(["--mount", "--propagation", "private", "sh"])
         .arg(ns_script())
         .arg(sysroot)
@@ -113,6 +125,14 @@ pub fn check_prepared(s: &BTreeMap<String, String>, e: &Expect<'_>) -> ((u64, u6
     } else {
         assert!(etc.is_none(), "{etc:?}");
     }
+    // ostree's generator reads the first (/var is mounted), ostree ≤ 2022's
+    // ostree-remount the second.
+    let stamps = if e.readonly {
+        "ostree/initramfs-mount-var\nostree-sysroot-ro.stamp\n"
+    } else {
+        "ostree/initramfs-mount-var\n"
+    };
+    assert_eq!(s["stamps"], stamps);
     let sysroot_state = if e.readonly { "ro" } else { "rw" };
     assert_eq!(
         s["writable"],

@@ -191,6 +191,10 @@ export ARBOR_SYSROOT_DEBUG=mutable-deployments
 chroot "$sys" "/mnt/$(basename "$arbor")" deploy --os testos --karg=rw --karg=arbor.test=after testos/stable >&2
 echo "== after"
 if touch "$sys/sysroot/probe" 2>/dev/null; then echo "sysroot writable"; else echo "sysroot read-only"; fi
+# Another sysroot path than /, even the booted physical root itself: no
+# namespace, the read-only mount is refused.
+echo "== explicit"
+chroot "$sys" "/mnt/$(basename "$arbor")" deploy --sysroot /sysroot --os testos testos/stable 2>&1 || echo "exit $?"
 "#;
     let out = run_ok(
         Command::new("unshare")
@@ -210,7 +214,12 @@ if touch "$sys/sysroot/probe" 2>/dev/null; then echo "sysroot writable"; else ec
         .and_then(|o| o.split_once("== arbor\n"))
         .unwrap_or_else(|| panic!("{out}"));
     let (arbor_json, after) = rest.split_once("== after\n").unwrap();
+    let (after, explicit) = after.split_once("== explicit\n").unwrap();
     assert_eq!(after, "sysroot read-only\n", "{out}");
+    assert!(
+        explicit.contains("is mounted read-only") && explicit.ends_with("exit 1\n"),
+        "deploy --sysroot /sysroot on the booted system: {explicit}"
+    );
     let entries = std::fs::read_dir(sys.join("boot/loader/entries")).unwrap();
     let deployed = entries
         .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
@@ -300,7 +309,7 @@ fn repository_commands_remount_a_read_only_sysroot_in_their_own_namespace() {
     let (sys, _) = arbor_sysroot(t.path());
     // /ostree/repo of a booted machine is on the read-only /sysroot: the
     // repository commands that write (remote add, pull-local, refs
-    // --create) get a private writable namespace, as the sysroot
+    // --create, init of a new one) get a private writable namespace, as the sysroot
     // commands do; without the booted machine's physical root they still
     // fail, and the caller's namespace stays read-only.
     let script = r#"
@@ -314,7 +323,8 @@ r=$sys/ostree/repo
 writes() {
   "$arbor" remote add --repo "$r" --no-gpg-verify host http://127.0.0.1:9/ &&
   "$arbor" pull-local --repo "$r" "$src/r" other >/dev/null &&
-  "$arbor" refs --repo "$r" --create copied "$c"
+  "$arbor" refs --repo "$r" --create copied "$c" &&
+  "$arbor" init --repo "$sys/ostree/new-repo" --mode bare
 }
 if writes 2>/tmp/err.$$; then echo "plain: written"; else echo "plain: $(tail -1 /tmp/err.$$)"; fi
 rm -f /tmp/err.$$
@@ -322,6 +332,7 @@ if ARBOR_TEST_PHYSICAL_ROOT="$sys" writes; then echo "booted: written"; else ech
 if touch "$sys/probe" 2>/dev/null; then echo "after: writable"; else echo "after: read-only"; fi
 "$arbor" refs --repo "$r" copied
 "$arbor" remote list --repo "$r"
+test -f "$sys/ostree/new-repo/config" && echo "new-repo"
 "#;
     let out = run_ok(
         Command::new("unshare")
@@ -345,7 +356,111 @@ if touch "$sys/probe" 2>/dev/null; then echo "after: writable"; else echo "after
     );
     assert_eq!(
         lines[1..],
-        ["booted: written", "after: read-only", "copied", "host"],
+        [
+            "booted: written",
+            "after: read-only",
+            "copied",
+            "host",
+            "new-repo"
+        ],
         "{out}"
     );
+}
+
+#[test]
+fn non_root_users_and_checks_enter_no_namespace() {
+    if needs_root("non_root_users_and_checks_enter_no_namespace") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let (sys, _) = arbor_sysroot(t.path());
+    // Readable by another user, as a real /sysroot is.
+    run_ok(Command::new("chmod").arg("0755").arg(t.path()));
+    // A booted system's read-only /sysroot (the test switch): a user who
+    // is not root gets the real error (the lock), not a failed unshare;
+    // `upgrade --check` only reads, so it works for them.
+    let script = r#"
+set -u
+sys=$1 arbor=$2
+mount --bind "$sys" "$sys" && mount -o remount,bind,ro "$sys" || exit 2
+export ARBOR_TEST_PHYSICAL_ROOT="$sys" ARBOR_SYSROOT_DEBUG=mutable-deployments
+user() { setpriv --reuid=65534 --regid=65534 --clear-groups "$@"; }
+echo "== deploy"
+user "$arbor" deploy --sysroot "$sys" --os testos testos/stable 2>&1
+echo "exit $?"
+echo "== check"
+user "$arbor" upgrade --sysroot "$sys" --os testos --check 2>&1
+echo "exit $?"
+"#;
+    let out = run_ok(
+        Command::new("unshare")
+            .args([
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                script,
+                "sh",
+            ])
+            .arg(&sys)
+            .arg(env!("CARGO_BIN_EXE_arbor")),
+    );
+    eprintln!("{out}");
+    let (deploy, check) = out
+        .strip_prefix("== deploy\n")
+        .and_then(|o| o.split_once("== check\n"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(!deploy.contains("unshare"), "{out}");
+    assert!(
+        deploy.contains("Locking the sysroot") && deploy.ends_with("exit 1\n"),
+        "{out}"
+    );
+    assert_eq!(check, "No update available.\nexit 77\n", "{out}");
+}
+
+#[test]
+fn a_read_only_filesystem_is_remounted_writable_in_the_namespace() {
+    if needs_root("a_read_only_filesystem_is_remounted_writable_in_the_namespace") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let (sys, _) = arbor_sysroot(t.path());
+    let ro = t.path().join("ro");
+    std::fs::create_dir(&ro).unwrap();
+    // The physical root's filesystem itself read-only (a remount of the
+    // mount alone leaves it so): the command remounts the filesystem in its
+    // namespace, as ostree does; the caller's mount stays read-only.
+    let script = r#"
+set -u
+sys=$1 arbor=$2 ro=$3
+mount -t tmpfs tmpfs "$ro" && cp -a "$sys/." "$ro/" && mount -o remount,ro "$ro" || exit 2
+export ARBOR_SYSROOT_DEBUG=mutable-deployments
+if ARBOR_TEST_PHYSICAL_ROOT="$ro" "$arbor" deploy --sysroot "$ro" --os testos --karg=rw testos/stable >/dev/null; then
+  echo "booted: deployed"
+else
+  echo "booted: failed"
+fi
+if touch "$ro/probe" 2>/dev/null; then echo "after: writable"; else echo "after: read-only"; fi
+"$arbor" status --sysroot "$ro" --json
+"#;
+    let out = run_ok(
+        Command::new("unshare")
+            .args([
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                script,
+                "sh",
+            ])
+            .arg(&sys)
+            .arg(env!("CARGO_BIN_EXE_arbor"))
+            .arg(&ro),
+    );
+    let (report, json) = out.split_at(out.find('{').unwrap_or(out.len()));
+    assert_eq!(report, "booted: deployed\nafter: read-only\n", "{out}");
+    let st: serde_json::Value = serde_json::from_str(json).unwrap();
+    assert_eq!(st["deployments"].as_array().unwrap().len(), 2, "{json}");
 }

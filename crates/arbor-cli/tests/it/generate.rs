@@ -122,13 +122,40 @@ fn dist() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dist")
 }
 
-/// Runs `install.sh` of the dist directory `dist` into `dest`.
+/// Runs `install.sh` of the dist directory `dist` into `dest` (with a
+/// stand-in for arbor-prepare-root).
 fn install(dist: &Path, dest: &Path, prefix: Option<&str>) -> String {
     let mut c = Command::new(dist.join("install.sh"));
     c.arg(dest)
         .args(prefix)
-        .env("ARBOR_BIN", env!("CARGO_BIN_EXE_arbor"));
+        .env("ARBOR_BIN", env!("CARGO_BIN_EXE_arbor"))
+        .env("ARBOR_PREPARE_ROOT_BIN", env!("CARGO_BIN_EXE_arbor"));
     run_ok(&mut c)
+}
+
+#[test]
+fn install_sh_leaves_the_initramfs_files_out_without_prepare_root() {
+    // Installed on an ordinary machine without arbor-prepare-root, the
+    // hook would make every later update-initramfs fail: not installed.
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path().join("dist");
+    run_ok(Command::new("cp").arg("-a").arg(dist()).arg(&d));
+    let dest = t.path().join("root");
+    std::fs::create_dir(&dest).unwrap();
+    let out = Command::new(d.join("install.sh"))
+        .arg(&dest)
+        .env("ARBOR_BIN", env!("CARGO_BIN_EXE_arbor"))
+        .env_remove("ARBOR_PREPARE_ROOT_BIN")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(dest.join("usr/bin/arbor").is_file());
+    assert!(!dest.join("usr/share/initramfs-tools").exists());
+    assert!(
+        err.contains("initramfs-tools hook and script not installed"),
+        "{err}"
+    );
 }
 
 #[test]
