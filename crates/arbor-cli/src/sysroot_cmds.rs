@@ -52,7 +52,7 @@ pub fn admin(c: AdminCmd, out: &mut impl Write) -> Result<()> {
             Ok(())
         }
         AdminCmd::GrubConfig(o) => {
-            let mut s = open_sysroot_writable(&o.sysroot.sysroot)?;
+            let mut s = open_sysroot(&o.sysroot.sysroot)?;
             let dir = arbor_sysroot::grub::regenerate(&s.lock()?)?;
             writeln!(out, "Wrote /boot/{dir}/grub.cfg")?;
             Ok(())
