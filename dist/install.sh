@@ -10,8 +10,8 @@
 #   PREFIX/share/man/man1/arbor*.1                 generated from the CLI definition
 #   PREFIX/share/bash-completion/completions/arbor, zsh and fish completions, likewise
 #
-# The binaries are taken from target/release (else target/debug) of this
-# checkout: build first (`cargo build --release`, and for the initramfs
+# The binaries are taken from target/release or target/debug of this
+# checkout, whichever is newer: build first (`cargo build --release`, and for the initramfs
 # the static arbor-prepare-root, see the README), or name them with
 # ARBOR_BIN and ARBOR_PREPARE_ROOT_BIN. Installed files are owned by the
 # caller (root when run as root) with modes 0755 (programs, hooks) or 0644.
@@ -37,13 +37,16 @@ destdir=${destdir%/}
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(dirname "$here")
 
+# The newer of target/release/NAME and target/debug/NAME (a release
+# build left from long ago must not win over today's debug build).
 find_bin() {
-	for d in release debug; do
-		if [ -x "$top/target/$d/$1" ]; then
-			echo "$top/target/$d/$1"
-			return
-		fi
-	done
+	rel=$top/target/release/$1
+	dbg=$top/target/debug/$1
+	if [ -x "$rel" ] && { [ ! -x "$dbg" ] || [ ! "$dbg" -nt "$rel" ]; }; then
+		echo "$rel"
+	elif [ -x "$dbg" ]; then
+		echo "$dbg"
+	fi
 }
 bin=${ARBOR_BIN:-$(find_bin arbor)}
 if [ -z "$bin" ] || [ ! -x "$bin" ]; then
@@ -54,10 +57,10 @@ prepare_root=${ARBOR_PREPARE_ROOT_BIN:-$(find_bin arbor-prepare-root)}
 
 root=$destdir$prefix
 install -D -m 0755 "$bin" "$root/bin/arbor"
-echo "installed $prefix/bin/arbor"
+echo "installed $prefix/bin/arbor (from $bin)"
 if [ -n "$prepare_root" ]; then
 	install -D -m 0755 "$prepare_root" "$root/lib/arbor/arbor-prepare-root"
-	echo "installed $prefix/lib/arbor/arbor-prepare-root"
+	echo "installed $prefix/lib/arbor/arbor-prepare-root (from $prepare_root)"
 else
 	echo "note: no arbor-prepare-root built: the initramfs integration is left out (build it, see the README)" >&2
 fi

@@ -20,6 +20,16 @@ pub enum AdminCmd {
     InitFs(InitFsOpts),
     /// Create a stateroot (its deploy/ and shared var/).
     OsInit(OsInitOpts),
+    /// Regenerate the GRUB menu /boot/loader/grub.cfg from the active boot
+    /// entries (after another tool, e.g. ostree, rewrote them).
+    GrubConfig(GrubConfigOpts),
+}
+
+/// `admin grub-config`.
+#[derive(Debug, Args)]
+pub struct GrubConfigOpts {
+    #[command(flatten)]
+    pub sysroot: SysrootArg,
 }
 
 /// `admin init-fs`.

@@ -97,6 +97,7 @@ pub(crate) fn access(cmd: &Cmd) -> Access<'_> {
         // At boot, in the initramfs: mounts, writes no repository.
         | Cmd::PrepareRoot(_) => Reads,
         Cmd::Admin(AdminCmd::OsInit(o)) => WritesSysroot(&o.sysroot.sysroot),
+        Cmd::Admin(AdminCmd::GrubConfig(o)) => WritesSysroot(&o.sysroot.sysroot),
         Cmd::Deploy(o) => WritesSysroot(&o.sysroot.sysroot),
         Cmd::Cleanup(o) => WritesSysroot(&o.sysroot.sysroot),
         // --check reads the remote's summary, takes no lock.

@@ -46,7 +46,8 @@ fn build(o: ImageBuildOpts, out: &mut impl Write) -> Result<()> {
     };
     let r = arbor_image::build(&opts)?;
     if to_stdout {
-        arbor_image::write_tar(&opts.output, &formats, r.timestamp, &mut *out)?;
+        arbor_image::write_tar(&opts.output, &formats, r.timestamp, &mut *out)
+            .map_err(crate::export_cmd::truncated_on_broken_pipe)?;
         render(&r, &mut std::io::stderr())?;
     } else {
         render(&r, out)?;

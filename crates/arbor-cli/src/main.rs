@@ -25,7 +25,9 @@ fn main() -> ExitCode {
     match arbor_cli::run_from_iter(std::env::args_os()) {
         Ok(code) => code,
         Err(e) => {
-            // A closed stdout (e.g. `arbor log | head`) is not a failure.
+            // A closed stdout (e.g. `arbor log | head`) is not a failure;
+            // commands whose output must be complete (`export -o -`) turn
+            // it into another error first.
             if let Some(io) = e.downcast_ref::<std::io::Error>() {
                 if io.kind() == std::io::ErrorKind::BrokenPipe {
                     return ExitCode::SUCCESS;

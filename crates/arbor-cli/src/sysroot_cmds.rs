@@ -51,6 +51,12 @@ pub fn admin(c: AdminCmd, out: &mut impl Write) -> Result<()> {
             )?;
             Ok(())
         }
+        AdminCmd::GrubConfig(o) => {
+            let mut s = open_sysroot(&o.sysroot.sysroot)?;
+            let dir = arbor_sysroot::grub::regenerate(&s.lock()?)?;
+            writeln!(out, "Wrote /boot/{dir}/grub.cfg")?;
+            Ok(())
+        }
     }
 }
 

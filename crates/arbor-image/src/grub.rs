@@ -142,15 +142,23 @@ pub fn stub() -> &'static str {
 }
 
 /// Writes `boot/loader.N/grub.cfg` (the directory `loader` points to)
-/// from its entries, with arbor-sysroot's generator, unless it exists
-/// (arbor's deploy writes it; ostree's does not).
+/// from its entries, with arbor-sysroot's generator, unless arbor wrote
+/// it for these entries (arbor's deploy writes it with its marker
+/// `entries/.arbor-grub-menu`; ostree's writes neither, and may leave an
+/// older menu whose marker is gone).
 #[context("Writing the GRUB configuration of {}", boot.display())]
 pub fn write_loader_config(boot: &Path) -> Result<()> {
     let target = std::fs::read_link(boot.join("loader")).context("Reading the loader symlink")?;
     let Some(name) = target.to_str().filter(|n| !n.contains('/')) else {
         bail!("Unexpected loader symlink target {}", target.display());
     };
-    if boot.join(name).join(arbor_sysroot::grub::GRUB_CFG).exists() {
+    let current = boot.join(name).join(arbor_sysroot::grub::GRUB_CFG).exists()
+        && boot
+            .join(name)
+            .join("entries")
+            .join(arbor_sysroot::grub::MENU_STAMP)
+            .exists();
+    if current {
         return Ok(());
     }
     let dir = std::fs::File::open(boot).context("Opening the boot directory")?;

@@ -126,7 +126,10 @@ struct Meta<'a> {
 /// A ustar header with the fields every entry shares: `path`, mode bits,
 /// owner, mtime 0, no owner names, a symlink's target. Returns the header
 /// and the PAX records it needs (`path`, `linkpath`, then the xattrs).
-fn header(path: &str, m: &Meta<'_>) -> (tar::Header, Vec<u8>) {
+/// An xattr whose name contains `=` or a newline is refused: a PAX record
+/// key ends at the first `=` (GNU tar and the `tar` crate read it so), so
+/// it could not come back under its own name.
+fn header(path: &str, m: &Meta<'_>) -> Result<(tar::Header, Vec<u8>)> {
     let mut h = tar::Header::new_ustar();
     h.set_entry_type(m.kind);
     h.set_mode(m.mode & 0o7777);
@@ -148,12 +151,20 @@ fn header(path: &str, m: &Meta<'_>) -> (tar::Header, Vec<u8>) {
         }
     }
     for x in m.xattrs {
+        if x.name.iter().any(|&b| b == b'=' || b == b'\n') {
+            let shown = if path == "." { "" } else { path };
+            anyhow::bail!(
+                "Cannot export /{shown}: its xattr {:?} has '=' or a newline in its name, \
+                 which a PAX record cannot carry",
+                String::from_utf8_lossy(&x.name)
+            );
+        }
         let mut key = b"SCHILY.xattr.".to_vec();
         key.extend_from_slice(&x.name);
         pax_record(&mut pax, &key, &x.value);
     }
     h.set_cksum();
-    (h, pax)
+    Ok((h, pax))
 }
 
 /// Stores `path` in the ustar `name` (and `prefix`) fields; false if it
@@ -230,7 +241,7 @@ fn append_dir<W: Write>(tar: &mut tar::Builder<W>, path: &str, m: &DirMeta) -> R
         xattrs: &m.xattrs,
         link: None,
     };
-    let (h, pax) = header(path, &meta);
+    let (h, pax) = header(path, &meta)?;
     append_pax(tar, &h, &pax)?;
     tar.append(&h, std::io::empty())
         .with_context(|| format!("Writing directory {path}"))
@@ -258,7 +269,7 @@ fn export_file<W: Write>(
         xattrs: &hd.xattrs,
         link: symlink.then_some(hd.symlink_target.as_bytes()),
     };
-    let (mut h, pax) = header(path, &meta);
+    let (mut h, pax) = header(path, &meta)?;
     if symlink {
         append_pax(tar, &h, &pax)?;
         tar.append(&h, std::io::empty())

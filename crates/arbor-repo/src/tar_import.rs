@@ -5,6 +5,14 @@
 //! Member paths are validated before use: `./` prefixes and empty or `.`
 //! components are dropped, `..` and absolute paths refused, and every name
 //! must be a valid OSTree file name. Device nodes and FIFOs are refused.
+//!
+//! Extension members (PAX `x` extended headers, GNU long names and links)
+//! are read here, not by the `tar` crate, whose PAX parser splits records
+//! at newlines (composefs/tar-rs#428) and so breaks xattr values holding
+//! a newline byte: records are split by their length prefix. PAX `size`
+//! overrides are refused unless equal to the header's size (the members
+//! are iterated raw, so the crate skips by the header's size). Global
+//! headers (`g`) are skipped, as before.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -146,23 +154,101 @@ fn mtree_dir<'a>(root: &'a mut MTree, comps: &[String], canon: &Canon) -> Result
     Ok(cur)
 }
 
-fn tar_xattrs(entry: &mut TarEntry<'_, '_>) -> Result<Vec<Xattr>> {
-    let mut out = Vec::new();
-    if let Some(exts) = entry.pax_extensions()? {
-        for ext in exts {
-            let ext = ext?;
-            if let Some(name) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.") {
-                if !ext.value_bytes().is_empty() {
-                    out.push(Xattr {
-                        name: name.to_vec(),
-                        value: ext.value_bytes().to_vec(),
-                    });
-                }
-            }
-        }
+/// Largest extended header (PAX `x`, GNU long name or link) read.
+const MAX_EXTENSION: u64 = 16 << 20;
+
+/// What the extension members before a member say about it: a PAX
+/// extended header (`x`), a GNU long name (`L`) or long link (`K`).
+#[derive(Default)]
+struct Pending {
+    pax: Option<Vec<u8>>,
+    long_name: Option<Vec<u8>>,
+    long_link: Option<Vec<u8>>,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.pax.is_none() && self.long_name.is_none() && self.long_link.is_none()
     }
-    out.sort();
+}
+
+/// Reads an extension member's body, at most [`MAX_EXTENSION`] bytes.
+fn read_extension(entry: &mut TarEntry<'_, '_>, what: &str) -> Result<Vec<u8>> {
+    let size = entry.header().entry_size()?;
+    if size > MAX_EXTENSION {
+        bail!("A {what} of {size} bytes in the tar stream: more than {MAX_EXTENSION} bytes");
+    }
+    let mut v = Vec::with_capacity(size as usize);
+    entry
+        .read_to_end(&mut v)
+        .with_context(|| format!("Reading a {what}"))?;
+    Ok(v)
+}
+
+/// The records of a PAX extended header, `"LEN KEY=VALUE\n"` each, split
+/// by their length prefix (a value may contain newlines, e.g. a binary
+/// `security.capability`), in order.
+fn pax_records(body: &[u8]) -> Result<Vec<(&[u8], &[u8])>> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < body.len() {
+        let rest = &body[pos..];
+        let bad =
+            |why: &str| anyhow!("Malformed PAX record at byte {pos} of the extended header: {why}");
+        let sp = rest
+            .iter()
+            .take(20)
+            .position(|&b| b == b' ')
+            .ok_or_else(|| bad("no length"))?;
+        let len: usize = std::str::from_utf8(&rest[..sp])
+            .ok()
+            .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| bad("the length is not a decimal number"))?;
+        if len <= sp + 1 || len > rest.len() {
+            return Err(bad(&format!(
+                "length {len} does not fit the {} bytes left",
+                rest.len()
+            )));
+        }
+        let rec = &rest[sp + 1..len];
+        let Some(kv) = rec.strip_suffix(b"\n") else {
+            return Err(bad("it does not end with a newline where its length says"));
+        };
+        let eq = kv
+            .iter()
+            .position(|&b| b == b'=')
+            .ok_or_else(|| bad("no '=' after the key"))?;
+        if eq == 0 {
+            return Err(bad("an empty key"));
+        }
+        out.push((&kv[..eq], &kv[eq + 1..]));
+        pos += len;
+    }
     Ok(out)
+}
+
+/// `s` (a PAX `uid`/`gid`/`size` value) as a number.
+fn pax_number(key: &str, v: &[u8]) -> Result<u64> {
+    std::str::from_utf8(v)
+        .ok()
+        .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| {
+            anyhow!(
+                "PAX record {key}={:?} is not a decimal number",
+                String::from_utf8_lossy(v)
+            )
+        })
+}
+
+/// A GNU long name or link: its body up to the first NUL.
+fn gnu_long(body: Vec<u8>) -> Vec<u8> {
+    let mut body = body;
+    if let Some(i) = body.iter().position(|&b| b == 0) {
+        body.truncate(i);
+    }
+    body
 }
 
 /// One tar member's metadata, read before its content.
@@ -181,23 +267,63 @@ struct Member {
 
 type TarEntry<'a, 'b> = tar::Entry<'a, &'b mut dyn Read>;
 
-fn read_member(entry: &mut TarEntry<'_, '_>, canon: &Canon) -> Result<Member> {
-    let raw_path = entry.path_bytes().into_owned();
-    let display = String::from_utf8_lossy(&raw_path).into_owned();
-    let comps = tar_components(&raw_path)?;
+/// The member `entry`, with what the extension members before it say
+/// (`ext`): PAX `path`, `linkpath`, `uid`, `gid`, `SCHILY.xattr.*`
+/// (a PAX `size` must equal the header's), else GNU long names, else the
+/// header's fields. Errors name the member.
+fn read_member(entry: &mut TarEntry<'_, '_>, ext: Pending, canon: &Canon) -> Result<Member> {
     let h = entry.header();
+    let header_path = h.path_bytes().into_owned();
+    let header_display = String::from_utf8_lossy(&header_path).into_owned();
+    let in_member = || format!("Tar member '{header_display}'");
+    let mut path = ext.long_name.map(gnu_long).unwrap_or(header_path.clone());
+    let mut link = ext
+        .long_link
+        .map(gnu_long)
+        .or_else(|| h.link_name_bytes().map(|l| l.into_owned()));
+    let mut uid = h.uid().with_context(in_member)?;
+    let mut gid = h.gid().with_context(in_member)?;
+    let mut xattrs = Vec::new();
+    if let Some(body) = &ext.pax {
+        for (k, v) in pax_records(body).with_context(in_member)? {
+            match k {
+                b"path" => path = v.to_vec(),
+                b"linkpath" => link = Some(v.to_vec()),
+                b"uid" => uid = pax_number("uid", v).with_context(in_member)?,
+                b"gid" => gid = pax_number("gid", v).with_context(in_member)?,
+                b"size" => {
+                    let size = pax_number("size", v).with_context(in_member)?;
+                    let hs = h.entry_size().with_context(in_member)?;
+                    if size != hs {
+                        bail!(
+                            "{}: its PAX size {size} differs from its header's size {hs}; \
+                             sizes beyond the header's field are not supported",
+                            in_member()
+                        );
+                    }
+                }
+                _ => {
+                    if let Some(name) = k.strip_prefix(b"SCHILY.xattr.") {
+                        if canon.keep_xattrs && !v.is_empty() {
+                            xattrs.push(Xattr {
+                                name: name.to_vec(),
+                                value: v.to_vec(),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+    xattrs.sort();
+    let display = String::from_utf8_lossy(&path).into_owned();
+    let comps = tar_components(&path)?;
     let uid =
-        u32::try_from(h.uid()?).map_err(|_| anyhow!("Tar member '{display}': uid out of range"))?;
+        u32::try_from(uid).map_err(|_| anyhow!("Tar member '{display}': uid out of range"))?;
     let gid =
-        u32::try_from(h.gid()?).map_err(|_| anyhow!("Tar member '{display}': gid out of range"))?;
-    let perm = h.mode()? & 0o7777;
+        u32::try_from(gid).map_err(|_| anyhow!("Tar member '{display}': gid out of range"))?;
+    let perm = h.mode().with_context(in_member)? & 0o7777;
     let etype = h.entry_type();
-    let link = entry.link_name_bytes().map(|l| l.into_owned());
-    let xattrs = if canon.keep_xattrs {
-        tar_xattrs(entry)?
-    } else {
-        Vec::new()
-    };
     Ok(Member {
         display,
         comps,
@@ -243,12 +369,38 @@ pub(crate) fn commit_tar(
 ) -> Result<TreePair> {
     let mut archive = tar::Archive::new(input);
     let mut root = MTree::new(default_dirmeta(canon));
-    for entry in archive.entries().context("Reading tar stream")? {
+    // Raw entries: the extension members are read here (the tar crate's
+    // own PAX parser splits records at newlines, which a binary xattr
+    // value may contain: composefs/tar-rs#428).
+    let mut pending = Pending::default();
+    for entry in archive.entries().context("Reading tar stream")?.raw(true) {
         let mut entry = entry.context("Reading tar member")?;
-        let m = read_member(&mut entry, canon)?;
+        let etype = entry.header().entry_type();
+        let slot = match etype {
+            tar::EntryType::XHeader => Some((&mut pending.pax, "PAX extended header")),
+            tar::EntryType::GNULongName => Some((&mut pending.long_name, "GNU long name")),
+            tar::EntryType::GNULongLink => Some((&mut pending.long_link, "GNU long link")),
+            _ => None,
+        };
+        if let Some((slot, what)) = slot {
+            if slot.is_some() {
+                bail!("Two {what}s in a row describe the same tar member");
+            }
+            *slot = Some(read_extension(&mut entry, what)?);
+            continue;
+        }
+        if etype == tar::EntryType::XGlobalHeader {
+            // Global records (e.g. `git archive`'s comment) carry nothing
+            // a commit keeps.
+            continue;
+        }
+        let m = read_member(&mut entry, std::mem::take(&mut pending), canon)?;
         if import_member(txn, &mut root, &m, &mut entry, canon)? {
             progress.inc(1);
         }
+    }
+    if !pending.is_empty() {
+        bail!("The tar stream ends with an extended header that describes no member");
     }
     root.write(txn)
 }

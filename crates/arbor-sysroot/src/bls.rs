@@ -115,7 +115,8 @@ impl BootEntry {
     }
 }
 
-/// The `ostree-*.conf` entries (regular files) of an `entries` directory,
+/// The `ostree-*.conf` entries (regular files, or symlinks to them, as
+/// ostree reads them) of an `entries` directory,
 /// sorted as ostree sorts them: by `version`, highest first (the default
 /// entry first), entries without a version last.
 pub fn read_entries(entries: impl AsFd) -> Result<Vec<(String, BootEntry)>> {
@@ -125,10 +126,23 @@ pub fn read_entries(entries: impl AsFd) -> Result<Vec<(String, BootEntry)>> {
         if !(name.starts_with("ostree-") && name.ends_with(".conf")) {
             continue;
         }
-        if fsutil::file_type(fd, &name)? != Some(FileType::RegularFile) {
+        // Symlinks are followed, as ostree's fstatat(…, 0) follows them
+        // (a dangling one fails the read there too).
+        let st = rustix::fs::statat(fd, name.as_str(), rustix::fs::AtFlags::empty())
+            .with_context(|| format!("Inspecting {name}"))?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
             continue;
         }
-        let text = fsutil::read_to_string(fd, &name)?;
+        let f = rustix::fs::openat(
+            fd,
+            name.as_str(),
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .with_context(|| format!("Opening {name}"))?;
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::fs::File::from(f), &mut text)
+            .with_context(|| format!("Reading {name}"))?;
         let e = BootEntry::parse(&text).with_context(|| format!("Parsing {name}"))?;
         out.push((name, e));
     }
@@ -219,5 +233,26 @@ mod tests {
         assert_eq!(vercmp("2", "2"), Equal);
         assert_eq!(vercmp("1", "2"), Less);
         assert_eq!(vercmp("1.10", "1.9"), Greater);
+    }
+
+    /// As ostree: a symlinked `ostree-*.conf` is read through the link; a
+    /// symlink to a directory is skipped (not a regular file) and a
+    /// dangling one fails the read (ostree's fstatat fails on it too).
+    #[test]
+    fn symlinked_entries_are_followed() {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path();
+        std::fs::write(d.join("real"), "title A\nversion 2\nlinux /k\n").unwrap();
+        std::os::unix::fs::symlink("real", d.join("ostree-2-os.conf")).unwrap();
+        std::fs::write(d.join("ostree-1-os.conf"), "title B\nversion 1\nlinux /k\n").unwrap();
+        std::fs::create_dir(d.join("dir")).unwrap();
+        std::os::unix::fs::symlink("dir", d.join("ostree-3-os.conf")).unwrap();
+        let fd = fsutil::open_dir(rustix::fs::CWD, &d.to_string_lossy()).unwrap();
+        let e = read_entries(&fd).unwrap();
+        let names: Vec<&str> = e.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["ostree-2-os.conf", "ostree-1-os.conf"]);
+        assert_eq!(e[0].1.get("title"), Some("A"));
+        std::os::unix::fs::symlink("missing", d.join("ostree-4-os.conf")).unwrap();
+        assert!(read_entries(&fd).is_err());
     }
 }

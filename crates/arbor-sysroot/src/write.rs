@@ -57,10 +57,28 @@ fn full_sync(s: &Sysroot, boot: &OwnedFd) -> Result<()> {
     let ostree = s.ostree_dir()?;
     rustix::fs::syncfs(&ostree).context("Syncing the sysroot")?;
     rustix::fs::syncfs(boot).context("Syncing /boot")?;
-    if crate::freeze::boot_is_separate(&ostree, boot)? {
+    boot_freeze_thaw(s, boot)
+}
+
+/// ostree's freeze/thaw cycle of a separate `/boot` ([`crate::freeze`]).
+fn boot_freeze_thaw(s: &Sysroot, boot: &OwnedFd) -> Result<()> {
+    if crate::freeze::boot_is_separate(s.ostree_dir()?, boot)? {
         crate::freeze::freeze_thaw(&s.path().join("boot"))?;
     }
     Ok(())
+}
+
+/// Removes `loader.{version}/grub.cfg` (the inactive loader's menu) and
+/// syncs its directory.
+fn remove_inactive_menu(boot: &OwnedFd, version: u8) -> Result<()> {
+    let Some(dir) = fsutil::open_dir_optional(boot, &format!("loader.{version}"))? else {
+        return Ok(());
+    };
+    match rustix::fs::unlinkat(&dir, crate::grub::GRUB_CFG, rustix::fs::AtFlags::empty()) {
+        Ok(()) => fsutil::fsync_dir(&dir),
+        Err(rustix::io::Errno::NOENT) => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("Removing boot/loader.{version}/grub.cfg")),
+    }
 }
 
 /// `PRETTY_NAME` (else `ID`) of the deployment's os-release, as ostree
@@ -330,7 +348,16 @@ pub fn write_deployments(
             .context("Swapping boot/loader")?;
         hit(failpoint::SWAPPED);
         fsutil::fsync_dir(&boot)?;
+        // The menu of the now inactive loader.B goes at once, cleanup or
+        // not: ostree's next write recreates only loader.B/entries, and a
+        // grub.cfg left beside them would offer the old entries (the
+        // generated menu also checks grub::MENU_STAMP, for a crash before
+        // this unlink).
+        remove_inactive_menu(&boot, s.bootversion)?;
         rustix::fs::syncfs(&boot)?;
+        // As ostree's swap_bootloader: GRUB does not replay a journal, so
+        // the rename must reach the filesystem proper.
+        boot_freeze_thaw(s, &boot)?;
         ensure_boot_boot(&boot)?;
         WriteReport {
             bootswap: true,

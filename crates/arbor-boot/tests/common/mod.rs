@@ -244,10 +244,9 @@ pub fn boot_entry(sys: &Path, stateroot: &str) -> (String, String) {
     let entries = sys.join("boot/loader/entries");
     let entry = std::fs::read_dir(&entries)
         .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension() == Some("conf".as_ref()))
+        .unwrap();
     let text = std::fs::read_to_string(entry).unwrap();
     let options = text
         .lines()

@@ -92,7 +92,11 @@ fn default_entry(sys: &Path) -> (String, String) {
 fn entry_options_for(sys: &Path, deployment: &str) -> String {
     let root = std::fs::File::open(sys).unwrap();
     for e in std::fs::read_dir(sys.join("boot/loader/entries")).unwrap() {
-        let text = std::fs::read_to_string(e.unwrap().path()).unwrap();
+        let p = e.unwrap().path();
+        if p.extension() != Some("conf".as_ref()) {
+            continue;
+        }
+        let text = std::fs::read_to_string(p).unwrap();
         let options = text
             .lines()
             .find_map(|l| l.strip_prefix("options "))

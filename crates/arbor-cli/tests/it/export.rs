@@ -243,3 +243,253 @@ fn export_refuses_a_missing_rev_and_leaves_no_file() {
     assert!(String::from_utf8_lossy(&r.stderr).contains("nope"));
     assert_eq!(crate::util::dir_names(t.path()), ["repo"]);
 }
+
+/// `-o` naming a device, a FIFO, or a symlink: written to, never replaced
+/// (as `tar -cf` or a shell redirection would); a symlink to a regular
+/// file stays a symlink, its target gets the stream.
+#[test]
+fn export_writes_into_devices_fifos_and_through_symlinks() {
+    if needs_root("export_writes_into_devices_fifos_and_through_symlinks") {
+        return;
+    }
+    use std::os::unix::fs::FileTypeExt;
+    let t = tempfile::tempdir().unwrap();
+    let tree = t.path().join("tree");
+    std::fs::create_dir_all(tree.join("usr")).unwrap();
+    std::fs::write(tree.join("usr/f"), "data\n").unwrap();
+    let repo = t.path().join("repo");
+    arbor_init(&repo, "archive");
+    arbor_commit(&repo, &[&["-b", "main"], COMMIT_FLAGS].concat(), &tree);
+    let want = export_bytes(&repo, "main");
+    let export_to = |p: &Path| {
+        run_ok(arbor().args(["export", "--repo", s(&repo), "main", "-o", s(p)]));
+    };
+    // A character device (a copy of /dev/null): stays one.
+    let null = t.path().join("null");
+    run_ok(Command::new("mknod").arg(&null).args(["c", "1", "3"]));
+    export_to(&null);
+    let md = std::fs::symlink_metadata(&null).unwrap();
+    assert!(md.file_type().is_char_device(), "{md:?}");
+    // A FIFO: its reader gets the stream, the FIFO stays.
+    let fifo = t.path().join("fifo");
+    run_ok(Command::new("mkfifo").arg(&fifo));
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(fifo).unwrap())
+    };
+    export_to(&fifo);
+    assert!(
+        reader.join().unwrap() == want,
+        "the FIFO's reader got other bytes"
+    );
+    assert!(std::fs::symlink_metadata(&fifo)
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    // A symlink to the device: the device gets it, the link stays.
+    let to_null = t.path().join("to-null");
+    symlink(&null, &to_null).unwrap();
+    export_to(&to_null);
+    assert!(std::fs::symlink_metadata(&to_null)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert!(std::fs::metadata(&null)
+        .unwrap()
+        .file_type()
+        .is_char_device());
+    // A symlink to a regular file (relative): the file is replaced.
+    std::fs::create_dir(t.path().join("d")).unwrap();
+    std::fs::write(t.path().join("d/real.tar"), "old").unwrap();
+    let lnk = t.path().join("lnk");
+    symlink("d/real.tar", &lnk).unwrap();
+    export_to(&lnk);
+    assert_eq!(std::fs::read_link(&lnk).unwrap(), Path::new("d/real.tar"));
+    assert!(std::fs::read(t.path().join("d/real.tar")).unwrap() == want);
+    assert_eq!(crate::util::dir_names(&t.path().join("d")), ["real.tar"]);
+}
+
+/// A reader that closes early (`arbor export | head -c 10`): the export
+/// fails (a truncated archive is not a success).
+#[test]
+fn export_into_a_closed_pipe_fails() {
+    let t = tempfile::tempdir().unwrap();
+    let tree = t.path().join("tree");
+    std::fs::create_dir_all(tree.join("usr")).unwrap();
+    std::fs::write(tree.join("usr/f"), vec![b'x'; 1 << 20]).unwrap();
+    let repo = t.path().join("repo");
+    arbor_init(&repo, "archive");
+    arbor_commit(&repo, &[&["-b", "main"], COMMIT_FLAGS].concat(), &tree);
+    let bin = env!("CARGO_BIN_EXE_arbor");
+    let sh = |cmd: &str| {
+        Command::new("bash")
+            .args(["-c", cmd])
+            .env("A", bin)
+            .env("R", &repo)
+            .output()
+            .unwrap()
+    };
+    let o = sh(r#"set -o pipefail; "$A" export --repo "$R" main | head -c 10 >/dev/null"#);
+    assert!(!o.status.success(), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("error:") && err.contains("truncated"), "{err}");
+}
+
+/// An xattr name with `=` (or a newline) cannot be a PAX record key (the
+/// key ends at the first `=`): refused, naming the file and the xattr,
+/// instead of coming back under another name.
+#[test]
+fn export_refuses_an_xattr_name_a_pax_key_cannot_carry() {
+    let t = tempfile::tempdir().unwrap();
+    let tree = t.path().join("tree");
+    std::fs::create_dir_all(tree.join("usr")).unwrap();
+    std::fs::write(tree.join("usr/f"), "data\n").unwrap();
+    xattr(&tree.join("usr/f"), "user.a=b", b"v");
+    let repo = t.path().join("repo");
+    arbor_init(&repo, "archive");
+    arbor_commit(&repo, &[&["-b", "main"], COMMIT_FLAGS].concat(), &tree);
+    let out = t.path().join("out.tar");
+    let r = arbor()
+        .args(["export", "--repo", s(&repo), "main", "-o", s(&out)])
+        .output()
+        .unwrap();
+    assert!(!r.status.success(), "{r:?}");
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        err.contains("/usr/f") && err.contains("\"user.a=b\""),
+        "{err}"
+    );
+    assert!(!out.exists());
+}
+
+/// Xattr values with newline bytes (binary `security.capability` values
+/// have them), even ones whose pieces look like PAX records: the export
+/// carries them and `commit --tar` reads them back into the same tree.
+#[test]
+fn newline_xattr_values_round_trip() {
+    let t = tempfile::tempdir().unwrap();
+    let tree = t.path().join("tree");
+    std::fs::create_dir_all(tree.join("usr/d")).unwrap();
+    std::fs::write(tree.join("usr/f"), "data\n").unwrap();
+    xattr(&tree.join("usr/f"), "user.nl", b"a\n12 path=evil\nb");
+    xattr(&tree.join("usr/d"), "user.bin", b"\n\x00\x01\n");
+    let repo = t.path().join("repo");
+    arbor_init(&repo, "archive");
+    arbor_commit(&repo, &[&["-b", "main"], COMMIT_FLAGS].concat(), &tree);
+    let file = t.path().join("c.tar");
+    run_ok(arbor().args(["export", "--repo", s(&repo), "main", "-o", s(&file)]));
+    let back = t.path().join("back");
+    arbor_init(&back, "archive");
+    run_ok(
+        arbor()
+            .args([
+                "commit",
+                "--repo",
+                s(&back),
+                "-b",
+                "main",
+                "--tar",
+                s(&file),
+            ])
+            .args(COMMIT_FLAGS),
+    );
+    let (x, y) = (show(&repo, "main"), show(&back, "main"));
+    assert_eq!(x["root_tree"], y["root_tree"]);
+    assert_eq!(x["root_meta"], y["root_meta"]);
+    assert_eq!(x["checksum"], y["checksum"]);
+}
+
+/// A tar stream of `members` (`(header, body)`), ended properly.
+fn tar_of(members: &[(tar::Header, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (h, body) in members {
+        let mut h = h.clone();
+        h.set_size(body.len() as u64);
+        h.set_cksum();
+        b.append(&h, *body).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+fn tar_header(kind: tar::EntryType, path: &str) -> tar::Header {
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(kind);
+    h.set_path(path).unwrap();
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h
+}
+
+/// `commit --tar` of `data`: its stderr if it fails, else `None`.
+fn commit_tar_bytes(dir: &Path, data: &[u8]) -> Option<String> {
+    let repo = dir.join("r");
+    if !repo.exists() {
+        arbor_init(&repo, "archive");
+    }
+    let f = dir.join("in.tar");
+    std::fs::write(&f, data).unwrap();
+    let o = arbor()
+        .args(["commit", "--repo", s(&repo), "-b", "x", "--tar", s(&f)])
+        .args(COMMIT_FLAGS)
+        .output()
+        .unwrap();
+    (!o.status.success()).then(|| String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+/// Malformed PAX extended headers are refused with an error naming the
+/// member they describe; well-formed ones (path, linkpath, uid, gid and
+/// GNU long names) apply to the next member.
+#[test]
+fn commit_tar_reads_pax_records_by_their_length() {
+    let t = tempfile::tempdir().unwrap();
+    let file = |p: &str| tar_header(tar::EntryType::Regular, p);
+    let x = || tar_header(tar::EntryType::XHeader, "PaxHeaders/f");
+    for (body, why) in [
+        (&b"99 path=usr/g\n"[..], "does not fit"),
+        (b"13 path=usr/g\n", "newline"),
+        (b"x path=usr/g\n", "decimal"),
+        (b"11 pathusr\n", "'='"),
+        (b"10 uid=1x\n", "uid"),
+        (b"12 size=999\n", "size"),
+    ] {
+        let data = tar_of(&[(x(), body), (file("usr/f"), b"data")]);
+        let err = commit_tar_bytes(t.path(), &data).unwrap_or_else(|| panic!("{body:?} accepted"));
+        assert!(
+            err.contains("Tar member 'usr/f'") && err.contains(why),
+            "{body:?}: {err}"
+        );
+    }
+    // Well-formed: the records apply to the next member only.
+    let long = format!("usr/{}", "l".repeat(150));
+    let mut link = tar_header(tar::EntryType::Symlink, "usr/s");
+    link.set_mode(0o777);
+    let data = tar_of(&[
+        (x(), b"18 path=usr/named\n12 uid=4242\n"),
+        (file("usr/ignored"), b"one"),
+        (x(), b"19 linkpath=target\n"),
+        (link, b""),
+        (
+            tar_header(tar::EntryType::GNULongName, "././@LongLink"),
+            format!("{long}\0").as_bytes(),
+        ),
+        (file("usr/short"), b"two"),
+        (file("usr/plain"), b"three"),
+    ]);
+    assert_eq!(commit_tar_bytes(t.path(), &data), None);
+    let ls = run_ok(arbor().args(["ls", "--repo", s(&t.path().join("r")), "-R", "x", "/usr"]));
+    assert!(ls.contains("/usr/named") && !ls.contains("ignored"), "{ls}");
+    assert!(ls.contains("/usr/s -> target"), "{ls}");
+    assert!(
+        ls.contains(&format!("/{long}")) && !ls.contains("short"),
+        "{ls}"
+    );
+    assert!(ls.contains("/usr/plain"), "{ls}");
+    let named = ls.lines().find(|l| l.contains("/usr/named")).unwrap();
+    assert!(named.contains("4242"), "{named}");
+    // An extended header with no member after it.
+    let data = tar_of(&[(x(), b"18 path=usr/named\n")]);
+    let err = commit_tar_bytes(t.path(), &data).unwrap();
+    assert!(err.contains("describes no member"), "{err}");
+}

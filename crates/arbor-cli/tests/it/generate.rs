@@ -244,3 +244,55 @@ fn install_sh_lays_out_binary_units_initramfs_files_man_pages_and_completions() 
         .unwrap();
     assert!(!r.status.success());
 }
+
+/// Which binaries `install.sh` takes: ARBOR_PREPARE_ROOT_BIN when set;
+/// else the newer of target/release and target/debug of its checkout (a
+/// stale release build does not win over a fresh debug one).
+#[test]
+fn install_sh_takes_the_named_or_the_newest_binary() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path().join("dist");
+    run_ok(Command::new("cp").arg("-a").arg(dist()).arg(&d));
+    let exe = |p: &Path, text: &str| {
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    let target = t.path().join("target");
+    let (rel, dbg) = (
+        target.join("release/arbor-prepare-root"),
+        target.join("debug/arbor-prepare-root"),
+    );
+    exe(&rel, "#!/bin/sh\n# release\n");
+    exe(&dbg, "#!/bin/sh\n# debug\n");
+    let touch = |p: &Path, when: &str| run_ok(Command::new("touch").args(["-d", when]).arg(p));
+    let installed = |dest: &str, env: Option<&Path>| {
+        let dest = t.path().join(dest);
+        std::fs::create_dir(&dest).unwrap();
+        let mut c = Command::new(d.join("install.sh"));
+        c.arg(&dest)
+            .env("ARBOR_BIN", env!("CARGO_BIN_EXE_arbor"))
+            .env_remove("ARBOR_PREPARE_ROOT_BIN");
+        if let Some(p) = env {
+            c.env("ARBOR_PREPARE_ROOT_BIN", p);
+        }
+        run_ok(&mut c);
+        std::fs::read_to_string(dest.join("usr/lib/arbor/arbor-prepare-root")).unwrap()
+    };
+    touch(&rel, "2020-01-01");
+    touch(&dbg, "2024-01-01");
+    assert!(installed("a", None).contains("debug"));
+    touch(&rel, "2025-01-01");
+    assert!(installed("b", None).contains("release"));
+    // Only a debug build.
+    std::fs::remove_file(&rel).unwrap();
+    assert!(installed("c", None).contains("debug"));
+    // Named: that one, whatever is built.
+    let named = t.path().join("named/arbor-prepare-root");
+    exe(&named, "#!/bin/sh\n# named\n");
+    assert!(installed("e", Some(&named)).contains("named"));
+    assert_eq!(
+        mode(&t.path().join("e/usr/lib/arbor/arbor-prepare-root")),
+        0o755
+    );
+}

@@ -13,6 +13,9 @@ fn entries(sys: &Path) -> Vec<(String, String, String)> {
     let mut v: Vec<(u64, String, String, String)> = Vec::new();
     for e in std::fs::read_dir(sys.join("boot/loader/entries")).unwrap() {
         let p = e.unwrap().path();
+        if p.extension() != Some("conf".as_ref()) {
+            continue;
+        }
         let text = std::fs::read_to_string(&p).unwrap();
         let key = |k: &str| {
             text.lines()
@@ -71,6 +74,13 @@ pub(crate) fn assert_grub_matches_entries(sys: &Path, what: &str) {
             }
         }
     }
+    // The stamp that keeps the menu on is beside the entries.
+    assert!(
+        sys.join("boot/loader/entries")
+            .join(arbor_sysroot::grub::MENU_STAMP)
+            .is_file(),
+        "{what}: no menu stamp"
+    );
     // A crash may leave the inactive loader.N (cleanup removes it).
     let mine = Path::new("boot").join(active).join("grub.cfg");
     assert!(found.contains(&mine), "{what}: {found:?}");
@@ -145,4 +155,75 @@ fn grub_cfg_follows_every_boot_switch() {
     std::fs::remove_file(sys.join("boot/loader/grub.cfg")).unwrap();
     run_ok(&mut sys_arbor(&sys, &["rollback"]));
     assert_grub_matches_entries(&sys, "rollback after ostree admin deploy");
+}
+
+/// A crash right after arbor's switch leaves the old `loader.N` with its
+/// menu; ostree's next write (entries only, `sysroot.bootloader none`)
+/// reuses that directory and recreates only `entries/`. The old menu must
+/// not offer itself beside ostree's entries: it sees its stamp gone and
+/// offers nothing (a message says what to run); `arbor admin grub-config`
+/// regenerates the menu of the entries.
+#[test]
+fn a_menu_left_beside_ostree_entries_is_off_until_regenerated() {
+    if needs_root("a_menu_left_beside_ostree_entries_is_off_until_regenerated") {
+        return;
+    }
+    let mut m = machine();
+    let sys = m.sys.clone();
+    m.src.release_v2();
+    run_ok(&mut sys_arbor(&sys, &["upgrade"]));
+    let out = sys_arbor(&sys, &["deploy", "--retain", &m.src.v1])
+        .env("ARBOR_FAILPOINT", arbor_fs::failpoint::SWAPPED)
+        .output()
+        .unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(9), "{out:?}");
+    assert_eq!(checksums(&sys).len(), 3);
+    let repo = sys.join("ostree/repo");
+    run_ok(ostree().args([
+        "config",
+        &format!("--repo={}", s(&repo)),
+        "set",
+        "sysroot.bootloader",
+        "none",
+    ]));
+    run_ok(ostree().args(["admin", "undeploy", &format!("--sysroot={}", s(&sys)), "1"]));
+    assert_eq!(entries(&sys).len(), 2);
+    let stamp = sys
+        .join("boot/loader/entries")
+        .join(arbor_sysroot::grub::MENU_STAMP);
+    assert!(!stamp.exists());
+    // The menu ostree left in place (the crash kept it) is off.
+    let cfg = std::fs::read_to_string(sys.join("boot/loader/grub.cfg")).unwrap();
+    let guard = format!(
+        "if [ -f ${{arbor_boot}}/loader/entries/{} ]; then\n",
+        arbor_sysroot::grub::MENU_STAMP
+    );
+    let (before, menu) = cfg.split_once(&guard).expect("a guarded menu");
+    assert!(!before.contains("menuentry"), "{cfg}");
+    assert!(
+        menu.contains("else\n  echo \"arbor: /boot/loader/grub.cfg is stale"),
+        "{cfg}"
+    );
+    let grub_config =
+        || run_ok(crate::util::arbor().args(["admin", "grub-config", "--sysroot", s(&sys)]));
+    let o = grub_config();
+    assert!(o.contains("grub.cfg"), "{o}");
+    assert_grub_matches_entries(&sys, "admin grub-config after ostree admin undeploy");
+    // Without a left-over menu: ostree's write leaves none, and the stub
+    // says so instead of stopping silently at the GRUB prompt.
+    run_ok(&mut sys_arbor(&sys, &["rollback"]));
+    let inactive = std::fs::read_link(sys.join("boot/loader")).unwrap();
+    let inactive = if inactive == Path::new("loader.0") {
+        "loader.1"
+    } else {
+        "loader.0"
+    };
+    assert!(!sys.join("boot").join(inactive).join("grub.cfg").exists());
+    run_ok(ostree().args(["admin", "undeploy", &format!("--sysroot={}", s(&sys)), "1"]));
+    assert!(!sys.join("boot/loader/grub.cfg").exists());
+    assert!(arbor_sysroot::grub::grub_stub()
+        .contains("else\n  echo \"arbor: no boot menu: /boot/loader/grub.cfg is missing"));
+    grub_config();
+    assert_grub_matches_entries(&sys, "admin grub-config after a second undeploy");
 }

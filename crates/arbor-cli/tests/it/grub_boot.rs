@@ -167,7 +167,11 @@ fn run_qemu(lnx: &Path, disk: &Path, done: impl Fn(&str) -> bool) -> String {
 fn default_entry(sys: &Path) -> (String, String, String) {
     let mut best: Option<(u64, String)> = None;
     for e in std::fs::read_dir(sys.join("boot/loader/entries")).unwrap() {
-        let text = std::fs::read_to_string(e.unwrap().path()).unwrap();
+        let p = e.unwrap().path();
+        if p.extension() != Some("conf".as_ref()) {
+            continue;
+        }
+        let text = std::fs::read_to_string(p).unwrap();
         let v: u64 = text
             .lines()
             .find_map(|l| l.strip_prefix("version "))

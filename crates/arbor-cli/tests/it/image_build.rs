@@ -345,6 +345,24 @@ fn erofs_holds_the_deployment_and_rebuilds_are_byte_identical() {
     assert_eq!(suid.permissions().mode() & 0o7777, 0o4755);
 }
 
+/// `image build -o -` into a pipe whose reader is gone (as after `| head
+/// -c 10`): the build fails (the reader got a truncated archive) instead
+/// of exiting 0. The reader closes before anything is written (a small
+/// image could otherwise fit in the pipe's buffer).
+#[test]
+fn dash_into_a_closed_pipe_fails() {
+    let (_dir, repo, _) = image_source(basic_tree);
+    let mut c = build_cmd(&repo, "erofs", Path::new("-"), &[]);
+    c.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("error:") && err.contains("truncated"), "{err}");
+}
+
 #[test]
 fn dash_writes_a_tar_stream_of_the_files() {
     let (dir, repo, _) = image_source(basic_tree);

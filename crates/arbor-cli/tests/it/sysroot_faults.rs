@@ -122,7 +122,11 @@ fn check_consistent(sys: &Path, root: Option<&Path>, allowed: &[Vec<String>], wh
         .unwrap_or_else(|e| panic!("{what}: no boot/loader/entries: {e}"));
     let mut n = 0;
     for e in entries {
-        let text = std::fs::read_to_string(e.unwrap().path()).unwrap();
+        let p = e.unwrap().path();
+        if p.extension() != Some("conf".as_ref()) {
+            continue;
+        }
+        let text = std::fs::read_to_string(p).unwrap();
         n += 1;
         for l in text.lines() {
             let (k, v) = l.split_once(' ').unwrap();

@@ -54,6 +54,7 @@ fn staged_upgrade_is_finalized_at_shutdown() {
     let entries = || {
         std::fs::read_dir(sys.join("boot/loader/entries"))
             .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().extension() == Some("conf".as_ref()))
             .count()
     };
     let loader = || std::fs::read_link(sys.join("boot/loader")).unwrap();

@@ -269,6 +269,15 @@ fn a_separate_boot_is_frozen_and_thawed_before_the_switch() {
     );
     let last_prep = evs.iter().rposition(|e| *e == Ev::Prepare).unwrap();
     assert!(last_prep < f && f < t && t < swap, "{evs:?}");
+    // And again right after the switch, as ostree's swap_bootloader: GRUB
+    // does not replay a journal, so the rename itself must be flushed.
+    let after = &evs[swap..];
+    let f2 = after.iter().position(|e| *e == Ev::Freeze);
+    let t2 = after.iter().position(|e| *e == Ev::Thaw);
+    assert!(
+        matches!((f2, t2), (Some(a), Some(b)) if a < b),
+        "no freeze/thaw after the switch: {evs:?}"
+    );
     // arbor issues both ioctls itself (no `fsfreeze` child): they carry
     // the pid of arbor's first traced call.
     let log = std::fs::read_to_string(base.join("sysroot.strace")).unwrap();
