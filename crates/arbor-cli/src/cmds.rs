@@ -886,6 +886,7 @@ mod tests {
             ("quickstart", &["/q"], 'p'),
             ("admin init-fs", &["/d"], 'p'),
             ("admin os-init", &["os"], 's'),
+            ("admin grub-config", &[], 's'),
             ("deploy", &["x"], 's'),
             ("status", &[], 'r'),
             ("cleanup", &[], 's'),
