@@ -23,6 +23,7 @@ use {
     arbor_fs as _, arbor_testutil as _, base64 as _, flate2 as _, rustls as _, tar as _, ureq as _,
 };
 
+pub mod access;
 pub mod cli;
 pub mod cli_config;
 pub mod cli_extension;
