@@ -132,6 +132,18 @@ mod tests {
     /// the tree, every inode time the epoch.
     #[test]
     fn mkfs_at_an_offset_writes_only_its_range() {
+        mkfs_at_an_offset(1_000_000_000, "2001");
+    }
+
+    /// Times from 2038 on take the `_extra` fields' epoch bits (written
+    /// wrong, they read back as 1901 or 1970).
+    #[test]
+    fn times_after_2038_read_back_as_written() {
+        mkfs_at_an_offset((1 << 31) + 5, "2038");
+        mkfs_at_an_offset(4_400_000_000, "2109");
+    }
+
+    fn mkfs_at_an_offset(epoch: u64, year: &str) {
         let t = tempfile::tempdir().unwrap();
         let src = t.path().join("src");
         std::fs::create_dir_all(src.join("d")).unwrap();
@@ -153,7 +165,7 @@ mod tests {
             uuid: [1; 16],
             size,
             src: &src,
-            epoch: 1_000_000_000,
+            epoch,
         };
         mkfs(&fs, &img, at, t.path()).unwrap();
         crate::ext4_times::set_times(&img, at, fs.epoch).unwrap();
@@ -179,14 +191,28 @@ mod tests {
             "{}",
             String::from_utf8_lossy(&out.stdout)
         );
-        let out = tools::command("debugfs")
-            .args(["-R", "stat /d/f"])
-            .arg(&part)
-            .output()
-            .unwrap();
-        let stat = String::from_utf8_lossy(&out.stdout);
-        assert!(stat.contains("Size: 100000"), "{stat}");
-        assert!(stat.contains("mtime: 0x3b9aca00"), "{stat}");
-        assert!(stat.contains("ctime: 0x3b9aca00"), "{stat}");
+        let (lo, hi) = crate::ext4_times::encode_time(epoch);
+        for ino in ["/d/f", "/d", "/"] {
+            let out = tools::command("debugfs")
+                .env("TZ", "UTC")
+                .args(["-R", &format!("stat {ino}")])
+                .arg(&part)
+                .output()
+                .unwrap();
+            let stat = String::from_utf8_lossy(&out.stdout);
+            if ino == "/d/f" {
+                assert!(stat.contains("Size: 100000"), "{stat}");
+            }
+            for field in ["ctime", "atime", "mtime", "crtime"] {
+                let line = stat
+                    .lines()
+                    .find(|l| l.trim_start().starts_with(&format!("{field}:")))
+                    .unwrap_or_else(|| panic!("no {field} in {stat}"));
+                assert!(
+                    line.contains(&format!("0x{lo:08x}:{hi:08x}")) && line.ends_with(year),
+                    "{ino} {field}: {line}"
+                );
+            }
+        }
     }
 }

@@ -19,6 +19,7 @@ use fn_error_context::context;
 
 const SUPERBLOCK: u64 = 1024;
 const MAGIC: u16 = 0xef53;
+const INCOMPAT_META_BG: u32 = 0x10;
 const INCOMPAT_64BIT: u32 = 0x80;
 const INCOMPAT_CSUM_SEED: u32 = 0x2000;
 const RO_COMPAT_METADATA_CSUM: u32 = 0x400;
@@ -85,6 +86,12 @@ fn geometry(sb: &[u8]) -> Result<Geometry> {
         inodes_per_group > 0,
         "A superblock with no inodes per group"
     );
+    // With meta_bg the group descriptors are spread over the disk instead
+    // of following the superblock (mke2fs sets it only when asked).
+    ensure!(
+        incompat & INCOMPAT_META_BG == 0,
+        "The meta_bg feature is not supported"
+    );
     Ok(Geometry {
         block,
         groups: inodes.div_ceil(inodes_per_group),
@@ -102,16 +109,31 @@ fn geometry(sb: &[u8]) -> Result<Geometry> {
     })
 }
 
+/// The last second ext4 can store: 32 signed bits plus the two epoch
+/// bits of the `_extra` fields (2446-05-10).
+pub const MAX_TIME: u64 = (1 << 34) - (1 << 31) - 1;
+
+/// An ext4 timestamp (`fs/ext4/ext4.h`, `ext4_encode_extra_time`): the
+/// low 32 bits of the seconds, read back as signed, and the `_extra`
+/// field whose two low bits extend them (nanoseconds zero): for
+/// 1970..2038 the epoch bits are 0, for 2038..2106 they are 1.
+pub fn encode_time(secs: u64) -> (u32, u32) {
+    let low = secs as u32;
+    let epoch = ((secs as i64 - i64::from(low as i32)) >> 32) & 3;
+    (low, epoch as u32)
+}
+
 /// Sets `i_atime`, `i_ctime`, `i_mtime` and `i_crtime` (their extra
-/// nanosecond fields to zero) of the root directory and of every used
+/// fields: epoch bits, nanoseconds zero) of the root directory and of every used
 /// non-reserved inode of the ext4 filesystem at byte `offset` of `img`
 /// (a partition of a disk image) to `epoch`. Nothing is synced: the
 /// caller syncs the file it publishes.
 #[context("Setting the inode times of {}", img.display())]
 pub fn set_times(img: &Path, offset: u64, epoch: u64) -> Result<()> {
-    let Ok(t) = u32::try_from(epoch) else {
-        bail!("Timestamp {epoch} is past 2106");
-    };
+    if epoch > MAX_TIME {
+        bail!("Timestamp {epoch} is past what ext4 can store (2446)");
+    }
+    let t = encode_time(epoch);
     let f = File::options().read(true).write(true).open(img)?;
     let mut sb = vec![0u8; 1024];
     f.read_exact_at(&mut sb, offset + SUPERBLOCK)?;
@@ -149,7 +171,7 @@ pub fn set_times(img: &Path, offset: u64, epoch: u64) -> Result<()> {
                 continue;
             }
             let at = usize::try_from(i)? * g.inode_size;
-            set_inode_times(&mut table[at..at + g.inode_size], ino, t, g.csum_seed);
+            set_inode_times(&mut table[at..at + g.inode_size], ino, t, g.csum_seed)?;
             changed = true;
         }
         if changed {
@@ -159,11 +181,15 @@ pub fn set_times(img: &Path, offset: u64, epoch: u64) -> Result<()> {
     Ok(())
 }
 
-/// One inode: the times, then its checksum.
-fn set_inode_times(inode: &mut [u8], ino: u64, t: u32, csum_seed: Option<u32>) {
-    for o in [0x8, 0xc, 0x10] {
-        inode[o..o + 4].copy_from_slice(&t.to_le_bytes());
-    }
+/// One inode: the times (`t` as [`encode_time`] gives it), then its
+/// checksum. Without room for the `_extra` fields (128-byte inodes) only
+/// times before 2038 can be stored.
+fn set_inode_times(
+    inode: &mut [u8],
+    ino: u64,
+    (t, hi): (u32, u32),
+    csum_seed: Option<u32>,
+) -> Result<()> {
     let extra = if inode.len() > GOOD_OLD_INODE_SIZE {
         usize::from(u16_at(inode, 0x80))
     } else {
@@ -171,14 +197,21 @@ fn set_inode_times(inode: &mut [u8], ino: u64, t: u32, csum_seed: Option<u32>) {
     };
     let end = (GOOD_OLD_INODE_SIZE + extra).min(inode.len());
     let fits = |o: usize, len: usize| o + len <= end;
+    ensure!(
+        hi == 0 || fits(0x84, 12),
+        "Inode {ino} has no room for times from 2038 on"
+    );
+    for o in [0x8, 0xc, 0x10] {
+        inode[o..o + 4].copy_from_slice(&t.to_le_bytes());
+    }
     // i_ctime_extra, i_mtime_extra, i_atime_extra, i_crtime, i_crtime_extra.
-    for (o, v) in [(0x84, 0), (0x88, 0), (0x8c, 0), (0x90, t), (0x94, 0)] {
+    for (o, v) in [(0x84, hi), (0x88, hi), (0x8c, hi), (0x90, t), (0x94, hi)] {
         if fits(o, 4) {
             inode[o..o + 4].copy_from_slice(&v.to_le_bytes());
         }
     }
     let Some(seed) = csum_seed else {
-        return;
+        return Ok(());
     };
     let has_hi = fits(0x82, 2);
     inode[0x7c..0x7e].fill(0);
@@ -193,11 +226,29 @@ fn set_inode_times(inode: &mut [u8], ino: u64, t: u32, csum_seed: Option<u32>) {
     if has_hi {
         inode[0x82..0x84].copy_from_slice(&((c >> 16) as u16).to_le_bytes());
     }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_from_2038_on_use_the_epoch_bits() {
+        assert_eq!(encode_time(0), (0, 0));
+        assert_eq!(encode_time(1_577_836_800), (1_577_836_800, 0));
+        assert_eq!(encode_time((1 << 31) - 1), (0x7fff_ffff, 0));
+        assert_eq!(encode_time(1 << 31), (0x8000_0000, 1));
+        assert_eq!(encode_time((1 << 32) - 1), (0xffff_ffff, 1));
+        assert_eq!(encode_time(1 << 32), (0, 1));
+        assert_eq!(encode_time((1 << 32) + (1 << 31)), (0x8000_0000, 2));
+        assert_eq!(encode_time(MAX_TIME), (0x7fff_ffff, 3));
+        // Decoded as the kernel does: signed low bits plus epoch << 32.
+        for s in [0, 1 << 31, 4_400_000_000, MAX_TIME] {
+            let (lo, hi) = encode_time(s);
+            assert_eq!(i64::from(lo as i32) + (i64::from(hi & 3) << 32), s as i64);
+        }
+    }
 
     #[test]
     fn crc32c_check_value() {

@@ -53,15 +53,52 @@ const LIST_SIZE: usize = 12;
 /// Segment the first blocklist loads to (`GRUB_BOOT_MACHINE_KERNEL_SEG + 0x20`).
 const FIRST_SEGMENT: u16 = 0x820;
 
+/// Sectors of `core.img` that the BIOS boot code can load: from GRUB's
+/// link address 0x9000 up to 0x78000 (`util/setup.c` caps the embedding
+/// area there).
+pub const MAX_CORE_SECTORS: u64 = (0x78000 - 0x9000) / SECTOR;
+
 /// The directory of GRUB's i386-pc files: the OS tree's when it ships them
-/// (so the boot code matches the tree's GRUB), else the host's.
+/// (so the boot code matches the tree's GRUB), else the host's. The
+/// tree's counts only as real directories and files: a symbolic link
+/// anywhere on the way is a link on the build host, and the commit must
+/// not make the build read the host's files.
 pub fn platform_dir(tree: &Path) -> PathBuf {
-    let own = tree.join(I386_PC);
-    if own.join("boot.img").is_file() && own.join("moddep.lst").is_file() {
+    let real = |p: &Path, dir: bool| {
+        std::fs::symlink_metadata(p).is_ok_and(|m| if dir { m.is_dir() } else { m.is_file() })
+    };
+    let mut own = tree.to_path_buf();
+    let mut ok = true;
+    for c in Path::new(I386_PC).components() {
+        own.push(c);
+        ok = ok && real(&own, true);
+    }
+    if ok && real(&own.join("boot.img"), false) && real(&own.join("moddep.lst"), false) {
         own
     } else {
         Path::new("/").join(I386_PC)
     }
+}
+
+/// Copies the regular files of GRUB's platform directory `from` (see
+/// [`platform_dir`]) to the new directory `to`, leaving out symbolic
+/// links and anything else: `grub-mkimage` then reads only those.
+#[context("Copying GRUB's files from {}", from.display())]
+pub fn copy_platform(from: &Path, to: &Path) -> Result<()> {
+    ensure!(
+        from.join("moddep.lst").is_file(),
+        "GRUB's i386-pc modules are missing ({}): install the Debian package grub-pc-bin",
+        from.display()
+    );
+    std::fs::create_dir(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        if e.file_type()?.is_file() {
+            std::fs::copy(e.path(), to.join(e.file_name()))
+                .with_context(|| format!("Copying {:?}", e.file_name()))?;
+        }
+    }
+    Ok(())
 }
 
 /// Builds `core.img` at `out` from the modules in `dir`.
@@ -104,6 +141,12 @@ pub fn embed(
         "GRUB's core.img ({} bytes) does not fit the BIOS boot partition ({} bytes)",
         core.len(),
         sectors * SECTOR
+    );
+    ensure!(
+        nsec <= MAX_CORE_SECTORS,
+        "GRUB's core.img ({} bytes) is larger than the boot code can load ({} bytes)",
+        core.len(),
+        MAX_CORE_SECTORS * SECTOR
     );
     let mut m = *mbr;
     m[..WINDOWS_NT_MAGIC].copy_from_slice(&boot_img[..WINDOWS_NT_MAGIC]);
@@ -193,6 +236,16 @@ mod tests {
         assert_eq!(c[508..510], 3u16.to_le_bytes());
         assert_eq!(c[488..500], [0; 12]);
         assert!(embed(&mbr, &boot, &core, 2048, 3).is_err());
+        // 888 sectors load; 889 would overrun the real-mode area.
+        assert_eq!(MAX_CORE_SECTORS, 888);
+        core.resize(888 * 512, 0);
+        assert!(embed(&mbr, &boot, &core, 2048, 2048).is_ok());
+        core.resize(888 * 512 + 1, 0);
+        let e = embed(&mbr, &boot, &core, 2048, 2048).unwrap_err();
+        assert!(
+            e.to_string().contains("larger than the boot code can load"),
+            "{e}"
+        );
         assert!(embed(&mbr, &boot[..100], &core, 2048, 2048).is_err());
     }
 }

@@ -248,6 +248,10 @@ fn build_checked(opts: &BuildOptions) -> Result<BuildReport> {
     if opts.formats.is_empty() {
         bail!("No image format requested");
     }
+    // Every file of the staged trees is created by this process: the
+    // builder's umask must not reach their modes (`/var` 0700 under
+    // umask 077 would be in the image).
+    let _umask = UmaskGuard::set(0o022);
     // Only the directory itself is created (and removed again on an
     // error), never missing parents.
     let created = match std::fs::create_dir(&opts.output) {
@@ -265,11 +269,14 @@ fn build_checked(opts: &BuildOptions) -> Result<BuildReport> {
 fn build_in(opts: &BuildOptions) -> Result<BuildReport> {
     let t0 = Instant::now();
     let stages = Stages::new(t0);
+    let _output = lock_output(&opts.output)?;
+    remove_stale_work_dirs(&opts.output)?;
     let work = tempfile::Builder::new()
-        .prefix(".arbor-image-")
+        .prefix(WORK_PREFIX)
         .tempdir_in(&opts.output)
         .context("Creating the work directory")?;
     let w = work.path();
+    drop_default_acl(w)?;
     let (staged, commit) = match &opts.from_sysroot {
         Some(from) => stages.time("copy the sysroot", || stage::existing(from, w))?,
         None => {
@@ -319,6 +326,77 @@ fn build_in(opts: &BuildOptions) -> Result<BuildReport> {
     })
 }
 
+/// The work directory's name prefix, inside the output directory.
+const WORK_PREFIX: &str = ".arbor-image-";
+
+/// Sets the process's umask, and restores it when dropped. The umask is
+/// process-wide: a build should not run beside other threads of the
+/// caller that create files.
+struct UmaskGuard(rustix::fs::Mode);
+
+impl UmaskGuard {
+    fn set(mask: u32) -> UmaskGuard {
+        UmaskGuard(rustix::process::umask(rustix::fs::Mode::from_raw_mode(
+            mask,
+        )))
+    }
+}
+
+impl Drop for UmaskGuard {
+    fn drop(&mut self) {
+        rustix::process::umask(self.0);
+    }
+}
+
+/// Takes an exclusive lock on the output directory for the build (a
+/// second build into the same directory fails at once instead of
+/// mixing files), so that the work directories left by an interrupted
+/// build can be removed safely.
+#[context("Locking {}", out.display())]
+fn lock_output(out: &Path) -> Result<std::fs::File> {
+    use rustix::fs::{flock, FlockOperation};
+    let f = std::fs::File::open(out)?;
+    match flock(&f, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(f),
+        Err(rustix::io::Errno::WOULDBLOCK) => {
+            bail!("Another image build is writing into {}", out.display())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Removes the work directories (`.arbor-image-*`) that a killed build
+/// left in `out` (under [`lock_output`]'s lock: no build is using them).
+#[context("Removing the work directories of interrupted builds in {}", out.display())]
+fn remove_stale_work_dirs(out: &Path) -> Result<()> {
+    for e in std::fs::read_dir(out)? {
+        let e = e?;
+        let stale = e
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(WORK_PREFIX))
+            && e.file_type()?.is_dir();
+        if stale {
+            std::fs::remove_dir_all(e.path())
+                .with_context(|| format!("Removing {}", e.path().display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes the default ACL that the work directory `w` inherited from
+/// the output directory: every file staged under it would otherwise get
+/// an access ACL (`system.posix_acl_access`, copied into the images by
+/// mkfs) and modes from the ACL's mask instead of the commit's.
+#[context("Removing the default ACL of {}", w.display())]
+fn drop_default_acl(w: &Path) -> Result<()> {
+    use rustix::io::Errno;
+    match rustix::fs::removexattr(w, "system.posix_acl_default") {
+        Ok(()) | Err(Errno::NODATA) | Err(Errno::NOTSUP) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// The commit's timestamp, from the staged sysroot's repository.
 fn commit_timestamp(root: &Path, commit: &Checksum) -> Result<u64> {
     let repo = Repo::open(&root.join("ostree/repo"))?;
@@ -337,7 +415,10 @@ fn make_formats(
     let want = |f| opts.formats.contains(&f);
     let disk = want(Format::Raw) || want(Format::Qcow2);
     let mut done = Vec::new();
-    let grub_dir = grub::platform_dir(&st.deployment);
+    let grub_dir = w.join("grub-i386-pc");
+    if disk {
+        grub::copy_platform(&grub::platform_dir(&st.deployment), &grub_dir)?;
+    }
     let raw = w.join(Format::Raw.file_name());
     let (fs, erofs) = rayon::join(
         || -> Result<Option<gpt::Gpt>> {

@@ -173,8 +173,51 @@ fn seed_objects(src: &Repo, src_path: &Path, dest: &Path, commit: &Checksum) -> 
         .install(|| objects.par_iter().map(link).sum())
 }
 
+/// The physical root at `from` without its `/boot` (often a filesystem
+/// of its own) into the new directory `root`, with an empty `/boot`:
+/// each entry as hard links (`cp -al`) where it is on the work
+/// directory's filesystem and linking works, else as a copy (`cp -a`).
+fn copy_root(from: &Path, root: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(from)?;
+    std::fs::create_dir(root).with_context(|| format!("Creating {}", root.display()))?;
+    std::fs::set_permissions(root, m.permissions())?;
+    std::os::unix::fs::chown(root, Some(m.uid()), Some(m.gid()))?;
+    let work_dev = std::fs::metadata(root)?.dev();
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        let (src, dest) = (e.path(), root.join(e.file_name()));
+        if e.file_name() == "boot" {
+            continue;
+        }
+        let same_fs = std::fs::symlink_metadata(&src)?.dev() == work_dev;
+        if same_fs && tools::run("cp", tools::command("cp").arg("-al").arg(&src).arg(&dest)).is_ok()
+        {
+            continue;
+        }
+        // Another filesystem (EXDEV), or one further down (a mount
+        // point inside): copy the whole entry instead.
+        if dest.symlink_metadata().is_ok() {
+            remove_partial(&dest)?;
+        }
+        tools::run("cp", tools::command("cp").arg("-a").arg(&src).arg(&dest))?;
+    }
+    std::fs::create_dir(root.join("boot")).context("Creating the empty /boot")?;
+    Ok(())
+}
+
+/// Removes what a failed `cp` left at `p`.
+fn remove_partial(p: &Path) -> Result<()> {
+    let r = if p.symlink_metadata()?.is_dir() {
+        std::fs::remove_dir_all(p)
+    } else {
+        std::fs::remove_file(p)
+    };
+    r.with_context(|| format!("Removing the partial copy {}", p.display()))
+}
+
 /// Copies the sysroot at `from` (made by `ostree admin deploy`, say): the
-/// root tree as hard links (`cp -al`), `/boot` as a copy, with
+/// root tree as hard links where possible ([`copy_root`]), `/boot` as a copy, with
 /// `loader.N/grub.cfg` generated when it is missing. It must have exactly
 /// one `loader.N` with entries.
 #[context("Copying the sysroot {}", from.display())]
@@ -205,11 +248,7 @@ pub fn existing(from: &Path, work: &Path) -> Result<(Staged, Checksum)> {
         .clone();
     let root = work.join("root");
     let boot = work.join("boot");
-    let mut cmd = tools::command("cp");
-    cmd.arg("-al").arg(from).arg(&root);
-    tools::run("cp", &mut cmd)?;
-    std::fs::remove_dir_all(root.join("boot")).context("Emptying the copy's /boot")?;
-    std::fs::create_dir(root.join("boot")).context("Creating the empty /boot")?;
+    copy_root(from, &root)?;
     let mut cmd = tools::command("cp");
     cmd.arg("-a").arg(from.join("boot")).arg(&boot);
     tools::run("cp", &mut cmd)?;

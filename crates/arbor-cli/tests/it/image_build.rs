@@ -116,13 +116,33 @@ pub(crate) fn extract(disk: &Path, p: &Part, dest: &Path) {
     ]));
 }
 
+/// What `sgdisk -v` finds wrong with the GPT of `disk`: `None` when it
+/// finds nothing and warns of nothing (it reports "No problems found"
+/// even after falling back to a valid backup of a corrupt header).
+pub(crate) fn gpt_problems(disk: &Path) -> Option<String> {
+    let o = Command::new("sgdisk").arg("-v").arg(disk).output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let bad = [
+        "Caution", "Warning", "ERROR", "corrupt", "Problem", "problem:",
+    ];
+    let clean = o.status.success()
+        && text.contains("No problems found")
+        && !bad.iter().any(|b| text.contains(b));
+    (!clean).then_some(text)
+}
+
 /// `debugfs -R CMD IMG`'s output.
 pub(crate) fn debugfs(img: &Path, cmd: &str) -> String {
     run_ok(Command::new("debugfs").args(["-R", cmd]).arg(img))
 }
 
 /// The sysroot in `disk` as the booted machine has it at `/sysroot`:
-/// the root filesystem with the boot one on its `/boot`, loop-mounted
+/// the root filesystem with the boot one on its `/boot` (both checked
+/// clean by `e2fsck`), loop-mounted
 /// read-only in a private mount namespace and copied (`cp -a`) to `dest`.
 pub(crate) fn dump_sysroot(disk: &Path, work: &Path, dest: &Path) {
     let (_, parts) = partitions(disk);
@@ -133,6 +153,9 @@ pub(crate) fn dump_sysroot(disk: &Path, work: &Path, dest: &Path) {
     );
     extract(disk, &parts[1], &boot);
     extract(disk, &parts[2], &root);
+    for img in [&boot, &root] {
+        run_ok(Command::new("e2fsck").arg("-fn").arg(img));
+    }
     std::fs::create_dir_all(&mnt).unwrap();
     run_ok(
         Command::new("unshare")
@@ -168,7 +191,7 @@ pub(crate) fn dump_erofs(img: &Path, work: &Path, dest: &Path) {
     );
 }
 
-fn sha256(p: &Path) -> String {
+pub(crate) fn sha256(p: &Path) -> String {
     run_ok(Command::new("sha256sum").arg(p))
         .split_whitespace()
         .next()
@@ -187,7 +210,31 @@ fn raw_disk_has_the_layout_the_filesystems_and_grub() {
     );
     assert_eq!(dir_names(&out), ["disk.raw"]);
     let disk = out.join("disk.raw");
-    run_ok(Command::new("sgdisk").arg("-v").arg(&disk));
+    assert_eq!(gpt_problems(&disk), None);
+    // The check sees a bad header on either side (sgdisk itself says
+    // "No problems found" after loading the other copy).
+    let len = std::fs::metadata(&disk).unwrap().len();
+    for (what, at) in [("main", 512), ("backup", len - 512)] {
+        let bad = dir.path().join(format!("bad-{what}.raw"));
+        run_ok(
+            Command::new("cp")
+                .arg("--sparse=always")
+                .arg(&disk)
+                .arg(&bad),
+        );
+        let f = std::fs::OpenOptions::new().write(true).open(&bad).unwrap();
+        // The first usable LBA, covered by the header's CRC.
+        std::os::unix::fs::FileExt::write_all_at(&f, &[0xff], at + 0x28).unwrap();
+        let p = gpt_problems(&bad).unwrap_or_else(|| panic!("{what} header damage not seen"));
+        assert!(
+            p.contains(&format!(
+                "{}header: ERROR",
+                if what == "main" { "Main " } else { "Backup " }
+            )),
+            "{p}"
+        );
+        std::fs::remove_file(&bad).unwrap();
+    }
 
     // The table: three partitions, types, names and GUIDs as derived.
     let (disk_id, parts) = partitions(&disk);

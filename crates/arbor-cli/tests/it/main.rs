@@ -54,6 +54,7 @@ mod hostile;
 mod http_interop;
 mod image_boot;
 mod image_build;
+mod image_inputs;
 mod image_interop;
 mod image_refuse;
 mod interop;
