@@ -19,8 +19,10 @@ use crate::tools;
 
 /// Where GRUB's `i386-pc` platform files live in an OS tree and on the host.
 pub const I386_PC: &str = "usr/lib/grub/i386-pc";
-/// GRUB's prefix: the `grub` directory of partition 2 (the boot partition).
-pub const PREFIX: &str = "(hd0,gpt2)/grub";
+/// GRUB's prefix: the `grub` directory of partition 2 (the boot
+/// partition) of the drive the BIOS booted from (no drive named: GRUB
+/// fills in the boot drive, so the disk need not be the first one).
+pub const PREFIX: &str = "(,gpt2)/grub";
 /// The modules built into `core.img`: enough to read GPT and ext4, load
 /// the stub and the generated configuration, and boot Linux.
 pub const CORE_MODULES: &[&str] = &[
