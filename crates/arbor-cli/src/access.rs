@@ -32,7 +32,8 @@ pub(crate) fn access(cmd: &Cmd) -> Access<'_> {
         Cmd::Init(o) => WritesRepo(&o.repo.repo),
         Cmd::Commit(o) => WritesRepo(&o.repo.repo),
         Cmd::Refs(o) if o.create.is_some() || o.delete => WritesRepo(&o.repo.repo),
-        // The exclusive repository lock, even with --no-prune.
+        // --no-prune takes the shared lock and deletes nothing.
+        Cmd::Prune(o) if o.no_prune => Reads,
         Cmd::Prune(o) => WritesRepo(&o.repo.repo),
         Cmd::PullLocal(o) => WritesRepo(&o.repo.repo),
         Cmd::Pull(o) => WritesRepo(&o.repo.repo),
@@ -81,9 +82,12 @@ pub(crate) fn access(cmd: &Cmd) -> Access<'_> {
             Reads
         }
         Cmd::Kargs(o) => WritesSysroot(&o.sysroot.sysroot),
-        // A dry run still takes the sysroot lock (a consistent view),
-        // whose file is opened read-write.
+        // Even a dry run merges /etc for real, in a scratch directory of
+        // the repository's tmp/ (under the exclusive lock: it removes the
+        // scratch directories of killed previews).
         Cmd::Config(ConfigCmd::Apply(o)) => WritesSysroot(&o.sysroot.sysroot),
+        // Even a dry run imports a directory or tar source into the
+        // repository (to know its commit), and removes its refs after.
         Cmd::Extension(ExtensionCmd::Add(o)) => WritesSysroot(&o.sysroot.sysroot),
         Cmd::Extension(ExtensionCmd::Remove(o)) => WritesSysroot(&o.sysroot.sysroot),
         Cmd::Drift(o) if o.revert => WritesSysroot(&o.sysroot.sysroot),
@@ -131,7 +135,7 @@ mod tests {
             ("diff", &["--repo=/r", "x", "y"], 'r'),
             ("fsck", &["--repo=/r"], 'r'),
             ("prune", &["--repo=/r"], 'p'),
-            ("prune", &["--repo=/r", "--no-prune"], 'p'),
+            ("prune", &["--repo=/r", "--no-prune"], 'r'),
             ("pull-local", &["--repo=/r", "/s"], 'p'),
             ("pull", &["--repo=/r", "o"], 'p'),
             ("remote add", &["--repo=/r", "o", "http://h/"], 'p'),

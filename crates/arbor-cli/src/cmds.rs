@@ -470,7 +470,8 @@ fn prune(o: PruneOpts, out: &mut impl Write) -> Result<()> {
         keep_younger_than,
         dry_run: o.no_prune,
     };
-    let r = arbor_repo::prune::prune(&repo.lock(true)?, &opts)?;
+    // --no-prune deletes nothing: the shared lock will do.
+    let r = arbor_repo::prune::prune(&repo.lock(!o.no_prune)?, &opts)?;
     if o.json {
         return json_out(out, &r);
     }

@@ -95,17 +95,28 @@ pub struct OfdLock {
 impl OfdLock {
     /// Opens `dir/name` (created with `perms` if missing) and waits for a
     /// lock in `mode`. Fails with [`WouldDeadlock`] when this thread
-    /// already holds a conflicting lock on that file.
+    /// already holds a conflicting lock on that file. A shared lock on a
+    /// read-only filesystem (a booted machine's `/sysroot`) opens the
+    /// existing file read-only instead (a read lock needs no more).
     pub fn acquire(dir: impl AsFd, name: &str, perms: u32, mode: LockMode) -> Result<OfdLock> {
         let dir = dir.as_fd();
         OfdLock::on_file(
             || {
-                rustix::fs::openat(
+                let rw = rustix::fs::openat(
                     dir,
                     name,
                     OFlags::RDWR | OFlags::CREATE | OFlags::CLOEXEC,
                     Mode::from_raw_mode(perms),
-                )
+                );
+                match rw {
+                    Err(rustix::io::Errno::ROFS) if mode == LockMode::Shared => rustix::fs::openat(
+                        dir,
+                        name,
+                        OFlags::RDONLY | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    ),
+                    r => r,
+                }
                 .with_context(|| format!("Opening lock file {name}"))
             },
             name,

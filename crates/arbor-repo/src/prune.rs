@@ -87,7 +87,7 @@ fn keep_history(
 /// unreachable leftovers that the next prune removes.
 #[context("Pruning {}", lock.path().display())]
 pub fn prune(lock: &RepoLock<'_>, opts: &PruneOptions) -> Result<PruneReport> {
-    if !lock.is_exclusive() {
+    if !lock.is_exclusive() && !opts.dry_run {
         anyhow::bail!("Pruning needs the exclusive repository lock");
     }
     let repo: &Repo = lock;

@@ -464,3 +464,59 @@ if touch "$ro/probe" 2>/dev/null; then echo "after: writable"; else echo "after:
     let st: serde_json::Value = serde_json::from_str(json).unwrap();
     assert_eq!(st["deployments"].as_array().unwrap().len(), 2, "{json}");
 }
+
+/// `prune --no-prune` (deletes nothing, takes the shared lock) works on
+/// a read-only repository without a writable namespace (here: not the
+/// booted system's, so none is made); `prune` itself is refused there.
+#[test]
+fn prune_no_prune_reads_a_read_only_repository_without_a_namespace() {
+    if needs_root("prune_no_prune_reads_a_read_only_repository_without_a_namespace") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let (sys, _) = arbor_sysroot(t.path());
+    let repo = sys.join("ostree/repo");
+    // An unreachable object for prune to find.
+    run_ok(arbor().args(["refs", "--repo", s(&repo), "--create=gone", "testos/stable"]));
+    let tree = t.path().join("t2");
+    crate::sysroot::put(&tree.join("only-here"), "x\n");
+    run_ok(
+        arbor()
+            .args(["commit", "--repo", s(&repo), "-b", "gone"])
+            .arg(&tree),
+    );
+    run_ok(arbor().args(["refs", "--repo", s(&repo), "--delete", "gone"]));
+    let script = r#"
+set -u
+sys=$1 arbor=$2
+mount --bind "$sys" "$sys" && mount -o remount,bind,ro "$sys" || exit 2
+run() { if "$@" >/tmp/out.$$ 2>&1; then echo "ok: $(tail -1 /tmp/out.$$)"; else echo "failed: $(tail -1 /tmp/out.$$)"; fi; }
+run "$arbor" prune --repo "$sys/ostree/repo" --refs-only --no-prune
+run "$arbor" prune --repo "$sys/ostree/repo" --refs-only
+rm -f /tmp/out.$$
+"#;
+    let out = run_ok(
+        Command::new("unshare")
+            .args([
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                script,
+                "sh",
+            ])
+            .arg(&sys)
+            .arg(env!("CARGO_BIN_EXE_arbor")),
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(lines[0].starts_with("ok: Deleted "), "{out}");
+    assert!(
+        lines[1].starts_with("failed: ") && lines[1].contains("Read-only file system"),
+        "{out}"
+    );
+    // Nothing was deleted: a real prune (writable now) still finds it.
+    let pruned = run_ok(arbor().args(["prune", "--repo", s(&repo), "--refs-only"]));
+    assert!(!pruned.contains("No unreachable objects"), "{pruned}");
+}
