@@ -478,6 +478,13 @@ fn prune(o: PruneOpts, out: &mut impl Write) -> Result<()> {
     writeln!(out, "Total objects: {}", r.total)?;
     if r.deleted == 0 {
         writeln!(out, "No unreachable objects")?;
+    } else if o.no_prune {
+        // As ostree words it.
+        writeln!(
+            out,
+            "Would delete: {} objects, freeing {} bytes",
+            r.deleted, r.freed_bytes
+        )?;
     } else {
         writeln!(
             out,

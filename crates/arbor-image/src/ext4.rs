@@ -141,6 +141,8 @@ mod tests {
     fn times_after_2038_read_back_as_written() {
         mkfs_at_an_offset((1 << 31) + 5, "2038");
         mkfs_at_an_offset(4_400_000_000, "2109");
+        // Epoch bits 2.
+        mkfs_at_an_offset(7_258_118_400, "2200");
     }
 
     fn mkfs_at_an_offset(epoch: u64, year: &str) {

@@ -109,9 +109,11 @@ fn geometry(sb: &[u8]) -> Result<Geometry> {
     })
 }
 
-/// The last second ext4 can store: 32 signed bits plus the two epoch
-/// bits of the `_extra` fields (2446-05-10).
-pub const MAX_TIME: u64 = (1 << 34) - (1 << 31) - 1;
+/// The last second stored here: 32 signed bits plus the two epoch bits
+/// of the `_extra` fields reach 2446, but e2fsck (pass 1, until 2242)
+/// takes epoch 3 with bit 31 set, from 2310-04-04 on, for a badly
+/// encoded date before 1970 and rewrites it. So: 2310-04-04.
+pub const MAX_TIME: u64 = (3 << 32) - (1 << 31) - 1;
 
 /// An ext4 timestamp (`fs/ext4/ext4.h`, `ext4_encode_extra_time`): the
 /// low 32 bits of the seconds, read back as signed, and the `_extra`
@@ -131,7 +133,7 @@ pub fn encode_time(secs: u64) -> (u32, u32) {
 #[context("Setting the inode times of {}", img.display())]
 pub fn set_times(img: &Path, offset: u64, epoch: u64) -> Result<()> {
     if epoch > MAX_TIME {
-        bail!("Timestamp {epoch} is past what ext4 can store (2446)");
+        bail!("Timestamp {epoch} is past what ext4 can store here (2310-04-04)");
     }
     let t = encode_time(epoch);
     let f = File::options().read(true).write(true).open(img)?;
@@ -242,9 +244,16 @@ mod tests {
         assert_eq!(encode_time((1 << 32) - 1), (0xffff_ffff, 1));
         assert_eq!(encode_time(1 << 32), (0, 1));
         assert_eq!(encode_time((1 << 32) + (1 << 31)), (0x8000_0000, 2));
-        assert_eq!(encode_time(MAX_TIME), (0x7fff_ffff, 3));
+        assert_eq!(encode_time(MAX_TIME), (0x7fff_ffff, 2));
+        assert_eq!(encode_time((1 << 34) - (1 << 31) - 1), (0x7fff_ffff, 3));
         // Decoded as the kernel does: signed low bits plus epoch << 32.
-        for s in [0, 1 << 31, 4_400_000_000, MAX_TIME] {
+        for s in [
+            0,
+            1 << 31,
+            4_400_000_000,
+            MAX_TIME,
+            (1 << 34) - (1 << 31) - 1,
+        ] {
             let (lo, hi) = encode_time(s);
             assert_eq!(i64::from(lo as i32) + (i64::from(hi & 3) << 32), s as i64);
         }

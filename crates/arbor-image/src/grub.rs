@@ -197,6 +197,11 @@ pub fn write_loader_config(boot: &Path) -> Result<()> {
     let Some(name) = target.to_str().filter(|n| !n.contains('/')) else {
         bail!("Unexpected loader symlink target {}", target.display());
     };
+    // Written into below: a symbolic link would lead out of the tree.
+    ensure!(
+        std::fs::symlink_metadata(boot.join(name)).is_ok_and(|m| m.is_dir()),
+        "boot/{name} is not a directory"
+    );
     let current = boot.join(name).join(arbor_sysroot::grub::GRUB_CFG).exists()
         && boot
             .join(name)

@@ -44,7 +44,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use arbor_format::Checksum;
 use arbor_repo::Repo;
 use fn_error_context::context;
@@ -248,34 +248,43 @@ fn build_checked(opts: &BuildOptions) -> Result<BuildReport> {
     if opts.formats.is_empty() {
         bail!("No image format requested");
     }
-    // Every file of the staged trees is created by this process: the
-    // builder's umask must not reach their modes (`/var` 0700 under
-    // umask 077 would be in the image).
-    let _umask = UmaskGuard::set(0o022);
-    // Only the directory itself is created (and removed again on an
-    // error), never missing parents.
+    // One build at a time in a process: the umask below is process-wide.
+    let _one = BUILDS.lock().unwrap_or_else(|e| e.into_inner());
+    // Only the directory itself is created (with the caller's umask; and
+    // removed again on an error if empty), never missing parents.
     let created = match std::fs::create_dir(&opts.output) {
         Ok(()) => true,
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
         Err(e) => return Err(e).with_context(|| format!("Creating {}", opts.output.display())),
     };
-    let r = build_in(opts);
+    // Refused here, the directory is another build's: nothing is removed.
+    let lock = lock_output(&opts.output)?;
+    // Every file of the staged trees is created by this process: the
+    // builder's umask must not reach their modes (`/var` 0700 under
+    // umask 077 would be in the image). The images get the caller's.
+    let umask = UmaskGuard::set(0o022);
+    let r = build_in(opts, lock.is_some(), umask.previous());
+    drop(umask);
     if r.is_err() && created {
-        let _ = std::fs::remove_dir_all(&opts.output);
+        // The work directory is gone already; anything else is not ours.
+        let _ = std::fs::remove_dir(&opts.output);
     }
+    drop(lock);
     r
 }
 
-fn build_in(opts: &BuildOptions) -> Result<BuildReport> {
+fn build_in(opts: &BuildOptions, locked: bool, umask: u32) -> Result<BuildReport> {
     let t0 = Instant::now();
     let stages = Stages::new(t0);
-    let _output = lock_output(&opts.output)?;
-    remove_stale_work_dirs(&opts.output)?;
+    if locked {
+        remove_stale_work_dirs(&opts.output);
+    }
     let work = tempfile::Builder::new()
         .prefix(WORK_PREFIX)
         .tempdir_in(&opts.output)
         .context("Creating the work directory")?;
     let w = work.path();
+    std::fs::write(w.join(WORK_MARKER), b"").context("Marking the work directory")?;
     drop_default_acl(w)?;
     let (staged, commit) = match &opts.from_sysroot {
         Some(from) => stages.time("copy the sysroot", || stage::existing(from, w))?,
@@ -309,7 +318,7 @@ fn build_in(opts: &BuildOptions) -> Result<BuildReport> {
         .map(|(f, t)| (f, t.duration_since(t1)))
         .collect::<Vec<_>>();
     let files = stages.time("publish (sync, rename)", || {
-        publish(&opts.formats, w, &opts.output)
+        publish(&opts.formats, w, &opts.output, 0o666 & !umask)
     })?;
     stages.time("remove the work directory", || drop(work));
     let total = t0.elapsed();
@@ -328,10 +337,15 @@ fn build_in(opts: &BuildOptions) -> Result<BuildReport> {
 
 /// The work directory's name prefix, inside the output directory.
 const WORK_PREFIX: &str = ".arbor-image-";
+/// The file that marks a directory as a build's work directory.
+const WORK_MARKER: &str = ".arbor-image-work";
+
+/// Builds in this process, one at a time.
+static BUILDS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Sets the process's umask, and restores it when dropped. The umask is
-/// process-wide: a build should not run beside other threads of the
-/// caller that create files.
+/// process-wide: [`build`] holds [`BUILDS`], and should not run beside
+/// other threads of the caller that create files.
 struct UmaskGuard(rustix::fs::Mode);
 
 impl UmaskGuard {
@@ -339,6 +353,11 @@ impl UmaskGuard {
         UmaskGuard(rustix::process::umask(rustix::fs::Mode::from_raw_mode(
             mask,
         )))
+    }
+
+    /// The umask before [`UmaskGuard::set`].
+    fn previous(&self) -> u32 {
+        self.0.bits()
     }
 }
 
@@ -351,37 +370,46 @@ impl Drop for UmaskGuard {
 /// Takes an exclusive lock on the output directory for the build (a
 /// second build into the same directory fails at once instead of
 /// mixing files), so that the work directories left by an interrupted
-/// build can be removed safely.
+/// build can be removed safely. `None` where the filesystem has no such
+/// locks (NFS may refuse `flock` on a directory): the build goes on
+/// unlocked and leaves old work directories alone.
 #[context("Locking {}", out.display())]
-fn lock_output(out: &Path) -> Result<std::fs::File> {
+fn lock_output(out: &Path) -> Result<Option<std::fs::File>> {
     use rustix::fs::{flock, FlockOperation};
+    use rustix::io::Errno;
     let f = std::fs::File::open(out)?;
     match flock(&f, FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => Ok(f),
-        Err(rustix::io::Errno::WOULDBLOCK) => {
+        Ok(()) => Ok(Some(f)),
+        Err(Errno::WOULDBLOCK) => {
             bail!("Another image build is writing into {}", out.display())
         }
+        Err(Errno::NOLCK | Errno::OPNOTSUPP | Errno::INVAL) => Ok(None),
         Err(e) => Err(e.into()),
     }
 }
 
-/// Removes the work directories (`.arbor-image-*`) that a killed build
-/// left in `out` (under [`lock_output`]'s lock: no build is using them).
-#[context("Removing the work directories of interrupted builds in {}", out.display())]
-fn remove_stale_work_dirs(out: &Path) -> Result<()> {
-    for e in std::fs::read_dir(out)? {
-        let e = e?;
-        let stale = e
+/// Removes the work directories (`.arbor-image-*` holding
+/// [`WORK_MARKER`]) that killed builds left in `out`, under
+/// [`lock_output`]'s lock (no build is using them). Best effort: one that
+/// cannot be removed now (a killed build's tool still writing into it,
+/// say) is left for a later build.
+fn remove_stale_work_dirs(out: &Path) {
+    let Ok(entries) = std::fs::read_dir(out) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        let named = e
             .file_name()
             .to_str()
-            .is_some_and(|n| n.starts_with(WORK_PREFIX))
-            && e.file_type()?.is_dir();
-        if stale {
-            std::fs::remove_dir_all(e.path())
-                .with_context(|| format!("Removing {}", e.path().display()))?;
+            .is_some_and(|n| n.starts_with(WORK_PREFIX));
+        let marked = named
+            && e.file_type().is_ok_and(|t| t.is_dir())
+            && std::fs::symlink_metadata(p.join(WORK_MARKER)).is_ok_and(|m| m.is_file());
+        if marked {
+            let _ = std::fs::remove_dir_all(&p);
         }
     }
-    Ok(())
 }
 
 /// Removes the default ACL that the work directory `w` inherited from
@@ -606,6 +634,16 @@ fn round_up(n: u64, to: u64) -> u64 {
 /// filesystem's size.
 fn prepare_boot(st: &stage::Staged, grub_dir: &Path) -> Result<u64> {
     let g = st.boot.join("grub");
+    // A `grub` a `--from-sysroot` source had is replaced whole: its files
+    // (or a symbolic link, which would lead the writes below out of the
+    // staged tree) are not for the GRUB this build installs.
+    match std::fs::symlink_metadata(&g) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(&g),
+        Ok(_) => std::fs::remove_file(&g),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+    .context("Removing the sysroot's own boot/grub")?;
     let mods = g.join("i386-pc");
     std::fs::create_dir_all(&mods).context("Creating grub/i386-pc")?;
     for e in std::fs::read_dir(grub_dir).context("Reading GRUB's modules")? {
@@ -654,26 +692,63 @@ fn make_qcow2(raw: &Path, out: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Syncs the requested files and renames them from `w` into `out`; on an
-/// error, those already renamed are removed again.
+/// Gives the requested files in `w` the mode `mode`, syncs them and
+/// moves them into `out`: a file of that name already there is exchanged
+/// with the new one (`RENAME_EXCHANGE`), so that on an error each file
+/// moved so far is exchanged back (or removed, where there was none), and
+/// `out` is as it was.
 #[context("Moving the images into {}", out.display())]
-fn publish(formats: &[Format], w: &Path, out: &Path) -> Result<Vec<PathBuf>> {
+fn publish(formats: &[Format], w: &Path, out: &Path, mode: u32) -> Result<Vec<PathBuf>> {
+    use std::os::unix::fs::PermissionsExt;
     for f in formats {
-        std::fs::File::open(w.join(f.file_name()))?
-            .sync_all()
+        let file = std::fs::File::open(w.join(f.file_name()))?;
+        file.set_permissions(std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("Setting the mode of {}", f.file_name()))?;
+        file.sync_all()
             .with_context(|| format!("Syncing {}", f.file_name()))?;
     }
-    let mut done = Vec::new();
     for f in formats {
         let to = out.join(f.file_name());
-        if let Err(e) = std::fs::rename(w.join(f.file_name()), &to) {
-            for p in &done {
-                let _ = std::fs::remove_file(p);
-            }
-            return Err(e).with_context(|| format!("Renaming {}", f.file_name()));
+        if let Ok(m) = std::fs::symlink_metadata(&to) {
+            ensure!(
+                m.is_file(),
+                "{} exists and is not a regular file: not replacing it",
+                to.display()
+            );
         }
-        done.push(to);
     }
+    let (wd, od) = (std::fs::File::open(w)?, std::fs::File::open(out)?);
+    // (name, whether an older file was exchanged into the work directory)
+    let mut done: Vec<(&str, bool)> = Vec::new();
+    let undo = |done: &[(&str, bool)]| {
+        for &(n, exchanged) in done.iter().rev() {
+            let _ = if exchanged {
+                rustix::fs::renameat_with(&od, n, &wd, n, rustix::fs::RenameFlags::EXCHANGE)
+            } else {
+                rustix::fs::unlinkat(&od, n, rustix::fs::AtFlags::empty())
+            };
+        }
+    };
+    for f in formats {
+        let n = f.file_name();
+        let r = match rustix::fs::renameat_with(&wd, n, &od, n, rustix::fs::RenameFlags::EXCHANGE) {
+            Ok(()) => Ok(true),
+            // Nothing to exchange with; or a filesystem without
+            // RENAME_EXCHANGE, where a replaced file cannot come back.
+            Err(rustix::io::Errno::NOENT | rustix::io::Errno::INVAL) => {
+                rustix::fs::renameat(&wd, n, &od, n).map(|()| false)
+            }
+            Err(e) => Err(e),
+        };
+        match r {
+            Ok(exchanged) => done.push((n, exchanged)),
+            Err(e) => {
+                undo(&done);
+                return Err(e).with_context(|| format!("Moving {n}"));
+            }
+        }
+    }
+    let done: Vec<PathBuf> = done.iter().map(|(n, _)| out.join(n)).collect();
     std::fs::File::open(out)?
         .sync_all()
         .context("Syncing the output directory")?;

@@ -176,13 +176,16 @@ fn seed_objects(src: &Repo, src_path: &Path, dest: &Path, commit: &Checksum) -> 
 /// The physical root at `from` without its `/boot` (often a filesystem
 /// of its own) into the new directory `root`, with an empty `/boot`:
 /// each entry as hard links (`cp -al`) where it is on the work
-/// directory's filesystem and linking works, else as a copy (`cp -a`).
+/// directory's filesystem and linking works, else as a copy ([`copy_cmd`]).
 fn copy_root(from: &Path, root: &Path) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(from)?;
     std::fs::create_dir(root).with_context(|| format!("Creating {}", root.display()))?;
-    std::fs::set_permissions(root, m.permissions())?;
     std::os::unix::fs::chown(root, Some(m.uid()), Some(m.gid()))?;
+    std::fs::set_permissions(root, m.permissions())?;
+    let xattrs = arbor_repo::xattrs::read_path(from)
+        .with_context(|| format!("Reading the extended attributes of {}", from.display()))?;
+    arbor_repo::xattrs::set_path(root, &xattrs).context("Copying the extended attributes")?;
     let work_dev = std::fs::metadata(root)?.dev();
     for e in std::fs::read_dir(from)? {
         let e = e?;
@@ -200,10 +203,26 @@ fn copy_root(from: &Path, root: &Path) -> Result<()> {
         if dest.symlink_metadata().is_ok() {
             remove_partial(&dest)?;
         }
-        tools::run("cp", tools::command("cp").arg("-a").arg(&src).arg(&dest))?;
+        tools::run("cp", &mut copy_cmd(&src, &dest))?;
     }
     std::fs::create_dir(root.join("boot")).context("Creating the empty /boot")?;
     Ok(())
+}
+
+/// `cp` copying `src` to `dest` as `-a` does, but failing when it cannot
+/// keep an owner or an extended attribute (`-a` alone ignores failures to
+/// keep xattrs, and a non-root `cp` failures to keep owners: the image
+/// would silently differ from the sysroot).
+fn copy_cmd(src: &Path, dest: &Path) -> std::process::Command {
+    let mut c = tools::command("cp");
+    c.args([
+        "--no-dereference",
+        "--recursive",
+        "--preserve=mode,ownership,timestamps,links,xattr",
+    ])
+    .arg(src)
+    .arg(dest);
+    c
 }
 
 /// Removes what a failed `cp` left at `p`.
@@ -249,9 +268,7 @@ pub fn existing(from: &Path, work: &Path) -> Result<(Staged, Checksum)> {
     let root = work.join("root");
     let boot = work.join("boot");
     copy_root(from, &root)?;
-    let mut cmd = tools::command("cp");
-    cmd.arg("-a").arg(from.join("boot")).arg(&boot);
-    tools::run("cp", &mut cmd)?;
+    tools::run("cp", &mut copy_cmd(&from.join("boot"), &boot))?;
     crate::grub::write_loader_config(&boot)?;
     Ok((
         Staged {

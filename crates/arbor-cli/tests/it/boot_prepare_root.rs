@@ -467,7 +467,8 @@ if touch "$ro/probe" 2>/dev/null; then echo "after: writable"; else echo "after:
 
 /// `prune --no-prune` (deletes nothing, takes the shared lock) works on
 /// a read-only repository without a writable namespace (here: not the
-/// booted system's, so none is made); `prune` itself is refused there.
+/// booted system's, so none is made), and waits while a writer holds the
+/// lock; `prune` itself is refused there.
 #[test]
 fn prune_no_prune_reads_a_read_only_repository_without_a_namespace() {
     if needs_root("prune_no_prune_reads_a_read_only_repository_without_a_namespace") {
@@ -489,7 +490,17 @@ fn prune_no_prune_reads_a_read_only_repository_without_a_namespace() {
     let script = r#"
 set -u
 sys=$1 arbor=$2
+r=$sys/ostree/repo
+# A writer's lock (POSIX locks and arbor's OFD locks exclude each other).
+python3 -c 'import fcntl, sys, time
+f = open(sys.argv[1], "r+"); fcntl.lockf(f, fcntl.LOCK_EX); print("held", flush=True); time.sleep(3)' \
+  "$r/.lock" >/tmp/held.$$ &
+until grep -q held /tmp/held.$$ 2>/dev/null; do sleep 0.05; done
 mount --bind "$sys" "$sys" && mount -o remount,bind,ro "$sys" || exit 2
+timeout 1 "$arbor" prune --repo "$r" --refs-only --no-prune >/dev/null 2>&1
+echo "while a writer holds the lock: $?"
+wait
+rm -f /tmp/held.$$
 run() { if "$@" >/tmp/out.$$ 2>&1; then echo "ok: $(tail -1 /tmp/out.$$)"; else echo "failed: $(tail -1 /tmp/out.$$)"; fi; }
 run "$arbor" prune --repo "$sys/ostree/repo" --refs-only --no-prune
 run "$arbor" prune --repo "$sys/ostree/repo" --refs-only
@@ -510,10 +521,12 @@ rm -f /tmp/out.$$
             .arg(env!("CARGO_BIN_EXE_arbor")),
     );
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.len(), 2, "{out}");
-    assert!(lines[0].starts_with("ok: Deleted "), "{out}");
+    assert_eq!(lines.len(), 3, "{out}");
+    // timeout's status: still waiting after a second.
+    assert_eq!(lines[0], "while a writer holds the lock: 124", "{out}");
+    assert!(lines[1].starts_with("ok: Would delete: "), "{out}");
     assert!(
-        lines[1].starts_with("failed: ") && lines[1].contains("Read-only file system"),
+        lines[2].starts_with("failed: ") && lines[2].contains("Read-only file system"),
         "{out}"
     );
     // Nothing was deleted: a real prune (writable now) still finds it.

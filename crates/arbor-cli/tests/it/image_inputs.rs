@@ -4,6 +4,8 @@
 //! of an interrupted build. Also trees that span several ext4 block
 //! groups and a `--from-sysroot` source on another filesystem.
 
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::process::Command;
 
 use crate::image_build::{
@@ -61,17 +63,31 @@ fn the_umask_and_a_default_acl_do_not_reach_the_images() {
     dump_sysroot(&acl.join("disk.raw"), dir.path(), &sys);
     run_ok(ostree().args([&format!("--repo={}", s(&sys.join("ostree/repo"))), "fsck"]));
     let var = std::fs::metadata(sys.join("ostree/deploy/default/var")).unwrap();
-    assert_eq!(
-        std::os::unix::fs::PermissionsExt::mode(&var.permissions()) & 0o777,
-        0o755
-    );
+    assert_eq!(var.permissions().mode() & 0o777, 0o755);
     let acls = run_ok(Command::new("getfacl").args(["-R", "-s", "-p"]).arg(&sys));
     assert!(acls.is_empty(), "files with ACLs in the image:\n{acls}");
+    // The images themselves (a whole OS: /etc/shadow...) keep the
+    // caller's umask, and so does an output directory the build makes.
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(&acl.join("disk.raw")), 0o600);
+    assert_eq!(mode(&plain.join("disk.raw")), 0o644);
+    let private = dir.path().join("private");
+    run_ok(&mut under_umask_077(&build_cmd(
+        &repo,
+        "erofs",
+        &private,
+        &[],
+    )));
+    assert_eq!(
+        (mode(&private), mode(&private.join("root.erofs"))),
+        (0o700, 0o600)
+    );
 }
 
-/// A build finds the work directory of a build that was killed and
-/// removes it; a second build into a directory another build is writing
-/// into fails at once and leaves it alone.
+/// A build finds the work directory of a build that was killed (marked
+/// as one) and removes it, and leaves alone a directory of the user's of
+/// a similar name; a second build into a directory another build is
+/// writing into fails at once and leaves it alone.
 #[test]
 fn leftovers_go_and_a_busy_output_is_refused() {
     use rustix::fs::{flock, FlockOperation};
@@ -81,42 +97,66 @@ fn leftovers_go_and_a_busy_output_is_refused() {
         &out.join(".arbor-image-Xk3j9a/sysroot/ostree/repo/config"),
         "x\n",
     );
+    put(&out.join(".arbor-image-Xk3j9a/.arbor-image-work"), "");
+    put(&out.join(".arbor-image-mine/notes.txt"), "mine\n");
     put(&out.join("keep.txt"), "mine\n");
     run_ok(&mut build_cmd(&repo, "erofs", &out, &[]));
-    assert_eq!(dir_names(&out), ["keep.txt", "root.erofs"]);
+    let now = [".arbor-image-mine", "keep.txt", "root.erofs"];
+    assert_eq!(dir_names(&out), now);
 
     let held = std::fs::File::open(&out).unwrap();
     flock(&held, FlockOperation::LockExclusive).unwrap();
     let o = crate::util::run_fail(&mut build_cmd(&repo, "raw", &out, &[]));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("Another image build is writing into"), "{err}");
-    assert_eq!(dir_names(&out), ["keep.txt", "root.erofs"]);
+    assert_eq!(dir_names(&out), now);
 }
 
 /// A commit whose `usr/lib/grub` is a symbolic link to a directory of the
 /// build host: the build does not follow it (it would copy the host's
-/// files into the image), and uses the host's own GRUB instead.
+/// files into the image), and uses the host's own GRUB instead. A commit
+/// that ships GRUB's directory for real, with a symbolic link among its
+/// modules: that one is left out.
 #[test]
 fn grub_files_are_not_read_through_a_symlink_in_the_commit() {
     let host = tempfile::tempdir().unwrap();
     let fake = host.path().join("grub");
     run_ok(Command::new("cp").arg("-r").arg("/usr/lib/grub").arg(&fake));
     put(&fake.join("i386-pc/secret.mod"), "HOST SECRET\n");
-    let (dir, repo, _) = image_source(|t| {
-        basic_tree(t);
-        std::os::unix::fs::symlink(&fake, t.join("usr/lib/grub")).unwrap();
-    });
-    let out = dir.path().join("out");
-    run_ok(&mut build_cmd(&repo, "raw", &out, &[]));
-    let (_, parts) = partitions(&out.join("disk.raw"));
-    let boot = dir.path().join("boot.img");
-    extract(&out.join("disk.raw"), &parts[1], &boot);
-    let mods = debugfs(&boot, "ls /grub/i386-pc");
-    assert!(mods.contains("normal.mod"), "{mods}");
-    assert!(
-        !mods.contains("secret.mod"),
-        "a host file in the image: {mods}"
-    );
+    let linked_dir = |t: &Path| std::os::unix::fs::symlink(&fake, t.join("usr/lib/grub")).unwrap();
+    let linked_file = |t: &Path| {
+        run_ok(
+            Command::new("cp")
+                .arg("-r")
+                .arg("/usr/lib/grub")
+                .arg(t.join("usr/lib/grub")),
+        );
+        std::os::unix::fs::symlink(
+            fake.join("i386-pc/secret.mod"),
+            t.join("usr/lib/grub/i386-pc/secret.mod"),
+        )
+        .unwrap();
+    };
+    for (what, link) in [
+        ("directory", &linked_dir as &dyn Fn(&Path)),
+        ("module", &linked_file),
+    ] {
+        let (dir, repo, _) = image_source(|t| {
+            basic_tree(t);
+            link(t);
+        });
+        let out = dir.path().join("out");
+        run_ok(&mut build_cmd(&repo, "raw", &out, &[]));
+        let (_, parts) = partitions(&out.join("disk.raw"));
+        let boot = dir.path().join("boot.img");
+        extract(&out.join("disk.raw"), &parts[1], &boot);
+        let mods = debugfs(&boot, "ls /grub/i386-pc");
+        assert!(mods.contains("normal.mod"), "{what}: {mods}");
+        assert!(
+            !mods.contains("secret.mod"),
+            "{what}: a host file in the image: {mods}"
+        );
+    }
 }
 
 /// More inodes than one block group holds (8192 per 128 MiB group): the
@@ -210,5 +250,68 @@ fn from_sysroot_across_filesystems() {
         &format!("stat /ostree/deploy/testos/deploy/{c}.0/usr/bin/tool"),
     );
     assert!(tool.contains("Links: 2"), "hard link lost: {tool}");
+    crate::sysroot::unseal_all(dir.path());
+}
+
+/// An existing image of the same name is replaced; where one of the
+/// files cannot be (a directory of that name), the build fails before it
+/// moves anything: the older images stay as they were.
+#[test]
+fn older_images_stay_when_publishing_fails() {
+    let (dir, repo, _) = image_source(basic_tree);
+    let out = dir.path().join("out");
+    put(&out.join("disk.raw"), "an older image\n");
+    std::fs::create_dir_all(out.join("root.erofs/mine")).unwrap();
+    let o = crate::util::run_fail(&mut build_cmd(&repo, "raw,erofs", &out, &[]));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("root.erofs exists and is not a regular file"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("disk.raw")).unwrap(),
+        "an older image\n"
+    );
+    assert_eq!(dir_names(&out), ["disk.raw", "root.erofs"]);
+    assert_eq!(dir_names(&out.join("root.erofs")), ["mine"]);
+    std::fs::remove_dir_all(out.join("root.erofs")).unwrap();
+    run_ok(&mut build_cmd(&repo, "raw,erofs", &out, &[]));
+    assert!(std::fs::metadata(out.join("disk.raw")).unwrap().len() > 1 << 20);
+}
+
+/// A `--from-sysroot` source whose `boot/grub` is a symbolic link to a
+/// directory of the build host: the build replaces it in its copy and
+/// writes nothing there.
+#[test]
+fn from_sysroot_grub_symlink_is_not_followed() {
+    let (dir, repo, _) = image_source(basic_tree);
+    let sys = crate::image_interop::ostree_sysroot(dir.path(), &repo);
+    let host = tempfile::tempdir().unwrap();
+    put(&host.path().join("grub.cfg"), "the host's\n");
+    std::os::unix::fs::symlink(host.path(), sys.join("boot/grub")).unwrap();
+    let out = dir.path().join("out");
+    run_ok(
+        arbor()
+            .args([
+                "image",
+                "build",
+                "--from-sysroot",
+                s(&sys),
+                "--format",
+                "raw",
+            ])
+            .arg("-o")
+            .arg(&out),
+    );
+    assert_eq!(dir_names(host.path()), ["grub.cfg"]);
+    assert_eq!(
+        std::fs::read_to_string(host.path().join("grub.cfg")).unwrap(),
+        "the host's\n"
+    );
+    let (_, parts) = partitions(&out.join("disk.raw"));
+    let boot = dir.path().join("boot.img");
+    extract(&out.join("disk.raw"), &parts[1], &boot);
+    assert!(debugfs(&boot, "cat /grub/grub.cfg").contains("loader/grub.cfg"));
+    assert!(debugfs(&boot, "ls /grub/i386-pc").contains("normal.mod"));
     crate::sysroot::unseal_all(dir.path());
 }
