@@ -236,7 +236,7 @@ fn remove_partial(p: &Path) -> Result<()> {
 }
 
 /// Copies the sysroot at `from` (made by `ostree admin deploy`, say): the
-/// root tree as hard links where possible ([`copy_root`]), `/boot` as a copy, with
+/// root tree as hard links where possible (`copy_root`), `/boot` as a copy, with
 /// `loader.N/grub.cfg` generated when it is missing. It must have exactly
 /// one `loader.N` with entries.
 #[context("Copying the sysroot {}", from.display())]
