@@ -66,6 +66,8 @@ pub(crate) fn access(cmd: &Cmd) -> Access<'_> {
         | Cmd::Generate(_)
         // Reads the repository, builds in (and writes) its output only.
         | Cmd::Image(_)
+        // Talks to etcd or a FleetLock server; no repository or sysroot.
+        | Cmd::Fleetlock(_)
         // At boot, in the initramfs: mounts, writes no repository.
         | Cmd::PrepareRoot(_) => Reads,
         Cmd::Admin(AdminCmd::OsInit(o)) => WritesSysroot(&o.sysroot.sysroot),
@@ -186,6 +188,11 @@ mod tests {
                 'r',
             ),
             ("generate completions", &["bash", "/d"], 'r'),
+            ("fleetlock serve", &["--etcd=http://e"], 'r'),
+            ("fleetlock status", &["--etcd=http://e"], 'r'),
+            ("fleetlock release", &["--etcd=http://e", "id"], 'r'),
+            ("fleetlock pre-reboot", &["--url=http://s"], 'r'),
+            ("fleetlock steady-state", &["--url=http://s"], 'r'),
         ];
         let mut leaves = Vec::new();
         leaf_paths(&Opt::command(), "", &mut leaves);

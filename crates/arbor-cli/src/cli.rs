@@ -108,6 +108,10 @@ pub enum Cmd {
     /// Disk images built from a commit.
     #[command(subcommand)]
     Image(crate::cli_image::ImageCmd),
+    /// Reboot coordination (the FleetLock protocol): server on etcd,
+    /// operator commands, client requests.
+    #[command(subcommand)]
+    Fleetlock(crate::cli_fleetlock::FleetlockCmd),
     /// Generate man pages or shell completions from this definition
     /// (for packaging: dist/install.sh).
     #[command(subcommand, hide = true)]

@@ -88,6 +88,7 @@ pub fn dispatch(opt: Opt, out: &mut dyn Write) -> Result<ExitCode> {
             arbor_sysroot::staged::boot_complete(&s).map(|_| ExitCode::SUCCESS)
         }
         Cmd::Image(c) => crate::image_cmds::image(c, out).map(|_| ExitCode::SUCCESS),
+        Cmd::Fleetlock(c) => crate::fleetlock_cmds::fleetlock(c, out),
         Cmd::Generate(c) => crate::generate::generate(c, out).map(|_| ExitCode::SUCCESS),
     }?;
     Ok(code)

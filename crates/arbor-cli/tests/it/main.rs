@@ -4,8 +4,9 @@
 // Dependencies of the arbor binary these tests run, not used here
 // (`-W unused-crate-dependencies`).
 use {
-    arbor_boot as _, arbor_cli as _, arbor_config as _, arbor_pull as _, arbor_upgrade as _,
-    chrono as _, clap as _, indicatif as _, serde as _, tracing as _, tracing_subscriber as _,
+    arbor_agent as _, arbor_boot as _, arbor_cli as _, arbor_config as _, arbor_pull as _,
+    arbor_upgrade as _, chrono as _, clap as _, indicatif as _, serde as _, tracing as _,
+    tracing_subscriber as _,
 };
 
 /// The tests kill `arbor` at named crash points and simulate boots with
@@ -47,6 +48,7 @@ mod ext_lifecycle;
 mod ext_upgrade;
 mod ext_util;
 mod faults;
+mod fleetlock;
 mod generate;
 mod grub;
 mod grub_boot;
