@@ -68,6 +68,16 @@ mod tests {
         assert!(parse_machine_id(&format!("{}\n", "ab".repeat(16))).is_ok());
     }
 
+    /// Computed independently (Python's hmac and hashlib, the v4 bits
+    /// set by hand).
+    #[test]
+    fn known_answer() {
+        assert_eq!(
+            fleetlock_id("0123456789abcdef0123456789abcdef").unwrap(),
+            "583627a932274834a8ebd99f4ed41c0d"
+        );
+    }
+
     #[test]
     fn the_id_is_a_v4_uuid_in_hex() {
         let id = fleetlock_id(&"12".repeat(16)).unwrap();

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use arbor_agent::etcd::Etcd;
 use arbor_agent::fleetlock::client::{lock_with_retries, Answer, Backoff, Client};
 use arbor_agent::fleetlock::server::{self, Server};
+use arbor_agent::fleetlock::Semaphore;
 use arbor_testutil::EtcdServer;
 
 /// Starts a server for `groups` on a free port; returns its URL.
@@ -55,7 +56,9 @@ fn twenty_agents_two_slots_two_servers() {
     let t0 = Instant::now();
     let agents: Vec<_> = (0..20)
         .map(|i| {
-            let c = Client::new(&servers[i % 2], &format!("agent-{i:02}"), "workers");
+            let id = format!("agent-{i:02}");
+            let c = Client::new(&servers[i % 2], &id, "workers").unwrap();
+            let e = Etcd::new(&etcd.url).unwrap();
             let (holding, most, grants) = (holding.clone(), most.clone(), grants.clone());
             std::thread::spawn(move || {
                 let mut tries = 0;
@@ -70,11 +73,22 @@ fn twenty_agents_two_slots_two_servers() {
                         }
                     }
                 }
+                // A lost update would drop a holder: every agent finds
+                // itself in etcd's holders from its grant to its release.
+                let held = |when: &str| {
+                    let s = server::semaphore(&e, "workers").unwrap().unwrap();
+                    assert!(
+                        s.holders.contains(&id),
+                        "{id} missing from etcd {when}: {s:?}"
+                    );
+                };
+                held("after its grant");
                 let now = holding.fetch_add(1, Ordering::AcqRel) + 1;
                 most.fetch_max(now, Ordering::AcqRel);
                 grants.lock().unwrap().push((i, t0.elapsed(), tries));
                 std::thread::sleep(Duration::from_millis(40));
                 holding.fetch_sub(1, Ordering::AcqRel);
+                held("before its release");
                 assert_eq!(c.steady_state().unwrap(), Answer::Granted);
             })
         })
@@ -97,7 +111,7 @@ fn twenty_agents_two_slots_two_servers() {
     let s = server::semaphore(&Etcd::new(&etcd.url).unwrap(), "workers")
         .unwrap()
         .unwrap();
-    assert_eq!((s.max, s.holders.len()), (2, 0));
+    assert_eq!((s.total_slots, s.holders.len()), (2, 0));
 }
 
 /// A holder that never reports steady-state keeps its slot (asking again
@@ -107,8 +121,8 @@ fn a_holder_keeps_its_slot_until_released() {
     let etcd = EtcdServer::start();
     let url = start_server(&etcd.url, &[("solo", 1)]);
     let (a, b) = (
-        Client::new(&url, "aaa", "solo"),
-        Client::new(&url, "bbb", "solo"),
+        Client::new(&url, "aaa", "solo").unwrap(),
+        Client::new(&url, "bbb", "solo").unwrap(),
     );
     assert_eq!(a.pre_reboot().unwrap(), Answer::Granted);
     for _ in 0..3 {
@@ -116,7 +130,12 @@ fn a_holder_keeps_its_slot_until_released() {
             panic!("bbb got the slot aaa holds");
         };
         assert_eq!((status, refusal.kind.as_str()), (409, "failed_lock"));
-        assert!(refusal.value.contains("aaa"), "{refusal:?}");
+        assert!(
+            refusal
+                .value
+                .contains("All 1 reboot slots of group solo are held"),
+            "{refusal:?}"
+        );
     }
     assert_eq!(a.pre_reboot().unwrap(), Answer::Granted, "re-entrant");
     // b retries with backoff (no real sleeping), still refused.
@@ -277,4 +296,98 @@ fn identity_is_systemds_app_specific_id() {
     assert!(out.status.success(), "{out:?}");
     let want = String::from_utf8(out.stdout).unwrap().trim().to_string();
     assert_eq!(arbor_agent::identity::this_machine().unwrap(), want);
+}
+
+/// The compare-and-swap every change rests on, against etcd itself: of
+/// two writers that read the same revision, exactly one wins; "only if
+/// absent" fails on an existing key; an old revision fails after the
+/// key changed.
+#[test]
+fn etcd_compare_and_swap() {
+    let etcd = EtcdServer::start();
+    let e = Etcd::new(&etcd.url).unwrap();
+    assert_eq!(e.get("k").unwrap(), None);
+    assert!(e.put_if("k", b"one", 0).unwrap());
+    assert!(!e.put_if("k", b"two", 0).unwrap(), "created twice");
+    let v = e.get("k").unwrap().unwrap();
+    assert_eq!(v.value, b"one");
+    let (a, b) = (
+        e.put_if("k", b"a", v.mod_revision).unwrap(),
+        e.put_if("k", b"b", v.mod_revision).unwrap(),
+    );
+    assert!(
+        a && !b,
+        "both writers of revision {} won: {a} {b}",
+        v.mod_revision
+    );
+    assert_eq!(e.get("k").unwrap().unwrap().value, b"a");
+    assert!(
+        !e.put_if("k", b"c", v.mod_revision).unwrap(),
+        "a stale revision won"
+    );
+}
+
+/// A semaphore Airlock wrote is read and kept in Airlock's form, and its
+/// stored slot count counts, not this server's.
+#[test]
+fn airlock_semaphores_are_shared() {
+    let etcd = EtcdServer::start();
+    let e = Etcd::new(&etcd.url).unwrap();
+    let key = server::key("solo");
+    assert_eq!(key, "com.coreos.airlock/groups/solo/v1/semaphore");
+    assert!(e
+        .put_if(&key, br#"{"total_slots":1,"holders":["zeta"]}"#, 0)
+        .unwrap());
+    let url = start_server(&etcd.url, &[("solo", 3)]);
+    let alpha = Client::new(&url, "alpha", "solo").unwrap();
+    assert!(matches!(
+        alpha.pre_reboot().unwrap(),
+        Answer::Refused { status: 409, .. }
+    ));
+    assert!(server::release(&e, "solo", "zeta").unwrap());
+    assert_eq!(
+        e.get(&key).unwrap().unwrap().value,
+        br#"{"total_slots":1,"holders":[]}"#
+    );
+    assert_eq!(alpha.pre_reboot().unwrap(), Answer::Granted);
+    let beta = Client::new(&url, "beta", "solo").unwrap();
+    assert!(matches!(
+        beta.pre_reboot().unwrap(),
+        Answer::Refused { status: 409, .. }
+    ));
+    assert_eq!(
+        server::semaphore(&e, "solo").unwrap().unwrap(),
+        Semaphore {
+            total_slots: 1,
+            holders: vec!["alpha".into()]
+        }
+    );
+    assert_eq!(
+        e.get(&key).unwrap().unwrap().value,
+        br#"{"total_slots":1,"holders":["alpha"]}"#
+    );
+}
+
+/// A damaged stored value, and an etcd that is gone: the server says what
+/// kind of failure it is without its internals (the URL, etcd's text).
+#[test]
+fn store_failures_are_reported_without_internals() {
+    let etcd = EtcdServer::start();
+    let e = Etcd::new(&etcd.url).unwrap();
+    assert!(e.put_if(&server::key("broken"), b"not json", 0).unwrap());
+    let url = start_server(&etcd.url, &[("broken", 1)]);
+    let c = Client::new(&url, "abc", "broken").unwrap();
+    let Answer::Refused { status, refusal } = c.pre_reboot().unwrap() else {
+        panic!("granted on a damaged semaphore");
+    };
+    assert_eq!((status, refusal.kind.as_str()), (500, "corrupt_semaphore"));
+    assert!(!refusal.value.contains("127.0.0.1"), "{refusal:?}");
+    let gone = format!("http://127.0.0.1:{}", arbor_testutil::free_port());
+    let url = start_server(&gone, &[("default", 1)]);
+    let c = Client::new(&url, "abc", "default").unwrap();
+    let Answer::Refused { status, refusal } = c.pre_reboot().unwrap() else {
+        panic!("granted without etcd");
+    };
+    assert_eq!((status, refusal.kind.as_str()), (503, "store_unavailable"));
+    assert!(!refusal.value.contains("127.0.0.1"), "{refusal:?}");
 }

@@ -36,10 +36,11 @@ pub struct FleetlockServeOpts {
     pub etcd: EtcdArg,
     /// Address to listen on (port 0: any free port; the first output line
     /// names the URL).
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:3333")]
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:3333")]
     pub listen: String,
-    /// A group and its number of reboot slots (repeatable; default:
-    /// default=1).
+    /// A group and the number of reboot slots its semaphore gets when this
+    /// server creates it (repeatable; default: default=1). As with Airlock,
+    /// the number stored in etcd counts once the semaphore exists.
     #[arg(long = "group", value_name = "NAME=SLOTS")]
     pub groups: Vec<String>,
 }

@@ -65,7 +65,7 @@ pub fn fleetlock(c: FleetlockCmd, out: &mut impl Write) -> Result<ExitCode> {
                         out,
                         "{g}: {} of {} slots held{}{}",
                         s.holders.len(),
-                        s.max,
+                        s.total_slots,
                         if s.holders.is_empty() { "" } else { ": " },
                         s.holders.join(", ")
                     )?,
@@ -94,7 +94,7 @@ fn request(o: &FleetlockClientOpts, pre: bool, out: &mut impl Write) -> Result<E
         Some(id) => id.clone(),
         None => arbor_agent::identity::this_machine()?,
     };
-    let c = Client::new(&o.url, &id, &o.group);
+    let c = Client::new(&o.url, &id, &o.group)?;
     let answer = if pre {
         c.pre_reboot()?
     } else {

@@ -33,20 +33,26 @@ pub enum Answer {
 }
 
 impl Client {
-    /// A client of the server at `base_url` for machine `id` in `group`.
-    pub fn new(base_url: &str, id: &str, group: &str) -> Client {
+    /// A client of the server at `base_url` (`http://`; TLS is not
+    /// supported yet) for machine `id` in `group`.
+    pub fn new(base_url: &str, id: &str, group: &str) -> Result<Client> {
+        if !base_url.starts_with("http://") {
+            anyhow::bail!(
+                "The FleetLock URL must start with http:// (TLS is not supported yet): {base_url:?}"
+            );
+        }
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(30)))
             .build();
-        Client {
+        Ok(Client {
             base: base_url.trim_end_matches('/').to_string(),
             params: ClientParams {
                 id: id.to_string(),
                 group: group.to_string(),
             },
             agent: config.new_agent(),
-        }
+        })
     }
 
     /// `POST /v1/pre-reboot`.

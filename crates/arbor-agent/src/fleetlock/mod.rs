@@ -47,28 +47,23 @@ pub struct Refusal {
     pub value: String,
 }
 
-/// A group's semaphore as stored in etcd (Airlock's shape: `{"semaphore":
-/// {"max": N, "holders": [ID, ...]}}`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Stored {
-    /// The semaphore.
-    pub semaphore: Semaphore,
-}
-
-/// A counting semaphore: at most `max` holders.
+/// A group's counting semaphore, stored in etcd as Airlock stores it
+/// (`coreos/airlock` `internal/lock/semaphore.go`): `{"total_slots": N,
+/// "holders": [ID, ...]}`, the holders sorted. Airlock and arbor servers
+/// can share one etcd, and a fleet can move from one to the other.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Semaphore {
     /// Slots.
-    pub max: u64,
-    /// Who holds one, in the order they got it.
+    pub total_slots: u64,
+    /// Who holds one, sorted.
     pub holders: Vec<String>,
 }
 
 impl Semaphore {
-    /// An empty semaphore of `max` slots.
-    pub fn new(max: u64) -> Semaphore {
+    /// An empty semaphore of `total_slots` slots.
+    pub fn new(total_slots: u64) -> Semaphore {
         Semaphore {
-            max,
+            total_slots,
             holders: Vec::new(),
         }
     }
@@ -78,14 +73,14 @@ impl Semaphore {
     /// `Err(())` if every slot is held by others.
     #[allow(clippy::result_unit_err)]
     pub fn lock(&mut self, id: &str) -> Result<bool, ()> {
-        if self.holders.iter().any(|h| h == id) {
-            return Ok(false);
+        match self.holders.binary_search_by(|h| h.as_str().cmp(id)) {
+            Ok(_) => Ok(false),
+            Err(_) if self.holders.len() as u64 >= self.total_slots => Err(()),
+            Err(at) => {
+                self.holders.insert(at, id.to_string());
+                Ok(true)
+            }
         }
-        if self.holders.len() as u64 >= self.max {
-            return Err(());
-        }
-        self.holders.push(id.to_string());
-        Ok(true)
     }
 
     /// Gives back `id`'s slot; whether it held one.
@@ -113,16 +108,26 @@ mod tests {
     #[test]
     fn semaphore_counts_and_is_reentrant() {
         let mut s = Semaphore::new(2);
-        assert_eq!(s.lock("a"), Ok(true));
-        assert_eq!(s.lock("a"), Ok(false));
         assert_eq!(s.lock("b"), Ok(true));
+        assert_eq!(s.lock("b"), Ok(false));
+        assert_eq!(s.lock("a"), Ok(true));
         assert_eq!(s.lock("c"), Err(()));
+        assert_eq!(s.holders, ["a", "b"]);
         assert!(s.unlock("a"));
         assert!(!s.unlock("a"));
         assert_eq!(s.lock("c"), Ok(true));
         assert_eq!(s.holders, ["b", "c"]);
-        let j = serde_json::to_string(&Stored { semaphore: s }).unwrap();
-        assert_eq!(j, r#"{"semaphore":{"max":2,"holders":["b","c"]}}"#);
+        // Airlock's JSON, both ways.
+        let j = serde_json::to_string(&s).unwrap();
+        assert_eq!(j, r#"{"total_slots":2,"holders":["b","c"]}"#);
+        let a: Semaphore = serde_json::from_str(r#"{"total_slots":3,"holders":["x"]}"#).unwrap();
+        assert_eq!(
+            a,
+            Semaphore {
+                total_slots: 3,
+                holders: vec!["x".into()]
+            }
+        );
     }
 
     #[test]

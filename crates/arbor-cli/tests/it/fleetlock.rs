@@ -9,9 +9,19 @@ use arbor_testutil::EtcdServer;
 
 use crate::util::{arbor, run_ok};
 
+/// A server process, killed when dropped (a failing test too).
+struct Served(Child);
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `arbor fleetlock serve` on a free port; returns the process and the
 /// URL its first line names.
-fn serve(etcd: &str, groups: &[&str]) -> (Child, String) {
+fn serve(etcd: &str, groups: &[&str]) -> (Served, String) {
     let mut c = arbor();
     c.args([
         "fleetlock",
@@ -34,7 +44,7 @@ fn serve(etcd: &str, groups: &[&str]) -> (Child, String) {
         "{line}"
     );
     let url = line.split_whitespace().nth(3).unwrap().to_string();
-    (child, url)
+    (Served(child), url)
 }
 
 fn client(cmd: &str, url: &str, id: &str) -> (bool, String) {
@@ -60,7 +70,7 @@ fn client(cmd: &str, url: &str, id: &str) -> (bool, String) {
 #[test]
 fn serve_status_release_and_client_requests() {
     let etcd = EtcdServer::start();
-    let (mut server, url) = serve(&etcd.url, &["solo=1"]);
+    let (_server, url) = serve(&etcd.url, &["solo=1"]);
     let status = || {
         run_ok(arbor().args([
             "fleetlock",
@@ -81,7 +91,7 @@ fn serve_status_release_and_client_requests() {
     let (ok, out) = client("pre-reboot", &url, "machine-b");
     assert!(!ok, "{out}");
     assert!(
-        out.contains("refused (409 failed_lock)") && out.contains("machine-a"),
+        out.contains("refused (409 failed_lock): All 1 reboot slots of group solo are held"),
         "{out}"
     );
     assert_eq!(status().trim(), "solo: 1 of 1 slots held: machine-a");
@@ -112,7 +122,7 @@ fn serve_status_release_and_client_requests() {
         "--json",
     ])))
     .unwrap();
-    assert_eq!(json["solo"]["max"], 1);
+    assert_eq!(json["solo"]["total_slots"], 1);
 
     // An unknown group: refused with the server's reason.
     let o = arbor()
@@ -130,8 +140,6 @@ fn serve_status_release_and_client_requests() {
         .unwrap();
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stdout).contains("404 unknown_group"));
-    let _ = server.kill();
-    let _ = server.wait();
 }
 
 #[test]

@@ -32,13 +32,20 @@ struct Fixture {
     _server: Server,
 }
 
+/// The upgrade server. The fixture is a static, never dropped: the
+/// server runs under a shell that kills it when its stdin (held here)
+/// closes, which the kernel does when the test process exits, however it
+/// exits.
 #[derive(Debug)]
-struct Server(Child);
+struct Server {
+    child: Child,
+    _stdin: Option<std::process::ChildStdin>,
+}
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -159,13 +166,17 @@ fn build_fixture() -> Fixture {
     std::fs::write(&kernel, bytes).unwrap();
 
     // The upgrade's server (the guest reaches the host's 127.0.0.1 as 10.0.2.2).
-    let mut child = Command::new(&arbor)
-        .args(["serve", "--addr", "127.0.0.1:0", "--repo"])
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(r#""$0" serve --addr 127.0.0.1:0 --repo "$1" & pid=$!; cat >/dev/null; kill $pid"#)
+        .arg(&arbor)
         .arg(&served)
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let stdin = child.stdin.take();
     let mut first = String::new();
     std::io::BufRead::read_line(
         &mut std::io::BufReader::new(child.stdout.take().unwrap()),
@@ -187,7 +198,10 @@ fn build_fixture() -> Fixture {
         images,
         kernel,
         url: format!("http://10.0.2.2:{port}"),
-        _server: Server(child),
+        _server: Server {
+            child,
+            _stdin: stdin,
+        },
     }
 }
 
