@@ -12,8 +12,13 @@
 //!   compare-and-swap transactions, so several servers on one etcd stay
 //!   correct.
 //!
+//! The agent's configuration ([`config`], Zincati's format) and its
+//! maintenance windows ([`window`]) come next.
+//!
 //! The library prints nothing; the CLI renders.
 
+pub mod config;
 pub mod etcd;
 pub mod fleetlock;
 pub mod identity;
+pub mod window;

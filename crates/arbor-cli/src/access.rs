@@ -68,6 +68,8 @@ pub(crate) fn access(cmd: &Cmd) -> Access<'_> {
         | Cmd::Image(_)
         // Talks to etcd or a FleetLock server; no repository or sysroot.
         | Cmd::Fleetlock(_)
+        // Reads the agent's configuration.
+        | Cmd::Agent(_)
         // At boot, in the initramfs: mounts, writes no repository.
         | Cmd::PrepareRoot(_) => Reads,
         Cmd::Admin(AdminCmd::OsInit(o)) => WritesSysroot(&o.sysroot.sysroot),
@@ -189,6 +191,7 @@ mod tests {
             ),
             ("generate completions", &["bash", "/d"], 'r'),
             ("fleetlock serve", &["--etcd=http://e"], 'r'),
+            ("agent config", &[], 'r'),
             ("fleetlock status", &["--etcd=http://e"], 'r'),
             ("fleetlock release", &["--etcd=http://e", "id"], 'r'),
             ("fleetlock pre-reboot", &["--url=http://s"], 'r'),

@@ -112,6 +112,9 @@ pub enum Cmd {
     /// operator commands, client requests.
     #[command(subcommand)]
     Fleetlock(crate::cli_fleetlock::FleetlockCmd),
+    /// The update agent.
+    #[command(subcommand)]
+    Agent(crate::cli_agent::AgentCmd),
     /// Generate man pages or shell completions from this definition
     /// (for packaging: dist/install.sh).
     #[command(subcommand, hide = true)]

@@ -24,7 +24,9 @@ use {
 };
 
 pub mod access;
+pub mod agent_cmds;
 pub mod cli;
+pub mod cli_agent;
 pub mod cli_config;
 pub mod cli_extension;
 pub mod cli_fleetlock;
