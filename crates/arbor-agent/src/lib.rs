@@ -12,13 +12,15 @@
 //!   compare-and-swap transactions, so several servers on one etcd stay
 //!   correct.
 //!
-//! The agent's configuration ([`config`], Zincati's format) and its
-//! maintenance windows ([`window`]) come next.
+//! The agent's configuration ([`config`], Zincati's format), its
+//! maintenance windows ([`window`]) and greenboot-style health checks
+//! ([`health`]) come next.
 //!
 //! The library prints nothing; the CLI renders.
 
 pub mod config;
 pub mod etcd;
 pub mod fleetlock;
+pub mod health;
 pub mod identity;
 pub mod window;

@@ -70,6 +70,8 @@ pub(crate) fn access(cmd: &Cmd) -> Access<'_> {
         | Cmd::Fleetlock(_)
         // Reads the agent's configuration.
         | Cmd::Agent(_)
+        // Runs the health checks; they may write, arbor does not.
+        | Cmd::Health(_)
         // At boot, in the initramfs: mounts, writes no repository.
         | Cmd::PrepareRoot(_) => Reads,
         Cmd::Admin(AdminCmd::OsInit(o)) => WritesSysroot(&o.sysroot.sysroot),
@@ -192,6 +194,7 @@ mod tests {
             ("generate completions", &["bash", "/d"], 'r'),
             ("fleetlock serve", &["--etcd=http://e"], 'r'),
             ("agent config", &[], 'r'),
+            ("health check", &[], 'r'),
             ("fleetlock status", &["--etcd=http://e"], 'r'),
             ("fleetlock release", &["--etcd=http://e", "id"], 'r'),
             ("fleetlock pre-reboot", &["--url=http://s"], 'r'),

@@ -115,6 +115,9 @@ pub enum Cmd {
     /// The update agent.
     #[command(subcommand)]
     Agent(crate::cli_agent::AgentCmd),
+    /// Health checks after boot (greenboot's model).
+    #[command(subcommand)]
+    Health(crate::cli_health::HealthCmd),
     /// Generate man pages or shell completions from this definition
     /// (for packaging: dist/install.sh).
     #[command(subcommand, hide = true)]

@@ -90,6 +90,7 @@ pub fn dispatch(opt: Opt, out: &mut dyn Write) -> Result<ExitCode> {
         Cmd::Image(c) => crate::image_cmds::image(c, out).map(|_| ExitCode::SUCCESS),
         Cmd::Fleetlock(c) => crate::fleetlock_cmds::fleetlock(c, out),
         Cmd::Agent(c) => crate::agent_cmds::agent(c, out).map(|_| ExitCode::SUCCESS),
+        Cmd::Health(c) => crate::health_cmds::health(c, out),
         Cmd::Generate(c) => crate::generate::generate(c, out).map(|_| ExitCode::SUCCESS),
     }?;
     Ok(code)

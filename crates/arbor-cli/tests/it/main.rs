@@ -23,6 +23,7 @@ fn built_with_fault_injection() {
     }
 }
 
+mod agent;
 mod boot_prepare_root;
 mod cli;
 mod cli_query;
