@@ -1,7 +1,12 @@
-//! The agent's configuration, in Zincati's format: TOML fragments read
-//! in order (`/usr/lib/arbor/agent.d/*.toml`, `/etc/arbor/agent.toml`,
-//! `/etc/arbor/agent.d/*.toml`, each directory in file-name order), later
-//! keys overriding earlier ones, maintenance windows adding up:
+//! The agent's configuration, in Zincati's format: TOML fragments from
+//! `/usr/lib/arbor/agent.d`, `/etc/arbor/agent.d` and `/run/arbor/agent.d`
+//! ordered by file name (a name in a later directory replaces it in an
+//! earlier one; a link to `/dev/null` masks it), then
+//! `/etc/arbor/agent.toml`; later keys override earlier ones, maintenance
+//! windows add up. One difference from Zincati: a window's length is
+//! elapsed time from its start (on a DST change Zincati follows the wall
+//! clock instead: a window in the skipped hour is shorter, one in the
+//! repeated hour longer). Day names are case-insensitive.
 //!
 //! ```toml
 //! [identity]
@@ -39,8 +44,9 @@ use crate::window::Window;
 /// Where the fragments are read from, in order (relative to a root).
 pub const FRAGMENTS: &[&str] = &[
     "usr/lib/arbor/agent.d",
-    "etc/arbor/agent.toml",
     "etc/arbor/agent.d",
+    "run/arbor/agent.d",
+    "etc/arbor/agent.toml",
 ];
 
 /// When to reboot into a staged update.
@@ -88,14 +94,20 @@ impl Default for Config {
     }
 }
 
-/// The fragment files under `root` (`/` on a machine), in reading order.
+/// The fragment files under `root` (`/` on a machine), in reading order,
+/// as Zincati and systemd order drop-ins: the `*.toml` files of the
+/// directories of [`FRAGMENTS`] by name, a name in a later directory
+/// replacing the same name in an earlier one (a link to `/dev/null`, or
+/// an empty file, masks it), sorted by name; `/etc/arbor/agent.toml` last.
+/// Hidden files are ignored.
 pub fn fragment_files(root: &Path) -> Result<Vec<PathBuf>> {
-    let mut files = Vec::new();
+    let mut by_name = std::collections::BTreeMap::new();
+    let mut last = None;
     for f in FRAGMENTS {
         let p = root.join(f);
         if f.ends_with(".toml") {
             if p.is_file() {
-                files.push(p);
+                last = Some(p);
             }
             continue;
         }
@@ -104,18 +116,30 @@ pub fn fragment_files(root: &Path) -> Result<Vec<PathBuf>> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e).with_context(|| format!("Reading {}", p.display())),
         };
-        let mut names: Vec<PathBuf> = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "toml") && p.is_file())
-            .collect();
-        names.sort();
-        files.extend(names);
+        for e in entries {
+            let e = e?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') || !name.ends_with(".toml") {
+                continue;
+            }
+            by_name.insert(name, e.path());
+        }
     }
+    let masked = |p: &Path| match std::fs::symlink_metadata(p) {
+        Ok(m) if m.file_type().is_symlink() => {
+            std::fs::read_link(p).is_ok_and(|t| t == Path::new("/dev/null"))
+        }
+        Ok(m) => m.is_file() && m.len() == 0,
+        Err(_) => false,
+    };
+    let mut files: Vec<PathBuf> = by_name.into_values().filter(|p| !masked(p)).collect();
+    files.extend(last);
     Ok(files)
 }
 
 /// Reads and checks the configuration under `root`.
 pub fn load(root: &Path) -> Result<Config> {
+    let localtime = local_zone(root)?;
     let files = fragment_files(root)?;
     let mut texts = Vec::new();
     for f in &files {
@@ -124,7 +148,7 @@ pub fn load(root: &Path) -> Result<Config> {
             std::fs::read_to_string(f).with_context(|| format!("Reading {}", f.display()))?,
         ));
     }
-    parse(&texts)
+    parse_with(&texts, &localtime)
 }
 
 /// What the fragments set so far, with where each value came from.
@@ -138,8 +162,38 @@ struct Raw {
     interval: Option<(u64, PathBuf)>,
 }
 
-/// Parses fragments (file, text), in order.
+/// Parses fragments (file, text), in order; `localtime` is UTC.
 pub fn parse(fragments: &[(PathBuf, String)]) -> Result<Config> {
+    parse_with(fragments, &TimeZone::UTC)
+}
+
+/// The machine's zone from `root/etc/localtime`: UTC when there is none
+/// (as Zincati), the zone a symbolic link names, or the file's own TZif
+/// data. The environment (`TZ`) is not read.
+pub fn local_zone(root: &Path) -> Result<TimeZone> {
+    let p = root.join("etc/localtime");
+    match std::fs::read_link(&p) {
+        Ok(target) => {
+            let t = target.to_string_lossy();
+            if let Some((_, name)) = t.split_once("zoneinfo/") {
+                if let Ok(tz) = TimeZone::get(name) {
+                    return Ok(tz);
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(TimeZone::UTC),
+        Err(_) => {}
+    }
+    match std::fs::read(&p) {
+        Ok(data) => TimeZone::tzif("localtime", &data)
+            .with_context(|| format!("{} is not a time zone file", p.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(TimeZone::UTC),
+        Err(e) => Err(e).with_context(|| format!("Reading {}", p.display())),
+    }
+}
+
+/// [`parse`] with the machine's zone for `time_zone = "localtime"`.
+pub fn parse_with(fragments: &[(PathBuf, String)], localtime: &TimeZone) -> Result<Config> {
     let mut raw = Raw::default();
     for (path, text) in fragments {
         fragment(path, text, &mut raw).with_context(|| format!("In {}", path.display()))?;
@@ -156,7 +210,7 @@ pub fn parse(fragments: &[(PathBuf, String)]) -> Result<Config> {
             }
             let tz_name = raw.tz.map_or("UTC".to_string(), |t| t.0);
             Strategy::Periodic {
-                tz: time_zone(&tz_name)?,
+                tz: time_zone(&tz_name, localtime)?,
                 tz_name,
                 windows: raw.windows.into_iter().map(|w| w.0).collect(),
             }
@@ -216,7 +270,7 @@ fn fragment(path: &Path, text: &str, raw: &mut Raw) -> Result<()> {
                                 match k.as_str() {
                                     "time_zone" => {
                                         let t = string(v, "updates.periodic.time_zone")?;
-                                        time_zone(&t)?;
+                                        time_zone(&t, &TimeZone::UTC)?;
                                         raw.tz = Some((t, p()));
                                     }
                                     "window" => {
@@ -279,14 +333,12 @@ fn string(v: &toml::Value, key: &str) -> Result<String> {
         .to_string())
 }
 
-/// `"UTC"`, `"localtime"` (the machine's `/etc/localtime`) or a tz
-/// database name.
-pub fn time_zone(name: &str) -> Result<TimeZone> {
+/// `"UTC"`, `"localtime"` (`localtime`: the machine's, see
+/// [`local_zone`]) or a tz database name.
+pub fn time_zone(name: &str, localtime: &TimeZone) -> Result<TimeZone> {
     match name {
         "UTC" => Ok(TimeZone::UTC),
-        "localtime" => TimeZone::try_system().context(
-            "updates.periodic.time_zone = \"localtime\": the machine's time zone is not readable",
-        ),
+        "localtime" => Ok(localtime.clone()),
         n => TimeZone::get(n).with_context(|| {
             format!("updates.periodic.time_zone: {n:?} is not a time zone of the tz database")
         }),
@@ -350,21 +402,25 @@ fn window(v: &toml::Value, i: usize) -> Result<Window> {
 }
 
 fn weekday(s: &str) -> Option<Weekday> {
-    Some(match s {
-        "Mon" | "Monday" => Weekday::Monday,
-        "Tue" | "Tuesday" => Weekday::Tuesday,
-        "Wed" | "Wednesday" => Weekday::Wednesday,
-        "Thu" | "Thursday" => Weekday::Thursday,
-        "Fri" | "Friday" => Weekday::Friday,
-        "Sat" | "Saturday" => Weekday::Saturday,
-        "Sun" | "Sunday" => Weekday::Sunday,
-        _ => return None,
-    })
+    let days = [
+        ("mon", "monday", Weekday::Monday),
+        ("tue", "tuesday", Weekday::Tuesday),
+        ("wed", "wednesday", Weekday::Wednesday),
+        ("thu", "thursday", Weekday::Thursday),
+        ("fri", "friday", Weekday::Friday),
+        ("sat", "saturday", Weekday::Saturday),
+        ("sun", "sunday", Weekday::Sunday),
+    ];
+    days.iter()
+        .find(|(a, b, _)| s.eq_ignore_ascii_case(a) || s.eq_ignore_ascii_case(b))
+        .map(|d| d.2)
 }
 
+/// `H:MM` or `HH:MM` (as Zincati takes them), digits only.
 fn hh_mm(s: &str) -> Option<Time> {
     let (h, m) = s.split_once(':')?;
-    if h.len() != 2 || m.len() != 2 {
+    let ok = |f: &str| (1..=2).contains(&f.len()) && f.bytes().all(|b| b.is_ascii_digit());
+    if !ok(h) || !ok(m) {
         return None;
     }
     let (h, m): (i8, i8) = (h.parse().ok()?, m.parse().ok()?);
@@ -468,16 +524,23 @@ mod tests {
     fn fragment_files_are_read_in_order() {
         let t = tempfile::tempdir().unwrap();
         let r = t.path();
-        for f in [
+        let files = [
             "usr/lib/arbor/agent.d/20-b.toml",
             "usr/lib/arbor/agent.d/10-a.toml",
+            "usr/lib/arbor/agent.d/30-os.toml",
+            "usr/lib/arbor/agent.d/40-masked.toml",
             "etc/arbor/agent.toml",
+            "etc/arbor/agent.d/30-os.toml",
             "etc/arbor/agent.d/50-x.toml",
+            "etc/arbor/agent.d/.hidden.toml",
             "etc/arbor/agent.d/notes.txt",
-        ] {
+        ];
+        for f in files {
             std::fs::create_dir_all(r.join(f).parent().unwrap()).unwrap();
-            std::fs::write(r.join(f), "").unwrap();
+            std::fs::write(r.join(f), "# a fragment\n").unwrap();
         }
+        std::os::unix::fs::symlink("/dev/null", r.join("etc/arbor/agent.d/40-masked.toml"))
+            .unwrap();
         let got: Vec<String> = fragment_files(r)
             .unwrap()
             .iter()
@@ -488,10 +551,61 @@ mod tests {
             [
                 "usr/lib/arbor/agent.d/10-a.toml",
                 "usr/lib/arbor/agent.d/20-b.toml",
+                "etc/arbor/agent.d/30-os.toml",
+                "etc/arbor/agent.d/50-x.toml",
                 "etc/arbor/agent.toml",
-                "etc/arbor/agent.d/50-x.toml"
             ]
         );
-        assert_eq!(load(r).unwrap().sources.len(), 4);
+        assert_eq!(load(r).unwrap().sources.len(), 5);
+    }
+
+    /// A window of the OS replaced by the machine's fragment of the same
+    /// name: only the machine's window counts.
+    #[test]
+    fn a_replaced_fragment_takes_its_windows_with_it() {
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path();
+        let w = |d: &str| {
+            format!("[updates]\nstrategy = \"periodic\"\n[[updates.periodic.window]]\ndays = [\"{d}\"]\nstart_time = \"1:05\"\nlength_minutes = 30\n")
+        };
+        for (f, d) in [
+            ("usr/lib/arbor/agent.d/10-os.toml", "Mon"),
+            ("etc/arbor/agent.d/10-os.toml", "sunday"),
+        ] {
+            std::fs::create_dir_all(r.join(f).parent().unwrap()).unwrap();
+            std::fs::write(r.join(f), w(d)).unwrap();
+        }
+        let Strategy::Periodic { windows, .. } = load(r).unwrap().strategy else {
+            panic!()
+        };
+        assert_eq!(windows.len(), 1);
+        assert_eq!(windows[0].days, [Weekday::Sunday]);
+        assert_eq!(windows[0].start, Time::new(1, 5, 0, 0).unwrap());
+    }
+
+    #[test]
+    fn localtime_is_the_roots_or_utc() {
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path();
+        assert_eq!(local_zone(r).unwrap(), TimeZone::UTC);
+        std::fs::create_dir_all(r.join("etc")).unwrap();
+        std::os::unix::fs::symlink("../usr/share/zoneinfo/Asia/Tokyo", r.join("etc/localtime"))
+            .unwrap();
+        assert_eq!(local_zone(r).unwrap(), TimeZone::get("Asia/Tokyo").unwrap());
+        std::fs::write(r.join("etc/agent.toml"), "").unwrap();
+        std::fs::create_dir_all(r.join("etc/arbor")).unwrap();
+        std::fs::write(
+            r.join("etc/arbor/agent.toml"),
+            "[updates]\nstrategy = \"periodic\"\n[updates.periodic]\ntime_zone = \"localtime\"\n[[updates.periodic.window]]\ndays = [\"SAT\"]\nstart_time = \"22:00\"\nlength_minutes = 60\n",
+        )
+        .unwrap();
+        let Strategy::Periodic { tz, .. } = load(r).unwrap().strategy else {
+            panic!()
+        };
+        assert_eq!(tz, TimeZone::get("Asia/Tokyo").unwrap());
+        for bad in ["+1:+5", "1:", ":30", "123:00", "07:5x"] {
+            assert!(hh_mm(bad).is_none(), "{bad}");
+        }
+        assert_eq!(hh_mm("7:5"), Some(Time::new(7, 5, 0, 0).unwrap()));
     }
 }

@@ -4,14 +4,16 @@
 //! order. A boot is good when every required check passes; a failing
 //! wanted check is only reported. A check in `/etc` replaces the one of
 //! the same name in `/usr/lib` (as systemd's unit directories do), so a
-//! machine can override or, with an empty non-executable file, disable
-//! one of the OS's checks.
+//! machine can override one of the OS's checks, or disable it with an
+//! empty file or a link to `/dev/null`. A check that cannot run (not
+//! executable, a broken link) fails.
 //!
-//! Each check runs with its working directory `/`, stdin closed, and a
-//! time limit; the last 4 KiB of its output are kept for the report.
+//! Each check runs with its working directory `/`, stdin closed, in a
+//! process group of its own that is killed when it ends or at its time
+//! limit; the last 4 KiB of its output are kept for the report.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -24,6 +26,27 @@ use serde::Serialize;
 pub const DIRS: &[&str] = &["usr/lib/arbor/health.d", "etc/arbor/health.d"];
 /// Output kept per check.
 const KEEP: u64 = 4096;
+
+/// Names that are not checks: hidden files and what editors and package
+/// managers leave behind.
+fn is_leftover(name: &str) -> bool {
+    name.starts_with('.')
+        || name.ends_with('~')
+        || [
+            ".rpmnew",
+            ".rpmsave",
+            ".rpmorig",
+            ".dpkg-old",
+            ".dpkg-new",
+            ".dpkg-dist",
+            ".dpkg-tmp",
+            ".ucf-old",
+            ".ucf-new",
+            ".ucf-dist",
+        ]
+        .iter()
+        .any(|s| name.ends_with(s))
+}
 
 /// Required or wanted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -100,7 +123,7 @@ pub fn find(root: &Path) -> Result<Vec<(Kind, String, PathBuf)>> {
             for e in entries {
                 let e = e?;
                 let name = e.file_name().to_string_lossy().into_owned();
-                if name.starts_with('.') {
+                if is_leftover(&name) {
                     continue;
                 }
                 by_name.insert(name, e.path());
@@ -113,8 +136,10 @@ pub fn find(root: &Path) -> Result<Vec<(Kind, String, PathBuf)>> {
 
 /// Runs the checks under `root`, each for at most `limit`.
 pub fn run(root: &Path, limit: Duration) -> Result<Report> {
+    // Absolute: the checks run with `/` as their working directory.
+    let root = std::path::absolute(root).context("Resolving the root")?;
     let mut checks = Vec::new();
-    for (kind, name, path) in find(root)? {
+    for (kind, name, path) in find(&root)? {
         let t0 = Instant::now();
         let (outcome, output) = run_one(&path, limit);
         checks.push(CheckResult {
@@ -132,46 +157,77 @@ pub fn run(root: &Path, limit: Duration) -> Result<Report> {
     Ok(Report { healthy, checks })
 }
 
+/// Whether `path` masks a check: an empty file or a symbolic link to
+/// `/dev/null` (systemd's way).
+fn is_mask(path: &Path) -> bool {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => {
+            std::fs::read_link(path).is_ok_and(|t| t == Path::new("/dev/null"))
+        }
+        Ok(m) => m.is_file() && m.len() == 0,
+        Err(_) => false,
+    }
+}
+
+/// Runs one check in a process group of its own, its output through a
+/// pipe of which only the last [`KEEP`] bytes are kept; at the time
+/// limit, and after it ends, the whole group is killed (what it started
+/// in the background too).
 fn run_one(path: &Path, limit: Duration) -> (Outcome, String) {
-    let executable =
-        std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
-    if !executable {
+    use std::os::unix::process::CommandExt;
+    if is_mask(path) {
         return (Outcome::Disabled, String::new());
     }
-    let mut log = match tempfile::tempfile() {
-        Ok(f) => f,
+    let runnable = std::fs::metadata(path)
+        .map_err(|e| e.to_string())
+        .and_then(|m| {
+            if !m.is_file() {
+                Err("not a regular file".to_string())
+            } else if m.permissions().mode() & 0o111 == 0 {
+                Err(
+                    "not executable (an empty file or a link to /dev/null disables a check)"
+                        .to_string(),
+                )
+            } else {
+                Ok(())
+            }
+        });
+    if let Err(error) = runnable {
+        return (Outcome::NotRun { error }, String::new());
+    }
+    let (reader, writer) = match std::io::pipe() {
+        Ok(p) => p,
         Err(e) => {
             return (
                 Outcome::NotRun {
-                    error: format!("A log file: {e}"),
+                    error: format!("A pipe: {e}"),
                 },
                 String::new(),
             )
         }
     };
     let spawn = || {
-        log.try_clone().and_then(|out| {
-            let err = out.try_clone()?;
-            Command::new(path)
-                .current_dir("/")
-                .stdin(Stdio::null())
-                .stdout(out)
-                .stderr(err)
-                .spawn()
-        })
+        let out = writer.try_clone()?;
+        let err = writer.try_clone()?;
+        Command::new(path)
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .process_group(0)
+            .spawn()
     };
     // ETXTBSY: a script just written may still be open for writing in a
     // child another thread is forking; that passes within moments.
+    let busy_until = Instant::now() + Duration::from_secs(2);
     let mut spawned = spawn();
-    for _ in 0..10 {
-        match &spawned {
-            Err(e) if e.raw_os_error() == Some(26) => {
-                std::thread::sleep(Duration::from_millis(20));
-                spawned = spawn();
-            }
-            _ => break,
-        }
+    while matches!(&spawned, Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy)
+        && Instant::now() < busy_until
+    {
+        std::thread::sleep(Duration::from_millis(20));
+        spawned = spawn();
     }
+    drop(writer);
     let mut child = match spawned {
         Ok(c) => c,
         Err(e) => {
@@ -183,6 +239,26 @@ fn run_one(path: &Path, limit: Duration) -> (Outcome, String) {
             )
         }
     };
+    let kept = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let done = {
+        let kept = kept.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut reader = reader;
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                let mut k = kept.lock().unwrap_or_else(|e| e.into_inner());
+                k.extend_from_slice(&buf[..n]);
+                let over = k.len().saturating_sub(KEEP as usize);
+                k.drain(..over);
+            }
+            let _ = tx.send(());
+        });
+        rx
+    };
     let deadline = Instant::now() + limit;
     let outcome = loop {
         match child.try_wait() {
@@ -192,11 +268,7 @@ fn run_one(path: &Path, limit: Duration) -> (Outcome, String) {
                     status: st.to_string(),
                 }
             }
-            Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break Outcome::TimedOut;
-            }
+            Ok(None) if Instant::now() >= deadline => break Outcome::TimedOut,
             Ok(None) => std::thread::sleep(Duration::from_millis(20)),
             Err(e) => {
                 break Outcome::NotRun {
@@ -205,16 +277,16 @@ fn run_one(path: &Path, limit: Duration) -> (Outcome, String) {
             }
         }
     };
-    (outcome, tail(&mut log))
-}
-
-/// The last [`KEEP`] bytes of `f`, as text.
-fn tail(f: &mut std::fs::File) -> String {
-    let len = f.seek(SeekFrom::End(0)).unwrap_or(0);
-    let _ = f.seek(SeekFrom::Start(len.saturating_sub(KEEP)));
-    let mut buf = Vec::new();
-    let _ = f.take(KEEP).read_to_end(&mut buf);
-    String::from_utf8_lossy(&buf).into_owned()
+    // The group: the check itself if it still runs, and anything it left.
+    if let Some(pgid) = rustix::process::Pid::from_raw(child.id() as i32) {
+        let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
+    }
+    let _ = child.wait();
+    // The output ends when the last writer is gone (a process that left
+    // the group may keep it open: then take what came so far).
+    let _ = done.recv_timeout(Duration::from_secs(1));
+    let out = kept.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    (outcome, String::from_utf8_lossy(&out).into_owned())
 }
 
 #[cfg(test)]
@@ -283,10 +355,14 @@ mod tests {
             "#!/bin/sh\nexit 2\n",
             0o755,
         );
+        let pidfile = r.join("bg.pid");
         put(
             r,
             "etc/arbor/health.d/required.d/40-hang",
-            "#!/bin/sh\nsleep 30\n",
+            &format!(
+                "#!/bin/sh\nsleep 60 &\necho $! > {}\nsleep 30\n",
+                pidfile.display()
+            ),
             0o755,
         );
         let t0 = Instant::now();
@@ -302,6 +378,94 @@ mod tests {
         assert_eq!(by["40-hang"], &Outcome::TimedOut);
         let j = serde_json::to_value(&rep).unwrap();
         assert_eq!(j["checks"][3]["result"], "timed_out");
+        // The background process went with the check's process group.
+        let pid = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .to_string();
+        let alive = || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|st| {
+                st.rsplit(')')
+                    .next()
+                    .is_some_and(|s| !s.trim_start().starts_with('Z'))
+            })
+        };
+        let t0 = Instant::now();
+        while alive() && t0.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(!alive(), "the check's background process {pid} survived it");
+    }
+
+    #[test]
+    fn masks_broken_checks_leftovers_and_long_output() {
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path();
+        // Not executable but not empty: an error, not a disabled check.
+        put(
+            r,
+            "usr/lib/arbor/health.d/required.d/10-noexec.sh",
+            "exit 0\n",
+            0o644,
+        );
+        let rep = run(r, Duration::from_secs(5)).unwrap();
+        assert!(!rep.healthy);
+        assert!(
+            matches!(&rep.checks[0].outcome, Outcome::NotRun { error } if error.contains("not executable")),
+            "{rep:?}"
+        );
+        // Masked in /etc by a link to /dev/null.
+        std::fs::create_dir_all(r.join("etc/arbor/health.d/required.d")).unwrap();
+        std::os::unix::fs::symlink(
+            "/dev/null",
+            r.join("etc/arbor/health.d/required.d/10-noexec.sh"),
+        )
+        .unwrap();
+        // Left behind by a package manager or an editor: not run.
+        put(
+            r,
+            "usr/lib/arbor/health.d/required.d/20-x.rpmnew",
+            "#!/bin/sh\nexit 1\n",
+            0o755,
+        );
+        put(
+            r,
+            "usr/lib/arbor/health.d/required.d/20-x~",
+            "#!/bin/sh\nexit 1\n",
+            0o755,
+        );
+        // About a megabyte of output: the last 4 KiB kept.
+        put(
+            r,
+            "usr/lib/arbor/health.d/wanted.d/30-chatty",
+            "#!/bin/sh\ni=0\nwhile [ $i -lt 20000 ]; do echo \"line $i of many words to fill the pipe\"; i=$((i+1)); done\necho last line\n",
+            0o755,
+        );
+        // A relative root works as an absolute one.
+        let cwd = std::env::current_dir().unwrap();
+        let rel = pathdiff(r, &cwd);
+        let rep = run(&rel, Duration::from_secs(30)).unwrap();
+        assert!(rep.healthy, "{rep:#?}");
+        let names: Vec<_> = rep.checks.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["10-noexec.sh", "30-chatty"]);
+        assert_eq!(rep.checks[0].outcome, Outcome::Disabled);
+        let out = &rep.checks[1].output;
+        assert_eq!(out.len(), KEEP as usize);
+        assert!(out.ends_with("last line\n"), "{out}");
+    }
+
+    /// `to` relative to `from` (both absolute), with `..` as needed.
+    fn pathdiff(to: &Path, from: &Path) -> PathBuf {
+        let (t, f): (Vec<_>, Vec<_>) = (to.components().collect(), from.components().collect());
+        let common = t.iter().zip(&f).take_while(|(a, b)| a == b).count();
+        let mut p = PathBuf::new();
+        for _ in common..f.len() {
+            p.push("..");
+        }
+        for c in &t[common..] {
+            p.push(c);
+        }
+        p
     }
 
     #[test]

@@ -52,16 +52,30 @@ impl Window {
 }
 
 /// The window `now` is in, as (start, end): `None` outside every window.
+/// Windows that overlap or touch count as one (the end is where the
+/// last of them ends).
 pub fn current(
     windows: &[Window],
     tz: &TimeZone,
     now: Timestamp,
 ) -> Option<(Timestamp, Timestamp)> {
-    windows
+    let all: Vec<(Timestamp, Timestamp)> = windows.iter().flat_map(|w| w.around(tz, now)).collect();
+    let (start, mut end) = all
         .iter()
-        .flat_map(|w| w.around(tz, now))
+        .copied()
         .filter(|&(s, e)| s <= now && now < e)
-        .max_by_key(|&(_, e)| e)
+        .max_by_key(|&(_, e)| e)?;
+    loop {
+        let further = all
+            .iter()
+            .filter(|&&(s, e)| s <= end && e > end)
+            .map(|&(_, e)| e)
+            .max();
+        match further {
+            Some(e) => end = e,
+            None => return Some((start, end)),
+        }
+    }
 }
 
 /// When the next window opens after `now` (`now` itself when inside
@@ -127,6 +141,29 @@ mod tests {
             next_start(&w, &utc, at("2026-12-06T00:15:00Z")),
             Some(at("2026-12-06T00:15:00Z"))
         );
+    }
+
+    #[test]
+    fn overlapping_and_touching_windows_are_one() {
+        // Monday 2026-12-07: 01:00+60, 01:30+90, 03:00+30 (touching).
+        let w = [
+            win(&[Weekday::Monday], 1, 0, 60),
+            win(&[Weekday::Monday], 1, 30, 90),
+            win(&[Weekday::Monday], 3, 0, 30),
+        ];
+        let utc = TimeZone::UTC;
+        assert_eq!(
+            current(&w, &utc, at("2026-12-07T01:15:00Z")),
+            Some((at("2026-12-07T01:00:00Z"), at("2026-12-07T03:30:00Z")))
+        );
+        // A window one minute short of a week, seen from its last minute
+        // (the next one starts a minute after it ends: not one window).
+        let week = [win(&[Weekday::Monday], 0, 0, 10079)];
+        assert_eq!(
+            current(&week, &utc, at("2026-12-13T23:58:30Z")),
+            Some((at("2026-12-07T00:00:00Z"), at("2026-12-13T23:59:00Z")))
+        );
+        assert_eq!(current(&week, &utc, at("2026-12-13T23:59:30Z")), None);
     }
 
     #[test]
