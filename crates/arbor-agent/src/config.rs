@@ -290,7 +290,7 @@ fn fragment(path: &Path, text: &str, raw: &mut Raw) -> Result<()> {
                                 match k.as_str() {
                                     "base_url" => {
                                         let u = string(v, "updates.fleet_lock.base_url")?;
-                                        if !u.starts_with("http://") || u.len() < 10 {
+                                        if !u.starts_with("http://") || u.len() <= "http://".len() {
                                             bail!("updates.fleet_lock.base_url: {u:?} is not an http:// URL (TLS is not supported yet)");
                                         }
                                         raw.base_url = Some((u, p()));
@@ -450,6 +450,10 @@ mod tests {
                 base_url: "http://10.0.2.2:3333/".into()
             }
         );
+        // A short host name is a URL too; a scheme alone is not.
+        let short = one("[updates]\nstrategy = \"fleet_lock\"\n[updates.fleet_lock]\nbase_url = \"http://lb\"\n");
+        assert!(short.is_ok(), "{short:?}");
+        assert!(one("[updates.fleet_lock]\nbase_url = \"http://\"\n").is_err());
         let c = one(
             "[updates]\nstrategy = \"periodic\"\n[updates.periodic]\ntime_zone = \"Europe/Berlin\"\n\
              [[updates.periodic.window]]\ndays = [\"Sat\", \"Sun\"]\nstart_time = \"22:30\"\nlength_minutes = 60\n",
