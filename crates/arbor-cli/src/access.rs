@@ -76,6 +76,7 @@ pub(crate) fn access(cmd: &Cmd) -> Access<'_> {
         | Cmd::PrepareRoot(_) => Reads,
         Cmd::Admin(AdminCmd::OsInit(o)) => WritesSysroot(&o.sysroot.sysroot),
         Cmd::Admin(AdminCmd::GrubConfig(o)) => WritesSysroot(&o.sysroot.sysroot),
+        Cmd::Admin(AdminCmd::LockFinalization(o)) => WritesSysroot(&o.sysroot.sysroot),
         Cmd::Deploy(o) => WritesSysroot(&o.sysroot.sysroot),
         Cmd::Cleanup(o) => WritesSysroot(&o.sysroot.sysroot),
         // --check reads the remote's summary, takes no lock.
@@ -159,6 +160,7 @@ mod tests {
             ("admin init-fs", &["/d"], 'p'),
             ("admin os-init", &["os"], 's'),
             ("admin grub-config", &[], 's'),
+            ("admin lock-finalization", &[], 's'),
             ("deploy", &["x"], 's'),
             ("status", &[], 'r'),
             ("cleanup", &[], 's'),

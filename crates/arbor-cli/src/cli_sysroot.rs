@@ -23,6 +23,20 @@ pub enum AdminCmd {
     /// Regenerate the GRUB menu /boot/loader/grub.cfg from the active boot
     /// entries (after another tool, e.g. ostree, rewrote them).
     GrubConfig(GrubConfigOpts),
+    /// Lock (or with --unlock, unlock) the finalization of the staged
+    /// deployment: a locked one is not finalized at shutdown (as `ostree
+    /// admin lock-finalization`).
+    LockFinalization(LockFinalizationOpts),
+}
+
+/// `admin lock-finalization`.
+#[derive(Debug, Args)]
+pub struct LockFinalizationOpts {
+    #[command(flatten)]
+    pub sysroot: SysrootArg,
+    /// Unlock instead: the staged deployment is finalized at shutdown.
+    #[arg(long)]
+    pub unlock: bool,
 }
 
 /// `admin grub-config`.
@@ -133,6 +147,11 @@ pub struct UpgradeOpts {
     /// Stage the update: it is finalized at shutdown.
     #[arg(long, conflicts_with_all = ["check", "download_only"])]
     pub stage: bool,
+    /// With --stage: do not finalize at shutdown until unlocked (as
+    /// ostree's --lock-finalization); a locked update is discarded by a
+    /// reboot. `arbor admin unlock-finalization` unlocks it.
+    #[arg(long, requires = "stage")]
+    pub lock_finalization: bool,
 }
 
 /// `switch`.

@@ -57,6 +57,18 @@ pub fn admin(c: AdminCmd, out: &mut impl Write) -> Result<()> {
             writeln!(out, "Wrote /boot/{dir}/grub.cfg")?;
             Ok(())
         }
+        AdminCmd::LockFinalization(o) => {
+            let mut s = open_sysroot(&o.sysroot.sysroot)?;
+            let mut lock = s.lock()?;
+            lock.load()?;
+            if !lock.deployments().first().is_some_and(|d| d.staged) {
+                anyhow::bail!("No deployment is staged");
+            }
+            arbor_sysroot::staged::set_finalization_locked(&lock, !o.unlock)?;
+            let how = if o.unlock { "unlocked" } else { "locked" };
+            writeln!(out, "Finalization of the staged deployment {how}")?;
+            Ok(())
+        }
     }
 }
 
@@ -347,6 +359,7 @@ pub fn upgrade(o: UpgradeOpts, out: &mut impl Write) -> Result<ExitCode> {
         &update,
         &DeployUpdateOptions {
             stage: o.stage,
+            lock_finalization: o.lock_finalization,
             composer: Some(Arc::new(ConfigComposer::default())),
             layering: Some(Arc::new(ExtensionLayering::default())),
         },

@@ -51,6 +51,11 @@ pub struct DeployOptions {
     pub retain: bool,
     /// `--stage`: prepare now, switch at shutdown (`finalize`).
     pub stage: bool,
+    /// `--lock-finalization` (with `stage`): finalization does nothing
+    /// until [`crate::staged::set_finalization_locked`] unlocks it (ostree's
+    /// lock file, [`crate::staged::STAGED_LOCKED`], written before the
+    /// record, so no shutdown finalizes the deployment in between).
+    pub lock_finalization: bool,
     /// Composes the new `/etc` (default: [`ThreeWayMerge`]). A staged
     /// deployment's `/etc` is composed by `finalize`, with its composer.
     pub composer: Option<Arc<dyn EtcComposer>>,
@@ -414,6 +419,9 @@ pub fn deploy(s: &mut SysrootLock<'_>, opts: &DeployOptions) -> Result<DeployRep
         let previous = s.deployments.first().filter(|x| x.staged).cloned();
         // A new stage is not locked by an old stage's lock file.
         crate::staged::remove_state(s)?;
+        if opts.lock_finalization {
+            crate::staged::set_finalization_locked(s, true)?;
+        }
         crate::staged::write_state(s, &d, merge.as_ref())?;
         hit(failpoint::DEPLOY_STAGED);
         if let Some(p) = previous.filter(|p| !p.same(&d)) {

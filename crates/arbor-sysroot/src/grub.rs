@@ -116,7 +116,7 @@ fn boot_path(path: &str) -> String {
 }
 
 /// The menu for `entries` (`(file name, entry)`, default first): `set
-/// default=0`, then one `menuentry` per entry, its id the file name
+/// default=0` (or 1, when [`crate::bootcount`] falls back), then one `menuentry` per entry, its id the file name
 /// without `.conf`; all of it only while `entries/` holds the
 /// [`MENU_STAMP`], else a message.
 pub fn generate(entries: &[(String, BootEntry)]) -> Result<String> {
@@ -130,6 +130,8 @@ pub fn generate(entries: &[(String, BootEntry)]) -> Result<String> {
     out.push_str(&format!(
         "set default=0\nif [ -z \"${{timeout}}\" ]; then\n  set timeout={FALLBACK_TIMEOUT}\nfi\n"
     ));
+    // Boot counting (crate::bootcount): may pick entry 1 instead.
+    out.push_str(&crate::bootcount::grub_snippet());
     for (name, e) in entries {
         let id = name.strip_suffix(".conf").unwrap_or(name);
         let title = e.get("title").unwrap_or("(Untitled)");
@@ -347,8 +349,10 @@ mod tests {
              # rewritten with every new loader directory: do not edit.\n\
              if [ -f ${arbor_boot}/loader/entries/.arbor-grub-menu ]; then\n\
              set default=0\n\
-             if [ -z \"${timeout}\" ]; then\n  set timeout=5\nfi\n\
-             \n\
+             if [ -z \"${timeout}\" ]; then\n  set timeout=5\nfi\n"
+                .to_string()
+                + &crate::bootcount::grub_snippet()
+                + "\n\
              menuentry 'Debian GNU/Linux 12 (bookworm) (ostree:0)' --id ostree-1-os {\n\
              \tlinux ${arbor_boot}/ostree/os-b/vmlinuz-6.1 root=UUID=1234 rw console=ttyS0,115200n8 ostree=/ostree/boot.1/os/b/0\n\
              \tinitrd ${arbor_boot}/ostree/os-b/initramfs-6.1.img\n\

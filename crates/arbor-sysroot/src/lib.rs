@@ -17,6 +17,7 @@
 //! - [`staged`]: staged deployments and their finalization at shutdown.
 //! - [`etc_merge`]: the three-way /etc merge.
 //! - [`kernel`], [`bls`], [`kargs`]: boot files, entries, kernel arguments.
+//! - [`bootcount`]: boot counting and automatic rollback (GRUB's environment block).
 //! - [`grub`]: the GRUB menu generated from the BLS entries of each `loader.N`.
 //! - [`writable`]: a read-only `/sysroot` made writable in a private mount
 //!   namespace, for the commands that write on a booted system.
@@ -28,6 +29,7 @@
 #![deny(missing_docs)]
 
 pub mod bls;
+pub mod bootcount;
 pub mod compose;
 pub mod deploy;
 pub mod deployment;

@@ -208,6 +208,32 @@ pub(crate) fn write_state(s: &Sysroot, d: &Deployment, merge: Option<&Deployment
     fsutil::fsync_dir(&dir)
 }
 
+/// Locks or unlocks the finalization of what is (or will be) staged:
+/// creates or removes [`STAGED_LOCKED`], durably (ostree's `admin
+/// lock-finalization`). A locked staged deployment is not finalized at
+/// shutdown: it is discarded, and the old default boots.
+pub fn set_finalization_locked(s: &SysrootLock<'_>, locked: bool) -> Result<()> {
+    let dir = fsutil::ensure_dir_path(&s.fd, "run/ostree", 0o755)?;
+    let name = STAGED_LOCKED.rsplit('/').next().unwrap_or_default();
+    if locked {
+        arbor_fs::atomic_write(&dir, name, b"", 0o644)?;
+    } else {
+        match rustix::fs::unlinkat(&dir, name, rustix::fs::AtFlags::empty()) {
+            Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+            Err(e) => return Err(e).with_context(|| format!("Removing {STAGED_LOCKED}")),
+        }
+    }
+    fsutil::fsync_dir(&dir)
+}
+
+/// Whether finalization is locked (the file, or the record's `locked`).
+pub fn finalization_locked(s: &Sysroot) -> Result<bool> {
+    if fsutil::file_type(&s.fd, STAGED_LOCKED)?.is_some() {
+        return Ok(true);
+    }
+    Ok(read_state(&s.fd)?.is_some_and(|st| st.locked))
+}
+
 /// Removes the state file (ignoring its absence).
 pub(crate) fn remove_state(s: &Sysroot) -> Result<()> {
     for p in [STAGED_STATE, STAGED_LOCKED] {
@@ -355,6 +381,12 @@ fn finalize_inner(s: &mut SysrootLock<'_>, composer: &dyn EtcComposer) -> Result
     let mut new = staged.clone();
     new.staged = false;
     let list = crate::deploy::simple_list(s, &new, merge.as_ref(), false);
+    // Probation for the new default (crate::bootcount), before the
+    // switch: a crash in between leaves the old default counting, which
+    // its health checks end; never a new default that is not counted.
+    if let Some(n) = crate::bootcount::arm(&s.fd)? {
+        tracing::info!("boot counter armed: the new deployment boots at most {n} times");
+    }
     let write = write_deployments(s, list, false)?;
     cleanup(s, false)?;
     Ok(Finalized::Done {

@@ -27,6 +27,10 @@ pub struct DeployUpdateOptions {
     /// Stage the update (finalized at shutdown, on a booted system)
     /// instead of making it the default deployment now.
     pub stage: bool,
+    /// With `stage`: finalization stays locked until unlocked
+    /// ([`arbor_sysroot::staged::set_finalization_locked`]), as the agent
+    /// stages an update before its reboot is allowed.
+    pub lock_finalization: bool,
     /// Composes the new deployment's `/etc` (default: ostree's three-way
     /// merge); a declared-configuration composer re-applies the
     /// configuration the carried origin names on the new base.
@@ -240,6 +244,7 @@ impl<'s> Upgrader<'s> {
             revision: update.to.to_hex(),
             origin: Some(carried_origin(&next, Some(&refspec))),
             stage: opts.stage,
+            lock_finalization: opts.lock_finalization,
             composer: opts.composer.clone(),
             layering: opts.layering.clone(),
             ..Default::default()

@@ -22,7 +22,7 @@ use crate::util::{run_ok, s};
 const GRUB_DIR: &str = "/usr/lib/grub/i386-pc";
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 
-fn have(tool: &str) -> bool {
+pub(crate) fn have(tool: &str) -> bool {
     Command::new("sh")
         .args(["-c", &format!("command -v {tool}")])
         .output()
@@ -54,7 +54,7 @@ fn real_kernel() -> Option<PathBuf> {
 }
 
 /// GRUB as a Linux-boot-protocol image whose prefix is `prefix`.
-fn grub_image(dir: &Path, prefix: &str) -> PathBuf {
+pub(crate) fn grub_image(dir: &Path, prefix: &str, extra: &[&str]) -> PathBuf {
     let core = dir.join("core.img");
     run_ok(
         Command::new("grub-mkimage")
@@ -70,7 +70,8 @@ fn grub_image(dir: &Path, prefix: &str) -> PathBuf {
                 "test",
                 "serial",
                 "terminal",
-            ]),
+            ])
+            .args(extra),
     );
     let mut img = std::fs::read(Path::new(GRUB_DIR).join("lnxboot.img")).unwrap();
     img.extend(std::fs::read(&core).unwrap());
@@ -80,7 +81,7 @@ fn grub_image(dir: &Path, prefix: &str) -> PathBuf {
 }
 
 /// An unpartitioned ext4 disk with `content` (GRUB's `(hd0)`).
-fn disk(dir: &Path, content: &Path) -> PathBuf {
+pub(crate) fn disk(dir: &Path, content: &Path) -> PathBuf {
     let out = dir.join("disk.img");
     run_ok(
         Command::new("mkfs.ext4")
@@ -118,7 +119,7 @@ fn plain(raw: &[u8]) -> String {
 
 /// Boots GRUB on `disk` in QEMU until `done` holds for the serial output
 /// (or the timeout); returns that output.
-fn run_qemu(lnx: &Path, disk: &Path, done: impl Fn(&str) -> bool) -> String {
+pub(crate) fn run_qemu(lnx: &Path, disk: &Path, done: impl Fn(&str) -> bool) -> String {
     let mut child = Command::new("qemu-system-x86_64")
         .args([
             "-accel", "tcg", "-m", "512", "-display", "none", "-monitor", "none",
@@ -244,7 +245,7 @@ fn grub_boots_the_default_entry_through_the_stub() {
         if let Some(k) = &kernel {
             std::fs::copy(k, boot.join(linux.trim_start_matches('/'))).unwrap();
         }
-        let lnx = grub_image(t.path(), prefix);
+        let lnx = grub_image(t.path(), prefix, &[]);
         let d = disk(t.path(), &content);
         println!("{layout}: GRUB with prefix {prefix}");
         let out = run_qemu(&lnx, &d, |o| {

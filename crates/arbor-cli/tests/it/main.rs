@@ -53,6 +53,7 @@ mod fleetlock;
 mod generate;
 mod grub;
 mod grub_boot;
+mod grub_bootcount;
 mod hostile;
 mod http_interop;
 mod image_boot;

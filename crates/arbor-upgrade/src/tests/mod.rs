@@ -21,6 +21,7 @@ const STABLE: &str = "testos/stable";
 /// Deploy now, not staged.
 const NOW: DeployUpdateOptions = DeployUpdateOptions {
     stage: false,
+    lock_finalization: false,
     composer: None,
     layering: None,
 };

@@ -61,6 +61,7 @@ fn the_composer_of_an_upgrade_and_a_finalization_sees_the_new_origin() {
     };
     let opts = DeployUpdateOptions {
         stage: false,
+        lock_finalization: false,
         composer: Some(rec.clone()),
         layering: None,
     };
