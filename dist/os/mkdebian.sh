@@ -129,6 +129,11 @@ chroot "$T" passwd -d root >/dev/null   # console login for debugging; the tests
 printf '%s\n' $MODULES >"$T/etc/initramfs-tools/modules"
 sed -i 's/^MODULES=.*/MODULES=list/; s/^COMPRESS=.*/COMPRESS=zstd/' "$T/etc/initramfs-tools/initramfs.conf"
 ln -sfn /usr/lib/systemd/system/multi-user.target "$T/etc/systemd/system/default.target"
+# arbor's own units are enabled in every image: automatic updates and the
+# health checks by default (configure or mask them in /etc).
+for u in arbor-agent.service arbor-health.service arbor-finalize-staged.service arbor-boot-complete.service; do
+  [ -e "$T/usr/lib/systemd/system/$u" ] && enables+=("$u")
+done
 for u in "${enables[@]}"; do
   install -d "$T/etc/systemd/system/multi-user.target.wants"
   ln -sfn "/usr/lib/systemd/system/$u" "$T/etc/systemd/system/multi-user.target.wants/$u"

@@ -18,9 +18,15 @@
 //!
 //! The library prints nothing; the CLI renders.
 
+pub mod agent;
+#[cfg(test)]
+mod agent_tests;
+pub mod boot;
 pub mod config;
 pub mod etcd;
 pub mod fleetlock;
 pub mod health;
 pub mod identity;
+pub mod state;
+pub mod system;
 pub mod window;

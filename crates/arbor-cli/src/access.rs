@@ -24,8 +24,10 @@ pub(crate) enum Access<'a> {
 /// `every_subcommand_is_classified` names it too).
 pub(crate) fn access(cmd: &Cmd) -> Access<'_> {
     use crate::cli::RemoteCmd;
+    use crate::cli_agent::AgentCmd;
     use crate::cli_config::ConfigCmd;
     use crate::cli_extension::ExtensionCmd;
+    use crate::cli_health::HealthCmd;
     use crate::cli_sysroot::AdminCmd;
     use Access::{Reads, WritesRepo, WritesSysroot};
     match cmd {
@@ -69,9 +71,9 @@ pub(crate) fn access(cmd: &Cmd) -> Access<'_> {
         // Talks to etcd or a FleetLock server; no repository or sysroot.
         | Cmd::Fleetlock(_)
         // Reads the agent's configuration.
-        | Cmd::Agent(_)
+        | Cmd::Agent(AgentCmd::Config(_))
         // Runs the health checks; they may write, arbor does not.
-        | Cmd::Health(_)
+        | Cmd::Health(HealthCmd::Check(_))
         // At boot, in the initramfs: mounts, writes no repository.
         | Cmd::PrepareRoot(_) => Reads,
         Cmd::Admin(AdminCmd::OsInit(o)) => WritesSysroot(&o.sysroot.sysroot),
@@ -100,6 +102,10 @@ pub(crate) fn access(cmd: &Cmd) -> Access<'_> {
         Cmd::Drift(o) if o.revert => WritesSysroot(&o.sysroot.sysroot),
         Cmd::Drift(_) => Reads,
         Cmd::Finalize(o) | Cmd::BootComplete(o) => WritesSysroot(&o.sysroot.sysroot),
+        // Stages updates and unlocks their finalization.
+        Cmd::Agent(AgentCmd::Run(o)) => WritesSysroot(&o.sysroot.sysroot),
+        // Rolls back, and writes the boot counter in /boot.
+        Cmd::Health(HealthCmd::Boot(o)) => WritesSysroot(&o.sysroot.sysroot),
     }
 }
 
@@ -196,7 +202,9 @@ mod tests {
             ("generate completions", &["bash", "/d"], 'r'),
             ("fleetlock serve", &["--etcd=http://e"], 'r'),
             ("agent config", &[], 'r'),
+            ("agent run", &[], 's'),
             ("health check", &[], 'r'),
+            ("health boot", &[], 's'),
             ("fleetlock status", &["--etcd=http://e"], 'r'),
             ("fleetlock release", &["--etcd=http://e", "id"], 'r'),
             ("fleetlock pre-reboot", &["--url=http://s"], 'r'),

@@ -86,6 +86,24 @@ pub fn init_logging() {
         Ok("error") => tracing::Level::ERROR,
         _ => tracing::Level::WARN,
     };
+    // Started by systemd with its output in the journal (the agent and the
+    // health checks' units): events go to journald with their fields
+    // (EVENT=staged, CHECKSUM=...), searchable with journalctl.
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::util::SubscriberInitExt;
+        use tracing_subscriber::Layer;
+        if let Ok(j) = tracing_journald::layer() {
+            let filter = tracing_subscriber::filter::LevelFilter::from_level(level);
+            if tracing_subscriber::registry()
+                .with(j.with_filter(filter))
+                .try_init()
+                .is_ok()
+            {
+                return;
+            }
+        }
+    }
     // Seconds since start: enough to see where a command spends its time.
     let _ = tracing_subscriber::fmt()
         .with_max_level(level)

@@ -7,7 +7,7 @@
 use {
     anyhow as _, arbor_boot as _, arbor_config as _, arbor_format as _, arbor_pull as _,
     arbor_repo as _, arbor_sysroot as _, arbor_upgrade as _, chrono as _, clap as _,
-    indicatif as _, rustix as _, serde as _, serde_json as _, tracing as _,
+    indicatif as _, rustix as _, serde as _, serde_json as _, tracing as _, tracing_journald as _,
     tracing_subscriber as _,
 };
 // Dev-dependencies, visible to the binary's test build.

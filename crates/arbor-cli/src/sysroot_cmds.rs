@@ -181,10 +181,17 @@ pub fn status(o: StatusOpts, out: &mut impl Write) -> Result<()> {
             }
             list.push(v);
         }
-        serde_json::to_writer_pretty(&mut *out, &serde_json::json!({ "deployments": list }))?;
+        let mut v = serde_json::json!({ "deployments": list });
+        if let Some(a) = crate::agent_cmds::agent_status(&s)? {
+            v["agent"] = a;
+        }
+        serde_json::to_writer_pretty(&mut *out, &v)?;
         writeln!(out)?;
     } else {
         render_status(&entries, &states, out)?;
+        if let Some(a) = crate::agent_cmds::agent_status(&s)? {
+            crate::agent_cmds::render_agent_status(&a, out)?;
+        }
     }
     Ok(())
 }

@@ -574,6 +574,10 @@ fn prepare_boot(st: &stage::Staged, grub_dir: &Path) -> Result<u64> {
         }
     }
     std::fs::write(g.join("grub.cfg"), grub::stub()).context("Writing grub/grub.cfg")?;
+    // An empty environment block: boot counting is on
+    // (arbor_sysroot::bootcount); GRUB can only rewrite a file that exists.
+    let env = arbor_sysroot::bootcount::EnvBlock::default().encode()?;
+    std::fs::write(g.join("grubenv"), env).context("Writing grub/grubenv")?;
     grub::write_loader_config(&st.boot)?;
     Ok(round_up(2 * ext4::tree_bytes(&st.boot)? + BOOT_EXTRA, 1 << 20).max(BOOT_MIN))
 }

@@ -3,8 +3,13 @@
 //! `boot_success` in `/boot/grub/grubenv`).
 //!
 //! - When a staged deployment is finalized (it becomes the default at
-//!   shutdown), [`arm`] sets `boot_counter=N` (default [`DEFAULT_ATTEMPTS`])
-//!   and `boot_success=0`: the new deployment is on probation.
+//!   shutdown), [`arm`] sets `boot_counter=N` (default [`DEFAULT_ATTEMPTS`]),
+//!   `boot_success=0` and [`PROBATION_VAR`], the `loader.N` directory the
+//!   finalization is about to switch to: the new deployment is on
+//!   probation, and only the menu of that directory counts (a later boot
+//!   switch, such as the rollback, ends the probation by itself: GRUB's
+//!   fall-back to "entry 1" must never apply to a list it was not meant
+//!   for).
 //! - Each boot, the menu that [`crate::grub`] generates loads the block and,
 //!   while `boot_success` is `0`, counts down: `3` becomes `2`, ... `1`
 //!   becomes `0`, so the new deployment boots at most N times. At `0` the
@@ -45,6 +50,8 @@ const SIGNATURE: &str = "# GRUB Environment Block\n";
 pub const DEFAULT_ATTEMPTS: u32 = 3;
 /// The block's variable that overrides [`DEFAULT_ATTEMPTS`] (1 to 9).
 pub const ATTEMPTS_VAR: &str = "arbor_boot_attempts";
+/// The block's variable naming the `loader.N` whose menu counts.
+pub const PROBATION_VAR: &str = "arbor_probation";
 /// The largest count the generated menu can decrement (it has no
 /// arithmetic: one `elif` per value).
 pub const MAX_ATTEMPTS: u32 = 9;
@@ -173,12 +180,20 @@ fn write_block(sysroot: impl AsFd, env: &EnvBlock) -> Result<()> {
     arbor_fs::fsync_dir(&dir)
 }
 
-/// The state of the sysroot's block.
+/// The state of the sysroot's block, for the active `boot/loader`: a
+/// probation recorded for the other `loader.N` is over (a boot switch
+/// came after it) and counts as [`BootCount::Idle`].
 pub fn state(sysroot: impl AsFd) -> Result<BootCount> {
-    let Some(env) = read_block(sysroot)? else {
+    let Some(env) = read_block(sysroot.as_fd())? else {
         return Ok(BootCount::Off);
     };
     if env.get("boot_success") != Some("0") {
+        return Ok(BootCount::Idle);
+    }
+    let active = rustix::fs::readlinkat(sysroot.as_fd(), "boot/loader", Vec::new())
+        .ok()
+        .map(|t| t.to_string_lossy().into_owned());
+    if env.get(PROBATION_VAR) != active.as_deref() {
         return Ok(BootCount::Idle);
     }
     Ok(match env.get("boot_counter") {
@@ -190,12 +205,14 @@ pub fn state(sysroot: impl AsFd) -> Result<BootCount> {
     })
 }
 
-/// Puts the next boot's default deployment on probation, if the sysroot
-/// has a block: `boot_counter` = its [`ATTEMPTS_VAR`] (else
-/// [`DEFAULT_ATTEMPTS`]), `boot_success=0`. Returns the count, or `None`
-/// when boots are not counted. Durable when it returns.
+/// Puts the default deployment of `loader` (`loader.N`, the directory
+/// the coming boot switch writes) on probation, if the sysroot has a
+/// block: `boot_counter` = its [`ATTEMPTS_VAR`] (else
+/// [`DEFAULT_ATTEMPTS`]), `boot_success=0`, [`PROBATION_VAR`] = `loader`.
+/// Returns the count, or `None` when boots are not counted. Durable when
+/// it returns.
 #[context("Arming the boot counter")]
-pub fn arm(sysroot: impl AsFd) -> Result<Option<u32>> {
+pub fn arm(sysroot: impl AsFd, loader: &str) -> Result<Option<u32>> {
     let Some(mut env) = read_block(sysroot.as_fd())? else {
         return Ok(None);
     };
@@ -208,6 +225,7 @@ pub fn arm(sysroot: impl AsFd) -> Result<Option<u32>> {
     };
     env.set("boot_counter", &n.to_string());
     env.set("boot_success", "0");
+    env.set(PROBATION_VAR, loader);
     write_block(sysroot, &env)?;
     Ok(Some(n))
 }
@@ -219,11 +237,15 @@ pub fn mark_good(sysroot: impl AsFd) -> Result<()> {
     let Some(mut env) = read_block(sysroot.as_fd())? else {
         return Ok(());
     };
-    if env.get("boot_success") == Some("1") && env.get("boot_counter").is_none() {
+    if env.get("boot_success") == Some("1")
+        && env.get("boot_counter").is_none()
+        && env.get(PROBATION_VAR).is_none()
+    {
         return Ok(());
     }
     env.set("boot_success", "1");
     env.unset("boot_counter");
+    env.unset(PROBATION_VAR);
     write_block(sysroot, &env)
 }
 
@@ -233,14 +255,16 @@ pub fn clear(sysroot: impl AsFd) -> Result<()> {
     mark_good(sysroot)
 }
 
-/// The GRUB script that counts boots, for the generated menu (after its
-/// `set default=0`): `${arbor_boot}/grub/grubenv` is `/boot/grub/grubenv`.
-pub fn grub_snippet() -> String {
+/// The GRUB script that counts boots, for the menu of `loader_dir`
+/// (after its `set default=0`): `${arbor_boot}/grub/grubenv` is
+/// `/boot/grub/grubenv`. It counts only while the probation is this
+/// directory's.
+pub fn grub_snippet(loader_dir: &str) -> String {
     let file = "${arbor_boot}/grub/grubenv";
     let mut s = format!(
         "if [ -f {file} ]; then\n  \
-         load_env --file {file} boot_counter boot_success\n  \
-         if [ \"${{boot_success}}\" = \"0\" ]; then\n    \
+         load_env --file {file} boot_counter boot_success {PROBATION_VAR}\n  \
+         if [ \"${{boot_success}}\" = \"0\" -a \"${{{PROBATION_VAR}}}\" = \"{loader_dir}\" ]; then\n    \
          if [ \"${{boot_counter}}\" = \"0\" -o \"${{boot_counter}}\" = \"-1\" ]; then\n      \
          set default=1\n      \
          set boot_counter=-1\n"
@@ -285,7 +309,11 @@ mod tests {
             rustix::fs::Mode::empty(),
         )
         .unwrap();
-        assert_eq!(arm(&root).unwrap(), None, "no block: not counted");
+        assert_eq!(
+            arm(&root, "loader.1").unwrap(),
+            None,
+            "no block: not counted"
+        );
         assert_eq!(state(&root).unwrap(), BootCount::Off);
         std::fs::create_dir_all(t.path().join("boot/grub")).unwrap();
         std::fs::write(
@@ -293,9 +321,16 @@ mod tests {
             EnvBlock::default().encode().unwrap(),
         )
         .unwrap();
+        std::os::unix::fs::symlink("loader.1", t.path().join("boot/loader")).unwrap();
         assert_eq!(state(&root).unwrap(), BootCount::Idle);
-        assert_eq!(arm(&root).unwrap(), Some(3));
+        assert_eq!(arm(&root, "loader.1").unwrap(), Some(3));
         assert_eq!(state(&root).unwrap(), BootCount::Counting { left: 3 });
+        // Another boot switch ends the probation.
+        std::fs::remove_file(t.path().join("boot/loader")).unwrap();
+        std::os::unix::fs::symlink("loader.0", t.path().join("boot/loader")).unwrap();
+        assert_eq!(state(&root).unwrap(), BootCount::Idle);
+        std::fs::remove_file(t.path().join("boot/loader")).unwrap();
+        std::os::unix::fs::symlink("loader.1", t.path().join("boot/loader")).unwrap();
         let bytes = std::fs::read(t.path().join(GRUBENV)).unwrap();
         assert_eq!(bytes.len(), ENV_SIZE);
         mark_good(&root).unwrap();
@@ -303,17 +338,19 @@ mod tests {
         let env = EnvBlock::parse(&std::fs::read(t.path().join(GRUBENV)).unwrap()).unwrap();
         assert_eq!(env.get("boot_success"), Some("1"));
         assert_eq!(env.get("boot_counter"), None);
+        assert_eq!(env.get(PROBATION_VAR), None);
 
         let mut env = EnvBlock::default();
         env.set(ATTEMPTS_VAR, "2");
         env.set("boot_counter", "-1");
         env.set("boot_success", "0");
+        env.set(PROBATION_VAR, "loader.1");
         std::fs::write(t.path().join(GRUBENV), env.encode().unwrap()).unwrap();
         assert_eq!(state(&root).unwrap(), BootCount::FellBack);
-        assert_eq!(arm(&root).unwrap(), Some(2));
+        assert_eq!(arm(&root, "loader.1").unwrap(), Some(2));
         env.set(ATTEMPTS_VAR, "10");
         std::fs::write(t.path().join(GRUBENV), env.encode().unwrap()).unwrap();
-        let e = format!("{:#}", arm(&root).unwrap_err());
+        let e = format!("{:#}", arm(&root, "loader.1").unwrap_err());
         assert!(e.contains("arbor_boot_attempts=\"10\""), "{e}");
     }
 }

@@ -384,7 +384,8 @@ fn finalize_inner(s: &mut SysrootLock<'_>, composer: &dyn EtcComposer) -> Result
     // Probation for the new default (crate::bootcount), before the
     // switch: a crash in between leaves the old default counting, which
     // its health checks end; never a new default that is not counted.
-    if let Some(n) = crate::bootcount::arm(&s.fd)? {
+    let next_loader = format!("loader.{}", 1 - s.bootversion);
+    if let Some(n) = crate::bootcount::arm(&s.fd, &next_loader)? {
         tracing::info!("boot counter armed: the new deployment boots at most {n} times");
     }
     let write = write_deployments(s, list, false)?;

@@ -47,6 +47,12 @@ pub struct Refusal {
     pub value: String,
 }
 
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.kind, self.value)
+    }
+}
+
 /// A group's counting semaphore, stored in etcd as Airlock stores it
 /// (`coreos/airlock` `internal/lock/semaphore.go`): `{"total_slots": N,
 /// "holders": [ID, ...]}`, the holders sorted. Airlock and arbor servers

@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use arbor_sysroot::bootcount::{EnvBlock, ATTEMPTS_VAR, GRUBENV};
+use arbor_sysroot::bootcount::{EnvBlock, ATTEMPTS_VAR, GRUBENV, PROBATION_VAR};
 
 use crate::grub_boot::{disk, grub_image, have, run_qemu};
 use crate::sysroot::{booted_root, needs_root};
@@ -111,6 +111,9 @@ fn grub_counts_boots_then_falls_back_to_the_previous_deployment() {
         (armed.get("boot_counter"), armed.get("boot_success")),
         (Some("2"), Some("0"))
     );
+    // The probation is the menu of the loader directory just switched to.
+    let active = std::fs::read_link(sys.join("boot/loader")).unwrap();
+    assert_eq!(armed.get(PROBATION_VAR), active.to_str());
     // Locking with nothing staged is refused.
     let out = lock_cmd(&[]).output().unwrap();
     assert!(!out.status.success());
@@ -154,7 +157,21 @@ fn grub_counts_boots_then_falls_back_to_the_previous_deployment() {
     assert_eq!(boot(2), (0, "0".to_string()));
     assert_eq!(boot(3), (1, "-1".to_string()));
     assert_eq!(boot(4), (1, "-1".to_string()));
-    // The fallback is what `bootcount::state` reports on that disk's block.
     assert_eq!(block_on_disk(&d).get("boot_success"), Some("0"));
     println!("GRUB on {}: counted down, then fell back", s(&d));
+    // A probation of the other loader directory (the boot switch of a
+    // rollback came after it) is over: GRUB boots the default and counts
+    // nothing, even at 0.
+    let mut stale = armed.clone();
+    stale.set("boot_counter", "0");
+    stale.set(PROBATION_VAR, "loader.other");
+    std::fs::write(content.join("grub/grubenv"), stale.encode().unwrap()).unwrap();
+    let d2 = dir.path().join("stale");
+    std::fs::create_dir(&d2).unwrap();
+    let d = disk(&d2, &content);
+    let out = run_qemu(&lnx, &d, |o| {
+        o.contains("Press any key to continue") || o.contains("grub>")
+    });
+    assert!(out.contains(&format!("Booting `{}'", t[0])), "{out}");
+    assert_eq!(block_on_disk(&d).get("boot_counter"), Some("0"));
 }

@@ -24,6 +24,7 @@ fn built_with_fault_injection() {
 }
 
 mod agent;
+mod agent_run;
 mod boot_prepare_root;
 mod cli;
 mod cli_query;

@@ -6,6 +6,7 @@
 //! `$ARBOR_VM_DIR` (default `/var/tmp/arbor-vmtest`). Needs root,
 //! qemu-system-x86, debootstrap and a Debian mirror on the first run.
 
+mod agent;
 mod harness;
 
 use harness::{ostree_status_booted, sh, status_booted, top, Vm};
@@ -82,39 +83,9 @@ fn build_fixture() -> Fixture {
         "target-feature=+crt-static",
     ]));
     let arbor = top.join("target/release/arbor");
-    let prepare_root = top.join("target/release/arbor-prepare-root");
-
     let repo = dir.join("repo");
-    let overlay = top.join("crates/arbor-vmtest/overlay");
-    let mkos = |version: &str, extra: &Path| -> String {
-        eprintln!("[vm] building the OS commit, version {version} (dist/os/mkdebian.sh)");
-        let t0 = std::time::Instant::now();
-        let out = sh(Command::new(top.join("dist/os/mkdebian.sh"))
-            .args(["--repo"])
-            .arg(&repo)
-            .args(["--ref", "vm/os", "--version", version, "--arbor"])
-            .arg(&arbor)
-            .arg("--prepare-root")
-            .arg(&prepare_root)
-            .arg("--extra")
-            .arg(&overlay)
-            .arg("--extra")
-            .arg(extra)
-            .args(["--enable", "arbor-test-marker.service"])
-            .args(["--enable", "arbor-test-agent.service"])
-            .args(["--enable", "systemd-networkd.service"]));
-        eprintln!(
-            "[vm] OS commit {version} in {:.0} s",
-            t0.elapsed().as_secs_f64()
-        );
-        out.trim().to_string()
-    };
-    let rel = |n: &str| {
-        let d = dir.join(format!("release-{n}"));
-        std::fs::create_dir_all(d.join("usr/share/arbor-test")).unwrap();
-        std::fs::write(d.join("usr/share/arbor-test/release"), format!("{n}\n")).unwrap();
-        d
-    };
+    let mkos = |version: &str, extra: &Path| mkos(&repo, version, extra);
+    let rel = |n: &str| release_dir(&dir, n);
     let v2 = mkos("2", &rel("2"));
     // v2 goes to the served repository; v1 is what the images hold.
     let served = dir.join("served");
@@ -166,11 +137,64 @@ fn build_fixture() -> Fixture {
     std::fs::write(&kernel, bytes).unwrap();
 
     // The upgrade's server (the guest reaches the host's 127.0.0.1 as 10.0.2.2).
+    let (server, port) = serve(&arbor, &served);
+    Fixture {
+        dir,
+        arbor,
+        repo,
+        v1,
+        v2,
+        images,
+        kernel,
+        url: format!("http://10.0.2.2:{port}"),
+        _server: server,
+    }
+}
+
+/// Builds an OS commit with `dist/os/mkdebian.sh` (the release binaries
+/// built), its version `version`, the test overlay and `extra` on top,
+/// onto `vm/os` of `repo`; returns its checksum.
+fn mkos(repo: &Path, version: &str, extra: &Path) -> String {
+    let top = top();
+    eprintln!("[vm] building the OS commit, version {version} (dist/os/mkdebian.sh)");
+    let t0 = std::time::Instant::now();
+    let out = sh(Command::new(top.join("dist/os/mkdebian.sh"))
+        .args(["--repo"])
+        .arg(repo)
+        .args(["--ref", "vm/os", "--version", version, "--arbor"])
+        .arg(top.join("target/release/arbor"))
+        .arg("--prepare-root")
+        .arg(top.join("target/release/arbor-prepare-root"))
+        .arg("--extra")
+        .arg(top.join("crates/arbor-vmtest/overlay"))
+        .arg("--extra")
+        .arg(extra)
+        .args(["--enable", "arbor-test-marker.service"])
+        .args(["--enable", "arbor-test-agent.service"])
+        .args(["--enable", "systemd-networkd.service"]));
+    eprintln!(
+        "[vm] OS commit {version} in {:.0} s",
+        t0.elapsed().as_secs_f64()
+    );
+    out.trim().to_string()
+}
+
+/// A tree for `--extra` with `/usr/share/arbor-test/release` saying `n`.
+fn release_dir(dir: &Path, n: &str) -> PathBuf {
+    let d = dir.join(format!("release-{n}"));
+    std::fs::create_dir_all(d.join("usr/share/arbor-test")).unwrap();
+    std::fs::write(d.join("usr/share/arbor-test/release"), format!("{n}\n")).unwrap();
+    d
+}
+
+/// `arbor serve` of `repo` on 127.0.0.1 (a free port, returned), until
+/// the [`Server`] is dropped or the test process ends.
+fn serve(arbor: &Path, repo: &Path) -> (Server, u16) {
     let mut child = Command::new("sh")
         .arg("-c")
         .arg(r#""$0" serve --addr 127.0.0.1:0 --repo "$1" & pid=$!; cat >/dev/null; kill $pid"#)
-        .arg(&arbor)
-        .arg(&served)
+        .arg(arbor)
+        .arg(repo)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -189,20 +213,13 @@ fn build_fixture() -> Fixture {
         .next()
         .and_then(|p| p.trim_end_matches('/').parse::<u16>().ok())
         .unwrap_or_else(|| panic!("no port in {first:?}"));
-    Fixture {
-        dir,
-        arbor,
-        repo,
-        v1,
-        v2,
-        images,
-        kernel,
-        url: format!("http://10.0.2.2:{port}"),
-        _server: Server {
+    (
+        Server {
             child,
             _stdin: stdin,
         },
-    }
+        port,
+    )
 }
 
 /// A machine on a copy-on-write overlay of the qcow2 image, so that each
