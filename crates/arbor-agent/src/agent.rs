@@ -6,7 +6,22 @@
 //! [`Agent::step`] does what is due at the host's `now` and says when to
 //! wake next; every effect goes through [`Host`], so tests drive the agent
 //! with a fake clock, origin and server. The state it keeps is
-//! [`crate::state::State`], saved after every step.
+//! [`crate::state::State`], saved when it changes.
+//!
+//! Rules that keep a machine safe:
+//! - what is staged is read from the machine at every check and before a
+//!   reboot, and the reboot names the release it may finalize, so an
+//!   admin's own staging is never finalized on the agent's say-so;
+//! - a release that was rolled back (recorded by `arbor health boot`) or
+//!   that is the machine's rollback deployment (rolled back by hand) is
+//!   never staged; if the record cannot be read, nothing is staged;
+//! - no reboot before the health checks judged this boot (at most
+//!   [`HEALTH_WAIT_MAX`] after the agent started), and the window or lock
+//!   is judged at the time of the reboot, after a possibly long pull;
+//! - with `fleet_lock`, a boot that rolled back a release keeps its slot
+//!   (no steady-state): the fleet stops taking that release until an
+//!   operator releases the slot (`arbor fleetlock release`) or a newer
+//!   release boots well here.
 
 use std::time::Duration;
 
@@ -24,10 +39,27 @@ pub const JITTER_PERCENT: u32 = 10;
 pub const LOCK_RETRY_FIRST: Duration = Duration::from_secs(5);
 /// Longest wait between FleetLock requests.
 pub const LOCK_RETRY_MAX: Duration = Duration::from_secs(300);
-/// Wait before retrying a failed stage or reboot.
+/// Wait before retrying a failed reboot.
 pub const ERROR_RETRY: Duration = Duration::from_secs(60);
 /// Wait for the health checks' verdict on this boot.
 pub const HEALTH_POLL: Duration = Duration::from_secs(10);
+/// Once the verdict is known and bad: how often to look again (the checks
+/// may be run again by hand).
+pub const HEALTH_RECHECK: Duration = Duration::from_secs(300);
+/// How long a reboot waits for the verdict on this boot (a machine whose
+/// health unit does not run still updates).
+pub const HEALTH_WAIT_MAX: Duration = Duration::from_secs(15 * 60);
+/// A clock set back by more than this restarts the schedule.
+const CLOCK_JUMP: SignedDuration = SignedDuration::from_secs(300);
+
+/// The health checks' verdict on this boot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BootHealth {
+    /// Every required check passed.
+    pub healthy: bool,
+    /// This boot finished a rollback (the boot loader fell back).
+    pub rolled_back: bool,
+}
 
 /// What the agent acts on: the machine, its origin, its FleetLock server
 /// and the clock.
@@ -39,19 +71,23 @@ pub trait Host {
     /// The update the origin offers over what is booted or staged
     /// (`None`: up to date).
     fn check(&mut self) -> Result<Option<Release>>;
+    /// The base commit of the rollback deployment (the one after the
+    /// booted one), if any.
+    fn rollback_commit(&mut self) -> Result<Option<String>>;
     /// The update staged for the next boot, if any.
     fn staged(&mut self) -> Result<Option<Release>>;
-    /// Pulls and stages the update (`release`, or what the origin offers
-    /// by now), its finalization locked; returns what it staged.
+    /// Pulls and stages `release` with its finalization locked; fails if
+    /// the origin offers another one by now. Returns what it staged.
     fn stage(&mut self, release: &Release) -> Result<Release>;
-    /// Unlocks the finalization and reboots.
-    fn reboot(&mut self) -> Result<()>;
+    /// Unlocks the finalization of `release` (refusing if something else
+    /// is staged) and reboots; locks it again if the reboot fails.
+    fn reboot(&mut self, release: &Release) -> Result<()>;
     /// FleetLock `pre-reboot`.
     fn pre_reboot(&mut self) -> Result<Answer>;
     /// FleetLock `steady-state`.
     fn steady_state(&mut self) -> Result<Answer>;
-    /// The health checks' verdict on this boot: good, bad, or not yet.
-    fn boot_health(&mut self) -> Result<Option<bool>>;
+    /// The health checks' verdict on this boot (`None`: not yet).
+    fn boot_health(&mut self) -> Result<Option<BootHealth>>;
     /// The releases that were rolled back.
     fn rolled_back(&mut self) -> Result<Vec<Release>>;
     /// Writes the state file.
@@ -63,7 +99,8 @@ pub trait Host {
 pub enum Next {
     /// Call `step` again at this time.
     At(Timestamp),
-    /// The reboot was requested: nothing more to do in this boot.
+    /// The reboot was requested: call `step` again later only if the
+    /// machine is still up.
     Rebooting,
 }
 
@@ -77,12 +114,20 @@ pub struct Agent<H: Host> {
     cfg: Config,
     host: H,
     state: State,
+    saved: Option<State>,
+    last_now: Option<Timestamp>,
     next_check: Option<Timestamp>,
     lock_retry: Option<(Timestamp, Backoff)>,
     steady_retry: Option<(Timestamp, Backoff)>,
     error_retry: Option<Timestamp>,
     /// Why steady-state is not reported yet.
     steady_blocker: Option<String>,
+    /// This boot rolled back a release: the FleetLock slot is kept.
+    held_after_rollback: bool,
+    /// The verdict on this boot is known.
+    health_known: bool,
+    /// Until when a reboot waits for the verdict.
+    health_deadline: Option<Timestamp>,
 }
 
 impl<H: Host> std::fmt::Debug for Agent<H> {
@@ -120,11 +165,16 @@ impl<H: Host> Agent<H> {
             cfg,
             host,
             state,
+            saved: None,
+            last_now: None,
             next_check: None,
             lock_retry: None,
             steady_retry: None,
             error_retry: None,
             steady_blocker: None,
+            held_after_rollback: false,
+            health_known: false,
+            health_deadline: None,
         }
     }
 
@@ -149,12 +199,27 @@ impl<H: Host> Agent<H> {
         self.state.last_error = Some(msg);
     }
 
-    /// Does what is due now; saves the state; says when to come back.
+    /// Does what is due now; saves the state if it changed; says when to
+    /// come back.
     pub fn step(&mut self) -> Next {
         let now = self.host.now();
         if self.state.phase == Phase::Starting {
             self.start(now);
         }
+        if self
+            .last_now
+            .is_some_and(|last| now < last.checked_sub(CLOCK_JUMP).unwrap_or(last))
+        {
+            tracing::warn!(
+                event = "clock-jump",
+                "the clock went back: schedule restarted"
+            );
+            self.next_check = Some(now);
+            self.lock_retry = None;
+            self.steady_retry = None;
+            self.error_retry = None;
+        }
+        self.last_now = Some(now);
         self.report_steady_state(now);
         if self.next_check.is_none_or(|t| t <= now) {
             self.check(now);
@@ -164,9 +229,12 @@ impl<H: Host> Agent<H> {
             self.next_check = Some(next);
             self.state.next_check = Some(next.to_string());
         }
+        // A pull may have taken long: the window or lock is judged now.
+        let now = self.host.now().max(now);
         let mut wake = self.next_check.unwrap_or(now);
         let rebooting = self.maybe_reboot(now, &mut wake);
         for t in [
+            self.next_check,
             self.lock_retry.as_ref().map(|x| x.0),
             self.steady_retry.as_ref().map(|x| x.0),
             self.error_retry,
@@ -176,14 +244,32 @@ impl<H: Host> Agent<H> {
         {
             wake = wake.min(t);
         }
-        self.state.updated = now.to_string();
-        if let Err(e) = self.host.save(&self.state) {
-            tracing::warn!(event = "error", "Writing the state file: {e:#}");
-        }
+        self.save(now);
         if rebooting {
             Next::Rebooting
         } else {
             Next::At(wake.max(now))
+        }
+    }
+
+    /// Writes the state file if anything but its time changed.
+    fn save(&mut self, now: Timestamp) {
+        let same = self.saved.as_ref().is_some_and(|s| {
+            State {
+                updated: String::new(),
+                ..s.clone()
+            } == State {
+                updated: String::new(),
+                ..self.state.clone()
+            }
+        });
+        if same {
+            return;
+        }
+        self.state.updated = now.to_string();
+        match self.host.save(&self.state) {
+            Ok(()) => self.saved = Some(self.state.clone()),
+            Err(e) => tracing::warn!(event = "error", "Writing the state file: {e:#}"),
         }
     }
 
@@ -194,21 +280,25 @@ impl<H: Host> Agent<H> {
             "agent started, strategy {}",
             self.state.strategy
         );
-        match self.host.rolled_back() {
-            Ok(r) => self.state.rolled_back = r,
-            Err(e) => self.fail("Reading the rolled-back releases", e),
-        }
-        match self.host.staged() {
-            Ok(s) => self.state.staged = s,
-            Err(e) => self.fail("Reading the staged deployment", e),
-        }
         self.state.phase = Phase::Idle;
         self.next_check = Some(now);
+        self.health_deadline = Some(after(now, HEALTH_WAIT_MAX));
+    }
+
+    /// The verdict on this boot, remembered once known.
+    fn health(&mut self) -> Result<Option<BootHealth>> {
+        let h = self.host.boot_health()?;
+        if let Some(h) = h {
+            self.health_known = true;
+            self.held_after_rollback = h.rolled_back;
+        }
+        Ok(h)
     }
 
     /// With `fleet_lock`: once the health checks judged this boot good,
     /// gives the slot back (retrying with backoff until the server takes
-    /// it). A bad boot keeps its slot, so the fleet stops rebooting.
+    /// it). A bad boot, or one that rolled back a release, keeps its slot,
+    /// so the fleet stops rebooting into what failed here.
     fn report_steady_state(&mut self, now: Timestamp) {
         if self.state.steady_state_reported != Some(false) {
             return;
@@ -225,19 +315,44 @@ impl<H: Host> Agent<H> {
             let d = d.unwrap_or_else(|| b.next().unwrap_or(LOCK_RETRY_MAX));
             this.steady_retry = Some((after(now, d), b));
         };
-        let blocker = match self.host.boot_health() {
-            Ok(Some(true)) => None,
-            Ok(Some(false)) => Some("a good boot (the required health checks failed)".to_string()),
-            Ok(None) => Some("the health checks of this boot".to_string()),
+        let (blocker, wait) = match self.health() {
+            Ok(Some(BootHealth {
+                healthy: true,
+                rolled_back: false,
+            })) => (None, HEALTH_POLL),
+            Ok(Some(BootHealth {
+                healthy: true,
+                rolled_back: true,
+            })) => (
+                Some(
+                    "an operator: this boot rolled back a release, so the slot is kept and the \
+                     fleet stops (arbor fleetlock release ID lets it go on)"
+                        .to_string(),
+                ),
+                HEALTH_RECHECK,
+            ),
+            Ok(Some(_)) => (
+                Some("a good boot (the required health checks failed)".to_string()),
+                HEALTH_RECHECK,
+            ),
+            Ok(None) => (
+                Some("the health checks of this boot".to_string()),
+                HEALTH_POLL,
+            ),
             Err(e) => {
                 self.fail("Reading the boot's health", e);
-                Some("the health checks' verdict (unreadable)".to_string())
+                (
+                    Some("the health checks' verdict (unreadable)".to_string()),
+                    HEALTH_POLL,
+                )
             }
         };
         if let Some(b) = blocker {
-            self.state.waiting_for = Some(b.clone());
+            if self.state.staged.is_none() {
+                self.state.waiting_for = Some(b.clone());
+            }
             self.steady_blocker = Some(b);
-            return retry(self, Some(HEALTH_POLL));
+            return retry(self, Some(wait));
         }
         match self.host.steady_state() {
             Ok(Answer::Granted) => {
@@ -248,12 +363,12 @@ impl<H: Host> Agent<H> {
                 self.steady_blocker = None;
             }
             Ok(Answer::Refused { status, refusal }) => {
+                self.steady_blocker =
+                    Some(format!("the server to accept it ({status}: {refusal})"));
                 self.fail(
                     "FleetLock steady-state",
                     anyhow::anyhow!("refused ({status}): {refusal}"),
                 );
-                self.steady_blocker =
-                    Some(format!("the server to accept it ({status}: {refusal})"));
                 retry(self, None);
             }
             Err(e) => {
@@ -266,8 +381,23 @@ impl<H: Host> Agent<H> {
 
     fn check(&mut self, now: Timestamp) {
         self.state.last_check = Some(now.to_string());
-        if let Ok(r) = self.host.rolled_back() {
-            self.state.rolled_back = r;
+        // Fail closed: without the record, a rolled-back release could be
+        // staged again.
+        match self.host.rolled_back() {
+            Ok(r) => self.state.rolled_back = r,
+            Err(e) => {
+                self.state.last_check_result =
+                    Some("not checked: the rolled-back releases are unreadable".into());
+                return self.fail("Reading the rolled-back releases", e);
+            }
+        }
+        // What is staged now (an admin may have staged or removed one).
+        match self.host.staged() {
+            Ok(s) => self.state.staged = s,
+            Err(e) => {
+                self.state.last_check_result = Some("failed".into());
+                return self.fail("Reading the staged deployment", e);
+            }
         }
         let found = match self.host.check() {
             Ok(f) => f,
@@ -276,6 +406,11 @@ impl<H: Host> Agent<H> {
                 return self.fail("Checking for an update", e);
             }
         };
+        // A successful check ends an error, unless a failed reboot is
+        // waiting for its retry.
+        if self.error_retry.is_none() {
+            self.state.last_error = None;
+        }
         let Some(release) = found else {
             let what = match &self.state.staged {
                 Some(s) => format!("no newer update than the staged {s}"),
@@ -300,6 +435,25 @@ impl<H: Host> Agent<H> {
             self.state.last_check_result = Some(what);
             return;
         }
+        match self.host.rollback_commit() {
+            Ok(Some(c)) if c == release.checksum => {
+                let what = format!(
+                    "skipped {release}: it is the rollback deployment (rolled back by hand)"
+                );
+                tracing::info!(
+                    event = "skipped-rollback-deployment",
+                    checksum = release.checksum.as_str(),
+                    "{what}"
+                );
+                self.state.last_check_result = Some(what);
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                self.state.last_check_result = Some("failed".into());
+                return self.fail("Reading the rollback deployment", e);
+            }
+        }
         if self
             .state
             .staged
@@ -314,15 +468,14 @@ impl<H: Host> Agent<H> {
             "update found: {release}"
         );
         match self.host.stage(&release) {
-            Ok(release) => {
+            Ok(staged) => {
                 tracing::info!(
                     event = "staged",
-                    checksum = release.checksum.as_str(),
-                    "staged {release}, finalization locked"
+                    checksum = staged.checksum.as_str(),
+                    "staged {staged}, finalization locked"
                 );
-                self.state.last_check_result = Some(format!("staged {release}"));
-                self.state.staged = Some(release);
-                self.state.last_error = None;
+                self.state.last_check_result = Some(format!("staged {staged}"));
+                self.state.staged = Some(staged);
                 self.lock_retry = None;
             }
             Err(e) => {
@@ -340,6 +493,8 @@ impl<H: Host> Agent<H> {
             self.state.phase = Phase::Idle;
             if self.state.steady_state_reported != Some(false) {
                 self.state.waiting_for = None;
+            } else {
+                self.state.waiting_for = self.steady_blocker.clone();
             }
             return false;
         };
@@ -347,6 +502,22 @@ impl<H: Host> Agent<H> {
             return false;
         }
         self.error_retry = None;
+        // The verdict on this boot first: a reboot now would leave it
+        // unjudged (and its boot counter running).
+        if !self.health_known && self.health_deadline.is_some_and(|d| d > now) {
+            if let Err(e) = self.health() {
+                self.fail("Reading the boot's health", e);
+            }
+            if !self.health_known {
+                self.state.phase = Phase::WaitingForHealth;
+                let until = self.health_deadline.unwrap_or(now);
+                self.state.waiting_for = Some(format!(
+                    "the health checks of this boot, before rebooting (at most until {until})"
+                ));
+                *wake = (*wake).min(after(now, HEALTH_POLL)).min(until);
+                return false;
+            }
+        }
         let allowed = match &self.cfg.strategy {
             Strategy::Immediate => true,
             Strategy::Periodic {
@@ -385,24 +556,30 @@ impl<H: Host> Agent<H> {
             "rebooting into {staged}"
         );
         // Saved before the reboot starts: monitoring sees why it went down.
-        self.state.updated = now.to_string();
-        let _ = self.host.save(&self.state);
-        match self.host.reboot() {
+        self.save(now);
+        match self.host.reboot(&staged) {
             Ok(()) => true,
             Err(e) => {
                 self.fail("Rebooting", e);
                 self.state.phase = Phase::Idle;
                 self.error_retry = Some(after(now, ERROR_RETRY));
+                // The slot was granted for a reboot that did not happen:
+                // give it back (after a good boot), ask again later.
+                if self.state.steady_state_reported == Some(true) {
+                    self.state.steady_state_reported = Some(false);
+                }
+                // What is staged is read again at the next check.
+                self.next_check = Some(now);
                 false
             }
         }
     }
 
-    /// `fleet_lock`: asks for the slot (after the steady-state report),
-    /// at most once per backoff step.
+    /// `fleet_lock`: asks for the slot (after the steady-state report, or
+    /// holding it since a rollback), at most once per backoff step.
     fn ask_lock(&mut self, now: Timestamp, base_url: String) -> bool {
         self.state.phase = Phase::WaitingForLock;
-        if self.state.steady_state_reported == Some(false) {
+        if self.state.steady_state_reported == Some(false) && !self.held_after_rollback {
             self.state.waiting_for = Some(format!(
                 "the steady-state report to {base_url} (group {}), before asking to reboot: \
                  waiting for {}",

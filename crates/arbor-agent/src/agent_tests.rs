@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use jiff::Timestamp;
 
-use crate::agent::{Agent, Host, Next};
+use crate::agent::{Agent, BootHealth, Host, Next};
 use crate::config::{parse, Config};
 use crate::fleetlock::client::Answer;
 use crate::fleetlock::Refusal;
@@ -22,7 +22,11 @@ struct Fake {
     offered: Option<Release>,
     staged: Option<Release>,
     rolled_back: Vec<Release>,
-    health: Option<bool>,
+    rolled_back_unreadable: bool,
+    rollback_commit: Option<String>,
+    health: Option<BootHealth>,
+    /// How long a stage takes (the clock moves).
+    stage_takes: Option<jiff::SignedDuration>,
     lock_answers: VecDeque<Result<Answer>>,
     steady_answers: VecDeque<Result<Answer>>,
     fail_stage: bool,
@@ -74,12 +78,18 @@ impl Host for Fake {
             .clone()
             .filter(|o| Some(o) != self.staged.as_ref()))
     }
+    fn rollback_commit(&mut self) -> Result<Option<String>> {
+        Ok(self.rollback_commit.clone())
+    }
     fn staged(&mut self) -> Result<Option<Release>> {
         Ok(self.staged.clone())
     }
     fn stage(&mut self, r: &Release) -> Result<Release> {
         if self.fail_stage {
             bail!("no space left on device");
+        }
+        if let Some(d) = self.stage_takes {
+            self.now = Some(self.now.unwrap() + d);
         }
         self.log.push(format!(
             "stage {} {}",
@@ -89,7 +99,11 @@ impl Host for Fake {
         self.staged = Some(r.clone());
         Ok(r.clone())
     }
-    fn reboot(&mut self) -> Result<()> {
+    fn reboot(&mut self, r: &Release) -> Result<()> {
+        // As SystemHost: only the release the agent staged is finalized.
+        if self.staged.as_ref() != Some(r) {
+            bail!("staged by someone else");
+        }
         if self.fail_reboot {
             bail!("systemctl failed");
         }
@@ -106,10 +120,13 @@ impl Host for Fake {
             .pop_front()
             .unwrap_or(Ok(Answer::Granted))
     }
-    fn boot_health(&mut self) -> Result<Option<bool>> {
+    fn boot_health(&mut self) -> Result<Option<BootHealth>> {
         Ok(self.health)
     }
     fn rolled_back(&mut self) -> Result<Vec<Release>> {
+        if self.rolled_back_unreadable {
+            bail!("rolled-back.json: expected value at line 1");
+        }
         Ok(self.rolled_back.clone())
     }
     fn save(&mut self, s: &State) -> Result<()> {
@@ -122,9 +139,16 @@ fn config(toml: &str) -> Config {
     parse(&[(PathBuf::from("/etc/arbor/agent.toml"), toml.to_string())]).unwrap()
 }
 
+const GOOD: BootHealth = BootHealth {
+    healthy: true,
+    rolled_back: false,
+};
+
+/// An agent on a machine whose boot was judged good.
 fn agent(toml: &str, now: &str) -> Agent<Fake> {
     let fake = Fake {
         now: Some(t(now)),
+        health: Some(GOOD),
         ..Default::default()
     };
     Agent::new(config(toml), fake)
@@ -252,6 +276,13 @@ fn periodic_after_the_window_closed_waits_a_week() {
         .as_deref()
         .unwrap()
         .contains("Sat 2026-12-12 22:30"));
+    // Nothing before it opens, checks all along.
+    assert!(matches!(
+        run_until(&mut a, t("2026-12-12T22:29:59Z")),
+        Next::At(_)
+    ));
+    assert!(!a.host().log.iter().any(|l| l.starts_with("reboot")));
+    assert!(a.host().log.len() > 1000, "checked every 5 minutes");
     // Inside it (23:29:59 of a later Saturday is inside): reboots.
     set_now(&mut a, t("2026-12-12T23:29:59Z"));
     assert_eq!(a.step(), Next::Rebooting);
@@ -263,21 +294,22 @@ fn fleet_lock_reports_steady_state_then_waits_for_the_slot_with_backoff() {
                 [updates.fleet_lock]\nbase_url = \"http://10.0.2.2:3333\"\n";
     let mut a = agent(toml, "2026-12-04T12:00:00Z");
     // The health checks have not judged this boot yet: no steady-state.
+    a.host_mut().health = None;
     a.host_mut().offered = Some(rel(2));
     let Next::At(w) = a.step() else { panic!() };
     assert_eq!(w, t("2026-12-04T12:00:10Z"), "polls the health verdict");
     assert_eq!(a.state().steady_state_reported, Some(false));
-    assert_eq!(a.state().phase, Phase::WaitingForLock);
+    assert_eq!(a.state().phase, Phase::WaitingForHealth);
     assert!(a
         .state()
         .waiting_for
         .as_deref()
         .unwrap()
-        .contains("steady-state"));
+        .contains("the health checks of this boot, before rebooting"));
     assert!(!a.host().log.iter().any(|l| l.starts_with("pre-reboot")));
     // Good boot: steady-state (refused once: retried after 5 s), then
     // pre-reboot, refused twice (5 s, then 10 s), then granted.
-    a.host_mut().health = Some(true);
+    a.host_mut().health = Some(GOOD);
     a.host_mut().steady_answers.push_back(Ok(refused()));
     a.host_mut().lock_answers.push_back(Ok(refused()));
     a.host_mut()
@@ -328,7 +360,10 @@ fn fleet_lock_after_a_bad_boot_keeps_the_slot_and_does_not_reboot() {
     let toml = "[updates]\nstrategy = \"fleet_lock\"\n\
                 [updates.fleet_lock]\nbase_url = \"http://10.0.2.2:3333\"\n";
     let mut a = agent(toml, "2026-12-04T12:00:00Z");
-    a.host_mut().health = Some(false);
+    a.host_mut().health = Some(BootHealth {
+        healthy: false,
+        rolled_back: false,
+    });
     a.host_mut().offered = Some(rel(2));
     run_until(&mut a, t("2026-12-04T14:00:00Z"));
     assert!(a
@@ -398,7 +433,15 @@ fn failures_are_reported_and_retried() {
         .unwrap()
         .contains("systemctl failed"));
     assert_eq!(a.state().phase, Phase::Idle);
-    assert!(w <= t("2026-12-04T12:06:00Z") + jiff::SignedDuration::from_secs(60));
+    // The reboot failed at the second check (12:04:30), then once a
+    // minute (12:05:30; next 12:06:30), what is staged read again after
+    // each failure.
+    assert_eq!(w, t("2026-12-04T12:06:30Z"), "{:?}", a.host().log);
+    assert!(!a.host().log.iter().any(|l| l.starts_with("reboot")));
+    assert!(a
+        .host()
+        .log
+        .contains(&"check 2026-12-04T12:04:30.001Z".to_string()));
     a.host_mut().fail_reboot = false;
     assert_eq!(
         run_until(&mut a, t("2026-12-04T12:10:00Z")),
@@ -419,4 +462,250 @@ fn a_restarted_agent_picks_up_its_staged_update() {
         a.host().log,
         ["check 2026-12-04T12:00:00Z", "reboot 2026-12-04T12:00:00Z"]
     );
+}
+
+#[test]
+fn a_long_pull_past_the_window_waits_for_the_next_one() {
+    let toml = "[updates]\nstrategy = \"periodic\"\n\
+                [[updates.periodic.window]]\ndays = [\"Sat\"]\nstart_time = \"22:30\"\nlength_minutes = 60\n";
+    // Checked inside the window (23:20), but the pull takes 40 minutes.
+    let mut a = agent(toml, "2026-12-05T23:20:00Z");
+    a.host_mut().offered = Some(rel(2));
+    a.host_mut().stage_takes = Some(jiff::SignedDuration::from_mins(40));
+    assert!(matches!(a.step(), Next::At(_)));
+    assert!(!a.host().log.iter().any(|l| l.starts_with("reboot")));
+    assert_eq!(a.state().phase, Phase::WaitingForWindow);
+    assert!(a
+        .state()
+        .waiting_for
+        .as_deref()
+        .unwrap()
+        .contains("Sat 2026-12-12 22:30"));
+}
+
+#[test]
+fn what_is_staged_is_read_from_the_machine() {
+    let toml = "[updates]\nstrategy = \"periodic\"\n\
+                [[updates.periodic.window]]\ndays = [\"Fri\"]\nstart_time = \"12:02\"\nlength_minutes = 60\n";
+    let mut a = agent(toml, "2026-12-04T12:00:00Z");
+    a.host_mut().offered = Some(rel(2));
+    a.step();
+    assert_eq!(a.state().staged, Some(rel(2)));
+    // An admin stages another deployment before the window opens: the
+    // agent does not reboot into it on the strength of its own staging.
+    a.host_mut().staged = Some(rel(9));
+    set_now(&mut a, t("2026-12-04T12:02:00Z"));
+    assert!(matches!(a.step(), Next::At(_)));
+    assert!(!a.host().log.iter().any(|l| l.starts_with("reboot")));
+    assert!(a
+        .state()
+        .last_error
+        .as_deref()
+        .unwrap()
+        .contains("staged by someone else"));
+    // An admin removes the staged deployment: it is staged again at the
+    // next check, and rebooted into inside the window.
+    a.host_mut().staged = None;
+    assert_eq!(
+        run_until(&mut a, t("2026-12-04T12:10:00Z")),
+        Next::Rebooting
+    );
+    let stages = a
+        .host()
+        .log
+        .iter()
+        .filter(|l| l.starts_with("stage 2"))
+        .count();
+    assert_eq!(stages, 2, "{:?}", a.host().log);
+}
+
+#[test]
+fn an_unreadable_record_of_rollbacks_stages_nothing() {
+    let mut a = agent(
+        "[updates]\nstrategy = \"immediate\"\n",
+        "2026-12-04T12:00:00Z",
+    );
+    a.host_mut().offered = Some(rel(2));
+    a.host_mut().rolled_back_unreadable = true;
+    run_until(&mut a, t("2026-12-04T13:00:00Z"));
+    assert!(!a.host().log.iter().any(|l| !l.starts_with("check")));
+    assert!(a
+        .state()
+        .last_error
+        .as_deref()
+        .unwrap()
+        .contains("rolled-back releases"));
+    // Read again: taken as usual.
+    a.host_mut().rolled_back_unreadable = false;
+    assert_eq!(
+        run_until(&mut a, t("2026-12-04T14:00:00Z")),
+        Next::Rebooting
+    );
+    assert_eq!(a.state().last_error, None);
+}
+
+#[test]
+fn a_release_rolled_back_by_hand_is_skipped() {
+    let mut a = agent(
+        "[updates]\nstrategy = \"immediate\"\n",
+        "2026-12-04T12:00:00Z",
+    );
+    a.host_mut().offered = Some(rel(2));
+    a.host_mut().rollback_commit = Some(rel(2).checksum);
+    run_until(&mut a, t("2026-12-04T13:00:00Z"));
+    assert!(a.host().log.iter().all(|l| l.starts_with("check")));
+    assert!(a
+        .state()
+        .last_check_result
+        .as_deref()
+        .unwrap()
+        .contains("the rollback deployment"));
+}
+
+#[test]
+fn no_verdict_on_this_boot_delays_the_reboot_fifteen_minutes_at_most() {
+    let mut a = agent(
+        "[updates]\nstrategy = \"immediate\"\n",
+        "2026-12-04T12:00:00Z",
+    );
+    a.host_mut().health = None;
+    a.host_mut().offered = Some(rel(2));
+    assert_eq!(
+        run_until(&mut a, t("2026-12-04T13:00:00Z")),
+        Next::Rebooting
+    );
+    assert_eq!(a.host().log.last().unwrap(), "reboot 2026-12-04T12:15:00Z");
+    // A verdict (even a bad one) ends the wait.
+    let mut a = agent(
+        "[updates]\nstrategy = \"immediate\"\n",
+        "2026-12-04T12:00:00Z",
+    );
+    a.host_mut().health = None;
+    a.host_mut().offered = Some(rel(2));
+    a.step();
+    set_now(&mut a, t("2026-12-04T12:03:00Z"));
+    a.host_mut().health = Some(BootHealth {
+        healthy: false,
+        rolled_back: false,
+    });
+    assert_eq!(a.step(), Next::Rebooting);
+}
+
+fn fleet(now: &str) -> Agent<Fake> {
+    agent(
+        "[updates]\nstrategy = \"fleet_lock\"\n\
+         [updates.fleet_lock]\nbase_url = \"http://10.0.2.2:3333\"\n",
+        now,
+    )
+}
+
+#[test]
+fn a_failed_reboot_gives_the_fleet_lock_slot_back() {
+    let mut a = fleet("2026-12-04T12:00:00Z");
+    a.host_mut().offered = Some(rel(2));
+    a.host_mut().fail_reboot = true;
+    a.step();
+    let log = a.host().log.clone();
+    assert_eq!(
+        log.iter()
+            .filter(|l| !l.starts_with("check"))
+            .collect::<Vec<_>>(),
+        [
+            "steady-state 2026-12-04T12:00:00Z",
+            "stage 2 2026-12-04T12:00:00Z",
+            "pre-reboot 2026-12-04T12:00:00Z"
+        ]
+    );
+    assert_eq!(a.state().steady_state_reported, Some(false));
+    a.host_mut().fail_reboot = false;
+    run_until(&mut a, t("2026-12-04T12:02:00Z"));
+    let log: Vec<&str> = a
+        .host()
+        .log
+        .iter()
+        .map(String::as_str)
+        .filter(|l| !l.starts_with("check"))
+        .collect();
+    // The slot is given back right after the failure, asked for again a
+    // minute later.
+    assert_eq!(
+        log[3..],
+        [
+            "steady-state 2026-12-04T12:00:00Z",
+            "pre-reboot 2026-12-04T12:01:00Z",
+            "reboot 2026-12-04T12:01:00Z"
+        ]
+    );
+}
+
+#[test]
+fn after_a_rollback_the_fleet_slot_is_kept_until_a_newer_release() {
+    let mut a = fleet("2026-12-04T12:00:00Z");
+    a.host_mut().health = Some(BootHealth {
+        healthy: true,
+        rolled_back: true,
+    });
+    a.host_mut().rolled_back = vec![rel(2)];
+    a.host_mut().offered = Some(rel(2));
+    run_until(&mut a, t("2026-12-04T14:00:00Z"));
+    assert!(
+        a.host().log.iter().all(|l| l.starts_with("check")),
+        "{:?}",
+        a.host().log
+    );
+    assert_eq!(a.state().steady_state_reported, Some(false));
+    assert!(a
+        .state()
+        .waiting_for
+        .as_deref()
+        .unwrap()
+        .contains("rolled back a release"));
+    // A newer release: the machine holds the slot, asks (granted again).
+    a.host_mut().offered = Some(rel(3));
+    assert_eq!(
+        run_until(&mut a, t("2026-12-04T15:00:00Z")),
+        Next::Rebooting
+    );
+    let tail: Vec<&str> = a
+        .host()
+        .log
+        .iter()
+        .map(String::as_str)
+        .filter(|l| !l.starts_with("check"))
+        .collect();
+    assert_eq!(tail.len(), 3, "{tail:?}");
+    assert!(tail[0].starts_with("stage 3") && tail[1].starts_with("pre-reboot"));
+    assert!(tail[2].starts_with("reboot"));
+}
+
+#[test]
+fn the_state_file_is_written_when_it_changes() {
+    let toml = "[updates]\nstrategy = \"periodic\"\n\
+                [[updates.periodic.window]]\ndays = [\"Sat\"]\nstart_time = \"22:30\"\nlength_minutes = 60\n";
+    let mut a = agent(toml, "2026-12-04T12:00:00Z");
+    a.step();
+    let n = a.host().saved.len();
+    // Steps that change nothing but time write nothing.
+    for s in 1..10 {
+        set_now(
+            &mut a,
+            t("2026-12-04T12:00:00Z") + jiff::SignedDuration::from_secs(s),
+        );
+        a.step();
+    }
+    assert_eq!(a.host().saved.len(), n);
+}
+
+#[test]
+fn a_clock_set_back_restarts_the_schedule() {
+    let mut a = agent(
+        "[updates]\nstrategy = \"immediate\"\n",
+        "2026-12-04T12:00:00Z",
+    );
+    a.step();
+    // The clock goes back a day: the next check is now, not in a day.
+    set_now(&mut a, t("2026-12-03T12:00:00Z"));
+    let Next::At(w) = a.step() else { panic!() };
+    assert_eq!(a.host().log.len(), 2, "{:?}", a.host().log);
+    assert!(w < t("2026-12-03T12:06:00Z"));
 }

@@ -44,20 +44,17 @@ pub struct AfterBoot {
     pub reboot: bool,
 }
 
-fn sysroot_dir(path: &Path) -> Result<std::os::fd::OwnedFd> {
-    rustix::fs::open(
-        path,
-        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
-        rustix::fs::Mode::empty(),
-    )
-    .with_context(|| format!("Opening {}", path.display()))
-}
-
 /// Makes the booted deployment the default again after a fall-back, and
-/// records the release it replaces. `None` when the booted deployment is
-/// already the default (nothing to roll back).
-fn roll_back(s: &mut Sysroot, sysroot: &Path, now: Timestamp) -> Result<Option<Release>> {
-    let mut l = s.lock()?;
+/// records the release it replaces, if the default is the deployment on
+/// probation (`token`'s). The booted deployment moves to the front, the
+/// others keep their order (a pinned or older one never becomes the
+/// default). `None` when there is nothing to roll back.
+fn roll_back(
+    l: &mut arbor_sysroot::sysroot::SysrootLock<'_>,
+    sysroot: &Path,
+    token: &str,
+    now: Timestamp,
+) -> Result<Option<Release>> {
     l.load()?;
     let Some(b) = l.booted() else {
         return Ok(None);
@@ -66,18 +63,70 @@ fn roll_back(s: &mut Sysroot, sysroot: &Path, now: Timestamp) -> Result<Option<R
         return Ok(None);
     }
     let bad = l.deployments()[0].clone();
-    let version = arbor_sysroot::status::status_entries(&l)[0].version.clone();
+    if bad.staged || bad.dir_name() != bootcount::token_deployment(token) {
+        tracing::warn!(
+            "the boot loader fell back, but the default ({}) is not the deployment on \
+             probation ({}): nothing rolled back",
+            bad.dir_name(),
+            bootcount::token_deployment(token)
+        );
+        return Ok(None);
+    }
+    let version = arbor_sysroot::status::status_entries(l)[0].version.clone();
     let release = Release {
         checksum: bad.base_commit().to_hex(),
         version,
     };
-    let root = state_root(sysroot, &bad.stateroot);
-    // Recorded first: a crash before the rollback is written repeats it at
-    // the next boot (the counter still says -1), and the record is kept
-    // once.
-    state::record_rollback(&root, release.clone(), now)?;
-    arbor_sysroot::ops::rollback(&mut l)?;
+    // Recorded first: a crash before the switch repeats all of this at
+    // the next boot (the block and the menu still say fall back), and the
+    // record is kept once.
+    state::record_rollback(&state_root(sysroot, &bad.stateroot), release.clone(), now)?;
+    let mut list = l.deployments().to_vec();
+    let booted = list.remove(b);
+    list.insert(0, booted);
+    // No cleanup here (it prunes): the block is cleared right after the
+    // switch; the caller cleans up after that.
+    arbor_sysroot::write::write_deployments(l, list, false)?;
     Ok(Some(release))
+}
+
+/// The counter GRUB left at the previous unhealthy boot of this
+/// probation, to tell a GRUB that does not count (its menu is not arbor's,
+/// or it cannot write the block) from one that does.
+#[derive(Debug, Serialize, serde::Deserialize)]
+struct Seen {
+    token: String,
+    boot_id: String,
+    left: u32,
+}
+
+const SEEN_FILE: &str = "probation-seen.json";
+
+/// Whether GRUB counted this boot: the counter went down since the last
+/// unhealthy boot of the same probation (or this is the first one seen).
+/// Records this boot.
+fn grub_counted(root: &Path, token: &str, left: u32) -> Result<bool> {
+    let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let p = root.join(state::DIR).join(SEEN_FILE);
+    let prev: Option<Seen> = std::fs::read(&p)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let counted = match &prev {
+        Some(s) if s.token == token && s.boot_id != boot_id => left < s.left,
+        _ => true,
+    };
+    std::fs::create_dir_all(p.parent().context("state dir")?)?;
+    let seen = Seen {
+        token: token.to_string(),
+        boot_id,
+        left,
+    };
+    std::fs::write(&p, serde_json::to_vec(&seen)?)
+        .with_context(|| format!("Writing {}", p.display()))?;
+    Ok(counted)
 }
 
 /// The verdict on this boot of the sysroot at `sysroot` (its checks
@@ -88,13 +137,20 @@ pub fn after_boot(
     root: &Path,
     limit: Duration,
 ) -> Result<AfterBoot> {
-    let dir = sysroot_dir(sysroot)?;
-    let count = bootcount::state(&dir)?;
+    let mut s = open()?;
+    let (count, token) = bootcount::probation(&s)?.unwrap_or((BootCount::Off, None));
     let mut rolled_back = None;
     if count == BootCount::FellBack {
-        let mut s = open()?;
-        rolled_back = roll_back(&mut s, sysroot, Timestamp::now())?;
-        bootcount::clear(&dir)?;
+        let token = token.clone().unwrap_or_default();
+        let mut l = s.lock()?;
+        rolled_back = roll_back(&mut l, sysroot, &token, Timestamp::now())?;
+        bootcount::clear(&l)?;
+        if rolled_back.is_some() {
+            if let Err(e) = arbor_sysroot::write::cleanup(&mut l, false) {
+                tracing::warn!("Cleaning up after the rollback: {e:#}");
+            }
+        }
+        drop(l);
         match &rolled_back {
             Some(r) => tracing::warn!(
                 event = "rolled-back",
@@ -103,7 +159,7 @@ pub fn after_boot(
             ),
             None => tracing::warn!(
                 event = "fell-back",
-                "the boot loader fell back, and the booted deployment is the default"
+                "the boot loader fell back; nothing to roll back"
             ),
         }
     }
@@ -116,16 +172,33 @@ pub fn after_boot(
         .collect();
     let mut marked_good = false;
     let mut reboot = false;
+    s.load()?;
+    let default_booted = s.booted() == Some(0);
+    let stateroot = arbor_agent_stateroot(&s);
+    let now_count = bootcount::probation(&s)?.unwrap_or((BootCount::Off, None));
     if report.healthy {
-        bootcount::mark_good(&dir)?;
-        marked_good = true;
-        tracing::info!(
-            event = "boot-good",
-            "every required health check passed: boot marked good"
-        );
+        // Only a boot of the deployment on probation ends it (a boot of
+        // the previous one, picked by hand in the menu, does not).
+        if default_booted || !matches!(now_count.0, BootCount::Counting { .. }) {
+            bootcount::mark_good(&s)?;
+            marked_good = true;
+        }
+        tracing::info!(event = "boot-good", "every required health check passed");
     } else {
-        let now = bootcount::state(&dir)?;
-        reboot = matches!(now, BootCount::Counting { .. });
+        if let (BootCount::Counting { left }, Some(t)) = (now_count.0, &now_count.1) {
+            if default_booted {
+                let root = state_root(sysroot, &stateroot);
+                reboot = grub_counted(&root, t, left)?;
+                if !reboot {
+                    tracing::error!(
+                        event = "not-counting",
+                        "the boot counter did not go down since the last boot: the boot loader \
+                         does not count (not arbor's menu, or it cannot write \
+                         /boot/grub/grubenv); not rebooting"
+                    );
+                }
+            }
+        }
         tracing::error!(
             event = "boot-unhealthy",
             "required health checks failed: {}{}",
@@ -140,6 +213,7 @@ pub fn after_boot(
     let verdict = Verdict {
         healthy: report.healthy,
         failed,
+        rolled_back: rolled_back.clone(),
         when: Timestamp::now().to_string(),
     };
     write_verdict(sysroot, &verdict)?;
@@ -150,6 +224,10 @@ pub fn after_boot(
         marked_good,
         reboot,
     })
+}
+
+fn arbor_agent_stateroot(s: &Sysroot) -> String {
+    crate::system::stateroot_of(s).unwrap_or_else(|| "default".to_string())
 }
 
 fn write_verdict(sysroot: &Path, v: &Verdict) -> Result<()> {

@@ -50,6 +50,9 @@ pub enum Phase {
     Starting,
     /// Up to date (or nothing it may take): waiting for the next check.
     Idle,
+    /// An update is staged, its reboot waits for the health checks'
+    /// verdict on this boot.
+    WaitingForHealth,
     /// An update is staged, its reboot waits for a maintenance window.
     WaitingForWindow,
     /// An update is staged, its reboot waits for the FleetLock slot.

@@ -13,7 +13,7 @@ use arbor_upgrade::{DeployUpdateOptions, UpgradeCheck, UpgradeOptions, Upgrader}
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::agent::Host;
+use crate::agent::{BootHealth, Host};
 use crate::fleetlock::client::{Answer, Client};
 use crate::state::{self, Release, State};
 
@@ -28,6 +28,9 @@ pub struct Verdict {
     pub healthy: bool,
     /// The checks that did not pass (name and outcome, in words).
     pub failed: Vec<String>,
+    /// The release this boot rolled back (the boot loader fell back).
+    #[serde(default)]
+    pub rolled_back: Option<Release>,
     /// When the checks ended (RFC 3339).
     pub when: String,
 }
@@ -136,7 +139,11 @@ impl Host for SystemHost {
 
     fn random(&mut self) -> u64 {
         let mut b = [0u8; 8];
-        let _ = ring::rand::SecureRandom::fill(&self.rng, &mut b);
+        if ring::rand::SecureRandom::fill(&self.rng, &mut b).is_err() {
+            // Machines must still spread out: the clock's nanoseconds.
+            tracing::warn!("No random numbers from the system: jitter from the clock");
+            return Timestamp::now().subsec_nanosecond().unsigned_abs().into();
+        }
         u64::from_le_bytes(b)
     }
 
@@ -147,6 +154,14 @@ impl Host for SystemHost {
             UpgradeCheck::UpToDate { .. } => None,
             UpgradeCheck::Available(u) => Some(release_of(&u)),
         })
+    }
+
+    fn rollback_commit(&mut self) -> Result<Option<String>> {
+        let s = (self.open)()?;
+        Ok(arbor_sysroot::status::status_entries(&s)
+            .iter()
+            .find(|e| e.rollback)
+            .map(|e| s.deployments()[e.index].base_commit().to_hex()))
     }
 
     fn staged(&mut self) -> Result<Option<Release>> {
@@ -169,6 +184,15 @@ impl Host for SystemHost {
             }
             UpgradeCheck::Available(u) => u,
         };
+        // Only what was checked (against the rolled-back releases) is
+        // staged: the origin may have moved since.
+        if update.to().to_hex() != release.checksum {
+            bail!(
+                "The origin moved from {} to {} since the check: checking again",
+                release.checksum,
+                update.to()
+            );
+        }
         up.deploy(
             &update,
             &DeployUpdateOptions {
@@ -188,22 +212,45 @@ impl Host for SystemHost {
         Ok(release_of(&update))
     }
 
-    fn reboot(&mut self) -> Result<()> {
+    fn reboot(&mut self, release: &Release) -> Result<()> {
         let mut s = (self.open)()?;
         {
             let mut l = s.lock()?;
             l.load()?;
-            if !l.deployments().first().is_some_and(|d| d.staged) {
-                bail!("Nothing is staged any more: not rebooting");
+            match l.deployments().first().filter(|d| d.staged) {
+                Some(d) if d.base_commit().to_hex() == release.checksum => {}
+                Some(d) => bail!(
+                    "The staged deployment is {} (staged by someone else), not {release}: \
+                     not rebooting",
+                    d.dir_name()
+                ),
+                None => bail!("Nothing is staged any more: not rebooting"),
             }
             arbor_sysroot::staged::set_finalization_locked(&l, false)?;
         }
-        let st = std::process::Command::new(&self.reboot_command[0])
+        let r = std::process::Command::new(&self.reboot_command[0])
             .args(&self.reboot_command[1..])
             .status()
-            .with_context(|| format!("Running {}", self.reboot_command.join(" ")))?;
-        if !st.success() {
-            bail!("{} failed: {st}", self.reboot_command.join(" "));
+            .with_context(|| format!("Running {}", self.reboot_command.join(" ")))
+            .and_then(|st| {
+                if st.success() {
+                    Ok(())
+                } else {
+                    Err(anyhow::anyhow!(
+                        "{} failed: {st}",
+                        self.reboot_command.join(" ")
+                    ))
+                }
+            });
+        if let Err(e) = r {
+            // Locked again: no other reboot may finalize it meanwhile.
+            if let Err(e2) = s
+                .lock()
+                .and_then(|l| arbor_sysroot::staged::set_finalization_locked(&l, true))
+            {
+                tracing::error!("Locking the finalization again: {e2:#}");
+            }
+            return Err(e);
         }
         Ok(())
     }
@@ -216,13 +263,16 @@ impl Host for SystemHost {
         self.client()?.steady_state()
     }
 
-    fn boot_health(&mut self) -> Result<Option<bool>> {
+    fn boot_health(&mut self) -> Result<Option<BootHealth>> {
         let p = self.sysroot.join(HEALTH_VERDICT);
         match std::fs::read(&p) {
             Ok(b) => {
                 let v: Verdict = serde_json::from_slice(&b)
                     .with_context(|| format!("Parsing {}", p.display()))?;
-                Ok(Some(v.healthy))
+                Ok(Some(BootHealth {
+                    healthy: v.healthy,
+                    rolled_back: v.rolled_back.is_some(),
+                }))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e).with_context(|| format!("Reading {}", p.display())),

@@ -127,21 +127,35 @@ pub fn agent_status(s: &arbor_sysroot::Sysroot) -> Result<Option<serde_json::Val
         return Ok(None);
     };
     let root = arbor_agent::system::state_root(s.path(), &stateroot);
-    let state = arbor_agent::state::read_state(&root)?;
-    let rolled = arbor_agent::state::rolled_back(&root)?;
-    let dir =
-        std::fs::File::open(s.path()).with_context(|| format!("Opening {}", s.path().display()))?;
-    let count = bootcount::state(&dir)?;
+    // A damaged file is reported in its place: the deployments are still
+    // shown, and monitoring sees the error.
+    let mut errors = Vec::new();
+    let state = arbor_agent::state::read_state(&root).unwrap_or_else(|e| {
+        errors.push(format!("{e:#}"));
+        None
+    });
+    let rolled = arbor_agent::state::rolled_back(&root)
+        .unwrap_or_else(|e| {
+            errors.push(format!("{e:#}"));
+            Default::default()
+        })
+        .releases;
+    let count = bootcount::state(s).unwrap_or_else(|e| {
+        errors.push(format!("{e:#}"));
+        BootCount::Off
+    });
     if state.is_none()
-        && rolled.releases.is_empty()
+        && rolled.is_empty()
+        && errors.is_empty()
         && matches!(count, BootCount::Off | BootCount::Idle)
     {
         return Ok(None);
     }
     Ok(Some(serde_json::json!({
         "state": state,
-        "rolled_back": rolled.releases,
+        "rolled_back": rolled,
         "boot_counter": count,
+        "errors": errors,
     })))
 }
 
@@ -183,6 +197,9 @@ pub fn render_agent_status(v: &serde_json::Value, out: &mut impl Write) -> Resul
     }
     for r in &rolled {
         writeln!(out, "    RolledBack: {} on {}", r.release, r.when)?;
+    }
+    for e in v["errors"].as_array().into_iter().flatten() {
+        writeln!(out, "    Error: {}", e.as_str().unwrap_or_default())?;
     }
     match v["boot_counter"].as_str() {
         Some("fell-back") => writeln!(

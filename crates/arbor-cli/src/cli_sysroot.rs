@@ -149,7 +149,7 @@ pub struct UpgradeOpts {
     pub stage: bool,
     /// With --stage: do not finalize at shutdown until unlocked (as
     /// ostree's --lock-finalization); a locked update is discarded by a
-    /// reboot. `arbor admin unlock-finalization` unlocks it.
+    /// reboot. `arbor admin lock-finalization --unlock` unlocks it.
     #[arg(long, requires = "stage")]
     pub lock_finalization: bool,
 }

@@ -212,7 +212,7 @@ pub fn write_loader_config(boot: &Path) -> Result<()> {
         return Ok(());
     }
     let dir = std::fs::File::open(boot).context("Opening the boot directory")?;
-    arbor_sysroot::grub::write_grub_config(&dir, name)
+    arbor_sysroot::grub::write_grub_config(&dir, name, None)
 }
 
 #[cfg(test)]

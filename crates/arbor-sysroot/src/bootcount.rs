@@ -3,13 +3,13 @@
 //! `boot_success` in `/boot/grub/grubenv`).
 //!
 //! - When a staged deployment is finalized (it becomes the default at
-//!   shutdown), [`arm`] sets `boot_counter=N` (default [`DEFAULT_ATTEMPTS`]),
-//!   `boot_success=0` and [`PROBATION_VAR`], the `loader.N` directory the
-//!   finalization is about to switch to: the new deployment is on
-//!   probation, and only the menu of that directory counts (a later boot
-//!   switch, such as the rollback, ends the probation by itself: GRUB's
-//!   fall-back to "entry 1" must never apply to a list it was not meant
-//!   for).
+//!   shutdown) and the new deployment runs the health checks' unit
+//!   ([`HEALTH_UNIT`] enabled), [`arm`] sets `boot_counter=N` (default
+//!   [`DEFAULT_ATTEMPTS`]), `boot_success=0` and [`PROBATION_VAR`], a token
+//!   naming the deployment and unique to this switch; the boot switch then
+//!   writes a menu that counts for that token only (and the token beside
+//!   it, [`PROBATION_FILE`]). Every other boot switch writes a menu that
+//!   counts nothing: an old probation can never apply to a later list.
 //! - Each boot, the menu that [`crate::grub`] generates loads the block and,
 //!   while `boot_success` is `0`, counts down: `3` becomes `2`, ... `1`
 //!   becomes `0`, so the new deployment boots at most N times. At `0` the
@@ -29,16 +29,21 @@
 //! needs a loader that reads BLS entries, which Debian's GRUB does not.
 //!
 //! Armed only where the block exists (images that `arbor image build`
-//! makes have one): a machine without `/boot/grub/grubenv` boots as before.
-//! GRUB writes the block in place (it cannot allocate), so arbor keeps it
-//! exactly [`ENV_SIZE`] bytes, replaced atomically.
+//! makes have one) and the health unit will judge the boots: a machine
+//! without them boots as before. GRUB writes the block in place (it cannot
+//! allocate), so arbor keeps it exactly [`ENV_SIZE`] bytes, replaced
+//! atomically, and the replacement reaches the filesystem proper (GRUB
+//! does not replay the journal): `/boot` is frozen and thawed, as for the
+//! boot switch.
 
-use std::os::fd::AsFd;
+use std::io::Read;
 
 use anyhow::{bail, Context, Result};
 use fn_error_context::context;
 
+use crate::deployment::Deployment;
 use crate::fsutil;
+use crate::sysroot::Sysroot;
 
 /// The block, relative to the sysroot.
 pub const GRUBENV: &str = "boot/grub/grubenv";
@@ -50,8 +55,13 @@ const SIGNATURE: &str = "# GRUB Environment Block\n";
 pub const DEFAULT_ATTEMPTS: u32 = 3;
 /// The block's variable that overrides [`DEFAULT_ATTEMPTS`] (1 to 9).
 pub const ATTEMPTS_VAR: &str = "arbor_boot_attempts";
-/// The block's variable naming the `loader.N` whose menu counts.
+/// The block's variable holding the probation's token.
 pub const PROBATION_VAR: &str = "arbor_probation";
+/// The file, in `loader.N/`, holding the token its menu counts for.
+pub const PROBATION_FILE: &str = "probation";
+/// The unit that judges boots: boots are counted only for a deployment
+/// that enables it.
+pub const HEALTH_UNIT: &str = "arbor-health.service";
 /// The largest count the generated menu can decrement (it has no
 /// arithmetic: one `elif` per value).
 pub const MAX_ATTEMPTS: u32 = 9;
@@ -164,8 +174,8 @@ pub enum BootCount {
     FellBack,
 }
 
-fn read_block(sysroot: impl AsFd) -> Result<Option<EnvBlock>> {
-    match fsutil::read_optional(sysroot.as_fd(), GRUBENV)? {
+fn read_block(s: &Sysroot) -> Result<Option<EnvBlock>> {
+    match fsutil::read_optional(&s.fd, GRUBENV)? {
         Some(b) => Ok(Some(
             EnvBlock::parse(&b).with_context(|| format!("Reading {GRUBENV}"))?,
         )),
@@ -173,47 +183,99 @@ fn read_block(sysroot: impl AsFd) -> Result<Option<EnvBlock>> {
     }
 }
 
-fn write_block(sysroot: impl AsFd, env: &EnvBlock) -> Result<()> {
+fn write_block(s: &Sysroot, env: &EnvBlock) -> Result<()> {
     let data = env.encode()?;
-    let dir = fsutil::open_dir(sysroot.as_fd(), "boot/grub")?;
+    let dir = fsutil::open_dir(&s.fd, "boot/grub")?;
     arbor_fs::atomic_write(&dir, "grubenv", &data, 0o644)?;
-    arbor_fs::fsync_dir(&dir)
+    arbor_fs::fsync_dir(&dir)?;
+    let boot = fsutil::open_dir(&s.fd, "boot")?;
+    rustix::fs::syncfs(&boot).context("Syncing /boot")?;
+    crate::write::boot_freeze_thaw(s, &boot)
 }
 
-/// The state of the sysroot's block, for the active `boot/loader`: a
-/// probation recorded for the other `loader.N` is over (a boot switch
-/// came after it) and counts as [`BootCount::Idle`].
-pub fn state(sysroot: impl AsFd) -> Result<BootCount> {
-    let Some(env) = read_block(sysroot.as_fd())? else {
-        return Ok(BootCount::Off);
+/// A new probation token for deployment `d`: `CSUM.SERIAL-RANDOM`.
+pub fn new_token(d: &Deployment) -> Result<String> {
+    let mut r = [0u8; 8];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut r))
+        .context("Reading /dev/urandom")?;
+    let hex: String = r.iter().map(|b| format!("{b:02x}")).collect();
+    Ok(format!("{}-{hex}", d.dir_name()))
+}
+
+/// The deployment (`CSUM.SERIAL`) a token names.
+pub fn token_deployment(token: &str) -> &str {
+    token.rsplit_once('-').map_or(token, |x| x.0)
+}
+
+/// The token the active menu (`boot/loader/`) counts for, if any.
+fn active_token(s: &Sysroot) -> Result<Option<String>> {
+    Ok(
+        fsutil::read_optional(&s.fd, &format!("boot/loader/{PROBATION_FILE}"))?
+            .map(|b| String::from_utf8_lossy(&b).trim().to_string()),
+    )
+}
+
+/// The state of the sysroot's block, for the active menu: a probation
+/// whose token is not the active menu's is over (another boot switch came
+/// after it) and counts as [`BootCount::Idle`].
+pub fn state(s: &Sysroot) -> Result<BootCount> {
+    Ok(probation(s)?.map_or(BootCount::Off, |(c, _)| c))
+}
+
+/// [`state`] and the token of the probation in force (`None` without a
+/// block).
+pub fn probation(s: &Sysroot) -> Result<Option<(BootCount, Option<String>)>> {
+    let Some(env) = read_block(s)? else {
+        return Ok(None);
     };
     if env.get("boot_success") != Some("0") {
-        return Ok(BootCount::Idle);
+        return Ok(Some((BootCount::Idle, None)));
     }
-    let active = rustix::fs::readlinkat(sysroot.as_fd(), "boot/loader", Vec::new())
-        .ok()
-        .map(|t| t.to_string_lossy().into_owned());
-    if env.get(PROBATION_VAR) != active.as_deref() {
-        return Ok(BootCount::Idle);
+    let Some(token) = env.get(PROBATION_VAR).filter(|t| !t.is_empty()) else {
+        return Ok(Some((BootCount::Idle, None)));
+    };
+    if active_token(s)?.as_deref() != Some(token) {
+        return Ok(Some((BootCount::Idle, None)));
     }
-    Ok(match env.get("boot_counter") {
+    let c = match env.get("boot_counter") {
         None | Some("") => BootCount::Idle,
         Some("-1") => BootCount::FellBack,
         Some(n) => BootCount::Counting {
             left: n.parse().unwrap_or(0),
         },
-    })
+    };
+    Ok(Some((c, Some(token.to_string()))))
 }
 
-/// Puts the default deployment of `loader` (`loader.N`, the directory
-/// the coming boot switch writes) on probation, if the sysroot has a
-/// block: `boot_counter` = its [`ATTEMPTS_VAR`] (else
-/// [`DEFAULT_ATTEMPTS`]), `boot_success=0`, [`PROBATION_VAR`] = `loader`.
-/// Returns the count, or `None` when boots are not counted. Durable when
-/// it returns.
+/// Whether a new deployment whose root is `root` gets boots counted: the
+/// sysroot has a block, and the deployment enables [`HEALTH_UNIT`] (in
+/// its `/etc` or `/usr/lib` `systemd/system/multi-user.target.wants`), so
+/// that something marks its good boots.
+pub fn wanted(s: &Sysroot, root: &std::os::fd::OwnedFd) -> Result<bool> {
+    if fsutil::file_type(&s.fd, GRUBENV)?.is_none() {
+        return Ok(false);
+    }
+    for dir in ["etc", "usr/lib"] {
+        let link = format!("{dir}/systemd/system/multi-user.target.wants/{HEALTH_UNIT}");
+        if fsutil::file_type(root, &link)?.is_some() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Puts the default deployment of the coming boot switch on probation,
+/// if the sysroot has a block: `boot_counter` = its [`ATTEMPTS_VAR`] (else
+/// [`DEFAULT_ATTEMPTS`]), `boot_success=0`, [`PROBATION_VAR`] = `token`
+/// (see [`new_token`]; the switch must be made with
+/// [`crate::write::write_deployments_with`] and the same token). Returns
+/// the count, or `None` when boots are not counted. Durable when it
+/// returns; a block that cannot be read or names a wrong count is an
+/// error (and nothing is written).
 #[context("Arming the boot counter")]
-pub fn arm(sysroot: impl AsFd, loader: &str) -> Result<Option<u32>> {
-    let Some(mut env) = read_block(sysroot.as_fd())? else {
+pub fn arm(s: &Sysroot, token: &str) -> Result<Option<u32>> {
+    let Some(mut env) = read_block(s)? else {
         return Ok(None);
     };
     let n = match env.get(ATTEMPTS_VAR) {
@@ -225,16 +287,16 @@ pub fn arm(sysroot: impl AsFd, loader: &str) -> Result<Option<u32>> {
     };
     env.set("boot_counter", &n.to_string());
     env.set("boot_success", "0");
-    env.set(PROBATION_VAR, loader);
-    write_block(sysroot, &env)?;
+    env.set(PROBATION_VAR, token);
+    write_block(s, &env)?;
     Ok(Some(n))
 }
 
-/// Marks the current boot good: `boot_success=1`, no counter (what
+/// Ends the probation: `boot_success=1`, no counter, no token (what
 /// greenboot's `grub2-set-success` does). No-op without a block.
 #[context("Marking the boot good")]
-pub fn mark_good(sysroot: impl AsFd) -> Result<()> {
-    let Some(mut env) = read_block(sysroot.as_fd())? else {
+pub fn mark_good(s: &Sysroot) -> Result<()> {
+    let Some(mut env) = read_block(s)? else {
         return Ok(());
     };
     if env.get("boot_success") == Some("1")
@@ -246,25 +308,25 @@ pub fn mark_good(sysroot: impl AsFd) -> Result<()> {
     env.set("boot_success", "1");
     env.unset("boot_counter");
     env.unset(PROBATION_VAR);
-    write_block(sysroot, &env)
+    write_block(s, &env)
 }
 
-/// Ends a fallback once the rollback is the default: no counter,
-/// `boot_success=1` (the health checks then judge the boot as any other).
-pub fn clear(sysroot: impl AsFd) -> Result<()> {
-    mark_good(sysroot)
+/// Ends a fall-back once the rollback is the default (as [`mark_good`]:
+/// the health checks then judge the boot as any other).
+pub fn clear(s: &Sysroot) -> Result<()> {
+    mark_good(s)
 }
 
-/// The GRUB script that counts boots, for the menu of `loader_dir`
-/// (after its `set default=0`): `${arbor_boot}/grub/grubenv` is
-/// `/boot/grub/grubenv`. It counts only while the probation is this
-/// directory's.
-pub fn grub_snippet(loader_dir: &str) -> String {
+/// The GRUB script that counts boots for the probation `token`, for the
+/// menu its boot switch writes (after its `set default=0`):
+/// `${arbor_boot}/grub/grubenv` is `/boot/grub/grubenv`.
+pub fn grub_snippet(token: &str) -> String {
     let file = "${arbor_boot}/grub/grubenv";
+    let token = crate::grub::quote(token);
     let mut s = format!(
         "if [ -f {file} ]; then\n  \
          load_env --file {file} boot_counter boot_success {PROBATION_VAR}\n  \
-         if [ \"${{boot_success}}\" = \"0\" -a \"${{{PROBATION_VAR}}}\" = \"{loader_dir}\" ]; then\n    \
+         if [ \"${{boot_success}}\" = \"0\" -a \"${{{PROBATION_VAR}}}\" = {token} ]; then\n    \
          if [ \"${{boot_counter}}\" = \"0\" -o \"${{boot_counter}}\" = \"-1\" ]; then\n      \
          set default=1\n      \
          set boot_counter=-1\n"
@@ -301,56 +363,14 @@ mod tests {
     }
 
     #[test]
-    fn arm_count_and_mark_good() {
-        let t = tempfile::tempdir().unwrap();
-        let root = rustix::fs::open(
-            t.path(),
-            rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
-            rustix::fs::Mode::empty(),
-        )
-        .unwrap();
+    fn tokens_name_their_deployment() {
         assert_eq!(
-            arm(&root, "loader.1").unwrap(),
-            None,
-            "no block: not counted"
+            token_deployment(&format!("{}.0-0123456789abcdef", "ab".repeat(32))),
+            format!("{}.0", "ab".repeat(32))
         );
-        assert_eq!(state(&root).unwrap(), BootCount::Off);
-        std::fs::create_dir_all(t.path().join("boot/grub")).unwrap();
-        std::fs::write(
-            t.path().join(GRUBENV),
-            EnvBlock::default().encode().unwrap(),
-        )
-        .unwrap();
-        std::os::unix::fs::symlink("loader.1", t.path().join("boot/loader")).unwrap();
-        assert_eq!(state(&root).unwrap(), BootCount::Idle);
-        assert_eq!(arm(&root, "loader.1").unwrap(), Some(3));
-        assert_eq!(state(&root).unwrap(), BootCount::Counting { left: 3 });
-        // Another boot switch ends the probation.
-        std::fs::remove_file(t.path().join("boot/loader")).unwrap();
-        std::os::unix::fs::symlink("loader.0", t.path().join("boot/loader")).unwrap();
-        assert_eq!(state(&root).unwrap(), BootCount::Idle);
-        std::fs::remove_file(t.path().join("boot/loader")).unwrap();
-        std::os::unix::fs::symlink("loader.1", t.path().join("boot/loader")).unwrap();
-        let bytes = std::fs::read(t.path().join(GRUBENV)).unwrap();
-        assert_eq!(bytes.len(), ENV_SIZE);
-        mark_good(&root).unwrap();
-        assert_eq!(state(&root).unwrap(), BootCount::Idle);
-        let env = EnvBlock::parse(&std::fs::read(t.path().join(GRUBENV)).unwrap()).unwrap();
-        assert_eq!(env.get("boot_success"), Some("1"));
-        assert_eq!(env.get("boot_counter"), None);
-        assert_eq!(env.get(PROBATION_VAR), None);
-
-        let mut env = EnvBlock::default();
-        env.set(ATTEMPTS_VAR, "2");
-        env.set("boot_counter", "-1");
-        env.set("boot_success", "0");
-        env.set(PROBATION_VAR, "loader.1");
-        std::fs::write(t.path().join(GRUBENV), env.encode().unwrap()).unwrap();
-        assert_eq!(state(&root).unwrap(), BootCount::FellBack);
-        assert_eq!(arm(&root, "loader.1").unwrap(), Some(2));
-        env.set(ATTEMPTS_VAR, "10");
-        std::fs::write(t.path().join(GRUBENV), env.encode().unwrap()).unwrap();
-        let e = format!("{:#}", arm(&root, "loader.1").unwrap_err());
-        assert!(e.contains("arbor_boot_attempts=\"10\""), "{e}");
+        // A token is one plain GRUB word: compared literally by the menu.
+        let t = format!("{}.3-0123456789abcdef", "ab".repeat(32));
+        assert_eq!(crate::grub::quote(&t), t);
+        assert!(grub_snippet(&t).contains(&format!("\"${{arbor_probation}}\" = {t} ]")));
     }
 }

@@ -16,7 +16,7 @@ use crate::compose::EtcComposer;
 use crate::deployment::{parse_dir_name, Deployment};
 use crate::fsutil;
 use crate::sysroot::{Sysroot, SysrootLock, STAGED_STATE};
-use crate::write::{cleanup, write_deployments, WriteReport};
+use crate::write::{cleanup, WriteReport};
 
 /// If this file exists, `finalize` does nothing (as ostree's).
 pub const STAGED_LOCKED: &str = "run/ostree/staged-deployment-locked";
@@ -226,12 +226,10 @@ pub fn set_finalization_locked(s: &SysrootLock<'_>, locked: bool) -> Result<()> 
     fsutil::fsync_dir(&dir)
 }
 
-/// Whether finalization is locked (the file, or the record's `locked`).
+/// Whether finalization is locked: [`STAGED_LOCKED`] exists (ostree's
+/// rule; the record's `locked` is informational).
 pub fn finalization_locked(s: &Sysroot) -> Result<bool> {
-    if fsutil::file_type(&s.fd, STAGED_LOCKED)?.is_some() {
-        return Ok(true);
-    }
-    Ok(read_state(&s.fd)?.is_some_and(|st| st.locked))
+    Ok(fsutil::file_type(&s.fd, STAGED_LOCKED)?.is_some())
 }
 
 /// Removes the state file (ignoring its absence).
@@ -330,8 +328,10 @@ fn finalize_inner(s: &mut SysrootLock<'_>, composer: &dyn EtcComposer) -> Result
     let Some(state) = read_state(&s.fd)? else {
         return Ok(Finalized::Nothing);
     };
-    let locked_file = fsutil::file_type(&s.fd, STAGED_LOCKED)?.is_some();
-    if state.locked || locked_file {
+    // As ostree (since 2023.8): the lock file decides, whatever the
+    // record's `locked` says (`admin lock-finalization --unlock` and
+    // `rpm-ostree finalize-deployment` remove only the file).
+    if fsutil::file_type(&s.fd, STAGED_LOCKED)?.is_some() {
         return Ok(Finalized::Locked);
     }
     if !state.overlay_initrds.is_empty() {
@@ -380,15 +380,37 @@ fn finalize_inner(s: &mut SysrootLock<'_>, composer: &dyn EtcComposer) -> Result
     s.booted = s.booted.map(|b| b - 1);
     let mut new = staged.clone();
     new.staged = false;
-    let list = crate::deploy::simple_list(s, &new, merge.as_ref(), false);
-    // Probation for the new default (crate::bootcount), before the
-    // switch: a crash in between leaves the old default counting, which
-    // its health checks end; never a new default that is not counted.
-    let next_loader = format!("loader.{}", 1 - s.bootversion);
-    if let Some(n) = crate::bootcount::arm(&s.fd, &next_loader)? {
-        tracing::info!("boot counter armed: the new deployment boots at most {n} times");
+    let mut list = crate::deploy::simple_list(s, &new, merge.as_ref(), false);
+    // Probation for the new default (crate::bootcount), armed before the
+    // switch: a crash in between leaves a token that no menu counts for.
+    // Never fails the finalization (the update matters more than its
+    // probation): a bad block is logged and the update is not counted.
+    let token = if crate::bootcount::wanted(s, &root)? {
+        let token = crate::bootcount::new_token(&new)?;
+        match crate::bootcount::arm(s, &token) {
+            Ok(Some(n)) => {
+                tracing::info!("boot counter armed: the new deployment boots at most {n} times");
+                Some(token)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::error!("Not counting the boots of the new deployment: {e:#}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    if token.is_some() {
+        // GRUB's fall-back boots entry 1: the deployment booted now.
+        if let Some(b) = s.booted.map(|b| s.deployments[b].clone()) {
+            if let Some(i) = list.iter().position(|d| d.same(&b)) {
+                let d = list.remove(i);
+                list.insert(1.min(list.len()), d);
+            }
+        }
     }
-    let write = write_deployments(s, list, false)?;
+    let write = crate::write::write_deployments_with(s, list, false, token.as_deref())?;
     cleanup(s, false)?;
     Ok(Finalized::Done {
         deployment: staged.dir_name(),

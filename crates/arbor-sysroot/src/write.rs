@@ -61,7 +61,7 @@ fn full_sync(s: &Sysroot, boot: &OwnedFd) -> Result<()> {
 }
 
 /// ostree's freeze/thaw cycle of a separate `/boot` ([`crate::freeze`]).
-fn boot_freeze_thaw(s: &Sysroot, boot: &OwnedFd) -> Result<()> {
+pub(crate) fn boot_freeze_thaw(s: &Sysroot, boot: &OwnedFd) -> Result<()> {
     if crate::freeze::boot_is_separate(s.ostree_dir()?, boot)? {
         crate::freeze::freeze_thaw(&s.path().join("boot"))?;
     }
@@ -246,6 +246,19 @@ pub fn write_deployments(
     list: Vec<Deployment>,
     postclean: bool,
 ) -> Result<WriteReport> {
+    write_deployments_with(s, list, postclean, None)
+}
+
+/// [`write_deployments`] starting the boot counting of `probation` (a
+/// token of [`crate::bootcount`]): the new default's menu counts its
+/// boots. Always a full boot switch then (a new `loader.N`), so that the
+/// menu that counts is the one this write makes.
+pub fn write_deployments_with(
+    s: &mut SysrootLock<'_>,
+    list: Vec<Deployment>,
+    postclean: bool,
+    probation: Option<&str>,
+) -> Result<WriteReport> {
     // A staged deployment stays staged only if the new list starts with it;
     // otherwise it is discarded (record first, then its directory).
     let staged = s.deployments.first().filter(|d| d.staged).cloned();
@@ -277,7 +290,8 @@ pub fn write_deployments(
             bail!("Unable to find expected deployment root: {}", d.relpath());
         }
     }
-    let requires_bootswap = list.len() != current.len()
+    let requires_bootswap = probation.is_some()
+        || list.len() != current.len()
         || list
             .iter()
             .zip(&current)
@@ -332,7 +346,7 @@ pub fn write_deployments(
         }
         // The GRUB menu of these entries, inside the directory the
         // rename below swaps in: GRUB sees it exactly when it sees them.
-        crate::grub::write_grub_config(&boot, &format!("loader.{nb}"))?;
+        crate::grub::write_grub_config(&boot, &format!("loader.{nb}"), probation)?;
         hit(failpoint::ENTRIES_WRITTEN);
         let sub = create_bootlinks(s, nb, &list)?;
         let ostree = s.ostree_dir()?;

@@ -101,3 +101,41 @@ fn health_check_exit_status_and_report() {
     assert_eq!(j["checks"][1]["result"], "failed");
     assert_eq!(j["checks"][1]["output"], "app down\n");
 }
+
+/// The units of `dist/systemd`, enabled as images enable them, make no
+/// ordering cycle with `multi-user.target` (systemd would drop a unit of
+/// the cycle at boot: the agent, say).
+#[test]
+fn the_units_enabled_in_images_start_without_an_ordering_cycle() {
+    let t = tempfile::tempdir().unwrap();
+    let lib = t.path().join("usr/lib/systemd/system");
+    let wants = t.path().join("etc/systemd/system/multi-user.target.wants");
+    std::fs::create_dir_all(&lib).unwrap();
+    std::fs::create_dir_all(&wants).unwrap();
+    let dist = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dist/systemd");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dist).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_owned();
+        std::fs::copy(&p, lib.join(&name)).unwrap();
+        // mkdebian.sh enables every arbor unit in multi-user.target.
+        std::os::unix::fs::symlink(lib.join(&name), wants.join(&name)).unwrap();
+        n += 1;
+    }
+    assert!(
+        n >= 4,
+        "the agent, health, finalize and boot-complete units"
+    );
+    let out = std::process::Command::new("systemd-analyze")
+        .args(["verify", "multi-user.target"])
+        .env(
+            "SYSTEMD_UNIT_PATH",
+            format!("{}:{}:", lib.display(), wants.parent().unwrap().display()),
+        )
+        .output()
+        .expect("systemd-analyze (Debian package systemd, as .ci/run installs)");
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("ordering cycle"), "{text}");
+    assert!(!text.contains("deleted to break"), "{text}");
+}

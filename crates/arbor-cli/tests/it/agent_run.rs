@@ -93,6 +93,10 @@ fn agent_stages_locked_waits_for_its_window_then_reboots() {
             hhmm
         ),
     );
+    // The health unit's verdict on this boot (no checks: healthy); the
+    // agent reboots only once it is known.
+    let (out, code) = health_boot(&sys, &booted, &marker);
+    assert_eq!(code, 0, "{out}");
     // Up to date.
     let (out, code) = agent_once(&sys, &booted, &marker);
     assert_eq!(code, 0, "{out}");
@@ -163,13 +167,49 @@ fn health_boot_finishes_a_fall_back_and_the_agent_skips_that_release() {
         &Path::new(&v1_root).join("etc/arbor/agent.toml"),
         "[updates]\nstrategy = \"immediate\"\n",
     );
-    // The agent stages v2 and "reboots"; the shutdown finalizes it, which
-    // puts it on probation.
+    let (out, code) = health_boot(&sys, &v1_root, &marker);
+    assert_eq!(code, 0, "{out}");
+    // A pinned deployment ahead of the booted one: the fall-back and the
+    // rollback must still be about the booted deployment.
+    run_ok(sys_arbor(&sys, &["deploy", "--retain", &m.src.v1]).env("ARBOR_TEST_ROOT", &v1_root));
+    run_ok(sys_arbor(&sys, &["pin", "0"]).env("ARBOR_TEST_ROOT", &v1_root));
+    let v = status_json(&sys, Some(&v1_root));
+    assert_eq!(v["deployments"][1]["booted"], true);
+    assert_eq!(v["deployments"][0]["pinned"], true);
+    // The agent stages v2 and "reboots"; the shutdown finalizes it. Not
+    // on probation: nothing in v2 enables the health checks' unit.
     m.src.release_v2();
     let (out, _) = agent_once(&sys, &v1_root, &marker);
     assert!(out.contains("Rebooting"), "{out}");
     run_ok(sys_arbor(&sys, &["finalize"]).env("ARBOR_TEST_ROOT", &v1_root));
-    assert_eq!(block(&sys).get("boot_counter"), Some("3"));
+    assert_eq!(block(&sys).get("boot_counter"), None);
+    run_ok(sys_arbor(&sys, &["undeploy", "0"]).env("ARBOR_TEST_ROOT", &v1_root));
+    // The admin enables the unit (in v1's /etc, carried into v2's by the
+    // merge): the next finalization puts v2 on probation.
+    let wants = Path::new(&v1_root).join("etc/systemd/system/multi-user.target.wants");
+    std::fs::create_dir_all(&wants).unwrap();
+    std::os::unix::fs::symlink(
+        "/usr/lib/systemd/system/arbor-health.service",
+        wants.join("arbor-health.service"),
+    )
+    .unwrap();
+    std::fs::remove_file(&marker).unwrap();
+    let (out, _) = agent_once(&sys, &v1_root, &marker);
+    assert!(out.contains("Rebooting"), "{out}");
+    run_ok(sys_arbor(&sys, &["finalize"]).env("ARBOR_TEST_ROOT", &v1_root));
+    let armed = block(&sys);
+    assert_eq!(armed.get("boot_counter"), Some("3"));
+    let token = armed.get(PROBATION_VAR).unwrap().to_string();
+    assert!(token.starts_with(&format!("{}.0-", m.src.v2)), "{token}");
+    assert_eq!(
+        std::fs::read_to_string(sys.join("boot/loader/probation")).unwrap(),
+        token
+    );
+    // GRUB's entry 1 is the booted deployment, the pinned one after it.
+    let v = status_json(&sys, Some(&v1_root));
+    assert_eq!(v["deployments"][0]["checksum"], m.src.v2.as_str());
+    assert_eq!(v["deployments"][1]["booted"], true);
+    assert_eq!(v["deployments"][2]["pinned"], true);
     // v2 never boots well; GRUB counts down and falls back to v1 (what
     // the GRUB test shows for real): the block says -1, v1 is booted.
     let mut env = block(&sys);
@@ -184,10 +224,13 @@ fn health_boot_finishes_a_fall_back_and_the_agent_skips_that_release() {
         out.contains("2.0 (") && out.contains("is rolled back"),
         "{out}"
     );
-    // v1 is the default again, and the block is cleared.
+    // v1 (the booted one, not the pinned one) is the default again, and
+    // the block is cleared.
     let v = status_json(&sys, Some(&v1_root));
     assert_eq!(v["deployments"][0]["checksum"], m.src.v1.as_str());
     assert_eq!(v["deployments"][0]["booted"], true);
+    assert_eq!(v["deployments"][1]["checksum"], m.src.v2.as_str());
+    assert_eq!(v["deployments"][2]["pinned"], true);
     assert_eq!(v["agent"]["rolled_back"][0]["checksum"], m.src.v2.as_str());
     let env = block(&sys);
     assert_eq!(
@@ -230,14 +273,17 @@ fn health_boot_finishes_a_fall_back_and_the_agent_skips_that_release() {
     let mut env = block(&sys);
     env.set("boot_counter", "1");
     env.set("boot_success", "0");
-    // A probation of another loader directory is over: still no reboot.
-    env.set(PROBATION_VAR, "loader.other");
+    // A probation whose token is not the active menu's is over: still no
+    // reboot. (The rollback's switch wrote a menu without one.)
+    assert!(!sys.join("boot/loader/probation").exists());
+    env.set(PROBATION_VAR, &token);
     std::fs::write(sys.join(GRUBENV), env.encode().unwrap()).unwrap();
     let (out, code) = health_boot(&sys, &v1_root, &marker);
     assert_eq!(code, 1, "{out}");
     assert!(!marker.exists(), "a stale probation: no reboot");
-    let active = std::fs::read_link(sys.join("boot/loader")).unwrap();
-    env.set(PROBATION_VAR, active.to_str().unwrap());
+    // A probation of the active menu (as a finalization makes it).
+    std::fs::write(sys.join("boot/loader/probation"), "T1").unwrap();
+    env.set(PROBATION_VAR, "T1");
     std::fs::write(sys.join(GRUBENV), env.encode().unwrap()).unwrap();
     let (out, code) = health_boot(&sys, &v1_root, &marker);
     assert_eq!(code, 1, "{out}");

@@ -149,7 +149,7 @@ fn grub_cfg_follows_every_boot_switch() {
     // of its active loader.N, from the library.
     let active = std::fs::read_link(sys.join("boot/loader")).unwrap();
     let boot = std::fs::File::open(sys.join("boot")).unwrap();
-    arbor_sysroot::grub::write_grub_config(&boot, active.to_str().unwrap()).unwrap();
+    arbor_sysroot::grub::write_grub_config(&boot, active.to_str().unwrap(), None).unwrap();
     assert_grub_matches_entries(&sys, "write_grub_config after ostree admin deploy");
     assert_eq!(entries(&sys).len(), 2);
     std::fs::remove_file(sys.join("boot/loader/grub.cfg")).unwrap();

@@ -69,6 +69,15 @@ fn grub_counts_boots_then_falls_back_to_the_previous_deployment() {
     std::fs::create_dir_all(sys.join("boot/grub")).unwrap();
     std::fs::write(sys.join(GRUBENV), env.encode().unwrap()).unwrap();
     let booted = booted_root(&sys, 0);
+    // The health checks' unit is enabled (carried into v2's /etc): its
+    // boots are counted.
+    let wants = Path::new(&booted).join("etc/systemd/system/multi-user.target.wants");
+    std::fs::create_dir_all(&wants).unwrap();
+    std::os::unix::fs::symlink(
+        "/usr/lib/systemd/system/arbor-health.service",
+        wants.join("arbor-health.service"),
+    )
+    .unwrap();
     let with_boot = |args: &[&str]| {
         let mut c = sys_arbor(&sys, args);
         c.env("ARBOR_TEST_ROOT", &booted);
@@ -111,9 +120,14 @@ fn grub_counts_boots_then_falls_back_to_the_previous_deployment() {
         (armed.get("boot_counter"), armed.get("boot_success")),
         (Some("2"), Some("0"))
     );
-    // The probation is the menu of the loader directory just switched to.
-    let active = std::fs::read_link(sys.join("boot/loader")).unwrap();
-    assert_eq!(armed.get(PROBATION_VAR), active.to_str());
+    // The probation's token is the one the new menu counts for.
+    let token = armed.get(PROBATION_VAR).unwrap().to_string();
+    assert_eq!(
+        std::fs::read_to_string(sys.join("boot/loader/probation")).unwrap(),
+        token
+    );
+    let menu = std::fs::read_to_string(sys.join("boot/loader/grub.cfg")).unwrap();
+    assert!(menu.contains(&format!("= {token} ]")), "{menu}");
     // Locking with nothing staged is refused.
     let out = lock_cmd(&[]).output().unwrap();
     assert!(!out.status.success());
@@ -159,19 +173,51 @@ fn grub_counts_boots_then_falls_back_to_the_previous_deployment() {
     assert_eq!(boot(4), (1, "-1".to_string()));
     assert_eq!(block_on_disk(&d).get("boot_success"), Some("0"));
     println!("GRUB on {}: counted down, then fell back", s(&d));
-    // A probation of the other loader directory (the boot switch of a
-    // rollback came after it) is over: GRUB boots the default and counts
-    // nothing, even at 0.
+    // The blocks every other boot sees: the image's empty one, and the one
+    // a good boot leaves; and a probation whose menu is gone (another
+    // boot switch came after it: here `admin grub-config` rewrites the
+    // menu, as any switch would, without a token). GRUB boots the default
+    // and writes nothing.
+    let mut good = armed.clone();
+    good.set("boot_success", "1");
+    good.unset("boot_counter");
+    good.unset(PROBATION_VAR);
     let mut stale = armed.clone();
     stale.set("boot_counter", "0");
-    stale.set(PROBATION_VAR, "loader.other");
-    std::fs::write(content.join("grub/grubenv"), stale.encode().unwrap()).unwrap();
-    let d2 = dir.path().join("stale");
-    std::fs::create_dir(&d2).unwrap();
-    let d = disk(&d2, &content);
-    let out = run_qemu(&lnx, &d, |o| {
-        o.contains("Press any key to continue") || o.contains("grub>")
-    });
-    assert!(out.contains(&format!("Booting `{}'", t[0])), "{out}");
-    assert_eq!(block_on_disk(&d).get("boot_counter"), Some("0"));
+    run_ok(
+        crate::util::arbor()
+            .args(["admin", "grub-config", "--sysroot"])
+            .arg(&sys),
+    );
+    let plain = dir.path().join("plain");
+    run_ok(
+        Command::new("cp")
+            .arg("-a")
+            .arg(sys.join("boot"))
+            .arg(&plain),
+    );
+    std::fs::write(
+        plain.join("grub/grub.cfg"),
+        arbor_sysroot::grub::grub_stub(),
+    )
+    .unwrap();
+    for (name, block, from) in [
+        ("empty", EnvBlock::default(), &content),
+        ("good", good, &content),
+        ("stale", stale, &plain),
+    ] {
+        std::fs::write(from.join("grub/grubenv"), block.encode().unwrap()).unwrap();
+        let d2 = dir.path().join(name);
+        std::fs::create_dir(&d2).unwrap();
+        let d = disk(&d2, from);
+        let out = run_qemu(&lnx, &d, |o| {
+            o.contains("Press any key to continue") || o.contains("grub>")
+        });
+        assert!(
+            out.contains(&format!("Booting `{}'", t[0])),
+            "{name}: {out}"
+        );
+        assert_eq!(block_on_disk(&d), block, "{name}: GRUB wrote nothing");
+        println!("{name} block: GRUB booted entry 0 and wrote nothing");
+    }
 }
