@@ -2,7 +2,7 @@
 //! (the agent), Airlock (the reboot coordinator) and greenboot (health
 //! checks), compatible with their protocols.
 //!
-//! This first part is reboot coordination, the FleetLock protocol:
+//! Reboot coordination is the FleetLock protocol:
 //!
 //! - [`fleetlock::client`]: what an agent asks before it reboots
 //!   (`POST /v1/pre-reboot`) and says after a good boot (`POST
@@ -12,9 +12,15 @@
 //!   compare-and-swap transactions, so several servers on one etcd stay
 //!   correct.
 //!
-//! The agent's configuration ([`config`], Zincati's format), its
-//! maintenance windows ([`window`]) and greenboot-style health checks
-//! ([`health`]) come next.
+//! The agent itself ([`agent`], a state machine over a [`agent::Host`];
+//! [`system::SystemHost`] on a real sysroot) checks the origin on a
+//! schedule, stages with the finalization locked and reboots as its
+//! configuration ([`config`], Zincati's format) allows: at once, inside a
+//! maintenance window ([`window`]), or with a FleetLock slot. Its state
+//! for monitoring is [`state`]. After each boot, [`boot`] gives the
+//! verdict: greenboot-style health checks ([`health`]), boot counting in
+//! GRUB's environment block (`arbor_sysroot::bootcount`), and the
+//! automatic rollback of a release that used up its boots.
 //!
 //! The library prints nothing; the CLI renders.
 

@@ -65,6 +65,8 @@ impl AgentMachine {
         arbor(&["init", "--mode", "archive", "--repo", &p(&served)]);
         arbor(&["pull-local", "--repo", &p(&served), &p(&f.repo), &f.v1]);
         arbor(&["refs", "--repo", &p(&served), "--create", "vm/os", &f.v1]);
+        // The agent's check reads the remote's refs from its summary.
+        arbor(&["summary", "--repo", &p(&served), "--update"]);
         let (server, port) = serve(&f.arbor, &served);
         // A sysroot deployed from it (the host reaches it at 127.0.0.1),
         // the remote then named as the machine reaches it (10.0.2.2).
@@ -138,6 +140,7 @@ impl AgentMachine {
             .arg(commit));
         sh(Command::new(&f.arbor).args(["refs", "--repo", served, "--delete", "vm/os"]));
         sh(Command::new(&f.arbor).args(["refs", "--repo", served, "--create", "vm/os", commit]));
+        sh(Command::new(&f.arbor).args(["summary", "--repo", served, "--update"]));
         self.vm
             .say(&format!("host: published {what} {commit} on vm/os"));
     }
@@ -179,11 +182,11 @@ impl AgentMachine {
 
     /// Prints the journal of the agent and the health checks (this boot).
     fn journal(&mut self) {
-        let out = self.vm.ok(
-            "journalctl -b -o short-monotonic --no-pager -u arbor-health -u arbor-agent -u arbor-finalize-staged",
+        // The harness prints the output.
+        self.vm.ok(
+            "SYSTEMD_COLORS=0 journalctl -b -o short-monotonic --no-pager -u arbor-health -u arbor-agent -u arbor-finalize-staged",
             CMD,
         );
-        eprintln!("{out}");
     }
 }
 
@@ -237,7 +240,7 @@ fn agent_updates_in_its_window_and_rolls_back_a_bad_release() {
         std::time::SystemTime::now() < opens,
         "staged only after the window opened: the test cannot tell the window mattered"
     );
-    eprintln!("{}", m.vm.ok("arbor status", CMD));
+    m.vm.ok("arbor status", CMD);
     m.journal();
     m.vm.say("waiting for the machine to reboot itself in its window");
     m.vm.wait_exit(BOOT + Duration::from_secs(300));
@@ -285,7 +288,6 @@ fn agent_updates_in_its_window_and_rolls_back_a_bad_release() {
     });
     assert_eq!(st["rolled_back"][0]["checksum"], r.bad.as_str());
     let status = m.vm.ok("arbor status", CMD);
-    eprintln!("{status}");
     let first = status.lines().find(|l| l.contains("default ")).unwrap();
     assert!(
         first.starts_with("* ") && first.contains(&f.v2),
@@ -381,7 +383,7 @@ fn agent_waits_for_the_fleet_lock_and_reports_steady_state() {
                 .is_some_and(|w| w.contains("FleetLock slot"))
     });
     assert_eq!(st["staged"]["checksum"], f.v2.as_str());
-    eprintln!("{}", m.vm.ok("arbor status", CMD));
+    m.vm.ok("arbor status", CMD);
     assert_eq!(holders(), ["another-machine"], "no second holder");
     m.vm.say("host: fleetlock release another-machine");
     sh(Command::new(&f.arbor).args([
