@@ -94,6 +94,8 @@ pub fn init_logging() {
         use tracing_subscriber::util::SubscriberInitExt;
         use tracing_subscriber::Layer;
         if let Ok(j) = tracing_journald::layer() {
+            // Fields as named (EVENT=, CHECKSUM=), not F_EVENT=.
+            let j = j.with_field_prefix(None);
             let filter = tracing_subscriber::filter::LevelFilter::from_level(level);
             if tracing_subscriber::registry()
                 .with(j.with_filter(filter))

@@ -123,6 +123,16 @@ fn agent_stages_locked_waits_for_its_window_then_reboots() {
         "{human}"
     );
     assert!(human.contains("    Staged: 2.0 ("), "{human}");
+    assert!(
+        human.contains(&format!(
+            "    WaitingFor: the maintenance window opening at {opening} (UTC)"
+        )),
+        "{human}"
+    );
+    assert!(
+        human.contains("    LastCheck: ") && human.contains(": staged 2.0 ("),
+        "{human}"
+    );
     // The state file, as monitoring reads it.
     let st: serde_json::Value =
         serde_json::from_slice(&std::fs::read(state_dir(&sys).join("state.json")).unwrap())
@@ -310,5 +320,121 @@ fn health_boot_finishes_a_fall_back_and_the_agent_skips_that_release() {
     assert!(out.contains("Rebooting"), "{out}");
     let v = status_json(&sys, Some(&v1_root));
     assert_eq!(v["deployments"][0]["checksum"], v3.as_str());
+    assert_eq!(v["deployments"][0]["staged"], true);
+}
+
+/// The agent's configuration comes from the declared configuration like
+/// any file: applied, read by `agent config` in the new deployment,
+/// checked (an error names the file and the key), and reverted to the
+/// defaults when the declaration is removed.
+#[test]
+fn the_agent_configuration_comes_from_the_declared_configuration() {
+    use crate::config_apply::{file, ign, root_of, Cfg};
+    if needs_root("the_agent_configuration_comes_from_the_declared_configuration") {
+        return;
+    }
+    let c = Cfg::new();
+    let agent_config = |root: &Path| {
+        arbor()
+            .args(["agent", "config", "--root"])
+            .arg(root)
+            .output()
+            .unwrap()
+    };
+    let toml = "[identity]\ngroup = \"workers\"\n[updates]\nstrategy = \"periodic\"\n\
+                [[updates.periodic.window]]\ndays = [\"Sat\", \"Sun\"]\n\
+                start_time = \"23:00\"\nlength_minutes = 90\n";
+    let doc = |text: &str| {
+        ign(serde_json::json!({ "storage": { "files": [file("/etc/arbor/agent.toml", text)] } }))
+    };
+    c.apply(&[("agent.ign", doc(toml))]);
+    let out = agent_config(&root_of(&c.sys, 0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text.contains("group: workers"), "{text}");
+    assert!(text.contains("strategy: periodic, time zone UTC"), "{text}");
+    assert!(
+        text.contains("window: Saturday, Sunday at 23:00 for 90 min"),
+        "{text}"
+    );
+    // A declared mistake is named with its file and key.
+    c.apply(&[(
+        "agent.ign",
+        doc(
+            "[updates]\nstrategy = \"periodic\"\n[[updates.periodic.window]]\n\
+             days = [\"Sat\"]\nstart_time = \"25:00\"\nlength_minutes = 90\n",
+        ),
+    )]);
+    let out = agent_config(&root_of(&c.sys, 0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("etc/arbor/agent.toml") && err.contains("start_time"),
+        "{err}"
+    );
+    // Removed from the declaration: back to the defaults.
+    c.apply(&[("agent.ign", ign(serde_json::json!({})))]);
+    let root = root_of(&c.sys, 0);
+    assert!(!root.join("etc/arbor/agent.toml").exists());
+    let out = agent_config(&root);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("No configuration files: the defaults"),
+        "{text}"
+    );
+    assert!(text.contains("strategy: immediate"), "{text}");
+}
+
+/// On a remote that requires ed25519 signatures, the agent stages only a
+/// signed release: an unsigned one is refused by the pull (nothing
+/// staged, the error in its state), the same release once signed is
+/// staged.
+#[test]
+fn the_agent_pulls_only_signed_releases_from_a_verifying_remote() {
+    use crate::sign::{PUBLIC, SECRET};
+    if needs_root("the_agent_pulls_only_signed_releases_from_a_verifying_remote") {
+        return;
+    }
+    let mut m = machine();
+    let sys = m.sys.clone();
+    let booted = booted_root(&sys, 0);
+    let marker = m.src.dir.path().join("rebooted");
+    // The remote now requires signatures by PUBLIC.
+    let config = sys.join("ostree/repo/config");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text = text.replace(
+        "[remote \"origin\"]\n",
+        &format!("[remote \"origin\"]\nverification-ed25519-key={PUBLIC}\nsign-verify=ed25519\n"),
+    );
+    std::fs::write(&config, text).unwrap();
+    write(
+        &Path::new(&booted).join("etc/arbor/agent.toml"),
+        "[updates]\nstrategy = \"immediate\"\n",
+    );
+    let (out, code) = health_boot(&sys, &booted, &marker);
+    assert_eq!(code, 0, "{out}");
+    m.src.release_v2();
+    let (out, _) = agent_once(&sys, &booted, &marker);
+    assert!(out.contains("staging failed"), "{out}");
+    assert!(out.contains("error: Staging the update"), "{out}");
+    assert!(!marker.exists());
+    let v = status_json(&sys, Some(&booted));
+    assert!(v["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|d| d["staged"] == false));
+    // Signed upstream: staged and rebooted into.
+    run_ok(
+        arbor()
+            .args(["sign", "--repo"])
+            .arg(&m.src.repo)
+            .args([&m.src.v2, SECRET]),
+    );
+    let (out, _) = agent_once(&sys, &booted, &marker);
+    assert!(out.contains("Rebooting"), "{out}");
+    assert!(marker.exists());
+    let v = status_json(&sys, Some(&booted));
+    assert_eq!(v["deployments"][0]["checksum"], m.src.v2.as_str());
     assert_eq!(v["deployments"][0]["staged"], true);
 }

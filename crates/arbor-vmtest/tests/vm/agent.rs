@@ -242,6 +242,15 @@ fn agent_updates_in_its_window_and_rolls_back_a_bad_release() {
     );
     m.vm.ok("arbor status", CMD);
     m.journal();
+    // Structured events in the journal, searchable by their fields.
+    let ev = m.vm.ok(
+        &format!(
+            "journalctl -b --no-pager -o cat EVENT=staged CHECKSUM={}",
+            f.v2
+        ),
+        CMD,
+    );
+    assert!(ev.contains("staged 2 ("), "{ev}");
     m.vm.say("waiting for the machine to reboot itself in its window");
     m.vm.wait_exit(BOOT + Duration::from_secs(300));
     let ended = std::time::SystemTime::now();
