@@ -19,11 +19,12 @@ fn write(p: &Path, text: &str) {
     std::fs::write(p, text).unwrap();
 }
 
-/// `agent run --once` on `sys`, booted in `booted`, its configuration
-/// and health checks under `booted`, rebooting by touching `marker`.
-fn agent_once(sys: &Path, booted: &str, marker: &Path) -> (String, i32) {
+/// `arbor SUBCOMMAND... --sysroot SYS --root BOOTED --reboot-command
+/// "touch MARKER"`, booted in `booted`: its output and exit status.
+fn on_machine(sub: &[&str], sys: &Path, booted: &str, marker: &Path) -> (String, i32) {
     let out = arbor()
-        .args(["agent", "run", "--once", "--sysroot"])
+        .args(sub)
+        .arg("--sysroot")
         .arg(sys)
         .arg("--root")
         .arg(booted)
@@ -40,23 +41,15 @@ fn agent_once(sys: &Path, booted: &str, marker: &Path) -> (String, i32) {
     (text, out.status.code().unwrap_or(-1))
 }
 
+/// `agent run --once`: its configuration and health checks under
+/// `booted`, rebooting by touching `marker`.
+fn agent_once(sys: &Path, booted: &str, marker: &Path) -> (String, i32) {
+    on_machine(&["agent", "run", "--once"], sys, booted, marker)
+}
+
+/// `health boot` (checks limited to 20 s each).
 fn health_boot(sys: &Path, booted: &str, marker: &Path) -> (String, i32) {
-    let out = arbor()
-        .args(["health", "boot", "--timeout", "20", "--sysroot"])
-        .arg(sys)
-        .arg("--root")
-        .arg(booted)
-        .arg("--reboot-command")
-        .arg(format!("touch {}", s(marker)))
-        .env("ARBOR_TEST_ROOT", booted)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (text, out.status.code().unwrap_or(-1))
+    on_machine(&["health", "boot", "--timeout", "20"], sys, booted, marker)
 }
 
 fn state_dir(sys: &Path) -> PathBuf {
