@@ -45,6 +45,16 @@ struct Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        // A server under the shell: closing its stdin makes the shell kill
+        // it and exit (killing the shell itself would orphan the server).
+        if self._stdin.take().is_some() {
+            for _ in 0..100 {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
