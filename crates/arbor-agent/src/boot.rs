@@ -232,18 +232,8 @@ fn arbor_agent_stateroot(s: &Sysroot) -> String {
 
 fn write_verdict(sysroot: &Path, v: &Verdict) -> Result<()> {
     let p = sysroot.join(HEALTH_VERDICT);
-    let dir = p.parent().context("verdict path")?;
-    std::fs::create_dir_all(dir).with_context(|| format!("Creating {}", dir.display()))?;
-    let mut data = serde_json::to_vec_pretty(v)?;
-    data.push(b'\n');
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    // Readable by monitoring (a temporary file is 0600).
-    std::fs::set_permissions(
-        tmp.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o644),
-    )?;
-    std::io::Write::write_all(&mut tmp, &data)?;
-    tmp.persist(&p)
-        .with_context(|| format!("Writing {}", p.display()))?;
-    Ok(())
+    let (Some(dir), Some(name)) = (p.parent(), p.file_name().and_then(|n| n.to_str())) else {
+        anyhow::bail!("Bad verdict path {}", p.display());
+    };
+    state::write_json_in(dir, name, v)
 }

@@ -124,12 +124,18 @@ fn read_json<T: for<'de> Deserialize<'de>>(p: &Path) -> Result<Option<T>> {
 /// Writes `value` as `name` in [`DIR`] under `root`: a temporary file,
 /// fsync, rename, fsync of the directory.
 fn write_json<T: Serialize>(root: &Path, name: &str, value: &T) -> Result<()> {
-    let dir = root.join(DIR);
-    std::fs::create_dir_all(&dir).with_context(|| format!("Creating {}", dir.display()))?;
+    write_json_in(&root.join(DIR), name, value)
+}
+
+/// Writes `value` as JSON to `dir/name` (created as needed), mode 0644
+/// (monitoring reads it): a temporary file, fsync, rename, fsync of the
+/// directory.
+pub(crate) fn write_json_in<T: Serialize>(dir: &Path, name: &str, value: &T) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("Creating {}", dir.display()))?;
     let mut data = serde_json::to_vec_pretty(value)?;
     data.push(b'\n');
-    let mut tmp = tempfile::NamedTempFile::new_in(&dir)?;
-    // Readable by monitoring (a temporary file is 0600).
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    // A temporary file is 0600.
     std::fs::set_permissions(
         tmp.path(),
         std::os::unix::fs::PermissionsExt::from_mode(0o644),
@@ -138,7 +144,7 @@ fn write_json<T: Serialize>(root: &Path, name: &str, value: &T) -> Result<()> {
     tmp.as_file().sync_all()?;
     tmp.persist(dir.join(name))
         .with_context(|| format!("Writing {}", dir.join(name).display()))?;
-    std::fs::File::open(&dir)?.sync_all()?;
+    std::fs::File::open(dir)?.sync_all()?;
     Ok(())
 }
 
